@@ -1,0 +1,27 @@
+# The two commands of the README: `make run` and `make test`.
+VENV   := .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+
+.PHONY: run test install system-deps bench clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+## make run: the app at http://127.0.0.1:5000 with the embedded defaults (SQLite, in-process cache, Stripe emulator)
+run: install
+	$(BIN)/flask db upgrade
+	$(BIN)/flask seed-plans
+	scripts/run-dev.sh
+
+## make test: installs what is missing, starts throw-away PostgreSQL and Redis, runs the whole suite
+test: install
+	scripts/test.sh $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

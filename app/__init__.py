@@ -1,0 +1,87 @@
+"""Smart Strategies Builder billing: the application factory."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from dotenv import load_dotenv
+from flask import Flask
+
+from app.config import environ_with_overrides, load_config
+from app.extensions import cache, csrf, db, limiter, login_manager, migrate
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. `config` overrides the environment (string values) and app.config (the rest).
+
+    Raises `ConfigurationError` (a SystemExit) listing every problem when the configuration cannot run.
+    """
+    root = Path(__file__).resolve().parent.parent
+    if config is None:  # a real start (gunicorn, scripts): read `.env` like the `flask` command does
+        load_dotenv(root / ".env")
+    app = Flask(__name__, instance_path=str(root / "instance"))
+    settings = load_config(environ_with_overrides(config), Path(app.instance_path))
+    app.config.update(settings)
+    # Strings were read as environment variables above; anything else (or a key the environment does not
+    # feed) goes straight into app.config, e.g. {"WTF_CSRF_ENABLED": False}.
+    app.config.update({k: v for k, v in (config or {}).items() if not isinstance(v, str) or k not in settings})
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    register_template_helpers(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the unbound extensions of `app/extensions.py`."""
+    from app import models  # noqa: F401  (registers every table before Flask-Migrate looks)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
+    cache.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "account.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.login_message_category = "info"
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        from app.models import User
+
+        return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+
+
+def register_blueprints(app: Flask) -> None:
+    """Every URL prefix of the app, in one place."""
+    from app.account import bp as account_bp
+    from app.billing import bp as billing_bp
+    from app.health import bp as health_bp
+    from app.pricing import bp as pricing_bp
+
+    app.register_blueprint(pricing_bp)
+    app.register_blueprint(account_bp)
+    app.register_blueprint(billing_bp, url_prefix="/billing")
+    app.register_blueprint(health_bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.errors import register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    from app.cli import register
+
+    register(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    """Filters the templates use for money and dates."""
+    from app.templating import register
+
+    register(app)

@@ -1,0 +1,62 @@
+"""Error pages: HTML for people, JSON `{"error", "message"}` for everything under API_PREFIX."""
+from __future__ import annotations
+
+from flask import Flask, current_app, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from app.extensions import db
+from app.services import DomainError
+
+
+def wants_json() -> bool:
+    """API clients get JSON: every path under API_PREFIX."""
+    prefix = current_app.config["API_PREFIX"]
+    return request.path == prefix or request.path.startswith(prefix + "/")
+
+
+def error_code(exc: HTTPException) -> str:
+    """`Not Found` -> `not_found`."""
+    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def render_error(status: int, code: str, message: str):
+    if wants_json():
+        return jsonify(error=code, message=message), status
+    return render_template("errors/error.html", status=status, code=code, message=message), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException):
+        if exc.code and exc.code >= 500:
+            db.session.rollback()
+        messages = {
+            404: "We could not find that page.",
+            405: "That method is not allowed here.",
+            413: "The request is too large.",
+            429: "Too many attempts. Please wait a moment and try again.",
+        }
+        message = messages.get(exc.code, exc.description or exc.name)
+        body, status = render_error(exc.code or 500, error_code(exc), message)
+        response = current_app.make_response((body, status))
+        for name in ("Retry-After", "Allow"):  # keep what tells a client when or how to try again
+            value = exc.get_response().headers.get(name)
+            if value:
+                response.headers[name] = value
+        return response
+
+    @app.errorhandler(CSRFError)
+    def handle_csrf_error(exc: CSRFError):
+        return render_error(400, "csrf_failed", "Your form expired or was not sent from this site. Please try again.")
+
+    @app.errorhandler(DomainError)
+    def handle_domain_error(exc: DomainError):
+        return render_error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        # Roll back first: a failed flush must not poison the next request on this connection.
+        db.session.rollback()
+        current_app.logger.exception("unhandled_exception")
+        return render_error(500, "internal_error", "Something went wrong on our side. Please try again.")

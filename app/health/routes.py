@@ -1,0 +1,38 @@
+import secrets
+
+from flask import current_app, jsonify
+from sqlalchemy import text
+
+from app.extensions import cache, db, limiter
+from app.health import bp
+
+
+def check_database() -> bool:
+    try:
+        db.session.execute(text("SELECT 1"))
+        return True
+    except Exception:  # any failure means "not ok"; the reason is logged, not shown
+        current_app.logger.warning("healthz_database_failed", exc_info=True)
+        db.session.rollback()
+        return False
+
+
+def check_cache() -> bool:
+    """A real round trip through the cache (Redis in production), not just a ping."""
+    token = secrets.token_hex(8)
+    try:
+        cache.set("healthz:probe", token, timeout=10)
+        return cache.get("healthz:probe") == token
+    except Exception:
+        current_app.logger.warning("healthz_cache_failed", exc_info=True)
+        return False
+
+
+@bp.get("/healthz")
+@limiter.exempt
+def healthz():
+    """200 when the database and the cache answer, 503 naming what failed."""
+    checks = {"database": check_database(), "cache": check_cache()}
+    body = {"status": "ok" if all(checks.values()) else "unavailable"}
+    body.update({name: "ok" if ok else "unavailable" for name, ok in checks.items()})
+    return jsonify(body), 200 if all(checks.values()) else 503

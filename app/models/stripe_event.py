@@ -1,0 +1,32 @@
+"""Every Stripe webhook event received, recorded before it is acted on."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.base import JSONType, utcnow
+
+EVENT_STATUSES = ("received", "processed", "failed", "ignored")
+
+
+class StripeEvent(db.Model):
+    __tablename__ = "stripe_events"
+    __table_args__ = (Index("ix_stripe_events_status_received_at", "status", "received_at"),)
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    stripe_created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="received", nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+
+    def __repr__(self) -> str:
+        return f"<StripeEvent {self.id} {self.type} {self.status}>"

@@ -1,0 +1,52 @@
+"""The local copy of each Stripe subscription (Stripe is the source of truth)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.base import TimestampMixin
+
+if TYPE_CHECKING:
+    from app.models.plan import SubscriptionPlan
+    from app.models.user import User
+
+#: Stripe's subscription statuses.
+STATUSES = ("incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused")
+#: Statuses that grant the plan: in good standing, or past due while Stripe retries the payment (our policy).
+ACCESS_STATUSES = ("trialing", "active", "past_due")
+#: Statuses that still count as a live subscription (a user must never have two).
+LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due", "unpaid", "paused")
+
+
+class UserSubscription(TimestampMixin, db.Model):
+    __tablename__ = "user_subscriptions"
+    __table_args__ = (Index("ix_user_subscriptions_user_id_status", "user_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("subscription_plans.id"), nullable=False, index=True)
+    billing_cycle: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    stripe_subscription_id: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255))
+    current_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    trial_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship(back_populates="subscriptions")
+    plan: Mapped[SubscriptionPlan] = relationship()
+
+    @property
+    def grants_access(self) -> bool:
+        """Whether this subscription gives its plan's features now."""
+        return self.status in ACCESS_STATUSES
+
+    def __repr__(self) -> str:
+        return f"<UserSubscription {self.stripe_subscription_id} {self.status}>"

@@ -1,0 +1,44 @@
+"""People who log in."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask_login import UserMixin
+from sqlalchemy import Boolean, CheckConstraint, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.extensions import db
+from app.models.base import TimestampMixin
+
+if TYPE_CHECKING:
+    from app.models.subscription import UserSubscription
+
+
+def normalize_email(email: str) -> str:
+    """Emails are compared case-insensitively: store them trimmed and lower-cased."""
+    return email.strip().lower()
+
+
+class User(UserMixin, TimestampMixin, db.Model):
+    __tablename__ = "users"
+    # The check keeps the unique index case-insensitive even for rows written outside the app.
+    __table_args__ = (CheckConstraint("email = lower(email)", name="email_lowercase"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+
+    subscriptions: Mapped[list[UserSubscription]] = relationship(back_populates="user")
+
+    def set_password(self, password: str) -> None:
+        """Hash with werkzeug's scrypt; the plain password is never stored."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.email}>"

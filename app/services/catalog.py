@@ -1,0 +1,189 @@
+"""Plans, prices and features: the seed catalog and the lookups the app makes on it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Mapping
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app.extensions import db
+from app.models import PlanFeature, SubscriptionPlan
+from app.services import DomainError
+
+UNLIMITED = None
+
+#: (key, kind) of every feature the app gates on, in display order.
+FEATURE_KEYS = (
+    ("strategies_max", "limit"),
+    ("backtests_per_month", "limit"),
+    ("history_years", "limit"),
+    ("indicators", "limit"),
+    ("paper_trading", "flag"),
+    ("strategy_templates", "flag"),
+    ("community_support", "flag"),
+    ("email_alerts", "flag"),
+    ("email_support", "flag"),
+    ("realtime_alerts", "flag"),
+    ("api_access", "flag"),
+    ("priority_support", "flag"),
+)
+FEATURE_KIND = dict(FEATURE_KEYS)
+FEATURE_ORDER = {key: i for i, (key, _) in enumerate(FEATURE_KEYS)}
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    name: str
+    display_name: str
+    description: str
+    price_monthly: Decimal
+    price_yearly: Decimal | None
+    monthly_env: str
+    yearly_env: str | None
+    sort_order: int
+    #: key -> (display name, limit value for "limit" features; ignored for flags)
+    features: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+
+
+PLAN_CATALOG: tuple[PlanSpec, ...] = (
+    PlanSpec(
+        name="free", display_name="Free", description="Learn the ropes and build your first strategies.",
+        price_monthly=Decimal("0.00"), price_yearly=None,
+        monthly_env="STRIPE_PRICE_FREE_MONTHLY", yearly_env=None, sort_order=0,
+        features={
+            "strategies_max": ("Up to 3 strategies", 3),
+            "backtests_per_month": ("20 backtests per month", 20),
+            "history_years": ("1 year of historical data", 1),
+            "indicators": ("Basic indicators (10)", 10),
+            "paper_trading": ("Paper trading", None),
+            "strategy_templates": ("Strategy templates", None),
+            "community_support": ("Community support", None),
+        },
+    ),
+    PlanSpec(
+        name="starter", display_name="Starter", description="For active traders testing ideas every week.",
+        price_monthly=Decimal("19.99"), price_yearly=Decimal("199.99"),
+        monthly_env="STRIPE_PRICE_STARTER_MONTHLY", yearly_env="STRIPE_PRICE_STARTER_YEARLY", sort_order=1,
+        features={
+            "strategies_max": ("Up to 25 strategies", 25),
+            "backtests_per_month": ("500 backtests per month", 500),
+            "history_years": ("5 years of historical data", 5),
+            "indicators": ("All indicators (50+)", UNLIMITED),
+            "paper_trading": ("Paper trading", None),
+            "email_alerts": ("Email alerts", None),
+            "email_support": ("Email support", None),
+        },
+    ),
+    PlanSpec(
+        name="pro", display_name="Pro", description="Unlimited research, real-time alerts and the API.",
+        price_monthly=Decimal("49.99"), price_yearly=Decimal("479.99"),
+        monthly_env="STRIPE_PRICE_PRO_MONTHLY", yearly_env="STRIPE_PRICE_PRO_YEARLY", sort_order=2,
+        features={
+            "strategies_max": ("Unlimited strategies", UNLIMITED),
+            "backtests_per_month": ("Unlimited backtests", UNLIMITED),
+            "history_years": ("20 years of historical data", 20),
+            "indicators": ("All indicators (50+)", UNLIMITED),
+            "paper_trading": ("Paper trading", None),
+            "email_alerts": ("Email alerts", None),
+            "realtime_alerts": ("Real-time alerts", None),
+            "api_access": ("API access", None),
+            "priority_support": ("Priority support", None),
+        },
+    ),
+)
+
+
+class SeedError(DomainError):
+    code = "seed_error"
+
+
+@dataclass
+class SeededPlan:
+    plan: SubscriptionPlan
+    created: bool
+    feature_count: int
+
+
+def price_ids_from_config(config: Mapping[str, object]) -> dict[str, str | None]:
+    """The STRIPE_PRICE_* values, by variable name."""
+    names = [s.monthly_env for s in PLAN_CATALOG] + [s.yearly_env for s in PLAN_CATALOG if s.yearly_env]
+    return {name: (str(config[name]) if config.get(name) else None) for name in names}
+
+
+def seed_plans(price_ids: Mapping[str, str | None], require_price_ids: bool) -> list[SeededPlan]:
+    """Create or update the three plans and their features; one transaction, idempotent.
+
+    With `require_price_ids` (production), a missing price id raises before anything is written.
+    """
+    if require_price_ids:
+        missing = [name for name, value in price_ids.items() if not value]
+        if missing:
+            raise SeedError(f"{missing[0]} is not set: cannot seed plans without their Stripe price ids")
+
+    existing = {p.name: p for p in db.session.scalars(select(SubscriptionPlan).options(selectinload(SubscriptionPlan.features)))}
+    results = []
+    for spec in PLAN_CATALOG:
+        plan = existing.get(spec.name)
+        created = plan is None
+        if created:
+            plan = SubscriptionPlan(name=spec.name)
+            db.session.add(plan)
+        plan.display_name = spec.display_name
+        plan.description = spec.description
+        plan.price_monthly = spec.price_monthly
+        plan.price_yearly = spec.price_yearly
+        plan.stripe_price_id_monthly = price_ids.get(spec.monthly_env)
+        plan.stripe_price_id_yearly = price_ids.get(spec.yearly_env) if spec.yearly_env else None
+        plan.is_active = True
+        plan.sort_order = spec.sort_order
+
+        by_key = {f.key: f for f in plan.features}
+        for key, feature in list(by_key.items()):
+            if key not in spec.features:
+                plan.features.remove(feature)
+        for key, (display_name, limit) in spec.features.items():
+            feature = by_key.get(key)
+            if feature is None:
+                feature = PlanFeature(key=key)
+                plan.features.append(feature)
+            feature.display_name = display_name
+            feature.kind = FEATURE_KIND[key]
+            feature.limit_value = limit if feature.kind == "limit" else None
+            feature.sort_order = FEATURE_ORDER[key]
+        results.append(SeededPlan(plan=plan, created=created, feature_count=len(spec.features)))
+    db.session.commit()
+    return results
+
+
+def seed_plans_from_config() -> list[SeededPlan]:
+    """`seed_plans` with the price ids of the running app's configuration."""
+    config = current_app.config
+    return seed_plans(price_ids_from_config(config), require_price_ids=config["ENVIRONMENT"] == "production")
+
+
+def active_plans() -> list[SubscriptionPlan]:
+    """The plans shown on the pricing page, cheapest first, with their features loaded."""
+    return list(
+        db.session.scalars(
+            select(SubscriptionPlan)
+            .where(SubscriptionPlan.is_active.is_(True))
+            .options(selectinload(SubscriptionPlan.features))
+            .order_by(SubscriptionPlan.sort_order)
+        )
+    )
+
+
+def plan_by_name(name: str) -> SubscriptionPlan | None:
+    return db.session.scalar(select(SubscriptionPlan).where(SubscriptionPlan.name == name))
+
+
+def feature_display_names() -> list[str]:
+    """Every distinct feature name the catalog shows, in display order."""
+    seen: dict[str, None] = {}
+    for spec in PLAN_CATALOG:
+        for display_name, _ in spec.features.values():
+            seen.setdefault(display_name)
+    return list(seen)

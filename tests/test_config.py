@@ -1,0 +1,129 @@
+"""Configuration: embedded defaults, production validation, and the real `flask`/gunicorn start paths."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from app import create_app
+from app.config import GUIDE_VARIABLES, ConfigurationError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in GUIDE_VARIABLES + ("STRIPE_API_BASE",):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def production_env(**overrides):
+    env = {
+        "ENVIRONMENT": "production",
+        "STRIPE_SECRET_KEY": "sk_live_" + "x" * 24,
+        "STRIPE_PUBLISHABLE_KEY": "pk_live_" + "x" * 24,
+        "STRIPE_WEBHOOK_SECRET": "whsec_" + "y" * 32,
+        "STRIPE_PRICE_FREE_MONTHLY": "price_free",
+        "STRIPE_PRICE_STARTER_MONTHLY": "price_sm",
+        "STRIPE_PRICE_STARTER_YEARLY": "price_sy",
+        "STRIPE_PRICE_PRO_MONTHLY": "price_pm",
+        "STRIPE_PRICE_PRO_YEARLY": "price_py",
+        "SECRET_KEY": "s" * 40,
+        "ALLOWED_ORIGINS": '["https://app.example.com"]',
+        "DATABASE_URL": "postgresql://ssb:pw@db.internal:5432/ssb",
+        "REDIS_URL": "redis://cache.internal:6379/0",
+        "JWT_SECRET_KEY": "j" * 40,
+        "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+    env.update(overrides)
+    return env
+
+
+def test_development_needs_nothing(clean_env):
+    app = create_app()
+    assert app.config["ENVIRONMENT"] == "development"
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{ROOT / 'instance' / 'app.db'}"
+    assert app.config["CACHE_TYPE"] == "SimpleCache"
+    assert app.config["RATELIMIT_STORAGE_URI"] == "memory://"
+    assert app.config["API_PREFIX"] == "/api/v1"
+    assert app.config["JWT_ALGORITHM"] == "HS256"
+    assert app.config["ACCESS_TOKEN_EXPIRE_MINUTES"] == 15
+    assert app.config["REFRESH_TOKEN_EXPIRE_DAYS"] == 7
+    assert app.config["DEBUG"] is False
+    assert app.config["STRIPE_PRICE_STARTER_MONTHLY"] == "price_starter_monthly"
+    # Generated once and kept: a restart keeps sessions valid.
+    assert len(app.config["SECRET_KEY"]) >= 32
+    assert create_app().config["SECRET_KEY"] == app.config["SECRET_KEY"]
+    Fernet(app.config["ENCRYPTION_KEY"].encode())
+
+
+def test_production_lists_every_problem_at_once(clean_env):
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app({"ENVIRONMENT": "production", "SECRET_KEY": "<your-secret-key>", "DEBUG": "true",
+                    "ENCRYPTION_KEY": "not-a-key", "DATABASE_URL": "sqlite:///prod.db"})
+    message = str(excinfo.value)
+    assert excinfo.value.code != 0
+    assert "SECRET_KEY is still the placeholder <your-secret-key>" in message
+    for name in ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_PRICE_FREE_MONTHLY",
+                 "STRIPE_PRICE_STARTER_MONTHLY", "STRIPE_PRICE_STARTER_YEARLY", "STRIPE_PRICE_PRO_MONTHLY",
+                 "STRIPE_PRICE_PRO_YEARLY", "ALLOWED_ORIGINS", "REDIS_URL", "JWT_SECRET_KEY"):
+        assert f"{name} is not set" in message
+    assert "DEBUG=true is not allowed in production" in message
+    assert "ENCRYPTION_KEY is not a valid Fernet key" in message
+    assert "DATABASE_URL must be a PostgreSQL URL" in message
+
+
+def test_production_with_a_complete_environment_starts(clean_env):
+    app = create_app(production_env())
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://ssb:pw@db.internal:5432/ssb"
+    assert app.config["CACHE_TYPE"] == "RedisCache"
+    assert app.config["ALLOWED_ORIGINS"] == ["https://app.example.com"]
+    with app.app_context():
+        from app.extensions import db
+        assert db.engine.dialect.driver == "psycopg"
+
+
+def test_production_test_key_is_allowed_with_a_warning(clean_env, capsys):
+    create_app(production_env(STRIPE_SECRET_KEY="sk_test_" + "x" * 24))
+    assert "TEST key" in capsys.readouterr().err
+
+
+def test_placeholders_from_the_example_file_are_refused(clean_env):
+    example = (ROOT / "deploy" / ".env.example").read_text()
+    env = dict(line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#"))
+    for name in GUIDE_VARIABLES:
+        assert name in env, f"deploy/.env.example lacks {name}"
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app({**env, "ENVIRONMENT": "production", "DEBUG": "false"})
+    assert "STRIPE_SECRET_KEY is still the placeholder" in str(excinfo.value)
+
+
+def test_bad_numbers_and_lists_are_named(clean_env):
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app({"ACCESS_TOKEN_EXPIRE_MINUTES": "soon", "ALLOWED_ORIGINS": "https://a.example"})
+    assert "ACCESS_TOKEN_EXPIRE_MINUTES must be a whole number" in str(excinfo.value)
+    assert "ALLOWED_ORIGINS must be a JSON list" in str(excinfo.value)
+
+
+def _run(args, **env):
+    full_env = {k: v for k, v in os.environ.items() if k not in GUIDE_VARIABLES}
+    full_env.update(env)
+    return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=60)
+
+
+def test_flask_command_refuses_to_start_in_production_naming_every_problem():
+    result = _run([str(ROOT / ".venv/bin/flask"), "routes"], ENVIRONMENT="production", SECRET_KEY="<your-secret-key>")
+    assert result.returncode != 0
+    assert "SECRET_KEY is still the placeholder" in result.stderr
+    assert "STRIPE_SECRET_KEY is not set" in result.stderr
+    assert "DATABASE_URL is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_import_refuses_to_start_in_production():
+    result = _run([sys.executable, "-c", "import wsgi"], ENVIRONMENT="production")
+    assert result.returncode != 0
+    assert "ENCRYPTION_KEY is not set" in result.stderr

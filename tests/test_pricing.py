@@ -1,0 +1,61 @@
+"""The pricing page from the database, for anonymous and logged-in visitors."""
+import re
+
+from app.services.catalog import feature_display_names
+
+PRICES = ("$0.00", "$19.99", "$199.99", "$49.99", "$479.99")
+
+
+def test_root_leads_to_pricing(seeded, client):
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"] == "/pricing"
+
+
+def test_anonymous_visitor_sees_every_price_and_feature(seeded, client):
+    page = client.get("/pricing").get_data(as_text=True)
+    for price in PRICES:
+        assert price in page
+    for name in feature_display_names():
+        assert name in page
+    assert "Save $39.89 (17%) vs monthly" in page   # Starter: 12 × 19.99 − 199.99
+    assert "Save $119.89 (20%) vs monthly" in page  # Pro: 12 × 49.99 − 479.99
+    assert "Current plan" not in page
+    assert 'href="/signup"' in page
+
+
+def test_choose_plan_buttons_post_plan_and_cycle_with_csrf(seeded, client):
+    page = client.get("/pricing").get_data(as_text=True)
+    forms = re.findall(r'<form method="post" action="/billing/checkout".*?</form>', page, re.S)
+    choices = {(re.search(r'name="plan" value="(\w+)"', f).group(1), re.search(r'name="cycle" value="(\w+)"', f).group(1))
+               for f in forms}
+    assert choices == {("starter", "monthly"), ("starter", "yearly"), ("pro", "monthly"), ("pro", "yearly")}
+    assert all('name="csrf_token"' in f for f in forms)
+
+
+def test_logged_in_user_sees_their_current_plan(seeded, client, auth):
+    auth.signup()
+    page = client.get("/pricing").get_data(as_text=True)
+    free_card = re.search(r'data-plan="free".*?</article>', page, re.S).group(0)
+    assert "Current plan" in free_card
+    assert page.count("Current plan") == 1
+
+
+def test_pricing_works_without_any_plan(app, client):
+    assert client.get("/pricing").status_code == 200
+
+
+def test_checkout_answers_coming_soon_until_billing_is_wired(seeded, client, auth):
+    auth.signup()
+    token = auth.token("/pricing")
+    response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token},
+                           follow_redirects=True)
+    assert "coming soon" in response.get_data(as_text=True)
+    response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "weekly", "csrf_token": token},
+                           follow_redirects=True)
+    assert "Please choose a plan and a billing cycle." in response.get_data(as_text=True)
+
+
+def test_checkout_requires_login(seeded, client, auth):
+    token = auth.token("/pricing")
+    response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
