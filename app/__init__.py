@@ -8,7 +8,7 @@ from dotenv import load_dotenv
 from flask import Flask
 
 from app.config import environ_with_overrides, load_config
-from app.extensions import cache, csrf, db, limiter, login_manager, migrate
+from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, migrate
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -44,6 +44,10 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
+    jwt.init_app(app)
+    # CORS only for the JSON API, only for the configured origins.
+    cors.init_app(app, resources={f"{app.config['API_PREFIX']}/*": {"origins": app.config["ALLOWED_ORIGINS"]}},
+                  allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], supports_credentials=False)
     login_manager.login_view = "account.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "info"
@@ -58,6 +62,7 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     """Every URL prefix of the app, in one place."""
     from app.account import bp as account_bp
+    from app.api import bp as api_bp
     from app.billing import bp as billing_bp
     from app.health import bp as health_bp
     from app.pricing import bp as pricing_bp
@@ -66,6 +71,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(account_bp)
     app.register_blueprint(billing_bp, url_prefix="/billing")
     app.register_blueprint(health_bp)
+    app.register_blueprint(api_bp, url_prefix=app.config["API_PREFIX"])
 
 
 def register_errorhandlers(app: Flask) -> None:

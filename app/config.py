@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -253,6 +254,10 @@ class Config:
         settings["CACHE_DEFAULT_TIMEOUT"] = 300
 
         settings.update(
+            JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings["ACCESS_TOKEN_EXPIRE_MINUTES"]),
+            JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=settings["REFRESH_TOKEN_EXPIRE_DAYS"]),
+            JWT_TOKEN_LOCATION=["headers"],
+            JWT_ERROR_MESSAGE_KEY="message",
             SQLALCHEMY_TRACK_MODIFICATIONS=False,
             SESSION_COOKIE_HTTPONLY=True,
             SESSION_COOKIE_SAMESITE="Lax",

@@ -1,5 +1,7 @@
 """Extensions, created unbound: `create_app` binds them with `init_app`, models import `db` from here."""
 from flask_caching import Cache
+from flask_cors import CORS
+from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -30,3 +32,5 @@ cache = Cache()
 csrf = CSRFProtect()
 # Storage comes from RATELIMIT_STORAGE_URI: Redis in production and tests, memory in a fresh clone.
 limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
+jwt = JWTManager()
+cors = CORS()

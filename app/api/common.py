@@ -1,0 +1,52 @@
+"""What every API route needs: the current user from the bearer token, JSON input, JSON errors."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request
+from flask_jwt_extended import get_jwt_identity
+
+from app.extensions import db
+from app.models import User
+from app.services import DomainError
+
+
+class ApiError(DomainError):
+    """Bad API input: 400 `{"error": code, "message": text}` unless another status is given."""
+
+    code = "invalid_request"
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object; anything else is a 400 naming the problem."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError("The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def string_field(data: dict[str, Any], name: str, max_length: int = 255, required: bool = True) -> str | None:
+    """A string field of the body; missing, empty or not a string is a 400 naming the field."""
+    value = data.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ApiError(f"'{name}' is required.", code="missing_field")
+        return None
+    if not isinstance(value, str):
+        raise ApiError(f"'{name}' must be a string.", code="invalid_field")
+    if len(value) > max_length:
+        raise ApiError(f"'{name}' must be at most {max_length} characters.", code="invalid_field")
+    return value.strip()
+
+
+def current_api_user() -> User:
+    """The user the access token names (call inside a `@jwt_required()` view)."""
+    identity = get_jwt_identity()
+    user = db.session.get(User, int(identity)) if str(identity).isdigit() else None
+    if user is None:
+        raise ApiError("The token's user no longer exists.", code="invalid_token", status=401)
+    return user
+
+
+def error_response(status: int, code: str, message: str):
+    return jsonify(error=code, message=message), status

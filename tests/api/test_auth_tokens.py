@@ -1,0 +1,81 @@
+"""JWT bearer tokens: issue, refresh, and every kind of bad token answered 401 JSON."""
+from datetime import timedelta
+
+import jwt as pyjwt
+
+from tests.factories import UserFactory
+
+
+def get_tokens(client, email="api@example.com", password="correct horse"):
+    return client.post("/api/v1/auth/token", json={"email": email, "password": password})
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_token_pair_and_use(seeded, client):
+    with seeded.app_context():
+        UserFactory(email="api@example.com")
+    response = get_tokens(client, "API@example.com")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 15 * 60
+    me = client.get("/api/v1/me", headers=bearer(body["access_token"]))
+    assert me.status_code == 200 and me.get_json()["email"] == "api@example.com"
+
+    refreshed = client.post("/api/v1/auth/refresh", headers=bearer(body["refresh_token"]))
+    assert refreshed.status_code == 200
+    assert client.get("/api/v1/me", headers=bearer(refreshed.get_json()["access_token"])).status_code == 200
+
+
+def test_bad_credentials_and_bad_bodies(seeded, client):
+    with seeded.app_context():
+        UserFactory(email="api@example.com")
+    response = get_tokens(client, password="wrong password")
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "invalid_credentials", "message": "Email or password is incorrect."}
+    response = client.post("/api/v1/auth/token", data="not json", content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_json"
+    response = client.post("/api/v1/auth/token", json={"email": "api@example.com"})
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "missing_field", "message": "'password' is required."}
+    response = client.post("/api/v1/auth/token", json={"email": ["x"], "password": "y"})
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_field"
+
+
+def test_missing_forged_expired_and_misused_tokens_are_401(seeded, client):
+    with seeded.app_context():
+        UserFactory(email="api@example.com")
+    tokens = get_tokens(client).get_json()
+    assert client.get("/api/v1/me").get_json()["error"] == "authorization_required"
+
+    forged = pyjwt.encode({"sub": "1", "type": "access", "fresh": False}, "not-the-key-but-long-enough-for-hs256!", algorithm="HS256")
+    none_alg = pyjwt.encode({"sub": "1", "type": "access"}, None, algorithm="none")
+    with seeded.app_context():
+        from flask_jwt_extended import create_access_token
+        expired = create_access_token(identity="1", expires_delta=timedelta(seconds=-1))
+    for token, error in ((forged, "invalid_token"), (none_alg, "invalid_token"), (expired, "token_expired"),
+                         (tokens["refresh_token"], "invalid_token")):
+        response = client.get("/api/v1/me", headers=bearer(token))
+        assert response.status_code == 401, token
+        assert response.get_json()["error"] == error
+    # An access token is not a refresh token either.
+    response = client.post("/api/v1/auth/refresh", headers=bearer(tokens["access_token"]))
+    assert response.status_code == 401
+
+
+def test_cors_only_for_allowed_origins(seeded, migrated_database, redis_url):
+    from app import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(migrated_database, redis_url, ALLOWED_ORIGINS='["https://app.example.com"]'))
+    client = app.test_client()
+    ok = client.options("/api/v1/me", headers={"Origin": "https://app.example.com",
+                                               "Access-Control-Request-Method": "GET"})
+    assert ok.headers.get("Access-Control-Allow-Origin") == "https://app.example.com"
+    other = client.options("/api/v1/me", headers={"Origin": "https://evil.example",
+                                                  "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    page = client.get("/pricing", headers={"Origin": "https://app.example.com"})
+    assert "Access-Control-Allow-Origin" not in page.headers
