@@ -1,0 +1,589 @@
+"""The billing engine: what happens when someone pays, changes a plan or time passes.
+
+Route handlers validate input and call these methods with the store lock held.
+Each method mutates Stripe-shaped objects in the store and emits the events
+Stripe would emit, in Stripe's usual order, with snapshots of the objects at
+that moment (so ``data.object`` of an old event does not change later).
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Optional
+
+from . import cards, objects
+from .errors import StripeError, card_declined
+from .store import Store, new_id
+from .webhooks import Dispatcher
+
+DAY = 86400
+
+
+@dataclass
+class Config:
+    """Behaviour knobs (command line flags / EmulatorServer keyword arguments)."""
+
+    public_url: Optional[str] = None            # base of hosted page URLs; default: the request's host
+    failed_renewal_outcome: str = "canceled"    # or "unpaid", after the last failed attempt
+    payment_attempts: int = 3                   # charge attempts per invoice before giving up
+    retry_interval_days: int = 3                # days between attempts
+    webhooks: list = field(default_factory=list)  # [(url, secret)] from the command line
+
+
+@dataclass
+class Ctx:
+    """Who is asking: used for hosted URLs and for ``event.request``."""
+
+    base_url: str
+    request_id: Optional[str] = None
+    idempotency_key: Optional[str] = None
+
+
+def add_interval(anchor: int, interval: str, count: int, n: int) -> int:
+    """``anchor`` moved by ``n`` billing intervals, keeping the anchor's day of month."""
+    if interval == "day":
+        return anchor + n * count * DAY
+    if interval == "week":
+        return anchor + n * count * 7 * DAY
+    months = n * count * (12 if interval == "year" else 1)
+    start = dt.datetime.fromtimestamp(anchor, dt.timezone.utc)
+    month_index = start.month - 1 + months
+    year, month = start.year + month_index // 12, month_index % 12 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return int(start.replace(year=year, month=month, day=day).timestamp())
+
+
+def fmt_date(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%b %-d, %Y")
+
+
+class Billing:
+    def __init__(self, store: Store, dispatcher: Dispatcher, config: Config):
+        self.store = store
+        self.dispatcher = dispatcher
+        self.config = config
+
+    # ================================================================ events
+    def emit(self, ctx: Optional[Ctx], etype: str, obj: dict, previous: Optional[dict] = None) -> dict:
+        s = self.store
+        snapshot = copy.deepcopy(obj)
+        evt = objects.event(new_id("evt"), s.now(), etype, snapshot, previous,
+                            ctx.request_id if ctx else None, ctx.idempotency_key if ctx else None)
+        targets = self.webhook_targets(etype)
+        evt["pending_webhooks"] = len(targets)
+        s.put("events", evt)
+        if targets:
+            self.dispatcher.enqueue(evt, targets)
+        return evt
+
+    def webhook_targets(self, etype: str) -> list:
+        targets = []
+        secrets = self.store.internal("secrets")
+        for we in self.store.coll("webhook_endpoints").values():
+            if we["status"] != "enabled":
+                continue
+            enabled = we["enabled_events"]
+            if "*" in enabled or etype in enabled:
+                targets.append((we["id"], we["url"], secrets[we["id"]]))
+        for url, secret in self.config.webhooks:
+            targets.append((None, url, secret))
+        return targets
+
+    def emit_update(self, ctx: Optional[Ctx], etype: str, before: dict, after: dict) -> Optional[dict]:
+        prev = objects.diff(before, after)
+        if not prev:
+            return None
+        return self.emit(ctx, etype, after, prev)
+
+    # ================================================================ customers
+    def create_customer(self, ctx: Optional[Ctx], *, email=None, name=None, description=None,
+                        phone=None, metadata=None) -> dict:
+        s = self.store
+        cid = new_id("cus", 14)
+        prefix = cid[4:12].upper()
+        cust = objects.customer(cid, s.now(), email=email, name=name, description=description,
+                                phone=phone, metadata=metadata, invoice_prefix=prefix)
+        s.put("customers", cust)
+        self.emit(ctx, "customer.created", cust)
+        return cust
+
+    def add_card(self, ctx: Optional[Ctx], cust: dict, number: str, *, exp_month: int = 12,
+                 exp_year: Optional[int] = None, name: Optional[str] = None,
+                 make_default: bool = True, param: str = "card") -> dict:
+        """Validate a test card, create its PaymentMethod, attach it and make it the default."""
+        digits, card = cards.lookup(number, param)
+        if card.behaviour == "decline":
+            raise card_declined(card.message or "Your card was declined.", decline_code=card.decline_code
+                                or "generic_decline", param=param)
+        s = self.store
+        if exp_year is None:
+            exp_year = dt.datetime.fromtimestamp(s.now(), dt.timezone.utc).year + 5
+        pm = objects.payment_method(
+            new_id("pm"), s.now(), brand=card.brand, last4=digits[-4:], exp_month=int(exp_month),
+            exp_year=int(exp_year), fingerprint=cards.fingerprint(digits), name=name,
+            email=cust.get("email"), customer_id=cust["id"], funding=card.funding)
+        s.put("payment_methods", pm)
+        s.internal("cards")[pm["id"]] = {"behaviour": card.behaviour, "charges": 0}
+        self.emit(ctx, "payment_method.attached", pm)
+        if make_default:
+            self.set_default_payment_method(ctx, cust, pm["id"])
+        return pm
+
+    def set_default_payment_method(self, ctx: Optional[Ctx], cust: dict, pm_id: Optional[str]) -> None:
+        before = copy.deepcopy(cust)
+        cust["invoice_settings"]["default_payment_method"] = pm_id
+        self.emit_update(ctx, "customer.updated", before, cust)
+
+    def charge(self, pm_id: Optional[str], amount: int) -> Optional[StripeError]:
+        """Try to take ``amount`` from a card; None on success, the card error otherwise."""
+        if amount <= 0:
+            return None
+        if not pm_id or pm_id not in self.store.internal("cards"):
+            return StripeError("The customer has no attached payment source or default payment method.",
+                               status=402, type="card_error", code="missing")
+        info = self.store.internal("cards")[pm_id]
+        info["charges"] += 1
+        if info["behaviour"] == "fail_later" and info["charges"] > 1:
+            return card_declined()
+        if info["behaviour"] == "decline":
+            return card_declined()
+        return None
+
+    # ================================================================ invoices
+    def _price_line_description(self, p: dict, quantity: int) -> str:
+        prod = self.store.get("products", p["product"]) or {"name": p["product"]}
+        rec = p.get("recurring") or {}
+        return f"{quantity} × {prod['name']} (at {objects.money(p['unit_amount'], p['currency'])} / {rec.get('interval', 'once')})"
+
+    def build_invoice(self, ctx: Ctx, cust: dict, sub: Optional[dict], billing_reason: str,
+                      line_specs: list, period_start: int, period_end: int, announce: bool = True) -> dict:
+        """Create a draft invoice from line specs and emit ``invoice.created``.
+
+        A line spec is a dict with amount, description, price, quantity, period
+        (start, end), subscription item id and the proration flag.
+        """
+        s = self.store
+        in_id = new_id("in")
+        lines = [
+            objects.invoice_line(
+                new_id("il"), in_id, amount=spec["amount"], currency=spec["price"]["currency"],
+                description=spec["description"], price_obj=spec["price"], quantity=spec["quantity"],
+                period_start=spec["period"][0], period_end=spec["period"][1],
+                sub_id=sub["id"] if sub else None, si_id=spec.get("si"), proration=spec.get("proration", False))
+            for spec in line_specs
+        ]
+        base = ctx.base_url
+        inv = objects.invoice(
+            in_id, cust, s.now(), number=None, billing_reason=billing_reason,
+            currency=(sub or {}).get("currency", "usd"), lines=lines, sub=sub,
+            period_start=period_start, period_end=period_end,
+            hosted_invoice_url=f"{base}/i/{in_id}", invoice_pdf=f"{base}/i/{in_id}/pdf",
+            starting_balance=cust["balance"])
+        s.put("invoices", inv)
+        if announce:
+            self.emit(ctx, "invoice.created", inv)
+        return inv
+
+    def finalize_invoice(self, ctx: Ctx, inv: dict) -> None:
+        s = self.store
+        cust = s.get("customers", inv["customer"])
+        inv["status"] = "open"
+        inv["number"] = f"{cust['invoice_prefix']}-{cust['next_invoice_sequence']:04d}"
+        inv["status_transitions"]["finalized_at"] = s.now()
+        cust["next_invoice_sequence"] += 1
+        # The customer's credit balance (negative = credit) was applied to this invoice.
+        cust["balance"] = inv["ending_balance"]
+        if cust["currency"] is None:
+            cust["currency"] = inv["currency"]
+        self.emit(ctx, "invoice.finalized", inv)
+
+    def attempt_payment(self, ctx: Ctx, inv: dict, pm_id: Optional[str]) -> bool:
+        """Charge an open invoice; emits paid/payment_succeeded or payment_failed.
+
+        Returns True when the invoice ended up paid.
+        """
+        s = self.store
+        if inv["status"] != "open":
+            return inv["status"] == "paid"
+        amount = inv["amount_remaining"]
+        now = s.now()
+        if amount > 0:
+            inv["attempt_count"] += 1
+            inv["attempted"] = True
+        err = self.charge(pm_id, amount)
+        pi_id = new_id("pi")
+        if err is None:
+            inv["status"] = "paid"
+            inv["amount_paid"] = amount
+            inv["amount_remaining"] = 0
+            inv["attempted"] = True
+            inv["next_payment_attempt"] = None
+            inv["auto_advance"] = False
+            inv["status_transitions"]["paid_at"] = now
+            if amount > 0:
+                pay = objects.invoice_payment(new_id("inpay"), inv["id"], amount, inv["currency"], now,
+                                              pi_id, True)
+                inv["payments"]["data"].insert(0, pay)
+                inv["payments"]["total_count"] = len(inv["payments"]["data"])
+            s.internal("retries").pop(inv["id"], None)
+            self.emit(ctx, "invoice.paid", inv)
+            self.emit(ctx, "invoice.payment_succeeded", inv)
+            return True
+        inv["last_finalization_error"] = None
+        attempts = inv["attempt_count"]
+        if attempts < self.config.payment_attempts:
+            inv["next_payment_attempt"] = now + self.config.retry_interval_days * DAY
+            s.internal("retries")[inv["id"]] = inv["next_payment_attempt"]
+        else:
+            inv["next_payment_attempt"] = None
+            s.internal("retries").pop(inv["id"], None)
+        self.emit(ctx, "invoice.payment_failed", inv)
+        return False
+
+    def invoice_pm(self, inv: dict) -> Optional[str]:
+        """The card an invoice is charged to: subscription default, else the customer's."""
+        sub_id = ((inv.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+        sub = self.store.get("subscriptions", sub_id) if sub_id else None
+        if sub and sub.get("default_payment_method"):
+            return sub["default_payment_method"]
+        cust = self.store.get("customers", inv["customer"])
+        return cust["invoice_settings"]["default_payment_method"] if cust else None
+
+    def settle_subscription_invoice(self, ctx: Ctx, sub: dict, inv: dict) -> None:
+        """Finalise and charge an invoice of ``sub``; move the subscription's status accordingly."""
+        self.finalize_invoice(ctx, inv)
+        before = copy.deepcopy(sub)
+        sub["latest_invoice"] = inv["id"]
+        paid = self.attempt_payment(ctx, inv, self.invoice_pm(inv))
+        self._after_attempt(ctx, sub, inv, paid, before)
+
+    def _after_attempt(self, ctx: Ctx, sub: dict, inv: dict, paid: bool, before: dict) -> None:
+        s = self.store
+        if paid:
+            if sub["status"] in ("past_due", "unpaid", "incomplete"):
+                sub["status"] = "active"
+        elif inv["next_payment_attempt"] is not None:
+            if sub["status"] == "active":
+                sub["status"] = "past_due"
+        else:
+            if self.config.failed_renewal_outcome == "unpaid":
+                sub["status"] = "unpaid"
+            else:
+                self._end_subscription(sub, reason="payment_failed")
+                self.emit(ctx, "customer.subscription.deleted", sub)
+                return
+        self.emit_update(ctx, "customer.subscription.updated", before, sub)
+
+    def retry_invoice(self, ctx: Ctx, inv: dict) -> bool:
+        sub_id = ((inv.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+        sub = self.store.get("subscriptions", sub_id) if sub_id else None
+        before = copy.deepcopy(sub) if sub else None
+        paid = self.attempt_payment(ctx, inv, self.invoice_pm(inv))
+        if sub and sub["status"] != "canceled":
+            self._after_attempt(ctx, sub, inv, paid, before)
+        return paid
+
+    # ================================================================ checkout
+    def complete_checkout(self, ctx: Ctx, cs: dict, card_number: str, *, email: Optional[str] = None,
+                          name: Optional[str] = None, exp_month: int = 12,
+                          exp_year: Optional[int] = None) -> dict:
+        """Pay a Checkout Session: what the hosted page's Pay button does.
+
+        A declined card raises a 402 card error and leaves the session open.
+        """
+        s = self.store
+        if cs["status"] != "open":
+            raise StripeError(f"This Checkout Session is {cs['status']} and can no longer be paid.",
+                              code="checkout_session_not_open", param="session")
+        # Validate the card before creating anything, so a decline leaves no trace.
+        digits, card = cards.lookup(card_number)
+        if card.behaviour == "decline":
+            raise card_declined(card.message or "Your card was declined.",
+                                decline_code=card.decline_code or "generic_decline", param="card")
+        cust = s.get("customers", cs["customer"]) if cs["customer"] else None
+        if cust is None:
+            cust = self.create_customer(ctx, email=email or cs["customer_email"], name=name)
+        pm = self.add_card(ctx, cust, digits, exp_month=exp_month, exp_year=exp_year, name=name)
+
+        now = s.now()
+        sub_id = new_id("sub")
+        line_items = s.internal("line_items").get(cs["id"], [])
+        items = []
+        for li in line_items:
+            p = s.get("prices", li["price"]["id"])
+            rec = p["recurring"]
+            end = add_interval(now, rec["interval"], rec["interval_count"], 1)
+            items.append(objects.subscription_item(new_id("si", 14), sub_id, p, now, now, end,
+                                                   li["quantity"]))
+        sub_data = s.internal("sub_data").get(cs["id"], {})
+        sub = objects.subscription(sub_id, cust["id"], now, items, metadata=sub_data.get("metadata"),
+                                   default_payment_method=pm["id"], currency=cs["currency"],
+                                   description=sub_data.get("description"))
+        s.put("subscriptions", sub)
+        specs = [{
+            "amount": it["price"]["unit_amount"] * it["quantity"],
+            "description": self._price_line_description(it["price"], it["quantity"]),
+            "price": it["price"], "quantity": it["quantity"], "si": it["id"],
+            "period": (it["current_period_start"], it["current_period_end"]),
+        } for it in items]
+        inv = self.build_invoice(ctx, cust, sub, "subscription_create", specs, now, now, announce=False)
+        sub["latest_invoice"] = inv["id"]
+        self.emit(ctx, "customer.subscription.created", sub)
+        self.emit(ctx, "invoice.created", inv)
+        self.finalize_invoice(ctx, inv)
+        paid = self.attempt_payment(ctx, inv, pm["id"])
+        if not paid:  # only possible for cards failing immediately; kept for completeness
+            sub["status"] = "incomplete"
+
+        cs.update({
+            "status": "complete",
+            "payment_status": "paid" if cs["amount_total"] > 0 else "no_payment_required",
+            "customer": cust["id"],
+            "subscription": sub_id,
+            "invoice": inv["id"],
+            "url": None,
+            "customer_details": {
+                "address": {"city": None, "country": "US", "line1": None, "line2": None,
+                            "postal_code": None, "state": None},
+                "business_name": None,
+                "email": cust.get("email"),
+                "individual_name": None,
+                "name": name or cust.get("name"),
+                "phone": None,
+                "tax_exempt": "none",
+                "tax_ids": [],
+            },
+            "collected_information": {"business_name": None, "individual_name": None,
+                                      "shipping_details": None},
+        })
+        self.emit(ctx, "checkout.session.completed", cs)
+        return cs
+
+    def expire_checkout(self, ctx: Optional[Ctx], cs: dict) -> dict:
+        cs["status"] = "expired"
+        cs["url"] = None
+        self.emit(ctx, "checkout.session.expired", cs)
+        return cs
+
+    # ================================================================ subscriptions
+    def period(self, sub: dict) -> tuple[int, int]:
+        items = sub["items"]["data"]
+        return (min(i["current_period_start"] for i in items), min(i["current_period_end"] for i in items))
+
+    def set_cancel_at_period_end(self, ctx: Ctx, sub: dict, flag: bool, *, comment=None, feedback=None) -> None:
+        before = copy.deepcopy(sub)
+        now = self.store.now()
+        if flag:
+            sub["cancel_at_period_end"] = True
+            sub["cancel_at"] = self.period(sub)[1]
+            sub["canceled_at"] = now
+            sub["cancellation_details"]["reason"] = "cancellation_requested"
+        else:
+            sub["cancel_at_period_end"] = False
+            sub["cancel_at"] = None
+            sub["canceled_at"] = None
+            sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": None}
+        if comment is not None:
+            sub["cancellation_details"]["comment"] = comment
+        if feedback is not None:
+            sub["cancellation_details"]["feedback"] = feedback
+        self.emit_update(ctx, "customer.subscription.updated", before, sub)
+
+    def _end_subscription(self, sub: dict, reason: str) -> None:
+        now = self.store.now()
+        sub["status"] = "canceled"
+        sub["ended_at"] = now
+        if sub["canceled_at"] is None:
+            sub["canceled_at"] = now
+        if sub["cancellation_details"]["reason"] is None:
+            sub["cancellation_details"]["reason"] = reason
+        self.store.internal("pending_items").pop(sub["id"], None)
+        for inv_id in list(self.store.internal("retries")):
+            inv = self.store.get("invoices", inv_id)
+            if inv and (inv.get("parent") or {}).get("subscription_details", {}).get("subscription") == sub["id"]:
+                inv["next_payment_attempt"] = None
+                self.store.internal("retries").pop(inv_id, None)
+
+    def cancel_now(self, ctx: Ctx, sub: dict, *, comment=None, feedback=None) -> dict:
+        if comment is not None:
+            sub["cancellation_details"]["comment"] = comment
+        if feedback is not None:
+            sub["cancellation_details"]["feedback"] = feedback
+        sub["cancellation_details"]["reason"] = sub["cancellation_details"]["reason"] or "cancellation_requested"
+        self._end_subscription(sub, "cancellation_requested")
+        self.emit(ctx, "customer.subscription.deleted", sub)
+        return sub
+
+    def change_items(self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str,
+                     billing_cycle_anchor: Optional[str] = None) -> None:
+        """Swap prices / quantities and prorate the way Stripe does.
+
+        ``changes`` is a list of (item or None, new price dict, quantity, deleted).
+        Same interval: prorations go onto the next invoice (``create_prorations``)
+        or are invoiced now (``always_invoice``). Interval change (or
+        ``billing_cycle_anchor=now``): the period restarts today and an invoice
+        for the new period, less the unused time, is charged at once.
+        """
+        s = self.store
+        now = s.now()
+        before = copy.deepcopy(sub)
+        start, end = self.period(sub)
+        length = max(end - start, 1)
+        remaining = max(end - now, 0)
+        frac = remaining / length
+        specs = []
+        old_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
+                         for i in sub["items"]["data"]}
+        data = sub["items"]["data"]
+        for item, new_price, qty, deleted in changes:
+            if item is not None:
+                old_price, old_qty = item["price"], item["quantity"]
+                if proration_behavior != "none" and (deleted or old_price["id"] != new_price["id"] or qty != old_qty):
+                    specs.append({
+                        "amount": -round(old_price["unit_amount"] * old_qty * frac),
+                        "description": f"Unused time on {old_qty} × {self._product_name(old_price)} after {fmt_date(now)}",
+                        "price": old_price, "quantity": old_qty, "si": item["id"], "proration": True,
+                        "period": (now, end),
+                    })
+                if deleted:
+                    data.remove(item)
+                    continue
+                item["price"] = dict(new_price)
+                item["plan"] = objects.plan_from_price(new_price)
+                item["quantity"] = qty
+            else:
+                item = objects.subscription_item(new_id("si", 14), sub["id"], new_price, now, start, end, qty)
+                data.append(item)
+            if proration_behavior != "none" and (not before_has(before, item, new_price, qty)):
+                specs.append({
+                    "amount": round(new_price["unit_amount"] * qty * frac),
+                    "description": f"Remaining time on {qty} × {self._product_name(new_price)} after {fmt_date(now)}",
+                    "price": new_price, "quantity": qty, "si": item["id"], "proration": True,
+                    "period": (now, end),
+                })
+        if not data:
+            raise StripeError("A subscription must have at least one active item.", param="items")
+        sub["items"]["total_count"] = len(data)
+        new_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
+                         for i in data}
+        reset = new_intervals != old_intervals or billing_cycle_anchor == "now"
+        cust = s.get("customers", sub["customer"])
+        if reset:
+            # New period starting now; the "Remaining time" debits are replaced by a full charge.
+            specs = [sp for sp in specs if sp["amount"] <= 0]
+            for it in data:
+                rec = it["price"]["recurring"]
+                it["current_period_start"] = now
+                it["current_period_end"] = add_interval(now, rec["interval"], rec["interval_count"], 1)
+                it["billed_until"] = it["current_period_end"]
+                specs.append({
+                    "amount": it["price"]["unit_amount"] * it["quantity"],
+                    "description": self._price_line_description(it["price"], it["quantity"]),
+                    "price": it["price"], "quantity": it["quantity"], "si": it["id"],
+                    "period": (it["current_period_start"], it["current_period_end"]),
+                })
+            sub["billing_cycle_anchor"] = now
+            specs = specs + s.internal("pending_items").pop(sub["id"], [])
+            if sub["cancel_at_period_end"]:
+                sub["cancel_at"] = self.period(sub)[1]
+        self.emit_update(ctx, "customer.subscription.updated", before, sub)
+        if reset or (proration_behavior == "always_invoice" and specs):
+            if not reset:
+                specs = specs + s.internal("pending_items").pop(sub["id"], [])
+            inv = self.build_invoice(ctx, cust, sub, "subscription_update", specs, now, now)
+            self.settle_subscription_invoice(ctx, sub, inv)
+        elif specs:
+            s.internal("pending_items").setdefault(sub["id"], []).extend(specs)
+
+    def _product_name(self, p: dict) -> str:
+        prod = self.store.get("products", p["product"])
+        return prod["name"] if prod else p["product"]
+
+    def renew(self, ctx: Ctx, sub: dict) -> None:
+        """The period ended: start the next one and invoice it (or end the subscription)."""
+        s = self.store
+        start, end = self.period(sub)
+        if sub["cancel_at_period_end"] or (sub["cancel_at"] and sub["cancel_at"] <= end):
+            self._end_subscription(sub, "cancellation_requested")
+            self.emit(ctx, "customer.subscription.deleted", sub)
+            return
+        before = copy.deepcopy(sub)
+        for it in sub["items"]["data"]:
+            rec = it["price"]["recurring"]
+            n = 1
+            while add_interval(sub["billing_cycle_anchor"], rec["interval"], rec["interval_count"], n) <= end:
+                n += 1
+            it["current_period_start"] = end
+            it["current_period_end"] = add_interval(sub["billing_cycle_anchor"], rec["interval"],
+                                                    rec["interval_count"], n)
+            it["billed_until"] = it["current_period_end"]
+        specs = s.internal("pending_items").pop(sub["id"], [])
+        specs = specs + [{
+            "amount": it["price"]["unit_amount"] * it["quantity"],
+            "description": self._price_line_description(it["price"], it["quantity"]),
+            "price": it["price"], "quantity": it["quantity"], "si": it["id"],
+            "period": (it["current_period_start"], it["current_period_end"]),
+        } for it in sub["items"]["data"]]
+        cust = s.get("customers", sub["customer"])
+        inv = self.build_invoice(ctx, cust, sub, "subscription_cycle", specs, start, end)
+        sub["latest_invoice"] = inv["id"]
+        self.emit_update(ctx, "customer.subscription.updated", before, sub)
+        if sub["status"] == "unpaid":
+            self.finalize_invoice(ctx, inv)  # left open: unpaid subscriptions are not charged
+            return
+        self.settle_subscription_invoice(ctx, sub, inv)
+
+    # ================================================================ the clock
+    def _next_due(self) -> Optional[tuple[int, str, str]]:
+        s = self.store
+        due = []
+        for sub in s.coll("subscriptions").values():
+            if sub["status"] in ("canceled", "incomplete_expired", "incomplete"):
+                continue
+            _, end = self.period(sub)
+            when = end
+            if sub["cancel_at"] and sub["cancel_at"] < end:
+                when = sub["cancel_at"]
+            due.append((when, "renew", sub["id"]))
+        for inv_id, when in s.internal("retries").items():
+            due.append((when, "retry", inv_id))
+        for cs in s.coll("checkout_sessions").values():
+            if cs["status"] == "open":
+                due.append((cs["expires_at"], "expire", cs["id"]))
+        return min(due) if due else None
+
+    def advance_to(self, ctx: Ctx, target: int) -> int:
+        """Move the clock to ``target``, running every renewal, retry and expiry due on the way."""
+        s = self.store
+        for _ in range(10000):
+            nxt = self._next_due()
+            if nxt is None or nxt[0] > target:
+                break
+            when, kind, obj_id = nxt
+            s.set_now(when)
+            if kind == "renew":
+                sub = s.get("subscriptions", obj_id)
+                if sub["cancel_at"] and not sub["cancel_at_period_end"] and sub["cancel_at"] <= when \
+                        and sub["cancel_at"] < self.period(sub)[1]:
+                    self._end_subscription(sub, "cancellation_requested")
+                    self.emit(ctx, "customer.subscription.deleted", sub)
+                else:
+                    self.renew(ctx, sub)
+            elif kind == "retry":
+                s.internal("retries").pop(obj_id, None)
+                self.retry_invoice(ctx, s.get("invoices", obj_id))
+            else:
+                self.expire_checkout(ctx, s.get("checkout_sessions", obj_id))
+        s.set_now(target)
+        return s.now()
+
+
+def before_has(before_sub: dict, item: dict, price: dict, qty: int) -> bool:
+    """True when ``before_sub`` already had ``item`` with this very price and quantity."""
+    for it in before_sub["items"]["data"]:
+        if it["id"] == item["id"]:
+            return it["price"]["id"] == price["id"] and it["quantity"] == qty
+    return False

@@ -1,0 +1,50 @@
+"""The product catalog every fresh emulator starts with.
+
+Ids and lookup keys are the ones the app's development seed stores, so a fresh
+clone can subscribe without any set-up: three products (Free, Starter, Pro) and
+five prices. Lookup key = price id without the ``price_`` prefix.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import objects
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import Store
+
+PRODUCTS = [
+    ("prod_free", "Free", "free", "Get started: the essentials, free forever."),
+    ("prod_starter", "Starter", "starter", "For individuals building their first strategies."),
+    ("prod_pro", "Pro", "pro", "For teams running strategies at scale."),
+]
+
+# (price id, product id, unit amount in cents, interval)
+PRICES = [
+    ("price_free_monthly", "prod_free", 0, "month"),
+    ("price_starter_monthly", "prod_starter", 1999, "month"),
+    ("price_starter_yearly", "prod_starter", 19999, "year"),
+    ("price_pro_monthly", "prod_pro", 4999, "month"),
+    ("price_pro_yearly", "prod_pro", 47999, "year"),
+]
+
+CYCLE = {"month": "monthly", "year": "yearly"}
+
+
+def seed(store: "Store") -> None:
+    created = store.now() - 3600
+    for pid, name, plan, description in PRODUCTS:
+        store.put("products", objects.product(pid, name, created, description=description,
+                                              metadata={"plan": plan}))
+    for price_id, product_id, amount, interval in PRICES:
+        prod = store.get("products", product_id)
+        plan = prod["metadata"]["plan"]
+        store.put("prices", objects.price(
+            price_id, product_id, amount, created, interval=interval,
+            lookup_key=price_id[len("price_"):],
+            nickname=f"{prod['name']} {CYCLE[interval]}",
+            metadata={"plan": plan, "billing_cycle": CYCLE[interval]},
+        ))
+        if prod["default_price"] is None:
+            prod["default_price"] = price_id

@@ -1,0 +1,635 @@
+"""Builders producing Stripe-shaped dicts for API version 2026-10-28.endive.
+
+Shapes are copied from Stripe's example objects (see
+/work/shared/fixtures/stripe-docs) and completed with every field that
+stripe-python 16.1.0 declares on the class, null where Stripe sends null, so
+code written against the emulator also works against Stripe. Keep the field
+order close to Stripe's; it makes diffs against real payloads readable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+API_VERSION = "2026-10-28.endive"
+ACCOUNT_NAME = "Smart Strategies Builder (emulator)"
+
+INTERVAL_NAMES = {"day": "day", "week": "week", "month": "month", "year": "year"}
+
+
+def list_object(data: list, url: str, has_more: bool = False, total_count: Optional[int] = None) -> dict:
+    obj = {"object": "list", "data": data, "has_more": has_more, "url": url}
+    if total_count is not None:
+        obj["total_count"] = total_count
+    return obj
+
+
+def money(amount: int, currency: str = "usd") -> str:
+    sign = "-" if amount < 0 else ""
+    symbol = "$" if currency == "usd" else currency.upper() + " "
+    return f"{sign}{symbol}{abs(amount) / 100:,.2f}"
+
+
+# ---------------------------------------------------------------- catalog
+def product(pid: str, name: str, created: int, *, description: Optional[str] = None,
+            metadata: Optional[dict] = None, active: bool = True) -> dict:
+    return {
+        "id": pid,
+        "object": "product",
+        "active": active,
+        "created": created,
+        "default_price": None,
+        "description": description,
+        "images": [],
+        "livemode": False,
+        "marketing_features": [],
+        "metadata": dict(metadata or {}),
+        "name": name,
+        "package_dimensions": None,
+        "shippable": None,
+        "statement_descriptor": None,
+        "tax_code": None,
+        "tax_details": None,
+        "type": "service",
+        "unit_label": None,
+        "updated": created,
+        "url": None,
+    }
+
+
+def price(pid: str, product_id: str, unit_amount: int, created: int, *, currency: str = "usd",
+          interval: Optional[str] = None, interval_count: int = 1, lookup_key: Optional[str] = None,
+          nickname: Optional[str] = None, metadata: Optional[dict] = None, active: bool = True) -> dict:
+    recurring = None
+    if interval:
+        recurring = {
+            "interval": interval,
+            "interval_count": interval_count,
+            "meter": None,
+            "trial_period_days": None,
+            "usage_type": "licensed",
+        }
+    return {
+        "id": pid,
+        "object": "price",
+        "active": active,
+        "billing_scheme": "per_unit",
+        "created": created,
+        "currency": currency,
+        "currency_options": None,
+        "custom_unit_amount": None,
+        "livemode": False,
+        "lookup_key": lookup_key,
+        "metadata": dict(metadata or {}),
+        "nickname": nickname,
+        "product": product_id,
+        "recurring": recurring,
+        "tax_behavior": "unspecified",
+        "tiers": None,
+        "tiers_mode": None,
+        "transform_quantity": None,
+        "type": "recurring" if interval else "one_time",
+        "unit_amount": unit_amount,
+        "unit_amount_decimal": str(unit_amount),
+    }
+
+
+def plan_from_price(p: dict) -> dict:
+    """The legacy ``plan`` object Stripe still embeds in subscription items."""
+    rec = p.get("recurring") or {}
+    return {
+        "id": p["id"],
+        "object": "plan",
+        "active": p["active"],
+        "amount": p["unit_amount"],
+        "amount_decimal": p["unit_amount_decimal"],
+        "billing_scheme": "per_unit",
+        "created": p["created"],
+        "currency": p["currency"],
+        "interval": rec.get("interval"),
+        "interval_count": rec.get("interval_count", 1),
+        "livemode": False,
+        "metadata": dict(p["metadata"]),
+        "meter": None,
+        "nickname": p["nickname"],
+        "product": p["product"],
+        "tiers": None,
+        "tiers_mode": None,
+        "transform_usage": None,
+        "trial_period_days": None,
+        "usage_type": "licensed",
+    }
+
+
+# ---------------------------------------------------------------- customers
+def customer(cid: str, created: int, *, email: Optional[str] = None, name: Optional[str] = None,
+             description: Optional[str] = None, phone: Optional[str] = None,
+             metadata: Optional[dict] = None, invoice_prefix: str = "") -> dict:
+    return {
+        "id": cid,
+        "object": "customer",
+        "address": None,
+        "balance": 0,
+        "business_name": None,
+        "cash_balance": None,
+        "created": created,
+        "currency": None,
+        "customer_account": None,
+        "default_source": None,
+        "delinquent": False,
+        "description": description,
+        "discount": None,
+        "email": email,
+        "individual_name": None,
+        "invoice_credit_balance": None,
+        "invoice_prefix": invoice_prefix,
+        "invoice_settings": {
+            "custom_fields": None,
+            "default_payment_method": None,
+            "footer": None,
+            "rendering_options": None,
+        },
+        "livemode": False,
+        "metadata": dict(metadata or {}),
+        "name": name,
+        "next_invoice_sequence": 1,
+        "phone": phone,
+        "preferred_locales": [],
+        "shipping": None,
+        "sources": None,
+        "subscriptions": None,
+        "tax": None,
+        "tax_exempt": "none",
+        "tax_ids": None,
+        "test_clock": None,
+    }
+
+
+PAYMENT_METHOD_TYPES_NULL = (
+    "acss_debit affirm afterpay_clearpay alipay alma amazon_pay au_becs_debit bacs_debit bancontact "
+    "billie bizum blik boleto card_present cashapp crypto custom customer_balance eps fpx giropay grabpay "
+    "ideal interac_present kakao_pay klarna konbini kr_card link mb_way mobilepay multibanco naver_pay "
+    "nz_bank_account oxxo p24 pay_by_bank payco paynow paypal paypay payto pix promptpay revolut_pay "
+    "samsung_pay satispay scalapay sepa_debit sequra sofort sunbit swish twint upi us_bank_account "
+    "wechat_pay zip"
+).split()
+
+
+def payment_method(pmid: str, created: int, *, brand: str, last4: str, exp_month: int, exp_year: int,
+                   fingerprint: str, name: Optional[str] = None, email: Optional[str] = None,
+                   customer_id: Optional[str] = None, funding: str = "credit") -> dict:
+    obj: dict[str, Any] = {
+        "id": pmid,
+        "object": "payment_method",
+        "allow_redisplay": "always",
+        "billing_details": {
+            "address": {"city": None, "country": None, "line1": None, "line2": None,
+                        "postal_code": None, "state": None},
+            "email": email,
+            "name": name,
+            "phone": None,
+            "tax_id": None,
+        },
+        "card": {
+            "brand": brand,
+            "checks": {"address_line1_check": None, "address_postal_code_check": None, "cvc_check": "pass"},
+            "country": "US",
+            "display_brand": brand,
+            "exp_month": exp_month,
+            "exp_year": exp_year,
+            "fingerprint": fingerprint,
+            "funding": funding,
+            "generated_from": None,
+            "last4": last4,
+            "networks": {"available": [brand], "preferred": None},
+            "regulated_status": "unregulated",
+            "three_d_secure_usage": {"supported": True},
+            "wallet": None,
+        },
+        "created": created,
+        "customer": customer_id,
+        "customer_account": None,
+        "livemode": False,
+        "metadata": {},
+        "radar_options": {},
+        "type": "card",
+    }
+    for key in PAYMENT_METHOD_TYPES_NULL:
+        obj[key] = None
+    return obj
+
+
+# ---------------------------------------------------------------- subscriptions
+def subscription_item(si_id: str, sub_id: str, p: dict, created: int, period_start: int,
+                      period_end: int, quantity: int = 1, metadata: Optional[dict] = None) -> dict:
+    return {
+        "id": si_id,
+        "object": "subscription_item",
+        "billed_until": period_end,
+        "billing_thresholds": None,
+        "created": created,
+        "current_period_end": period_end,
+        "current_period_start": period_start,
+        "current_trial": None,
+        "discounts": [],
+        "metadata": dict(metadata or {}),
+        "plan": plan_from_price(p),
+        "price": dict(p),
+        "quantity": quantity,
+        "subscription": sub_id,
+        "tax_rates": [],
+    }
+
+
+def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
+                 metadata: Optional[dict] = None, default_payment_method: Optional[str] = None,
+                 currency: str = "usd", description: Optional[str] = None) -> dict:
+    return {
+        "id": sub_id,
+        "object": "subscription",
+        "application": None,
+        "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor": created,
+        "billing_cycle_anchor_config": None,
+        "billing_mode": {"flexible": {"proration_discounts": "included"}, "type": "flexible",
+                         "updated_at": created},
+        "billing_schedules": [],
+        "billing_thresholds": None,
+        "cancel_at": None,
+        "cancel_at_period_end": False,
+        "canceled_at": None,
+        "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+        "collection_method": "charge_automatically",
+        "created": created,
+        "currency": currency,
+        "customer": customer_id,
+        "customer_account": None,
+        "days_until_due": None,
+        "default_payment_method": default_payment_method,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": description,
+        "discounts": [],
+        "ended_at": None,
+        "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+        "items": list_object(items, f"/v1/subscription_items?subscription={sub_id}", total_count=len(items)),
+        "latest_invoice": None,
+        "livemode": False,
+        "managed_payments": None,
+        "metadata": dict(metadata or {}),
+        "next_pending_invoice_item_invoice": None,
+        "on_behalf_of": None,
+        "pause_collection": None,
+        "payment_settings": {"payment_method_options": None, "payment_method_types": None,
+                             "save_default_payment_method": "off"},
+        "pending_invoice_item_interval": None,
+        "pending_setup_intent": None,
+        "pending_update": None,
+        "presentment_details": None,
+        "schedule": None,
+        "start_date": created,
+        "status": "active",
+        "status_details": None,
+        "test_clock": None,
+        "transfer_data": None,
+        "trial_end": None,
+        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_start": None,
+    }
+
+
+# ---------------------------------------------------------------- invoices
+def invoice_line(il_id: str, invoice_id: str, *, amount: int, currency: str, description: str,
+                 price_obj: dict, quantity: int, period_start: int, period_end: int,
+                 sub_id: Optional[str], si_id: Optional[str], proration: bool = False) -> dict:
+    return {
+        "id": il_id,
+        "object": "line_item",
+        "amount": amount,
+        "currency": currency,
+        "description": description,
+        "discount_amounts": [],
+        "discountable": not proration,
+        "discounts": [],
+        "invoice": invoice_id,
+        "livemode": False,
+        "metadata": {},
+        "parent": {
+            "invoice_item_details": None,
+            "subscription_item_details": {
+                "invoice_item": None,
+                "proration": proration,
+                "proration_details": {"credited_items": None},
+                "subscription": sub_id,
+                "subscription_item": si_id,
+            },
+            "type": "subscription_item_details",
+        },
+        "period": {"end": period_end, "start": period_start},
+        "pretax_credit_amounts": [],
+        "pricing": {
+            "price_details": {"price": price_obj["id"], "product": price_obj["product"]},
+            "type": "price_details",
+            "unit_amount_decimal": str(price_obj["unit_amount"]),
+        },
+        "quantity": quantity,
+        "quantity_decimal": str(quantity),
+        "subscription": sub_id,
+        "subtotal": amount,
+        "taxes": [],
+    }
+
+
+def invoice(in_id: str, cust: dict, created: int, *, number: str, billing_reason: str, currency: str,
+            lines: list, sub: Optional[dict], period_start: int, period_end: int,
+            hosted_invoice_url: str, invoice_pdf: str, starting_balance: int = 0) -> dict:
+    total = sum(line["amount"] for line in lines)
+    applied = total + starting_balance
+    amount_due = max(applied, 0)
+    return {
+        "id": in_id,
+        "object": "invoice",
+        "account_country": "US",
+        "account_name": ACCOUNT_NAME,
+        "account_tax_ids": None,
+        "amount_due": amount_due,
+        "amount_overpaid": 0,
+        "amount_paid": 0,
+        "amount_paid_off_stripe": 0,
+        "amount_remaining": amount_due,
+        "amount_shipping": 0,
+        "application": None,
+        "attempt_count": 0,
+        "attempted": False,
+        "auto_advance": True,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None,
+                          "provider": None, "status": None},
+        "automatically_finalizes_at": None,
+        "billing_reason": billing_reason,
+        "collection_method": "charge_automatically",
+        "confirmation_secret": None,
+        "created": created,
+        "currency": currency,
+        "custom_fields": None,
+        "customer": cust["id"],
+        "customer_account": None,
+        "customer_address": cust.get("address"),
+        "customer_email": cust.get("email"),
+        "customer_name": cust.get("name"),
+        "customer_phone": cust.get("phone"),
+        "customer_shipping": None,
+        "customer_tax_exempt": "none",
+        "customer_tax_ids": [],
+        "default_payment_method": None,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": None,
+        "discounts": [],
+        "due_date": None,
+        "effective_at": created,
+        "ending_balance": min(applied, 0),
+        "footer": None,
+        "from_invoice": None,
+        "hosted_invoice_url": hosted_invoice_url,
+        "invoice_pdf": invoice_pdf,
+        "issuer": {"type": "self"},
+        "last_finalization_error": None,
+        "latest_revision": None,
+        "lines": list_object(lines, f"/v1/invoices/{in_id}/lines", total_count=len(lines)),
+        "livemode": False,
+        "metadata": {},
+        "next_payment_attempt": None,
+        "number": number,
+        "on_behalf_of": None,
+        "parent": {
+            "quote_details": None,
+            "subscription_details": {
+                "metadata": dict(sub["metadata"]) if sub else {},
+                "subscription": sub["id"] if sub else None,
+                "subscription_proration_date": None,
+            },
+            "type": "subscription_details",
+        } if sub else None,
+        "payment_settings": {"default_mandate": None, "payment_method_options": None,
+                             "payment_method_types": None},
+        "payments": list_object([], "/v1/invoice_payments", total_count=0),
+        "period_end": period_end,
+        "period_start": period_start,
+        "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0,
+        "receipt_number": None,
+        "rendering": None,
+        "shipping_cost": None,
+        "shipping_details": None,
+        "starting_balance": starting_balance,
+        "statement_descriptor": None,
+        "status": "draft",
+        "status_details": None,
+        "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None,
+                               "paid_at": None, "voided_at": None},
+        "subtotal": total,
+        "subtotal_excluding_tax": total,
+        "test_clock": None,
+        "threshold_reason": None,
+        "total": total,
+        "total_discount_amounts": [],
+        "total_excluding_tax": total,
+        "total_pretax_credit_amounts": [],
+        "total_taxes": [],
+        "webhooks_delivered_at": created,
+    }
+
+
+def invoice_payment(inpay_id: str, invoice_id: str, amount: int, currency: str, created: int,
+                    payment_intent: str, paid: bool) -> dict:
+    return {
+        "id": inpay_id,
+        "object": "invoice_payment",
+        "amount_paid": amount if paid else None,
+        "amount_requested": amount,
+        "created": created,
+        "currency": currency,
+        "invoice": invoice_id,
+        "is_default": True,
+        "livemode": False,
+        "payment": {"payment_intent": payment_intent, "type": "payment_intent"},
+        "status": "paid" if paid else "open",
+        "status_transitions": {"canceled_at": None, "paid_at": created if paid else None},
+    }
+
+
+# ---------------------------------------------------------------- checkout
+PMO_NULL: dict = {}
+
+
+def checkout_session(cs_id: str, created: int, *, url: str, success_url: Optional[str],
+                     cancel_url: Optional[str], customer_id: Optional[str], customer_email: Optional[str],
+                     client_reference_id: Optional[str], metadata: dict, amount: int, currency: str,
+                     allow_promotion_codes: Optional[bool], expires_at: int, locale: Optional[str]) -> dict:
+    return {
+        "id": cs_id,
+        "object": "checkout.session",
+        "adaptive_pricing": None,
+        "after_expiration": None,
+        "allow_promotion_codes": allow_promotion_codes,
+        "allowed_payment_method_types": None,
+        "amount_subtotal": amount,
+        "amount_total": amount,
+        "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+        "billing_address_collection": None,
+        "branding_settings": None,
+        "cancel_url": cancel_url,
+        "client_reference_id": client_reference_id,
+        "client_secret": None,
+        "collected_information": None,
+        "consent": None,
+        "consent_collection": None,
+        "created": created,
+        "currency": currency,
+        "currency_conversion": None,
+        "custom_fields": [],
+        "custom_text": {"after_submit": None, "shipping_address": None, "submit": None,
+                        "terms_of_service_acceptance": None},
+        "customer": customer_id,
+        "customer_account": None,
+        "customer_creation": None if customer_id else "always",
+        "customer_details": None,
+        "customer_email": customer_email,
+        "discounts": [],
+        "excluded_payment_method_types": None,
+        "expires_at": expires_at,
+        "integration_identifier": None,
+        "invoice": None,
+        "invoice_creation": None,
+        "line_items": None,
+        "livemode": False,
+        "locale": locale,
+        "managed_payments": None,
+        "metadata": dict(metadata),
+        "mode": "subscription",
+        "name_collection": None,
+        "optional_items": None,
+        "origin_context": None,
+        "payment_intent": None,
+        "payment_link": None,
+        "payment_method_collection": "always",
+        "payment_method_configuration_details": None,
+        "payment_method_options": {"card": {"request_three_d_secure": "automatic"}},
+        "payment_method_types": ["card"],
+        "payment_status": "unpaid",
+        "permissions": None,
+        "phone_number_collection": {"enabled": False},
+        "presentment_details": None,
+        "recovered_from": None,
+        "redirect_on_completion": None,
+        "return_url": None,
+        "saved_payment_method_options": None,
+        "setup_intent": None,
+        "shipping_address_collection": None,
+        "shipping_cost": None,
+        "shipping_options": [],
+        "status": "open",
+        "submit_type": None,
+        "subscription": None,
+        "success_url": success_url,
+        "tax_id_collection": None,
+        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+        "ui_mode": "hosted_page",
+        "url": url,
+        "wallet_options": None,
+    }
+
+
+def checkout_line_item(li_id: str, p: dict, product_name: str, quantity: int) -> dict:
+    """An item of ``checkout.session.line_items`` (Stripe's ``item`` object)."""
+    amount = p["unit_amount"] * quantity
+    return {
+        "id": li_id,
+        "object": "item",
+        "amount_discount": 0,
+        "amount_subtotal": amount,
+        "amount_tax": 0,
+        "amount_total": amount,
+        "currency": p["currency"],
+        "description": product_name,
+        "price": dict(p),
+        "quantity": quantity,
+    }
+
+
+def portal_session(bps_id: str, created: int, *, customer_id: str, return_url: Optional[str],
+                   url: str, flow: Optional[dict], locale: Optional[str], configuration: str) -> dict:
+    return {
+        "id": bps_id,
+        "object": "billing_portal.session",
+        "after_expiration": None,
+        "configuration": configuration,
+        "created": created,
+        "customer": customer_id,
+        "customer_account": None,
+        "flow": flow,
+        "livemode": False,
+        "locale": locale,
+        "on_behalf_of": None,
+        "return_url": return_url,
+        "url": url,
+    }
+
+
+def event(evt_id: str, created: int, etype: str, obj: dict, previous_attributes: Optional[dict],
+          request_id: Optional[str], idempotency_key: Optional[str]) -> dict:
+    data: dict[str, Any] = {"object": obj}
+    if previous_attributes is not None:
+        data["previous_attributes"] = previous_attributes
+    return {
+        "id": evt_id,
+        "object": "event",
+        "account": None,
+        "api_version": API_VERSION,
+        "context": None,
+        "created": created,
+        "data": data,
+        "livemode": False,
+        "pending_webhooks": 0,
+        "request": {"id": request_id, "idempotency_key": idempotency_key},
+        "type": etype,
+    }
+
+
+def webhook_endpoint(we_id: str, created: int, *, url: str, enabled_events: list, secret: str,
+                     description: Optional[str], metadata: dict, api_version: Optional[str]) -> dict:
+    return {
+        "id": we_id,
+        "object": "webhook_endpoint",
+        "api_version": api_version,
+        "application": None,
+        "created": created,
+        "description": description,
+        "enabled_events": list(enabled_events),
+        "livemode": False,
+        "metadata": dict(metadata),
+        "secret": secret,
+        "status": "enabled",
+        "url": url,
+    }
+
+
+def diff(before: Any, after: Any) -> dict:
+    """``previous_attributes``: old values of the keys that changed.
+
+    Nested plain objects are diffed recursively (Stripe sends
+    ``{"cancellation_details": {"reason": null}}``); lists and list objects are
+    sent whole, as Stripe does for ``items``.
+    """
+    out: dict = {}
+    for key, new in after.items():
+        old = before.get(key)
+        if old == new:
+            continue
+        if (isinstance(old, dict) and isinstance(new, dict) and old.get("object") != "list"
+                and "id" not in old):
+            out[key] = diff(old, new)
+        else:
+            out[key] = old
+    return out

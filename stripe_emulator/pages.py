@@ -1,0 +1,316 @@
+"""Hosted pages a person (or Playwright) can use: Checkout, the customer portal, invoices.
+
+They call the same billing engine as the API, so paying on the page and
+paying through ``/_emulator/checkout/<id>/complete`` produce the same objects
+and events.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from urllib.parse import quote, urlsplit
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+
+from . import objects
+from .billing import Ctx
+from .errors import StripeError
+from .pdf import render_pdf
+from .server import base_url, emu
+
+bp = Blueprint("pages", __name__, template_folder="templates")
+
+FLOW_SECTIONS = {
+    "payment_method_update": "payment_method",
+    "subscription_cancel": "cancel",
+    "subscription_update": "update",
+    "subscription_update_confirm": "update",
+}
+
+
+@bp.app_template_filter("money")
+def money_filter(amount, currency="usd"):
+    return objects.money(int(amount or 0), currency or "usd")
+
+
+@bp.app_template_filter("date")
+def date_filter(ts):
+    if not ts:
+        return "—"
+    return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).strftime("%B %-d, %Y")
+
+
+@bp.app_template_filter("interval")
+def interval_filter(price):
+    rec = (price or {}).get("recurring") or {}
+    if not rec:
+        return ""
+    count = rec.get("interval_count", 1)
+    return f"per {rec['interval']}" if count == 1 else f"every {count} {rec['interval']}s"
+
+
+def not_found_page():
+    return render_template("message.html", title="Page not found",
+                           message="This link is not valid or has expired."), 404
+
+
+def _card_fields(form) -> dict:
+    expiry = (form.get("card_expiry") or "12 / 34").replace(" ", "")
+    month, _, year = expiry.partition("/")
+    try:
+        exp_month = int(month)
+        exp_year = int(year) + (2000 if len(year) == 2 else 0)
+        if not 1 <= exp_month <= 12:
+            raise ValueError
+    except ValueError:
+        raise StripeError("Your card's expiration date is invalid.", status=402, type="card_error",
+                          code="invalid_expiry_month", param="exp_month")
+    cvc = (form.get("card_cvc") or "").strip()
+    if not cvc.isdigit() or len(cvc) not in (3, 4):
+        raise StripeError("Your card's security code is incomplete.", status=402, type="card_error",
+                          code="incomplete_cvc", param="cvc")
+    return {"card": form.get("card_number", ""), "exp_month": exp_month, "exp_year": exp_year,
+            "name": (form.get("card_name") or "").strip() or None}
+
+
+# ====================================================================== checkout
+def _checkout_context(cs: dict) -> dict:
+    store = emu().store
+    lines = store.internal("line_items").get(cs["id"], [])
+    first = lines[0] if lines else None
+    product = store.get("products", first["price"]["product"]) if first else None
+    return {"cs": cs, "lines": lines, "first": first, "product": product,
+            "business": objects.ACCOUNT_NAME.replace(" (emulator)", "")}
+
+
+@bp.get("/c/pay/<cs_id>")
+def checkout_page(cs_id: str):
+    e = emu()
+    with e.store.lock:
+        cs = e.store.get("checkout_sessions", cs_id)
+        if cs is None:
+            return not_found_page()
+        cs = copy.deepcopy(cs)
+        ctx = _checkout_context(cs)
+    if cs["status"] != "open":
+        title = "Already paid" if cs["status"] == "complete" else "This checkout session has expired"
+        return render_template("message.html", title=title, back_url=cs.get("cancel_url"),
+                               message="You can close this page."), 410 if cs["status"] == "expired" else 200
+    return render_template("checkout.html", error=None, form={}, **ctx)
+
+
+@bp.post("/c/pay/<cs_id>")
+def checkout_pay(cs_id: str):
+    e = emu()
+    form = request.form
+    with e.store.lock:
+        cs = e.store.get("checkout_sessions", cs_id)
+        if cs is None:
+            return not_found_page()
+        try:
+            fields = _card_fields(form)
+            e.billing.complete_checkout(Ctx(base_url()), cs, fields["card"], email=form.get("email") or None,
+                                        name=fields["name"], exp_month=fields["exp_month"],
+                                        exp_year=fields["exp_year"])
+        except StripeError as err:
+            e.store.save()
+            ctx = _checkout_context(copy.deepcopy(cs))
+            return render_template("checkout.html", error=err.message, form=form, **ctx), err.status
+        e.store.save()
+        success_url = cs["success_url"]
+    if success_url:
+        return redirect(success_url.replace("{CHECKOUT_SESSION_ID}", cs_id), 303)
+    return render_template("message.html", title="Thanks for your payment",
+                           message="Your subscription is active. You can close this page.")
+
+
+# ====================================================================== portal
+def _portal_or_404(bps_id: str):
+    sess = emu().store.get("portal_sessions", bps_id)
+    if sess is None:
+        abort(404)
+    return sess
+
+
+def _customer_sub(sess: dict, sub_id: str) -> dict:
+    sub = emu().store.get("subscriptions", sub_id)
+    if sub is None or sub["customer"] != sess["customer"]:
+        abort(404)
+    return sub
+
+
+@bp.get("/p/session/<bps_id>")
+def portal_page(bps_id: str):
+    e = emu()
+    with e.store.lock:
+        sess = copy.deepcopy(_portal_or_404(bps_id))
+        s = e.store
+        cust = copy.deepcopy(s.get("customers", sess["customer"]))
+        subs = [copy.deepcopy(x) for x in reversed(list(s.coll("subscriptions").values()))
+                if x["customer"] == cust["id"] and x["status"] not in ("canceled", "incomplete_expired")]
+        pm_id = cust["invoice_settings"]["default_payment_method"]
+        pm = copy.deepcopy(s.get("payment_methods", pm_id)) if pm_id else None
+        invoices = [copy.deepcopy(i) for i in reversed(list(s.coll("invoices").values()))
+                    if i["customer"] == cust["id"] and i["status"] != "draft"]
+        products = {p["id"]: p for p in s.coll("products").values()}
+        prices = [p for p in s.coll("prices").values() if p["active"] and p["type"] == "recurring"
+                  and products.get(p["product"], {}).get("active", False)]
+        prices.sort(key=lambda p: (p["unit_amount"], p["recurring"]["interval"] != "month"))
+        for sub in subs:
+            sub["_period_end"] = min(i["current_period_end"] for i in sub["items"]["data"])
+            sub["_product"] = products.get(sub["items"]["data"][0]["price"]["product"])
+    flow = sess.get("flow") or {}
+    section = request.args.get("section") or FLOW_SECTIONS.get(flow.get("type"), "home")
+    flow_sub = None
+    if flow.get("type") and flow.get(flow["type"]):
+        flow_sub = flow[flow["type"]].get("subscription")
+    focus_sub = request.args.get("sub") or flow_sub or (subs[0]["id"] if subs else None)
+    return_host = urlsplit(sess["return_url"]).netloc if sess.get("return_url") else None
+    return render_template("portal.html", sess=sess, customer=cust, subs=subs, pm=pm, invoices=invoices,
+                           prices=prices, products=products, section=section, focus_sub=focus_sub,
+                           notice=request.args.get("notice"), error=request.args.get("error"),
+                           return_host=return_host, business=objects.ACCOUNT_NAME.replace(" (emulator)", ""))
+
+
+def _after_portal_action(sess: dict, notice: str):
+    flow = sess.get("flow") or {}
+    after = flow.get("after_completion") or {}
+    if flow and after.get("type") == "redirect" and after.get("redirect"):
+        return redirect(after["redirect"]["return_url"], 303)
+    return redirect(url_for("pages.portal_page", bps_id=sess["id"], section="home", notice=notice), 303)
+
+
+@bp.post("/p/session/<bps_id>/update")
+def portal_update(bps_id: str):
+    e = emu()
+    with e.store.lock:
+        sess = _portal_or_404(bps_id)
+        sub = _customer_sub(sess, request.form.get("subscription", ""))
+        price = e.store.get("prices", request.form.get("price", ""))
+        if price is None or sub["status"] == "canceled":
+            abort(400)
+        item = sub["items"]["data"][0]
+        if item["price"]["id"] != price["id"]:
+            e.billing.change_items(Ctx(base_url()), sub, [(item, price, item["quantity"], False)],
+                                   "create_prorations")
+            e.store.save()
+        prod = e.store.get("products", price["product"])
+        notice = f"Your plan was changed to {prod['name']} ({objects.money(price['unit_amount'])} {interval_filter(price)})."
+    return _after_portal_action(sess, notice)
+
+
+@bp.post("/p/session/<bps_id>/cancel")
+def portal_cancel(bps_id: str):
+    e = emu()
+    with e.store.lock:
+        sess = _portal_or_404(bps_id)
+        sub = _customer_sub(sess, request.form.get("subscription", ""))
+        feedback = request.form.get("feedback") or None
+        e.billing.set_cancel_at_period_end(Ctx(base_url()), sub, True, feedback=feedback)
+        e.store.save()
+        notice = f"Your plan will be canceled on {date_filter(sub['cancel_at'])}."
+    return _after_portal_action(sess, notice)
+
+
+@bp.post("/p/session/<bps_id>/resume")
+def portal_resume(bps_id: str):
+    e = emu()
+    with e.store.lock:
+        sess = _portal_or_404(bps_id)
+        sub = _customer_sub(sess, request.form.get("subscription", ""))
+        e.billing.set_cancel_at_period_end(Ctx(base_url()), sub, False)
+        e.store.save()
+    return _after_portal_action(sess, "Your plan was renewed.")
+
+
+@bp.post("/p/session/<bps_id>/payment_method")
+def portal_payment_method(bps_id: str):
+    e = emu()
+    with e.store.lock:
+        sess = _portal_or_404(bps_id)
+        cust = e.store.get("customers", sess["customer"])
+        ctx = Ctx(base_url())
+        try:
+            fields = _card_fields(request.form)
+            pm = e.billing.add_card(ctx, cust, fields["card"], exp_month=fields["exp_month"],
+                                    exp_year=fields["exp_year"], name=fields["name"])
+        except StripeError as err:
+            return redirect(url_for("pages.portal_page", bps_id=bps_id, section="payment_method",
+                                    error=err.message), 303)
+        for sub in e.store.coll("subscriptions").values():
+            if sub["customer"] == cust["id"] and sub["status"] not in ("canceled", "incomplete_expired"):
+                before = copy.deepcopy(sub)
+                sub["default_payment_method"] = pm["id"]
+                e.billing.emit_update(ctx, "customer.subscription.updated", before, sub)
+        # Like Stripe's portal "pay now": settle open invoices with the new card.
+        for inv_id in list(e.store.internal("retries")):
+            inv = e.store.get("invoices", inv_id)
+            if inv and inv["customer"] == cust["id"] and inv["status"] == "open":
+                e.store.internal("retries").pop(inv_id, None)
+                e.billing.retry_invoice(ctx, inv)
+        e.store.save()
+        notice = f"Your payment method was updated to {pm['card']['brand'].title()} •••• {pm['card']['last4']}."
+    return _after_portal_action(sess, notice)
+
+
+# ====================================================================== invoices
+@bp.get("/i/<in_id>")
+def invoice_page(in_id: str):
+    e = emu()
+    with e.store.lock:
+        inv = e.store.get("invoices", in_id)
+        if inv is None:
+            return not_found_page()
+        inv = copy.deepcopy(inv)
+    return render_template("invoice.html", inv=inv, error=request.args.get("error"),
+                           business=objects.ACCOUNT_NAME.replace(" (emulator)", ""))
+
+
+@bp.post("/i/<in_id>/pay")
+def invoice_pay(in_id: str):
+    e = emu()
+    with e.store.lock:
+        inv = e.store.get("invoices", in_id)
+        if inv is None:
+            return not_found_page()
+        if inv["status"] == "open":
+            ctx = Ctx(base_url())
+            cust = e.store.get("customers", inv["customer"])
+            try:
+                fields = _card_fields(request.form)
+                e.billing.add_card(ctx, cust, fields["card"], exp_month=fields["exp_month"],
+                                   exp_year=fields["exp_year"], name=fields["name"])
+            except StripeError as err:
+                return redirect(url_for("pages.invoice_page", in_id=in_id, error=err.message), 303)
+            e.store.internal("retries").pop(in_id, None)
+            if not e.billing.retry_invoice(ctx, inv):
+                e.store.save()
+                return redirect(url_for("pages.invoice_page", in_id=in_id, error="Your card was declined."), 303)
+            e.store.save()
+    return redirect(url_for("pages.invoice_page", in_id=in_id), 303)
+
+
+@bp.get("/i/<in_id>/pdf")
+def invoice_pdf(in_id: str):
+    e = emu()
+    with e.store.lock:
+        inv = e.store.get("invoices", in_id)
+        if inv is None:
+            return not_found_page()
+        inv = copy.deepcopy(inv)
+    cur = inv["currency"]
+    lines = [(20, f"Invoice {inv['number'] or inv['id']}"), (10, objects.ACCOUNT_NAME), (0, ""),
+             (11, f"Date of issue: {date_filter(inv['created'])}"),
+             (11, f"Billed to: {inv['customer_name'] or ''} {inv['customer_email'] or ''}"),
+             (11, f"Status: {inv['status']}"), (0, "")]
+    for line in inv["lines"]["data"]:
+        lines.append((10, f"{line['description']}    {objects.money(line['amount'], cur)}"))
+        lines.append((8, f"    {date_filter(line['period']['start'])} - {date_filter(line['period']['end'])}"))
+    lines += [(0, ""), (11, f"Subtotal: {objects.money(inv['subtotal'], cur)}"),
+              (11, f"Total: {objects.money(inv['total'], cur)}"),
+              (12, f"Amount due: {objects.money(inv['amount_due'], cur)}"),
+              (11, f"Amount paid: {objects.money(inv['amount_paid'], cur)}")]
+    name = quote(f"Invoice-{inv['number'] or inv['id']}.pdf")
+    return Response(render_pdf(lines), mimetype="application/pdf",
+                    headers={"Content-Disposition": f"inline; filename={name}"})

@@ -1,0 +1,153 @@
+"""Typed access to decoded request parameters, with Stripe's validation errors.
+
+Stripe rejects unknown parameters and names the offending one in
+``error.param``; handlers read what they understand through ``Params`` and
+call ``done()`` so anything left over answers ``parameter_unknown`` just like
+Stripe. That catches typos in the app before they reach production.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from .errors import StripeError, invalid, missing_param, unknown_param
+
+
+class Params:
+    def __init__(self, data: dict, prefix: str = ""):
+        self.data = data
+        self.prefix = prefix
+        self.used: set[str] = {"expand"}
+
+    def _name(self, key: str) -> str:
+        return f"{self.prefix}[{key}]" if self.prefix else key
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        self.used.add(key)
+        return self.data.get(key, default)
+
+    def str(self, key: str, required: bool = False, choices: Optional[Iterable[str]] = None,
+            empty_ok: bool = False) -> Optional[str]:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                raise missing_param(self._name(key))
+            return None
+        value = self.data[key]
+        if not isinstance(value, str):
+            raise invalid(self._name(key), f"Invalid string: {value!r}")
+        if value == "" and not empty_ok:
+            if required:
+                raise invalid(self._name(key), f"You passed an empty string for '{self._name(key)}'. "
+                              "We assume empty values are an attempt to unset a parameter; however "
+                              f"'{self._name(key)}' cannot be unset. You should remove '{self._name(key)}' "
+                              "from your request or supply a non-empty value.")
+            return None
+        if choices is not None and value not in choices:
+            raise invalid(self._name(key), f"Invalid {self._name(key)}: must be one of "
+                          + ", ".join(choices))
+        return value
+
+    def int(self, key: str, required: bool = False, minimum: Optional[int] = None,
+            maximum: Optional[int] = None) -> Optional[int]:
+        value = self.str(key, required=required)
+        if value is None:
+            return None
+        try:
+            number = int(value)
+        except ValueError:
+            raise invalid(self._name(key), f"Invalid integer: {value}")
+        if minimum is not None and number < minimum:
+            raise invalid(self._name(key), f"Invalid {self._name(key)}: must be at least {minimum}")
+        if maximum is not None and number > maximum:
+            raise invalid(self._name(key), f"Invalid {self._name(key)}: must be at most {maximum}")
+        return number
+
+    def bool(self, key: str, required: bool = False) -> Optional[bool]:
+        value = self.str(key, required=required)
+        if value is None:
+            return None
+        if value in ("true", "True", "1"):
+            return True
+        if value in ("false", "False", "0"):
+            return False
+        raise invalid(self._name(key), f"Invalid boolean: {value}")
+
+    def dict(self, key: str, required: bool = False) -> Optional["Params"]:
+        self.used.add(key)
+        if key not in self.data or self.data[key] == "":
+            if required:
+                raise missing_param(self._name(key))
+            return None
+        value = self.data[key]
+        if not isinstance(value, dict):
+            raise invalid(self._name(key), f"Invalid object for {self._name(key)}")
+        return Params(value, self._name(key))
+
+    def list(self, key: str, required: bool = False) -> Optional[list]:
+        self.used.add(key)
+        if key not in self.data or self.data[key] == "":
+            if required:
+                raise missing_param(self._name(key))
+            return None
+        value = self.data[key]
+        if isinstance(value, dict) and not value:
+            value = []
+        if not isinstance(value, list):
+            if isinstance(value, str):
+                return [value]
+            raise invalid(self._name(key), f"Invalid array for {self._name(key)}")
+        return value
+
+    def list_of_dicts(self, key: str, required: bool = False) -> Optional[list["Params"]]:
+        items = self.list(key, required=required)
+        if items is None:
+            return None
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise invalid(f"{self._name(key)}[{i}]", f"Invalid object for {self._name(key)}[{i}]")
+            out.append(Params(item, f"{self._name(key)}[{i}]"))
+        return out
+
+    def metadata(self, key: str = "metadata") -> Optional[dict]:
+        """Metadata update semantics: ``""`` clears all, a key set to ``""`` removes it."""
+        self.used.add(key)
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if value == "":
+            return {}
+        if not isinstance(value, dict) or any(not isinstance(v, str) for v in value.values()):
+            raise invalid(self._name(key), "Invalid metadata: values must be strings")
+        if len(value) > 50:
+            raise invalid(self._name(key), "Invalid metadata: at most 50 keys")
+        return value
+
+    def ignore(self, *keys: str) -> None:
+        self.used.update(keys)
+
+    def done(self) -> None:
+        for key in self.data:
+            if key not in self.used:
+                raise unknown_param(self._name(key))
+
+
+def merge_metadata(current: dict, update: Optional[dict]) -> dict:
+    if update is None:
+        return current
+    if update == {}:
+        return {}
+    merged = dict(current)
+    for k, v in update.items():
+        if v == "":
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    return merged
+
+
+__all__ = ["Params", "StripeError", "merge_metadata"]
