@@ -489,14 +489,19 @@ class Billing:
             specs = specs + s.internal("pending_items").pop(sub["id"], [])
             if sub["cancel_at_period_end"]:
                 sub["cancel_at"] = self.period(sub)[1]
-        self.emit_update(ctx, "customer.subscription.updated", before, sub)
-        if reset or (proration_behavior == "always_invoice" and specs):
+        invoice_now = reset or (proration_behavior == "always_invoice" and bool(specs))
+        inv = None
+        if invoice_now:
             if not reset:
                 specs = specs + s.internal("pending_items").pop(sub["id"], [])
-            inv = self.build_invoice(ctx, cust, sub, "subscription_update", specs, now, now)
-            self.settle_subscription_invoice(ctx, sub, inv)
+            inv = self.build_invoice(ctx, cust, sub, "subscription_update", specs, now, now, announce=False)
+            sub["latest_invoice"] = inv["id"]
         elif specs:
             s.internal("pending_items").setdefault(sub["id"], []).extend(specs)
+        self.emit_update(ctx, "customer.subscription.updated", before, sub)
+        if inv is not None:
+            self.emit(ctx, "invoice.created", inv)
+            self.settle_subscription_invoice(ctx, sub, inv)
 
     def _product_name(self, p: dict) -> str:
         prod = self.store.get("products", p["product"])
@@ -528,9 +533,10 @@ class Billing:
             "period": (it["current_period_start"], it["current_period_end"]),
         } for it in sub["items"]["data"]]
         cust = s.get("customers", sub["customer"])
-        inv = self.build_invoice(ctx, cust, sub, "subscription_cycle", specs, start, end)
+        inv = self.build_invoice(ctx, cust, sub, "subscription_cycle", specs, start, end, announce=False)
         sub["latest_invoice"] = inv["id"]
         self.emit_update(ctx, "customer.subscription.updated", before, sub)
+        self.emit(ctx, "invoice.created", inv)
         if sub["status"] == "unpaid":
             self.finalize_invoice(ctx, inv)  # left open: unpaid subscriptions are not charged
             return

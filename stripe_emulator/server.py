@@ -276,14 +276,16 @@ def create_app(emulator: Optional[Emulator] = None, **kwargs) -> Flask:
         if request.path.startswith("/v1/"):
             return error_response(StripeError(
                 f"Unrecognized request URL ({request.method}: {request.path}). Please see "
-                "https://stripe.com/docs or we can help at https://support.stripe.com/."), new_id("req", 14))
+                "https://stripe.com/docs or we can help at https://support.stripe.com/.", status=404),
+                new_id("req", 14))
         return pages.not_found_page()
 
     @app.errorhandler(405)
     def not_allowed(_exc):
         return error_response(StripeError(
             f"Unrecognized request URL ({request.method}: {request.path}). Please see "
-            "https://stripe.com/docs or we can help at https://support.stripe.com/."), new_id("req", 14))
+            "https://stripe.com/docs or we can help at https://support.stripe.com/.", status=404),
+                new_id("req", 14))
 
     return app
 
