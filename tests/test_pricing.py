@@ -44,17 +44,6 @@ def test_pricing_works_without_any_plan(app, client):
     assert client.get("/pricing").status_code == 200
 
 
-def test_checkout_answers_coming_soon_until_billing_is_wired(seeded, client, auth):
-    auth.signup()
-    token = auth.token("/pricing")
-    response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token},
-                           follow_redirects=True)
-    assert "coming soon" in response.get_data(as_text=True)
-    response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "weekly", "csrf_token": token},
-                           follow_redirects=True)
-    assert "Please choose a plan and a billing cycle." in response.get_data(as_text=True)
-
-
 def test_checkout_requires_login(seeded, client, auth):
     token = auth.token("/pricing")
     response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token})

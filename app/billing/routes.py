@@ -1,17 +1,161 @@
-from flask import flash, redirect, url_for
-from flask_login import login_required
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
 
 from app.billing import bp
-from app.billing.forms import ChoosePlanForm
+from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
+from app.extensions import limiter
+from app.services import DomainError
+from app.services.billing_summary import billing_summary
+from app.services.checkout import PlanChangeRequired, create_portal_session, fulfil_checkout, start_checkout
+from app.services.subscriptions import change_plan, plan_change, set_cancel_at_period_end
+
+
+def billing_limit() -> str:
+    return current_app.config["RATELIMIT_BILLING"]
+
+
+def user_key() -> str:
+    """Rate-limit billing per user (browser session or API token), not per address."""
+    from app.api.common import rate_limit_identity
+
+    return rate_limit_identity()
+
+
+def form_errors(form) -> str:
+    return " ".join(error for errors in form.errors.values() for error in errors)
+
+
+@bp.get("")
+@login_required
+def show_billing():
+    """Plan, status, dates, card, invoices, and the buttons to change them."""
+    return render_template("billing/index.html", summary=billing_summary(current_user),
+                           action_form=ActionForm(), portal_form=PortalForm())
 
 
 @bp.post("/checkout")
 @login_required
-def start_checkout():
-    """Until Checkout is wired: validate the choice and say that paid plans are coming soon."""
+@limiter.limit(billing_limit, key_func=user_key)
+def start_checkout_session():
+    """Free → paid: 303 to Stripe Checkout; a paying user goes to the plan-change confirmation instead."""
     form = ChoosePlanForm()
     if not form.validate_on_submit():
-        flash("Please choose a plan and a billing cycle.", "danger")
-        return redirect(url_for("pricing.show_pricing"))
-    flash("Paid plans are coming soon — you will be able to upgrade here shortly.", "info")
-    return redirect(url_for("pricing.show_pricing"))
+        flash(form_errors(form) or "Please choose a plan and a billing cycle.", "danger")
+        return redirect(url_for("pricing.show_pricing"), 303)
+    try:
+        checkout = start_checkout(
+            current_user.id, form.plan.data, form.cycle.data,
+            success_url=url_for("billing.show_success", _external=True) + "?session_id={CHECKOUT_SESSION_ID}",
+            cancel_url=url_for("pricing.show_pricing", _external=True),
+        )
+    except PlanChangeRequired:
+        return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
+    except DomainError as error:
+        flash(error.message, "danger")
+        return redirect(url_for("pricing.show_pricing"), 303)
+    return redirect(checkout.url, 303)
+
+
+@bp.get("/success")
+@login_required
+def show_success():
+    """Back from Checkout: sync now (no waiting for the webhook) and show the new plan; reloading is harmless."""
+    session_id = request.args.get("session_id", "")
+    if not session_id.startswith("cs_"):
+        abort(404)
+    try:
+        fulfilment = fulfil_checkout(session_id, current_user.id)
+    except DomainError as error:
+        if error.status == 404:
+            abort(404)
+        raise
+    summary = billing_summary(current_user) if fulfilment.paid else None
+    return render_template("billing/success.html", fulfilment=fulfilment, summary=summary)
+
+
+@bp.get("/change")
+@login_required
+def confirm_change():
+    """The confirmation page of a plan change: what changes, when, and the amount due now."""
+    form = ChoosePlanForm(request.args, meta={"csrf": False})
+    if not form.validate():
+        flash(form_errors(form), "danger")
+        return redirect(url_for("pricing.show_pricing"), 303)
+    try:
+        change = plan_change(current_user, form.plan.data, form.cycle.data)
+    except DomainError as error:
+        flash(error.message, "danger")
+        return redirect(url_for("billing.show_billing"), 303)
+    return render_template("billing/confirm_change.html", change=change, form=ChoosePlanForm(formdata=None,
+                           plan=form.plan.data, cycle=form.cycle.data))
+
+
+@bp.post("/change")
+@login_required
+@limiter.limit(billing_limit, key_func=user_key)
+def apply_change():
+    """Apply a confirmed plan change to the existing subscription."""
+    form = ChoosePlanForm()
+    if not form.validate_on_submit():
+        flash(form_errors(form), "danger")
+        return redirect(url_for("billing.show_billing"), 303)
+    try:
+        change = change_plan(current_user, form.plan.data, form.cycle.data)
+    except DomainError as error:
+        flash(error.message, "danger")
+        return redirect(url_for("billing.show_billing"), 303)
+    if change.immediate:
+        flash(f"You are now on {change.plan.display_name} ({change.cycle}).", "success")
+    else:
+        flash(f"Your plan changes to {change.plan.display_name} ({change.cycle}) at the end of the current period.",
+              "success")
+    return redirect(url_for("billing.show_billing"), 303)
+
+
+@bp.post("/portal")
+@login_required
+@limiter.limit(billing_limit, key_func=user_key)
+def open_portal():
+    """303 to the Stripe Customer Portal (optionally straight into a flow such as updating the card)."""
+    form = PortalForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        url = create_portal_session(current_user.id, url_for("billing.show_billing", _external=True),
+                                    flow=form.flow.data or None)
+    except DomainError as error:
+        flash(error.message, "danger")
+        return redirect(url_for("billing.show_billing"), 303)
+    return redirect(url, 303)
+
+
+def set_cancel(cancel: bool):
+    form = ActionForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        subscription = set_cancel_at_period_end(current_user, cancel)
+    except DomainError as error:
+        flash(error.message, "danger")
+        return redirect(url_for("billing.show_billing"), 303)
+    if cancel:
+        flash(f"Your {subscription.plan.display_name} plan will end on "
+              f"{current_app.jinja_env.filters['date'](subscription.current_period_end)}. You keep it until then.",
+              "info")
+    else:
+        flash(f"Welcome back — your {subscription.plan.display_name} plan will renew.", "success")
+    return redirect(url_for("billing.show_billing"), 303)
+
+
+@bp.post("/cancel")
+@login_required
+def cancel_subscription():
+    """Cancel at period end: access continues until the paid period ends."""
+    return set_cancel(True)
+
+
+@bp.post("/resume")
+@login_required
+def resume_subscription():
+    """Undo a scheduled cancellation."""
+    return set_cancel(False)

@@ -3,7 +3,7 @@ from flask_login import current_user
 
 from app.pricing import bp
 from app.services.catalog import active_plans
-from app.services.subscriptions import effective_subscription
+from app.services.subscriptions import live_subscription
 
 
 @bp.get("/")
@@ -16,16 +16,16 @@ def index():
 def show_pricing():
     """The three plans with their features, a monthly/yearly switch and the visitor's current plan."""
     plans = active_plans()
+    subscription = live_subscription(current_user.id) if current_user.is_authenticated else None
     current_plan_name, current_cycle = None, None
-    if current_user.is_authenticated:
-        subscription = effective_subscription(current_user.id)
-        if subscription is not None:
-            current_plan_name, current_cycle = subscription.plan.name, subscription.billing_cycle
-        else:
-            current_plan_name = "free"
+    if subscription is not None:
+        current_plan_name, current_cycle = subscription.plan.name, subscription.billing_cycle
+    elif current_user.is_authenticated:
+        current_plan_name = "free"
     return render_template(
         "pricing/index.html",
         plans=plans,
+        subscription=subscription,
         current_plan_name=current_plan_name,
         current_cycle=current_cycle,
     )

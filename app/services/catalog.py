@@ -187,3 +187,33 @@ def feature_display_names() -> list[str]:
         for display_name, _ in spec.features.values():
             seen.setdefault(display_name)
     return list(seen)
+
+
+def plan_for_price(price_id: str | None) -> tuple[SubscriptionPlan, str] | None:
+    """The (plan, billing cycle) a Stripe price id belongs to, or None for a price we do not sell."""
+    if not price_id:
+        return None
+    plan = db.session.scalar(
+        select(SubscriptionPlan).where(
+            (SubscriptionPlan.stripe_price_id_monthly == price_id) | (SubscriptionPlan.stripe_price_id_yearly == price_id)
+        )
+    )
+    if plan is None:
+        return None
+    return plan, "monthly" if plan.stripe_price_id_monthly == price_id else "yearly"
+
+
+def validate_choice(plan_name: str | None, cycle: str | None) -> tuple[SubscriptionPlan, str, str]:
+    """A paid plan and cycle someone may buy: (plan, cycle, Stripe price id), or a 400 naming the problem."""
+    if cycle not in ("monthly", "yearly"):
+        raise DomainError("Choose a monthly or yearly billing cycle.", code="invalid_billing_cycle")
+    plan = plan_by_name(plan_name or "")
+    if plan is None or not plan.is_active:
+        raise DomainError(f"There is no plan called {plan_name!r}.", code="unknown_plan")
+    if plan.is_free:
+        raise DomainError("The Free plan needs no payment: cancel your paid plan to return to Free.",
+                          code="free_plan_not_purchasable")
+    price_id = plan.stripe_price_id_for(cycle)
+    if price_id is None or plan.price_for(cycle) is None:
+        raise DomainError(f"The {plan.display_name} plan has no {cycle} price.", code="invalid_billing_cycle")
+    return plan, cycle, price_id

@@ -1,12 +1,36 @@
-"""Subscriptions as the app sees them: which plan a user is effectively on."""
+"""Subscriptions: the local copy of Stripe's state (`sync_customer`), and the changes people ask for.
+
+The one rule of state (DESIGN.md): Stripe is the source of truth. Every path that learns something changed — the
+success page, each webhook, `flask stripe sync` — calls `sync_customer`, which reads the customer's
+subscriptions from Stripe and writes `user_subscriptions`, so neither the order nor the number of notifications
+can leave the copy wrong.
+"""
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Iterable
 
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import ACCESS_STATUSES, SubscriptionPlan, UserSubscription
-from app.services.catalog import plan_by_name
+from app.models import ACCESS_STATUSES, LIVE_STATUSES, SubscriptionPlan, User, UserSubscription
+from app.services import DomainError, audit
+from app.services.catalog import plan_by_name, plan_for_price, validate_choice
+from app.services.stripe_gateway import gateway, to_dict
 
+log = logging.getLogger("app.subscriptions")
+
+
+class SubscriptionError(DomainError):
+    code = "subscription_error"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading the copy
+# ---------------------------------------------------------------------------------------------------------------
 
 def effective_subscription(user_id: int) -> UserSubscription | None:
     """The user's subscription that grants access now, if any (the newest, should Stripe ever hold two)."""
@@ -18,9 +42,341 @@ def effective_subscription(user_id: int) -> UserSubscription | None:
     )
 
 
+def live_subscription(user_id: int) -> UserSubscription | None:
+    """The user's subscription that is not over yet (access or not): the one a plan change must modify."""
+    return db.session.scalar(
+        select(UserSubscription)
+        .where(UserSubscription.user_id == user_id, UserSubscription.status.in_(LIVE_STATUSES))
+        .order_by(UserSubscription.created_at.desc())
+        .limit(1)
+    )
+
+
 def effective_plan(user_id: int) -> SubscriptionPlan | None:
-    """The plan whose features the user has now: the paid plan in good standing, otherwise Free."""
+    """The plan whose features the user has now: the paid plan in good standing (or past due while Stripe
+    retries, or canceled at period end until that end), otherwise Free."""
     subscription = effective_subscription(user_id)
     if subscription is not None:
         return subscription.plan
     return plan_by_name("free")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stripe → database
+# ---------------------------------------------------------------------------------------------------------------
+
+def from_timestamp(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=timezone.utc) if value else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the audit trail compares: the parts of a subscription a person cares about."""
+
+    status: str
+    plan: str
+    cycle: str
+    cancel_scheduled: bool
+    period_end: datetime | None
+
+    @property
+    def grants(self) -> bool:
+        return self.status in ACCESS_STATUSES
+
+    @classmethod
+    def of(cls, row: UserSubscription) -> Snapshot:
+        return cls(row.status, row.plan.name, row.billing_cycle, row.cancel_at_period_end, row.current_period_end)
+
+
+def transitions(old: Snapshot | None, new: Snapshot) -> list[tuple[str, dict[str, Any]]]:
+    """The audit actions between two snapshots; none when nothing a person cares about changed."""
+    if old is None:
+        if new.grants:
+            return [("subscription.activated", {"plan": new.plan, "billing_cycle": new.cycle, "status": new.status})]
+        if new.status == "canceled":
+            return [("subscription.canceled", {"plan": new.plan})]
+        return [("subscription.updated", {"status": new.status, "plan": new.plan})]
+    actions: list[tuple[str, dict[str, Any]]] = []
+    if not old.grants and new.grants:
+        actions.append(("subscription.activated", {"plan": new.plan, "billing_cycle": new.cycle, "status": new.status}))
+    elif old.status != "canceled" and new.status == "canceled":
+        actions.append(("subscription.canceled", {"plan": new.plan, "previous_status": old.status}))
+    elif old.status != new.status:
+        actions.append(("subscription.updated", {"from_status": old.status, "status": new.status}))
+    if (old.plan, old.cycle) != (new.plan, new.cycle):
+        actions.append(("subscription.plan_changed", {"from_plan": old.plan, "from_cycle": old.cycle,
+                                                      "plan": new.plan, "billing_cycle": new.cycle}))
+    if new.status != "canceled":
+        if not old.cancel_scheduled and new.cancel_scheduled:
+            actions.append(("subscription.cancel_scheduled", {"plan": new.plan, "ends_at": iso(new.period_end)}))
+        elif old.cancel_scheduled and not new.cancel_scheduled:
+            actions.append(("subscription.resumed", {"plan": new.plan}))
+        if old.period_end and new.period_end and new.period_end > old.period_end and old.status == new.status:
+            actions.append(("subscription.updated", {"renewed_until": iso(new.period_end)}))
+    return actions
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass
+class SyncResult:
+    user_id: int | None
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+
+def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
+    """The columns of `user_subscriptions` from a Stripe subscription (pinned API shape: periods on the item)."""
+    items = (sub.get("items") or {}).get("data") or []
+    if not items:
+        return None
+    item = items[0]
+    price = item.get("price") or {}
+    found = plan_for_price(price.get("id") if isinstance(price, dict) else price)
+    if found is None:
+        return None
+    plan, cycle = found
+    cancel_scheduled = bool(sub.get("cancel_at_period_end")) or (
+        sub.get("cancel_at") is not None and sub.get("status") not in ("canceled", "incomplete_expired"))
+    return {
+        "plan_id": plan.id,
+        "plan": plan,
+        "billing_cycle": cycle,
+        "status": sub["status"],
+        "stripe_price_id": price.get("id") if isinstance(price, dict) else price,
+        "current_period_start": from_timestamp(item.get("current_period_start")),
+        "current_period_end": from_timestamp(item.get("current_period_end")),
+        "cancel_at_period_end": cancel_scheduled,
+        "canceled_at": from_timestamp(sub.get("canceled_at")),
+        "ended_at": from_timestamp(sub.get("ended_at")),
+        "trial_end": from_timestamp(sub.get("trial_end")),
+    }
+
+
+def find_user_for_customer(customer_id: str, lock: bool = True) -> User | None:
+    """The user linked to a Stripe customer; links one by the customer's `metadata.user_id` if not yet linked."""
+    query = select(User).where(User.stripe_customer_id == customer_id)
+    user = db.session.scalar(query.with_for_update() if lock else query)
+    if user is not None:
+        return user
+    customer = to_dict(gateway().call("customers.retrieve", gateway().v1.customers.retrieve, customer_id))
+    user_id = str((customer.get("metadata") or {}).get("user_id") or "")
+    if not user_id.isdigit():
+        return None
+    user = db.session.get(User, int(user_id), with_for_update=lock)
+    if user is None or (user.stripe_customer_id not in (None, customer_id)):
+        return None
+    user.stripe_customer_id = customer_id
+    return user
+
+
+def fetch_subscriptions(customer_id: str) -> list[dict[str, Any]]:
+    """Every subscription of the customer, whatever its status."""
+    stripe_gateway = gateway()
+    page = stripe_gateway.call("subscriptions.list", stripe_gateway.v1.subscriptions.list,
+                               params={"customer": customer_id, "status": "all", "limit": 100})
+    return [to_dict(s) for s in page.auto_paging_iter()]
+
+
+def apply_subscriptions(user: User, subscriptions: Iterable[dict[str, Any]]) -> list[str]:
+    """Write Stripe's subscriptions for `user` into the copy (no commit); return the audit actions written."""
+    existing = {
+        row.stripe_subscription_id: row
+        for row in db.session.scalars(select(UserSubscription).where(UserSubscription.user_id == user.id))
+    }
+    written: list[str] = []
+    for sub in subscriptions:
+        fields = subscription_fields(sub)
+        if fields is None:
+            log.warning("stripe_subscription_unknown_price", extra={"subscription": sub.get("id")})
+            continue
+        row = existing.get(sub["id"])
+        old = Snapshot.of(row) if row is not None else None
+        if row is None:
+            row = UserSubscription(user_id=user.id, stripe_subscription_id=sub["id"])
+            db.session.add(row)
+        for name, value in fields.items():
+            if getattr(row, name) != value:
+                setattr(row, name, value)
+        for action, details in transitions(old, Snapshot.of(row)):
+            audit.record(action, user.id, subscription=sub["id"], **details)
+            written.append(action)
+    return written
+
+
+def sync_customer(customer_id: str) -> SyncResult:
+    """Read the customer's subscriptions from Stripe and make `user_subscriptions` equal to them.
+
+    Serialised per user by a row lock taken before reading Stripe, so of two concurrent syncs the later one
+    reads the later state. Idempotent: a second call changes nothing and audits nothing.
+    """
+    user = find_user_for_customer(customer_id)
+    if user is None:
+        db.session.rollback()
+        log.warning("stripe_customer_unknown", extra={"customer": customer_id})
+        return SyncResult(None)
+    actions = apply_subscriptions(user, fetch_subscriptions(customer_id))
+    user_id = user.id
+    db.session.commit()
+    after_subscription_change(user_id, actions)
+    return SyncResult(user_id, actions)
+
+
+def after_subscription_change(user_id: int, actions: list[str]) -> None:
+    """After commit: what depends on a user's plan is refreshed (entitlements cache; metrics)."""
+    from app.services.entitlements import invalidate_entitlements_cache
+
+    invalidate_entitlements_cache(user_id)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Changes people ask for
+# ---------------------------------------------------------------------------------------------------------------
+
+def require_live_subscription(user: User) -> UserSubscription:
+    subscription = live_subscription(user.id)
+    if subscription is None or user.stripe_customer_id is None:
+        raise SubscriptionError("You have no paid subscription.", code="no_subscription")
+    return subscription
+
+
+def set_cancel_at_period_end(user: User, cancel: bool) -> UserSubscription:
+    """Cancel at period end (access continues until then) or resume; Stripe first, then the copy."""
+    subscription = require_live_subscription(user)
+    if subscription.status == "canceled":
+        raise SubscriptionError("This subscription has already ended.", code="subscription_ended", status=409)
+    if cancel == subscription.cancel_at_period_end:
+        if cancel:
+            return subscription  # asking twice is not an error: the answer is the same
+        raise SubscriptionError("Your subscription is not set to cancel.", code="not_canceling", status=409)
+    stripe_gateway = gateway()
+    stripe_gateway.call(
+        "subscriptions.update", stripe_gateway.v1.subscriptions.update, subscription.stripe_subscription_id,
+        params={"cancel_at_period_end": cancel},
+        options={"idempotency_key": f"cancel-{subscription.stripe_subscription_id}-{int(cancel)}-"
+                                    f"{int(subscription.updated_at.timestamp())}"},
+    )
+    sync_customer(user.stripe_customer_id)
+    return db.session.get(UserSubscription, subscription.id)
+
+
+def monthly_equivalent(plan: SubscriptionPlan, cycle: str) -> Decimal:
+    price = plan.price_for(cycle) or Decimal(0)
+    return price / 12 if cycle == "yearly" else price
+
+
+@dataclass
+class PlanChange:
+    """What moving a subscription to another plan or cycle means, shown before the person confirms."""
+
+    subscription: UserSubscription
+    plan: SubscriptionPlan
+    cycle: str
+    price_id: str
+    immediate: bool
+    amount_due_now: int  # cents
+    currency: str
+    effective_at: datetime | None
+
+    @property
+    def kind(self) -> str:
+        return "upgrade" if self.immediate else "downgrade"
+
+
+def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanChange:
+    """Describe a change of the user's paid subscription to `plan_name`/`cycle`, with the amount due now.
+
+    The rule (README): a higher tier, or the same tier from monthly to yearly, takes effect now with prorations
+    invoiced at once; a lower tier, or yearly to monthly, takes effect at the end of the paid period.
+    """
+    plan, cycle, price_id = validate_choice(plan_name, cycle)
+    subscription = require_live_subscription(user)
+    if subscription.plan_id == plan.id and subscription.billing_cycle == cycle:
+        raise SubscriptionError(f"You are already on {plan.display_name} {cycle}.", code="already_on_plan", status=409)
+    if subscription.status not in ACCESS_STATUSES:
+        raise SubscriptionError("Your subscription is not active; update your payment method first.",
+                                code="subscription_inactive", status=409)
+    current = subscription.plan
+    higher_tier = plan.sort_order > current.sort_order
+    same_tier_to_yearly = plan.id == current.id and cycle == "yearly"
+    immediate = higher_tier or same_tier_to_yearly
+    amount, currency = 0, "usd"
+    if immediate:
+        amount, currency = preview_amount_due(user, subscription, price_id)
+    return PlanChange(subscription, plan, cycle, price_id, immediate, amount, currency,
+                      None if immediate else subscription.current_period_end)
+
+
+def preview_amount_due(user: User, subscription: UserSubscription, price_id: str) -> tuple[int, str]:
+    """What Stripe would invoice now for swapping the subscription's price (prorations included)."""
+    stripe_gateway = gateway()
+    item_id = subscription_item_id(subscription)
+    preview = to_dict(stripe_gateway.call(
+        "invoices.create_preview", stripe_gateway.v1.invoices.create_preview,
+        params={"customer": user.stripe_customer_id, "subscription": subscription.stripe_subscription_id,
+                "subscription_details": {"items": [{"id": item_id, "price": price_id}],
+                                         "proration_behavior": "always_invoice"}},
+    ))
+    return int(preview.get("amount_due") or 0), preview.get("currency") or "usd"
+
+
+def subscription_item_id(subscription: UserSubscription) -> str:
+    stripe_gateway = gateway()
+    sub = to_dict(stripe_gateway.call("subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve,
+                                      subscription.stripe_subscription_id))
+    return sub["items"]["data"][0]["id"]
+
+
+def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanChange:
+    """Apply a plan change on the existing subscription (never a second subscription), then sync."""
+    change = plan_change(user, plan_name, cycle)
+    stripe_gateway = gateway()
+    subscription = change.subscription
+    key = f"change-{subscription.stripe_subscription_id}-{change.price_id}-{int(subscription.updated_at.timestamp())}"
+    if change.immediate:
+        stripe_gateway.call(
+            "subscriptions.update", stripe_gateway.v1.subscriptions.update, subscription.stripe_subscription_id,
+            params={"items": [{"id": subscription_item_id(subscription), "price": change.price_id}],
+                    "proration_behavior": "always_invoice", "cancel_at_period_end": False,
+                    "payment_behavior": "error_if_incomplete"},
+            options={"idempotency_key": key},
+        )
+    else:
+        schedule_downgrade(subscription, change.price_id, key)
+    sync_customer(user.stripe_customer_id)
+    return change
+
+
+def schedule_downgrade(subscription: UserSubscription, price_id: str, key: str) -> None:
+    """At period end, move to the cheaper price: a subscription schedule with two phases (now, then new)."""
+    stripe_gateway = gateway()
+    sub = to_dict(stripe_gateway.call("subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve,
+                                      subscription.stripe_subscription_id))
+    schedule_id = sub.get("schedule")
+    if isinstance(schedule_id, dict):
+        schedule_id = schedule_id.get("id")
+    if not schedule_id:
+        schedule = to_dict(stripe_gateway.call(
+            "subscription_schedules.create", stripe_gateway.v1.subscription_schedules.create,
+            params={"from_subscription": subscription.stripe_subscription_id},
+            options={"idempotency_key": key + "-schedule"},
+        ))
+        schedule_id = schedule["id"]
+    item = sub["items"]["data"][0]
+    stripe_gateway.call(
+        "subscription_schedules.update", stripe_gateway.v1.subscription_schedules.update, schedule_id,
+        params={
+            "end_behavior": "release",
+            "phases": [
+                {"items": [{"price": item["price"]["id"], "quantity": 1}],
+                 "start_date": item["current_period_start"], "end_date": item["current_period_end"]},
+                {"items": [{"price": price_id, "quantity": 1}], "proration_behavior": "none"},
+            ],
+        },
+        options={"idempotency_key": key + "-phases"},
+    )

@@ -1,0 +1,14 @@
+"""The audit trail: one row per change that matters, in the caller's transaction."""
+from __future__ import annotations
+
+from typing import Any
+
+from app.extensions import db
+from app.models import AuditLog
+
+
+def record(action: str, user_id: int | None, **details: Any) -> AuditLog:
+    """Add an audit entry to the current transaction (the caller commits)."""
+    entry = AuditLog(user_id=user_id, action=action, details=details)
+    db.session.add(entry)
+    return entry

@@ -1,0 +1,108 @@
+"""What the billing page shows: the local copy plus what only Stripe knows (card, invoices, scheduled change)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.models import User, UserSubscription
+from app.services import DomainError
+from app.services.catalog import plan_for_price
+from app.services.stripe_gateway import gateway, to_dict
+from app.services.subscriptions import from_timestamp, live_subscription
+
+log = logging.getLogger("app.billing")
+
+
+@dataclass
+class Invoice:
+    id: str
+    number: str | None
+    created: datetime | None
+    amount_cents: int
+    currency: str
+    status: str
+    hosted_invoice_url: str | None
+    invoice_pdf: str | None
+
+
+@dataclass
+class ScheduledChange:
+    plan_name: str
+    plan_display: str
+    cycle: str
+    at: datetime | None
+
+
+@dataclass
+class BillingSummary:
+    subscription: UserSubscription | None
+    card_brand: str | None = None
+    card_last4: str | None = None
+    invoices: list[Invoice] = field(default_factory=list)
+    scheduled_change: ScheduledChange | None = None
+    stripe_unavailable: bool = False
+
+    @property
+    def next_amount(self):
+        sub = self.subscription
+        if sub is None or sub.cancel_at_period_end or sub.status == "canceled":
+            return None
+        return sub.plan.price_for(sub.billing_cycle)
+
+
+def card_of(payment_method: Any) -> tuple[str | None, str | None]:
+    if isinstance(payment_method, dict) and payment_method.get("card"):
+        return payment_method["card"].get("brand"), payment_method["card"].get("last4")
+    return None, None
+
+
+def billing_summary(user: User) -> BillingSummary:
+    """The billing page's data; Stripe being down degrades to the local copy, never to an error page."""
+    summary = BillingSummary(live_subscription(user.id))
+    if not user.stripe_customer_id:
+        return summary
+    stripe_gateway = gateway()
+    try:
+        customer = to_dict(stripe_gateway.call(
+            "customers.retrieve", stripe_gateway.v1.customers.retrieve, user.stripe_customer_id,
+            params={"expand": ["invoice_settings.default_payment_method"]}))
+        summary.card_brand, summary.card_last4 = card_of(
+            (customer.get("invoice_settings") or {}).get("default_payment_method"))
+        invoices = stripe_gateway.call("invoices.list", stripe_gateway.v1.invoices.list,
+                                       params={"customer": user.stripe_customer_id, "limit": 12})
+        summary.invoices = [
+            Invoice(i["id"], i.get("number"), from_timestamp(i.get("created")), int(i.get("total") or 0),
+                    i.get("currency") or "usd", i.get("status") or "", i.get("hosted_invoice_url"), i.get("invoice_pdf"))
+            for i in map(to_dict, invoices.data) if i.get("status") != "draft"
+        ]
+        if summary.subscription is not None:
+            sub = to_dict(stripe_gateway.call(
+                "subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve,
+                summary.subscription.stripe_subscription_id, params={"expand": ["schedule", "default_payment_method"]}))
+            if summary.card_last4 is None:
+                summary.card_brand, summary.card_last4 = card_of(sub.get("default_payment_method"))
+            summary.scheduled_change = scheduled_change_of(sub)
+    except DomainError as error:
+        log.warning("billing_summary_degraded", extra={"code": error.code})
+        summary.stripe_unavailable = True
+    return summary
+
+
+def scheduled_change_of(sub: dict[str, Any]) -> ScheduledChange | None:
+    """The next phase of the subscription's schedule, if it moves to another price."""
+    schedule = sub.get("schedule")
+    if not isinstance(schedule, dict) or schedule.get("status") not in ("active", "not_started"):
+        return None
+    current_price = sub["items"]["data"][0]["price"]["id"]
+    for phase in schedule.get("phases") or []:
+        items = phase.get("items") or []
+        price = items[0].get("price") if items else None
+        price_id = price.get("id") if isinstance(price, dict) else price
+        if price_id and price_id != current_price:
+            found = plan_for_price(price_id)
+            if found:
+                plan, cycle = found
+                return ScheduledChange(plan.name, plan.display_name, cycle, from_timestamp(phase.get("start_date")))
+    return None

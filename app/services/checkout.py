@@ -1,0 +1,172 @@
+"""Checkout and the Customer Portal: from a plan choice to a Stripe-hosted page, and back."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import User
+from app.services import DomainError, audit
+from app.services.catalog import validate_choice
+from app.services.stripe_gateway import gateway, to_dict
+from app.services.subscriptions import (
+    SubscriptionError,
+    SyncResult,
+    live_subscription,
+    sync_customer,
+)
+
+log = logging.getLogger("app.checkout")
+
+PORTAL_FLOWS = ("payment_method_update", "subscription_cancel", "subscription_update")
+
+
+class CheckoutError(DomainError):
+    code = "checkout_error"
+
+
+class PlanChangeRequired(DomainError):
+    """The user already pays: the existing subscription is changed instead of a second Checkout."""
+
+    code = "plan_change_required"
+    status = 409
+
+
+def lock_user(user_id: int) -> User:
+    """The user row, locked until commit: one billing operation at a time per user."""
+    return db.session.scalar(select(User).where(User.id == user_id).with_for_update())
+
+
+def ensure_customer(user_id: int) -> str:
+    """The user's Stripe customer id, creating the customer once (idempotency key from the user id).
+
+    Stored in `users.stripe_customer_id` and committed before any redirect, so a second customer can never appear.
+    """
+    user = lock_user(user_id)
+    if user.stripe_customer_id:
+        db.session.commit()
+        return user.stripe_customer_id
+    stripe_gateway = gateway()
+    customer = stripe_gateway.call(
+        "customers.create", stripe_gateway.v1.customers.create,
+        params={"email": user.email, "metadata": {"user_id": str(user.id)}},
+        options={"idempotency_key": f"customer-create-{user.id}"},
+    )
+    user.stripe_customer_id = customer.id
+    audit.record("customer.created", user.id, customer=customer.id)
+    db.session.commit()
+    return customer.id
+
+
+@dataclass
+class CheckoutStart:
+    session_id: str
+    url: str
+
+
+def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, success_url: str,
+                   cancel_url: str) -> CheckoutStart:
+    """A Checkout Session for a user on Free; a paying user gets PlanChangeRequired instead.
+
+    Any other open session of the user is expired first, so two tabs cannot end in two subscriptions.
+    """
+    plan, cycle, price_id = validate_choice(plan_name, cycle)
+    current = live_subscription(user_id)
+    if current is not None:
+        if current.plan_id == plan.id and current.billing_cycle == cycle:
+            raise SubscriptionError(f"You are already on {plan.display_name} {cycle}.", code="already_on_plan",
+                                    status=409)
+        raise PlanChangeRequired(f"You already have a subscription: confirm the change to {plan.display_name} "
+                                 f"{cycle} instead of paying twice.")
+    customer_id = ensure_customer(user_id)
+    lock_user(user_id)  # serialise concurrent checkouts of the same user until this one is created
+    stripe_gateway = gateway()
+    expire_open_sessions(customer_id)
+    session = stripe_gateway.call(
+        "checkout.sessions.create", stripe_gateway.v1.checkout.sessions.create,
+        params={
+            "mode": "subscription",
+            "customer": customer_id,
+            "client_reference_id": str(user_id),
+            "line_items": [{"price": price_id, "quantity": 1}],
+            "metadata": {"user_id": str(user_id), "plan": plan.name, "billing_cycle": cycle},
+            "subscription_data": {"metadata": {"user_id": str(user_id), "plan": plan.name, "billing_cycle": cycle}},
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "allow_promotion_codes": True,
+        },
+    )
+    audit.record("checkout.started", user_id, session=session.id, plan=plan.name, billing_cycle=cycle)
+    db.session.commit()
+    return CheckoutStart(session.id, session.url)
+
+
+def expire_open_sessions(customer_id: str) -> None:
+    """Expire the customer's open Checkout Sessions (an older tab can no longer be paid)."""
+    stripe_gateway = gateway()
+    page = stripe_gateway.call("checkout.sessions.list", stripe_gateway.v1.checkout.sessions.list,
+                               params={"customer": customer_id, "status": "open", "limit": 100})
+    for session in page.data:
+        stripe_gateway.call("checkout.sessions.expire", stripe_gateway.v1.checkout.sessions.expire, session.id)
+
+
+@dataclass
+class Fulfilment:
+    session: dict[str, Any]
+    sync: SyncResult | None
+
+    @property
+    def paid(self) -> bool:
+        return self.session.get("status") == "complete" and self.session.get("payment_status") in (
+            "paid", "no_payment_required")
+
+
+def session_belongs_to(session: dict[str, Any], user: User) -> bool:
+    """A session is the user's when both our reference and the customer say so (no customer, no claim)."""
+    customer = session.get("customer")
+    if isinstance(customer, dict):
+        customer = customer.get("id")
+    if session.get("client_reference_id") != str(user.id):
+        return False
+    return customer is None or user.stripe_customer_id in (None, customer)
+
+
+def fulfil_checkout(session_id: str, user_id: int) -> Fulfilment:
+    """The success page's fulfilment: retrieve the session, refuse another user's, sync the customer.
+
+    Idempotent and safe beside the webhook doing the same: both end in `sync_customer`.
+    """
+    stripe_gateway = gateway()
+    session = to_dict(stripe_gateway.call("checkout.sessions.retrieve", stripe_gateway.v1.checkout.sessions.retrieve,
+                                          session_id))
+    user = db.session.get(User, user_id)
+    if user is None or not session_belongs_to(session, user):
+        raise DomainError("We could not find that checkout.", code="not_found", status=404)
+    fulfilment = Fulfilment(session, None)
+    if fulfilment.paid and session.get("customer"):
+        fulfilment.sync = sync_customer(session["customer"])
+    return fulfilment
+
+
+def create_portal_session(user_id: int, return_url: str, flow: str | None = None) -> str:
+    """A Customer Portal session URL; the user must already be a Stripe customer (guide's Issue 4)."""
+    user = db.session.get(User, user_id)
+    if user is None or not user.stripe_customer_id:
+        raise CheckoutError("You have no billing account yet — choose a paid plan first.", code="no_billing_account")
+    params: dict[str, Any] = {"customer": user.stripe_customer_id, "return_url": return_url}
+    if flow is not None:
+        if flow not in PORTAL_FLOWS:
+            raise CheckoutError(f"Unknown portal flow {flow!r}.", code="invalid_flow")
+        params["flow_data"] = {"type": flow}
+        if flow in ("subscription_cancel", "subscription_update"):
+            subscription = live_subscription(user.id)
+            if subscription is None:
+                raise CheckoutError("You have no paid subscription.", code="no_subscription")
+            params["flow_data"][flow] = {"subscription": subscription.stripe_subscription_id}
+    stripe_gateway = gateway()
+    session = stripe_gateway.call("billing_portal.sessions.create", stripe_gateway.v1.billing_portal.sessions.create,
+                                  params=params)
+    return session.url
