@@ -62,15 +62,19 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     """Every URL prefix of the app, in one place."""
     from app.account import bp as account_bp
+    from app.alerts import bp as alerts_bp
     from app.api import bp as api_bp
     from app.billing import bp as billing_bp
     from app.health import bp as health_bp
     from app.pricing import bp as pricing_bp
+    from app.strategies import bp as strategies_bp
 
     app.register_blueprint(pricing_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(billing_bp, url_prefix="/billing")
     app.register_blueprint(health_bp)
+    app.register_blueprint(strategies_bp, url_prefix="/strategies")
+    app.register_blueprint(alerts_bp, url_prefix="/alerts")
     app.register_blueprint(api_bp, url_prefix=app.config["API_PREFIX"])
 
 

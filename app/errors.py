@@ -7,6 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.extensions import db
 from app.services import DomainError
+from app.services.entitlements import UpgradeRequired
 
 
 def wants_json() -> bool:
@@ -53,6 +54,13 @@ def register(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def handle_domain_error(exc: DomainError):
         return render_error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(UpgradeRequired)
+    def handle_upgrade_required(exc: UpgradeRequired):
+        """A DomainError that also names the feature and the cheapest plan that has it."""
+        if wants_json():
+            return jsonify(exc.to_json()), exc.status
+        return render_template("entitlements/upgrade_required.html", exc=exc), exc.status
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):

@@ -8,6 +8,7 @@ from app.account.forms import LoginForm, LogoutForm, SignupForm
 from app.extensions import limiter
 from app.services.accounts import AccountError, authenticate, create_user
 from app.services.subscriptions import effective_plan, effective_subscription
+from app.services.strategies import usage_summary
 
 
 def safe_next(target: str | None) -> str | None:
@@ -83,9 +84,10 @@ def logout():
 @bp.get("/account")
 @login_required
 def show_account():
-    """The user's email and current plan."""
+    """The user's email, current plan, and usage against the plan's limits."""
     return render_template(
         "account/account.html",
         plan=effective_plan(current_user.id),
         subscription=effective_subscription(current_user.id),
+        usage=usage_summary(current_user.id),
     )

@@ -3,10 +3,12 @@ from app.models.audit import AuditLog
 from app.models.base import utcnow
 from app.models.plan import BILLING_CYCLES, PlanFeature, SubscriptionPlan
 from app.models.stripe_event import StripeEvent
+from app.models.strategy import AlertSettings, Backtest, Strategy
 from app.models.subscription import ACCESS_STATUSES, LIVE_STATUSES, STATUSES, UserSubscription
 from app.models.user import User, normalize_email
 
 __all__ = [
-    "ACCESS_STATUSES", "AuditLog", "BILLING_CYCLES", "LIVE_STATUSES", "PlanFeature", "STATUSES", "StripeEvent",
+    "ACCESS_STATUSES", "AlertSettings", "AuditLog", "Backtest", "BILLING_CYCLES", "LIVE_STATUSES", "PlanFeature",
+    "STATUSES", "Strategy", "StripeEvent",
     "SubscriptionPlan", "User", "UserSubscription", "normalize_email", "utcnow",
 ]

@@ -1,0 +1,347 @@
+"""Entitlements: what a user's effective plan lets them do, cached, and the decorators that gate views on it.
+
+`get_entitlements(user_id)` answers from (1) a memo on `flask.g`, so a request reads them at most once,
+(2) the cache under exactly `entitlements:<user-id>` as plain JSON (so `redis-cli GET entitlements:42` and
+`redis-cli DEL entitlements:42` work as the deployment guide says), (3) the database, which then fills the cache.
+Every change that can alter them (sync_customer, each webhook, admin actions) calls
+`invalidate_entitlements_cache(user_id)`, so an upgrade shows on the very next request.
+
+A cache outage is not an outage of the app: reads fall back to the database, the outage is logged once (and its
+end once), and the cache is left alone for a few seconds so a hung Redis cannot add a timeout to every request.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Callable
+
+from flask import current_app, g, has_app_context, request
+from flask_login import current_user
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app.extensions import cache, db
+from app.models import SubscriptionPlan
+from app.services import DomainError
+from app.services.catalog import PLAN_CATALOG
+from app.services.subscriptions import effective_plan
+
+CACHE_KEY = "entitlements:{user_id}"
+#: After a cache failure, reads and writes skip the cache this long (invalidation always tries).
+CACHE_RETRY_SECONDS = 5.0
+_G_MEMO = "_entitlements"
+
+#: How a feature is named to a person (on the upgrade page, in API messages, on the account page).
+FEATURE_LABELS = {
+    "strategies_max": "Strategies",
+    "backtests_per_month": "Backtests per month",
+    "history_years": "Historical data",
+    "indicators": "Indicators",
+    "paper_trading": "Paper trading",
+    "strategy_templates": "Strategy templates",
+    "community_support": "Community support",
+    "email_alerts": "Email alerts",
+    "email_support": "Email support",
+    "realtime_alerts": "Real-time alerts",
+    "api_access": "API access",
+    "priority_support": "Priority support",
+}
+#: The unit a counted limit is measured in: "3 strategies", "20 backtests this month", "1 year of history".
+LIMIT_UNITS = {
+    "strategies_max": ("strategy", "strategies"),
+    "backtests_per_month": ("backtest this month", "backtests this month"),
+    "history_years": ("year of historical data", "years of historical data"),
+    "indicators": ("indicator", "indicators"),
+}
+PLAN_DISPLAY_NAMES = {spec.name: spec.display_name for spec in PLAN_CATALOG}
+
+
+def feature_label(key: str) -> str:
+    return FEATURE_LABELS.get(key, key.replace("_", " ").capitalize())
+
+
+def plan_display_name(name: str | None) -> str:
+    return PLAN_DISPLAY_NAMES.get(name or "", (name or "no").capitalize())
+
+
+def count_phrase(key: str, n: int) -> str:
+    """`count_phrase("strategies_max", 3)` → "3 strategies"."""
+    one, many = LIMIT_UNITS.get(key, (key, key))
+    return f"{n} {one if n == 1 else many}"
+
+
+class Entitlements(dict):
+    """`{feature key: True | limit | None (unlimited), "plan": plan name}`; a key that is absent is not included."""
+
+    @property
+    def plan(self) -> str | None:
+        return self.get("plan")
+
+    def allows(self, key: str) -> bool:
+        """Whether the plan includes the feature at all (a limit of 0 does not count as included)."""
+        return key in self and key != "plan" and self[key] is not False and self[key] != 0
+
+    def limit(self, key: str) -> int | None:
+        """The allowance of a counted feature: an int, None for unlimited, 0 when the plan does not include it."""
+        if key not in self or key == "plan":
+            return 0
+        value = self[key]
+        return None if value is None else int(value)
+
+    def within(self, key: str, amount: int) -> bool:
+        """Whether `amount` (usage after the action) stays within the allowance."""
+        limit = self.limit(key)
+        return limit is None or amount <= limit
+
+
+class UpgradeRequired(DomainError):
+    """The user's plan does not include a feature, or the action would go past a limit: 403 with an upgrade offer.
+
+    `required_plan` is the cheapest plan that would allow it (None when no plan does).
+    """
+
+    code = "upgrade_required"
+    status = 403
+
+    def __init__(self, feature: str, current_plan: str | None, required_plan: SubscriptionPlan | None,
+                 limit: int | None = None, usage: int | None = None, message: str | None = None):
+        self.feature = feature
+        self.feature_label = feature_label(feature)
+        self.current_plan = current_plan
+        self.required_plan = required_plan.name if required_plan is not None else None
+        self.required_plan_display = required_plan.display_name if required_plan is not None else None
+        self.limit = limit
+        self.usage = usage
+        super().__init__(message or self._default_message())
+
+    def _default_message(self) -> str:
+        current = plan_display_name(self.current_plan)
+        if self.limit is None and self.usage is None:
+            text = f"{self.feature_label} is not included in the {current} plan."
+        else:
+            text = f"The {current} plan includes {count_phrase(self.feature, self.limit or 0)}."
+        if self.required_plan_display:
+            return f"{text} Upgrade to {self.required_plan_display} to get it."
+        return f"{text} No plan includes more."
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.code, "feature": self.feature, "required_plan": self.required_plan,
+                "message": self.message}
+
+
+# --- the cache ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _CacheHealth:
+    """Per app (so per process): whether the outage was logged, and until when to leave the cache alone."""
+
+    outage_logged: bool = False
+    skip_until: float = 0.0
+
+
+def _health() -> _CacheHealth:
+    return current_app.extensions.setdefault("entitlements_cache", _CacheHealth())
+
+
+def _redis(kind: str):
+    """The redis-py client behind Flask-Caching's RedisCache, or None for another backend (SimpleCache).
+
+    Going to the client directly stores the JSON text as is; `cache.set` would pickle it (b"!\\x80…").
+    """
+    return getattr(cache.cache, f"_{kind}_client", None)
+
+
+def _cache_failed(action: str) -> None:
+    health = _health()
+    health.skip_until = time.monotonic() + CACHE_RETRY_SECONDS
+    if not health.outage_logged:
+        health.outage_logged = True
+        current_app.logger.warning("entitlements_cache_unavailable action=%s: reading from the database",
+                                   action, exc_info=True)
+
+
+def _cache_worked() -> None:
+    health = _health()
+    if health.outage_logged:
+        health.outage_logged = False
+        current_app.logger.info("entitlements_cache_recovered")
+
+
+def _cache_usable() -> bool:
+    return time.monotonic() >= _health().skip_until
+
+
+def _read_cached(user_id: int) -> Entitlements | None:
+    if not _cache_usable():
+        return None
+    key = CACHE_KEY.format(user_id=user_id)
+    try:
+        client = _redis("read")
+        raw = client.get(key) if client is not None else cache.get(key)
+    except (RedisError, OSError):
+        _cache_failed("read")
+        return None
+    _cache_worked()
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:  # not ours or damaged: a miss, and the write that follows repairs it
+        current_app.logger.warning("entitlements_cache_unreadable key=%s", key)
+        return None
+    return Entitlements(data) if isinstance(data, dict) else None
+
+
+def _write_cached(user_id: int, entitlements: Entitlements) -> None:
+    if not _cache_usable():
+        return
+    key = CACHE_KEY.format(user_id=user_id)
+    text = json.dumps(entitlements, sort_keys=True, separators=(",", ":"))
+    ttl = current_app.config.get("ENTITLEMENTS_CACHE_TTL", 3600)
+    try:
+        client = _redis("write")
+        if client is not None:
+            client.set(key, text, ex=ttl)
+        else:
+            cache.set(key, text, timeout=ttl)
+    except (RedisError, OSError):
+        _cache_failed("write")
+
+
+# --- the service -------------------------------------------------------------------------------------------
+
+
+def load_entitlements(user_id: int) -> Entitlements:
+    """The entitlements straight from the database: the effective plan's features (no cache involved)."""
+    plan = effective_plan(user_id)
+    if plan is None:  # the catalog is not seeded: nothing is included
+        return Entitlements(plan=None)
+    entitlements = Entitlements({feature.key: feature.value for feature in plan.features})
+    entitlements["plan"] = plan.name
+    return entitlements
+
+
+def get_entitlements(user_id: int) -> Entitlements:
+    """The user's entitlements: from this request's memo, else the cache, else the database (filling the cache)."""
+    memo: dict[int, Entitlements] = g.setdefault(_G_MEMO, {})
+    if user_id in memo:
+        return memo[user_id]
+    entitlements = _read_cached(user_id)
+    if entitlements is None:
+        entitlements = load_entitlements(user_id)
+        if entitlements.plan is not None:
+            _write_cached(user_id, entitlements)
+    memo[user_id] = entitlements
+    return entitlements
+
+
+def invalidate_entitlements_cache(user_id: int) -> bool:
+    """Forget the user's cached entitlements (and this request's memo); the next read goes to the database.
+
+    Call it after every change that can alter them, after the commit. Never raises: returns False (and logs)
+    when the cache could not be reached, in which case the entry expires after ENTITLEMENTS_CACHE_TTL.
+    """
+    if has_app_context():
+        g.get(_G_MEMO, {}).pop(user_id, None)
+    key = CACHE_KEY.format(user_id=user_id)
+    try:
+        client = _redis("write")
+        if client is not None:
+            client.delete(key)
+        else:
+            cache.delete(key)
+    except (RedisError, OSError):
+        current_app.logger.warning("entitlements_cache_invalidate_failed user_id=%s", user_id, exc_info=True)
+        _cache_failed("invalidate")
+        return False
+    return True
+
+
+def cheapest_plan_with(feature_key: str, at_least: int | None = None) -> SubscriptionPlan | None:
+    """The cheapest active plan that includes the feature (with an allowance of at least `at_least`), or None."""
+    plans = db.session.scalars(
+        select(SubscriptionPlan)
+        .where(SubscriptionPlan.is_active.is_(True))
+        .options(selectinload(SubscriptionPlan.features))
+        .order_by(SubscriptionPlan.price_monthly, SubscriptionPlan.sort_order)
+    )
+    for plan in plans:
+        for feature in plan.features:
+            if feature.key != feature_key:
+                continue
+            if feature.kind == "flag" or at_least is None or feature.limit_value is None \
+                    or feature.limit_value >= at_least:
+                return plan
+    return None
+
+
+def require_feature(user_id: int, feature_key: str) -> Entitlements:
+    """Raise UpgradeRequired unless the user's plan includes the feature."""
+    entitlements = get_entitlements(user_id)
+    if not entitlements.allows(feature_key):
+        raise UpgradeRequired(feature_key, entitlements.plan, cheapest_plan_with(feature_key))
+    return entitlements
+
+
+def require_within_limit(user_id: int, feature_key: str, usage: int, adding: int = 1) -> Entitlements:
+    """Raise UpgradeRequired unless `usage + adding` stays within the user's allowance of `feature_key`."""
+    entitlements = get_entitlements(user_id)
+    wanted = usage + adding
+    if not entitlements.within(feature_key, wanted):
+        raise UpgradeRequired(feature_key, entitlements.plan, cheapest_plan_with(feature_key, at_least=wanted),
+                              limit=entitlements.limit(feature_key), usage=usage)
+    return entitlements
+
+
+# --- decorators --------------------------------------------------------------------------------------------
+
+
+def is_api_request() -> bool:
+    prefix = current_app.config["API_PREFIX"]
+    return request.path == prefix or request.path.startswith(prefix + "/")
+
+
+def current_user_id() -> int | None:
+    """Who the request is for: the bearer token's user under API_PREFIX, the logged-in user elsewhere.
+
+    Under the API the session cookie is never looked at, so a browser session cannot lend its plan to a token.
+    """
+    if is_api_request():
+        from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
+
+        verify_jwt_in_request()  # no or bad token → the API's JSON 401 (app/api/auth.py's loaders)
+        identity = get_jwt_identity()
+        return int(identity) if str(identity).isdigit() else None
+    return current_user.id if current_user.is_authenticated else None
+
+
+def _gate(check: Callable[[int], Any]) -> Callable:
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def gated(*args, **kwargs):
+            user_id = current_user_id()
+            if user_id is None:
+                return current_app.login_manager.unauthorized()
+            check(user_id)
+            return view(*args, **kwargs)
+
+        return gated
+
+    return decorator
+
+
+def requires_feature(feature_key: str) -> Callable:
+    """Gate a view or API route on a feature flag: `@requires_feature("api_access")` → 403 upgrade_required."""
+    return _gate(lambda user_id: require_feature(user_id, feature_key))
+
+
+def within_limit(feature_key: str, usage: Callable[[int], int]) -> Callable:
+    """Gate an action that adds one more of a counted thing: `@within_limit("strategies_max", usage=count_fn)`.
+
+    `usage(user_id)` returns how many the user has now; the action is allowed while `usage + 1 <= limit`.
+    """
+    return _gate(lambda user_id: require_within_limit(user_id, feature_key, usage(user_id)))

@@ -1,0 +1,265 @@
+"""Strategies, backtests and alert settings: the product the plans gate.
+
+Every function takes the acting user's id and only ever touches that user's rows: someone else's strategy is
+"not found" (404), never "forbidden", so ids cannot be probed. Limits are checked here, under a lock on the
+user's row, so two concurrent requests cannot both take the last slot; the view decorators only answer early.
+
+A downgrade never deletes anything: past a new `strategies_max`, the oldest strategies (up to the limit) stay
+editable and the rest become read-only until the user upgrades or deletes some.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import AlertSettings, Backtest, Strategy, User
+from app.services import DomainError
+from app.services.backtesting import (
+    data_range,
+    history_years_needed,
+    parse_rules,
+    run_crossover,
+    years_before,
+)
+from app.services.entitlements import (
+    UpgradeRequired,
+    cheapest_plan_with,
+    count_phrase,
+    feature_label,
+    get_entitlements,
+    plan_display_name,
+    require_feature,
+    require_within_limit,
+)
+
+NAME_MAX = 120
+TEXT_MAX = 5000
+
+
+class StrategyError(DomainError):
+    code = "invalid_strategy"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status = 404
+
+    def __init__(self):
+        super().__init__("We could not find that page.")
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    """The first instant of the current calendar month, UTC (when `backtests_per_month` resets)."""
+    now = now or datetime.now(timezone.utc)
+    return now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def count_strategies(user_id: int) -> int:
+    """How many strategies the user has (usage of `strategies_max`)."""
+    return db.session.scalar(select(func.count(Strategy.id)).where(Strategy.user_id == user_id)) or 0
+
+
+def count_backtests_this_month(user_id: int) -> int:
+    """Backtests run since the first of this month, UTC (usage of `backtests_per_month`)."""
+    return db.session.scalar(
+        select(func.count(Backtest.id)).where(Backtest.user_id == user_id, Backtest.created_at >= month_start())
+    ) or 0
+
+
+def _lock_user(user_id: int) -> None:
+    """Serialize a user's limit checks: count and insert happen while holding their row."""
+    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
+def list_strategies(user_id: int) -> list[Strategy]:
+    """The user's strategies, oldest first (the order in which they stay editable after a downgrade)."""
+    return list(db.session.scalars(
+        select(Strategy).where(Strategy.user_id == user_id).order_by(Strategy.created_at, Strategy.id)
+    ))
+
+
+def editable_ids(user_id: int, strategies: list[Strategy] | None = None) -> set[int]:
+    """Ids of the strategies the user may change: all of them, or the oldest `strategies_max` when over it."""
+    strategies = list_strategies(user_id) if strategies is None else strategies
+    limit = get_entitlements(user_id).limit("strategies_max")
+    return {s.id for s in (strategies if limit is None else strategies[:limit])}
+
+
+def get_strategy(user_id: int, strategy_id: int) -> Strategy:
+    """The user's strategy, or NotFound (also for another user's)."""
+    strategy = db.session.get(Strategy, strategy_id)
+    if strategy is None or strategy.user_id != user_id:
+        raise NotFound()
+    return strategy
+
+
+def ensure_editable(user_id: int, strategy: Strategy) -> None:
+    """Raise UpgradeRequired when a downgrade left this strategy past the limit (read-only)."""
+    if strategy.id not in editable_ids(user_id):
+        entitlements = get_entitlements(user_id)
+        limit = entitlements.limit("strategies_max") or 0
+        usage = count_strategies(user_id)
+        raise UpgradeRequired(
+            "strategies_max", entitlements.plan, cheapest_plan_with("strategies_max", at_least=usage),
+            limit=limit, usage=usage,
+            message=f"“{strategy.name}” is read-only: the {plan_display_name(entitlements.plan)} plan includes "
+                    f"{count_phrase('strategies_max', limit)} and you have {usage}. Upgrade, or delete some "
+                    f"strategies, to edit or backtest it again.",
+        )
+
+
+def _clean(name: str | None, description: str | None, rules: str | None) -> tuple[str, str, str]:
+    name = (name or "").strip()
+    if not name:
+        raise StrategyError("Give the strategy a name.", code="missing_name")
+    if len(name) > NAME_MAX:
+        raise StrategyError(f"The name must be at most {NAME_MAX} characters.", code="invalid_name")
+    description, rules = (description or "").strip(), (rules or "").strip()
+    if len(description) > TEXT_MAX or len(rules) > TEXT_MAX:
+        raise StrategyError(f"Description and rules must be at most {TEXT_MAX} characters each.", code="too_long")
+    parse_rules(rules)  # rules a backtest cannot run are refused now, not at the first run
+    return name, description, rules
+
+
+def create_strategy(user_id: int, name: str, description: str = "", rules: str = "") -> Strategy:
+    """Create a strategy within `strategies_max`; raises StrategyError/BacktestError or UpgradeRequired."""
+    name, description, rules = _clean(name, description, rules)
+    _lock_user(user_id)
+    require_within_limit(user_id, "strategies_max", count_strategies(user_id))
+    strategy = Strategy(user_id=user_id, name=name, description=description, rules=rules)
+    db.session.add(strategy)
+    db.session.commit()
+    return strategy
+
+
+def update_strategy(user_id: int, strategy_id: int, name: str, description: str, rules: str) -> Strategy:
+    """Change a strategy the user may still edit (read-only ones past a downgraded limit raise UpgradeRequired)."""
+    strategy = get_strategy(user_id, strategy_id)
+    ensure_editable(user_id, strategy)
+    strategy.name, strategy.description, strategy.rules = _clean(name, description, rules)
+    db.session.commit()
+    return strategy
+
+
+def delete_strategy(user_id: int, strategy_id: int) -> None:
+    """Delete a strategy (read-only ones too: that is how a user gets back under a limit).
+
+    Its backtests stay, detached, so they keep counting against this month's allowance.
+    """
+    strategy = get_strategy(user_id, strategy_id)
+    db.session.delete(strategy)
+    db.session.commit()
+
+
+def earliest_start(user_id: int) -> date:
+    """The first day the user's `history_years` lets a backtest start on."""
+    first, last = data_range()
+    years = get_entitlements(user_id).limit("history_years")
+    return first if years is None else max(first, years_before(last, years))
+
+
+def run_backtest(user_id: int, strategy_id: int, start: date, end: date) -> Backtest:
+    """Run the strategy over [start, end] and store the result; counted against `backtests_per_month`."""
+    strategy = get_strategy(user_id, strategy_id)
+    ensure_editable(user_id, strategy)
+    require_within_limit(user_id, "history_years", history_years_needed(start), adding=0)
+    result = run_crossover(parse_rules(strategy.rules), start, end)
+    _lock_user(user_id)
+    require_within_limit(user_id, "backtests_per_month", count_backtests_this_month(user_id))
+    backtest = Backtest(strategy_id=strategy.id, user_id=user_id, start_date=start, end_date=end, result=result)
+    db.session.add(backtest)
+    db.session.commit()
+    return backtest
+
+
+def get_backtest(user_id: int, strategy_id: int, backtest_id: int) -> Backtest:
+    """One of the user's backtests of this strategy, or NotFound."""
+    backtest = db.session.get(Backtest, backtest_id)
+    if backtest is None or backtest.user_id != user_id or backtest.strategy_id != strategy_id:
+        raise NotFound()
+    return backtest
+
+
+def alert_settings(user_id: int) -> AlertSettings:
+    """The user's alert settings (defaults, unsaved, when they never saved any)."""
+    return db.session.get(AlertSettings, user_id) or AlertSettings(
+        user_id=user_id, email_enabled=False, realtime_enabled=False
+    )
+
+
+def save_alert_settings(user_id: int, email_enabled: bool, realtime_enabled: bool) -> AlertSettings:
+    """Save alert settings; email alerts need `email_alerts`, the real-time option `realtime_alerts`."""
+    require_feature(user_id, "email_alerts")
+    if realtime_enabled:
+        require_feature(user_id, "realtime_alerts")
+    settings = db.session.get(AlertSettings, user_id)
+    if settings is None:
+        settings = AlertSettings(user_id=user_id)
+        db.session.add(settings)
+    settings.email_enabled = email_enabled
+    settings.realtime_enabled = realtime_enabled
+    db.session.commit()
+    return settings
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One line of the account page: "2 of 3 strategies", with an upgrade offer near the limit."""
+
+    key: str
+    used: int
+    limit: int | None  # None: unlimited
+    upgrade_plan: str | None = None
+    upgrade_plan_display: str | None = None
+    upgrade_limit: int | None = None
+
+    @property
+    def label(self) -> str:
+        return feature_label(self.key)
+
+    @property
+    def text(self) -> str:
+        """ "2 of 3 strategies", "14 of 20 backtests this month", "7 strategies · unlimited"."""
+        if self.limit is None:
+            return f"{count_phrase(self.key, self.used)} · unlimited"
+        return f"{self.used} of {count_phrase(self.key, self.limit)}"
+
+    @property
+    def unit(self) -> str:
+        return {"strategies_max": "strategies", "backtests_per_month": "backtests a month"}.get(self.key, self.key)
+
+    @property
+    def percent(self) -> int:
+        if self.limit is None:
+            return 0
+        return 100 if self.limit == 0 else min(100, round(self.used * 100 / self.limit))
+
+    @property
+    def near_limit(self) -> bool:
+        """At 80% of the allowance or more: time to offer the upgrade."""
+        return self.limit is not None and self.used * 100 >= self.limit * 80
+
+    @property
+    def over_limit(self) -> bool:
+        return self.limit is not None and self.used > self.limit
+
+
+def usage_summary(user_id: int) -> list[Usage]:
+    """Usage against the counted limits, with the cheapest upgrade for those at 80% or more."""
+    entitlements = get_entitlements(user_id)
+    rows = []
+    for key, used in (("strategies_max", count_strategies(user_id)),
+                      ("backtests_per_month", count_backtests_this_month(user_id))):
+        limit = entitlements.limit(key)
+        row = Usage(key=key, used=used, limit=limit)
+        if row.near_limit:
+            plan = cheapest_plan_with(key, at_least=(limit or 0) + 1)
+            if plan is not None:
+                upgrade_limit = next((f.limit_value for f in plan.features if f.key == key), None)
+                row = Usage(key=key, used=used, limit=limit, upgrade_plan=plan.name,
+                            upgrade_plan_display=plan.display_name, upgrade_limit=upgrade_limit)
+        rows.append(row)
+    return rows

@@ -1,0 +1,145 @@
+from flask import flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+
+from app.services import DomainError
+from app.services.backtesting import data_range, years_before
+from app.services.entitlements import UpgradeRequired, get_entitlements, within_limit
+from app.services.strategies import (
+    count_backtests_this_month,
+    count_strategies,
+    create_strategy,
+    delete_strategy,
+    earliest_start,
+    editable_ids,
+    ensure_editable,
+    get_backtest,
+    get_strategy,
+    list_strategies,
+    run_backtest,
+    update_strategy,
+    usage_summary,
+)
+from app.strategies import bp
+from app.strategies.forms import BacktestForm, DeleteForm, StrategyForm
+
+
+def form_error(form: StrategyForm, exc: DomainError) -> None:
+    """Show a service's refusal next to the field it is about."""
+    target = form.name if exc.code in {"missing_name", "invalid_name"} else form.rules
+    target.errors = [*target.errors, exc.message]
+
+
+@bp.get("/")
+@login_required
+def list_strategies_page():
+    """The user's strategies, with usage, and which ones a downgrade left read-only."""
+    strategies = list_strategies(current_user.id)
+    editable = editable_ids(current_user.id, strategies)
+    return render_template(
+        "strategies/index.html", strategies=strategies, editable=editable,
+        entitlements=get_entitlements(current_user.id), usage=usage_summary(current_user.id),
+        delete_form=DeleteForm(),
+    )
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+@within_limit("strategies_max", usage=count_strategies)
+def create_strategy_page():
+    """Create a strategy (at the plan's limit the upgrade page answers instead)."""
+    form = StrategyForm()
+    if form.validate_on_submit():
+        try:
+            strategy = create_strategy(current_user.id, form.name.data, form.description.data, form.rules.data)
+        except UpgradeRequired:
+            raise
+        except DomainError as exc:
+            form_error(form, exc)
+        else:
+            flash(f"Strategy “{strategy.name}” created.", "success")
+            return redirect(url_for("strategies.show_strategy", strategy_id=strategy.id))
+    status = 400 if form.is_submitted() else 200
+    return render_template("strategies/form.html", form=form, strategy=None), status
+
+
+@bp.get("/<int:strategy_id>")
+@login_required
+def show_strategy(strategy_id: int):
+    """A strategy, its backtests and the form to run another."""
+    strategy = get_strategy(current_user.id, strategy_id)
+    first, last = data_range()
+    form = BacktestForm()
+    if not form.is_submitted():
+        form.start_date.data = max(earliest_start(current_user.id), years_before(last, 1))
+        form.end_date.data = last
+    return render_template(
+        "strategies/show.html", strategy=strategy, form=form, delete_form=DeleteForm(),
+        editable=strategy.id in editable_ids(current_user.id),
+        earliest=earliest_start(current_user.id), latest=last,
+        entitlements=get_entitlements(current_user.id), backtests_used=count_backtests_this_month(current_user.id),
+    )
+
+
+@bp.route("/<int:strategy_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit_strategy(strategy_id: int):
+    """Change a strategy's name, description or rules."""
+    strategy = get_strategy(current_user.id, strategy_id)
+    form = StrategyForm(obj=strategy)
+    if form.validate_on_submit():
+        try:
+            update_strategy(current_user.id, strategy_id, form.name.data, form.description.data, form.rules.data)
+        except UpgradeRequired:
+            raise
+        except DomainError as exc:
+            form_error(form, exc)
+        else:
+            flash("Strategy saved.", "success")
+            return redirect(url_for("strategies.show_strategy", strategy_id=strategy_id))
+    else:
+        ensure_editable(current_user.id, strategy)  # a read-only strategy answers with the upgrade page
+    status = 400 if form.is_submitted() else 200
+    return render_template("strategies/form.html", form=form, strategy=strategy), status
+
+
+@bp.post("/<int:strategy_id>/delete")
+@login_required
+def remove_strategy(strategy_id: int):
+    """Delete a strategy (its backtests still count this month)."""
+    if DeleteForm().validate_on_submit():
+        strategy = get_strategy(current_user.id, strategy_id)
+        name = strategy.name
+        delete_strategy(current_user.id, strategy_id)
+        flash(f"Strategy “{name}” deleted.", "info")
+    return redirect(url_for("strategies.list_strategies_page"))
+
+
+@bp.post("/<int:strategy_id>/backtests")
+@login_required
+@within_limit("backtests_per_month", usage=count_backtests_this_month)
+def start_backtest(strategy_id: int):
+    """Run a backtest on the strategy and show its result."""
+    strategy = get_strategy(current_user.id, strategy_id)
+    form = BacktestForm()
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            for error in errors:
+                flash(error, "danger")
+        return redirect(url_for("strategies.show_strategy", strategy_id=strategy.id))
+    try:
+        backtest = run_backtest(current_user.id, strategy.id, form.start_date.data, form.end_date.data)
+    except UpgradeRequired:
+        raise
+    except DomainError as exc:
+        flash(exc.message, "danger")
+        return redirect(url_for("strategies.show_strategy", strategy_id=strategy.id))
+    return redirect(url_for("strategies.show_backtest", strategy_id=strategy.id, backtest_id=backtest.id))
+
+
+@bp.get("/<int:strategy_id>/backtests/<int:backtest_id>")
+@login_required
+def show_backtest(strategy_id: int, backtest_id: int):
+    """One backtest's result."""
+    strategy = get_strategy(current_user.id, strategy_id)
+    backtest = get_backtest(current_user.id, strategy_id, backtest_id)
+    return render_template("strategies/backtest.html", strategy=strategy, backtest=backtest)
