@@ -67,8 +67,12 @@ class Billing:
         self.config = config
 
     # ================================================================ events
+    dry_run = False  # set by preview(): compute invoices, emit and charge nothing
+
     def emit(self, ctx: Optional[Ctx], etype: str, obj: dict, previous: Optional[dict] = None) -> dict:
         s = self.store
+        if self.dry_run:
+            return {}
         snapshot = copy.deepcopy(obj)
         evt = objects.event(new_id("evt"), s.now(), etype, snapshot, previous,
                             ctx.request_id if ctx else None, ctx.idempotency_key if ctx else None)
@@ -254,6 +258,8 @@ class Billing:
 
     def settle_subscription_invoice(self, ctx: Ctx, sub: dict, inv: dict) -> None:
         """Finalise and charge an invoice of ``sub``; move the subscription's status accordingly."""
+        if self.dry_run:
+            return
         self.finalize_invoice(ctx, inv)
         before = copy.deepcopy(sub)
         sub["latest_invoice"] = inv["id"]
@@ -516,6 +522,7 @@ class Billing:
             self.emit(ctx, "customer.subscription.deleted", sub)
             return
         before = copy.deepcopy(sub)
+        self._apply_schedule(ctx, sub, end)
         for it in sub["items"]["data"]:
             rec = it["price"]["recurring"]
             n = 1
@@ -541,6 +548,52 @@ class Billing:
             self.finalize_invoice(ctx, inv)  # left open: unpaid subscriptions are not charged
             return
         self.settle_subscription_invoice(ctx, sub, inv)
+
+    def _apply_schedule(self, ctx: Ctx, sub: dict, boundary: int) -> None:
+        """At a period boundary, enter the schedule's next phase (new price, no proration) or release it."""
+        s = self.store
+        sched = s.get("subscription_schedules", sub.get("schedule"))
+        if not sched or sched["status"] != "active":
+            return
+        before_sched = copy.deepcopy(sched)
+        nxt = next((ph for ph in sched["phases"] if ph["start_date"] == boundary), None)
+        if nxt is not None:
+            for item, spec in zip(sub["items"]["data"], nxt["items"]):
+                price = s.get("prices", spec["price"])
+                item["price"] = dict(price)
+                item["plan"] = objects.plan_from_price(price)
+                item["quantity"] = spec["quantity"]
+            sched["current_phase"] = {"end_date": nxt["end_date"], "start_date": nxt["start_date"]}
+            self.emit_update(ctx, "subscription_schedule.updated", before_sched, sched)
+        elif sched["phases"] and sched["phases"][-1]["end_date"] <= boundary:
+            sched["status"] = "released"
+            sched["released_at"] = s.now()
+            sched["released_subscription"] = sub["id"]
+            sched["current_phase"] = None
+            sub["schedule"] = None
+            self.emit(ctx, "subscription_schedule.released", sched)
+
+    def preview(self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str) -> dict:
+        """The invoice a change would produce now, or else the next renewal invoice; state is untouched."""
+        s = self.store
+        saved = copy.deepcopy(s.state)
+        self.dry_run = True
+        try:
+            sub = s.get("subscriptions", sub["id"])
+            latest = sub["latest_invoice"]
+            if changes:
+                self.change_items(ctx, sub, [(next((i for i in sub["items"]["data"] if item and i["id"] == item["id"]),
+                                                   None), price, qty, deleted)
+                                             for item, price, qty, deleted in changes], proration_behavior)
+            if sub["latest_invoice"] == latest:
+                self.renew(ctx, sub)
+            inv = copy.deepcopy(s.get("invoices", sub["latest_invoice"]))
+        finally:
+            self.dry_run = False
+            s.state = saved
+        inv["id"] = "upcoming_" + new_id("in")
+        inv["hosted_invoice_url"] = inv["invoice_pdf"] = None
+        return inv
 
     # ================================================================ the clock
     def _next_due(self) -> Optional[tuple[int, str, str]]:

@@ -14,6 +14,7 @@ from .errors import StripeError
 from .store import Store
 
 PREFIXES = {
+    "sub_sched_": "subscription_schedules",
     "cus_": "customers",
     "sub_": "subscriptions",
     "in_": "invoices",

@@ -615,6 +615,67 @@ def webhook_endpoint(we_id: str, created: int, *, url: str, enabled_events: list
     }
 
 
+def schedule_phase(items: list, start: int, end: int, currency: str = "usd",
+                   proration_behavior: str = "create_prorations") -> dict:
+    """A subscription schedule phase; ``items`` are (price id, quantity) pairs."""
+    return {
+        "add_invoice_items": [],
+        "application_fee_percent": None,
+        "automatic_tax": None,
+        "billing_cycle_anchor": None,
+        "billing_thresholds": None,
+        "collection_method": None,
+        "currency": currency,
+        "default_payment_method": None,
+        "default_tax_rates": [],
+        "description": None,
+        "discounts": [],
+        "end_date": end,
+        "invoice_settings": None,
+        "items": [{"billing_thresholds": None, "discounts": [], "metadata": {}, "plan": price_id,
+                   "price": price_id, "quantity": qty, "tax_rates": []} for price_id, qty in items],
+        "metadata": {},
+        "on_behalf_of": None,
+        "proration_behavior": proration_behavior,
+        "start_date": start,
+        "transfer_data": None,
+        "trial_end": None,
+    }
+
+
+def subscription_schedule(sched_id: str, created: int, sub: dict, phases: list) -> dict:
+    return {
+        "id": sched_id,
+        "object": "subscription_schedule",
+        "application": None,
+        "billing_mode": {"flexible": None, "type": "flexible", "updated_at": created},
+        "canceled_at": None,
+        "completed_at": None,
+        "created": created,
+        "current_phase": {"end_date": phases[0]["end_date"], "start_date": phases[0]["start_date"]},
+        "customer": sub["customer"],
+        "customer_account": None,
+        "default_settings": {
+            "application_fee_percent": None, "automatic_tax": {"disabled_reason": None, "enabled": False,
+                                                               "liability": None},
+            "billing_cycle_anchor": "automatic", "billing_thresholds": None,
+            "collection_method": "charge_automatically", "default_payment_method": None,
+            "description": None, "invoice_settings": {"account_tax_ids": None, "days_until_due": None,
+                                                      "issuer": {"type": "self"}},
+            "on_behalf_of": None, "transfer_data": None,
+        },
+        "end_behavior": "release",
+        "livemode": False,
+        "metadata": {},
+        "phases": phases,
+        "released_at": None,
+        "released_subscription": None,
+        "status": "active",
+        "subscription": sub["id"],
+        "test_clock": None,
+    }
+
+
 def diff(before: Any, after: Any) -> dict:
     """``previous_attributes``: old values of the keys that changed.
 

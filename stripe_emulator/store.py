@@ -30,6 +30,7 @@ COLLECTIONS = (
     "customers",
     "payment_methods",
     "subscriptions",
+    "subscription_schedules",
     "invoices",
     "checkout_sessions",
     "portal_sessions",
