@@ -156,6 +156,15 @@ class Billing:
             return card_declined()
         return None
 
+    def would_decline(self, pm_id: Optional[str], amount: int) -> bool:
+        """Whether charging ``amount`` now would fail (used for ``payment_behavior=error_if_incomplete``)."""
+        if amount <= 0:
+            return False
+        info = self.store.internal("cards").get(pm_id or "")
+        if info is None:
+            return True
+        return info["behaviour"] == "decline" or (info["behaviour"] == "fail_later" and info["charges"] >= 1)
+
     # ================================================================ invoices
     def _price_line_description(self, p: dict, quantity: int) -> str:
         prod = self.store.get("products", p["product"]) or {"name": p["product"]}

@@ -779,7 +779,9 @@ def register_api(app: Flask) -> None:  # noqa: C901 - a flat list of routes read
         proration = p.str("proration_behavior", choices=["create_prorations", "always_invoice", "none"]) \
             or "create_prorations"
         anchor = p.str("billing_cycle_anchor", choices=["now", "unchanged"])
-        p.ignore("proration_date", "payment_behavior", "off_session")
+        payment_behavior = p.str("payment_behavior", choices=["allow_incomplete", "default_incomplete",
+                                                              "error_if_incomplete", "pending_if_incomplete"])
+        p.ignore("proration_date", "off_session")
         items = p.list_of_dicts("items")
         changes = []
         if items:
@@ -838,6 +840,18 @@ def register_api(app: Flask) -> None:  # noqa: C901 - a flat list of routes read
                  "pending_invoice_item_interval", "application_fee_percent", "default_source")
         p.done()
 
+        if changes and payment_behavior == "error_if_incomplete":
+            # Stripe refuses the whole update when the immediate payment fails; check before changing anything.
+            preview = e.preview(ctx, sub, changes, proration)
+            if preview["billing_reason"] == "subscription_update" and \
+                    e.would_decline(sub["default_payment_method"] or s.get("customers", sub["customer"])
+                                    ["invoice_settings"]["default_payment_method"], preview["amount_due"]):
+                raise StripeError("Your card was declined.", status=402, type="card_error", code="card_declined",
+                                  decline_code="generic_decline")
+            # preview() restored a copy of the state: re-read the objects we hold.
+            sub = s.get("subscriptions", sub_id)
+            changes = [(next((i for i in sub["items"]["data"] if item and i["id"] == item["id"]), None),
+                        price, qty, deleted) for item, price, qty, deleted in changes]
         # Plain field changes first, as one customer.subscription.updated.
         before = copy.deepcopy(sub)
         if metadata is not None:

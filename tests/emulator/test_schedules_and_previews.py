@@ -65,3 +65,25 @@ def test_release_schedule_now(emulator, client):
     released = client.v1.subscription_schedules.release(schedule.id)
     assert released.status == "released"
     assert client.v1.subscriptions.retrieve(sub.id).schedule is None
+
+
+def test_error_if_incomplete_refuses_a_failing_upgrade(emulator, client):
+    import pytest
+    import stripe
+
+    sub = subscribe(emulator, client, "price_starter_monthly", card="4000000000000341")
+    item = sub["items"].data[0]
+    with pytest.raises(stripe.CardError) as exc:
+        client.v1.subscriptions.update(sub.id, {
+            "items": [{"id": item.id, "price": "price_pro_monthly"}], "proration_behavior": "always_invoice",
+            "payment_behavior": "error_if_incomplete", "metadata": {"note": "x"}})
+    assert exc.value.http_status == 402 and exc.value.code == "card_declined"
+    after = client.v1.subscriptions.retrieve(sub.id)
+    assert after["items"].data[0].price.id == "price_starter_monthly" and after.status == "active"
+    assert "note" not in after.metadata  # the whole update was refused
+    ok = subscribe(emulator, client, "price_starter_monthly")
+    upgraded = client.v1.subscriptions.update(ok.id, {
+        "items": [{"id": ok["items"].data[0].id, "price": "price_pro_monthly"}],
+        "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete"})
+    assert upgraded["items"].data[0].price.id == "price_pro_monthly"
+    assert client.v1.invoices.retrieve(upgraded.latest_invoice).status == "paid"
