@@ -77,14 +77,4 @@ class Raw:
 def raw(emulator):
     return Raw(emulator.url)
 
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    """Debian's Chromium, headless, no sandbox (same override as tests/conftest.py)."""
-    return {
-        **browser_type_launch_args,
-        "executable_path": "/usr/bin/chromium",
-        "headless": True,
-        "args": ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"],
-    }
+# Chromium launch arguments (Debian /usr/bin/chromium, headless, no sandbox) come from tests/conftest.py.
