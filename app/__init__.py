@@ -9,6 +9,8 @@ from flask import Flask
 
 from app.config import environ_with_overrides, load_config
 from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, migrate
+from app.logging import configure_logging
+from app.security import register_hardening
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -26,6 +28,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # feed) goes straight into app.config, e.g. {"WTF_CSRF_ENABLED": False}.
     app.config.update({k: v for k, v in (config or {}).items() if not isinstance(v, str) or k not in settings})
 
+    configure_logging(app)
+    register_hardening(app)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -66,6 +70,7 @@ def register_blueprints(app: Flask) -> None:
     from app.api import bp as api_bp
     from app.billing import bp as billing_bp
     from app.health import bp as health_bp
+    from app.metrics import bp as metrics_bp
     from app.pricing import bp as pricing_bp
     from app.strategies import bp as strategies_bp
 
@@ -73,6 +78,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(account_bp)
     app.register_blueprint(billing_bp, url_prefix="/billing")
     app.register_blueprint(health_bp)
+    app.register_blueprint(metrics_bp)
     app.register_blueprint(strategies_bp, url_prefix="/strategies")
     app.register_blueprint(alerts_bp, url_prefix="/alerts")
     app.register_blueprint(api_bp, url_prefix=app.config["API_PREFIX"])

@@ -6,6 +6,7 @@ secrets kept under `instance/`); production refuses to start and lists every pro
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -105,8 +106,8 @@ def parse_bool(name: str, raw: str | None, default: bool, problems: list[str]) -
     return default
 
 
-def parse_int(name: str, raw: str | None, default: int, problems: list[str]) -> int:
-    """Read a positive integer variable."""
+def parse_int(name: str, raw: str | None, default: int, problems: list[str], minimum: int = 1) -> int:
+    """Read an integer variable of at least `minimum` (positive by default)."""
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -114,10 +115,71 @@ def parse_int(name: str, raw: str | None, default: int, problems: list[str]) -> 
     except ValueError:
         problems.append(f"{name} must be a whole number, not {raw!r}")
         return default
-    if value <= 0:
-        problems.append(f"{name} must be positive, not {raw!r}")
+    if value < minimum:
+        problems.append(f"{name} must be positive, not {raw!r}" if minimum == 1
+                        else f"{name} must be at least {minimum}, not {raw!r}")
         return default
     return value
+
+
+#: Who may scrape /metrics without the token: loopback and the private ranges a scraper lives in.
+DEFAULT_METRICS_NETWORKS = "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7"
+
+
+def parse_networks(name: str, raw: str, problems: list[str]) -> list[str]:
+    """A comma- or space-separated list of networks (CIDR or single addresses), normalized."""
+    networks = []
+    for item in re.split(r"[,\s]+", raw.strip()):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            problems.append(f"{name} has {item!r}, which is not a network like 10.0.0.0/8")
+    return networks
+
+
+def operations_settings(env: Mapping[str, str], production: bool, problems: list[str]) -> dict[str, Any]:
+    """Logging, metrics, proxy, cookies and Sentry: the settings of running the app (see issue 7)."""
+    def get(name: str, default: str) -> str:
+        value = env.get(name)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    trust_proxy = parse_bool("TRUST_PROXY", env.get("TRUST_PROXY"), production, problems)
+    settings: dict[str, Any] = {
+        "LOG_LEVEL": get("LOG_LEVEL", "INFO").upper(),
+        "METRICS_ALLOWED_NETWORKS": parse_networks(
+            "METRICS_ALLOWED_NETWORKS", get("METRICS_ALLOWED_NETWORKS", DEFAULT_METRICS_NETWORKS), problems),
+        "METRICS_TOKEN": env.get("METRICS_TOKEN") or None,
+        "SENTRY_DSN": env.get("SENTRY_DSN") or None,
+        "SENTRY_TRACES_SAMPLE_RATE": 0.0,
+        "TRUST_PROXY": trust_proxy,
+        # Secure cookies only where the site is served over HTTPS; a browser drops them on http://127.0.0.1.
+        "SESSION_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_SECURE": production,
+        "FORCE_HTTPS": production,
+    }
+    if settings["LOG_LEVEL"] not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {settings['LOG_LEVEL']!r}")
+        settings["LOG_LEVEL"] = "INFO"
+    # How many proxies in front of the app set each X-Forwarded-* header (ProxyFix); 0 ignores the header.
+    for header, default in (("FOR", 1), ("PROTO", 1), ("HOST", 1), ("PORT", 0), ("PREFIX", 0)):
+        name = f"PROXY_FIX_X_{header}"
+        settings[name] = parse_int(name, env.get(name), default, problems, minimum=0)
+    raw_rate = env.get("SENTRY_TRACES_SAMPLE_RATE")
+    if raw_rate:
+        try:
+            settings["SENTRY_TRACES_SAMPLE_RATE"] = float(raw_rate)
+            if not 0 <= settings["SENTRY_TRACES_SAMPLE_RATE"] <= 1:
+                raise ValueError
+        except ValueError:
+            problems.append(f"SENTRY_TRACES_SAMPLE_RATE must be a number from 0 to 1, not {raw_rate!r}")
+            settings["SENTRY_TRACES_SAMPLE_RATE"] = 0.0
+    token = settings["METRICS_TOKEN"]
+    if production and token is not None and len(token) < 24:
+        problems.append("METRICS_TOKEN must be at least 24 characters (e.g. `python -c 'import secrets; "
+                        "print(secrets.token_urlsafe(32))'`)")
+    return settings
 
 
 def normalize_database_url(url: str) -> str:
@@ -270,6 +332,7 @@ class Config:
             MAX_CONTENT_LENGTH=1024 * 1024,
             WTF_CSRF_TIME_LIMIT=None,
         )
+        settings.update(operations_settings(env, cls.ENVIRONMENT == "production", problems))
         cls.validate(env, settings, problems)
         return settings, problems
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.extensions import db
-from app.services import DomainError
+from app.services import DomainError, metrics
 from app.services.entitlements import UpgradeRequired
 
 
@@ -66,5 +67,7 @@ def register(app: Flask) -> None:
     def handle_unexpected(exc: Exception):
         # Roll back first: a failed flush must not poison the next request on this connection.
         db.session.rollback()
+        if isinstance(exc, (OperationalError, InterfaceError)):  # the database is down or unreachable
+            metrics.DATABASE_ERRORS.inc()
         current_app.logger.exception("unhandled_exception")
         return render_error(500, "internal_error", "Something went wrong on our side. Please try again.")

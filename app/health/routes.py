@@ -5,6 +5,7 @@ from sqlalchemy import text
 
 from app.extensions import cache, db, limiter
 from app.health import bp
+from app.services import metrics
 
 
 def check_database() -> bool:
@@ -13,6 +14,7 @@ def check_database() -> bool:
         return True
     except Exception:  # any failure means "not ok"; the reason is logged, not shown
         current_app.logger.warning("healthz_database_failed", exc_info=True)
+        metrics.DATABASE_ERRORS.inc()  # probed every few seconds: the alert fires even with no traffic
         db.session.rollback()
         return False
 

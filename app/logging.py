@@ -1,0 +1,252 @@
+"""Structured logs: structlog for our events, the same processors for every stdlib logger.
+
+One line per event, JSON in production (for the log pipeline), aligned key=value text in development and
+testing (for people). Every line of a request carries `request_id` (taken from a sane incoming `X-Request-ID`,
+else generated, and echoed in the response) and `user_id` once the user is known. Before anything is written,
+`redact` removes secrets and card data, so a careless `log.info("x", headers=dict(request.headers))` cannot leak
+the Stripe key or a session cookie.
+
+The rest of the app logs through `get_logger()`:
+
+    from app.logging import get_logger
+    log = get_logger(__name__)
+    log.info("stripe_webhook_verified", event_id=event.id, type=event.type)
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from flask import Flask, g, request
+from structlog.contextvars import bind_contextvars, clear_contextvars
+
+REDACTED = "[REDACTED]"
+
+#: A key containing any of these names a value that is never logged.
+SENSITIVE_KEY_PARTS = (
+    "secret", "password", "token", "authorization", "card", "number", "cvc", "api_key", "apikey", "cookie",
+    "encryption_key", "private_key",
+)
+
+#: Values that are secrets whatever key they hide under. Publishable keys (`pk_…`) are public and stay.
+SECRET_VALUE_PATTERNS = (
+    re.compile(r"\b[sr]k_(?:live|test)_[0-9A-Za-z]+"),  # Stripe secret and restricted keys
+    re.compile(r"\b[sr]k_[0-9A-Za-z]{16,}"),  # the same without the mode, as some emulators mint them
+    re.compile(r"\bwhsec_[0-9A-Za-z]+"),  # webhook signing secrets
+    re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE),  # Authorization header values
+    re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # JWTs (access and refresh tokens)
+)
+#: The password of a URL with credentials (DATABASE_URL, REDIS_URL): `scheme://user:[REDACTED]@host`.
+URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+
+#: 13 to 19 digits, optionally grouped by spaces or dashes; redacted when the Luhn check says "card number".
+CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
+
+#: Characters allowed in an incoming X-Request-ID; anything else (or too long) gets a fresh id.
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{8,128}$")
+
+#: Endpoints polled every few seconds by the load balancer and Prometheus: their request line is DEBUG.
+QUIET_ENDPOINTS = frozenset({"health.healthz", "metrics.scrape", "static"})
+
+_HANDLER_NAME = "ssb"
+
+
+def luhn_valid(digits: str) -> bool:
+    """The checksum every payment card number satisfies (and most timestamps and ids do not)."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        digit = int(char)
+        if index % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def _redact_card(match: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", match.group(0))
+    return REDACTED if luhn_valid(digits) else match.group(0)
+
+
+def redact_text(text: str) -> str:
+    """`text` with every secret-shaped substring replaced."""
+    for pattern in SECRET_VALUE_PATTERNS:
+        if pattern.pattern.startswith(r"\b(Bearer"):
+            text = pattern.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+        else:
+            text = pattern.sub(REDACTED, text)
+    text = URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    return CARD_NUMBER.sub(_redact_card, text)
+
+
+def is_sensitive_key(key: Any) -> bool:
+    lowered = str(key).lower()
+    return any(part in lowered for part in SENSITIVE_KEY_PARTS)
+
+
+def redact_value(value: Any, _depth: int = 0) -> Any:
+    """A copy of `value` with sensitive keys and secret-shaped strings redacted, nested containers included."""
+    if _depth > 12:  # a cycle or absurd nesting: say so rather than recurse forever
+        return "[TOO DEEP]"
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        digits = str(abs(value))
+        return REDACTED if 13 <= len(digits) <= 19 and luhn_valid(digits) else value
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if is_sensitive_key(k) and v not in (None, "") else redact_value(v, _depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v, _depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((redact_value(v, _depth + 1) for v in value), key=str)
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace"))
+    return value
+
+
+def redact(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: remove secrets and card data from every key and value of the event."""
+    return redact_value(event_dict)
+
+
+def _shared_processors() -> list[Any]:
+    """What every line goes through, whether it came from structlog or from a stdlib logger."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def build_formatter(json: bool = False) -> structlog.stdlib.ProcessorFormatter:
+    """The stdlib formatter that renders every record: JSON lines, or console lines for people.
+
+    Redaction runs last before rendering, after the traceback became text, so a secret in an exception message
+    is caught too. Also used by `deploy/gunicorn.conf.py` for gunicorn's own loggers.
+    """
+    renderer: Any
+    if json:
+        renderer = structlog.processors.JSONRenderer(default=str)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+    )
+
+
+def configure_structlog() -> None:
+    """structlog hands its events to stdlib logging, whose root handler renders them (see `build_formatter`)."""
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def configure_root_logger(json: bool, level: str = "INFO", stream: Any = None) -> logging.Handler:
+    """Put our one handler on the root logger (replacing a previous one of ours, keeping anyone else's)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.name == _HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.name = _HANDLER_NAME
+    handler.setFormatter(build_formatter(json=json))
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Per-request chatter of the HTTP clients: our own events say what was called and how it went.
+    for noisy in ("urllib3", "stripe"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return handler
+
+
+def get_logger(name: str | None = None, **initial_values: Any) -> structlog.stdlib.BoundLogger:
+    """The app's logger: `get_logger(__name__).info("event_name", key=value)`."""
+    if not structlog.is_configured():  # logged before create_app: still through stdlib and the redaction
+        configure_structlog()
+    return structlog.stdlib.get_logger(name, **initial_values)
+
+
+def bind_user_id(user_id: int | str | None) -> None:
+    """Add `user_id` to every later line of this request (log-in, API token and session users alike)."""
+    if user_id is not None:
+        bind_contextvars(user_id=user_id)
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's request id when it looks like one (so a trace spans the load balancer), else a new one."""
+    if header and SANE_REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def configure_logging(app: Flask) -> None:
+    """Set up structlog and the root handler for `app`, and bind request_id / user_id to each request."""
+    configure_structlog()
+    configure_root_logger(json=app.config["ENVIRONMENT"] == "production", level=app.config.get("LOG_LEVEL", "INFO"))
+    # Flask's own handler would print app.logger lines a second time, unformatted and unredacted.
+    from flask.logging import default_handler
+
+    app.logger.removeHandler(default_handler)
+    log = get_logger("app.request")
+
+    @app.before_request
+    def bind_request_context() -> None:
+        clear_contextvars()
+        g.request_started = time.perf_counter()
+        g.request_id = request_id_from(request.headers.get("X-Request-ID"))
+        bind_contextvars(request_id=g.request_id)
+        from flask_login import current_user
+
+        # Loads the session user now (one query it would make anyway) so even the first line carries user_id.
+        if current_user and current_user.is_authenticated:
+            bind_user_id(current_user.get_id())
+
+    @app.after_request
+    def log_request(response):
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers["X-Request-ID"] = request_id
+            started = g.get("request_started")
+            duration_ms = round((time.perf_counter() - started) * 1000, 1) if started else None
+            level = logging.DEBUG if request.endpoint in QUIET_ENDPOINTS else logging.INFO
+            log.log(level, "request_completed", method=request.method, path=request.path,
+                    status=response.status_code, duration_ms=duration_ms)
+        return response
+
+    @app.teardown_request
+    def unbind_request_context(exc: BaseException | None) -> None:
+        clear_contextvars()
+
+    from flask_login import user_logged_in
+
+    @user_logged_in.connect_via(app)
+    def bind_logged_in_user(sender, user, **extra) -> None:
+        bind_user_id(user.get_id())

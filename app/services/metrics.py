@@ -1,0 +1,175 @@
+"""Prometheus metrics: the counters and histograms the rest of the app moves, and the scrape-time gauges.
+
+The counters are module-level objects; import and move them where the thing happens, after the commit that
+makes it true (a rolled-back activation must not count):
+
+    from app.services import metrics
+    metrics.BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan="pro").inc()
+    with metrics.stripe_api_call():
+        client.v1.subscriptions.update(...)
+
+Under gunicorn, `PROMETHEUS_MULTIPROC_DIR` (set by `deploy/gunicorn.conf.py` before the app is imported) makes
+prometheus-client keep each worker's values in files that `/metrics` adds up; without it (flask run, tests)
+they live in the default registry. The revenue gauges are not stored anywhere: `RevenueCollector` computes them
+in SQL at each scrape, so every worker answers the same figure and the admin dashboard shows the same number.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# `*_created` series double the output and mean nothing to the alert rules (and multiprocess mode drops them).
+disable_created_metrics()
+
+#: Plans and the six webhook event types, pre-created at 0 so that `increase()` sees the first event too.
+PLAN_NAMES = ("free", "starter", "pro")
+WEBHOOK_EVENT_TYPES = (
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+)
+#: `outcome` of stripe_webhook_events_total. failed and invalid_signature count as failures in the alert rules.
+WEBHOOK_OUTCOMES = ("processed", "ignored", "duplicate", "failed", "invalid_signature")
+#: `direction` of billing_plan_changes_total.
+PLAN_CHANGE_DIRECTIONS = ("upgrade", "downgrade", "cycle_change")
+
+# --- Billing -------------------------------------------------------------------------------------------------
+BILLING_CHECKOUT_SESSIONS_CREATED = Counter(
+    "billing_checkout_sessions_created_total", "Stripe Checkout Sessions created for a paid plan.")
+BILLING_CHECKOUT_SESSIONS_COMPLETED = Counter(
+    "billing_checkout_sessions_completed_total", "Checkout Sessions fulfilled (success page or webhook, once each).")
+BILLING_SUBSCRIPTIONS_ACTIVATED = Counter(
+    "billing_subscriptions_activated_total", "Subscriptions that became active (new paid plan).", ["plan"])
+BILLING_SUBSCRIPTIONS_CANCELED = Counter(
+    "billing_subscriptions_canceled_total",
+    "Cancellations, counted once per subscription when requested (cancel at period end, or immediate).", ["plan"])
+BILLING_PAYMENTS_SUCCEEDED = Counter("billing_payments_succeeded_total", "Invoices paid.")
+BILLING_PAYMENTS_FAILED = Counter("billing_payments_failed_total", "Invoice payment attempts that failed.")
+BILLING_PLAN_CHANGES = Counter(
+    "billing_plan_changes_total", "Plan changes on an existing subscription.", ["direction"])
+BILLING_PAYMENT_METHOD_UPDATES = Counter(
+    "billing_payment_method_updates_total", "Default payment method changes of a customer.")
+
+# --- Stripe webhooks -----------------------------------------------------------------------------------------
+STRIPE_WEBHOOK_EVENTS = Counter(
+    "stripe_webhook_events_total", "Webhook deliveries received, by event type and outcome.", ["type", "outcome"])
+STRIPE_WEBHOOK_PROCESSING_SECONDS = Histogram(
+    "stripe_webhook_processing_seconds", "Time from receiving a webhook to answering it.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+STRIPE_WEBHOOK_IDEMPOTENCY_HITS = Counter(
+    "stripe_webhook_idempotency_hits_total", "Webhook deliveries of an event already processed (answered 200, no effect).")
+
+# --- Stripe API ----------------------------------------------------------------------------------------------
+STRIPE_API_ERRORS = Counter("stripe_api_errors_total", "Calls to the Stripe API that raised an error.")
+STRIPE_API_REQUEST_SECONDS = Histogram(
+    "stripe_api_request_seconds", "Duration of calls to the Stripe API.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+
+# --- Infrastructure ------------------------------------------------------------------------------------------
+DATABASE_ERRORS = Counter(
+    "database_errors_total", "Requests that failed because the database could not be reached or errored.")
+
+for _plan in PLAN_NAMES:
+    BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan=_plan)
+    BILLING_SUBSCRIPTIONS_CANCELED.labels(plan=_plan)
+for _direction in PLAN_CHANGE_DIRECTIONS:
+    BILLING_PLAN_CHANGES.labels(direction=_direction)
+for _type in WEBHOOK_EVENT_TYPES:
+    for _outcome in WEBHOOK_OUTCOMES:
+        if _outcome != "invalid_signature":  # an unverified body has no trustworthy type
+            STRIPE_WEBHOOK_EVENTS.labels(type=_type, outcome=_outcome)
+STRIPE_WEBHOOK_EVENTS.labels(type="unknown", outcome="invalid_signature")
+
+
+@contextmanager
+def stripe_api_call() -> Iterator[None]:
+    """Time one Stripe API call into stripe_api_request_seconds; count it in stripe_api_errors_total if it raises."""
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception:
+        STRIPE_API_ERRORS.inc()
+        raise
+    finally:
+        STRIPE_API_REQUEST_SECONDS.observe(time.perf_counter() - started)
+
+
+def record_webhook(event_type: str, outcome: str, seconds: float | None = None) -> None:
+    """Count one webhook delivery (`outcome` from WEBHOOK_OUTCOMES) and, when given, its processing time."""
+    STRIPE_WEBHOOK_EVENTS.labels(type=event_type, outcome=outcome).inc()
+    if outcome == "duplicate":
+        STRIPE_WEBHOOK_IDEMPOTENCY_HITS.inc()
+    if seconds is not None:
+        STRIPE_WEBHOOK_PROCESSING_SECONDS.observe(seconds)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of the per-worker metric files, when running under gunicorn with several workers."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+
+
+class RevenueCollector:
+    """billing_mrr_dollars, billing_arr_dollars and billing_active_subscriptions{plan,cycle}, from SQL at scrape."""
+
+    def collect(self):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from app.extensions import db
+        from app.logging import get_logger
+        from app.services.reporting import revenue_summary
+
+        try:
+            summary = revenue_summary()
+        except SQLAlchemyError:
+            # The counters are still worth scraping; the missing gauges and this counter tell the story.
+            db.session.rollback()
+            DATABASE_ERRORS.inc()
+            get_logger(__name__).warning("metrics_revenue_query_failed", exc_info=True)
+            return []
+        mrr = GaugeMetricFamily("billing_mrr_dollars",
+                                "Monthly recurring revenue: live subscriptions' monthly prices, yearly ones / 12.")
+        mrr.add_metric([], float(summary.mrr))
+        arr = GaugeMetricFamily("billing_arr_dollars", "Annual recurring revenue (MRR x 12).")
+        arr.add_metric([], float(summary.arr))
+        active = GaugeMetricFamily("billing_active_subscriptions",
+                                   "Subscriptions in active, trialing or past_due status.", labels=["plan", "cycle"])
+        for row in summary.by_plan:
+            active.add_metric([row.plan, row.cycle], row.subscriptions)
+        return [mrr, arr, active]
+
+
+class _DefaultRegistryCollector:
+    """Everything of the process's default registry (our counters, process and platform metrics)."""
+
+    def collect(self):
+        return REGISTRY.collect()
+
+
+def render_metrics(include_revenue: bool = True) -> tuple[bytes, str]:
+    """The exposition text of a scrape and its content type. Revenue queries need an app context."""
+    registry = CollectorRegistry(auto_describe=False)
+    directory = multiprocess_dir()
+    if directory:
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry.register(_DefaultRegistryCollector())
+    if include_revenue:
+        registry.register(RevenueCollector())
+    return generate_latest(registry), CONTENT_TYPE_LATEST

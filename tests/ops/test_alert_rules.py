@@ -1,0 +1,40 @@
+"""The alert rules pass `promtool check rules` and their unit tests (`promtool test rules`).
+
+promtool comes from Debian's `prometheus` package, which `make test` installs (scripts/install-system-deps.sh).
+Missing promtool fails the suite rather than skipping: untested alert rules are how pages go silent.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    executable = shutil.which("promtool")
+    assert executable, "promtool is missing: install Debian's `prometheus` package (make test does)"
+    return subprocess.run([executable, *args], cwd=RULES_DIR, capture_output=True, text=True, timeout=120)
+
+
+def test_alert_rules_are_valid():
+    result = promtool("check", "rules", "alerts.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 9 rules found" in result.stdout
+
+
+def test_alert_rules_unit_tests_pass():
+    result = promtool("test", "rules", "alerts.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_severity_and_a_unit_test():
+    rules = (RULES_DIR / "alerts.yml").read_text()
+    tests = (RULES_DIR / "alerts.test.yml").read_text()
+    alerts = [line.split(":", 1)[1].strip() for line in rules.splitlines() if line.strip().startswith("- alert:")]
+    assert len(alerts) == 9
+    assert rules.count("severity:") == len(alerts)
+    for alert in alerts:
+        assert f"alertname: {alert}" in tests, f"{alert} has no promtool unit test"
