@@ -8,7 +8,8 @@ from dotenv import load_dotenv
 from flask import Flask
 
 from app.config import environ_with_overrides, load_config
-from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, migrate
+from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, mail, migrate
+from app.services import stripe_gateway
 from app.logging import configure_logging
 from app.security import register_hardening
 
@@ -49,6 +50,8 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     login_manager.init_app(app)
     jwt.init_app(app)
+    stripe_gateway.init_app(app)
+    mail.init_app(app)
     # CORS only for the JSON API, only for the configured origins.
     cors.init_app(app, resources={f"{app.config['API_PREFIX']}/*": {"origins": app.config["ALLOWED_ORIGINS"]}},
                   allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], supports_credentials=False)
@@ -73,6 +76,7 @@ def register_blueprints(app: Flask) -> None:
     from app.metrics import bp as metrics_bp
     from app.pricing import bp as pricing_bp
     from app.strategies import bp as strategies_bp
+    from app.webhooks import bp as webhooks_bp
 
     app.register_blueprint(pricing_bp)
     app.register_blueprint(account_bp)
@@ -82,6 +86,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(strategies_bp, url_prefix="/strategies")
     app.register_blueprint(alerts_bp, url_prefix="/alerts")
     app.register_blueprint(api_bp, url_prefix=app.config["API_PREFIX"])
+    app.register_blueprint(webhooks_bp, url_prefix=app.config["API_PREFIX"] + "/billing/webhooks")
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -265,6 +265,16 @@ class Config:
             "STRIPE_API_VERSION": "2026-10-28.endive",
             "REDIS_URL": get("REDIS_URL"),
             "RATELIMIT_LOGIN": get("RATELIMIT_LOGIN", "10 per minute;50 per hour"),
+            "RATELIMIT_BILLING": get("RATELIMIT_BILLING", "10 per minute"),
+            # Mail: SMTP when MAIL_SERVER is set; otherwise mails are written to instance/mail/ and logged.
+            "MAIL_SERVER": get("MAIL_SERVER"),
+            "APP_BASE_URL": get("APP_BASE_URL", "http://127.0.0.1:5000"),
+            "MAIL_PORT": parse_int("MAIL_PORT", env.get("MAIL_PORT"), 587, problems),
+            "MAIL_USERNAME": get("MAIL_USERNAME"),
+            "MAIL_PASSWORD": get("MAIL_PASSWORD"),
+            "MAIL_USE_TLS": parse_bool("MAIL_USE_TLS", env.get("MAIL_USE_TLS"), False, problems),
+            "MAIL_USE_SSL": parse_bool("MAIL_USE_SSL", env.get("MAIL_USE_SSL"), False, problems),
+            "MAIL_DEFAULT_SENDER": get("MAIL_DEFAULT_SENDER", "Smart Strategies Builder <billing@localhost>"),
             # Seconds a user's entitlements stay cached (`entitlements:<user-id>`); billing changes invalidate them.
             "ENTITLEMENTS_CACHE_TTL": parse_int(
                 "ENTITLEMENTS_CACHE_TTL", env.get("ENTITLEMENTS_CACHE_TTL"), 3600, problems

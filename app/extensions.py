@@ -5,6 +5,7 @@ from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
+from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -34,3 +35,4 @@ csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
 jwt = JWTManager()
 cors = CORS()
+mail = Mail()

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 
 import pytest
 import redis
 import sqlalchemy as sa
 from flask_migrate import upgrade
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from app import create_app
 from app.extensions import db
 from app.services.catalog import seed_plans_from_config
+from stripe_emulator.testing import EmulatorServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -66,10 +69,64 @@ def migrated_database(database_url, redis_url):
     return database_url
 
 
+@pytest.fixture(scope="session")
+def stripe_emulator():
+    """The bundled Stripe emulator over HTTP on a free port, for the whole session (reset after each test)."""
+    with EmulatorServer() as emulator:
+        yield emulator
+
+
+class SmtpSink:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[dict] = []
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                sink.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                                      "data": envelope.content.decode("utf8", "replace")})
+                return "250 OK"
+
+        import socket
+
+        with socket.socket() as probe:  # aiosmtpd checks itself by connecting, so it needs a real port
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def subjects(self, to: str | None = None) -> list[str]:
+        import email
+
+        found = []
+        for message in self.messages:
+            if to is None or to in message["to"]:
+                found.append(str(email.message_from_string(message["data"])["Subject"]))
+        return found
+
+    def stop(self):
+        self.controller.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_sink():
+    sink = SmtpSink()
+    yield sink
+    sink.stop()
+
+
 @pytest.fixture
-def app(migrated_database, redis_url):
-    app = create_app(make_config(migrated_database, redis_url))
+def app(migrated_database, redis_url, stripe_emulator, smtp_sink):
+    smtp_sink.messages.clear()
+    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url,
+                                 MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp_sink.port)))
     yield app
+    stripe_emulator.clear_webhooks()
+    stripe_emulator.reset()
     with app.app_context():
         tables = ", ".join(t.name for t in db.metadata.sorted_tables)
         db.session.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
@@ -141,3 +198,42 @@ def auth(client):
 def browser_type_launch_args(browser_type_launch_args):
     """Playwright drives Debian's Chromium; never a downloaded browser."""
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+class LiveServer:
+    """The test app served over HTTP in a thread (for the emulator's webhooks and for Chromium)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def webhook_url(self) -> str:
+        return self.url + self.app.config["API_PREFIX"] + "/billing/webhooks/stripe"
+
+    def stop(self):
+        self.server.shutdown()
+        self.thread.join(timeout=5)
+        self.server.server_close()
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture
+def live_server(app):
+    server = LiveServer(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webhooks_to_app(live_server, stripe_emulator):
+    """The emulator delivers every event to the app's real endpoint, signed with the app's secret."""
+    stripe_emulator.add_webhook(live_server.webhook_url, live_server.app.config["STRIPE_WEBHOOK_SECRET"])
+    return live_server

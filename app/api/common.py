@@ -50,3 +50,20 @@ def current_api_user() -> User:
 
 def error_response(status: int, code: str, message: str):
     return jsonify(error=code, message=message), status
+
+
+def rate_limit_identity() -> str:
+    """Who a per-user rate limit counts: the logged-in user, the bearer token's user, else the address."""
+    from flask_jwt_extended import verify_jwt_in_request
+    from flask_login import current_user
+    from flask_limiter.util import get_remote_address
+
+    if current_user.is_authenticated:
+        return f"user:{current_user.id}"
+    try:
+        verified = verify_jwt_in_request(optional=True)
+    except Exception:  # an invalid token is refused by the view itself; count it by address here
+        verified = None
+    if verified:
+        return f"user:{get_jwt_identity()}"
+    return f"addr:{get_remote_address()}"

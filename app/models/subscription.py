@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -39,6 +39,8 @@ class UserSubscription(TimestampMixin, db.Model):
     canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     trial_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: `created` (unix seconds) of the newest Stripe event applied to this row: older events are skipped.
+    last_event_at: Mapped[int | None] = mapped_column(BigInteger)
 
     user: Mapped[User] = relationship(back_populates="subscriptions")
     plan: Mapped[SubscriptionPlan] = relationship()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, CheckConstraint, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -30,6 +30,10 @@ class User(UserMixin, TimestampMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    #: The name on the Stripe customer, kept in step by `customer.updated`.
+    name: Mapped[str | None] = mapped_column(String(255))
+    #: `created` of the newest `customer.*` event applied to this user.
+    customer_event_at: Mapped[int | None] = mapped_column(BigInteger)
 
     subscriptions: Mapped[list[UserSubscription]] = relationship(back_populates="user")
 

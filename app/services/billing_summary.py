@@ -1,18 +1,18 @@
 """What the billing page shows: the local copy plus what only Stripe knows (card, invoices, scheduled change)."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.logging import get_logger
 from app.models import User, UserSubscription
 from app.services import DomainError
 from app.services.catalog import plan_for_price
 from app.services.stripe_gateway import gateway, to_dict
 from app.services.subscriptions import from_timestamp, live_subscription
 
-log = logging.getLogger("app.billing")
+log = get_logger(__name__)
 
 
 @dataclass
@@ -85,7 +85,7 @@ def billing_summary(user: User) -> BillingSummary:
                 summary.card_brand, summary.card_last4 = card_of(sub.get("default_payment_method"))
             summary.scheduled_change = scheduled_change_of(sub)
     except DomainError as error:
-        log.warning("billing_summary_degraded", extra={"code": error.code})
+        log.warning("billing_summary_degraded", code=error.code)
         summary.stripe_unavailable = True
     return summary
 

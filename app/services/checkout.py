@@ -1,15 +1,15 @@
 """Checkout and the Customer Portal: from a plan choice to a Stripe-hosted page, and back."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
 from app.extensions import db
+from app.logging import get_logger
 from app.models import User
-from app.services import DomainError, audit
+from app.services import DomainError, audit, metrics
 from app.services.catalog import validate_choice
 from app.services.stripe_gateway import gateway, to_dict
 from app.services.subscriptions import (
@@ -19,7 +19,7 @@ from app.services.subscriptions import (
     sync_customer,
 )
 
-log = logging.getLogger("app.checkout")
+log = get_logger(__name__)
 
 PORTAL_FLOWS = ("payment_method_update", "subscription_cancel", "subscription_update")
 
@@ -101,6 +101,7 @@ def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, succe
     )
     audit.record("checkout.started", user_id, session=session.id, plan=plan.name, billing_cycle=cycle)
     db.session.commit()
+    metrics.BILLING_CHECKOUT_SESSIONS_CREATED.inc()
     return CheckoutStart(session.id, session.url)
 
 

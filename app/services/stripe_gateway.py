@@ -7,7 +7,6 @@ logged without secrets.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any, Callable, TypeVar
@@ -15,10 +14,11 @@ from typing import Any, Callable, TypeVar
 import stripe
 from flask import Flask, current_app
 
+from app.logging import get_logger
 from app.services import DomainError
 
 T = TypeVar("T")
-log = logging.getLogger("app.stripe")
+log = get_logger("app.stripe")
 
 EMULATOR_API_BASE = "http://127.0.0.1:12111"
 EMULATOR_API_KEY = "sk_test_emulator"
@@ -97,11 +97,8 @@ class StripeGateway:
         try:
             return fn(*args, **kwargs)
         except stripe.StripeError as error:
-            log.warning(
-                "stripe_api_error",
-                extra={"operation": operation, "error_type": type(error).__name__, "code": error.code,
-                       "http_status": error.http_status, "stripe_request_id": error.request_id},
-            )
+            log.warning("stripe_api_error", operation=operation, error_type=type(error).__name__, code=error.code,
+                        http_status=error.http_status, stripe_request_id=error.request_id)
             observe_error(operation, error)
             raise translate(error) from None
         finally:
@@ -114,11 +111,15 @@ class StripeGateway:
 
 
 def observe_duration(operation: str, seconds: float) -> None:
-    """Hook for metrics (stripe_api_request_seconds); a no-op until metrics are wired."""
+    from app.services.metrics import STRIPE_API_REQUEST_SECONDS
+
+    STRIPE_API_REQUEST_SECONDS.observe(seconds)
 
 
 def observe_error(operation: str, error: Exception) -> None:
-    """Hook for metrics (stripe_api_errors_total); a no-op until metrics are wired."""
+    from app.services.metrics import STRIPE_API_ERRORS
+
+    STRIPE_API_ERRORS.inc()
 
 
 SignatureInvalid = stripe.SignatureVerificationError

@@ -7,7 +7,6 @@ can leave the copy wrong.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -19,9 +18,10 @@ from app.extensions import db
 from app.models import ACCESS_STATUSES, LIVE_STATUSES, SubscriptionPlan, User, UserSubscription
 from app.services import DomainError, audit
 from app.services.catalog import plan_by_name, plan_for_price, validate_choice
+from app.logging import get_logger
 from app.services.stripe_gateway import gateway, to_dict
 
-log = logging.getLogger("app.subscriptions")
+log = get_logger(__name__)
 
 
 class SubscriptionError(DomainError):
@@ -122,8 +122,11 @@ def iso(value: datetime | None) -> str | None:
 
 @dataclass
 class SyncResult:
+    """What a sync or a webhook changed: the user, and the audit actions written (empty when nothing changed)."""
+
     user_id: int | None
     actions: list[str] = field(default_factory=list)
+    plans: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -137,7 +140,8 @@ def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
         return None
     item = items[0]
     price = item.get("price") or {}
-    found = plan_for_price(price.get("id") if isinstance(price, dict) else price)
+    price_id = price.get("id") if isinstance(price, dict) else price
+    found = plan_for_price(price_id)
     if found is None:
         return None
     plan, cycle = found
@@ -148,7 +152,7 @@ def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
         "plan": plan,
         "billing_cycle": cycle,
         "status": sub["status"],
-        "stripe_price_id": price.get("id") if isinstance(price, dict) else price,
+        "stripe_price_id": price_id,
         "current_period_start": from_timestamp(item.get("current_period_start")),
         "current_period_end": from_timestamp(item.get("current_period_end")),
         "cancel_at_period_end": cancel_scheduled,
@@ -158,20 +162,38 @@ def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def customer_id_of(obj: dict[str, Any]) -> str | None:
+    customer = obj.get("customer")
+    return customer.get("id") if isinstance(customer, dict) else customer
+
+
 def find_user_for_customer(customer_id: str, lock: bool = True) -> User | None:
-    """The user linked to a Stripe customer; links one by the customer's `metadata.user_id` if not yet linked."""
+    """The user linked to a Stripe customer; links one by the customer's `metadata.user_id` if not yet linked.
+
+    The lookup by id needs no Stripe call; only an unlinked customer costs one (to read its metadata).
+    """
     query = select(User).where(User.stripe_customer_id == customer_id)
     user = db.session.scalar(query.with_for_update() if lock else query)
     if user is not None:
         return user
     customer = to_dict(gateway().call("customers.retrieve", gateway().v1.customers.retrieve, customer_id))
-    user_id = str((customer.get("metadata") or {}).get("user_id") or "")
+    return link_customer(customer, (customer.get("metadata") or {}).get("user_id"), lock=lock)
+
+
+def link_customer(customer: dict[str, Any], user_id: Any, lock: bool = True) -> User | None:
+    """Link a Stripe customer to our user `user_id` unless the user already has another customer."""
+    if customer.get("deleted"):
+        return None
+    user_id = str(user_id or "")
     if not user_id.isdigit():
         return None
     user = db.session.get(User, int(user_id), with_for_update=lock)
-    if user is None or (user.stripe_customer_id not in (None, customer_id)):
+    if user is None or user.stripe_customer_id not in (None, customer["id"]):
+        log.warning("stripe_customer_link_refused", customer=customer["id"], user_id=user_id)
         return None
-    user.stripe_customer_id = customer_id
+    if user.stripe_customer_id is None:
+        user.stripe_customer_id = customer["id"]
+        audit.record("customer.linked", user.id, customer=customer["id"])
     return user
 
 
@@ -183,30 +205,63 @@ def fetch_subscriptions(customer_id: str) -> list[dict[str, Any]]:
     return [to_dict(s) for s in page.auto_paging_iter()]
 
 
-def apply_subscriptions(user: User, subscriptions: Iterable[dict[str, Any]]) -> list[str]:
-    """Write Stripe's subscriptions for `user` into the copy (no commit); return the audit actions written."""
-    existing = {
-        row.stripe_subscription_id: row
-        for row in db.session.scalars(select(UserSubscription).where(UserSubscription.user_id == user.id))
-    }
-    written: list[str] = []
-    for sub in subscriptions:
-        fields = subscription_fields(sub)
-        if fields is None:
-            log.warning("stripe_subscription_unknown_price", extra={"subscription": sub.get("id")})
-            continue
-        row = existing.get(sub["id"])
-        old = Snapshot.of(row) if row is not None else None
-        if row is None:
-            row = UserSubscription(user_id=user.id, stripe_subscription_id=sub["id"])
-            db.session.add(row)
-        for name, value in fields.items():
-            if getattr(row, name) != value:
-                setattr(row, name, value)
-        for action, details in transitions(old, Snapshot.of(row)):
-            audit.record(action, user.id, subscription=sub["id"], **details)
-            written.append(action)
-    return written
+def apply_subscription(user: User, sub: dict[str, Any], row: UserSubscription | None, result: SyncResult,
+                       event_at: int | None = None) -> UserSubscription | None:
+    """Write one Stripe subscription into its row (no commit); audit and queue mail for each transition."""
+    fields = subscription_fields(sub)
+    if fields is None:
+        log.warning("stripe_subscription_unknown_price", subscription=sub.get("id"))
+        return row
+    old = Snapshot.of(row) if row is not None else None
+    if row is None:
+        row = UserSubscription(user_id=user.id, stripe_subscription_id=sub["id"])
+        db.session.add(row)
+    for name, value in fields.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+    if event_at is not None and (row.last_event_at or 0) < event_at:
+        row.last_event_at = event_at
+    for action, details in transitions(old, Snapshot.of(row)):
+        audit.record(action, user.id, subscription=sub["id"], **details)
+        result.actions.append(action)
+        result.plans.append(row.plan.name)
+        queue_transition_mail(action, user, row)
+    return row
+
+
+def queue_transition_mail(action: str, user: User, row: UserSubscription) -> None:
+    """The mails that follow a transition, keyed by the transition so that none is ever sent twice."""
+    from app.services.mail import billing_url, queue_mail
+    from app.templating import date, money
+
+    common = {"plan": row.plan.display_name, "cycle": row.billing_cycle, "billing_url": billing_url()}
+    if action == "subscription.activated":
+        queue_mail("subscription_activated", f"{row.stripe_subscription_id}:activated:{iso(row.current_period_start)}",
+                   user, renews=date(row.current_period_end), **common)
+    elif action == "subscription.cancel_scheduled":
+        queue_mail("cancellation_scheduled", f"{row.stripe_subscription_id}:cancel:{iso(row.current_period_end)}",
+                   user, date=date(row.current_period_end), **common)
+    elif action == "subscription.canceled":
+        queue_mail("subscription_ended", f"{row.stripe_subscription_id}:ended", user, **common)
+
+
+def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
+    return {row.stripe_subscription_id: row
+            for row in db.session.scalars(select(UserSubscription).where(UserSubscription.user_id == user.id))}
+
+
+def sync_customer_in_transaction(customer_id: str, result: SyncResult | None = None) -> SyncResult:
+    """`sync_customer` without the commit, for callers that own the transaction (the webhook endpoint)."""
+    result = result or SyncResult(None)
+    user = find_user_for_customer(customer_id)
+    if user is None:
+        log.warning("stripe_customer_unknown", customer=customer_id)
+        return result
+    result.user_id = user.id
+    rows = rows_by_subscription_id(user)
+    for sub in fetch_subscriptions(customer_id):
+        rows[sub["id"]] = apply_subscription(user, sub, rows.get(sub["id"]), result)
+    return result
 
 
 def sync_customer(customer_id: str) -> SyncResult:
@@ -215,23 +270,34 @@ def sync_customer(customer_id: str) -> SyncResult:
     Serialised per user by a row lock taken before reading Stripe, so of two concurrent syncs the later one
     reads the later state. Idempotent: a second call changes nothing and audits nothing.
     """
-    user = find_user_for_customer(customer_id)
-    if user is None:
-        db.session.rollback()
-        log.warning("stripe_customer_unknown", extra={"customer": customer_id})
-        return SyncResult(None)
-    actions = apply_subscriptions(user, fetch_subscriptions(customer_id))
-    user_id = user.id
+    result = sync_customer_in_transaction(customer_id)
     db.session.commit()
-    after_subscription_change(user_id, actions)
-    return SyncResult(user_id, actions)
+    after_commit(result)
+    return result
 
 
-def after_subscription_change(user_id: int, actions: list[str]) -> None:
-    """After commit: what depends on a user's plan is refreshed (entitlements cache; metrics)."""
+def after_commit(result: SyncResult) -> None:
+    """After the commit that made a change true: entitlements cache, mail, metrics."""
+    from app.services import mail, metrics
     from app.services.entitlements import invalidate_entitlements_cache
 
-    invalidate_entitlements_cache(user_id)
+    if result.user_id is None:
+        return
+    invalidate_entitlements_cache(result.user_id)
+    if not result.changed:
+        return
+    for action, plan in zip(result.actions, result.plans):
+        if action == "subscription.activated":
+            metrics.BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan=plan).inc()
+            log.info("subscription_activated", user_id=result.user_id, plan=plan)
+        elif action == "subscription.canceled":
+            log.info("subscription_canceled", user_id=result.user_id, plan=plan)
+        elif action == "subscription.cancel_scheduled":  # the request is what the cancellation-spike alert watches
+            metrics.BILLING_SUBSCRIPTIONS_CANCELED.labels(plan=plan).inc()
+            log.info("subscription_updated", user_id=result.user_id, plan=plan, action=action)
+        else:
+            log.info("subscription_updated", user_id=result.user_id, plan=plan, action=action)
+    mail.deliver_pending()
 
 
 # ---------------------------------------------------------------------------------------------------------------

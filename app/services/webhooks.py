@@ -1,0 +1,402 @@
+"""Stripe webhooks: verify → record → dispatch, in one transaction, exactly once, in any order.
+
+- Verified from the raw body against every configured secret (rotation sends one `v1=` per secret).
+- Recorded in `stripe_events` (the id is the primary key) and locked: of two concurrent deliveries of one
+  event, the second waits for the first and then answers "duplicate".
+- Applied order-independently and cheaply: a subscription event's object is written when the event is newer
+  than the last one applied to that row, skipped when older, and only when two events share a second (the order
+  is ambiguous) or an object is missing is Stripe asked (`sync_customer`).
+- A handler fault rolls everything back, keeps the row's error and attempt count, and answers 500 so that
+  Stripe retries. Redis `webhook_processed:<id>` (7 days) is a fast path for duplicates; the table is the truth.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.extensions import db
+from app.logging import get_logger
+from app.models import AuditLog, StripeEvent, User, UserSubscription, utcnow
+from app.services import audit, metrics
+from app.services.mail import billing_url, queue_mail
+from app.services.stripe_gateway import SignatureInvalid, gateway
+from app.services.subscriptions import (
+    SyncResult,
+    after_commit,
+    apply_subscription,
+    customer_id_of,
+    find_user_for_customer,
+    link_customer,
+    sync_customer_in_transaction,
+)
+from app.templating import money
+
+log = get_logger(__name__)
+
+PROCESSED_KEY = "webhook_processed:{}"
+PROCESSED_TTL = 7 * 24 * 3600
+TOLERANCE_SECONDS = 300
+#: The six events the deployment guide registers, and the others we handle when Stripe sends them.
+GUIDE_EVENTS = (
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+)
+
+
+class WebhookRejected(Exception):
+    """The delivery is refused before anything is recorded (4xx/5xx without side effects)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Outcome:
+    status: str  # processed | ignored | duplicate
+    event_id: str
+    event_type: str
+
+
+def configured_secrets() -> list[str]:
+    raw = current_app.config.get("STRIPE_WEBHOOK_SECRET") or ""
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
+    """The event from the raw body if its signature matches one of our secrets within 5 minutes."""
+    secrets = configured_secrets()
+    if not secrets:
+        log.error("stripe_webhook_secret_missing", reason="STRIPE_WEBHOOK_SECRET is not set: refusing every delivery")
+        raise WebhookRejected(500, "webhook_not_configured", "Webhook signing secret is not configured.")
+    if not signature:
+        log.warning("stripe_webhook_invalid_signature", reason="missing Stripe-Signature header")
+        raise WebhookRejected(400, "invalid_signature", "Missing Stripe-Signature header.")
+    for secret in secrets:
+        try:
+            gateway().verify_webhook(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
+        except SignatureInvalid:
+            continue
+        except ValueError:  # the signature matched but the body is not JSON
+            log.warning("stripe_webhook_invalid_payload")
+            raise WebhookRejected(400, "invalid_payload", "The body is not a JSON event.")
+        break
+    else:
+        log.warning("stripe_webhook_invalid_signature", reason="no configured secret matches, or too old")
+        metrics.record_webhook("unknown", "invalid_signature")
+        raise WebhookRejected(400, "invalid_signature", "Invalid signature.")
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise WebhookRejected(400, "invalid_payload", "The body is not a JSON event.")
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str) \
+            or not isinstance((event.get("data") or {}).get("object"), dict):
+        raise WebhookRejected(400, "invalid_payload", "The body is not a Stripe event.")
+    log.info("stripe_webhook_verified", event_id=event["id"], event_type=event["type"])
+    return event
+
+
+# --- the fast path ------------------------------------------------------------------------------------------------
+
+def redis_client():
+    """The cache's Redis client, or None (in-process cache in a fresh clone)."""
+    for backend in current_app.extensions.get("cache", {}).values():
+        return getattr(backend, "_write_client", None)
+    return None
+
+
+def seen_in_redis(event_id: str) -> bool:
+    client = redis_client()
+    if client is None:
+        return False
+    try:
+        return bool(client.exists(PROCESSED_KEY.format(event_id)))
+    except Exception:  # Redis down: the database decides
+        return False
+
+
+def remember_in_redis(event_id: str) -> None:
+    client = redis_client()
+    if client is None:
+        return
+    try:
+        client.set(PROCESSED_KEY.format(event_id), "1", ex=PROCESSED_TTL)
+    except Exception:
+        log.warning("webhook_redis_unavailable", event_id=event_id)
+
+
+# --- record, then act -----------------------------------------------------------------------------------------------
+
+def insert_ignore(values: dict[str, Any]) -> None:
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    db.session.execute(dialect.insert(StripeEvent).values(**values).on_conflict_do_nothing(index_elements=["id"]))
+
+
+def handle(payload: bytes, signature: str | None) -> Outcome:
+    """The whole endpoint minus HTTP: verify, record, dispatch, commit, then after-commit effects."""
+    started = time.perf_counter()
+    event = verify(payload, signature)
+    event_id, event_type = event["id"], event["type"]
+    if seen_in_redis(event_id):
+        metrics.record_webhook(metric_type(event_type), "duplicate")
+        return Outcome("duplicate", event_id, event_type)
+
+    insert_ignore({
+        "id": event_id, "type": event_type, "livemode": bool(event.get("livemode")),
+        "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=timezone.utc),
+        "received_at": utcnow(), "status": "received", "attempts": 0, "payload": event,
+    })
+    row = db.session.scalar(select(StripeEvent).where(StripeEvent.id == event_id).with_for_update())
+    if row.status in ("processed", "ignored"):
+        db.session.commit()
+        remember_in_redis(event_id)
+        metrics.record_webhook(metric_type(event_type), "duplicate")
+        log.info("stripe_webhook_duplicate", event_id=event_id, event_type=event_type)
+        return Outcome("duplicate", event_id, event_type)
+    attempts = row.attempts + 1
+
+    handler = HANDLERS.get(event_type)
+    result = SyncResult(None)
+    try:
+        if handler is not None:
+            handler(event, result)
+        row.status = "processed" if handler is not None else "ignored"
+        row.attempts, row.processed_at, row.error = attempts, utcnow(), None
+        db.session.commit()
+    except Exception as error:
+        db.session.rollback()
+        record_failure(event, attempts, error)
+        metrics.record_webhook(metric_type(event_type), "failed", time.perf_counter() - started)
+        log.error("stripe_webhook_handling_failed", event_id=event_id, event_type=event_type, attempts=attempts,
+                  error=f"{type(error).__name__}: {error}")
+        raise
+    remember_in_redis(event_id)
+    after_commit(result)
+    seconds = time.perf_counter() - started
+    outcome = row.status
+    metrics.record_webhook(metric_type(event_type), outcome, seconds)
+    log.info("stripe_webhook_handled_successfully", event_id=event_id, event_type=event_type, outcome=outcome,
+             duration_ms=round(seconds * 1000, 1))
+    return Outcome(outcome, event_id, event_type)
+
+
+def metric_type(event_type: str) -> str:
+    """Label values stay bounded: unknown types are counted together."""
+    return event_type if event_type in HANDLERS else "other"
+
+
+def record_failure(event: dict[str, Any], attempts: int, error: Exception) -> None:
+    """Keep the failed delivery's error and attempt count (in a transaction of its own)."""
+    try:
+        insert_ignore({
+            "id": event["id"], "type": event["type"], "livemode": bool(event.get("livemode")),
+            "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=timezone.utc),
+            "received_at": utcnow(), "status": "failed", "attempts": 0, "payload": event,
+        })
+        row = db.session.scalar(select(StripeEvent).where(StripeEvent.id == event["id"]).with_for_update())
+        if row.status not in ("processed", "ignored"):
+            row.status, row.attempts = "failed", attempts
+            row.error = f"{type(error).__name__}: {error}"[:2000]
+        db.session.commit()
+    except Exception:  # the database itself may be what failed: Stripe's retry will record it
+        db.session.rollback()
+
+
+def reprocess(event_id: str) -> Outcome:
+    """Run a recorded event's handler again (the operator's replay), whatever its status."""
+    row = db.session.scalar(select(StripeEvent).where(StripeEvent.id == event_id).with_for_update())
+    if row is None:
+        raise LookupError(event_id)
+    event = row.payload
+    handler = HANDLERS.get(row.type)
+    result = SyncResult(None)
+    try:
+        if handler is not None:
+            handler(event, result)
+        row.status = "processed" if handler is not None else "ignored"
+        row.attempts, row.processed_at, row.error = row.attempts + 1, utcnow(), None
+        db.session.commit()
+    except Exception as error:
+        db.session.rollback()
+        record_failure(event, (row.attempts or 0) + 1, error)
+        raise
+    after_commit(result)
+    return Outcome(row.status, row.id, row.type)
+
+
+# --- handlers -------------------------------------------------------------------------------------------------------
+
+def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
+    """customer.subscription.created/updated/deleted: apply the object if newer than what the row holds."""
+    sub = event["data"]["object"]
+    customer_id = customer_id_of(sub)
+    user = find_user_for_customer(customer_id)
+    if user is None:
+        log.warning("stripe_webhook_unknown_customer", event_id=event["id"], customer=customer_id)
+        return
+    result.user_id = user.id
+    event_at = int(event.get("created") or 0)
+    row = db.session.scalar(select(UserSubscription).where(UserSubscription.stripe_subscription_id == sub["id"])
+                            .with_for_update())
+    if row is not None and row.user_id != user.id:
+        raise ValueError(f"subscription {sub['id']} belongs to another user")
+    if row is None or row.last_event_at is None or event_at > row.last_event_at:
+        apply_subscription(user, sub, row, result, event_at=event_at)
+    elif event_at == row.last_event_at:
+        # Two events in the same second: their order is unknown, so ask Stripe for the current state.
+        sync_customer_in_transaction(customer_id, result)
+    else:
+        log.info("stripe_webhook_stale_event_skipped", event_id=event["id"], subscription=sub["id"])
+
+
+def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
+    """checkout.session.completed / async_payment_succeeded: link the customer to our user, then sync if needed."""
+    session = event["data"]["object"]
+    customer_id = customer_id_of(session)
+    reference = session.get("client_reference_id")
+    metadata_user = (session.get("metadata") or {}).get("user_id")
+    if reference and metadata_user and str(reference) != str(metadata_user):
+        log.warning("stripe_checkout_reference_mismatch", event_id=event["id"], session=session.get("id"))
+        audit.record("checkout.refused", None, session=session.get("id"), reason="reference_mismatch")
+        return
+    user_id = reference or metadata_user
+    if not customer_id or not user_id:
+        log.warning("stripe_checkout_without_user", event_id=event["id"], session=session.get("id"))
+        return
+    user = db.session.scalar(select(User).where(User.stripe_customer_id == customer_id).with_for_update())
+    if user is None:
+        user = link_customer({"id": customer_id}, user_id)
+    if user is None or str(user.id) != str(user_id):
+        log.warning("stripe_checkout_customer_mismatch", event_id=event["id"], session=session.get("id"))
+        audit.record("checkout.refused", None, session=session.get("id"), reason="customer_mismatch")
+        return
+    result.user_id = user.id
+    if session.get("payment_status") not in ("paid", "no_payment_required"):
+        return  # an async payment: the async_payment_succeeded event comes later
+    metrics.BILLING_CHECKOUT_SESSIONS_COMPLETED.inc()
+    audit.record("checkout.completed", user.id, session=session.get("id"))
+    subscription_id = session.get("subscription")
+    if isinstance(subscription_id, dict):
+        subscription_id = subscription_id.get("id")
+    known = subscription_id and db.session.scalar(
+        select(UserSubscription.id).where(UserSubscription.stripe_subscription_id == subscription_id))
+    if not known:  # the subscription's own event may still be on its way: fetch it so access starts now
+        sync_customer_in_transaction(customer_id, result)
+
+
+def on_checkout_payment_failed(event: dict[str, Any], result: SyncResult) -> None:
+    session = event["data"]["object"]
+    user = find_user_for_customer(customer_id_of(session)) if customer_id_of(session) else None
+    audit.record("checkout.payment_failed", user.id if user else None, session=session.get("id"))
+    log.info("payment_failed", session=session.get("id"), user_id=user.id if user else None)
+
+
+def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
+    """Pinned API shape: the subscription is under parent.subscription_details."""
+    parent = invoice.get("parent") or {}
+    details = parent.get("subscription_details") or {}
+    sub = details.get("subscription")
+    return sub.get("id") if isinstance(sub, dict) else sub
+
+
+def already_audited(user_id: int, action: str, key: str, value: str) -> bool:
+    return db.session.scalar(
+        select(AuditLog.id).where(AuditLog.user_id == user_id, AuditLog.action == action,
+                                        AuditLog.details[key].as_string() == value).limit(1)
+    ) is not None
+
+
+def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
+    """invoice.paid and invoice.payment_succeeded describe the same payment: audit and count it once."""
+    invoice = event["data"]["object"]
+    user = find_user_for_customer(customer_id_of(invoice))
+    if user is None:
+        log.warning("stripe_webhook_unknown_customer", event_id=event["id"], customer=customer_id_of(invoice))
+        return
+    result.user_id = user.id
+    if already_audited(user.id, "payment.succeeded", "invoice", invoice["id"]):
+        return
+    audit.record("payment.succeeded", user.id, invoice=invoice["id"], amount=invoice.get("amount_paid"),
+                 currency=invoice.get("currency"), subscription=invoice_subscription_id(invoice))
+    metrics.BILLING_PAYMENTS_SUCCEEDED.inc()
+    log.info("payment_succeeded", user_id=user.id, invoice=invoice["id"], amount=invoice.get("amount_paid"))
+
+
+def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None:
+    """A failed charge: audit it, bring the subscription to past_due from Stripe, send the dunning mail once."""
+    invoice = event["data"]["object"]
+    customer_id = customer_id_of(invoice)
+    user = find_user_for_customer(customer_id)
+    if user is None:
+        log.warning("stripe_webhook_unknown_customer", event_id=event["id"], customer=customer_id)
+        return
+    result.user_id = user.id
+    attempt = str(invoice.get("attempt_count") or 0)
+    if not already_audited(user.id, "payment.failed", "attempt_key", f"{invoice['id']}:{attempt}"):
+        audit.record("payment.failed", user.id, invoice=invoice["id"], attempt_key=f"{invoice['id']}:{attempt}",
+                     amount=invoice.get("amount_due"), subscription=invoice_subscription_id(invoice))
+        metrics.BILLING_PAYMENTS_FAILED.inc()
+        log.info("payment_failed", user_id=user.id, invoice=invoice["id"], attempt=attempt)
+    # Failures are rare: one Stripe read gives the subscription's true status (past_due, or ended).
+    sync_customer_in_transaction(customer_id, result)
+    if invoice.get("next_payment_attempt") or invoice.get("status") == "open":
+        next_attempt = invoice.get("next_payment_attempt")
+        queue_mail("payment_failed", f"{invoice['id']}:{attempt}", user,
+                   plan=plan_name_of(user), amount=money(invoice.get("amount_due") or 0, cents=True),
+                   next_attempt=(datetime.fromtimestamp(next_attempt, tz=timezone.utc).strftime("%-d %b %Y")
+                                 if next_attempt else None),
+                   billing_url=billing_url())
+
+
+def plan_name_of(user: User) -> str:
+    row = db.session.scalar(select(UserSubscription).where(UserSubscription.user_id == user.id)
+                            .order_by(UserSubscription.created_at.desc()).limit(1))
+    return row.plan.display_name if row is not None else "paid"
+
+
+def on_customer_updated(event: dict[str, Any], result: SyncResult) -> None:
+    """Keep the user's email and name in step with the Stripe customer (newest event wins)."""
+    customer = event["data"]["object"]
+    user = db.session.scalar(select(User).where(User.stripe_customer_id == customer["id"]).with_for_update())
+    if user is None:
+        return
+    result.user_id = user.id
+    event_at = int(event.get("created") or 0)
+    if user.customer_event_at is not None and event_at < user.customer_event_at:
+        return
+    user.customer_event_at = event_at
+    if customer.get("name") != user.name:
+        user.name = customer.get("name")
+    email = (customer.get("email") or "").strip().lower()
+    if email and email != user.email:
+        taken = db.session.scalar(select(User.id).where(User.email == email, User.id != user.id))
+        if taken:
+            log.warning("stripe_customer_email_taken", user_id=user.id)
+        else:
+            audit.record("user.email_changed", user.id, source="stripe")
+            user.email = email
+
+
+HANDLERS: dict[str, Callable[[dict[str, Any], SyncResult], None]] = {
+    "checkout.session.completed": on_checkout_completed,
+    "checkout.session.async_payment_succeeded": on_checkout_completed,
+    "checkout.session.async_payment_failed": on_checkout_payment_failed,
+    "customer.subscription.created": on_subscription_event,
+    "customer.subscription.updated": on_subscription_event,
+    "customer.subscription.deleted": on_subscription_event,
+    "invoice.paid": on_invoice_paid,
+    "invoice.payment_succeeded": on_invoice_paid,
+    "invoice.payment_failed": on_invoice_payment_failed,
+    "customer.updated": on_customer_updated,
+}
