@@ -56,6 +56,13 @@ LIMIT_UNITS = {
     "history_years": ("year of historical data", "years of historical data"),
     "indicators": ("indicator", "indicators"),
 }
+#: How a plan's allowance is said in an offer: "Upgrade to Starter for 25 strategies".
+OFFER_UNITS = {
+    "strategies_max": "strategies",
+    "backtests_per_month": "backtests a month",
+    "history_years": "years of historical data",
+    "indicators": "indicators",
+}
 PLAN_DISPLAY_NAMES = {spec.name: spec.display_name for spec in PLAN_CATALOG}
 
 
@@ -113,18 +120,39 @@ class UpgradeRequired(DomainError):
         self.current_plan = current_plan
         self.required_plan = required_plan.name if required_plan is not None else None
         self.required_plan_display = required_plan.display_name if required_plan is not None else None
+        #: The required plan's allowance of a counted feature (None: unlimited).
+        self.required_limit = next((f.limit_value for f in required_plan.features if f.key == feature), None) \
+            if required_plan is not None else None
         self.limit = limit
         self.usage = usage
         super().__init__(message or self._default_message())
 
+    @property
+    def is_limit(self) -> bool:
+        """A counted allowance ran out (rather than a feature the plan lacks)."""
+        return self.limit is not None or self.usage is not None
+
+    @property
+    def headline(self) -> str:
+        """The upgrade page's title."""
+        if self.is_limit:
+            return f"You have reached the {plan_display_name(self.current_plan)} plan's limit"
+        if self.required_plan_display:
+            return f"{self.feature_label} comes with the {self.required_plan_display} plan"
+        return f"{self.feature_label} is not available"
+
     def _default_message(self) -> str:
         current = plan_display_name(self.current_plan)
-        if self.limit is None and self.usage is None:
+        if not self.is_limit:
             text = f"{self.feature_label} is not included in the {current} plan."
-        else:
-            text = f"The {current} plan includes {count_phrase(self.feature, self.limit or 0)}."
+            if self.required_plan_display:
+                return f"{text} Upgrade to {self.required_plan_display} to use it."
+            return text
+        text = f"The {current} plan includes {count_phrase(self.feature, self.limit or 0)}."
         if self.required_plan_display:
-            return f"{text} Upgrade to {self.required_plan_display} to get it."
+            unit = OFFER_UNITS.get(self.feature, self.feature)
+            amount = "unlimited" if self.required_limit is None else str(self.required_limit)
+            return f"{text} Upgrade to {self.required_plan_display} for {amount} {unit}."
         return f"{text} No plan includes more."
 
     def to_json(self) -> dict[str, Any]:
