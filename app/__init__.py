@@ -82,8 +82,6 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(account_bp)
     app.register_blueprint(billing_bp, url_prefix="/billing")
     app.register_blueprint(health_bp)
-    app.register_blueprint(strategies_bp, url_prefix="/strategies")
-    app.register_blueprint(alerts_bp, url_prefix="/alerts")
     app.register_blueprint(metrics_bp)
     app.register_blueprint(strategies_bp, url_prefix="/strategies")
     app.register_blueprint(alerts_bp, url_prefix="/alerts")

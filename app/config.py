@@ -265,10 +265,6 @@ class Config:
             "STRIPE_API_VERSION": "2026-10-28.endive",
             "REDIS_URL": get("REDIS_URL"),
             "RATELIMIT_LOGIN": get("RATELIMIT_LOGIN", "10 per minute;50 per hour"),
-            # Seconds a user's entitlements stay cached (`entitlements:<user-id>`); billing changes invalidate them.
-            "ENTITLEMENTS_CACHE_TTL": parse_int(
-                "ENTITLEMENTS_CACHE_TTL", env.get("ENTITLEMENTS_CACHE_TTL"), 3600, problems
-            ),
             "RATELIMIT_BILLING": get("RATELIMIT_BILLING", "10 per minute"),
             # Mail: SMTP when MAIL_SERVER is set; otherwise mails are written to instance/mail/ and logged.
             "MAIL_SERVER": get("MAIL_SERVER"),
