@@ -1,4 +1,4 @@
-"""Operator commands: `flask seed-plans`, `flask users create`."""
+"""Operator commands: `flask seed-plans`, `flask users create`, `flask stripe …`."""
 from __future__ import annotations
 
 import click
@@ -64,3 +64,105 @@ def register(app: Flask) -> None:
         click.echo(f"✓ Created {'admin ' if admin else ''}user {user.email} (id {user.id})")
 
     app.cli.add_command(users)
+    register_stripe_commands(app)
+
+
+def register_stripe_commands(app: Flask) -> None:
+    """`flask stripe …`: catalog, webhook endpoint, reconcile, replay."""
+    from datetime import datetime, timezone
+
+    from app.services.stripe_admin import (
+        create_catalog,
+        create_webhook_endpoint,
+        customers_to_sync,
+        events_to_replay,
+        reconcile,
+    )
+    from app.services.webhooks import GUIDE_EVENTS, reprocess
+
+    stripe_group = AppGroup("stripe", help="Stripe: catalog, webhook endpoint, reconcile, replay.")
+
+    def domain_errors(fn):
+        """One readable line and exit 1 for a domain error (Stripe down, bad key…)."""
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except DomainError as exc:
+                raise click.ClickException(exc.message)
+        return wrapper
+
+    @stripe_group.command("create-catalog")
+    @domain_errors
+    def create_catalog_command():
+        """Create the three products and five prices (with lookup keys) unless they exist; print STRIPE_PRICE_*."""
+        results = create_catalog()
+        for item in results:
+            click.echo(f"{'✓ Created' if item.created else '✓ Exists '} {item.lookup_key:<16} {item.price_id}", err=True)
+        click.echo("# Paste into the environment:", err=True)
+        for item in results:
+            click.echo(f"{item.env}={item.price_id}")
+
+    @stripe_group.command("webhook-endpoint")
+    @click.option("--url", required=True, help="This app's public webhook URL, ending in /billing/webhooks/stripe.")
+    @domain_errors
+    def webhook_endpoint_command(url: str):
+        """Register the webhook endpoint for the guide's six events and print its signing secret."""
+        if not url.startswith(("https://", "http://")):
+            raise click.ClickException("--url must be an absolute http(s) URL")
+        endpoint, created = create_webhook_endpoint(url)
+        if not created:
+            click.echo(f"✓ Endpoint {endpoint['id']} already registers {url} "
+                       f"(its secret was shown when it was created; roll it in the Dashboard if lost)")
+            return
+        click.echo(f"✓ Created endpoint {endpoint['id']} for {url}")
+        click.echo(f"  events: {', '.join(GUIDE_EVENTS)}")
+        click.echo(f"STRIPE_WEBHOOK_SECRET={endpoint['secret']}")
+
+    @stripe_group.command("sync")
+    @click.option("--user", "email", help="Only this user's customer.")
+    @click.option("--all", "sync_all", is_flag=True, help="Every user linked to a Stripe customer (the nightly reconcile).")
+    @domain_errors
+    def sync_command(email: str | None, sync_all: bool):
+        """Re-read customers from Stripe into the database and print the drift repaired."""
+        if bool(email) == bool(sync_all):
+            raise click.UsageError("give --user EMAIL or --all")
+        customers = customers_to_sync(email)
+        if email and not customers:
+            raise click.ClickException(f"no user {email} with a Stripe customer")
+        drifts = []
+        with click.progressbar(reconcile(customers), length=len(customers), label="Syncing customers",
+                               file=click.get_text_stream("stderr")) as bar:
+            for drift in bar:
+                if drift.actions:
+                    drifts.append(drift)
+        for drift in drifts:
+            click.echo(f"✓ repaired {drift.email} ({drift.customer_id}): {', '.join(drift.actions)}")
+        click.echo(f"Synced {len(customers)} customer(s); {len(drifts)} had drifted.")
+
+    @stripe_group.command("replay-events")
+    @click.option("--failed", is_flag=True, help="Only events whose handling failed.")
+    @click.option("--since", type=click.DateTime(), help="Only events received since this date (UTC).")
+    @click.option("--id", "event_id", help="One event by id (evt_…).")
+    def replay_events_command(failed: bool, since, event_id: str | None):
+        """Run the handlers of recorded events again (idempotent: applying an event twice changes nothing)."""
+        since_utc = since.replace(tzinfo=timezone.utc) if since else None
+        ids = events_to_replay(failed, since_utc, event_id)
+        if event_id and not ids:
+            raise click.ClickException(f"no recorded event {event_id}")
+        failures = 0
+        for evt in ids:
+            try:
+                outcome = reprocess(evt)
+            except Exception as exc:  # keep going: the row records the error, the summary counts it
+                failures += 1
+                click.echo(f"✗ {evt}: {type(exc).__name__}: {exc}")
+            else:
+                click.echo(f"✓ {evt} {outcome.event_type}: {outcome.status}")
+        click.echo(f"Replayed {len(ids)} event(s), {failures} failed.")
+        if failures:
+            raise SystemExit(1)
+
+    app.cli.add_command(stripe_group)

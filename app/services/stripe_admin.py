@@ -1,0 +1,122 @@
+"""Operator work against Stripe: the catalog, the webhook endpoint, the nightly reconcile, event replay."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterator
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import StripeEvent, User
+from app.services import audit
+from app.services.catalog import PLAN_CATALOG
+from app.services.stripe_gateway import gateway, to_dict
+from app.services.subscriptions import SyncResult, sync_customer
+from app.services.webhooks import GUIDE_EVENTS
+
+
+@dataclass
+class CatalogPrice:
+    env: str
+    lookup_key: str
+    price_id: str
+    created: bool
+
+
+def catalog_prices() -> list[tuple[str, str, str, int, str]]:
+    """(env variable, lookup key, plan name, amount in cents, interval) for the five prices of the guide."""
+    rows = []
+    for spec in PLAN_CATALOG:
+        rows.append((spec.monthly_env, f"{spec.name}_monthly", spec.name, int(spec.price_monthly * 100), "month"))
+        if spec.yearly_env:
+            rows.append((spec.yearly_env, f"{spec.name}_yearly", spec.name, int(spec.price_yearly * 100), "year"))
+    return rows
+
+
+def create_catalog() -> list[CatalogPrice]:
+    """Create the three products and five prices (with lookup keys) unless they exist; idempotent."""
+    stripe_gateway = gateway()
+    v1 = stripe_gateway.v1
+    wanted = catalog_prices()
+    existing = {p["lookup_key"]: p for p in map(to_dict, stripe_gateway.call(
+        "prices.list", v1.prices.list,
+        params={"lookup_keys": [row[1] for row in wanted], "active": True, "limit": 100}).data)}
+    products: dict[str, str] = {}
+    for product in map(to_dict, stripe_gateway.call("products.list", v1.products.list,
+                                                    params={"limit": 100}).auto_paging_iter()):
+        plan = (product.get("metadata") or {}).get("plan")
+        if plan and product.get("active") and plan not in products:
+            products[plan] = product["id"]
+    results = []
+    for env, lookup_key, plan_name, amount, interval in wanted:
+        price = existing.get(lookup_key)
+        if price is not None:
+            results.append(CatalogPrice(env, lookup_key, price["id"], False))
+            continue
+        if plan_name not in products:
+            spec = next(s for s in PLAN_CATALOG if s.name == plan_name)
+            product = stripe_gateway.call(
+                "products.create", v1.products.create,
+                params={"name": spec.display_name, "description": spec.description, "metadata": {"plan": plan_name}},
+                options={"idempotency_key": f"catalog-product-{plan_name}"})
+            products[plan_name] = product.id
+        price = stripe_gateway.call(
+            "prices.create", v1.prices.create,
+            params={"product": products[plan_name], "currency": "usd", "unit_amount": amount,
+                    "recurring": {"interval": interval}, "lookup_key": lookup_key,
+                    "metadata": {"plan": plan_name, "billing_cycle": "monthly" if interval == "month" else "yearly"}},
+            options={"idempotency_key": f"catalog-price-{lookup_key}-{amount}"})
+        results.append(CatalogPrice(env, lookup_key, price.id, True))
+    return results
+
+
+def create_webhook_endpoint(url: str) -> tuple[dict, bool]:
+    """Register `url` for the guide's six events; (endpoint, created). The secret is only in a new endpoint."""
+    stripe_gateway = gateway()
+    for endpoint in stripe_gateway.call("webhook_endpoints.list", stripe_gateway.v1.webhook_endpoints.list,
+                                        params={"limit": 100}).auto_paging_iter():
+        if endpoint.url == url:
+            return to_dict(endpoint), False
+    endpoint = stripe_gateway.call(
+        "webhook_endpoints.create", stripe_gateway.v1.webhook_endpoints.create,
+        params={"url": url, "enabled_events": list(GUIDE_EVENTS),
+                "description": "Smart Strategies Builder billing"})
+    return to_dict(endpoint), True
+
+
+@dataclass
+class Drift:
+    user_id: int
+    email: str
+    customer_id: str
+    actions: list[str] = field(default_factory=list)
+
+
+def customers_to_sync(email: str | None) -> list[tuple[int, str, str]]:
+    """(user id, email, customer id) of the users to reconcile: one by email, or every linked user."""
+    query = select(User.id, User.email, User.stripe_customer_id).where(User.stripe_customer_id.is_not(None))
+    if email:
+        query = query.where(User.email == email.strip().lower())
+    return [tuple(row) for row in db.session.execute(query.order_by(User.id))]
+
+
+def reconcile(customers: list[tuple[int, str, str]]) -> Iterator[Drift]:
+    """Sync each customer from Stripe; yield what had drifted (and audit the repair)."""
+    for user_id, email, customer_id in customers:
+        result: SyncResult = sync_customer(customer_id)
+        if result.changed:
+            audit.record("reconcile.drift_repaired", user_id, customer=customer_id, actions=result.actions)
+            db.session.commit()
+        yield Drift(user_id, email, customer_id, result.actions)
+
+
+def events_to_replay(failed_only: bool, since: datetime | None, event_id: str | None) -> list[str]:
+    query = select(StripeEvent.id).order_by(StripeEvent.stripe_created, StripeEvent.received_at)
+    if event_id:
+        query = query.where(StripeEvent.id == event_id)
+    if failed_only:
+        query = query.where(StripeEvent.status == "failed")
+    if since:
+        query = query.where(StripeEvent.received_at >= since)
+    return list(db.session.scalars(query))
