@@ -157,7 +157,8 @@ def flush():
 
 @bp.route("/chaos", methods=["GET", "POST"])
 def chaos():
-    """Fault injection: ``duplicate``, ``shuffle``, ``delay_ms``, ``hold``, ``fail_first``; ``reset=1`` clears all."""
+    """Fault injection: ``duplicate``, ``shuffle``, ``delay_ms``, ``hold``, ``fail_first``, ``concurrency``
+    (deliveries in flight at once); ``reset=1`` clears all."""
     e = emu()
     if request.method == "POST":
         data = _args()
@@ -165,6 +166,7 @@ def chaos():
         if _flag(data, "reset"):
             c.duplicate = c.shuffle = c.hold = False
             c.delay_ms = c.fail_first = 0
+            e.dispatcher.set_concurrency(1)
         for key in ("duplicate", "shuffle", "hold"):
             if key in data:
                 setattr(c, key, _flag(data, key))
@@ -174,6 +176,11 @@ def chaos():
                     setattr(c, key, max(0, int(data[key])))
                 except ValueError:
                     raise invalid(key, f"Invalid integer: {data[key]}")
+        if "concurrency" in data:
+            try:
+                e.dispatcher.set_concurrency(int(data["concurrency"]))
+            except ValueError:
+                raise invalid("concurrency", f"Invalid integer: {data['concurrency']}")
         if not c.hold:
             e.dispatcher.release()
     return json_response(e.dispatcher.chaos.as_dict())

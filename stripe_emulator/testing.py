@@ -39,8 +39,9 @@ webhook_retry_schedule=(0.2, 0.4, 0.8, 1.6), webhook_max_attempts=5)``
 - ``.flush(timeout=30)`` wait until no delivery is queued or in flight.
 - ``.deliveries(**filters)`` list of attempt records (event_id, type, url,
   attempt, status_code, ok, error, duplicate, signature, sent_at).
-- ``.chaos(duplicate=..., shuffle=..., delay_ms=..., hold=..., fail_first=...)``
-  and ``.release()`` (deliver held events).
+- ``.chaos(duplicate=..., shuffle=..., delay_ms=..., hold=..., fail_first=...,
+  concurrency=N)`` (N deliveries in flight at once, default 1) and
+  ``.release()`` (deliver held events).
 
 ``WebhookReceiver(secret=None, status=200)``: a threaded HTTP server on a free
 port that records every POST. ``.url``, ``.secret`` (generated

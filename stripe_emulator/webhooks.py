@@ -56,6 +56,7 @@ class Chaos:
     delay_ms: int = 0            # wait this long before the first attempt
     hold: bool = False           # queue deliveries until released
     fail_first: int = 0          # answer nothing: treat the first N attempts per event as failed (network error)
+    concurrency: int = 1         # deliveries in flight at once (Stripe sends from many machines)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -63,8 +64,11 @@ class Chaos:
 
 @dataclass
 class Dispatcher:
-    """Background delivery queue. One worker thread keeps delivery order
-    deterministic (events go out in creation order unless ``shuffle`` is on)."""
+    """Background delivery queue. By default one delivery is in flight at a time, which keeps delivery
+    order deterministic (events go out in creation order unless ``shuffle`` is on); ``concurrency=N``
+    lets up to N worker threads deliver at once, like Stripe's many senders."""
+
+    MAX_CONCURRENCY = 32
 
     retry_schedule: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
     max_attempts: int = 5
@@ -79,8 +83,23 @@ class Dispatcher:
         self._seq = 0
         self.attempts: list[dict] = []
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="stripe-emulator-webhooks", daemon=True)
-        self._thread.start()
+        self._threads: list[threading.Thread] = []
+        self._ensure_workers(1)
+
+    def _ensure_workers(self, count: int) -> None:
+        """Start worker threads until there are ``count`` (they idle when concurrency is lower)."""
+        while len(self._threads) < min(count, self.MAX_CONCURRENCY):
+            thread = threading.Thread(target=self._run, name=f"stripe-emulator-webhooks-{len(self._threads)}",
+                                      daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def set_concurrency(self, count: int) -> None:
+        """Deliver up to ``count`` events at once (1 restores serial delivery)."""
+        with self._cond:
+            self.chaos.concurrency = max(1, min(int(count), self.MAX_CONCURRENCY))
+            self._ensure_workers(self.chaos.concurrency)
+            self._cond.notify_all()
 
     # ------------------------------------------------------------ producer
     def enqueue(self, event: dict, targets: list[tuple[Optional[str], str, str]]) -> None:
@@ -140,11 +159,14 @@ class Dispatcher:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     # ------------------------------------------------------------ worker
     def _next_job(self) -> Optional[Job]:
         """Called with the condition held: the job to run now, or None."""
+        if self._inflight >= max(1, self.chaos.concurrency):
+            return None
         now = time.monotonic()
         ready = [j for j in self._jobs if not j.held and j.due <= now]
         if not ready:

@@ -132,3 +132,46 @@ def test_deliveries_endpoint_waits(emulator, client, raw, receiver):
     record = body["data"][-1]
     assert record["type"] == "customer.created" and record["status_code"] == 200 and record["attempt"] == 1
     assert record["url"] == receiver.url and record["event_id"].startswith("evt_")
+
+
+def test_concurrency_delivers_in_parallel(emulator, client):
+    """``concurrency=N``: up to N deliveries in flight at once (Stripe sends from many machines)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = {"now": 0, "max": 0, "count": 0}
+    lock = threading.Lock()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                state["now"] += 1
+                state["max"] = max(state["max"], state["now"])
+            time.sleep(0.15)
+            with lock:
+                state["now"] -= 1
+                state["count"] += 1
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        emulator.add_webhook(f"http://127.0.0.1:{server.server_port}/hook", "whsec_test")
+        assert emulator.chaos(concurrency=4)["concurrency"] == 4
+        for i in range(8):
+            client.v1.customers.create({"email": f"p{i}@example.com"})
+        started = time.monotonic()
+        emulator.flush()
+        assert state["count"] == 8 and state["max"] == 4
+        assert time.monotonic() - started < 8 * 0.15  # not one after the other
+        emulator.chaos(reset=1)
+        assert emulator.chaos()["concurrency"] == 1
+    finally:
+        server.shutdown()
+        server.server_close()
