@@ -1,0 +1,81 @@
+"""`deploy/gunicorn.conf.py` for real: gunicorn with two workers, metrics added up across them, structlog lines."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, str, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(), dict(error.headers)
+
+
+def test_gunicorn_serves_the_app_with_multiprocess_metrics_and_structured_logs(seeded, tmp_path):
+    port = free_port()
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_99999.db").write_bytes(b"stale")  # a previous run's file: cleared at start
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "ENVIRONMENT": "testing",
+        "DATABASE_URL": seeded.config["DATABASE_URL"],
+        "REDIS_URL": seeded.config["REDIS_URL"],
+        "STRIPE_API_BASE": seeded.config.get("STRIPE_API_BASE") or "",
+        "PORT": str(port),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [str(ROOT / ".venv/bin/gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _, _ = get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                assert process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        assert status == 200
+        for _ in range(6):
+            status, _, headers = get(f"http://127.0.0.1:{port}/pricing")
+            assert status == 200 and headers["X-Request-ID"]
+        status, body, _ = get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        assert "billing_checkout_sessions_created_total 0.0" in body
+        assert 'stripe_webhook_events_total{outcome="processed",type="checkout.session.completed"} 0.0' in body
+        assert "billing_mrr_dollars 0.0" in body
+        assert "process_resident_memory_bytes" not in body  # multiprocess registry, not the per-process one
+        assert not (metrics_dir / "counter_99999.db").exists()
+        assert list(metrics_dir.glob("*.db")), "workers write their metric files here"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    lines = log_path.read_text().splitlines()
+    assert any("Booting worker" in line and "[gunicorn.error]" in line for line in lines), lines[:5]
+    requests = [line for line in lines if "request_completed" in line and "path=/pricing" in line]
+    assert len(requests) == 6 and all("request_id=" in line for line in requests)
+    assert not any(line.startswith("[20") for line in lines), "gunicorn's own format leaked through"
