@@ -274,6 +274,8 @@ class Config:
             "MAIL_PASSWORD": get("MAIL_PASSWORD"),
             "MAIL_USE_TLS": parse_bool("MAIL_USE_TLS", env.get("MAIL_USE_TLS"), False, problems),
             "MAIL_USE_SSL": parse_bool("MAIL_USE_SSL", env.get("MAIL_USE_SSL"), False, problems),
+            # Flask-Mail would silently drop mail when TESTING; the tests want it on a real SMTP sink.
+            "MAIL_SUPPRESS_SEND": parse_bool("MAIL_SUPPRESS_SEND", env.get("MAIL_SUPPRESS_SEND"), False, problems),
             "MAIL_DEFAULT_SENDER": get("MAIL_DEFAULT_SENDER", "Smart Strategies Builder <billing@localhost>"),
             # Seconds a user's entitlements stay cached (`entitlements:<user-id>`); billing changes invalidate them.
             "ENTITLEMENTS_CACHE_TTL": parse_int(

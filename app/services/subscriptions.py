@@ -127,6 +127,7 @@ class SyncResult:
     user_id: int | None
     actions: list[str] = field(default_factory=list)
     plans: list[str] = field(default_factory=list)
+    mail_queued: bool = False
 
     @property
     def changed(self) -> bool:
@@ -225,11 +226,11 @@ def apply_subscription(user: User, sub: dict[str, Any], row: UserSubscription | 
         audit.record(action, user.id, subscription=sub["id"], **details)
         result.actions.append(action)
         result.plans.append(row.plan.name)
-        queue_transition_mail(action, user, row)
+        result.mail_queued |= queue_transition_mail(action, user, row)
     return row
 
 
-def queue_transition_mail(action: str, user: User, row: UserSubscription) -> None:
+def queue_transition_mail(action: str, user: User, row: UserSubscription) -> bool:
     """The mails that follow a transition, keyed by the transition so that none is ever sent twice."""
     from app.services.mail import billing_url, queue_mail
     from app.templating import date, money
@@ -243,6 +244,9 @@ def queue_transition_mail(action: str, user: User, row: UserSubscription) -> Non
                    user, date=date(row.current_period_end), **common)
     elif action == "subscription.canceled":
         queue_mail("subscription_ended", f"{row.stripe_subscription_id}:ended", user, **common)
+    else:
+        return False
+    return True
 
 
 def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
@@ -284,8 +288,8 @@ def after_commit(result: SyncResult) -> None:
     if result.user_id is None:
         return
     invalidate_entitlements_cache(result.user_id)
-    if not result.changed:
-        return
+    if result.mail_queued:
+        mail.deliver_pending()
     for action, plan in zip(result.actions, result.plans):
         if action == "subscription.activated":
             metrics.BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan=plan).inc()
@@ -297,7 +301,6 @@ def after_commit(result: SyncResult) -> None:
             log.info("subscription_updated", user_id=result.user_id, plan=plan, action=action)
         else:
             log.info("subscription_updated", user_id=result.user_id, plan=plan, action=action)
-    mail.deliver_pending()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -357,6 +357,7 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
                    next_attempt=(datetime.fromtimestamp(next_attempt, tz=timezone.utc).strftime("%-d %b %Y")
                                  if next_attempt else None),
                    billing_url=billing_url())
+        result.mail_queued = True
 
 
 def plan_name_of(user: User) -> str:
