@@ -6,6 +6,7 @@ from flask_jwt_extended import jwt_required
 
 from app.api import bp
 from app.api.common import current_api_user, json_body, rate_limit_identity, string_field
+from app.billing.routes import portal_return_url
 from app.extensions import limiter
 from app.models import UserSubscription
 from app.services.checkout import create_portal_session, start_checkout
@@ -55,7 +56,7 @@ def create_checkout():
 def create_portal():
     """A Customer Portal URL: `{"portal_url"}`."""
     user = current_api_user()
-    return jsonify(portal_url=create_portal_session(user.id, url_for("billing.show_billing", _external=True)))
+    return jsonify(portal_url=create_portal_session(user.id, portal_return_url()))
 
 
 @bp.post("/billing/change-plan")

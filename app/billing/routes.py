@@ -6,7 +6,13 @@ from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
 from app.services import DomainError
 from app.services.billing_summary import billing_summary
-from app.services.checkout import PlanChangeRequired, create_portal_session, fulfil_checkout, start_checkout
+from app.services.checkout import (
+    PlanChangeRequired,
+    create_portal_session,
+    fulfil_checkout,
+    start_checkout,
+    sync_after_portal,
+)
 from app.services.subscriptions import change_plan, plan_change, set_cancel_at_period_end
 
 
@@ -21,6 +27,11 @@ def user_key() -> str:
     return rate_limit_identity()
 
 
+def portal_return_url() -> str:
+    """Where the Portal's return link leads: the billing page, which then syncs (`?from=portal`)."""
+    return url_for("billing.show_billing", _external=True, **{"from": "portal"})
+
+
 def form_errors(form) -> str:
     return " ".join(error for errors in form.errors.values() for error in errors)
 
@@ -29,6 +40,8 @@ def form_errors(form) -> str:
 @login_required
 def show_billing():
     """Plan, status, dates, card, invoices, and the buttons to change them."""
+    if request.args.get("from") == "portal":  # the Portal's return link: show what was changed there at once
+        sync_after_portal(current_user.id)
     return render_template("billing/index.html", summary=billing_summary(current_user),
                            action_form=ActionForm(), portal_form=PortalForm())
 
@@ -121,8 +134,7 @@ def open_portal():
     if not form.validate_on_submit():
         abort(400)
     try:
-        url = create_portal_session(current_user.id, url_for("billing.show_billing", _external=True),
-                                    flow=form.flow.data or None)
+        url = create_portal_session(current_user.id, portal_return_url(), flow=form.flow.data or None)
     except DomainError as error:
         flash(error.message, "danger")
         return redirect(url_for("billing.show_billing"), 303)

@@ -152,6 +152,19 @@ def fulfil_checkout(session_id: str, user_id: int) -> Fulfilment:
     return fulfilment
 
 
+def sync_after_portal(user_id: int) -> None:
+    """Back from the Portal: read the subscription now, so a change made there shows without waiting for its
+    webhook. Stripe being down is no error here: the billing page then shows the local copy."""
+    user = db.session.get(User, user_id)
+    if user is None or not user.stripe_customer_id:
+        return
+    try:
+        sync_customer(user.stripe_customer_id)
+    except DomainError as error:
+        db.session.rollback()
+        log.warning("portal_return_sync_failed", code=error.code)
+
+
 def create_portal_session(user_id: int, return_url: str, flow: str | None = None) -> str:
     """A Customer Portal session URL; the user must already be a Stripe customer (guide's Issue 4)."""
     user = db.session.get(User, user_id)
