@@ -9,4 +9,4 @@ from app.extensions import csrf
 bp = Blueprint("api", __name__)
 csrf.exempt(bp)  # bearer tokens, not cookies: there is no ambient credential for a cross-site form to ride
 
-from app.api import auth, billing, strategies  # noqa: E402,F401
+from app.api import auth, billing, openapi, strategies  # noqa: E402,F401
