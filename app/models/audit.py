@@ -4,11 +4,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
-from app.models.base import JSONType, utcnow
+from app.models.base import UTCDateTime, JSONType, utcnow
 
 
 class AuditLog(db.Model):
@@ -19,7 +19,7 @@ class AuditLog(db.Model):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False, index=True)
 
     def __repr__(self) -> str:
         return f"<AuditLog {self.action} user={self.user_id}>"

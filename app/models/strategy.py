@@ -4,11 +4,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
-from app.models.base import JSONType, TimestampMixin, utcnow
+from app.models.base import UTCDateTime, JSONType, TimestampMixin, utcnow
 
 
 class Strategy(TimestampMixin, db.Model):
@@ -48,7 +48,7 @@ class Backtest(db.Model):
     end_date: Mapped[date] = mapped_column(Date, nullable=False)
     #: {"total_return_pct": "12.34", "max_drawdown_pct": "-8.10", "trades": 7, ...}; decimals as strings.
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
 
     strategy: Mapped[Strategy | None] = relationship(back_populates="backtests")
 

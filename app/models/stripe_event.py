@@ -4,11 +4,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
-from app.models.base import JSONType, utcnow
+from app.models.base import UTCDateTime, JSONType, utcnow
 
 EVENT_STATUSES = ("received", "processed", "failed", "ignored")
 
@@ -19,10 +19,10 @@ class StripeEvent(db.Model):
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
-    stripe_created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    stripe_created: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
-    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16), default="received", nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)

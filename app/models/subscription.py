@@ -4,11 +4,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
-from app.models.base import TimestampMixin
+from app.models.base import UTCDateTime, TimestampMixin
 
 if TYPE_CHECKING:
     from app.models.plan import SubscriptionPlan
@@ -33,12 +33,12 @@ class UserSubscription(TimestampMixin, db.Model):
     status: Mapped[str] = mapped_column(String(32), nullable=False)
     stripe_subscription_id: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
     stripe_price_id: Mapped[str | None] = mapped_column(String(255))
-    current_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
-    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    trial_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    trial_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: `created` (unix seconds) of the newest Stripe event applied to this row: older events are skipped.
     last_event_at: Mapped[int | None] = mapped_column(BigInteger)
 
