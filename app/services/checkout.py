@@ -15,8 +15,10 @@ from app.services.stripe_gateway import gateway, to_dict
 from app.services.subscriptions import (
     SubscriptionError,
     SyncResult,
+    after_commit,
     live_subscription,
     sync_customer,
+    sync_customer_in_transaction,
 )
 
 log = get_logger(__name__)
@@ -74,15 +76,19 @@ def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, succe
     Any other open session of the user is expired first, so two tabs cannot end in two subscriptions.
     """
     plan, cycle, price_id = validate_choice(plan_name, cycle)
-    current = live_subscription(user_id)
-    if current is not None:
-        if current.plan_id == plan.id and current.billing_cycle == cycle:
-            raise SubscriptionError(f"You are already on {plan.display_name} {cycle}.", code="already_on_plan",
-                                    status=409)
-        raise PlanChangeRequired(f"You already have a subscription: confirm the change to {plan.display_name} "
-                                 f"{cycle} instead of paying twice.")
+    refuse_second_subscription(user_id, plan, cycle)
+    had_customer = db.session.get(User, user_id).stripe_customer_id is not None
     customer_id = ensure_customer(user_id)
     lock_user(user_id)  # serialise concurrent checkouts of the same user until this one is created
+    if had_customer:
+        # Stripe is the truth: a payment made a moment ago may not have reached our copy yet (webhook on its way,
+        # success page not loaded). Read it before opening a second checkout.
+        sync_result = sync_customer_in_transaction(customer_id)
+        if sync_result.changed:
+            db.session.commit()
+            after_commit(sync_result)
+            lock_user(user_id)
+        refuse_second_subscription(user_id, plan, cycle)
     stripe_gateway = gateway()
     expire_open_sessions(customer_id)
     session = stripe_gateway.call(
@@ -103,6 +109,17 @@ def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, succe
     db.session.commit()
     metrics.BILLING_CHECKOUT_SESSIONS_CREATED.inc()
     return CheckoutStart(session.id, session.url)
+
+
+def refuse_second_subscription(user_id: int, plan, cycle: str) -> None:
+    """A user with a live subscription changes it (or is already on that plan): never a second Checkout."""
+    current = live_subscription(user_id)
+    if current is None:
+        return
+    if current.plan_id == plan.id and current.billing_cycle == cycle:
+        raise SubscriptionError(f"You are already on {plan.display_name} {cycle}.", code="already_on_plan", status=409)
+    raise PlanChangeRequired(f"You already have a subscription: confirm the change to {plan.display_name} "
+                             f"{cycle} instead of paying twice.")
 
 
 def expire_open_sessions(customer_id: str) -> None:

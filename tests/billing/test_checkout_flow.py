@@ -158,3 +158,16 @@ def test_portal_redirect_and_no_customer_error(billing, stripe_emulator):
     response = billing.post("/billing/portal")
     assert response.status_code == 303
     assert response.headers["Location"].startswith(stripe_emulator.url)
+
+
+def test_a_payment_not_yet_synced_still_blocks_a_second_checkout(billing, stripe_emulator):
+    """Paid in Stripe, success page never loaded, webhook not arrived: a new checkout is refused anyway."""
+    response = billing.checkout("pro", "monthly")
+    stripe_emulator.complete_checkout(session_id_from(response.headers["Location"]))
+    assert billing.subscriptions() == []  # our copy does not know yet
+    again = billing.checkout("starter", "monthly")
+    assert again.status_code == 303
+    assert again.headers["Location"] == "/billing/change?plan=starter&cycle=monthly"
+    assert len(billing.stripe_subscriptions(billing.user().stripe_customer_id)) == 1
+    [row] = billing.subscriptions()
+    assert (row.plan.name, row.status) == ("pro", "active")
