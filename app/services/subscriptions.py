@@ -127,6 +127,8 @@ class SyncResult:
     user_id: int | None
     actions: list[str] = field(default_factory=list)
     plans: list[str] = field(default_factory=list)
+    #: One of metrics.PLAN_CHANGE_DIRECTIONS per `subscription.plan_changed` action.
+    plan_change_directions: list[str] = field(default_factory=list)
     mail_queued: bool = False
 
     @property
@@ -206,6 +208,18 @@ def fetch_subscriptions(customer_id: str) -> list[dict[str, Any]]:
     return [to_dict(s) for s in page.auto_paging_iter()]
 
 
+def event_horizon() -> int | None:
+    """`created` of Stripe's newest event, read *before* a sync reads the subscriptions.
+
+    Every event created before the read is at most this old, so a sync stamps its rows with it: a late delivery of
+    an older event is then skipped instead of re-applying a state the sync has already moved past (which would
+    audit a transition twice), an event of the same second is re-checked with Stripe, and a newer one applies.
+    """
+    stripe_gateway = gateway()
+    page = stripe_gateway.call("events.list", stripe_gateway.v1.events.list, params={"limit": 1})
+    return int(page.data[0].created) if page.data else None
+
+
 def apply_subscription(user: User, sub: dict[str, Any], row: UserSubscription | None, result: SyncResult,
                        event_at: int | None = None) -> UserSubscription | None:
     """Write one Stripe subscription into its row (no commit); audit and queue mail for each transition."""
@@ -227,7 +241,17 @@ def apply_subscription(user: User, sub: dict[str, Any], row: UserSubscription | 
         result.actions.append(action)
         result.plans.append(row.plan.name)
         result.mail_queued |= queue_transition_mail(action, user, row)
+        if action == "subscription.plan_changed":
+            result.plan_change_directions.append(plan_change_direction(details["from_plan"], row.plan))
     return row
+
+
+def plan_change_direction(from_plan: str, to_plan: SubscriptionPlan) -> str:
+    """upgrade / downgrade by the plans' tiers (sort_order); the same plan in another cycle is a cycle_change."""
+    if from_plan == to_plan.name:
+        return "cycle_change"
+    previous = plan_by_name(from_plan)
+    return "upgrade" if previous is None or to_plan.sort_order > previous.sort_order else "downgrade"
 
 
 def queue_transition_mail(action: str, user: User, row: UserSubscription) -> bool:
@@ -250,8 +274,11 @@ def queue_transition_mail(action: str, user: User, row: UserSubscription) -> boo
 
 
 def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
+    # populate_existing: rows this session loaded before the user's lock was granted may be stale, and an old
+    # snapshot would audit a transition another transaction already audited.
     return {row.stripe_subscription_id: row
-            for row in db.session.scalars(select(UserSubscription).where(UserSubscription.user_id == user.id))}
+            for row in db.session.scalars(select(UserSubscription).where(UserSubscription.user_id == user.id)
+                                          .execution_options(populate_existing=True))}
 
 
 def sync_customer_in_transaction(customer_id: str, result: SyncResult | None = None) -> SyncResult:
@@ -263,8 +290,9 @@ def sync_customer_in_transaction(customer_id: str, result: SyncResult | None = N
         return result
     result.user_id = user.id
     rows = rows_by_subscription_id(user)
+    horizon = event_horizon()
     for sub in fetch_subscriptions(customer_id):
-        rows[sub["id"]] = apply_subscription(user, sub, rows.get(sub["id"]), result)
+        rows[sub["id"]] = apply_subscription(user, sub, rows.get(sub["id"]), result, event_at=horizon)
     return result
 
 
@@ -301,6 +329,8 @@ def after_commit(result: SyncResult) -> None:
             log.info("subscription_updated", user_id=result.user_id, plan=plan, action=action)
         else:
             log.info("subscription_updated", user_id=result.user_id, plan=plan, action=action)
+    for direction in result.plan_change_directions:
+        metrics.BILLING_PLAN_CHANGES.labels(direction=direction).inc()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
     result.user_id = user.id
     event_at = int(event.get("created") or 0)
     row = db.session.scalar(select(UserSubscription).where(UserSubscription.stripe_subscription_id == sub["id"])
-                            .with_for_update())
+                            .with_for_update().execution_options(populate_existing=True))
     if row is not None and row.user_id != user.id:
         raise ValueError(f"subscription {sub['id']} belongs to another user")
     if row is None or row.last_event_at is None or event_at > row.last_event_at:
@@ -377,6 +377,10 @@ def on_customer_updated(event: dict[str, Any], result: SyncResult) -> None:
     if user.customer_event_at is not None and event_at < user.customer_event_at:
         return
     user.customer_event_at = event_at
+    if payment_method_changed(event):
+        audit.record("payment_method.updated", user.id, customer=customer["id"])
+        metrics.BILLING_PAYMENT_METHOD_UPDATES.inc()
+        log.info("payment_method_updated", user_id=user.id)
     if customer.get("name") != user.name:
         user.name = customer.get("name")
     email = (customer.get("email") or "").strip().lower()
@@ -387,6 +391,20 @@ def on_customer_updated(event: dict[str, Any], result: SyncResult) -> None:
         else:
             audit.record("user.email_changed", user.id, source="stripe")
             user.email = email
+
+
+def payment_method_changed(event: dict[str, Any]) -> bool:
+    """True when previous_attributes show the default payment method replaced by another (the first card, set by
+    Checkout, is not an update)."""
+    previous = (event["data"].get("previous_attributes") or {}).get("invoice_settings")
+    if not isinstance(previous, dict) or not previous.get("default_payment_method"):
+        return False
+    current = (event["data"]["object"].get("invoice_settings") or {}).get("default_payment_method")
+    return id_of(previous["default_payment_method"]) != id_of(current)
+
+
+def id_of(value: Any) -> Any:
+    return value.get("id") if isinstance(value, dict) else value
 
 
 HANDLERS: dict[str, Callable[[dict[str, Any], SyncResult], None]] = {
