@@ -69,6 +69,7 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     """Every URL prefix of the app, in one place."""
     from app.account import bp as account_bp
+    from app.admin import bp as admin_bp
     from app.alerts import bp as alerts_bp
     from app.api import bp as api_bp
     from app.billing import bp as billing_bp
@@ -80,6 +81,7 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(pricing_bp)
     app.register_blueprint(account_bp)
+    app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(billing_bp, url_prefix="/billing")
     app.register_blueprint(health_bp)
     app.register_blueprint(metrics_bp)

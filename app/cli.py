@@ -65,6 +65,7 @@ def register(app: Flask) -> None:
 
     app.cli.add_command(users)
     register_stripe_commands(app)
+    register_doctor(app)
 
 
 def register_stripe_commands(app: Flask) -> None:
@@ -166,3 +167,23 @@ def register_stripe_commands(app: Flask) -> None:
             raise SystemExit(1)
 
     app.cli.add_command(stripe_group)
+
+
+def register_doctor(app: Flask) -> None:
+    """`flask doctor`: the production checklist, one ✓/✗ line each; exit 0 only when every line is ✓."""
+
+    @app.cli.command("doctor")
+    def doctor_command():
+        """Check the production checklist: variables, migrations, plans and prices, webhook, portal, Redis."""
+        from app.services.doctor import run_checks
+
+        failures = 0
+        for check in run_checks():
+            failures += not check.ok
+            for line in check.lines():
+                click.echo(line)
+        click.echo("")
+        if failures:
+            click.echo(f"{failures} check(s) failed.")
+            raise SystemExit(1)
+        click.echo("All checks passed: ready for production.")

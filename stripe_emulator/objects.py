@@ -577,6 +577,46 @@ def portal_session(bps_id: str, created: int, *, customer_id: str, return_url: O
     }
 
 
+def portal_configuration(created: int) -> dict:
+    """The account's default Customer Portal configuration: every feature on, cancellation at period end."""
+    return {
+        "id": "bpc_emulator_default",
+        "object": "billing_portal.configuration",
+        "active": True,
+        "application": None,
+        "business_profile": {"headline": None, "privacy_policy_url": None, "terms_of_service_url": None},
+        "created": created,
+        "default_return_url": None,
+        "features": {
+            "customer_update": {"allowed_updates": ["email", "address"], "enabled": True},
+            "invoice_history": {"enabled": True},
+            "payment_method_update": {"enabled": True, "payment_method_configuration": None},
+            "subscription_cancel": {
+                "cancellation_reason": {"enabled": False, "options": []},
+                "enabled": True,
+                "mode": "at_period_end",
+                "proration_behavior": "none",
+            },
+            "subscription_pause": {"enabled": False},
+            "subscription_update": {
+                "billing_cycle_anchor": None,
+                "default_allowed_updates": ["price"],
+                "enabled": True,
+                "products": [],
+                "proration_behavior": "always_invoice",
+                "schedule_at_period_end": {"conditions": []},
+                "trial_update_behavior": "continue_trial",
+            },
+        },
+        "is_default": True,
+        "livemode": False,
+        "login_page": {"enabled": False, "url": None},
+        "metadata": {},
+        "name": None,
+        "updated": created,
+    }
+
+
 def event(evt_id: str, created: int, etype: str, obj: dict, previous_attributes: Optional[dict],
           request_id: Optional[str], idempotency_key: Optional[str]) -> dict:
     data: dict[str, Any] = {"object": obj}

@@ -1189,6 +1189,20 @@ def register_api(app: Flask) -> None:  # noqa: C901 - a flat list of routes read
         s.put("portal_sessions", sess)
         return sess
 
+    @api(app, "/v1/billing_portal/configurations", ["GET"])
+    def list_portal_configurations(p: Params, ctx: Ctx):
+        """One default, active configuration (the Dashboard's settings are not emulated)."""
+        p.ignore("active", "is_default")
+        p.done()
+        return paginate([objects.portal_configuration(store().now())], p, "/v1/billing_portal/configurations")
+
+    @api(app, "/v1/billing_portal/configurations/<bpc_id>", ["GET"])
+    def retrieve_portal_configuration(p: Params, ctx: Ctx, bpc_id: str):
+        p.done()
+        if bpc_id != "bpc_emulator_default":
+            raise no_such("billing_portal.configuration", bpc_id)
+        return objects.portal_configuration(store().now())
+
     # ------------------------------------------------------------------ events
     @api(app, "/v1/events", ["GET"])
     def list_events(p: Params, ctx: Ctx):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text
+from sqlalchemy import Boolean, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -15,7 +15,14 @@ EVENT_STATUSES = ("received", "processed", "failed", "ignored")
 
 class StripeEvent(db.Model):
     __tablename__ = "stripe_events"
-    __table_args__ = (Index("ix_stripe_events_status_received_at", "status", "received_at"),)
+    __table_args__ = (
+        Index("ix_stripe_events_status_received_at", "status", "received_at"),
+        # The admin's user lookup finds a customer's events by the JSONB payload (PostgreSQL only, migration 0004).
+        Index("ix_stripe_events_object_customer",
+              text("(((payload -> 'data') -> 'object') ->> 'customer')")).ddl_if(dialect="postgresql"),
+        Index("ix_stripe_events_customer_object_id", text("(((payload -> 'data') -> 'object') ->> 'id')"),
+              postgresql_where=text("type LIKE 'customer.%'")).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(128), nullable=False, index=True)

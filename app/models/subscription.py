@@ -24,7 +24,10 @@ LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due", "unpaid", "paus
 
 class UserSubscription(TimestampMixin, db.Model):
     __tablename__ = "user_subscriptions"
-    __table_args__ = (Index("ix_user_subscriptions_user_id_status", "user_id", "status"),)
+    __table_args__ = (
+        Index("ix_user_subscriptions_user_id_status", "user_id", "status"),
+        Index("ix_user_subscriptions_status", "status"),  # failed payments outstanding on the admin dashboard
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)

@@ -6,12 +6,24 @@ can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, distinct, exists, func, literal, literal_column, or_, select, union_all
+from sqlalchemy.orm import aliased
 
 from app.extensions import db
-from app.models import ACCESS_STATUSES, SubscriptionPlan, UserSubscription
+from app.models import (
+    ACCESS_STATUSES,
+    AuditLog,
+    StripeEvent,
+    SubscriptionPlan,
+    User,
+    UserSubscription,
+    normalize_email,
+    utcnow,
+)
 
 #: Statuses that count as recurring revenue: the ones that grant the plan (past_due while Stripe retries).
 REVENUE_STATUSES = ACCESS_STATUSES
@@ -69,4 +81,329 @@ def revenue_summary() -> RevenueSummary:
         mrr=monthly + yearly / 12,
         arr=monthly * 12 + yearly,
         active_subscriptions=sum(r.subscriptions for r in rows),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The admin dashboard's figures: still one SQL statement each, so they stay fast at a million subscriptions
+# (the indexes are in migration 0004_admin_indexes).
+# ---------------------------------------------------------------------------------------------------------------
+
+def json_text(column: Any, *path: str) -> Any:
+    """The text at `path` in a JSON column, spelled on PostgreSQL exactly as migration 0004's expression indexes
+    (`details ->> 'invoice'`, literal keys) so the planner can use them; SQLAlchemy's JSON path elsewhere."""
+    if db.engine.dialect.name != "postgresql":
+        return column[path if len(path) > 1 else path[0]].as_string()
+    expression = column
+    for index, key in enumerate(path):
+        expression = expression.op("->>" if index == len(path) - 1 else "->")(literal_column(f"'{key}'"))
+    return expression
+
+
+def ended_at_expression():
+    """When a canceled subscription stopped: ended_at, else when it was canceled, else when the row last changed."""
+    return func.coalesce(UserSubscription.ended_at, UserSubscription.canceled_at, UserSubscription.updated_at)
+
+
+@dataclass(frozen=True)
+class Churn:
+    days: int
+    #: Subscriptions that ended (status canceled) inside the window.
+    churned: int
+    #: Subscriptions that were live when the window started.
+    active_at_start: int
+
+    @property
+    def rate(self) -> Decimal | None:
+        """churned ÷ active at the start of the window (None when nobody was subscribed then)."""
+        if not self.active_at_start:
+            return None
+        return Decimal(self.churned) / Decimal(self.active_at_start)
+
+
+def churn(days: int = 30, now: datetime | None = None) -> Churn:
+    """Subscriptions canceled or ended in the last `days` ÷ subscriptions live at the window's start."""
+    now = now or utcnow()
+    start = now - timedelta(days=days)
+    ended = ended_at_expression()
+    canceled = UserSubscription.status == "canceled"
+    began_before = UserSubscription.created_at < start
+    live_at_start = and_(began_before, or_(UserSubscription.status.in_(REVENUE_STATUSES),
+                                           and_(canceled, ended >= start)))
+    churned, active = db.session.execute(select(
+        func.count().filter(and_(canceled, ended >= start, ended < now)),
+        func.count().filter(live_at_start),
+    ).select_from(UserSubscription)).one()
+    return Churn(days, churned or 0, active or 0)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    path: str  # "free_starter", "free_pro", "starter_pro"
+    label: str
+    #: Conversions in the window.
+    recent: int
+    #: Distinct people who ever made this move.
+    converted_users: int
+    #: Who could have made it: every user for Free→X (everyone starts on Free), Starter's subscribers for Starter→Pro.
+    base_users: int
+
+    @property
+    def rate(self) -> Decimal | None:
+        return Decimal(self.converted_users) / Decimal(self.base_users) if self.base_users else None
+
+
+CONVERSION_PATHS = (("free_starter", "Free → Starter"), ("free_pro", "Free → Pro"), ("starter_pro", "Starter → Pro"))
+
+
+def _conversion_filters():
+    plan = AuditLog.details["plan"].as_string()
+    activated = AuditLog.action == "subscription.activated"
+    return {
+        "free_starter": and_(activated, plan == "starter"),
+        "free_pro": and_(activated, plan == "pro"),
+        "starter_pro": and_(AuditLog.action == "subscription.plan_changed",
+                            AuditLog.details["from_plan"].as_string() == "starter", plan == "pro"),
+    }
+
+
+def conversions(days: int = 30, now: datetime | None = None) -> list[Conversion]:
+    """Free→Starter, Free→Pro (`subscription.activated`) and Starter→Pro (`subscription.plan_changed`) from the
+    audit trail: how many in the last `days`, and the share of the people who could have made the move."""
+    now = now or utcnow()
+    start = now - timedelta(days=days)
+    filters = _conversion_filters()
+    recent = AuditLog.created_at >= start
+    columns = []
+    for path, _label in CONVERSION_PATHS:
+        columns.append(func.count().filter(and_(filters[path], recent)))
+        columns.append(func.count(distinct(AuditLog.user_id)).filter(filters[path]))
+    users = select(func.count(User.id)).scalar_subquery()
+    starter_users = (select(func.count(distinct(AuditLog.user_id))).where(
+        AuditLog.action.in_(("subscription.activated", "subscription.plan_changed")),
+        AuditLog.details["plan"].as_string() == "starter")).scalar_subquery()
+    row = db.session.execute(
+        select(*columns, users, starter_users)
+        .select_from(AuditLog)
+        .where(AuditLog.action.in_(("subscription.activated", "subscription.plan_changed")))
+    ).one()
+    total_users, starters = row[-2] or 0, row[-1] or 0
+    out = []
+    for index, (path, label) in enumerate(CONVERSION_PATHS):
+        base = starters if path == "starter_pro" else total_users
+        out.append(Conversion(path, label, row[2 * index] or 0, row[2 * index + 1] or 0, base))
+    return out
+
+
+@dataclass(frozen=True)
+class FailedPayments:
+    #: Subscriptions Stripe is retrying (past_due) or gave up on (unpaid).
+    past_due: int
+    unpaid: int
+    #: Invoices with a `payment.failed` and no later `payment.succeeded`, and what they were for (cents).
+    open_invoices: int
+    open_amount_cents: int
+
+    @property
+    def subscriptions(self) -> int:
+        return self.past_due + self.unpaid
+
+
+def failed_payments() -> FailedPayments:
+    """Payments still failing: subscriptions past_due/unpaid, and failed invoices not paid since."""
+    later_success = aliased(AuditLog)
+    invoice = json_text(AuditLog.details, "invoice")
+    unpaid_invoices = (
+        select(invoice.label("invoice"), func.max(AuditLog.details["amount"].as_integer()).label("amount"))
+        .where(AuditLog.action == "payment.failed")
+        .where(~exists().where(later_success.action == "payment.succeeded",
+                               json_text(later_success.details, "invoice") == invoice,
+                               later_success.created_at >= AuditLog.created_at))
+        .group_by(invoice)
+        .subquery()
+    )
+    statuses = select(
+        func.count().filter(UserSubscription.status == "past_due"),
+        func.count().filter(UserSubscription.status == "unpaid"),
+    ).where(UserSubscription.status.in_(("past_due", "unpaid"))).subquery()
+    past_due, unpaid, count, amount = db.session.execute(select(
+        statuses.c[0], statuses.c[1],
+        select(func.count()).select_from(unpaid_invoices).scalar_subquery(),
+        select(func.coalesce(func.sum(unpaid_invoices.c.amount), 0)).scalar_subquery(),
+    )).one()
+    return FailedPayments(past_due or 0, unpaid or 0, count or 0, int(amount or 0))
+
+
+@dataclass(frozen=True)
+class Point:
+    day: date
+    value: Decimal
+
+
+def _as_date(value: Any) -> date:
+    """func.date() answers a date on PostgreSQL and a string on SQLite."""
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def mrr_history(days: int = 90, now: datetime | None = None) -> list[Point]:
+    """MRR at the end of each of the last `days` days, rebuilt from when subscriptions started and ended.
+
+    One aggregation: each subscription adds its price on the day it started and removes it on the day it ended,
+    per cycle; the running sums, day by day, give monthly + yearly / 12 exactly as `revenue_summary()` computes it,
+    so today's point is the gauge's figure. Earlier points price each subscription at its current plan.
+    """
+    now = now or utcnow()
+    price = case((UserSubscription.billing_cycle == "yearly", SubscriptionPlan.price_yearly),
+                 else_=SubscriptionPlan.price_monthly)
+    live = UserSubscription.status.in_(REVENUE_STATUSES)
+    canceled = UserSubscription.status == "canceled"
+    started = select(func.date(UserSubscription.created_at).label("day"), UserSubscription.billing_cycle.label("cycle"),
+                     price.label("delta")) \
+        .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id).where(or_(live, canceled))
+    stopped = select(func.date(ended_at_expression()).label("day"), UserSubscription.billing_cycle.label("cycle"),
+                     (-price).label("delta")) \
+        .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id).where(canceled)
+    changes = union_all(started, stopped).subquery()
+    rows = db.session.execute(select(changes.c.day, changes.c.cycle, func.sum(changes.c.delta))
+                              .group_by(changes.c.day, changes.c.cycle))
+    today = now.date()
+    first = today - timedelta(days=days - 1)
+    running = {"monthly": Decimal(0), "yearly": Decimal(0)}
+    by_day: dict[date, dict[str, Decimal]] = {}
+    for raw_day, cycle, total in rows:
+        day, amount, key = _as_date(raw_day), Decimal(str(total or 0)), "yearly" if cycle == "yearly" else "monthly"
+        if day < first:
+            running[key] += amount
+        elif day <= today:
+            by_day.setdefault(day, {}).setdefault(key, Decimal(0))
+            by_day[day][key] += amount
+    points = []
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        for key, amount in by_day.get(day, {}).items():
+            running[key] += amount
+        points.append(Point(day, running["monthly"] + running["yearly"] / 12))
+    return points
+
+
+@dataclass(frozen=True)
+class ActivityDay:
+    day: date
+    signups: int
+    conversions: int
+
+
+def activity_history(days: int = 30, now: datetime | None = None) -> list[ActivityDay]:
+    """Sign-ups (new users) and conversions (activations and Starter→Pro) per day, in one aggregation."""
+    now = now or utcnow()
+    start = datetime.combine(now.date() - timedelta(days=days - 1), time.min, tzinfo=timezone.utc)
+    filters = _conversion_filters()
+    signups = select(func.date(User.created_at).label("day"), literal("signup").label("kind")) \
+        .where(User.created_at >= start)
+    converted = select(func.date(AuditLog.created_at).label("day"), literal("conversion").label("kind")) \
+        .where(AuditLog.created_at >= start,
+               AuditLog.action.in_(("subscription.activated", "subscription.plan_changed")),
+               or_(*filters.values()))
+    both = union_all(signups, converted).subquery()
+    counts: dict[tuple[date, str], int] = {}
+    for day, kind, count in db.session.execute(
+            select(both.c.day, both.c.kind, func.count()).group_by(both.c.day, both.c.kind)):
+        counts[(_as_date(day), kind)] = count
+    first = start.date()
+    return [ActivityDay(day, counts.get((day, "signup"), 0), counts.get((day, "conversion"), 0))
+            for day in (first + timedelta(days=i) for i in range(days))]
+
+
+def recent_audit_log(limit: int = 50) -> list[tuple[AuditLog, str | None]]:
+    """The newest audit entries with their user's email."""
+    return [(entry, email) for entry, email in db.session.execute(
+        select(AuditLog, User.email).outerjoin(User, User.id == AuditLog.user_id)
+        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc()).limit(limit))]
+
+
+def recent_webhook_events(limit: int = 25) -> list[StripeEvent]:
+    """The newest webhook events, failed ones first so a replay is never below the fold."""
+    failed_first = case((StripeEvent.status == "failed", 0), else_=1)
+    return list(db.session.scalars(
+        select(StripeEvent).order_by(failed_first, StripeEvent.received_at.desc()).limit(limit)))
+
+
+def webhook_status_counts() -> dict[str, int]:
+    """Events by status (received, processed, failed, ignored)."""
+    return {status: count for status, count in
+            db.session.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status))}
+
+
+@dataclass
+class UserReport:
+    user: User
+    subscriptions: list[UserSubscription]
+    events: list[StripeEvent]
+    audit: list[AuditLog]
+
+
+def event_about_customer(customer_id: str) -> Any:
+    """Events whose data.object.customer is the customer, or customer.* events about it (indexed, see 0004)."""
+    return or_(json_text(StripeEvent.payload, "data", "object", "customer") == customer_id,
+               and_(StripeEvent.type.like("customer.%"),
+                    json_text(StripeEvent.payload, "data", "object", "id") == customer_id))
+
+
+def user_report(email: str, events_limit: int = 50, audit_limit: int = 100) -> UserReport | None:
+    """Everything about one user by email: subscription rows, their Stripe events, their audit trail."""
+    user = db.session.scalar(select(User).where(User.email == normalize_email(email)))
+    if user is None:
+        return None
+    subscriptions = list(db.session.scalars(
+        select(UserSubscription).where(UserSubscription.user_id == user.id)
+        .order_by(UserSubscription.created_at.desc())))
+    events: list[StripeEvent] = []
+    if user.stripe_customer_id:
+        events = list(db.session.scalars(
+            select(StripeEvent).where(event_about_customer(user.stripe_customer_id))
+            .order_by(StripeEvent.stripe_created.desc(), StripeEvent.received_at.desc()).limit(events_limit)))
+    audit = list(db.session.scalars(
+        select(AuditLog).where(AuditLog.user_id == user.id)
+        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc()).limit(audit_limit)))
+    return UserReport(user, subscriptions, events, audit)
+
+
+@dataclass
+class Dashboard:
+    generated_at: datetime
+    revenue: RevenueSummary
+    churn: Churn
+    conversions: list[Conversion]
+    failed_payments: FailedPayments
+    mrr_history: list[Point]
+    activity: list[ActivityDay]
+    events: list[StripeEvent]
+    event_counts: dict[str, int]
+    audit: list[tuple[AuditLog, str | None]]
+
+    def chart_data(self) -> dict[str, Any]:
+        """What admin.js draws, as JSON-ready values (strings for money, so no float rounding on the way)."""
+        return {
+            "mrr": {"labels": [p.day.isoformat() for p in self.mrr_history],
+                    "values": [str(p.value.quantize(Decimal("0.01"))) for p in self.mrr_history]},
+            "activity": {"labels": [d.day.isoformat() for d in self.activity],
+                         "signups": [d.signups for d in self.activity],
+                         "conversions": [d.conversions for d in self.activity]},
+        }
+
+
+def dashboard(now: datetime | None = None) -> Dashboard:
+    """Every figure of the admin dashboard, each from its own single aggregation."""
+    now = now or utcnow()
+    return Dashboard(
+        generated_at=now,
+        revenue=revenue_summary(),
+        churn=churn(30, now),
+        conversions=conversions(30, now),
+        failed_payments=failed_payments(),
+        mrr_history=mrr_history(90, now),
+        activity=activity_history(30, now),
+        events=recent_webhook_events(25),
+        event_counts=webhook_status_counts(),
+        audit=recent_audit_log(50),
     )

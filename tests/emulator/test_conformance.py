@@ -26,6 +26,7 @@ CLASSES = {
     "product": stripe.Product,
     "payment_method": stripe.PaymentMethod,
     "billing_portal.session": stripe.billing_portal.Session,
+    "billing_portal.configuration": stripe.billing_portal.Configuration,
     "event": stripe.Event,
     "webhook_endpoint": stripe.WebhookEndpoint,
     "line_item": stripe.InvoiceLineItem,
@@ -83,6 +84,8 @@ def objects_by_type(emulator, client, raw, receiver):
     out["payment_method"] = pms["data"][0]
     _, out["billing_portal.session"], _ = raw("POST", "/v1/billing_portal/sessions",
                                               {"customer": sub.customer, "return_url": "http://127.0.0.1:9/account"})
+    _, configurations, _ = raw("GET", "/v1/billing_portal/configurations")
+    out["billing_portal.configuration"] = configurations["data"][0]
     _, events, _ = raw("GET", "/v1/events", {"limit": 1})
     out["event"] = events["data"][0]
     _, out["webhook_endpoint"], _ = raw("POST", "/v1/webhook_endpoints",

@@ -1,0 +1,306 @@
+"""`flask doctor`: the deployment guide's production checklist, checked against this app's real dependencies.
+
+Each check answers one line: ✓ when it holds, ✗ with what is wrong and the command or setting that fixes it.
+The checks talk to the database, Stripe (through the gateway, so the emulator works too) and Redis; none of them
+changes anything.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.config import GUIDE_VARIABLES, PLACEHOLDER
+from app.extensions import db
+from app.models import SubscriptionPlan
+from app.services import DomainError
+from app.services.catalog import PLAN_CATALOG
+from app.services.stripe_gateway import gateway, to_dict
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    title: str
+    detail: str = ""
+    fix: str | None = None
+
+    def lines(self) -> list[str]:
+        head = f"{'✓' if self.ok else '✗'} {self.title}" + (f" — {self.detail}" if self.detail else "")
+        return [head] if self.ok or not self.fix else [head, f"    fix: {self.fix}"]
+
+
+def passed(title: str, detail: str = "") -> Check:
+    return Check(True, title, detail)
+
+
+def failed(title: str, detail: str, fix: str) -> Check:
+    return Check(False, title, detail, fix)
+
+
+# --- environment ---------------------------------------------------------------------------------------------
+
+def unset_or_placeholder(value: Any) -> str | None:
+    """Why a configured value does not count as set, or None when it does."""
+    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
+        return "not set"
+    if isinstance(value, str) and PLACEHOLDER.match(value.strip()):
+        return f"still the placeholder {value.strip()}"
+    return None
+
+
+def check_environment() -> Iterator[Check]:
+    """Every variable of the guide is set, and none is still a `<…>` placeholder from .env.example."""
+    problems = []
+    for name in GUIDE_VARIABLES:
+        why = unset_or_placeholder(current_app.config.get(name))
+        if why:
+            problems.append(f"{name} {why}")
+    if problems:
+        yield failed("Environment variables", "; ".join(problems),
+                     "set each in the environment or .env (see .env.example and README → Configuration)")
+    else:
+        yield passed("Environment variables", f"all {len(GUIDE_VARIABLES)} of the guide set, no placeholder")
+
+
+# --- database ------------------------------------------------------------------------------------------------
+
+def migrations_directory() -> str:
+    return str(Path(current_app.root_path).parent / "migrations")
+
+
+def check_migrations() -> Iterator[Check]:
+    """The database is at the migrations' head revision."""
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", migrations_directory())
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    try:
+        with db.engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    except Exception as error:  # the database itself is unreachable
+        yield failed("Database migrations", f"cannot read the revision: {type(error).__name__}",
+                     "check DATABASE_URL and that PostgreSQL is up, then run `flask db upgrade`")
+        return
+    if current == heads:
+        yield passed("Database migrations", f"at head {', '.join(sorted(heads))}")
+    else:
+        yield failed("Database migrations", f"at {', '.join(sorted(current)) or 'nothing'}, head is "
+                     f"{', '.join(sorted(heads))}", "run `flask db upgrade`")
+
+
+# --- plans and prices ------------------------------------------------------------------------------------------
+
+def expected_prices(plans: dict[str, SubscriptionPlan]) -> Iterator[tuple[str, str | None, int, str]]:
+    """(label, price id stored on the plan, amount in cents, interval) of every price checkout may use."""
+    for spec in PLAN_CATALOG:
+        plan = plans.get(spec.name)
+        if plan is None:
+            continue
+        yield (f"{plan.display_name} monthly", plan.stripe_price_id_monthly, cents(plan.price_monthly), "month")
+        if plan.price_yearly is not None:
+            yield (f"{plan.display_name} yearly", plan.stripe_price_id_yearly, cents(plan.price_yearly), "year")
+
+
+def cents(amount: Decimal) -> int:
+    return int((amount * 100).to_integral_value())
+
+
+def money_text(amount: int, currency: str, interval: str) -> str:
+    return f"{amount / 100:,.2f} {currency.upper()}/{interval}"
+
+
+def check_plans_and_prices() -> Iterator[Check]:
+    """Plans seeded; each of their Stripe prices exists, is active, and has the plan's amount, USD and interval."""
+    plans = {p.name: p for p in db.session.scalars(select(SubscriptionPlan))}
+    missing = [spec.name for spec in PLAN_CATALOG if spec.name not in plans]
+    if missing:
+        yield failed("Plans seeded", f"missing {', '.join(missing)}", "run `flask seed-plans`")
+    else:
+        yield passed("Plans seeded", ", ".join(spec.name for spec in PLAN_CATALOG))
+    stripe_gateway = gateway()
+    for label, price_id, amount, interval in expected_prices(plans):
+        title = f"Stripe price {label}"
+        want = money_text(amount, "usd", interval)
+        if not price_id:
+            yield failed(title, "no price id on the plan",
+                         "run `flask stripe create-catalog`, set the STRIPE_PRICE_* it prints, then `flask seed-plans`")
+            continue
+        try:
+            price = to_dict(stripe_gateway.call("prices.retrieve", stripe_gateway.v1.prices.retrieve, price_id))
+        except DomainError as error:
+            yield failed(title, f"{price_id}: {error.message}",
+                         "run `flask stripe create-catalog` with this STRIPE_SECRET_KEY's account, set the "
+                         "STRIPE_PRICE_* it prints, then `flask seed-plans`")
+            continue
+        recurring = price.get("recurring") or {}
+        got = money_text(int(price.get("unit_amount") or 0), price.get("currency") or "?",
+                         recurring.get("interval") or "one-time")
+        if not price.get("active"):
+            yield failed(title, f"{price_id} is archived in Stripe",
+                         "reactivate it in the Dashboard, or create the catalog again (`flask stripe create-catalog`)")
+        elif got != want:
+            yield failed(title, f"{price_id} is {got} in Stripe, the plan says {want}",
+                         "point the STRIPE_PRICE_* variable at a price with the plan's amount and interval "
+                         "(`flask stripe create-catalog` prints them), then `flask seed-plans`")
+        else:
+            yield passed(title, f"{price_id} {want}")
+
+
+# --- webhook endpoint and secret -------------------------------------------------------------------------------
+
+def webhook_url() -> str:
+    config = current_app.config
+    return config["APP_BASE_URL"].rstrip("/") + config["API_PREFIX"] + "/billing/webhooks/stripe"
+
+
+def check_webhook_endpoint() -> Iterator[Check]:
+    """A Stripe webhook endpoint at this app's URL, enabled, listening to the guide's six events."""
+    from app.services.webhooks import GUIDE_EVENTS
+
+    url = webhook_url()
+    title = "Stripe webhook endpoint"
+    fix = f"run `flask stripe webhook-endpoint --url {url}` and set STRIPE_WEBHOOK_SECRET to the secret it prints"
+    stripe_gateway = gateway()
+    try:
+        endpoints = [to_dict(e) for e in stripe_gateway.call(
+            "webhook_endpoints.list", stripe_gateway.v1.webhook_endpoints.list,
+            params={"limit": 100}).auto_paging_iter()]
+    except DomainError as error:
+        yield failed(title, error.message, "check STRIPE_SECRET_KEY and the network, then " + fix)
+        return
+    mine = [e for e in endpoints if e.get("url") == url]
+    if not mine:
+        yield failed(title, f"none registered at {url}", fix)
+        return
+    endpoint = mine[0]
+    events = set(endpoint.get("enabled_events") or [])
+    lacking = [e for e in GUIDE_EVENTS if e not in events and "*" not in events]
+    if endpoint.get("status") not in (None, "enabled"):
+        yield failed(title, f"{endpoint['id']} at {url} is {endpoint.get('status')}",
+                     "enable it in the Stripe Dashboard → Developers → Webhooks")
+    elif lacking:
+        yield failed(title, f"{endpoint['id']} does not send {', '.join(lacking)}",
+                     "add the events in the Stripe Dashboard → Developers → Webhooks (or delete the endpoint and "
+                     f"run `flask stripe webhook-endpoint --url {url}`)")
+    else:
+        yield passed(title, f"{endpoint['id']} at {url}, {len(GUIDE_EVENTS)} events")
+
+
+def signed_header(payload: bytes, secret: str, timestamp: int) -> str:
+    """A `Stripe-Signature` header made the way Stripe makes it (HMAC-SHA256 over "{t}.{body}")."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def check_webhook_secret() -> Iterator[Check]:
+    """The configured signing secret looks like Stripe's and our verification accepts an event signed with it."""
+    from app.services.webhooks import WebhookRejected, configured_secrets, verify
+
+    title = "Webhook signing secret"
+    fix = (f"copy the endpoint's signing secret (whsec_…) from the Stripe Dashboard into STRIPE_WEBHOOK_SECRET, or "
+           f"run `flask stripe webhook-endpoint --url {webhook_url()}` on a new endpoint")
+    secrets = configured_secrets()
+    if not secrets:
+        yield failed(title, "STRIPE_WEBHOOK_SECRET is not set", fix)
+        return
+    odd = [s for s in secrets if not s.startswith("whsec_")]
+    if odd:
+        yield failed(title, "STRIPE_WEBHOOK_SECRET does not start with whsec_", fix)
+        return
+    event = {"id": "evt_doctor_self_test", "object": "event", "type": "doctor.self_test", "created": int(time.time()),
+             "data": {"object": {"id": "doctor", "object": "test"}}}
+    payload = json.dumps(event).encode()
+    for secret in secrets:
+        try:
+            verified = verify(payload, signed_header(payload, secret, int(time.time())))
+        except WebhookRejected as error:
+            yield failed(title, f"a self-signed test event was refused: {error.message}", fix)
+            return
+        if verified.get("id") != event["id"]:
+            yield failed(title, "the verified event differs from the one signed", fix)
+            return
+    yield passed(title, f"a self-signed test event verifies ({len(secrets)} secret{'s' if len(secrets) > 1 else ''})")
+
+
+# --- Customer Portal -------------------------------------------------------------------------------------------
+
+def check_customer_portal() -> Iterator[Check]:
+    """The default Customer Portal configuration is active and lets customers cancel at period end."""
+    title = "Customer Portal"
+    fix = ("Stripe Dashboard → Settings → Billing → Customer portal: activate it, turn on \"Cancel subscriptions\" "
+           "with \"At the end of the billing period\", and save")
+    stripe_gateway = gateway()
+    try:
+        configurations = [to_dict(c) for c in stripe_gateway.call(
+            "billing_portal.configurations.list", stripe_gateway.v1.billing_portal.configurations.list,
+            params={"limit": 100}).auto_paging_iter()]
+    except DomainError as error:
+        yield failed(title, f"cannot read the configuration: {error.message}", fix)
+        return
+    active = [c for c in configurations if c.get("active")]
+    chosen = next((c for c in active if c.get("is_default")), active[0] if active else None)
+    if chosen is None:
+        yield failed(title, "no active configuration", fix)
+        return
+    cancel = ((chosen.get("features") or {}).get("subscription_cancel") or {})
+    if not cancel.get("enabled"):
+        yield failed(title, f"{chosen['id']} does not let customers cancel", fix)
+    elif cancel.get("mode") != "at_period_end":
+        yield failed(title, f"{chosen['id']} cancels {cancel.get('mode')}, not at period end", fix)
+    else:
+        yield passed(title, f"{chosen['id']} active, cancel at period end")
+
+
+# --- Redis -----------------------------------------------------------------------------------------------------
+
+def check_redis() -> Iterator[Check]:
+    """Redis answers PING (when REDIS_URL is configured: cache, rate limits, webhook fast path)."""
+    import redis
+
+    url = current_app.config.get("REDIS_URL")
+    if not url:
+        return  # the environment check already says REDIS_URL is not set
+    from app.logging import redact_text
+
+    try:
+        redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        yield failed("Redis", f"{redact_text(url)} does not answer: {type(error).__name__}",
+                     "start Redis or correct REDIS_URL (redis://host:6379/0)")
+        return
+    yield passed("Redis", f"{redact_text(url)} answers PING")
+
+
+CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
+    check_environment,
+    check_migrations,
+    check_plans_and_prices,
+    check_webhook_endpoint,
+    check_customer_portal,
+    check_redis,
+    check_webhook_secret,
+)
+
+
+def run_checks() -> Iterator[Check]:
+    """Every check of the checklist, in the guide's order; a check that crashes is itself a ✗."""
+    for check in CHECKS:
+        try:
+            yield from check()
+        except Exception as error:  # a broken dependency must not hide the other lines
+            db.session.rollback()
+            yield failed((check.__doc__ or check.__name__).split("(")[0].strip().rstrip("."),
+                         f"the check itself failed: {type(error).__name__}: {error}",
+                         "fix the error above and run `flask doctor` again")

@@ -1,0 +1,101 @@
+"""`flask doctor` against the real PostgreSQL, Redis and the Stripe emulator: a healthy and a broken configuration."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+import sqlalchemy as sa
+
+from app import create_app
+from app.extensions import db
+from tests.conftest import make_config
+
+BASE_URL = "https://billing.example.com"
+WEBHOOK_URL = BASE_URL + "/api/v1/billing/webhooks/stripe"
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once the probe is closed
+
+
+def doctor(database_url: str, redis_url: str, emulator_url: str, **overrides) -> tuple[int, list[str]]:
+    """Run `flask doctor` in an app configured like production would be, pointed at the emulator."""
+    config = make_config(database_url, redis_url, STRIPE_API_BASE=emulator_url,
+                         STRIPE_SECRET_KEY="sk_test_doctor0123456789", STRIPE_PUBLISHABLE_KEY="pk_test_doctor0123",
+                         ALLOWED_ORIGINS=f'["{BASE_URL}"]', APP_BASE_URL=BASE_URL)
+    config.update(overrides)
+    app = create_app(config)
+    try:
+        result = app.test_cli_runner().invoke(args=["doctor"])
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    return result.exit_code, result.output.splitlines()
+
+
+@pytest.fixture
+def registered_secret(seeded, runner):
+    """The guide's set-up through our own commands: plans seeded, endpoint registered at the app's URL."""
+    result = runner.invoke(args=["stripe", "webhook-endpoint", "--url", WEBHOOK_URL])
+    assert result.exit_code == 0, result.output
+    return next(line.split("=", 1)[1] for line in result.output.splitlines()
+                if line.startswith("STRIPE_WEBHOOK_SECRET="))
+
+
+def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_database, redis_url, stripe_emulator):
+    status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, STRIPE_WEBHOOK_SECRET=registered_secret)
+    checks = [line for line in lines if line.startswith(("✓", "✗"))]
+    assert status == 0, "\n".join(lines)
+    assert all(line.startswith("✓") for line in checks), "\n".join(lines)
+    titles = [line[2:].split(" — ")[0] for line in checks]
+    assert titles == ["Environment variables", "Database migrations", "Plans seeded",
+                      "Stripe price Free monthly", "Stripe price Starter monthly", "Stripe price Starter yearly",
+                      "Stripe price Pro monthly", "Stripe price Pro yearly", "Stripe webhook endpoint",
+                      "Customer Portal", "Redis", "Webhook signing secret"]
+    assert f"at {WEBHOOK_URL}, 6 events" in "\n".join(lines)
+    assert lines[-1] == "All checks passed: ready for production."
+
+
+def test_a_broken_configuration_names_each_problem_and_its_fix(seeded, migrated_database, stripe_emulator):
+    with seeded.app_context():
+        db.session.execute(sa.text("DELETE FROM subscription_plans WHERE name = 'starter'"))
+        db.session.execute(sa.text("UPDATE subscription_plans SET price_monthly = 59.99 WHERE name = 'pro'"))
+        db.session.commit()
+    status, lines = doctor(migrated_database, f"redis://127.0.0.1:{closed_port()}/0", stripe_emulator.url,
+                           STRIPE_PUBLISHABLE_KEY="<pk_live_your_publishable_key>",
+                           STRIPE_WEBHOOK_SECRET="whsec_doctor_not_registered")
+    text = "\n".join(lines)
+    assert status == 1, text
+
+    def failure(title: str) -> tuple[str, str]:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"✗ {title}"))
+        assert lines[index + 1].startswith("    fix: "), text
+        return lines[index], lines[index + 1]
+
+    line, fix = failure("Environment variables")
+    assert "STRIPE_PUBLISHABLE_KEY still the placeholder <pk_live_your_publishable_key>" in line
+    line, fix = failure("Plans seeded")
+    assert "missing starter" in line and "flask seed-plans" in fix
+    line, fix = failure("Stripe price Pro monthly")
+    assert "price_pro_monthly is 49.99 USD/month in Stripe, the plan says 59.99 USD/month" in line
+    assert "STRIPE_PRICE_*" in fix
+    line, fix = failure("Stripe webhook endpoint")
+    assert f"none registered at {WEBHOOK_URL}" in line
+    assert f"flask stripe webhook-endpoint --url {WEBHOOK_URL}" in fix
+    line, fix = failure("Redis")
+    assert "does not answer" in line and "REDIS_URL" in fix
+    # What still holds is still ✓.
+    for title in ("Database migrations", "Stripe price Pro yearly", "Customer Portal", "Webhook signing secret"):
+        assert any(l.startswith(f"✓ {title}") for l in lines), title
+    assert lines[-1] == "5 check(s) failed."
+
+
+def test_the_portal_check_reads_the_configuration_from_stripe(seeded, stripe_emulator):
+    """The emulator's default configuration is what the check sees (GET /v1/billing_portal/configurations)."""
+    configurations = stripe_emulator.client().v1.billing_portal.configurations.list()
+    [default] = configurations.data
+    assert default.active and default.is_default
+    assert default.features.subscription_cancel.enabled and default.features.subscription_cancel.mode == "at_period_end"
