@@ -266,6 +266,7 @@ class Config:
             "REDIS_URL": get("REDIS_URL"),
             "RATELIMIT_LOGIN": get("RATELIMIT_LOGIN", "10 per minute;50 per hour"),
             "RATELIMIT_BILLING": get("RATELIMIT_BILLING", "10 per minute"),
+            "RATELIMIT_API": get("RATELIMIT_API", "300 per minute"),
             # Mail: SMTP when MAIL_SERVER is set; otherwise mails are written to instance/mail/ and logged.
             "MAIL_SERVER": get("MAIL_SERVER"),
             "APP_BASE_URL": get("APP_BASE_URL", "http://127.0.0.1:5000"),

@@ -79,3 +79,19 @@ def test_cors_only_for_allowed_origins(seeded, migrated_database, redis_url):
     assert "Access-Control-Allow-Origin" not in other.headers
     page = client.get("/pricing", headers={"Origin": "https://app.example.com"})
     assert "Access-Control-Allow-Origin" not in page.headers
+
+
+def test_the_api_is_rate_limited_per_user(seeded, migrated_database, redis_url, stripe_emulator):
+    from app import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url,
+                                 RATELIMIT_API="3 per minute"))
+    client = app.test_client()
+    with app.app_context():
+        UserFactory(email="api@example.com")
+    token = get_tokens(client).get_json()["access_token"]  # counted against the address: no token yet
+    statuses = [client.get("/api/v1/me", headers=bearer(token)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    response = client.get("/api/v1/me", headers=bearer(token))
+    assert response.status_code == 429 and response.get_json()["error"] == "too_many_requests"
