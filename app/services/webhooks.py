@@ -43,15 +43,8 @@ log = get_logger(__name__)
 PROCESSED_KEY = "webhook_processed:{}"
 PROCESSED_TTL = 7 * 24 * 3600
 TOLERANCE_SECONDS = 300
-#: The six events the deployment guide registers, and the others we handle when Stripe sends them.
-GUIDE_EVENTS = (
-    "checkout.session.completed",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "invoice.payment_succeeded",
-    "invoice.payment_failed",
-)
+#: The six events the deployment guide registers (the handlers below also take the others Stripe may send).
+GUIDE_EVENTS = metrics.WEBHOOK_EVENT_TYPES
 
 
 class WebhookRejected(Exception):
@@ -237,15 +230,24 @@ def reprocess(event_id: str) -> Outcome:
 
 # --- handlers -------------------------------------------------------------------------------------------------------
 
+def event_user(event: dict[str, Any], result: SyncResult) -> User | None:
+    """The (locked) user the event's object belongs to, noted on the result; None, logged, for a stranger."""
+    customer_id = customer_id_of(event["data"]["object"])
+    user = find_user_for_customer(customer_id) if customer_id else None
+    if user is None:
+        log.warning("stripe_webhook_unknown_customer", event_id=event["id"], customer=customer_id)
+        return None
+    result.user_id = user.id
+    return user
+
+
 def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
     """customer.subscription.created/updated/deleted: apply the object if newer than what the row holds."""
     sub = event["data"]["object"]
     customer_id = customer_id_of(sub)
-    user = find_user_for_customer(customer_id)
+    user = event_user(event, result)
     if user is None:
-        log.warning("stripe_webhook_unknown_customer", event_id=event["id"], customer=customer_id)
         return
-    result.user_id = user.id
     event_at = int(event.get("created") or 0)
     row = db.session.scalar(select(UserSubscription).where(UserSubscription.stripe_subscription_id == sub["id"])
                             .with_for_update().execution_options(populate_existing=True))
@@ -320,11 +322,9 @@ def already_audited(user_id: int, action: str, key: str, value: str) -> bool:
 def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
     """invoice.paid and invoice.payment_succeeded describe the same payment: audit and count it once."""
     invoice = event["data"]["object"]
-    user = find_user_for_customer(customer_id_of(invoice))
+    user = event_user(event, result)
     if user is None:
-        log.warning("stripe_webhook_unknown_customer", event_id=event["id"], customer=customer_id_of(invoice))
         return
-    result.user_id = user.id
     if already_audited(user.id, "payment.succeeded", "invoice", invoice["id"]):
         return
     audit.record("payment.succeeded", user.id, invoice=invoice["id"], amount=invoice.get("amount_paid"),
@@ -337,11 +337,9 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
     """A failed charge: audit it, bring the subscription to past_due from Stripe, send the dunning mail once."""
     invoice = event["data"]["object"]
     customer_id = customer_id_of(invoice)
-    user = find_user_for_customer(customer_id)
+    user = event_user(event, result)
     if user is None:
-        log.warning("stripe_webhook_unknown_customer", event_id=event["id"], customer=customer_id)
         return
-    result.user_id = user.id
     attempt = str(invoice.get("attempt_count") or 0)
     if not already_audited(user.id, "payment.failed", "attempt_key", f"{invoice['id']}:{attempt}"):
         audit.record("payment.failed", user.id, invoice=invoice["id"], attempt_key=f"{invoice['id']}:{attempt}",
