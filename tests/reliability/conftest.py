@@ -80,7 +80,9 @@ class Services:
         return ["runuser", "-u", "postgres", "--", *args] if os.getuid() == 0 else list(args)
 
     def stop_postgres(self) -> None:
-        subprocess.run(self._as_postgres(f"{self.pg_bin}/pg_ctl", "-D", self.pg_data, "-m", "immediate", "-w",
+        # "fast", not "immediate": the suite's server runs with synchronous_commit=off, so a crash would lose
+        # transactions the app saw committed (production keeps synchronous_commit on).
+        subprocess.run(self._as_postgres(f"{self.pg_bin}/pg_ctl", "-D", self.pg_data, "-m", "fast", "-w",
                                          "stop"), check=True, capture_output=True, timeout=60)
 
     def postgres_running(self) -> bool:
