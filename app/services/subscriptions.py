@@ -179,7 +179,13 @@ def find_user_for_customer(customer_id: str, lock: bool = True) -> User | None:
     user = db.session.scalar(query.with_for_update() if lock else query)
     if user is not None:
         return user
-    customer = to_dict(gateway().call("customers.retrieve", gateway().v1.customers.retrieve, customer_id))
+    from app.services.stripe_gateway import StripeObjectMissing
+
+    try:
+        customer = to_dict(gateway().call("customers.retrieve", gateway().v1.customers.retrieve, customer_id))
+    except StripeObjectMissing:  # not a customer of this account: nothing to link, and retrying cannot help
+        log.warning("stripe_customer_not_found", customer=customer_id)
+        return None
     return link_customer(customer, (customer.get("metadata") or {}).get("user_id"), lock=lock)
 
 
