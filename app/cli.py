@@ -1,6 +1,8 @@
 """Operator commands: `flask seed-plans`, `flask users create`, `flask stripe …`."""
 from __future__ import annotations
 
+import sys
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -135,7 +137,7 @@ def register_stripe_commands(app: Flask) -> None:
             raise click.ClickException(f"no user {email} with a Stripe customer")
         drifts = []
         with click.progressbar(reconcile(customers), length=len(customers), label="Syncing customers",
-                               file=click.get_text_stream("stderr")) as bar:
+                               file=sys.stderr) as bar:
             for drift in bar:
                 if drift.actions:
                     drifts.append(drift)
