@@ -23,5 +23,10 @@ run: install
 test: install
 	scripts/test.sh $(PYTEST_ARGS)
 
+## make bench: installs wrk when missing, then every benchmark of BENCHMARKS.md against its baseline (not part of `make test`)
+bench: install
+	scripts/install-bench-deps.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache
