@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, request
+from flask import Flask, abort, request
 from flask_talisman import Talisman
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -134,7 +134,28 @@ def init_sentry(app: Flask) -> bool:
     return True
 
 
+def register_nul_byte_guard(app: Flask) -> None:
+    """A query string or form value holding a NUL byte is a 400 at the door.
+
+    PostgreSQL text cannot store NUL, so such a value would otherwise reach a query and fail there as a 500. The
+    JSON API checks its fields itself (`string_field`); its bodies and the webhook's raw body are not read here.
+    """
+    api_prefix = app.config["API_PREFIX"] + "/"
+
+    @app.before_request
+    def refuse_nul_bytes():
+        if request.path.startswith(api_prefix):
+            return None
+        sources = [request.args]
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            sources.append(request.form)
+        if any("\x00" in value for source in sources for _, values in source.lists() for value in values):
+            abort(400)
+        return None
+
+
 def register_hardening(app: Flask) -> None:
     register_proxy_fix(app)
+    register_nul_byte_guard(app)
     register_security_headers(app)
     init_sentry(app)

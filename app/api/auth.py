@@ -5,7 +5,7 @@ from flask import current_app, jsonify
 from flask_jwt_extended import create_access_token, create_refresh_token, jwt_required
 
 from app.api import bp
-from app.api.common import ApiError, current_api_user, error_response, json_body, string_field
+from app.api.common import ApiError, current_api_user, error_response, json_body, string_field, user_for_identity
 from app.extensions import jwt, limiter
 from app.services.accounts import authenticate
 
@@ -30,7 +30,7 @@ def issue_token():
     """Exchange email and password for an access token and a refresh token."""
     data = json_body()
     email = string_field(data, "email", max_length=320)
-    password = string_field(data, "password", max_length=128)
+    password = string_field(data, "password", max_length=128, strip=False)
     user = authenticate(email, password)
     if user is None:
         raise ApiError("Email or password is incorrect.", code="invalid_credentials", status=401)
@@ -68,6 +68,13 @@ def revoked_token(header, payload):
 @jwt.needs_fresh_token_loader
 def stale_token(header, payload):
     return error_response(401, "fresh_token_required", "Log in again to do this.")
+
+
+@jwt.user_lookup_loader
+def load_token_user(header, payload):
+    """The token's user, looked up as the token is verified: a deleted user or a subject naming nobody is a 401
+    before any entitlement gate runs (a gate would otherwise answer 403 "Free plan", or redirect to /login)."""
+    return user_for_identity(payload.get(current_app.config["JWT_IDENTITY_CLAIM"]))
 
 
 @jwt.user_lookup_error_loader

@@ -5,7 +5,7 @@ from flask import current_app, jsonify, url_for
 from flask_jwt_extended import jwt_required
 
 from app.api import bp
-from app.api.common import current_api_user, json_body, rate_limit_identity, string_field
+from app.api.common import ApiError, current_api_user, json_body, rate_limit_identity, string_field
 from app.billing.routes import portal_return_url
 from app.extensions import limiter
 from app.models import UserSubscription
@@ -67,7 +67,9 @@ def change_subscription_plan():
     user = current_api_user()
     data = json_body()
     plan_name, cycle = string_field(data, "plan_name", 32), string_field(data, "billing_cycle", 16)
-    preview = data.get("preview", False) is True
+    preview = data.get("preview", False)
+    if not isinstance(preview, bool):  # "true", 1 or null must not fall through to applying (and charging) it
+        raise ApiError("'preview' must be true or false.", code="invalid_field")
     change = plan_change(user, plan_name, cycle) if preview else change_plan(user, plan_name, cycle)
     return jsonify(
         plan=change.plan.name, billing_cycle=change.cycle, kind=change.kind, applied=not preview,

@@ -25,8 +25,12 @@ def json_body() -> dict[str, Any]:
     return data
 
 
-def string_field(data: dict[str, Any], name: str, max_length: int = 255, required: bool = True) -> str | None:
-    """A string field of the body; missing, empty or not a string is a 400 naming the field."""
+def string_field(data: dict[str, Any], name: str, max_length: int = 255, required: bool = True,
+                 strip: bool = True) -> str | None:
+    """A string field of the body; missing, empty or not a string is a 400 naming the field.
+
+    Stripped unless `strip=False` (a password is compared exactly as the sign-up form stored it).
+    """
     value = data.get(name)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
@@ -34,15 +38,29 @@ def string_field(data: dict[str, Any], name: str, max_length: int = 255, require
         return None
     if not isinstance(value, str):
         raise ApiError(f"'{name}' must be a string.", code="invalid_field")
+    if "\x00" in value:  # PostgreSQL text cannot hold it: refuse here, not as a 500 from the query
+        raise ApiError(f"'{name}' must not contain NUL characters.", code="invalid_field")
     if len(value) > max_length:
         raise ApiError(f"'{name}' must be at most {max_length} characters.", code="invalid_field")
-    return value.strip()
+    return value.strip() if strip else value
+
+
+#: users.id is a PostgreSQL integer: a larger subject would fail in the query (a 500), not find nobody.
+MAX_USER_ID = 2**31 - 1
+
+
+def user_for_identity(identity: Any) -> User | None:
+    """The user a token's subject names, or None for a subject that names nobody (never an error)."""
+    if not (isinstance(identity, str) and identity.isascii() and identity.isdigit()):
+        return None
+    if not 0 < int(identity) <= MAX_USER_ID:
+        return None
+    return db.session.get(User, int(identity))
 
 
 def current_api_user() -> User:
     """The user the access token names (call inside a `@jwt_required()` view)."""
-    identity = get_jwt_identity()
-    user = db.session.get(User, int(identity)) if str(identity).isdigit() else None
+    user = user_for_identity(get_jwt_identity())
     if user is None:
         raise ApiError("The token's user no longer exists.", code="invalid_token", status=401)
     return user

@@ -10,6 +10,7 @@ from typing import Any
 from flask import current_app, jsonify
 
 from app.api import bp
+from app.services.strategies import NAME_MAX, TEXT_MAX
 
 
 def ref(name: str) -> dict[str, str]:
@@ -41,6 +42,7 @@ BEARER = [{"bearerAuth": []}]
 PLAN_NAME = {"type": "string", "enum": ["starter", "pro"], "description": "A paid plan (`free` is refused)."}
 BILLING_CYCLE = {"type": "string", "enum": ["monthly", "yearly"]}
 NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time"}
+NON_BLANK = {"type": "string", "minLength": 1, "pattern": "\\S", "description": "Not empty, not only spaces."}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -67,7 +69,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["email", "password"],
         "properties": {"email": {"type": "string", "format": "email", "maxLength": 320},
-                       "password": {"type": "string", "maxLength": 128}},
+                       "password": {**NON_BLANK, "maxLength": 128}},
     },
     "TokenPair": {
         "type": "object",
@@ -147,7 +149,9 @@ SCHEMAS: dict[str, Any] = {
     "StrategyInput": {
         "type": "object",
         "required": ["name"],
-        "properties": {"name": {"type": "string"}, "description": {"type": "string"}, "rules": {"type": "string"}},
+        "properties": {"name": {**NON_BLANK, "maxLength": NAME_MAX},
+                       "description": {"type": "string", "maxLength": TEXT_MAX},
+                       "rules": {"type": "string", "maxLength": TEXT_MAX}},
     },
     "Strategy": {
         "type": "object",
