@@ -601,6 +601,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             delta(after, before, "stripe_webhook_processing_seconds_count"), 1)
         timings = {}
         with app.app_context():
+            # A helper that builds an SQL expression (not a query) is no dashboard query: dropped at the first size.
+            queries = [(name, fn) for name, fn in queries if not isinstance(fn(), sa.sql.ClauseElement)]
             for name, fn in queries:
                 fn()  # warm: plans, connection
                 samples = []
