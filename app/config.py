@@ -58,6 +58,7 @@ PRODUCTION_REQUIRED = (
     "REDIS_URL",
     "JWT_SECRET_KEY",
     "ENCRYPTION_KEY",
+    "APP_BASE_URL",
 )
 
 #: Price ids the development seed stores; the bundled Stripe emulator has the very same ids.
@@ -269,7 +270,9 @@ class Config:
             "RATELIMIT_API": get("RATELIMIT_API", "300 per minute"),
             # Mail: SMTP when MAIL_SERVER is set; otherwise mails are written to instance/mail/ and logged.
             "MAIL_SERVER": get("MAIL_SERVER"),
-            "APP_BASE_URL": get("APP_BASE_URL", "http://127.0.0.1:5000"),
+            # Links that leave the app (Stripe's success/cancel/return URLs, mails) are built on it in production,
+            # never on the request's Host header, which the client chooses.
+            "APP_BASE_URL": get("APP_BASE_URL", "http://127.0.0.1:5000" if cls.GENERATE_SECRETS else None),
             "MAIL_PORT": parse_int("MAIL_PORT", env.get("MAIL_PORT"), 587, problems),
             "MAIL_USERNAME": get("MAIL_USERNAME"),
             "MAIL_PASSWORD": get("MAIL_PASSWORD"),
@@ -392,6 +395,9 @@ class ProductionConfig(Config):
         if key and not PLACEHOLDER.match(key) and not is_fernet_key(key):
             problems.append("ENCRYPTION_KEY is not a valid Fernet key (generate one with "
                             "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)")
+        base = env.get("APP_BASE_URL", "").strip()
+        if base and not PLACEHOLDER.match(base) and not base.startswith("https://"):
+            problems.append("APP_BASE_URL must be the public https:// address of the app")
         url = env.get("DATABASE_URL", "").strip()
         if url and not PLACEHOLDER.match(url) and not is_postgresql(url):
             problems.append("DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname)")

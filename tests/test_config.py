@@ -37,6 +37,7 @@ def production_env(**overrides):
         "REDIS_URL": "redis://cache.internal:6379/0",
         "JWT_SECRET_KEY": "j" * 40,
         "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "APP_BASE_URL": "https://billing.example.com",
     }
     env.update(overrides)
     return env
@@ -74,6 +75,7 @@ def test_production_lists_every_problem_at_once(clean_env):
     assert "DEBUG=true is not allowed in production" in message
     assert "ENCRYPTION_KEY is not a valid Fernet key" in message
     assert "DATABASE_URL must be a PostgreSQL URL" in message
+    assert "APP_BASE_URL is not set" in message
 
 
 def test_production_with_a_complete_environment_starts(clean_env):
@@ -94,7 +96,7 @@ def test_production_test_key_is_allowed_with_a_warning(clean_env, capsys):
 def test_placeholders_from_the_example_file_are_refused(clean_env):
     example = (ROOT / "deploy" / ".env.example").read_text()
     env = dict(line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#"))
-    for name in GUIDE_VARIABLES:
+    for name in GUIDE_VARIABLES + ("APP_BASE_URL",):
         assert name in env, f"deploy/.env.example lacks {name}"
     with pytest.raises(ConfigurationError) as excinfo:
         create_app({**env, "ENVIRONMENT": "production", "DEBUG": "false"})

@@ -1,12 +1,13 @@
 """The billing API (the guide's section 4.2): checkout, portal, plan change, cancel, resume, subscription."""
 from __future__ import annotations
 
-from flask import current_app, jsonify, url_for
+from flask import current_app, jsonify
 from flask_jwt_extended import jwt_required
 
 from app.api import bp
 from app.api.common import ApiError, current_api_user, json_body, rate_limit_identity, string_field
 from app.billing.routes import portal_return_url
+from app.urls import external_url
 from app.extensions import limiter
 from app.models import UserSubscription
 from app.services.checkout import create_portal_session, start_checkout
@@ -44,8 +45,8 @@ def create_checkout():
     data = json_body()
     checkout = start_checkout(
         user.id, string_field(data, "plan_name", 32), string_field(data, "billing_cycle", 16),
-        success_url=url_for("billing.show_success", _external=True) + "?session_id={CHECKOUT_SESSION_ID}",
-        cancel_url=url_for("pricing.show_pricing", _external=True),
+        success_url=external_url("billing.show_success") + "?session_id={CHECKOUT_SESSION_ID}",
+        cancel_url=external_url("pricing.show_pricing"),
     )
     return jsonify(checkout_url=checkout.url, session_id=checkout.session_id)
 

@@ -2,6 +2,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user, login_required
 
 from app.billing import bp
+from app.urls import external_url
 from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
 from app.services import DomainError
@@ -29,7 +30,7 @@ def user_key() -> str:
 
 def portal_return_url() -> str:
     """Where the Portal's return link leads: the billing page, which then syncs (`?from=portal`)."""
-    return url_for("billing.show_billing", _external=True, **{"from": "portal"})
+    return external_url("billing.show_billing", **{"from": "portal"})
 
 
 def form_errors(form) -> str:
@@ -58,8 +59,8 @@ def start_checkout_session():
     try:
         checkout = start_checkout(
             current_user.id, form.plan.data, form.cycle.data,
-            success_url=url_for("billing.show_success", _external=True) + "?session_id={CHECKOUT_SESSION_ID}",
-            cancel_url=url_for("pricing.show_pricing", _external=True),
+            success_url=external_url("billing.show_success") + "?session_id={CHECKOUT_SESSION_ID}",
+            cancel_url=external_url("pricing.show_pricing"),
         )
     except PlanChangeRequired:
         return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)

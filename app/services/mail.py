@@ -10,7 +10,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from pathlib import Path
 
-from flask import current_app, render_template, url_for
+from flask import current_app, render_template
 from flask_mail import Message
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.extensions import db, mail
 from app.logging import get_logger
 from app.models import MailOutbox, User, utcnow
+from app.urls import external_url
 
 log = get_logger(__name__)
 
@@ -83,8 +84,4 @@ def write_to_folder(row: MailOutbox) -> None:
 
 def billing_url() -> str:
     """The billing page's address, also outside a request (the CLI's nightly sync)."""
-    from flask import has_request_context
-
-    if has_request_context():
-        return url_for("billing.show_billing", _external=True)
-    return current_app.config.get("APP_BASE_URL", "http://127.0.0.1:5000").rstrip("/") + "/billing"
+    return external_url("billing.show_billing")

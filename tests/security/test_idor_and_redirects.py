@@ -149,3 +149,20 @@ def test_no_request_field_changes_the_checkout_success_and_cancel_urls(seeded, c
     for session_id in (web_session, api_session):
         session = stripe_emulator.client().v1.checkout.sessions.retrieve(session_id)
         assert (session.success_url, session.cancel_url) == (SUCCESS_URL, CANCEL_URL)
+
+
+def test_production_builds_stripe_redirects_on_app_base_url_not_the_host_header(migrated_database, redis_url,
+                                                                                 stripe_emulator):
+    """A client-chosen Host header cannot make Stripe send a customer to another site."""
+    from app import create_app
+    from app.urls import external_url
+    from tests.test_config import production_env
+
+    app = create_app(production_env(DATABASE_URL=migrated_database, REDIS_URL=redis_url,
+                                    STRIPE_SECRET_KEY="sk_test_" + "x" * 24, STRIPE_API_BASE=stripe_emulator.url))
+    with app.test_request_context("/billing/portal", base_url="https://evil.example"):
+        assert external_url("billing.show_billing", **{"from": "portal"}) == \
+            "https://billing.example.com/billing?from=portal"
+        assert external_url("billing.show_success") == "https://billing.example.com/billing/success"
+    with app.app_context():
+        assert external_url("billing.show_billing") == "https://billing.example.com/billing"  # the CLI's mails
