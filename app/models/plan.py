@@ -12,23 +12,11 @@ from app.models.base import TimestampMixin
 BILLING_CYCLES = ("monthly", "yearly")
 
 
-class SubscriptionPlan(TimestampMixin, db.Model):
-    __tablename__ = "subscription_plans"
+class PlanPricing:
+    """Price arithmetic shared by the model and the cached catalog snapshot (`catalog.PlanView`).
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
-    display_name: Mapped[str] = mapped_column(String(64), nullable=False)
-    description: Mapped[str] = mapped_column(String(255), default="", nullable=False)
-    price_monthly: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
-    price_yearly: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
-    stripe_price_id_monthly: Mapped[str | None] = mapped_column(String(255), unique=True)
-    stripe_price_id_yearly: Mapped[str | None] = mapped_column(String(255), unique=True)
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
-    sort_order: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
-
-    features: Mapped[list[PlanFeature]] = relationship(
-        back_populates="plan", order_by="PlanFeature.sort_order", cascade="all, delete-orphan"
-    )
+    Needs `price_monthly`, `price_yearly` (Decimal or None) and `stripe_price_id_monthly/_yearly`.
+    """
 
     @property
     def is_free(self) -> bool:
@@ -53,6 +41,25 @@ class SubscriptionPlan(TimestampMixin, db.Model):
         if self.price_yearly is None or not self.price_monthly:
             return None
         return round(self.yearly_saving / (self.price_monthly * 12) * 100)
+
+
+class SubscriptionPlan(PlanPricing, TimestampMixin, db.Model):
+    __tablename__ = "subscription_plans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    display_name: Mapped[str] = mapped_column(String(64), nullable=False)
+    description: Mapped[str] = mapped_column(String(255), default="", nullable=False)
+    price_monthly: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
+    price_yearly: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    stripe_price_id_monthly: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_price_id_yearly: Mapped[str | None] = mapped_column(String(255), unique=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    sort_order: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+    features: Mapped[list[PlanFeature]] = relationship(
+        back_populates="plan", order_by="PlanFeature.sort_order", cascade="all, delete-orphan"
+    )
 
     def __repr__(self) -> str:
         return f"<SubscriptionPlan {self.name}>"

@@ -1,6 +1,7 @@
 """Plans, prices and features: the seed catalog and the lookups the app makes on it."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Mapping
@@ -11,6 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from app.extensions import db
 from app.models import PlanFeature, SubscriptionPlan
+from app.models.plan import PlanPricing
 from app.services import DomainError
 
 UNLIMITED = None
@@ -155,6 +157,7 @@ def seed_plans(price_ids: Mapping[str, str | None], require_price_ids: bool) -> 
             feature.sort_order = FEATURE_ORDER[key]
         results.append(SeededPlan(plan=plan, created=created, feature_count=len(spec.features)))
     db.session.commit()
+    forget_catalog()
     return results
 
 
@@ -164,16 +167,60 @@ def seed_plans_from_config() -> list[SeededPlan]:
     return seed_plans(price_ids_from_config(config), require_price_ids=config["ENVIRONMENT"] == "production")
 
 
-def active_plans() -> list[SubscriptionPlan]:
-    """The plans shown on the pricing page, cheapest first, with their features loaded."""
-    return list(
-        db.session.scalars(
-            select(SubscriptionPlan)
-            .where(SubscriptionPlan.is_active.is_(True))
-            .options(selectinload(SubscriptionPlan.features))
-            .order_by(SubscriptionPlan.sort_order)
+@dataclass(frozen=True)
+class FeatureView:
+    key: str
+    display_name: str
+    kind: str
+    limit_value: int | None
+
+
+@dataclass(frozen=True)
+class PlanView(PlanPricing):
+    """A plan as the pricing page and price lookups need it: plain values, safe to share across requests."""
+
+    id: int
+    name: str
+    display_name: str
+    description: str
+    price_monthly: Decimal
+    price_yearly: Decimal | None
+    stripe_price_id_monthly: str | None
+    stripe_price_id_yearly: str | None
+    sort_order: int
+    is_active: bool
+    features: tuple[FeatureView, ...]
+
+
+def catalog() -> tuple[PlanView, ...]:
+    """Every plan (active or retired), cheapest first, read at most every CATALOG_CACHE_SECONDS per process.
+
+    The catalog changes only when an operator seeds it; every pricing page and every webhook reads it. Seeding
+    in this process drops the copy at once; other processes pick the change up within the TTL (default 60 s).
+    """
+    cached = current_app.extensions.get("catalog_snapshot")
+    now = time.monotonic()
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    plans = tuple(
+        PlanView(p.id, p.name, p.display_name, p.description, p.price_monthly, p.price_yearly,
+                 p.stripe_price_id_monthly, p.stripe_price_id_yearly, p.sort_order, p.is_active,
+                 tuple(FeatureView(f.key, f.display_name, f.kind, f.limit_value) for f in p.features))
+        for p in db.session.scalars(
+            select(SubscriptionPlan).options(selectinload(SubscriptionPlan.features)).order_by(SubscriptionPlan.sort_order)
         )
     )
+    current_app.extensions["catalog_snapshot"] = (now + current_app.config.get("CATALOG_CACHE_SECONDS", 60), plans)
+    return plans
+
+
+def forget_catalog() -> None:
+    current_app.extensions.pop("catalog_snapshot", None)
+
+
+def active_plans() -> tuple[PlanView, ...]:
+    """The plans shown on the pricing page, cheapest first, with their features."""
+    return tuple(plan for plan in catalog() if plan.is_active)
 
 
 def plan_by_name(name: str) -> SubscriptionPlan | None:
@@ -190,17 +237,17 @@ def feature_display_names() -> list[str]:
 
 
 def plan_for_price(price_id: str | None) -> tuple[SubscriptionPlan, str] | None:
-    """The (plan, billing cycle) a Stripe price id belongs to, or None for a price we do not sell."""
+    """The (plan, billing cycle) a Stripe price id belongs to, or None for a price we do not sell.
+
+    Looked up in the cached catalog; the model comes from the session's identity map when already loaded.
+    """
     if not price_id:
         return None
-    plan = db.session.scalar(
-        select(SubscriptionPlan).where(
-            (SubscriptionPlan.stripe_price_id_monthly == price_id) | (SubscriptionPlan.stripe_price_id_yearly == price_id)
-        )
-    )
-    if plan is None:
-        return None
-    return plan, "monthly" if plan.stripe_price_id_monthly == price_id else "yearly"
+    for view in catalog():
+        for cycle in ("monthly", "yearly"):
+            if view.stripe_price_id_for(cycle) == price_id:
+                return db.session.get(SubscriptionPlan, view.id), cycle
+    return None
 
 
 def validate_choice(plan_name: str | None, cycle: str | None) -> tuple[SubscriptionPlan, str, str]:
