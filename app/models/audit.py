@@ -20,6 +20,17 @@ class AuditLog(db.Model):
         # "Paid since it failed?" looks up payment.* entries by invoice (PostgreSQL: an index on the JSONB text).
         Index("ix_audit_logs_payment_invoice", text("(details ->> 'invoice')"),
               postgresql_where=text("action IN ('payment.failed', 'payment.succeeded')")).ddl_if(dialect="postgresql"),
+        # Conversions (migration 0005, PostgreSQL): one partial index on user_id per path, the path's filter as
+        # the predicate, so the distinct converted users are counted without parsing JSON.
+        *(Index(name, "user_id", postgresql_where=text(where)).ddl_if(dialect="postgresql") for name, where in (
+            ("ix_audit_logs_free_starter",
+             "action = 'subscription.activated' AND (details ->> 'plan') = 'starter'"),
+            ("ix_audit_logs_free_pro", "action = 'subscription.activated' AND (details ->> 'plan') = 'pro'"),
+            ("ix_audit_logs_starter_pro", "action = 'subscription.plan_changed' "
+                                          "AND (details ->> 'from_plan') = 'starter' AND (details ->> 'plan') = 'pro'"),
+            ("ix_audit_logs_starter_users", "action IN ('subscription.activated', 'subscription.plan_changed') "
+                                            "AND (details ->> 'plan') = 'starter'"),
+        )),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(db.Integer, "sqlite"), primary_key=True)

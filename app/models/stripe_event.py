@@ -17,6 +17,7 @@ class StripeEvent(db.Model):
     __tablename__ = "stripe_events"
     __table_args__ = (
         Index("ix_stripe_events_status_received_at", "status", "received_at"),
+        Index("ix_stripe_events_received_at", "received_at"),  # the newest events on the admin dashboard (0005)
         # The admin's user lookup finds a customer's events by the JSONB payload (PostgreSQL only, migration 0004).
         Index("ix_stripe_events_object_customer",
               text("(((payload -> 'data') -> 'object') ->> 'customer')")).ddl_if(dialect="postgresql"),

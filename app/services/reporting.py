@@ -52,27 +52,29 @@ class RevenueSummary:
     active_subscriptions: int
 
 
+def _live_counts():
+    """Live subscriptions counted by (plan_id, cycle) — an index-only scan of the partial covering index
+    ix_user_subscriptions_live (migration 0005) — then priced per group: sum(price) = count x price."""
+    counts = (
+        select(UserSubscription.plan_id.label("plan_id"), UserSubscription.billing_cycle.label("cycle"),
+               func.count().label("n"))
+        .where(UserSubscription.status.in_(REVENUE_STATUSES))
+        .group_by(UserSubscription.plan_id, UserSubscription.billing_cycle)
+        .subquery()
+    )
+    price = case((counts.c.cycle == "yearly", SubscriptionPlan.price_yearly), else_=SubscriptionPlan.price_monthly)
+    return db.session.execute(
+        select(SubscriptionPlan.name, counts.c.cycle, counts.c.n, counts.c.n * price)
+        .join(SubscriptionPlan, SubscriptionPlan.id == counts.c.plan_id)
+        .order_by(SubscriptionPlan.sort_order, counts.c.cycle)
+    ).all()
+
+
 def revenue_summary() -> RevenueSummary:
     """MRR, ARR and live subscriptions by plan and cycle, from `user_subscriptions` joined to their plans."""
-    price = case(
-        (UserSubscription.billing_cycle == "yearly", SubscriptionPlan.price_yearly),
-        else_=SubscriptionPlan.price_monthly,
-    )
-    query = (
-        select(
-            SubscriptionPlan.name,
-            UserSubscription.billing_cycle,
-            func.count(UserSubscription.id),
-            func.coalesce(func.sum(price), 0),
-        )
-        .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id)
-        .where(UserSubscription.status.in_(REVENUE_STATUSES))
-        .group_by(SubscriptionPlan.name, SubscriptionPlan.sort_order, UserSubscription.billing_cycle)
-        .order_by(SubscriptionPlan.sort_order, UserSubscription.billing_cycle)
-    )
     rows = [
-        PlanRevenue(plan=name, cycle=cycle, subscriptions=count, billed_per_cycle=Decimal(str(total)))
-        for name, cycle, count, total in db.session.execute(query)
+        PlanRevenue(plan=name, cycle=cycle, subscriptions=count, billed_per_cycle=Decimal(str(total or 0)))
+        for name, cycle, count, total in _live_counts()
     ]
     monthly = sum((r.billed_per_cycle for r in rows if r.cycle != "yearly"), Decimal(0))
     yearly = sum((r.billed_per_cycle for r in rows if r.cycle == "yearly"), Decimal(0))
@@ -122,19 +124,24 @@ class Churn:
 
 
 def churn(days: int = 30, now: datetime | None = None) -> Churn:
-    """Subscriptions canceled or ended in the last `days` ÷ subscriptions live at the window's start."""
+    """Subscriptions canceled or ended in the last `days` ÷ subscriptions live at the window's start.
+
+    Live at the start = live now and created before it (every live one minus the few created since, both from
+    indexes on `status`/`created_at`) + canceled ones that began before it and ended inside the window (the
+    partial index on when a canceled subscription ended, migration 0005): no scan of the whole table."""
     now = now or utcnow()
     start = now - timedelta(days=days)
     ended = ended_at_expression()
-    canceled = UserSubscription.status == "canceled"
-    began_before = UserSubscription.created_at < start
-    live_at_start = and_(began_before, or_(UserSubscription.status.in_(REVENUE_STATUSES),
-                                           and_(canceled, ended >= start)))
-    churned, active = db.session.execute(select(
-        func.count().filter(and_(canceled, ended >= start, ended < now)),
-        func.count().filter(live_at_start),
-    ).select_from(UserSubscription)).one()
-    return Churn(days, churned or 0, active or 0)
+    live = UserSubscription.status.in_(REVENUE_STATUSES)
+    canceled = select(
+        func.count().filter(ended < now).label("churned"),
+        func.count().filter(UserSubscription.created_at < start).label("live_at_start"),
+    ).where(UserSubscription.status == "canceled", ended >= start).subquery()
+    live_total = select(func.count()).where(live).scalar_subquery()
+    live_since = select(func.count()).where(live, UserSubscription.created_at >= start).scalar_subquery()
+    churned, canceled_at_start, total, since = db.session.execute(
+        select(canceled.c.churned, canceled.c.live_at_start, live_total, live_since)).one()
+    return Churn(days, churned or 0, (total or 0) - (since or 0) + (canceled_at_start or 0))
 
 
 @dataclass(frozen=True)
@@ -157,36 +164,37 @@ CONVERSION_PATHS = (("free_starter", "Free → Starter"), ("free_pro", "Free →
 
 
 def _conversion_filters():
-    plan = AuditLog.details["plan"].as_string()
+    # Spelled like the predicates of migration 0005's partial indexes (`details ->> 'plan'`) so they match.
+    plan = json_text(AuditLog.details, "plan")
     activated = AuditLog.action == "subscription.activated"
     return {
         "free_starter": and_(activated, plan == "starter"),
         "free_pro": and_(activated, plan == "pro"),
         "starter_pro": and_(AuditLog.action == "subscription.plan_changed",
-                            AuditLog.details["from_plan"].as_string() == "starter", plan == "pro"),
+                            json_text(AuditLog.details, "from_plan") == "starter", plan == "pro"),
     }
 
 
 def conversions(days: int = 30, now: datetime | None = None) -> list[Conversion]:
     """Free→Starter, Free→Pro (`subscription.activated`) and Starter→Pro (`subscription.plan_changed`) from the
-    audit trail: how many in the last `days`, and the share of the people who could have made the move."""
+    audit trail: how many in the last `days`, and the share of the people who could have made the move.
+
+    One statement of scalar subqueries: the window counts walk ix_audit_logs_action_created_at; each distinct
+    count reads its own partial index on `user_id` (migration 0005, PostgreSQL), whose predicate is the path's
+    filter, so no JSON is parsed at query time."""
     now = now or utcnow()
     start = now - timedelta(days=days)
     filters = _conversion_filters()
-    recent = AuditLog.created_at >= start
     columns = []
     for path, _label in CONVERSION_PATHS:
-        columns.append(func.count().filter(and_(filters[path], recent)))
-        columns.append(func.count(distinct(AuditLog.user_id)).filter(filters[path]))
+        columns.append(select(func.count()).select_from(AuditLog)
+                       .where(filters[path], AuditLog.created_at >= start).scalar_subquery())
+        columns.append(select(func.count(distinct(AuditLog.user_id))).where(filters[path]).scalar_subquery())
     users = select(func.count(User.id)).scalar_subquery()
     starter_users = (select(func.count(distinct(AuditLog.user_id))).where(
         AuditLog.action.in_(("subscription.activated", "subscription.plan_changed")),
-        AuditLog.details["plan"].as_string() == "starter")).scalar_subquery()
-    row = db.session.execute(
-        select(*columns, users, starter_users)
-        .select_from(AuditLog)
-        .where(AuditLog.action.in_(("subscription.activated", "subscription.plan_changed")))
-    ).one()
+        json_text(AuditLog.details, "plan") == "starter")).scalar_subquery()
+    row = db.session.execute(select(*columns, users, starter_users)).one()
     total_users, starters = row[-2] or 0, row[-1] or 0
     out = []
     for index, (path, label) in enumerate(CONVERSION_PATHS):
@@ -248,41 +256,50 @@ def _as_date(value: Any) -> date:
 def mrr_history(days: int = 90, now: datetime | None = None) -> list[Point]:
     """MRR at the end of each of the last `days` days, rebuilt from when subscriptions started and ended.
 
-    One aggregation: each subscription adds its price on the day it started and removes it on the day it ended,
-    per cycle; the running sums, day by day, give monthly + yearly / 12 exactly as `revenue_summary()` computes it,
-    so today's point is the gauge's figure. Earlier points price each subscription at its current plan.
+    Each subscription adds its price on the day it started and removes it on the day it ended, per cycle, so the
+    sum of every change is today's live revenue (`revenue_summary()`'s figures: a canceled subscription added and
+    removed its price). Walking back from it, only the changes inside the window are read (indexes on
+    `created_at` and on when a canceled subscription ended, migration 0005): the MRR at the end of day D is the
+    total minus the changes after D, monthly + yearly / 12 exactly as the gauge, so today's point is the gauge's
+    figure. Earlier points price each subscription at its current plan.
     """
     now = now or utcnow()
+    today = now.date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, time.min, tzinfo=timezone.utc)
     price = case((UserSubscription.billing_cycle == "yearly", SubscriptionPlan.price_yearly),
                  else_=SubscriptionPlan.price_monthly)
     live = UserSubscription.status.in_(REVENUE_STATUSES)
     canceled = UserSubscription.status == "canceled"
     started = select(func.date(UserSubscription.created_at).label("day"), UserSubscription.billing_cycle.label("cycle"),
                      price.label("delta")) \
-        .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id).where(or_(live, canceled))
+        .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id) \
+        .where(or_(live, canceled), UserSubscription.created_at >= since)
     stopped = select(func.date(ended_at_expression()).label("day"), UserSubscription.billing_cycle.label("cycle"),
                      (-price).label("delta")) \
-        .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id).where(canceled)
+        .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id) \
+        .where(canceled, ended_at_expression() >= since)
     changes = union_all(started, stopped).subquery()
     rows = db.session.execute(select(changes.c.day, changes.c.cycle, func.sum(changes.c.delta))
-                              .group_by(changes.c.day, changes.c.cycle))
-    today = now.date()
-    first = today - timedelta(days=days - 1)
+                              .group_by(changes.c.day, changes.c.cycle)).all()
     running = {"monthly": Decimal(0), "yearly": Decimal(0)}
+    for _name, cycle, _count, total in _live_counts():
+        running["yearly" if cycle == "yearly" else "monthly"] += Decimal(str(total or 0))
     by_day: dict[date, dict[str, Decimal]] = {}
     for raw_day, cycle, total in rows:
         day, amount, key = _as_date(raw_day), Decimal(str(total or 0)), "yearly" if cycle == "yearly" else "monthly"
-        if day < first:
-            running[key] += amount
-        elif day <= today:
+        if day > today:  # not yet part of today's figure
+            running[key] -= amount
+        elif day >= first:
             by_day.setdefault(day, {}).setdefault(key, Decimal(0))
             by_day[day][key] += amount
     points = []
     for offset in range(days):
-        day = first + timedelta(days=offset)
-        for key, amount in by_day.get(day, {}).items():
-            running[key] += amount
+        day = today - timedelta(days=offset)
         points.append(Point(day, running["monthly"] + running["yearly"] / 12))
+        for key, amount in by_day.get(day, {}).items():
+            running[key] -= amount
+    points.reverse()
     return points
 
 
@@ -323,9 +340,15 @@ def recent_audit_log(limit: int = 50) -> list[tuple[AuditLog, str | None]]:
 
 def recent_webhook_events(limit: int = 25) -> list[StripeEvent]:
     """The newest webhook events, failed ones first so a replay is never below the fold."""
-    failed_first = case((StripeEvent.status == "failed", 0), else_=1)
-    return list(db.session.scalars(
-        select(StripeEvent).order_by(failed_first, StripeEvent.received_at.desc()).limit(limit)))
+    failed = list(db.session.scalars(  # few: ix_stripe_events_status_received_at
+        select(StripeEvent).where(StripeEvent.status == "failed")
+        .order_by(StripeEvent.received_at.desc()).limit(limit)))
+    if len(failed) >= limit:
+        return failed
+    # The newest others, walking ix_stripe_events_received_at backwards (migration 0005).
+    return failed + list(db.session.scalars(
+        select(StripeEvent).where(StripeEvent.status != "failed")
+        .order_by(StripeEvent.received_at.desc()).limit(limit - len(failed))))
 
 
 def webhook_status_counts() -> dict[str, int]:
