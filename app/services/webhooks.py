@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.extensions import db
@@ -131,9 +131,65 @@ def remember_in_redis(event_id: str) -> None:
 
 # --- record, then act -----------------------------------------------------------------------------------------------
 
-def insert_ignore(values: dict[str, Any]) -> None:
+DONE = ("processed", "ignored")
+
+
+def record(event: dict[str, Any]) -> tuple[str, int]:
+    """Record the event, or lock its existing row: (status, attempts) before this delivery, row locked until commit.
+
+    A new event costs one round trip: the insert both records it and holds its lock, so a concurrent delivery of
+    the same event waits on the unique key and then finds it processed.
+    """
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    db.session.execute(dialect.insert(StripeEvent).values(**values).on_conflict_do_nothing(index_elements=["id"]))
+    inserted = db.session.execute(
+        dialect.insert(StripeEvent).values(
+            id=event["id"], type=event["type"], livemode=bool(event.get("livemode")),
+            stripe_created=datetime.fromtimestamp(int(event.get("created") or 0), tz=timezone.utc),
+            received_at=utcnow(), status="received", attempts=0, payload=event,
+        ).on_conflict_do_nothing(index_elements=["id"]).returning(StripeEvent.id)
+    ).first()
+    if inserted is not None:
+        return "received", 0
+    status, attempts = db.session.execute(
+        select(StripeEvent.status, StripeEvent.attempts).where(StripeEvent.id == event["id"]).with_for_update()
+    ).one()
+    return status, attempts
+
+
+def mark(event_id: str, **values: Any) -> None:
+    db.session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(**values))
+
+
+def apply(event: dict[str, Any], attempts: int) -> str:
+    """Run the event's handler and mark its row, then commit; after commit, the effects that depend on it.
+
+    On any fault: roll back everything the handler did, keep the error and attempt count, and re-raise.
+    """
+    handler = HANDLERS.get(event["type"])
+    result = SyncResult(None)
+    try:
+        if handler is not None:
+            handler(event, result)
+        status = "processed" if handler is not None else "ignored"
+        mark(event["id"], status=status, attempts=attempts, processed_at=utcnow(), error=None)
+        db.session.commit()
+    except Exception as error:
+        db.session.rollback()
+        record_failure(event, attempts, error)
+        raise
+    after_commit(result)
+    return status
+
+
+def record_failure(event: dict[str, Any], attempts: int, error: Exception) -> None:
+    """Keep the failed delivery's error and attempt count (in a transaction of its own)."""
+    try:
+        status, _ = record(event)
+        if status not in DONE:
+            mark(event["id"], status="failed", attempts=attempts, error=f"{type(error).__name__}: {error}"[:2000])
+        db.session.commit()
+    except Exception:  # the database itself may be what failed: Stripe's retry will record it
+        db.session.rollback()
 
 
 def handle(payload: bytes, signature: str | None) -> Outcome:
@@ -145,39 +201,22 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         metrics.record_webhook(metric_type(event_type), "duplicate")
         return Outcome("duplicate", event_id, event_type)
 
-    insert_ignore({
-        "id": event_id, "type": event_type, "livemode": bool(event.get("livemode")),
-        "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=timezone.utc),
-        "received_at": utcnow(), "status": "received", "attempts": 0, "payload": event,
-    })
-    row = db.session.scalar(select(StripeEvent).where(StripeEvent.id == event_id).with_for_update())
-    if row.status in ("processed", "ignored"):
+    status, attempts = record(event)
+    if status in DONE:
         db.session.commit()
         remember_in_redis(event_id)
         metrics.record_webhook(metric_type(event_type), "duplicate")
         log.info("stripe_webhook_duplicate", event_id=event_id, event_type=event_type)
         return Outcome("duplicate", event_id, event_type)
-    attempts = row.attempts + 1
-
-    handler = HANDLERS.get(event_type)
-    result = SyncResult(None)
     try:
-        if handler is not None:
-            handler(event, result)
-        row.status = "processed" if handler is not None else "ignored"
-        row.attempts, row.processed_at, row.error = attempts, utcnow(), None
-        db.session.commit()
+        outcome = apply(event, attempts + 1)
     except Exception as error:
-        db.session.rollback()
-        record_failure(event, attempts, error)
         metrics.record_webhook(metric_type(event_type), "failed", time.perf_counter() - started)
-        log.error("stripe_webhook_handling_failed", event_id=event_id, event_type=event_type, attempts=attempts,
+        log.error("stripe_webhook_handling_failed", event_id=event_id, event_type=event_type, attempts=attempts + 1,
                   error=f"{type(error).__name__}: {error}")
         raise
     remember_in_redis(event_id)
-    after_commit(result)
     seconds = time.perf_counter() - started
-    outcome = row.status
     metrics.record_webhook(metric_type(event_type), outcome, seconds)
     log.info("stripe_webhook_handled_successfully", event_id=event_id, event_type=event_type, outcome=outcome,
              duration_ms=round(seconds * 1000, 1))
@@ -189,43 +228,15 @@ def metric_type(event_type: str) -> str:
     return event_type if event_type in HANDLERS else "other"
 
 
-def record_failure(event: dict[str, Any], attempts: int, error: Exception) -> None:
-    """Keep the failed delivery's error and attempt count (in a transaction of its own)."""
-    try:
-        insert_ignore({
-            "id": event["id"], "type": event["type"], "livemode": bool(event.get("livemode")),
-            "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=timezone.utc),
-            "received_at": utcnow(), "status": "failed", "attempts": 0, "payload": event,
-        })
-        row = db.session.scalar(select(StripeEvent).where(StripeEvent.id == event["id"]).with_for_update())
-        if row.status not in ("processed", "ignored"):
-            row.status, row.attempts = "failed", attempts
-            row.error = f"{type(error).__name__}: {error}"[:2000]
-        db.session.commit()
-    except Exception:  # the database itself may be what failed: Stripe's retry will record it
-        db.session.rollback()
-
-
 def reprocess(event_id: str) -> Outcome:
     """Run a recorded event's handler again (the operator's replay), whatever its status."""
-    row = db.session.scalar(select(StripeEvent).where(StripeEvent.id == event_id).with_for_update())
+    row = db.session.execute(
+        select(StripeEvent.payload, StripeEvent.attempts).where(StripeEvent.id == event_id).with_for_update()
+    ).first()
     if row is None:
         raise LookupError(event_id)
-    event = row.payload
-    handler = HANDLERS.get(row.type)
-    result = SyncResult(None)
-    try:
-        if handler is not None:
-            handler(event, result)
-        row.status = "processed" if handler is not None else "ignored"
-        row.attempts, row.processed_at, row.error = row.attempts + 1, utcnow(), None
-        db.session.commit()
-    except Exception as error:
-        db.session.rollback()
-        record_failure(event, (row.attempts or 0) + 1, error)
-        raise
-    after_commit(result)
-    return Outcome(row.status, row.id, row.type)
+    event, attempts = row
+    return Outcome(apply(event, attempts + 1), event_id, event["type"])
 
 
 # --- handlers -------------------------------------------------------------------------------------------------------
