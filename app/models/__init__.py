@@ -1,6 +1,7 @@
 """The data model; importing this package registers every table on `db.metadata`."""
 from app.models.audit import AuditLog
 from app.models.base import utcnow
+from app.models.conversion import UserConversion
 from app.models.mail import MAIL_KINDS, MailOutbox
 from app.models.plan import BILLING_CYCLES, PlanFeature, SubscriptionPlan
 from app.models.stripe_event import StripeEvent
@@ -11,5 +12,5 @@ from app.models.user import User, normalize_email
 __all__ = [
     "ACCESS_STATUSES", "MAIL_KINDS", "MailOutbox", "AlertSettings", "AuditLog", "Backtest", "BILLING_CYCLES", "LIVE_STATUSES", "PlanFeature",
     "STATUSES", "Strategy", "StripeEvent",
-    "SubscriptionPlan", "User", "UserSubscription", "normalize_email", "utcnow",
+    "SubscriptionPlan", "User", "UserConversion", "UserSubscription", "normalize_email", "utcnow",
 ]

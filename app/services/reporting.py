@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, distinct, exists, func, literal, literal_column, or_, select, union_all
+from sqlalchemy import and_, case, exists, func, literal, literal_column, or_, select, union_all
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
@@ -20,6 +20,7 @@ from app.models import (
     StripeEvent,
     SubscriptionPlan,
     User,
+    UserConversion,
     UserSubscription,
     normalize_email,
     utcnow,
@@ -164,7 +165,7 @@ CONVERSION_PATHS = (("free_starter", "Free → Starter"), ("free_pro", "Free →
 
 
 def _conversion_filters():
-    # Spelled like the predicates of migration 0005's partial indexes (`details ->> 'plan'`) so they match.
+    # Spelled like the predicates of migration 0006's partial indexes (`details ->> 'plan'`) so they match.
     plan = json_text(AuditLog.details, "plan")
     activated = AuditLog.action == "subscription.activated"
     return {
@@ -179,27 +180,25 @@ def conversions(days: int = 30, now: datetime | None = None) -> list[Conversion]
     """Free→Starter, Free→Pro (`subscription.activated`) and Starter→Pro (`subscription.plan_changed`) from the
     audit trail: how many in the last `days`, and the share of the people who could have made the move.
 
-    One statement of scalar subqueries: the window counts walk ix_audit_logs_action_created_at; each distinct
-    count reads its own partial index on `user_id` (migration 0005, PostgreSQL), whose predicate is the path's
-    filter, so no JSON is parsed at query time."""
+    One statement: the window counts are index-only range counts of the per-path partial indexes on
+    audit_logs.created_at (migration 0006, PostgreSQL); the converted (distinct) users and Starter's subscribers
+    are counted in one pass over `user_conversions` — one row per converted user, kept in step with the audit
+    trail (app/models/conversion.py, migration 0006) — instead of distinct counts over the whole audit trail."""
     now = now or utcnow()
     start = now - timedelta(days=days)
     filters = _conversion_filters()
-    columns = []
-    for path, _label in CONVERSION_PATHS:
-        columns.append(select(func.count()).select_from(AuditLog)
-                       .where(filters[path], AuditLog.created_at >= start).scalar_subquery())
-        columns.append(select(func.count(distinct(AuditLog.user_id))).where(filters[path]).scalar_subquery())
+    conversion = UserConversion.__table__.c
+    converted = select(*(func.count(conversion[f"{path}_at"]).label(path) for path, _label in CONVERSION_PATHS),
+                       func.count(conversion.reached_starter_at).label("starters")).subquery()
+    windows = [select(func.count()).select_from(AuditLog).where(filters[path], AuditLog.created_at >= start)
+               .scalar_subquery() for path, _label in CONVERSION_PATHS]
     users = select(func.count(User.id)).scalar_subquery()
-    starter_users = (select(func.count(distinct(AuditLog.user_id))).where(
-        AuditLog.action.in_(("subscription.activated", "subscription.plan_changed")),
-        json_text(AuditLog.details, "plan") == "starter")).scalar_subquery()
-    row = db.session.execute(select(*columns, users, starter_users)).one()
-    total_users, starters = row[-2] or 0, row[-1] or 0
+    row = db.session.execute(select(*windows, users, *converted.c)).one()
+    recent, total_users, ever, starters = row[:3], row[3] or 0, row[4:7], row[7] or 0
     out = []
     for index, (path, label) in enumerate(CONVERSION_PATHS):
         base = starters if path == "starter_pro" else total_users
-        out.append(Conversion(path, label, row[2 * index] or 0, row[2 * index + 1] or 0, base))
+        out.append(Conversion(path, label, recent[index] or 0, ever[index] or 0, base))
     return out
 
 
@@ -253,38 +252,48 @@ def _as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def mrr_history(days: int = 90, now: datetime | None = None) -> list[Point]:
+def mrr_history(days: int = 90, now: datetime | None = None, revenue: RevenueSummary | None = None) -> list[Point]:
     """MRR at the end of each of the last `days` days, rebuilt from when subscriptions started and ended.
 
     Each subscription adds its price on the day it started and removes it on the day it ended, per cycle, so the
     sum of every change is today's live revenue (`revenue_summary()`'s figures: a canceled subscription added and
     removed its price). Walking back from it, only the changes inside the window are read (indexes on
-    `created_at` and on when a canceled subscription ended, migration 0005): the MRR at the end of day D is the
-    total minus the changes after D, monthly + yearly / 12 exactly as the gauge, so today's point is the gauge's
-    figure. Earlier points price each subscription at its current plan.
+    `created_at` and on when a canceled subscription ended, migration 0005; counted per day, cycle and plan, then
+    priced per group): the MRR at the end of day D is the total minus the changes after D, monthly + yearly / 12
+    exactly as the gauge, so today's point is the gauge's figure. Earlier points price each subscription at its
+    current plan.
+
+    `revenue`: today's `revenue_summary()` when the caller already has it (the dashboard), so the live revenue is
+    not counted a second time.
     """
     now = now or utcnow()
     today = now.date()
     first = today - timedelta(days=days - 1)
     since = datetime.combine(first, time.min, tzinfo=timezone.utc)
-    price = case((UserSubscription.billing_cycle == "yearly", SubscriptionPlan.price_yearly),
-                 else_=SubscriptionPlan.price_monthly)
     live = UserSubscription.status.in_(REVENUE_STATUSES)
     canceled = UserSubscription.status == "canceled"
-    started = select(func.date(UserSubscription.created_at).label("day"), UserSubscription.billing_cycle.label("cycle"),
-                     price.label("delta")) \
-        .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id) \
-        .where(or_(live, canceled), UserSubscription.created_at >= since)
-    stopped = select(func.date(ended_at_expression()).label("day"), UserSubscription.billing_cycle.label("cycle"),
-                     (-price).label("delta")) \
-        .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id) \
-        .where(canceled, ended_at_expression() >= since)
-    changes = union_all(started, stopped).subquery()
-    rows = db.session.execute(select(changes.c.day, changes.c.cycle, func.sum(changes.c.delta))
-                              .group_by(changes.c.day, changes.c.cycle)).all()
+    cycle, plan_id = UserSubscription.billing_cycle, UserSubscription.plan_id
+    # Subscriptions counted per (day, cycle, plan), then priced per group (count x price): no join nor price per
+    # row, and the branches run side by side (Parallel Append) on PostgreSQL.
+    started_day, stopped_day = func.date(UserSubscription.created_at), func.date(ended_at_expression())
+    branches = [
+        select(started_day.label("day"), cycle.label("cycle"), plan_id.label("plan_id"), func.count().label("n"))
+        .where(or_(live, canceled), UserSubscription.created_at >= since).group_by(started_day, cycle, plan_id),
+        select(stopped_day, cycle, plan_id, -func.count())
+        .where(canceled, ended_at_expression() >= since).group_by(stopped_day, cycle, plan_id),
+    ]
+    changes = union_all(*branches).subquery()
+    price = case((changes.c.cycle == "yearly", SubscriptionPlan.price_yearly), else_=SubscriptionPlan.price_monthly)
+    rows = db.session.execute(
+        select(changes.c.day, changes.c.cycle, func.sum(changes.c.n * price))
+        .join(SubscriptionPlan, SubscriptionPlan.id == changes.c.plan_id)
+        .group_by(changes.c.day, changes.c.cycle)).all()
     running = {"monthly": Decimal(0), "yearly": Decimal(0)}
-    for _name, cycle, _count, total in _live_counts():
-        running["yearly" if cycle == "yearly" else "monthly"] += Decimal(str(total or 0))
+    # Today's live revenue: the caller's, else counted here (its own statement: a parallel index-only count that
+    # would run single-threaded as one more branch of the union above).
+    live_revenue = revenue.by_plan if revenue is not None else revenue_summary().by_plan
+    for plan_revenue in live_revenue:
+        running["yearly" if plan_revenue.cycle == "yearly" else "monthly"] += plan_revenue.billed_per_cycle
     by_day: dict[date, dict[str, Decimal]] = {}
     for raw_day, cycle, total in rows:
         day, amount, key = _as_date(raw_day), Decimal(str(total or 0)), "yearly" if cycle == "yearly" else "monthly"
@@ -418,13 +427,14 @@ class Dashboard:
 def dashboard(now: datetime | None = None) -> Dashboard:
     """Every figure of the admin dashboard, each from its own single aggregation."""
     now = now or utcnow()
+    revenue = revenue_summary()
     return Dashboard(
         generated_at=now,
-        revenue=revenue_summary(),
+        revenue=revenue,
         churn=churn(30, now),
         conversions=conversions(30, now),
         failed_payments=failed_payments(),
-        mrr_history=mrr_history(90, now),
+        mrr_history=mrr_history(90, now, revenue),
         activity=activity_history(30, now),
         events=recent_webhook_events(25),
         event_counts=webhook_status_counts(),
