@@ -558,6 +558,18 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     gated, ungated = paired(base + "/api/v1/strategies", base + "/bench/api/strategies-ungated", headers=auth)
     result("gated API endpoint req/s (vs ungated twin)", gated["rate"], "req/s", ungated["rate"], "ratio ≥ 0.90",
            gated["rate"] / ungated["rate"] >= 0.90)
+    # Microseconds per check, in-process on the same PostgreSQL and Redis (bench/entitlements.py).
+    checks = subprocess.run([sys.executable, str(ROOT / "bench" / "entitlements.py"), "500"], env=env,
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    if checks.returncode != 0:
+        raise RuntimeError(f"bench/entitlements.py failed: {checks.stderr[-2000:]}")
+    medians = {line.split(" median")[0].strip(): float(line.split("median")[1].split("µs")[0])
+               for line in checks.stdout.splitlines() if " median " in line}
+    miss = medians["miss (database + cache write)"]
+    result("entitlement check, cache miss", miss, "µs", None, None, None)
+    result("entitlement check, cache hit (vs miss)", medians["hit (cache read + JSON decode)"], "µs", miss, None, None)
+    result("gate check on a cache hit (vs miss)", medians["gate check on a hit"], "µs", miss, None, None)
+    result("second read in the same request (vs miss)", medians["memo (same request)"], "µs", miss, None, None)
     notes.append(
         "**Entitlements**: `GET /api/v1/strategies` (JWT + `@requires_feature(\"api_access\")`, a Pro user with 5 "
         "strategies, entitlements cached in Redis) against `/bench/api/strategies-ungated` (the same view without "
