@@ -36,3 +36,10 @@ limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enable
 jwt = JWTManager()
 cors = CORS()
 mail = Mail()
+
+
+def cache_redis(kind: str = "write"):
+    """The redis-py client behind Flask-Caching's RedisCache (`kind` "read" or "write"), or None for another
+    backend (SimpleCache in a fresh clone). Going to it directly stores plain text that `redis-cli GET` shows
+    as is (`cache.set` would pickle it), and gives the webhook fast path its `webhook_processed:<id>` keys."""
+    return getattr(cache.cache, f"_{kind}_client", None)

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from app.extensions import cache, db
+from app.extensions import cache, cache_redis, db
 from app.models import SubscriptionPlan
 from app.services import DomainError
 from app.services.catalog import PLAN_CATALOG
@@ -175,14 +175,6 @@ def _health() -> _CacheHealth:
     return current_app.extensions.setdefault("entitlements_cache", _CacheHealth())
 
 
-def _redis(kind: str):
-    """The redis-py client behind Flask-Caching's RedisCache, or None for another backend (SimpleCache).
-
-    Going to the client directly stores the JSON text as is; `cache.set` would pickle it (b"!\\x80…").
-    """
-    return getattr(cache.cache, f"_{kind}_client", None)
-
-
 def _cache_failed(action: str) -> None:
     health = _health()
     health.skip_until = time.monotonic() + CACHE_RETRY_SECONDS
@@ -208,7 +200,7 @@ def _read_cached(user_id: int) -> Entitlements | None:
         return None
     key = CACHE_KEY.format(user_id=user_id)
     try:
-        client = _redis("read")
+        client = cache_redis("read")
         raw = client.get(key) if client is not None else cache.get(key)
     except (RedisError, OSError):
         _cache_failed("read")
@@ -231,7 +223,7 @@ def _write_cached(user_id: int, entitlements: Entitlements) -> None:
     text = json.dumps(entitlements, sort_keys=True, separators=(",", ":"))
     ttl = current_app.config.get("ENTITLEMENTS_CACHE_TTL", 3600)
     try:
-        client = _redis("write")
+        client = cache_redis("write")
         if client is not None:
             client.set(key, text, ex=ttl)
         else:
@@ -277,7 +269,7 @@ def invalidate_entitlements_cache(user_id: int) -> bool:
         g.get(_G_MEMO, {}).pop(user_id, None)
     key = CACHE_KEY.format(user_id=user_id)
     try:
-        client = _redis("write")
+        client = cache_redis("write")
         if client is not None:
             client.delete(key)
         else:

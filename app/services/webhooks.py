@@ -21,7 +21,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.extensions import db
+from app.extensions import cache_redis, db
 from app.logging import get_logger
 from app.models import AuditLog, StripeEvent, User, UserSubscription, utcnow
 from app.services import audit, metrics
@@ -102,15 +102,8 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
 
 # --- the fast path ------------------------------------------------------------------------------------------------
 
-def redis_client():
-    """The cache's Redis client, or None (in-process cache in a fresh clone)."""
-    for backend in current_app.extensions.get("cache", {}).values():
-        return getattr(backend, "_write_client", None)
-    return None
-
-
 def seen_in_redis(event_id: str) -> bool:
-    client = redis_client()
+    client = cache_redis()
     if client is None:
         return False
     try:
@@ -120,7 +113,7 @@ def seen_in_redis(event_id: str) -> bool:
 
 
 def remember_in_redis(event_id: str) -> None:
-    client = redis_client()
+    client = cache_redis()
     if client is None:
         return
     try:
