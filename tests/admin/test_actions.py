@@ -11,26 +11,7 @@ from app.models import AuditLog, StripeEvent, UserSubscription
 from tests.admin.conftest import add_audit, add_subscription
 from tests.conftest import csrf_token_from
 from tests.factories import UserFactory
-from tests.webhooks.signing import post_event
-from tests.webhooks.test_endpoint import event
-
-
-def failing_event(app, client) -> dict:
-    """A subscription event whose handler fails: it names a subscription that belongs to another user."""
-    with app.app_context():
-        owner = UserFactory(email="owner@example.com", stripe_customer_id="cus_owner")
-        UserFactory(email="intruder@example.com", stripe_customer_id="cus_intruder")
-        pro = db.session.scalar(sa.text("SELECT id FROM subscription_plans WHERE name = 'pro'"))
-        db.session.add(UserSubscription(user_id=owner.id, plan_id=pro, billing_cycle="monthly", status="active",
-                                        stripe_subscription_id="sub_shared"))
-        db.session.commit()
-    sub = {"id": "sub_shared", "object": "subscription", "customer": "cus_intruder", "status": "canceled",
-           "cancel_at_period_end": False, "cancel_at": None, "canceled_at": None, "ended_at": None, "trial_end": None,
-           "items": {"data": [{"id": "si_1", "price": {"id": "price_pro_monthly"}, "current_period_start": 1,
-                               "current_period_end": 2}]}}
-    body = event("evt_bad", "customer.subscription.updated", sub)
-    assert post_event(client, body, app.config["STRIPE_WEBHOOK_SECRET"]).status_code == 500
-    return body
+from tests.webhooks.test_endpoint import failing_event
 
 
 def event_row(app, event_id="evt_bad") -> tuple[str, int, str | None]:

@@ -122,8 +122,9 @@ def test_unknown_types_are_recorded_and_ignored(seeded, client):
     assert events_in_db(seeded) == {"evt_test_1": ("ignored", 1)}
 
 
-def test_handler_fault_rolls_back_answers_500_and_the_retry_succeeds(seeded, client):
-    with seeded.app_context():
+def failing_event(app, client) -> dict:
+    """Post a subscription event whose handler fails (it names a subscription of another user); return it."""
+    with app.app_context():
         owner = UserFactory(email="owner@example.com", stripe_customer_id="cus_owner")
         UserFactory(email="intruder@example.com", stripe_customer_id="cus_intruder")
         pro = db.session.scalar(sa.text("SELECT id FROM subscription_plans WHERE name = 'pro'"))
@@ -134,8 +135,13 @@ def test_handler_fault_rolls_back_answers_500_and_the_retry_succeeds(seeded, cli
            "cancel_at_period_end": False, "cancel_at": None, "canceled_at": None, "ended_at": None, "trial_end": None,
            "items": {"data": [{"id": "si_1", "price": {"id": "price_pro_monthly"}, "current_period_start": 1,
                                "current_period_end": 2}]}}
-    response = post_event(client, event("evt_bad", "customer.subscription.updated", sub), secret(seeded))
-    assert response.status_code == 500
+    body = event("evt_bad", "customer.subscription.updated", sub)
+    assert post_event(client, body, secret(app)).status_code == 500
+    return body
+
+
+def test_handler_fault_rolls_back_answers_500_and_the_retry_succeeds(seeded, client):
+    body = failing_event(seeded, client)
     assert events_in_db(seeded) == {"evt_bad": ("failed", 1)}
     with seeded.app_context():
         row = db.session.scalar(sa.select(StripeEvent))
@@ -146,7 +152,7 @@ def test_handler_fault_rolls_back_answers_500_and_the_retry_succeeds(seeded, cli
         db.session.execute(sa.text("UPDATE users SET stripe_customer_id = NULL WHERE email = 'intruder@example.com'"))
         db.session.execute(sa.text("UPDATE users SET stripe_customer_id = 'cus_intruder' WHERE email = 'owner@example.com'"))
         db.session.commit()
-    response = post_event(client, event("evt_bad", "customer.subscription.updated", sub), secret(seeded))
+    response = post_event(client, body, secret(seeded))
     assert response.status_code == 200
     assert events_in_db(seeded) == {"evt_bad": ("processed", 2)}
 
