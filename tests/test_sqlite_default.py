@@ -34,3 +34,41 @@ def test_migrations_and_aware_times_on_sqlite(tmp_path, stripe_emulator):
         db.session.rollback()
         downgrade(revision="base")
         assert set(sa.inspect(db.engine).get_table_names()) == {"alembic_version"}
+
+
+def test_the_dashboards_daily_counts_follow_the_rows_on_sqlite(tmp_path, stripe_emulator):
+    """Migration 0007's row-level triggers on SQLite keep the counts the dashboard adds up."""
+    from decimal import Decimal
+
+    from app.models import AuditLog, DailyCount
+    from app.services.reporting import activity_history, conversions, mrr_history, revenue_summary
+
+    app = create_app({"ENVIRONMENT": "development", "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+                      "STRIPE_API_BASE": stripe_emulator.url})
+    now = datetime.now(timezone.utc)
+    with app.app_context():
+        upgrade()
+        seed_plans_from_config()
+        users = [User(email=f"dev{i}@example.com", password_hash="x") for i in range(3)]
+        db.session.add_all(users)
+        db.session.flush()
+        row = UserSubscription(user_id=users[0].id, plan_id=2, billing_cycle="yearly", status="active",
+                               stripe_subscription_id="sub_dev", created_at=now - timedelta(days=3))
+        db.session.add_all([row, AuditLog(user_id=users[0].id, action="subscription.activated",
+                                          details={"plan": "starter"}, created_at=now - timedelta(days=3))])
+        db.session.commit()
+        starter = {c.path: c for c in conversions(30)}["free_starter"]
+        assert (starter.recent, starter.converted_users, starter.base_users) == (1, 1, 3)
+        assert [d.signups for d in activity_history(3)] == [0, 0, 3]
+        history = mrr_history(5)
+        assert history[-1].value == revenue_summary().mrr == Decimal("199.99") / 12
+        assert history[0].value == 0 and history[1].value == Decimal("199.99") / 12
+
+        row.status, row.ended_at = "canceled", now
+        db.session.delete(users[2])
+        db.session.commit()
+        assert mrr_history(5)[-1].value == 0 and mrr_history(5)[-2].value == Decimal("199.99") / 12
+        assert {c.path: c for c in conversions(30)}["free_starter"].base_users == 2
+        assert db.session.scalar(sa.select(sa.func.sum(DailyCount.value))
+                                 .where(DailyCount.metric == "signups")) == 2
+        downgrade(revision="base")

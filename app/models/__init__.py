@@ -2,6 +2,7 @@
 from app.models.audit import AuditLog
 from app.models.base import utcnow
 from app.models.conversion import UserConversion
+from app.models.daily import DailyCount, DailySubscriptionChange
 from app.models.mail import MAIL_KINDS, MailOutbox
 from app.models.plan import BILLING_CYCLES, PlanFeature, SubscriptionPlan
 from app.models.stripe_event import StripeEvent
@@ -10,7 +11,7 @@ from app.models.subscription import ACCESS_STATUSES, LIVE_STATUSES, STATUSES, Us
 from app.models.user import User, normalize_email
 
 __all__ = [
-    "ACCESS_STATUSES", "MAIL_KINDS", "MailOutbox", "AlertSettings", "AuditLog", "Backtest", "BILLING_CYCLES", "LIVE_STATUSES", "PlanFeature",
+    "ACCESS_STATUSES", "MAIL_KINDS", "MailOutbox", "AlertSettings", "AuditLog", "Backtest", "BILLING_CYCLES", "DailyCount", "DailySubscriptionChange", "LIVE_STATUSES", "PlanFeature",
     "STATUSES", "Strategy", "StripeEvent",
     "SubscriptionPlan", "User", "UserConversion", "UserSubscription", "normalize_email", "utcnow",
 ]

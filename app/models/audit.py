@@ -11,17 +11,6 @@ from app.extensions import db
 from app.models.base import UTCDateTime, JSONType, utcnow
 
 
-#: (name, predicate) of the partial indexes on created_at per conversion path, spelled as
-#: app/services/reporting.py spells the filters (`details ->> 'plan'`) so the planner matches them.
-CONVERSION_WINDOW_INDEXES = (
-    ("ix_audit_logs_free_starter_created_at",
-     "action = 'subscription.activated' AND (details ->> 'plan') = 'starter'"),
-    ("ix_audit_logs_free_pro_created_at", "action = 'subscription.activated' AND (details ->> 'plan') = 'pro'"),
-    ("ix_audit_logs_starter_pro_created_at",
-     "action = 'subscription.plan_changed' AND (details ->> 'from_plan') = 'starter' AND (details ->> 'plan') = 'pro'"),
-)
-
-
 class AuditLog(db.Model):
     __tablename__ = "audit_logs"
     __table_args__ = (
@@ -31,11 +20,6 @@ class AuditLog(db.Model):
         # "Paid since it failed?" looks up payment.* entries by invoice (PostgreSQL: an index on the JSONB text).
         Index("ix_audit_logs_payment_invoice", text("(details ->> 'invoice')"),
               postgresql_where=text("action IN ('payment.failed', 'payment.succeeded')")).ddl_if(dialect="postgresql"),
-        # Conversions in a window (migration 0006, PostgreSQL): one partial index on created_at per path, the
-        # path's filter as the predicate, so the recent conversions are an index-only range count. (Who ever
-        # converted is counted in user_conversions, app/models/conversion.py.)
-        *(Index(name, "created_at", postgresql_where=text(where)).ddl_if(dialect="postgresql")
-          for name, where in CONVERSION_WINDOW_INDEXES),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(db.Integer, "sqlite"), primary_key=True)

@@ -6,25 +6,27 @@ can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, literal, literal_column, or_, select, union_all
+from sqlalchemy import and_, case, exists, func, literal_column, or_, select
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
 from app.models import (
     ACCESS_STATUSES,
     AuditLog,
+    DailyCount,
+    DailySubscriptionChange,
     StripeEvent,
     SubscriptionPlan,
     User,
-    UserConversion,
     UserSubscription,
     normalize_email,
     utcnow,
 )
+from app.models.daily import SIGNUPS, conversions_metric, converted_metric
 
 #: Statuses that count as recurring revenue: the ones that grant the plan (past_due while Stripe retries).
 REVENUE_STATUSES = ACCESS_STATUSES
@@ -164,41 +166,32 @@ class Conversion:
 CONVERSION_PATHS = (("free_starter", "Free → Starter"), ("free_pro", "Free → Pro"), ("starter_pro", "Starter → Pro"))
 
 
-def _conversion_filters():
-    # Spelled like the predicates of migration 0006's partial indexes (`details ->> 'plan'`) so they match.
-    plan = json_text(AuditLog.details, "plan")
-    activated = AuditLog.action == "subscription.activated"
-    return {
-        "free_starter": and_(activated, plan == "starter"),
-        "free_pro": and_(activated, plan == "pro"),
-        "starter_pro": and_(AuditLog.action == "subscription.plan_changed",
-                            json_text(AuditLog.details, "from_plan") == "starter", plan == "pro"),
-    }
+def _window_start(days: int, now: datetime | None) -> date:
+    """The first of the last `days` UTC calendar days (today included): the dashboard's windows by day."""
+    return (now or utcnow()).date() - timedelta(days=days - 1)
 
 
 def conversions(days: int = 30, now: datetime | None = None) -> list[Conversion]:
-    """Free→Starter, Free→Pro (`subscription.activated`) and Starter→Pro (`subscription.plan_changed`) from the
-    audit trail: how many in the last `days`, and the share of the people who could have made the move.
+    """Free→Starter, Free→Pro (`subscription.activated`) and Starter→Pro (`subscription.plan_changed`): how many
+    in the last `days` calendar days (today included, as the activity chart), and the share of the people who
+    could have made the move.
 
-    One statement: the window counts are index-only range counts of the per-path partial indexes on
-    audit_logs.created_at (migration 0006, PostgreSQL); the converted (distinct) users and Starter's subscribers
-    are counted in one pass over `user_conversions` — one row per converted user, kept in step with the audit
-    trail (app/models/conversion.py, migration 0006) — instead of distinct counts over the whole audit trail."""
-    now = now or utcnow()
-    start = now - timedelta(days=days)
-    filters = _conversion_filters()
-    conversion = UserConversion.__table__.c
-    converted = select(*(func.count(conversion[f"{path}_at"]).label(path) for path, _label in CONVERSION_PATHS),
-                       func.count(conversion.reached_starter_at).label("starters")).subquery()
-    windows = [select(func.count()).select_from(AuditLog).where(filters[path], AuditLog.created_at >= start)
-               .scalar_subquery() for path, _label in CONVERSION_PATHS]
-    users = select(func.count(User.id)).scalar_subquery()
-    row = db.session.execute(select(*windows, users, *converted.c)).one()
+    One aggregation over `daily_counts` (app/models/daily.py: a few rows per day, kept by triggers): the audit
+    entries per path and day, every sign-up, and the users whose first move on a path — or onto Starter — was that
+    day (so their sums are the distinct converted users and Starter's subscribers)."""
+    start = _window_start(days, now)
+    value, metric = func.sum(DailyCount.value), DailyCount.metric
+    row = db.session.execute(select(
+        *(value.filter(metric == conversions_metric(path), DailyCount.day >= start) for path, _l in CONVERSION_PATHS),
+        value.filter(metric == SIGNUPS),
+        *(value.filter(metric == converted_metric(path)) for path, _label in CONVERSION_PATHS),
+        value.filter(metric == converted_metric("reached_starter")),
+    )).one()
     recent, total_users, ever, starters = row[:3], row[3] or 0, row[4:7], row[7] or 0
     out = []
     for index, (path, label) in enumerate(CONVERSION_PATHS):
         base = starters if path == "starter_pro" else total_users
-        out.append(Conversion(path, label, recent[index] or 0, ever[index] or 0, base))
+        out.append(Conversion(path, label, int(recent[index] or 0), int(ever[index] or 0), int(base)))
     return out
 
 
@@ -255,42 +248,28 @@ def _as_date(value: Any) -> date:
 def mrr_history(days: int = 90, now: datetime | None = None, revenue: RevenueSummary | None = None) -> list[Point]:
     """MRR at the end of each of the last `days` days, rebuilt from when subscriptions started and ended.
 
-    Each subscription adds its price on the day it started and removes it on the day it ended, per cycle, so the
-    sum of every change is today's live revenue (`revenue_summary()`'s figures: a canceled subscription added and
-    removed its price). Walking back from it, only the changes inside the window are read (indexes on
-    `created_at` and on when a canceled subscription ended, migration 0005; counted per day, cycle and plan, then
-    priced per group): the MRR at the end of day D is the total minus the changes after D, monthly + yearly / 12
-    exactly as the gauge, so today's point is the gauge's figure. Earlier points price each subscription at its
-    current plan.
+    `daily_subscription_changes` (app/models/daily.py, kept by triggers) holds, per day, plan and cycle, the
+    subscriptions that started (+) and the canceled ones that ended (-) that day, so the sum of every change is
+    today's live revenue (`revenue_summary()`'s figures). Walking back from it, only the window's rows are read
+    (at most days × plans × cycles, priced per group: count × price): the MRR at the end of day D is the total
+    minus the changes after D, monthly + yearly / 12 exactly as the gauge, so today's point is the gauge's figure.
+    Earlier points price each subscription at its current plan.
 
     `revenue`: today's `revenue_summary()` when the caller already has it (the dashboard), so the live revenue is
     not counted a second time.
     """
     now = now or utcnow()
     today = now.date()
-    first = today - timedelta(days=days - 1)
-    since = datetime.combine(first, time.min, tzinfo=timezone.utc)
-    live = UserSubscription.status.in_(REVENUE_STATUSES)
-    canceled = UserSubscription.status == "canceled"
-    cycle, plan_id = UserSubscription.billing_cycle, UserSubscription.plan_id
-    # Subscriptions counted per (day, cycle, plan), then priced per group (count x price): no join nor price per
-    # row, and the branches run side by side (Parallel Append) on PostgreSQL.
-    started_day, stopped_day = func.date(UserSubscription.created_at), func.date(ended_at_expression())
-    branches = [
-        select(started_day.label("day"), cycle.label("cycle"), plan_id.label("plan_id"), func.count().label("n"))
-        .where(or_(live, canceled), UserSubscription.created_at >= since).group_by(started_day, cycle, plan_id),
-        select(stopped_day, cycle, plan_id, -func.count())
-        .where(canceled, ended_at_expression() >= since).group_by(stopped_day, cycle, plan_id),
-    ]
-    changes = union_all(*branches).subquery()
-    price = case((changes.c.cycle == "yearly", SubscriptionPlan.price_yearly), else_=SubscriptionPlan.price_monthly)
+    first = _window_start(days, now)
+    change = DailySubscriptionChange
+    price = case((change.billing_cycle == "yearly", SubscriptionPlan.price_yearly),
+                 else_=SubscriptionPlan.price_monthly)
     rows = db.session.execute(
-        select(changes.c.day, changes.c.cycle, func.sum(changes.c.n * price))
-        .join(SubscriptionPlan, SubscriptionPlan.id == changes.c.plan_id)
-        .group_by(changes.c.day, changes.c.cycle)).all()
+        select(change.day, change.billing_cycle, func.sum(change.net * price))
+        .join(SubscriptionPlan, SubscriptionPlan.id == change.plan_id)
+        .where(change.day >= first)
+        .group_by(change.day, change.billing_cycle)).all()
     running = {"monthly": Decimal(0), "yearly": Decimal(0)}
-    # Today's live revenue: the caller's, else counted here (its own statement: a parallel index-only count that
-    # would run single-threaded as one more branch of the union above).
     live_revenue = revenue.by_plan if revenue is not None else revenue_summary().by_plan
     for plan_revenue in live_revenue:
         running["yearly" if plan_revenue.cycle == "yearly" else "monthly"] += plan_revenue.billed_per_cycle
@@ -299,7 +278,7 @@ def mrr_history(days: int = 90, now: datetime | None = None, revenue: RevenueSum
         day, amount, key = _as_date(raw_day), Decimal(str(total or 0)), "yearly" if cycle == "yearly" else "monthly"
         if day > today:  # not yet part of today's figure
             running[key] -= amount
-        elif day >= first:
+        else:
             by_day.setdefault(day, {}).setdefault(key, Decimal(0))
             by_day[day][key] += amount
     points = []
@@ -320,24 +299,15 @@ class ActivityDay:
 
 
 def activity_history(days: int = 30, now: datetime | None = None) -> list[ActivityDay]:
-    """Sign-ups (new users) and conversions (activations and Starter→Pro) per day, in one aggregation."""
-    now = now or utcnow()
-    start = datetime.combine(now.date() - timedelta(days=days - 1), time.min, tzinfo=timezone.utc)
-    filters = _conversion_filters()
-    signups = select(func.date(User.created_at).label("day"), literal("signup").label("kind")) \
-        .where(User.created_at >= start)
-    converted = select(func.date(AuditLog.created_at).label("day"), literal("conversion").label("kind")) \
-        .where(AuditLog.created_at >= start,
-               AuditLog.action.in_(("subscription.activated", "subscription.plan_changed")),
-               or_(*filters.values()))
-    both = union_all(signups, converted).subquery()
-    counts: dict[tuple[date, str], int] = {}
-    for day, kind, count in db.session.execute(
-            select(both.c.day, both.c.kind, func.count()).group_by(both.c.day, both.c.kind)):
-        counts[(_as_date(day), kind)] = count
-    first = start.date()
-    return [ActivityDay(day, counts.get((day, "signup"), 0), counts.get((day, "conversion"), 0))
-            for day in (first + timedelta(days=i) for i in range(days))]
+    """Sign-ups (new users) and conversions (activations and Starter→Pro) per day: the window's `daily_counts`."""
+    start = _window_start(days, now)
+    value = func.sum(DailyCount.value)
+    counts = {_as_date(day): (signups or 0, converted or 0) for day, signups, converted in db.session.execute(
+        select(DailyCount.day, value.filter(DailyCount.metric == SIGNUPS),
+               value.filter(DailyCount.metric.in_([conversions_metric(p) for p, _label in CONVERSION_PATHS])))
+        .where(DailyCount.day >= start).group_by(DailyCount.day))}
+    return [ActivityDay(day, *(int(n) for n in counts.get(day, (0, 0))))
+            for day in (start + timedelta(days=i) for i in range(days))]
 
 
 def recent_audit_log(limit: int = 50) -> list[tuple[AuditLog, str | None]]:
