@@ -3,7 +3,8 @@ generate_series`): one statement per table and step, no row through Python.
 
 Each generated subscription comes with its user (and Stripe customer id), one audit entry (and the
 user_conversions row it implies) and one recorded webhook event, so that every table a webhook touches grows with
-the subscriptions, as it does in production.
+the subscriptions, as it does in production. The triggers of migration 0007 count them into the per-day tables as
+they would count the app's own writes (one aggregated upsert per statement).
 Statuses, plans and cycles are spread like a live product: mostly active, some canceled, past due, trialing.
 """
 from __future__ import annotations
@@ -79,4 +80,5 @@ def grow(connection, first: int, last: int) -> None:
               "starter": plans["starter"], "pro": plans["pro"]}
     for step in STEPS:
         connection.execute(text(step), params)
-    connection.execute(text("ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events"))
+    connection.execute(text("ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events, "
+                            "daily_counts, daily_subscription_changes"))

@@ -607,7 +607,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             # What autovacuum does on a live database: the visibility map lets the covering indexes answer alone.
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                 connection.execute(growth.text(
-                    "VACUUM ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events"))
+                    "VACUUM ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events, "
+                    "daily_counts, daily_subscription_changes"))
         generated_so_far = size
         log(f"5. growth: {size:,} generated subscriptions ({time.monotonic() - t0:.1f} s to generate)")
         before = metrics(base)
