@@ -639,9 +639,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         result(f"growth {label}: webhook handling time per event", row["handling_ms"], "ms",
                small["handling_ms"], "within ±20% of 10k", 0.8 <= ratio <= 1.2)
         for name, ms in row["queries"].items():
-            last = size == sizes[-1]
-            result(f"growth {label}: dashboard query {name}()", ms, "ms", small["queries"][name],
-                   "≤ 200 ms at 1M" if last else None, (ms <= 200) if last else None)
+            # The target is per figure; dashboard() is the whole page (every figure), printed without it.
+            targeted = size == sizes[-1] and name != "dashboard"
+            result(f"growth {label}: dashboard {'page' if name == 'dashboard' else 'query'} {name}()", ms, "ms",
+                   small["queries"][name], "≤ 200 ms at 1M" if targeted else None, (ms <= 200) if targeted else None)
     notes.append(
         f"**Growth**: subscriptions generated in SQL (bench/growth.py: `INSERT … SELECT generate_series`, each with "
         f"its user, one audit entry and one recorded event; 70% active, 15% canceled, 5% past due, 5% trialing) "
