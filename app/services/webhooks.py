@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.exc import DataError, ProgrammingError
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.extensions import cache_redis, db
@@ -94,7 +95,8 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
     except ValueError:
         raise WebhookRejected(400, "invalid_payload", "The body is not a JSON event.")
     if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str) \
-            or not isinstance((event.get("data") or {}).get("object"), dict):
+            or not isinstance((event.get("data") or {}).get("object"), dict) \
+            or not isinstance(event["data"]["object"].get("id", ""), str):
         raise WebhookRejected(400, "invalid_payload", "The body is not a Stripe event.")
     log.info("stripe_webhook_verified", event_id=event["id"], event_type=event["type"])
     return event
@@ -125,6 +127,12 @@ def remember_in_redis(event_id: str) -> None:
 # --- record, then act -----------------------------------------------------------------------------------------------
 
 DONE = ("processed", "ignored")
+#: What a handler raises when a signed event cannot be applied as it is — a shape it does not expect (a key missing,
+#: a value of another type) or data that contradicts ours (a subscription of another user): answered 422
+#: `unprocessable_event`, not 500 (kept for our own faults: the database down, a bug). The event is kept as failed
+#: either way, and Stripe retries both, so a fix — or the operator's replay — applies it.
+#: (A value of the wrong type reaching a query is refused by PostgreSQL as a ProgrammingError or DataError.)
+MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError, ProgrammingError, DataError)
 
 
 def record(event: dict[str, Any]) -> tuple[str, int]:
@@ -194,7 +202,12 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         metrics.record_webhook(metric_type(event_type), "duplicate")
         return Outcome("duplicate", event_id, event_type)
 
-    status, attempts = record(event)
+    try:
+        status, attempts = record(event)
+    except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
+        db.session.rollback()
+        log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
+        raise WebhookRejected(400, "invalid_payload", "The event holds values that cannot be stored.")
     if status in DONE:
         db.session.commit()
         remember_in_redis(event_id)
@@ -207,6 +220,9 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         metrics.record_webhook(metric_type(event_type), "failed", time.perf_counter() - started)
         log.error("stripe_webhook_handling_failed", event_id=event_id, event_type=event_type, attempts=attempts + 1,
                   error=f"{type(error).__name__}: {error}")
+        if isinstance(error, MALFORMED):
+            raise WebhookRejected(422, "unprocessable_event", f"This {event_type} event cannot be applied as it is "
+                                  f"({type(error).__name__}); it is kept as failed, to replay after a fix.") from error
         raise
     remember_in_redis(event_id)
     seconds = time.perf_counter() - started

@@ -6,7 +6,8 @@ from app.webhooks import bp
 
 @bp.post("/stripe")
 def receive_stripe_event():
-    """Stripe's deliveries: 200 once recorded and applied (or a duplicate), 400 for a bad signature, 500 to retry."""
+    """Stripe's deliveries: 200 once recorded and applied (or a duplicate), 400 for a bad signature or body, 422 for
+    an event that cannot be applied as it is (kept as failed), 500 for our own faults; Stripe retries non-2xx."""
     payload = request.get_data(cache=False)  # the raw bytes the signature covers; never the parsed JSON
     try:
         outcome = handle(payload, request.headers.get("Stripe-Signature"))

@@ -136,11 +136,12 @@ def failing_event(app, client) -> dict:
            "items": {"data": [{"id": "si_1", "price": {"id": "price_pro_monthly"}, "current_period_start": 1,
                                "current_period_end": 2}]}}
     body = event("evt_bad", "customer.subscription.updated", sub)
-    assert post_event(client, body, secret(app)).status_code == 500
+    response = post_event(client, body, secret(app))
+    assert (response.status_code, response.get_json()["error"]) == (422, "unprocessable_event")
     return body
 
 
-def test_handler_fault_rolls_back_answers_500_and_the_retry_succeeds(seeded, client):
+def test_an_event_contradicting_our_data_is_422_rolled_back_and_the_retry_succeeds(seeded, client):
     body = failing_event(seeded, client)
     assert events_in_db(seeded) == {"evt_bad": ("failed", 1)}
     with seeded.app_context():
@@ -155,6 +156,32 @@ def test_handler_fault_rolls_back_answers_500_and_the_retry_succeeds(seeded, cli
     response = post_event(client, body, secret(seeded))
     assert response.status_code == 200
     assert events_in_db(seeded) == {"evt_bad": ("processed", 2)}
+
+
+def test_a_signed_event_of_an_unexpected_shape_is_422_kept_as_failed_and_changes_nothing(seeded, client):
+    """As an API-version mismatch would send: a subscription without its items. Not a 500 (our fault), a 422."""
+    with seeded.app_context():
+        UserFactory(email="shape@example.com", stripe_customer_id="cus_shape")
+    body = event("evt_shape", "customer.subscription.updated",
+                 {"id": "sub_shape", "object": "subscription", "customer": "cus_shape", "status": "active",
+                  "items": {"data": [{"id": "si_1", "price": {"id": "price_pro_monthly"},
+                                      "current_period_end": "2026-12-28"}]}})  # a date, where Stripe sends seconds
+    response = post_event(client, body, secret(seeded))
+    assert response.status_code == 422
+    assert response.get_json()["error"] == "unprocessable_event"
+    assert "customer.subscription.updated" in response.get_json()["message"]
+    assert events_in_db(seeded) == {"evt_shape": ("failed", 1)}
+    with seeded.app_context():
+        assert db.session.scalar(sa.select(StripeEvent.error)).startswith(("ValueError", "TypeError"))
+        assert db.session.scalar(sa.select(sa.func.count(UserSubscription.id))) == 0
+        assert db.session.scalar(sa.select(sa.func.count(AuditLog.id))) == 0
+
+
+def test_a_signed_event_the_database_cannot_store_is_400_and_records_nothing(seeded, client):
+    body = event("evt_nul", "customer.updated", {"id": "cus_x", "object": "customer", "name": "A\u0000B"})
+    response = post_event(client, body, secret(seeded))
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_payload")
+    assert events_in_db(seeded) == {}
 
 
 def test_concurrent_deliveries_process_once(seeded, live_server):
