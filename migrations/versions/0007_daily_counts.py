@@ -14,9 +14,10 @@ Create Date: 2026-11-28 10:40:00
   canceled one ended (coalesce(ended_at, canceled_at, updated_at)). Summed up to a day, the live subscriptions by
   plan and cycle that day: the MRR history.
 - Kept by triggers in the transaction of the write, whoever writes (the app, `flask` commands, bulk SQL, ON
-  DELETE CASCADE): on PostgreSQL one statement-level trigger per table and operation over the transition tables
-  (a bulk INSERT … SELECT costs one aggregated upsert, not one per row; keys are upserted in order, and an UPDATE
-  that changes no count — most webhook updates — writes nothing); on SQLite row-level triggers. TRUNCATE fires
+  DELETE CASCADE): on PostgreSQL INSERT and DELETE by statement-level triggers over the transition tables (a bulk
+  INSERT … SELECT costs one aggregated upsert, not one per row), UPDATE by row-level triggers whose WHEN clause
+  lets through only the updates that can change a count (not the usual webhook update of periods and event
+  times); keys are upserted in order, and changes that cancel out write nothing. On SQLite row-level triggers. TRUNCATE fires
   no trigger: truncate these tables with their sources.
 - Backfilled by the same contribution queries over the whole tables (BACKFILL).
 - PostgreSQL: migration 0006's partial indexes on audit_logs (created_at) per conversion path served only the
@@ -127,13 +128,26 @@ def backfill(dialect, table):
     return upsert(dialect, table, _select(SOURCES[table][0], table, 1))
 
 
+def update_condition(dialect, table):
+    """When an UPDATE can change the counts: one of the columns they read changed (for a subscription, its end
+    time only matters while canceled — updated_at moves on every write). Evaluated by the database before any
+    trigger code runs, so the usual webhook update (periods, last_event_at) costs nothing."""
+    distinct = "IS DISTINCT FROM" if dialect == 'postgresql' else "IS NOT"
+    if table == "user_subscriptions":
+        end = "coalesce({0}.ended_at, {0}.canceled_at, {0}.updated_at)"
+        return " OR ".join([f"OLD.{c} {distinct} NEW.{c}" for c in ("status", "plan_id", "billing_cycle", "created_at")]
+                           + [f"((OLD.status = 'canceled' OR NEW.status = 'canceled') "
+                              f"AND {end.format('OLD')} {distinct} {end.format('NEW')})"])
+    return " OR ".join(f"OLD.{c} {distinct} NEW.{c}" for c in SOURCES[table][0])
+
+
 POSTGRESQL_FUNCTION = """
 CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        {insert};
-    ELSIF TG_OP = 'UPDATE' THEN
+    IF TG_LEVEL = 'ROW' THEN
         {update};
+    ELSIF TG_OP = 'INSERT' THEN
+        {insert};
     ELSE
         {delete};
     END IF;
@@ -141,8 +155,11 @@ BEGIN
 END
 $$
 """
-TRANSITIONS = {"INSERT": "NEW TABLE AS new_rows", "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
-               "DELETE": "OLD TABLE AS old_rows"}
+#: PostgreSQL: INSERT and DELETE per statement over the transition tables (a bulk write costs one aggregated
+#: upsert), UPDATE per row and only when it can change a count.
+TRANSITIONS = {"INSERT": "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT",
+               "UPDATE": "FOR EACH ROW WHEN ({when})",
+               "DELETE": "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"}
 
 
 def trigger_name(table, operation):
@@ -151,24 +168,24 @@ def trigger_name(table, operation):
 
 def create_triggers(dialect, table):
     columns = SOURCES[table][0]
+    changed = _select_row(columns, "NEW", 1) + " UNION ALL " + _select_row(columns, "OLD", -1)
+    when = update_condition(dialect, table)
     if dialect == 'postgresql':
         name = f"{table}_daily_counts"
         op.execute(POSTGRESQL_FUNCTION.format(
             name=name,
             insert=upsert(dialect, table, _select(columns, "new_rows", 1)),
-            update=upsert(dialect, table, _select(columns, "new_rows", 1) + " UNION ALL "
-                          + _select(columns, "old_rows", -1)),
+            update=upsert(dialect, table, changed),
             delete=upsert(dialect, table, _select(columns, "old_rows", -1))))
-        for operation, transition in TRANSITIONS.items():
+        for operation, timing in TRANSITIONS.items():
             op.execute(f"CREATE TRIGGER {trigger_name(table, operation)} AFTER {operation} ON {table} "
-                       f"REFERENCING {transition} FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
+                       f"{timing.format(when=when)} EXECUTE FUNCTION {name}()")
         return
-    rows = {"INSERT": _select_row(columns, "NEW", 1),
-            "UPDATE": _select_row(columns, "NEW", 1) + " UNION ALL " + _select_row(columns, "OLD", -1),
-            "DELETE": _select_row(columns, "OLD", -1)}
-    for operation, selected in rows.items():
-        op.execute(f"CREATE TRIGGER {trigger_name(table, operation)} AFTER {operation} ON {table} FOR EACH ROW "
-                   f"BEGIN {upsert(dialect, table, selected)}; END")
+    rows = {"INSERT": ("", _select_row(columns, "NEW", 1)), "UPDATE": (f" WHEN {when}", changed),
+            "DELETE": ("", _select_row(columns, "OLD", -1))}
+    for operation, (condition, selected) in rows.items():
+        op.execute(f"CREATE TRIGGER {trigger_name(table, operation)} AFTER {operation} ON {table} FOR EACH ROW"
+                   f"{condition} BEGIN {upsert(dialect, table, selected)}; END")
 
 
 def drop_triggers(dialect, table):

@@ -63,9 +63,13 @@ def test_every_kind_of_write_keeps_the_counts_equal_to_a_recount(seeded):
         subscriptions[0].plan_id = plan_id("pro") if subscriptions[0].plan.name == "starter" else plan_id("starter")
         subscriptions[1].status, subscriptions[1].ended_at = "canceled", days_ago(2)
         subscriptions[2].status, subscriptions[2].ended_at, subscriptions[2].canceled_at = "canceled", None, None
+        subscriptions[2].updated_at = days_ago(3)
         db.session.commit()
-        subscriptions[2].cancel_at_period_end = True  # moves updated_at, hence the day it counts as ended
+        counted = maintained()
+        assert counted == recounted()
+        subscriptions[2].cancel_at_period_end = True  # moves updated_at to now, hence the day it counts as ended
         db.session.commit()
+        assert maintained() != counted
         # Bulk SQL, as an operator's fix would: every trialing/active row of one cycle to past_due and back.
         db.session.execute(sa.update(UserSubscription).where(UserSubscription.status == "active")
                            .values(status="unpaid"))
