@@ -23,7 +23,21 @@ def test_anonymous_visitor_sees_every_price_and_feature(seeded, client):
     assert 'href="/signup"' in page
 
 
-def test_choose_plan_buttons_post_plan_and_cycle_with_csrf(seeded, client):
+def test_anonymous_choose_buttons_link_to_signup_without_csrf_or_cookie(seeded, client):
+    """Links, not forms: the choice must survive sign-up, and a page with no token needs no session cookie."""
+    response = client.get("/pricing")
+    page = response.get_data(as_text=True)
+    links = re.findall(r'<a class="([^"]*)" href="/signup\?plan=(\w+)&amp;cycle=(\w+)">Choose (\w+)<', page)
+    assert {(plan, cycle) for _, plan, cycle, _ in links} == {
+        ("starter", "monthly"), ("starter", "yearly"), ("pro", "monthly"), ("pro", "yearly")}
+    for classes, plan, cycle, text in links:
+        assert f"choose-{cycle}" in classes.split() and text == plan.capitalize()  # the CSS switch still hides one
+    assert "<form" not in page and "csrf_token" not in page
+    assert "Set-Cookie" not in response.headers and client.get_cookie("session") is None
+
+
+def test_logged_in_choose_buttons_post_plan_and_cycle_with_csrf(seeded, client, auth):
+    auth.signup()
     page = client.get("/pricing").get_data(as_text=True)
     forms = re.findall(r'<form method="post" action="/billing/checkout".*?</form>', page, re.S)
     choices = {(re.search(r'name="plan" value="(\w+)"', f).group(1), re.search(r'name="cycle" value="(\w+)"', f).group(1))
@@ -45,6 +59,6 @@ def test_pricing_works_without_any_plan(app, client):
 
 
 def test_checkout_requires_login(seeded, client, auth):
-    token = auth.token("/pricing")
+    token = auth.token("/login")
     response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token})
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")

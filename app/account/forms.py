@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, StringField
+from wtforms import EmailField, HiddenField, PasswordField
 from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from app.services.accounts import MIN_PASSWORD_LENGTH
@@ -26,7 +26,7 @@ class SignupForm(FlaskForm):
 class LoginForm(FlaskForm):
     email = EmailField("Email", filters=[strip], validators=[DataRequired(), Email(check_deliverability=False), Length(max=320)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=128)])
-    next = StringField()
+    next = HiddenField()  # where to go after logging in; rendered by hidden_tag() so the POST keeps it
 
 
 class LogoutForm(FlaskForm):

@@ -7,6 +7,7 @@ from app.account import bp
 from app.account.forms import LoginForm, LogoutForm, SignupForm
 from app.extensions import limiter
 from app.services.accounts import AccountError, authenticate, create_user
+from app.services.catalog import chosen_plan
 from app.services.subscriptions import effective_plan, effective_subscription
 from app.services.strategies import usage_summary
 
@@ -30,9 +31,15 @@ def start_session(user) -> None:
 
 @bp.route("/signup", methods=["GET", "POST"])
 def signup():
-    """Create a free account and log in."""
+    """Create a free account and log in; with a plan chosen on the pricing page, go on to review and pay for it.
+
+    The choice travels in the query string (`?plan=pro&cycle=monthly`, kept by the form's action); one that names
+    no paid plan on sale is ignored and the visitor simply signs up for Free.
+    """
+    choice = chosen_plan(request.args.get("plan"), request.args.get("cycle"))
+    review_url = url_for("billing.review_checkout", plan=choice.plan.name, cycle=choice.cycle) if choice else None
     if current_user.is_authenticated:
-        return redirect(url_for("account.show_account"))
+        return redirect(review_url or url_for("account.show_account"))
     form = SignupForm()
     if form.validate_on_submit():
         try:
@@ -41,10 +48,13 @@ def signup():
             form.email.errors.append(exc.message) if exc.code == "email_taken" else form.password.errors.append(exc.message)
         else:
             start_session(user)
+            if review_url:
+                flash(f"Welcome! Your account is ready: confirm {choice.plan.display_name} below to upgrade.", "success")
+                return redirect(review_url)
             flash("Welcome! Your account is on the Free plan.", "success")
             return redirect(url_for("account.show_account"))
     status = 400 if form.is_submitted() else 200
-    return render_template("account/signup.html", form=form), status
+    return render_template("account/signup.html", form=form, choice=choice, review_url=review_url), status
 
 
 def login_limit() -> str:

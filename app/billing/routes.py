@@ -11,6 +11,7 @@ from app.services.checkout import (
     PlanChangeRequired,
     create_portal_session,
     fulfil_checkout,
+    review_choice,
     start_checkout,
     sync_after_portal,
 )
@@ -45,6 +46,29 @@ def show_billing():
         sync_after_portal(current_user.id)
     return render_template("billing/index.html", summary=billing_summary(current_user),
                            action_form=ActionForm(), portal_form=PortalForm())
+
+
+@bp.get("/checkout")
+@login_required
+def review_checkout():
+    """Free → paid, first step: the chosen plan, its price and features, and the button on to Stripe Checkout.
+
+    The pricing page sends visitors here through sign-up or log-in (`?plan=pro&cycle=yearly`): a POST cannot
+    survive those redirects. A paying user goes to the plan-change confirmation instead.
+    """
+    form = ChoosePlanForm(request.args, meta={"csrf": False})
+    if not form.validate():
+        flash(form_errors(form), "danger")
+        return redirect(url_for("pricing.show_pricing"), 303)
+    try:
+        choice = review_choice(current_user.id, form.plan.data, form.cycle.data)
+    except PlanChangeRequired:
+        return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
+    except DomainError as error:
+        flash(error.message, "danger")
+        return redirect(url_for("pricing.show_pricing"), 303)
+    return render_template("billing/review_checkout.html", choice=choice,
+                           form=ChoosePlanForm(formdata=None, plan=choice.plan.name, cycle=choice.cycle))
 
 
 @bp.post("/checkout")

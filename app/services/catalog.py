@@ -250,6 +250,35 @@ def plan_for_price(price_id: str | None) -> tuple[SubscriptionPlan, str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class PlanChoice:
+    """A paid plan and billing cycle someone chose on the pricing page, as the sign-up and review pages show it."""
+
+    plan: SubscriptionPlan
+    cycle: str
+
+    @property
+    def price(self) -> Decimal:
+        return self.plan.price_for(self.cycle)
+
+    @property
+    def period(self) -> str:
+        """"month" or "year": what one payment of `price` covers."""
+        return "month" if self.cycle == "monthly" else "year"
+
+
+def chosen_plan(plan_name: str | None, cycle: str | None) -> PlanChoice | None:
+    """The choice a link carries (`?plan=pro&cycle=yearly`) when `validate_choice` accepts it, else None.
+
+    For pages that ignore a bad choice rather than complain about it (sign-up: the visitor still gets an account).
+    """
+    try:
+        plan, cycle, _ = validate_choice(plan_name, cycle)
+    except DomainError:
+        return None
+    return PlanChoice(plan, cycle)
+
+
 def validate_choice(plan_name: str | None, cycle: str | None) -> tuple[SubscriptionPlan, str, str]:
     """A paid plan and cycle someone may buy: (plan, cycle, Stripe price id), or a 400 naming the problem."""
     if cycle not in ("monthly", "yearly"):

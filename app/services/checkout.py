@@ -10,7 +10,7 @@ from app.extensions import db
 from app.logging import get_logger
 from app.models import User
 from app.services import DomainError, audit, metrics
-from app.services.catalog import validate_choice
+from app.services.catalog import PlanChoice, validate_choice
 from app.services.stripe_gateway import gateway, to_dict
 from app.services.subscriptions import (
     SubscriptionError,
@@ -109,6 +109,16 @@ def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, succe
     db.session.commit()
     metrics.BILLING_CHECKOUT_SESSIONS_CREATED.inc()
     return CheckoutStart(session.id, session.url)
+
+
+def review_choice(user_id: int, plan_name: str | None, cycle: str | None) -> PlanChoice:
+    """What a Free user is about to buy, before Checkout; a paying user gets PlanChangeRequired instead.
+
+    Reads only our copy of the subscriptions: `start_checkout` asks Stripe again when the button is pressed.
+    """
+    plan, cycle, _ = validate_choice(plan_name, cycle)
+    refuse_second_subscription(user_id, plan, cycle)
+    return PlanChoice(plan, cycle)
 
 
 def refuse_second_subscription(user_id: int, plan, cycle: str) -> None:

@@ -28,7 +28,7 @@ def violations(messages: list[str]) -> list[str]:
 
 
 def test_public_pages_have_no_csp_violation(page, console, site):
-    for path in ("/pricing", "/login", "/signup", "/no-such-page"):
+    for path in ("/pricing", "/login", "/signup", "/signup?plan=pro&cycle=yearly", "/no-such-page"):
         response = page.goto(site + path)
         assert "default-src 'self'" in response.headers["content-security-policy"]
         page.wait_for_load_state("load")
@@ -43,7 +43,7 @@ def test_signed_in_pages_have_no_csp_violation(page, console, site):
     page.fill("input[name=confirm]", "correct horse battery")
     page.locator("form button[type=submit]").last.click()
     page.wait_for_load_state("load")
-    for path in ("/pricing", "/account", "/billing", "/strategies", "/alerts"):
+    for path in ("/pricing", "/account", "/billing", "/billing/checkout?plan=pro&cycle=yearly", "/strategies", "/alerts"):
         page.goto(site + path)
         page.wait_for_load_state("load")
     assert "/login" not in page.url  # signed in, not sent to the log-in page
