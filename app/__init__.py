@@ -12,6 +12,7 @@ from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, m
 from app.services import stripe_gateway
 from app.logging import configure_logging
 from app.security import register_hardening
+from app import sqlite_locking  # noqa: F401  (SELECT … FOR UPDATE on the fresh-clone SQLite)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

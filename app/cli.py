@@ -81,7 +81,7 @@ def register_stripe_commands(app: Flask) -> None:
         events_to_replay,
         reconcile,
     )
-    from app.services.webhooks import GUIDE_EVENTS, reprocess
+    from app.services.webhooks import reprocess
 
     stripe_group = AppGroup("stripe", help="Stripe: catalog, webhook endpoint, reconcile, replay.")
 
@@ -112,7 +112,7 @@ def register_stripe_commands(app: Flask) -> None:
     @click.option("--url", required=True, help="This app's public webhook URL, ending in /billing/webhooks/stripe.")
     @domain_errors
     def webhook_endpoint_command(url: str):
-        """Register the webhook endpoint for the guide's six events and print its signing secret."""
+        """Register the webhook endpoint (the guide's six events and the others handled) and print its secret."""
         if not url.startswith(("https://", "http://")):
             raise click.ClickException("--url must be an absolute http(s) URL")
         endpoint, created = create_webhook_endpoint(url)
@@ -121,7 +121,7 @@ def register_stripe_commands(app: Flask) -> None:
                        f"(its secret was shown when it was created; roll it in the Dashboard if lost)")
             return
         click.echo(f"✓ Created endpoint {endpoint['id']} for {url}")
-        click.echo(f"  events: {', '.join(GUIDE_EVENTS)}")
+        click.echo(f"  events: {', '.join(endpoint['enabled_events'])}")
         click.echo(f"STRIPE_WEBHOOK_SECRET={endpoint['secret']}")
 
     @stripe_group.command("sync")

@@ -72,3 +72,52 @@ def test_the_dashboards_daily_counts_follow_the_rows_on_sqlite(tmp_path, stripe_
         assert db.session.scalar(sa.select(sa.func.sum(DailyCount.value))
                                  .where(DailyCount.metric == "signups")) == 2
         downgrade(revision="base")
+
+
+def test_the_success_page_and_the_webhook_do_not_both_insert_the_subscription_on_sqlite(tmp_path, stripe_emulator):
+    """SQLite has no row locks: without app/sqlite_locking.py two concurrent syncs of one customer both see no
+    row and both insert it (the second fails on the unique key, and the transition is audited twice)."""
+    import threading
+
+    from app.models import AuditLog
+    from app.services.checkout import start_checkout
+    from app.services.subscriptions import sync_customer
+
+    app = create_app({"ENVIRONMENT": "development", "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+                      "STRIPE_API_BASE": stripe_emulator.url})
+    with app.app_context():
+        upgrade()
+        seed_plans_from_config()
+        db.session.add(User(email="racer@example.com", password_hash="x"))
+        db.session.commit()
+    with app.test_request_context():
+        user_id = db.session.scalar(sa.select(User.id))
+        checkout = start_checkout(user_id, "pro", "monthly", success_url="http://t/s?session_id={CHECKOUT_SESSION_ID}",
+                                  cancel_url="http://t/p")
+        customer = db.session.scalar(sa.select(User.stripe_customer_id))
+    stripe_emulator.complete_checkout(checkout.session_id)
+
+    start, errors = threading.Barrier(4), []
+
+    def sync():  # what the success page and the webhook each end in
+        with app.app_context():
+            start.wait()
+            try:
+                sync_customer(customer)
+            except Exception as error:  # noqa: BLE001 - collected, asserted below
+                errors.append(error)
+
+    threads = [threading.Thread(target=sync) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    try:
+        with app.app_context():
+            assert errors == []
+            assert db.session.scalar(sa.select(sa.func.count(UserSubscription.id))) == 1
+            assert db.session.scalar(sa.select(sa.func.count(AuditLog.id))
+                                     .where(AuditLog.action == "subscription.activated")) == 1
+            downgrade(revision="base")
+    finally:
+        stripe_emulator.reset()  # the session's emulator: the next test's user 1 must not meet this one's customer

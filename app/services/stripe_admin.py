@@ -13,7 +13,7 @@ from app.services import audit
 from app.services.catalog import PLAN_CATALOG
 from app.services.stripe_gateway import gateway, to_dict
 from app.services.subscriptions import SyncResult, sync_customer
-from app.services.webhooks import GUIDE_EVENTS
+from app.services.webhooks import GUIDE_EVENTS, HANDLERS
 
 
 @dataclass
@@ -71,8 +71,13 @@ def create_catalog() -> list[CatalogPrice]:
     return results
 
 
+#: What a new endpoint listens to: the guide's six events and the others the endpoint handles (invoice.paid,
+#: customer.updated for card changes, asynchronous Checkout payments), so none of those features is left unfed.
+ENDPOINT_EVENTS = sorted(set(GUIDE_EVENTS) | set(HANDLERS))
+
+
 def create_webhook_endpoint(url: str) -> tuple[dict, bool]:
-    """Register `url` for the guide's six events; (endpoint, created). The secret is only in a new endpoint."""
+    """Register `url` for ENDPOINT_EVENTS; (endpoint, created). The secret is only in a new endpoint."""
     stripe_gateway = gateway()
     for endpoint in stripe_gateway.call("webhook_endpoints.list", stripe_gateway.v1.webhook_endpoints.list,
                                         params={"limit": 100}).auto_paging_iter():
@@ -80,7 +85,7 @@ def create_webhook_endpoint(url: str) -> tuple[dict, bool]:
             return to_dict(endpoint), False
     endpoint = stripe_gateway.call(
         "webhook_endpoints.create", stripe_gateway.v1.webhook_endpoints.create,
-        params={"url": url, "enabled_events": list(GUIDE_EVENTS),
+        params={"url": url, "enabled_events": ENDPOINT_EVENTS,
                 "description": "Smart Strategies Builder billing"})
     return to_dict(endpoint), True
 
