@@ -15,9 +15,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
 
 PRODUCTS = [
-    ("prod_free", "Free", "free", "Get started: the essentials, free forever."),
-    ("prod_starter", "Starter", "starter", "For individuals building their first strategies."),
-    ("prod_pro", "Pro", "pro", "For teams running strategies at scale."),
+    ("prod_free", "Free", "free", "Learn the ropes and build your first strategies."),
+    ("prod_starter", "Starter", "starter", "For active traders testing ideas every week."),
+    ("prod_pro", "Pro", "pro", "Unlimited research, real-time alerts and the API."),
 ]
 
 # (price id, product id, unit amount in cents, interval)
