@@ -62,3 +62,31 @@ def test_checkout_requires_login(seeded, client, auth):
     token = auth.token("/login")
     response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token})
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_the_anonymous_page_is_rendered_once_and_follows_the_catalog_and_flashes(seeded, client, auth):
+    """Visitors who are not logged in share one rendering per catalog; a new price shows at once after a seed in
+    this process, and a visitor with a flashed message (just logged out) gets their own page with it."""
+    import sqlalchemy as sa
+
+    from app.extensions import db
+    from app.models import SubscriptionPlan
+    from app.services.catalog import forget_catalog
+
+    first = client.get("/pricing").get_data(as_text=True)
+    assert client.get("/pricing").get_data(as_text=True) == first
+    assert seeded.extensions["anonymous_pricing_page"][1] == first
+    with seeded.app_context():
+        db.session.execute(sa.update(SubscriptionPlan).where(SubscriptionPlan.name == "pro")
+                           .values(price_monthly="59.99"))
+        db.session.commit()
+        forget_catalog()  # what a seed does
+    page = client.get("/pricing").get_data(as_text=True)
+    assert "$59.99" in page and "$49.99" not in page
+
+    auth.signup(email="leaving@example.com")
+    response = auth.logout()
+    assert response.headers["Location"] == "/pricing"
+    page = client.get("/pricing").get_data(as_text=True)
+    assert "You have been logged out." in page
+    assert "You have been logged out." not in client.get("/pricing").get_data(as_text=True)  # shown once

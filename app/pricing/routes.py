@@ -1,4 +1,4 @@
-from flask import redirect, render_template, url_for
+from flask import current_app, redirect, render_template, session, url_for
 from flask_login import current_user
 
 from app.pricing import bp
@@ -16,6 +16,8 @@ def index():
 def show_pricing():
     """The three plans with their features, a monthly/yearly switch and the visitor's current plan."""
     plans = active_plans()
+    if not current_user.is_authenticated and "_flashes" not in session:
+        return anonymous_page(plans)
     subscription = live_subscription(current_user.id) if current_user.is_authenticated else None
     current_plan_name, current_cycle = None, None
     if subscription is not None:
@@ -29,3 +31,16 @@ def show_pricing():
         current_plan_name=current_plan_name,
         current_cycle=current_cycle,
     )
+
+
+def anonymous_page(plans) -> str:
+    """What every visitor who is not logged in sees — no form, no CSRF token, no session, no flashed message — so
+    it is rendered once per catalog and process and served as is (the catalog compared by value: a seed that
+    changes a price or a feature renders it anew)."""
+    cached = current_app.extensions.get("anonymous_pricing_page")
+    if cached is not None and cached[0] == plans:
+        return cached[1]
+    html = render_template("pricing/index.html", plans=plans, subscription=None, current_plan_name=None,
+                           current_cycle=None)
+    current_app.extensions["anonymous_pricing_page"] = (plans, html)
+    return html
