@@ -416,6 +416,11 @@ class Billing:
         if sub["cancellation_details"]["reason"] is None:
             sub["cancellation_details"]["reason"] = reason
         self.store.internal("pending_items").pop(sub["id"], None)
+        sched = self.store.get("subscription_schedules", sub.get("schedule")) if sub.get("schedule") else None
+        if sched is not None and sched["status"] in ("active", "not_started"):
+            # Stripe: the schedule of a subscription that ends is canceled with it.
+            sched.update({"status": "canceled", "canceled_at": now, "current_phase": None})
+            self.emit(None, "subscription_schedule.canceled", sched)
         for inv_id in list(self.store.internal("retries")):
             inv = self.store.get("invoices", inv_id)
             if inv and (inv.get("parent") or {}).get("subscription_details", {}).get("subscription") == sub["id"]:
@@ -559,28 +564,52 @@ class Billing:
         self.settle_subscription_invoice(ctx, sub, inv)
 
     def _apply_schedule(self, ctx: Ctx, sub: dict, boundary: int) -> None:
-        """At a period boundary, enter the schedule's next phase (new price, no proration) or release it."""
+        """A renewal at ``boundary``: if the schedule's current phase ends there, enter the next phase first, so
+        that the renewal invoices the new prices (or release the schedule after its last phase)."""
+        sched = self.active_schedule(sub)
+        if sched is not None and sched["current_phase"]["end_date"] <= boundary:
+            self.end_schedule_phase(ctx, sched, sub, at_renewal=True)
+
+    def active_schedule(self, sub: dict) -> Optional[dict]:
+        sched = self.store.get("subscription_schedules", sub.get("schedule")) if sub.get("schedule") else None
+        if sched is None or sched["status"] != "active" or not sched.get("current_phase"):
+            return None
+        return sched
+
+    def end_schedule_phase(self, ctx: Ctx, sched: dict, sub: dict, *, at_renewal: bool = False) -> None:
+        """The schedule's current phase ended: the subscription takes the next phase's prices, or, after the last
+        phase, the schedule is released (``end_behavior=release``) and the subscription goes on as it is.
+
+        Stripe moves a schedule by its phases' dates, not by the subscription's renewals: a phase that ends
+        between renewals (the price was changed under the schedule) applies then, prorated per the phase's
+        ``proration_behavior`` (an interval change restarts the period and invoices at once). At a renewal the
+        prices are swapped without proration, and the renewal invoices them.
+        """
         s = self.store
-        sched = s.get("subscription_schedules", sub.get("schedule"))
-        if not sched or sched["status"] != "active":
-            return
         before_sched = copy.deepcopy(sched)
-        nxt = next((ph for ph in sched["phases"] if ph["start_date"] == boundary), None)
-        if nxt is not None:
-            for item, spec in zip(sub["items"]["data"], nxt["items"]):
-                price = s.get("prices", spec["price"])
-                item["price"] = dict(price)
-                item["plan"] = objects.plan_from_price(price)
-                item["quantity"] = spec["quantity"]
-            sched["current_phase"] = {"end_date": nxt["end_date"], "start_date": nxt["start_date"]}
-            self.emit_update(ctx, "subscription_schedule.updated", before_sched, sched)
-        elif sched["phases"] and sched["phases"][-1]["end_date"] <= boundary:
-            sched["status"] = "released"
-            sched["released_at"] = s.now()
-            sched["released_subscription"] = sub["id"]
-            sched["current_phase"] = None
+        ended = sched["current_phase"]["end_date"]
+        nxt = next((ph for ph in sorted(sched["phases"], key=lambda ph: ph["start_date"])
+                    if ph["start_date"] >= ended), None)
+        if nxt is None:
+            before = copy.deepcopy(sub)
+            sched.update({"status": "released", "released_at": s.now(), "released_subscription": sub["id"],
+                          "current_phase": None})
             sub["schedule"] = None
             self.emit(ctx, "subscription_schedule.released", sched)
+            if not at_renewal:  # a renewal announces the subscription's changes itself
+                self.emit_update(ctx, "customer.subscription.updated", before, sub)
+            return
+        changes = [(item, s.get("prices", spec["price"]), spec["quantity"], False)
+                   for item, spec in zip(sub["items"]["data"], nxt["items"])]
+        if at_renewal:
+            for item, price, qty, _ in changes:
+                item["price"] = dict(price)
+                item["plan"] = objects.plan_from_price(price)
+                item["quantity"] = qty
+        else:
+            self.change_items(ctx, sub, changes, nxt["proration_behavior"])
+        sched["current_phase"] = {"end_date": nxt["end_date"], "start_date": nxt["start_date"]}
+        self.emit_update(ctx, "subscription_schedule.updated", before_sched, sched)
 
     def preview(self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str) -> dict:
         """The invoice a change would produce now, or else the next renewal invoice; state is untouched."""
@@ -616,6 +645,13 @@ class Billing:
             if sub["cancel_at"] and sub["cancel_at"] < end:
                 when = sub["cancel_at"]
             due.append((when, "renew", sub["id"]))
+        for sched in s.coll("subscription_schedules").values():
+            sub = s.get("subscriptions", sched.get("subscription")) if sched.get("subscription") else None
+            if sub is None or sub["status"] in ("canceled", "incomplete_expired") or self.active_schedule(sub) is not sched:
+                continue
+            when = sched["current_phase"]["end_date"]
+            if when != self.period(sub)[1]:  # at the period end the renewal enters the next phase itself
+                due.append((when, "phase", sched["id"]))
         for inv_id, when in s.internal("retries").items():
             due.append((when, "retry", inv_id))
         for cs in s.coll("checkout_sessions").values():
@@ -640,6 +676,9 @@ class Billing:
                     self.emit(ctx, "customer.subscription.deleted", sub)
                 else:
                     self.renew(ctx, sub)
+            elif kind == "phase":
+                sched = s.get("subscription_schedules", obj_id)
+                self.end_schedule_phase(ctx, sched, s.get("subscriptions", sched["subscription"]))
             elif kind == "retry":
                 s.internal("retries").pop(obj_id, None)
                 self.retry_invoice(ctx, s.get("invoices", obj_id))

@@ -839,6 +839,11 @@ def register_api(app: Flask) -> None:  # noqa: C901 - a flat list of routes read
                  "automatic_tax", "billing_thresholds", "on_behalf_of", "transfer_data",
                  "pending_invoice_item_interval", "application_fee_percent", "default_source")
         p.done()
+        if sub["schedule"] and (cape is not None or cancel_at is not None):
+            # Stripe: a schedule owns the subscription's end; release the schedule (or update it) instead.
+            raise StripeError(f"The subscription is managed by the subscription schedule `{sub['schedule']}`, and "
+                              "updating any cancelation behavior directly is not allowed. Please update the "
+                              "schedule instead.")
 
         if changes and payment_behavior == "error_if_incomplete":
             # Stripe refuses the whole update when the immediate payment fails; check before changing anything.
@@ -1053,6 +1058,7 @@ def register_api(app: Flask) -> None:  # noqa: C901 - a flat list of routes read
         if end_behavior and end_behavior != "release":
             raise invalid("end_behavior", "The emulator supports end_behavior=release only.")
         phases_in = p.list_of_dicts("phases")
+        current_start = (sched["current_phase"] or sched["phases"][0])["start_date"]
         if phases_in is not None:
             phases = []
             prev_end = None
@@ -1076,8 +1082,9 @@ def register_api(app: Flask) -> None:  # noqa: C901 - a flat list of routes read
                 elif prev_end is not None:
                     start = prev_end
                 else:
-                    start = sched["phases"][0]["start_date"]
-                if i == 0 and start != sched["phases"][0]["start_date"] and sched["status"] == "active":
+                    start = current_start
+                # Past phases may be left out: the first phase given is the current one, its start unchanged.
+                if i == 0 and start != current_start and sched["status"] == "active":
                     raise invalid(f"{name}[start_date]", "You can not modify the start date of the current phase.")
                 if ph.has("end_date"):
                     end = ph.int("end_date", required=True)
