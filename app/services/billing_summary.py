@@ -91,12 +91,20 @@ def billing_summary(user: User) -> BillingSummary:
 
 
 def scheduled_change_of(sub: dict[str, Any]) -> ScheduledChange | None:
-    """The next phase of the subscription's schedule, if it moves to another price."""
+    """The first phase of the subscription's schedule still to come, if it moves to another price.
+
+    A phase still to come starts at or after the end of the current one (Stripe's `current_phase`; none before the
+    schedule starts): a phase that has begun is the plan the customer is on, and one that is over is history,
+    which the schedule keeps until it is released.
+    """
     schedule = sub.get("schedule")
     if not isinstance(schedule, dict) or schedule.get("status") not in ("active", "not_started"):
         return None
     current_price = sub["items"]["data"][0]["price"]["id"]
-    for phase in schedule.get("phases") or []:
+    current_phase = schedule.get("current_phase") if schedule.get("status") == "active" else None
+    upcoming = [phase for phase in schedule.get("phases") or []
+                if current_phase is None or (phase.get("start_date") or 0) >= (current_phase.get("end_date") or 0)]
+    for phase in sorted(upcoming, key=lambda phase: phase.get("start_date") or 0):
         items = phase.get("items") or []
         price = items[0].get("price") if items else None
         price_id = price.get("id") if isinstance(price, dict) else price

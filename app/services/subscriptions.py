@@ -360,14 +360,48 @@ def set_cancel_at_period_end(user: User, cancel: bool) -> UserSubscription:
             return subscription  # asking twice is not an error: the answer is the same
         raise SubscriptionError("Your subscription is not set to cancel.", code="not_canceling", status=409)
     stripe_gateway = gateway()
+    key = f"cancel-{subscription.stripe_subscription_id}-{int(cancel)}-{int(subscription.updated_at.timestamp())}"
+    # A pending downgrade goes: after a cancel there is nothing to downgrade, and "Resume Pro" keeps Pro. Stripe
+    # refuses to change the cancellation of a subscription a schedule manages anyway.
+    release_schedule(retrieve_subscription(subscription))
     stripe_gateway.call(
         "subscriptions.update", stripe_gateway.v1.subscriptions.update, subscription.stripe_subscription_id,
-        params={"cancel_at_period_end": cancel},
-        options={"idempotency_key": f"cancel-{subscription.stripe_subscription_id}-{int(cancel)}-"
-                                    f"{int(subscription.updated_at.timestamp())}"},
+        params={"cancel_at_period_end": cancel}, options={"idempotency_key": key},
     )
     sync_customer(user.stripe_customer_id)
     return db.session.get(UserSubscription, subscription.id)
+
+
+def retrieve_subscription(subscription: UserSubscription) -> dict[str, Any]:
+    """Stripe's current subscription (its item, its schedule, its pending cancellation)."""
+    stripe_gateway = gateway()
+    return to_dict(stripe_gateway.call("subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve,
+                                       subscription.stripe_subscription_id))
+
+
+def schedule_id_of(sub: dict[str, Any]) -> str | None:
+    schedule = sub.get("schedule")
+    return schedule.get("id") if isinstance(schedule, dict) else schedule
+
+
+def release_schedule(sub: dict[str, Any]) -> bool:
+    """Detach the subscription's schedule (a pending downgrade), leaving the subscription as it is now.
+
+    Released rather than canceled: canceling a schedule cancels its subscription. Once released, none of its
+    phases can apply later.
+    """
+    schedule_id = schedule_id_of(sub)
+    if not schedule_id:
+        return False
+    stripe_gateway = gateway()
+    stripe_gateway.call("subscription_schedules.release", stripe_gateway.v1.subscription_schedules.release,
+                        schedule_id, options={"idempotency_key": f"release-{schedule_id}"})
+    log.info("subscription_schedule_released", subscription=sub["id"], schedule=schedule_id)
+    return True
+
+
+def cancellation_pending(sub: dict[str, Any]) -> bool:
+    return bool(sub.get("cancel_at_period_end")) or sub.get("cancel_at") is not None
 
 
 def monthly_equivalent(plan: SubscriptionPlan, cycle: str) -> Decimal:
@@ -387,6 +421,8 @@ class PlanChange:
     amount_due_now: int  # cents
     currency: str
     effective_at: datetime | None
+    #: A cancellation is pending: choosing another plan means staying, so the change withdraws it.
+    withdraws_cancellation: bool = False
 
     @property
     def kind(self) -> str:
@@ -414,7 +450,8 @@ def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
     if immediate:
         amount, currency = preview_amount_due(user, subscription, price_id)
     return PlanChange(subscription, plan, cycle, price_id, immediate, amount, currency,
-                      None if immediate else subscription.current_period_end)
+                      None if immediate else subscription.current_period_end,
+                      withdraws_cancellation=subscription.cancel_at_period_end)
 
 
 def preview_amount_due(user: User, subscription: UserSubscription, price_id: str) -> tuple[int, str]:
@@ -438,33 +475,51 @@ def subscription_item_id(subscription: UserSubscription) -> str:
 
 
 def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanChange:
-    """Apply a plan change on the existing subscription (never a second subscription), then sync."""
+    """Apply a plan change on the existing subscription (never a second subscription), then sync.
+
+    Choosing a plan while a cancellation is pending means staying: the cancellation is withdrawn (audited as
+    `subscription.resumed`, as the Resume button is). An immediate change first releases a pending downgrade's
+    schedule, so that its next phase cannot apply later over what was just paid for.
+    """
     change = plan_change(user, plan_name, cycle)
     stripe_gateway = gateway()
     subscription = change.subscription
     key = f"change-{subscription.stripe_subscription_id}-{change.price_id}-{int(subscription.updated_at.timestamp())}"
+    sub = retrieve_subscription(subscription)
     if change.immediate:
-        stripe_gateway.call(
-            "subscriptions.update", stripe_gateway.v1.subscriptions.update, subscription.stripe_subscription_id,
-            params={"items": [{"id": subscription_item_id(subscription), "price": change.price_id}],
-                    "proration_behavior": "always_invoice", "cancel_at_period_end": False,
-                    "payment_behavior": "error_if_incomplete"},
-            options={"idempotency_key": key},
-        )
+        release_schedule(sub)
+        params: dict[str, Any] = {"items": [{"id": sub["items"]["data"][0]["id"], "price": change.price_id}],
+                                  "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete"}
+        params.update(withdraw_cancellation_params(sub))
+        stripe_gateway.call("subscriptions.update", stripe_gateway.v1.subscriptions.update,
+                            subscription.stripe_subscription_id, params=params, options={"idempotency_key": key})
     else:
-        schedule_downgrade(subscription, change.price_id, key)
+        if cancellation_pending(sub):
+            # Stripe will not change the cancellation of a subscription a schedule manages: a schedule left
+            # attached next to a cancellation (as this bug used to leave them) is released first.
+            if release_schedule(sub):
+                sub["schedule"] = None
+            stripe_gateway.call("subscriptions.update", stripe_gateway.v1.subscriptions.update,
+                                subscription.stripe_subscription_id, params=withdraw_cancellation_params(sub),
+                                options={"idempotency_key": key + "-resume"})
+        schedule_downgrade(subscription, sub, change.price_id, key)
     sync_customer(user.stripe_customer_id)
     return change
 
 
-def schedule_downgrade(subscription: UserSubscription, price_id: str, key: str) -> None:
+def withdraw_cancellation_params(sub: dict[str, Any]) -> dict[str, Any]:
+    """The update that withdraws a pending cancellation (at period end, or at a date the Portal set)."""
+    if sub.get("cancel_at_period_end"):
+        return {"cancel_at_period_end": False}
+    if sub.get("cancel_at") is not None:
+        return {"cancel_at": ""}  # Stripe's way to unset a field
+    return {}
+
+
+def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], price_id: str, key: str) -> None:
     """At period end, move to the cheaper price: a subscription schedule with two phases (now, then new)."""
     stripe_gateway = gateway()
-    sub = to_dict(stripe_gateway.call("subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve,
-                                      subscription.stripe_subscription_id))
-    schedule_id = sub.get("schedule")
-    if isinstance(schedule_id, dict):
-        schedule_id = schedule_id.get("id")
+    schedule_id = schedule_id_of(sub)
     if not schedule_id:
         schedule = to_dict(stripe_gateway.call(
             "subscription_schedules.create", stripe_gateway.v1.subscription_schedules.create,
