@@ -246,7 +246,8 @@ def apply_subscription(user: User, sub: dict[str, Any], row: UserSubscription | 
         audit.record(action, user.id, subscription=sub["id"], **details)
         result.actions.append(action)
         result.plans.append(row.plan.name)
-        result.mail_queued |= queue_transition_mail(action, user, row)
+        result.mail_queued |= queue_transition_mail(action, user, row,
+                                                    ended_for=(sub.get("cancellation_details") or {}).get("reason"))
         if action == "subscription.plan_changed":
             result.plan_change_directions.append(plan_change_direction(details["from_plan"], row.plan))
     return row
@@ -260,8 +261,12 @@ def plan_change_direction(from_plan: str, to_plan: SubscriptionPlan) -> str:
     return "upgrade" if previous is None or to_plan.sort_order > previous.sort_order else "downgrade"
 
 
-def queue_transition_mail(action: str, user: User, row: UserSubscription) -> bool:
-    """The mails that follow a transition, keyed by the transition so that none is ever sent twice."""
+def queue_transition_mail(action: str, user: User, row: UserSubscription, ended_for: str | None = None) -> bool:
+    """The mails that follow a transition, keyed by the transition so that none is ever sent twice.
+
+    `ended_for` is Stripe's `cancellation_details.reason`: a subscription ended because its payment failed after
+    every retry gets one mail saying so (the last failed attempt sends no dunning mail of its own).
+    """
     from app.services.mail import billing_url, queue_mail
     from app.templating import date, money
 
@@ -273,7 +278,8 @@ def queue_transition_mail(action: str, user: User, row: UserSubscription) -> boo
         queue_mail("cancellation_scheduled", f"{row.stripe_subscription_id}:cancel:{iso(row.current_period_end)}",
                    user, date=date(row.current_period_end), **common)
     elif action == "subscription.canceled":
-        queue_mail("subscription_ended", f"{row.stripe_subscription_id}:ended", user, **common)
+        queue_mail("subscription_ended", f"{row.stripe_subscription_id}:ended", user,
+                   payment_failed=ended_for == "payment_failed", **common)
     else:
         return False
     return True

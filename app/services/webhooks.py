@@ -354,7 +354,14 @@ def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
 
 
 def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None:
-    """A failed charge: audit it, bring the subscription to past_due from Stripe, send the dunning mail once."""
+    """A failed charge: audit it, bring the subscription to past_due from Stripe, send the dunning mail once.
+
+    The mail says what Stripe will really do, from the subscription it has just synced: "we will try again, you
+    keep your plan" only while a retry is scheduled and the plan still grants access; once the retries are over a
+    subscription Stripe keeps (`unpaid`, or `past_due` with no retry) gets a last mail saying so, and one Stripe has
+    ended gets none of its own: its plan-ended mail says why. (A late event of an earlier attempt, processed after
+    the end, sends nothing either.)
+    """
     invoice = event["data"]["object"]
     customer_id = customer_id_of(invoice)
     user = event_user(event, result)
@@ -368,20 +375,30 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
         log.info("payment_failed", user_id=user.id, invoice=invoice["id"], attempt=attempt)
     # Failures are rare: one Stripe read gives the subscription's true status (past_due, or ended).
     sync_customer_in_transaction(customer_id, result)
-    if invoice.get("next_payment_attempt") or invoice.get("status") == "open":
-        next_attempt = invoice.get("next_payment_attempt")
-        queue_mail("payment_failed", f"{invoice['id']}:{attempt}", user,
-                   plan=plan_name_of(user), amount=money(invoice.get("amount_due") or 0, cents=True),
-                   next_attempt=(datetime.fromtimestamp(next_attempt, tz=timezone.utc).strftime("%-d %b %Y")
-                                 if next_attempt else None),
-                   billing_url=billing_url())
-        result.mail_queued = True
+    next_attempt = invoice.get("next_payment_attempt")
+    if not next_attempt and invoice.get("status") != "open":
+        return  # nothing left to pay
+    subscription = invoice_subscription_row(user, invoice)
+    if subscription is not None and subscription.status in ("canceled", "incomplete_expired"):
+        return
+    retrying = bool(next_attempt) and invoice.get("status") == "open"
+    queue_mail("payment_failed", f"{invoice['id']}:{attempt}", user,
+               plan=subscription.plan.display_name if subscription else "paid",
+               amount=money(invoice.get("amount_due") or 0, cents=True), retrying=retrying,
+               has_access=subscription.grants_access if subscription else None,  # None: a subscription we do not know
+               next_attempt=(datetime.fromtimestamp(next_attempt, tz=timezone.utc).strftime("%-d %b %Y")
+                             if retrying else None),
+               billing_url=billing_url())
+    result.mail_queued = True
 
 
-def plan_name_of(user: User) -> str:
-    row = db.session.scalar(select(UserSubscription).where(UserSubscription.user_id == user.id)
-                            .order_by(UserSubscription.created_at.desc()).limit(1))
-    return row.plan.display_name if row is not None else "paid"
+def invoice_subscription_row(user: User, invoice: dict[str, Any]) -> UserSubscription | None:
+    """Our copy of the invoice's subscription (the user's newest, for an invoice that names none)."""
+    subscription_id = invoice_subscription_id(invoice)
+    query = select(UserSubscription).where(UserSubscription.user_id == user.id)
+    if subscription_id:
+        query = query.where(UserSubscription.stripe_subscription_id == subscription_id)
+    return db.session.scalar(query.order_by(UserSubscription.created_at.desc()).limit(1))
 
 
 def on_customer_updated(event: dict[str, Any], result: SyncResult) -> None:
