@@ -7,6 +7,7 @@ from app.account import bp
 from app.account.forms import LoginForm, LogoutForm, SignupForm
 from app.extensions import limiter
 from app.services.accounts import AccountError, authenticate, create_user
+from app.services.billing_summary import plan_outlook
 from app.services.catalog import chosen_plan
 from app.services.subscriptions import effective_plan, effective_subscription
 from app.services.strategies import usage_summary
@@ -94,10 +95,12 @@ def logout():
 @bp.get("/account")
 @login_required
 def show_account():
-    """The user's email, current plan, and usage against the plan's limits."""
+    """The user's email, current plan and what happens to it next, and usage against the plan's limits."""
+    subscription = effective_subscription(current_user.id)
     return render_template(
         "account/account.html",
         plan=effective_plan(current_user.id),
-        subscription=effective_subscription(current_user.id),
+        subscription=subscription,
+        outlook=plan_outlook(current_user, subscription),
         usage=usage_summary(current_user.id),
     )

@@ -36,13 +36,20 @@ class ScheduledChange:
 
 
 @dataclass
-class BillingSummary:
+class PlanOutlook:
+    """What happens to a subscription at the end of its period: it ends (`cancel_at_period_end`), it moves to
+    another plan (`scheduled_change`, a future phase of its schedule), or it renews."""
+
     subscription: UserSubscription | None
+    scheduled_change: ScheduledChange | None = None
+    stripe_unavailable: bool = False
+
+
+@dataclass
+class BillingSummary(PlanOutlook):
     card_brand: str | None = None
     card_last4: str | None = None
     invoices: list[Invoice] = field(default_factory=list)
-    scheduled_change: ScheduledChange | None = None
-    stripe_unavailable: bool = False
 
     @property
     def next_amount(self):
@@ -88,6 +95,26 @@ def billing_summary(user: User) -> BillingSummary:
         log.warning("billing_summary_degraded", code=error.code)
         summary.stripe_unavailable = True
     return summary
+
+
+def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlook:
+    """The account page's line on what comes next: one Stripe read, and only for a subscription that renews (a
+    pending cancellation is in our copy). Stripe being down leaves out the scheduled change, never the page."""
+    outlook = PlanOutlook(subscription)
+    if subscription is None or subscription.cancel_at_period_end or subscription.status == "canceled" \
+            or not user.stripe_customer_id:
+        return outlook
+    stripe_gateway = gateway()
+    try:
+        sub = to_dict(stripe_gateway.call(
+            "subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve, subscription.stripe_subscription_id,
+            params={"expand": ["schedule"]}))
+    except DomainError as error:
+        log.warning("plan_outlook_degraded", code=error.code)
+        outlook.stripe_unavailable = True
+        return outlook
+    outlook.scheduled_change = scheduled_change_of(sub)
+    return outlook
 
 
 def scheduled_change_of(sub: dict[str, Any]) -> ScheduledChange | None:

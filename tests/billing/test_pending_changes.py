@@ -3,6 +3,8 @@
 The pages, the emulator over HTTP (its clock moves the subscription through the schedule's phases) and the app's
 real webhook endpoint; nothing of ours is mocked.
 """
+import re
+
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -136,3 +138,20 @@ def test_cancel_drops_a_pending_downgrade_and_resume_keeps_the_current_plan(bill
     [row] = billing.subscriptions()
     assert (row.plan.name, row.billing_cycle, row.status) == ("pro", "monthly", "active")
 
+
+def test_the_account_page_shows_a_pending_cancellation_or_plan_change(billing, stripe_emulator):
+    billing.subscribe("pro", "yearly")
+    [row] = billing.subscriptions()
+    ends = date(row.current_period_end)
+
+    def plan_line() -> str:
+        html = billing.client.get("/account").get_data(as_text=True)
+        start = html.index('data-testid="plan-outlook"')
+        return re.sub(r"<[^>]+>", "", " ".join(html[start:html.index("</div>", start)].split()))
+
+    assert f"Renews on {ends}" in plan_line()
+    billing.post("/billing/change", plan="starter", cycle="yearly")
+    assert f"Changes to Starter (yearly) on {ends}" in plan_line()
+    billing.post("/billing/cancel")
+    line = plan_line()
+    assert f"Pro until {ends}, then Free" in line and "Changes to" not in line
