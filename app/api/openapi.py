@@ -10,7 +10,8 @@ from typing import Any
 from flask import current_app, jsonify
 
 from app.api import bp
-from app.services.strategies import NAME_MAX, TEXT_MAX
+from app.services.backtesting import MAX_WINDOW
+from app.services.strategies import NAME_MAX, RULES_PATTERN, TEXT_MAX
 
 
 def ref(name: str) -> dict[str, str]:
@@ -151,7 +152,17 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name"],
         "properties": {"name": {**NON_BLANK, "maxLength": NAME_MAX},
                        "description": {"type": "string", "maxLength": TEXT_MAX},
-                       "rules": {"type": "string", "maxLength": TEXT_MAX}},
+                       "rules": {
+                           "type": "string", "maxLength": TEXT_MAX, "pattern": RULES_PATTERN,
+                           "format": "strategy-rules",
+                           "description": "The crossover's two moving-average windows in trading days: "
+                                          "`fast=<days> slow=<days>`, either order, any case, `=` or `:`, "
+                                          "separated by spaces, new lines, commas or semicolons, with "
+                                          f"1 ≤ fast < slow ≤ {MAX_WINDOW} (the one condition the pattern "
+                                          "cannot say). Empty or left out: `fast=20 slow=50`. Anything else "
+                                          "is refused with 400 `invalid_rules`, never replaced by a default.",
+                           "examples": ["fast=20 slow=50", "slow: 200, fast: 50"],
+                       }},
     },
     "Strategy": {
         "type": "object",
@@ -308,7 +319,10 @@ def paths() -> dict[str, Any]:
             "post": {
                 "operationId": "createStrategy", "summary": "Create a strategy within the plan's `strategies_max`.",
                 "tags": ["strategies"], "security": BEARER, "requestBody": body("StrategyInput"),
-                "responses": {"201": response("The new strategy.", "Strategy"), "400": shared("BadRequest"),
+                "responses": {"201": response("The new strategy.", "Strategy"),
+                              "400": error("Bad input: not a JSON object, a missing or invalid field "
+                                           "(`invalid_json`, `missing_field`, `invalid_field`), or rules that "
+                                           "cannot be read (`invalid_rules`, the message quoting them)."),
                               "401": shared("Unauthorized"), "403": shared("UpgradeRequired")},
             },
         },

@@ -34,7 +34,7 @@ def list_strategies_api():
 @jwt_required()
 @requires_feature("api_access")
 def create_strategy_api():
-    """Create a strategy from `name`, `description`, `rules`; 403 upgrade_required past `strategies_max`."""
+    """Create a strategy from `name`, `description`, `rules`; 400 invalid_rules, 403 upgrade_required past the limit."""
     user = current_api_user()
     data = json_body()
     name = string_field(data, "name", max_length=NAME_MAX)

@@ -9,6 +9,7 @@ editable and the rest become read-only until the user upgrades or deletes some.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -18,9 +19,12 @@ from app.extensions import db
 from app.models import AlertSettings, Backtest, Strategy, User
 from app.services import DomainError
 from app.services.backtesting import (
+    DEFAULT_FAST,
+    DEFAULT_SLOW,
+    MAX_WINDOW,
+    Rules,
     data_range,
     history_years_needed,
-    parse_rules,
     run_crossover,
     years_before,
 )
@@ -111,6 +115,82 @@ def ensure_editable(user_id: int, strategy: Strategy) -> None:
         )
 
 
+# --- the rules' syntax ----------------------------------------------------------------------------------------
+# Empty rules mean fast=20 slow=50. Otherwise exactly two settings, `fast` and `slow`, each once, in either order:
+# a name (any case), `=` or `:` (spaces allowed around it), a whole number of trading days in ASCII digits;
+# settings are separated by spaces, new lines, commas or semicolons; 1 ≤ fast < slow ≤ 250. Anything else is
+# refused with a message quoting what was typed: a rule we cannot read is never replaced by a default.
+RULES_SEPARATORS = re.compile(r"[\s,;]+")
+RULES_SETTING = re.compile(r"(?P<name>[^\s,;=:]*)(?:\s*[=:]\s*(?P<days>[^\s,;]*))?")
+RULES_EXAMPLE = f"fast={DEFAULT_FAST} slow={DEFAULT_SLOW}"
+
+
+def _rules_pattern() -> str:
+    """The syntax above as one regular expression (for the OpenAPI document); only `fast < slow` is left out."""
+    days = r"0*(?:[1-9][0-9]?|1[0-9][0-9]|2[0-4][0-9]|250)"  # 1 to MAX_WINDOW (250)
+    fast, slow = rf"[Ff][Aa][Ss][Tt]\s*[=:]\s*{days}", rf"[Ss][Ll][Oo][Ww]\s*[=:]\s*{days}"
+    return rf"^(?:\s*|[\s,;]*(?:{fast}[\s,;]+{slow}|{slow}[\s,;]+{fast})[\s,;]*)$"
+
+
+RULES_PATTERN = _rules_pattern()
+
+
+def _quote(text: str, limit: int = 40) -> str:
+    """“text” for a message, shortened when a paste is long."""
+    return f"“{text if len(text) <= limit else text[:limit - 1] + '…'}”"
+
+
+def read_rules(text: str | None) -> Rules:
+    """The crossover windows the rules give (syntax above); raises StrategyError `invalid_rules` otherwise."""
+    text = (text or "").strip()
+    if not text:
+        return Rules(fast=DEFAULT_FAST, slow=DEFAULT_SLOW)
+    given: dict[str, tuple[str, str]] = {}  # name -> (the setting as typed, its days as typed)
+    position = 0
+    while True:
+        separator = RULES_SEPARATORS.match(text, position)
+        position = separator.end() if separator else position
+        if position == len(text):
+            break
+        match = RULES_SETTING.match(text, position)  # never empty: text[position] is not a separator
+        setting, name, days = match.group(0), match.group("name").lower(), match.group("days")
+        position = match.end()
+        if days is None and name in ("fast", "slow"):
+            raise StrategyError(f"{_quote(setting)} needs = and a number of trading days, e.g. "
+                                f"{name}={DEFAULT_FAST if name == 'fast' else DEFAULT_SLOW}.", code="invalid_rules")
+        if days is None or not name:
+            raise StrategyError(f"Could not read {_quote(setting)} in the rules: write them as fast=<days> "
+                                f"slow=<days>, e.g. {RULES_EXAMPLE}.", code="invalid_rules")
+        if name not in ("fast", "slow"):
+            raise StrategyError(f"The rules cannot set {_quote(match.group('name'))}: only fast and slow, e.g. "
+                                f"{RULES_EXAMPLE}.", code="invalid_rules")
+        if not (days.isascii() and days.isdigit()) or len(days.lstrip("0")) > len(str(MAX_WINDOW)):
+            raise StrategyError(f"{_quote(setting)}: {name} must be a whole number of trading days from 1 to "
+                                f"{MAX_WINDOW}.", code="invalid_rules")
+        if name in given:
+            raise StrategyError(f"The rules set {name} twice ({_quote(given[name][0])} and {_quote(setting)}): "
+                                f"keep one.", code="invalid_rules")
+        given[name] = (setting, days)
+    missing = [name for name in ("fast", "slow") if name not in given]
+    if missing:
+        raise StrategyError(f"The rules {_quote(text)} do not set {missing[0]}: give both windows, e.g. "
+                            f"{RULES_EXAMPLE}.", code="invalid_rules")
+    fast, slow = int(given["fast"][1]), int(given["slow"][1])
+    if not 1 <= fast < slow <= MAX_WINDOW:
+        raise StrategyError(f"The rules need 1 ≤ fast < slow ≤ {MAX_WINDOW} (got fast={given['fast'][1]}, "
+                            f"slow={given['slow'][1]}).", code="invalid_rules")
+    return Rules(fast=fast, slow=slow)
+
+
+def rules_problem(text: str | None) -> str | None:
+    """Why the rules cannot be read (read_rules' message), or None when they can."""
+    try:
+        read_rules(text)
+    except StrategyError as exc:
+        return exc.message
+    return None
+
+
 def _clean(name: str | None, description: str | None, rules: str | None) -> tuple[str, str, str]:
     name = (name or "").strip()
     if not name:
@@ -120,12 +200,12 @@ def _clean(name: str | None, description: str | None, rules: str | None) -> tupl
     description, rules = (description or "").strip(), (rules or "").strip()
     if len(description) > TEXT_MAX or len(rules) > TEXT_MAX:
         raise StrategyError(f"Description and rules must be at most {TEXT_MAX} characters each.", code="too_long")
-    parse_rules(rules)  # rules a backtest cannot run are refused now, not at the first run
+    read_rules(rules)  # rules a backtest cannot run are refused now, not at the first run
     return name, description, rules
 
 
 def create_strategy(user_id: int, name: str, description: str = "", rules: str = "") -> Strategy:
-    """Create a strategy within `strategies_max`; raises StrategyError/BacktestError or UpgradeRequired."""
+    """Create a strategy within `strategies_max`; raises StrategyError or UpgradeRequired."""
     name, description, rules = _clean(name, description, rules)
     _lock_user(user_id)
     require_within_limit(user_id, "strategies_max", count_strategies(user_id))
@@ -166,7 +246,8 @@ def run_backtest(user_id: int, strategy_id: int, start: date, end: date) -> Back
     strategy = get_strategy(user_id, strategy_id)
     ensure_editable(user_id, strategy)
     require_within_limit(user_id, "history_years", history_years_needed(start), adding=0)
-    result = run_crossover(parse_rules(strategy.rules), start, end)
+    # Rules saved before read_rules was strict may not read: the user is told to fix them, no default is run.
+    result = run_crossover(read_rules(strategy.rules), start, end)
     _lock_user(user_id)
     require_within_limit(user_id, "backtests_per_month", count_backtests_this_month(user_id))
     backtest = Backtest(strategy_id=strategy.id, user_id=user_id, start_date=start, end_date=end, result=result)

@@ -15,6 +15,7 @@ from app.services.strategies import (
     get_backtest,
     get_strategy,
     list_strategies,
+    rules_problem,
     run_backtest,
     update_strategy,
     usage_summary,
@@ -75,6 +76,8 @@ def show_strategy(strategy_id: int):
     return render_template(
         "strategies/show.html", strategy=strategy, form=form, delete_form=DeleteForm(),
         editable=strategy.id in editable_ids(current_user.id),
+        # Rules saved before they were read strictly may not read: say so before a backtest is refused.
+        rules_problem=rules_problem(strategy.rules),
         earliest=earliest_start(current_user.id), latest=last,
         entitlements=get_entitlements(current_user.id), backtests_used=count_backtests_this_month(current_user.id),
     )

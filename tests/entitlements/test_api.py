@@ -44,7 +44,8 @@ def test_bad_input_is_a_400_naming_the_problem(member):
     user = member("pro")
     headers = bearer(user.client)
     cases = [([1, 2], "invalid_json"), ({}, "missing_field"), ({"name": 7}, "invalid_field"),
-             ({"name": "x" * 121}, "invalid_field"), ({"name": "x", "rules": "fast=9 slow=3"}, "invalid_backtest")]
+             ({"name": "x" * 121}, "invalid_field"), ({"name": "x", "rules": "fast=9 slow=3"}, "invalid_rules"),
+             ({"name": "x", "rules": "garbage"}, "invalid_rules")]
     for payload, code in cases:
         response = user.client.post("/api/v1/strategies", headers=headers, json=payload)
         assert response.status_code == 400, (payload, response.get_json())

@@ -110,7 +110,7 @@ def test_the_api_lists_only_the_users_own_strategies(seeded, client, auth, strip
     pay_on_the_web(client, auth, stripe_emulator, "intruder@example.com", "pro")
     api = seeded.test_client()
     owner, intruder = bearer(api, "owner@example.com"), bearer(api, "intruder@example.com")
-    created = api.post(PREFIX + "/strategies", headers=owner, json={"name": "Owner's edge", "rules": "secret"})
+    created = api.post(PREFIX + "/strategies", headers=owner, json={"name": "Owner's edge", "rules": "fast=7 slow=21"})
     assert created.status_code == 201
     assert api.get(PREFIX + "/strategies", headers=intruder).get_json() == {"strategies": []}
     assert [s["id"] for s in api.get(PREFIX + "/strategies", headers=owner).get_json()["strategies"]] == [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.api.openapi import paths
+from app.services.backtesting import MAX_WINDOW
 from tests.factories import UserFactory
 
 PREFIX = "/api/v1"
@@ -40,6 +41,32 @@ CASES = [(operation_id, mode) for operation_id, operation in sorted(OPERATIONS.i
          for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
          if mode is GenerationMode.POSITIVE or operation_id != "getOpenapi"]
 EXAMPLES = 10
+
+
+@st.composite
+def strategy_rules(draw) -> str:
+    """Rules the API accepts, in the document's syntax (any case, `=` or `:`, either order, any separators).
+
+    The document's `rules` pattern cannot say fast < slow, so its `format: strategy-rules` names this generator
+    (schemathesis still filters what it draws through the pattern).
+    """
+    fast = draw(st.integers(1, MAX_WINDOW - 1))
+    slow = draw(st.integers(fast + 1, MAX_WINDOW))
+    space = st.sampled_from(["", " ", "  ", "\t"])
+
+    def setting(name: str, days: int) -> str:
+        spelled = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+        zeros = draw(st.sampled_from(["", "0"]))
+        return f"{spelled}{draw(space)}{draw(st.sampled_from('=:'))}{draw(space)}{zeros}{days}"
+
+    settings_ = [setting("fast", fast), setting("slow", slow)]
+    if draw(st.booleans()):
+        settings_.reverse()
+    separator = draw(st.sampled_from([" ", ", ", ";", "\n", " ;\n"]))
+    return draw(space) + separator.join(settings_) + draw(st.sampled_from(["", ";", "\n"]))
+
+
+schemathesis.openapi.format("strategy-rules", strategy_rules())
 
 
 @pytest.fixture
