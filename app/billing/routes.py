@@ -142,11 +142,12 @@ def apply_change():
     except DomainError as error:
         flash(error.message, "danger")
         return redirect(url_for("billing.show_billing"), 303)
+    withdrawn = " Your cancellation is withdrawn." if change.withdraws_cancellation else ""
     if change.immediate:
-        flash(f"You are now on {change.plan.display_name} ({change.cycle}).", "success")
+        flash(f"You are now on {change.plan.display_name} ({change.cycle}).{withdrawn}", "success")
     else:
-        flash(f"Your plan changes to {change.plan.display_name} ({change.cycle}) at the end of the current period.",
-              "success")
+        flash(f"Your plan changes to {change.plan.display_name} ({change.cycle}) at the end of the current period."
+              f"{withdrawn}", "success")
     return redirect(url_for("billing.show_billing"), 303)
 
 

@@ -68,9 +68,16 @@ def test_the_confirmation_of_a_downgrade_says_it_withdraws_a_pending_cancellatio
         user = billing.user()
         assert plan_change(user, "starter", "yearly").withdraws_cancellation is True
         assert plan_change(user, "starter", "monthly").withdraws_cancellation is True
+    page = billing.client.get("/billing/change?plan=starter&cycle=yearly").get_data(as_text=True)
+    assert 'data-testid="withdraws-cancellation"' in page
+    assert "Your cancellation is withdrawn:" in page and "then Starter renews" in page
+    response = billing.post("/billing/change", plan="starter", cycle="yearly")
+    assert "Your cancellation is withdrawn." in billing.client.get(response.headers["Location"]).get_data(as_text=True)
     billing.post("/billing/resume")
     with billing.app.test_request_context():
         assert plan_change(billing.user(), "starter", "yearly").withdraws_cancellation is False
+    assert "withdraws-cancellation" not in billing.client.get("/billing/change?plan=pro&cycle=monthly").get_data(
+        as_text=True)
 
 
 def test_a_downgrade_that_has_started_is_no_longer_shown_as_pending(billing, stripe_emulator, webhooks_to_app):
