@@ -446,7 +446,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             cancel_at_period_end=False))
         for n in range(5):
             db.session.add(Strategy(user_id=pro.id, name=f"Strategy {n + 1}", description="Moving averages",
-                                    rules="buy when sma(20) > sma(50); sell when sma(20) < sma(50)"))
+                                    rules="fast=20 slow=50"))
         db.session.commit()
         database_version = db.session.scalar(sa.text("SHOW server_version"))
 

@@ -28,3 +28,10 @@ def test_every_page_links_the_vendored_icon(seeded, client):
     assert icon.mimetype in {"image/vnd.microsoft.icon", "image/x-icon"}
     assert icon.data[:4] == b"\x00\x00\x01\x00"  # an ICO file (its images are PNGs)
     assert client.get("/static/img/logo.svg").status_code == 200
+
+
+def test_favicon_ico_leads_to_the_vendored_icon(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response.headers["Location"] == "/static/favicon.ico"
+    icon = client.get("/static/favicon.ico")
+    assert icon.status_code == 200 and icon.data[:4] == b"\x00\x00\x01\x00"  # an ICO file

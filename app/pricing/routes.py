@@ -12,6 +12,12 @@ def index():
     return redirect(url_for("pricing.show_pricing"))
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers and crawlers ask for /favicon.ico whatever a page links: the vendored icon."""
+    return redirect(url_for("static", filename="favicon.ico"), 301)
+
+
 @bp.get("/pricing")
 def show_pricing():
     """The three plans with their features, a monthly/yearly switch and the visitor's current plan."""

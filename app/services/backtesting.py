@@ -6,7 +6,6 @@ equity are Decimal (never float); the result stores decimals as strings so JSON 
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -31,23 +30,6 @@ class BacktestError(DomainError):
 class Rules:
     fast: int
     slow: int
-
-
-RULE_RE = re.compile(r"\b(fast|slow)\s*[=:]\s*(\d+)", re.IGNORECASE)
-
-
-def parse_rules(text: str) -> Rules:
-    """Read `fast=<days>` and `slow=<days>` from a strategy's rules (defaults 20 and 50).
-
-    Buy when the fast simple moving average closes above the slow one; sell when it closes below.
-    """
-    values = {"fast": DEFAULT_FAST, "slow": DEFAULT_SLOW}
-    for name, number in RULE_RE.findall(text or ""):
-        values[name.lower()] = int(number)
-    fast, slow = values["fast"], values["slow"]
-    if not 1 <= fast < slow <= MAX_WINDOW:
-        raise BacktestError(f"The rules need 1 ≤ fast < slow ≤ {MAX_WINDOW} (got fast={fast}, slow={slow}).")
-    return Rules(fast=fast, slow=slow)
 
 
 @lru_cache(maxsize=1)
