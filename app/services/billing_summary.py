@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.extensions import cache
 from app.logging import get_logger
 from app.models import User, UserSubscription
 from app.services import DomainError
@@ -97,12 +98,41 @@ def billing_summary(user: User) -> BillingSummary:
     return summary
 
 
+#: How long the account page may reuse what Stripe said of a subscription's schedule. Every billing commit for the
+#: user drops it (`forget_plan_outlook`, from subscriptions.after_commit), and it is only reused for the same
+#: version of the subscription row.
+OUTLOOK_CACHE_SECONDS = 600
+
+
+def _outlook_key(user_id: int) -> str:
+    return f"plan_outlook:{user_id}"
+
+
+def forget_plan_outlook(user_id: int) -> None:
+    """After a billing commit: the next account page asks Stripe again. Never raises (the entry then expires)."""
+    try:
+        cache.delete(_outlook_key(user_id))
+    except Exception as error:  # noqa: BLE001 - Redis down
+        log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
+
+
 def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlook:
-    """The account page's line on what comes next: one Stripe read, and only for a subscription that renews (a
-    pending cancellation is in our copy). Stripe being down leaves out the scheduled change, never the page."""
+    """The account page's line on what comes next: a pending cancellation is in our copy; a scheduled plan change
+    only Stripe knows — read once, then reused until the next billing commit for the user or a newer version of
+    the row, and only for a subscription that renews. Stripe being down leaves out the scheduled change, never
+    the page."""
     outlook = PlanOutlook(subscription)
     if subscription is None or subscription.cancel_at_period_end or subscription.status == "canceled" \
             or not user.stripe_customer_id:
+        return outlook
+    version = (subscription.stripe_subscription_id, subscription.updated_at.isoformat())
+    try:
+        cached = cache.get(_outlook_key(user.id))
+    except Exception as error:  # noqa: BLE001 - Redis down: ask Stripe
+        log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
+        cached = None
+    if cached is not None and cached[0] == version:
+        outlook.scheduled_change = cached[1]
         return outlook
     stripe_gateway = gateway()
     try:
@@ -114,6 +144,10 @@ def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlo
         outlook.stripe_unavailable = True
         return outlook
     outlook.scheduled_change = scheduled_change_of(sub)
+    try:
+        cache.set(_outlook_key(user.id), (version, outlook.scheduled_change), timeout=OUTLOOK_CACHE_SECONDS)
+    except Exception as error:  # noqa: BLE001 - Redis down: the next view asks Stripe again
+        log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
     return outlook
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import select
 
@@ -268,7 +268,7 @@ def queue_transition_mail(action: str, user: User, row: UserSubscription, ended_
     every retry gets one mail saying so (the last failed attempt sends no dunning mail of its own).
     """
     from app.services.mail import billing_url, queue_mail
-    from app.templating import date, money
+    from app.templating import date
 
     common = {"plan": row.plan.display_name, "cycle": row.billing_cycle, "billing_url": billing_url()}
     if action == "subscription.activated":
@@ -323,11 +323,13 @@ def sync_customer(customer_id: str) -> SyncResult:
 def after_commit(result: SyncResult) -> None:
     """After the commit that made a change true: entitlements cache, mail, metrics."""
     from app.services import mail, metrics
+    from app.services.billing_summary import forget_plan_outlook
     from app.services.entitlements import invalidate_entitlements_cache
 
     if result.user_id is None:
         return
     invalidate_entitlements_cache(result.user_id)
+    forget_plan_outlook(result.user_id)
     if result.mail_queued:
         mail.deliver_pending()
     for action, plan in zip(result.actions, result.plans):

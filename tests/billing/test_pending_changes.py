@@ -162,3 +162,22 @@ def test_the_account_page_shows_a_pending_cancellation_or_plan_change(billing, s
     billing.post("/billing/cancel")
     line = plan_line()
     assert f"Pro until {ends}, then Free" in line and "Changes to" not in line
+
+
+def test_the_account_page_asks_stripe_once_per_version_of_the_subscription(billing):
+    """Views of the account page reuse what Stripe said of the schedule until the subscription row changes."""
+    from prometheus_client import REGISTRY
+
+    def stripe_requests() -> float:
+        return REGISTRY.get_sample_value("stripe_api_request_seconds_count") or 0
+
+    billing.subscribe("pro", "yearly")
+    billing.client.get("/account")
+    before = stripe_requests()
+    for _ in range(3):
+        assert "Renews on" in billing.client.get("/account").get_data(as_text=True)
+    assert stripe_requests() == before
+    billing.post("/billing/change", plan="starter", cycle="yearly")  # a billing commit: the next view asks again
+    page = re.sub(r"<[^>]+>", "", billing.client.get("/account").get_data(as_text=True))
+    assert "Changes to Starter (yearly)" in page
+    assert stripe_requests() > before
