@@ -7,6 +7,7 @@ pays through the emulator's hosted Checkout in Chromium (Debian's, as in the tes
 - success.png         the success page right after paying for Pro monthly
 - billing.png         the billing page of that Pro user, with its invoice
 - confirm-change.png  the Starter → Pro confirmation page with the amount due now
+- review-plan.png     a visitor chose Pro yearly on the pricing page, signed up, and reviews the choice
 
 Not part of `make test`; run it after changing the billing templates or app.css.
 """
@@ -99,10 +100,22 @@ def main(out_dir: Path) -> None:
                         expect(page.get_by_test_id("amount-due")).to_be_visible()
                         page.screenshot(path=str(out_dir / "confirm-change.png"), full_page=True)
                     context.close()
+                context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+                page = context.new_page()
+                page.goto(base + "/pricing")
+                page.locator("label[for=cycle-yearly]").click()
+                page.locator("[data-plan=pro] a.choose-yearly").click()
+                page.fill("input[name=email]", "linus@example.com")
+                page.fill("input[name=password]", PASSWORD)
+                page.fill("input[name=confirm]", PASSWORD)
+                page.locator("main form button[type=submit]").click()
+                expect(page.get_by_role("button", name="Continue to secure checkout")).to_be_visible()
+                page.screenshot(path=str(out_dir / "review-plan.png"), full_page=True)
+                context.close()
                 browser.close()
         finally:
             server.shutdown()
-    for name in ("success.png", "billing.png", "confirm-change.png"):
+    for name in ("success.png", "billing.png", "confirm-change.png", "review-plan.png"):
         print(f"✓ {out_dir / name}")
 
 
