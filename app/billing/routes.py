@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -6,7 +8,8 @@ from app.urls import external_url
 from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
 from app.services import DomainError
-from app.services.billing_summary import billing_summary
+from app.services.billing_summary import billing_summary, plan_outlook
+from app.services.catalog import catalog
 from app.services.checkout import (
     PlanChangeRequired,
     create_portal_session,
@@ -15,7 +18,9 @@ from app.services.checkout import (
     start_checkout,
     sync_after_portal,
 )
-from app.services.subscriptions import change_plan, plan_change, set_cancel_at_period_end
+from app.services.strategies import count_strategies
+from app.services.subscriptions import change_plan, live_subscription, plan_change, set_cancel_at_period_end
+from app.templating import date
 
 
 def billing_limit() -> str:
@@ -165,6 +170,57 @@ def open_portal():
         flash(error.message, "danger")
         return redirect(url_for("billing.show_billing"), 303)
     return redirect(url, 303)
+
+
+@dataclass(frozen=True)
+class FreeLoss:
+    """One line of what moving to Free takes away: the paid plan's words and Free's (None: Free has none of it)."""
+
+    now: str
+    on_free: str | None
+
+
+def losses_on_free(plan_name: str) -> list[FreeLoss]:
+    """What a paid plan has that Free has less of or lacks, in the catalog's order and words."""
+    plans = {view.name: view for view in catalog()}
+    free_features = {f.key: f for f in plans["free"].features} if "free" in plans else {}
+    losses = []
+    for feature in plans[plan_name].features:
+        on_free = free_features.get(feature.key)
+        if on_free is None:
+            losses.append(FreeLoss(feature.display_name, None))
+        elif feature.kind == "limit" and on_free.limit_value is not None \
+                and (feature.limit_value is None or feature.limit_value > on_free.limit_value):
+            losses.append(FreeLoss(feature.display_name, on_free.display_name))
+    return losses
+
+
+def free_limit(key: str) -> int | None:
+    """Free's allowance of a counted feature (None: unlimited or not in the catalog)."""
+    free = next((view for view in catalog() if view.name == "free"), None)
+    return next((f.limit_value for f in free.features if f.key == key), None) if free else None
+
+
+@bp.get("/cancel")
+@login_required
+def confirm_cancel():
+    """The confirmation page of a cancellation: until when the plan lasts, what Free leaves out, what is dropped."""
+    subscription = live_subscription(current_user.id)
+    if subscription is None or current_user.stripe_customer_id is None:
+        flash("You are on the Free plan: there is no paid plan to cancel.", "info")
+        return redirect(url_for("billing.show_billing"), 303)
+    if subscription.cancel_at_period_end:
+        flash(f"Your {subscription.plan.display_name} plan is already set to end on "
+              f"{date(subscription.current_period_end)}. Resume it below to keep it.", "info")
+        return redirect(url_for("billing.show_billing"), 303)
+    return render_template(
+        "billing/confirm_cancel.html", subscription=subscription, form=ActionForm(),
+        # What Stripe's schedule holds (a pending downgrade, which the cancellation releases): the account page's
+        # cached read, not a new one.
+        outlook=plan_outlook(current_user, subscription),
+        losses=losses_on_free(subscription.plan.name),
+        strategies=count_strategies(current_user.id), free_strategies=free_limit("strategies_max"),
+    )
 
 
 def set_cancel(cancel: bool):

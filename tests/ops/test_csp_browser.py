@@ -5,6 +5,8 @@ every CSP violation to the console ("Refused to apply inline style…"), which t
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 
@@ -36,17 +38,37 @@ def test_public_pages_have_no_csp_violation(page, console, site):
     assert not violations(console), violations(console)
 
 
-def test_signed_in_pages_have_no_csp_violation(page, console, site):
+def sign_up(page, site, email="csp@example.com"):
     page.goto(site + "/signup")
-    page.fill("input[name=email]", "csp@example.com")
+    page.fill("input[name=email]", email)
     page.fill("input[name=password]", "correct horse battery")
     page.fill("input[name=confirm]", "correct horse battery")
     page.locator("form button[type=submit]").last.click()
     page.wait_for_load_state("load")
+
+
+def test_signed_in_pages_have_no_csp_violation(page, console, site):
+    sign_up(page, site)
     for path in ("/pricing", "/account", "/billing", "/billing/checkout?plan=pro&cycle=yearly", "/strategies", "/alerts"):
         page.goto(site + path)
         page.wait_for_load_state("load")
     assert "/login" not in page.url  # signed in, not sent to the log-in page
+    assert not violations(console), violations(console)
+
+
+def test_paying_user_pages_have_no_csp_violation(page, console, site, stripe_emulator):
+    """The pages only a paying user sees: the cancel confirmation (a Free user is sent back to /billing)."""
+    sign_up(page, site, "csp-pro@example.com")
+    page.goto(site + "/pricing")
+    page.locator("[data-plan=pro] form.choose-monthly button").click()
+    page.fill("#card_number", "4242 4242 4242 4242")  # the emulator's Checkout page: not ours, not checked
+    page.fill("#card_name", "Ada Lovelace")
+    page.click("#submit")
+    page.wait_for_url(re.compile(re.escape(site) + r"/billing/success"))
+    console.clear()
+    page.goto(site + "/billing/cancel")
+    page.wait_for_load_state("load")
+    assert page.locator("h1").inner_text() == "Cancel your Pro plan?"
     assert not violations(console), violations(console)
 
 
