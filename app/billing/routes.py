@@ -1,5 +1,3 @@
-from dataclasses import dataclass
-
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -9,7 +7,7 @@ from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
 from app.services import DomainError
 from app.services.billing_summary import billing_summary, plan_outlook
-from app.services.catalog import catalog
+from app.services.catalog import free_limit, losses_on_free
 from app.services.checkout import (
     PlanChangeRequired,
     create_portal_session,
@@ -170,35 +168,6 @@ def open_portal():
         flash(error.message, "danger")
         return redirect(url_for("billing.show_billing"), 303)
     return redirect(url, 303)
-
-
-@dataclass(frozen=True)
-class FreeLoss:
-    """One line of what moving to Free takes away: the paid plan's words and Free's (None: Free has none of it)."""
-
-    now: str
-    on_free: str | None
-
-
-def losses_on_free(plan_name: str) -> list[FreeLoss]:
-    """What a paid plan has that Free has less of or lacks, in the catalog's order and words."""
-    plans = {view.name: view for view in catalog()}
-    free_features = {f.key: f for f in plans["free"].features} if "free" in plans else {}
-    losses = []
-    for feature in plans[plan_name].features:
-        on_free = free_features.get(feature.key)
-        if on_free is None:
-            losses.append(FreeLoss(feature.display_name, None))
-        elif feature.kind == "limit" and on_free.limit_value is not None \
-                and (feature.limit_value is None or feature.limit_value > on_free.limit_value):
-            losses.append(FreeLoss(feature.display_name, on_free.display_name))
-    return losses
-
-
-def free_limit(key: str) -> int | None:
-    """Free's allowance of a counted feature (None: unlimited or not in the catalog)."""
-    free = next((view for view in catalog() if view.name == "free"), None)
-    return next((f.limit_value for f in free.features if f.key == key), None) if free else None
 
 
 @bp.get("/cancel")

@@ -293,3 +293,34 @@ def validate_choice(plan_name: str | None, cycle: str | None) -> tuple[Subscript
     if price_id is None or plan.price_for(cycle) is None:
         raise DomainError(f"The {plan.display_name} plan has no {cycle} price.", code="invalid_billing_cycle")
     return plan, cycle, price_id
+
+
+# --- what moving to Free takes away (the cancellation's confirmation page) ----------------------------------------
+
+@dataclass(frozen=True)
+class FreeLoss:
+    """One line of what moving to Free takes away: the paid plan's words and Free's (None: Free has none of it)."""
+
+    now: str
+    on_free: str | None
+
+
+def losses_on_free(plan_name: str) -> list[FreeLoss]:
+    """What a paid plan has that Free has less of or lacks, in the catalog's order and words."""
+    plans = {view.name: view for view in catalog()}
+    free_features = {f.key: f for f in plans["free"].features} if "free" in plans else {}
+    losses = []
+    for feature in plans[plan_name].features:
+        on_free = free_features.get(feature.key)
+        if on_free is None:
+            losses.append(FreeLoss(feature.display_name, None))
+        elif feature.kind == "limit" and on_free.limit_value is not None \
+                and (feature.limit_value is None or feature.limit_value > on_free.limit_value):
+            losses.append(FreeLoss(feature.display_name, on_free.display_name))
+    return losses
+
+
+def free_limit(key: str) -> int | None:
+    """Free's allowance of a counted feature (None: unlimited or not in the catalog)."""
+    free = next((view for view in catalog() if view.name == "free"), None)
+    return next((f.limit_value for f in free.features if f.key == key), None) if free else None
