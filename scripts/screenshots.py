@@ -7,6 +7,7 @@ pays through the emulator's hosted Checkout in Chromium (Debian's, as in the tes
 - success.png         the success page right after paying for Pro monthly
 - billing.png         the billing page of that Pro user, with its invoice
 - confirm-change.png  the Starter → Pro confirmation page with the amount due now
+- confirm-cancel.png  that Pro user's cancellation confirmation (until when, what Free leaves out)
 - review-plan.png     a visitor chose Pro yearly on the pricing page, signed up, and reviews the choice
 
 Not part of `make test`; run it after changing the billing templates or app.css.
@@ -93,6 +94,9 @@ def main(out_dir: Path) -> None:
                         page.goto(base + "/billing")
                         expect(page.get_by_test_id("invoices")).to_be_visible()
                         page.screenshot(path=str(out_dir / "billing.png"), full_page=True)
+                        page.get_by_role("link", name="Cancel plan").click()
+                        expect(page.get_by_role("button", name="Cancel at period end")).to_be_visible()
+                        page.screenshot(path=str(out_dir / "confirm-cancel.png"), full_page=True)
                     else:
                         subscribe(page, base, emulator.url, "starter", "Grace Hopper")
                         page.goto(base + "/pricing")
@@ -115,7 +119,8 @@ def main(out_dir: Path) -> None:
                 browser.close()
         finally:
             server.shutdown()
-    for name in ("success.png", "billing.png", "confirm-change.png", "review-plan.png"):
+    for name in ("success.png", "billing.png", "confirm-change.png", "confirm-cancel.png",
+                 "review-plan.png"):
         print(f"✓ {out_dir / name}")
 
 
