@@ -127,13 +127,18 @@ def app(migrated_database, redis_url, stripe_emulator, smtp_sink):
     yield app
     stripe_emulator.clear_webhooks()
     stripe_emulator.reset()
+    empty_database(app)
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+def empty_database(app) -> None:
+    """Every table emptied (the per-day count tables with their sources: TRUNCATE fires no trigger), the pool closed."""
     with app.app_context():
         tables = ", ".join(t.name for t in db.metadata.sorted_tables)
         db.session.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         db.session.commit()
         db.session.remove()
         db.engine.dispose()
-    redis.Redis.from_url(redis_url).flushdb()
 
 
 @pytest.fixture

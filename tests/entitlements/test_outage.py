@@ -1,10 +1,8 @@
 """Redis stopped: pages still answer, with the right gates, from the database."""
-import sqlalchemy as sa
 
 from app import create_app
-from app.extensions import db
 from app.services.catalog import seed_plans_from_config
-from tests.conftest import Auth, make_config
+from tests.conftest import Auth, empty_database, make_config
 from tests.entitlements.conftest import add_strategies, put_on_plan
 from tests.factories import UserFactory
 from tests.test_health_and_errors import closed_port
@@ -32,8 +30,4 @@ def test_pages_answer_with_the_right_gates_when_redis_is_down(migrated_database)
         assert client.get("/alerts/").status_code == 200
         assert client.get("/api/v1/strategies").status_code == 401  # the API still answers JSON, not 500
     finally:
-        with app.app_context():
-            tables = ", ".join(t.name for t in db.metadata.sorted_tables)
-            db.session.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-            db.session.commit()
-            db.engine.dispose()
+        empty_database(app)

@@ -21,7 +21,7 @@ from app.extensions import db
 from app.models import AuditLog, StripeEvent, User, UserSubscription
 from app.services.checkout import start_checkout
 from stripe_emulator.testing import EmulatorServer
-from tests.conftest import Auth, make_config
+from tests.conftest import Auth, empty_database, make_config
 from tests.reliability.conftest import PASSWORD_HASH, http, wait_until
 from tests.webhooks.signing import sign
 
@@ -306,9 +306,4 @@ def test_stripe_down_checkout_and_portal_say_temporarily_unavailable_and_write_n
         assert customer
     finally:
         own.stop() if own._thread is not None else None
-        with app.app_context():
-            tables = ", ".join(t.name for t in db.metadata.sorted_tables)
-            db.session.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-            db.session.commit()
-            db.session.remove()
-            db.engine.dispose()
+        empty_database(app)
