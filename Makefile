@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 
-.PHONY: run test install system-deps bench clean
+.PHONY: run test test-fast lint install system-deps bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ run: install
 ## make test: installs what is missing, starts throw-away PostgreSQL and Redis, runs the whole suite
 test: install
 	scripts/test.sh $(PYTEST_ARGS)
+
+## make test-fast: the table tests of the pure rules (no PostgreSQL, Redis, emulator or browser), in seconds
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -q
+
+## make lint: ruff (lint and format check) and mypy, as `make test` runs them
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## make bench: installs wrk when missing, then every benchmark of BENCHMARKS.md against its baseline (not part of `make test`)
 bench: install
