@@ -32,6 +32,7 @@ def engine_url(app: Flask) -> str:
 
 
 def target_metadata(app: Flask):
+    """The models' metadata, which autogenerate compares with the database."""
     target_db = app.extensions['migrate'].db
     if hasattr(target_db, 'metadatas'):
         return target_db.metadatas[None]
@@ -69,6 +70,7 @@ def run_migrations_online(app: Flask):
 
 
 def run_migrations(app: Flask):
+    """Point Alembic at the app's database, then migrate online (or print the SQL with `--sql`)."""
     config.set_main_option('sqlalchemy.url', engine_url(app))
     if context.is_offline_mode():
         run_migrations_offline(app)
