@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from decimal import Decimal
 
 import click
 from flask import Flask
@@ -10,39 +11,64 @@ from flask.cli import AppGroup
 from app.services import DomainError
 from app.services.accounts import create_user
 from app.services.catalog import seed_plans_from_config
-from app.templating import money
 
-BANNER = "=" * 60
+BANNER = "=" * 70
 
 
-def print_seed_report(results) -> None:
-    """The guide's section 3.2 format: a line per plan, the summary, the closing line."""
+def whole_dollars_or_cents(amount: Decimal) -> str:
+    """`$0`, `$20`, `$19.99`: the seed report's prices, cents shown only when there are some."""
+    return f"${amount:,.0f}" if amount == amount.to_integral_value() else f"${amount:,.2f}"
+
+
+def print_seeded_plans(results) -> None:
+    """One line per plan as it was written: `✓ Created …` the first time, `✓ Updated …` on every later run."""
     for item in results:
         verb = "Created" if item.created else "Updated"
-        click.echo(f"✓ {verb} {item.plan.display_name} plan with {item.feature_count} features")
-    click.echo("")
-    click.echo("Plan summary:")
+        click.echo(f"  ✓ {verb} {item.plan.display_name} plan with {item.feature_count} features")
+
+
+def print_plan_prices(results) -> None:
+    """The prices and Stripe price ids stored: a plan without a yearly price on one line, the others on three."""
+    labels = {item.plan.name: f"{item.plan.display_name} Plan" for item in results}
+    width = max(map(len, labels.values()), default=0)
+    click.echo("Plans created:")
     for item in results:
         plan = item.plan
-        click.echo(f"  {plan.display_name} ({plan.name})")
-        click.echo(f"    Monthly: {money(plan.price_monthly)}  price id: {plan.stripe_price_id_monthly or '—'}")
-        if plan.price_yearly is not None:
-            click.echo(f"    Yearly:  {money(plan.price_yearly)}  price id: {plan.stripe_price_id_yearly or '—'}")
-        click.echo(f"    Features: {item.feature_count}")
-    click.echo("")
-    click.echo("Seed completed successfully!")
+        monthly = whole_dollars_or_cents(plan.price_monthly)
+        label = labels[plan.name].ljust(width)
+        if plan.price_yearly is None:
+            click.echo(f"  • {label} ({monthly}/mo) - Price ID: {plan.stripe_price_id_monthly or '—'}")
+            continue
+        click.echo(f"  • {label} ({monthly}/mo or {whole_dollars_or_cents(plan.price_yearly)}/yr)")
+        click.echo(f"    - Monthly: {plan.stripe_price_id_monthly or '—'}")
+        click.echo(f"    - Yearly:  {plan.stripe_price_id_yearly or '—'}")
 
 
 def run_seed() -> None:
-    """Seed the plans, printing the guide's report; exit 1 with one line on error."""
+    """Seed the plans and print the report (the same for `flask seed-plans` and scripts/seed_plans.py).
+
+    A domain error (a price id missing in production) exits 1 with one line on stderr, nothing written.
+    """
     click.echo(BANNER)
-    click.echo("Smart Strategies Builder — seeding subscription plans")
+    click.echo("Subscription Plans Seed Script")
     click.echo(BANNER)
+    click.echo("")
+    click.echo("Seeding subscription plans...")
     try:
         results = seed_plans_from_config()
     except DomainError as exc:
         raise click.ClickException(exc.message)
-    print_seed_report(results)
+    print_seeded_plans(results)
+    click.echo("")
+    click.echo(f"✓ Successfully seeded {len(results)} subscription plans with production Stripe price IDs")
+    click.echo("")
+    print_plan_prices(results)
+    click.echo("")
+    click.echo("Stripe integration ready for production use.")
+    click.echo("")
+    click.echo(BANNER)
+    click.echo("Seed completed successfully!")
+    click.echo(BANNER)
 
 
 def register(app: Flask) -> None:

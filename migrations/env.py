@@ -1,109 +1,89 @@
+"""Alembic environment for both ways of migrating.
+
+- `flask db upgrade` / `flask db downgrade`: Flask-Migrate runs this inside the app it built (current_app exists).
+- `alembic upgrade head` / `alembic downgrade -1` from the repository root (alembic.ini there): no app exists yet,
+  so this builds one with `create_app()` — the same settings as every other entry point (environment, `.env`,
+  production validation) — and migrates inside its context.
+
+Either way the database URL, the metadata and Flask-Migrate's configure arguments come from the app.
+"""
 import logging
 from logging.config import fileConfig
 
-from flask import current_app
-
 from alembic import context
+from flask import Flask, current_app, has_app_context
 
-# this is the Alembic Config object, which provides
-# access to the values within the .ini file in use.
+from app import create_app
+
 config = context.config
-
-# Interpret the config file for Python logging.
-# This line sets up loggers basically.
-# Keep the app's own loggers alive when migrations run inside it (tests, `flask db upgrade`).
-fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 
-def get_engine():
-    return current_app.extensions['migrate'].db.engine
+def configure_logging():
+    """The ini file's loggers, keeping the app's own loggers alive (tests, `flask db upgrade`)."""
+    if config.config_file_name is not None:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def get_engine_url():
-    try:
-        return get_engine().url.render_as_string(hide_password=False).replace(
-            '%', '%%')
-    except AttributeError:
-        return str(get_engine().url).replace('%', '%%')
+def engine_url(app: Flask) -> str:
+    """The app's database URL, password included, escaped for the ini-style config."""
+    url = app.extensions['migrate'].db.engine.url
+    return url.render_as_string(hide_password=False).replace('%', '%%')
 
 
-# add your model's MetaData object here
-# for 'autogenerate' support
-# from myapp import mymodel
-# target_metadata = mymodel.Base.metadata
-config.set_main_option('sqlalchemy.url', get_engine_url())
-target_db = current_app.extensions['migrate'].db
-
-# other values from the config, defined by the needs of env.py,
-# can be acquired:
-# my_important_option = config.get_main_option("my_important_option")
-# ... etc.
-
-
-def get_metadata():
+def target_metadata(app: Flask):
+    """The models' metadata, which autogenerate compares with the database."""
+    target_db = app.extensions['migrate'].db
     if hasattr(target_db, 'metadatas'):
         return target_db.metadatas[None]
     return target_db.metadata
 
 
-def run_migrations_offline():
-    """Run migrations in 'offline' mode.
-
-    This configures the context with just a URL
-    and not an Engine, though an Engine is acceptable
-    here as well.  By skipping the Engine creation
-    we don't even need a DBAPI to be available.
-
-    Calls to context.execute() here emit the given string to the
-    script output.
-
-    """
-    url = config.get_main_option("sqlalchemy.url")
-    context.configure(
-        url=url, target_metadata=get_metadata(), literal_binds=True
-    )
-
+def run_migrations_offline(app: Flask):
+    """`--sql`: emit the SQL for the configured URL without connecting."""
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata(app),
+                      literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 
 
-def run_migrations_online():
-    """Run migrations in 'online' mode.
+def run_migrations_online(app: Flask):
+    """Migrate over a connection of the app's engine, with Flask-Migrate's configure arguments."""
 
-    In this scenario we need to create an Engine
-    and associate a connection with the context.
-
-    """
-
-    # this callback is used to prevent an auto-migration from being generated
-    # when there are no changes to the schema
-    # reference: http://alembic.zzzcomputing.com/en/latest/cookbook.html
     def process_revision_directives(context, revision, directives):
+        # An autogenerate that finds no change writes no empty revision file.
         if getattr(config.cmd_opts, 'autogenerate', False):
             script = directives[0]
             if script.upgrade_ops.is_empty():
                 directives[:] = []
                 logger.info('No changes in schema detected.')
 
-    conf_args = current_app.extensions['migrate'].configure_args
+    migrate = app.extensions['migrate']
+    conf_args = dict(migrate.configure_args)
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
 
-    connectable = get_engine()
-
-    with connectable.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=get_metadata(),
-            **conf_args
-        )
-
+    with migrate.db.engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata(app), **conf_args)
         with context.begin_transaction():
             context.run_migrations()
 
 
-if context.is_offline_mode():
-    run_migrations_offline()
+def run_migrations(app: Flask):
+    """Point Alembic at the app's database, then migrate online (or print the SQL with `--sql`)."""
+    config.set_main_option('sqlalchemy.url', engine_url(app))
+    if context.is_offline_mode():
+        run_migrations_offline(app)
+    else:
+        run_migrations_online(app)
+
+
+if has_app_context():
+    configure_logging()
+    run_migrations(current_app._get_current_object())
 else:
-    run_migrations_online()
+    standalone_app = create_app()
+    configure_logging()
+    with standalone_app.app_context():
+        run_migrations(standalone_app)
+        standalone_app.extensions['migrate'].db.engine.dispose()

@@ -1,6 +1,13 @@
-"""Migrations on PostgreSQL: upgrade → downgrade → upgrade, and no drift between models and schema."""
+"""Migrations on PostgreSQL: upgrade → downgrade → upgrade, and no drift between models and schema; the
+operator's `flask db upgrade` / `flask db downgrade` (one revision back, no argument needed)."""
+import os
+import subprocess
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
@@ -8,14 +15,21 @@ from app import create_app
 from app.extensions import db
 from tests.conftest import make_config
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def test_upgrade_downgrade_upgrade_without_drift(database_url, redis_url):
+
+def fresh_database(database_url: str, name: str) -> str:
+    """An empty database `name` beside the suite's own; returns its URL."""
     admin = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text("DROP DATABASE IF EXISTS ssb_migrations WITH (FORCE)"))
-        conn.execute(sa.text("CREATE DATABASE ssb_migrations"))
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
     admin.dispose()
-    url = database_url.rsplit("/", 1)[0] + "/ssb_migrations"
+    return database_url.rsplit("/", 1)[0] + "/" + name
+
+
+def test_upgrade_downgrade_upgrade_without_drift(database_url, redis_url):
+    url = fresh_database(database_url, "ssb_migrations")
     app = create_app(make_config(url, redis_url))
     with app.app_context():
         upgrade()
@@ -32,3 +46,22 @@ def test_upgrade_downgrade_upgrade_without_drift(database_url, redis_url):
             diff = compare_metadata(context, db.metadata)
         assert diff == [], f"models and migrations differ: {diff}"
         db.engine.dispose()
+
+
+def test_flask_db_downgrade_steps_back_one_revision_and_upgrade_returns(database_url, redis_url):
+    url = fresh_database(database_url, "ssb_migrations")
+    env = dict(os.environ, ENVIRONMENT="testing", DATABASE_URL=url, REDIS_URL=redis_url,
+               PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    def flask_db(*args: str) -> str:
+        result = subprocess.run(["flask", "db", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    head = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_revision("head")
+    flask_db("upgrade")
+    assert flask_db("current") == f"{head.revision} (head)"
+    flask_db("downgrade")
+    assert flask_db("current") == head.down_revision
+    flask_db("upgrade")
+    assert flask_db("current") == f"{head.revision} (head)"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.cli import whole_dollars_or_cents
 from app.extensions import db
 from app.models import PlanFeature, SubscriptionPlan
 from app.services.catalog import SeedError, seed_plans
@@ -28,13 +29,18 @@ def test_seed_creates_the_three_plans_in_the_guides_format(app, runner):
     result = runner.invoke(args=["seed-plans"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "Smart Strategies Builder — seeding subscription plans" in out
-    assert "✓ Created Free plan with 7 features" in out
-    assert "✓ Created Starter plan with 7 features" in out
-    assert "✓ Created Pro plan with 9 features" in out
-    assert "Monthly: $19.99  price id: price_starter_monthly" in out
-    assert "Yearly:  $479.99  price id: price_pro_yearly" in out
-    assert out.rstrip().endswith("Seed completed successfully!")
+    banner = "=" * 70
+    assert out.startswith(f"{banner}\nSubscription Plans Seed Script\n{banner}\n\nSeeding subscription plans...\n")
+    assert "  ✓ Created Free plan with 7 features\n" in out
+    assert "  ✓ Created Starter plan with 7 features\n" in out
+    assert "  ✓ Created Pro plan with 9 features\n" in out
+    assert "✓ Successfully seeded 3 subscription plans with production Stripe price IDs\n" in out
+    assert "  • Free Plan    ($0/mo) - Price ID: price_free_monthly\n" in out
+    assert ("  • Starter Plan ($19.99/mo or $199.99/yr)\n"
+            "    - Monthly: price_starter_monthly\n"
+            "    - Yearly:  price_starter_yearly\n") in out
+    assert "  • Pro Plan     ($49.99/mo or $479.99/yr)\n" in out
+    assert out.endswith(f"{banner}\nSeed completed successfully!\n{banner}\n")
     assert counts(app) == {"free": 7, "starter": 7, "pro": 9}
     with app.app_context():
         pro = db.session.scalar(sa.select(SubscriptionPlan).where(SubscriptionPlan.name == "pro"))
@@ -54,13 +60,19 @@ def test_second_run_updates_and_adds_no_rows(app, runner):
                   db.session.scalar(sa.select(sa.func.max(PlanFeature.id))))
     result = runner.invoke(args=["seed-plans"])
     assert result.exit_code == 0
-    assert "✓ Updated Pro plan with 9 features" in result.output
-    assert "Created" not in result.output
+    assert "  ✓ Updated Pro plan with 9 features\n" in result.output
+    assert "✓ Created" not in result.output
     with app.app_context():
         after = (db.session.scalar(sa.select(sa.func.count(SubscriptionPlan.id))),
                  db.session.scalar(sa.select(sa.func.max(PlanFeature.id))))
     assert after == before
     assert counts(app) == {"free": 7, "starter": 7, "pro": 9}
+
+
+@pytest.mark.parametrize("amount, shown", [("0.00", "$0"), ("20.00", "$20"), ("19.99", "$19.99"),
+                                           ("1999.50", "$1,999.50")])
+def test_report_prices_show_cents_only_when_there_are_some(amount, shown):
+    assert whole_dollars_or_cents(Decimal(amount)) == shown
 
 
 def test_price_ids_come_from_the_environment(app):

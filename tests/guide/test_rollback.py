@@ -1,0 +1,93 @@
+"""Section 8, "Rollback Database": `alembic downgrade -1` on a database holding data, then `alembic upgrade head`.
+
+A row goes into every table at head. The downgrade drops the last migration's own tables (daily_counts and
+daily_subscription_changes: counts kept by triggers from the other tables); every other table keeps its rows
+untouched. The upgrade then rebuilds those two from the surviving rows, and they come back equal.
+"""
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from tests.guide.conftest import ROOT, tables
+
+#: The tables a migration creates itself, which its downgrade drops with their rows (for the head revision).
+OWN_TABLES = {"0007_daily_counts": {"daily_counts", "daily_subscription_changes"}}
+
+#: One row per table written directly; the two count tables fill themselves by trigger.
+ROWS = (
+    "INSERT INTO users (id, email, password_hash, stripe_customer_id, is_admin, created_at, updated_at, name, "
+    "customer_event_at) VALUES (1001, 'rollback@example.com', 'pbkdf2:x', 'cus_Rollback', false, "
+    "'2026-11-02 10:00:00+00', '2026-11-03 10:00:00+00', 'Roll Back', 1762077600)",
+    "INSERT INTO subscription_plans (id, name, display_name, description, price_monthly, price_yearly, "
+    "stripe_price_id_monthly, stripe_price_id_yearly, is_active, sort_order, created_at, updated_at) VALUES "
+    "(1001, 'starter', 'Starter', 'For active traders.', 19.99, 199.99, 'price_1QStarterM', 'price_1QStarterY', "
+    "true, 1, '2026-11-01 09:00:00+00', '2026-11-01 09:00:00+00')",
+    "INSERT INTO plan_features (id, plan_id, key, display_name, kind, limit_value, sort_order) VALUES "
+    "(1001, 1001, 'strategies_max', 'Up to 25 strategies', 'limit', 25, 0)",
+    "INSERT INTO user_subscriptions (id, user_id, plan_id, billing_cycle, status, stripe_subscription_id, "
+    "stripe_price_id, current_period_start, current_period_end, cancel_at_period_end, canceled_at, ended_at, "
+    "trial_end, created_at, updated_at, last_event_at) VALUES (1001, 1001, 1001, 'monthly', 'active', "
+    "'sub_Rollback', 'price_1QStarterM', '2026-11-02 10:00:00+00', '2026-12-02 10:00:00+00', false, NULL, NULL, "
+    "NULL, '2026-11-02 10:00:00+00', '2026-11-02 10:00:05+00', 1762077605)",
+    "INSERT INTO audit_logs (id, user_id, action, details, created_at) VALUES (1001, 1001, "
+    "'subscription.activated', '{\"plan\": \"starter\", \"billing_cycle\": \"monthly\"}', '2026-11-02 10:00:05+00')",
+    "INSERT INTO user_conversions (user_id, free_starter_at, free_pro_at, starter_pro_at, reached_starter_at) "
+    "VALUES (1001, '2026-11-02 10:00:05+00', NULL, NULL, '2026-11-02 10:00:05+00')",
+    "INSERT INTO stripe_events (id, type, stripe_created, livemode, received_at, processed_at, status, error, "
+    "attempts, payload) VALUES ('evt_Rollback', 'checkout.session.completed', '2026-11-02 10:00:04+00', true, "
+    "'2026-11-02 10:00:05+00', '2026-11-02 10:00:05+00', 'processed', NULL, 1, '{\"id\": \"evt_Rollback\"}')",
+    "INSERT INTO strategies (id, user_id, name, description, rules, created_at, updated_at) VALUES (1001, 1001, "
+    "'Golden cross', 'SMA 50 over SMA 200', 'buy when sma50 > sma200', '2026-11-02 11:00:00+00', "
+    "'2026-11-02 11:00:00+00')",
+    "INSERT INTO backtests (id, strategy_id, user_id, start_date, end_date, result, created_at) VALUES (1001, 1001, "
+    "1001, '2020-01-01', '2025-12-31', '{\"return_pct\": \"12.50\"}', '2026-11-02 11:05:00+00')",
+    "INSERT INTO alert_settings (user_id, email_enabled, realtime_enabled, created_at, updated_at) VALUES (1001, "
+    "true, false, '2026-11-02 11:10:00+00', '2026-11-02 11:10:00+00')",
+    "INSERT INTO mail_outbox (id, dedupe_key, kind, user_id, recipient, subject, body, status, attempts, error, "
+    "created_at, sent_at) VALUES (1001, 'payment_succeeded:in_Rollback', 'payment_succeeded', 1001, "
+    "'rollback@example.com', 'Payment received', 'Thank you.', 'sent', 1, NULL, '2026-11-02 10:00:06+00', "
+    "'2026-11-02 10:00:07+00')",
+)
+
+
+def snapshot(conn, names) -> dict[str, list]:
+    """Every row of every table named, in a stable order."""
+    return {name: conn.execute(sa.text(f"SELECT * FROM {name} ORDER BY 1, 2")).all() for name in sorted(names)}
+
+
+def revision(conn) -> str:
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+
+
+def head_and_previous() -> tuple[str, str]:
+    """The head revision and the one `alembic downgrade -1` goes back to, read from the migration scripts."""
+    head = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_revision("head")
+    return head.revision, head.down_revision
+
+
+def test_downgrade_one_then_upgrade_keeps_every_row(shell):
+    head, previous = head_and_previous()
+    dropped = OWN_TABLES.get(head, set())
+    shell.ok("alembic upgrade head")
+    engine = shell.engine()
+    with engine.begin() as conn:
+        for statement in ROWS:
+            conn.execute(sa.text(statement))
+    with engine.connect() as conn:
+        at_head = tables(conn)
+        before = snapshot(conn, at_head)
+    assert dropped <= at_head
+    assert [name for name, rows in before.items() if not rows] == [], "a table without a row proves nothing"
+
+    shell.ok("alembic downgrade -1")
+    with engine.connect() as conn:
+        assert revision(conn) == previous
+        assert tables(conn) == at_head - dropped
+        assert snapshot(conn, at_head - dropped) == {name: rows for name, rows in before.items() if name not in dropped}
+
+    shell.ok("alembic upgrade head")
+    with engine.connect() as conn:
+        assert revision(conn) == head
+        assert tables(conn) == at_head
+        assert snapshot(conn, at_head) == before
+    engine.dispose()
