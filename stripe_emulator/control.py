@@ -14,7 +14,7 @@ from flask import Blueprint, request
 
 from .billing import Ctx
 from .errors import StripeError, invalid, missing_param, no_such
-from .server import base_url, emu, error_response, json_response, render
+from .plumbing import base_url, emu, error_response, json_response, render
 from .store import new_id
 
 bp = Blueprint("control", __name__, url_prefix="/_emulator")

@@ -17,7 +17,7 @@ from . import objects
 from .billing import Ctx
 from .errors import StripeError
 from .pdf import render_pdf
-from .server import base_url, emu
+from .plumbing import base_url, emu
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
