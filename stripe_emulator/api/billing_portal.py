@@ -19,8 +19,6 @@ bp = Blueprint("billing_portal", __name__)
 
 
 @api(bp, "/v1/billing_portal/sessions", ["POST"])
-
-
 def create_portal_session(p: Params, ctx: Ctx):
     s = store()
     cid = p.str("customer", required=True)
@@ -90,8 +88,6 @@ def create_portal_session(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/billing_portal/configurations", ["GET"])
-
-
 def list_portal_configurations(p: Params, ctx: Ctx):
     """One default, active configuration (the Dashboard's settings are not emulated)."""
     p.ignore("active", "is_default")
@@ -100,8 +96,6 @@ def list_portal_configurations(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/billing_portal/configurations/<bpc_id>", ["GET"])
-
-
 def retrieve_portal_configuration(p: Params, ctx: Ctx, bpc_id: str):
     p.done()
     if bpc_id != "bpc_emulator_default":

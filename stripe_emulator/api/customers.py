@@ -28,8 +28,6 @@ def customer_subscriptions(s: Store, cust: dict) -> dict:
 
 
 @api(bp, "/v1/customers", ["POST"])
-
-
 def create_customer(p: Params, ctx: Ctx):
     email = p.str("email")
     if email is not None and "@" not in email:
@@ -53,8 +51,6 @@ def create_customer(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/customers", ["GET"])
-
-
 def list_customers(p: Params, ctx: Ctx):
     items = newest_first(store().coll("customers"))
     email = p.str("email")
@@ -67,8 +63,6 @@ def list_customers(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/customers/search", ["GET"])
-
-
 def search_customers(p: Params, ctx: Ctx):
     query = p.str("query", required=True)
     items = newest_first(store().coll("customers"))
@@ -92,16 +86,12 @@ def search_customers(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/customers/<cid>", ["GET"])
-
-
 def retrieve_customer(p: Params, ctx: Ctx, cid: str):
     p.done()
     return get_or_404("customers", "customer", cid)
 
 
 @api(bp, "/v1/customers/<cid>", ["POST"])
-
-
 def update_customer(p: Params, ctx: Ctx, cid: str):
     cust = get_or_404("customers", "customer", cid)
     before = copy.deepcopy(cust)
@@ -131,8 +121,6 @@ def update_customer(p: Params, ctx: Ctx, cid: str):
 
 
 @api(bp, "/v1/customers/<cid>", ["DELETE"])
-
-
 def delete_customer(p: Params, ctx: Ctx, cid: str):
     cust = get_or_404("customers", "customer", cid)
     p.done()
@@ -145,8 +133,6 @@ def delete_customer(p: Params, ctx: Ctx, cid: str):
 
 
 @api(bp, "/v1/customers/<cid>/payment_methods", ["GET"])
-
-
 def list_customer_pms(p: Params, ctx: Ctx, cid: str):
     get_or_404("customers", "customer", cid)
     p.str("type")

@@ -13,8 +13,6 @@ bp = Blueprint("events", __name__)
 
 
 @api(bp, "/v1/events", ["GET"])
-
-
 def list_events(p: Params, ctx: Ctx):
     items = newest_first(store().coll("events"))
     etype = p.str("type")
@@ -33,8 +31,6 @@ def list_events(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/events/<evt_id>", ["GET"])
-
-
 def retrieve_event(p: Params, ctx: Ctx, evt_id: str):
     p.done()
     return get_or_404("events", "event", evt_id)

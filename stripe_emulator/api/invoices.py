@@ -14,8 +14,6 @@ bp = Blueprint("invoices", __name__)
 
 
 @api(bp, "/v1/invoices", ["GET"])
-
-
 def list_invoices(p: Params, ctx: Ctx):
     items = newest_first(store().coll("invoices"))
     cid = p.str("customer")
@@ -35,16 +33,12 @@ def list_invoices(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/invoices/<in_id>", ["GET"])
-
-
 def retrieve_invoice(p: Params, ctx: Ctx, in_id: str):
     p.done()
     return get_or_404("invoices", "invoice", in_id)
 
 
 @api(bp, "/v1/invoices/<in_id>/lines", ["GET"])
-
-
 def list_invoice_lines(p: Params, ctx: Ctx, in_id: str):
     inv = get_or_404("invoices", "invoice", in_id)
     p.done()
@@ -52,8 +46,6 @@ def list_invoice_lines(p: Params, ctx: Ctx, in_id: str):
 
 
 @api(bp, "/v1/invoices/<in_id>/pay", ["POST"])
-
-
 def pay_invoice(p: Params, ctx: Ctx, in_id: str):
     inv = get_or_404("invoices", "invoice", in_id)
     p.ignore("off_session", "payment_method", "forgive", "paid_out_of_band", "source", "mandate")
@@ -71,8 +63,6 @@ def pay_invoice(p: Params, ctx: Ctx, in_id: str):
 
 
 @api(bp, "/v1/invoices/create_preview", ["POST"])
-
-
 def create_invoice_preview(p: Params, ctx: Ctx):
     s = store()
     cid = p.str("customer")

@@ -14,8 +14,6 @@ bp = Blueprint("payment_methods", __name__)
 
 
 @api(bp, "/v1/payment_methods", ["GET"])
-
-
 def list_pms(p: Params, ctx: Ctx):
     cid = p.str("customer")
     ptype = p.str("type")
@@ -32,16 +30,12 @@ def list_pms(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/payment_methods/<pmid>", ["GET"])
-
-
 def retrieve_pm(p: Params, ctx: Ctx, pmid: str):
     p.done()
     return get_or_404("payment_methods", "payment_method", pmid)
 
 
 @api(bp, "/v1/payment_methods/<pmid>/detach", ["POST"])
-
-
 def detach_pm(p: Params, ctx: Ctx, pmid: str):
     pm = get_or_404("payment_methods", "payment_method", pmid)
     p.done()

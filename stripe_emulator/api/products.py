@@ -23,8 +23,6 @@ bp = Blueprint("products", __name__)
 
 
 @api(bp, "/v1/products", ["POST"])
-
-
 def create_product(p: Params, ctx: Ctx):
     name = p.str("name", required=True)
     pid = p.str("id") or new_id("prod", 14)
@@ -48,8 +46,6 @@ def create_product(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/products", ["GET"])
-
-
 def list_products(p: Params, ctx: Ctx):
     items = newest_first(store().coll("products"))
     active = p.bool("active")
@@ -65,16 +61,12 @@ def list_products(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/products/<pid>", ["GET"])
-
-
 def retrieve_product(p: Params, ctx: Ctx, pid: str):
     p.done()
     return get_or_404("products", "product", pid)
 
 
 @api(bp, "/v1/products/<pid>", ["POST"])
-
-
 def update_product(p: Params, ctx: Ctx, pid: str):
     prod = get_or_404("products", "product", pid)
     before = copy.deepcopy(prod)
@@ -146,8 +138,6 @@ def _build_price(p: Params, product_id: Optional[str] = None) -> dict:
 
 
 @api(bp, "/v1/prices", ["POST"])
-
-
 def create_price(p: Params, ctx: Ctx):
     price = _build_price(p)
     p.done()
@@ -157,8 +147,6 @@ def create_price(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/prices", ["GET"])
-
-
 def list_prices(p: Params, ctx: Ctx):
     items = newest_first(store().coll("prices"))
     active = p.bool("active")
@@ -191,16 +179,12 @@ def list_prices(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/prices/<pid>", ["GET"])
-
-
 def retrieve_price(p: Params, ctx: Ctx, pid: str):
     p.done()
     return get_or_404("prices", "price", pid)
 
 
 @api(bp, "/v1/prices/<pid>", ["POST"])
-
-
 def update_price(p: Params, ctx: Ctx, pid: str):
     price = get_or_404("prices", "price", pid)
     before = copy.deepcopy(price)

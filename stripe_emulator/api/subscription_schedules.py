@@ -26,8 +26,6 @@ def _phase_end(price: dict, start: int, iterations: int) -> int:
 
 
 @api(bp, "/v1/subscription_schedules", ["POST"])
-
-
 def create_subscription_schedule(p: Params, ctx: Ctx):
     s = store()
     sub_id = p.str("from_subscription")
@@ -54,8 +52,6 @@ def create_subscription_schedule(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/subscription_schedules", ["GET"])
-
-
 def list_subscription_schedules(p: Params, ctx: Ctx):
     items = newest_first(store().coll("subscription_schedules"))
     cid = p.str("customer")
@@ -67,16 +63,12 @@ def list_subscription_schedules(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/subscription_schedules/<sched_id>", ["GET"])
-
-
 def retrieve_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
     p.done()
     return get_or_404("subscription_schedules", "subscription_schedule", sched_id)
 
 
 @api(bp, "/v1/subscription_schedules/<sched_id>", ["POST"])
-
-
 def update_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
     s = store()
     sched = get_or_404("subscription_schedules", "subscription_schedule", sched_id)
@@ -140,8 +132,6 @@ def update_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
 
 
 @api(bp, "/v1/subscription_schedules/<sched_id>/release", ["POST"])
-
-
 def release_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
     s = store()
     sched = get_or_404("subscription_schedules", "subscription_schedule", sched_id)

@@ -36,8 +36,6 @@ def _public_endpoint(we: dict) -> dict:
 
 
 @api(bp, "/v1/webhook_endpoints", ["POST"])
-
-
 def create_webhook_endpoint(p: Params, ctx: Ctx):
     url = p.str("url", required=True)
     if not url.startswith(("http://", "https://")):
@@ -55,24 +53,18 @@ def create_webhook_endpoint(p: Params, ctx: Ctx):
 
 
 @api(bp, "/v1/webhook_endpoints", ["GET"])
-
-
 def list_webhook_endpoints(p: Params, ctx: Ctx):
     p.done()
     return paginate(newest_first(store().coll("webhook_endpoints")), p, "/v1/webhook_endpoints")
 
 
 @api(bp, "/v1/webhook_endpoints/<we_id>", ["GET"])
-
-
 def retrieve_webhook_endpoint(p: Params, ctx: Ctx, we_id: str):
     p.done()
     return get_or_404("webhook_endpoints", "webhook_endpoint", we_id)
 
 
 @api(bp, "/v1/webhook_endpoints/<we_id>", ["POST"])
-
-
 def update_webhook_endpoint(p: Params, ctx: Ctx, we_id: str):
     we = get_or_404("webhook_endpoints", "webhook_endpoint", we_id)
     if p.has("url"):
@@ -89,8 +81,6 @@ def update_webhook_endpoint(p: Params, ctx: Ctx, we_id: str):
 
 
 @api(bp, "/v1/webhook_endpoints/<we_id>", ["DELETE"])
-
-
 def delete_webhook_endpoint(p: Params, ctx: Ctx, we_id: str):
     get_or_404("webhook_endpoints", "webhook_endpoint", we_id)
     p.done()
