@@ -68,9 +68,60 @@ def retrieve_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
     return get_or_404("subscription_schedules", "subscription_schedule", sched_id)
 
 
+def _phase_items(ph: Params, name: str) -> list[tuple[str, int]]:
+    """``phases[i][items]`` as (price id, quantity) pairs."""
+    specs = []
+    for j, it in enumerate(ph.list_of_dicts("items", required=True)):
+        price_id = it.str("price", required=True)
+        if store().get("prices", price_id) is None:
+            raise no_such("price", price_id, param=f"{name}[items][{j}][price]", status=400)
+        specs.append((price_id, it.int("quantity", minimum=1) or 1))
+        it.ignore("metadata", "tax_rates", "discounts", "billing_thresholds")
+        it.done()
+    return specs
+
+
+def _phase_start(ph: Params, prev_end, current_start: int) -> int:
+    """``start_date`` (a unix time or ``now``); by default where the previous phase ends, or the current start."""
+    raw_start = ph.raw("start_date")
+    if raw_start == "now":
+        return store().now()
+    if raw_start not in (None, ""):
+        return ph.int("start_date")
+    return prev_end if prev_end is not None else current_start
+
+
+def _phases(phases_in: list, sched: dict) -> list[dict]:
+    """``phases``: past phases may be left out, so the first phase given is the current one, its start unchanged."""
+    current_start = (sched["current_phase"] or sched["phases"][0])["start_date"]
+    phases = []
+    prev_end = None
+    for i, ph in enumerate(phases_in):
+        name = f"phases[{i}]"
+        specs = _phase_items(ph, name)
+        start = _phase_start(ph, prev_end, current_start)
+        if i == 0 and start != current_start and sched["status"] == "active":
+            raise invalid(f"{name}[start_date]", "You can not modify the start date of the current phase.")
+        if ph.has("end_date"):
+            end = ph.int("end_date", required=True)
+        else:
+            end = _phase_end(store().get("prices", specs[0][0]), start, ph.int("iterations", minimum=1) or 1)
+        if end <= start:
+            raise invalid(f"{name}[end_date]", "The end date must be after the start date.")
+        prorate = ph.str("proration_behavior", choices=["create_prorations", "always_invoice", "none"])
+        ph.ignore("metadata", "default_tax_rates", "billing_cycle_anchor", "collection_method",
+                  "default_payment_method", "description", "invoice_settings", "trial_end",
+                  "automatic_tax", "discounts", "add_invoice_items", "currency")
+        ph.done()
+        phases.append(objects.schedule_phase(specs, start, end, proration_behavior=prorate or "create_prorations"))
+        prev_end = end
+    if not phases:
+        raise missing_param("phases")
+    return phases
+
+
 @api(bp, "/v1/subscription_schedules/<sched_id>", ["POST"])
 def update_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
-    s = store()
     sched = get_or_404("subscription_schedules", "subscription_schedule", sched_id)
     if sched["status"] not in ("active", "not_started"):
         raise StripeError(f"You cannot update a subscription schedule that is {sched['status']}.")
@@ -79,49 +130,8 @@ def update_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
     if end_behavior and end_behavior != "release":
         raise invalid("end_behavior", "The emulator supports end_behavior=release only.")
     phases_in = p.list_of_dicts("phases")
-    current_start = (sched["current_phase"] or sched["phases"][0])["start_date"]
     if phases_in is not None:
-        phases = []
-        prev_end = None
-        for i, ph in enumerate(phases_in):
-            name = f"phases[{i}]"
-            items = ph.list_of_dicts("items", required=True)
-            specs = []
-            for j, it in enumerate(items):
-                price_id = it.str("price", required=True)
-                price = s.get("prices", price_id)
-                if price is None:
-                    raise no_such("price", price_id, param=f"{name}[items][{j}][price]", status=400)
-                specs.append((price_id, it.int("quantity", minimum=1) or 1))
-                it.ignore("metadata", "tax_rates", "discounts", "billing_thresholds")
-                it.done()
-            raw_start = ph.raw("start_date")
-            if raw_start == "now":
-                start = s.now()
-            elif raw_start not in (None, ""):
-                start = ph.int("start_date")
-            elif prev_end is not None:
-                start = prev_end
-            else:
-                start = current_start
-            # Past phases may be left out: the first phase given is the current one, its start unchanged.
-            if i == 0 and start != current_start and sched["status"] == "active":
-                raise invalid(f"{name}[start_date]", "You can not modify the start date of the current phase.")
-            if ph.has("end_date"):
-                end = ph.int("end_date", required=True)
-            else:
-                end = _phase_end(s.get("prices", specs[0][0]), start, ph.int("iterations", minimum=1) or 1)
-            if end <= start:
-                raise invalid(f"{name}[end_date]", "The end date must be after the start date.")
-            prorate = ph.str("proration_behavior", choices=["create_prorations", "always_invoice", "none"])
-            ph.ignore("metadata", "default_tax_rates", "billing_cycle_anchor", "collection_method",
-                      "default_payment_method", "description", "invoice_settings", "trial_end",
-                      "automatic_tax", "discounts", "add_invoice_items", "currency")
-            ph.done()
-            phases.append(objects.schedule_phase(specs, start, end, proration_behavior=prorate or "create_prorations"))
-            prev_end = end
-        if not phases:
-            raise missing_param("phases")
+        phases = _phases(phases_in, sched)
         sched["phases"] = phases
         sched["current_phase"] = {"start_date": phases[0]["start_date"], "end_date": phases[0]["end_date"]}
     sched["metadata"] = merge_metadata(sched["metadata"], p.metadata())
