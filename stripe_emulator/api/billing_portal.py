@@ -84,6 +84,7 @@ def _flow(fd: Params, cid: str) -> dict:
 
 @api(bp, "/v1/billing_portal/sessions", ["POST"])
 def create_portal_session(p: Params, ctx: Ctx):
+    """A portal session for an existing customer; ``flow_data`` opens one section and says what follows it."""
     s = store()
     cid = p.str("customer", required=True)
     get_or_404("customers", "customer", cid, param="customer", status=400)
@@ -113,6 +114,7 @@ def list_portal_configurations(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/billing_portal/configurations/<bpc_id>", ["GET"])
 def retrieve_portal_configuration(p: Params, ctx: Ctx, bpc_id: str):
+    """Only the default configuration exists."""
     p.done()
     if bpc_id != "bpc_emulator_default":
         raise no_such("billing_portal.configuration", bpc_id)

@@ -111,6 +111,7 @@ def _customer(p: Params) -> tuple:
 
 @api(bp, "/v1/checkout/sessions", ["POST"])
 def create_checkout_session(p: Params, ctx: Ctx):
+    """A subscription-mode session over recurring prices; paid on its hosted page or through the control API."""
     s = store()
     mode = p.str("mode", required=True, choices=["payment", "setup", "subscription"])
     if mode != "subscription":
@@ -153,6 +154,7 @@ def create_checkout_session(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/checkout/sessions", ["GET"])
 def list_checkout_sessions(p: Params, ctx: Ctx):
+    """Sessions newest first, filtered by customer, subscription, status."""
     items = newest_first(store().coll("checkout_sessions"))
     for key in ("customer", "subscription", "status", "payment_intent", "payment_link"):
         value = p.str(key)
@@ -166,12 +168,14 @@ def list_checkout_sessions(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/checkout/sessions/<cs_id>", ["GET"])
 def retrieve_checkout_session(p: Params, ctx: Ctx, cs_id: str):
+    """One session; ``expand[]=line_items`` adds its items."""
     p.done()
     return get_or_404("checkout_sessions", "checkout.session", cs_id)
 
 
 @api(bp, "/v1/checkout/sessions/<cs_id>/line_items", ["GET"])
 def list_checkout_line_items(p: Params, ctx: Ctx, cs_id: str):
+    """The items the session was created with."""
     cs = get_or_404("checkout_sessions", "checkout.session", cs_id)
     items = store().internal("line_items").get(cs["id"], [])
     p.done()
@@ -180,6 +184,7 @@ def list_checkout_line_items(p: Params, ctx: Ctx, cs_id: str):
 
 @api(bp, "/v1/checkout/sessions/<cs_id>/expire", ["POST"])
 def expire_checkout_session(p: Params, ctx: Ctx, cs_id: str):
+    """Only an open session can expire; Stripe names the status it found otherwise."""
     cs = get_or_404("checkout_sessions", "checkout.session", cs_id)
     p.done()
     if cs["status"] != "open":

@@ -29,6 +29,7 @@ def customer_subscriptions(s: Store, cust: dict) -> dict:
 
 @api(bp, "/v1/customers", ["POST"])
 def create_customer(p: Params, ctx: Ctx):
+    """A customer; cards come through Checkout and the portal, so payment method parameters are refused."""
     email = p.str("email")
     if email is not None and "@" not in email:
         raise invalid("email", "Invalid email address: " + email)
@@ -52,6 +53,7 @@ def create_customer(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/customers", ["GET"])
 def list_customers(p: Params, ctx: Ctx):
+    """Customers newest first, by ``email`` if given."""
     items = newest_first(store().coll("customers"))
     email = p.str("email")
     if email is not None:
@@ -64,6 +66,7 @@ def list_customers(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/customers/search", ["GET"])
 def search_customers(p: Params, ctx: Ctx):
+    """Search by ``email:``, ``name:`` and ``metadata['k']:`` clauses joined by AND, what this product queries."""
     query = p.str("query", required=True)
     items = newest_first(store().coll("customers"))
     for clause in query.split(" AND "):
@@ -87,12 +90,14 @@ def search_customers(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/customers/<cid>", ["GET"])
 def retrieve_customer(p: Params, ctx: Ctx, cid: str):
+    """One customer; ``expand[]=subscriptions`` adds its live subscriptions."""
     p.done()
     return get_or_404("customers", "customer", cid)
 
 
 @api(bp, "/v1/customers/<cid>", ["POST"])
 def update_customer(p: Params, ctx: Ctx, cid: str):
+    """Fields, metadata and the default payment method, which must be one of the customer's own."""
     cust = get_or_404("customers", "customer", cid)
     before = copy.deepcopy(cust)
     for key in ("email", "name", "description", "phone"):
@@ -122,6 +127,7 @@ def update_customer(p: Params, ctx: Ctx, cid: str):
 
 @api(bp, "/v1/customers/<cid>", ["DELETE"])
 def delete_customer(p: Params, ctx: Ctx, cid: str):
+    """Deleting a customer cancels its live subscriptions first, as Stripe does."""
     cust = get_or_404("customers", "customer", cid)
     p.done()
     for sub in store().coll("subscriptions").values():
@@ -134,6 +140,7 @@ def delete_customer(p: Params, ctx: Ctx, cid: str):
 
 @api(bp, "/v1/customers/<cid>/payment_methods", ["GET"])
 def list_customer_pms(p: Params, ctx: Ctx, cid: str):
+    """The customer's payment methods, newest first."""
     get_or_404("customers", "customer", cid)
     p.str("type")
     p.ignore("allow_redisplay")

@@ -14,6 +14,7 @@ bp = Blueprint("events", __name__)
 
 @api(bp, "/v1/events", ["GET"])
 def list_events(p: Params, ctx: Ctx):
+    """Events newest first; ``type`` may end in ``*`` to match a prefix."""
     items = newest_first(store().coll("events"))
     etype = p.str("type")
     if etype:
@@ -32,5 +33,6 @@ def list_events(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/events/<evt_id>", ["GET"])
 def retrieve_event(p: Params, ctx: Ctx, evt_id: str):
+    """One event, as delivered to webhooks."""
     p.done()
     return get_or_404("events", "event", evt_id)

@@ -15,6 +15,7 @@ bp = Blueprint("invoices", __name__)
 
 @api(bp, "/v1/invoices", ["GET"])
 def list_invoices(p: Params, ctx: Ctx):
+    """Invoices newest first, by customer, subscription (under ``parent``) or status."""
     items = newest_first(store().coll("invoices"))
     cid = p.str("customer")
     if cid:
@@ -34,12 +35,14 @@ def list_invoices(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/invoices/<in_id>", ["GET"])
 def retrieve_invoice(p: Params, ctx: Ctx, in_id: str):
+    """One invoice."""
     p.done()
     return get_or_404("invoices", "invoice", in_id)
 
 
 @api(bp, "/v1/invoices/<in_id>/lines", ["GET"])
 def list_invoice_lines(p: Params, ctx: Ctx, in_id: str):
+    """An invoice's lines."""
     inv = get_or_404("invoices", "invoice", in_id)
     p.done()
     return paginate(list(inv["lines"]["data"]), p, f"/v1/invoices/{in_id}/lines")
@@ -47,6 +50,7 @@ def list_invoice_lines(p: Params, ctx: Ctx, in_id: str):
 
 @api(bp, "/v1/invoices/<in_id>/pay", ["POST"])
 def pay_invoice(p: Params, ctx: Ctx, in_id: str):
+    """Charge an open invoice now with the default card; a decline is a 402 and the invoice stays open."""
     inv = get_or_404("invoices", "invoice", in_id)
     p.ignore("off_session", "payment_method", "forgive", "paid_out_of_band", "source", "mandate")
     p.done()
@@ -64,6 +68,7 @@ def pay_invoice(p: Params, ctx: Ctx, in_id: str):
 
 @api(bp, "/v1/invoices/create_preview", ["POST"])
 def create_invoice_preview(p: Params, ctx: Ctx):
+    """The invoice an update of an existing subscription would produce, with nothing changed."""
     s = store()
     cid = p.str("customer")
     sub_id = p.str("subscription")

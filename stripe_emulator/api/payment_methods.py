@@ -15,6 +15,7 @@ bp = Blueprint("payment_methods", __name__)
 
 @api(bp, "/v1/payment_methods", ["GET"])
 def list_pms(p: Params, ctx: Ctx):
+    """Stripe lists only a given customer's payment methods; without ``customer`` the list is empty."""
     cid = p.str("customer")
     ptype = p.str("type")
     items = newest_first(store().coll("payment_methods"))
@@ -31,12 +32,14 @@ def list_pms(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/payment_methods/<pmid>", ["GET"])
 def retrieve_pm(p: Params, ctx: Ctx, pmid: str):
+    """One payment method."""
     p.done()
     return get_or_404("payment_methods", "payment_method", pmid)
 
 
 @api(bp, "/v1/payment_methods/<pmid>/detach", ["POST"])
 def detach_pm(p: Params, ctx: Ctx, pmid: str):
+    """Detaching the customer's default card also clears it as the default."""
     pm = get_or_404("payment_methods", "payment_method", pmid)
     p.done()
     if pm["customer"] is None:

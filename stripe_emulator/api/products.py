@@ -24,6 +24,7 @@ bp = Blueprint("products", __name__)
 
 @api(bp, "/v1/products", ["POST"])
 def create_product(p: Params, ctx: Ctx):
+    """A product, optionally with a default price built from ``default_price_data``."""
     name = p.str("name", required=True)
     pid = p.str("id") or new_id("prod", 14)
     if store().get("products", pid):
@@ -47,6 +48,7 @@ def create_product(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/products", ["GET"])
 def list_products(p: Params, ctx: Ctx):
+    """Products newest first, by ``active`` or ``ids``."""
     items = newest_first(store().coll("products"))
     active = p.bool("active")
     if active is not None:
@@ -62,12 +64,14 @@ def list_products(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/products/<pid>", ["GET"])
 def retrieve_product(p: Params, ctx: Ctx, pid: str):
+    """One product."""
     p.done()
     return get_or_404("products", "product", pid)
 
 
 @api(bp, "/v1/products/<pid>", ["POST"])
 def update_product(p: Params, ctx: Ctx, pid: str):
+    """Fields, ``default_price`` (an existing price) and metadata."""
     prod = get_or_404("products", "product", pid)
     before = copy.deepcopy(prod)
     if p.has("name"):
@@ -91,6 +95,7 @@ def update_product(p: Params, ctx: Ctx, pid: str):
 
 
 def _build_price(p: Params, product_id: Optional[str] = None) -> dict:
+    """A price from create parameters (``product`` or ``product_data``); lookup keys stay unique."""
     currency = (p.str("currency", required=True) or "").lower()
     if len(currency) != 3:
         raise invalid(p._name("currency"), f"Invalid currency: {currency}")
@@ -139,6 +144,7 @@ def _build_price(p: Params, product_id: Optional[str] = None) -> dict:
 
 @api(bp, "/v1/prices", ["POST"])
 def create_price(p: Params, ctx: Ctx):
+    """A price; ``transfer_lookup_key`` takes the lookup key from the price holding it."""
     price = _build_price(p)
     p.done()
     store().put("prices", price)
@@ -148,6 +154,7 @@ def create_price(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/prices", ["GET"])
 def list_prices(p: Params, ctx: Ctx):
+    """Prices newest first, by ``lookup_keys[]`` (at most 10), product, type, currency or interval."""
     items = newest_first(store().coll("prices"))
     active = p.bool("active")
     if active is not None:
@@ -180,12 +187,14 @@ def list_prices(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/prices/<pid>", ["GET"])
 def retrieve_price(p: Params, ctx: Ctx, pid: str):
+    """One price."""
     p.done()
     return get_or_404("prices", "price", pid)
 
 
 @api(bp, "/v1/prices/<pid>", ["POST"])
 def update_price(p: Params, ctx: Ctx, pid: str):
+    """Active flag, nickname, lookup key and metadata; amounts are immutable, as in Stripe."""
     price = get_or_404("prices", "price", pid)
     before = copy.deepcopy(price)
     if p.has("active"):

@@ -21,12 +21,14 @@ bp = Blueprint("subscription_schedules", __name__)
 
 
 def _phase_end(price: dict, start: int, iterations: int) -> int:
+    """Where a phase of ``iterations`` billing periods of ``price`` ends."""
     rec = price["recurring"]
     return billing.add_interval(start, rec["interval"], rec["interval_count"], iterations)
 
 
 @api(bp, "/v1/subscription_schedules", ["POST"])
 def create_subscription_schedule(p: Params, ctx: Ctx):
+    """A schedule taking over a live subscription, its first phase the current period."""
     s = store()
     sub_id = p.str("from_subscription")
     if not sub_id:
@@ -53,6 +55,7 @@ def create_subscription_schedule(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/subscription_schedules", ["GET"])
 def list_subscription_schedules(p: Params, ctx: Ctx):
+    """Schedules newest first, by customer."""
     items = newest_first(store().coll("subscription_schedules"))
     cid = p.str("customer")
     if cid:
@@ -64,6 +67,7 @@ def list_subscription_schedules(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/subscription_schedules/<sched_id>", ["GET"])
 def retrieve_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
+    """One schedule."""
     p.done()
     return get_or_404("subscription_schedules", "subscription_schedule", sched_id)
 
@@ -122,6 +126,7 @@ def _phases(phases_in: list, sched: dict) -> list[dict]:
 
 @api(bp, "/v1/subscription_schedules/<sched_id>", ["POST"])
 def update_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
+    """New ``phases`` (the first one given is the current one) and metadata of a live schedule."""
     sched = get_or_404("subscription_schedules", "subscription_schedule", sched_id)
     if sched["status"] not in ("active", "not_started"):
         raise StripeError(f"You cannot update a subscription schedule that is {sched['status']}.")
@@ -143,6 +148,7 @@ def update_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
 
 @api(bp, "/v1/subscription_schedules/<sched_id>/release", ["POST"])
 def release_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
+    """Detach the schedule; the subscription carries on with its current items."""
     s = store()
     sched = get_or_404("subscription_schedules", "subscription_schedule", sched_id)
     p.ignore("preserve_cancel_date")

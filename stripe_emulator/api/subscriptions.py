@@ -18,6 +18,7 @@ bp = Blueprint("subscriptions", __name__)
 
 @api(bp, "/v1/subscriptions", ["GET"])
 def list_subscriptions(p: Params, ctx: Ctx):
+    """Subscriptions newest first; without ``status`` the ended ones are left out, as Stripe does."""
     items = newest_first(store().coll("subscriptions"))
     cid = p.str("customer")
     if cid:
@@ -41,6 +42,7 @@ def list_subscriptions(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/subscriptions/<sub_id>", ["GET"])
 def retrieve_subscription(p: Params, ctx: Ctx, sub_id: str):
+    """One subscription."""
     p.done()
     return get_or_404("subscriptions", "subscription", sub_id)
 
@@ -161,6 +163,7 @@ def _set_cancel_at(ctx: Ctx, sub: dict, cancel_at) -> None:
 
 @api(bp, "/v1/subscriptions/<sub_id>", ["POST"])
 def update_subscription(p: Params, ctx: Ctx, sub_id: str):
+    """Item changes with proration, cancellation, metadata, payment method, all in Stripe's event order."""
     e = engine()
     sub = get_or_404("subscriptions", "subscription", sub_id)
     if sub["status"] in ("canceled", "incomplete_expired"):
@@ -208,6 +211,7 @@ def update_subscription(p: Params, ctx: Ctx, sub_id: str):
 
 @api(bp, "/v1/subscriptions/<sub_id>", ["DELETE"])
 def cancel_subscription(p: Params, ctx: Ctx, sub_id: str):
+    """End the subscription now."""
     sub = get_or_404("subscriptions", "subscription", sub_id)
     details = p.dict("cancellation_details")
     comment = feedback = None
@@ -226,6 +230,7 @@ def cancel_subscription(p: Params, ctx: Ctx, sub_id: str):
 
 @api(bp, "/v1/subscription_items", ["GET"])
 def list_subscription_items(p: Params, ctx: Ctx):
+    """The items of one ``subscription``."""
     sub_id = p.str("subscription", required=True)
     sub = get_or_404("subscriptions", "subscription", sub_id, param="subscription", status=400)
     p.done()

@@ -20,6 +20,7 @@ bp = Blueprint("webhook_endpoints", __name__)
 
 
 def _enabled_events(p: Params) -> list:
+    """``enabled_events[]``: at least one non-empty event type (``*`` for all)."""
     events = p.list("enabled_events", required=True)
     if not events:
         raise missing_param("enabled_events")
@@ -30,6 +31,7 @@ def _enabled_events(p: Params) -> list:
 
 
 def _public_endpoint(we: dict) -> dict:
+    """The endpoint as stored and shown after creation: without its secret."""
     out = copy.deepcopy(we)
     out["secret"] = None  # only returned at creation
     return out
@@ -37,6 +39,7 @@ def _public_endpoint(we: dict) -> dict:
 
 @api(bp, "/v1/webhook_endpoints", ["POST"])
 def create_webhook_endpoint(p: Params, ctx: Ctx):
+    """An endpoint; its signing secret is returned here only."""
     url = p.str("url", required=True)
     if not url.startswith(("http://", "https://")):
         raise invalid("url", "Invalid URL: URL must be publicly accessible and use http:// or https://")
@@ -54,18 +57,21 @@ def create_webhook_endpoint(p: Params, ctx: Ctx):
 
 @api(bp, "/v1/webhook_endpoints", ["GET"])
 def list_webhook_endpoints(p: Params, ctx: Ctx):
+    """Endpoints newest first."""
     p.done()
     return paginate(newest_first(store().coll("webhook_endpoints")), p, "/v1/webhook_endpoints")
 
 
 @api(bp, "/v1/webhook_endpoints/<we_id>", ["GET"])
 def retrieve_webhook_endpoint(p: Params, ctx: Ctx, we_id: str):
+    """One endpoint, without its secret."""
     p.done()
     return get_or_404("webhook_endpoints", "webhook_endpoint", we_id)
 
 
 @api(bp, "/v1/webhook_endpoints/<we_id>", ["POST"])
 def update_webhook_endpoint(p: Params, ctx: Ctx, we_id: str):
+    """URL, events, enabled flag, description and metadata."""
     we = get_or_404("webhook_endpoints", "webhook_endpoint", we_id)
     if p.has("url"):
         we["url"] = p.str("url", required=True)
@@ -82,6 +88,7 @@ def update_webhook_endpoint(p: Params, ctx: Ctx, we_id: str):
 
 @api(bp, "/v1/webhook_endpoints/<we_id>", ["DELETE"])
 def delete_webhook_endpoint(p: Params, ctx: Ctx, we_id: str):
+    """Deliveries to the endpoint stop with it."""
     get_or_404("webhook_endpoints", "webhook_endpoint", we_id)
     p.done()
     del store().coll("webhook_endpoints")[we_id]
