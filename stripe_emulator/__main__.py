@@ -10,7 +10,8 @@ import sys
 from werkzeug.serving import make_server
 
 from .billing import Config
-from .server import Emulator, create_app
+from .emulator import Emulator
+from .server import create_app
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -276,7 +276,6 @@ class Billing:
         self._after_attempt(ctx, sub, inv, paid, before)
 
     def _after_attempt(self, ctx: Ctx, sub: dict, inv: dict, paid: bool, before: dict) -> None:
-        s = self.store
         if paid:
             if sub["status"] in ("past_due", "unpaid", "incomplete"):
                 sub["status"] = "active"
@@ -454,9 +453,42 @@ class Billing:
         length = max(end - start, 1)
         remaining = max(end - now, 0)
         frac = remaining / length
-        specs = []
         old_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
                          for i in sub["items"]["data"]}
+        specs = self._swap_items(sub, before, changes, proration_behavior, now, (start, end), frac)
+        data = sub["items"]["data"]
+        if not data:
+            raise StripeError("A subscription must have at least one active item.", param="items")
+        sub["items"]["total_count"] = len(data)
+        new_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
+                         for i in data}
+        reset = new_intervals != old_intervals or billing_cycle_anchor == "now"
+        cust = s.get("customers", sub["customer"])
+        if reset:
+            specs = self._restart_period(sub, specs, now)
+        invoice_now = reset or (proration_behavior == "always_invoice" and bool(specs))
+        inv = None
+        if invoice_now:
+            if not reset:
+                specs = specs + s.internal("pending_items").pop(sub["id"], [])
+            inv = self.build_invoice(ctx, cust, sub, "subscription_update", specs, now, now, announce=False)
+            sub["latest_invoice"] = inv["id"]
+        elif specs:
+            s.internal("pending_items").setdefault(sub["id"], []).extend(specs)
+        self.emit_update(ctx, "customer.subscription.updated", before, sub)
+        if inv is not None:
+            self.emit(ctx, "invoice.created", inv)
+            self.settle_subscription_invoice(ctx, sub, inv)
+
+    def _swap_items(self, sub: dict, before: dict, changes: list, proration_behavior: str, now: int,
+                    period: tuple[int, int], frac: float) -> list:
+        """Apply ``changes`` to the subscription's items; answers the proration line specs.
+
+        A changed or deleted item is credited for its unused time, a new or changed one charged for
+        the remaining time (``frac`` of the period), unless ``proration_behavior`` is ``none``.
+        """
+        start, end = period
+        specs = []
         data = sub["items"]["data"]
         for item, new_price, qty, deleted in changes:
             if item is not None:
@@ -484,44 +516,30 @@ class Billing:
                     "price": new_price, "quantity": qty, "si": item["id"], "proration": True,
                     "period": (now, end),
                 })
-        if not data:
-            raise StripeError("A subscription must have at least one active item.", param="items")
-        sub["items"]["total_count"] = len(data)
-        new_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
-                         for i in data}
-        reset = new_intervals != old_intervals or billing_cycle_anchor == "now"
-        cust = s.get("customers", sub["customer"])
-        if reset:
-            # New period starting now; the "Remaining time" debits are replaced by a full charge.
-            specs = [sp for sp in specs if sp["amount"] <= 0]
-            for it in data:
-                rec = it["price"]["recurring"]
-                it["current_period_start"] = now
-                it["current_period_end"] = add_interval(now, rec["interval"], rec["interval_count"], 1)
-                it["billed_until"] = it["current_period_end"]
-                specs.append({
-                    "amount": it["price"]["unit_amount"] * it["quantity"],
-                    "description": self._price_line_description(it["price"], it["quantity"]),
-                    "price": it["price"], "quantity": it["quantity"], "si": it["id"],
-                    "period": (it["current_period_start"], it["current_period_end"]),
-                })
-            sub["billing_cycle_anchor"] = now
-            specs = specs + s.internal("pending_items").pop(sub["id"], [])
-            if sub["cancel_at_period_end"]:
-                sub["cancel_at"] = self.period(sub)[1]
-        invoice_now = reset or (proration_behavior == "always_invoice" and bool(specs))
-        inv = None
-        if invoice_now:
-            if not reset:
-                specs = specs + s.internal("pending_items").pop(sub["id"], [])
-            inv = self.build_invoice(ctx, cust, sub, "subscription_update", specs, now, now, announce=False)
-            sub["latest_invoice"] = inv["id"]
-        elif specs:
-            s.internal("pending_items").setdefault(sub["id"], []).extend(specs)
-        self.emit_update(ctx, "customer.subscription.updated", before, sub)
-        if inv is not None:
-            self.emit(ctx, "invoice.created", inv)
-            self.settle_subscription_invoice(ctx, sub, inv)
+        return specs
+
+    def _restart_period(self, sub: dict, specs: list, now: int) -> list:
+        """Restart every item's period now: keep the credits, replace the "Remaining time" debits by a full
+        charge of the new period, and take the pending prorations along. Answers the new line specs."""
+        s = self.store
+        data = sub["items"]["data"]
+        specs = [sp for sp in specs if sp["amount"] <= 0]
+        for it in data:
+            rec = it["price"]["recurring"]
+            it["current_period_start"] = now
+            it["current_period_end"] = add_interval(now, rec["interval"], rec["interval_count"], 1)
+            it["billed_until"] = it["current_period_end"]
+            specs.append({
+                "amount": it["price"]["unit_amount"] * it["quantity"],
+                "description": self._price_line_description(it["price"], it["quantity"]),
+                "price": it["price"], "quantity": it["quantity"], "si": it["id"],
+                "period": (it["current_period_start"], it["current_period_end"]),
+            })
+        sub["billing_cycle_anchor"] = now
+        specs = specs + s.internal("pending_items").pop(sub["id"], [])
+        if sub["cancel_at_period_end"]:
+            sub["cancel_at"] = self.period(sub)[1]
+        return specs
 
     def _product_name(self, p: dict) -> str:
         prod = self.store.get("products", p["product"])

@@ -7,12 +7,7 @@ five prices. Lookup key = price id without the ``price_`` prefix.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import objects
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .store import Store
 
 PRODUCTS = [
     ("prod_free", "Free", "free", "Learn the ropes and build your first strategies."),
@@ -32,15 +27,19 @@ PRICES = [
 CYCLE = {"month": "monthly", "year": "yearly"}
 
 
-def seed(store: "Store") -> None:
-    created = store.now() - 3600
-    for pid, name, plan, description in PRODUCTS:
-        store.put("products", objects.product(pid, name, created, description=description,
-                                              metadata={"plan": plan}))
+def seed_objects(created: int) -> list[tuple[str, dict]]:
+    """The catalog as (collection, object) pairs in creation order, products first.
+
+    The store puts them; building them here without the store keeps the
+    catalog free of any dependency on the store that seeds it.
+    """
+    products = {pid: objects.product(pid, name, created, description=description, metadata={"plan": plan})
+                for pid, name, plan, description in PRODUCTS}
+    prices = []
     for price_id, product_id, amount, interval in PRICES:
-        prod = store.get("products", product_id)
+        prod = products[product_id]
         plan = prod["metadata"]["plan"]
-        store.put("prices", objects.price(
+        prices.append(objects.price(
             price_id, product_id, amount, created, interval=interval,
             lookup_key=price_id[len("price_"):],
             nickname=f"{prod['name']} {CYCLE[interval]}",
@@ -48,3 +47,4 @@ def seed(store: "Store") -> None:
         ))
         if prod["default_price"] is None:
             prod["default_price"] = price_id
+    return [("products", p) for p in products.values()] + [("prices", p) for p in prices]

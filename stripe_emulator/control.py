@@ -14,7 +14,7 @@ from flask import Blueprint, request
 
 from .billing import Ctx
 from .errors import StripeError, invalid, missing_param, no_such
-from .server import base_url, emu, error_response, json_response, render
+from .plumbing import base_url, emu, error_response, json_response, render
 from .store import new_id
 
 bp = Blueprint("control", __name__, url_prefix="/_emulator")
@@ -32,16 +32,19 @@ def _args() -> dict:
 
 
 def _flag(data: dict, key: str) -> bool:
+    """Whether ``key`` is set to a truthy word (1, true, yes, on)."""
     return str(data.get(key, "")).lower() in ("1", "true", "yes", "on")
 
 
 @bp.errorhandler(StripeError)
 def _stripe_error(err: StripeError):
+    """Control API errors use Stripe's error JSON, like the API."""
     return error_response(err, new_id("req", 14))
 
 
 @bp.get("/health")
 def health():
+    """Liveness and the emulator's current time."""
     return json_response({"ok": True, "now": emu().store.now()})
 
 
@@ -65,6 +68,7 @@ def complete_checkout(cs_id: str):
 
 @bp.get("/clock")
 def clock():
+    """The emulator's current time and its offset from real time."""
     e = emu()
     return json_response({"now": e.store.now(), "offset": e.store.state["clock_offset"]})
 
@@ -106,6 +110,7 @@ def advance_clock():
 
 @bp.post("/reset")
 def reset():
+    """Forget everything; the catalog comes back."""
     emu().reset()
     return json_response({"ok": True})
 

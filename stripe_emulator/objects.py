@@ -9,6 +9,7 @@ order close to Stripe's; it makes diffs against real payloads readable.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Optional
 
 API_VERSION = "2026-10-28.endive"
@@ -341,104 +342,117 @@ def invoice_line(il_id: str, invoice_id: str, *, amount: int, currency: str, des
     }
 
 
+# Invoice fields the emulator never varies (no taxes, discounts, shipping, credit notes or Connect).
+_INVOICE_CONSTANTS = {
+    "account_country": "US",
+    "account_name": ACCOUNT_NAME,
+    "account_tax_ids": None,
+    "amount_overpaid": 0,
+    "amount_paid": 0,
+    "amount_paid_off_stripe": 0,
+    "amount_shipping": 0,
+    "application": None,
+    "attempt_count": 0,
+    "attempted": False,
+    "auto_advance": True,
+    "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None,
+                      "provider": None, "status": None},
+    "automatically_finalizes_at": None,
+    "collection_method": "charge_automatically",
+    "confirmation_secret": None,
+    "custom_fields": None,
+    "customer_account": None,
+    "customer_shipping": None,
+    "customer_tax_exempt": "none",
+    "customer_tax_ids": [],
+    "default_payment_method": None,
+    "default_source": None,
+    "default_tax_rates": [],
+    "description": None,
+    "discounts": [],
+    "due_date": None,
+    "footer": None,
+    "from_invoice": None,
+    "issuer": {"type": "self"},
+    "last_finalization_error": None,
+    "latest_revision": None,
+    "livemode": False,
+    "metadata": {},
+    "next_payment_attempt": None,
+    "on_behalf_of": None,
+    "payment_settings": {"default_mandate": None, "payment_method_options": None,
+                         "payment_method_types": None},
+    "post_payment_credit_notes_amount": 0,
+    "pre_payment_credit_notes_amount": 0,
+    "receipt_number": None,
+    "rendering": None,
+    "shipping_cost": None,
+    "shipping_details": None,
+    "statement_descriptor": None,
+    "status": "draft",
+    "status_details": None,
+    "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None,
+                           "paid_at": None, "voided_at": None},
+    "test_clock": None,
+    "threshold_reason": None,
+    "total_discount_amounts": [],
+    "total_pretax_credit_amounts": [],
+    "total_taxes": [],
+}
+
+
+def _invoice_parent(sub: Optional[dict]) -> Optional[dict]:
+    """API 2026-10-28: the invoice's subscription lives under ``parent.subscription_details``."""
+    if not sub:
+        return None
+    return {
+        "quote_details": None,
+        "subscription_details": {
+            "metadata": dict(sub["metadata"]),
+            "subscription": sub["id"],
+            "subscription_proration_date": None,
+        },
+        "type": "subscription_details",
+    }
+
+
 def invoice(in_id: str, cust: dict, created: int, *, number: str, billing_reason: str, currency: str,
             lines: list, sub: Optional[dict], period_start: int, period_end: int,
             hosted_invoice_url: str, invoice_pdf: str, starting_balance: int = 0) -> dict:
+    """A draft invoice over ``lines``; the customer's credit (negative ``starting_balance``) is applied."""
     total = sum(line["amount"] for line in lines)
     applied = total + starting_balance
     amount_due = max(applied, 0)
-    return {
-        "id": in_id,
-        "object": "invoice",
-        "account_country": "US",
-        "account_name": ACCOUNT_NAME,
-        "account_tax_ids": None,
+    fields = copy.deepcopy(_INVOICE_CONSTANTS)
+    fields.update({
         "amount_due": amount_due,
-        "amount_overpaid": 0,
-        "amount_paid": 0,
-        "amount_paid_off_stripe": 0,
         "amount_remaining": amount_due,
-        "amount_shipping": 0,
-        "application": None,
-        "attempt_count": 0,
-        "attempted": False,
-        "auto_advance": True,
-        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None,
-                          "provider": None, "status": None},
-        "automatically_finalizes_at": None,
         "billing_reason": billing_reason,
-        "collection_method": "charge_automatically",
-        "confirmation_secret": None,
         "created": created,
         "currency": currency,
-        "custom_fields": None,
         "customer": cust["id"],
-        "customer_account": None,
         "customer_address": cust.get("address"),
         "customer_email": cust.get("email"),
         "customer_name": cust.get("name"),
         "customer_phone": cust.get("phone"),
-        "customer_shipping": None,
-        "customer_tax_exempt": "none",
-        "customer_tax_ids": [],
-        "default_payment_method": None,
-        "default_source": None,
-        "default_tax_rates": [],
-        "description": None,
-        "discounts": [],
-        "due_date": None,
         "effective_at": created,
         "ending_balance": min(applied, 0),
-        "footer": None,
-        "from_invoice": None,
         "hosted_invoice_url": hosted_invoice_url,
         "invoice_pdf": invoice_pdf,
-        "issuer": {"type": "self"},
-        "last_finalization_error": None,
-        "latest_revision": None,
         "lines": list_object(lines, f"/v1/invoices/{in_id}/lines", total_count=len(lines)),
-        "livemode": False,
-        "metadata": {},
-        "next_payment_attempt": None,
         "number": number,
-        "on_behalf_of": None,
-        "parent": {
-            "quote_details": None,
-            "subscription_details": {
-                "metadata": dict(sub["metadata"]) if sub else {},
-                "subscription": sub["id"] if sub else None,
-                "subscription_proration_date": None,
-            },
-            "type": "subscription_details",
-        } if sub else None,
-        "payment_settings": {"default_mandate": None, "payment_method_options": None,
-                             "payment_method_types": None},
+        "parent": _invoice_parent(sub),
         "payments": list_object([], "/v1/invoice_payments", total_count=0),
         "period_end": period_end,
         "period_start": period_start,
-        "post_payment_credit_notes_amount": 0,
-        "pre_payment_credit_notes_amount": 0,
-        "receipt_number": None,
-        "rendering": None,
-        "shipping_cost": None,
-        "shipping_details": None,
         "starting_balance": starting_balance,
-        "statement_descriptor": None,
-        "status": "draft",
-        "status_details": None,
-        "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None,
-                               "paid_at": None, "voided_at": None},
         "subtotal": total,
         "subtotal_excluding_tax": total,
-        "test_clock": None,
-        "threshold_reason": None,
         "total": total,
-        "total_discount_amounts": [],
         "total_excluding_tax": total,
-        "total_pretax_credit_amounts": [],
-        "total_taxes": [],
         "webhooks_delivered_at": created,
-    }
+    })
+    return {"id": in_id, "object": "invoice", **dict(sorted(fields.items()))}
 
 
 def invoice_payment(inpay_id: str, invoice_id: str, amount: int, currency: str, created: int,

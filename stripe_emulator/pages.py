@@ -17,7 +17,7 @@ from . import objects
 from .billing import Ctx
 from .errors import StripeError
 from .pdf import render_pdf
-from .server import base_url, emu
+from .plumbing import base_url, emu
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
@@ -31,11 +31,13 @@ FLOW_SECTIONS = {
 
 @bp.app_template_filter("money")
 def money_filter(amount, currency="usd"):
+    """Cents as money, e.g. ``$19.99``."""
     return objects.money(int(amount or 0), currency or "usd")
 
 
 @bp.app_template_filter("date")
 def date_filter(ts):
+    """A unix time as a UTC date, e.g. ``March 5, 2027``."""
     if not ts:
         return "—"
     return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).strftime("%B %-d, %Y")
@@ -43,6 +45,7 @@ def date_filter(ts):
 
 @bp.app_template_filter("interval")
 def interval_filter(price):
+    """A recurring price's interval in words."""
     rec = (price or {}).get("recurring") or {}
     if not rec:
         return ""
@@ -51,11 +54,13 @@ def interval_filter(price):
 
 
 def not_found_page():
+    """The hosted pages' 404."""
     return render_template("message.html", title="Page not found",
                            message="This link is not valid or has expired."), 404
 
 
 def _card_fields(form) -> dict:
+    """The card form's number, expiry and CVC; a bad expiry or CVC is Stripe's card error."""
     expiry = (form.get("card_expiry") or "12 / 34").replace(" ", "")
     month, _, year = expiry.partition("/")
     try:
@@ -76,6 +81,7 @@ def _card_fields(form) -> dict:
 
 # ====================================================================== checkout
 def _checkout_context(cs: dict) -> dict:
+    """What the Checkout template shows of a session."""
     store = emu().store
     lines = store.internal("line_items").get(cs["id"], [])
     first = lines[0] if lines else None
@@ -86,6 +92,7 @@ def _checkout_context(cs: dict) -> dict:
 
 @bp.get("/c/pay/<cs_id>")
 def checkout_page(cs_id: str):
+    """Hosted Checkout for an open session; a paid or expired one says so."""
     e = emu()
     with e.store.lock:
         cs = e.store.get("checkout_sessions", cs_id)
@@ -102,6 +109,7 @@ def checkout_page(cs_id: str):
 
 @bp.post("/c/pay/<cs_id>")
 def checkout_pay(cs_id: str):
+    """Pay with the card form; a decline renders the form again with Stripe's message."""
     e = emu()
     form = request.form
     with e.store.lock:
@@ -127,6 +135,7 @@ def checkout_pay(cs_id: str):
 
 # ====================================================================== portal
 def _portal_or_404(bps_id: str):
+    """The portal session, or 404."""
     sess = emu().store.get("portal_sessions", bps_id)
     if sess is None:
         abort(404)
@@ -134,6 +143,7 @@ def _portal_or_404(bps_id: str):
 
 
 def _customer_sub(sess: dict, sub_id: str) -> dict:
+    """One of the session customer's subscriptions, or 404."""
     sub = emu().store.get("subscriptions", sub_id)
     if sub is None or sub["customer"] != sess["customer"]:
         abort(404)
@@ -142,6 +152,7 @@ def _customer_sub(sess: dict, sub_id: str) -> dict:
 
 @bp.get("/p/session/<bps_id>")
 def portal_page(bps_id: str):
+    """The portal: plans, renewal, card, invoices; ``flow_data`` picks the section shown first."""
     e = emu()
     with e.store.lock:
         sess = copy.deepcopy(_portal_or_404(bps_id))
@@ -174,6 +185,7 @@ def portal_page(bps_id: str):
 
 
 def _after_portal_action(sess: dict, notice: str):
+    """Back to the portal home with a notice, or to the flow's redirect."""
     flow = sess.get("flow") or {}
     after = flow.get("after_completion") or {}
     if flow and after.get("type") == "redirect" and after.get("redirect"):
@@ -183,6 +195,7 @@ def _after_portal_action(sess: dict, notice: str):
 
 @bp.post("/p/session/<bps_id>/update")
 def portal_update(bps_id: str):
+    """Switch to another catalog price, prorated."""
     e = emu()
     with e.store.lock:
         sess = _portal_or_404(bps_id)
@@ -202,6 +215,7 @@ def portal_update(bps_id: str):
 
 @bp.post("/p/session/<bps_id>/cancel")
 def portal_cancel(bps_id: str):
+    """Cancel at the end of the period."""
     e = emu()
     with e.store.lock:
         sess = _portal_or_404(bps_id)
@@ -215,6 +229,7 @@ def portal_cancel(bps_id: str):
 
 @bp.post("/p/session/<bps_id>/resume")
 def portal_resume(bps_id: str):
+    """Undo a cancellation at period end."""
     e = emu()
     with e.store.lock:
         sess = _portal_or_404(bps_id)
@@ -226,6 +241,7 @@ def portal_resume(bps_id: str):
 
 @bp.post("/p/session/<bps_id>/payment_method")
 def portal_payment_method(bps_id: str):
+    """Replace the card; like Stripe's portal it also pays the customer's open invoices."""
     e = emu()
     with e.store.lock:
         sess = _portal_or_404(bps_id)
@@ -257,6 +273,7 @@ def portal_payment_method(bps_id: str):
 # ====================================================================== invoices
 @bp.get("/i/<in_id>")
 def invoice_page(in_id: str):
+    """The hosted invoice page."""
     e = emu()
     with e.store.lock:
         inv = e.store.get("invoices", in_id)
@@ -269,6 +286,7 @@ def invoice_page(in_id: str):
 
 @bp.post("/i/<in_id>/pay")
 def invoice_pay(in_id: str):
+    """Pay an open invoice with a new card from the form."""
     e = emu()
     with e.store.lock:
         inv = e.store.get("invoices", in_id)
@@ -293,6 +311,7 @@ def invoice_pay(in_id: str):
 
 @bp.get("/i/<in_id>/pdf")
 def invoice_pdf(in_id: str):
+    """A small PDF of the invoice."""
     e = emu()
     with e.store.lock:
         inv = e.store.get("invoices", in_id)

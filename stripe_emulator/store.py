@@ -80,7 +80,8 @@ class Store:
         with self.lock:
             self.state = {}
             self._ensure_shape()
-            catalog.seed(self)
+            for coll, obj in catalog.seed_objects(self.now() - 3600):
+                self.put(coll, obj)
             if save:
                 self.save()
 

@@ -67,7 +67,8 @@ from typing import Callable, Optional, Union
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .billing import Config
-from .server import Emulator, create_app
+from .emulator import Emulator
+from .server import create_app
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
