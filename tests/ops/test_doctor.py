@@ -53,8 +53,8 @@ def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_
     titles = [line[2:].split(" — ")[0] for line in checks]
     assert titles == ["Environment variables", "Database migrations", "Plans seeded",
                       "Stripe price Free monthly", "Stripe price Starter monthly", "Stripe price Starter yearly",
-                      "Stripe price Pro monthly", "Stripe price Pro yearly", "Stripe webhook endpoint",
-                      "Customer Portal", "Redis", "Webhook signing secret"]
+                      "Stripe price Pro monthly", "Stripe price Pro yearly", "Plan price ids",
+                      "Stripe webhook endpoint", "Customer Portal", "Redis", "Webhook signing secret"]
     assert f"at {WEBHOOK_URL}, 6 events" in "\n".join(lines)
     assert lines[-1] == "All checks passed: ready for production."
 
