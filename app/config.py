@@ -19,8 +19,8 @@ from typing import Annotated, Any, Callable, Literal, Mapping, Optional
 
 from cryptography.fernet import Fernet
 from flask import current_app
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, \
-    model_validator
+from pydantic import (AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -149,10 +149,12 @@ def database_url(value: str | None, info: ValidationInfo) -> str | None:
 
 
 def lower(value: Any) -> Any:
+    """ENVIRONMENT=Production means production."""
     return value.lower() if isinstance(value, str) else value
 
 
 def upper(value: Any) -> Any:
+    """LOG_LEVEL=info means INFO, as the logging module spells it."""
     return value.upper() if isinstance(value, str) else value
 
 
@@ -209,30 +211,36 @@ def sqlite_in_instance(instance_path: Path, name: str) -> str:
 # --- rules production adds ---------------------------------------------------------------------------------------
 
 def debug_off(name: str, on: bool) -> str | None:
+    """The debugger runs code sent by whoever sees an error page."""
     return f"{name}=true is not allowed in production" if on else None
 
 
 def fernet_key(name: str, key: str) -> str | None:
+    """A key Fernet refuses would fail at the first encryption, long after the start."""
     return None if is_fernet_key(key) else (
         f"{name} is not a valid Fernet key (generate one with "
         "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)")
 
 
 def https_address(name: str, url: str) -> str | None:
+    """Stripe's redirects and the mails' links are built on it: they must reach the public HTTPS site."""
     return None if url.startswith("https://") else f"{name} must be the public https:// address of the app"
 
 
 def postgresql(name: str, url: str) -> str | None:
+    """SQLite is the fresh clone's default; production needs PostgreSQL's row locks and concurrency."""
     return None if is_postgresql(url) else (
         f"{name} must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname)")
 
 
 def stripe_secret_key(name: str, key: str) -> str | None:
+    """A publishable or webhook key pasted in the wrong variable is caught before the first checkout."""
     return None if key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")) else (
         f"{name} must start with sk_live_ or sk_test_")
 
 
 def long_token(name: str, token: str) -> str | None:
+    """The /metrics bearer token is reachable from outside: it must not be guessable."""
     return None if len(token) >= 24 else (
         f"{name} must be at least 24 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
 
@@ -240,9 +248,8 @@ def long_token(name: str, token: str) -> str | None:
 # --- the model ---------------------------------------------------------------------------------------------------
 
 Required = Var(required=True)
-Operations = Var(guide=False)
 PositiveInt = Annotated[int, Field(ge=1)]
-ProxyHops = Annotated[int, Field(ge=0), Operations]
+ProxyHops = Annotated[int, Field(ge=0)]
 OptionalText = Optional[str]
 
 
