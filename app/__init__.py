@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from dotenv import load_dotenv
 from flask import Flask
 
-from app.config import environ_with_overrides, load_config
+from app.config import load_settings
 from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, mail, migrate
 from app.services import stripe_gateway
 from app.logging import configure_logging
@@ -24,11 +24,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config is None:  # a real start (gunicorn, scripts): read `.env` like the `flask` command does
         load_dotenv(root / ".env")
     app = Flask(__name__, instance_path=str(root / "instance"))
-    settings = load_config(environ_with_overrides(config), Path(app.instance_path))
-    app.config.update(settings)
-    # Strings were read as environment variables above; anything else (or a key the environment does not
+    overrides = {k: v for k, v in (config or {}).items() if isinstance(v, str)}
+    settings = load_settings(overrides, Path(app.instance_path))
+    app.extensions["settings"] = settings
+    values = settings.flask_config()
+    app.config.update(values)
+    # Strings were read like environment variables above; anything else (or a key the settings do not
     # feed) goes straight into app.config, e.g. {"WTF_CSRF_ENABLED": False}.
-    app.config.update({k: v for k, v in (config or {}).items() if not isinstance(v, str) or k not in settings})
+    app.config.update({k: v for k, v in (config or {}).items() if not isinstance(v, str) or k not in values})
 
     configure_logging(app)
     register_hardening(app)

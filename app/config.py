@@ -1,78 +1,44 @@
-"""Configuration: one class hierarchy read from environment variables (and a `.env` file).
+"""Configuration: one pydantic-settings model, `Settings`, read from environment variables (and a `.env` file).
 
-`load_config(environ)` picks the class named by `ENVIRONMENT` and returns a plain dict for `app.config`.
-Development and testing work with nothing set (SQLite under `instance/`, in-process cache, generated
+Every variable is declared once, with its type, its default and what production asks of it. `load_settings()`
+validates the environment and returns the model; `Settings.flask_config()` turns it into the plain dict of
+`app.config`. Development and testing work with nothing set (SQLite under `instance/`, in-process cache, generated
 secrets kept under `instance/`); production refuses to start and lists every problem at once.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 import secrets
 import sys
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping, Optional
 
 from cryptography.fernet import Fernet
+from flask import current_app
+from pydantic import (AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-#: The variables of the deployment guide, in its order.
-GUIDE_VARIABLES = (
-    "STRIPE_SECRET_KEY",
-    "STRIPE_PUBLISHABLE_KEY",
-    "STRIPE_WEBHOOK_SECRET",
-    "STRIPE_PRICE_FREE_MONTHLY",
-    "STRIPE_PRICE_STARTER_MONTHLY",
-    "STRIPE_PRICE_STARTER_YEARLY",
-    "STRIPE_PRICE_PRO_MONTHLY",
-    "STRIPE_PRICE_PRO_YEARLY",
-    "ENVIRONMENT",
-    "DEBUG",
-    "SECRET_KEY",
-    "API_PREFIX",
-    "ALLOWED_ORIGINS",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "JWT_SECRET_KEY",
-    "JWT_ALGORITHM",
-    "ACCESS_TOKEN_EXPIRE_MINUTES",
-    "REFRESH_TOKEN_EXPIRE_DAYS",
-    "ENCRYPTION_KEY",
-)
+#: A `<…>` left from the example file or the guide, anywhere in a value.
+PLACEHOLDER = re.compile(r"<[^<>]*>")
+#: `<name@host>` is an e-mail address in angle brackets ("Billing <billing@example.com>"), not a placeholder.
+ANGLE_ADDRESS = re.compile(r"<[^\s<>@:/]+@[^\s<>@:/]+>")
 
-#: Variables production cannot do without (the others have safe defaults).
-PRODUCTION_REQUIRED = (
-    "STRIPE_SECRET_KEY",
-    "STRIPE_PUBLISHABLE_KEY",
-    "STRIPE_WEBHOOK_SECRET",
-    "STRIPE_PRICE_FREE_MONTHLY",
-    "STRIPE_PRICE_STARTER_MONTHLY",
-    "STRIPE_PRICE_STARTER_YEARLY",
-    "STRIPE_PRICE_PRO_MONTHLY",
-    "STRIPE_PRICE_PRO_YEARLY",
-    "SECRET_KEY",
-    "ALLOWED_ORIGINS",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "JWT_SECRET_KEY",
-    "ENCRYPTION_KEY",
-    "APP_BASE_URL",
-)
+#: Who may scrape /metrics without the token: loopback and the private ranges a scraper lives in.
+DEFAULT_METRICS_NETWORKS = "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7"
 
-#: Price ids the development seed stores; the bundled Stripe emulator has the very same ids.
-DEVELOPMENT_PRICE_IDS = {
-    "STRIPE_PRICE_FREE_MONTHLY": "price_free_monthly",
-    "STRIPE_PRICE_STARTER_MONTHLY": "price_starter_monthly",
-    "STRIPE_PRICE_STARTER_YEARLY": "price_starter_yearly",
-    "STRIPE_PRICE_PRO_MONTHLY": "price_pro_monthly",
-    "STRIPE_PRICE_PRO_YEARLY": "price_pro_yearly",
-}
-
-PLACEHOLDER = re.compile(r"^<[^<>]*>$")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+#: A development/testing default computed from the instance folder and the variable's name.
+LocalDefault = Callable[[Path, str], str]
+#: A rule production adds to a variable: (name, value) → the problem line, or None when the value is fine.
+ProductionRule = Callable[[str, Any], Optional[str]]
 
 
 class ConfigurationError(SystemExit):
@@ -94,93 +60,102 @@ class ConfigurationError(SystemExit):
         return f"Refusing to start: the configuration has {len(self.problems)} problem(s):\n{lines}"
 
 
-def parse_bool(name: str, raw: str | None, default: bool, problems: list[str]) -> bool:
-    """Read a boolean variable; an unreadable value is a problem, not a silent default."""
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    problems.append(f"{name} must be true or false, not {raw!r}")
-    return default
+# --- what a variable is, beyond its type ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Var:
+    """Metadata on a `Settings` field (`Annotated[type, Var(...)]`).
+
+    guide: listed by the deployment guide and .env.example (`flask doctor` checks each is set);
+    required: production refuses to start without it; local: its value in development and testing when unset;
+    production: a further rule production applies to a set value; expected: what a value must be, for the
+    problem line when the type alone says it badly.
+    """
+
+    guide: bool = True
+    required: bool = False
+    local: str | LocalDefault | None = None
+    production: ProductionRule | None = None
+    expected: str | None = None
 
 
-def parse_int(name: str, raw: str | None, default: int, problems: list[str], minimum: int = 1) -> int:
-    """Read an integer variable of at least `minimum` (positive by default)."""
-    if raw is None or raw.strip() == "":
-        return default
+def variable(field: FieldInfo) -> Var | None:
+    """The `Var` metadata of a field, if it has one."""
+    return next((m for m in field.metadata if isinstance(m, Var)), None)
+
+
+def problem(*lines: str) -> PydanticCustomError:
+    """A validation error carrying finished problem lines (each names its variable)."""
+    return PydanticCustomError("configuration", "{line}", {"line": "; ".join(lines), "lines": list(lines)})
+
+
+# --- parsing helpers ---------------------------------------------------------------------------------------------
+
+def placeholders_in(value: Any) -> list[str]:
+    """Every `<…>` placeholder left in `value` (a string or a list of strings), in order."""
+    if isinstance(value, (list, tuple)):
+        return [found for item in value for found in placeholders_in(item)]
+    if not isinstance(value, str):
+        return []
+    return [found for found in PLACEHOLDER.findall(value) if not ANGLE_ADDRESS.fullmatch(found)]
+
+
+def placeholder_lines(name: str, value: Any) -> list[str]:
+    """One problem line per placeholder in `value`; a value that is one placeholder says so in one line."""
+    found = placeholders_in(value)
+    if found == [str(value).strip()]:
+        return [f"{name} is still the placeholder {found[0]}"]
+    return [f"{name} still contains the placeholder {p}" for p in found]
+
+
+def json_origins(value: Any, info: ValidationInfo) -> Any:
+    """ALLOWED_ORIGINS is a JSON list of strings, e.g. ["https://app.example.com"]."""
+    if not isinstance(value, str):
+        return value
     try:
-        value = int(raw)
+        origins = json.loads(value)
     except ValueError:
-        problems.append(f"{name} must be a whole number, not {raw!r}")
-        return default
-    if value < minimum:
-        problems.append(f"{name} must be positive, not {raw!r}" if minimum == 1
-                        else f"{name} must be at least {minimum}, not {raw!r}")
-        return default
+        origins = None
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise problem(f'{info.field_name} must be a JSON list of origins, e.g. ["https://app.example.com"], '
+                      f"not {value!r}")
+    return origins
+
+
+def networks(value: Any, info: ValidationInfo) -> Any:
+    """A comma- or space-separated list of networks (CIDR or single addresses), normalized."""
+    if not isinstance(value, str):
+        return value
+    found, bad = [], []
+    for item in filter(None, re.split(r"[,\s]+", value)):
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            bad.append(f"{info.field_name} has {item!r}, which is not a network like 10.0.0.0/8")
+    if bad:
+        raise problem(*bad)
+    return found
+
+
+def database_url(value: str | None, info: ValidationInfo) -> str | None:
+    """A URL SQLAlchemy can read, so a typo is a problem line at start-up rather than a traceback later."""
+    if value is not None:
+        try:
+            make_url(normalize_database_url(value))
+        except (ArgumentError, ValueError):  # their message would repeat the URL, password included
+            raise problem(f"{info.field_name} is not a database URL like "
+                          "postgresql://user:password@host:5432/dbname") from None
     return value
 
 
-#: Who may scrape /metrics without the token: loopback and the private ranges a scraper lives in.
-DEFAULT_METRICS_NETWORKS = "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7"
+def lower(value: Any) -> Any:
+    """ENVIRONMENT=Production means production."""
+    return value.lower() if isinstance(value, str) else value
 
 
-def parse_networks(name: str, raw: str, problems: list[str]) -> list[str]:
-    """A comma- or space-separated list of networks (CIDR or single addresses), normalized."""
-    networks = []
-    for item in re.split(r"[,\s]+", raw.strip()):
-        if not item:
-            continue
-        try:
-            networks.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            problems.append(f"{name} has {item!r}, which is not a network like 10.0.0.0/8")
-    return networks
-
-
-def operations_settings(env: Mapping[str, str], production: bool, problems: list[str]) -> dict[str, Any]:
-    """Logging, metrics, proxy, cookies and Sentry: the settings of running the app (see issue 7)."""
-    def get(name: str, default: str) -> str:
-        value = env.get(name)
-        return default if value is None or value.strip() == "" else value.strip()
-
-    trust_proxy = parse_bool("TRUST_PROXY", env.get("TRUST_PROXY"), production, problems)
-    settings: dict[str, Any] = {
-        "LOG_LEVEL": get("LOG_LEVEL", "INFO").upper(),
-        "METRICS_ALLOWED_NETWORKS": parse_networks(
-            "METRICS_ALLOWED_NETWORKS", get("METRICS_ALLOWED_NETWORKS", DEFAULT_METRICS_NETWORKS), problems),
-        "METRICS_TOKEN": env.get("METRICS_TOKEN") or None,
-        "SENTRY_DSN": env.get("SENTRY_DSN") or None,
-        "SENTRY_TRACES_SAMPLE_RATE": 0.0,
-        "TRUST_PROXY": trust_proxy,
-        # Secure cookies only where the site is served over HTTPS; a browser drops them on http://127.0.0.1.
-        "SESSION_COOKIE_SECURE": production,
-        "REMEMBER_COOKIE_SECURE": production,
-        "FORCE_HTTPS": production,
-    }
-    if settings["LOG_LEVEL"] not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {settings['LOG_LEVEL']!r}")
-        settings["LOG_LEVEL"] = "INFO"
-    # How many proxies in front of the app set each X-Forwarded-* header (ProxyFix); 0 ignores the header.
-    for header, default in (("FOR", 1), ("PROTO", 1), ("HOST", 1), ("PORT", 0), ("PREFIX", 0)):
-        name = f"PROXY_FIX_X_{header}"
-        settings[name] = parse_int(name, env.get(name), default, problems, minimum=0)
-    raw_rate = env.get("SENTRY_TRACES_SAMPLE_RATE")
-    if raw_rate:
-        try:
-            settings["SENTRY_TRACES_SAMPLE_RATE"] = float(raw_rate)
-            if not 0 <= settings["SENTRY_TRACES_SAMPLE_RATE"] <= 1:
-                raise ValueError
-        except ValueError:
-            problems.append(f"SENTRY_TRACES_SAMPLE_RATE must be a number from 0 to 1, not {raw_rate!r}")
-            settings["SENTRY_TRACES_SAMPLE_RATE"] = 0.0
-    token = settings["METRICS_TOKEN"]
-    if production and token is not None and len(token) < 24:
-        problems.append("METRICS_TOKEN must be at least 24 characters (e.g. `python -c 'import secrets; "
-                        "print(secrets.token_urlsafe(32))'`)")
-    return settings
+def upper(value: Any) -> Any:
+    """LOG_LEVEL=info means INFO, as the logging module spells it."""
+    return value.upper() if isinstance(value, str) else value
 
 
 def normalize_database_url(url: str) -> str:
@@ -205,231 +180,324 @@ def is_fernet_key(value: str) -> bool:
     return True
 
 
-def development_secrets(instance_path: Path) -> dict[str, str]:
-    """Secrets for development, generated once and kept in `instance/dev-secrets.json`.
+# --- development and testing defaults ---------------------------------------------------------------------------
+
+def development_secret(instance_path: Path, name: str, make: Callable[[], str]) -> str:
+    """A development secret, generated once and kept in `instance/dev-secrets.json`.
 
     Generated, not hard-coded, so no secret is ever in the repository; kept, so sessions survive restarts.
     """
     path = instance_path / "dev-secrets.json"
-    stored: dict[str, str] = {}
-    if path.exists():
-        stored = json.loads(path.read_text())
-    wanted = {
-        "SECRET_KEY": lambda: secrets.token_urlsafe(48),
-        "JWT_SECRET_KEY": lambda: secrets.token_urlsafe(48),
-        "ENCRYPTION_KEY": lambda: Fernet.generate_key().decode(),
-        "STRIPE_WEBHOOK_SECRET": lambda: "whsec_dev" + secrets.token_hex(24),
-    }
-    missing = {k: make() for k, make in wanted.items() if k not in stored}
-    if missing:
-        stored.update(missing)
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if name not in stored:
+        stored[name] = make()
         instance_path.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(stored, indent=2))
         path.chmod(0o600)
-    return stored
+    return stored[name]
 
 
-class Config:
-    """Settings shared by every environment; subclasses change defaults and validation."""
+def kept_secret(make: Callable[[], str]) -> LocalDefault:
+    """The local default of a secret: made by `make` on first use, then read back from the instance folder."""
+    return lambda instance_path, name: development_secret(instance_path, name, make)
 
-    ENVIRONMENT = "development"
-    DEBUG_DEFAULT = False
-    #: Generated secrets are allowed (development, testing) or a start-up error (production).
-    GENERATE_SECRETS = True
-    TESTING = False
 
+def sqlite_in_instance(instance_path: Path, name: str) -> str:
+    """A fresh clone's database: SQLite under `instance/`."""
+    instance_path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{instance_path / 'app.db'}"
+
+
+# --- rules production adds ---------------------------------------------------------------------------------------
+
+def debug_off(name: str, on: bool) -> str | None:
+    """The debugger runs code sent by whoever sees an error page."""
+    return f"{name}=true is not allowed in production" if on else None
+
+
+def fernet_key(name: str, key: str) -> str | None:
+    """A key Fernet refuses would fail at the first encryption, long after the start."""
+    return None if is_fernet_key(key) else (
+        f"{name} is not a valid Fernet key (generate one with "
+        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)")
+
+
+def https_address(name: str, url: str) -> str | None:
+    """Stripe's redirects and the mails' links are built on it: they must reach the public HTTPS site."""
+    return None if url.startswith("https://") else f"{name} must be the public https:// address of the app"
+
+
+def postgresql(name: str, url: str) -> str | None:
+    """SQLite is the fresh clone's default; production needs PostgreSQL's row locks and concurrency."""
+    return None if is_postgresql(url) else (
+        f"{name} must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname)")
+
+
+def stripe_secret_key(name: str, key: str) -> str | None:
+    """A publishable or webhook key pasted in the wrong variable is caught before the first checkout."""
+    return None if key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")) else (
+        f"{name} must start with sk_live_ or sk_test_")
+
+
+def long_token(name: str, token: str) -> str | None:
+    """The /metrics bearer token is reachable from outside: it must not be guessable."""
+    return None if len(token) >= 24 else (
+        f"{name} must be at least 24 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+
+
+# --- the model ---------------------------------------------------------------------------------------------------
+
+Required = Var(required=True)
+PositiveInt = Annotated[int, Field(ge=1)]
+ProxyHops = Annotated[int, Field(ge=0)]
+OptionalText = Optional[str]
+
+
+class Settings(BaseSettings):
+    """Every environment variable the app reads, once: its type, its default, what production asks of it.
+
+    ENVIRONMENT comes first: the rules of the other fields read it from the values validated before them.
+    """
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", enable_decoding=False,
+                                      env_ignore_empty=True, validate_default=True)
+
+    ENVIRONMENT: Annotated[Literal["development", "testing", "production"], BeforeValidator(lower), Var()] = \
+        "development"
+    # The deployment guide's variables, in its order.
+    STRIPE_SECRET_KEY: Annotated[OptionalText, Var(required=True, production=stripe_secret_key)] = None
+    STRIPE_PUBLISHABLE_KEY: Annotated[OptionalText, Required] = None
+    STRIPE_WEBHOOK_SECRET: Annotated[OptionalText, Var(
+        required=True, local=kept_secret(lambda: "whsec_dev" + secrets.token_hex(24)))] = None
+    # The development seed's price ids: the bundled Stripe emulator has the very same ids.
+    STRIPE_PRICE_FREE_MONTHLY: Annotated[OptionalText, Var(required=True, local="price_free_monthly")] = None
+    STRIPE_PRICE_STARTER_MONTHLY: Annotated[OptionalText, Var(required=True, local="price_starter_monthly")] = None
+    STRIPE_PRICE_STARTER_YEARLY: Annotated[OptionalText, Var(required=True, local="price_starter_yearly")] = None
+    STRIPE_PRICE_PRO_MONTHLY: Annotated[OptionalText, Var(required=True, local="price_pro_monthly")] = None
+    STRIPE_PRICE_PRO_YEARLY: Annotated[OptionalText, Var(required=True, local="price_pro_yearly")] = None
+    DEBUG: Annotated[bool, Var(production=debug_off)] = False
+    SECRET_KEY: Annotated[OptionalText, Var(required=True, local=kept_secret(lambda: secrets.token_urlsafe(48)))] \
+        = None
+    API_PREFIX: Annotated[str, AfterValidator(lambda prefix: "/" + prefix.strip("/")), Var()] = "/api/v1"
+    ALLOWED_ORIGINS: Annotated[Optional[list[str]], BeforeValidator(json_origins), Required] = None
+    DATABASE_URL: Annotated[OptionalText, AfterValidator(database_url),
+                            Var(required=True, local=sqlite_in_instance, production=postgresql)] = None
+    REDIS_URL: Annotated[OptionalText, Required] = None
+    JWT_SECRET_KEY: Annotated[OptionalText, Var(required=True, local=kept_secret(lambda: secrets.token_urlsafe(48)))] \
+        = None
+    # Tokens are signed with the shared JWT_SECRET_KEY: only the HMAC algorithms can use it ("none" signs nothing).
+    JWT_ALGORITHM: Annotated[Literal["HS256", "HS384", "HS512"], Var()] = "HS256"
+    ACCESS_TOKEN_EXPIRE_MINUTES: Annotated[PositiveInt, Var()] = 15
+    REFRESH_TOKEN_EXPIRE_DAYS: Annotated[PositiveInt, Var()] = 7
+    ENCRYPTION_KEY: Annotated[OptionalText, Var(
+        required=True, local=kept_secret(lambda: Fernet.generate_key().decode()), production=fernet_key)] = None
+    # Links that leave the app (Stripe's success/cancel/return URLs, mails) are built on it in production, never on
+    # the request's Host header, which the client chooses.
+    APP_BASE_URL: Annotated[OptionalText, Var(required=True, local="http://127.0.0.1:5000",
+                                              production=https_address)] = None
+
+    # Beyond the guide.
+    STRIPE_API_BASE: OptionalText = None
+    RATELIMIT_LOGIN: str = "10 per minute;50 per hour"
+    RATELIMIT_BILLING: str = "10 per minute"
+    RATELIMIT_API: str = "300 per minute"
+    # Mail: SMTP when MAIL_SERVER is set; otherwise mails are written to instance/mail/ and logged.
+    MAIL_SERVER: OptionalText = None
+    MAIL_PORT: PositiveInt = 587
+    MAIL_USERNAME: OptionalText = None
+    MAIL_PASSWORD: OptionalText = None
+    MAIL_USE_TLS: bool = False
+    MAIL_USE_SSL: bool = False
+    # Flask-Mail would silently drop mail when TESTING; the tests want it on a real SMTP sink.
+    MAIL_SUPPRESS_SEND: bool = False
+    MAIL_DEFAULT_SENDER: str = "Smart Strategies Builder <billing@localhost>"
+    # Seconds a user's entitlements stay cached (`entitlements:<user-id>`); billing changes invalidate them.
+    ENTITLEMENTS_CACHE_TTL: PositiveInt = 3600
+
+    # Running the app: logging, metrics, proxy, Sentry.
+    LOG_LEVEL: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(upper)] = "INFO"
+    METRICS_ALLOWED_NETWORKS: Annotated[list[str], BeforeValidator(networks)] = DEFAULT_METRICS_NETWORKS
+    METRICS_TOKEN: Annotated[OptionalText, Var(guide=False, production=long_token)] = None
+    SENTRY_DSN: OptionalText = None
+    SENTRY_TRACES_SAMPLE_RATE: Annotated[float, Field(ge=0, le=1), Var(guide=False, expected="a number from 0 to 1")] \
+        = 0.0
+    # Unset: trusted in production (behind its load balancer), not elsewhere.
+    TRUST_PROXY: Optional[bool] = None
+    # How many proxies in front of the app set each X-Forwarded-* header (ProxyFix); 0 ignores the header.
+    PROXY_FIX_X_FOR: ProxyHops = 1
+    PROXY_FIX_X_PROTO: ProxyHops = 1
+    PROXY_FIX_X_HOST: ProxyHops = 1
+    PROXY_FIX_X_PORT: ProxyHops = 0
+    PROXY_FIX_X_PREFIX: ProxyHops = 0
+
+    @model_validator(mode="before")
     @classmethod
-    def load(cls, environ: Mapping[str, str], instance_path: Path) -> tuple[dict[str, Any], list[str]]:
-        """Build the `app.config` dict from `environ`; return it with the list of problems found."""
-        env = {k: v for k, v in environ.items() if v is not None}
-        problems: list[str] = []
+    def blank_is_unset(cls, data: Any) -> Any:
+        """A blank variable counts as unset (its default applies); values are read without surrounding blanks."""
+        if not isinstance(data, dict):
+            return data
+        return {name: value.strip() if isinstance(value, str) else value for name, value in data.items()
+                if not (isinstance(value, str) and value.strip() == "")}
 
-        def get(name: str, default: str | None = None) -> str | None:
-            value = env.get(name)
-            return default if value is None or value == "" else value
+    @field_validator("*", mode="before")
+    @classmethod
+    def no_placeholder_in_production(cls, value: Any, info: ValidationInfo) -> Any:
+        """In production a `<…>` left anywhere in a value is a problem line of its own, before its type is read."""
+        if info.data.get("ENVIRONMENT") == "production" and isinstance(value, str):
+            lines = placeholder_lines(info.field_name, value)
+            if lines:
+                raise problem(*lines)
+        return value
 
-        generated = development_secrets(instance_path) if cls.GENERATE_SECRETS else {}
+    @field_validator("*", mode="after")
+    @classmethod
+    def production_rules(cls, value: Any, info: ValidationInfo) -> Any:
+        """Production: a required variable must be set, and a set one must pass its field's production rule.
 
-        settings: dict[str, Any] = {
-            "ENVIRONMENT": cls.ENVIRONMENT,
-            "TESTING": cls.TESTING,
-            "DEBUG": parse_bool("DEBUG", env.get("DEBUG"), cls.DEBUG_DEFAULT, problems),
-            "API_PREFIX": "/" + (get("API_PREFIX", "/api/v1") or "").strip("/"),
-            "JWT_ALGORITHM": get("JWT_ALGORITHM", "HS256"),
-            "ACCESS_TOKEN_EXPIRE_MINUTES": parse_int(
-                "ACCESS_TOKEN_EXPIRE_MINUTES", env.get("ACCESS_TOKEN_EXPIRE_MINUTES"), 15, problems
-            ),
-            "REFRESH_TOKEN_EXPIRE_DAYS": parse_int(
-                "REFRESH_TOKEN_EXPIRE_DAYS", env.get("REFRESH_TOKEN_EXPIRE_DAYS"), 7, problems
-            ),
-            "STRIPE_API_BASE": get("STRIPE_API_BASE"),
-            "STRIPE_API_VERSION": "2026-10-28.endive",
-            "REDIS_URL": get("REDIS_URL"),
-            "RATELIMIT_LOGIN": get("RATELIMIT_LOGIN", "10 per minute;50 per hour"),
-            "RATELIMIT_BILLING": get("RATELIMIT_BILLING", "10 per minute"),
-            "RATELIMIT_API": get("RATELIMIT_API", "300 per minute"),
-            # Mail: SMTP when MAIL_SERVER is set; otherwise mails are written to instance/mail/ and logged.
-            "MAIL_SERVER": get("MAIL_SERVER"),
-            # Links that leave the app (Stripe's success/cancel/return URLs, mails) are built on it in production,
-            # never on the request's Host header, which the client chooses.
-            "APP_BASE_URL": get("APP_BASE_URL", "http://127.0.0.1:5000" if cls.GENERATE_SECRETS else None),
-            "MAIL_PORT": parse_int("MAIL_PORT", env.get("MAIL_PORT"), 587, problems),
-            "MAIL_USERNAME": get("MAIL_USERNAME"),
-            "MAIL_PASSWORD": get("MAIL_PASSWORD"),
-            "MAIL_USE_TLS": parse_bool("MAIL_USE_TLS", env.get("MAIL_USE_TLS"), False, problems),
-            "MAIL_USE_SSL": parse_bool("MAIL_USE_SSL", env.get("MAIL_USE_SSL"), False, problems),
-            # Flask-Mail would silently drop mail when TESTING; the tests want it on a real SMTP sink.
-            "MAIL_SUPPRESS_SEND": parse_bool("MAIL_SUPPRESS_SEND", env.get("MAIL_SUPPRESS_SEND"), False, problems),
-            "MAIL_DEFAULT_SENDER": get("MAIL_DEFAULT_SENDER", "Smart Strategies Builder <billing@localhost>"),
-            # Seconds a user's entitlements stay cached (`entitlements:<user-id>`); billing changes invalidate them.
-            "ENTITLEMENTS_CACHE_TTL": parse_int(
-                "ENTITLEMENTS_CACHE_TTL", env.get("ENTITLEMENTS_CACHE_TTL"), 3600, problems
-            ),
-        }
-        for name in ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY"):
-            settings[name] = get(name)
-        for name in ("SECRET_KEY", "JWT_SECRET_KEY", "ENCRYPTION_KEY", "STRIPE_WEBHOOK_SECRET"):
-            settings[name] = get(name, generated.get(name))
-        for name, dev_id in DEVELOPMENT_PRICE_IDS.items():
-            settings[name] = get(name, dev_id if cls.GENERATE_SECRETS else None)
+        A field validator rather than a model validator: pydantic skips model validators once any field failed,
+        and production must list every problem at once.
+        """
+        var = variable(cls.model_fields[info.field_name])
+        if var is None or info.data.get("ENVIRONMENT") != "production":
+            return value
+        if value is None:
+            if var.required:
+                raise problem(f"{info.field_name} is not set")
+            return value
+        why = var.production(info.field_name, value) if var.production else None
+        if why:
+            raise problem(why)
+        return value
 
-        raw_origins = get("ALLOWED_ORIGINS", "[]")
-        try:
-            origins = json.loads(raw_origins)
-            if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
-                raise ValueError
-        except ValueError:
-            if not PLACEHOLDER.match(raw_origins.strip()):
-                problems.append(
-                    f'ALLOWED_ORIGINS must be a JSON list of origins, e.g. ["https://app.example.com"], not {raw_origins!r}'
-                )
-            origins = []
-        settings["ALLOWED_ORIGINS"] = origins
+    @model_validator(mode="after")
+    def trust_proxy_in_production(self) -> Settings:
+        """Production runs behind a load balancer: its X-Forwarded-* headers are trusted unless TRUST_PROXY says no."""
+        if self.TRUST_PROXY is None:
+            self.TRUST_PROXY = self.ENVIRONMENT == "production"
+        return self
 
-        database_url = get("DATABASE_URL")
-        if database_url is None and cls.GENERATE_SECRETS:
-            instance_path.mkdir(parents=True, exist_ok=True)
-            database_url = f"sqlite:///{instance_path / 'app.db'}"
-        settings["DATABASE_URL"] = database_url
-        settings["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(database_url or "")
-        settings["SQLALCHEMY_ENGINE_OPTIONS"] = (
-            {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
-            if database_url and is_postgresql(database_url)
-            else {}
-        )
+    def with_local_defaults(self, instance_path: Path) -> Settings:
+        """Development and testing: every unset variable with a local default gets it; production has none."""
+        if self.ENVIRONMENT == "production":
+            return self
+        updates = {}
+        for name, field in type(self).model_fields.items():
+            var = variable(field)
+            if var is not None and var.local is not None and getattr(self, name) is None:
+                updates[name] = var.local(instance_path, name) if callable(var.local) else var.local
+        return self.model_copy(update=updates)
 
-        redis_url = settings["REDIS_URL"]
-        if redis_url:
-            settings.update(
-                CACHE_TYPE="RedisCache",
-                CACHE_REDIS_URL=redis_url,
-                CACHE_KEY_PREFIX="",
-                # Fail fast when Redis is down: callers fall back instead of hanging a worker.
-                CACHE_OPTIONS={"socket_timeout": 1, "socket_connect_timeout": 1},
-                RATELIMIT_STORAGE_URI=redis_url,
-                RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 1, "socket_connect_timeout": 1},
-            )
-        else:
-            settings.update(CACHE_TYPE="SimpleCache", RATELIMIT_STORAGE_URI="memory://")
-        # Redis down: limits keep working per process from memory instead of failing requests.
-        settings.update(RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True, RATELIMIT_SWALLOW_ERRORS=True)
-        settings["CACHE_DEFAULT_TIMEOUT"] = 300
-
-        settings.update(
-            JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings["ACCESS_TOKEN_EXPIRE_MINUTES"]),
-            JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=settings["REFRESH_TOKEN_EXPIRE_DAYS"]),
+    def flask_config(self) -> dict[str, Any]:
+        """The `app.config` dict: every variable under its own name, plus what Flask and its extensions derive."""
+        production = self.ENVIRONMENT == "production"
+        database = self.DATABASE_URL or ""
+        values = self.model_dump()
+        values.update(
+            TESTING=self.ENVIRONMENT == "testing",
+            STRIPE_API_VERSION="2026-10-28.endive",
+            ALLOWED_ORIGINS=self.ALLOWED_ORIGINS or [],
+            SQLALCHEMY_DATABASE_URI=normalize_database_url(database),
+            SQLALCHEMY_ENGINE_OPTIONS=({"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+                                       if database and is_postgresql(database) else {}),
+            SQLALCHEMY_TRACK_MODIFICATIONS=False,
+            JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=self.ACCESS_TOKEN_EXPIRE_MINUTES),
+            JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=self.REFRESH_TOKEN_EXPIRE_DAYS),
             JWT_TOKEN_LOCATION=["headers"],
             JWT_ERROR_MESSAGE_KEY="message",
-            SQLALCHEMY_TRACK_MODIFICATIONS=False,
-            SESSION_COOKIE_HTTPONLY=True,
-            SESSION_COOKIE_SAMESITE="Lax",
-            REMEMBER_COOKIE_HTTPONLY=True,
-            REMEMBER_COOKIE_SAMESITE="Lax",
             MAX_CONTENT_LENGTH=1024 * 1024,
             WTF_CSRF_TIME_LIMIT=None,
         )
-        settings.update(operations_settings(env, cls.ENVIRONMENT == "production", problems))
-        cls.validate(env, settings, problems)
-        return settings, problems
-
-    @classmethod
-    def validate(cls, env: Mapping[str, str], settings: dict[str, Any], problems: list[str]) -> None:
-        """Development and testing accept anything that parsed."""
+        values.update(cache_and_limits(self.REDIS_URL))
+        values.update(cookies_and_https(production))
+        return values
 
 
-class DevelopmentConfig(Config):
-    """A fresh clone: nothing to configure."""
-
-    ENVIRONMENT = "development"
-
-
-class TestingConfig(Config):
-    """The test suite; the tests pass DATABASE_URL and REDIS_URL for the real servers."""
-
-    ENVIRONMENT = "testing"
-    TESTING = True
-
-
-class ProductionConfig(Config):
-    """Production: every secret from the environment, nothing generated, nothing guessed."""
-
-    ENVIRONMENT = "production"
-    GENERATE_SECRETS = False
-
-    @classmethod
-    def validate(cls, env: Mapping[str, str], settings: dict[str, Any], problems: list[str]) -> None:
-        """List every missing variable, placeholder and unsafe value at once."""
-        for name in PRODUCTION_REQUIRED:
-            value = env.get(name, "")
-            if value.strip() == "":
-                problems.append(f"{name} is not set")
-            elif PLACEHOLDER.match(value.strip()):
-                problems.append(f"{name} is still the placeholder {value.strip()}")
-        for name in GUIDE_VARIABLES:
-            value = env.get(name, "").strip()
-            if name not in PRODUCTION_REQUIRED and PLACEHOLDER.match(value):
-                problems.append(f"{name} is still the placeholder {value}")
-        if settings["DEBUG"]:
-            problems.append("DEBUG=true is not allowed in production")
-        key = env.get("ENCRYPTION_KEY", "").strip()
-        if key and not PLACEHOLDER.match(key) and not is_fernet_key(key):
-            problems.append("ENCRYPTION_KEY is not a valid Fernet key (generate one with "
-                            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)")
-        base = env.get("APP_BASE_URL", "").strip()
-        if base and not PLACEHOLDER.match(base) and not base.startswith("https://"):
-            problems.append("APP_BASE_URL must be the public https:// address of the app")
-        url = env.get("DATABASE_URL", "").strip()
-        if url and not PLACEHOLDER.match(url) and not is_postgresql(url):
-            problems.append("DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname)")
-        stripe_key = env.get("STRIPE_SECRET_KEY", "").strip()
-        if stripe_key and not PLACEHOLDER.match(stripe_key) and not stripe_key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")):
-            problems.append("STRIPE_SECRET_KEY must start with sk_live_ or sk_test_")
+def cache_and_limits(redis_url: str | None) -> dict[str, Any]:
+    """Cache and rate-limit storage: Redis when configured, else in-process memory."""
+    if redis_url:
+        # Fail fast when Redis is down: callers fall back instead of hanging a worker.
+        timeouts = {"socket_timeout": 1, "socket_connect_timeout": 1}
+        values: dict[str, Any] = dict(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, CACHE_KEY_PREFIX="",
+                                      CACHE_OPTIONS=timeouts, RATELIMIT_STORAGE_URI=redis_url,
+                                      RATELIMIT_STORAGE_OPTIONS=dict(timeouts))
+    else:
+        values = dict(CACHE_TYPE="SimpleCache", RATELIMIT_STORAGE_URI="memory://")
+    # Redis down: limits keep working per process from memory instead of failing requests.
+    values.update(RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True, RATELIMIT_SWALLOW_ERRORS=True, CACHE_DEFAULT_TIMEOUT=300)
+    return values
 
 
-CONFIGS = {c.ENVIRONMENT: c for c in (DevelopmentConfig, TestingConfig, ProductionConfig)}
+def cookies_and_https(production: bool) -> dict[str, Any]:
+    """Secure cookies and HTTPS only where the site is served over HTTPS; a browser drops them on http://127.0.0.1."""
+    return dict(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_HTTPONLY=True,
+                REMEMBER_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=production, REMEMBER_COOKIE_SECURE=production,
+                FORCE_HTTPS=production)
 
 
-def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, Any]:
-    """Return the settings for `environ`; raise ConfigurationError listing every problem."""
-    name = (environ.get("ENVIRONMENT") or "development").strip().lower()
-    config_class = CONFIGS.get(name)
-    if config_class is None:
-        raise ConfigurationError([f"ENVIRONMENT must be one of {', '.join(CONFIGS)}, not {name!r}"])
-    settings, problems = config_class.load(environ, instance_path)
-    if problems:
-        error = ConfigurationError(problems)
-        print(error, file=sys.stderr)
-        raise error
-    if name == "production" and str(settings.get("STRIPE_SECRET_KEY", "")).startswith(("sk_test_", "rk_test_")):
+#: The variables of the deployment guide (and .env.example), in its order.
+GUIDE_VARIABLES = tuple(name for name, field in Settings.model_fields.items()
+                        if (var := variable(field)) is not None and var.guide)
+
+
+# --- validation errors → problem lines ---------------------------------------------------------------------------
+
+#: What a value must be, by pydantic error type (for the errors pydantic's own types raise).
+EXPECTED_BY_ERROR = {
+    "int_parsing": "a whole number", "int_from_float": "a whole number", "int_type": "a whole number",
+    "bool_parsing": "true or false", "bool_type": "true or false",
+    "float_parsing": "a number", "float_type": "a number", "string_type": "text", "list_type": "a list",
+}
+
+
+def problem_lines(error: ValidationError) -> list[str]:
+    """Today's readable lines for every error pydantic collected, in the order of the fields."""
+    lines: list[str] = []
+    for detail in error.errors(include_url=False):
+        if detail["type"] == "configuration":
+            lines.extend(detail["ctx"]["lines"])
+        else:
+            lines.append(describe(detail))
+    return lines
+
+
+def describe(detail: ErrorDetails) -> str:
+    """`NAME must be <what>, not '<value>'` for an error raised by a field's type or constraint."""
+    name = str(detail["loc"][0]) if detail["loc"] else "the configuration"
+    kind, context = detail["type"], detail.get("ctx") or {}
+    field = Settings.model_fields.get(name)
+    var = variable(field) if field is not None else None
+    if var is not None and var.expected:
+        expected = var.expected
+    elif kind == "literal_error":
+        expected = str(context["expected"]).replace("'", "")
+    elif kind == "greater_than_equal":
+        expected = "positive" if context["ge"] == 1 else f"at least {context['ge']}"
+    elif kind == "less_than_equal":
+        expected = f"at most {context['le']}"
+    else:
+        expected = EXPECTED_BY_ERROR.get(kind, detail["msg"])
+    return f"{name} must be {expected}, not {detail['input']!r}"
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+
+def load_settings(overrides: Mapping[str, str], instance_path: Path) -> Settings:
+    """Validate the environment (with `overrides` on top, as `create_app(config)` passes them).
+
+    Raises ConfigurationError listing every problem, after printing it to stderr (a gunicorn import shows it).
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        refusal = ConfigurationError(problem_lines(error))
+        print(refusal, file=sys.stderr)
+        raise refusal from None
+    if settings.ENVIRONMENT == "production" and (settings.STRIPE_SECRET_KEY or "").startswith(("sk_test_", "rk_test_")):
         print("WARNING: ENVIRONMENT=production with a Stripe TEST key (sk_test_…): no real money will move.",
               file=sys.stderr)
-    return settings
+    return settings.with_local_defaults(instance_path)
 
 
-def environ_with_overrides(overrides: Mapping[str, Any] | None) -> dict[str, str]:
-    """The process environment with string overrides applied (used by `create_app(config)`)."""
-    env = dict(os.environ)
-    for key, value in (overrides or {}).items():
-        if isinstance(value, str):
-            env[key] = value
-    return env
+def current_settings() -> Settings:
+    """The settings `create_app` validated for the running app (`flask doctor` reads them)."""
+    return current_app.extensions["settings"]

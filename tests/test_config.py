@@ -129,3 +129,83 @@ def test_gunicorn_import_refuses_to_start_in_production():
     result = _run([sys.executable, "-c", "import wsgi"], ENVIRONMENT="production")
     assert result.returncode != 0
     assert "ENCRYPTION_KEY is not set" in result.stderr
+
+
+GUIDE_DATABASE_URL = "postgresql://<user>:<password>@<host>:<port>/<database>"
+
+
+def test_every_placeholder_inside_a_value_is_a_line_of_the_refusal(clean_env):
+    """The guide's own DATABASE_URL and REDIS_URL, copied as they are: one line per placeholder, no traceback."""
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app(production_env(DATABASE_URL=GUIDE_DATABASE_URL, REDIS_URL="redis://<host>:<port>/0",
+                                  SENTRY_DSN="https://<key>@<org>.ingest.sentry.io/<project>"))
+    problems = excinfo.value.problems
+    for placeholder in ("<user>", "<password>", "<host>", "<port>", "<database>"):
+        assert f"DATABASE_URL still contains the placeholder {placeholder}" in problems
+    assert "REDIS_URL still contains the placeholder <port>" in problems
+    assert "SENTRY_DSN still contains the placeholder <project>" in problems
+    assert len(problems) == 10, problems
+    assert str(excinfo.value).startswith("Refusing to start: the configuration has 10 problem(s):\n  - ")
+
+
+def test_the_guides_database_url_refuses_to_start_without_a_traceback():
+    result = _run([str(ROOT / ".venv/bin/flask"), "routes"], **production_env(DATABASE_URL=GUIDE_DATABASE_URL))
+    assert result.returncode == 4, result.stderr
+    assert "DATABASE_URL still contains the placeholder <port>" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreadable_database_url_is_a_problem_line_in_development(clean_env):
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app({"DATABASE_URL": GUIDE_DATABASE_URL})
+    assert excinfo.value.problems == [
+        "DATABASE_URL is not a database URL like postgresql://user:password@host:5432/dbname"]
+
+
+def test_an_address_in_angle_brackets_is_not_a_placeholder(clean_env):
+    app = create_app(production_env(MAIL_DEFAULT_SENDER="Billing <billing@example.com>"))
+    assert app.config["MAIL_DEFAULT_SENDER"] == "Billing <billing@example.com>"
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app(production_env(MAIL_DEFAULT_SENDER="Billing <your-sender-address>"))
+    assert excinfo.value.problems == ["MAIL_DEFAULT_SENDER still contains the placeholder <your-sender-address>"]
+
+
+@pytest.mark.parametrize("environment", ["development", "testing", "production"])
+@pytest.mark.parametrize("algorithm", ["none", "RS256", "hs256"])
+def test_jwt_algorithm_must_be_an_hmac_one_in_every_environment(clean_env, environment, algorithm):
+    """Tokens are signed with JWT_SECRET_KEY: anything but HS256/384/512 would start and then answer 500."""
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app(production_env(ENVIRONMENT=environment, JWT_ALGORITHM=algorithm))
+    assert excinfo.value.problems == [f"JWT_ALGORITHM must be HS256, HS384 or HS512, not {algorithm!r}"]
+
+
+def test_another_hmac_algorithm_signs_the_api_tokens(clean_env, tmp_path):
+    app = create_app({"JWT_ALGORITHM": "HS512", "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"})
+    with app.app_context():
+        from flask_jwt_extended import create_access_token, decode_token
+
+        token = create_access_token(identity="1")
+        assert decode_token(token)["sub"] == "1"
+    import jwt as pyjwt
+
+    assert pyjwt.get_unverified_header(token)["alg"] == "HS512"
+
+
+def test_the_seed_script_refuses_to_start_like_flask():
+    result = _run([sys.executable, "scripts/seed_plans.py"], **production_env(JWT_ALGORITHM="none"))
+    assert result.returncode == 4, result.stderr
+    assert "Refusing to start: JWT_ALGORITHM must be HS256, HS384 or HS512, not 'none'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_one_settings_object_feeds_app_config(clean_env):
+    """`app.config` is derived from the validated settings, which the app keeps for `flask doctor`."""
+    app = create_app(production_env(ACCESS_TOKEN_EXPIRE_MINUTES=" 30 ", DEBUG="", TRUST_PROXY="no"))
+    settings = app.extensions["settings"]
+    assert settings.ACCESS_TOKEN_EXPIRE_MINUTES == app.config["ACCESS_TOKEN_EXPIRE_MINUTES"] == 30
+    assert app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds() == 30 * 60
+    assert settings.DEBUG is app.config["DEBUG"] is False  # blank counts as unset
+    assert settings.TRUST_PROXY is app.config["TRUST_PROXY"] is False
+    assert create_app(production_env()).config["TRUST_PROXY"] is True  # unset: trusted in production
+    for name in GUIDE_VARIABLES:
+        assert name in app.config

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 from flask import current_app
 from sqlalchemy import select
 
-from app.config import GUIDE_VARIABLES, PLACEHOLDER
+from app.config import GUIDE_VARIABLES, current_settings, placeholders_in
 from app.extensions import db
 from app.models import SubscriptionPlan
 from app.services import DomainError
@@ -52,16 +52,20 @@ def unset_or_placeholder(value: Any) -> str | None:
     """Why a configured value does not count as set, or None when it does."""
     if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
         return "not set"
-    if isinstance(value, str) and PLACEHOLDER.match(value.strip()):
-        return f"still the placeholder {value.strip()}"
+    found = placeholders_in(value)
+    if found == [str(value).strip()]:
+        return f"still the placeholder {found[0]}"
+    if found:
+        return f"still contains the placeholder{'s' if len(found) > 1 else ''} {', '.join(found)}"
     return None
 
 
 def check_environment() -> Iterator[Check]:
-    """Every variable of the guide is set, and none is still a `<…>` placeholder from .env.example."""
+    """Every variable of the guide is set in the app's settings, and none still has a `<…>` placeholder."""
+    settings = current_settings()
     problems = []
     for name in GUIDE_VARIABLES:
-        why = unset_or_placeholder(current_app.config.get(name))
+        why = unset_or_placeholder(getattr(settings, name))
         if why:
             problems.append(f"{name} {why}")
     if problems:
@@ -69,6 +73,28 @@ def check_environment() -> Iterator[Check]:
                      "set each in the environment or .env (see .env.example and README → Configuration)")
     else:
         yield passed("Environment variables", f"all {len(GUIDE_VARIABLES)} of the guide set, no placeholder")
+
+
+def check_price_variables() -> Iterator[Check]:
+    """Each STRIPE_PRICE_* setting is the price id its seeded plan stores (`flask seed-plans` copies them over)."""
+    settings = current_settings()
+    plans = {p.name: p for p in db.session.scalars(select(SubscriptionPlan))}
+    if not plans:
+        return  # "Plans seeded" already says so
+    differing = []
+    for spec in PLAN_CATALOG:
+        plan = plans.get(spec.name)
+        if plan is None:
+            continue
+        for name, stored in ((spec.monthly_env, plan.stripe_price_id_monthly),
+                             (spec.yearly_env, plan.stripe_price_id_yearly)):
+            configured = getattr(settings, name) if name else None
+            if configured and configured != stored:
+                differing.append(f"{name} is {configured}, the {spec.name} plan has {stored or 'none'}")
+    if differing:
+        yield failed("Plan price ids", "; ".join(differing), "run `flask seed-plans`")
+    else:
+        yield passed("Plan price ids", "the STRIPE_PRICE_* settings are the seeded plans' price ids")
 
 
 # --- database ------------------------------------------------------------------------------------------------
@@ -287,6 +313,7 @@ CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_environment,
     check_migrations,
     check_plans_and_prices,
+    check_price_variables,
     check_webhook_endpoint,
     check_customer_portal,
     check_redis,

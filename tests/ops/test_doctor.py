@@ -53,8 +53,8 @@ def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_
     titles = [line[2:].split(" — ")[0] for line in checks]
     assert titles == ["Environment variables", "Database migrations", "Plans seeded",
                       "Stripe price Free monthly", "Stripe price Starter monthly", "Stripe price Starter yearly",
-                      "Stripe price Pro monthly", "Stripe price Pro yearly", "Stripe webhook endpoint",
-                      "Customer Portal", "Redis", "Webhook signing secret"]
+                      "Stripe price Pro monthly", "Stripe price Pro yearly", "Plan price ids",
+                      "Stripe webhook endpoint", "Customer Portal", "Redis", "Webhook signing secret"]
     assert f"at {WEBHOOK_URL}, 6 events" in "\n".join(lines)
     assert lines[-1] == "All checks passed: ready for production."
 
@@ -99,3 +99,25 @@ def test_the_portal_check_reads_the_configuration_from_stripe(seeded, stripe_emu
     [default] = configurations.data
     assert default.active and default.is_default
     assert default.features.subscription_cancel.enabled and default.features.subscription_cancel.mode == "at_period_end"
+
+
+def test_price_variables_that_differ_from_the_seeded_plans_name_the_seed_command(seeded, migrated_database, redis_url,
+                                                                               stripe_emulator):
+    """A STRIPE_PRICE_* changed after `flask seed-plans` is a ✗ until the plans are seeded again."""
+    changed = {"STRIPE_PRICE_PRO_MONTHLY": "price_pro_monthly_2027"}
+    status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, **changed)
+    index = next(i for i, line in enumerate(lines) if line.startswith("✗ Plan price ids"))
+    assert status == 1
+    assert "STRIPE_PRICE_PRO_MONTHLY is price_pro_monthly_2027, the pro plan has price_pro_monthly" in lines[index]
+    assert "STRIPE_PRICE_PRO_YEARLY" not in lines[index]
+    assert lines[index + 1] == "    fix: run `flask seed-plans`"
+
+    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url, **changed))
+    try:
+        assert app.test_cli_runner().invoke(args=["seed-plans"]).exit_code == 0
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, **changed)
+    assert any(line.startswith("✓ Plan price ids") for line in lines), "\n".join(lines)
