@@ -14,6 +14,7 @@ from app.services.accounts import authenticate
 
 
 def token_pair(user_id: int) -> TokenPair:
+    """A fresh access token and refresh token for the user."""
     identity = str(user_id)
     return TokenPair(
         access_token=create_access_token(identity=identity),

@@ -18,6 +18,7 @@ JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
 
 
 def json_answer(description: str, schema: str) -> dict[str, Any]:
+    """An OpenAPI response: `description`, and a JSON body of the component schema `schema`."""
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 

@@ -88,6 +88,7 @@ class Answer(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     def respond(self, status: int = 200) -> tuple[dict[str, Any], int]:
+        """The view's return value: spectree checks the dict against the model of `status`, Flask writes it."""
         return self.model_dump(mode="json"), status
 
 

@@ -80,6 +80,13 @@ def refuse_bad_input(req, resp, error: ValidationError | None, instance, model_a
         raise refusal(error)
 
 
+def refuse_bad_answer(req, resp, error: ValidationError | None, instance, model_adapter) -> None:
+    """spectree's hook after every operation: an answer its own model refuses is a bug of ours, raised so that it
+    is logged and answered like any unexpected error (not with spectree's report of the fields)."""
+    if error is not None:
+        raise error
+
+
 spec = SpecTree(
     "flask",
     mode="strict",  # only the operations below: the web pages are no part of the API
@@ -95,6 +102,7 @@ spec = SpecTree(
     validation_error_status=400,
     validation_error_model=Error,
     before=refuse_bad_input,
+    after=refuse_bad_answer,
 )
 
 
