@@ -1,7 +1,7 @@
 """Error pages: HTML for people, JSON `{"error", "message"}` for everything under API_PREFIX."""
 from __future__ import annotations
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -9,12 +9,7 @@ from werkzeug.exceptions import HTTPException
 from app.extensions import db
 from app.services import DomainError, metrics
 from app.services.entitlements import UpgradeRequired
-
-
-def wants_json() -> bool:
-    """API clients get JSON: every path under API_PREFIX."""
-    prefix = current_app.config["API_PREFIX"]
-    return request.path == prefix or request.path.startswith(prefix + "/")
+from app.urls import is_api_request
 
 
 def error_code(exc: HTTPException) -> str:
@@ -23,7 +18,7 @@ def error_code(exc: HTTPException) -> str:
 
 
 def render_error(status: int, code: str, message: str):
-    if wants_json():
+    if is_api_request():
         return jsonify(error=code, message=message), status
     return render_template("errors/error.html", status=status, code=code, message=message), status
 
@@ -59,7 +54,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(UpgradeRequired)
     def handle_upgrade_required(exc: UpgradeRequired):
         """A DomainError that also names the feature and the cheapest plan that has it."""
-        if wants_json():
+        if is_api_request():
             return jsonify(exc.to_json()), exc.status
         return render_template("entitlements/upgrade_required.html", exc=exc), exc.status
 

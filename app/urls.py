@@ -1,7 +1,8 @@
-"""Absolute URLs for links that leave the app: Stripe's redirects and the billing mails."""
+"""Absolute URLs for links that leave the app (Stripe's redirects, the billing mails), and which part of the app
+a request is for."""
 from __future__ import annotations
 
-from flask import current_app, has_request_context, url_for
+from flask import current_app, has_request_context, request, url_for
 
 
 def external_url(endpoint: str, **values) -> str:
@@ -17,3 +18,10 @@ def external_url(endpoint: str, **values) -> str:
         return url_for(endpoint, _external=True, **values)
     with current_app.test_request_context():  # the CLI (nightly sync): only the path comes from the URL map
         return base + url_for(endpoint, **values)
+
+
+def is_api_request() -> bool:
+    """Whether the request is for the JSON API (every path under API_PREFIX): bearer tokens and JSON errors there,
+    sessions and HTML pages elsewhere."""
+    prefix = current_app.config["API_PREFIX"]
+    return request.path == prefix or request.path.startswith(prefix + "/")

@@ -1,26 +1,10 @@
 """The JSON API under API_PREFIX: bearer tokens (JWT), JSON errors, no cookies, no CSRF.
 
-Modules add routes to `bp`; import them at the bottom so registering `bp` registers them all.
+`bp` lives in app/api/blueprint.py; the modules imported here add their routes to it, so registering `bp`
+registers them all. Request and response bodies are the pydantic models of app/api/schemas.py.
 """
-from flask import Blueprint, current_app
+from app.api import auth, billing, openapi, strategies  # noqa: F401  (their routes)
+from app.api.blueprint import bp
+from app.ratelimits import api_limit, rate_limit_identity as api_limit_key
 
-from app.extensions import csrf, limiter
-
-bp = Blueprint("api", __name__)
-csrf.exempt(bp)  # bearer tokens, not cookies: there is no ambient credential for a cross-site form to ride
-
-
-def api_limit() -> str:
-    return current_app.config["RATELIMIT_API"]
-
-
-def api_limit_key() -> str:
-    from app.api.common import rate_limit_identity
-
-    return rate_limit_identity()
-
-
-# Every API route, per user (token) or per address: stored in Redis with the other limits.
-limiter.limit(api_limit, key_func=api_limit_key)(bp)
-
-from app.api import auth, billing, openapi, strategies  # noqa: E402,F401
+__all__ = ["api_limit", "api_limit_key", "bp"]

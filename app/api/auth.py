@@ -1,48 +1,50 @@
 """`POST /auth/token` and `POST /auth/refresh`: JWT bearer tokens for API clients."""
 from __future__ import annotations
 
-from flask import current_app, jsonify
+from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token, jwt_required
 
-from app.api import bp
-from app.api.common import ApiError, current_api_user, error_response, json_body, string_field, user_for_identity
+from app.api.blueprint import bp
+from app.api.common import ApiError, current_api_user, error_response, user_for_identity
+from app.api.schemas import Error, Me, TokenPair, TokenRequest
+from app.api.spec import BAD_REQUEST, TOO_MANY_REQUESTS, UNAUTHORIZED, operation
 from app.extensions import jwt, limiter
+from app.ratelimits import login_limit
 from app.services.accounts import authenticate
 
 
-def token_pair(user_id: int) -> dict:
+def token_pair(user_id: int) -> TokenPair:
+    """A fresh access token and refresh token for the user."""
     identity = str(user_id)
-    return {
-        "access_token": create_access_token(identity=identity),
-        "refresh_token": create_refresh_token(identity=identity),
-        "token_type": "bearer",
-        "expires_in": int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
-    }
-
-
-def login_limit() -> str:
-    return current_app.config["RATELIMIT_LOGIN"]
+    return TokenPair(
+        access_token=create_access_token(identity=identity),
+        refresh_token=create_refresh_token(identity=identity),
+        token_type="bearer",
+        expires_in=int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
+    )
 
 
 @bp.post("/auth/token")
 @limiter.limit(login_limit)
-def issue_token():
-    """Exchange email and password for an access token and a refresh token."""
-    data = json_body()
-    email = string_field(data, "email", max_length=320)
-    password = string_field(data, "password", max_length=128, strip=False)
-    user = authenticate(email, password)
+@operation("issueToken", "auth", {
+    200: (TokenPair, "The tokens."), 400: BAD_REQUEST,
+    401: (Error, "Email or password is incorrect (`invalid_credentials`)."), 429: TOO_MANY_REQUESTS,
+}, public=True)
+def issue_token(json: TokenRequest):
+    """Exchange email and password for a token pair."""
+    user = authenticate(json.email, json.password)
     if user is None:
         raise ApiError("Email or password is incorrect.", code="invalid_credentials", status=401)
-    return jsonify(token_pair(user.id))
+    return token_pair(user.id).respond()
 
 
 @bp.post("/auth/refresh")
 @jwt_required(refresh=True)
+@operation("refreshToken", "auth", {200: (TokenPair, "The new tokens."), 401: UNAUTHORIZED})
 def refresh_token():
-    """A new access token (and refresh token) from a valid refresh token."""
+    """A new token pair; send the *refresh* token as bearer."""
     user = current_api_user()
-    return jsonify(token_pair(user.id))
+    return token_pair(user.id).respond()
 
 
 @jwt.unauthorized_loader
@@ -82,11 +84,9 @@ def unknown_user(header, payload):
     return error_response(401, "invalid_token", "The token's user no longer exists.")
 
 
-
-
 @bp.get("/me")
 @jwt_required()
+@operation("showMe", "auth", {200: (Me, "The user."), 401: UNAUTHORIZED})
 def show_me():
     """Who the token belongs to."""
-    user = current_api_user()
-    return jsonify(id=user.id, email=user.email)
+    return Me.model_validate(current_api_user()).respond()

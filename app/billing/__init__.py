@@ -1,6 +1,4 @@
-"""Billing: Checkout, Portal, plan changes (wired by the billing-flows issue)."""
-from flask import Blueprint
+"""Billing pages: Checkout, Portal, plan changes; `bp` and its routes live in app/billing/routes.py."""
+from app.billing.routes import bp
 
-bp = Blueprint("billing", __name__)
-
-from app.billing import routes  # noqa: E402,F401
+__all__ = ["bp"]

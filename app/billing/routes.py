@@ -1,10 +1,19 @@
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+"""Billing pages: Checkout, Portal, plan changes, cancel and resume.
+
+A refusal of the domain (a DomainError) is flashed and the person sent back with a 303 to the page they came
+from (`@refusals_go_to`), as the API answers it with JSON (app/errors.py).
+"""
+from __future__ import annotations
+
+from functools import wraps
+from typing import Callable
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from app.billing import bp
-from app.urls import external_url
 from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
+from app.ratelimits import billing_limit, rate_limit_identity
 from app.services import DomainError
 from app.services.billing_summary import billing_summary, plan_outlook
 from app.services.catalog import free_limit, losses_on_free
@@ -20,25 +29,43 @@ from app.services.strategies import count_strategies
 from app.services.subscriptions import change_plan, live_subscription, plan_change, set_cancel_at_period_end
 from app.templating import date
 
-
-def billing_limit() -> str:
-    return current_app.config["RATELIMIT_BILLING"]
+bp = Blueprint("billing", __name__)
 
 
-def user_key() -> str:
-    """Rate-limit billing per user (browser session or API token), not per address."""
-    from app.api.common import rate_limit_identity
+class FormRefused(DomainError):
+    """A billing form that does not validate: its errors, flashed like any other refusal (to `back_to`, when the
+    form's own page is not where the view's other refusals go)."""
 
-    return rate_limit_identity()
+    code = "invalid_form"
+
+    def __init__(self, message: str, back_to: str | None = None):
+        super().__init__(message)
+        self.back_to = back_to
 
 
-def portal_return_url() -> str:
-    """Where the Portal's return link leads: the billing page, which then syncs (`?from=portal`)."""
-    return external_url("billing.show_billing", **{"from": "portal"})
+def refusals_go_to(endpoint: str) -> Callable:
+    """A view whose DomainError is flashed ("danger") and answered with a 303 to `endpoint`."""
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def refusing(*args, **kwargs):
+            try:
+                return view(*args, **kwargs)
+            except DomainError as error:
+                flash(error.message, "danger")
+                return redirect(url_for(getattr(error, "back_to", None) or endpoint), 303)
+
+        return refusing
+
+    return decorator
 
 
-def form_errors(form) -> str:
-    return " ".join(error for errors in form.errors.values() for error in errors)
+def validated(form, fallback: str = "", back_to: str | None = None):
+    """The form once it validates (the CSRF token included, unless the form has none); otherwise FormRefused
+    naming its errors, or `fallback` when it names none."""
+    if not form.validate():
+        raise FormRefused(" ".join(error for errors in form.errors.values() for error in errors) or fallback,
+                          back_to)
+    return form
 
 
 @bp.get("")
@@ -53,47 +80,33 @@ def show_billing():
 
 @bp.get("/checkout")
 @login_required
+@refusals_go_to("pricing.show_pricing")
 def review_checkout():
     """Free → paid, first step: the chosen plan, its price and features, and the button on to Stripe Checkout.
 
     The pricing page sends visitors here through sign-up or log-in (`?plan=pro&cycle=yearly`): a POST cannot
     survive those redirects. A paying user goes to the plan-change confirmation instead.
     """
-    form = ChoosePlanForm(request.args, meta={"csrf": False})
-    if not form.validate():
-        flash(form_errors(form), "danger")
-        return redirect(url_for("pricing.show_pricing"), 303)
+    form = validated(ChoosePlanForm(request.args, meta={"csrf": False}))
     try:
         choice = review_choice(current_user.id, form.plan.data, form.cycle.data)
     except PlanChangeRequired:
         return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
-    except DomainError as error:
-        flash(error.message, "danger")
-        return redirect(url_for("pricing.show_pricing"), 303)
     return render_template("billing/review_checkout.html", choice=choice,
                            form=ChoosePlanForm(formdata=None, plan=choice.plan.name, cycle=choice.cycle))
 
 
 @bp.post("/checkout")
 @login_required
-@limiter.limit(billing_limit, key_func=user_key)
+@limiter.limit(billing_limit, key_func=rate_limit_identity)
+@refusals_go_to("pricing.show_pricing")
 def start_checkout_session():
     """Free → paid: 303 to Stripe Checkout; a paying user goes to the plan-change confirmation instead."""
-    form = ChoosePlanForm()
-    if not form.validate_on_submit():
-        flash(form_errors(form) or "Please choose a plan and a billing cycle.", "danger")
-        return redirect(url_for("pricing.show_pricing"), 303)
+    form = validated(ChoosePlanForm(), fallback="Please choose a plan and a billing cycle.")
     try:
-        checkout = start_checkout(
-            current_user.id, form.plan.data, form.cycle.data,
-            success_url=external_url("billing.show_success") + "?session_id={CHECKOUT_SESSION_ID}",
-            cancel_url=external_url("pricing.show_pricing"),
-        )
+        checkout = start_checkout(current_user.id, form.plan.data, form.cycle.data)
     except PlanChangeRequired:
         return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
-    except DomainError as error:
-        flash(error.message, "danger")
-        return redirect(url_for("pricing.show_pricing"), 303)
     return redirect(checkout.url, 303)
 
 
@@ -116,35 +129,26 @@ def show_success():
 
 @bp.get("/change")
 @login_required
+@refusals_go_to("billing.show_billing")
 def confirm_change():
-    """The confirmation page of a plan change: what changes, when, and the amount due now."""
-    form = ChoosePlanForm(request.args, meta={"csrf": False})
-    if not form.validate():
-        flash(form_errors(form), "danger")
-        return redirect(url_for("pricing.show_pricing"), 303)
-    try:
-        change = plan_change(current_user, form.plan.data, form.cycle.data)
-    except DomainError as error:
-        flash(error.message, "danger")
-        return redirect(url_for("billing.show_billing"), 303)
+    """The confirmation page of a plan change: what changes, when, and the amount due now.
+
+    A bad choice goes back to the plans; a change that cannot be made, to the billing page.
+    """
+    form = validated(ChoosePlanForm(request.args, meta={"csrf": False}), back_to="pricing.show_pricing")
+    change = plan_change(current_user, form.plan.data, form.cycle.data)
     return render_template("billing/confirm_change.html", change=change, form=ChoosePlanForm(formdata=None,
                            plan=form.plan.data, cycle=form.cycle.data))
 
 
 @bp.post("/change")
 @login_required
-@limiter.limit(billing_limit, key_func=user_key)
+@limiter.limit(billing_limit, key_func=rate_limit_identity)
+@refusals_go_to("billing.show_billing")
 def apply_change():
     """Apply a confirmed plan change to the existing subscription."""
-    form = ChoosePlanForm()
-    if not form.validate_on_submit():
-        flash(form_errors(form), "danger")
-        return redirect(url_for("billing.show_billing"), 303)
-    try:
-        change = change_plan(current_user, form.plan.data, form.cycle.data)
-    except DomainError as error:
-        flash(error.message, "danger")
-        return redirect(url_for("billing.show_billing"), 303)
+    form = validated(ChoosePlanForm())
+    change = change_plan(current_user, form.plan.data, form.cycle.data)
     withdrawn = " Your cancellation is withdrawn." if change.withdraws_cancellation else ""
     if change.immediate:
         flash(f"You are now on {change.plan.display_name} ({change.cycle}).{withdrawn}", "success")
@@ -156,18 +160,14 @@ def apply_change():
 
 @bp.post("/portal")
 @login_required
-@limiter.limit(billing_limit, key_func=user_key)
+@limiter.limit(billing_limit, key_func=rate_limit_identity)
+@refusals_go_to("billing.show_billing")
 def open_portal():
     """303 to the Stripe Customer Portal (optionally straight into a flow such as updating the card)."""
     form = PortalForm()
     if not form.validate_on_submit():
         abort(400)
-    try:
-        url = create_portal_session(current_user.id, portal_return_url(), flow=form.flow.data or None)
-    except DomainError as error:
-        flash(error.message, "danger")
-        return redirect(url_for("billing.show_billing"), 303)
-    return redirect(url, 303)
+    return redirect(create_portal_session(current_user.id, flow=form.flow.data or None), 303)
 
 
 @bp.get("/cancel")
@@ -192,15 +192,13 @@ def confirm_cancel():
     )
 
 
+@refusals_go_to("billing.show_billing")
 def set_cancel(cancel: bool):
+    """Cancel at period end (`cancel`) or resume, from the confirmation form (only its CSRF token)."""
     form = ActionForm()
     if not form.validate_on_submit():
         abort(400)
-    try:
-        subscription = set_cancel_at_period_end(current_user, cancel)
-    except DomainError as error:
-        flash(error.message, "danger")
-        return redirect(url_for("billing.show_billing"), 303)
+    subscription = set_cancel_at_period_end(current_user, cancel)
     if cancel:
         flash(f"Your {subscription.plan.display_name} plan will end on "
               f"{current_app.jinja_env.filters['date'](subscription.current_period_end)}. You keep it until then.",

@@ -20,6 +20,7 @@ from app.services.subscriptions import (
     sync_customer,
     sync_customer_in_transaction,
 )
+from app.urls import external_url
 
 log = get_logger(__name__)
 
@@ -69,11 +70,12 @@ class CheckoutStart:
     url: str
 
 
-def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, success_url: str,
-                   cancel_url: str) -> CheckoutStart:
+def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, success_url: str | None = None,
+                   cancel_url: str | None = None) -> CheckoutStart:
     """A Checkout Session for a user on Free; a paying user gets PlanChangeRequired instead.
 
-    Any other open session of the user is expired first, so two tabs cannot end in two subscriptions.
+    Any other open session of the user is expired first, so two tabs cannot end in two subscriptions. Stripe sends
+    the person back to `checkout_success_url()` / `checkout_cancel_url()` unless other URLs are given.
     """
     plan, cycle, price_id = validate_choice(plan_name, cycle)
     refuse_second_subscription(user_id, plan, cycle)
@@ -100,8 +102,8 @@ def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, succe
             "line_items": [{"price": price_id, "quantity": 1}],
             "metadata": {"user_id": str(user_id), "plan": plan.name, "billing_cycle": cycle},
             "subscription_data": {"metadata": {"user_id": str(user_id), "plan": plan.name, "billing_cycle": cycle}},
-            "success_url": success_url,
-            "cancel_url": cancel_url,
+            "success_url": success_url or checkout_success_url(),
+            "cancel_url": cancel_url or checkout_cancel_url(),
             "allow_promotion_codes": True,
         },
     )
@@ -192,12 +194,15 @@ def sync_after_portal(user_id: int) -> None:
         log.warning("portal_return_sync_failed", code=error.code)
 
 
-def create_portal_session(user_id: int, return_url: str, flow: str | None = None) -> str:
-    """A Customer Portal session URL; the user must already be a Stripe customer (guide's Issue 4)."""
+def create_portal_session(user_id: int, return_url: str | None = None, flow: str | None = None) -> str:
+    """A Customer Portal session URL; the user must already be a Stripe customer.
+
+    The Portal's return link leads to `portal_return_url()` unless another URL is given.
+    """
     user = db.session.get(User, user_id)
     if user is None or not user.stripe_customer_id:
         raise CheckoutError("You have no billing account yet — choose a paid plan first.", code="no_billing_account")
-    params: dict[str, Any] = {"customer": user.stripe_customer_id, "return_url": return_url}
+    params: dict[str, Any] = {"customer": user.stripe_customer_id, "return_url": return_url or portal_return_url()}
     if flow is not None:
         if flow not in PORTAL_FLOWS:
             raise CheckoutError(f"Unknown portal flow {flow!r}.", code="invalid_flow")
@@ -211,3 +216,22 @@ def create_portal_session(user_id: int, return_url: str, flow: str | None = None
     session = stripe_gateway.call("billing_portal.sessions.create", stripe_gateway.v1.billing_portal.sessions.create,
                                   params=params)
     return session.url
+
+
+# --- where Stripe sends the person back ---------------------------------------------------------------------
+# Built here, once, for the web pages and the API alike; never from anything in the request (see `external_url`).
+
+
+def checkout_success_url() -> str:
+    """The success page, which fulfils the session Stripe names in `{CHECKOUT_SESSION_ID}`."""
+    return external_url("billing.show_success") + "?session_id={CHECKOUT_SESSION_ID}"
+
+
+def checkout_cancel_url() -> str:
+    """Back to the plans when the person leaves Checkout without paying."""
+    return external_url("pricing.show_pricing")
+
+
+def portal_return_url() -> str:
+    """Where the Portal's return link leads: the billing page, which then syncs (`?from=portal`)."""
+    return external_url("billing.show_billing", **{"from": "portal"})

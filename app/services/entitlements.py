@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, Callable
 
-from flask import current_app, g, has_app_context, request
+from flask import current_app, g, has_app_context
+from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
 from flask_login import current_user
 from redis.exceptions import RedisError
 from sqlalchemy import select
@@ -28,6 +29,7 @@ from app.models import SubscriptionPlan
 from app.services import DomainError
 from app.services.catalog import PLAN_CATALOG
 from app.services.subscriptions import effective_plan
+from app.urls import is_api_request
 
 CACHE_KEY = "entitlements:{user_id}"
 #: After a cache failure, reads and writes skip the cache this long (invalidation always tries).
@@ -320,19 +322,12 @@ def require_within_limit(user_id: int, feature_key: str, usage: int, adding: int
 # --- decorators --------------------------------------------------------------------------------------------
 
 
-def is_api_request() -> bool:
-    prefix = current_app.config["API_PREFIX"]
-    return request.path == prefix or request.path.startswith(prefix + "/")
-
-
 def current_user_id() -> int | None:
     """Who the request is for: the bearer token's user under API_PREFIX, the logged-in user elsewhere.
 
     Under the API the session cookie is never looked at, so a browser session cannot lend its plan to a token.
     """
     if is_api_request():
-        from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
-
         verify_jwt_in_request()  # no or bad token → the API's JSON 401 (app/api/auth.py's loaders)
         identity = get_jwt_identity()
         return int(identity) if str(identity).isdigit() else None

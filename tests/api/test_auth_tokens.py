@@ -2,6 +2,7 @@
 from datetime import timedelta
 
 import jwt as pyjwt
+import pytest
 
 from tests.factories import UserFactory
 
@@ -42,6 +43,31 @@ def test_bad_credentials_and_bad_bodies(seeded, client):
     assert response.get_json() == {"error": "missing_field", "message": "'password' is required."}
     response = client.post("/api/v1/auth/token", json={"email": ["x"], "password": "y"})
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_field"
+
+
+@pytest.mark.parametrize("body, content_type, expected", [
+    # Not a JSON object, however it is sent: refused as a whole before any field is named.
+    ("[]", "application/json", ("invalid_json", "The request body must be a JSON object.")),
+    ("null", "application/json", ("invalid_json", "The request body must be a JSON object.")),
+    ("email=a&password=b", "application/x-www-form-urlencoded",
+     ("invalid_json", "The request body must be a JSON object.")),
+    ('{"email": "api@example.com", "password": "x"}', "text/plain",
+     ("invalid_json", "The request body must be a JSON object.")),
+    # The first field's problem, in the model's order, with the field's name.
+    ('{"password": 5}', "application/json", ("missing_field", "'email' is required.")),
+    ('{"email": "  ", "password": 5}', "application/json", ("missing_field", "'email' is required.")),
+    ('{"email": 5}', "application/json", ("invalid_field", "'email' must be a string.")),
+    ('{"email": "a\\u0000", "password": "x"}', "application/json",
+     ("invalid_field", "'email' must not contain NUL characters.")),
+    ('{"email": "api@example.com", "password": "' + "p" * 129 + '"}', "application/json",
+     ("invalid_field", "'password' must be at most 128 characters.")),
+    ('{"email": "api@example.com", "password": "   "}', "application/json",
+     ("missing_field", "'password' is required.")),
+])
+def test_every_bad_body_is_a_400_naming_its_first_problem(seeded, client, body, content_type, expected):
+    response = client.post("/api/v1/auth/token", data=body, content_type=content_type)
+    assert response.status_code == 400
+    assert response.get_json() == {"error": expected[0], "message": expected[1]}
 
 
 def test_missing_forged_expired_and_misused_tokens_are_401(seeded, client):

@@ -7,6 +7,7 @@ import re
 
 from jsonschema import Draft202012Validator
 
+from app.services.catalog import PLAN_CATALOG
 from tests.api.conftest import PREFIX
 from tests.webhooks.signing import sign
 
@@ -68,6 +69,17 @@ def test_the_document_is_well_formed(app, contract):
     assert (signature["name"], signature["in"], signature["required"]) == ("Stripe-Signature", "header", True)
     assert document["paths"]["/auth/token"]["post"]["security"] == []
     assert document["paths"]["/me"]["get"]["security"] == [{"bearerAuth": []}]
+
+
+def test_the_plan_names_are_the_catalogs(contract):
+    """Generated from the models, whose plan names come from the catalog's definitions (not a list of their own)."""
+    plans = sorted(PLAN_CATALOG, key=lambda spec: spec.sort_order)
+    paid = [spec.name for spec in plans if spec.price_monthly > 0]
+    schemas = contract.document["components"]["schemas"]
+    assert schemas["CheckoutRequest"]["properties"]["plan_name"]["enum"] == paid
+    assert schemas["PlanChangeRequest"]["properties"]["plan_name"]["enum"] == paid
+    assert schemas["PlanChange"]["properties"]["plan"]["enum"] == paid
+    assert schemas["Subscription"]["properties"]["plan"]["enum"] == [spec.name for spec in plans]
 
 
 def test_real_answers_validate_against_the_document(api, stripe_emulator, webhooks_to_app):
