@@ -11,7 +11,7 @@ from app.config import load_settings
 from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, mail, migrate
 from app.services import stripe_gateway
 from app.logging import configure_logging
-from app.security import register_hardening
+from app.security import load_session_user, register_hardening
 from app import sqlite_locking  # noqa: F401  (SELECT … FOR UPDATE on the fresh-clone SQLite)
 
 
@@ -62,12 +62,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_view = "account.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "info"
-
-    @login_manager.user_loader
-    def load_user(user_id: str):
-        from app.models import User
-
-        return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    login_manager.user_loader(load_session_user)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -1,6 +1,9 @@
-"""The rate limits of the API and of the billing pages, and who a per-user limit counts.
+"""The rate limits of the API, the billing pages and the account forms, and who a per-user limit counts.
 
 Each limit is read from the configuration at request time, so a test or an operator can change it on a live app.
+Log-in (the form and `/auth/token`) is one budget per address. Sign-up and password-reset mails have a budget
+per address and one for the whole site: each sign-up costs a deliberately slow password hash, so a flood of them
+from many addresses would otherwise take every worker.
 """
 from __future__ import annotations
 
@@ -21,8 +24,41 @@ def billing_limit() -> str:
 
 
 def login_limit() -> str:
-    """Each way to log in (RATELIMIT_LOGIN)."""
+    """Every way to log in together, per address (RATELIMIT_LOGIN)."""
     return current_app.config["RATELIMIT_LOGIN"]
+
+
+#: The scope that makes the log-in form and `/auth/token` one budget.
+LOGIN_SCOPE = "login"
+DEFAULT_SIGNUP_LIMIT = "5 per minute;20 per hour"
+DEFAULT_SIGNUP_GLOBAL_LIMIT = "60 per minute;1000 per hour"
+DEFAULT_ACCOUNT_MAIL_LIMIT = "5 per minute;20 per hour"
+DEFAULT_ACCOUNT_MAIL_GLOBAL_LIMIT = "60 per minute"
+
+
+def signup_limit() -> str:
+    """Accounts created per address (RATELIMIT_SIGNUP)."""
+    return current_app.config.get("RATELIMIT_SIGNUP") or DEFAULT_SIGNUP_LIMIT
+
+
+def signup_global_limit() -> str:
+    """Accounts created by everyone together (RATELIMIT_SIGNUP_GLOBAL)."""
+    return current_app.config.get("RATELIMIT_SIGNUP_GLOBAL") or DEFAULT_SIGNUP_GLOBAL_LIMIT
+
+
+def account_mail_limit() -> str:
+    """Password-reset and verification mails asked for, per address (RATELIMIT_ACCOUNT_MAIL)."""
+    return current_app.config.get("RATELIMIT_ACCOUNT_MAIL") or DEFAULT_ACCOUNT_MAIL_LIMIT
+
+
+def account_mail_global_limit() -> str:
+    """Password-reset and verification mails asked for by everyone together (RATELIMIT_ACCOUNT_MAIL_GLOBAL)."""
+    return current_app.config.get("RATELIMIT_ACCOUNT_MAIL_GLOBAL") or DEFAULT_ACCOUNT_MAIL_GLOBAL_LIMIT
+
+
+def whole_site() -> str:
+    """The key of a limit everyone shares."""
+    return "site"
 
 
 def rate_limit_identity() -> str:

@@ -1,23 +1,35 @@
-"""Production hardening: the proxy in front, HTTPS, security headers and CSP, Sentry.
+"""Production hardening: the proxy in front, HTTPS, security headers and CSP, hostile input, Sentry, sessions.
 
 - ProxyFix trusts the load balancer's X-Forwarded-For/Proto/Host (in production, or with TRUST_PROXY=true), so
   `request.remote_addr` is the client, `request.is_secure` is true behind TLS termination, and url_for builds
-  https URLs. The PROXY_FIX_X_* settings say how many proxies set each header.
-- flask-talisman redirects plain HTTP to HTTPS and sends HSTS (production only), and sends the CSP and the other
-  security headers everywhere, so development and the browser tests see the policy production enforces.
+  https URLs. The PROXY_FIX_X_* settings say how many proxies set each header. The headers are read only from a
+  peer in TRUSTED_PROXIES (loopback and private networks unless configured): a client reaching the app directly
+  cannot pick its own address (and so its rate-limit budget, or a place in METRICS_ALLOWED_NETWORKS).
+- flask-talisman redirects plain HTTP to HTTPS (to APP_BASE_URL, never to the request's Host header) and sends
+  HSTS (production only), and sends the CSP and the other security headers everywhere, so development and the
+  browser tests see the policy production enforces.
   `/healthz` and `/metrics` keep answering plain HTTP: load balancers and Prometheus probe them inside the network.
+- Hostile input is a 4xx at the door: a path with control characters (before anything logs it), a NUL in a query
+  or form value, an `<int:…>` path id beyond PostgreSQL's integer (no route: 404).
+- The session user is loaded only while the cookie's server-side session is live (`load_session_user`).
 - Sentry (sentry-sdk) when SENTRY_DSN is set: no PII, and the log redaction applied to every event.
 """
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from flask import Flask, abort, request
+from flask import Flask, abort, redirect, request, session
 from flask_talisman import Talisman
+from werkzeug.exceptions import BadRequest
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from app.logging import redact_value
+from app.models import User
+from app.services import sessions
 
 #: Where our forms' POSTs are redirected to (303 to Checkout or the Customer Portal). Chromium applies
 #: form-action to the redirects that follow a submission, so these hosts must be allowed.
@@ -26,6 +38,13 @@ STRIPE_REDIRECT_ORIGINS = ("https://checkout.stripe.com", "https://billing.strip
 EMULATOR_DEFAULT_BASE = "http://127.0.0.1:12111"
 #: Endpoints answered over plain HTTP even when HTTPS is forced.
 PLAIN_HTTP_ENDPOINTS = frozenset({"health.healthz", "metrics.scrape"})
+#: The peers whose X-Forwarded-* headers are read unless TRUSTED_PROXIES says otherwise: loopback and private
+#: networks, where a load balancer sits; a client on the internet reaching the app directly is never among them.
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+#: The largest id a path may name: PostgreSQL's `integer`, the type of every id column.
+MAX_PATH_ID = 2**31 - 1
+#: Where the browser session keeps the id of its server-side `AuthSession` row.
+SESSION_ID_KEY = "_auth_session"
 
 
 class SiteTalisman(Talisman):
@@ -40,9 +59,20 @@ class SiteTalisman(Talisman):
         super().__init__(app, **options)
 
     def _force_https(self):
+        """Plain HTTP is sent to the same path on APP_BASE_URL: the Host header is the client's to choose."""
         if request.endpoint in self.plain_http_endpoints:
             return None
-        return super()._force_https()
+        if not self._get_local_options()["force_https"] or self.app.debug or request.is_secure:
+            return None
+        if request.headers.get("X-Forwarded-Proto", "http") == "https":
+            return None
+        base = (self.app.config.get("APP_BASE_URL") or "").rstrip("/")
+        if not base:
+            return super()._force_https()
+        target = base + quote(request.path, safe="/%:@!$&'()*+,;=-._~")
+        if request.query_string:
+            target += "?" + request.query_string.decode("latin-1")
+        return redirect(target, code=301 if self.force_https_permanent else 302)
 
 
 def origin_of(url: str | None) -> str | None:
@@ -75,18 +105,94 @@ def content_security_policy(config: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def parse_networks(value: str | Iterable[str] | None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """`"10.0.0.0/8, 192.0.2.7"` (or a list of such) -> networks; None -> DEFAULT_TRUSTED_PROXIES."""
+    if value is None:
+        value = DEFAULT_TRUSTED_PROXIES
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    return [ipaddress.ip_network(item, strict=False) for item in items]
+
+
+class TrustedProxyFix:
+    """ProxyFix applied only when the connecting peer is a trusted proxy; anyone else's X-Forwarded-* is ignored."""
+
+    def __init__(self, wsgi_app, trusted: list, **hops: int):
+        self.wsgi_app = wsgi_app
+        self.proxied = ProxyFix(wsgi_app, **hops)
+        self.trusted = trusted
+
+    def peer_is_trusted(self, address: str | None) -> bool:
+        try:
+            peer = ipaddress.ip_address((address or "").split("%")[0])
+        except ValueError:
+            return False
+        return any(peer in network for network in self.trusted if network.version == peer.version)
+
+    def __call__(self, environ, start_response):
+        if self.peer_is_trusted(environ.get("REMOTE_ADDR")):
+            return self.proxied(environ, start_response)
+        return self.wsgi_app(environ, start_response)
+
+
 def register_proxy_fix(app: Flask) -> None:
-    """Trust the load balancer's X-Forwarded-* headers (production, or TRUST_PROXY=true)."""
+    """Trust the load balancer's X-Forwarded-* headers (production, or TRUST_PROXY=true), from TRUSTED_PROXIES only."""
     config = app.config
     if config["ENVIRONMENT"] == "production" or config.get("TRUST_PROXY"):
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+        app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
             app.wsgi_app,
+            parse_networks(config.get("TRUSTED_PROXIES")),
             x_for=config["PROXY_FIX_X_FOR"],
             x_proto=config["PROXY_FIX_X_PROTO"],
             x_host=config["PROXY_FIX_X_HOST"],
             x_port=config["PROXY_FIX_X_PORT"],
             x_prefix=config["PROXY_FIX_X_PREFIX"],
         )
+
+
+def has_control_character(text: str) -> bool:
+    """CR, LF, NUL and the other C0 controls (and DEL): never part of a path, a redirect target or a log line."""
+    return any(ord(char) < 32 or char == "\x7f" for char in text)
+
+
+class ControlCharacterGuard:
+    """A 400 for a path holding control characters, before the app (and its request log) sees it."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "").encode("latin-1", "replace").decode("utf-8", "replace")
+        if has_control_character(path):
+            return BadRequest("The path holds control characters.")(environ, start_response)
+        return self.wsgi_app(environ, start_response)
+
+
+class PostgresIntConverter(IntegerConverter):
+    """`<int:…>` path ids that fit PostgreSQL's integer: a larger one matches no route (404), not a failing query."""
+
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = None,
+                 signed: bool = False) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=MAX_PATH_ID if max is None else max,
+                         signed=signed)
+
+
+def safe_next(target: str | None, prefix: str = "/") -> str | None:
+    """A same-site path under `prefix` to redirect to, or None: anything with a scheme, a host, a backslash or a
+    control character (a header injection, or a 500 from the response headers) is refused."""
+    if not target or not isinstance(target, str) or has_control_character(target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith(prefix) or target.startswith("//") or "\\" in target:
+        return None
+    return target
+
+
+def load_session_user(user_id: str) -> User | None:
+    """Flask-Login's loader: the cookie's user, only while its server-side session is live (not logged out, not
+    ended by a password change or "log out everywhere", not expired)."""
+    if not (isinstance(user_id, str) and user_id.isascii() and user_id.isdigit() and 0 < int(user_id) <= MAX_PATH_ID):
+        return None
+    return sessions.live_user(session.get(SESSION_ID_KEY), int(user_id), sessions.WEB)
 
 
 def register_security_headers(app: Flask) -> None:
@@ -155,7 +261,10 @@ def register_nul_byte_guard(app: Flask) -> None:
 
 
 def register_hardening(app: Flask) -> None:
+    """Every hardening step; runs before the blueprints are registered, so their `<int:…>` ids are bounded."""
+    app.url_map.converters["int"] = PostgresIntConverter
     register_proxy_fix(app)
+    app.wsgi_app = ControlCharacterGuard(app.wsgi_app)  # type: ignore[method-assign]
     register_nul_byte_guard(app)
     register_security_headers(app)
     init_sentry(app)

@@ -2,32 +2,56 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, PasswordField
 from wtforms.validators import DataRequired, Email, EqualTo, Length
 
-from app.services.accounts import MIN_PASSWORD_LENGTH
+from app.services.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 
 def strip(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
 
 
+def new_password_field(label: str = "Password") -> PasswordField:
+    return PasswordField(label, validators=[
+        DataRequired(),
+        Length(min=MIN_PASSWORD_LENGTH, message=f"Use at least {MIN_PASSWORD_LENGTH} characters."),
+        Length(max=MAX_PASSWORD_LENGTH, message=f"Use at most {MAX_PASSWORD_LENGTH} characters."),
+    ])
+
+
+def confirm_field(label: str = "Confirm password") -> PasswordField:
+    return PasswordField(label, validators=[DataRequired(), EqualTo("password", message="Passwords do not match.")])
+
+
+def email_field() -> EmailField:
+    return EmailField("Email", filters=[strip],
+                      validators=[DataRequired(), Email(check_deliverability=False), Length(max=320)])
+
+
 class SignupForm(FlaskForm):
-    email = EmailField("Email", filters=[strip], validators=[DataRequired(), Email(check_deliverability=False), Length(max=320)])
-    password = PasswordField(
-        "Password",
-        validators=[
-            DataRequired(),
-            Length(min=MIN_PASSWORD_LENGTH, max=128, message=f"Use at least {MIN_PASSWORD_LENGTH} characters."),
-        ],
-    )
-    confirm = PasswordField(
-        "Confirm password", validators=[DataRequired(), EqualTo("password", message="Passwords do not match.")]
-    )
+    email = email_field()
+    password = new_password_field()
+    confirm = confirm_field()
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", filters=[strip], validators=[DataRequired(), Email(check_deliverability=False), Length(max=320)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=128)])
+    email = email_field()
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
     next = HiddenField()  # where to go after logging in; rendered by hidden_tag() so the POST keeps it
 
 
 class LogoutForm(FlaskForm):
     """Only the CSRF token: log-out is a POST so a link on another site cannot log people out."""
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = email_field()
+
+
+class ResetPasswordForm(FlaskForm):
+    password = new_password_field("New password")
+    confirm = confirm_field("Confirm new password")
+
+
+class ChangePasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
+    password = new_password_field("New password")
+    confirm = confirm_field("Confirm new password")

@@ -1,38 +1,71 @@
-from urllib.parse import urlsplit
-
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from app.account import bp
-from app.account.forms import LoginForm, LogoutForm, SignupForm
-from app.extensions import limiter
+from app.account.forms import (
+    ChangePasswordForm,
+    ForgotPasswordForm,
+    LoginForm,
+    LogoutForm,
+    ResetPasswordForm,
+    SignupForm,
+)
+from app.extensions import db, limiter
+from app.ratelimits import (
+    LOGIN_SCOPE,
+    account_mail_global_limit,
+    account_mail_limit,
+    login_limit,
+    signup_global_limit,
+    signup_limit,
+    whole_site,
+)
+from app.security import SESSION_ID_KEY, safe_next
+from app.services import accounts, sessions
 from app.services.accounts import AccountError, authenticate, create_user
 from app.services.billing_summary import plan_outlook
 from app.services.catalog import chosen_plan
-from app.services.subscriptions import effective_plan, effective_subscription
 from app.services.strategies import usage_summary
+from app.services.subscriptions import effective_plan, effective_subscription
+
+#: Each form that sends mail counts against the same budgets (per address and site-wide).
+account_mail_limits = (
+    limiter.shared_limit(account_mail_limit, scope="account-mail", methods=["POST"]),
+    limiter.shared_limit(account_mail_global_limit, scope="account-mail-site", key_func=whole_site, methods=["POST"]),
+)
 
 
-def safe_next(target: str | None) -> str | None:
-    """Only same-site paths are followed after log-in; anything with a scheme or host is an open redirect."""
-    if not target:
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return None
-    return target
+def mail_limited(view):
+    for limit in account_mail_limits:
+        view = limit(view)
+    return view
 
 
 def start_session(user) -> None:
-    """Log the user in with a fresh session (no fixation: whatever the visitor carried is dropped)."""
+    """Log the user in with a fresh session (no fixation: whatever the visitor carried is dropped), backed by a
+    server-side row the cookie names: ending the row ends the cookie, wherever a copy of it is."""
     session.clear()
+    row = sessions.start(user.id, sessions.WEB, current_app.permanent_session_lifetime)
+    db.session.commit()
+    session[SESSION_ID_KEY] = row.id
     login_user(user)
     session.permanent = True
 
 
+def end_session() -> None:
+    """Log out of the browser: the server-side row is revoked, so a copy of the cookie opens nothing either."""
+    sessions.revoke(session.get(SESSION_ID_KEY), "logout")
+    db.session.commit()
+    logout_user()
+    session.clear()
+
+
 @bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(signup_limit, methods=["POST"])
+@limiter.limit(signup_global_limit, key_func=whole_site, scope="signup-site", methods=["POST"])
 def signup():
-    """Create a free account and log in; with a plan chosen on the pricing page, go on to review and pay for it.
+    """Create a free account, log in and mail the link that verifies the address; with a plan chosen on the
+    pricing page, go on to review and pay for it.
 
     The choice travels in the query string (`?plan=pro&cycle=monthly`, kept by the form's action); one that names
     no paid plan on sale is ignored and the visitor simply signs up for Free.
@@ -49,21 +82,18 @@ def signup():
             form.email.errors.append(exc.message) if exc.code == "email_taken" else form.password.errors.append(exc.message)
         else:
             start_session(user)
+            accounts.send_verification(user)
             if review_url:
                 flash(f"Welcome! Your account is ready: confirm {choice.plan.display_name} below to upgrade.", "success")
                 return redirect(review_url)
-            flash("Welcome! Your account is on the Free plan.", "success")
+            flash("Welcome! Your account is on the Free plan. We sent you a link to confirm your email.", "success")
             return redirect(url_for("account.show_account"))
     status = 400 if form.is_submitted() else 200
     return render_template("account/signup.html", form=form, choice=choice, review_url=review_url), status
 
 
-def login_limit() -> str:
-    return current_app.config["RATELIMIT_LOGIN"]
-
-
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(login_limit, methods=["POST"])
+@limiter.shared_limit(login_limit, scope=LOGIN_SCOPE, methods=["POST"])
 def login():
     """Log in with email and password."""
     if current_user.is_authenticated:
@@ -86,16 +116,34 @@ def logout():
     """Log out (POST with CSRF only)."""
     form = LogoutForm()
     if form.validate_on_submit():
-        logout_user()
-        session.clear()
+        end_session()
         flash("You have been logged out.", "info")
     return redirect(url_for("pricing.show_pricing"))
+
+
+@bp.post("/account/logout-everywhere")
+@login_required
+def logout_everywhere():
+    """End every session and API token of the user, this browser's included."""
+    if not LogoutForm().validate_on_submit():
+        return redirect(url_for("account.show_account"))
+    sessions.revoke_all(current_user.id, "logout_everywhere")
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You have been logged out everywhere: every browser and API token must log in again.", "info")
+    return redirect(url_for("account.login"))
 
 
 @bp.get("/account")
 @login_required
 def show_account():
-    """The user's email, current plan and what happens to it next, and usage against the plan's limits."""
+    """The user's email, current plan and what happens to it next, usage against the plan's limits, and the
+    password and session controls."""
+    return render_account(ChangePasswordForm(formdata=None))
+
+
+def render_account(password_form: ChangePasswordForm, status: int = 200):
     subscription = effective_subscription(current_user.id)
     return render_template(
         "account/account.html",
@@ -103,4 +151,85 @@ def show_account():
         subscription=subscription,
         outlook=plan_outlook(current_user, subscription),
         usage=usage_summary(current_user.id),
-    )
+        password_form=password_form,
+        session_form=LogoutForm(),
+        email_verified=accounts.is_email_verified(current_user),
+    ), status
+
+
+@bp.post("/account/password")
+@login_required
+@limiter.shared_limit(login_limit, scope=LOGIN_SCOPE)
+def change_password():
+    """Change the password (the current one is asked); every other session and API token ends."""
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(current_user, form.current.data, form.password.data,
+                                     keep_session=session.get(SESSION_ID_KEY))
+        except AccountError as exc:
+            (form.current if exc.code == "wrong_password" else form.password).errors.append(exc.message)
+        else:
+            flash("Your password has been changed; your other sessions have been logged out.", "success")
+            return redirect(url_for("account.show_account"))
+    return render_account(form, 400)
+
+
+@bp.route("/forgot-password", methods=["GET", "POST"])
+@mail_limited
+def forgot_password():
+    """Ask for a reset link; the answer is the same whether or not the email has an account."""
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        accounts.send_password_reset(form.email.data)
+        flash("If an account uses this email, a link to reset its password is on its way. It works for an hour.",
+              "info")
+        return redirect(url_for("account.login"))
+    status = 400 if form.is_submitted() else 200
+    return render_template("account/forgot_password.html", form=form), status
+
+
+@bp.route("/reset-password/<token>", methods=["GET", "POST"])
+@limiter.shared_limit(login_limit, scope=LOGIN_SCOPE, methods=["POST"])
+def reset_password(token: str):
+    """Choose a new password from a mailed link; every session and API token of the account ends."""
+    if accounts.user_for_reset_token(token) is None:
+        flash("This reset link is invalid, used or expired: ask for a new one.", "warning")
+        return redirect(url_for("account.forgot_password"))
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.reset_password(token, form.password.data)
+        except AccountError as exc:
+            form.password.errors.append(exc.message)
+        else:
+            if current_user.is_authenticated:
+                logout_user()
+            session.clear()
+            flash("Your password has been reset: log in with the new one.", "success")
+            return redirect(url_for("account.login"))
+    status = 400 if form.is_submitted() else 200
+    return render_template("account/reset_password.html", form=form), status
+
+
+@bp.get("/verify-email/<token>")
+def verify_email(token: str):
+    """Follow the mailed link: the address is confirmed (whoever is logged in, the link names its account)."""
+    try:
+        accounts.verify_email(token)
+    except AccountError as exc:
+        flash(exc.message, "warning")
+    else:
+        flash("Thank you: your email is confirmed.", "success")
+    return redirect(url_for("account.show_account") if current_user.is_authenticated else url_for("account.login"))
+
+
+@bp.post("/account/verify-email")
+@login_required
+@mail_limited
+def resend_verification():
+    """Mail the verification link again."""
+    if LogoutForm().validate_on_submit() and not accounts.is_email_verified(current_user):
+        accounts.send_verification(current_user)
+        flash(f"We sent a new link to {current_user.email}.", "info")
+    return redirect(url_for("account.show_account"))

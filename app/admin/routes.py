@@ -4,6 +4,7 @@ from flask_login import current_user
 from app.admin import bp
 from app.admin.forms import ActionForm, LookupForm
 from app.extensions import csrf
+from app.security import safe_next
 from app.services import DomainError
 from app.services.admin import replay_event, sync_user
 from app.services.reporting import dashboard, user_report
@@ -49,8 +50,7 @@ def replay_webhook_event(event_id: str):
         abort(400)
     category, message = replay_event(event_id, current_user.id)
     flash(message, category)
-    return redirect(request.form.get("next") if request.form.get("next", "").startswith("/admin")
-                    else url_for("admin.show_dashboard"))
+    return redirect(safe_next(request.form.get("next"), prefix="/admin") or url_for("admin.show_dashboard"))
 
 
 @bp.post("/users/<int:user_id>/sync")

@@ -1,50 +1,82 @@
-"""`POST /auth/token` and `POST /auth/refresh`: JWT bearer tokens for API clients."""
+"""`POST /auth/token` and `POST /auth/refresh`: JWT bearer tokens for API clients.
+
+Each `/auth/token` starts a token family: a server-side `AuthSession` row whose id every token of the family
+carries (`sid`). A token is accepted only while its family is live, so "log out everywhere" and a password change
+end it at once. Refresh tokens rotate: each works once, and presenting a spent one revokes the whole family
+(the OAuth 2.0 Security BCP's reuse detection), ending the access tokens of whoever holds the copy too.
+"""
 from __future__ import annotations
 
 from flask import current_app
-from flask_jwt_extended import create_access_token, create_refresh_token, jwt_required
+from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, jwt_required
 
 from app.api.blueprint import bp
 from app.api.common import ApiError, current_api_user, error_response, user_for_identity
 from app.api.schemas import Error, Me, TokenPair, TokenRequest
 from app.api.spec import BAD_REQUEST, TOO_MANY_REQUESTS, UNAUTHORIZED, operation
-from app.extensions import jwt, limiter
-from app.ratelimits import login_limit
+from app.extensions import db, jwt, limiter
+from app.ratelimits import LOGIN_SCOPE, login_limit
+from app.services import sessions
 from app.services.accounts import authenticate
 
+#: The claim naming the token's family (its `AuthSession` row).
+FAMILY_CLAIM = "sid"
 
-def token_pair(user_id: int) -> TokenPair:
-    """A fresh access token and refresh token for the user."""
+
+def token_pair(user_id: int, family_id: str, refresh_jti: str) -> TokenPair:
+    """An access token and the family's one usable refresh token (id `refresh_jti`)."""
     identity = str(user_id)
     return TokenPair(
-        access_token=create_access_token(identity=identity),
-        refresh_token=create_refresh_token(identity=identity),
+        access_token=create_access_token(identity=identity, additional_claims={FAMILY_CLAIM: family_id}),
+        refresh_token=create_refresh_token(identity=identity,
+                                           additional_claims={FAMILY_CLAIM: family_id, "jti": refresh_jti}),
         token_type="bearer",
         expires_in=int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
     )
 
 
 @bp.post("/auth/token")
-@limiter.limit(login_limit)
+@limiter.shared_limit(login_limit, scope=LOGIN_SCOPE)
 @operation("issueToken", "auth", {
     200: (TokenPair, "The tokens."), 400: BAD_REQUEST,
     401: (Error, "Email or password is incorrect (`invalid_credentials`)."), 429: TOO_MANY_REQUESTS,
 }, public=True)
 def issue_token(json: TokenRequest):
-    """Exchange email and password for a token pair."""
+    """Exchange email and password for a token pair (a new token family)."""
     user = authenticate(json.email, json.password)
     if user is None:
         raise ApiError("Email or password is incorrect.", code="invalid_credentials", status=401)
-    return token_pair(user.id).respond()
+    refresh_jti = sessions.new_token_id()
+    family = sessions.start(user.id, sessions.API, current_app.config["JWT_REFRESH_TOKEN_EXPIRES"], refresh_jti)
+    db.session.commit()
+    return token_pair(user.id, family.id, refresh_jti).respond()
 
 
 @bp.post("/auth/refresh")
 @jwt_required(refresh=True)
 @operation("refreshToken", "auth", {200: (TokenPair, "The new tokens."), 401: UNAUTHORIZED})
 def refresh_token():
-    """A new token pair; send the *refresh* token as bearer."""
+    """A new token pair; send the *refresh* token as bearer. Each refresh token works once: using one again
+    revokes its family (every token from the same log-in)."""
     user = current_api_user()
-    return token_pair(user.id).respond()
+    claims = get_jwt()
+    family_id = claims.get(FAMILY_CLAIM)
+    next_jti = sessions.rotate_refresh(family_id, user.id, claims.get("jti"),
+                                       current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
+    if next_jti is None:
+        raise ApiError("The refresh token was already used or revoked: log in again.", code="invalid_token",
+                       status=401)
+    db.session.commit()
+    return token_pair(user.id, family_id, next_jti).respond()
+
+
+@jwt.token_in_blocklist_loader
+def token_revoked(header, payload) -> bool:
+    """A token is revoked unless its family is live (not logged out everywhere, no password change, no reuse)."""
+    user_id = payload.get(current_app.config["JWT_IDENTITY_CLAIM"])
+    if not (isinstance(user_id, str) and user_id.isascii() and user_id.isdigit()):
+        return True
+    return not sessions.is_live(payload.get(FAMILY_CLAIM), int(user_id), sessions.API)
 
 
 @jwt.unauthorized_loader

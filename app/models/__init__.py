@@ -1,5 +1,6 @@
 """The data model; importing this package registers every table on `db.metadata`."""
 from app.models.audit import AuditLog
+from app.models.auth import AUTH_SESSION_KINDS, AuthSession, VerifiedEmail
 from app.models.base import utcnow
 from app.models.conversion import UserConversion
 from app.models.daily import DailyCount, DailySubscriptionChange
@@ -11,7 +12,7 @@ from app.models.subscription import ACCESS_STATUSES, LIVE_STATUSES, STATUSES, Us
 from app.models.user import User, normalize_email
 
 __all__ = [
-    "ACCESS_STATUSES", "MAIL_KINDS", "MailOutbox", "AlertSettings", "AuditLog", "Backtest", "BILLING_CYCLES", "DailyCount", "DailySubscriptionChange", "LIVE_STATUSES", "PlanFeature",
+    "ACCESS_STATUSES", "AUTH_SESSION_KINDS", "AuthSession", "MAIL_KINDS", "MailOutbox", "AlertSettings", "AuditLog", "Backtest", "BILLING_CYCLES", "DailyCount", "DailySubscriptionChange", "LIVE_STATUSES", "PlanFeature",
     "STATUSES", "Strategy", "StripeEvent",
-    "SubscriptionPlan", "User", "UserConversion", "UserSubscription", "normalize_email", "utcnow",
+    "SubscriptionPlan", "User", "UserConversion", "UserSubscription", "VerifiedEmail", "normalize_email", "utcnow",
 ]

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.extensions import db
 from app.models.base import UTCDateTime, utcnow
 
-MAIL_KINDS = ("payment_failed", "subscription_activated", "cancellation_scheduled", "subscription_ended")
+MAIL_KINDS = ("payment_failed", "subscription_activated", "cancellation_scheduled", "subscription_ended",
+              "password_reset", "verify_email")
 
 
 class MailOutbox(db.Model):

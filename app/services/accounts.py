@@ -1,18 +1,66 @@
-"""Sign-up, log-in and operator-created accounts."""
+"""Sign-up, log-in, passwords (change and reset by mail), email verification, operator-created accounts.
+
+Reset and verification links are itsdangerous signed, timed tokens (SECRET_KEY, one salt per purpose). A reset
+token names the user and a fingerprint of the current password hash, so it works once: the reset changes the
+hash. Every password change ends the user's other sessions and API token families.
+"""
 from __future__ import annotations
 
+import hashlib
+import secrets
+from functools import cache
+from pathlib import Path
+
+from flask import current_app
+from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
-from app.models import AuditLog, User, normalize_email
-from app.services import DomainError
+from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
+from app.services import DomainError, mail, sessions
+from app.services.audit import record
+from app.urls import external_url
 
 MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 128
+#: The bundled list of common passwords (NIST SP 800-63B: refuse passwords known from breaches).
+COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt"
+#: A reset link is valid this long (and only until the password changes).
+RESET_MAX_AGE = 3600
+#: A verification link is valid this long.
+VERIFY_MAX_AGE = 3 * 24 * 3600
+RESET_SALT, VERIFY_SALT = "password-reset", "email-verification"
 
 
 class AccountError(DomainError):
     code = "account_error"
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """The bundled list, lower-cased, read once per process."""
+    lines = COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().lower() for line in lines if line.strip() and not line.startswith("#"))
+
+
+@cache
+def dummy_hash() -> str:
+    """A hash to check a password against when the email names nobody, so both answers take the same time."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def check_new_password(password: str, email: str | None = None) -> None:
+    """Raise AccountError (`weak_password`) for a password too short, too long, common or equal to the email."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.", code="weak_password")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AccountError(f"Password must be at most {MAX_PASSWORD_LENGTH} characters.", code="weak_password")
+    lowered = password.strip().lower()
+    if lowered in common_passwords() or (email and lowered == normalize_email(email)):
+        raise AccountError("This password is one of the most common ones and easy to guess: choose another.",
+                           code="weak_password")
 
 
 def find_user_by_email(email: str) -> User | None:
@@ -20,10 +68,9 @@ def find_user_by_email(email: str) -> User | None:
 
 
 def create_user(email: str, password: str, is_admin: bool = False) -> User:
-    """Create an account; raises AccountError when the email is taken or the password too short."""
+    """Create an account; raises AccountError when the email is taken or the password too weak."""
     email = normalize_email(email)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.", code="weak_password")
+    check_new_password(password, email)
     if find_user_by_email(email) is not None:
         raise AccountError("An account with this email already exists.", code="email_taken", status=409)
     user = User(email=email, is_admin=is_admin)
@@ -40,8 +87,113 @@ def create_user(email: str, password: str, is_admin: bool = False) -> User:
 
 
 def authenticate(email: str, password: str) -> User | None:
-    """The user with this email and password, or None (the same answer for a wrong email or password)."""
+    """The user with this email and password, or None (the same answer, in the same time, for a wrong email)."""
     user = find_user_by_email(email)
-    if user is None or not user.check_password(password):
+    if user is None:
+        check_password_hash(dummy_hash(), password)
+        return None
+    return user if user.check_password(password) else None
+
+
+def change_password(user: User, current: str, new: str, keep_session: str | None = None) -> None:
+    """Set a new password after checking the current one; every other session and token of the user ends."""
+    if not user.check_password(current):
+        raise AccountError("The current password is incorrect.", code="wrong_password")
+    set_new_password(user, new, reason="password_changed", keep_session=keep_session)
+
+
+def set_new_password(user: User, new: str, reason: str, keep_session: str | None = None) -> None:
+    """Hash and store `new`, end the user's sessions (but `keep_session`), audit, commit."""
+    check_new_password(new, user.email)
+    user.set_password(new)
+    sessions.revoke_all(user.id, reason, keep=keep_session)
+    record(f"user.{reason}", user.id)
+    db.session.commit()
+
+
+def serializer(salt: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=salt)
+
+
+def password_fingerprint(user: User) -> str:
+    """Changes whenever the password does: binds a reset link to the password it replaces."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:32]
+
+
+def password_reset_token(user: User) -> str:
+    return serializer(RESET_SALT).dumps({"user": user.id, "password": password_fingerprint(user)})
+
+
+def user_for_reset_token(token: str) -> User | None:
+    """The user a reset link is for, while it is under an hour old and the password unchanged; else None."""
+    try:
+        data = serializer(RESET_SALT).loads(token, max_age=RESET_MAX_AGE)
+    except BadData:
+        return None
+    user = user_from_token_data(data)
+    if user is None or not secrets.compare_digest(str(data.get("password")), password_fingerprint(user)):
         return None
     return user
+
+
+def reset_password(token: str, new: str) -> User:
+    """Set the password a valid reset link allows; every session and token of the user ends."""
+    user = user_for_reset_token(token)
+    if user is None:
+        raise AccountError("This reset link is invalid, used or expired: ask for a new one.", code="invalid_link")
+    set_new_password(user, new, reason="password_reset")
+    return user
+
+
+def email_verification_token(user: User) -> str:
+    return serializer(VERIFY_SALT).dumps({"user": user.id, "email": user.email})
+
+
+def verify_email(token: str) -> User:
+    """Record that the user owns the address a verification link was sent to (still their login email)."""
+    try:
+        data = serializer(VERIFY_SALT).loads(token, max_age=VERIFY_MAX_AGE)
+    except BadData:
+        data = None
+    user = user_from_token_data(data)
+    if user is None or data.get("email") != user.email:
+        raise AccountError("This verification link is invalid or expired: ask for a new one.", code="invalid_link")
+    row = db.session.get(VerifiedEmail, user.id)
+    if row is None:
+        db.session.add(VerifiedEmail(user_id=user.id, email=user.email, verified_at=utcnow()))
+    elif row.email != user.email:
+        row.email, row.verified_at = user.email, utcnow()
+    record("user.email_verified", user.id)
+    db.session.commit()
+    return user
+
+
+def is_email_verified(user: User) -> bool:
+    row = db.session.get(VerifiedEmail, user.id)
+    return row is not None and row.email == user.email
+
+
+def user_from_token_data(data: object) -> User | None:
+    """The user a signed token's payload names (the signature already vouches for the payload)."""
+    if not isinstance(data, dict) or not isinstance(data.get("user"), int):
+        return None
+    return db.session.get(User, data["user"])
+
+
+def send_password_reset(email: str) -> None:
+    """Mail a reset link when the email names an account; nothing otherwise (the caller answers the same)."""
+    user = find_user_by_email(email)
+    if user is None:
+        return
+    link = external_url("account.reset_password", token=password_reset_token(user))
+    mail.queue_mail("password_reset", secrets.token_hex(8), user, link=link, minutes=RESET_MAX_AGE // 60)
+    db.session.commit()
+    mail.deliver_pending()
+
+
+def send_verification(user: User) -> None:
+    """Mail a link that proves the user owns their login email."""
+    link = external_url("account.verify_email", token=email_verification_token(user))
+    mail.queue_mail("verify_email", secrets.token_hex(8), user, link=link, days=VERIFY_MAX_AGE // 86400)
+    db.session.commit()
+    mail.deliver_pending()
