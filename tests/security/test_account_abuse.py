@@ -1,0 +1,170 @@
+"""Abuse of the account forms: sign-up floods, common passwords, log-in timing that tells which emails have an
+account, one log-in budget for the form and the API, password reset by mail and email verification."""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+
+import pytest
+
+from app import create_app
+from app.extensions import db
+from app.services.accounts import authenticate
+from tests.conftest import make_config
+from tests.factories import UserFactory
+
+PREFIX = "/api/v1"
+LINK = re.compile(r"https?://\S+/(reset-password|verify-email)/(\S+)")
+
+
+def signup_statuses(app, count: int, address: str = "203.0.113.7") -> list[int]:
+    client = app.test_client()
+    statuses = []
+    for i in range(count):
+        from tests.conftest import Auth
+
+        auth = Auth(client)
+        token = auth.token("/signup")
+        response = client.post("/signup", data={"email": f"flood{i}-{address}@example.com", "password": "correct horse",
+                                                "confirm": "correct horse", "csrf_token": token},
+                               environ_overrides={"REMOTE_ADDR": address})
+        statuses.append(response.status_code)
+        client.delete_cookie("session")
+    return statuses
+
+
+def test_sign_up_is_rate_limited_per_address(seeded):
+    statuses = signup_statuses(seeded, 8)
+    assert statuses[:5] == [302] * 5 and set(statuses[5:]) == {429}, statuses
+    assert signup_statuses(seeded, 1, "203.0.113.8") == [302]  # another address has its own budget
+
+
+def test_sign_up_has_a_site_wide_limit(migrated_database, redis_url, seeded):
+    app = create_app(make_config(migrated_database, redis_url, RATELIMIT_SIGNUP_GLOBAL="3 per minute"))
+    statuses = [signup_statuses(app, 1, f"203.0.113.{i}")[0] for i in range(10, 15)]
+    assert statuses == [302, 302, 302, 429, 429], statuses
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize("password", ["password123", "Password123", "qwertyuiop", "iloveyou1"])
+def test_a_common_password_is_refused_with_a_clear_message(seeded, client, auth, password):
+    response = auth.signup("common@example.com", password)
+    assert response.status_code == 400
+    assert "one of the most common ones" in response.get_data(as_text=True)
+    api = client.post(PREFIX + "/auth/token", json={"email": "common@example.com", "password": password})
+    assert api.status_code == 401  # no account was created
+
+
+def test_log_in_takes_as_long_for_an_unknown_email_as_for_a_known_one(seeded):
+    with seeded.app_context():
+        UserFactory(email="known@example.com")
+        authenticate("warm@example.com", "wrong password")  # the dummy hash is made once per process
+
+        def seconds(email: str) -> float:
+            started = time.perf_counter()
+            assert authenticate(email, "wrong password") is None
+            return time.perf_counter() - started
+
+        known = statistics.median(seconds("known@example.com") for _ in range(5))
+        unknown = statistics.median(seconds("nobody@example.com") for _ in range(5))
+        db.session.remove()
+    assert unknown > known * 0.5, (known, unknown)
+
+
+def test_the_log_in_form_and_the_token_endpoint_share_one_budget(seeded, client, auth):
+    auth.signup("target@example.com")
+    auth.logout()
+    statuses = []
+    for i in range(6):  # RATELIMIT_LOGIN is 5 per minute in the tests
+        if i % 2:
+            statuses.append(auth.login("target@example.com", f"guess-{i}").status_code)
+        else:
+            statuses.append(client.post(PREFIX + "/auth/token",
+                                        json={"email": "target@example.com", "password": f"guess-{i}"}).status_code)
+    assert statuses[:5] != [429] * 5 and statuses[5] == 429, statuses
+
+
+def mailed_link(smtp_sink, to: str, kind: str) -> str:
+    import email
+
+    for message in reversed(smtp_sink.messages):
+        if to in message["to"]:
+            body = email.message_from_string(message["data"]).get_payload(decode=True).decode()
+            for match in LINK.finditer(body):
+                if match.group(1) == kind:
+                    return "/" + kind + "/" + match.group(2)
+    raise AssertionError(f"no {kind} link mailed to {to}")
+
+
+def test_forgot_password_mails_a_one_time_link_and_ends_every_session(seeded, client, auth, smtp_sink):
+    auth.signup("forgetful@example.com")
+    other = seeded.test_client()
+    type(auth)(other).login("forgetful@example.com")
+    auth.logout()
+    page = client.get("/forgot-password").get_data(as_text=True)
+    from tests.conftest import csrf_token_from
+
+    known = client.post("/forgot-password", data={"email": "forgetful@example.com",
+                                                   "csrf_token": csrf_token_from(page)}, follow_redirects=True)
+    unknown = client.post("/forgot-password", data={"email": "nobody@example.com",
+                                                     "csrf_token": csrf_token_from(page)}, follow_redirects=True)
+    assert known.status_code == unknown.status_code == 200
+    assert "If an account uses this email" in known.get_data(as_text=True)
+    assert "If an account uses this email" in unknown.get_data(as_text=True)
+    assert not [m for m in smtp_sink.messages if "nobody@example.com" in m["to"]]
+    link = mailed_link(smtp_sink, "forgetful@example.com", "reset-password")
+
+    form = client.get(link)
+    assert form.status_code == 200
+    data = {"password": "a brand new secret", "confirm": "a brand new secret",
+            "csrf_token": csrf_token_from(form.get_data(as_text=True))}
+    assert client.post(link, data=data).status_code == 302
+    assert other.get("/account").status_code == 302  # every session ended
+    assert auth.login("forgetful@example.com", "a brand new secret").status_code == 302
+    auth.logout()
+    again = client.get(link)  # one time: bound to the password hash it replaced
+    assert again.status_code == 302 and "/forgot-password" in again.headers["Location"]
+    assert client.get("/reset-password/forged.token.here").status_code == 302
+
+
+def test_a_reset_link_expires_within_an_hour(seeded, client):
+    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+    from app.services.accounts import RESET_MAX_AGE, password_fingerprint, user_for_reset_token
+
+    assert RESET_MAX_AGE <= 3600
+    with seeded.app_context():
+        user = UserFactory(email="late@example.com")
+
+        class PastSigner(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(time.time()) - RESET_MAX_AGE - 5
+
+        token = URLSafeTimedSerializer(seeded.config["SECRET_KEY"], salt="password-reset", signer=PastSigner).dumps(
+            {"user": user.id, "password": password_fingerprint(user)})
+        assert user_for_reset_token(token) is None
+        db.session.remove()
+
+
+def test_password_reset_requests_are_rate_limited(seeded, client):
+    from tests.conftest import csrf_token_from
+
+    token = csrf_token_from(client.get("/forgot-password").get_data(as_text=True))
+    statuses = [client.post("/forgot-password", data={"email": f"x{i}@example.com", "csrf_token": token}).status_code
+                for i in range(7)]
+    assert statuses[:5] == [302] * 5 and 429 in statuses[5:], statuses
+
+
+def test_sign_up_mails_a_verification_link_that_confirms_the_address(seeded, client, auth, smtp_sink):
+    auth.signup("new@example.com")
+    page = client.get("/account").get_data(as_text=True)
+    assert 'data-testid="email-unverified"' in page
+    link = mailed_link(smtp_sink, "new@example.com", "verify-email")
+    response = client.get(link, follow_redirects=True)
+    assert "your email is confirmed" in response.get_data(as_text=True)
+    assert 'data-testid="email-verified"' in client.get("/account").get_data(as_text=True)
+    bad = client.get("/verify-email/not-a-token", follow_redirects=True)
+    assert bad.status_code == 200 and "invalid or expired" in bad.get_data(as_text=True)
