@@ -29,7 +29,10 @@ def _bool(name, default=False):
 
 
 # --- Server -------------------------------------------------------------------------------------------------
-bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_int('PORT', 8000)}"
+# Loopback unless told otherwise: a proxy on the same host forwards to it, and nobody reaches the app around
+# the proxy. In a container, or behind a load balancer on another host, set GUNICORN_BIND=0.0.0.0:8000 and list
+# the proxy in TRUSTED_PROXIES (whose X-Forwarded-* headers the app reads) and FORWARDED_ALLOW_IPS.
+bind = os.environ.get("GUNICORN_BIND") or f"127.0.0.1:{_int('PORT', 8000)}"
 workers = _int("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1)
 worker_class = "sync"  # each request on its own process; the app does blocking I/O (PostgreSQL, Stripe)
 timeout = _int("GUNICORN_TIMEOUT", 30)  # a worker silent this long is killed and replaced

@@ -44,6 +44,9 @@ def _check_string(max_length: int, required: bool, strip: bool):
             raise PydanticCustomError("invalid_field", "'{name}' must be a string.", name)
         if "\x00" in value:  # PostgreSQL text cannot hold it: refuse here, not as a 500 from the query
             raise PydanticCustomError("invalid_field", "'{name}' must not contain NUL characters.", name)
+        if any("\ud800" <= char <= "\udfff" for char in value):  # a lone surrogate (`"\ud800"`): no UTF-8 exists
+            raise PydanticCustomError("invalid_field", "'{name}' must be valid Unicode (a lone surrogate is not).",
+                                      name)
         if len(value) > max_length:
             raise PydanticCustomError("invalid_field", "'{name}' must be at most {max_length} characters.",
                                       {**name, "max_length": max_length})
