@@ -18,6 +18,7 @@ from app.api.spec import BAD_REQUEST, BILLING_ERRORS, UNAUTHORIZED, operation
 from app.extensions import limiter
 from app.models import UserSubscription
 from app.ratelimits import billing_limit, rate_limit_identity
+from app.services.accounts import require_verified_email
 from app.services.checkout import create_portal_session, start_checkout
 from app.services.entitlements import get_entitlements
 from app.services.subscriptions import change_plan, live_subscription, plan_change, set_cancel_at_period_end
@@ -42,6 +43,7 @@ def subscription_answer(user_id: int, subscription: UserSubscription | None) -> 
 @limiter.limit(billing_limit, key_func=rate_limit_identity)
 @operation("createCheckout", "billing", {
     200: (CheckoutSession, "Open `checkout_url` in a browser to pay."), 400: BAD_REQUEST,
+    403: (Error, "The login email is not confirmed yet (`email_unverified`): follow the link mailed at sign-up."),
     409: (Error, "Already on that plan and cycle (`already_on_plan`), or already paying for another plan "
                  "(`plan_change_required`: use /billing/change-plan)."),
     **BILLING_ERRORS,
@@ -49,6 +51,7 @@ def subscription_answer(user_id: int, subscription: UserSubscription | None) -> 
 def create_checkout(json: CheckoutRequest):
     """Start Stripe Checkout for a paid plan (users on Free)."""
     user = current_api_user()
+    require_verified_email(user)
     checkout = start_checkout(user.id, json.plan_name, json.billing_cycle)
     return CheckoutSession(checkout_url=checkout.url, session_id=checkout.session_id).respond()
 

@@ -15,6 +15,7 @@ from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
 from app.ratelimits import billing_limit, rate_limit_identity
 from app.services import DomainError
+from app.services.accounts import require_verified_email
 from app.services.billing_summary import billing_summary, plan_outlook
 from app.services.catalog import free_limit, losses_on_free
 from app.services.checkout import (
@@ -103,6 +104,7 @@ def review_checkout():
 def start_checkout_session():
     """Free → paid: 303 to Stripe Checkout; a paying user goes to the plan-change confirmation instead."""
     form = validated(ChoosePlanForm(), fallback="Please choose a plan and a billing cycle.")
+    require_verified_email(current_user)
     try:
         checkout = start_checkout(current_user.id, form.plan.data, form.cycle.data)
     except PlanChangeRequired:

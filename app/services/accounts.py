@@ -173,6 +173,22 @@ def is_email_verified(user: User) -> bool:
     return row is not None and row.email == user.email
 
 
+def require_verified_email(user: User) -> None:
+    """Raise AccountError (`email_unverified`, 403) before a payment by a user whose login email is unconfirmed.
+
+    REQUIRE_VERIFIED_EMAIL turns it off (it is off by default only under ENVIRONMENT=testing, whose tests pay
+    right after signing up); Free works either way.
+    """
+    required = current_app.config.get("REQUIRE_VERIFIED_EMAIL")
+    if required is None:
+        required = current_app.config["ENVIRONMENT"] != "testing"
+    if required and not is_email_verified(user):
+        error = AccountError(f"Confirm your email before upgrading: open the link we sent to {user.email}, or have "
+                             "it sent again from your account page.", code="email_unverified", status=403)
+        error.back_to = "account.show_account"  # where the web flow shows the message
+        raise error
+
+
 def user_from_token_data(data: object) -> User | None:
     """The user a signed token's payload names (the signature already vouches for the payload)."""
     if not isinstance(data, dict) or not isinstance(data.get("user"), int):

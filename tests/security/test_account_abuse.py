@@ -168,3 +168,30 @@ def test_sign_up_mails_a_verification_link_that_confirms_the_address(seeded, cli
     assert 'data-testid="email-verified"' in client.get("/account").get_data(as_text=True)
     bad = client.get("/verify-email/not-a-token", follow_redirects=True)
     assert bad.status_code == 200 and "invalid or expired" in bad.get_data(as_text=True)
+
+
+def test_checkout_asks_an_unverified_account_to_confirm_its_email_first(migrated_database, redis_url, seeded,
+                                                                       stripe_emulator, smtp_sink):
+    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url,
+                                 MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp_sink.port), REQUIRE_VERIFIED_EMAIL=True))
+    from tests.conftest import Auth, csrf_token_from
+
+    client = app.test_client()
+    Auth(client).signup("unverified@example.com")
+    assert 'data-testid="email-unverified"' in client.get("/account").get_data(as_text=True)  # Free works
+    token = csrf_token_from(client.get("/pricing").get_data(as_text=True))
+    refused = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token},
+                          follow_redirects=True)
+    assert "Confirm your email before upgrading" in refused.get_data(as_text=True)
+    api_token = client.post(PREFIX + "/auth/token", json={"email": "unverified@example.com",
+                                                          "password": "correct horse"}).get_json()["access_token"]
+    api = client.post(PREFIX + "/billing/checkout", json={"plan_name": "pro", "billing_cycle": "monthly"},
+                      headers={"Authorization": f"Bearer {api_token}"})
+    assert api.status_code == 403 and api.get_json()["error"] == "email_unverified"
+
+    client.get(mailed_link(smtp_sink, "unverified@example.com", "verify-email"))
+    allowed = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token})
+    assert allowed.status_code == 303 and "/pay/cs_" in allowed.headers["Location"]
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
