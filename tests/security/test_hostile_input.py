@@ -38,16 +38,6 @@ def test_a_lone_surrogate_in_json_is_400(seeded, client, body):
     assert response.get_json()["error"]
 
 
-def test_a_lone_surrogate_in_an_authenticated_json_body_is_400(seeded, client):
-    with seeded.app_context():
-        UserFactory(email="api@example.com")
-    token = client.post(PREFIX + "/auth/token",
-                        json={"email": "api@example.com", "password": "correct horse"}).get_json()["access_token"]
-    response = client.post(PREFIX + "/strategies", data='{"name": %s, "rules": "fast=5 slow=20"}' % SURROGATE,
-                           content_type="application/json", headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code in (400, 403), response.status_code
-
-
 @pytest.mark.parametrize("path", ["/strategies/2147483648", "/strategies/99999999999999999999",
                                   "/strategies/2147483648/edit"])
 def test_a_path_id_beyond_an_integer_is_404(seeded, client, auth, path):
