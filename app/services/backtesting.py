@@ -249,16 +249,40 @@ def _sampled(n: int, max_points: int) -> list[int]:
     return sorted({round(i * step) for i in range(max_points)})
 
 
+def _nice_step(span: Decimal) -> Decimal:
+    """The smallest round step (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10^k) at least `span`."""
+    if span <= 0:
+        return Decimal(1)
+    power = Decimal(10) ** (span.adjusted())
+    return next(Decimal(m) * power for m in ("1", "1.2", "1.5", "2", "2.5", "3", "4", "5", "6", "8", "10")
+                if Decimal(m) * power >= span)
+
+
+def _nice_bounds(low: Decimal, high: Decimal, top: Decimal | None) -> tuple[Decimal, Decimal]:
+    """Bounds holding [low, high] whose top, middle and bottom are round numbers (the labelled lines);
+    `top`, when given, is kept as the top (0% for a drawdown)."""
+    if top is not None:
+        step = _nice_step((top - low) / 2)
+        return top - 2 * step, top
+    step = _nice_step((high - low) / 2)
+    while True:
+        unit = Decimal(10) ** step.adjusted()  # the bottom is round to the step's leading digit
+        bottom = (low / unit).to_integral_value(rounding="ROUND_FLOOR") * unit
+        if bottom + 2 * step >= high:
+            return bottom, bottom + 2 * step
+        step = _nice_step(step * Decimal("1.01"))
+
+
 def line_chart(days: tuple[date, ...], series: list[tuple[str, str, tuple[Decimal, ...]]],
                reference: Decimal | None = None, width: int = 600, height: int = 240,
-               max_points: int = 400) -> LineChart:
-    """Scale the series (key, label, one value per day) into one chart with a little room above and below."""
+               max_points: int = 400, top: Decimal | None = None) -> LineChart:
+    """Scale the series (key, label, one value per day) into one chart on round bounds; `reference` (the
+    starting equity, 0%) is kept in view and drawn dotted, `top` pins the top bound."""
     low = min(min(values) for _, _, values in series)
     high = max(max(values) for _, _, values in series)
     if reference is not None:
         low, high = min(low, reference), max(high, reference)
-    pad = (high - low) * Decimal("0.05") or abs(high) * Decimal("0.05") or Decimal(1)
-    low, high = low - pad, high + pad
+    low, high = _nice_bounds(low, high, top)
     picks = _sampled(len(days), max_points)
 
     def y_of(value: Decimal) -> float:
@@ -287,7 +311,7 @@ def equity_chart(sim: Simulation) -> LineChart:
 def drawdown_chart(sim: Simulation) -> LineChart:
     """The strategy's fall from its high, in percent, day by day."""
     return line_chart(sim.days, [("drawdown", "Drawdown", tuple(d * 100 for d in sim.drawdowns))],
-                      reference=Decimal(0), height=120)
+                      reference=Decimal(0), height=120, top=Decimal(0))
 
 
 def no_trade_note(sim: Simulation) -> str | None:
