@@ -275,7 +275,7 @@ STRATEGY_TEMPLATES: tuple[StrategyTemplate, ...] = (
     StrategyTemplate("medium", "Medium-term trend", "Follows trends of a season: the 50-day average against the "
                      "100-day.", "fast=50 slow=100"),
     StrategyTemplate("golden-cross", "Golden cross", "The classic long-term signal: the 50-day average against the "
-                     "200-day. Needs over a year of history to trade.", "fast=50 slow=200"),
+                     "200-day, which takes most of a year of prices to warm up.", "fast=50 slow=200"),
 )
 
 

@@ -13,7 +13,7 @@ from app.services.backtesting import (
     no_trade_note,
     warmup_note,
 )
-from app.services.entitlements import UpgradeRequired, get_entitlements, within_limit
+from app.services.entitlements import UpgradeRequired, cheapest_plan_with, get_entitlements, within_limit
 from app.services.strategies import (
     count_backtests_this_month,
     count_strategies,
@@ -96,12 +96,15 @@ def show_strategy(strategy_id: int):
     if not form.is_submitted():
         form.start_date.data = default_start(rules, earliest)
         form.end_date.data = last
+    entitlements = get_entitlements(current_user.id)
+    years = entitlements.limit("history_years")
     return render_template(
         "strategies/show.html", strategy=strategy, form=form,
         editable=strategy.id in editable_ids(current_user.id),
         rules_problem=problem, warmup_note=None if problem else warmup_note(rules, earliest),
-        earliest=earliest, latest=last,
-        entitlements=get_entitlements(current_user.id), backtests_used=count_backtests_this_month(current_user.id),
+        earliest=earliest, latest=last, entitlements=entitlements,
+        more_history=None if years is None else cheapest_plan_with("history_years", at_least=years + 1),
+        backtests_used=count_backtests_this_month(current_user.id),
     )
 
 

@@ -129,3 +129,14 @@ def test_every_plan_can_start_from_a_template(member, plan):
         "name": "Golden cross", "description": "", "rules": "fast=50 slow=200", "csrf_token": token(user.client)})
     assert response.status_code == 302
     assert user.client.get("/strategies/new?template=nope").status_code == 200  # an unknown key: a blank form
+
+
+@pytest.mark.parametrize("plan, offer", [("free", "Starter goes back 5 years"), ("starter", "Pro goes back 20 years"),
+                                         ("pro", None)])
+def test_more_history_is_offered_only_where_a_plan_has_more(member, plan, offer):
+    user = member(plan)
+    [sid] = user.strategies(1)
+    html = user.client.get(f"/strategies/{sid}").get_data(as_text=True)
+    history = re.search(r'data-testid="history-limit">(.*?)</p>', html, re.S).group(1)
+    history = " ".join(re.sub(r"<[^>]+>", " ", history).split())
+    assert (offer in history) if offer else ('data-testid="more-history"' not in html), history
