@@ -15,6 +15,7 @@ from app.services.backtesting import (
 )
 from app.services.entitlements import UpgradeRequired, cheapest_plan_with, get_entitlements, within_limit
 from app.services.strategies import (
+    STRATEGY_TEMPLATES,
     count_backtests_this_month,
     count_strategies,
     create_strategy,
@@ -22,7 +23,6 @@ from app.services.strategies import (
     earliest_start,
     editable_ids,
     ensure_editable,
-    STRATEGY_TEMPLATES,
     get_backtest,
     get_strategy,
     latest_backtests,
@@ -30,8 +30,8 @@ from app.services.strategies import (
     read_rules,
     replay,
     rules_problem,
-    strategy_template,
     run_backtest,
+    strategy_template,
     update_strategy,
     usage_summary,
 )

@@ -119,6 +119,11 @@ def test_the_list_shows_the_last_result_and_delete_asks_first(visit):
     expect(rows.nth(0).get_by_test_id("last-result")).to_contain_text("Last backtest")
     expect(rows.nth(1).get_by_test_id("last-result")).to_have_text("Not backtested yet")
     visit.check("strategies")
+    rows.nth(1).get_by_role("link", name="Edit").click()
+    expect(page.locator("h1")).to_have_text("Edit strategy")
+    expect(page.get_by_test_id("templates")).to_have_count(0)  # templates start new strategies only
+    visit.check("edit-strategy")
+    page.goto(visit.base + "/strategies/")
 
     rows.nth(0).get_by_role("link", name="Delete").click()
     expect(page.locator("h1")).to_have_text("Delete “Short-term momentum”?")

@@ -36,7 +36,7 @@ def test_the_trades_and_curve_add_up_to_the_stored_summary(fast, slow, start):
     assert sim.buy_and_hold[0] == STARTING_EQUITY
     # The equity only moves on the days held: compounding the round trips gives the final equity.
     compounded = STARTING_EQUITY
-    for buy, sell in zip(sim.trades[::2], sim.trades[1::2]):
+    for buy, sell in zip(sim.trades[::2], sim.trades[1::2], strict=False):
         compounded *= sell.price / buy.price
     if sim.open_trade:
         compounded *= sim.open_trade.price / sim.trades[-1].price
