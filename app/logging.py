@@ -19,7 +19,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -116,7 +116,7 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     return value
 
 
-def redact(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
     """structlog processor: remove secrets and card data from every key and value of the event."""
     return redact_value(event_dict)
 

@@ -109,7 +109,7 @@ def register_security_headers(app: Flask) -> None:
     )
 
 
-def sentry_before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+def sentry_before_send(event: Any, hint: dict[str, Any]) -> Any:
     """The log redaction, applied to a whole Sentry event (request, extra, breadcrumbs, exception messages)."""
     return redact_value(event)
 

@@ -49,8 +49,8 @@ def replay_webhook_event(event_id: str):
         abort(400)
     category, message = replay_event(event_id, current_user.id)
     flash(message, category)
-    return redirect(request.form.get("next") if request.form.get("next", "").startswith("/admin")
-                    else url_for("admin.show_dashboard"))
+    back = request.form.get("next", "")
+    return redirect(back if back.startswith("/admin") else url_for("admin.show_dashboard"))
 
 
 @bp.post("/users/<int:user_id>/sync")
