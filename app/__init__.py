@@ -10,6 +10,11 @@ from flask import Flask
 from app.config import environ_with_overrides, load_config
 from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, mail, migrate
 from app.services import stripe_gateway
+from app.services.billing_summary import forget_changed_outlook
+from app.services.entitlements import forget_changed_entitlements
+from app.services.mail import deliver_queued
+from app.services.metrics import count_subscription_change
+from app.services.signals import subscription_changed
 from app.logging import configure_logging
 from app.security import register_hardening
 from app import sqlite_locking  # noqa: F401  (SELECT … FOR UPDATE on the fresh-clone SQLite)
@@ -37,7 +42,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_errorhandlers(app)
     register_commands(app)
     register_template_helpers(app)
+    register_signal_receivers()
     return app
+
+
+def register_signal_receivers() -> None:
+    """What follows a billing commit, in this order: the caches the next request reads, then mail (SMTP may be
+    slow), then the counters. Connecting twice (every app of a test run) keeps one connection each."""
+    subscription_changed.connect(forget_changed_entitlements)
+    subscription_changed.connect(forget_changed_outlook)
+    subscription_changed.connect(deliver_queued)
+    subscription_changed.connect(count_subscription_change)
 
 
 def register_extensions(app: Flask) -> None:

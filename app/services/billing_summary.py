@@ -9,9 +9,10 @@ from app.extensions import cache
 from app.logging import get_logger
 from app.models import User, UserSubscription
 from app.services import DomainError
-from app.services.catalog import plan_for_price
-from app.services.stripe_gateway import gateway, to_dict
-from app.services.subscriptions import from_timestamp, live_subscription
+from app.services.queries import live_subscription
+from app.services.signals import SyncResult
+from app.services.stripe_gateway import from_timestamp, gateway, to_dict
+from app.services.subscriptions import ScheduledChange, scheduled_change_of
 
 log = get_logger(__name__)
 
@@ -26,14 +27,6 @@ class Invoice:
     status: str
     hosted_invoice_url: str | None
     invoice_pdf: str | None
-
-
-@dataclass
-class ScheduledChange:
-    plan_name: str
-    plan_display: str
-    cycle: str
-    at: datetime | None
 
 
 @dataclass
@@ -99,7 +92,7 @@ def billing_summary(user: User) -> BillingSummary:
 
 
 #: How long the account page may reuse what Stripe said of a subscription's schedule. Every billing commit for the
-#: user drops it (`forget_plan_outlook`, from subscriptions.after_commit), and it is only reused for the same
+#: user drops it (`forget_changed_outlook`, a `subscription_changed` receiver), and it is only reused for the same
 #: version of the subscription row.
 OUTLOOK_CACHE_SECONDS = 600
 
@@ -114,6 +107,11 @@ def forget_plan_outlook(user_id: int) -> None:
         cache.delete(_outlook_key(user_id))
     except Exception as error:  # noqa: BLE001 - Redis down
         log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
+
+
+def forget_changed_outlook(sender, change: SyncResult, **_) -> None:
+    """`subscription_changed` receiver: the committed change may have added or dropped a scheduled change."""
+    forget_plan_outlook(change.user_id)
 
 
 def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlook:
@@ -149,29 +147,3 @@ def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlo
     except Exception as error:  # noqa: BLE001 - Redis down: the next view asks Stripe again
         log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
     return outlook
-
-
-def scheduled_change_of(sub: dict[str, Any]) -> ScheduledChange | None:
-    """The first phase of the subscription's schedule still to come, if it moves to another price.
-
-    A phase still to come starts at or after the end of the current one (Stripe's `current_phase`; none before the
-    schedule starts): a phase that has begun is the plan the customer is on, and one that is over is history,
-    which the schedule keeps until it is released.
-    """
-    schedule = sub.get("schedule")
-    if not isinstance(schedule, dict) or schedule.get("status") not in ("active", "not_started"):
-        return None
-    current_price = sub["items"]["data"][0]["price"]["id"]
-    current_phase = schedule.get("current_phase") if schedule.get("status") == "active" else None
-    upcoming = [phase for phase in schedule.get("phases") or []
-                if current_phase is None or (phase.get("start_date") or 0) >= (current_phase.get("end_date") or 0)]
-    for phase in sorted(upcoming, key=lambda phase: phase.get("start_date") or 0):
-        items = phase.get("items") or []
-        price = items[0].get("price") if items else None
-        price_id = price.get("id") if isinstance(price, dict) else price
-        if price_id and price_id != current_price:
-            found = plan_for_price(price_id)
-            if found:
-                plan, cycle = found
-                return ScheduledChange(plan.name, plan.display_name, cycle, from_timestamp(phase.get("start_date")))
-    return None

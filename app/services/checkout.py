@@ -12,14 +12,10 @@ from app.models import User
 from app.services import DomainError, audit, metrics
 from app.services.catalog import PlanChoice, validate_choice
 from app.services.stripe_gateway import gateway, to_dict
-from app.services.subscriptions import (
-    SubscriptionError,
-    SyncResult,
-    after_commit,
-    live_subscription,
-    sync_customer,
-    sync_customer_in_transaction,
-)
+from app.services.queries import live_subscription
+from app.services.signals import SyncResult, commit_billing
+from app.services.subscriptions import SubscriptionError
+from app.services.sync import sync_customer, sync_customer_in_transaction
 
 log = get_logger(__name__)
 
@@ -85,8 +81,7 @@ def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, succe
         # success page not loaded). Read it before opening a second checkout.
         sync_result = sync_customer_in_transaction(customer_id)
         if sync_result.changed:
-            db.session.commit()
-            after_commit(sync_result)
+            commit_billing(sync_result)
             lock_user(user_id)
         refuse_second_subscription(user_id, plan, cycle)
     stripe_gateway = gateway()

@@ -15,15 +15,21 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import redis
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import current_app
 from sqlalchemy import select
 
 from app.config import GUIDE_VARIABLES, PLACEHOLDER
 from app.extensions import db
+from app.logging import redact_text
 from app.models import SubscriptionPlan
 from app.services import DomainError
 from app.services.catalog import PLAN_CATALOG
 from app.services.stripe_gateway import gateway, to_dict
+from app.services.webhooks import GUIDE_EVENTS, WebhookRejected, configured_secrets, verify
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,6 @@ def migrations_directory() -> str:
 
 def check_migrations() -> Iterator[Check]:
     """The database is at the migrations' head revision."""
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
     config = Config()
     config.set_main_option("script_location", migrations_directory())
     heads = set(ScriptDirectory.from_config(config).get_heads())
@@ -167,8 +169,6 @@ def webhook_url() -> str:
 
 def check_webhook_endpoint() -> Iterator[Check]:
     """A Stripe webhook endpoint at this app's URL, enabled, listening to the guide's six events."""
-    from app.services.webhooks import GUIDE_EVENTS
-
     url = webhook_url()
     title = "Stripe webhook endpoint"
     fix = f"run `flask stripe webhook-endpoint --url {url}` and set STRIPE_WEBHOOK_SECRET to the secret it prints"
@@ -206,8 +206,6 @@ def signed_header(payload: bytes, secret: str, timestamp: int) -> str:
 
 def check_webhook_secret() -> Iterator[Check]:
     """The configured signing secret looks like Stripe's and our verification accepts an event signed with it."""
-    from app.services.webhooks import WebhookRejected, configured_secrets, verify
-
     title = "Webhook signing secret"
     fix = (f"copy the endpoint's signing secret (whsec_…) from the Stripe Dashboard into STRIPE_WEBHOOK_SECRET, or "
            f"run `flask stripe webhook-endpoint --url {webhook_url()}` on a new endpoint")
@@ -267,13 +265,9 @@ def check_customer_portal() -> Iterator[Check]:
 
 def check_redis() -> Iterator[Check]:
     """Redis answers PING (when REDIS_URL is configured: cache, rate limits, webhook fast path)."""
-    import redis
-
     url = current_app.config.get("REDIS_URL")
     if not url:
         return  # the environment check already says REDIS_URL is not set
-    from app.logging import redact_text
-
     try:
         redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).ping()
     except redis.RedisError as error:

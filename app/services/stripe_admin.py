@@ -12,7 +12,8 @@ from app.models import StripeEvent, User
 from app.services import audit
 from app.services.catalog import PLAN_CATALOG
 from app.services.stripe_gateway import gateway, to_dict
-from app.services.subscriptions import SyncResult, sync_customer
+from app.services.signals import SyncResult
+from app.services.sync import sync_customer
 from app.services.webhooks import GUIDE_EVENTS, HANDLERS
 
 

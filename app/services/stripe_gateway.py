@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
 import stripe
@@ -16,6 +17,7 @@ from flask import Flask, current_app
 
 from app.logging import get_logger
 from app.services import DomainError
+from app.services.metrics import STRIPE_API_ERRORS, STRIPE_API_REQUEST_SECONDS
 
 T = TypeVar("T")
 log = get_logger("app.stripe")
@@ -111,14 +113,10 @@ class StripeGateway:
 
 
 def observe_duration(operation: str, seconds: float) -> None:
-    from app.services.metrics import STRIPE_API_REQUEST_SECONDS
-
     STRIPE_API_REQUEST_SECONDS.observe(seconds)
 
 
 def observe_error(operation: str, error: Exception) -> None:
-    from app.services.metrics import STRIPE_API_ERRORS
-
     STRIPE_API_ERRORS.inc()
 
 
@@ -147,3 +145,13 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, stripe.StripeObject):
         return obj.to_dict()
     return obj
+
+
+def id_of(value: Any) -> Any:
+    """The id of a Stripe reference that may be expanded: the object's `id`, or the value itself (an id or None)."""
+    return value.get("id") if isinstance(value, dict) else value
+
+
+def from_timestamp(value: int | None) -> datetime | None:
+    """A Stripe timestamp (unix seconds) as an aware UTC datetime; None for none (or 0)."""
+    return datetime.fromtimestamp(value, tz=timezone.utc) if value else None

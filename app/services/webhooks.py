@@ -28,9 +28,8 @@ from app.models import AuditLog, StripeEvent, User, UserSubscription, utcnow
 from app.services import audit, metrics
 from app.services.mail import billing_url, queue_mail
 from app.services.stripe_gateway import SignatureInvalid, gateway
-from app.services.subscriptions import (
-    SyncResult,
-    after_commit,
+from app.services.signals import SyncResult, commit_billing
+from app.services.sync import (
     apply_subscription,
     customer_id_of,
     find_user_for_customer,
@@ -162,9 +161,10 @@ def mark(event_id: str, **values: Any) -> None:
 
 
 def apply(event: dict[str, Any], attempts: int) -> str:
-    """Run the event's handler and mark its row, then commit; after commit, the effects that depend on it.
+    """Run the event's handler and mark its row, then commit and send `subscription_changed`.
 
-    On any fault: roll back everything the handler did, keep the error and attempt count, and re-raise.
+    On any fault: roll back everything the handler did, keep the error and attempt count, and re-raise. (A
+    receiver's fault comes after the commit: the event stays processed, and the rollback has nothing to undo.)
     """
     handler = HANDLERS.get(event["type"])
     result = SyncResult(None)
@@ -173,12 +173,11 @@ def apply(event: dict[str, Any], attempts: int) -> str:
             handler(event, result)
         status = "processed" if handler is not None else "ignored"
         mark(event["id"], status=status, attempts=attempts, processed_at=utcnow(), error=None)
-        db.session.commit()
+        commit_billing(result)
     except Exception as error:
         db.session.rollback()
         record_failure(event, attempts, error)
         raise
-    after_commit(result)
     return status
 
 
@@ -194,7 +193,7 @@ def record_failure(event: dict[str, Any], attempts: int, error: Exception) -> No
 
 
 def handle(payload: bytes, signature: str | None) -> Outcome:
-    """The whole endpoint minus HTTP: verify, record, dispatch, commit, then after-commit effects."""
+    """The whole endpoint minus HTTP: verify, record, dispatch, commit, then `subscription_changed`."""
     started = time.perf_counter()
     event = verify(payload, signature)
     event_id, event_type = event["id"], event["type"]
