@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
 from app.logging import get_logger
-from app.services.reporting import revenue_summary
+from app.services import reporting
 from app.services.signals import SyncResult
 
 log = get_logger(__name__)
@@ -155,7 +155,7 @@ class RevenueCollector:
 
     def collect(self):
         try:
-            summary = revenue_summary()
+            summary = reporting.revenue_summary()
         except SQLAlchemyError:
             # The counters are still worth scraping; the missing gauges and this counter tell the story.
             db.session.rollback()
