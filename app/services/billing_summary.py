@@ -8,10 +8,10 @@ from typing import Any
 from app.extensions import cache
 from app.logging import get_logger
 from app.models import User, UserSubscription
-from app.services import DomainError
+from app.services import DomainError, stripe_gateway
 from app.services.queries import live_subscription
 from app.services.signals import SyncResult
-from app.services.stripe_gateway import from_timestamp, gateway, to_dict
+from app.services.stripe_gateway import from_timestamp
 from app.services.subscriptions import ScheduledChange, scheduled_change_of
 
 log = get_logger(__name__)
@@ -64,24 +64,21 @@ def billing_summary(user: User) -> BillingSummary:
     summary = BillingSummary(live_subscription(user.id))
     if not user.stripe_customer_id:
         return summary
-    stripe_gateway = gateway()
     try:
-        customer = to_dict(stripe_gateway.call(
-            "customers.retrieve", stripe_gateway.v1.customers.retrieve, user.stripe_customer_id,
-            params={"expand": ["invoice_settings.default_payment_method"]}))
+        customer = stripe_gateway.retrieve_customer(user.stripe_customer_id,
+                                                    expand=["invoice_settings.default_payment_method"])
         summary.card_brand, summary.card_last4 = card_of(
             (customer.get("invoice_settings") or {}).get("default_payment_method"))
-        invoices = stripe_gateway.call("invoices.list", stripe_gateway.v1.invoices.list,
-                                       params={"customer": user.stripe_customer_id, "limit": 12})
+        invoices = stripe_gateway.list_invoices(user.stripe_customer_id, limit=12)
         summary.invoices = [
             Invoice(i["id"], i.get("number"), from_timestamp(i.get("created")), int(i.get("total") or 0),
-                    i.get("currency") or "usd", i.get("status") or "", i.get("hosted_invoice_url"), i.get("invoice_pdf"))
-            for i in map(to_dict, invoices.data) if i.get("status") != "draft"
+                    i.get("currency") or "usd", i.get("status") or "", i.get("hosted_invoice_url"),
+                    i.get("invoice_pdf"))
+            for i in invoices if i.get("status") != "draft"
         ]
         if summary.subscription is not None:
-            sub = to_dict(stripe_gateway.call(
-                "subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve,
-                summary.subscription.stripe_subscription_id, params={"expand": ["schedule", "default_payment_method"]}))
+            sub = stripe_gateway.retrieve_subscription(summary.subscription.stripe_subscription_id,
+                                                       expand=["schedule", "default_payment_method"])
             if summary.card_last4 is None:
                 summary.card_brand, summary.card_last4 = card_of(sub.get("default_payment_method"))
             summary.scheduled_change = scheduled_change_of(sub)
@@ -132,11 +129,8 @@ def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlo
     if cached is not None and cached[0] == version:
         outlook.scheduled_change = cached[1]
         return outlook
-    stripe_gateway = gateway()
     try:
-        sub = to_dict(stripe_gateway.call(
-            "subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve, subscription.stripe_subscription_id,
-            params={"expand": ["schedule"]}))
+        sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id, expand=["schedule"])
     except DomainError as error:
         log.warning("plan_outlook_degraded", code=error.code)
         outlook.stripe_unavailable = True

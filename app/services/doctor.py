@@ -26,9 +26,8 @@ from app.config import GUIDE_VARIABLES, PLACEHOLDER
 from app.extensions import db
 from app.logging import redact_text
 from app.models import SubscriptionPlan
-from app.services import DomainError
+from app.services import DomainError, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
-from app.services.stripe_gateway import gateway, to_dict
 from app.services.webhooks import GUIDE_EVENTS, WebhookRejected, configured_secrets, verify
 
 
@@ -131,7 +130,6 @@ def check_plans_and_prices() -> Iterator[Check]:
         yield failed("Plans seeded", f"missing {', '.join(missing)}", "run `flask seed-plans`")
     else:
         yield passed("Plans seeded", ", ".join(spec.name for spec in PLAN_CATALOG))
-    stripe_gateway = gateway()
     for label, price_id, amount, interval in expected_prices(plans):
         title = f"Stripe price {label}"
         want = money_text(amount, "usd", interval)
@@ -140,7 +138,7 @@ def check_plans_and_prices() -> Iterator[Check]:
                          "run `flask stripe create-catalog`, set the STRIPE_PRICE_* it prints, then `flask seed-plans`")
             continue
         try:
-            price = to_dict(stripe_gateway.call("prices.retrieve", stripe_gateway.v1.prices.retrieve, price_id))
+            price = stripe_gateway.retrieve_price(price_id)
         except DomainError as error:
             yield failed(title, f"{price_id}: {error.message}",
                          "run `flask stripe create-catalog` with this STRIPE_SECRET_KEY's account, set the "
@@ -172,11 +170,8 @@ def check_webhook_endpoint() -> Iterator[Check]:
     url = webhook_url()
     title = "Stripe webhook endpoint"
     fix = f"run `flask stripe webhook-endpoint --url {url}` and set STRIPE_WEBHOOK_SECRET to the secret it prints"
-    stripe_gateway = gateway()
     try:
-        endpoints = [to_dict(e) for e in stripe_gateway.call(
-            "webhook_endpoints.list", stripe_gateway.v1.webhook_endpoints.list,
-            params={"limit": 100}).auto_paging_iter()]
+        endpoints = stripe_gateway.list_webhook_endpoints()
     except DomainError as error:
         yield failed(title, error.message, "check STRIPE_SECRET_KEY and the network, then " + fix)
         return
@@ -239,11 +234,8 @@ def check_customer_portal() -> Iterator[Check]:
     title = "Customer Portal"
     fix = ("Stripe Dashboard → Settings → Billing → Customer portal: activate it, turn on \"Cancel subscriptions\" "
            "with \"At the end of the billing period\", and save")
-    stripe_gateway = gateway()
     try:
-        configurations = [to_dict(c) for c in stripe_gateway.call(
-            "billing_portal.configurations.list", stripe_gateway.v1.billing_portal.configurations.list,
-            params={"limit": 100}).auto_paging_iter()]
+        configurations = stripe_gateway.list_portal_configurations()
     except DomainError as error:
         yield failed(title, f"cannot read the configuration: {error.message}", fix)
         return

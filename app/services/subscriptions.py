@@ -14,10 +14,10 @@ from typing import Any
 from app.extensions import db
 from app.logging import get_logger
 from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription
-from app.services import DomainError
+from app.services import DomainError, stripe_gateway
 from app.services.catalog import plan_for_price, validate_choice
 from app.services.queries import live_subscription
-from app.services.stripe_gateway import from_timestamp, gateway, id_of, to_dict
+from app.services.stripe_gateway import from_timestamp, id_of
 from app.services.sync import sync_customer
 
 log = get_logger(__name__)
@@ -43,24 +43,14 @@ def set_cancel_at_period_end(user: User, cancel: bool) -> UserSubscription:
         if cancel:
             return subscription  # asking twice is not an error: the answer is the same
         raise SubscriptionError("Your subscription is not set to cancel.", code="not_canceling", status=409)
-    stripe_gateway = gateway()
     key = f"cancel-{subscription.stripe_subscription_id}-{int(cancel)}-{int(subscription.updated_at.timestamp())}"
     # A pending downgrade goes: after a cancel there is nothing to downgrade, and "Resume Pro" keeps Pro. Stripe
     # refuses to change the cancellation of a subscription a schedule manages anyway.
-    release_schedule(retrieve_subscription(subscription))
-    stripe_gateway.call(
-        "subscriptions.update", stripe_gateway.v1.subscriptions.update, subscription.stripe_subscription_id,
-        params={"cancel_at_period_end": cancel}, options={"idempotency_key": key},
-    )
+    release_schedule(stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id))
+    stripe_gateway.update_subscription(subscription.stripe_subscription_id, {"cancel_at_period_end": cancel},
+                                       idempotency_key=key)
     sync_customer(user.stripe_customer_id)
     return db.session.get(UserSubscription, subscription.id)
-
-
-def retrieve_subscription(subscription: UserSubscription) -> dict[str, Any]:
-    """Stripe's current subscription (its item, its schedule, its pending cancellation)."""
-    stripe_gateway = gateway()
-    return to_dict(stripe_gateway.call("subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve,
-                                       subscription.stripe_subscription_id))
 
 
 def release_schedule(sub: dict[str, Any]) -> bool:
@@ -72,9 +62,7 @@ def release_schedule(sub: dict[str, Any]) -> bool:
     schedule_id = id_of(sub.get("schedule"))
     if not schedule_id:
         return False
-    stripe_gateway = gateway()
-    stripe_gateway.call("subscription_schedules.release", stripe_gateway.v1.subscription_schedules.release,
-                        schedule_id, options={"idempotency_key": f"release-{schedule_id}"})
+    stripe_gateway.release_subscription_schedule(schedule_id, idempotency_key=f"release-{schedule_id}")
     log.info("subscription_schedule_released", subscription=sub["id"], schedule=schedule_id)
     return True
 
@@ -135,21 +123,16 @@ def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
 
 def preview_amount_due(user: User, subscription: UserSubscription, price_id: str) -> tuple[int, str]:
     """What Stripe would invoice now for swapping the subscription's price (prorations included)."""
-    stripe_gateway = gateway()
     item_id = subscription_item_id(subscription)
-    preview = to_dict(stripe_gateway.call(
-        "invoices.create_preview", stripe_gateway.v1.invoices.create_preview,
-        params={"customer": user.stripe_customer_id, "subscription": subscription.stripe_subscription_id,
-                "subscription_details": {"items": [{"id": item_id, "price": price_id}],
-                                         "proration_behavior": "always_invoice"}},
-    ))
+    preview = stripe_gateway.preview_invoice(
+        {"customer": user.stripe_customer_id, "subscription": subscription.stripe_subscription_id,
+         "subscription_details": {"items": [{"id": item_id, "price": price_id}],
+                                  "proration_behavior": "always_invoice"}})
     return int(preview.get("amount_due") or 0), preview.get("currency") or "usd"
 
 
 def subscription_item_id(subscription: UserSubscription) -> str:
-    stripe_gateway = gateway()
-    sub = to_dict(stripe_gateway.call("subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve,
-                                      subscription.stripe_subscription_id))
+    sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id)
     return sub["items"]["data"][0]["id"]
 
 
@@ -161,26 +144,23 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
     schedule, so that its next phase cannot apply later over what was just paid for.
     """
     change = plan_change(user, plan_name, cycle)
-    stripe_gateway = gateway()
     subscription = change.subscription
     key = f"change-{subscription.stripe_subscription_id}-{change.price_id}-{int(subscription.updated_at.timestamp())}"
-    sub = retrieve_subscription(subscription)
+    sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id)
     if change.immediate:
         release_schedule(sub)
         params: dict[str, Any] = {"items": [{"id": sub["items"]["data"][0]["id"], "price": change.price_id}],
                                   "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete"}
         params.update(withdraw_cancellation_params(sub))
-        stripe_gateway.call("subscriptions.update", stripe_gateway.v1.subscriptions.update,
-                            subscription.stripe_subscription_id, params=params, options={"idempotency_key": key})
+        stripe_gateway.update_subscription(subscription.stripe_subscription_id, params, idempotency_key=key)
     else:
         if cancellation_pending(sub):
             # Stripe will not change the cancellation of a subscription a schedule manages: a schedule left
             # attached next to a cancellation (as this bug used to leave them) is released first.
             if release_schedule(sub):
                 sub["schedule"] = None
-            stripe_gateway.call("subscriptions.update", stripe_gateway.v1.subscriptions.update,
-                                subscription.stripe_subscription_id, params=withdraw_cancellation_params(sub),
-                                options={"idempotency_key": key + "-resume"})
+            stripe_gateway.update_subscription(subscription.stripe_subscription_id,
+                                               withdraw_cancellation_params(sub), idempotency_key=key + "-resume")
         schedule_downgrade(subscription, sub, change.price_id, key)
     sync_customer(user.stripe_customer_id)
     return change
@@ -197,19 +177,15 @@ def withdraw_cancellation_params(sub: dict[str, Any]) -> dict[str, Any]:
 
 def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], price_id: str, key: str) -> None:
     """At period end, move to the cheaper price: a subscription schedule with two phases (now, then new)."""
-    stripe_gateway = gateway()
     schedule_id = id_of(sub.get("schedule"))
     if not schedule_id:
-        schedule = to_dict(stripe_gateway.call(
-            "subscription_schedules.create", stripe_gateway.v1.subscription_schedules.create,
-            params={"from_subscription": subscription.stripe_subscription_id},
-            options={"idempotency_key": key + "-schedule"},
-        ))
+        schedule = stripe_gateway.create_subscription_schedule(subscription.stripe_subscription_id,
+                                                               idempotency_key=key + "-schedule")
         schedule_id = schedule["id"]
     item = sub["items"]["data"][0]
-    stripe_gateway.call(
-        "subscription_schedules.update", stripe_gateway.v1.subscription_schedules.update, schedule_id,
-        params={
+    stripe_gateway.update_subscription_schedule(
+        schedule_id,
+        {
             "end_behavior": "release",
             "phases": [
                 {"items": [{"price": item["price"]["id"], "quantity": 1}],
@@ -217,7 +193,7 @@ def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], pric
                 {"items": [{"price": price_id, "quantity": 1}], "proration_behavior": "none"},
             ],
         },
-        options={"idempotency_key": key + "-phases"},
+        idempotency_key=key + "-phases",
     )
 
 

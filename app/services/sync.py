@@ -24,11 +24,11 @@ from sqlalchemy import select
 from app.extensions import db
 from app.logging import get_logger
 from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription
-from app.services import audit
+from app.services import audit, stripe_gateway
 from app.services.catalog import plan_by_name, plan_for_price
 from app.services.mail import billing_url, queue_mail
 from app.services.signals import SyncResult, commit_billing
-from app.services.stripe_gateway import StripeObjectMissing, from_timestamp, gateway, id_of, to_dict
+from app.services.stripe_gateway import StripeObjectMissing, from_timestamp, id_of
 from app.templating import date
 
 log = get_logger(__name__)
@@ -144,7 +144,7 @@ def find_user_for_customer(customer_id: str, lock: bool = True) -> User | None:
     if user is not None:
         return user
     try:
-        customer = to_dict(gateway().call("customers.retrieve", gateway().v1.customers.retrieve, customer_id))
+        customer = stripe_gateway.retrieve_customer(customer_id)
     except StripeObjectMissing:  # not a customer of this account: nothing to link, and retrying cannot help
         log.warning("stripe_customer_not_found", customer=customer_id)
         return None
@@ -172,14 +172,6 @@ def link_customer(customer: dict[str, Any], user_id: Any, lock: bool = True) -> 
 # Stripe → database
 # ---------------------------------------------------------------------------------------------------------------
 
-def fetch_subscriptions(customer_id: str) -> list[dict[str, Any]]:
-    """Every subscription of the customer, whatever its status."""
-    stripe_gateway = gateway()
-    page = stripe_gateway.call("subscriptions.list", stripe_gateway.v1.subscriptions.list,
-                               params={"customer": customer_id, "status": "all", "limit": 100})
-    return [to_dict(s) for s in page.auto_paging_iter()]
-
-
 def event_horizon() -> int | None:
     """`created` of Stripe's newest event, read *before* a sync reads the subscriptions.
 
@@ -187,9 +179,8 @@ def event_horizon() -> int | None:
     an older event is then skipped instead of re-applying a state the sync has already moved past (which would
     audit a transition twice), an event of the same second is re-checked with Stripe, and a newer one applies.
     """
-    stripe_gateway = gateway()
-    page = stripe_gateway.call("events.list", stripe_gateway.v1.events.list, params={"limit": 1})
-    return int(page.data[0].created) if page.data else None
+    newest = stripe_gateway.list_events(limit=1)
+    return int(newest[0]["created"]) if newest else None
 
 
 def apply_subscription(user: User, sub: dict[str, Any], row: UserSubscription | None, result: SyncResult,
@@ -258,7 +249,7 @@ def sync_customer_in_transaction(customer_id: str, result: SyncResult | None = N
     result.user_id = user.id
     rows = rows_by_subscription_id(user)
     horizon = event_horizon()
-    for sub in fetch_subscriptions(customer_id):
+    for sub in stripe_gateway.list_subscriptions(customer_id):
         rows[sub["id"]] = apply_subscription(user, sub, rows.get(sub["id"]), result, event_at=horizon)
     return result
 
