@@ -112,7 +112,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_is_read():
     graph = import_graph()
-    assert "app.services.sync" in graph["app.services.webhooks"]
+    assert "app.services.sync" in graph["app.services.webhook_handlers"]
     assert "app.services.queries" in graph["app.services.entitlements"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
@@ -133,3 +133,21 @@ def test_services_models_and_cli_import_at_the_top():
                 inner += [f"{module}:{node.lineno} {ast.unparse(node)}" for node in ast.walk(function)
                           if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert inner == [], "imports inside functions: " + "; ".join(sorted(set(inner)))
+
+
+def test_stripe_is_asked_only_through_the_gateways_named_operations():
+    """Only `stripe_gateway` imports `stripe` or reaches the client; the rest call its named operations."""
+    gateway_module = "app.services.stripe_gateway"
+    found = []
+    for module, path in MODULES.items():
+        if module == gateway_module:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import) and any(alias.name.split(".")[0] == "stripe" for alias in node.names):
+                found.append(f"{module} imports stripe")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "stripe":
+                found.append(f"{module} imports from stripe")
+            elif isinstance(node, ast.ImportFrom) and node.module == gateway_module:
+                found += [f"{module} imports {alias.name}" for alias in node.names
+                          if alias.name in ("gateway", "StripeGateway", "stripe_request")]
+    assert found == []

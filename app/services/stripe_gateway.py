@@ -140,6 +140,7 @@ def init_app(app: Flask) -> None:
 
 
 def gateway() -> StripeGateway:
+    """The app's gateway (built by `init_app`)."""
     return current_app.extensions["stripe_gateway"]
 
 
@@ -179,6 +180,7 @@ def expanded(expand: list[str] | None) -> dict[str, Any]:
 
 
 def idempotent(key: str) -> dict[str, Any]:
+    """The request options of a write that Stripe must apply once, however often it is retried."""
     return {"options": {"idempotency_key": key}}
 
 
@@ -188,16 +190,19 @@ def every(operation: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def first_page(operation: str, **params: Any) -> list[dict[str, Any]]:
+    """The objects of a list request's first page (the callers ask for at most one page)."""
     return [to_dict(obj) for obj in stripe_request(operation, params=params).data]
 
 
 # --- customers ----------------------------------------------------------------------------------------------------
 
 def retrieve_customer(customer_id: str, expand: list[str] | None = None) -> dict[str, Any]:
+    """A customer (its `metadata.user_id` links it to our user; `expand` adds its default card)."""
     return to_dict(stripe_request("customers.retrieve", customer_id, **expanded(expand)))
 
 
 def create_customer(email: str, metadata: dict[str, str], idempotency_key: str) -> dict[str, Any]:
+    """Create the user's customer, once per idempotency key."""
     return to_dict(stripe_request("customers.create", params={"email": email, "metadata": metadata},
                            **idempotent(idempotency_key)))
 
@@ -210,25 +215,30 @@ def list_subscriptions(customer_id: str) -> list[dict[str, Any]]:
 
 
 def retrieve_subscription(subscription_id: str, expand: list[str] | None = None) -> dict[str, Any]:
+    """A subscription as Stripe holds it now (`expand` for its schedule or payment method)."""
     return to_dict(stripe_request("subscriptions.retrieve", subscription_id, **expanded(expand)))
 
 
 def update_subscription(subscription_id: str, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    """Change a subscription (price, cancellation), once per idempotency key."""
     return to_dict(stripe_request("subscriptions.update", subscription_id, params=params,
                                   **idempotent(idempotency_key)))
 
 
 def create_subscription_schedule(from_subscription: str, idempotency_key: str) -> dict[str, Any]:
+    """A schedule taking over the subscription as it is now, once per idempotency key."""
     return to_dict(stripe_request("subscription_schedules.create", params={"from_subscription": from_subscription},
                            **idempotent(idempotency_key)))
 
 
 def update_subscription_schedule(schedule_id: str, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    """Set a schedule's phases and end behaviour, once per idempotency key."""
     return to_dict(stripe_request("subscription_schedules.update", schedule_id, params=params,
                                   **idempotent(idempotency_key)))
 
 
 def release_subscription_schedule(schedule_id: str, idempotency_key: str) -> dict[str, Any]:
+    """Detach a schedule, leaving its subscription as it is (canceling would end it)."""
     return to_dict(stripe_request("subscription_schedules.release", schedule_id, **idempotent(idempotency_key)))
 
 
@@ -240,6 +250,7 @@ def list_invoices(customer_id: str, limit: int) -> list[dict[str, Any]]:
 
 
 def preview_invoice(params: dict[str, Any]) -> dict[str, Any]:
+    """What Stripe would invoice for a change, without changing anything."""
     return to_dict(stripe_request("invoices.create_preview", params=params))
 
 
@@ -251,10 +262,12 @@ def list_events(limit: int) -> list[dict[str, Any]]:
 # --- Checkout and the Customer Portal -------------------------------------------------------------------------------
 
 def create_checkout_session(params: dict[str, Any]) -> dict[str, Any]:
+    """A hosted Checkout page for a subscription."""
     return to_dict(stripe_request("checkout.sessions.create", params=params))
 
 
 def retrieve_checkout_session(session_id: str) -> dict[str, Any]:
+    """A Checkout Session (the success page reads its payment status)."""
     return to_dict(stripe_request("checkout.sessions.retrieve", session_id))
 
 
@@ -264,20 +277,24 @@ def list_checkout_sessions(customer_id: str, status: str) -> list[dict[str, Any]
 
 
 def expire_checkout_session(session_id: str) -> dict[str, Any]:
+    """Close an open Checkout Session, so it can no longer be paid."""
     return to_dict(stripe_request("checkout.sessions.expire", session_id))
 
 
 def create_portal_session(params: dict[str, Any]) -> dict[str, Any]:
+    """A Customer Portal link for the customer (optionally straight into one flow)."""
     return to_dict(stripe_request("billing_portal.sessions.create", params=params))
 
 
 def list_portal_configurations() -> list[dict[str, Any]]:
+    """Every Customer Portal configuration (the doctor checks the default one)."""
     return every("billing_portal.configurations.list", limit=100)
 
 
 # --- the catalog and the webhook endpoint (operator commands) -------------------------------------------------------
 
 def retrieve_price(price_id: str) -> dict[str, Any]:
+    """A price (the doctor compares its amount and interval with the plan's)."""
     return to_dict(stripe_request("prices.retrieve", price_id))
 
 
@@ -287,26 +304,32 @@ def list_prices(lookup_keys: list[str]) -> list[dict[str, Any]]:
 
 
 def create_price(params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    """Create a catalog price, once per idempotency key."""
     return to_dict(stripe_request("prices.create", params=params, **idempotent(idempotency_key)))
 
 
 def list_products() -> list[dict[str, Any]]:
+    """Every product of the account."""
     return every("products.list", limit=100)
 
 
 def create_product(params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    """Create a catalog product, once per idempotency key."""
     return to_dict(stripe_request("products.create", params=params, **idempotent(idempotency_key)))
 
 
 def list_webhook_endpoints() -> list[dict[str, Any]]:
+    """Every webhook endpoint of the account."""
     return every("webhook_endpoints.list", limit=100)
 
 
 def create_webhook_endpoint(params: dict[str, Any]) -> dict[str, Any]:
+    """Register a webhook endpoint (its signing secret is only in this answer)."""
     return to_dict(stripe_request("webhook_endpoints.create", params=params))
 
 
 def delete_webhook_endpoint(endpoint_id: str) -> dict[str, Any]:
+    """Remove a webhook endpoint."""
     return to_dict(stripe_request("webhook_endpoints.delete", endpoint_id))
 
 
