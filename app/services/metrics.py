@@ -4,9 +4,11 @@ The counters are module-level objects; import and move them where the thing happ
 makes it true (a rolled-back activation must not count):
 
     from app.services import metrics
-    metrics.BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan="pro").inc()
-    with metrics.stripe_api_call():
-        client.v1.subscriptions.update(...)
+    metrics.BILLING_PAYMENTS_SUCCEEDED.inc()
+
+What a subscription change counts (activations, requested cancellations, plan changes) is counted by
+`count_subscription_change`, a receiver of `signals.subscription_changed`, which is sent after the commit. Every
+Stripe request is timed and counted by `stripe_gateway` (stripe_api_request_seconds, stripe_api_errors_total).
 
 Under gunicorn, `PROMETHEUS_MULTIPROC_DIR` (set by `deploy/gunicorn.conf.py` before the app is imported) makes
 prometheus-client keep each worker's values in files that `/metrics` adds up; without it (flask run, tests)

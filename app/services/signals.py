@@ -2,24 +2,31 @@
 
 `commit_billing(result)` is the one place a billing transaction ends: it commits, then sends
 `subscription_changed` with the `SyncResult`. The modules that keep something derived from the billing state
-subscribe to it themselves — the entitlements cache (`entitlements`), the account page's plan outlook
-(`billing_summary`), the mail outbox (`mail`) and the counters (`metrics`) — so the writers (the sync, the webhook
-endpoint, checkout, plan changes, the admin) need not know any of them. A rolled-back transaction sends nothing.
+offer a receiver — the entitlements cache (`entitlements`), the account page's plan outlook (`billing_summary`),
+the mail outbox (`mail`) and the counters (`metrics`) — which `create_app` connects, in that order; so the writers
+(the sync, the webhook endpoint, checkout, plan changes, the admin) need not know any of them, and this module
+imports none of them. A rolled-back transaction sends nothing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from blinker import Namespace
+from blinker import NamedSignal
 from flask import current_app
+from ordered_set import OrderedSet
 
 from app.extensions import db
 
-_signals = Namespace()
+
+class OrderedSignal(NamedSignal):
+    """A blinker signal that calls its receivers in the order they were connected (blinker's own set has none)."""
+
+    set_class = OrderedSet
+
 
 #: Sent after every billing commit that concerned a user (`change.user_id` set), changed or not: receivers take
-#: `(sender, change)`, the sender being the Flask app.
-subscription_changed = _signals.signal("subscription-changed")
+#: `(sender, change)`, the sender being the Flask app, and run in the order `create_app` connects them.
+subscription_changed = OrderedSignal("subscription-changed")
 
 
 @dataclass
