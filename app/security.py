@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import sentry_sdk
 from flask import Flask, abort, request
 from flask_talisman import Talisman
+from sentry_sdk.integrations.flask import FlaskIntegration
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.logging import redact_value
@@ -119,9 +121,6 @@ def init_sentry(app: Flask) -> bool:
     dsn = app.config.get("SENTRY_DSN")
     if not dsn:
         return False
-    import sentry_sdk
-    from sentry_sdk.integrations.flask import FlaskIntegration
-
     sentry_sdk.init(
         dsn=dsn,
         integrations=[FlaskIntegration()],

@@ -1,16 +1,18 @@
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app.account import bp
 from app.account.forms import LoginForm, LogoutForm, SignupForm
 from app.extensions import limiter
 from app.services.accounts import AccountError, authenticate, create_user
 from app.services.billing_summary import plan_outlook
 from app.services.catalog import chosen_plan
-from app.services.subscriptions import effective_plan, effective_subscription
+from app.services.queries import effective_plan, effective_subscription
 from app.services.strategies import usage_summary
+
+
+bp = Blueprint("account", __name__)
 
 
 def safe_next(target: str | None) -> str | None:

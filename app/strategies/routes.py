@@ -1,4 +1,4 @@
-from flask import flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.services import DomainError
@@ -35,8 +35,10 @@ from app.services.strategies import (
     update_strategy,
     usage_summary,
 )
-from app.strategies import bp
 from app.strategies.forms import BacktestForm, DeleteForm, StrategyForm
+
+
+bp = Blueprint("strategies", __name__)
 
 
 def form_error(form: StrategyForm, exc: DomainError) -> None:
