@@ -7,12 +7,29 @@ from typing import Any, Mapping
 from dotenv import load_dotenv
 from flask import Flask
 
+from app import cli, errors, templating
+from app import sqlite_locking  # noqa: F401  (SELECT … FOR UPDATE on the fresh-clone SQLite)
+from app.account import bp as account_bp
+from app.admin import bp as admin_bp
+from app.alerts import bp as alerts_bp
+from app.api import bp as api_bp
+from app.billing import bp as billing_bp
 from app.config import load_settings
 from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, mail, migrate
-from app.services import stripe_gateway
+from app.health import bp as health_bp
 from app.logging import configure_logging
+from app.metrics import bp as metrics_bp
+from app.models import User  # noqa: F401  (every table is registered before Flask-Migrate looks)
+from app.pricing import bp as pricing_bp
 from app.security import load_session_user, register_hardening
-from app import sqlite_locking  # noqa: F401  (SELECT … FOR UPDATE on the fresh-clone SQLite)
+from app.services import stripe_gateway
+from app.services.billing_summary import forget_changed_outlook
+from app.services.entitlements import forget_changed_entitlements
+from app.services.mail import deliver_queued
+from app.services.metrics import count_subscription_change
+from app.services.signals import subscription_changed
+from app.strategies import bp as strategies_bp
+from app.webhooks import bp as webhooks_bp
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -40,13 +57,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_errorhandlers(app)
     register_commands(app)
     register_template_helpers(app)
+    register_signal_receivers()
     return app
+
+
+def register_signal_receivers() -> None:
+    """What follows a billing commit, in this order: the caches the next request reads, then mail (SMTP may be
+    slow), then the counters. Connecting twice (every app of a test run) keeps one connection each."""
+    subscription_changed.connect(forget_changed_entitlements)
+    subscription_changed.connect(forget_changed_outlook)
+    subscription_changed.connect(deliver_queued)
+    subscription_changed.connect(count_subscription_change)
 
 
 def register_extensions(app: Flask) -> None:
     """Bind the unbound extensions of `app/extensions.py`."""
-    from app import models  # noqa: F401  (registers every table before Flask-Migrate looks)
-
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     cache.init_app(app)
@@ -67,17 +92,6 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Every URL prefix of the app, in one place."""
-    from app.account import bp as account_bp
-    from app.admin import bp as admin_bp
-    from app.alerts import bp as alerts_bp
-    from app.api import bp as api_bp
-    from app.billing import bp as billing_bp
-    from app.health import bp as health_bp
-    from app.metrics import bp as metrics_bp
-    from app.pricing import bp as pricing_bp
-    from app.strategies import bp as strategies_bp
-    from app.webhooks import bp as webhooks_bp
-
     app.register_blueprint(pricing_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
@@ -91,19 +105,15 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_errorhandlers(app: Flask) -> None:
-    from app.errors import register
-
-    register(app)
+    """HTML error pages for people, JSON for the API, a rollback on 500."""
+    errors.register(app)
 
 
 def register_commands(app: Flask) -> None:
-    from app.cli import register
-
-    register(app)
+    """`flask seed-plans`, `flask users …`, `flask stripe …`, `flask doctor`."""
+    cli.register(app)
 
 
 def register_template_helpers(app: Flask) -> None:
     """Filters the templates use for money and dates."""
-    from app.templating import register
-
-    register(app)
+    templating.register(app)

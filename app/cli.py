@@ -1,7 +1,9 @@
 """Operator commands: `flask seed-plans`, `flask users create`, `flask stripe …`."""
 from __future__ import annotations
 
+import functools
 import sys
+from datetime import timezone
 from decimal import Decimal
 
 import click
@@ -11,6 +13,15 @@ from flask.cli import AppGroup
 from app.services import DomainError
 from app.services.accounts import create_user
 from app.services.catalog import seed_plans_from_config
+from app.services.doctor import run_checks
+from app.services.stripe_admin import (
+    create_catalog,
+    create_webhook_endpoint,
+    customers_to_sync,
+    events_to_replay,
+    reconcile,
+)
+from app.services.webhooks import reprocess
 
 BANNER = "=" * 70
 
@@ -98,23 +109,10 @@ def register(app: Flask) -> None:
 
 def register_stripe_commands(app: Flask) -> None:
     """`flask stripe …`: catalog, webhook endpoint, reconcile, replay."""
-    from datetime import datetime, timezone
-
-    from app.services.stripe_admin import (
-        create_catalog,
-        create_webhook_endpoint,
-        customers_to_sync,
-        events_to_replay,
-        reconcile,
-    )
-    from app.services.webhooks import reprocess
-
     stripe_group = AppGroup("stripe", help="Stripe: catalog, webhook endpoint, reconcile, replay.")
 
     def domain_errors(fn):
         """One readable line and exit 1 for a domain error (Stripe down, bad key…)."""
-        import functools
-
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
@@ -203,8 +201,6 @@ def register_doctor(app: Flask) -> None:
     @app.cli.command("doctor")
     def doctor_command():
         """Check the production checklist: variables, migrations, plans and prices, webhook, portal, Redis."""
-        from app.services.doctor import run_checks
-
         failures = 0
         for check in run_checks():
             failures += not check.ok

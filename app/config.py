@@ -33,7 +33,7 @@ PLACEHOLDER = re.compile(r"<[^<>]*>")
 ANGLE_ADDRESS = re.compile(r"<[^\s<>@:/]+@[^\s<>@:/]+>")
 
 #: Who may scrape /metrics without the token: loopback and the private ranges a scraper lives in.
-DEFAULT_METRICS_NETWORKS = "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7"
+DEFAULT_METRICS_NETWORKS = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
 
 #: A development/testing default computed from the instance folder and the variable's name.
 LocalDefault = Callable[[Path, str], str]
@@ -316,7 +316,8 @@ class Settings(BaseSettings):
 
     # Running the app: logging, metrics, proxy, Sentry.
     LOG_LEVEL: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(upper)] = "INFO"
-    METRICS_ALLOWED_NETWORKS: Annotated[list[str], BeforeValidator(networks)] = DEFAULT_METRICS_NETWORKS
+    METRICS_ALLOWED_NETWORKS: Annotated[list[str], BeforeValidator(networks)] = Field(
+        default_factory=lambda: list(DEFAULT_METRICS_NETWORKS))
     METRICS_TOKEN: Annotated[OptionalText, Var(guide=False, production=long_token)] = None
     SENTRY_DSN: OptionalText = None
     SENTRY_TRACES_SAMPLE_RATE: Annotated[float, Field(ge=0, le=1), Var(guide=False, expected="a number from 0 to 1")] \
@@ -344,7 +345,7 @@ class Settings(BaseSettings):
     def no_placeholder_in_production(cls, value: Any, info: ValidationInfo) -> Any:
         """In production a `<…>` left anywhere in a value is a problem line of its own, before its type is read."""
         if info.data.get("ENVIRONMENT") == "production" and isinstance(value, str):
-            lines = placeholder_lines(info.field_name, value)
+            lines = placeholder_lines(info.field_name or "", value)
             if lines:
                 raise problem(*lines)
         return value
@@ -357,14 +358,15 @@ class Settings(BaseSettings):
         A field validator rather than a model validator: pydantic skips model validators once any field failed,
         and production must list every problem at once.
         """
-        var = variable(cls.model_fields[info.field_name])
+        name = info.field_name or ""
+        var = variable(cls.model_fields[name])
         if var is None or info.data.get("ENVIRONMENT") != "production":
             return value
         if value is None:
             if var.required:
-                raise problem(f"{info.field_name} is not set")
+                raise problem(f"{name} is not set")
             return value
-        why = var.production(info.field_name, value) if var.production else None
+        why = var.production(name, value) if var.production else None
         if why:
             raise problem(why)
         return value
@@ -487,7 +489,8 @@ def load_settings(overrides: Mapping[str, str], instance_path: Path) -> Settings
     Raises ConfigurationError listing every problem, after printing it to stderr (a gunicorn import shows it).
     """
     try:
-        settings = Settings(**overrides)
+        values: dict[str, Any] = dict(overrides)
+        settings = Settings(**values)
     except ValidationError as error:
         refusal = ConfigurationError(problem_lines(error))
         print(refusal, file=sys.stderr)

@@ -34,7 +34,7 @@ def register(app: Flask) -> None:
             413: "The request is too large.",
             429: "Too many attempts. Please wait a moment and try again.",
         }
-        message = messages.get(exc.code, exc.description or exc.name)
+        message = messages.get(exc.code or 500, exc.description or exc.name)
         body, status = render_error(exc.code or 500, error_code(exc), message)
         response = current_app.make_response((body, status))
         for name in ("Retry-After", "Allow"):  # keep what tells a client when or how to try again

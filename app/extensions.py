@@ -1,4 +1,6 @@
 """Extensions, created unbound: `create_app` binds them with `init_app`, models import `db` from here."""
+from typing import TYPE_CHECKING
+
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
@@ -27,6 +29,11 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+# The models' base class. Flask-SQLAlchemy builds `db.Model` from `Base` at run time; type checkers see `Base`.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
 migrate = Migrate(render_as_batch=True, compare_type=True)
 login_manager = LoginManager()
 cache = Cache()

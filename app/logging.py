@@ -19,11 +19,13 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 from flask import Flask, g, request
+from flask.logging import default_handler
+from flask_login import current_user, user_logged_in
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
 REDACTED = "[REDACTED]"
@@ -116,7 +118,7 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     return value
 
 
-def redact(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
     """structlog processor: remove secrets and card data from every key and value of the event."""
     return redact_value(event_dict)
 
@@ -212,8 +214,6 @@ def configure_logging(app: Flask) -> None:
     configure_structlog()
     configure_root_logger(json=app.config["ENVIRONMENT"] == "production", level=app.config.get("LOG_LEVEL", "INFO"))
     # Flask's own handler would print app.logger lines a second time, unformatted and unredacted.
-    from flask.logging import default_handler
-
     app.logger.removeHandler(default_handler)
     log = get_logger("app.request")
 
@@ -223,8 +223,6 @@ def configure_logging(app: Flask) -> None:
         g.request_started = time.perf_counter()
         g.request_id = request_id_from(request.headers.get("X-Request-ID"))
         bind_contextvars(request_id=g.request_id)
-        from flask_login import current_user
-
         # Loads the session user now (one query it would make anyway) so even the first line carries user_id.
         if current_user and current_user.is_authenticated:
             bind_user_id(current_user.get_id())
@@ -244,8 +242,6 @@ def configure_logging(app: Flask) -> None:
     @app.teardown_request
     def unbind_request_context(exc: BaseException | None) -> None:
         clear_contextvars()
-
-    from flask_login import user_logged_in
 
     @user_logged_in.connect_via(app)
     def bind_logged_in_user(sender, user, **extra) -> None:

@@ -21,8 +21,10 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import sentry_sdk
 from flask import Flask, abort, redirect, request, session
 from flask_talisman import Talisman
+from sentry_sdk.integrations.flask import FlaskIntegration
 from werkzeug.exceptions import BadRequest
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
@@ -215,7 +217,7 @@ def register_security_headers(app: Flask) -> None:
     )
 
 
-def sentry_before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+def sentry_before_send(event: Any, hint: dict[str, Any]) -> Any:
     """The log redaction, applied to a whole Sentry event (request, extra, breadcrumbs, exception messages)."""
     return redact_value(event)
 
@@ -225,9 +227,6 @@ def init_sentry(app: Flask) -> bool:
     dsn = app.config.get("SENTRY_DSN")
     if not dsn:
         return False
-    import sentry_sdk
-    from sentry_sdk.integrations.flask import FlaskIntegration
-
     sentry_sdk.init(
         dsn=dsn,
         integrations=[FlaskIntegration()],

@@ -18,7 +18,7 @@ from app import create_app  # noqa: E402
 from app.services import DomainError  # noqa: E402
 from app.services.doctor import webhook_url  # noqa: E402
 from app.services.stripe_admin import create_webhook_endpoint  # noqa: E402
-from app.services.stripe_gateway import gateway  # noqa: E402
+from app.services import stripe_gateway  # noqa: E402
 
 
 def main() -> int:
@@ -28,16 +28,13 @@ def main() -> int:
     stored = json.loads(secrets_path.read_text())
     with app.app_context():
         url = webhook_url()
-        stripe_gateway = gateway()
         try:
-            mine = [e for e in stripe_gateway.call("webhook_endpoints.list", stripe_gateway.v1.webhook_endpoints.list,
-                                                   params={"limit": 100}).auto_paging_iter() if e.url == url]
-            if any(e.id == stored.get("STRIPE_WEBHOOK_ENDPOINT_ID") for e in mine):
+            mine = [e for e in stripe_gateway.list_webhook_endpoints() if e.get("url") == url]
+            if any(e["id"] == stored.get("STRIPE_WEBHOOK_ENDPOINT_ID") for e in mine):
                 print(f"Webhook endpoint {stored['STRIPE_WEBHOOK_ENDPOINT_ID']} → {url}")
                 return 0
             for endpoint in mine:  # registered before, its secret not kept: replaced
-                stripe_gateway.call("webhook_endpoints.delete", stripe_gateway.v1.webhook_endpoints.delete,
-                                    endpoint.id)
+                stripe_gateway.delete_webhook_endpoint(endpoint["id"])
             endpoint, _created = create_webhook_endpoint(url)
         except DomainError as error:
             print(f"could not register the webhook endpoint: {error.message}", file=sys.stderr)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from flask_migrate import upgrade  # noqa: E402
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
-from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.services.catalog import seed_plans_from_config  # noqa: E402
@@ -42,7 +42,7 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(app) -> tuple[str, object]:
+def serve(app) -> tuple[str, BaseWSGIServer]:
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_port}", server

@@ -81,7 +81,7 @@ def test_the_success_page_and_the_webhook_do_not_both_insert_the_subscription_on
 
     from app.models import AuditLog
     from app.services.checkout import start_checkout
-    from app.services.subscriptions import sync_customer
+    from app.services.sync import sync_customer
 
     app = create_app({"ENVIRONMENT": "development", "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
                       "STRIPE_API_BASE": stripe_emulator.url})

@@ -1,6 +1,3 @@
 """Sign-up, log-in, log-out and the account page."""
-from flask import Blueprint
 
-bp = Blueprint("account", __name__)
-
-from app.account import routes  # noqa: E402,F401
+from app.account.routes import bp  # noqa: F401  (re-exported: the blueprint lives beside its routes)

@@ -1,7 +1,6 @@
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app.account import bp
 from app.account.forms import (
     ChangePasswordForm,
     ForgotPasswordForm,
@@ -25,8 +24,10 @@ from app.services import accounts, sessions
 from app.services.accounts import AccountError, authenticate, create_user
 from app.services.billing_summary import plan_outlook
 from app.services.catalog import chosen_plan
+from app.services.queries import effective_plan, effective_subscription
 from app.services.strategies import usage_summary
-from app.services.subscriptions import effective_plan, effective_subscription
+
+bp = Blueprint("account", __name__)
 
 #: Each form that sends mail counts against the same budgets (per address and site-wide).
 account_mail_limits = (

@@ -2,8 +2,5 @@
 
 Only users with `is_admin` see it; to everyone else (anonymous included) it does not exist (404).
 """
-from flask import Blueprint
 
-bp = Blueprint("admin", __name__)
-
-from app.admin import routes  # noqa: E402,F401
+from app.admin.routes import bp  # noqa: F401  (re-exported: the blueprint lives beside its routes)

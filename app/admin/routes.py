@@ -1,13 +1,15 @@
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app.admin import bp
 from app.admin.forms import ActionForm, LookupForm
 from app.extensions import csrf
 from app.security import safe_next
 from app.services import DomainError
 from app.services.admin import replay_event, sync_user
 from app.services.reporting import dashboard, user_report
+
+
+bp = Blueprint("admin", __name__)
 
 
 # The global CSRF check would run before `require_admin` and answer 400, telling a stranger the URL exists. The

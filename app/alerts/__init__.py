@@ -1,6 +1,3 @@
 """Alert settings: gated by `email_alerts`, with a real-time option gated by `realtime_alerts`."""
-from flask import Blueprint
 
-bp = Blueprint("alerts", __name__)
-
-from app.alerts import routes  # noqa: E402,F401
+from app.alerts.routes import bp  # noqa: F401  (re-exported: the blueprint lives beside its routes)

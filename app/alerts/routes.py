@@ -1,10 +1,12 @@
-from flask import flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from app.alerts import bp
 from app.alerts.forms import AlertSettingsForm
 from app.services.entitlements import cheapest_plan_with, get_entitlements, requires_feature
 from app.services.strategies import alert_settings, save_alert_settings
+
+
+bp = Blueprint("alerts", __name__)
 
 
 @bp.route("/", methods=["GET", "POST"])

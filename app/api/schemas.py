@@ -6,7 +6,7 @@ first: `missing_field` (absent, null, empty or only spaces), `invalid_field` (no
 long). Plan and cycle names are listed in the document but checked by the catalog, whose refusals name the plan.
 """
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -55,21 +55,26 @@ def _check_string(max_length: int, required: bool, strip: bool):
     return check
 
 
-def text(max_length: int, *, required: bool = True, strip: bool = True, **schema: Any) -> Any:
-    """A string field of a request body (`schema`: what the document adds, e.g. an enum or a pattern).
+def checked(max_length: int, *, required: bool = True, strip: bool = True) -> BeforeValidator:
+    """The checks of a request body's string field, answering today's codes and sentences.
 
     Stripped unless `strip=False` (a password is compared exactly as the sign-up form stored it). An optional
     field that is absent, null or blank reads as None.
     """
-    checked = BeforeValidator(_check_string(max_length, required, strip))
-    document = WithJsonSchema({"type": "string", "maxLength": max_length, **schema})
-    if required:
-        return Annotated[str, checked, document]
-    return Annotated[str | None, checked, document, Field(default=None, json_schema_extra=_no_default)]
+    return BeforeValidator(_check_string(max_length, required, strip))
+
+
+def documented(max_length: int, **schema: Any) -> WithJsonSchema:
+    """What the document says of a string field (`schema`: what it adds, e.g. an enum or a pattern)."""
+    return WithJsonSchema({"type": "string", "maxLength": max_length, **schema})
 
 
 def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)  # an absent optional string is None to the view, not a value a client sends
+
+
+#: An optional string field: absent reads as None, and the document shows no default.
+ABSENT_IS_NONE = Field(default=None, json_schema_extra=_no_default)
 
 
 def _check_flag(value: Any, info: ValidationInfo) -> bool:
@@ -117,8 +122,8 @@ class UpgradeRequired(BaseModel):
 # --- auth ----------------------------------------------------------------------------------------------------
 
 
-Email = text(320, format="email")
-Password = text(128, strip=False, **NON_BLANK)
+Email: TypeAlias = Annotated[str, checked(320), documented(320, format="email")]
+Password: TypeAlias = Annotated[str, checked(128, strip=False), documented(128, **NON_BLANK)]
 
 
 class TokenRequest(BaseModel):
@@ -140,8 +145,9 @@ class Me(Answer):
 
 # --- billing -------------------------------------------------------------------------------------------------
 
-PlanName = text(32, enum=list(PAID_PLAN_NAMES), description="A paid plan (`free` is refused).")
-BillingCycle = text(16, enum=list(BILLING_CYCLES))
+PlanName: TypeAlias = Annotated[str, checked(32), documented(32, enum=list(PAID_PLAN_NAMES),
+                                                             description="A paid plan (`free` is refused).")]
+BillingCycle: TypeAlias = Annotated[str, checked(16), documented(16, enum=list(BILLING_CYCLES))]
 
 
 class CheckoutRequest(BaseModel):
@@ -191,16 +197,17 @@ class Subscription(Answer):
 # --- strategies ----------------------------------------------------------------------------------------------
 
 
-StrategyName = text(NAME_MAX, **NON_BLANK)
-StrategyDescription = text(TEXT_MAX, required=False)
-StrategyRules = text(
-    TEXT_MAX, required=False, pattern=RULES_PATTERN, format="strategy-rules",
+StrategyName: TypeAlias = Annotated[str, checked(NAME_MAX), documented(NAME_MAX, **NON_BLANK)]
+StrategyDescription: TypeAlias = Annotated[str | None, checked(TEXT_MAX, required=False), documented(TEXT_MAX),
+                                           ABSENT_IS_NONE]
+StrategyRules: TypeAlias = Annotated[str | None, checked(TEXT_MAX, required=False), documented(
+    TEXT_MAX, pattern=RULES_PATTERN, format="strategy-rules",
     description="The crossover's two moving-average windows in trading days: `fast=<days> slow=<days>`, either "
                 "order, any case, `=` or `:`, separated by spaces, new lines, commas or semicolons, with "
                 f"1 ≤ fast < slow ≤ {MAX_WINDOW} (the one condition the pattern cannot say). Empty or left out: "
                 "`fast=20 slow=50`. Anything else is refused with 400 `invalid_rules`, never replaced by a default.",
     examples=["fast=20 slow=50", "slow: 200, fast: 50"],
-)
+), ABSENT_IS_NONE]
 
 
 class StrategyInput(BaseModel):

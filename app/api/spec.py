@@ -13,11 +13,12 @@ from typing import Any
 from flask import current_app, request
 from pydantic import ValidationError
 from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
+from spectree.models import SecureType
 
 from app.api.common import ApiError
 from app.api.schemas import Error, UpgradeRequired
 
-BEARER = {"bearerAuth": []}
+BEARER: dict[str, list[str]] = {"bearerAuth": []}
 
 #: The answers many operations share: (model, description).
 BAD_REQUEST = (Error, "Bad input: not a JSON object, a missing or invalid field, an unknown plan or cycle.")
@@ -64,11 +65,11 @@ def refusal(error: ValidationError) -> ApiError:
 
 def takes_json_body() -> bool:
     """Whether the route being served validates a JSON body (spectree's metadata of its view)."""
-    metadata = spec.get_function_metadata(current_app.view_functions[request.endpoint])
+    metadata = spec.get_function_metadata(current_app.view_functions[request.endpoint or ""])
     return metadata is not None and metadata.json is not None
 
 
-def refuse_bad_input(req, resp, error: ValidationError | None, instance, model_adapter) -> None:
+def refuse_bad_input(req, resp, error: Exception | None, instance, model_adapter) -> None:
     """spectree's hook before every operation: bad input becomes an ApiError, which app/errors.py answers.
 
     spectree reads anything that is not a JSON object (a list, a string, broken JSON, a form) as `{}` or skips
@@ -76,11 +77,13 @@ def refuse_bad_input(req, resp, error: ValidationError | None, instance, model_a
     """
     if takes_json_body() and not isinstance(req.get_json(silent=True), dict):
         raise ApiError("The request body must be a JSON object.", code="invalid_json")
-    if error is not None:
+    if isinstance(error, ValidationError):
         raise refusal(error)
+    if error is not None:  # anything else spectree could not read is not a JSON object of ours
+        raise ApiError("The request body must be a JSON object.", code="invalid_json")
 
 
-def refuse_bad_answer(req, resp, error: ValidationError | None, instance, model_adapter) -> None:
+def refuse_bad_answer(req, resp, error: Exception | None, instance, model_adapter) -> None:
     """spectree's hook after every operation: an answer its own model refuses is a bug of ours, raised so that it
     is logged and answered like any unexpected error (not with spectree's report of the fields)."""
     if error is not None:
@@ -95,7 +98,7 @@ spec = SpecTree(
     description="Billing and strategies for API clients. Get a token pair from `POST /auth/token`, send "
                 "`Authorization: Bearer <access_token>`; every error is `{\"error\", \"message\"}` JSON.",
     security_schemes=[SecurityScheme(name="bearerAuth",
-                                     data=SecuritySchemeData(type="http", scheme="bearer", bearer_format="JWT"))],
+                                     data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer", bearer_format="JWT"))],
     security=BEARER,
     naming_strategy=lambda model: model.__name__,
     nested_naming_strategy=lambda parent, child: child,

@@ -1,6 +1,3 @@
 """`/healthz` for load balancers and uptime checks."""
-from flask import Blueprint
 
-bp = Blueprint("health", __name__)
-
-from app.health import routes  # noqa: E402,F401
+from app.health.routes import bp  # noqa: F401  (re-exported: the blueprint lives beside its routes)

@@ -1,11 +1,13 @@
 import secrets
 
-from flask import current_app, jsonify
+from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from app.extensions import cache, db, limiter
-from app.health import bp
 from app.services import metrics
+
+
+bp = Blueprint("health", __name__)
 
 
 def check_database() -> bool:

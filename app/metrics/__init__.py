@@ -1,6 +1,3 @@
 """`/metrics` for Prometheus: open to the allow-listed networks or to the bearer token, 403 to anyone else."""
-from flask import Blueprint
 
-bp = Blueprint("metrics", __name__)
-
-from app.metrics import routes  # noqa: E402,F401
+from app.metrics.routes import bp  # noqa: F401  (re-exported: the blueprint lives beside its routes)

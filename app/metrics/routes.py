@@ -1,11 +1,13 @@
 import hmac
 import ipaddress
 
-from flask import Response, abort, current_app, request
+from flask import Blueprint, Response, abort, current_app, request
 
 from app.extensions import csrf, limiter
-from app.metrics import bp
 from app.services.metrics import render_metrics
+
+
+bp = Blueprint("metrics", __name__)
 
 
 def address_allowed(remote_addr: str | None, networks: list[str]) -> bool:

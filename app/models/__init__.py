@@ -6,8 +6,8 @@ from app.models.conversion import UserConversion
 from app.models.daily import DailyCount, DailySubscriptionChange
 from app.models.mail import MAIL_KINDS, MailOutbox
 from app.models.plan import BILLING_CYCLES, PlanFeature, SubscriptionPlan
-from app.models.stripe_event import StripeEvent
 from app.models.strategy import AlertSettings, Backtest, Strategy
+from app.models.stripe_event import StripeEvent
 from app.models.subscription import ACCESS_STATUSES, LIVE_STATUSES, STATUSES, UserSubscription
 from app.models.user import User, normalize_email
 

@@ -7,11 +7,11 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
-from app.models.base import UTCDateTime, JSONType, utcnow
+from app.extensions import Model, db
+from app.models.base import JSONType, UTCDateTime, utcnow
 
 
-class AuditLog(db.Model):
+class AuditLog(Model):
     __tablename__ = "audit_logs"
     __table_args__ = (
         Index("ix_audit_logs_user_id_created_at", "user_id", "created_at"),

@@ -24,7 +24,7 @@ from sqlalchemy import ForeignKey, case, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.audit import AuditLog
 from app.models.base import UTCDateTime, utcnow
 
@@ -39,7 +39,7 @@ CONVERSION_COLUMNS = {
 CONVERSION_ACTIONS = ("subscription.activated", "subscription.plan_changed")
 
 
-class UserConversion(db.Model):
+class UserConversion(Model):
     __tablename__ = "user_conversions"
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True,
                                          autoincrement=False)

@@ -22,7 +22,7 @@ from datetime import date
 from sqlalchemy import BigInteger, Date, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 
 SIGNUPS = "signups"
 
@@ -37,7 +37,7 @@ def converted_metric(path: str) -> str:
     return f"converted.{path}"
 
 
-class DailyCount(db.Model):
+class DailyCount(Model):
     __tablename__ = "daily_counts"
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
@@ -48,7 +48,7 @@ class DailyCount(db.Model):
         return f"<DailyCount {self.day} {self.metric}={self.value}>"
 
 
-class DailySubscriptionChange(db.Model):
+class DailySubscriptionChange(Model):
     __tablename__ = "daily_subscription_changes"
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)

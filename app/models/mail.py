@@ -6,14 +6,14 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import UTCDateTime, utcnow
 
 MAIL_KINDS = ("payment_failed", "subscription_activated", "cancellation_scheduled", "subscription_ended",
               "password_reset", "verify_email")
 
 
-class MailOutbox(db.Model):
+class MailOutbox(Model):
     """One row per (cause, kind): a redelivered webhook finds its row and never mails twice."""
 
     __tablename__ = "mail_outbox"

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Boolean, ForeignKey, Integer, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import TimestampMixin
 
 BILLING_CYCLES = ("monthly", "yearly")
@@ -17,6 +18,12 @@ class PlanPricing:
 
     Needs `price_monthly`, `price_yearly` (Decimal or None) and `stripe_price_id_monthly/_yearly`.
     """
+
+    if TYPE_CHECKING:  # provided by the classes that use the mix-in (columns or dataclass fields)
+        price_monthly: Decimal
+        price_yearly: Decimal | None
+        stripe_price_id_monthly: str | None
+        stripe_price_id_yearly: str | None
 
     @property
     def is_free(self) -> bool:
@@ -38,12 +45,13 @@ class PlanPricing:
 
     @property
     def yearly_saving_percent(self) -> int | None:
-        if self.price_yearly is None or not self.price_monthly:
+        saving = self.yearly_saving
+        if saving is None or not self.price_monthly:
             return None
-        return round(self.yearly_saving / (self.price_monthly * 12) * 100)
+        return round(saving / (self.price_monthly * 12) * 100)
 
 
-class SubscriptionPlan(PlanPricing, TimestampMixin, db.Model):
+class SubscriptionPlan(PlanPricing, TimestampMixin, Model):
     __tablename__ = "subscription_plans"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -65,7 +73,7 @@ class SubscriptionPlan(PlanPricing, TimestampMixin, db.Model):
         return f"<SubscriptionPlan {self.name}>"
 
 
-class PlanFeature(db.Model):
+class PlanFeature(Model):
     """A feature a plan includes. No row means the plan does not include it.
 
     `kind` is "limit" (a counted allowance: `limit_value`, NULL meaning unlimited) or "flag" (on).

@@ -7,11 +7,11 @@ from typing import Any
 from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
-from app.models.base import UTCDateTime, JSONType, TimestampMixin, utcnow
+from app.extensions import Model
+from app.models.base import JSONType, TimestampMixin, UTCDateTime, utcnow
 
 
-class Strategy(TimestampMixin, db.Model):
+class Strategy(TimestampMixin, Model):
     """A user's trading strategy: a name, a description and the rules a backtest runs."""
 
     __tablename__ = "strategies"
@@ -31,7 +31,7 @@ class Strategy(TimestampMixin, db.Model):
         return f"<Strategy {self.id} {self.name!r}>"
 
 
-class Backtest(db.Model):
+class Backtest(Model):
     """One run of a strategy over a date range, with its result.
 
     `strategy_id` is kept nullable (SET NULL on delete) on purpose: a run counts against the month's allowance
@@ -56,7 +56,7 @@ class Backtest(db.Model):
         return f"<Backtest {self.id} strategy={self.strategy_id}>"
 
 
-class AlertSettings(TimestampMixin, db.Model):
+class AlertSettings(TimestampMixin, Model):
     """A user's alert preferences (one row per user, created on first save)."""
 
     __tablename__ = "alert_settings"

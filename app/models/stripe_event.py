@@ -7,13 +7,13 @@ from typing import Any
 from sqlalchemy import Boolean, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
-from app.models.base import UTCDateTime, JSONType, utcnow
+from app.extensions import Model
+from app.models.base import JSONType, UTCDateTime, utcnow
 
 EVENT_STATUSES = ("received", "processed", "failed", "ignored")
 
 
-class StripeEvent(db.Model):
+class StripeEvent(Model):
     __tablename__ = "stripe_events"
     __table_args__ = (
         Index("ix_stripe_events_status_received_at", "status", "received_at"),

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
-from app.models.base import UTCDateTime, TimestampMixin
+from app.extensions import Model
+from app.models.base import TimestampMixin, UTCDateTime
 
 if TYPE_CHECKING:
     from app.models.plan import SubscriptionPlan
@@ -22,7 +22,7 @@ ACCESS_STATUSES = ("trialing", "active", "past_due")
 LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due", "unpaid", "paused")
 
 
-class UserSubscription(TimestampMixin, db.Model):
+class UserSubscription(TimestampMixin, Model):
     __tablename__ = "user_subscriptions"
     __table_args__ = (
         Index("ix_user_subscriptions_user_id_status", "user_id", "status"),

@@ -1,6 +1,3 @@
 """The public pricing page."""
-from flask import Blueprint
 
-bp = Blueprint("pricing", __name__)
-
-from app.pricing import routes  # noqa: E402,F401
+from app.pricing.routes import bp  # noqa: F401  (re-exported: the blueprint lives beside its routes)

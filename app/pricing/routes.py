@@ -1,9 +1,11 @@
-from flask import current_app, redirect, render_template, session, url_for
+from flask import Blueprint, current_app, redirect, render_template, session, url_for
 from flask_login import current_user
 
-from app.pricing import bp
 from app.services.catalog import active_plans
-from app.services.subscriptions import live_subscription
+from app.services.queries import live_subscription
+
+
+bp = Blueprint("pricing", __name__)
 
 
 @bp.get("/")

@@ -5,8 +5,7 @@ from app.extensions import db
 from app.logging import get_logger
 from app.models import User
 from app.services import audit
-from app.services.entitlements import invalidate_entitlements_cache
-from app.services.subscriptions import sync_customer
+from app.services.sync import sync_customer
 from app.services.webhooks import reprocess
 
 log = get_logger(__name__)
@@ -26,7 +25,7 @@ def replay_event(event_id: str, admin_id: int) -> tuple[str, str]:
         audit.record("admin.event_replayed", admin_id, event=event_id, outcome="failed")
         db.session.commit()
         return "danger", f"Replay of {event_id} failed again: {type(error).__name__}: {error}"
-    # reprocess ran after_commit (entitlements cache, mail, metrics) for the user the event was about.
+    # reprocess's commit sent subscription_changed (entitlements cache, mail, metrics) for the event's user.
     audit.record("admin.event_replayed", admin_id, event=event_id, outcome=outcome.status)
     db.session.commit()
     log.info("admin_webhook_replayed", event_id=event_id, event_type=outcome.event_type, outcome=outcome.status,
@@ -40,8 +39,9 @@ def sync_user(user_id: int, admin_id: int) -> tuple[str, list[str]]:
     if user is None or not user.stripe_customer_id:
         raise LookupError(user_id)
     email = user.email
-    result = sync_customer(user.stripe_customer_id)  # commits, then invalidates the user's entitlements
-    invalidate_entitlements_cache(user_id)  # even when nothing drifted: the admin asked for a fresh read
+    # Commits, then sends subscription_changed for the user even when nothing drifted (the user is the customer's),
+    # so the entitlements cache is dropped: the admin asked for a fresh read.
+    result = sync_customer(user.stripe_customer_id)
     audit.record("admin.user_synced", admin_id, user=user_id, actions=result.actions)
     db.session.commit()
     log.info("admin_user_synced", user_id=user_id, admin_id=admin_id, actions=result.actions)

@@ -8,10 +8,11 @@ from typing import Any
 from app.extensions import cache
 from app.logging import get_logger
 from app.models import User, UserSubscription
-from app.services import DomainError
-from app.services.catalog import plan_for_price
-from app.services.stripe_gateway import gateway, to_dict
-from app.services.subscriptions import from_timestamp, live_subscription
+from app.services import DomainError, stripe_gateway
+from app.services.queries import live_subscription
+from app.services.signals import SyncResult
+from app.services.stripe_gateway import from_timestamp
+from app.services.subscriptions import ScheduledChange, scheduled_change_of
 
 log = get_logger(__name__)
 
@@ -26,14 +27,6 @@ class Invoice:
     status: str
     hosted_invoice_url: str | None
     invoice_pdf: str | None
-
-
-@dataclass
-class ScheduledChange:
-    plan_name: str
-    plan_display: str
-    cycle: str
-    at: datetime | None
 
 
 @dataclass
@@ -71,24 +64,21 @@ def billing_summary(user: User) -> BillingSummary:
     summary = BillingSummary(live_subscription(user.id))
     if not user.stripe_customer_id:
         return summary
-    stripe_gateway = gateway()
     try:
-        customer = to_dict(stripe_gateway.call(
-            "customers.retrieve", stripe_gateway.v1.customers.retrieve, user.stripe_customer_id,
-            params={"expand": ["invoice_settings.default_payment_method"]}))
+        customer = stripe_gateway.retrieve_customer(user.stripe_customer_id,
+                                                    expand=["invoice_settings.default_payment_method"])
         summary.card_brand, summary.card_last4 = card_of(
             (customer.get("invoice_settings") or {}).get("default_payment_method"))
-        invoices = stripe_gateway.call("invoices.list", stripe_gateway.v1.invoices.list,
-                                       params={"customer": user.stripe_customer_id, "limit": 12})
+        invoices = stripe_gateway.list_invoices(user.stripe_customer_id, limit=12)
         summary.invoices = [
             Invoice(i["id"], i.get("number"), from_timestamp(i.get("created")), int(i.get("total") or 0),
-                    i.get("currency") or "usd", i.get("status") or "", i.get("hosted_invoice_url"), i.get("invoice_pdf"))
-            for i in map(to_dict, invoices.data) if i.get("status") != "draft"
+                    i.get("currency") or "usd", i.get("status") or "", i.get("hosted_invoice_url"),
+                    i.get("invoice_pdf"))
+            for i in invoices if i.get("status") != "draft"
         ]
         if summary.subscription is not None:
-            sub = to_dict(stripe_gateway.call(
-                "subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve,
-                summary.subscription.stripe_subscription_id, params={"expand": ["schedule", "default_payment_method"]}))
+            sub = stripe_gateway.retrieve_subscription(summary.subscription.stripe_subscription_id,
+                                                       expand=["schedule", "default_payment_method"])
             if summary.card_last4 is None:
                 summary.card_brand, summary.card_last4 = card_of(sub.get("default_payment_method"))
             summary.scheduled_change = scheduled_change_of(sub)
@@ -99,7 +89,7 @@ def billing_summary(user: User) -> BillingSummary:
 
 
 #: How long the account page may reuse what Stripe said of a subscription's schedule. Every billing commit for the
-#: user drops it (`forget_plan_outlook`, from subscriptions.after_commit), and it is only reused for the same
+#: user drops it (`forget_changed_outlook`, a `subscription_changed` receiver), and it is only reused for the same
 #: version of the subscription row.
 OUTLOOK_CACHE_SECONDS = 600
 
@@ -114,6 +104,11 @@ def forget_plan_outlook(user_id: int) -> None:
         cache.delete(_outlook_key(user_id))
     except Exception as error:  # noqa: BLE001 - Redis down
         log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
+
+
+def forget_changed_outlook(sender, change: SyncResult, **_) -> None:
+    """`subscription_changed` receiver: the committed change may have added or dropped a scheduled change."""
+    forget_plan_outlook(change.user_id)
 
 
 def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlook:
@@ -134,11 +129,8 @@ def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlo
     if cached is not None and cached[0] == version:
         outlook.scheduled_change = cached[1]
         return outlook
-    stripe_gateway = gateway()
     try:
-        sub = to_dict(stripe_gateway.call(
-            "subscriptions.retrieve", stripe_gateway.v1.subscriptions.retrieve, subscription.stripe_subscription_id,
-            params={"expand": ["schedule"]}))
+        sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id, expand=["schedule"])
     except DomainError as error:
         log.warning("plan_outlook_degraded", code=error.code)
         outlook.stripe_unavailable = True
@@ -149,29 +141,3 @@ def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlo
     except Exception as error:  # noqa: BLE001 - Redis down: the next view asks Stripe again
         log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
     return outlook
-
-
-def scheduled_change_of(sub: dict[str, Any]) -> ScheduledChange | None:
-    """The first phase of the subscription's schedule still to come, if it moves to another price.
-
-    A phase still to come starts at or after the end of the current one (Stripe's `current_phase`; none before the
-    schedule starts): a phase that has begun is the plan the customer is on, and one that is over is history,
-    which the schedule keeps until it is released.
-    """
-    schedule = sub.get("schedule")
-    if not isinstance(schedule, dict) or schedule.get("status") not in ("active", "not_started"):
-        return None
-    current_price = sub["items"]["data"][0]["price"]["id"]
-    current_phase = schedule.get("current_phase") if schedule.get("status") == "active" else None
-    upcoming = [phase for phase in schedule.get("phases") or []
-                if current_phase is None or (phase.get("start_date") or 0) >= (current_phase.get("end_date") or 0)]
-    for phase in sorted(upcoming, key=lambda phase: phase.get("start_date") or 0):
-        items = phase.get("items") or []
-        price = items[0].get("price") if items else None
-        price_id = price.get("id") if isinstance(price, dict) else price
-        if price_id and price_id != current_price:
-            found = plan_for_price(price_id)
-            if found:
-                plan, cycle = found
-                return ScheduledChange(plan.name, plan.display_name, cycle, from_timestamp(phase.get("start_date")))
-    return None

@@ -9,17 +9,13 @@ from sqlalchemy import select
 from app.extensions import db
 from app.logging import get_logger
 from app.models import User
-from app.services import DomainError, audit, metrics
+from app.services import DomainError, audit, metrics, stripe_gateway
 from app.services.catalog import PlanChoice, validate_choice
-from app.services.stripe_gateway import gateway, to_dict
-from app.services.subscriptions import (
-    SubscriptionError,
-    SyncResult,
-    after_commit,
-    live_subscription,
-    sync_customer,
-    sync_customer_in_transaction,
-)
+from app.services.queries import live_subscription
+from app.services.signals import SyncResult, commit_billing
+from app.services.stripe_gateway import id_of
+from app.services.subscriptions import SubscriptionError
+from app.services.sync import sync_customer, sync_customer_in_transaction
 from app.urls import external_url
 
 log = get_logger(__name__)
@@ -52,16 +48,12 @@ def ensure_customer(user_id: int) -> str:
     if user.stripe_customer_id:
         db.session.commit()
         return user.stripe_customer_id
-    stripe_gateway = gateway()
-    customer = stripe_gateway.call(
-        "customers.create", stripe_gateway.v1.customers.create,
-        params={"email": user.email, "metadata": {"user_id": str(user.id)}},
-        options={"idempotency_key": f"customer-create-{user.id}"},
-    )
-    user.stripe_customer_id = customer.id
-    audit.record("customer.created", user.id, customer=customer.id)
+    customer = stripe_gateway.create_customer(user.email, {"user_id": str(user.id)},
+                                              idempotency_key=f"customer-create-{user.id}")
+    user.stripe_customer_id = customer["id"]
+    audit.record("customer.created", user.id, customer=customer["id"])
     db.session.commit()
-    return customer.id
+    return customer["id"]
 
 
 @dataclass
@@ -87,14 +79,11 @@ def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, succe
         # success page not loaded). Read it before opening a second checkout.
         sync_result = sync_customer_in_transaction(customer_id)
         if sync_result.changed:
-            db.session.commit()
-            after_commit(sync_result)
+            commit_billing(sync_result)
             lock_user(user_id)
         refuse_second_subscription(user_id, plan, cycle)
-    stripe_gateway = gateway()
     expire_open_sessions(customer_id)
-    session = stripe_gateway.call(
-        "checkout.sessions.create", stripe_gateway.v1.checkout.sessions.create,
+    session = stripe_gateway.create_checkout_session(
         params={
             "mode": "subscription",
             "customer": customer_id,
@@ -107,10 +96,10 @@ def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, succe
             "allow_promotion_codes": True,
         },
     )
-    audit.record("checkout.started", user_id, session=session.id, plan=plan.name, billing_cycle=cycle)
+    audit.record("checkout.started", user_id, session=session["id"], plan=plan.name, billing_cycle=cycle)
     db.session.commit()
     metrics.BILLING_CHECKOUT_SESSIONS_CREATED.inc()
-    return CheckoutStart(session.id, session.url)
+    return CheckoutStart(session["id"], session["url"])
 
 
 def review_choice(user_id: int, plan_name: str | None, cycle: str | None) -> PlanChoice:
@@ -136,11 +125,8 @@ def refuse_second_subscription(user_id: int, plan, cycle: str) -> None:
 
 def expire_open_sessions(customer_id: str) -> None:
     """Expire the customer's open Checkout Sessions (an older tab can no longer be paid)."""
-    stripe_gateway = gateway()
-    page = stripe_gateway.call("checkout.sessions.list", stripe_gateway.v1.checkout.sessions.list,
-                               params={"customer": customer_id, "status": "open", "limit": 100})
-    for session in page.data:
-        stripe_gateway.call("checkout.sessions.expire", stripe_gateway.v1.checkout.sessions.expire, session.id)
+    for session in stripe_gateway.list_checkout_sessions(customer_id, status="open"):
+        stripe_gateway.expire_checkout_session(session["id"])
 
 
 @dataclass
@@ -156,9 +142,7 @@ class Fulfilment:
 
 def session_belongs_to(session: dict[str, Any], user: User) -> bool:
     """A session is the user's when both our reference and the customer say so (no customer, no claim)."""
-    customer = session.get("customer")
-    if isinstance(customer, dict):
-        customer = customer.get("id")
+    customer = id_of(session.get("customer"))
     if session.get("client_reference_id") != str(user.id):
         return False
     return customer is None or user.stripe_customer_id in (None, customer)
@@ -169,9 +153,7 @@ def fulfil_checkout(session_id: str, user_id: int) -> Fulfilment:
 
     Idempotent and safe beside the webhook doing the same: both end in `sync_customer`.
     """
-    stripe_gateway = gateway()
-    session = to_dict(stripe_gateway.call("checkout.sessions.retrieve", stripe_gateway.v1.checkout.sessions.retrieve,
-                                          session_id))
+    session = stripe_gateway.retrieve_checkout_session(session_id)
     user = db.session.get(User, user_id)
     if user is None or not session_belongs_to(session, user):
         raise DomainError("We could not find that checkout.", code="not_found", status=404)
@@ -212,10 +194,7 @@ def create_portal_session(user_id: int, return_url: str | None = None, flow: str
             if subscription is None:
                 raise CheckoutError("You have no paid subscription.", code="no_subscription")
             params["flow_data"][flow] = {"subscription": subscription.stripe_subscription_id}
-    stripe_gateway = gateway()
-    session = stripe_gateway.call("billing_portal.sessions.create", stripe_gateway.v1.billing_portal.sessions.create,
-                                  params=params)
-    return session.url
+    return stripe_gateway.create_portal_session(params)["url"]
 
 
 # --- where Stripe sends the person back ---------------------------------------------------------------------

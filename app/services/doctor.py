@@ -15,15 +15,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import redis
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import current_app
 from sqlalchemy import select
 
 from app.config import GUIDE_VARIABLES, current_settings, placeholders_in
 from app.extensions import db
+from app.logging import redact_text
 from app.models import SubscriptionPlan
-from app.services import DomainError
+from app.services import DomainError, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
-from app.services.stripe_gateway import gateway, to_dict
+from app.services.webhooks import GUIDE_EVENTS, WebhookRejected, configured_secrets, verify
 
 
 @dataclass(frozen=True)
@@ -105,10 +110,6 @@ def migrations_directory() -> str:
 
 def check_migrations() -> Iterator[Check]:
     """The database is at the migrations' head revision."""
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
     config = Config()
     config.set_main_option("script_location", migrations_directory())
     heads = set(ScriptDirectory.from_config(config).get_heads())
@@ -155,7 +156,6 @@ def check_plans_and_prices() -> Iterator[Check]:
         yield failed("Plans seeded", f"missing {', '.join(missing)}", "run `flask seed-plans`")
     else:
         yield passed("Plans seeded", ", ".join(spec.name for spec in PLAN_CATALOG))
-    stripe_gateway = gateway()
     for label, price_id, amount, interval in expected_prices(plans):
         title = f"Stripe price {label}"
         want = money_text(amount, "usd", interval)
@@ -164,7 +164,7 @@ def check_plans_and_prices() -> Iterator[Check]:
                          "run `flask stripe create-catalog`, set the STRIPE_PRICE_* it prints, then `flask seed-plans`")
             continue
         try:
-            price = to_dict(stripe_gateway.call("prices.retrieve", stripe_gateway.v1.prices.retrieve, price_id))
+            price = stripe_gateway.retrieve_price(price_id)
         except DomainError as error:
             yield failed(title, f"{price_id}: {error.message}",
                          "run `flask stripe create-catalog` with this STRIPE_SECRET_KEY's account, set the "
@@ -193,16 +193,11 @@ def webhook_url() -> str:
 
 def check_webhook_endpoint() -> Iterator[Check]:
     """A Stripe webhook endpoint at this app's URL, enabled, listening to the guide's six events."""
-    from app.services.webhooks import GUIDE_EVENTS
-
     url = webhook_url()
     title = "Stripe webhook endpoint"
     fix = f"run `flask stripe webhook-endpoint --url {url}` and set STRIPE_WEBHOOK_SECRET to the secret it prints"
-    stripe_gateway = gateway()
     try:
-        endpoints = [to_dict(e) for e in stripe_gateway.call(
-            "webhook_endpoints.list", stripe_gateway.v1.webhook_endpoints.list,
-            params={"limit": 100}).auto_paging_iter()]
+        endpoints = stripe_gateway.list_webhook_endpoints()
     except DomainError as error:
         yield failed(title, error.message, "check STRIPE_SECRET_KEY and the network, then " + fix)
         return
@@ -232,8 +227,6 @@ def signed_header(payload: bytes, secret: str, timestamp: int) -> str:
 
 def check_webhook_secret() -> Iterator[Check]:
     """The configured signing secret looks like Stripe's and our verification accepts an event signed with it."""
-    from app.services.webhooks import WebhookRejected, configured_secrets, verify
-
     title = "Webhook signing secret"
     fix = (f"copy the endpoint's signing secret (whsec_…) from the Stripe Dashboard into STRIPE_WEBHOOK_SECRET, or "
            f"run `flask stripe webhook-endpoint --url {webhook_url()}` on a new endpoint")
@@ -267,11 +260,8 @@ def check_customer_portal() -> Iterator[Check]:
     title = "Customer Portal"
     fix = ("Stripe Dashboard → Settings → Billing → Customer portal: activate it, turn on \"Cancel subscriptions\" "
            "with \"At the end of the billing period\", and save")
-    stripe_gateway = gateway()
     try:
-        configurations = [to_dict(c) for c in stripe_gateway.call(
-            "billing_portal.configurations.list", stripe_gateway.v1.billing_portal.configurations.list,
-            params={"limit": 100}).auto_paging_iter()]
+        configurations = stripe_gateway.list_portal_configurations()
     except DomainError as error:
         yield failed(title, f"cannot read the configuration: {error.message}", fix)
         return
@@ -293,13 +283,9 @@ def check_customer_portal() -> Iterator[Check]:
 
 def check_redis() -> Iterator[Check]:
     """Redis answers PING (when REDIS_URL is configured: cache, rate limits, webhook fast path)."""
-    import redis
-
     url = current_app.config.get("REDIS_URL")
     if not url:
         return  # the environment check already says REDIS_URL is not set
-    from app.logging import redact_text
-
     try:
         redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).ping()
     except redis.RedisError as error:

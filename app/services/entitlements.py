@@ -3,7 +3,7 @@
 `get_entitlements(user_id)` answers from (1) a memo on `flask.g`, so a request reads them at most once,
 (2) the cache under exactly `entitlements:<user-id>` as plain JSON (so `redis-cli GET entitlements:42` and
 `redis-cli DEL entitlements:42` work as the deployment guide says), (3) the database, which then fills the cache.
-Every change that can alter them (sync_customer, each webhook, admin actions) calls
+Every billing commit sends `subscription_changed`, whose receiver `forget_changed_entitlements` calls
 `invalidate_entitlements_cache(user_id)`, so an upgrade shows on the very next request.
 
 A cache outage is not an outage of the app: reads fall back to the database, the outage is logged once (and its
@@ -28,7 +28,8 @@ from app.extensions import cache, cache_redis, db
 from app.models import SubscriptionPlan
 from app.services import DomainError
 from app.services.catalog import PLAN_CATALOG
-from app.services.subscriptions import effective_plan
+from app.services.queries import effective_plan
+from app.services.signals import SyncResult
 from app.urls import is_api_request
 
 CACHE_KEY = "entitlements:{user_id}"
@@ -281,6 +282,11 @@ def invalidate_entitlements_cache(user_id: int) -> bool:
         _cache_failed("invalidate")
         return False
     return True
+
+
+def forget_changed_entitlements(sender, change: SyncResult, **_) -> None:
+    """`subscription_changed` receiver: the user's next request reads the committed plan."""
+    invalidate_entitlements_cache(change.user_id)
 
 
 def cheapest_plan_with(feature_key: str, at_least: int | None = None) -> SubscriptionPlan | None:

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.extensions import db, mail
 from app.logging import get_logger
 from app.models import MailOutbox, User, utcnow
+from app.services.signals import SyncResult
 from app.urls import external_url
 
 log = get_logger(__name__)
@@ -62,6 +63,12 @@ def deliver_pending(limit: int = 50) -> int:
             log.info("mail_sent", kind=row.kind, mail_id=row.id)
     db.session.commit()
     return sent
+
+
+def deliver_queued(sender, change: SyncResult, **_) -> None:
+    """`subscription_changed` receiver: send what the committed change queued (nothing when it queued none)."""
+    if change.mail_queued:
+        deliver_pending()
 
 
 def send(row: MailOutbox) -> None:

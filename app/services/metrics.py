@@ -4,9 +4,11 @@ The counters are module-level objects; import and move them where the thing happ
 makes it true (a rolled-back activation must not count):
 
     from app.services import metrics
-    metrics.BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan="pro").inc()
-    with metrics.stripe_api_call():
-        client.v1.subscriptions.update(...)
+    metrics.BILLING_PAYMENTS_SUCCEEDED.inc()
+
+What a subscription change counts (activations, requested cancellations, plan changes) is counted by
+`count_subscription_change`, a receiver of `signals.subscription_changed`, which is sent after the commit. Every
+Stripe request is timed and counted by `stripe_gateway` (stripe_api_request_seconds, stripe_api_errors_total).
 
 Under gunicorn, `PROMETHEUS_MULTIPROC_DIR` (set by `deploy/gunicorn.conf.py` before the app is imported) makes
 prometheus-client keep each worker's values in files that `/metrics` adds up; without it (flask run, tests)
@@ -31,6 +33,14 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.extensions import db
+from app.logging import get_logger
+from app.services import reporting
+from app.services.signals import SyncResult
+
+log = get_logger(__name__)
 
 # `*_created` series double the output and mean nothing to the alert rules (and multiprocess mode drops them).
 disable_created_metrics()
@@ -120,6 +130,23 @@ def record_webhook(event_type: str, outcome: str, seconds: float | None = None) 
         STRIPE_WEBHOOK_PROCESSING_SECONDS.observe(seconds)
 
 
+def count_subscription_change(sender, change: SyncResult, **_) -> None:
+    """`subscription_changed` receiver: count (and log) the activations, requested cancellations and plan changes."""
+    for action, plan in zip(change.actions, change.plans):
+        if action == "subscription.activated":
+            BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan=plan).inc()
+            log.info("subscription_activated", user_id=change.user_id, plan=plan)
+        elif action == "subscription.canceled":
+            log.info("subscription_canceled", user_id=change.user_id, plan=plan)
+        elif action == "subscription.cancel_scheduled":  # the request is what the cancellation-spike alert watches
+            BILLING_SUBSCRIPTIONS_CANCELED.labels(plan=plan).inc()
+            log.info("subscription_updated", user_id=change.user_id, plan=plan, action=action)
+        else:
+            log.info("subscription_updated", user_id=change.user_id, plan=plan, action=action)
+    for direction in change.plan_change_directions:
+        BILLING_PLAN_CHANGES.labels(direction=direction).inc()
+
+
 def multiprocess_dir() -> str | None:
     """The directory of the per-worker metric files, when running under gunicorn with several workers."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
@@ -129,19 +156,13 @@ class RevenueCollector:
     """billing_mrr_dollars, billing_arr_dollars and billing_active_subscriptions{plan,cycle}, from SQL at scrape."""
 
     def collect(self):
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from app.extensions import db
-        from app.logging import get_logger
-        from app.services.reporting import revenue_summary
-
         try:
-            summary = revenue_summary()
+            summary = reporting.revenue_summary()
         except SQLAlchemyError:
             # The counters are still worth scraping; the missing gauges and this counter tell the story.
             db.session.rollback()
             DATABASE_ERRORS.inc()
-            get_logger(__name__).warning("metrics_revenue_query_failed", exc_info=True)
+            log.warning("metrics_revenue_query_failed", exc_info=True)
             return []
         mrr = GaugeMetricFamily("billing_mrr_dollars",
                                 "Monthly recurring revenue: live subscriptions' monthly prices, yearly ones / 12.")

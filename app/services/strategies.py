@@ -22,10 +22,13 @@ from app.services.backtesting import (
     DEFAULT_FAST,
     DEFAULT_SLOW,
     MAX_WINDOW,
+    BacktestError,
     Rules,
+    Simulation,
     data_range,
     history_years_needed,
     run_crossover,
+    simulate,
     years_before,
 )
 from app.services.entitlements import (
@@ -232,6 +235,53 @@ def delete_strategy(user_id: int, strategy_id: int) -> None:
     strategy = get_strategy(user_id, strategy_id)
     db.session.delete(strategy)
     db.session.commit()
+
+
+def latest_backtests(user_id: int) -> dict[int, Backtest]:
+    """Each of the user's strategies' most recent backtest, by strategy id (one query for the whole list)."""
+    newest = (select(func.max(Backtest.id)).where(Backtest.user_id == user_id, Backtest.strategy_id.is_not(None))
+              .group_by(Backtest.strategy_id))
+    rows = db.session.scalars(select(Backtest).where(Backtest.id.in_(newest)))
+    return {b.strategy_id: b for b in rows if b.strategy_id is not None}
+
+
+def replay(backtest: Backtest) -> Simulation | None:
+    """The backtest day by day (trades, equity curve), recomputed from what it stored: the engine is
+    deterministic, so the windows and dates it ran with give back the same run. None when the stored result is
+    incomplete or the series no longer covers its dates."""
+    result = backtest.result or {}
+    try:
+        rules = Rules(fast=int(result["fast"]), slow=int(result["slow"]))
+        return simulate(rules, backtest.start_date, backtest.end_date)
+    except (KeyError, TypeError, ValueError, BacktestError):
+        return None
+
+
+@dataclass(frozen=True)
+class StrategyTemplate:
+    """A ready-made strategy the form can start from (every plan has them)."""
+
+    key: str
+    name: str
+    description: str
+    rules: str
+
+
+STRATEGY_TEMPLATES: tuple[StrategyTemplate, ...] = (
+    StrategyTemplate("swing", "Swing trend", "Rides moves of a few weeks: the 20-day average against the 50-day.",
+                     "fast=20 slow=50"),
+    StrategyTemplate("momentum", "Short-term momentum", "Reacts within days: the 5-day average against the 20-day.",
+                     "fast=5 slow=20"),
+    StrategyTemplate("medium", "Medium-term trend", "Follows trends of a season: the 50-day average against the "
+                     "100-day.", "fast=50 slow=100"),
+    StrategyTemplate("golden-cross", "Golden cross", "The classic long-term signal: the 50-day average against the "
+                     "200-day, which takes most of a year of prices to warm up.", "fast=50 slow=200"),
+)
+
+
+def strategy_template(key: str | None) -> StrategyTemplate | None:
+    """The template with this key, or None (an unknown key is simply no template)."""
+    return next((t for t in STRATEGY_TEMPLATES if t.key == key), None)
 
 
 def earliest_start(user_id: int) -> date:

@@ -9,10 +9,10 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import StripeEvent, User
-from app.services import audit
+from app.services import audit, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
-from app.services.stripe_gateway import gateway, to_dict
-from app.services.subscriptions import SyncResult, sync_customer
+from app.services.signals import SyncResult
+from app.services.sync import sync_customer
 from app.services.webhooks import GUIDE_EVENTS, HANDLERS
 
 
@@ -36,15 +36,10 @@ def catalog_prices() -> list[tuple[str, str, str, int, str]]:
 
 def create_catalog() -> list[CatalogPrice]:
     """Create the three products and five prices (with lookup keys) unless they exist; idempotent."""
-    stripe_gateway = gateway()
-    v1 = stripe_gateway.v1
     wanted = catalog_prices()
-    existing = {p["lookup_key"]: p for p in map(to_dict, stripe_gateway.call(
-        "prices.list", v1.prices.list,
-        params={"lookup_keys": [row[1] for row in wanted], "active": True, "limit": 100}).data)}
+    existing = {p["lookup_key"]: p for p in stripe_gateway.list_prices([row[1] for row in wanted])}
     products: dict[str, str] = {}
-    for product in map(to_dict, stripe_gateway.call("products.list", v1.products.list,
-                                                    params={"limit": 100}).auto_paging_iter()):
+    for product in stripe_gateway.list_products():
         plan = (product.get("metadata") or {}).get("plan")
         if plan and product.get("active") and plan not in products:
             products[plan] = product["id"]
@@ -56,18 +51,16 @@ def create_catalog() -> list[CatalogPrice]:
             continue
         if plan_name not in products:
             spec = next(s for s in PLAN_CATALOG if s.name == plan_name)
-            product = stripe_gateway.call(
-                "products.create", v1.products.create,
-                params={"name": spec.display_name, "description": spec.description, "metadata": {"plan": plan_name}},
-                options={"idempotency_key": f"catalog-product-{plan_name}"})
-            products[plan_name] = product.id
-        price = stripe_gateway.call(
-            "prices.create", v1.prices.create,
-            params={"product": products[plan_name], "currency": "usd", "unit_amount": amount,
-                    "recurring": {"interval": interval}, "lookup_key": lookup_key,
-                    "metadata": {"plan": plan_name, "billing_cycle": "monthly" if interval == "month" else "yearly"}},
-            options={"idempotency_key": f"catalog-price-{lookup_key}-{amount}"})
-        results.append(CatalogPrice(env, lookup_key, price.id, True))
+            product = stripe_gateway.create_product(
+                {"name": spec.display_name, "description": spec.description, "metadata": {"plan": plan_name}},
+                idempotency_key=f"catalog-product-{plan_name}")
+            products[plan_name] = product["id"]
+        price = stripe_gateway.create_price(
+            {"product": products[plan_name], "currency": "usd", "unit_amount": amount,
+             "recurring": {"interval": interval}, "lookup_key": lookup_key,
+             "metadata": {"plan": plan_name, "billing_cycle": "monthly" if interval == "month" else "yearly"}},
+            idempotency_key=f"catalog-price-{lookup_key}-{amount}")
+        results.append(CatalogPrice(env, lookup_key, price["id"], True))
     return results
 
 
@@ -78,16 +71,12 @@ ENDPOINT_EVENTS = sorted(set(GUIDE_EVENTS) | set(HANDLERS))
 
 def create_webhook_endpoint(url: str) -> tuple[dict, bool]:
     """Register `url` for ENDPOINT_EVENTS; (endpoint, created). The secret is only in a new endpoint."""
-    stripe_gateway = gateway()
-    for endpoint in stripe_gateway.call("webhook_endpoints.list", stripe_gateway.v1.webhook_endpoints.list,
-                                        params={"limit": 100}).auto_paging_iter():
-        if endpoint.url == url:
-            return to_dict(endpoint), False
-    endpoint = stripe_gateway.call(
-        "webhook_endpoints.create", stripe_gateway.v1.webhook_endpoints.create,
-        params={"url": url, "enabled_events": ENDPOINT_EVENTS,
-                "description": "Smart Strategies Builder billing"})
-    return to_dict(endpoint), True
+    for endpoint in stripe_gateway.list_webhook_endpoints():
+        if endpoint.get("url") == url:
+            return endpoint, False
+    endpoint = stripe_gateway.create_webhook_endpoint(
+        {"url": url, "enabled_events": ENDPOINT_EVENTS, "description": "Smart Strategies Builder billing"})
+    return endpoint, True
 
 
 @dataclass

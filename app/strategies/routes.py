@@ -1,10 +1,21 @@
-from flask import flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.services import DomainError
-from app.services.backtesting import data_range, years_before
-from app.services.entitlements import UpgradeRequired, get_entitlements, within_limit
+from app.services.backtesting import (
+    DEFAULT_FAST,
+    DEFAULT_SLOW,
+    Rules,
+    data_range,
+    default_start,
+    drawdown_chart,
+    equity_chart,
+    no_trade_note,
+    warmup_note,
+)
+from app.services.entitlements import UpgradeRequired, cheapest_plan_with, get_entitlements, within_limit
 from app.services.strategies import (
+    STRATEGY_TEMPLATES,
     count_backtests_this_month,
     count_strategies,
     create_strategy,
@@ -14,14 +25,20 @@ from app.services.strategies import (
     ensure_editable,
     get_backtest,
     get_strategy,
+    latest_backtests,
     list_strategies,
+    read_rules,
+    replay,
     rules_problem,
     run_backtest,
+    strategy_template,
     update_strategy,
     usage_summary,
 )
-from app.strategies import bp
 from app.strategies.forms import BacktestForm, DeleteForm, StrategyForm
+
+
+bp = Blueprint("strategies", __name__)
 
 
 def form_error(form: StrategyForm, exc: DomainError) -> None:
@@ -39,7 +56,7 @@ def list_strategies_page():
     return render_template(
         "strategies/index.html", strategies=strategies, editable=editable,
         entitlements=get_entitlements(current_user.id), usage=usage_summary(current_user.id),
-        delete_form=DeleteForm(),
+        latest=latest_backtests(current_user.id),
     )
 
 
@@ -47,8 +64,11 @@ def list_strategies_page():
 @login_required
 @within_limit("strategies_max", usage=count_strategies)
 def create_strategy_page():
-    """Create a strategy (at the plan's limit the upgrade page answers instead)."""
+    """Create a strategy, blank or from a template (at the plan's limit the upgrade page answers instead)."""
     form = StrategyForm()
+    chosen = strategy_template(request.args.get("template"))
+    if chosen and not form.is_submitted():
+        form.name.data, form.description.data, form.rules.data = chosen.name, chosen.description, chosen.rules
     if form.validate_on_submit():
         try:
             strategy = create_strategy(current_user.id, form.name.data, form.description.data, form.rules.data)
@@ -60,7 +80,8 @@ def create_strategy_page():
             flash(f"Strategy “{strategy.name}” created.", "success")
             return redirect(url_for("strategies.show_strategy", strategy_id=strategy.id))
     status = 400 if form.is_submitted() else 200
-    return render_template("strategies/form.html", form=form, strategy=None), status
+    return render_template("strategies/form.html", form=form, strategy=None, templates=STRATEGY_TEMPLATES,
+                           chosen=chosen), status
 
 
 @bp.get("/<int:strategy_id>")
@@ -68,18 +89,24 @@ def create_strategy_page():
 def show_strategy(strategy_id: int):
     """A strategy, its backtests and the form to run another."""
     strategy = get_strategy(current_user.id, strategy_id)
-    first, last = data_range()
+    last = data_range()[1]
+    earliest = earliest_start(current_user.id)
+    # Rules saved before they were read strictly may not read: say so before a backtest is refused.
+    problem = rules_problem(strategy.rules)
+    rules = Rules(DEFAULT_FAST, DEFAULT_SLOW) if problem else read_rules(strategy.rules)
     form = BacktestForm()
     if not form.is_submitted():
-        form.start_date.data = max(earliest_start(current_user.id), years_before(last, 1))
+        form.start_date.data = default_start(rules, earliest)
         form.end_date.data = last
+    entitlements = get_entitlements(current_user.id)
+    years = entitlements.limit("history_years")
     return render_template(
-        "strategies/show.html", strategy=strategy, form=form, delete_form=DeleteForm(),
+        "strategies/show.html", strategy=strategy, form=form,
         editable=strategy.id in editable_ids(current_user.id),
-        # Rules saved before they were read strictly may not read: say so before a backtest is refused.
-        rules_problem=rules_problem(strategy.rules),
-        earliest=earliest_start(current_user.id), latest=last,
-        entitlements=get_entitlements(current_user.id), backtests_used=count_backtests_this_month(current_user.id),
+        rules_problem=problem, warmup_note=None if problem else warmup_note(rules, earliest),
+        earliest=earliest, latest=last, entitlements=entitlements,
+        more_history=None if years is None else cheapest_plan_with("history_years", at_least=years + 1),
+        backtests_used=count_backtests_this_month(current_user.id),
     )
 
 
@@ -102,7 +129,18 @@ def edit_strategy(strategy_id: int):
     else:
         ensure_editable(current_user.id, strategy)  # a read-only strategy answers with the upgrade page
     status = 400 if form.is_submitted() else 200
-    return render_template("strategies/form.html", form=form, strategy=strategy), status
+    return render_template("strategies/form.html", form=form, strategy=strategy, templates=(), chosen=None), status
+
+
+@bp.get("/<int:strategy_id>/delete")
+@login_required
+def confirm_delete_strategy(strategy_id: int):
+    """Ask before deleting, saying what goes with the strategy and what stays counted."""
+    strategy = get_strategy(current_user.id, strategy_id)
+    return render_template(
+        "strategies/delete.html", strategy=strategy, delete_form=DeleteForm(),
+        entitlements=get_entitlements(current_user.id), backtests_used=count_backtests_this_month(current_user.id),
+    )
 
 
 @bp.post("/<int:strategy_id>/delete")
@@ -142,7 +180,12 @@ def start_backtest(strategy_id: int):
 @bp.get("/<int:strategy_id>/backtests/<int:backtest_id>")
 @login_required
 def show_backtest(strategy_id: int, backtest_id: int):
-    """One backtest's result."""
+    """One backtest's result: metrics, the equity curve against buy-and-hold, drawdown and the trades."""
     strategy = get_strategy(current_user.id, strategy_id)
     backtest = get_backtest(current_user.id, strategy_id, backtest_id)
-    return render_template("strategies/backtest.html", strategy=strategy, backtest=backtest)
+    sim = replay(backtest)
+    return render_template(
+        "strategies/backtest.html", strategy=strategy, backtest=backtest, sim=sim,
+        equity=equity_chart(sim) if sim else None, drawdown=drawdown_chart(sim) if sim else None,
+        no_trade=no_trade_note(sim) if sim else None,
+    )

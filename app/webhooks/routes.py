@@ -1,7 +1,12 @@
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
+from app.extensions import csrf, limiter
 from app.services.webhooks import WebhookRejected, handle
-from app.webhooks import bp
+
+
+bp = Blueprint("webhooks", __name__)
+csrf.exempt(bp)
+limiter.exempt(bp)
 
 
 @bp.post("/stripe")

@@ -199,7 +199,7 @@ def test_worker_killed_mid_webhook_the_retry_processes_it_nothing_partial(seeded
     stripe = emulator.client()
     sub = stripe.v1.subscriptions.list(params={"customer": customer}).data[0]
     with app.app_context():  # the subscription is known (as the success page would have synced it)
-        from app.services.subscriptions import sync_customer
+        from app.services.sync import sync_customer
         sync_customer(customer)
         db.session.remove()
     emulator.add_webhook(server.webhook_url(app.config["API_PREFIX"]), app.config["STRIPE_WEBHOOK_SECRET"])
@@ -257,7 +257,7 @@ def test_stripe_down_checkout_and_portal_say_temporarily_unavailable_and_write_n
             paying = db.session.scalar(sa.select(User).where(User.email == "paying@example.com"))
             session_id = start_checkout(paying.id, "pro", "monthly", SUCCESS_URL, "http://127.0.0.1/pricing").session_id
             own.complete_checkout(session_id)
-            from app.services.subscriptions import sync_customer
+            from app.services.sync import sync_customer
             sync_customer(paying.stripe_customer_id)
             customer = paying.stripe_customer_id
             sub_row = db.session.scalar(sa.select(UserSubscription))

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from app.services.billing_summary import scheduled_change_of
-from app.services.subscriptions import subscription_fields
+from app.services.subscriptions import scheduled_change_of
+from app.services.sync import subscription_fields
 
 T0, T1, T2 = 1798761600, 1801440000, 1803859200  # 2027-01-01, 2027-02-01, 2027-03-01 (UTC)
 

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from app.services.subscriptions import Snapshot, transitions
+from app.services.sync import Snapshot, transitions
 
 JAN = datetime(2027, 1, 1, tzinfo=timezone.utc)
 FEB = datetime(2027, 2, 1, tzinfo=timezone.utc)

@@ -1,0 +1,266 @@
+"""Stripe → rows: the one writer of `user_subscriptions`, whoever brings a Stripe subscription.
+
+Stripe is the source of truth; `user_subscriptions` is its local copy. `apply_subscription` writes one Stripe
+subscription object into its row (auditing each transition and queueing its mail), whoever brings the object:
+
+- `sync_customer` reads all of a customer's subscriptions from Stripe and applies them: the success page, the
+  return from the Portal, plan changes and cancellations, Checkout (before opening a second session),
+  `flask stripe sync` and the admin's re-sync call it.
+- The webhook handlers apply the event's own object when it is newer than what the row last saw, without asking
+  Stripe; they ask (`sync_customer_in_transaction`) only when the order is ambiguous (two events of the same
+  second), when a completed Checkout's subscription is not known yet, and after a failed payment.
+
+So neither the order nor the number of notifications can leave the copy wrong. The pure rules — `Snapshot`,
+`transitions`, `subscription_fields`, `plan_change_direction` — take plain values and are importable on their own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.logging import get_logger
+from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription
+from app.services import audit, stripe_gateway
+from app.services.catalog import plan_by_name, plan_for_price
+from app.services.mail import billing_url, queue_mail
+from app.services.signals import SyncResult, commit_billing
+from app.services.stripe_gateway import StripeObjectMissing, from_timestamp, id_of
+from app.templating import date
+
+log = get_logger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pure rules
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the audit trail compares: the parts of a subscription a person cares about."""
+
+    status: str
+    plan: str
+    cycle: str
+    cancel_scheduled: bool
+    period_end: datetime | None
+
+    @property
+    def grants(self) -> bool:
+        return self.status in ACCESS_STATUSES
+
+    @classmethod
+    def of(cls, row: UserSubscription) -> Snapshot:
+        return cls(row.status, row.plan.name, row.billing_cycle, row.cancel_at_period_end, row.current_period_end)
+
+
+def transitions(old: Snapshot | None, new: Snapshot) -> list[tuple[str, dict[str, Any]]]:
+    """The audit actions between two snapshots; none when nothing a person cares about changed."""
+    if old is None:
+        if new.grants:
+            return [("subscription.activated", {"plan": new.plan, "billing_cycle": new.cycle, "status": new.status})]
+        if new.status == "canceled":
+            return [("subscription.canceled", {"plan": new.plan})]
+        return [("subscription.updated", {"status": new.status, "plan": new.plan})]
+    actions: list[tuple[str, dict[str, Any]]] = []
+    if not old.grants and new.grants:
+        actions.append(("subscription.activated", {"plan": new.plan, "billing_cycle": new.cycle, "status": new.status}))
+    elif old.status != "canceled" and new.status == "canceled":
+        actions.append(("subscription.canceled", {"plan": new.plan, "previous_status": old.status}))
+    elif old.status != new.status:
+        actions.append(("subscription.updated", {"from_status": old.status, "status": new.status}))
+    if (old.plan, old.cycle) != (new.plan, new.cycle):
+        actions.append(("subscription.plan_changed", {"from_plan": old.plan, "from_cycle": old.cycle,
+                                                      "plan": new.plan, "billing_cycle": new.cycle}))
+    if new.status != "canceled":
+        if not old.cancel_scheduled and new.cancel_scheduled:
+            actions.append(("subscription.cancel_scheduled", {"plan": new.plan, "ends_at": iso(new.period_end)}))
+        elif old.cancel_scheduled and not new.cancel_scheduled:
+            actions.append(("subscription.resumed", {"plan": new.plan}))
+        if old.period_end and new.period_end and new.period_end > old.period_end and old.status == new.status:
+            actions.append(("subscription.updated", {"renewed_until": iso(new.period_end)}))
+    return actions
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
+    """The columns of `user_subscriptions` from a Stripe subscription (pinned API shape: periods on the item)."""
+    items = (sub.get("items") or {}).get("data") or []
+    if not items:
+        return None
+    item = items[0]
+    price_id = id_of(item.get("price") or {})
+    found = plan_for_price(price_id)
+    if found is None:
+        return None
+    plan, cycle = found
+    cancel_scheduled = bool(sub.get("cancel_at_period_end")) or (
+        sub.get("cancel_at") is not None and sub.get("status") not in ("canceled", "incomplete_expired"))
+    return {
+        "plan_id": plan.id,
+        "plan": plan,
+        "billing_cycle": cycle,
+        "status": sub["status"],
+        "stripe_price_id": price_id,
+        "current_period_start": from_timestamp(item.get("current_period_start")),
+        "current_period_end": from_timestamp(item.get("current_period_end")),
+        "cancel_at_period_end": cancel_scheduled,
+        "canceled_at": from_timestamp(sub.get("canceled_at")),
+        "ended_at": from_timestamp(sub.get("ended_at")),
+        "trial_end": from_timestamp(sub.get("trial_end")),
+    }
+
+
+def plan_change_direction(from_plan: str, to_plan: SubscriptionPlan) -> str:
+    """upgrade / downgrade by the plans' tiers (sort_order); the same plan in another cycle is a cycle_change."""
+    if from_plan == to_plan.name:
+        return "cycle_change"
+    previous = plan_by_name(from_plan)
+    return "upgrade" if previous is None or to_plan.sort_order > previous.sort_order else "downgrade"
+
+
+def customer_id_of(obj: dict[str, Any]) -> str | None:
+    """The customer id of a Stripe object whose `customer` may be expanded."""
+    return id_of(obj.get("customer"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Customers → users
+# ---------------------------------------------------------------------------------------------------------------
+
+def find_user_for_customer(customer_id: str, lock: bool = True) -> User | None:
+    """The user linked to a Stripe customer; links one by the customer's `metadata.user_id` if not yet linked.
+
+    The lookup by id needs no Stripe call; only an unlinked customer costs one (to read its metadata).
+    """
+    query = select(User).where(User.stripe_customer_id == customer_id)
+    user = db.session.scalar(query.with_for_update() if lock else query)
+    if user is not None:
+        return user
+    try:
+        customer = stripe_gateway.retrieve_customer(customer_id)
+    except StripeObjectMissing:  # not a customer of this account: nothing to link, and retrying cannot help
+        log.warning("stripe_customer_not_found", customer=customer_id)
+        return None
+    return link_customer(customer, (customer.get("metadata") or {}).get("user_id"), lock=lock)
+
+
+def link_customer(customer: dict[str, Any], user_id: Any, lock: bool = True) -> User | None:
+    """Link a Stripe customer to our user `user_id` unless the user already has another customer."""
+    if customer.get("deleted"):
+        return None
+    user_id = str(user_id or "")
+    if not user_id.isdigit():
+        return None
+    user = db.session.get(User, int(user_id), with_for_update=lock)
+    if user is None or user.stripe_customer_id not in (None, customer["id"]):
+        log.warning("stripe_customer_link_refused", customer=customer["id"], user_id=user_id)
+        return None
+    if user.stripe_customer_id is None:
+        user.stripe_customer_id = customer["id"]
+        audit.record("customer.linked", user.id, customer=customer["id"])
+    return user
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stripe → database
+# ---------------------------------------------------------------------------------------------------------------
+
+def event_horizon() -> int | None:
+    """`created` of Stripe's newest event, read *before* a sync reads the subscriptions.
+
+    Every event created before the read is at most this old, so a sync stamps its rows with it: a late delivery of
+    an older event is then skipped instead of re-applying a state the sync has already moved past (which would
+    audit a transition twice), an event of the same second is re-checked with Stripe, and a newer one applies.
+    """
+    newest = stripe_gateway.list_events(limit=1)
+    return int(newest[0]["created"]) if newest else None
+
+
+def apply_subscription(user: User, sub: dict[str, Any], row: UserSubscription | None, result: SyncResult,
+                       event_at: int | None = None) -> UserSubscription | None:
+    """Write one Stripe subscription into its row (no commit); audit and queue mail for each transition."""
+    fields = subscription_fields(sub)
+    if fields is None:
+        log.warning("stripe_subscription_unknown_price", subscription=sub.get("id"))
+        return row
+    old = Snapshot.of(row) if row is not None else None
+    if row is None:
+        row = UserSubscription(user_id=user.id, stripe_subscription_id=sub["id"])
+        db.session.add(row)
+    for name, value in fields.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+    if event_at is not None and (row.last_event_at or 0) < event_at:
+        row.last_event_at = event_at
+    for action, details in transitions(old, Snapshot.of(row)):
+        audit.record(action, user.id, subscription=sub["id"], **details)
+        result.actions.append(action)
+        result.plans.append(row.plan.name)
+        result.mail_queued |= queue_transition_mail(action, user, row,
+                                                    ended_for=(sub.get("cancellation_details") or {}).get("reason"))
+        if action == "subscription.plan_changed":
+            result.plan_change_directions.append(plan_change_direction(details["from_plan"], row.plan))
+    return row
+
+
+def queue_transition_mail(action: str, user: User, row: UserSubscription, ended_for: str | None = None) -> bool:
+    """The mails that follow a transition, keyed by the transition so that none is ever sent twice.
+
+    `ended_for` is Stripe's `cancellation_details.reason`: a subscription ended because its payment failed after
+    every retry gets one mail saying so (the last failed attempt sends no dunning mail of its own).
+    """
+    common = {"plan": row.plan.display_name, "cycle": row.billing_cycle, "billing_url": billing_url()}
+    if action == "subscription.activated":
+        queue_mail("subscription_activated", f"{row.stripe_subscription_id}:activated:{iso(row.current_period_start)}",
+                   user, renews=date(row.current_period_end), **common)
+    elif action == "subscription.cancel_scheduled":
+        queue_mail("cancellation_scheduled", f"{row.stripe_subscription_id}:cancel:{iso(row.current_period_end)}",
+                   user, date=date(row.current_period_end), **common)
+    elif action == "subscription.canceled":
+        queue_mail("subscription_ended", f"{row.stripe_subscription_id}:ended", user,
+                   payment_failed=ended_for == "payment_failed", **common)
+    else:
+        return False
+    return True
+
+
+def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
+    # populate_existing: rows this session loaded before the user's lock was granted may be stale, and an old
+    # snapshot would audit a transition another transaction already audited.
+    return {row.stripe_subscription_id: row
+            for row in db.session.scalars(select(UserSubscription).where(UserSubscription.user_id == user.id)
+                                          .execution_options(populate_existing=True))}
+
+
+def sync_customer_in_transaction(customer_id: str, result: SyncResult | None = None) -> SyncResult:
+    """`sync_customer` without the commit, for callers that own the transaction (the webhook endpoint)."""
+    result = result or SyncResult(None)
+    user = find_user_for_customer(customer_id)
+    if user is None:
+        log.warning("stripe_customer_unknown", customer=customer_id)
+        return result
+    result.user_id = user.id
+    rows = rows_by_subscription_id(user)
+    horizon = event_horizon()
+    for sub in stripe_gateway.list_subscriptions(customer_id):
+        rows[sub["id"]] = apply_subscription(user, sub, rows.get(sub["id"]), result, event_at=horizon)
+    return result
+
+
+def sync_customer(customer_id: str) -> SyncResult:
+    """Read the customer's subscriptions from Stripe and make `user_subscriptions` equal to them.
+
+    Serialised per user by a row lock taken before reading Stripe, so of two concurrent syncs the later one
+    reads the later state. Idempotent: a second call changes nothing and audits nothing. Commits, then sends
+    `subscription_changed`.
+    """
+    result = sync_customer_in_transaction(customer_id)
+    commit_billing(result)
+    return result

@@ -1,0 +1,233 @@
+"""What each Stripe event does: one handler per event type, `HANDLERS` by type.
+
+A handler takes the verified event and the `SyncResult` of its transaction; it writes rows, audits and queues
+mail, and never commits: `webhooks.apply` records the event, runs the handler and commits both together, then
+sends `subscription_changed`. Handlers are applied order-independently and cheaply: a subscription event's object is
+written when the event is newer than the last one applied to that row, skipped when older, and only when two
+events share a second (the order is ambiguous) or an object is missing is Stripe asked.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.logging import get_logger
+from app.models import AuditLog, User, UserSubscription
+from app.services import audit, metrics
+from app.services.mail import billing_url, queue_mail
+from app.services.signals import SyncResult
+from app.services.stripe_gateway import id_of
+from app.services.sync import (
+    apply_subscription,
+    customer_id_of,
+    find_user_for_customer,
+    link_customer,
+    sync_customer_in_transaction,
+)
+from app.templating import money
+
+log = get_logger(__name__)
+
+
+def event_user(event: dict[str, Any], result: SyncResult) -> User | None:
+    """The (locked) user the event's object belongs to, noted on the result; None, logged, for a stranger."""
+    customer_id = customer_id_of(event["data"]["object"])
+    user = find_user_for_customer(customer_id) if customer_id else None
+    if user is None:
+        log.warning("stripe_webhook_unknown_customer", event_id=event["id"], customer=customer_id)
+        return None
+    result.user_id = user.id
+    return user
+
+
+def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
+    """customer.subscription.created/updated/deleted: apply the object if newer than what the row holds."""
+    sub = event["data"]["object"]
+    customer_id = customer_id_of(sub)
+    user = event_user(event, result)
+    if user is None:
+        return
+    event_at = int(event.get("created") or 0)
+    row = db.session.scalar(select(UserSubscription).where(UserSubscription.stripe_subscription_id == sub["id"])
+                            .with_for_update().execution_options(populate_existing=True))
+    if row is not None and row.user_id != user.id:
+        raise ValueError(f"subscription {sub['id']} belongs to another user")
+    if row is None or row.last_event_at is None or event_at > row.last_event_at:
+        apply_subscription(user, sub, row, result, event_at=event_at)
+    elif event_at == row.last_event_at:
+        # Two events in the same second: their order is unknown, so ask Stripe for the current state.
+        sync_customer_in_transaction(customer_id, result)
+    else:
+        log.info("stripe_webhook_stale_event_skipped", event_id=event["id"], subscription=sub["id"])
+
+
+def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
+    """checkout.session.completed / async_payment_succeeded: link the customer to our user, then sync if needed."""
+    session = event["data"]["object"]
+    customer_id = customer_id_of(session)
+    reference = session.get("client_reference_id")
+    metadata_user = (session.get("metadata") or {}).get("user_id")
+    if reference and metadata_user and str(reference) != str(metadata_user):
+        log.warning("stripe_checkout_reference_mismatch", event_id=event["id"], session=session.get("id"))
+        audit.record("checkout.refused", None, session=session.get("id"), reason="reference_mismatch")
+        return
+    user_id = reference or metadata_user
+    if not customer_id or not user_id:
+        log.warning("stripe_checkout_without_user", event_id=event["id"], session=session.get("id"))
+        return
+    user = db.session.scalar(select(User).where(User.stripe_customer_id == customer_id).with_for_update())
+    if user is None:
+        user = link_customer({"id": customer_id}, user_id)
+    if user is None or str(user.id) != str(user_id):
+        log.warning("stripe_checkout_customer_mismatch", event_id=event["id"], session=session.get("id"))
+        audit.record("checkout.refused", None, session=session.get("id"), reason="customer_mismatch")
+        return
+    result.user_id = user.id
+    if session.get("payment_status") not in ("paid", "no_payment_required"):
+        return  # an async payment: the async_payment_succeeded event comes later
+    metrics.BILLING_CHECKOUT_SESSIONS_COMPLETED.inc()
+    audit.record("checkout.completed", user.id, session=session.get("id"))
+    subscription_id = id_of(session.get("subscription"))
+    known = subscription_id and db.session.scalar(
+        select(UserSubscription.id).where(UserSubscription.stripe_subscription_id == subscription_id))
+    if not known:  # the subscription's own event may still be on its way: fetch it so access starts now
+        sync_customer_in_transaction(customer_id, result)
+
+
+def on_checkout_payment_failed(event: dict[str, Any], result: SyncResult) -> None:
+    """checkout.session.async_payment_failed: audit it; nothing was bought, so nothing else changes."""
+    session = event["data"]["object"]
+    user = find_user_for_customer(customer_id_of(session)) if customer_id_of(session) else None
+    audit.record("checkout.payment_failed", user.id if user else None, session=session.get("id"))
+    log.info("payment_failed", session=session.get("id"), user_id=user.id if user else None)
+
+
+def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
+    """Pinned API shape: the subscription is under parent.subscription_details."""
+    parent = invoice.get("parent") or {}
+    details = parent.get("subscription_details") or {}
+    return id_of(details.get("subscription"))
+
+
+def already_audited(user_id: int, action: str, key: str, value: str) -> bool:
+    """Whether the user's audit trail holds `action` with `details[key] == value` (a payment counted once)."""
+    return db.session.scalar(
+        select(AuditLog.id).where(AuditLog.user_id == user_id, AuditLog.action == action,
+                                        AuditLog.details[key].as_string() == value).limit(1)
+    ) is not None
+
+
+def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
+    """invoice.paid and invoice.payment_succeeded describe the same payment: audit and count it once."""
+    invoice = event["data"]["object"]
+    user = event_user(event, result)
+    if user is None:
+        return
+    if already_audited(user.id, "payment.succeeded", "invoice", invoice["id"]):
+        return
+    audit.record("payment.succeeded", user.id, invoice=invoice["id"], amount=invoice.get("amount_paid"),
+                 currency=invoice.get("currency"), subscription=invoice_subscription_id(invoice))
+    metrics.BILLING_PAYMENTS_SUCCEEDED.inc()
+    log.info("payment_succeeded", user_id=user.id, invoice=invoice["id"], amount=invoice.get("amount_paid"))
+
+
+def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None:
+    """A failed charge: audit it, bring the subscription to past_due from Stripe, send the dunning mail once.
+
+    The mail says what Stripe will really do, from the subscription it has just synced: "we will try again, you
+    keep your plan" only while a retry is scheduled and the plan still grants access; once the retries are over a
+    subscription Stripe keeps (`unpaid`, or `past_due` with no retry) gets a last mail saying so, and one Stripe has
+    ended gets none of its own: its plan-ended mail says why. (A late event of an earlier attempt, processed after
+    the end, sends nothing either.)
+    """
+    invoice = event["data"]["object"]
+    customer_id = customer_id_of(invoice)
+    user = event_user(event, result)
+    if user is None:
+        return
+    attempt = str(invoice.get("attempt_count") or 0)
+    if not already_audited(user.id, "payment.failed", "attempt_key", f"{invoice['id']}:{attempt}"):
+        audit.record("payment.failed", user.id, invoice=invoice["id"], attempt_key=f"{invoice['id']}:{attempt}",
+                     amount=invoice.get("amount_due"), subscription=invoice_subscription_id(invoice))
+        metrics.BILLING_PAYMENTS_FAILED.inc()
+        log.info("payment_failed", user_id=user.id, invoice=invoice["id"], attempt=attempt)
+    # Failures are rare: one Stripe read gives the subscription's true status (past_due, or ended).
+    sync_customer_in_transaction(customer_id, result)
+    next_attempt = invoice.get("next_payment_attempt")
+    if not next_attempt and invoice.get("status") != "open":
+        return  # nothing left to pay
+    subscription = invoice_subscription_row(user, invoice)
+    if subscription is not None and subscription.status in ("canceled", "incomplete_expired"):
+        return
+    retrying = bool(next_attempt) and invoice.get("status") == "open"
+    queue_mail("payment_failed", f"{invoice['id']}:{attempt}", user,
+               plan=subscription.plan.display_name if subscription else "paid",
+               amount=money(invoice.get("amount_due") or 0, cents=True), retrying=retrying,
+               has_access=subscription.grants_access if subscription else None,  # None: a subscription we do not know
+               next_attempt=(datetime.fromtimestamp(next_attempt, tz=timezone.utc).strftime("%-d %b %Y")
+                             if retrying else None),
+               billing_url=billing_url())
+    result.mail_queued = True
+
+
+def invoice_subscription_row(user: User, invoice: dict[str, Any]) -> UserSubscription | None:
+    """Our copy of the invoice's subscription (the user's newest, for an invoice that names none)."""
+    subscription_id = invoice_subscription_id(invoice)
+    query = select(UserSubscription).where(UserSubscription.user_id == user.id)
+    if subscription_id:
+        query = query.where(UserSubscription.stripe_subscription_id == subscription_id)
+    return db.session.scalar(query.order_by(UserSubscription.created_at.desc()).limit(1))
+
+
+def on_customer_updated(event: dict[str, Any], result: SyncResult) -> None:
+    """Keep the user's email and name in step with the Stripe customer (newest event wins)."""
+    customer = event["data"]["object"]
+    user = db.session.scalar(select(User).where(User.stripe_customer_id == customer["id"]).with_for_update())
+    if user is None:
+        return
+    result.user_id = user.id
+    event_at = int(event.get("created") or 0)
+    if user.customer_event_at is not None and event_at < user.customer_event_at:
+        return
+    user.customer_event_at = event_at
+    if payment_method_changed(event):
+        audit.record("payment_method.updated", user.id, customer=customer["id"])
+        metrics.BILLING_PAYMENT_METHOD_UPDATES.inc()
+        log.info("payment_method_updated", user_id=user.id)
+    if customer.get("name") != user.name:
+        user.name = customer.get("name")
+    email = (customer.get("email") or "").strip().lower()
+    if email and email != user.email:
+        taken = db.session.scalar(select(User.id).where(User.email == email, User.id != user.id))
+        if taken:
+            log.warning("stripe_customer_email_taken", user_id=user.id)
+        else:
+            audit.record("user.email_changed", user.id, source="stripe")
+            user.email = email
+
+
+def payment_method_changed(event: dict[str, Any]) -> bool:
+    """True when previous_attributes show the default payment method replaced by another (the first card, set by
+    Checkout, is not an update)."""
+    previous = (event["data"].get("previous_attributes") or {}).get("invoice_settings")
+    if not isinstance(previous, dict) or not previous.get("default_payment_method"):
+        return False
+    current = (event["data"]["object"].get("invoice_settings") or {}).get("default_payment_method")
+    return id_of(previous["default_payment_method"]) != id_of(current)
+
+
+HANDLERS: dict[str, Callable[[dict[str, Any], SyncResult], None]] = {
+    "checkout.session.completed": on_checkout_completed,
+    "checkout.session.async_payment_succeeded": on_checkout_completed,
+    "checkout.session.async_payment_failed": on_checkout_payment_failed,
+    "customer.subscription.created": on_subscription_event,
+    "customer.subscription.updated": on_subscription_event,
+    "customer.subscription.deleted": on_subscription_event,
+    "invoice.paid": on_invoice_paid,
+    "invoice.payment_succeeded": on_invoice_paid,
+    "invoice.payment_failed": on_invoice_payment_failed,
+    "customer.updated": on_customer_updated,
+}
