@@ -59,6 +59,15 @@ def configured_secrets() -> list[str]:
     return [s.strip() for s in raw.split(",") if s.strip()]
 
 
+#: The latest `created` accepted (year 36812): later ones are no time a datetime or a BIGINT column can hold.
+MAX_TIMESTAMP = 2**40
+
+
+def is_timestamp(value: Any) -> bool:
+    """An event's `created`: absent, or whole seconds since 1970 (never a float, a string or a boolean)."""
+    return value is None or (type(value) is int and 0 <= value < MAX_TIMESTAMP)
+
+
 def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
     """The event from the raw body if its signature matches one of our secrets within 5 minutes.
 
@@ -93,6 +102,8 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
             or not isinstance((event.get("data") or {}).get("object"), dict) \
             or not isinstance(event["data"]["object"].get("id", ""), str):
         raise WebhookRejected(400, "invalid_payload", "The body is not a Stripe event.")
+    if not is_timestamp(event.get("created")):
+        raise WebhookRejected(400, "invalid_payload", "The event's 'created' is not a Unix time in seconds.")
     log.info("stripe_webhook_verified", event_id=event["id"], event_type=event["type"])
     return event
 

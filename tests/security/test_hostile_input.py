@@ -124,3 +124,21 @@ def test_the_https_redirect_goes_to_app_base_url_not_the_host_header(clean_env, 
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.mark.parametrize("body", [
+    b'[{"id": "evt_1", "type": "customer.updated"}]',
+    b'{"id": "evt_big", "type": "customer.updated", "created": 1e20, "data": {"object": {"id": "cus_1"}}}',
+    b'{"id": "evt_huge", "type": "customer.updated", "created": 100000000000000000000, '
+    b'"data": {"object": {"id": "cus_1"}}}',
+    b'{"id": "evt_str", "type": "customer.updated", "created": "yesterday", "data": {"object": {"id": "cus_1"}}}',
+    b'{"id": "evt_neg", "type": "customer.updated", "created": -5, "data": {"object": {"id": "cus_1"}}}',
+    b'{"id": "evt_bool", "type": "customer.updated", "created": true, "data": {"object": {"id": "cus_1"}}}',
+])
+def test_a_correctly_signed_body_of_the_wrong_shape_is_400(seeded, client, body):
+    from tests.webhooks.signing import sign
+
+    response = client.post(PREFIX + "/billing/webhooks/stripe", data=body, content_type="application/json",
+                           headers={"Stripe-Signature": sign(body, seeded.config["STRIPE_WEBHOOK_SECRET"])})
+    assert response.status_code == 400, (response.status_code, response.get_data(as_text=True))
+    assert response.get_json()["error"] == "invalid_payload"
