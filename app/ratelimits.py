@@ -11,6 +11,12 @@ from flask import current_app
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
+from limits import parse_many
+
+from app.extensions import limiter
+from app.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def api_limit() -> str:
@@ -54,6 +60,29 @@ def account_mail_limit() -> str:
 def account_mail_global_limit() -> str:
     """Password-reset and verification mails asked for by everyone together (RATELIMIT_ACCOUNT_MAIL_GLOBAL)."""
     return current_app.config.get("RATELIMIT_ACCOUNT_MAIL_GLOBAL") or DEFAULT_ACCOUNT_MAIL_GLOBAL_LIMIT
+
+
+DEFAULT_STRIPE_REFRESH_LIMIT = "4 per minute;30 per hour"
+
+
+def stripe_refresh_limit() -> str:
+    """Pages that read Stripe again for one user (the Portal's return, Checkout's success page), per user
+    (RATELIMIT_STRIPE_REFRESH): a customer reloading them cannot spend the account's Stripe rate limit."""
+    return current_app.config.get("RATELIMIT_STRIPE_REFRESH") or DEFAULT_STRIPE_REFRESH_LIMIT
+
+
+def may_refresh_from_stripe(user_id: int) -> bool:
+    """Spend one of the user's Stripe refreshes; False once they are spent (the page then shows the local copy).
+
+    The limit storage being down is no reason to refuse: the refresh goes ahead, as Flask-Limiter's own limits
+    do with RATELIMIT_SWALLOW_ERRORS.
+    """
+    try:
+        return all(limiter.limiter.hit(item, "stripe-refresh", str(user_id))
+                   for item in parse_many(stripe_refresh_limit()))
+    except Exception as error:  # noqa: BLE001 - any storage failure
+        log.warning("stripe_refresh_budget_unavailable", error=type(error).__name__)
+        return True
 
 
 def whole_site() -> str:

@@ -13,7 +13,7 @@ from flask_login import current_user, login_required
 
 from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
-from app.ratelimits import billing_limit, rate_limit_identity
+from app.ratelimits import billing_limit, may_refresh_from_stripe, rate_limit_identity, stripe_refresh_limit
 from app.services import DomainError
 from app.services.accounts import require_verified_email
 from app.services.billing_summary import billing_summary, plan_outlook
@@ -71,9 +71,11 @@ def validated(form, fallback: str = "", back_to: str | None = None):
 
 @bp.get("")
 @login_required
+@limiter.limit(billing_limit, key_func=rate_limit_identity)
 def show_billing():
     """Plan, status, dates, card, invoices, and the buttons to change them."""
-    if request.args.get("from") == "portal":  # the Portal's return link: show what was changed there at once
+    # The Portal's return link: show what was changed there at once (within the user's Stripe refresh budget).
+    if request.args.get("from") == "portal" and may_refresh_from_stripe(current_user.id):
         sync_after_portal(current_user.id)
     return render_template("billing/index.html", summary=billing_summary(current_user),
                            action_form=ActionForm(), portal_form=PortalForm())
@@ -114,6 +116,7 @@ def start_checkout_session():
 
 @bp.get("/success")
 @login_required
+@limiter.limit(stripe_refresh_limit, key_func=rate_limit_identity)
 def show_success():
     """Back from Checkout: sync now (no waiting for the webhook) and show the new plan; reloading is harmless."""
     session_id = request.args.get("session_id", "")
