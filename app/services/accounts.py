@@ -36,6 +36,8 @@ RESET_SALT, VERIFY_SALT = "password-reset", "email-verification"
 
 class AccountError(DomainError):
     code = "account_error"
+    #: The page a web flow sends the person back to with the message (None: the view's own fallback).
+    back_to: str | None = None
 
 
 @cache
@@ -80,7 +82,7 @@ def create_user(email: str, password: str, is_admin: bool = False) -> User:
         db.session.flush()
     except IntegrityError:  # a concurrent sign-up with the same email won the race
         db.session.rollback()
-        raise AccountError("An account with this email already exists.", code="email_taken", status=409)
+        raise AccountError("An account with this email already exists.", code="email_taken", status=409) from None
     db.session.add(AuditLog(user_id=user.id, action="user.created", details={"is_admin": is_admin}))
     db.session.commit()
     return user

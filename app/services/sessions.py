@@ -65,8 +65,9 @@ def revoke_all(user_id: int, reason: str, keep: str | None = None) -> int:
     if keep:
         statement = statement.where(AuthSession.id != keep)
     result = db.session.execute(statement.values(revoked_at=utcnow(), revoked_reason=reason))
-    log.info("sessions_revoked", user_id=user_id, reason=reason, count=result.rowcount)
-    return result.rowcount
+    count = int(getattr(result, "rowcount", 0) or 0)  # an UPDATE's CursorResult
+    log.info("sessions_revoked", user_id=user_id, reason=reason, count=count)
+    return count
 
 
 def rotate_refresh(family_id: object, user_id: int, jti: object, lifetime: timedelta) -> str | None:

@@ -8,7 +8,6 @@ import pytest
 from app import create_app
 from app.extensions import db
 from tests.conftest import csrf_token_from, make_config
-from tests.factories import UserFactory
 from tests.test_config import clean_env, production_env  # noqa: F401  (fixture re-exported for these tests)
 
 PREFIX = "/api/v1"
