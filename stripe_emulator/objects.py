@@ -15,6 +15,12 @@ from typing import Any, Optional
 API_VERSION = "2026-10-28.endive"
 ACCOUNT_NAME = "Smart Strategies Builder (emulator)"
 
+def unsupported_version(requested: str) -> str:
+    """Why the emulator refuses another API version: it renders one version's shapes only."""
+    return (f"The Stripe emulator speaks API version {API_VERSION} only and cannot render {requested}. "
+            f"Use {API_VERSION} (or leave the version out).")
+
+
 INTERVAL_NAMES = {"day": "day", "week": "week", "month": "month", "year": "year"}
 
 
