@@ -1,9 +1,10 @@
-"""Every field stripe-python 16.1.0 declares on a resource class is in the emulator's JSON.
+"""The emulator answers in the shapes stripe-python 16.1.0 declares, and accepts and refuses what it declares.
 
-The field lists come from the library's own type annotations, so upgrading
-stripe (which may add fields) makes this test fail until the emulator sends
-them too. ``deleted`` is the one exception: Stripe only sends it (as
-``true``) on deleted objects, never as ``null``.
+Everything comes from the library itself: response shapes from its resource classes' annotations
+(``library_shapes``: every declared field, nested objects and list items included, enums, embedded
+lists), ``expand[]`` paths from its ``ExpandableField`` annotations, request parameters from its params
+TypedDicts (``stripe_emulator.declared``). Upgrading stripe makes these tests fail until the emulator
+follows. ``deleted`` is the one exception: Stripe only sends it (as ``true``) on deleted objects.
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ import pytest
 import stripe
 
 from emulator_helpers import subscribe
+from library_shapes import declared, expandable_paths, shape_problems
+from stripe_emulator import declared as declared_params
+from stripe_emulator.objects import API_VERSION
 
 CLASSES = {
+    "account": stripe.Account,
     "customer": stripe.Customer,
     "subscription": stripe.Subscription,
     "subscription_item": stripe.SubscriptionItem,
+    "subscription_schedule": stripe.SubscriptionSchedule,
     "checkout.session": stripe.checkout.Session,
+    "item": stripe.LineItem,
     "invoice": stripe.Invoice,
     "price": stripe.Price,
     "product": stripe.Product,
@@ -34,21 +41,10 @@ CLASSES = {
     "invoice_payment": stripe.InvoicePayment,
 }
 
-ONLY_WHEN_DELETED = {"deleted"}
-
 
 def declared_fields(cls) -> set[str]:
     """Public, non-ClassVar annotated attributes of ``cls`` and its bases."""
-    fields = set()
-    for base in cls.__mro__:
-        for name, annotation in base.__dict__.get("__annotations__", {}).items():
-            if name.startswith("_"):
-                continue
-            text = annotation if isinstance(annotation, str) else repr(annotation)
-            if "ClassVar" in text:
-                continue
-            fields.add(name)
-    return fields
+    return set(declared(cls))
 
 
 def test_field_lists_are_read_from_the_library():
@@ -66,6 +62,7 @@ def objects_by_type(emulator, client, raw, receiver):
     """One JSON example of every resource, fetched over plain HTTP (the exact wire JSON)."""
     sub = subscribe(emulator, client, "price_pro_monthly")
     out = {}
+    _, out["account"], _ = raw("GET", "/v1/account")
     _, cust, _ = raw("GET", f"/v1/customers/{sub.customer}")
     out["customer"] = cust
     _, s, _ = raw("GET", f"/v1/subscriptions/{sub.id}")
@@ -74,6 +71,8 @@ def objects_by_type(emulator, client, raw, receiver):
     out["plan"] = s["items"]["data"][0]["plan"]
     _, sessions, _ = raw("GET", "/v1/checkout/sessions", {"limit": 1})
     out["checkout.session"] = sessions["data"][0]
+    _, items, _ = raw("GET", f"/v1/checkout/sessions/{sessions['data'][0]['id']}/line_items")
+    out["item"] = items["data"][0]
     _, inv, _ = raw("GET", f"/v1/invoices/{s['latest_invoice']}")
     out["invoice"] = inv
     out["line_item"] = inv["lines"]["data"][0]
@@ -86,6 +85,7 @@ def objects_by_type(emulator, client, raw, receiver):
                                               {"customer": sub.customer, "return_url": "http://127.0.0.1:9/account"})
     _, configurations, _ = raw("GET", "/v1/billing_portal/configurations")
     out["billing_portal.configuration"] = configurations["data"][0]
+    _, out["subscription_schedule"], _ = raw("POST", "/v1/subscription_schedules", {"from_subscription": sub.id})
     _, events, _ = raw("GET", "/v1/events", {"limit": 1})
     out["event"] = events["data"][0]
     _, out["webhook_endpoint"], _ = raw("POST", "/v1/webhook_endpoints",
@@ -100,11 +100,12 @@ def objects_by_type(emulator, client, raw, receiver):
 
 @pytest.mark.parametrize("object_type", sorted(CLASSES))
 def test_every_declared_field_is_present(objects_by_type, object_type):
+    """Every field, at every depth, with declared enum values and ``ListObject``'s fields only."""
     obj = objects_by_type[object_type]
     cls = CLASSES[object_type]
     assert obj["object"] == cls.OBJECT_NAME
-    missing = sorted(declared_fields(cls) - ONLY_WHEN_DELETED - set(obj))
-    assert not missing, f"{object_type} lacks fields declared by stripe {stripe.VERSION}: {missing}"
+    problems = shape_problems(cls, obj)
+    assert not problems, f"{object_type} departs from stripe {stripe.VERSION}: {problems}"
 
 
 def test_event_payload_objects_are_complete(objects_by_type):
@@ -112,11 +113,19 @@ def test_event_payload_objects_are_complete(objects_by_type):
     by_name = {cls.OBJECT_NAME: cls for cls in CLASSES.values()}
     for key, obj in objects_by_type.items():
         if key.startswith("event_object:"):
-            cls = by_name[obj["object"]]
-            missing = sorted(declared_fields(cls) - ONLY_WHEN_DELETED - set(obj))
-            assert not missing, f"{key} lacks {missing}"
+            problems = shape_problems(by_name[obj["object"]], obj)
+            assert not problems, f"{key}: {problems}"
             checked += 1
     assert checked >= 5
+
+
+def test_shape_check_sees_nested_gaps():
+    # Sanity: the walk reaches nested objects and embedded lists, and flags total_count.
+    config = {"features": {"subscription_pause": {"enabled": False}}}
+    problems = shape_problems(stripe.billing_portal.Configuration, config)
+    assert "features.subscription_pause.duration: missing" in problems
+    inv = {"lines": {"object": "list", "data": [], "has_more": False, "url": "/v1/x", "total_count": 0}}
+    assert any(p.startswith("lines: list fields") for p in shape_problems(stripe.Invoice, inv))
 
 
 def test_endive_shapes(objects_by_type):
