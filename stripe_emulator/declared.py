@@ -231,6 +231,33 @@ def check(typed_dict: type, data: dict, prefix: str = "") -> None:
         _check_value(name, declared[key], value)
 
 
+def _coerce_value(tp: Any, value: Any) -> Any:
+    """``value`` (checked by :func:`check`) as the Python value its declared type means."""
+    if value == "":
+        return value
+    for member in _members(tp):
+        kind = _kind(member)
+        if kind == "enum" or _shape_error("", kind, value) is not None:
+            continue
+        if kind == "bool":
+            return value in ("true", "True", "1")
+        if kind in ("int", "float"):
+            return int(value) if kind == "int" else float(value)
+        if kind == "object":
+            return coerce(member, value)
+        if kind == "list":
+            item_type = (typing.get_args(member) or (Any,))[0]
+            return [_coerce_value(item_type, x) for x in ([value] if isinstance(value, str) else value)]
+        return value
+    return value
+
+
+def coerce(typed_dict: type, data: dict) -> dict:
+    """Checked form parameters as typed values: booleans, numbers, lists and nested objects."""
+    declared = fields(typed_dict)
+    return {key: _coerce_value(declared.get(key, Any), value) for key, value in data.items()}
+
+
 @functools.lru_cache(maxsize=None)
 def api_versions() -> tuple[str, ...]:
     """Every API version the library knows of (the ``api_version`` enum of a webhook endpoint)."""
@@ -244,4 +271,4 @@ def check_request(method: str, rule: str, data: dict) -> None:
         check(typed_dict, data)
 
 
-__all__ = ["StripeError", "check", "check_request", "literals", "operation", "operations", "template"]
+__all__ = ["StripeError", "check", "coerce", "check_request", "literals", "operation", "operations", "template"]

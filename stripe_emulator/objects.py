@@ -661,42 +661,59 @@ def portal_session(bps_id: str, created: int, *, customer_id: str, return_url: O
     }
 
 
-def portal_configuration(created: int) -> dict:
-    """The account's default Customer Portal configuration: every feature on, cancellation at period end."""
+DEFAULT_PORTAL_CONFIGURATION = "bpc_emulator_default"
+
+
+def portal_product(product_id: str, prices: list) -> dict:
+    """An entry of ``features.subscription_update.products``: the prices of a product one may switch to."""
+    return {"adjustable_quantity": {"enabled": False, "maximum": None, "minimum": 1},
+            "prices": list(prices), "product": product_id}
+
+
+def portal_features(products: list) -> dict:
+    """Features of a portal configuration: billing details, invoices and the card on, switching among
+    ``products`` (see :func:`portal_product`) and cancelling at period end."""
     return {
-        "id": "bpc_emulator_default",
+        "customer_update": {"allowed_updates": ["address", "email", "name"], "enabled": True},
+        "invoice_history": {"enabled": True},
+        "payment_method_update": {"enabled": True, "payment_method_configuration": None},
+        "subscription_cancel": {
+            "cancellation_reason": {"enabled": False, "feedback_options": None, "options": []},
+            "enabled": True,
+            "mode": "at_period_end",
+            "proration_behavior": "none",
+        },
+        "subscription_pause": {"duration": {"interval_options": [], "type": "indefinite"}, "enabled": False},
+        "subscription_update": {
+            "billing_cycle_anchor": None,
+            "default_allowed_updates": ["price"],
+            "enabled": bool(products),
+            "products": products,
+            "proration_behavior": "create_prorations",
+            "schedule_at_period_end": {"conditions": []},
+            "trial_update_behavior": "continue_trial",
+        },
+    }
+
+
+def portal_configuration(bpc_id: str, created: int, features: dict, *, is_default: bool = False,
+                         name: Optional[str] = None, metadata: Optional[dict] = None,
+                         default_return_url: Optional[str] = None) -> dict:
+    """A Customer Portal configuration: what customers may do in the hosted portal."""
+    return {
+        "id": bpc_id,
         "object": "billing_portal.configuration",
         "active": True,
         "application": None,
         "business_profile": {"headline": None, "privacy_policy_url": None, "terms_of_service_url": None},
         "created": created,
-        "default_return_url": None,
-        "features": {
-            "customer_update": {"allowed_updates": ["email", "address"], "enabled": True},
-            "invoice_history": {"enabled": True},
-            "payment_method_update": {"enabled": True, "payment_method_configuration": None},
-            "subscription_cancel": {
-                "cancellation_reason": {"enabled": False, "options": []},
-                "enabled": True,
-                "mode": "at_period_end",
-                "proration_behavior": "none",
-            },
-            "subscription_pause": {"enabled": False},
-            "subscription_update": {
-                "billing_cycle_anchor": None,
-                "default_allowed_updates": ["price"],
-                "enabled": True,
-                "products": [],
-                "proration_behavior": "always_invoice",
-                "schedule_at_period_end": {"conditions": []},
-                "trial_update_behavior": "continue_trial",
-            },
-        },
-        "is_default": True,
+        "default_return_url": default_return_url,
+        "features": features,
+        "is_default": is_default,
         "livemode": False,
         "login_page": {"enabled": False, "url": None},
-        "metadata": {},
-        "name": None,
+        "metadata": dict(metadata or {}),
+        "name": name,
         "updated": created,
     }
 

@@ -22,9 +22,10 @@ def test_catalog_is_seeded(client):
     assert by_id["price_pro_yearly"].metadata.to_dict() == {"plan": "pro", "billing_cycle": "yearly"}
     products = client.v1.products.list()
     assert {p.id: (p.name, p.metadata["plan"]) for p in products.data} == {
-        "prod_free": ("Free", "free"), "prod_starter": ("Starter", "starter"), "prod_pro": ("Pro", "pro")}
+        "prod_free": ("Free Plan", "free"), "prod_starter": ("Starter Plan", "starter"),
+        "prod_pro": ("Pro Plan", "pro")}
     expanded = client.v1.prices.list({"lookup_keys": ["pro_monthly"], "expand": ["data.product"]})
-    assert expanded.data[0].product.name == "Pro"
+    assert expanded.data[0].product.name == "Pro Plan"
 
 
 def test_auth(emulator):
