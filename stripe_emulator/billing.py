@@ -84,6 +84,8 @@ class Billing:
         return evt
 
     def webhook_targets(self, etype: str) -> list:
+        """(endpoint id, url, secret, API version) of every enabled endpoint that wants ``etype``, then
+        every ``--webhook`` (which speaks the account's version)."""
         targets = []
         secrets = self.store.internal("secrets")
         for we in self.store.coll("webhook_endpoints").values():
@@ -91,9 +93,9 @@ class Billing:
                 continue
             enabled = we["enabled_events"]
             if "*" in enabled or etype in enabled:
-                targets.append((we["id"], we["url"], secrets[we["id"]]))
+                targets.append((we["id"], we["url"], secrets[we["id"]], we["api_version"] or objects.API_VERSION))
         for url, secret in self.config.webhooks:
-            targets.append((None, url, secret))
+            targets.append((None, url, secret, objects.API_VERSION))
         return targets
 
     def emit_update(self, ctx: Optional[Ctx], etype: str, before: dict, after: dict) -> Optional[dict]:

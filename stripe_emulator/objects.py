@@ -678,7 +678,9 @@ def portal_features(products: list) -> dict:
         "invoice_history": {"enabled": True},
         "payment_method_update": {"enabled": True, "payment_method_configuration": None},
         "subscription_cancel": {
-            "cancellation_reason": {"enabled": False, "feedback_options": None, "options": []},
+            "cancellation_reason": {"enabled": True, "feedback_options": None,
+                                    "options": ["too_expensive", "missing_features", "switched_service", "unused",
+                                                "other"]},
             "enabled": True,
             "mode": "at_period_end",
             "proration_behavior": "none",

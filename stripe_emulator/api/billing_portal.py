@@ -20,6 +20,9 @@ from ..store import new_id
 bp = Blueprint("billing_portal", __name__)
 
 
+# The configuration feature each flow opens.
+FLOW_FEATURES = {"payment_method_update": "payment_method_update", "subscription_cancel": "subscription_cancel",
+                 "subscription_update": "subscription_update", "subscription_update_confirm": "subscription_update"}
 FLOW_TYPES = ["payment_method_update", "subscription_cancel", "subscription_update", "subscription_update_confirm"]
 
 
@@ -93,13 +96,17 @@ def create_portal_session(p: Params, ctx: Ctx):
     return_url = p.str("return_url")
     if return_url is not None and not return_url.startswith(("http://", "https://")):
         raise invalid("return_url", "Not a valid URL")
-    fd = p.dict("flow_data")
-    flow = _flow(fd, cid) if fd else None
     configuration = p.str("configuration") or objects.DEFAULT_PORTAL_CONFIGURATION
     cfg = get_or_404("portal_configurations", "billing_portal.configuration", configuration,
                      param="configuration", status=400)
     if not cfg["active"]:
         raise invalid("configuration", f"The configuration {configuration} is not active.")
+    fd = p.dict("flow_data")
+    flow = _flow(fd, cid) if fd else None
+    feature = FLOW_FEATURES.get((flow or {}).get("type"))
+    if feature and not cfg["features"][feature]["enabled"]:
+        raise invalid("flow_data[type]", f"The {flow['type']} flow needs features[{feature}][enabled] on "
+                      f"the portal configuration {configuration}.")
     bps_id = new_id("bps", 24)
     sess = objects.portal_session(bps_id, s.now(), customer_id=cid, return_url=return_url,
                                   url=f"{ctx.base_url}/p/session/{bps_id}", flow=flow,
