@@ -33,7 +33,7 @@ def default_portal_configuration(created: int) -> dict:
     products = [objects.portal_product(product_id, [price_id for price_id, owner, amount, _ in PRICES
                                                     if owner == product_id and amount > 0])
                 for product_id, _, _, _ in PRODUCTS]
-    features = objects.portal_features([p for p in products if p["prices"]])
+    features = objects.portal_features([p for p in products if p["prices"]], reasons=True)
     return objects.portal_configuration(objects.DEFAULT_PORTAL_CONFIGURATION, created, features, is_default=True)
 
 

@@ -670,15 +670,15 @@ def portal_product(product_id: str, prices: list) -> dict:
             "prices": list(prices), "product": product_id}
 
 
-def portal_features(products: list) -> dict:
+def portal_features(products: list, reasons: bool = False) -> dict:
     """Features of a portal configuration: billing details, invoices and the card on, switching among
-    ``products`` (see :func:`portal_product`) and cancelling at period end."""
+    ``products`` (see :func:`portal_product`) and cancelling at period end, asking why when ``reasons``."""
     return {
         "customer_update": {"allowed_updates": ["address", "email", "name"], "enabled": True},
         "invoice_history": {"enabled": True},
         "payment_method_update": {"enabled": True, "payment_method_configuration": None},
         "subscription_cancel": {
-            "cancellation_reason": {"enabled": True, "feedback_options": None,
+            "cancellation_reason": {"enabled": reasons, "feedback_options": None,
                                     "options": ["too_expensive", "missing_features", "switched_service", "unused",
                                                 "other"]},
             "enabled": True,
