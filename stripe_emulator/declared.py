@@ -74,7 +74,7 @@ def _params_name(fn: ast.FunctionDef) -> Optional[str]:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def operations() -> dict[tuple[str, str], tuple[str, str]]:
     """``(METHOD, path template) -> (params module, TypedDict name)`` for every v1 service method."""
     ops = {}
@@ -92,7 +92,7 @@ def operations() -> dict[tuple[str, str], tuple[str, str]]:
     return ops
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def operation(method: str, path: str) -> Optional[type]:
     """The params TypedDict stripe-python declares for ``method path`` (a route or a template), or None."""
     found = operations().get((method.upper(), template(path)))
@@ -119,7 +119,7 @@ class _Names(dict):
         return getattr(builtins, name, _Unknown)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fields(typed_dict: type) -> dict[str, Any]:
     """A TypedDict's parameters and their resolved types (``NotRequired`` stripped, request options left out)."""
     names = _Names(vars(sys.modules[typed_dict.__module__]))
@@ -150,9 +150,9 @@ def _kind(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         return "enum"
-    if origin in (list, typing.List):
+    if origin is list:
         return "list"
-    if origin in (dict, typing.Dict):
+    if origin is dict:
         return "map"
     if is_typeddict(tp):
         return "object"
@@ -258,7 +258,7 @@ def coerce(typed_dict: type, data: dict) -> dict:
     return {key: _coerce_value(declared.get(key, Any), value) for key, value in data.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def api_versions() -> tuple[str, ...]:
     """Every API version the library knows of (the ``api_version`` enum of a webhook endpoint)."""
     return tuple(literals(fields(operation("POST", "/v1/webhook_endpoints"))["api_version"]) or ())

@@ -248,7 +248,8 @@ def portal_update(bps_id: str):
                                    features["subscription_update"]["proration_behavior"])
             e.store.save()
         prod = e.store.get("products", price["product"])
-        notice = f"Your plan was changed to {prod['name']} ({objects.money(price['unit_amount'])} {interval_filter(price)})."
+        amount = f"{objects.money(price['unit_amount'])} {interval_filter(price)}"
+        notice = f"Your plan was changed to {prod['name']} ({amount})."
     return _after_portal_action(sess, notice)
 
 

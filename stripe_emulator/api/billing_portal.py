@@ -103,8 +103,8 @@ def create_portal_session(p: Params, ctx: Ctx):
         raise invalid("configuration", f"The configuration {configuration} is not active.")
     fd = p.dict("flow_data")
     flow = _flow(fd, cid) if fd else None
-    feature = FLOW_FEATURES.get((flow or {}).get("type"))
-    if feature and not cfg["features"][feature]["enabled"]:
+    feature = FLOW_FEATURES.get(flow["type"]) if flow else None
+    if flow and feature and not cfg["features"][feature]["enabled"]:
         raise invalid("flow_data[type]", f"The {flow['type']} flow needs features[{feature}][enabled] on "
                       f"the portal configuration {configuration}.")
     bps_id = new_id("bps", 24)
@@ -155,7 +155,8 @@ def _portal_products(posted: list, name: str) -> list:
 def _apply(cfg: dict, p: Params, op: str) -> dict:
     """Set what create/update parameters give on ``cfg`` (parameters are checked against the library's
     declaration by the plumbing, so here they are only coerced to typed values and merged)."""
-    data = declared.coerce(declared.operation("POST", op), p.data)
+    typed_dict = declared.operation("POST", op)
+    data = declared.coerce(typed_dict, p.data) if typed_dict else dict(p.data)
     for key in ("features", "business_profile", "login_page"):
         update = data.get(key)
         if isinstance(update, dict):

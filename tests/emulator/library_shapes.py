@@ -108,7 +108,7 @@ def _value_problems(tp: Any, value: Any, path: str, problems: list, seen: set) -
                 for i, x in enumerate(value.get("data", [])):
                     _value_problems(item, x, f"{path}.data[{i}]", problems, seen)
             return
-        if origin in (list, typing.List) and isinstance(value, list):
+        if origin is list and isinstance(value, list):
             for i, x in enumerate(value):
                 _value_problems(typing.get_args(m)[0], x, f"{path}[{i}]", problems, seen)
             return
@@ -149,7 +149,7 @@ def expandable_paths(cls: type, prefix: str = "", depth: int = 0) -> list[str]:
         path = prefix + name
         inner = tp
         for m in _members(tp):
-            if typing.get_origin(m) in (list, typing.List):
+            if typing.get_origin(m) is list:
                 inner = typing.get_args(m)[0]
             elif typing.get_origin(m) is ListObject:
                 path, inner = path + ".data", typing.get_args(m)[0]

@@ -9,16 +9,18 @@ follows. ``deleted`` is the one exception: Stripe only sends it (as ``true``) on
 
 from __future__ import annotations
 
+import re
 import sys
 import typing
 
 import pytest
 import stripe
-
 from emulator_helpers import subscribe
 from library_shapes import declared, expandable_paths, shape_problems
+
 from stripe_emulator import declared as declared_params
-from stripe_emulator.objects import API_VERSION
+from stripe_emulator import errors as stripe_emulator_errors
+from stripe_emulator.server import create_app
 
 CLASSES = {
     "account": stripe.Account,
@@ -152,3 +154,150 @@ def test_library_parses_objects_into_its_classes(emulator, client):
     assert isinstance(inv, stripe.Invoice)
     assert isinstance(inv.lines.data[0], stripe.InvoiceLineItem)
     assert sys.modules["stripe"].VERSION == "16.1.0"
+
+
+# ---------------------------------------------------------------------- requests
+def served_operations() -> list[tuple[str, str]]:
+    """Every (method, route) of ``/v1`` the emulator serves, from its own URL map."""
+    app = create_app()
+    return sorted((method, rule.rule) for rule in app.url_map.iter_rules() if rule.rule.startswith("/v1/")
+                  for method in rule.methods - {"HEAD", "OPTIONS"})
+
+
+OPERATIONS = served_operations()
+# Values tried, in order, until the library's declaration refuses one: an unknown enum value, a non-number,
+# an object where a single value belongs, a list of them.
+CANDIDATES = ("bogus_value_x", "not_a_number", {"bogus_key": "1"}, [{"bogus_key": "1"}])
+
+
+def form_pairs(value, prefix: str) -> list[tuple[str, str]]:
+    """Bracket notation, as stripe-python encodes parameters."""
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in form_pairs(v, f"{prefix}[{k}]")]
+    if isinstance(value, list):
+        return [pair for i, v in enumerate(value) for pair in form_pairs(v, f"{prefix}[{i}]")]
+    return [(prefix, value)]
+
+
+def nested(path: list, value):
+    """``{"a": [{"b": value}]}`` for the path ``["a", 0, "b"]``."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    return [nested(rest, value)] if head == 0 else {head: nested(rest, value)}
+
+
+def parameter_paths(typed_dict, prefix: tuple = (), depth: int = 0):
+    """Every declared parameter at the top level, and every enum below it (three levels deep)."""
+    for key, tp in declared_params.fields(typed_dict).items():
+        path = prefix + (key,)
+        if not prefix or declared_params.literals(tp):
+            yield path, tp
+        if depth >= 2:
+            continue
+        for member in declared_params._members(tp):
+            if declared_params.is_typeddict(member):
+                yield from parameter_paths(member, path, depth + 1)
+            elif typing.get_origin(member) is list and declared_params.is_typeddict(typing.get_args(member)[0]):
+                yield from parameter_paths(typing.get_args(member)[0], path + (0,), depth + 1)
+
+
+def planted(tp) -> object:
+    """The first candidate the declaration of ``tp`` refuses, or None when it accepts anything."""
+    for candidate in CANDIDATES:
+        try:
+            declared_params._check_value("p", tp, candidate)
+        except stripe_emulator_errors.StripeError:
+            return candidate
+    return None
+
+
+def bracket(path: tuple) -> str:
+    return path[0] + "".join(f"[{p}]" for p in path[1:])
+
+
+def test_every_served_operation_is_declared_by_the_library():
+    undeclared = [op for op in OPERATIONS if declared_params.operation(*op) is None]
+    assert not undeclared, f"served but not in stripe {stripe.VERSION}: {undeclared}"
+    assert len(OPERATIONS) >= 50
+
+
+@pytest.mark.parametrize("method, rule", OPERATIONS, ids=[f"{m} {r}" for m, r in OPERATIONS])
+def test_one_planted_error_per_parameter_is_refused(raw, method, rule):
+    """Each declared parameter with a wrong value (and one unknown parameter) answers Stripe's 400 naming it."""
+    path = re.sub(r"<[^>]+>", "x_unknown", rule)
+    status, body, _ = raw(method, path, [("bogus_param", "1")])
+    assert status == 400 and body["error"]["param"] == "bogus_param", body
+    assert body["error"]["code"] == "parameter_unknown"
+    accepted = []
+    for param_path, tp in parameter_paths(declared_params.operation(method, rule)):
+        value = planted(tp)
+        if value is None:
+            continue
+        pairs = form_pairs(nested(list(param_path[1:]), value), param_path[0])
+        status, body, _ = raw(method, path, pairs)
+        error = body.get("error") or {}
+        if status != 400 or error.get("type") != "invalid_request_error" or not (
+                error.get("param") or "").startswith(bracket(param_path)):
+            accepted.append((bracket(param_path), value, status, error.get("param")))
+    assert not accepted, f"{method} {rule} accepted or misnamed planted errors: {accepted[:10]}"
+
+
+def test_valid_reads_are_accepted(emulator, client, raw):
+    """Every served GET answers 200 for real objects, and its list or object matches the declaration."""
+    sub = subscribe(emulator, client)
+    cs = client.v1.checkout.sessions.list({"limit": 1}).data[0]
+    sched = client.v1.subscription_schedules.create({"from_subscription": sub.id})
+    endpoint = client.v1.webhook_endpoints.create({"url": "http://127.0.0.1:9/h", "enabled_events": ["*"]})
+    ids = {"pid": "prod_pro", "cid": sub.customer, "pmid": client.v1.payment_methods.list(
+        {"customer": sub.customer}).data[0].id, "cs_id": cs.id, "sub_id": sub.id, "sched_id": sched.id,
+        "in_id": sub.latest_invoice, "bpc_id": "bpc_emulator_default", "evt_id": client.v1.events.list().data[0].id,
+        "we_id": endpoint.id}
+    query = {"/v1/subscription_items": {"subscription": sub.id}, "/v1/customers/search": {"query": "email:'x@y.z'"}}
+    for method, rule in OPERATIONS:
+        if method != "GET":
+            continue
+        path = re.sub(r"<([^>]+)>", lambda m: ids[m.group(1)], rule)
+        if rule.startswith("/v1/prices/"):
+            path = "/v1/prices/price_pro_monthly"
+        status, body, _ = raw("GET", path, query.get(rule))
+        assert status == 200, (rule, body)
+        assert body["object"] in ("list", "search_result") or not shape_problems(
+            CLASSES[body["object"]], body), (rule, shape_problems(CLASSES[body["object"]], body))
+
+
+def test_every_emitted_event_type_is_declared(emulator, client, receiver):
+    """Event names the emulator sends are among those a webhook endpoint may enable."""
+    sub = subscribe(emulator, client)
+    client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
+    client.v1.billing_portal.configurations.create({"features": {"invoice_history": {"enabled": True}}})
+    emulator.advance(days=40)
+    allowed = set(declared_params.literals(declared_params.fields(
+        declared_params.operation("POST", "/v1/webhook_endpoints"))["enabled_events"].__args__[0]))
+    emitted = {e.type for e in client.v1.events.list({"limit": 100}).data}
+    assert emitted and emitted <= allowed, emitted - allowed
+
+
+def test_declared_expandable_paths_are_accepted(emulator, client, raw):
+    """Every path the resource classes declare expandable is accepted; ids of objects the emulator does not
+    keep (payment intents, charges, ...) are refused with a message saying so, never silently left."""
+    sub = subscribe(emulator, client)
+    cs = client.v1.checkout.sessions.list({"limit": 1}).data[0]
+    targets = {f"/v1/invoices/{sub.latest_invoice}": stripe.Invoice,
+               f"/v1/subscriptions/{sub.id}": stripe.Subscription,
+               f"/v1/customers/{sub.customer}": stripe.Customer,
+               f"/v1/checkout/sessions/{cs.id}": stripe.checkout.Session,
+               "/v1/prices/price_pro_monthly": stripe.Price, "/v1/products/prod_pro": stripe.Product}
+    refused = []
+    for url, cls in targets.items():
+        for path in expandable_paths(cls) + INCLUDABLE.get(cls, []):
+            status, body, _ = raw("GET", url, [("expand[]", path)])
+            message = (body.get("error") or {}).get("message", "")
+            if status != 200 and "does not keep the object" not in message:
+                refused.append((cls.__name__, path, message))
+    assert not refused, refused
+
+
+# Fields Stripe includes only when expanded (the library types them as plain optional fields).
+INCLUDABLE = {stripe.checkout.Session: ["line_items", "total_details.breakdown", "line_items.data.discounts"],
+              stripe.Customer: ["subscriptions"]}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import stripe
-
 from emulator_helpers import subscribe
 from library_shapes import shape_problems
 from test_pages import get, post
@@ -71,9 +70,11 @@ def test_create_update_list_retrieve(client, raw):
     ({"features": {"subscription_cancel": {"mode": "sometime"}}}, "features[subscription_cancel][mode]"),
     ({"features": {"customer_update": {"allowed_updates": ["email", "shoe_size"]}}},
      "features[customer_update][allowed_updates][1]"),
-    ({"features": {"subscription_update": {"products": [{"product": "prod_pro", "prices": ["price_starter_monthly"]}]}}},
+    ({"features": {"subscription_update": {
+        "products": [{"product": "prod_pro", "prices": ["price_starter_monthly"]}]}}},
      "features[subscription_update][products][0][prices][0]"),
-    ({"features": {"subscription_update": {"products": [{"product": "prod_nope", "prices": ["price_pro_monthly"]}]}}},
+    ({"features": {"subscription_update": {
+        "products": [{"product": "prod_nope", "prices": ["price_pro_monthly"]}]}}},
      "features[subscription_update][products][0][product]"),
     ({"features": {"invoice_history": {"enabled": "maybe"}}}, "features[invoice_history][enabled]"),
     ({}, "features"),
