@@ -204,7 +204,7 @@ class Billing:
 
     def finalize_invoice(self, ctx: Ctx, inv: dict) -> None:
         s = self.store
-        cust = s.get("customers", inv["customer"])
+        cust = s.must("customers", inv["customer"])
         inv["status"] = "open"
         inv["number"] = f"{cust['invoice_prefix']}-{cust['next_invoice_sequence']:04d}"
         inv["status_transitions"]["finalized_at"] = s.now()
@@ -263,7 +263,7 @@ class Billing:
         sub = self.store.get("subscriptions", sub_id) if sub_id else None
         if sub and sub.get("default_payment_method"):
             return sub["default_payment_method"]
-        cust = self.store.get("customers", inv["customer"])
+        cust = self.store.must("customers", inv["customer"])
         return cust["invoice_settings"]["default_payment_method"] if cust else None
 
     def settle_subscription_invoice(self, ctx: Ctx, sub: dict, inv: dict) -> None:
@@ -297,7 +297,7 @@ class Billing:
         sub = self.store.get("subscriptions", sub_id) if sub_id else None
         before = copy.deepcopy(sub) if sub else None
         paid = self.attempt_payment(ctx, inv, self.invoice_pm(inv))
-        if sub and sub["status"] != "canceled":
+        if sub and before and sub["status"] != "canceled":
             self._after_attempt(ctx, sub, inv, paid, before)
         return paid
 
@@ -328,7 +328,7 @@ class Billing:
         line_items = s.internal("line_items").get(cs["id"], [])
         items = []
         for li in line_items:
-            p = s.get("prices", li["price"]["id"])
+            p = s.must("prices", li["price"]["id"])
             rec = p["recurring"]
             end = add_interval(now, rec["interval"], rec["interval_count"], 1)
             items.append(objects.subscription_item(new_id("si", 14), sub_id, p, now, now, end,
@@ -463,7 +463,7 @@ class Billing:
         new_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
                          for i in data}
         reset = new_intervals != old_intervals or billing_cycle_anchor == "now"
-        cust = s.get("customers", sub["customer"])
+        cust = s.must("customers", sub["customer"])
         if reset:
             specs = self._restart_period(sub, specs, now)
         invoice_now = reset or (proration_behavior == "always_invoice" and bool(specs))
@@ -571,7 +571,7 @@ class Billing:
             "price": it["price"], "quantity": it["quantity"], "si": it["id"],
             "period": (it["current_period_start"], it["current_period_end"]),
         } for it in sub["items"]["data"]]
-        cust = s.get("customers", sub["customer"])
+        cust = s.must("customers", sub["customer"])
         inv = self.build_invoice(ctx, cust, sub, "subscription_cycle", specs, start, end, announce=False)
         sub["latest_invoice"] = inv["id"]
         self.emit_update(ctx, "customer.subscription.updated", before, sub)
@@ -617,7 +617,7 @@ class Billing:
             if not at_renewal:  # a renewal announces the subscription's changes itself
                 self.emit_update(ctx, "customer.subscription.updated", before, sub)
             return
-        changes = [(item, s.get("prices", spec["price"]), spec["quantity"], False)
+        changes = [(item, s.must("prices", spec["price"]), spec["quantity"], False)
                    for item, spec in zip(sub["items"]["data"], nxt["items"])]
         if at_renewal:
             for item, price, qty, _ in changes:
@@ -635,7 +635,7 @@ class Billing:
         saved = copy.deepcopy(s.state)
         self.dry_run = True
         try:
-            sub = s.get("subscriptions", sub["id"])
+            sub = s.must("subscriptions", sub["id"])
             latest = sub["latest_invoice"]
             if changes:
                 self.change_items(ctx, sub, [(next((i for i in sub["items"]["data"] if item and i["id"] == item["id"]),
@@ -643,7 +643,7 @@ class Billing:
                                              for item, price, qty, deleted in changes], proration_behavior)
             if sub["latest_invoice"] == latest:
                 self.renew(ctx, sub)
-            inv = copy.deepcopy(s.get("invoices", sub["latest_invoice"]))
+            inv = copy.deepcopy(s.must("invoices", sub["latest_invoice"]))
         finally:
             self.dry_run = False
             s.state = saved
@@ -664,11 +664,12 @@ class Billing:
                 when = sub["cancel_at"]
             due.append((when, "renew", sub["id"]))
         for sched in s.coll("subscription_schedules").values():
-            sub = s.get("subscriptions", sched.get("subscription")) if sched.get("subscription") else None
-            if sub is None or sub["status"] in ("canceled", "incomplete_expired") or self.active_schedule(sub) is not sched:
+            managed = s.get("subscriptions", sched.get("subscription")) if sched.get("subscription") else None
+            if managed is None or managed["status"] in ("canceled", "incomplete_expired") \
+                    or self.active_schedule(managed) is not sched:
                 continue
             when = sched["current_phase"]["end_date"]
-            if when != self.period(sub)[1]:  # at the period end the renewal enters the next phase itself
+            if when != self.period(managed)[1]:  # at the period end the renewal enters the next phase itself
                 due.append((when, "phase", sched["id"]))
         for inv_id, when in s.internal("retries").items():
             due.append((when, "retry", inv_id))
@@ -687,7 +688,7 @@ class Billing:
             when, kind, obj_id = nxt
             s.set_now(when)
             if kind == "renew":
-                sub = s.get("subscriptions", obj_id)
+                sub = s.must("subscriptions", obj_id)
                 if sub["cancel_at"] and not sub["cancel_at_period_end"] and sub["cancel_at"] <= when \
                         and sub["cancel_at"] < self.period(sub)[1]:
                     self._end_subscription(sub, "cancellation_requested")
@@ -695,13 +696,13 @@ class Billing:
                 else:
                     self.renew(ctx, sub)
             elif kind == "phase":
-                sched = s.get("subscription_schedules", obj_id)
-                self.end_schedule_phase(ctx, sched, s.get("subscriptions", sched["subscription"]))
+                sched = s.must("subscription_schedules", obj_id)
+                self.end_schedule_phase(ctx, sched, s.must("subscriptions", sched["subscription"]))
             elif kind == "retry":
                 s.internal("retries").pop(obj_id, None)
-                self.retry_invoice(ctx, s.get("invoices", obj_id))
+                self.retry_invoice(ctx, s.must("invoices", obj_id))
             else:
-                self.expire_checkout(ctx, s.get("checkout_sessions", obj_id))
+                self.expire_checkout(ctx, s.must("checkout_sessions", obj_id))
         s.set_now(target)
         return s.now()
 

@@ -464,7 +464,7 @@ def _invoice_parent(sub: Optional[dict]) -> Optional[dict]:
     }
 
 
-def invoice(in_id: str, cust: dict, created: int, *, number: str, billing_reason: str, currency: str,
+def invoice(in_id: str, cust: dict, created: int, *, number: Optional[str], billing_reason: str, currency: str,
             lines: list, sub: Optional[dict], period_start: int, period_end: int,
             hosted_invoice_url: str, invoice_pdf: str, starting_balance: int = 0) -> dict:
     """A draft invoice over ``lines``; the customer's credit (negative ``starting_balance``) is applied."""

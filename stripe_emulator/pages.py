@@ -165,7 +165,7 @@ def _features(sess: dict) -> dict:
     """The features of the configuration the portal session uses (its ``configuration``, else the default)."""
     s = emu().store
     cfg = (s.get("portal_configurations", sess.get("configuration"))
-           or s.get("portal_configurations", objects.DEFAULT_PORTAL_CONFIGURATION))
+           or s.must("portal_configurations", objects.DEFAULT_PORTAL_CONFIGURATION))
     return cfg["features"]
 
 
@@ -194,7 +194,7 @@ def portal_page(bps_id: str):
     with e.store.lock:
         sess = copy.deepcopy(_portal_or_404(bps_id))
         s = e.store
-        cust = copy.deepcopy(s.get("customers", sess["customer"]))
+        cust = copy.deepcopy(s.must("customers", sess["customer"]))
         subs = [copy.deepcopy(x) for x in reversed(list(s.coll("subscriptions").values()))
                 if x["customer"] == cust["id"] and x["status"] not in ("canceled", "incomplete_expired")]
         pm_id = cust["invoice_settings"]["default_payment_method"]
@@ -208,7 +208,7 @@ def portal_page(bps_id: str):
             sub["_period_end"] = min(i["current_period_end"] for i in sub["items"]["data"])
             sub["_product"] = products.get(sub["items"]["data"][0]["price"]["product"])
     flow = sess.get("flow") or {}
-    section = request.args.get("section") or FLOW_SECTIONS.get(flow.get("type"), "home")
+    section = request.args.get("section") or FLOW_SECTIONS.get(flow.get("type") or "", "home")
     flow_sub = None
     if flow.get("type") and flow.get(flow["type"]):
         flow_sub = flow[flow["type"]].get("subscription")
@@ -247,7 +247,7 @@ def portal_update(bps_id: str):
             e.billing.change_items(Ctx(base_url()), sub, [(item, price, item["quantity"], False)],
                                    features["subscription_update"]["proration_behavior"])
             e.store.save()
-        prod = e.store.get("products", price["product"])
+        prod = e.store.must("products", price["product"])
         amount = f"{objects.money(price['unit_amount'])} {interval_filter(price)}"
         notice = f"Your plan was changed to {prod['name']} ({amount})."
     return _after_portal_action(sess, notice)
@@ -295,7 +295,7 @@ def portal_payment_method(bps_id: str):
     with e.store.lock:
         sess = _portal_or_404(bps_id)
         _allowed(_features(sess), "payment_method_update")
-        cust = e.store.get("customers", sess["customer"])
+        cust = e.store.must("customers", sess["customer"])
         ctx = Ctx(base_url())
         try:
             fields = _card_fields(request.form)
@@ -346,7 +346,7 @@ def portal_customer(bps_id: str):
         sess = _portal_or_404(bps_id)
         features = _features(sess)
         _allowed(features, "customer_update")
-        cust = e.store.get("customers", sess["customer"])
+        cust = e.store.must("customers", sess["customer"])
         try:
             fields = _billing_details(request.form, features["customer_update"]["allowed_updates"])
         except StripeError as err:
@@ -382,7 +382,7 @@ def invoice_pay(in_id: str):
             return not_found_page()
         if inv["status"] == "open":
             ctx = Ctx(base_url())
-            cust = e.store.get("customers", inv["customer"])
+            cust = e.store.must("customers", inv["customer"])
             try:
                 fields = _card_fields(request.form)
                 e.billing.add_card(ctx, cust, fields["card"], exp_month=fields["exp_month"],

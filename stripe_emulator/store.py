@@ -122,6 +122,13 @@ class Store:
             return None
         return self.state["objects"][name].get(obj_id)
 
+    def must(self, name: str, obj_id: Any) -> dict:
+        """The object the emulator's own state names (a missing one is a bug of the emulator, not a client's)."""
+        obj = self.get(name, obj_id)
+        if obj is None:
+            raise LookupError(f"the emulator's state has no {name} {obj_id!r}")
+        return obj
+
     def put(self, name: str, obj: dict) -> dict:
         self.state["objects"][name][obj["id"]] = obj
         return obj
