@@ -12,7 +12,6 @@ import calendar
 import copy
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Optional
 
 from . import cards, objects
 from .errors import StripeError, card_declined
@@ -26,7 +25,7 @@ DAY = 86400
 class Config:
     """Behaviour knobs (command line flags / EmulatorServer keyword arguments)."""
 
-    public_url: Optional[str] = None            # base of hosted page URLs; default: the request's host
+    public_url: str | None = None            # base of hosted page URLs; default: the request's host
     failed_renewal_outcome: str = "canceled"    # or "unpaid", after the last failed attempt
     payment_attempts: int = 3                   # charge attempts per invoice before giving up
     retry_interval_days: int = 3                # days between attempts
@@ -38,8 +37,8 @@ class Ctx:
     """Who is asking: used for hosted URLs and for ``event.request``."""
 
     base_url: str
-    request_id: Optional[str] = None
-    idempotency_key: Optional[str] = None
+    request_id: str | None = None
+    idempotency_key: str | None = None
 
 
 def add_interval(anchor: int, interval: str, count: int, n: int) -> int:
@@ -49,7 +48,7 @@ def add_interval(anchor: int, interval: str, count: int, n: int) -> int:
     if interval == "week":
         return anchor + n * count * 7 * DAY
     months = n * count * (12 if interval == "year" else 1)
-    start = dt.datetime.fromtimestamp(anchor, dt.timezone.utc)
+    start = dt.datetime.fromtimestamp(anchor, dt.UTC)
     month_index = start.month - 1 + months
     year, month = start.year + month_index // 12, month_index % 12 + 1
     day = min(start.day, calendar.monthrange(year, month)[1])
@@ -57,7 +56,7 @@ def add_interval(anchor: int, interval: str, count: int, n: int) -> int:
 
 
 def fmt_date(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%b %-d, %Y")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%b %-d, %Y")
 
 
 class Billing:
@@ -69,7 +68,7 @@ class Billing:
     # ================================================================ events
     dry_run = False  # set by preview(): compute invoices, emit and charge nothing
 
-    def emit(self, ctx: Optional[Ctx], etype: str, obj: dict, previous: Optional[dict] = None) -> dict:
+    def emit(self, ctx: Ctx | None, etype: str, obj: dict, previous: dict | None = None) -> dict:
         s = self.store
         if self.dry_run:
             return {}
@@ -98,14 +97,14 @@ class Billing:
             targets.append((None, url, secret, objects.API_VERSION))
         return targets
 
-    def emit_update(self, ctx: Optional[Ctx], etype: str, before: dict, after: dict) -> Optional[dict]:
+    def emit_update(self, ctx: Ctx | None, etype: str, before: dict, after: dict) -> dict | None:
         prev = objects.diff(before, after)
         if not prev:
             return None
         return self.emit(ctx, etype, after, prev)
 
     # ================================================================ customers
-    def create_customer(self, ctx: Optional[Ctx], *, email=None, name=None, description=None,
+    def create_customer(self, ctx: Ctx | None, *, email=None, name=None, description=None,
                         phone=None, metadata=None) -> dict:
         s = self.store
         cid = new_id("cus", 14)
@@ -116,8 +115,8 @@ class Billing:
         self.emit(ctx, "customer.created", cust)
         return cust
 
-    def add_card(self, ctx: Optional[Ctx], cust: dict, number: str, *, exp_month: int = 12,
-                 exp_year: Optional[int] = None, name: Optional[str] = None,
+    def add_card(self, ctx: Ctx | None, cust: dict, number: str, *, exp_month: int = 12,
+                 exp_year: int | None = None, name: str | None = None,
                  make_default: bool = True, param: str = "card") -> dict:
         """Validate a test card, create its PaymentMethod, attach it and make it the default."""
         digits, card = cards.lookup(number, param)
@@ -126,7 +125,7 @@ class Billing:
                                 or "generic_decline", param=param)
         s = self.store
         if exp_year is None:
-            exp_year = dt.datetime.fromtimestamp(s.now(), dt.timezone.utc).year + 5
+            exp_year = dt.datetime.fromtimestamp(s.now(), dt.UTC).year + 5
         pm = objects.payment_method(
             new_id("pm"), s.now(), brand=card.brand, last4=digits[-4:], exp_month=int(exp_month),
             exp_year=int(exp_year), fingerprint=cards.fingerprint(digits), name=name,
@@ -138,12 +137,12 @@ class Billing:
             self.set_default_payment_method(ctx, cust, pm["id"])
         return pm
 
-    def set_default_payment_method(self, ctx: Optional[Ctx], cust: dict, pm_id: Optional[str]) -> None:
+    def set_default_payment_method(self, ctx: Ctx | None, cust: dict, pm_id: str | None) -> None:
         before = copy.deepcopy(cust)
         cust["invoice_settings"]["default_payment_method"] = pm_id
         self.emit_update(ctx, "customer.updated", before, cust)
 
-    def charge(self, pm_id: Optional[str], amount: int) -> Optional[StripeError]:
+    def charge(self, pm_id: str | None, amount: int) -> StripeError | None:
         """Try to take ``amount`` from a card; None on success, the card error otherwise."""
         if amount <= 0:
             return None
@@ -158,7 +157,7 @@ class Billing:
             return card_declined()
         return None
 
-    def would_decline(self, pm_id: Optional[str], amount: int) -> bool:
+    def would_decline(self, pm_id: str | None, amount: int) -> bool:
         """Whether charging ``amount`` now would fail (used for ``payment_behavior=error_if_incomplete``)."""
         if amount <= 0:
             return False
@@ -173,7 +172,7 @@ class Billing:
         rec = p.get("recurring") or {}
         return f"{quantity} × {prod['name']} (at {objects.money(p['unit_amount'], p['currency'])} / {rec.get('interval', 'once')})"
 
-    def build_invoice(self, ctx: Ctx, cust: dict, sub: Optional[dict], billing_reason: str,
+    def build_invoice(self, ctx: Ctx, cust: dict, sub: dict | None, billing_reason: str,
                       line_specs: list, period_start: int, period_end: int, announce: bool = True) -> dict:
         """Create a draft invoice from line specs and emit ``invoice.created``.
 
@@ -215,7 +214,7 @@ class Billing:
             cust["currency"] = inv["currency"]
         self.emit(ctx, "invoice.finalized", inv)
 
-    def attempt_payment(self, ctx: Ctx, inv: dict, pm_id: Optional[str]) -> bool:
+    def attempt_payment(self, ctx: Ctx, inv: dict, pm_id: str | None) -> bool:
         """Charge an open invoice; emits paid/payment_succeeded or payment_failed.
 
         Returns True when the invoice ended up paid.
@@ -257,7 +256,7 @@ class Billing:
         self.emit(ctx, "invoice.payment_failed", inv)
         return False
 
-    def invoice_pm(self, inv: dict) -> Optional[str]:
+    def invoice_pm(self, inv: dict) -> str | None:
         """The card an invoice is charged to: subscription default, else the customer's."""
         sub_id = ((inv.get("parent") or {}).get("subscription_details") or {}).get("subscription")
         sub = self.store.get("subscriptions", sub_id) if sub_id else None
@@ -302,9 +301,9 @@ class Billing:
         return paid
 
     # ================================================================ checkout
-    def complete_checkout(self, ctx: Ctx, cs: dict, card_number: str, *, email: Optional[str] = None,
-                          name: Optional[str] = None, exp_month: int = 12,
-                          exp_year: Optional[int] = None) -> dict:
+    def complete_checkout(self, ctx: Ctx, cs: dict, card_number: str, *, email: str | None = None,
+                          name: str | None = None, exp_month: int = 12,
+                          exp_year: int | None = None) -> dict:
         """Pay a Checkout Session: what the hosted page's Pay button does.
 
         A declined card raises a 402 card error and leaves the session open.
@@ -377,7 +376,7 @@ class Billing:
         self.emit(ctx, "checkout.session.completed", cs)
         return cs
 
-    def expire_checkout(self, ctx: Optional[Ctx], cs: dict) -> dict:
+    def expire_checkout(self, ctx: Ctx | None, cs: dict) -> dict:
         cs["status"] = "expired"
         cs["url"] = None
         self.emit(ctx, "checkout.session.expired", cs)
@@ -438,7 +437,7 @@ class Billing:
         return sub
 
     def change_items(self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str,
-                     billing_cycle_anchor: Optional[str] = None) -> None:
+                     billing_cycle_anchor: str | None = None) -> None:
         """Swap prices / quantities and prorate the way Stripe does.
 
         ``changes`` is a list of (item or None, new price dict, quantity, deleted).
@@ -588,7 +587,7 @@ class Billing:
         if sched is not None and sched["current_phase"]["end_date"] <= boundary:
             self.end_schedule_phase(ctx, sched, sub, at_renewal=True)
 
-    def active_schedule(self, sub: dict) -> Optional[dict]:
+    def active_schedule(self, sub: dict) -> dict | None:
         sched = self.store.get("subscription_schedules", sub.get("schedule")) if sub.get("schedule") else None
         if sched is None or sched["status"] != "active" or not sched.get("current_phase"):
             return None
@@ -652,7 +651,7 @@ class Billing:
         return inv
 
     # ================================================================ the clock
-    def _next_due(self) -> Optional[tuple[int, str, str]]:
+    def _next_due(self) -> tuple[int, str, str] | None:
         s = self.store
         due = []
         for sub in s.coll("subscriptions").values():

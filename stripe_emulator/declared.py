@@ -21,7 +21,7 @@ import re
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import stripe
 from stripe._request_options import RequestOptions
@@ -50,7 +50,7 @@ def _imported_names(tree: ast.Module) -> dict[str, str]:
     return names
 
 
-def _request_call(fn: ast.FunctionDef) -> Optional[tuple[str, str]]:
+def _request_call(fn: ast.FunctionDef) -> tuple[str, str] | None:
     """The ``(method, path template)`` a service method passes to ``self._request``."""
     for node in ast.walk(fn):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -64,7 +64,7 @@ def _request_call(fn: ast.FunctionDef) -> Optional[tuple[str, str]]:
     return None
 
 
-def _params_name(fn: ast.FunctionDef) -> Optional[str]:
+def _params_name(fn: ast.FunctionDef) -> str | None:
     """The TypedDict name in ``params: Optional["XParams"]`` (or ``params: "XParams"``)."""
     for arg in fn.args.args + fn.args.kwonlyargs:
         if arg.arg == "params" and arg.annotation is not None:
@@ -93,7 +93,7 @@ def operations() -> dict[tuple[str, str], tuple[str, str]]:
 
 
 @functools.cache
-def operation(method: str, path: str) -> Optional[type]:
+def operation(method: str, path: str) -> type | None:
     """The params TypedDict stripe-python declares for ``method path`` (a route or a template), or None."""
     found = operations().get((method.upper(), template(path)))
     if found is None:
@@ -127,7 +127,7 @@ def fields(typed_dict: type) -> dict[str, Any]:
     return {k: v for k, v in hints.items() if k not in REQUEST_OPTIONS}
 
 
-def literals(tp: Any) -> Optional[list[str]]:
+def literals(tp: Any) -> list[str] | None:
     """The values of the ``Literal`` enum in ``tp`` (``''``, Stripe's "unset", left out), or None if it is none."""
     values = [v for member in _members(tp) if typing.get_origin(member) is typing.Literal
               for v in typing.get_args(member)]
@@ -161,7 +161,7 @@ def _kind(tp: Any) -> str:
     return {str: "str", int: "int", float: "float", bool: "bool"}.get(tp, "any")
 
 
-def _shape_error(name: str, kind: str, value: Any) -> Optional[str]:
+def _shape_error(name: str, kind: str, value: Any) -> str | None:
     """Why ``value`` does not fit ``kind``, or None when it does (form values arrive as strings)."""
     if kind in ("str", "enum", "int", "float", "bool") and not isinstance(value, str):
         return f"Invalid {name}: expected a single value, not an object or array"

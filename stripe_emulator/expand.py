@@ -8,7 +8,7 @@ expansion); responses are expanded on the way out so an expanded
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .errors import StripeError
 from .store import Store
@@ -28,10 +28,10 @@ PREFIXES = {
 
 # Fields Stripe only includes when expanded: (object type, path from that object) -> builder(store, node)
 # where node is the object holding the field (``total_details`` for ``total_details.breakdown``).
-Includable = Callable[[Store, dict], Optional[dict]]
+Includable = Callable[[Store, dict], dict | None]
 
 
-def lookup(store: Store, obj_id: str) -> Optional[dict]:
+def lookup(store: Store, obj_id: str) -> dict | None:
     for prefix, coll in PREFIXES.items():
         if obj_id.startswith(prefix):
             return store.get(coll, obj_id)
@@ -52,10 +52,10 @@ def expand(store: Store, obj: dict, paths: list, includables: dict) -> dict:
 class Walk:
     """Where an expansion is: the full path asked for, the nearest object's type and the path from it."""
 
-    def __init__(self, full: str, kind: Optional[str], rel: str):
+    def __init__(self, full: str, kind: str | None, rel: str):
         self.full, self.kind, self.rel = full, kind, rel
 
-    def into(self, node: dict, key: str) -> "Walk":
+    def into(self, node: dict, key: str) -> Walk:
         """Step into ``node[key]``; a node with an ``object`` type starts a new relative path."""
         if node.get("object"):
             return Walk(self.full, node["object"], key)

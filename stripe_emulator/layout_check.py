@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 PACKAGE = Path(__file__).resolve().parent
 MAX_FUNCTION_LINES = 80

@@ -10,7 +10,7 @@ order close to Stripe's; it makes diffs against real payloads readable.
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Any
 
 API_VERSION = "2026-10-28.endive"
 ACCOUNT_NAME = "Smart Strategies Builder (emulator)"
@@ -75,8 +75,8 @@ def account(created: int) -> dict:
 
 
 # ---------------------------------------------------------------- catalog
-def product(pid: str, name: str, created: int, *, description: Optional[str] = None,
-            metadata: Optional[dict] = None, active: bool = True) -> dict:
+def product(pid: str, name: str, created: int, *, description: str | None = None,
+            metadata: dict | None = None, active: bool = True) -> dict:
     return {
         "id": pid,
         "object": "product",
@@ -102,8 +102,8 @@ def product(pid: str, name: str, created: int, *, description: Optional[str] = N
 
 
 def price(pid: str, product_id: str, unit_amount: int, created: int, *, currency: str = "usd",
-          interval: Optional[str] = None, interval_count: int = 1, lookup_key: Optional[str] = None,
-          nickname: Optional[str] = None, metadata: Optional[dict] = None, active: bool = True) -> dict:
+          interval: str | None = None, interval_count: int = 1, lookup_key: str | None = None,
+          nickname: str | None = None, metadata: dict | None = None, active: bool = True) -> dict:
     recurring = None
     if interval:
         recurring = {
@@ -166,9 +166,9 @@ def plan_from_price(p: dict) -> dict:
 
 
 # ---------------------------------------------------------------- customers
-def customer(cid: str, created: int, *, email: Optional[str] = None, name: Optional[str] = None,
-             description: Optional[str] = None, phone: Optional[str] = None,
-             metadata: Optional[dict] = None, invoice_prefix: str = "") -> dict:
+def customer(cid: str, created: int, *, email: str | None = None, name: str | None = None,
+             description: str | None = None, phone: str | None = None,
+             metadata: dict | None = None, invoice_prefix: str = "") -> dict:
     return {
         "id": cid,
         "object": "customer",
@@ -220,8 +220,8 @@ PAYMENT_METHOD_TYPES_NULL = (
 
 
 def payment_method(pmid: str, created: int, *, brand: str, last4: str, exp_month: int, exp_year: int,
-                   fingerprint: str, name: Optional[str] = None, email: Optional[str] = None,
-                   customer_id: Optional[str] = None, funding: str = "credit") -> dict:
+                   fingerprint: str, name: str | None = None, email: str | None = None,
+                   customer_id: str | None = None, funding: str = "credit") -> dict:
     obj: dict[str, Any] = {
         "id": pmid,
         "object": "payment_method",
@@ -268,7 +268,7 @@ def payment_method(pmid: str, created: int, *, brand: str, last4: str, exp_month
 
 # ---------------------------------------------------------------- subscriptions
 def subscription_item(si_id: str, sub_id: str, p: dict, created: int, period_start: int,
-                      period_end: int, quantity: int = 1, metadata: Optional[dict] = None) -> dict:
+                      period_end: int, quantity: int = 1, metadata: dict | None = None) -> dict:
     return {
         "id": si_id,
         "object": "subscription_item",
@@ -289,8 +289,8 @@ def subscription_item(si_id: str, sub_id: str, p: dict, created: int, period_sta
 
 
 def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
-                 metadata: Optional[dict] = None, default_payment_method: Optional[str] = None,
-                 currency: str = "usd", description: Optional[str] = None) -> dict:
+                 metadata: dict | None = None, default_payment_method: str | None = None,
+                 currency: str = "usd", description: str | None = None) -> dict:
     return {
         "id": sub_id,
         "object": "subscription",
@@ -351,7 +351,7 @@ def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
 # ---------------------------------------------------------------- invoices
 def invoice_line(il_id: str, invoice_id: str, *, amount: int, currency: str, description: str,
                  price_obj: dict, quantity: int, period_start: int, period_end: int,
-                 sub_id: Optional[str], si_id: Optional[str], proration: bool = False) -> dict:
+                 sub_id: str | None, si_id: str | None, proration: bool = False) -> dict:
     return {
         "id": il_id,
         "object": "line_item",
@@ -449,7 +449,7 @@ _INVOICE_CONSTANTS = {
 }
 
 
-def _invoice_parent(sub: Optional[dict]) -> Optional[dict]:
+def _invoice_parent(sub: dict | None) -> dict | None:
     """API 2026-10-28: the invoice's subscription lives under ``parent.subscription_details``."""
     if not sub:
         return None
@@ -464,8 +464,8 @@ def _invoice_parent(sub: Optional[dict]) -> Optional[dict]:
     }
 
 
-def invoice(in_id: str, cust: dict, created: int, *, number: Optional[str], billing_reason: str, currency: str,
-            lines: list, sub: Optional[dict], period_start: int, period_end: int,
+def invoice(in_id: str, cust: dict, created: int, *, number: str | None, billing_reason: str, currency: str,
+            lines: list, sub: dict | None, period_start: int, period_end: int,
             hosted_invoice_url: str, invoice_pdf: str, starting_balance: int = 0) -> dict:
     """A draft invoice over ``lines``; the customer's credit (negative ``starting_balance``) is applied."""
     total = sum(line["amount"] for line in lines)
@@ -543,10 +543,10 @@ def checkout_payment_method_options() -> dict:
     return dict(sorted(options.items()))
 
 
-def checkout_session(cs_id: str, created: int, *, url: str, success_url: Optional[str],
-                     cancel_url: Optional[str], customer_id: Optional[str], customer_email: Optional[str],
-                     client_reference_id: Optional[str], metadata: dict, amount: int, currency: str,
-                     allow_promotion_codes: Optional[bool], expires_at: int, locale: Optional[str]) -> dict:
+def checkout_session(cs_id: str, created: int, *, url: str, success_url: str | None,
+                     cancel_url: str | None, customer_id: str | None, customer_email: str | None,
+                     client_reference_id: str | None, metadata: dict, amount: int, currency: str,
+                     allow_promotion_codes: bool | None, expires_at: int, locale: str | None) -> dict:
     return {
         "id": cs_id,
         "object": "checkout.session",
@@ -642,8 +642,8 @@ def checkout_line_item(li_id: str, p: dict, product_name: str, quantity: int) ->
     }
 
 
-def portal_session(bps_id: str, created: int, *, customer_id: str, return_url: Optional[str],
-                   url: str, flow: Optional[dict], locale: Optional[str], configuration: str) -> dict:
+def portal_session(bps_id: str, created: int, *, customer_id: str, return_url: str | None,
+                   url: str, flow: dict | None, locale: str | None, configuration: str) -> dict:
     return {
         "id": bps_id,
         "object": "billing_portal.session",
@@ -699,8 +699,8 @@ def portal_features(products: list, reasons: bool = False) -> dict:
 
 
 def portal_configuration(bpc_id: str, created: int, features: dict, *, is_default: bool = False,
-                         name: Optional[str] = None, metadata: Optional[dict] = None,
-                         default_return_url: Optional[str] = None) -> dict:
+                         name: str | None = None, metadata: dict | None = None,
+                         default_return_url: str | None = None) -> dict:
     """A Customer Portal configuration: what customers may do in the hosted portal."""
     return {
         "id": bpc_id,
@@ -720,8 +720,8 @@ def portal_configuration(bpc_id: str, created: int, features: dict, *, is_defaul
     }
 
 
-def event(evt_id: str, created: int, etype: str, obj: dict, previous_attributes: Optional[dict],
-          request_id: Optional[str], idempotency_key: Optional[str]) -> dict:
+def event(evt_id: str, created: int, etype: str, obj: dict, previous_attributes: dict | None,
+          request_id: str | None, idempotency_key: str | None) -> dict:
     data: dict[str, Any] = {"object": obj}
     if previous_attributes is not None:
         data["previous_attributes"] = previous_attributes
@@ -741,7 +741,7 @@ def event(evt_id: str, created: int, etype: str, obj: dict, previous_attributes:
 
 
 def webhook_endpoint(we_id: str, created: int, *, url: str, enabled_events: list, secret: str,
-                     description: Optional[str], metadata: dict, api_version: Optional[str]) -> dict:
+                     description: str | None, metadata: dict, api_version: str | None) -> dict:
     return {
         "id": we_id,
         "object": "webhook_endpoint",

@@ -51,7 +51,7 @@ def date_filter(ts):
     """A unix time as a UTC date, e.g. ``March 5, 2027``."""
     if not ts:
         return "—"
-    return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).strftime("%B %-d, %Y")
+    return dt.datetime.fromtimestamp(int(ts), dt.UTC).strftime("%B %-d, %Y")
 
 
 @bp.app_template_filter("interval")

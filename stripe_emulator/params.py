@@ -8,7 +8,8 @@ Stripe. That catches typos in the app before they reach production.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import StripeError, invalid, missing_param, unknown_param
 
@@ -29,8 +30,8 @@ class Params:
         self.used.add(key)
         return self.data.get(key, default)
 
-    def str(self, key: str, required: bool = False, choices: Optional[Iterable[str]] = None,
-            empty_ok: bool = False) -> Optional[str]:
+    def str(self, key: str, required: bool = False, choices: Iterable[str] | None = None,
+            empty_ok: bool = False) -> str | None:
         self.used.add(key)
         if key not in self.data:
             if required:
@@ -51,8 +52,8 @@ class Params:
                           + ", ".join(choices))
         return value
 
-    def int(self, key: str, required: bool = False, minimum: Optional[int] = None,
-            maximum: Optional[int] = None) -> Optional[int]:
+    def int(self, key: str, required: bool = False, minimum: int | None = None,
+            maximum: int | None = None) -> int | None:
         value = self.str(key, required=required)
         if value is None:
             return None
@@ -66,7 +67,7 @@ class Params:
             raise invalid(self._name(key), f"Invalid {self._name(key)}: must be at most {maximum}")
         return number
 
-    def bool(self, key: str, required: bool = False) -> Optional[bool]:
+    def bool(self, key: str, required: bool = False) -> bool | None:
         value = self.str(key, required=required)
         if value is None:
             return None
@@ -76,7 +77,7 @@ class Params:
             return False
         raise invalid(self._name(key), f"Invalid boolean: {value}")
 
-    def dict(self, key: str, required: bool = False) -> Optional["Params"]:
+    def dict(self, key: str, required: bool = False) -> Params | None:
         self.used.add(key)
         if key not in self.data or self.data[key] == "":
             if required:
@@ -87,7 +88,7 @@ class Params:
             raise invalid(self._name(key), f"Invalid object for {self._name(key)}")
         return Params(value, self._name(key))
 
-    def list(self, key: str, required: bool = False) -> Optional[list]:
+    def list(self, key: str, required: bool = False) -> list | None:
         self.used.add(key)
         if key not in self.data or self.data[key] == "":
             if required:
@@ -102,7 +103,7 @@ class Params:
             raise invalid(self._name(key), f"Invalid array for {self._name(key)}")
         return value
 
-    def list_of_dicts(self, key: str, required: bool = False) -> Optional[list["Params"]]:
+    def list_of_dicts(self, key: str, required: bool = False) -> list[Params] | None:
         items = self.list(key, required=required)
         if items is None:
             return None
@@ -113,7 +114,7 @@ class Params:
             out.append(Params(item, f"{self._name(key)}[{i}]"))
         return out
 
-    def metadata(self, key: str = "metadata") -> Optional[dict]:
+    def metadata(self, key: str = "metadata") -> dict | None:
         """Metadata update semantics: ``""`` clears all, a key set to ``""`` removes it."""
         self.used.add(key)
         if key not in self.data:
@@ -136,7 +137,7 @@ class Params:
                 raise unknown_param(self._name(key))
 
 
-def merge_metadata(current: dict, update: Optional[dict]) -> dict:
+def merge_metadata(current: dict, update: dict | None) -> dict:
     if update is None:
         return current
     if update == {}:

@@ -7,8 +7,6 @@ API in ``control.py``; the instance itself in ``emulator.py``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from flask import Flask, request
 
 from . import api, control, declared, pages
@@ -16,7 +14,7 @@ from .emulator import Emulator
 from .plumbing import unrecognized_url
 
 
-def create_app(emulator: Optional[Emulator] = None, **kwargs) -> Flask:
+def create_app(emulator: Emulator | None = None, **kwargs) -> Flask:
     """Build the Flask app serving ``emulator`` (or a new ``Emulator(**kwargs)``)."""
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False

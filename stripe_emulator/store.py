@@ -17,7 +17,7 @@ import string
 import tempfile
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 from . import catalog
 
@@ -54,12 +54,12 @@ class Store:
     idempotency records, retry schedules.
     """
 
-    def __init__(self, path: Optional[str] = None):
+    def __init__(self, path: str | None = None):
         self.path = path
         self.lock = threading.RLock()
         self.state: dict = {}
         if path and os.path.exists(path):
-            with open(path, "r", encoding="utf-8") as fh:
+            with open(path, encoding="utf-8") as fh:
                 self.state = json.load(fh)
             self._ensure_shape()
         else:
@@ -117,7 +117,7 @@ class Store:
     def coll(self, name: str) -> dict:
         return self.state["objects"][name]
 
-    def get(self, name: str, obj_id: Any) -> Optional[dict]:
+    def get(self, name: str, obj_id: Any) -> dict | None:
         if not isinstance(obj_id, str):
             return None
         return self.state["objects"][name].get(obj_id)

@@ -7,7 +7,6 @@ unique, moved with ``transfer_lookup_key``.
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 from flask import Blueprint
 
@@ -102,7 +101,7 @@ def list_product_features(p: Params, ctx: Ctx, pid: str):
     return paginate([], p, f"/v1/products/{pid}/features")
 
 
-def _build_price(p: Params, product_id: Optional[str] = None) -> dict:
+def _build_price(p: Params, product_id: str | None = None) -> dict:
     """A price from create parameters (``product`` or ``product_data``); lookup keys stay unique."""
     currency = (p.str("currency", required=True) or "").lower()
     if len(currency) != 3:
