@@ -170,7 +170,8 @@ class Billing:
     def _price_line_description(self, p: dict, quantity: int) -> str:
         prod = self.store.get("products", p["product"]) or {"name": p["product"]}
         rec = p.get("recurring") or {}
-        return f"{quantity} × {prod['name']} (at {objects.money(p['unit_amount'], p['currency'])} / {rec.get('interval', 'once')})"
+        amount = objects.money(p["unit_amount"], p["currency"])
+        return f"{quantity} × {prod['name']} (at {amount} / {rec.get('interval', 'once')})"
 
     def build_invoice(self, ctx: Ctx, cust: dict, sub: dict | None, billing_reason: str,
                       line_specs: list, period_start: int, period_end: int, announce: bool = True) -> dict:
@@ -495,7 +496,8 @@ class Billing:
                 if proration_behavior != "none" and (deleted or old_price["id"] != new_price["id"] or qty != old_qty):
                     specs.append({
                         "amount": -round(old_price["unit_amount"] * old_qty * frac),
-                        "description": f"Unused time on {old_qty} × {self._product_name(old_price)} after {fmt_date(now)}",
+                        "description": (f"Unused time on {old_qty} × {self._product_name(old_price)}"
+                                        f" after {fmt_date(now)}"),
                         "price": old_price, "quantity": old_qty, "si": item["id"], "proration": True,
                         "period": (now, end),
                     })
@@ -617,7 +619,7 @@ class Billing:
                 self.emit_update(ctx, "customer.subscription.updated", before, sub)
             return
         changes = [(item, s.must("prices", spec["price"]), spec["quantity"], False)
-                   for item, spec in zip(sub["items"]["data"], nxt["items"])]
+                   for item, spec in zip(sub["items"]["data"], nxt["items"], strict=False)]
         if at_renewal:
             for item, price, qty, _ in changes:
                 item["price"] = dict(price)

@@ -81,7 +81,7 @@ def _card_fields(form) -> dict:
             raise ValueError
     except ValueError:
         raise StripeError("Your card's expiration date is invalid.", status=402, type="card_error",
-                          code="invalid_expiry_month", param="exp_month")
+                          code="invalid_expiry_month", param="exp_month") from None
     cvc = (form.get("card_cvc") or "").strip()
     if not cvc.isdigit() or len(cvc) not in (3, 4):
         raise StripeError("Your card's security code is incomplete.", status=402, type="card_error",

@@ -60,7 +60,7 @@ class Params:
         try:
             number = int(value)
         except ValueError:
-            raise invalid(self._name(key), f"Invalid integer: {value}")
+            raise invalid(self._name(key), f"Invalid integer: {value}") from None
         if minimum is not None and number < minimum:
             raise invalid(self._name(key), f"Invalid {self._name(key)}: must be at least {minimum}")
         if maximum is not None and number > maximum:

@@ -150,7 +150,7 @@ def _set_cancel_at(ctx: Ctx, sub: dict, cancel_at) -> None:
         if cancel_at in ("min_period_end", "max_period_end"):
             when = e.period(sub)[1]
         else:
-            raise invalid("cancel_at", f"Invalid integer: {cancel_at}")
+            raise invalid("cancel_at", f"Invalid integer: {cancel_at}") from None
     if when <= s.now():
         raise invalid("cancel_at", "cancel_at must be in the future.")
     before = copy.deepcopy(sub)
