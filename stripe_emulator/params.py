@@ -8,6 +8,7 @@ Stripe. That catches typos in the app before they reach production.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,23 +16,23 @@ from .errors import StripeError, invalid, missing_param, unknown_param
 
 
 class Params:
-    def __init__(self, data: dict, prefix: str = ""):
+    def __init__(self, data: builtins.dict, prefix: builtins.str = ""):
         self.data = data
         self.prefix = prefix
         self.used: set[str] = {"expand"}
 
-    def _name(self, key: str) -> str:
+    def _name(self, key: builtins.str) -> builtins.str:
         return f"{self.prefix}[{key}]" if self.prefix else key
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self.data
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: builtins.str, default: Any = None) -> Any:
         self.used.add(key)
         return self.data.get(key, default)
 
-    def str(self, key: str, required: bool = False, choices: Iterable[str] | None = None,
-            empty_ok: bool = False) -> str | None:
+    def str(self, key: builtins.str, required: builtins.bool = False, choices: Iterable[builtins.str] | None = None,
+            empty_ok: builtins.bool = False) -> builtins.str | None:
         self.used.add(key)
         if key not in self.data:
             if required:
@@ -52,8 +53,8 @@ class Params:
                           + ", ".join(choices))
         return value
 
-    def int(self, key: str, required: bool = False, minimum: int | None = None,
-            maximum: int | None = None) -> int | None:
+    def int(self, key: builtins.str, required: builtins.bool = False, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int | None:
         value = self.str(key, required=required)
         if value is None:
             return None
@@ -67,7 +68,7 @@ class Params:
             raise invalid(self._name(key), f"Invalid {self._name(key)}: must be at most {maximum}")
         return number
 
-    def bool(self, key: str, required: bool = False) -> bool | None:
+    def bool(self, key: builtins.str, required: builtins.bool = False) -> builtins.bool | None:
         value = self.str(key, required=required)
         if value is None:
             return None
@@ -77,7 +78,7 @@ class Params:
             return False
         raise invalid(self._name(key), f"Invalid boolean: {value}")
 
-    def dict(self, key: str, required: bool = False) -> Params | None:
+    def dict(self, key: builtins.str, required: builtins.bool = False) -> Params | None:
         self.used.add(key)
         if key not in self.data or self.data[key] == "":
             if required:
@@ -88,7 +89,7 @@ class Params:
             raise invalid(self._name(key), f"Invalid object for {self._name(key)}")
         return Params(value, self._name(key))
 
-    def list(self, key: str, required: bool = False) -> list | None:
+    def list(self, key: builtins.str, required: builtins.bool = False) -> builtins.list | None:
         self.used.add(key)
         if key not in self.data or self.data[key] == "":
             if required:
@@ -103,7 +104,7 @@ class Params:
             raise invalid(self._name(key), f"Invalid array for {self._name(key)}")
         return value
 
-    def list_of_dicts(self, key: str, required: bool = False) -> list[Params] | None:
+    def list_of_dicts(self, key: builtins.str, required: builtins.bool = False) -> builtins.list[Params] | None:
         items = self.list(key, required=required)
         if items is None:
             return None
@@ -114,7 +115,7 @@ class Params:
             out.append(Params(item, f"{self._name(key)}[{i}]"))
         return out
 
-    def metadata(self, key: str = "metadata") -> dict | None:
+    def metadata(self, key: builtins.str = "metadata") -> builtins.dict | None:
         """Metadata update semantics: ``""`` clears all, a key set to ``""`` removes it."""
         self.used.add(key)
         if key not in self.data:
@@ -128,7 +129,7 @@ class Params:
             raise invalid(self._name(key), "Invalid metadata: at most 50 keys")
         return value
 
-    def ignore(self, *keys: str) -> None:
+    def ignore(self, *keys: builtins.str) -> None:
         self.used.update(keys)
 
     def done(self) -> None:
