@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 from .errors import StripeError, invalid, missing_param, unknown_param
 
 
 class Params:
+    """Reads one request's (or one nested object's) parameters with Stripe's validation.
+
+    The readers are named after the type they return. With ``required=True`` a reader
+    either returns a value or raises the Stripe error, so the overloads tell the type
+    checker that no ``None`` comes back in that case.
+    """
+
     def __init__(self, data: builtins.dict, prefix: builtins.str = ""):
         self.data = data
         self.prefix = prefix
@@ -30,6 +37,13 @@ class Params:
     def raw(self, key: builtins.str, default: Any = None) -> Any:
         self.used.add(key)
         return self.data.get(key, default)
+
+    @overload
+    def str(self, key: builtins.str, required: Literal[True], choices: Iterable[builtins.str] | None = None,
+            empty_ok: builtins.bool = False) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, required: builtins.bool = False, choices: Iterable[builtins.str] | None = None,
+            empty_ok: builtins.bool = False) -> builtins.str | None: ...
 
     def str(self, key: builtins.str, required: builtins.bool = False, choices: Iterable[builtins.str] | None = None,
             empty_ok: builtins.bool = False) -> builtins.str | None:
@@ -53,6 +67,13 @@ class Params:
                           + ", ".join(choices))
         return value
 
+    @overload
+    def int(self, key: builtins.str, required: Literal[True], minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int: ...
+    @overload
+    def int(self, key: builtins.str, required: builtins.bool = False, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int | None: ...
+
     def int(self, key: builtins.str, required: builtins.bool = False, minimum: builtins.int | None = None,
             maximum: builtins.int | None = None) -> builtins.int | None:
         value = self.str(key, required=required)
@@ -68,6 +89,11 @@ class Params:
             raise invalid(self._name(key), f"Invalid {self._name(key)}: must be at most {maximum}")
         return number
 
+    @overload
+    def bool(self, key: builtins.str, required: Literal[True]) -> builtins.bool: ...
+    @overload
+    def bool(self, key: builtins.str, required: builtins.bool = False) -> builtins.bool | None: ...
+
     def bool(self, key: builtins.str, required: builtins.bool = False) -> builtins.bool | None:
         value = self.str(key, required=required)
         if value is None:
@@ -77,6 +103,11 @@ class Params:
         if value in ("false", "False", "0"):
             return False
         raise invalid(self._name(key), f"Invalid boolean: {value}")
+
+    @overload
+    def dict(self, key: builtins.str, required: Literal[True]) -> Params: ...
+    @overload
+    def dict(self, key: builtins.str, required: builtins.bool = False) -> Params | None: ...
 
     def dict(self, key: builtins.str, required: builtins.bool = False) -> Params | None:
         self.used.add(key)
@@ -88,6 +119,11 @@ class Params:
         if not isinstance(value, dict):
             raise invalid(self._name(key), f"Invalid object for {self._name(key)}")
         return Params(value, self._name(key))
+
+    @overload
+    def list(self, key: builtins.str, required: Literal[True]) -> builtins.list: ...
+    @overload
+    def list(self, key: builtins.str, required: builtins.bool = False) -> builtins.list | None: ...
 
     def list(self, key: builtins.str, required: builtins.bool = False) -> builtins.list | None:
         self.used.add(key)
@@ -103,6 +139,11 @@ class Params:
                 return [value]
             raise invalid(self._name(key), f"Invalid array for {self._name(key)}")
         return value
+
+    @overload
+    def list_of_dicts(self, key: builtins.str, required: Literal[True]) -> builtins.list[Params]: ...
+    @overload
+    def list_of_dicts(self, key: builtins.str, required: builtins.bool = False) -> builtins.list[Params] | None: ...
 
     def list_of_dicts(self, key: builtins.str, required: builtins.bool = False) -> builtins.list[Params] | None:
         items = self.list(key, required=required)
