@@ -42,9 +42,9 @@ def template(path: str) -> str:
 
 def _imported_names(tree: ast.Module) -> dict[str, str]:
     """``name -> module`` for every ``from stripe.params... import Name`` of a service module."""
-    names = {}
+    names: dict[str, str] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stripe.params"):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stripe.params"):
             for alias in node.names:
                 names[alias.asname or alias.name] = node.module
     return names
@@ -59,7 +59,8 @@ def _request_call(fn: ast.FunctionDef) -> tuple[str, str] | None:
         method, path = node.args[0], node.args[1]
         if isinstance(path, ast.Call) and isinstance(path.func, ast.Attribute):
             path = path.func.value
-        if isinstance(method, ast.Constant) and isinstance(path, ast.Constant):
+        if (isinstance(method, ast.Constant) and isinstance(path, ast.Constant)
+                and isinstance(method.value, str) and isinstance(path.value, str)):
             return method.value.upper(), path.value
     return None
 
@@ -182,7 +183,7 @@ def _check_value(name: str, tp: Any, value: Any) -> None:
     """Raise Stripe's ``invalid_request_error`` naming ``name`` unless ``value`` fits the declared ``tp``."""
     if value == "" and (_unsettable(tp) or _kind(tp) in ("str", "any", "map", "list", "object")):
         return
-    enum = literals(tp)
+    enum = literals(tp) or []
     # ``Literal[...] | str`` is the library's room for values added later; the enum is what it declares.
     members = [m for m in _members(tp) if not (typing.get_origin(m) is typing.Literal
                                                 and typing.get_args(m) == ("",)) and not (enum and m is str)]

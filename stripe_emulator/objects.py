@@ -391,7 +391,7 @@ def invoice_line(il_id: str, invoice_id: str, *, amount: int, currency: str, des
 
 
 # Invoice fields the emulator never varies (no taxes, discounts, shipping, credit notes or Connect).
-_INVOICE_CONSTANTS = {
+_INVOICE_CONSTANTS: dict[str, Any] = {
     "account_country": "US",
     "account_name": ACCOUNT_NAME,
     "account_tax_ids": None,

@@ -191,6 +191,7 @@ class Dispatcher:
                     self._cond.wait(max(0.005, min(waits)) if waits else None)
                 if self._stopped:
                     return
+                assert job is not None  # the wait loop only ends on a job or on stop
                 self._inflight += 1
             try:
                 self._deliver(job)
