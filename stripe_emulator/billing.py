@@ -666,8 +666,10 @@ class Billing:
             due.append((when, "renew", sub["id"]))
         for sched in s.coll("subscription_schedules").values():
             managed = s.get("subscriptions", sched.get("subscription")) if sched.get("subscription") else None
-            if managed is None or managed["status"] in ("canceled", "incomplete_expired") \
-                    or self.active_schedule(managed) is not sched:
+            if managed is None or managed["status"] in ("canceled", "incomplete_expired"):
+                continue
+            active = self.active_schedule(managed)
+            if active is None or active is not sched:  # only the schedule that drives the subscription
                 continue
             when = sched["current_phase"]["end_date"]
             if when != self.period(managed)[1]:  # at the period end the renewal enters the next phase itself

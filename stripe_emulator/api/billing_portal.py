@@ -6,6 +6,7 @@ The portal itself is a hosted page (``pages``).
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from flask import Blueprint
 
@@ -28,7 +29,7 @@ FLOW_TYPES = ["payment_method_update", "subscription_cancel", "subscription_upda
 
 def _after_completion(ac: Params) -> dict:
     """``flow_data[after_completion]``: where the portal goes once the flow is done."""
-    after = {"hosted_confirmation": None, "redirect": None, "type": "portal_homepage"}
+    after: dict[str, Any] = {"hosted_confirmation": None, "redirect": None, "type": "portal_homepage"}
     ac_type = ac.str("type", required=True, choices=["hosted_confirmation", "portal_homepage", "redirect"])
     after["type"] = ac_type
     red = ac.dict("redirect")

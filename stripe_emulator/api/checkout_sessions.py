@@ -64,14 +64,15 @@ def _line_items(p: Params) -> tuple[list, int, str]:
     lines = p.list_of_dicts("line_items", required=True)
     if not lines:
         raise missing_param("line_items")
-    stored_lines, amount, currency = [], 0, None
+    stored_lines: list[dict] = []
+    amount, currency = 0, ""
     for i, li in enumerate(lines):
         price, qty = _line_item(i, li)
         if currency and price["currency"] != currency:
             raise invalid(f"line_items[{i}][price]", "All prices must use the same currency.")
         currency = price["currency"]
         amount += price["unit_amount"] * qty
-        prod = store().get("products", price["product"])
+        prod = store().must("products", price["product"])
         stored_lines.append(objects.checkout_line_item(new_id("li", 24), price, prod["name"], qty))
     return stored_lines, amount, currency
 
