@@ -1,0 +1,105 @@
+"""Mail goes out through the real task queue: a `flask queue worker` process, RQ on the test Redis.
+
+SMTP down at first: the request that queues the mail returns without touching SMTP, the worker's job fails and is
+retried after its backoff, and once SMTP is up the mail is delivered, once.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+
+from app import create_app
+from app.extensions import db, task_queue
+from app.models import MailOutbox
+from app.services.mail import queue_mail
+from app.services.queue_health import queue_health
+from app.services.signals import SyncResult, commit_billing
+from tests.conftest import make_config
+from tests.factories import UserFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_worker(database_url: str, redis_url: str, mail_port: int) -> subprocess.Popen:
+    """`flask queue worker` as operators run it, configured by the environment."""
+    env = {**os.environ, "FLASK_APP": "wsgi:app", "ENVIRONMENT": "testing", "DATABASE_URL": database_url,
+           "REDIS_URL": redis_url, "TASK_QUEUE_URL": redis_url, "MAIL_SERVER": "127.0.0.1",
+           "MAIL_PORT": str(mail_port), "LOG_LEVEL": "WARNING"}
+    return subprocess.Popen([sys.executable, "-m", "flask", "queue", "worker"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+@pytest.fixture
+def queued_app(app, migrated_database, redis_url):
+    """The test app with the task queue on (the suite's other apps deliver after the response)."""
+    return create_app(make_config(migrated_database, redis_url, TASK_QUEUE_URL=redis_url,
+                                  MAIL_SERVER="127.0.0.1", MAIL_PORT=str(free_port())))
+
+
+class Received:
+    """aiosmtpd handler keeping the recipients of what it receives."""
+
+    def __init__(self):
+        self.recipients: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.recipients.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+def outbox(app) -> list[tuple[str, int]]:
+    with app.app_context():
+        return [(row.status, row.attempts) for row in db.session.scalars(sa.select(MailOutbox))]
+
+
+def test_smtp_down_loses_nothing_and_the_worker_retries(queued_app, migrated_database, redis_url):
+    smtp_port = free_port()
+    worker = start_worker(migrated_database, redis_url, smtp_port)
+    sink = None
+    try:
+        with queued_app.test_request_context("/billing"):
+            user = UserFactory(email="queued@example.com")
+            queue_mail("subscription_ended", "sub_q:ended", user, plan="Pro")
+            started = time.perf_counter()
+            commit_billing(SyncResult(user.id, mail_queued=True))
+            assert time.perf_counter() - started < 0.5  # enqueued, not sent: no SMTP in the request
+            assert task_queue() is not None
+
+        # SMTP is down: the worker tries, fails, keeps the mail pending and schedules a retry.
+        assert wait_for(lambda: outbox(queued_app) == [("pending", 1)], 20), worker.stderr
+        with queued_app.app_context():
+            assert queue_health().oldest_mail_seconds >= 0
+
+        received = Received()
+        sink = Controller(received, hostname="127.0.0.1", port=smtp_port)
+        sink.start()
+        assert wait_for(lambda: outbox(queued_app) == [("sent", 2)], 30)
+        assert received.recipients == ["queued@example.com"]
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        if sink:
+            sink.stop()
