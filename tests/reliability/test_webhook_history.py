@@ -26,6 +26,7 @@ from app.services.subscriptions import change_plan, set_cancel_at_period_end
 from tests.reliability.conftest import PASSWORD_HASH, http
 
 import os
+from tests.eventually import eventually
 CUSTOMERS = int(os.environ.get("HISTORY_CUSTOMERS", 200))
 SENDERS = 8
 FAILING_CARD = "4000000000000341"
@@ -169,6 +170,12 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn,
     assert f"Synced {CUSTOMERS} customer(s); 0 had drifted." in result.output, result.output
     assert snapshot_subscriptions(app) == before
 
+    def all_mail_sent() -> bool:  # mail goes out after each response: wait for the last ones
+        with app.app_context():
+            waiting = db.session.scalar(sa.select(sa.func.count(MailOutbox.id)).where(MailOutbox.status != "sent"))
+            return waiting == 0 and len(smtp_sink.messages) == db.session.scalar(sa.select(sa.func.count(MailOutbox.id)))
+
+    assert eventually(all_mail_sent, 30)
     with app.app_context():
         audits = db.session.execute(sa.select(AuditLog.user_id, AuditLog.action, AuditLog.details)).all()
         outbox = db.session.execute(sa.select(MailOutbox.user_id, MailOutbox.kind, MailOutbox.status)).all()
