@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client.core import GaugeMetricFamily
 from redis.exceptions import RedisError
 from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db, task_queue
 from app.models import MailOutbox, utcnow
@@ -54,3 +56,25 @@ def queue_health() -> QueueHealth:
         except RedisError:
             depth = failed = None
     return QueueHealth(queue is not None, depth, failed, oldest_pending_mail_seconds())
+
+
+class QueueCollector:
+    """`/metrics`: task_queue_depth, task_queue_failed_jobs (when a queue is configured and reachable) and
+    mail_outbox_oldest_pending_seconds, read at each scrape so every app process answers the same figures."""
+
+    def collect(self):
+        try:
+            health = queue_health()
+        except SQLAlchemyError:  # the database-down alert tells that story
+            db.session.rollback()
+            return []
+        families = [GaugeMetricFamily("mail_outbox_oldest_pending_seconds",
+                                      "Seconds the oldest pending outbox mail has waited (0 when none waits).",
+                                      value=health.oldest_mail_seconds)]
+        if health.depth is not None:
+            families.append(GaugeMetricFamily("task_queue_depth", "Jobs waiting on the task queue.",
+                                              value=health.depth))
+            families.append(GaugeMetricFamily("task_queue_failed_jobs",
+                                              "Jobs in the task queue's failed registry (kept 7 days).",
+                                              value=health.failed))
+        return families

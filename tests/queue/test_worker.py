@@ -20,6 +20,7 @@ from app import create_app
 from app.extensions import db, task_queue
 from app.models import MailOutbox
 from app.services.mail import queue_mail
+from app.services.metrics import render_metrics
 from app.services.queue_health import queue_health
 from app.services.signals import SyncResult, commit_billing
 from tests.conftest import make_config
@@ -91,7 +92,11 @@ def test_smtp_down_loses_nothing_and_the_worker_retries(queued_app, migrated_dat
         # SMTP is down: the worker tries, fails, keeps the mail pending and schedules a retry.
         assert wait_for(lambda: outbox(queued_app) == [("pending", 1)], 20), worker.stderr
         with queued_app.app_context():
-            assert queue_health().oldest_mail_seconds >= 0
+            health = queue_health()
+            assert health.configured and health.depth is not None and health.oldest_mail_seconds > 0
+            scrape = render_metrics()[0].decode()
+        assert "task_queue_depth " in scrape and "task_queue_failed_jobs " in scrape
+        assert "mail_outbox_oldest_pending_seconds " in scrape
 
         received = Received()
         sink = Controller(received, hostname="127.0.0.1", port=smtp_port)
