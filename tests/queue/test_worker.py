@@ -1,7 +1,8 @@
-"""Mail goes out through the real task queue: a `flask queue worker` process, RQ on the test Redis.
+"""The real task queue: `flask queue worker` and `flask queue cron` processes, RQ on the test Redis.
 
 SMTP down at first: the request that queues the mail returns without touching SMTP, the worker's job fails and is
-retried after its backoff, and once SMTP is up the mail is delivered, once.
+retried after its backoff, and once SMTP is up the mail is delivered, once. The scheduler alone (nothing enqueued
+by the app) sweeps the outbox and replays a failed event whose backoff has passed.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from aiosmtpd.controller import Controller
 
 from app import create_app
 from app.extensions import db, task_queue
-from app.models import MailOutbox
+from app.models import MailOutbox, StripeEvent, utcnow
 from app.services.mail import queue_mail
 from app.services.metrics import render_metrics
 from app.services.queue_health import queue_health
@@ -35,12 +37,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_worker(database_url: str, redis_url: str, mail_port: int) -> subprocess.Popen:
-    """`flask queue worker` as operators run it, configured by the environment."""
+def start_worker(database_url: str, redis_url: str, mail_port: int, command: str = "worker") -> subprocess.Popen:
+    """`flask queue worker` (or `cron`) as operators run it, configured by the environment."""
     env = {**os.environ, "FLASK_APP": "wsgi:app", "ENVIRONMENT": "testing", "DATABASE_URL": database_url,
            "REDIS_URL": redis_url, "TASK_QUEUE_URL": redis_url, "MAIL_SERVER": "127.0.0.1",
            "MAIL_PORT": str(mail_port), "LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "flask", "queue", "worker"], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "flask", "queue", command], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -108,3 +110,29 @@ def test_smtp_down_loses_nothing_and_the_worker_retries(queued_app, migrated_dat
         worker.wait(10)
         if sink:
             sink.stop()
+
+
+def test_the_scheduler_sweeps_the_outbox_and_replays_a_failed_event(app, migrated_database, redis_url, smtp_sink):
+    with app.app_context():
+        user = UserFactory(email="swept@example.com")
+        with app.test_request_context("/"):
+            queue_mail("subscription_ended", "sub_s:ended", user, plan="Pro")  # no delivery requested
+        db.session.add(StripeEvent(id="evt_failed_once", type="customer.created", stripe_created=utcnow(),
+                                   received_at=utcnow() - timedelta(hours=1), status="failed", attempts=1,
+                                   error="OperationalError: the database restarted", payload={
+                                       "id": "evt_failed_once", "type": "customer.created", "data": {"object": {}}}))
+        db.session.commit()
+    processes = [start_worker(migrated_database, redis_url, smtp_sink.port),
+                 start_worker(migrated_database, redis_url, smtp_sink.port, "cron")]
+    try:
+        def event_status():
+            with app.app_context():
+                return db.session.get(StripeEvent, "evt_failed_once").status
+
+        assert wait_for(lambda: outbox(app) == [("sent", 1)], 30), processes[1].stderr
+        assert wait_for(lambda: event_status() == "ignored", 30)
+        assert smtp_sink.subjects("swept@example.com") == ["Your Pro plan has ended"]
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
