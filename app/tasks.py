@@ -13,9 +13,10 @@ database's triggers keep them in the writing transaction.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import select

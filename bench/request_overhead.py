@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
-
 from sqlalchemy import text  # noqa: E402
 
 from app import create_app  # noqa: E402

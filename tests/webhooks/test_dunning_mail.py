@@ -8,8 +8,8 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import MailOutbox
-from tests.webhooks.test_emulator_events import state, subscribe
 from tests.eventually import eventually
+from tests.webhooks.test_emulator_events import state, subscribe
 
 FAILING_CARD = "4000000000000341"
 

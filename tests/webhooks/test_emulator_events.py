@@ -5,8 +5,8 @@ from app.extensions import db
 from app.models import AuditLog, StripeEvent, User, UserSubscription
 from app.services.checkout import start_checkout
 from app.services.entitlements import get_entitlements
-from tests.factories import UserFactory
 from tests.eventually import eventually
+from tests.factories import UserFactory
 
 
 def subscribe(app, emulator, card="4242424242424242", plan="pro", cycle="monthly"):

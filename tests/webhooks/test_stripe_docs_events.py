@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import AuditLog, MailOutbox, StripeEvent, User, UserSubscription
 from app.services.catalog import seed_plans_from_config
+from tests.eventually import eventually
 from tests.factories import UserFactory
 from tests.webhooks.signing import post_event
-from tests.eventually import eventually
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "stripe-docs"
 CUSTOMER = "cus_NffrFeUfNV2Hib"
