@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from dotenv import load_dotenv
 from flask import Flask
 
-from app import cli, errors, templating
+from app import cli, errors, templating, worker
 from app import sqlite_locking  # noqa: F401  (SELECT … FOR UPDATE on the fresh-clone SQLite)
 from app.account import bp as account_bp
 from app.admin import bp as admin_bp
@@ -110,8 +110,9 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    """`flask seed-plans`, `flask users …`, `flask stripe …`, `flask doctor`."""
+    """`flask seed-plans`, `flask users …`, `flask stripe …`, `flask doctor`, `flask queue …`."""
     cli.register(app)
+    worker.register(app)
 
 
 def register_template_helpers(app: Flask) -> None:

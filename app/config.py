@@ -311,6 +311,10 @@ class Settings(BaseSettings):
     # Flask-Mail would silently drop mail when TESTING; the tests want it on a real SMTP sink.
     MAIL_SUPPRESS_SEND: bool = False
     MAIL_DEFAULT_SENDER: str = "Smart Strategies Builder <billing@localhost>"
+    # The task queue (RQ): mail delivery and the scheduled jobs go through Redis at this URL, run by `flask queue
+    # worker` and `flask queue cron`. Unset (a fresh clone): mail is delivered in the app's process after the
+    # response is sent, and the scheduled jobs are run by hand (`flask stripe sync --all`, `flask queue run …`).
+    TASK_QUEUE_URL: OptionalText = None
     # Seconds a user's entitlements stay cached (`entitlements:<user-id>`); billing changes invalidate them.
     ENTITLEMENTS_CACHE_TTL: PositiveInt = 3600
 

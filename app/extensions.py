@@ -1,6 +1,7 @@
 """Extensions, created unbound: `create_app` binds them with `init_app`, models import `db` from here."""
 from typing import TYPE_CHECKING
 
+from flask import current_app
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
@@ -11,6 +12,8 @@ from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
+from redis import Redis
+from rq import Queue
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
@@ -50,3 +53,21 @@ def cache_redis(kind: str = "write"):
     backend (SimpleCache in a fresh clone). Going to it directly stores plain text that `redis-cli GET` shows
     as is (`cache.set` would pickle it), and gives the webhook fast path its `webhook_processed:<id>` keys."""
     return getattr(cache.cache, f"_{kind}_client", None)
+
+
+#: The one RQ queue of the app's slow work (mail delivery, the scheduled jobs).
+QUEUE_NAME = "ssb"
+
+
+def task_queue() -> Queue | None:
+    """The RQ queue on `TASK_QUEUE_URL` (built once per app), or None when no queue is configured (a fresh clone).
+
+    Short socket timeouts: when Redis is down, enqueueing fails in a second instead of hanging a request."""
+    url = current_app.config.get("TASK_QUEUE_URL")
+    if not url:
+        return None
+    queue = current_app.extensions.get("task_queue")
+    if queue is None:
+        connection = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        queue = current_app.extensions["task_queue"] = Queue(QUEUE_NAME, connection=connection)
+    return queue

@@ -23,7 +23,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
-from flask import Flask, g, request
+from flask import Flask, g, request, session
 from flask.logging import default_handler
 from flask_login import current_user, user_logged_in
 from structlog.contextvars import bind_contextvars, clear_contextvars
@@ -49,6 +49,9 @@ URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 
 #: 13 to 19 digits, optionally grouped by spaces or dashes; redacted when the Luhn check says "card number".
 CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
+#: Any of the patterns above, in one scan: most strings (event names, paths, ids) match none and stay as they are.
+ANY_SECRET = re.compile("|".join(f"(?:{p.pattern})" for p in (*SECRET_VALUE_PATTERNS, URL_PASSWORD, CARD_NUMBER)),
+                        re.IGNORECASE)
 
 #: Characters allowed in an incoming X-Request-ID; anything else (or too long) gets a fresh id.
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{8,128}$")
@@ -79,6 +82,8 @@ def _redact_card(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """`text` with every secret-shaped substring replaced."""
+    if not ANY_SECRET.search(text):
+        return text
     for pattern in SECRET_VALUE_PATTERNS:
         if pattern.pattern.startswith(r"\b(Bearer"):
             text = pattern.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
@@ -223,9 +228,11 @@ def configure_logging(app: Flask) -> None:
         g.request_started = time.perf_counter()
         g.request_id = request_id_from(request.headers.get("X-Request-ID"))
         bind_contextvars(request_id=g.request_id)
-        # Loads the session user now (one query it would make anyway) so even the first line carries user_id.
-        if current_user and current_user.is_authenticated:
-            bind_user_id(current_user.get_id())
+        # A session or remember-me user is loaded now (one query it would make anyway) so that even the first
+        # line carries user_id; an anonymous visitor costs no user loading at all.
+        if session.get("_user_id") or request.cookies.get(app.config.get("REMEMBER_COOKIE_NAME", "remember_token")):
+            if current_user and current_user.is_authenticated:
+                bind_user_id(current_user.get_id())
 
     @app.after_request
     def log_request(response):

@@ -1,14 +1,15 @@
 """`make bench`: every figure of issue 8 as a ratio against a baseline measured in the same run.
 
 Starts throw-away PostgreSQL and Redis (scripts/test-services.sh), the Stripe emulator and an SMTP sink, migrates
-and seeds a bench database, serves `bench/wsgi_bench.py` with gunicorn (deploy/gunicorn.conf.py, 2 sync workers,
+and seeds a bench database, runs a `flask queue worker` (mail), serves `bench/wsgi_bench.py` with gunicorn (deploy/gunicorn.conf.py, 2 sync workers,
 no access log) and loads it from `wrk` over loopback, 8 connections:
 
 1. webhooks: the emulator's realistic history (Checkout, changes, renewals, failures, ends) posted to the real
    endpoint, against the floor route (verify + insert the raw event); p50/p99 and Stripe calls per event;
 2. duplicates: the same deliveries again (every event sent twice), against the first deliveries;
 3. entitlements: `GET {API_PREFIX}/strategies` (gated, cache hit) against its ungated twin;
-4. pricing page against a bare `hello` route;
+4. pricing page against a bare `hello` route; the app's bare route and `/pricing` against bare Flask
+   (bench/bare_flask.py, its own gunicorn, the same settings);
 5. growth: webhook handling time and the dashboard queries (app/services/reporting.py) at 10k, 100k and 1M
    subscriptions generated in SQL.
 
@@ -379,6 +380,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         "ENVIRONMENT": "development",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
+        "TASK_QUEUE_URL": redis_url,  # mail is delivered by a `flask queue worker` beside gunicorn
         "STRIPE_API_BASE": emulator_url,
         "STRIPE_SECRET_KEY": "sk_test_emulator",
         "STRIPE_WEBHOOK_SECRET": webhook_secret,
@@ -483,6 +485,16 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     stack.gunicorn = stack.spawn([str(Path(PYTHON).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
                                   "bench.wsgi_bench:app"], "gunicorn.log", env=env)
     wait_for(base + "/healthz", 60, "gunicorn")
+    stack.spawn([str(Path(PYTHON).parent / "flask"), "--app", "wsgi:app", "queue", "worker"], "worker.log",
+                env={**env, "PROMETHEUS_MULTIPROC_DIR": ""})
+    bare_port = free_port()
+    bare = f"http://127.0.0.1:{bare_port}"
+    log(f"bare Flask (bench/bare_flask.py) on {bare}, the same gunicorn settings")
+    (workdir / "prometheus-bare").mkdir()
+    stack.spawn([str(Path(PYTHON).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "bench.bare_flask:app"],
+                "gunicorn-bare.log", env={**env, "GUNICORN_BIND": f"127.0.0.1:{bare_port}",
+                                          "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus-bare")})
+    wait_for(bare + "/hello", 60, "bare Flask")
 
     deliveries = workdir / "deliveries.txt"
     notes: list[str] = []
@@ -586,6 +598,16 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         pricing, hello = paired(base + "/pricing", base + "/bench/hello")
     result("pricing page req/s (vs hello route)", pricing["rate"], "req/s", hello["rate"], "ratio ≥ 0.70",
            pricing["rate"] / hello["rate"] >= 0.70)
+    app_hello, bare_hello = paired(base + "/bench/hello", bare + "/hello")
+    result("app bare route req/s (vs bare Flask hello)", app_hello["rate"], "req/s", bare_hello["rate"],
+           "ratio ≥ 0.60", app_hello["rate"] / bare_hello["rate"] >= 0.60)
+    pricing_floor, bare_floor = paired(base + "/pricing", bare + "/hello")
+    result("pricing page req/s (vs bare Flask hello)", pricing_floor["rate"], "req/s", bare_floor["rate"],
+           "ratio ≥ 0.55", pricing_floor["rate"] / bare_floor["rate"] >= 0.55)
+    notes.append(
+        "**Request overhead**: the app's `/bench/hello` and `/pricing` against bench/bare_flask.py (Flask and "
+        "one `hello` route, nothing of the `app` package) served by its own gunicorn with the same settings; "
+        f"alternating runs, {ROUNDS} × {ROUND_SECONDS} s each side.")
     notes.append(
         "**Pricing**: `GET /pricing` for a visitor against `/bench/hello` (a bare route of the same app, with "
         f"the same middleware and request log); alternating runs, {ROUNDS} × {ROUND_SECONDS} s each side.")

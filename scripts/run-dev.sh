@@ -18,5 +18,14 @@ if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
   .venv/bin/python scripts/dev_webhook_endpoint.py
   echo "Stripe emulator: http://127.0.0.1:12111 (test cards: 4242 4242 4242 4242 pays, 4000 0000 0000 0002 is declined)"
 fi
+if [ -n "${TASK_QUEUE_URL:-}" ]; then
+  # The task queue's processes beside the app (without TASK_QUEUE_URL, mail goes out after each response).
+  .venv/bin/flask queue worker &
+  worker=$!
+  .venv/bin/flask queue cron &
+  cron=$!
+  trap 'kill ${emulator:-} $worker $cron 2>/dev/null || true' EXIT INT TERM
+  echo "Task queue: a worker and the scheduler on $TASK_QUEUE_URL"
+fi
 echo "App: http://127.0.0.1:5000"
 .venv/bin/flask run --host 127.0.0.1 --port 5000

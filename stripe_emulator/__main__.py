@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     config = Config(public_url=args.public_url, failed_renewal_outcome=args.failed_renewal_outcome,
                     payment_attempts=args.payment_attempts, retry_interval_days=args.retry_interval_days,
-                    webhooks=list(zip(args.webhook, args.webhook_secret)))
+                    webhooks=list(zip(args.webhook, args.webhook_secret, strict=True)))
     state = None if args.state == ":memory:" else args.state
     emulator = Emulator(state_path=state, config=config,
                         retry_schedule=[float(x) for x in args.webhook_retry_schedule.split(",")],

@@ -12,7 +12,6 @@ import calendar
 import copy
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Optional
 
 from . import cards, objects
 from .errors import StripeError, card_declined
@@ -26,7 +25,7 @@ DAY = 86400
 class Config:
     """Behaviour knobs (command line flags / EmulatorServer keyword arguments)."""
 
-    public_url: Optional[str] = None            # base of hosted page URLs; default: the request's host
+    public_url: str | None = None            # base of hosted page URLs; default: the request's host
     failed_renewal_outcome: str = "canceled"    # or "unpaid", after the last failed attempt
     payment_attempts: int = 3                   # charge attempts per invoice before giving up
     retry_interval_days: int = 3                # days between attempts
@@ -38,8 +37,8 @@ class Ctx:
     """Who is asking: used for hosted URLs and for ``event.request``."""
 
     base_url: str
-    request_id: Optional[str] = None
-    idempotency_key: Optional[str] = None
+    request_id: str | None = None
+    idempotency_key: str | None = None
 
 
 def add_interval(anchor: int, interval: str, count: int, n: int) -> int:
@@ -49,7 +48,7 @@ def add_interval(anchor: int, interval: str, count: int, n: int) -> int:
     if interval == "week":
         return anchor + n * count * 7 * DAY
     months = n * count * (12 if interval == "year" else 1)
-    start = dt.datetime.fromtimestamp(anchor, dt.timezone.utc)
+    start = dt.datetime.fromtimestamp(anchor, dt.UTC)
     month_index = start.month - 1 + months
     year, month = start.year + month_index // 12, month_index % 12 + 1
     day = min(start.day, calendar.monthrange(year, month)[1])
@@ -57,7 +56,7 @@ def add_interval(anchor: int, interval: str, count: int, n: int) -> int:
 
 
 def fmt_date(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%b %-d, %Y")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%b %-d, %Y")
 
 
 class Billing:
@@ -69,7 +68,7 @@ class Billing:
     # ================================================================ events
     dry_run = False  # set by preview(): compute invoices, emit and charge nothing
 
-    def emit(self, ctx: Optional[Ctx], etype: str, obj: dict, previous: Optional[dict] = None) -> dict:
+    def emit(self, ctx: Ctx | None, etype: str, obj: dict, previous: dict | None = None) -> dict:
         s = self.store
         if self.dry_run:
             return {}
@@ -84,6 +83,8 @@ class Billing:
         return evt
 
     def webhook_targets(self, etype: str) -> list:
+        """(endpoint id, url, secret, API version) of every enabled endpoint that wants ``etype``, then
+        every ``--webhook`` (which speaks the account's version)."""
         targets = []
         secrets = self.store.internal("secrets")
         for we in self.store.coll("webhook_endpoints").values():
@@ -91,19 +92,19 @@ class Billing:
                 continue
             enabled = we["enabled_events"]
             if "*" in enabled or etype in enabled:
-                targets.append((we["id"], we["url"], secrets[we["id"]]))
+                targets.append((we["id"], we["url"], secrets[we["id"]], we["api_version"] or objects.API_VERSION))
         for url, secret in self.config.webhooks:
-            targets.append((None, url, secret))
+            targets.append((None, url, secret, objects.API_VERSION))
         return targets
 
-    def emit_update(self, ctx: Optional[Ctx], etype: str, before: dict, after: dict) -> Optional[dict]:
+    def emit_update(self, ctx: Ctx | None, etype: str, before: dict, after: dict) -> dict | None:
         prev = objects.diff(before, after)
         if not prev:
             return None
         return self.emit(ctx, etype, after, prev)
 
     # ================================================================ customers
-    def create_customer(self, ctx: Optional[Ctx], *, email=None, name=None, description=None,
+    def create_customer(self, ctx: Ctx | None, *, email=None, name=None, description=None,
                         phone=None, metadata=None) -> dict:
         s = self.store
         cid = new_id("cus", 14)
@@ -114,8 +115,8 @@ class Billing:
         self.emit(ctx, "customer.created", cust)
         return cust
 
-    def add_card(self, ctx: Optional[Ctx], cust: dict, number: str, *, exp_month: int = 12,
-                 exp_year: Optional[int] = None, name: Optional[str] = None,
+    def add_card(self, ctx: Ctx | None, cust: dict, number: str, *, exp_month: int = 12,
+                 exp_year: int | None = None, name: str | None = None,
                  make_default: bool = True, param: str = "card") -> dict:
         """Validate a test card, create its PaymentMethod, attach it and make it the default."""
         digits, card = cards.lookup(number, param)
@@ -124,7 +125,7 @@ class Billing:
                                 or "generic_decline", param=param)
         s = self.store
         if exp_year is None:
-            exp_year = dt.datetime.fromtimestamp(s.now(), dt.timezone.utc).year + 5
+            exp_year = dt.datetime.fromtimestamp(s.now(), dt.UTC).year + 5
         pm = objects.payment_method(
             new_id("pm"), s.now(), brand=card.brand, last4=digits[-4:], exp_month=int(exp_month),
             exp_year=int(exp_year), fingerprint=cards.fingerprint(digits), name=name,
@@ -136,12 +137,12 @@ class Billing:
             self.set_default_payment_method(ctx, cust, pm["id"])
         return pm
 
-    def set_default_payment_method(self, ctx: Optional[Ctx], cust: dict, pm_id: Optional[str]) -> None:
+    def set_default_payment_method(self, ctx: Ctx | None, cust: dict, pm_id: str | None) -> None:
         before = copy.deepcopy(cust)
         cust["invoice_settings"]["default_payment_method"] = pm_id
         self.emit_update(ctx, "customer.updated", before, cust)
 
-    def charge(self, pm_id: Optional[str], amount: int) -> Optional[StripeError]:
+    def charge(self, pm_id: str | None, amount: int) -> StripeError | None:
         """Try to take ``amount`` from a card; None on success, the card error otherwise."""
         if amount <= 0:
             return None
@@ -156,7 +157,7 @@ class Billing:
             return card_declined()
         return None
 
-    def would_decline(self, pm_id: Optional[str], amount: int) -> bool:
+    def would_decline(self, pm_id: str | None, amount: int) -> bool:
         """Whether charging ``amount`` now would fail (used for ``payment_behavior=error_if_incomplete``)."""
         if amount <= 0:
             return False
@@ -169,9 +170,10 @@ class Billing:
     def _price_line_description(self, p: dict, quantity: int) -> str:
         prod = self.store.get("products", p["product"]) or {"name": p["product"]}
         rec = p.get("recurring") or {}
-        return f"{quantity} × {prod['name']} (at {objects.money(p['unit_amount'], p['currency'])} / {rec.get('interval', 'once')})"
+        amount = objects.money(p["unit_amount"], p["currency"])
+        return f"{quantity} × {prod['name']} (at {amount} / {rec.get('interval', 'once')})"
 
-    def build_invoice(self, ctx: Ctx, cust: dict, sub: Optional[dict], billing_reason: str,
+    def build_invoice(self, ctx: Ctx, cust: dict, sub: dict | None, billing_reason: str,
                       line_specs: list, period_start: int, period_end: int, announce: bool = True) -> dict:
         """Create a draft invoice from line specs and emit ``invoice.created``.
 
@@ -202,7 +204,7 @@ class Billing:
 
     def finalize_invoice(self, ctx: Ctx, inv: dict) -> None:
         s = self.store
-        cust = s.get("customers", inv["customer"])
+        cust = s.must("customers", inv["customer"])
         inv["status"] = "open"
         inv["number"] = f"{cust['invoice_prefix']}-{cust['next_invoice_sequence']:04d}"
         inv["status_transitions"]["finalized_at"] = s.now()
@@ -213,7 +215,7 @@ class Billing:
             cust["currency"] = inv["currency"]
         self.emit(ctx, "invoice.finalized", inv)
 
-    def attempt_payment(self, ctx: Ctx, inv: dict, pm_id: Optional[str]) -> bool:
+    def attempt_payment(self, ctx: Ctx, inv: dict, pm_id: str | None) -> bool:
         """Charge an open invoice; emits paid/payment_succeeded or payment_failed.
 
         Returns True when the invoice ended up paid.
@@ -240,7 +242,6 @@ class Billing:
                 pay = objects.invoice_payment(new_id("inpay"), inv["id"], amount, inv["currency"], now,
                                               pi_id, True)
                 inv["payments"]["data"].insert(0, pay)
-                inv["payments"]["total_count"] = len(inv["payments"]["data"])
             s.internal("retries").pop(inv["id"], None)
             self.emit(ctx, "invoice.paid", inv)
             self.emit(ctx, "invoice.payment_succeeded", inv)
@@ -256,13 +257,13 @@ class Billing:
         self.emit(ctx, "invoice.payment_failed", inv)
         return False
 
-    def invoice_pm(self, inv: dict) -> Optional[str]:
+    def invoice_pm(self, inv: dict) -> str | None:
         """The card an invoice is charged to: subscription default, else the customer's."""
         sub_id = ((inv.get("parent") or {}).get("subscription_details") or {}).get("subscription")
         sub = self.store.get("subscriptions", sub_id) if sub_id else None
         if sub and sub.get("default_payment_method"):
             return sub["default_payment_method"]
-        cust = self.store.get("customers", inv["customer"])
+        cust = self.store.must("customers", inv["customer"])
         return cust["invoice_settings"]["default_payment_method"] if cust else None
 
     def settle_subscription_invoice(self, ctx: Ctx, sub: dict, inv: dict) -> None:
@@ -296,14 +297,14 @@ class Billing:
         sub = self.store.get("subscriptions", sub_id) if sub_id else None
         before = copy.deepcopy(sub) if sub else None
         paid = self.attempt_payment(ctx, inv, self.invoice_pm(inv))
-        if sub and sub["status"] != "canceled":
+        if sub and before and sub["status"] != "canceled":
             self._after_attempt(ctx, sub, inv, paid, before)
         return paid
 
     # ================================================================ checkout
-    def complete_checkout(self, ctx: Ctx, cs: dict, card_number: str, *, email: Optional[str] = None,
-                          name: Optional[str] = None, exp_month: int = 12,
-                          exp_year: Optional[int] = None) -> dict:
+    def complete_checkout(self, ctx: Ctx, cs: dict, card_number: str, *, email: str | None = None,
+                          name: str | None = None, exp_month: int = 12,
+                          exp_year: int | None = None) -> dict:
         """Pay a Checkout Session: what the hosted page's Pay button does.
 
         A declined card raises a 402 card error and leaves the session open.
@@ -327,7 +328,7 @@ class Billing:
         line_items = s.internal("line_items").get(cs["id"], [])
         items = []
         for li in line_items:
-            p = s.get("prices", li["price"]["id"])
+            p = s.must("prices", li["price"]["id"])
             rec = p["recurring"]
             end = add_interval(now, rec["interval"], rec["interval_count"], 1)
             items.append(objects.subscription_item(new_id("si", 14), sub_id, p, now, now, end,
@@ -376,7 +377,7 @@ class Billing:
         self.emit(ctx, "checkout.session.completed", cs)
         return cs
 
-    def expire_checkout(self, ctx: Optional[Ctx], cs: dict) -> dict:
+    def expire_checkout(self, ctx: Ctx | None, cs: dict) -> dict:
         cs["status"] = "expired"
         cs["url"] = None
         self.emit(ctx, "checkout.session.expired", cs)
@@ -399,7 +400,7 @@ class Billing:
             sub["cancel_at_period_end"] = False
             sub["cancel_at"] = None
             sub["canceled_at"] = None
-            sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": None}
+            sub["cancellation_details"] = {"comment": None, "feedback": None, "feedback_option": None, "reason": None}
         if comment is not None:
             sub["cancellation_details"]["comment"] = comment
         if feedback is not None:
@@ -437,7 +438,7 @@ class Billing:
         return sub
 
     def change_items(self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str,
-                     billing_cycle_anchor: Optional[str] = None) -> None:
+                     billing_cycle_anchor: str | None = None) -> None:
         """Swap prices / quantities and prorate the way Stripe does.
 
         ``changes`` is a list of (item or None, new price dict, quantity, deleted).
@@ -459,11 +460,10 @@ class Billing:
         data = sub["items"]["data"]
         if not data:
             raise StripeError("A subscription must have at least one active item.", param="items")
-        sub["items"]["total_count"] = len(data)
         new_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
                          for i in data}
         reset = new_intervals != old_intervals or billing_cycle_anchor == "now"
-        cust = s.get("customers", sub["customer"])
+        cust = s.must("customers", sub["customer"])
         if reset:
             specs = self._restart_period(sub, specs, now)
         invoice_now = reset or (proration_behavior == "always_invoice" and bool(specs))
@@ -496,7 +496,8 @@ class Billing:
                 if proration_behavior != "none" and (deleted or old_price["id"] != new_price["id"] or qty != old_qty):
                     specs.append({
                         "amount": -round(old_price["unit_amount"] * old_qty * frac),
-                        "description": f"Unused time on {old_qty} × {self._product_name(old_price)} after {fmt_date(now)}",
+                        "description": (f"Unused time on {old_qty} × {self._product_name(old_price)}"
+                                        f" after {fmt_date(now)}"),
                         "price": old_price, "quantity": old_qty, "si": item["id"], "proration": True,
                         "period": (now, end),
                     })
@@ -571,7 +572,7 @@ class Billing:
             "price": it["price"], "quantity": it["quantity"], "si": it["id"],
             "period": (it["current_period_start"], it["current_period_end"]),
         } for it in sub["items"]["data"]]
-        cust = s.get("customers", sub["customer"])
+        cust = s.must("customers", sub["customer"])
         inv = self.build_invoice(ctx, cust, sub, "subscription_cycle", specs, start, end, announce=False)
         sub["latest_invoice"] = inv["id"]
         self.emit_update(ctx, "customer.subscription.updated", before, sub)
@@ -588,7 +589,7 @@ class Billing:
         if sched is not None and sched["current_phase"]["end_date"] <= boundary:
             self.end_schedule_phase(ctx, sched, sub, at_renewal=True)
 
-    def active_schedule(self, sub: dict) -> Optional[dict]:
+    def active_schedule(self, sub: dict) -> dict | None:
         sched = self.store.get("subscription_schedules", sub.get("schedule")) if sub.get("schedule") else None
         if sched is None or sched["status"] != "active" or not sched.get("current_phase"):
             return None
@@ -617,8 +618,8 @@ class Billing:
             if not at_renewal:  # a renewal announces the subscription's changes itself
                 self.emit_update(ctx, "customer.subscription.updated", before, sub)
             return
-        changes = [(item, s.get("prices", spec["price"]), spec["quantity"], False)
-                   for item, spec in zip(sub["items"]["data"], nxt["items"])]
+        changes = [(item, s.must("prices", spec["price"]), spec["quantity"], False)
+                   for item, spec in zip(sub["items"]["data"], nxt["items"], strict=False)]
         if at_renewal:
             for item, price, qty, _ in changes:
                 item["price"] = dict(price)
@@ -635,7 +636,7 @@ class Billing:
         saved = copy.deepcopy(s.state)
         self.dry_run = True
         try:
-            sub = s.get("subscriptions", sub["id"])
+            sub = s.must("subscriptions", sub["id"])
             latest = sub["latest_invoice"]
             if changes:
                 self.change_items(ctx, sub, [(next((i for i in sub["items"]["data"] if item and i["id"] == item["id"]),
@@ -643,7 +644,7 @@ class Billing:
                                              for item, price, qty, deleted in changes], proration_behavior)
             if sub["latest_invoice"] == latest:
                 self.renew(ctx, sub)
-            inv = copy.deepcopy(s.get("invoices", sub["latest_invoice"]))
+            inv = copy.deepcopy(s.must("invoices", sub["latest_invoice"]))
         finally:
             self.dry_run = False
             s.state = saved
@@ -652,7 +653,7 @@ class Billing:
         return inv
 
     # ================================================================ the clock
-    def _next_due(self) -> Optional[tuple[int, str, str]]:
+    def _next_due(self) -> tuple[int, str, str] | None:
         s = self.store
         due = []
         for sub in s.coll("subscriptions").values():
@@ -664,11 +665,14 @@ class Billing:
                 when = sub["cancel_at"]
             due.append((when, "renew", sub["id"]))
         for sched in s.coll("subscription_schedules").values():
-            sub = s.get("subscriptions", sched.get("subscription")) if sched.get("subscription") else None
-            if sub is None or sub["status"] in ("canceled", "incomplete_expired") or self.active_schedule(sub) is not sched:
+            managed = s.get("subscriptions", sched.get("subscription")) if sched.get("subscription") else None
+            if managed is None or managed["status"] in ("canceled", "incomplete_expired"):
+                continue
+            active = self.active_schedule(managed)
+            if active is None or active is not sched:  # only the schedule that drives the subscription
                 continue
             when = sched["current_phase"]["end_date"]
-            if when != self.period(sub)[1]:  # at the period end the renewal enters the next phase itself
+            if when != self.period(managed)[1]:  # at the period end the renewal enters the next phase itself
                 due.append((when, "phase", sched["id"]))
         for inv_id, when in s.internal("retries").items():
             due.append((when, "retry", inv_id))
@@ -687,7 +691,7 @@ class Billing:
             when, kind, obj_id = nxt
             s.set_now(when)
             if kind == "renew":
-                sub = s.get("subscriptions", obj_id)
+                sub = s.must("subscriptions", obj_id)
                 if sub["cancel_at"] and not sub["cancel_at_period_end"] and sub["cancel_at"] <= when \
                         and sub["cancel_at"] < self.period(sub)[1]:
                     self._end_subscription(sub, "cancellation_requested")
@@ -695,13 +699,13 @@ class Billing:
                 else:
                     self.renew(ctx, sub)
             elif kind == "phase":
-                sched = s.get("subscription_schedules", obj_id)
-                self.end_schedule_phase(ctx, sched, s.get("subscriptions", sched["subscription"]))
+                sched = s.must("subscription_schedules", obj_id)
+                self.end_schedule_phase(ctx, sched, s.must("subscriptions", sched["subscription"]))
             elif kind == "retry":
                 s.internal("retries").pop(obj_id, None)
-                self.retry_invoice(ctx, s.get("invoices", obj_id))
+                self.retry_invoice(ctx, s.must("invoices", obj_id))
             else:
-                self.expire_checkout(ctx, s.get("checkout_sessions", obj_id))
+                self.expire_checkout(ctx, s.must("checkout_sessions", obj_id))
         s.set_now(target)
         return s.now()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Optional
 
 from .errors import StripeError, card_declined
 
@@ -20,8 +19,8 @@ from .errors import StripeError, card_declined
 class TestCard:
     brand: str
     behaviour: str = "ok"
-    decline_code: Optional[str] = None
-    message: Optional[str] = None
+    decline_code: str | None = None
+    message: str | None = None
     funding: str = "credit"
 
 

@@ -89,7 +89,7 @@ def advance_clock():
             try:
                 target = int(data["to"])
             except ValueError:
-                raise invalid("to", "Invalid integer: " + data["to"])
+                raise invalid("to", "Invalid integer: " + data["to"]) from None
             if target < now:
                 raise invalid("to", "The clock only moves forward.")
         else:
@@ -97,7 +97,7 @@ def advance_clock():
                 delta = (float(data.get("days", 0)) * 86400 + float(data.get("hours", 0)) * 3600
                          + float(data.get("seconds", 0)))
             except ValueError:
-                raise invalid("days", "days, hours and seconds must be numbers")
+                raise invalid("days", "days, hours and seconds must be numbers") from None
             if delta <= 0:
                 raise missing_param("days")
             target = now + int(delta)
@@ -180,12 +180,12 @@ def chaos():
                 try:
                     setattr(c, key, max(0, int(data[key])))
                 except ValueError:
-                    raise invalid(key, f"Invalid integer: {data[key]}")
+                    raise invalid(key, f"Invalid integer: {data[key]}") from None
         if "concurrency" in data:
             try:
                 e.dispatcher.set_concurrency(int(data["concurrency"]))
             except ValueError:
-                raise invalid("concurrency", f"Invalid integer: {data['concurrency']}")
+                raise invalid("concurrency", f"Invalid integer: {data['concurrency']}") from None
         if not c.hold:
             e.dispatcher.release()
     return json_response(e.dispatcher.chaos.as_dict())

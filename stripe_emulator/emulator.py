@@ -6,8 +6,6 @@ Free of Flask: the app factory (``server.create_app``) serves an instance,
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .billing import Billing, Config
 from .store import Store
 from .webhooks import Dispatcher
@@ -16,8 +14,8 @@ from .webhooks import Dispatcher
 class Emulator:
     """Everything one emulator instance owns: state, webhook dispatcher, engine, config."""
 
-    def __init__(self, state_path: Optional[str] = None, config: Optional[Config] = None,
-                 retry_schedule: Optional[list] = None, max_attempts: int = 5):
+    def __init__(self, state_path: str | None = None, config: Config | None = None,
+                 retry_schedule: list | None = None, max_attempts: int = 5):
         self.config = config or Config()
         self.store = Store(state_path)
         self.dispatcher = Dispatcher(retry_schedule=retry_schedule or [0.5, 1.0, 2.0, 4.0],

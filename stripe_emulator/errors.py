@@ -9,12 +9,10 @@ Stripe.
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 class StripeError(Exception):
     def __init__(self, message: str, *, status: int = 400, type: str = "invalid_request_error",
-                 code: Optional[str] = None, param: Optional[str] = None, **extra):
+                 code: str | None = None, param: str | None = None, **extra):
         super().__init__(message)
         self.message = message
         self.status = status
@@ -49,6 +47,6 @@ def no_such(kind: str, obj_id: str, param: str = "id", status: int = 404) -> Str
 
 
 def card_declined(message: str = "Your card was declined.", decline_code: str = "generic_decline",
-                  code: str = "card_declined", param: Optional[str] = None) -> StripeError:
+                  code: str = "card_declined", param: str | None = None) -> StripeError:
     return StripeError(message, status=402, type="card_error", code=code, param=param,
                        decline_code=decline_code)

@@ -9,7 +9,8 @@ lists, as Stripe's API does.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Tuple
+from collections.abc import Iterable
+from typing import Any
 
 _TOKEN = re.compile(r"\[([^\]]*)\]")
 
@@ -30,7 +31,7 @@ def _split(key: str) -> list[str]:
     return parts
 
 
-def decode(pairs: Iterable[Tuple[str, str]]) -> dict:
+def decode(pairs: Iterable[tuple[str, str]]) -> dict:
     """Turn (key, value) pairs into nested dicts; numeric/empty indices make lists."""
     root: dict = {}
     for key, value in pairs:

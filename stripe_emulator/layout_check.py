@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 PACKAGE = Path(__file__).resolve().parent
 MAX_FUNCTION_LINES = 80
@@ -35,9 +35,10 @@ def modules() -> dict[str, Path]:
 def _resolve(current: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
     """Package-internal modules an ``import``/``from ... import`` names (relative or absolute)."""
     if node.level == 0:
-        if not (node.module or "").startswith(PACKAGE.name):
+        module = node.module or ""
+        if not module.startswith(PACKAGE.name):
             return []
-        base = node.module[len(PACKAGE.name):].lstrip(".")
+        base = module[len(PACKAGE.name):].lstrip(".")
     else:
         pkg = current.split(".") if current else []
         if not is_package:
@@ -57,12 +58,13 @@ def imports(name: str, path: Path, known: set) -> Iterator[tuple[str, int, bool]
         if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             inside.update(id(n) for n in ast.walk(fn) if n is not fn)
     for node in ast.walk(tree):
-        targets: list[str] = []
         if isinstance(node, ast.ImportFrom):
             targets = _resolve(name, is_package, node)
         elif isinstance(node, ast.Import):
             targets = [a.name[len(PACKAGE.name):].lstrip(".") for a in node.names
                        if a.name.split(".")[0] == PACKAGE.name]
+        else:
+            continue
         for target in dict.fromkeys(t for t in targets if t in known and t != name):
             yield target, node.lineno, id(node) in inside
 
@@ -99,7 +101,7 @@ def long_functions(path: Path) -> Iterator[tuple[str, int, int]]:
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            length = node.end_lineno - node.lineno + 1
+            length = (node.end_lineno or node.lineno) - node.lineno + 1  # ast.parse sets end_lineno
             if length > MAX_FUNCTION_LINES:
                 yield node.name, node.lineno, length
 

@@ -8,29 +8,45 @@ Stripe. That catches typos in the app before they reach production.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+import builtins
+from collections.abc import Iterable
+from typing import Any, Literal, overload
 
 from .errors import StripeError, invalid, missing_param, unknown_param
 
 
 class Params:
-    def __init__(self, data: dict, prefix: str = ""):
+    """Reads one request's (or one nested object's) parameters with Stripe's validation.
+
+    The readers are named after the type they return. With ``required=True`` a reader
+    either returns a value or raises the Stripe error, so the overloads tell the type
+    checker that no ``None`` comes back in that case.
+    """
+
+    def __init__(self, data: builtins.dict, prefix: builtins.str = ""):
         self.data = data
         self.prefix = prefix
         self.used: set[str] = {"expand"}
 
-    def _name(self, key: str) -> str:
+    def _name(self, key: builtins.str) -> builtins.str:
         return f"{self.prefix}[{key}]" if self.prefix else key
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self.data
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: builtins.str, default: Any = None) -> Any:
         self.used.add(key)
         return self.data.get(key, default)
 
-    def str(self, key: str, required: bool = False, choices: Optional[Iterable[str]] = None,
-            empty_ok: bool = False) -> Optional[str]:
+    @overload
+    def str(self, key: builtins.str, required: Literal[True], choices: Iterable[builtins.str] | None = None,
+            empty_ok: builtins.bool = False) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, required: builtins.bool = False, choices: Iterable[builtins.str] | None = None,
+            empty_ok: builtins.bool = False) -> builtins.str | None: ...
+
+    def str(self, key: builtins.str, required: builtins.bool = False, choices: Iterable[builtins.str] | None = None,
+            empty_ok: builtins.bool = False) -> builtins.str | None:
         self.used.add(key)
         if key not in self.data:
             if required:
@@ -51,22 +67,34 @@ class Params:
                           + ", ".join(choices))
         return value
 
-    def int(self, key: str, required: bool = False, minimum: Optional[int] = None,
-            maximum: Optional[int] = None) -> Optional[int]:
+    @overload
+    def int(self, key: builtins.str, required: Literal[True], minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int: ...
+    @overload
+    def int(self, key: builtins.str, required: builtins.bool = False, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int | None: ...
+
+    def int(self, key: builtins.str, required: builtins.bool = False, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int | None:
         value = self.str(key, required=required)
         if value is None:
             return None
         try:
             number = int(value)
         except ValueError:
-            raise invalid(self._name(key), f"Invalid integer: {value}")
+            raise invalid(self._name(key), f"Invalid integer: {value}") from None
         if minimum is not None and number < minimum:
             raise invalid(self._name(key), f"Invalid {self._name(key)}: must be at least {minimum}")
         if maximum is not None and number > maximum:
             raise invalid(self._name(key), f"Invalid {self._name(key)}: must be at most {maximum}")
         return number
 
-    def bool(self, key: str, required: bool = False) -> Optional[bool]:
+    @overload
+    def bool(self, key: builtins.str, required: Literal[True]) -> builtins.bool: ...
+    @overload
+    def bool(self, key: builtins.str, required: builtins.bool = False) -> builtins.bool | None: ...
+
+    def bool(self, key: builtins.str, required: builtins.bool = False) -> builtins.bool | None:
         value = self.str(key, required=required)
         if value is None:
             return None
@@ -76,7 +104,12 @@ class Params:
             return False
         raise invalid(self._name(key), f"Invalid boolean: {value}")
 
-    def dict(self, key: str, required: bool = False) -> Optional["Params"]:
+    @overload
+    def dict(self, key: builtins.str, required: Literal[True]) -> Params: ...
+    @overload
+    def dict(self, key: builtins.str, required: builtins.bool = False) -> Params | None: ...
+
+    def dict(self, key: builtins.str, required: builtins.bool = False) -> Params | None:
         self.used.add(key)
         if key not in self.data or self.data[key] == "":
             if required:
@@ -87,7 +120,12 @@ class Params:
             raise invalid(self._name(key), f"Invalid object for {self._name(key)}")
         return Params(value, self._name(key))
 
-    def list(self, key: str, required: bool = False) -> Optional[list]:
+    @overload
+    def list(self, key: builtins.str, required: Literal[True]) -> builtins.list: ...
+    @overload
+    def list(self, key: builtins.str, required: builtins.bool = False) -> builtins.list | None: ...
+
+    def list(self, key: builtins.str, required: builtins.bool = False) -> builtins.list | None:
         self.used.add(key)
         if key not in self.data or self.data[key] == "":
             if required:
@@ -102,7 +140,12 @@ class Params:
             raise invalid(self._name(key), f"Invalid array for {self._name(key)}")
         return value
 
-    def list_of_dicts(self, key: str, required: bool = False) -> Optional[list["Params"]]:
+    @overload
+    def list_of_dicts(self, key: builtins.str, required: Literal[True]) -> builtins.list[Params]: ...
+    @overload
+    def list_of_dicts(self, key: builtins.str, required: builtins.bool = False) -> builtins.list[Params] | None: ...
+
+    def list_of_dicts(self, key: builtins.str, required: builtins.bool = False) -> builtins.list[Params] | None:
         items = self.list(key, required=required)
         if items is None:
             return None
@@ -113,7 +156,7 @@ class Params:
             out.append(Params(item, f"{self._name(key)}[{i}]"))
         return out
 
-    def metadata(self, key: str = "metadata") -> Optional[dict]:
+    def metadata(self, key: builtins.str = "metadata") -> builtins.dict | None:
         """Metadata update semantics: ``""`` clears all, a key set to ``""`` removes it."""
         self.used.add(key)
         if key not in self.data:
@@ -127,7 +170,7 @@ class Params:
             raise invalid(self._name(key), "Invalid metadata: at most 50 keys")
         return value
 
-    def ignore(self, *keys: str) -> None:
+    def ignore(self, *keys: builtins.str) -> None:
         self.used.update(keys)
 
     def done(self) -> None:
@@ -136,7 +179,7 @@ class Params:
                 raise unknown_param(self._name(key))
 
 
-def merge_metadata(current: dict, update: Optional[dict]) -> dict:
+def merge_metadata(current: dict, update: dict | None) -> dict:
     if update is None:
         return current
     if update == {}:

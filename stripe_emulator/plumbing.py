@@ -12,12 +12,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Callable, Optional
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
 
-from . import objects
+from . import declared, objects
 from .billing import Billing, Ctx
 from .emulator import Emulator
 from .errors import StripeError, invalid
@@ -61,7 +61,7 @@ def includable(kind: str, field: str) -> Callable[[Includable], Includable]:
 
 
 # ---------------------------------------------------------------------- responses
-def json_response(body, status: int = 200, headers: Optional[dict] = None) -> Response:
+def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
     """JSON with the pinned ``Stripe-Version``; ``body`` may already be serialized text."""
     text = body if isinstance(body, str) else json.dumps(body, indent=2)
     resp = Response(text, status=status, mimetype="application/json")
@@ -105,7 +105,7 @@ def render(result, expand_paths: list) -> dict:
 
 
 # ---------------------------------------------------------------------- request
-def check_auth() -> Optional[StripeError]:
+def check_auth() -> StripeError | None:
     """Any ``sk_test_…`` key, as Bearer or Basic auth; otherwise Stripe's 401."""
     header = request.headers.get("Authorization", "")
     key = None
@@ -121,6 +121,16 @@ def check_auth() -> Optional[StripeError]:
         shown = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else key
         return StripeError(f"Invalid API Key provided: {shown}", status=401, code="api_key_invalid")
     return None
+
+
+def check_version(requested: str | None) -> None:
+    """The emulator renders one API version's shapes: a request for another gets a clear 400, never a
+    silently different shape. No header means the account's version, which is the emulator's."""
+    if requested is None or requested == objects.API_VERSION:
+        return
+    if requested not in declared.api_versions():
+        raise StripeError(f"Invalid Stripe API version: {requested}")
+    raise StripeError(objects.unsupported_version(requested))
 
 
 def decoded_params() -> dict:
@@ -149,7 +159,7 @@ class Idempotency:
         self.fingerprint = hashlib.sha256(
             (request.method + " " + request.path + "\0" + request.get_data(as_text=True)).encode()).hexdigest()
 
-    def replay(self, s: Store, request_id: str) -> Optional[Response]:
+    def replay(self, s: Store, request_id: str) -> Response | None:
         """The stored answer for a repeated request, an ``idempotency_error`` for a reused key, else None."""
         seen = s.internal("idempotency").get(self.record_key)
         if not seen:
@@ -171,7 +181,7 @@ class Idempotency:
 
 # ---------------------------------------------------------------------- the pipeline
 def _execute(fn: Handler, data: dict, kwargs: dict, request_id: str,
-             idem: Optional[Idempotency]) -> Response:
+             idem: Idempotency | None) -> Response:
     """Run one handler under the state lock: replay, call, render, remember, save."""
     s = store()
     with s.lock:
@@ -217,6 +227,11 @@ def api(bp: Blueprint, rule: str, methods: list[str]) -> Callable[[Handler], Han
                 data = decoded_params()
             except FormError as exc:
                 return error_response(invalid(exc.param, str(exc)), request_id)
+            try:
+                check_version(request.headers.get("Stripe-Version"))
+                declared.check_request(request.method, request.url_rule.rule, data)
+            except StripeError as err:
+                return error_response(err, request_id)
             idem_key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
             return _execute(fn, data, kwargs, request_id, Idempotency(idem_key) if idem_key else None)
 

@@ -7,20 +7,19 @@ API in ``control.py``; the instance itself in ``emulator.py``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from flask import Flask, request
 
-from . import api, control, pages
+from . import api, control, declared, pages
 from .emulator import Emulator
 from .plumbing import unrecognized_url
 
 
-def create_app(emulator: Optional[Emulator] = None, **kwargs) -> Flask:
+def create_app(emulator: Emulator | None = None, **kwargs) -> Flask:
     """Build the Flask app serving ``emulator`` (or a new ``Emulator(**kwargs)``)."""
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["stripe_emulator"] = emulator or Emulator(**kwargs)
+    declared.operations()  # read the library's declarations now rather than during the first request
     api.register(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(control.bp)

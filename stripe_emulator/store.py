@@ -17,7 +17,7 @@ import string
 import tempfile
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 from . import catalog
 
@@ -34,6 +34,7 @@ COLLECTIONS = (
     "invoices",
     "checkout_sessions",
     "portal_sessions",
+    "portal_configurations",
     "events",
     "webhook_endpoints",
 )
@@ -53,12 +54,12 @@ class Store:
     idempotency records, retry schedules.
     """
 
-    def __init__(self, path: Optional[str] = None):
+    def __init__(self, path: str | None = None):
         self.path = path
         self.lock = threading.RLock()
         self.state: dict = {}
         if path and os.path.exists(path):
-            with open(path, "r", encoding="utf-8") as fh:
+            with open(path, encoding="utf-8") as fh:
                 self.state = json.load(fh)
             self._ensure_shape()
         else:
@@ -70,6 +71,9 @@ class Store:
         objects = self.state.setdefault("objects", {})
         for name in COLLECTIONS:
             objects.setdefault(name, {})
+        if not objects["portal_configurations"]:  # a state saved before configurations were kept
+            default = catalog.default_portal_configuration(self.now())
+            objects["portal_configurations"][default["id"]] = default
         internal = self.state.setdefault("internal", {})
         for name in ("cards", "pending_items", "idempotency", "retries", "secrets", "counters",
                      "line_items", "sub_data"):
@@ -113,10 +117,17 @@ class Store:
     def coll(self, name: str) -> dict:
         return self.state["objects"][name]
 
-    def get(self, name: str, obj_id: Any) -> Optional[dict]:
+    def get(self, name: str, obj_id: Any) -> dict | None:
         if not isinstance(obj_id, str):
             return None
         return self.state["objects"][name].get(obj_id)
+
+    def must(self, name: str, obj_id: Any) -> dict:
+        """The object the emulator's own state names (a missing one is a bug of the emulator, not a client's)."""
+        obj = self.get(name, obj_id)
+        if obj is None:
+            raise LookupError(f"the emulator's state has no {name} {obj_id!r}")
+        return obj
 
     def put(self, name: str, obj: dict) -> dict:
         self.state["objects"][name][obj["id"]] = obj

@@ -61,8 +61,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional, Union
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -88,7 +88,7 @@ class EmulatorError(Exception):
 
 
 class EmulatorServer:
-    def __init__(self, state_path: Optional[str] = None, *, webhooks=(), public_url: Optional[str] = None,
+    def __init__(self, state_path: str | None = None, *, webhooks=(), public_url: str | None = None,
                  failed_renewal_outcome: str = "canceled", payment_attempts: int = 3,
                  retry_interval_days: int = 3, webhook_retry_schedule=(0.2, 0.4, 0.8, 1.6),
                  webhook_max_attempts: int = 5, host: str = "127.0.0.1", port: int = 0):
@@ -101,10 +101,10 @@ class EmulatorServer:
         self._server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
         self.host, self.port = host, self._server.server_port
         self.url = f"http://{host}:{self.port}"
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ life cycle
-    def start(self) -> "EmulatorServer":
+    def start(self) -> EmulatorServer:
         if self._thread is None:
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name="stripe-emulator", daemon=True)
@@ -119,7 +119,7 @@ class EmulatorServer:
         self._server.server_close()
         self.emulator.close()
 
-    def __enter__(self) -> "EmulatorServer":
+    def __enter__(self) -> EmulatorServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -132,7 +132,7 @@ class EmulatorServer:
         return stripe.StripeClient(api_key, base_addresses={"api": self.url},
                                    max_network_retries=max_network_retries)
 
-    def call(self, method: str, path: str, data: Optional[dict] = None) -> dict:
+    def call(self, method: str, path: str, data: dict | None = None) -> dict:
         """Call the control API (``/_emulator/...``); raise EmulatorError on non-2xx."""
         body = urllib.parse.urlencode(data or {}).encode() if method != "GET" else None
         url = self.url + path
@@ -154,8 +154,8 @@ class EmulatorServer:
     def clear_webhooks(self) -> None:
         self.config.webhooks.clear()
 
-    def complete_checkout(self, session_id: str, card: str = "4242424242424242", email: Optional[str] = None,
-                          name: Optional[str] = None) -> dict:
+    def complete_checkout(self, session_id: str, card: str = "4242424242424242", email: str | None = None,
+                          name: str | None = None) -> dict:
         data = {"card": card}
         if email:
             data["email"] = email
@@ -163,7 +163,7 @@ class EmulatorServer:
             data["name"] = name
         return self.call("POST", f"/_emulator/checkout/{session_id}/complete", data)
 
-    def advance(self, days: float = 0, hours: float = 0, seconds: float = 0, to: Optional[int] = None) -> int:
+    def advance(self, days: float = 0, hours: float = 0, seconds: float = 0, to: int | None = None) -> int:
         data = {"to": to} if to is not None else {"days": days, "hours": hours, "seconds": seconds}
         return self.call("POST", "/_emulator/clock/advance", data)["now"]
 
@@ -188,7 +188,7 @@ class EmulatorServer:
 
 
 class WebhookReceiver:
-    def __init__(self, secret: Optional[str] = None, status: int = 200, host: str = "127.0.0.1"):
+    def __init__(self, secret: str | None = None, status: int = 200, host: str = "127.0.0.1"):
         self.secret = secret or "whsec_test_" + secrets.token_hex(16)
         self.status = status
         self.requests: list[dict] = []
@@ -220,7 +220,7 @@ class WebhookReceiver:
                                         name="webhook-receiver", daemon=True)
         self._thread.start()
 
-    def __enter__(self) -> "WebhookReceiver":
+    def __enter__(self) -> WebhookReceiver:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -255,7 +255,7 @@ class WebhookReceiver:
     def types(self) -> list:
         return [e["type"] for e in self.events(verify=False)]
 
-    def wait_for(self, what: Union[str, Callable[[list], bool]], timeout: float = 10) -> list:
+    def wait_for(self, what: str | Callable[[list], bool], timeout: float = 10) -> list:
         """Wait until an event of type ``what`` arrived (or ``what(events)`` is true); return the events."""
         pred = (lambda evs: any(e["type"] == what for e in evs)) if isinstance(what, str) else what
         deadline = time.monotonic() + timeout

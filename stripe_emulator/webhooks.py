@@ -21,14 +21,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 
-def sign(payload: str, secret: str, timestamp: Optional[int] = None) -> str:
+def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
     """The ``Stripe-Signature`` header value for ``payload``, exactly as Stripe builds it."""
     ts = int(time.time()) if timestamp is None else int(timestamp)
-    mac = hmac.new(secret.encode("utf-8"), f"{ts}.{payload}".encode("utf-8"), hashlib.sha256)
+    mac = hmac.new(secret.encode("utf-8"), f"{ts}.{payload}".encode(), hashlib.sha256)
     return f"t={ts},v1={mac.hexdigest()}"
 
 
@@ -40,7 +40,7 @@ class Job:
     url: str
     secret: str
     body: str
-    endpoint_id: Optional[str]
+    endpoint_id: str | None
     due: float
     attempt: int = 0
     held: bool = False
@@ -73,7 +73,7 @@ class Dispatcher:
     retry_schedule: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
     max_attempts: int = 5
     timeout: float = 10.0
-    on_attempt: Optional[Callable[[dict], None]] = None
+    on_attempt: Callable[[dict], None] | None = None
 
     def __post_init__(self) -> None:
         self.chaos = Chaos()
@@ -102,12 +102,16 @@ class Dispatcher:
             self._cond.notify_all()
 
     # ------------------------------------------------------------ producer
-    def enqueue(self, event: dict, targets: list[tuple[Optional[str], str, str]]) -> None:
-        """Queue ``event`` for each (endpoint id, url, secret) target."""
-        body = json.dumps(event, indent=2)
+    def enqueue(self, event: dict, targets: list[tuple[str | None, str, str, str]]) -> None:
+        """Queue ``event`` for each (endpoint id, url, secret, API version) target; each endpoint's copy
+        carries the endpoint's ``api_version``, as Stripe stamps it."""
+        bodies: dict[str, str] = {}
         with self._cond:
             copies = 2 if self.chaos.duplicate else 1
-            for endpoint_id, url, secret in targets:
+            for endpoint_id, url, secret, version in targets:
+                if version not in bodies:
+                    bodies[version] = json.dumps({**event, "api_version": version}, indent=2)
+                body = bodies[version]
                 for n in range(copies):
                     self._seq += 1
                     self._jobs.append(Job(
@@ -163,7 +167,7 @@ class Dispatcher:
             thread.join(timeout=5)
 
     # ------------------------------------------------------------ worker
-    def _next_job(self) -> Optional[Job]:
+    def _next_job(self) -> Job | None:
         """Called with the condition held: the job to run now, or None."""
         if self._inflight >= max(1, self.chaos.concurrency):
             return None
@@ -187,6 +191,7 @@ class Dispatcher:
                     self._cond.wait(max(0.005, min(waits)) if waits else None)
                 if self._stopped:
                     return
+                assert job is not None  # the wait loop only ends on a job or on stop
                 self._inflight += 1
             try:
                 self._deliver(job)
@@ -199,8 +204,8 @@ class Dispatcher:
         job.attempt += 1
         started = time.time()
         header = sign(job.body, job.secret)
-        status: Optional[int] = None
-        error: Optional[str] = None
+        status: int | None = None
+        error: str | None = None
         if job.attempt <= self.chaos.fail_first:
             error = "chaos: simulated network failure"
         else:

@@ -28,6 +28,7 @@ from app.logging import redact_text
 from app.models import SubscriptionPlan
 from app.services import DomainError, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
+from app.services.queue_health import MAIL_AGE_ALERT_SECONDS, queue_health
 from app.services.webhooks import GUIDE_EVENTS, WebhookRejected, configured_secrets, verify
 
 
@@ -295,6 +296,21 @@ def check_redis() -> Iterator[Check]:
     yield passed("Redis", f"{redact_text(url)} answers PING")
 
 
+def check_task_queue() -> Iterator[Check]:
+    """The task queue answers and mail is not stuck in the outbox (the worker runs, SMTP accepts)."""
+    health = queue_health()
+    waited = f"oldest waiting mail {health.oldest_mail_seconds:.0f} s"
+    if health.configured and health.depth is None:
+        yield failed("Task queue", "TASK_QUEUE_URL does not answer", "start Redis or correct TASK_QUEUE_URL")
+    elif health.oldest_mail_seconds >= MAIL_AGE_ALERT_SECONDS:
+        yield failed("Task queue", waited, "start `flask queue worker`; its mail_send_failed log lines name the "
+                     "SMTP error")
+    elif not health.configured:
+        yield passed("Task queue", f"none (TASK_QUEUE_URL unset): mail is sent after each response; {waited}")
+    else:
+        yield passed("Task queue", f"{health.depth} job(s) waiting, {health.failed} failed; {waited}")
+
+
 CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_environment,
     check_migrations,
@@ -303,6 +319,7 @@ CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_webhook_endpoint,
     check_customer_portal,
     check_redis,
+    check_task_queue,
     check_webhook_secret,
 )
 

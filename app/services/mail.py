@@ -4,18 +4,25 @@ Each row has a unique (dedupe_key, kind): the key names the transition (a subscr
 invoice's failed attempt), so a redelivered webhook, or the success page and a webhook reporting the same
 change, find the row already there. Sent with Flask-Mail over SMTP (`MAIL_*`); with no `MAIL_SERVER`
 (development) each mail is written to `instance/mail/` and logged instead.
+
+Delivery never happens inside a request: after the commit, `deliver_queued` hands it to the task queue (an RQ job
+that a `flask queue worker` process runs, retried with backoff while SMTP is down; app/tasks.py). Without a queue
+(`TASK_QUEUE_URL` unset, a fresh clone) the app's own process delivers once the response has been sent.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from flask import current_app, render_template
+from flask import Flask, Response, after_this_request, current_app, has_request_context, render_template
 from flask_mail import Message
+from redis.exceptions import RedisError
+from rq import Retry
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.extensions import db, mail
+from app.extensions import db, mail, task_queue
 from app.logging import get_logger
 from app.models import MailOutbox, User, utcnow
 from app.services.signals import SyncResult
@@ -43,9 +50,22 @@ def queue_mail(kind: str, dedupe_key: str, user: User, **context) -> None:
     db.session.execute(dialect.insert(MailOutbox).values(**values).on_conflict_do_nothing())
 
 
-def deliver_pending(limit: int = 50) -> int:
-    """Send pending mails (after the commit that queued them); failures stay pending with their error."""
-    sent = 0
+#: The worker's retries of a delivery that failed (SMTP down): 10 s, 30 s, 1 min, 5 min, 15 min, 1 h. Mail still
+#: pending after the last one waits in the outbox for the scheduled sweep (app/tasks.py, every minute).
+MAIL_RETRY = Retry(max=6, interval=[10, 30, 60, 300, 900, 3600])
+#: The task the queue runs, named (not imported: app/tasks.py is built on this module).
+DELIVER_TASK = "app.tasks.deliver_mail"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    sent: int
+    failed: int
+
+
+def deliver_batch(limit: int = 50) -> Delivery:
+    """Send pending mails (rows locked, so two workers never send one twice); failures stay pending with their error."""
+    sent = failed = 0
     rows = db.session.scalars(
         select(MailOutbox).where(MailOutbox.status == "pending").order_by(MailOutbox.id).limit(limit)
         .with_for_update(skip_locked=True)
@@ -54,21 +74,62 @@ def deliver_pending(limit: int = 50) -> int:
         row.attempts += 1
         try:
             send(row)
-        except Exception as error:  # SMTP trouble must not lose the mail nor fail the webhook that queued it
+        except Exception as error:  # SMTP trouble must not lose the mail
             row.error = f"{type(error).__name__}: {error}"[:500]
+            failed += 1
             log.warning("mail_send_failed", kind=row.kind, mail_id=row.id, error=row.error)
         else:
             row.status, row.sent_at, row.error = "sent", utcnow(), None
             sent += 1
             log.info("mail_sent", kind=row.kind, mail_id=row.id)
     db.session.commit()
-    return sent
+    return Delivery(sent, failed)
+
+
+def deliver_pending(limit: int = 50) -> int:
+    """Send pending mails now, in this process; returns how many were sent."""
+    return deliver_batch(limit).sent
 
 
 def deliver_queued(sender, change: SyncResult, **_) -> None:
-    """`subscription_changed` receiver: send what the committed change queued (nothing when it queued none)."""
+    """`subscription_changed` receiver: have what the committed change queued delivered, never inside the request."""
     if change.mail_queued:
+        request_delivery()
+
+
+def request_delivery() -> None:
+    """Enqueue a delivery job; without a queue, deliver after the response (or now, outside any request)."""
+    queue = task_queue()
+    if queue is None:
+        deliver_after_response()
+        return
+    try:
+        queue.enqueue(DELIVER_TASK, retry=MAIL_RETRY, job_timeout=120, failure_ttl=7 * 24 * 3600)
+    except RedisError as error:  # the rows wait in the outbox: the scheduled sweep sends them once Redis is back
+        log.warning("mail_enqueue_failed", error=f"{type(error).__name__}: {error}")
+
+
+def deliver_after_response() -> None:
+    """The queue-less default: the request's process sends once its response has gone out."""
+    if not has_request_context():
         deliver_pending()
+        return
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    @after_this_request
+    def deliver_when_closed(response: Response) -> Response:
+        response.call_on_close(lambda: deliver_in(app))
+        return response
+
+
+def deliver_in(app: Flask) -> None:
+    """Deliver in an app context of its own (the request's is gone once the response is closed)."""
+    with app.app_context():
+        try:
+            deliver_pending()
+        except Exception as error:  # the database may be down: the rows stay pending for the next delivery
+            db.session.rollback()
+            log.warning("mail_delivery_failed", error=f"{type(error).__name__}: {error}")
 
 
 def send(row: MailOutbox) -> None:

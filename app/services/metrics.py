@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.extensions import db
 from app.logging import get_logger
 from app.services import reporting
+from app.services.queue_health import QueueCollector
 from app.services.signals import SyncResult
 
 log = get_logger(__name__)
@@ -193,4 +194,5 @@ def render_metrics(include_revenue: bool = True) -> tuple[bytes, str]:
         registry.register(_DefaultRegistryCollector())
     if include_revenue:
         registry.register(RevenueCollector())
+        registry.register(QueueCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST

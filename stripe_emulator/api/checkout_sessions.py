@@ -26,8 +26,13 @@ bp = Blueprint("checkout_sessions", __name__)
 def line_items(s: Store, cs: dict) -> dict:
     """``expand[]=line_items`` on a session: the items it was created with."""
     items = s.internal("line_items").get(cs["id"], [])
-    return objects.list_object(copy.deepcopy(items), f"/v1/checkout/sessions/{cs['id']}/line_items",
-                               total_count=len(items))
+    return objects.list_object(copy.deepcopy(items), f"/v1/checkout/sessions/{cs['id']}/line_items")
+
+
+@includable("checkout.session", "total_details.breakdown")
+def total_details_breakdown(s: Store, total_details: dict) -> dict:
+    """``expand[]=total_details.breakdown``: the discounts and taxes behind the totals, none here."""
+    return {"discounts": [], "taxes": []}
 
 
 def _line_item(i: int, li: Params) -> tuple[dict, int]:
@@ -59,14 +64,15 @@ def _line_items(p: Params) -> tuple[list, int, str]:
     lines = p.list_of_dicts("line_items", required=True)
     if not lines:
         raise missing_param("line_items")
-    stored_lines, amount, currency = [], 0, None
+    stored_lines: list[dict] = []
+    amount, currency = 0, ""
     for i, li in enumerate(lines):
         price, qty = _line_item(i, li)
         if currency and price["currency"] != currency:
             raise invalid(f"line_items[{i}][price]", "All prices must use the same currency.")
         currency = price["currency"]
         amount += price["unit_amount"] * qty
-        prod = store().get("products", price["product"])
+        prod = store().must("products", price["product"])
         stored_lines.append(objects.checkout_line_item(new_id("li", 24), price, prod["name"], qty))
     return stored_lines, amount, currency
 

@@ -83,9 +83,10 @@ def create_invoice_preview(p: Params, ctx: Ctx):
         proration = details.str("proration_behavior", choices=["create_prorations", "always_invoice",
                                                                "none"]) or proration
         for i, it in enumerate(details.list_of_dicts("items") or []):
-            item = next((x for x in sub["items"]["data"] if x["id"] == it.str("id")), None)
+            item_id = it.str("id")
+            item = next((x for x in sub["items"]["data"] if x["id"] == item_id), None)
             if it.has("id") and item is None:
-                raise no_such("subscription_item", it.str("id"),
+                raise no_such("subscription_item", item_id or "",
                               param=f"subscription_details[items][{i}][id]", status=400)
             price_id = it.str("price")
             price = s.get("prices", price_id) if price_id else (item or {}).get("price")

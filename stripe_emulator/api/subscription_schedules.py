@@ -91,7 +91,7 @@ def _phase_start(ph: Params, prev_end, current_start: int) -> int:
     if raw_start == "now":
         return store().now()
     if raw_start not in (None, ""):
-        return ph.int("start_date")
+        return ph.int("start_date", required=True)
     return prev_end if prev_end is not None else current_start
 
 
@@ -109,7 +109,7 @@ def _phases(phases_in: list, sched: dict) -> list[dict]:
         if ph.has("end_date"):
             end = ph.int("end_date", required=True)
         else:
-            end = _phase_end(store().get("prices", specs[0][0]), start, ph.int("iterations", minimum=1) or 1)
+            end = _phase_end(store().must("prices", specs[0][0]), start, ph.int("iterations", minimum=1) or 1)
         if end <= start:
             raise invalid(f"{name}[end_date]", "The end date must be after the start date.")
         prorate = ph.str("proration_behavior", choices=["create_prorations", "always_invoice", "none"])
@@ -156,7 +156,7 @@ def release_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
     if sched["status"] not in ("active", "not_started"):
         raise StripeError(f"You cannot release a subscription schedule that is currently in the "
                           f"`{sched['status']}` status.")
-    sub = s.get("subscriptions", sched["subscription"])
+    sub = s.must("subscriptions", sched["subscription"])
     sched.update({"status": "released", "released_at": s.now(), "released_subscription": sub["id"],
                   "current_phase": None})
     before = copy.deepcopy(sub)

@@ -127,11 +127,11 @@ def _refuse_if_payment_fails(ctx: Ctx, sub: dict, changes: list, proration: str)
     preview = e.preview(ctx, sub, changes, proration)
     if preview["billing_reason"] == "subscription_update" and e.would_decline(
             sub["default_payment_method"]
-            or s.get("customers", sub["customer"])["invoice_settings"]["default_payment_method"],
+            or s.must("customers", sub["customer"])["invoice_settings"]["default_payment_method"],
             preview["amount_due"]):
         raise StripeError("Your card was declined.", status=402, type="card_error", code="card_declined",
                           decline_code="generic_decline")
-    sub = s.get("subscriptions", sub["id"])
+    sub = s.must("subscriptions", sub["id"])
     changes = [(next((i for i in sub["items"]["data"] if item and i["id"] == item["id"]), None),
                 price, qty, deleted) for item, price, qty, deleted in changes]
     return sub, changes
@@ -150,7 +150,7 @@ def _set_cancel_at(ctx: Ctx, sub: dict, cancel_at) -> None:
         if cancel_at in ("min_period_end", "max_period_end"):
             when = e.period(sub)[1]
         else:
-            raise invalid("cancel_at", f"Invalid integer: {cancel_at}")
+            raise invalid("cancel_at", f"Invalid integer: {cancel_at}") from None
     if when <= s.now():
         raise invalid("cancel_at", "cancel_at must be in the future.")
     before = copy.deepcopy(sub)

@@ -54,7 +54,8 @@ def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_
     assert titles == ["Environment variables", "Database migrations", "Plans seeded",
                       "Stripe price Free monthly", "Stripe price Starter monthly", "Stripe price Starter yearly",
                       "Stripe price Pro monthly", "Stripe price Pro yearly", "Plan price ids",
-                      "Stripe webhook endpoint", "Customer Portal", "Redis", "Webhook signing secret"]
+                      "Stripe webhook endpoint", "Customer Portal", "Redis", "Task queue",
+                      "Webhook signing secret"]
     assert f"at {WEBHOOK_URL}, 6 events" in "\n".join(lines)
     assert lines[-1] == "All checks passed: ready for production."
 

@@ -12,6 +12,7 @@ customers pay their open invoice (recover), and ten more days pass (Stripe's ret
 from __future__ import annotations
 
 import collections
+import os
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +24,9 @@ from app.models import AuditLog, MailOutbox, StripeEvent, User, UserSubscription
 from app.services.checkout import start_checkout
 from app.services.stripe_admin import create_webhook_endpoint
 from app.services.subscriptions import change_plan, set_cancel_at_period_end
+from tests.eventually import eventually
 from tests.reliability.conftest import PASSWORD_HASH, http
 
-import os
 CUSTOMERS = int(os.environ.get("HISTORY_CUSTOMERS", 200))
 SENDERS = 8
 FAILING_CARD = "4000000000000341"
@@ -169,6 +170,12 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn,
     assert f"Synced {CUSTOMERS} customer(s); 0 had drifted." in result.output, result.output
     assert snapshot_subscriptions(app) == before
 
+    def all_mail_sent() -> bool:  # mail goes out after each response: wait for the last ones
+        with app.app_context():
+            statuses = list(db.session.scalars(sa.select(MailOutbox.status)))
+            return set(statuses) <= {"sent"} and len(smtp_sink.messages) == len(statuses)
+
+    assert eventually(all_mail_sent, 30)
     with app.app_context():
         audits = db.session.execute(sa.select(AuditLog.user_id, AuditLog.action, AuditLog.details)).all()
         outbox = db.session.execute(sa.select(MailOutbox.user_id, MailOutbox.kind, MailOutbox.status)).all()

@@ -5,6 +5,7 @@ from app.extensions import db
 from app.models import AuditLog, StripeEvent, User, UserSubscription
 from app.services.checkout import start_checkout
 from app.services.entitlements import get_entitlements
+from tests.eventually import eventually
 from tests.factories import UserFactory
 
 
@@ -38,7 +39,7 @@ def test_checkout_to_active_through_webhooks(seeded, stripe_emulator, webhooks_t
     assert events["invoice.paid"] == "processed" and events["invoice.payment_succeeded"] == "processed"
     assert actions.count("subscription.activated") == 1 and actions.count("payment.succeeded") == 1
     assert all(d["status_code"] == 200 for d in stripe_emulator.deliveries())
-    assert smtp_sink.subjects("trader@example.com") == ["Welcome to Smart Strategies Builder Pro"]
+    assert eventually(lambda: smtp_sink.subjects("trader@example.com") == ["Welcome to Smart Strategies Builder Pro"])
     with seeded.app_context():
         assert get_entitlements(user_id)["api_access"] is True
 
@@ -63,7 +64,7 @@ def test_cancel_in_the_portal_then_the_period_ends(seeded, stripe_emulator, webh
     assert actions.count("subscription.canceled") == 1
     with seeded.app_context():
         assert "api_access" not in get_entitlements(user_id)  # Free again, without any manual cache step
-    assert smtp_sink.subjects("trader@example.com")[-1] == "Your Pro plan has ended"
+    assert eventually(lambda: smtp_sink.subjects("trader@example.com")[-1:] == ["Your Pro plan has ended"])
 
 
 def test_failing_renewal_goes_past_due_with_one_dunning_mail(seeded, stripe_emulator, webhooks_to_app, smtp_sink):
@@ -74,7 +75,7 @@ def test_failing_renewal_goes_past_due_with_one_dunning_mail(seeded, stripe_emul
     assert rows == [("pro", "past_due", False)]
     assert events["invoice.payment_failed"] == "processed"
     assert actions.count("payment.failed") == 1
-    assert smtp_sink.subjects("trader@example.com").count("Action needed: your payment failed") == 1
+    assert eventually(lambda: smtp_sink.subjects("trader@example.com").count("Action needed: your payment failed") == 1)
     with seeded.app_context():
         assert get_entitlements(user_id)["api_access"] is True  # past_due keeps access during retries
 

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import AuditLog, MailOutbox, StripeEvent, User, UserSubscription
 from app.services.catalog import seed_plans_from_config
+from tests.eventually import eventually
 from tests.factories import UserFactory
 from tests.webhooks.signing import post_event
 
@@ -91,5 +92,6 @@ def test_payment_failed_docs_event_audits_and_mails_once(app, client, smtp_sink)
     assert post_event(client, failed, secret).status_code == 200
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "payment.failed")) == 1
+    assert eventually(lambda: "Action needed: your payment failed" in smtp_sink.subjects("jennyrosen@example.com"))
     subjects = smtp_sink.subjects("jennyrosen@example.com")
     assert subjects.count("Action needed: your payment failed") == 1

@@ -1,0 +1,115 @@
+"""The slow work, as RQ jobs: mail delivery, the nightly reconcile, the replay of failed webhook events.
+
+RQ (on the Redis the app already uses) rather than Celery: the jobs are a handful of plain functions, RQ needs no
+broker or result backend beyond Redis, its retries with backoff and its cron scheduler cover what is needed, and a
+worker is one `flask queue worker` process. Every job runs in a fresh app context of the worker's app, so it gets a
+session of its own that is removed when the job ends.
+
+`SCHEDULE` is what `flask queue cron` (RQ's CronScheduler, one process per deployment) enqueues: the mail sweep
+every minute (mail left pending while Redis or SMTP was down), failed-event replay every five minutes (each event
+on its own exponential backoff), `flask stripe sync --all` nightly. The per-day dashboard counts need no job: the
+database's triggers keep them in the writing transaction.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.extensions import db
+from app.logging import get_logger
+from app.models import StripeEvent, utcnow
+from app.services.mail import deliver_batch
+from app.services.stripe_admin import customers_to_sync, reconcile
+from app.services.webhooks import reprocess
+
+log = get_logger(__name__)
+
+Result = TypeVar("Result")
+
+#: A failed event's k-th replay is due REPLAY_BASE × (2^k − 1) after it was received (5 min, 15 min, 35 min, …);
+#: after REPLAY_MAX_ATTEMPTS it waits for the operator (`flask stripe replay-events --failed`).
+REPLAY_BASE = timedelta(minutes=5)
+REPLAY_MAX_ATTEMPTS = 10
+
+
+class MailNotDelivered(RuntimeError):
+    """Raised by the delivery job when a mail could not be sent, so that RQ retries it with backoff."""
+
+
+def in_app_context(job: Callable[..., Result]) -> Callable[..., Result]:
+    """Run the job in an app context of its own (a session of its own, removed at the end)."""
+
+    @functools.wraps(job)
+    def run(*args: Any, **kwargs: Any) -> Result:
+        with current_app.app_context():
+            return job(*args, **kwargs)
+
+    return run
+
+
+@in_app_context
+def deliver_mail(limit: int = 50) -> int:
+    """Send the outbox's pending mail; raise when some could not be sent (RQ retries the job with backoff)."""
+    delivery = deliver_batch(limit)
+    if delivery.failed:
+        raise MailNotDelivered(f"{delivery.failed} mail(s) not sent, {delivery.sent} sent; they stay pending")
+    return delivery.sent
+
+
+@in_app_context
+def reconcile_all() -> int:
+    """The nightly `flask stripe sync --all`: every customer re-read from Stripe; returns how many had drifted."""
+    drifted = sum(1 for drift in reconcile(customers_to_sync(None)) if drift.actions)
+    log.info("reconcile_finished", drifted=drifted)
+    return drifted
+
+
+def replay_due(attempts: int) -> timedelta:
+    """How long after its receipt a failed event with `attempts` deliveries behind it is replayed again."""
+    return REPLAY_BASE * (2 ** attempts - 1)
+
+
+@in_app_context
+def replay_failed_events() -> int:
+    """Replay the failed events whose backoff has passed; returns how many now succeeded."""
+    now = utcnow()
+    rows = db.session.execute(
+        select(StripeEvent.id, StripeEvent.received_at, StripeEvent.attempts)
+        .where(StripeEvent.status == "failed", StripeEvent.attempts < REPLAY_MAX_ATTEMPTS)
+        .order_by(StripeEvent.stripe_created)
+    ).all()
+    db.session.rollback()
+    succeeded = 0
+    for event_id, received_at, attempts in rows:
+        if received_at + replay_due(attempts) > now:
+            continue
+        try:
+            reprocess(event_id)
+        except Exception as error:  # kept as failed with its error and attempt count; its next replay waits longer
+            db.session.rollback()
+            log.warning("event_replay_failed", event_id=event_id, attempts=attempts + 1,
+                        error=f"{type(error).__name__}: {error}")
+        else:
+            succeeded += 1
+    return succeeded
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    job: Callable[..., Any]
+    interval: int | None = None  # seconds
+    cron: str | None = None  # UTC
+
+
+SCHEDULE = (
+    Scheduled(deliver_mail, interval=60),
+    Scheduled(replay_failed_events, interval=300),
+    Scheduled(reconcile_all, cron="30 3 * * *"),
+)
+JOBS = {entry.job.__name__: entry.job for entry in SCHEDULE}

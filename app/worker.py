@@ -1,0 +1,68 @@
+"""`flask queue …`: the processes of the task queue (app/tasks.py) and a look at it.
+
+- `flask queue worker`: runs jobs as they come, with RQ's scheduler inside (it moves the retries that wait out a
+  backoff back onto the queue). Start as many as needed, on any host, against the same Redis and database.
+- `flask queue cron`: enqueues `app.tasks.SCHEDULE` on time (RQ's CronScheduler). One per deployment.
+- `flask queue run NAME`: a scheduled job now, in this process (a fresh clone has no queue).
+- `flask queue status`: depth, failures, the oldest waiting mail.
+
+The worker is RQ's SimpleWorker: jobs run in the worker's own process, each in an app context of its own, so the
+app and its connection pool are built once instead of once per forked job.
+"""
+from __future__ import annotations
+
+import logging
+
+import click
+from flask import Flask
+from rq import SimpleWorker
+from rq.cron import CronScheduler
+
+from app.extensions import QUEUE_NAME, task_queue
+from app.services.queue_health import queue_health
+from app.tasks import JOBS, SCHEDULE
+
+
+def register(app: Flask) -> None:
+    """Add the `flask queue` command group."""
+    group = click.Group("queue", help="The task queue: worker, scheduler, status.")
+
+    def required_queue():
+        queue = task_queue()
+        if queue is None:
+            raise click.ClickException("TASK_QUEUE_URL is not set: there is no queue (mail goes out after each "
+                                       "response; run scheduled jobs with `flask queue run NAME`)")
+        return queue
+
+    @group.command("worker")
+    @click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+    def worker_command(burst: bool):
+        """Run queued jobs (mail delivery with retries, the scheduled jobs) until stopped."""
+        queue = required_queue()
+        worker = SimpleWorker([queue], connection=queue.connection)
+        worker.work(burst=burst, with_scheduler=True, logging_level=logging.getLevelName(app.config["LOG_LEVEL"]))
+
+    @group.command("cron")
+    def cron_command():
+        """Enqueue the scheduled jobs on time (one such process per deployment)."""
+        queue = required_queue()
+        scheduler = CronScheduler(connection=queue.connection, logging_level=app.config["LOG_LEVEL"])
+        for entry in SCHEDULE:
+            scheduler.register(entry.job, queue_name=QUEUE_NAME, interval=entry.interval, cron=entry.cron,
+                               job_timeout=3600)
+        scheduler.start()
+
+    @group.command("run")
+    @click.argument("name", type=click.Choice(sorted(JOBS)))
+    def run_command(name: str):
+        """Run one scheduled job now, in this process."""
+        click.echo(f"{name}: {JOBS[name]()}")
+
+    @group.command("status")
+    def status_command():
+        """Queue depth, failed jobs, the age of the oldest waiting mail."""
+        health = queue_health()
+        for line in health.lines():
+            click.echo(line)
+
+    app.cli.add_command(group)

@@ -1,0 +1,106 @@
+"""What the app adds to a request, as ratios against bare Flask measured in the same run, in one process.
+
+Both apps are called through their WSGI callables (Werkzeug's test client, no server, no network), in turn, in
+rounds, so that both sides of every ratio share the machine's noise: bare Flask `GET /hello`
+(bench/bare_flask.py), the app's `GET /bench/hello` (a bare route behind all of the app's middleware) and the
+anonymous `GET /pricing`. The app runs as in production (JSON logs, rate limiter on Redis, security headers) on
+the PostgreSQL and Redis of `scripts/test-services.sh start DIR` (TEST_DATABASE_URL, TEST_REDIS_URL; the schema is
+rebuilt and seeded); logs are rendered in full and written to /dev/null.
+`--profile` adds a cProfile of the app's hello route: the functions that cost the most, cumulative.
+
+    .venv/bin/python bench/request_overhead.py [--requests 2000] [--rounds 3] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import logging
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cryptography.fernet import Fernet  # noqa: E402
+from flask_migrate import upgrade  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from app import create_app  # noqa: E402
+from app.extensions import db  # noqa: E402
+from app.logging import configure_root_logger  # noqa: E402
+from app.services.catalog import seed_plans_from_config  # noqa: E402
+from bench.bare_flask import app as bare_app  # noqa: E402
+
+
+def production_app(database_url: str, redis_url: str):
+    """The app as production configures it, with the bench's bare route `/bench/hello`."""
+    config = {
+        "ENVIRONMENT": "production", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+        **{f"STRIPE_PRICE_{plan}": f"price_{plan.lower()}" for plan in
+           ("FREE_MONTHLY", "STARTER_MONTHLY", "STARTER_YEARLY", "PRO_MONTHLY", "PRO_YEARLY")},
+        "SECRET_KEY": "b" * 64, "JWT_SECRET_KEY": "j" * 64, "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "STRIPE_SECRET_KEY": "sk_test_" + "x" * 24, "STRIPE_PUBLISHABLE_KEY": "pk_test_" + "x" * 24,
+        "STRIPE_WEBHOOK_SECRET": "whsec_" + "x" * 24, "APP_BASE_URL": "https://bench.example.com",
+        "ALLOWED_ORIGINS": '["https://bench.example.com"]',
+    }
+    app = create_app(config)
+
+    @app.get("/bench/hello")
+    def hello() -> str:
+        """The cheapest page the app can serve."""
+        return "hello"
+
+    with app.app_context():
+        db.session.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        db.session.commit()
+        upgrade()
+        seed_plans_from_config()
+    logging.getLogger().handlers.clear()  # the migrations' logging.fileConfig added a console handler
+    configure_root_logger(json=True, stream=open(os.devnull, "w"))  # rendered in full, written nowhere
+    return app
+
+
+def rate(client, path: str, requests: int, base_url: str) -> float:
+    """Requests per second of `requests` sequential GETs (each must answer 200)."""
+    started = time.perf_counter()
+    for _ in range(requests):
+        response = client.get(path, base_url=base_url)
+        assert response.status_code == 200, (path, response.status_code)
+    return requests / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    options = parser.parse_args()
+    if True:
+        app = production_app(os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"])
+        bare, ours = bare_app.test_client(), app.test_client()
+        https = "https://bench.example.com"
+        best: dict[str, float] = {"bare": 0.0, "hello": 0.0, "pricing": 0.0}
+        for _ in range(options.rounds):  # interleaved: the best of each, from the same stretch of time
+            best["bare"] = max(best["bare"], rate(bare, "/hello", options.requests, https))
+            best["hello"] = max(best["hello"], rate(ours, "/bench/hello", options.requests, https))
+            best["pricing"] = max(best["pricing"], rate(ours, "/pricing", options.requests // 4, https))
+        report = {name: round(value) for name, value in best.items()}
+        report.update(hello_ratio=round(best["hello"] / best["bare"], 3),
+                      pricing_ratio=round(best["pricing"] / best["bare"], 3))
+        print(json.dumps(report))
+        if options.profile:
+            profiler = cProfile.Profile()
+            profiler.runcall(rate, ours, "/bench/hello", options.requests, https)
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
+            print(text.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

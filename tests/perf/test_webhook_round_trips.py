@@ -1,0 +1,68 @@
+"""Database round trips per webhook on the common path, counted on the engine: statements sent, plus commits.
+
+Counted up to the request's commit (mail delivery comes after the response, or in the worker). The floor (verify
+and insert) is one; the target is five. Today's counts are the ceilings here, so that none grows unnoticed; the
+statement list printed on failure says where they go. Stripe's documented payloads are posted signed through the
+app's real endpoint; the first delivery of each event is counted.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.services.catalog import seed_plans_from_config
+from tests.factories import UserFactory
+from tests.webhooks.signing import post_event
+from tests.webhooks.test_stripe_docs_events import CUSTOMER, DOCS_PRICE, load
+
+#: Round trips per event today (statements and the commit), each a ceiling; the target is 5 for every one.
+CEILINGS = {"customer.subscription.created": 12, "invoice.payment_succeeded": 6, "customer.subscription.updated": 9,
+            "invoice.payment_failed": 11, "customer.subscription.deleted": 9}
+
+
+@contextlib.contextmanager
+def round_trips(app):
+    """Count what reaches PostgreSQL while the block runs: each statement and each commit or rollback."""
+    sent: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def statement(conn, cursor, text, params, context, executemany):
+        sent.append(text.split("\n", 1)[0][:90])
+
+    def commit(conn):
+        sent.append("COMMIT")
+
+    sa.event.listen(engine, "before_cursor_execute", statement)
+    sa.event.listen(engine, "commit", commit)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", statement)
+        sa.event.remove(engine, "commit", commit)
+
+
+@pytest.fixture
+def docs_customer(app):
+    app.config["STRIPE_PRICE_PRO_MONTHLY"] = DOCS_PRICE
+    with app.app_context():
+        seed_plans_from_config()
+        UserFactory(email="jennyrosen@example.com", stripe_customer_id=CUSTOMER)
+    return app
+
+
+def test_each_common_event_stays_within_its_round_trips(docs_customer, client):
+    secret = docs_customer.config["STRIPE_WEBHOOK_SECRET"]
+    post_event(client, load("customer.updated"), secret)  # warms the pool and the plan cache
+    costs = {}
+    for name in CEILINGS:
+        with round_trips(docs_customer) as sent:
+            assert post_event(client, load(name), secret).status_code == 200
+        costs[name] = sent[:sent.index("COMMIT") + 1]  # the request's transaction; delivery comes after
+    over = {name: sent for name, sent in costs.items() if len(sent) > CEILINGS[name]}
+    for name, sent in costs.items():
+        print(name, len(sent), *sent, sep="\n  ")
+    assert over == {}
