@@ -6,13 +6,13 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model, db
 from app.models.base import UTCDateTime, utcnow
 
 AUTH_SESSION_KINDS = ("web", "api")
 
 
-class AuthSession(db.Model):
+class AuthSession(Model):
     """One log-in: a browser session (`web`) or the family of tokens one `/auth/token` call started (`api`).
 
     The signed cookie and every token carry the row's id; a request is let in only while the row is neither
@@ -40,7 +40,7 @@ class AuthSession(db.Model):
         return f"<AuthSession {self.kind} user={self.user_id} revoked={self.revoked_at is not None}>"
 
 
-class VerifiedEmail(db.Model):
+class VerifiedEmail(Model):
     """The address a user proved to own by following the link mailed to it; verified while it is the login email."""
 
     __tablename__ = "verified_emails"

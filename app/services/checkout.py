@@ -36,7 +36,10 @@ class PlanChangeRequired(DomainError):
 
 def lock_user(user_id: int) -> User:
     """The user row, locked until commit: one billing operation at a time per user."""
-    return db.session.scalar(select(User).where(User.id == user_id).with_for_update())
+    user = db.session.scalar(select(User).where(User.id == user_id).with_for_update())
+    if user is None:
+        raise CheckoutError("There is no such account.", code="no_account", status=404)
+    return user
 
 
 def ensure_customer(user_id: int) -> str:
@@ -71,7 +74,8 @@ def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, succe
     """
     plan, cycle, price_id = validate_choice(plan_name, cycle)
     refuse_second_subscription(user_id, plan, cycle)
-    had_customer = db.session.get(User, user_id).stripe_customer_id is not None
+    user = db.session.get(User, user_id)
+    had_customer = user is not None and user.stripe_customer_id is not None
     customer_id = ensure_customer(user_id)
     lock_user(user_id)  # serialise concurrent checkouts of the same user until this one is created
     if had_customer:

@@ -286,7 +286,8 @@ def invalidate_entitlements_cache(user_id: int) -> bool:
 
 def forget_changed_entitlements(sender, change: SyncResult, **_) -> None:
     """`subscription_changed` receiver: the user's next request reads the committed plan."""
-    invalidate_entitlements_cache(change.user_id)
+    if change.user_id is not None:  # announce() sends only for a user; a None here would name nobody
+        invalidate_entitlements_cache(change.user_id)
 
 
 def cheapest_plan_with(feature_key: str, at_least: int | None = None) -> SubscriptionPlan | None:

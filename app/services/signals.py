@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Any, cast
+
 from blinker import NamedSignal
 from flask import current_app
 from ordered_set import OrderedSet
@@ -21,7 +23,7 @@ from app.extensions import db
 class OrderedSignal(NamedSignal):
     """A blinker signal that calls its receivers in the order they were connected (blinker's own set has none)."""
 
-    set_class = OrderedSet
+    set_class = OrderedSet  # type: ignore[assignment]  # blinker types it as type[set]; any mutable set works
 
 
 #: Sent after every billing commit that concerned a user (`change.user_id` set), changed or not: receivers take
@@ -49,7 +51,8 @@ def announce(change: SyncResult) -> None:
     """Tell the subscribers about a committed change of the user's billing state (nothing for no user)."""
     if change.user_id is None:
         return
-    subscription_changed.send(current_app._get_current_object(), change=change)
+    app = cast(Any, current_app)._get_current_object()  # the app itself, not the request-bound proxy
+    subscription_changed.send(app, change=change)
 
 
 def commit_billing(change: SyncResult) -> None:

@@ -155,7 +155,8 @@ def read_rules(text: str | None) -> Rules:
         position = separator.end() if separator else position
         if position == len(text):
             break
-        match = RULES_SETTING.match(text, position)  # never empty: text[position] is not a separator
+        match = RULES_SETTING.match(text, position)
+        assert match is not None  # the pattern matches the empty string, and text[position] is not a separator
         setting, name, days = match.group(0), match.group("name").lower(), match.group("days")
         position = match.end()
         if days is None and name in ("fast", "slow"):

@@ -250,7 +250,9 @@ def sync_customer_in_transaction(customer_id: str, result: SyncResult | None = N
     rows = rows_by_subscription_id(user)
     horizon = event_horizon()
     for sub in stripe_gateway.list_subscriptions(customer_id):
-        rows[sub["id"]] = apply_subscription(user, sub, rows.get(sub["id"]), result, event_at=horizon)
+        row = apply_subscription(user, sub, rows.get(sub["id"]), result, event_at=horizon)
+        if row is not None:
+            rows[sub["id"]] = row
     return result
 
 

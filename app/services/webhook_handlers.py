@@ -48,7 +48,7 @@ def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
     sub = event["data"]["object"]
     customer_id = customer_id_of(sub)
     user = event_user(event, result)
-    if user is None:
+    if user is None or customer_id is None:  # the user is found by the customer: no customer, no user
         return
     event_at = int(event.get("created") or 0)
     row = db.session.scalar(select(UserSubscription).where(UserSubscription.stripe_subscription_id == sub["id"])
@@ -100,7 +100,8 @@ def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
 def on_checkout_payment_failed(event: dict[str, Any], result: SyncResult) -> None:
     """checkout.session.async_payment_failed: audit it; nothing was bought, so nothing else changes."""
     session = event["data"]["object"]
-    user = find_user_for_customer(customer_id_of(session)) if customer_id_of(session) else None
+    customer_id = customer_id_of(session)
+    user = find_user_for_customer(customer_id) if customer_id else None
     audit.record("checkout.payment_failed", user.id if user else None, session=session.get("id"))
     log.info("payment_failed", session=session.get("id"), user_id=user.id if user else None)
 
@@ -146,7 +147,7 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
     invoice = event["data"]["object"]
     customer_id = customer_id_of(invoice)
     user = event_user(event, result)
-    if user is None:
+    if user is None or customer_id is None:  # the user is found by the customer: no customer, no user
         return
     attempt = str(invoice.get("attempt_count") or 0)
     if not already_audited(user.id, "payment.failed", "attempt_key", f"{invoice['id']}:{attempt}"):
