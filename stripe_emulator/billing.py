@@ -84,6 +84,8 @@ class Billing:
         return evt
 
     def webhook_targets(self, etype: str) -> list:
+        """(endpoint id, url, secret, API version) of every enabled endpoint that wants ``etype``, then
+        every ``--webhook`` (which speaks the account's version)."""
         targets = []
         secrets = self.store.internal("secrets")
         for we in self.store.coll("webhook_endpoints").values():
@@ -91,9 +93,9 @@ class Billing:
                 continue
             enabled = we["enabled_events"]
             if "*" in enabled or etype in enabled:
-                targets.append((we["id"], we["url"], secrets[we["id"]]))
+                targets.append((we["id"], we["url"], secrets[we["id"]], we["api_version"] or objects.API_VERSION))
         for url, secret in self.config.webhooks:
-            targets.append((None, url, secret))
+            targets.append((None, url, secret, objects.API_VERSION))
         return targets
 
     def emit_update(self, ctx: Optional[Ctx], etype: str, before: dict, after: dict) -> Optional[dict]:
@@ -240,7 +242,6 @@ class Billing:
                 pay = objects.invoice_payment(new_id("inpay"), inv["id"], amount, inv["currency"], now,
                                               pi_id, True)
                 inv["payments"]["data"].insert(0, pay)
-                inv["payments"]["total_count"] = len(inv["payments"]["data"])
             s.internal("retries").pop(inv["id"], None)
             self.emit(ctx, "invoice.paid", inv)
             self.emit(ctx, "invoice.payment_succeeded", inv)
@@ -399,7 +400,7 @@ class Billing:
             sub["cancel_at_period_end"] = False
             sub["cancel_at"] = None
             sub["canceled_at"] = None
-            sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": None}
+            sub["cancellation_details"] = {"comment": None, "feedback": None, "feedback_option": None, "reason": None}
         if comment is not None:
             sub["cancellation_details"]["comment"] = comment
         if feedback is not None:
@@ -459,7 +460,6 @@ class Billing:
         data = sub["items"]["data"]
         if not data:
             raise StripeError("A subscription must have at least one active item.", param="items")
-        sub["items"]["total_count"] = len(data)
         new_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
                          for i in data}
         reset = new_intervals != old_intervals or billing_cycle_anchor == "now"

@@ -1,8 +1,9 @@
 """The product catalog every fresh emulator starts with.
 
 Ids and lookup keys are the ones the app's development seed stores, so a fresh
-clone can subscribe without any set-up: three products (Free, Starter, Pro) and
-five prices. Lookup key = price id without the ``price_`` prefix.
+clone can subscribe without any set-up: three products ("Free Plan", "Starter Plan", "Pro Plan") and
+five prices, plus the default Customer Portal configuration. Lookup key = price id without the
+``price_`` prefix.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from . import objects
 
 PRODUCTS = [
-    ("prod_free", "Free", "free", "Learn the ropes and build your first strategies."),
-    ("prod_starter", "Starter", "starter", "For active traders testing ideas every week."),
-    ("prod_pro", "Pro", "pro", "Unlimited research, real-time alerts and the API."),
+    ("prod_free", "Free Plan", "free", "Learn the ropes and build your first strategies."),
+    ("prod_starter", "Starter Plan", "starter", "For active traders testing ideas every week."),
+    ("prod_pro", "Pro Plan", "pro", "Unlimited research, real-time alerts and the API."),
 ]
 
 # (price id, product id, unit amount in cents, interval)
@@ -25,6 +26,15 @@ PRICES = [
 ]
 
 CYCLE = {"month": "monthly", "year": "yearly"}
+
+
+def default_portal_configuration(created: int) -> dict:
+    """The account's default portal configuration: switching among the paid prices only (never to Free)."""
+    products = [objects.portal_product(product_id, [price_id for price_id, owner, amount, _ in PRICES
+                                                    if owner == product_id and amount > 0])
+                for product_id, _, _, _ in PRODUCTS]
+    features = objects.portal_features([p for p in products if p["prices"]], reasons=True)
+    return objects.portal_configuration(objects.DEFAULT_PORTAL_CONFIGURATION, created, features, is_default=True)
 
 
 def seed_objects(created: int) -> list[tuple[str, dict]]:
@@ -42,9 +52,10 @@ def seed_objects(created: int) -> list[tuple[str, dict]]:
         prices.append(objects.price(
             price_id, product_id, amount, created, interval=interval,
             lookup_key=price_id[len("price_"):],
-            nickname=f"{prod['name']} {CYCLE[interval]}",
+            nickname=f"{plan.title()} {CYCLE[interval]}",
             metadata={"plan": plan, "billing_cycle": CYCLE[interval]},
         ))
         if prod["default_price"] is None:
             prod["default_price"] = price_id
-    return [("products", p) for p in products.values()] + [("prices", p) for p in prices]
+    return ([("products", p) for p in products.values()] + [("prices", p) for p in prices]
+            + [("portal_configurations", default_portal_configuration(created))])

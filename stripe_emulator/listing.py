@@ -8,7 +8,7 @@ from .params import Params
 from .plumbing import store
 
 
-def paginate(items: list, p: Params, url: str, total: bool = False) -> dict:
+def paginate(items: list, p: Params, url: str) -> dict:
     """Stripe list semantics over ``items`` ordered newest first."""
     limit = p.int("limit", minimum=1, maximum=100) or 10
     after = p.str("starting_after")
@@ -29,7 +29,7 @@ def paginate(items: list, p: Params, url: str, total: bool = False) -> dict:
     else:
         page = items[:limit]
         has_more = len(items) > limit
-    return objects.list_object(page, url, has_more, len(items) if total else None)
+    return objects.list_object(page, url, has_more)
 
 
 def newest_first(coll: dict) -> list:

@@ -15,20 +15,63 @@ from typing import Any, Optional
 API_VERSION = "2026-10-28.endive"
 ACCOUNT_NAME = "Smart Strategies Builder (emulator)"
 
+def unsupported_version(requested: str) -> str:
+    """Why the emulator refuses another API version: it renders one version's shapes only."""
+    return (f"The Stripe emulator speaks API version {API_VERSION} only and cannot render {requested}. "
+            f"Use {API_VERSION} (or leave the version out).")
+
+
 INTERVAL_NAMES = {"day": "day", "week": "week", "month": "month", "year": "year"}
 
 
-def list_object(data: list, url: str, has_more: bool = False, total_count: Optional[int] = None) -> dict:
-    obj = {"object": "list", "data": data, "has_more": has_more, "url": url}
-    if total_count is not None:
-        obj["total_count"] = total_count
-    return obj
+def list_object(data: list, url: str, has_more: bool = False) -> dict:
+    """A list as stripe-python declares it (``ListObject``): no ``total_count``."""
+    return {"object": "list", "data": data, "has_more": has_more, "url": url}
 
 
 def money(amount: int, currency: str = "usd") -> str:
     sign = "-" if amount < 0 else ""
     symbol = "$" if currency == "usd" else currency.upper() + " "
     return f"{sign}{symbol}{abs(amount) / 100:,.2f}"
+
+
+# ---------------------------------------------------------------- account
+ACCOUNT_ID = "acct_emulator000000"
+
+
+def account(created: int) -> dict:
+    """The account the API key belongs to (``GET /v1/account``): a US standard account, fully enabled."""
+    return {
+        "id": ACCOUNT_ID,
+        "object": "account",
+        "business_profile": {
+            "annual_revenue": None, "estimated_worker_count": None, "mcc": None,
+            "minority_owned_business_designation": None, "monthly_estimated_revenue": None,
+            "name": ACCOUNT_NAME, "product_description": None, "specified_commercial_transactions_act_url": None,
+            "support_address": None, "support_email": None, "support_phone": None, "support_url": None,
+            "url": None,
+        },
+        "business_type": None,
+        "capabilities": None,
+        "charges_enabled": True,
+        "company": None,
+        "controller": None,
+        "country": "US",
+        "created": created,
+        "default_currency": "usd",
+        "details_submitted": True,
+        "email": None,
+        "external_accounts": None,
+        "future_requirements": None,
+        "groups": None,
+        "individual": None,
+        "metadata": {},
+        "payouts_enabled": True,
+        "requirements": None,
+        "settings": None,
+        "tos_acceptance": None,
+        "type": "standard",
+    }
 
 
 # ---------------------------------------------------------------- catalog
@@ -195,12 +238,15 @@ def payment_method(pmid: str, created: int, *, brand: str, last4: str, exp_month
             "brand": brand,
             "checks": {"address_line1_check": None, "address_postal_code_check": None, "cvc_check": "pass"},
             "country": "US",
+            "description": None,
             "display_brand": brand,
             "exp_month": exp_month,
             "exp_year": exp_year,
             "fingerprint": fingerprint,
             "funding": funding,
             "generated_from": None,
+            "iin": None,
+            "issuer": None,
             "last4": last4,
             "networks": {"available": [brand], "preferred": None},
             "regulated_status": "unregulated",
@@ -212,7 +258,7 @@ def payment_method(pmid: str, created: int, *, brand: str, last4: str, exp_month
         "customer_account": None,
         "livemode": False,
         "metadata": {},
-        "radar_options": {},
+        "radar_options": {"session": None},
         "type": "card",
     }
     for key in PAYMENT_METHOD_TYPES_NULL:
@@ -260,7 +306,7 @@ def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
         "cancel_at": None,
         "cancel_at_period_end": False,
         "canceled_at": None,
-        "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+        "cancellation_details": {"comment": None, "feedback": None, "feedback_option": None, "reason": None},
         "collection_method": "charge_automatically",
         "created": created,
         "currency": currency,
@@ -273,8 +319,9 @@ def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
         "description": description,
         "discounts": [],
         "ended_at": None,
-        "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
-        "items": list_object(items, f"/v1/subscription_items?subscription={sub_id}", total_count=len(items)),
+        "invoice_settings": {"account_tax_ids": None, "custom_fields": None, "description": None, "footer": None,
+                             "issuer": {"account": None, "type": "self"}},
+        "items": list_object(items, f"/v1/subscription_items?subscription={sub_id}"),
         "latest_invoice": None,
         "livemode": False,
         "managed_payments": None,
@@ -295,7 +342,8 @@ def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
         "test_clock": None,
         "transfer_data": None,
         "trial_end": None,
-        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_settings": {"end_behavior": {"billing_cycle_anchor": None,
+                                            "missing_payment_method": "create_invoice"}},
         "trial_start": None,
     }
 
@@ -373,7 +421,7 @@ _INVOICE_CONSTANTS = {
     "due_date": None,
     "footer": None,
     "from_invoice": None,
-    "issuer": {"type": "self"},
+    "issuer": {"account": None, "type": "self"},
     "last_finalization_error": None,
     "latest_revision": None,
     "livemode": False,
@@ -439,10 +487,10 @@ def invoice(in_id: str, cust: dict, created: int, *, number: str, billing_reason
         "ending_balance": min(applied, 0),
         "hosted_invoice_url": hosted_invoice_url,
         "invoice_pdf": invoice_pdf,
-        "lines": list_object(lines, f"/v1/invoices/{in_id}/lines", total_count=len(lines)),
+        "lines": list_object(lines, f"/v1/invoices/{in_id}/lines"),
         "number": number,
         "parent": _invoice_parent(sub),
-        "payments": list_object([], "/v1/invoice_payments", total_count=0),
+        "payments": list_object([], "/v1/invoice_payments"),
         "period_end": period_end,
         "period_start": period_start,
         "starting_balance": starting_balance,
@@ -467,14 +515,32 @@ def invoice_payment(inpay_id: str, invoice_id: str, amount: int, currency: str, 
         "invoice": invoice_id,
         "is_default": True,
         "livemode": False,
-        "payment": {"payment_intent": payment_intent, "type": "payment_intent"},
+        "payment": {"charge": None, "payment_intent": payment_intent, "payment_record": None,
+                    "type": "payment_intent"},
         "status": "paid" if paid else "open",
         "status_transitions": {"canceled_at": None, "paid_at": created if paid else None},
     }
 
 
 # ---------------------------------------------------------------- checkout
-PMO_NULL: dict = {}
+CHECKOUT_PMO_TYPES = (
+    "acss_debit affirm afterpay_clearpay alipay alma amazon_pay au_becs_debit bacs_debit bancontact billie "
+    "boleto cashapp customer_balance eps fpx giropay grabpay ideal kakao_pay klarna konbini kr_card link "
+    "mobilepay multibanco naver_pay oxxo p24 payco paynow paypal payto pix revolut_pay samsung_pay satispay "
+    "scalapay sepa_debit sequra sofort sunbit swish twint upi us_bank_account wechat_pay"
+).split()
+
+
+def checkout_payment_method_options() -> dict:
+    """A card-only session's ``payment_method_options``: card settings, every other method null."""
+    options: dict[str, Any] = {key: None for key in CHECKOUT_PMO_TYPES}
+    options["card"] = {
+        "capture_method": None, "installments": None, "request_extended_authorization": None,
+        "request_incremental_authorization": None, "request_multicapture": None, "request_overcapture": None,
+        "request_three_d_secure": "automatic", "restrictions": None, "setup_future_usage": None,
+        "statement_descriptor_suffix_kana": None, "statement_descriptor_suffix_kanji": None,
+    }
+    return dict(sorted(options.items()))
 
 
 def checkout_session(cs_id: str, created: int, *, url: str, success_url: Optional[str],
@@ -529,7 +595,7 @@ def checkout_session(cs_id: str, created: int, *, url: str, success_url: Optiona
         "payment_link": None,
         "payment_method_collection": "always",
         "payment_method_configuration_details": None,
-        "payment_method_options": {"card": {"request_three_d_secure": "automatic"}},
+        "payment_method_options": checkout_payment_method_options(),
         "payment_method_types": ["card"],
         "payment_status": "unpaid",
         "permissions": None,
@@ -548,7 +614,7 @@ def checkout_session(cs_id: str, created: int, *, url: str, success_url: Optiona
         "subscription": None,
         "success_url": success_url,
         "tax_id_collection": None,
-        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0, "breakdown": None},
         "ui_mode": "hosted_page",
         "url": url,
         "wallet_options": None,
@@ -566,9 +632,13 @@ def checkout_line_item(li_id: str, p: dict, product_name: str, quantity: int) ->
         "amount_tax": 0,
         "amount_total": amount,
         "currency": p["currency"],
+        "adjustable_quantity": None,
         "description": product_name,
+        "discounts": [],
+        "metadata": {},
         "price": dict(p),
         "quantity": quantity,
+        "taxes": [],
     }
 
 
@@ -591,42 +661,61 @@ def portal_session(bps_id: str, created: int, *, customer_id: str, return_url: O
     }
 
 
-def portal_configuration(created: int) -> dict:
-    """The account's default Customer Portal configuration: every feature on, cancellation at period end."""
+DEFAULT_PORTAL_CONFIGURATION = "bpc_emulator_default"
+
+
+def portal_product(product_id: str, prices: list) -> dict:
+    """An entry of ``features.subscription_update.products``: the prices of a product one may switch to."""
+    return {"adjustable_quantity": {"enabled": False, "maximum": None, "minimum": 1},
+            "prices": list(prices), "product": product_id}
+
+
+def portal_features(products: list, reasons: bool = False) -> dict:
+    """Features of a portal configuration: billing details, invoices and the card on, switching among
+    ``products`` (see :func:`portal_product`) and cancelling at period end, asking why when ``reasons``."""
     return {
-        "id": "bpc_emulator_default",
+        "customer_update": {"allowed_updates": ["address", "email", "name"], "enabled": True},
+        "invoice_history": {"enabled": True},
+        "payment_method_update": {"enabled": True, "payment_method_configuration": None},
+        "subscription_cancel": {
+            "cancellation_reason": {"enabled": reasons, "feedback_options": None,
+                                    "options": ["too_expensive", "missing_features", "switched_service", "unused",
+                                                "other"]},
+            "enabled": True,
+            "mode": "at_period_end",
+            "proration_behavior": "none",
+        },
+        "subscription_pause": {"duration": {"interval_options": [], "type": "indefinite"}, "enabled": False},
+        "subscription_update": {
+            "billing_cycle_anchor": None,
+            "default_allowed_updates": ["price"],
+            "enabled": bool(products),
+            "products": products,
+            "proration_behavior": "create_prorations",
+            "schedule_at_period_end": {"conditions": []},
+            "trial_update_behavior": "continue_trial",
+        },
+    }
+
+
+def portal_configuration(bpc_id: str, created: int, features: dict, *, is_default: bool = False,
+                         name: Optional[str] = None, metadata: Optional[dict] = None,
+                         default_return_url: Optional[str] = None) -> dict:
+    """A Customer Portal configuration: what customers may do in the hosted portal."""
+    return {
+        "id": bpc_id,
         "object": "billing_portal.configuration",
         "active": True,
         "application": None,
         "business_profile": {"headline": None, "privacy_policy_url": None, "terms_of_service_url": None},
         "created": created,
-        "default_return_url": None,
-        "features": {
-            "customer_update": {"allowed_updates": ["email", "address"], "enabled": True},
-            "invoice_history": {"enabled": True},
-            "payment_method_update": {"enabled": True, "payment_method_configuration": None},
-            "subscription_cancel": {
-                "cancellation_reason": {"enabled": False, "options": []},
-                "enabled": True,
-                "mode": "at_period_end",
-                "proration_behavior": "none",
-            },
-            "subscription_pause": {"enabled": False},
-            "subscription_update": {
-                "billing_cycle_anchor": None,
-                "default_allowed_updates": ["price"],
-                "enabled": True,
-                "products": [],
-                "proration_behavior": "always_invoice",
-                "schedule_at_period_end": {"conditions": []},
-                "trial_update_behavior": "continue_trial",
-            },
-        },
-        "is_default": True,
+        "default_return_url": default_return_url,
+        "features": features,
+        "is_default": is_default,
         "livemode": False,
         "login_page": {"enabled": False, "url": None},
-        "metadata": {},
-        "name": None,
+        "metadata": dict(metadata or {}),
+        "name": name,
         "updated": created,
     }
 
@@ -693,6 +782,7 @@ def schedule_phase(items: list, start: int, end: int, currency: str = "usd",
         "proration_behavior": proration_behavior,
         "start_date": start,
         "transfer_data": None,
+        "trial": None,
         "trial_end": None,
     }
 
@@ -714,13 +804,15 @@ def subscription_schedule(sched_id: str, created: int, sub: dict, phases: list) 
                                                                "liability": None},
             "billing_cycle_anchor": "automatic", "billing_thresholds": None,
             "collection_method": "charge_automatically", "default_payment_method": None,
-            "description": None, "invoice_settings": {"account_tax_ids": None, "days_until_due": None,
-                                                      "issuer": {"type": "self"}},
+            "description": None, "invoice_settings": {"account_tax_ids": None, "custom_fields": None,
+                                                      "days_until_due": None, "description": None,
+                                                      "footer": None, "issuer": {"account": None, "type": "self"}},
             "on_behalf_of": None, "transfer_data": None,
         },
         "end_behavior": "release",
         "livemode": False,
         "metadata": {},
+        "pause_schedules": [],
         "phases": phases,
         "released_at": None,
         "released_subscription": None,

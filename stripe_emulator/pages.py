@@ -21,6 +21,17 @@ from .plumbing import base_url, emu
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
+FEEDBACK_LABELS = {
+    "customer_service": "Customer service was less than expected",
+    "low_quality": "Quality was less than expected",
+    "missing_features": "Some features are missing",
+    "other": "Other reason",
+    "switched_service": "I'm switching to a different service",
+    "too_complex": "Ease of use was less than expected",
+    "too_expensive": "It's too expensive",
+    "unused": "I don't use the service enough",
+}
+
 FLOW_SECTIONS = {
     "payment_method_update": "payment_method",
     "subscription_cancel": "cancel",
@@ -150,6 +161,32 @@ def _customer_sub(sess: dict, sub_id: str) -> dict:
     return sub
 
 
+def _features(sess: dict) -> dict:
+    """The features of the configuration the portal session uses (its ``configuration``, else the default)."""
+    s = emu().store
+    cfg = (s.get("portal_configurations", sess.get("configuration"))
+           or s.get("portal_configurations", objects.DEFAULT_PORTAL_CONFIGURATION))
+    return cfg["features"]
+
+
+def _offered_prices(features: dict) -> list:
+    """The prices the configuration lets a customer switch to: its products' active recurring prices."""
+    update = features["subscription_update"]
+    if not update["enabled"]:
+        return []
+    s = emu().store
+    prices = [s.get("prices", price_id) for entry in update["products"] or [] for price_id in entry["prices"]]
+    prices = [p for p in prices if p and p["active"] and p["type"] == "recurring"
+              and (s.get("products", p["product"]) or {}).get("active")]
+    return sorted(prices, key=lambda p: (p["unit_amount"], p["recurring"]["interval"] != "month"))
+
+
+def _allowed(features: dict, feature: str) -> None:
+    """A portal action the configuration turns off is refused (403), whatever the form says."""
+    if not features[feature]["enabled"]:
+        abort(403)
+
+
 @bp.get("/p/session/<bps_id>")
 def portal_page(bps_id: str):
     """The portal: plans, renewal, card, invoices; ``flow_data`` picks the section shown first."""
@@ -165,9 +202,8 @@ def portal_page(bps_id: str):
         invoices = [copy.deepcopy(i) for i in reversed(list(s.coll("invoices").values()))
                     if i["customer"] == cust["id"] and i["status"] != "draft"]
         products = {p["id"]: p for p in s.coll("products").values()}
-        prices = [p for p in s.coll("prices").values() if p["active"] and p["type"] == "recurring"
-                  and products.get(p["product"], {}).get("active", False)]
-        prices.sort(key=lambda p: (p["unit_amount"], p["recurring"]["interval"] != "month"))
+        features = copy.deepcopy(_features(sess))
+        prices = _offered_prices(features)
         for sub in subs:
             sub["_period_end"] = min(i["current_period_end"] for i in sub["items"]["data"])
             sub["_product"] = products.get(sub["items"]["data"][0]["price"]["product"])
@@ -180,6 +216,7 @@ def portal_page(bps_id: str):
     return_host = urlsplit(sess["return_url"]).netloc if sess.get("return_url") else None
     return render_template("portal.html", sess=sess, customer=cust, subs=subs, pm=pm, invoices=invoices,
                            prices=prices, products=products, section=section, focus_sub=focus_sub,
+                           features=features, feedback_labels=FEEDBACK_LABELS,
                            notice=request.args.get("notice"), error=request.args.get("error"),
                            return_host=return_host, business=objects.ACCOUNT_NAME.replace(" (emulator)", ""))
 
@@ -200,30 +237,42 @@ def portal_update(bps_id: str):
     with e.store.lock:
         sess = _portal_or_404(bps_id)
         sub = _customer_sub(sess, request.form.get("subscription", ""))
+        features = _features(sess)
+        _allowed(features, "subscription_update")
         price = e.store.get("prices", request.form.get("price", ""))
-        if price is None or sub["status"] == "canceled":
+        if price is None or price not in _offered_prices(features) or sub["status"] == "canceled":
             abort(400)
         item = sub["items"]["data"][0]
         if item["price"]["id"] != price["id"]:
             e.billing.change_items(Ctx(base_url()), sub, [(item, price, item["quantity"], False)],
-                                   "create_prorations")
+                                   features["subscription_update"]["proration_behavior"])
             e.store.save()
         prod = e.store.get("products", price["product"])
-        notice = f"Your plan was changed to {prod['name']} ({objects.money(price['unit_amount'])} {interval_filter(price)})."
+        amount = f"{objects.money(price['unit_amount'])} {interval_filter(price)}"
+        notice = f"Your plan was changed to {prod['name']} ({amount})."
     return _after_portal_action(sess, notice)
 
 
 @bp.post("/p/session/<bps_id>/cancel")
 def portal_cancel(bps_id: str):
-    """Cancel at the end of the period."""
+    """Cancel as the configuration says: at the end of the period, or at once when its mode is ``immediately``."""
     e = emu()
     with e.store.lock:
         sess = _portal_or_404(bps_id)
         sub = _customer_sub(sess, request.form.get("subscription", ""))
+        cancel = _features(sess)["subscription_cancel"]
+        _allowed(_features(sess), "subscription_cancel")
+        reasons = cancel["cancellation_reason"]
         feedback = request.form.get("feedback") or None
-        e.billing.set_cancel_at_period_end(Ctx(base_url()), sub, True, feedback=feedback)
+        if feedback and not (reasons["enabled"] and feedback in reasons["options"]):
+            abort(400)
+        if cancel["mode"] == "immediately":
+            e.billing.cancel_now(Ctx(base_url()), sub, feedback=feedback)
+            notice = "Your plan was canceled."
+        else:
+            e.billing.set_cancel_at_period_end(Ctx(base_url()), sub, True, feedback=feedback)
+            notice = f"Your plan will be canceled on {date_filter(sub['cancel_at'])}."
         e.store.save()
-        notice = f"Your plan will be canceled on {date_filter(sub['cancel_at'])}."
     return _after_portal_action(sess, notice)
 
 
@@ -245,6 +294,7 @@ def portal_payment_method(bps_id: str):
     e = emu()
     with e.store.lock:
         sess = _portal_or_404(bps_id)
+        _allowed(_features(sess), "payment_method_update")
         cust = e.store.get("customers", sess["customer"])
         ctx = Ctx(base_url())
         try:
@@ -268,6 +318,44 @@ def portal_payment_method(bps_id: str):
         e.store.save()
         notice = f"Your payment method was updated to {pm['card']['brand'].title()} •••• {pm['card']['last4']}."
     return _after_portal_action(sess, notice)
+
+
+ADDRESS_FIELDS = ("line1", "line2", "city", "postal_code", "state", "country")
+
+
+def _billing_details(form, allowed: list) -> dict:
+    """The customer fields the billing-information form sets, limited to the configuration's ``allowed_updates``."""
+    fields: dict = {}
+    for key in ("name", "email", "phone"):
+        if key in allowed and key in form:
+            fields[key] = form.get(key, "").strip() or None
+    if fields.get("email") is not None and "@" not in fields["email"]:
+        raise StripeError(f"Invalid email address: {fields['email']}", param="email")
+    if "address" in allowed and any(f"address_{k}" in form for k in ADDRESS_FIELDS):
+        address = {k: form.get(f"address_{k}", "").strip() or None for k in ADDRESS_FIELDS}
+        fields["address"] = address if any(address.values()) else None
+    return fields
+
+
+@bp.post("/p/session/<bps_id>/customer")
+def portal_customer(bps_id: str):
+    """Edit billing information (name, email, address, phone) as far as ``customer_update`` allows;
+    the customer is updated and ``customer.updated`` sent, as the API's update does."""
+    e = emu()
+    with e.store.lock:
+        sess = _portal_or_404(bps_id)
+        features = _features(sess)
+        _allowed(features, "customer_update")
+        cust = e.store.get("customers", sess["customer"])
+        try:
+            fields = _billing_details(request.form, features["customer_update"]["allowed_updates"])
+        except StripeError as err:
+            return redirect(url_for("pages.portal_page", bps_id=bps_id, section="billing", error=err.message), 303)
+        before = copy.deepcopy(cust)
+        cust.update(fields)
+        e.billing.emit_update(Ctx(base_url()), "customer.updated", before, cust)
+        e.store.save()
+    return _after_portal_action(sess, "Your billing information was updated.")
 
 
 # ====================================================================== invoices

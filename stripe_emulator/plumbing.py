@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
 
-from . import objects
+from . import declared, objects
 from .billing import Billing, Ctx
 from .emulator import Emulator
 from .errors import StripeError, invalid
@@ -123,6 +123,16 @@ def check_auth() -> Optional[StripeError]:
     return None
 
 
+def check_version(requested: Optional[str]) -> None:
+    """The emulator renders one API version's shapes: a request for another gets a clear 400, never a
+    silently different shape. No header means the account's version, which is the emulator's."""
+    if requested is None or requested == objects.API_VERSION:
+        return
+    if requested not in declared.api_versions():
+        raise StripeError(f"Invalid Stripe API version: {requested}")
+    raise StripeError(objects.unsupported_version(requested))
+
+
 def decoded_params() -> dict:
     """Query string (GET, DELETE) or form body, bracket notation decoded into nested dicts and lists."""
     if request.method in ("GET", "DELETE"):
@@ -217,6 +227,11 @@ def api(bp: Blueprint, rule: str, methods: list[str]) -> Callable[[Handler], Han
                 data = decoded_params()
             except FormError as exc:
                 return error_response(invalid(exc.param, str(exc)), request_id)
+            try:
+                check_version(request.headers.get("Stripe-Version"))
+                declared.check_request(request.method, request.url_rule.rule, data)
+            except StripeError as err:
+                return error_response(err, request_id)
             idem_key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
             return _execute(fn, data, kwargs, request_id, Idempotency(idem_key) if idem_key else None)
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 from flask import Flask, request
 
-from . import api, control, pages
+from . import api, control, declared, pages
 from .emulator import Emulator
 from .plumbing import unrecognized_url
 
@@ -21,6 +21,7 @@ def create_app(emulator: Optional[Emulator] = None, **kwargs) -> Flask:
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["stripe_emulator"] = emulator or Emulator(**kwargs)
+    declared.operations()  # read the library's declarations now rather than during the first request
     api.register(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(control.bp)

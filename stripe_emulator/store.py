@@ -34,6 +34,7 @@ COLLECTIONS = (
     "invoices",
     "checkout_sessions",
     "portal_sessions",
+    "portal_configurations",
     "events",
     "webhook_endpoints",
 )
@@ -70,6 +71,9 @@ class Store:
         objects = self.state.setdefault("objects", {})
         for name in COLLECTIONS:
             objects.setdefault(name, {})
+        if not objects["portal_configurations"]:  # a state saved before configurations were kept
+            default = catalog.default_portal_configuration(self.now())
+            objects["portal_configurations"][default["id"]] = default
         internal = self.state.setdefault("internal", {})
         for name in ("cards", "pending_items", "idempotency", "retries", "secrets", "counters",
                      "line_items", "sub_data"):

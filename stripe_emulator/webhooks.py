@@ -102,12 +102,16 @@ class Dispatcher:
             self._cond.notify_all()
 
     # ------------------------------------------------------------ producer
-    def enqueue(self, event: dict, targets: list[tuple[Optional[str], str, str]]) -> None:
-        """Queue ``event`` for each (endpoint id, url, secret) target."""
-        body = json.dumps(event, indent=2)
+    def enqueue(self, event: dict, targets: list[tuple[Optional[str], str, str, str]]) -> None:
+        """Queue ``event`` for each (endpoint id, url, secret, API version) target; each endpoint's copy
+        carries the endpoint's ``api_version``, as Stripe stamps it."""
+        bodies: dict[str, str] = {}
         with self._cond:
             copies = 2 if self.chaos.duplicate else 1
-            for endpoint_id, url, secret in targets:
+            for endpoint_id, url, secret, version in targets:
+                if version not in bodies:
+                    bodies[version] = json.dumps({**event, "api_version": version}, indent=2)
+                body = bodies[version]
                 for n in range(copies):
                     self._seq += 1
                     self._jobs.append(Job(

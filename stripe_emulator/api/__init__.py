@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import (billing_portal, checkout_sessions, customers, events, invoices, payment_methods, products,
+from . import (account, billing_portal, checkout_sessions, customers, events, invoices, payment_methods, products,
                subscription_schedules, subscriptions, webhook_endpoints)
 
-RESOURCES = (products, customers, payment_methods, checkout_sessions, subscriptions, subscription_schedules,
+RESOURCES = (account, products, customers, payment_methods, checkout_sessions, subscriptions, subscription_schedules,
              invoices, billing_portal, events, webhook_endpoints)
 
 

@@ -26,8 +26,13 @@ bp = Blueprint("checkout_sessions", __name__)
 def line_items(s: Store, cs: dict) -> dict:
     """``expand[]=line_items`` on a session: the items it was created with."""
     items = s.internal("line_items").get(cs["id"], [])
-    return objects.list_object(copy.deepcopy(items), f"/v1/checkout/sessions/{cs['id']}/line_items",
-                               total_count=len(items))
+    return objects.list_object(copy.deepcopy(items), f"/v1/checkout/sessions/{cs['id']}/line_items")
+
+
+@includable("checkout.session", "total_details.breakdown")
+def total_details_breakdown(s: Store, total_details: dict) -> dict:
+    """``expand[]=total_details.breakdown``: the discounts and taxes behind the totals, none here."""
+    return {"discounts": [], "taxes": []}
 
 
 def _line_item(i: int, li: Params) -> tuple[dict, int]:

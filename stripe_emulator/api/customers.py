@@ -23,8 +23,7 @@ def customer_subscriptions(s: Store, cust: dict) -> dict:
     """``expand[]=subscriptions`` on a customer: its subscriptions that are not canceled, newest first."""
     subs = [x for x in reversed(list(s.coll("subscriptions").values()))
             if x["customer"] == cust["id"] and x["status"] != "canceled"]
-    return objects.list_object(copy.deepcopy(subs), f"/v1/customers/{cust['id']}/subscriptions",
-                               total_count=len(subs))
+    return objects.list_object(copy.deepcopy(subs), f"/v1/customers/{cust['id']}/subscriptions")
 
 
 @api(bp, "/v1/customers", ["POST"])

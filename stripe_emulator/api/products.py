@@ -94,6 +94,14 @@ def update_product(p: Params, ctx: Ctx, pid: str):
     return prod
 
 
+@api(bp, "/v1/products/<pid>/features", ["GET"])
+def list_product_features(p: Params, ctx: Ctx, pid: str):
+    """A product's entitlement features: none, since entitlements are not emulated (an empty list, not a 404)."""
+    get_or_404("products", "product", pid)
+    p.done()
+    return paginate([], p, f"/v1/products/{pid}/features")
+
+
 def _build_price(p: Params, product_id: Optional[str] = None) -> dict:
     """A price from create parameters (``product`` or ``product_data``); lookup keys stay unique."""
     currency = (p.str("currency", required=True) or "").lower()

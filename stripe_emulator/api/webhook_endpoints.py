@@ -30,6 +30,15 @@ def _enabled_events(p: Params) -> list:
     return events
 
 
+def _api_version(p: Params) -> str:
+    """``api_version``: the account's by default. The emulator renders one version's shapes, so an
+    endpoint asking for another is refused rather than sent events whose shape would not match it."""
+    version = p.str("api_version") or objects.API_VERSION
+    if version != objects.API_VERSION:
+        raise invalid("api_version", objects.unsupported_version(version))
+    return version
+
+
 def _public_endpoint(we: dict) -> dict:
     """The endpoint as stored and shown after creation: without its secret."""
     out = copy.deepcopy(we)
@@ -47,7 +56,7 @@ def create_webhook_endpoint(p: Params, ctx: Ctx):
     secret = "whsec_" + secrets.token_hex(24)
     we = objects.webhook_endpoint(new_id("we", 24), store().now(), url=url, enabled_events=events,
                                   secret=secret, description=p.str("description"),
-                                  metadata=p.metadata() or {}, api_version=p.str("api_version"))
+                                  metadata=p.metadata() or {}, api_version=_api_version(p))
     p.ignore("connect")
     p.done()
     store().internal("secrets")[we["id"]] = secret

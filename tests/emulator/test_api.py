@@ -22,9 +22,10 @@ def test_catalog_is_seeded(client):
     assert by_id["price_pro_yearly"].metadata.to_dict() == {"plan": "pro", "billing_cycle": "yearly"}
     products = client.v1.products.list()
     assert {p.id: (p.name, p.metadata["plan"]) for p in products.data} == {
-        "prod_free": ("Free", "free"), "prod_starter": ("Starter", "starter"), "prod_pro": ("Pro", "pro")}
+        "prod_free": ("Free Plan", "free"), "prod_starter": ("Starter Plan", "starter"),
+        "prod_pro": ("Pro Plan", "pro")}
     expanded = client.v1.prices.list({"lookup_keys": ["pro_monthly"], "expand": ["data.product"]})
-    assert expanded.data[0].product.name == "Pro"
+    assert expanded.data[0].product.name == "Pro Plan"
 
 
 def test_auth(emulator):
@@ -197,3 +198,47 @@ def test_state_survives_restart(tmp_path):
         with pytest.raises(stripe.InvalidRequestError):
             second.client().v1.customers.retrieve(cust.id)
         assert second.client().v1.prices.retrieve("price_pro_monthly").unit_amount == 4999
+
+
+def test_api_version_header(raw):
+    status, _, headers = raw("GET", "/v1/account")
+    assert status == 200 and headers["Stripe-Version"] == "2026-10-28.endive"
+    status, body, _ = raw("GET", "/v1/account", headers={"Stripe-Version": "2026-10-28.endive"})
+    assert status == 200 and body["object"] == "account"
+    status, body, headers = raw("GET", "/v1/customers", headers={"Stripe-Version": "2024-06-20"})
+    assert status == 400 and body["error"]["type"] == "invalid_request_error"
+    assert "2026-10-28.endive" in body["error"]["message"] and "2024-06-20" in body["error"]["message"]
+    status, body, _ = raw("GET", "/v1/customers", headers={"Stripe-Version": "1999-01-01"})
+    assert status == 400 and body["error"]["message"] == "Invalid Stripe API version: 1999-01-01"
+
+
+def test_account_and_product_features(client, raw):
+    account = client.v1.accounts.retrieve_current()
+    assert account.object == "account" and account.country == "US" and account.default_currency == "usd"
+    features = client.v1.products.features.list("prod_pro")
+    assert features.data == [] and features.has_more is False
+    status, body, _ = raw("GET", "/v1/products/prod_nope/features")
+    assert status == 404 and body["error"]["code"] == "resource_missing"
+
+
+@pytest.mark.parametrize("path, param, value", [
+    ("/v1/checkout/sessions", "status", "bogus"),
+    ("/v1/invoices", "status", "bogus"),
+    ("/v1/subscriptions", "status", "bogus"),
+    ("/v1/prices", "type", "bogus"),
+])
+def test_enum_query_parameters_are_checked(raw, path, param, value):
+    status, body, _ = raw("GET", path, {param: value})
+    assert status == 400 and body["error"]["param"] == param
+    assert body["error"]["type"] == "invalid_request_error" and "must be one of" in body["error"]["message"]
+
+
+def test_declared_expansions_of_the_reported_paths(emulator, client):
+    sub = subscribe(emulator, client)
+    inv = client.v1.invoices.retrieve(sub.latest_invoice, {"expand": ["discounts", "lines.data.discounts"]})
+    assert inv.discounts == [] and inv.lines.data[0].discounts == []
+    cs = client.v1.checkout.sessions.list({"limit": 1}).data[0]
+    cs = client.v1.checkout.sessions.retrieve(cs.id, {"expand": ["total_details.breakdown",
+                                                                 "line_items.data.discounts"]})
+    assert cs.total_details.breakdown.discounts == [] and cs.total_details.breakdown.taxes == []
+    assert cs.line_items.data[0].discounts == []

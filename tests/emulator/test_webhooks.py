@@ -175,3 +175,29 @@ def test_concurrency_delivers_in_parallel(emulator, client):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_endpoint_api_version_is_stamped_on_its_events(emulator, client):
+    with WebhookReceiver() as hook:
+        endpoint = client.v1.webhook_endpoints.create({"url": hook.url, "enabled_events": ["customer.created"],
+                                                       "api_version": "2026-10-28.endive"})
+        default = client.v1.webhook_endpoints.create({"url": hook.url + "?b", "enabled_events": ["product.created"]})
+        assert endpoint.api_version == default.api_version == "2026-10-28.endive"
+        hook.secret = endpoint.secret
+        client.v1.customers.create({"email": "a@example.com"})
+        emulator.flush()
+        assert [e["api_version"] for e in hook.events()] == [endpoint.api_version]
+
+
+def test_endpoint_with_a_version_the_emulator_cannot_render_is_refused(client):
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.webhook_endpoints.create({"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"],
+                                            "api_version": "2024-06-20"})
+    assert exc.value.param == "api_version" and "2026-10-28.endive" in exc.value.user_message
+
+
+def test_enabled_events_are_the_declared_event_names(client):
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.webhook_endpoints.create({"url": "http://127.0.0.1:9/hook",
+                                            "enabled_events": ["invoice.paid", "invoice.payed"]})
+    assert exc.value.param == "enabled_events[1]" and exc.value.code == "parameter_invalid"
