@@ -15,6 +15,8 @@ from app.services.accounts import create_user
 from app.services.catalog import seed_plans_from_config
 from app.services.doctor import run_checks
 from app.services.stripe_admin import (
+    EXTRA_EVENTS,
+    configure_portal,
     create_catalog,
     create_webhook_endpoint,
     customers_to_sync,
@@ -82,6 +84,19 @@ def run_seed() -> None:
     click.echo(BANNER)
 
 
+def portal_settings_lines(features: dict) -> list[str]:
+    """The portal settings sent, in the words of the Dashboard's page."""
+    switching = features["subscription_update"]
+    prices = [price for product in switching["products"] for price in product["prices"]]
+    return [
+        "payment methods: updatable",
+        f"billing info: updatable ({', '.join(features['customer_update']['allowed_updates'])})",
+        f"cancellation: {features['subscription_cancel']['mode'].replace('_', ' ')} only",
+        "invoice history: shown",
+        f"plan switching: {', '.join(prices) or 'none'} ({switching['proration_behavior'].replace('_', ' ')})",
+    ]
+
+
 def register(app: Flask) -> None:
     @app.cli.command("seed-plans")
     def seed_plans_command():
@@ -108,8 +123,9 @@ def register(app: Flask) -> None:
 
 
 def register_stripe_commands(app: Flask) -> None:
-    """`flask stripe …`: catalog, webhook endpoint, reconcile, replay."""
-    stripe_group = AppGroup("stripe", help="Stripe: catalog, webhook endpoint, reconcile, replay.")
+    """`flask stripe …`: catalog, webhook endpoint, portal configuration, reconcile, replay, trigger."""
+    stripe_group = AppGroup("stripe", help="Stripe: catalog, webhook endpoint, portal configuration, reconcile, "
+                                           "replay, trigger.")
 
     def domain_errors(fn):
         """One readable line and exit 1 for a domain error (Stripe down, bad key…)."""
@@ -136,7 +152,7 @@ def register_stripe_commands(app: Flask) -> None:
     @click.option("--url", required=True, help="This app's public webhook URL, ending in /billing/webhooks/stripe.")
     @domain_errors
     def webhook_endpoint_command(url: str):
-        """Register the webhook endpoint (the guide's six events and the others handled) and print its secret."""
+        """Register the webhook endpoint (the six events, two extras, this library's API version); print its secret."""
         if not url.startswith(("https://", "http://")):
             raise click.ClickException("--url must be an absolute http(s) URL")
         endpoint, created = create_webhook_endpoint(url)
@@ -145,8 +161,24 @@ def register_stripe_commands(app: Flask) -> None:
                        f"(its secret was shown when it was created; roll it in the Dashboard if lost)")
             return
         click.echo(f"✓ Created endpoint {endpoint['id']} for {url}")
-        click.echo(f"  events: {', '.join(endpoint['enabled_events'])}")
+        click.echo(f"  api_version: {endpoint.get('api_version')}")
+        click.echo(f"  events: {', '.join(e for e in endpoint['enabled_events'] if e not in EXTRA_EVENTS)}")
+        for event_type, reason in EXTRA_EVENTS.items():
+            if event_type in endpoint["enabled_events"]:
+                click.echo(f"  extra: {event_type} — {reason}")
         click.echo(f"STRIPE_WEBHOOK_SECRET={endpoint['secret']}")
+
+    @stripe_group.command("portal-config")
+    @domain_errors
+    def portal_config_command():
+        """Create or update the Customer Portal configuration with the deployment settings; print what it set."""
+        configuration, created, features = configure_portal()
+        click.echo(f"✓ {'Created' if created else 'Updated'} Customer Portal configuration {configuration['id']}")
+        for line in portal_settings_lines(features):
+            click.echo(f"  {line}")
+        if created and not configuration.get("is_default"):
+            click.echo("  note: it is not the account's default; make it the default in the Stripe Dashboard → "
+                       "Settings → Billing → Customer portal", err=True)
 
     @stripe_group.command("sync")
     @click.option("--user", "email", help="Only this user's customer.")

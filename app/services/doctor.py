@@ -28,7 +28,8 @@ from app.logging import redact_text
 from app.models import SubscriptionPlan
 from app.services import DomainError, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
-from app.services.webhooks import GUIDE_EVENTS, WebhookRejected, configured_secrets, verify
+from app.services.stripe_admin import EXTRA_EVENTS, default_portal_configuration, paid_prices, portal_differences
+from app.services.webhooks import API_VERSION, GUIDE_EVENTS, WebhookRejected, configured_secrets, verify
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def webhook_url() -> str:
 
 
 def check_webhook_endpoint() -> Iterator[Check]:
-    """A Stripe webhook endpoint at this app's URL, enabled, listening to the guide's six events."""
+    """A Stripe webhook endpoint at this app's URL, enabled, sending the six events in the handlers' API version."""
     url = webhook_url()
     title = "Stripe webhook endpoint"
     fix = f"run `flask stripe webhook-endpoint --url {url}` and set STRIPE_WEBHOOK_SECRET to the secret it prints"
@@ -208,15 +209,24 @@ def check_webhook_endpoint() -> Iterator[Check]:
     endpoint = mine[0]
     events = set(endpoint.get("enabled_events") or [])
     lacking = [e for e in GUIDE_EVENTS if e not in events and "*" not in events]
+    recreate = f"delete the endpoint in the Stripe Dashboard → Developers → Webhooks and run `flask stripe " \
+               f"webhook-endpoint --url {url}`"
     if endpoint.get("status") not in (None, "enabled"):
         yield failed(title, f"{endpoint['id']} at {url} is {endpoint.get('status')}",
                      "enable it in the Stripe Dashboard → Developers → Webhooks")
     elif lacking:
         yield failed(title, f"{endpoint['id']} does not send {', '.join(lacking)}",
-                     "add the events in the Stripe Dashboard → Developers → Webhooks (or delete the endpoint and "
-                     f"run `flask stripe webhook-endpoint --url {url}`)")
+                     "add the events in the Stripe Dashboard → Developers → Webhooks (or " + recreate + ")")
+    elif endpoint.get("api_version") != API_VERSION:
+        version = endpoint.get("api_version") or "the account's default"
+        yield failed(title, f"{endpoint['id']} sends events in API version {version}, the app reads {API_VERSION} "
+                     "(other versions are refused with 422)",
+                     recreate + " (an endpoint's version cannot be changed)")
     else:
-        yield passed(title, f"{endpoint['id']} at {url}, {len(GUIDE_EVENTS)} events")
+        extras = [e for e in EXTRA_EVENTS if e not in events and "*" not in events]
+        would_add = f"; would add {', '.join(extras)} (delayed Checkout payments)" if extras else ""
+        yield passed(title, f"{endpoint['id']} at {url}, the {len(GUIDE_EVENTS)} events, API version "
+                     f"{API_VERSION}{would_add}")
 
 
 def signed_header(payload: bytes, secret: str, timestamp: int) -> str:
@@ -256,27 +266,24 @@ def check_webhook_secret() -> Iterator[Check]:
 # --- Customer Portal -------------------------------------------------------------------------------------------
 
 def check_customer_portal() -> Iterator[Check]:
-    """The default Customer Portal configuration is active and lets customers cancel at period end."""
+    """The default Customer Portal configuration has every deployment setting (`flask stripe portal-config`)."""
     title = "Customer Portal"
-    fix = ("Stripe Dashboard → Settings → Billing → Customer portal: activate it, turn on \"Cancel subscriptions\" "
-           "with \"At the end of the billing period\", and save")
+    fix = "run `flask stripe portal-config` (or set them in the Stripe Dashboard → Settings → Billing → Customer portal)"
     try:
-        configurations = stripe_gateway.list_portal_configurations()
+        chosen = default_portal_configuration()
+        products = paid_prices()
     except DomainError as error:
         yield failed(title, f"cannot read the configuration: {error.message}", fix)
         return
-    active = [c for c in configurations if c.get("active")]
-    chosen = next((c for c in active if c.get("is_default")), active[0] if active else None)
     if chosen is None:
-        yield failed(title, "no active configuration", fix)
+        yield failed(title, "no active default configuration", fix)
         return
-    cancel = ((chosen.get("features") or {}).get("subscription_cancel") or {})
-    if not cancel.get("enabled"):
-        yield failed(title, f"{chosen['id']} does not let customers cancel", fix)
-    elif cancel.get("mode") != "at_period_end":
-        yield failed(title, f"{chosen['id']} cancels {cancel.get('mode')}, not at period end", fix)
+    wrong = portal_differences(chosen, products)
+    if wrong:
+        yield failed(title, f"{chosen['id']}: {'; '.join(wrong)}", fix)
     else:
-        yield passed(title, f"{chosen['id']} active, cancel at period end")
+        yield passed(title, f"{chosen['id']}: card and billing info (name, email, address) updatable, cancel at "
+                     "period end, invoice history, switching between the paid prices")
 
 
 # --- Redis -----------------------------------------------------------------------------------------------------

@@ -45,18 +45,20 @@ log = get_logger(__name__)
 # `*_created` series double the output and mean nothing to the alert rules (and multiprocess mode drops them).
 disable_created_metrics()
 
-#: Plans and the six webhook event types, pre-created at 0 so that `increase()` sees the first event too.
+#: Plans and the six webhook event types the endpoint is registered for (in the deployment guide's order),
+#: pre-created at 0 so that `increase()` sees the first event too.
 PLAN_NAMES = ("free", "starter", "pro")
 WEBHOOK_EVENT_TYPES = (
     "checkout.session.completed",
-    "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
-    "invoice.payment_succeeded",
     "invoice.payment_failed",
+    "invoice.payment_succeeded",
+    "customer.updated",
 )
-#: `outcome` of stripe_webhook_events_total. failed and invalid_signature count as failures in the alert rules.
-WEBHOOK_OUTCOMES = ("processed", "ignored", "duplicate", "failed", "invalid_signature")
+#: `outcome` of stripe_webhook_events_total. failed, invalid_signature and api_version_mismatch count as failures
+#: in the alert rules.
+WEBHOOK_OUTCOMES = ("processed", "ignored", "duplicate", "failed", "invalid_signature", "api_version_mismatch")
 #: `direction` of billing_plan_changes_total.
 PLAN_CHANGE_DIRECTIONS = ("upgrade", "downgrade", "cycle_change")
 

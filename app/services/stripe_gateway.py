@@ -26,6 +26,8 @@ from app.services.metrics import STRIPE_API_ERRORS, STRIPE_API_REQUEST_SECONDS
 T = TypeVar("T")
 log = get_logger("app.stripe")
 
+#: The API version every request asks for, and the only shape of event the webhook handlers read.
+API_VERSION: str = stripe.api_version
 EMULATOR_API_BASE = "http://127.0.0.1:12111"
 EMULATOR_API_KEY = "sk_test_emulator"
 UNAVAILABLE_MESSAGE = "Billing is temporarily unavailable — nothing was charged, please try again."
@@ -83,7 +85,7 @@ class StripeGateway:
         self.is_emulator = api_base is not None
         self.client = stripe.StripeClient(
             api_key,
-            stripe_version=stripe.api_version,
+            stripe_version=API_VERSION,
             base_addresses={"api": api_base} if api_base else None,
             max_network_retries=max_network_retries,
             http_client=stripe.RequestsClient(timeout=timeout),
@@ -289,6 +291,16 @@ def create_portal_session(params: dict[str, Any]) -> dict[str, Any]:
 def list_portal_configurations() -> list[dict[str, Any]]:
     """Every Customer Portal configuration (the doctor checks the default one)."""
     return every("billing_portal.configurations.list", limit=100)
+
+
+def create_portal_configuration(params: dict[str, Any]) -> dict[str, Any]:
+    """A new Customer Portal configuration (`flask stripe portal-config` when the account has none)."""
+    return to_dict(stripe_request("billing_portal.configurations.create", params=params))
+
+
+def update_portal_configuration(configuration_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Set a Customer Portal configuration's features (`flask stripe portal-config`)."""
+    return to_dict(stripe_request("billing_portal.configurations.update", configuration_id, params=params))
 
 
 # --- the catalog and the webhook endpoint (operator commands) -------------------------------------------------------

@@ -8,7 +8,9 @@ import sqlalchemy as sa
 
 from app import create_app
 from app.extensions import db
+from app.services.webhooks import API_VERSION
 from tests.conftest import make_config
+from tests.test_stripe_cli import SIX_EVENTS
 
 BASE_URL = "https://billing.example.com"
 WEBHOOK_URL = BASE_URL + "/api/v1/billing/webhooks/stripe"
@@ -55,7 +57,7 @@ def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_
                       "Stripe price Free monthly", "Stripe price Starter monthly", "Stripe price Starter yearly",
                       "Stripe price Pro monthly", "Stripe price Pro yearly", "Plan price ids",
                       "Stripe webhook endpoint", "Customer Portal", "Redis", "Webhook signing secret"]
-    assert f"at {WEBHOOK_URL}, 6 events" in "\n".join(lines)
+    assert f"at {WEBHOOK_URL}, the 6 events, API version {API_VERSION}" in "\n".join(lines)
     assert lines[-1] == "All checks passed: ready for production."
 
 
@@ -121,3 +123,36 @@ def test_price_variables_that_differ_from_the_seeded_plans_name_the_seed_command
             db.engine.dispose()
     status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, **changed)
     assert any(line.startswith("✓ Plan price ids") for line in lines), "\n".join(lines)
+
+
+def test_an_endpoint_with_exactly_the_six_events_passes_and_names_the_extras(seeded, migrated_database, redis_url,
+                                                                           stripe_emulator):
+    endpoint = stripe_emulator.client().v1.webhook_endpoints.create(params={
+        "url": WEBHOOK_URL, "enabled_events": SIX_EVENTS, "api_version": API_VERSION})
+    status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, STRIPE_WEBHOOK_SECRET=endpoint.secret)
+    [line] = [line for line in lines if "Stripe webhook endpoint" in line]
+    assert line.startswith("✓"), "\n".join(lines)
+    assert ("would add checkout.session.async_payment_succeeded, checkout.session.async_payment_failed "
+            "(delayed Checkout payments)") in line
+    assert status == 0, "\n".join(lines)
+
+
+def test_the_portal_check_names_every_setting_that_differs(seeded, runner, migrated_database, redis_url,
+                                                          stripe_emulator):
+    client = stripe_emulator.client()
+    [default] = client.v1.billing_portal.configurations.list().data
+    client.v1.billing_portal.configurations.update(default.id, params={"features": {
+        "subscription_cancel": {"mode": "immediately"}, "invoice_history": {"enabled": False},
+        "customer_update": {"allowed_updates": ["email"]}, "payment_method_update": {"enabled": False},
+        "subscription_update": {"products": [{"product": "prod_free", "prices": ["price_free_monthly"]}]}}})
+    _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
+    index = next(i for i, line in enumerate(lines) if line.startswith("✗ Customer Portal"))
+    assert lines[index] == (f"✗ Customer Portal — {default.id}: payment methods are not updatable; billing info updates "
+                            "allow email only, not name, email and address; cancellation is immediately, not at "
+                            "period end; invoice history is hidden; plan switching offers other prices than the paid "
+                            "plans'")
+    assert lines[index + 1] == "    fix: run `flask stripe portal-config` (or set them in the Stripe Dashboard → " \
+                               "Settings → Billing → Customer portal)"
+    assert runner.invoke(args=["stripe", "portal-config"]).exit_code == 0
+    _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
+    assert any(line.startswith(f"✓ Customer Portal — {default.id}") for line in lines), "\n".join(lines)
