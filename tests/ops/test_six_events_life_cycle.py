@@ -1,5 +1,5 @@
-"""The app is right with only the six events of the deployment guide: a whole life cycle — checkout, renewal, card
-update, failed payment, plan change, cancellation — where the emulator delivers nothing else (to an endpoint
+"""The app is right with only the six events of the deployment guide: a whole life cycle — checkout, failed payment,
+card update, renewal, plan change, cancellation — where the emulator delivers nothing else (to an endpoint
 registered as the guide says), every change made on Stripe's side (its hosted pages), never by the app's own
 services; then `flask stripe sync --all` finds nothing to repair."""
 from __future__ import annotations
@@ -53,7 +53,8 @@ def test_the_whole_life_cycle_on_the_six_events(seeded, stripe_emulator, live_se
             user_id = user.id
             checkout = start_checkout(user_id, "pro", "monthly", cancel_url="http://app.test/pricing",
                                       success_url="http://app.test/s?session_id={CHECKOUT_SESSION_ID}")
-        stripe_emulator.complete_checkout(checkout.session_id)  # 1. checkout
+        # 1. checkout, with a card that pays once and is declined afterwards
+        stripe_emulator.complete_checkout(checkout.session_id, card="4000000000000341")
         stripe_emulator.flush()
         assert state(seeded, user_id)[0] == [("pro", "monthly", "active", False, True)]
         with seeded.app_context():
@@ -62,22 +63,20 @@ def test_the_whole_life_cycle_on_the_six_events(seeded, stripe_emulator, live_se
             db.session.remove()
         portal = Portal(stripe_emulator, customer)
 
-        stripe_emulator.advance(days=31)  # 2. renewal
-        stripe_emulator.flush()
-        subscriptions, actions = state(seeded, user_id)
-        assert subscriptions == [("pro", "monthly", "active", False, True)] and actions.count("payment.succeeded") == 2
-
-        portal.new_card("4000000000000341")  # 3. card update (to one that will be declined)
-        assert state(seeded, user_id)[1].count("payment_method.updated") == 1
-
-        stripe_emulator.advance(days=31)  # 4. failed payment
+        stripe_emulator.advance(days=32)  # 2. failed payment at the renewal
         stripe_emulator.flush()
         subscriptions, actions = state(seeded, user_id)
         assert subscriptions == [("pro", "monthly", "past_due", False, True)] and "payment.failed" in actions
-        portal.new_card("4242424242424242")  # the portal pays the open invoice with the new card
+
+        portal.new_card("4242424242424242")  # 3. card update: the portal pays the open invoice with it
         subscriptions, actions = state(seeded, user_id)
         assert subscriptions == [("pro", "monthly", "active", False, True)]
-        assert actions.count("payment_method.updated") == 2
+        assert actions.count("payment_method.updated") == 1 and actions.count("payment.succeeded") == 2
+
+        stripe_emulator.advance(days=32)  # 4. renewal
+        stripe_emulator.flush()
+        subscriptions, actions = state(seeded, user_id)
+        assert subscriptions == [("pro", "monthly", "active", False, True)] and actions.count("payment.succeeded") == 3
 
         portal.post("update", subscription=subscription_id, price="price_starter_yearly")  # 5. plan change
         subscriptions, actions = state(seeded, user_id)
