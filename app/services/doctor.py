@@ -11,6 +11,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,12 +21,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.config import GUIDE_VARIABLES, current_settings, placeholders_in
-from app.extensions import db
+from app.extensions import db, limiter
 from app.logging import redact_text
-from app.models import SubscriptionPlan
+from app.models import StripeEvent, SubscriptionPlan, utcnow
 from app.services import DomainError, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
 from app.services.stripe_admin import EXTRA_EVENTS, default_portal_configuration, paid_prices, portal_differences
@@ -76,7 +77,7 @@ def check_environment() -> Iterator[Check]:
             problems.append(f"{name} {why}")
     if problems:
         yield failed("Environment variables", "; ".join(problems),
-                     "set each in the environment or .env (see .env.example and README → Configuration)")
+                     "set each in the environment or .env (see deploy/.env.example and README → Configuration)")
     else:
         yield passed("Environment variables", f"all {len(GUIDE_VARIABLES)} of the guide set, no placeholder")
 
@@ -302,6 +303,74 @@ def check_redis() -> Iterator[Check]:
     yield passed("Redis", f"{redact_text(url)} answers PING")
 
 
+def check_rate_limit_storage() -> Iterator[Check]:
+    """Rate limits are on and counted in Redis (shared by every worker and server, kept across restarts)."""
+    title = "Rate limiting"
+    fix = "set REDIS_URL: the limits are then counted in Redis (RATELIMIT_STORAGE_URI follows it)"
+    if not limiter.enabled:
+        yield failed(title, "disabled (RATELIMIT_ENABLED is false)", "remove RATELIMIT_ENABLED=false")
+        return
+    uri = str(current_app.config.get("RATELIMIT_STORAGE_URI") or "memory://")
+    if not uri.startswith(("redis://", "rediss://")):
+        yield failed(title, f"counted in {uri.split(':', 1)[0]} storage: each worker keeps its own counts", fix)
+        return
+    if not limiter.storage.check():
+        yield failed(title, f"{redact_text(uri)} does not answer", "start Redis or correct REDIS_URL")
+        return
+    yield passed(title, f"on, counted in Redis ({redact_text(uri)})")
+
+
+def check_error_monitoring() -> Iterator[Check]:
+    """SENTRY_DSN is set, so errors reach Sentry."""
+    if current_app.config.get("SENTRY_DSN"):
+        yield passed("Error monitoring", "SENTRY_DSN set: errors are sent to Sentry")
+    else:
+        yield failed("Error monitoring", "SENTRY_DSN is not set",
+                     "set SENTRY_DSN to the project's DSN (Sentry → Settings → Client Keys), see deploy/.env.example")
+
+
+def check_https_and_cors() -> Iterator[Check]:
+    """APP_BASE_URL is https, and CORS allows https origins only, no wildcard."""
+    base = str(current_app.config.get("APP_BASE_URL") or "")
+    if base.startswith("https://"):
+        yield passed("APP_BASE_URL", f"{base} (https)")
+    else:
+        yield failed("APP_BASE_URL", f"{base or 'not set'} is not https",
+                     "set APP_BASE_URL to the public https:// address (Stripe, mails and redirects use it)")
+    origins = list(current_app.config.get("ALLOWED_ORIGINS") or [])
+    wrong = [o for o in origins if o == "*" or not str(o).startswith("https://")]
+    if not origins:
+        yield failed("CORS origins", "ALLOWED_ORIGINS is empty",
+                     """set ALLOWED_ORIGINS='["https://your-frontend.example"]'""")
+    elif wrong:
+        yield failed("CORS origins", f"not https or a wildcard: {', '.join(map(str, wrong))}",
+                     "list the frontend's https:// origins only in ALLOWED_ORIGINS")
+    else:
+        yield passed("CORS origins", ", ".join(map(str, origins)))
+
+
+#: How far back `check_recent_webhook_failures` looks.
+RECENT_FAILURES_WINDOW = timedelta(hours=24)
+
+
+def check_recent_webhook_failures() -> Iterator[Check]:
+    """No webhook event recorded in the last 24 hours is still failed (from the stripe_events table)."""
+    title = "Recent webhook deliveries"
+    since = utcnow() - RECENT_FAILURES_WINDOW
+    total, failures = db.session.execute(select(
+        func.count(), func.count().filter(StripeEvent.status == "failed")).where(StripeEvent.received_at >= since)
+    ).one()
+    if failures:
+        newest = db.session.scalars(select(StripeEvent.id).where(StripeEvent.status == "failed",
+                                                                 StripeEvent.received_at >= since)
+                                    .order_by(StripeEvent.received_at.desc()).limit(3)).all()
+        yield failed(title, f"{failures} of {total} event(s) of the last 24 hours failed (e.g. {', '.join(newest)})",
+                     "read their error in the admin dashboard or the stripe_webhook_handling_failed log lines, fix "
+                     "the cause, then run `flask stripe replay-events --failed`")
+    else:
+        yield passed(title, f"{total} event(s) in the last 24 hours, none failed")
+
+
 CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_environment,
     check_migrations,
@@ -310,7 +379,11 @@ CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_webhook_endpoint,
     check_customer_portal,
     check_redis,
+    check_rate_limit_storage,
     check_webhook_secret,
+    check_recent_webhook_failures,
+    check_error_monitoring,
+    check_https_and_cors,
 )
 
 

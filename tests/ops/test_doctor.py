@@ -4,6 +4,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+import sentry_sdk
 import sqlalchemy as sa
 
 from app import create_app
@@ -26,12 +27,14 @@ def doctor(database_url: str, redis_url: str, emulator_url: str, **overrides) ->
     """Run `flask doctor` in an app configured like production would be, pointed at the emulator."""
     config = make_config(database_url, redis_url, STRIPE_API_BASE=emulator_url,
                          STRIPE_SECRET_KEY="sk_test_doctor0123456789", STRIPE_PUBLISHABLE_KEY="pk_test_doctor0123",
-                         ALLOWED_ORIGINS=f'["{BASE_URL}"]', APP_BASE_URL=BASE_URL)
+                         ALLOWED_ORIGINS=f'["{BASE_URL}"]', APP_BASE_URL=BASE_URL,
+                         SENTRY_DSN="https://public@sentry.example.com/1")
     config.update(overrides)
     app = create_app(config)
     try:
         result = app.test_cli_runner().invoke(args=["doctor"])
     finally:
+        sentry_sdk.init(dsn=None)  # later tests run without Sentry
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
@@ -56,7 +59,8 @@ def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_
     assert titles == ["Environment variables", "Database migrations", "Plans seeded",
                       "Stripe price Free monthly", "Stripe price Starter monthly", "Stripe price Starter yearly",
                       "Stripe price Pro monthly", "Stripe price Pro yearly", "Plan price ids",
-                      "Stripe webhook endpoint", "Customer Portal", "Redis", "Webhook signing secret"]
+                      "Stripe webhook endpoint", "Customer Portal", "Redis", "Rate limiting", "Webhook signing secret",
+                      "Recent webhook deliveries", "Error monitoring", "APP_BASE_URL", "CORS origins"]
     assert f"at {WEBHOOK_URL}, the 6 events, API version {API_VERSION}" in "\n".join(lines)
     assert lines[-1] == "All checks passed: ready for production."
 
@@ -89,12 +93,14 @@ def test_a_broken_configuration_names_each_problem_and_its_fix(seeded, migrated_
     assert f"flask stripe webhook-endpoint --url {WEBHOOK_URL}" in fix
     line, fix = failure("Redis")
     assert "does not answer" in line and "REDIS_URL" in fix
+    line, fix = failure("Rate limiting")
+    assert "does not answer" in line and "REDIS_URL" in fix
     line, fix = failure("Customer Portal")  # it offers Starter's prices, and no Starter plan is seeded
     assert "plan switching offers other prices than the paid plans'" in line and "flask stripe portal-config" in fix
     # What still holds is still ✓.
     for title in ("Database migrations", "Stripe price Pro yearly", "Webhook signing secret"):
         assert any(l.startswith(f"✓ {title}") for l in lines), title
-    assert lines[-1] == "6 check(s) failed."
+    assert lines[-1] == "7 check(s) failed."
 
 
 def test_the_portal_check_reads_the_configuration_from_stripe(seeded, stripe_emulator):
@@ -158,3 +164,34 @@ def test_the_portal_check_names_every_setting_that_differs(seeded, runner, migra
     assert runner.invoke(args=["stripe", "portal-config"]).exit_code == 0
     _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
     assert any(line.startswith(f"✓ Customer Portal — {default.id}") for line in lines), "\n".join(lines)
+
+
+def test_sentry_https_cors_memory_rate_limits_and_failed_webhooks_are_each_named(seeded, migrated_database, redis_url,
+                                                                                 stripe_emulator):
+    with seeded.app_context():
+        db.session.execute(sa.text(
+            "INSERT INTO stripe_events (id, type, livemode, stripe_created, received_at, status, attempts, payload, "
+            "error) VALUES ('evt_failed_lately', 'invoice.payment_failed', false, now(), now(), 'failed', 3, '{}', "
+            "'KeyError: parent')"))
+        db.session.commit()
+    status, lines = doctor(migrated_database, "", stripe_emulator.url, SENTRY_DSN=None,
+                           APP_BASE_URL="http://billing.example.com", ALLOWED_ORIGINS='["*", "https://ok.example"]')
+    text = "\n".join(lines)
+    assert status == 1
+
+    def failure(title: str) -> tuple[str, str]:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"✗ {title}"))
+        return lines[index], lines[index + 1]
+
+    line, fix = failure("Recent webhook deliveries")
+    assert "1 of 1 event(s) of the last 24 hours failed (e.g. evt_failed_lately)" in line
+    assert "flask stripe replay-events --failed" in fix
+    line, fix = failure("Error monitoring")
+    assert "SENTRY_DSN is not set" in line and "deploy/.env.example" in fix
+    line, _ = failure("APP_BASE_URL")
+    assert "http://billing.example.com is not https" in line
+    line, _ = failure("CORS origins")
+    assert "not https or a wildcard: *" in line and "ok.example" not in line
+    line, fix = failure("Rate limiting")
+    assert "counted in memory storage" in line and "REDIS_URL" in fix
+    assert "deploy/.env.example" in text or "REDIS_URL not set" in text
