@@ -23,6 +23,7 @@ from app.services.stripe_admin import (
     events_to_replay,
     reconcile,
 )
+from app.services.triggers import MAKERS, start, wait_for_event
 from app.services.webhooks import reprocess
 
 BANNER = "=" * 70
@@ -223,6 +224,19 @@ def register_stripe_commands(app: Flask) -> None:
         click.echo(f"Replayed {len(ids)} event(s), {failures} failed.")
         if failures:
             raise SystemExit(1)
+
+    @stripe_group.command("trigger")
+    @click.argument("event_type", metavar="EVENT", type=click.Choice(list(MAKERS)))
+    @domain_errors
+    def trigger_command(event_type: str):
+        """Make Stripe send EVENT to the registered endpoints (`stripe trigger`, offline in the emulator); print its id."""
+        started = start(event_type)
+        if started.action:
+            click.echo(f"Waiting for {event_type}: {started.action}", err=True)
+        event = wait_for_event(event_type, started.customer_id, timeout=600 if started.action else 10)
+        click.echo(f"✓ {event_type} {event['id']} (customer {started.customer_id}), "
+                   f"sent to {event.get('pending_webhooks', 0)} endpoint(s)")
+        click.echo(event["id"])
 
     app.cli.add_command(stripe_group)
 

@@ -142,3 +142,28 @@ def test_portal_config_sets_every_setting_and_prints_it(seeded, runner, stripe_e
     offered = {p.product: sorted(p.prices) for p in features.subscription_update.products}
     assert offered == {"prod_starter": ["price_starter_monthly", "price_starter_yearly"],
                        "prod_pro": ["price_pro_monthly", "price_pro_yearly"]}
+
+
+def test_trigger_makes_the_real_event_reach_the_registered_endpoint(seeded, runner, stripe_emulator, live_server):
+    """`flask stripe trigger EVENT`, for each of the six: the emulator sends the real event, signed, to the app."""
+    client = stripe_emulator.client()
+    endpoint = client.v1.webhook_endpoints.create(params={
+        "url": live_server.webhook_url, "enabled_events": SIX_EVENTS, "api_version": API_VERSION})
+    previous = seeded.config["STRIPE_WEBHOOK_SECRET"]
+    seeded.config["STRIPE_WEBHOOK_SECRET"] = endpoint.secret
+    try:
+        for event_type in SIX_EVENTS:
+            result = runner.invoke(args=["stripe", "trigger", event_type])
+            assert result.exit_code == 0, (event_type, result.output)
+            event_id = result.stdout.splitlines()[-1]
+            assert event_id.startswith("evt_") and f"✓ {event_type} {event_id}" in result.output
+            stripe_emulator.flush()
+            assert client.v1.events.retrieve(event_id).type == event_type
+            with seeded.app_context():
+                row = db.session.get(StripeEvent, event_id)
+                assert row is not None and row.status in ("processed", "ignored"), event_type
+                db.session.remove()
+    finally:
+        seeded.config["STRIPE_WEBHOOK_SECRET"] = previous
+    unknown = runner.invoke(args=["stripe", "trigger", "charge.refunded"])
+    assert unknown.exit_code == 2 and "customer.updated" in unknown.output

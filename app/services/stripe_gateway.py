@@ -203,6 +203,16 @@ def retrieve_customer(customer_id: str, expand: list[str] | None = None) -> dict
     return to_dict(stripe_request("customers.retrieve", customer_id, **expanded(expand)))
 
 
+def create_customer_with(params: dict[str, Any]) -> dict[str, Any]:
+    """A customer with any creation parameters (`flask stripe trigger`'s test customers, with their test card)."""
+    return to_dict(stripe_request("customers.create", params=params))
+
+
+def update_customer(customer_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Change a customer's details (`flask stripe trigger customer.updated`)."""
+    return to_dict(stripe_request("customers.update", customer_id, params=params))
+
+
 def create_customer(email: str, metadata: dict[str, str], idempotency_key: str) -> dict[str, Any]:
     """Create the user's customer, once per idempotency key."""
     return to_dict(stripe_request("customers.create", params={"email": email, "metadata": metadata},
@@ -225,6 +235,17 @@ def update_subscription(subscription_id: str, params: dict[str, Any], idempotenc
     """Change a subscription (price, cancellation), once per idempotency key."""
     return to_dict(stripe_request("subscriptions.update", subscription_id, params=params,
                                   **idempotent(idempotency_key)))
+
+
+def create_subscription(params: dict[str, Any]) -> dict[str, Any]:
+    """A subscription made directly (`flask stripe trigger` in a Stripe test-mode account; the app itself
+    subscribes through Checkout only)."""
+    return to_dict(stripe_request("subscriptions.create", params=params))
+
+
+def cancel_subscription(subscription_id: str) -> dict[str, Any]:
+    """End a subscription now (`flask stripe trigger customer.subscription.deleted`)."""
+    return to_dict(stripe_request("subscriptions.cancel", subscription_id))
 
 
 def create_subscription_schedule(from_subscription: str, idempotency_key: str) -> dict[str, Any]:
@@ -259,6 +280,11 @@ def preview_invoice(params: dict[str, Any]) -> dict[str, Any]:
 def list_events(limit: int) -> list[dict[str, Any]]:
     """The account's newest events (one page)."""
     return first_page("events.list", limit=limit)
+
+
+def list_events_of_type(event_type: str, limit: int) -> list[dict[str, Any]]:
+    """The account's newest events of one type (one page)."""
+    return first_page("events.list", type=event_type, limit=limit)
 
 
 # --- Checkout and the Customer Portal -------------------------------------------------------------------------------
