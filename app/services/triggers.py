@@ -40,7 +40,8 @@ class Started:
 
 def plan_price(plan_name: str) -> str:
     """The seeded plan's monthly price id (`flask seed-plans` first)."""
-    price = db.session.scalar(select(SubscriptionPlan.stripe_price_id_monthly).where(SubscriptionPlan.name == plan_name))
+    price = db.session.scalar(select(SubscriptionPlan.stripe_price_id_monthly)
+                              .where(SubscriptionPlan.name == plan_name))
     if not price:
         raise TriggerFailed(f"the {plan_name} plan has no price id: run `flask seed-plans` first")
     return price
