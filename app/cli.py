@@ -15,12 +15,15 @@ from app.services.accounts import create_user
 from app.services.catalog import seed_plans_from_config
 from app.services.doctor import run_checks
 from app.services.stripe_admin import (
+    EXTRA_EVENTS,
+    configure_portal,
     create_catalog,
     create_webhook_endpoint,
     customers_to_sync,
     events_to_replay,
     reconcile,
 )
+from app.services.triggers import MAKERS, start, wait_for_event
 from app.services.webhooks import reprocess
 
 BANNER = "=" * 70
@@ -82,6 +85,19 @@ def run_seed() -> None:
     click.echo(BANNER)
 
 
+def portal_settings_lines(features: dict) -> list[str]:
+    """The portal settings sent, in the words of the Dashboard's page."""
+    switching = features["subscription_update"]
+    prices = [price for product in switching["products"] for price in product["prices"]]
+    return [
+        "payment methods: updatable",
+        f"billing info: updatable ({', '.join(features['customer_update']['allowed_updates'])})",
+        f"cancellation: {features['subscription_cancel']['mode'].replace('_', ' ')} only",
+        "invoice history: shown",
+        f"plan switching: {', '.join(prices) or 'none'} ({switching['proration_behavior'].replace('_', ' ')})",
+    ]
+
+
 def register(app: Flask) -> None:
     @app.cli.command("seed-plans")
     def seed_plans_command():
@@ -108,8 +124,9 @@ def register(app: Flask) -> None:
 
 
 def register_stripe_commands(app: Flask) -> None:
-    """`flask stripe …`: catalog, webhook endpoint, reconcile, replay."""
-    stripe_group = AppGroup("stripe", help="Stripe: catalog, webhook endpoint, reconcile, replay.")
+    """`flask stripe …`: catalog, webhook endpoint, portal configuration, reconcile, replay, trigger."""
+    stripe_group = AppGroup("stripe", help="Stripe: catalog, webhook endpoint, portal configuration, reconcile, "
+                                           "replay, trigger.")
 
     def domain_errors(fn):
         """One readable line and exit 1 for a domain error (Stripe down, bad key…)."""
@@ -136,7 +153,7 @@ def register_stripe_commands(app: Flask) -> None:
     @click.option("--url", required=True, help="This app's public webhook URL, ending in /billing/webhooks/stripe.")
     @domain_errors
     def webhook_endpoint_command(url: str):
-        """Register the webhook endpoint (the guide's six events and the others handled) and print its secret."""
+        """Register the webhook endpoint (the six events, two extras, this library's API version); print its secret."""
         if not url.startswith(("https://", "http://")):
             raise click.ClickException("--url must be an absolute http(s) URL")
         endpoint, created = create_webhook_endpoint(url)
@@ -145,8 +162,24 @@ def register_stripe_commands(app: Flask) -> None:
                        f"(its secret was shown when it was created; roll it in the Dashboard if lost)")
             return
         click.echo(f"✓ Created endpoint {endpoint['id']} for {url}")
-        click.echo(f"  events: {', '.join(endpoint['enabled_events'])}")
+        click.echo(f"  api_version: {endpoint.get('api_version')}")
+        click.echo(f"  events: {', '.join(e for e in endpoint['enabled_events'] if e not in EXTRA_EVENTS)}")
+        for event_type, reason in EXTRA_EVENTS.items():
+            if event_type in endpoint["enabled_events"]:
+                click.echo(f"  extra: {event_type} — {reason}")
         click.echo(f"STRIPE_WEBHOOK_SECRET={endpoint['secret']}")
+
+    @stripe_group.command("portal-config")
+    @domain_errors
+    def portal_config_command():
+        """Create or update the Customer Portal configuration with the deployment settings; print what it set."""
+        configuration, created, features = configure_portal()
+        click.echo(f"✓ {'Created' if created else 'Updated'} Customer Portal configuration {configuration['id']}")
+        for line in portal_settings_lines(features):
+            click.echo(f"  {line}")
+        if created and not configuration.get("is_default"):
+            click.echo("  note: it is not the account's default; make it the default in the Stripe Dashboard → "
+                       "Settings → Billing → Customer portal", err=True)
 
     @stripe_group.command("sync")
     @click.option("--user", "email", help="Only this user's customer.")
@@ -191,6 +224,19 @@ def register_stripe_commands(app: Flask) -> None:
         click.echo(f"Replayed {len(ids)} event(s), {failures} failed.")
         if failures:
             raise SystemExit(1)
+
+    @stripe_group.command("trigger")
+    @click.argument("event_type", metavar="EVENT", type=click.Choice(list(MAKERS)))
+    @domain_errors
+    def trigger_command(event_type: str):
+        """Make Stripe send EVENT to the registered endpoints (`stripe trigger`, offline in the emulator); print its id."""
+        started = start(event_type)
+        if started.action:
+            click.echo(f"Waiting for {event_type}: {started.action}", err=True)
+        event = wait_for_event(event_type, started.customer_id, timeout=600 if started.action else 10)
+        click.echo(f"✓ {event_type} {event['id']} (customer {started.customer_id}), "
+                   f"sent to {event.get('pending_webhooks', 0)} endpoint(s)")
+        click.echo(event["id"])
 
     app.cli.add_command(stripe_group)
 

@@ -11,6 +11,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,16 +21,17 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.config import GUIDE_VARIABLES, current_settings, placeholders_in
-from app.extensions import db
+from app.extensions import db, limiter
 from app.logging import redact_text
-from app.models import SubscriptionPlan
+from app.models import StripeEvent, SubscriptionPlan, utcnow
 from app.services import DomainError, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
 from app.services.queue_health import MAIL_AGE_ALERT_SECONDS, queue_health
-from app.services.webhooks import GUIDE_EVENTS, WebhookRejected, configured_secrets, verify
+from app.services.stripe_admin import EXTRA_EVENTS, default_portal_configuration, paid_prices, portal_differences
+from app.services.webhooks import API_VERSION, GUIDE_EVENTS, WebhookRejected, configured_secrets, verify
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def check_environment() -> Iterator[Check]:
             problems.append(f"{name} {why}")
     if problems:
         yield failed("Environment variables", "; ".join(problems),
-                     "set each in the environment or .env (see .env.example and README → Configuration)")
+                     "set each in the environment or .env (see deploy/.env.example and README → Configuration)")
     else:
         yield passed("Environment variables", f"all {len(GUIDE_VARIABLES)} of the guide set, no placeholder")
 
@@ -193,7 +195,7 @@ def webhook_url() -> str:
 
 
 def check_webhook_endpoint() -> Iterator[Check]:
-    """A Stripe webhook endpoint at this app's URL, enabled, listening to the guide's six events."""
+    """A Stripe webhook endpoint at this app's URL, enabled, sending the six events in the handlers' API version."""
     url = webhook_url()
     title = "Stripe webhook endpoint"
     fix = f"run `flask stripe webhook-endpoint --url {url}` and set STRIPE_WEBHOOK_SECRET to the secret it prints"
@@ -209,15 +211,24 @@ def check_webhook_endpoint() -> Iterator[Check]:
     endpoint = mine[0]
     events = set(endpoint.get("enabled_events") or [])
     lacking = [e for e in GUIDE_EVENTS if e not in events and "*" not in events]
+    recreate = f"delete the endpoint in the Stripe Dashboard → Developers → Webhooks and run `flask stripe " \
+               f"webhook-endpoint --url {url}`"
     if endpoint.get("status") not in (None, "enabled"):
         yield failed(title, f"{endpoint['id']} at {url} is {endpoint.get('status')}",
                      "enable it in the Stripe Dashboard → Developers → Webhooks")
     elif lacking:
         yield failed(title, f"{endpoint['id']} does not send {', '.join(lacking)}",
-                     "add the events in the Stripe Dashboard → Developers → Webhooks (or delete the endpoint and "
-                     f"run `flask stripe webhook-endpoint --url {url}`)")
+                     "add the events in the Stripe Dashboard → Developers → Webhooks (or " + recreate + ")")
+    elif endpoint.get("api_version") != API_VERSION:
+        version = endpoint.get("api_version") or "the account's default"
+        yield failed(title, f"{endpoint['id']} sends events in API version {version}, the app reads {API_VERSION} "
+                     "(other versions are refused with 422)",
+                     recreate + " (an endpoint's version cannot be changed)")
     else:
-        yield passed(title, f"{endpoint['id']} at {url}, {len(GUIDE_EVENTS)} events")
+        extras = [e for e in EXTRA_EVENTS if e not in events and "*" not in events]
+        would_add = f"; would add {', '.join(extras)} (delayed Checkout payments)" if extras else ""
+        yield passed(title, f"{endpoint['id']} at {url}, the {len(GUIDE_EVENTS)} events, API version "
+                     f"{API_VERSION}{would_add}")
 
 
 def signed_header(payload: bytes, secret: str, timestamp: int) -> str:
@@ -257,27 +268,24 @@ def check_webhook_secret() -> Iterator[Check]:
 # --- Customer Portal -------------------------------------------------------------------------------------------
 
 def check_customer_portal() -> Iterator[Check]:
-    """The default Customer Portal configuration is active and lets customers cancel at period end."""
+    """The default Customer Portal configuration has every deployment setting (`flask stripe portal-config`)."""
     title = "Customer Portal"
-    fix = ("Stripe Dashboard → Settings → Billing → Customer portal: activate it, turn on \"Cancel subscriptions\" "
-           "with \"At the end of the billing period\", and save")
+    fix = "run `flask stripe portal-config` (or set them in the Stripe Dashboard → Settings → Billing → Customer portal)"
     try:
-        configurations = stripe_gateway.list_portal_configurations()
+        chosen = default_portal_configuration()
+        products = paid_prices()
     except DomainError as error:
         yield failed(title, f"cannot read the configuration: {error.message}", fix)
         return
-    active = [c for c in configurations if c.get("active")]
-    chosen = next((c for c in active if c.get("is_default")), active[0] if active else None)
     if chosen is None:
-        yield failed(title, "no active configuration", fix)
+        yield failed(title, "no active default configuration", fix)
         return
-    cancel = ((chosen.get("features") or {}).get("subscription_cancel") or {})
-    if not cancel.get("enabled"):
-        yield failed(title, f"{chosen['id']} does not let customers cancel", fix)
-    elif cancel.get("mode") != "at_period_end":
-        yield failed(title, f"{chosen['id']} cancels {cancel.get('mode')}, not at period end", fix)
+    wrong = portal_differences(chosen, products)
+    if wrong:
+        yield failed(title, f"{chosen['id']}: {'; '.join(wrong)}", fix)
     else:
-        yield passed(title, f"{chosen['id']} active, cancel at period end")
+        yield passed(title, f"{chosen['id']}: card and billing info (name, email, address) updatable, cancel at "
+                     "period end, invoice history, switching between the paid prices")
 
 
 # --- Redis -----------------------------------------------------------------------------------------------------
@@ -311,6 +319,74 @@ def check_task_queue() -> Iterator[Check]:
         yield passed("Task queue", f"{health.depth} job(s) waiting, {health.failed} failed; {waited}")
 
 
+def check_rate_limit_storage() -> Iterator[Check]:
+    """Rate limits are on and counted in Redis (shared by every worker and server, kept across restarts)."""
+    title = "Rate limiting"
+    fix = "set REDIS_URL: the limits are then counted in Redis (RATELIMIT_STORAGE_URI follows it)"
+    if not limiter.enabled:
+        yield failed(title, "disabled (RATELIMIT_ENABLED is false)", "remove RATELIMIT_ENABLED=false")
+        return
+    uri = str(current_app.config.get("RATELIMIT_STORAGE_URI") or "memory://")
+    if not uri.startswith(("redis://", "rediss://")):
+        yield failed(title, f"counted in {uri.split(':', 1)[0]} storage: each worker keeps its own counts", fix)
+        return
+    if not limiter.storage.check():
+        yield failed(title, f"{redact_text(uri)} does not answer", "start Redis or correct REDIS_URL")
+        return
+    yield passed(title, f"on, counted in Redis ({redact_text(uri)})")
+
+
+def check_error_monitoring() -> Iterator[Check]:
+    """SENTRY_DSN is set, so errors reach Sentry."""
+    if current_app.config.get("SENTRY_DSN"):
+        yield passed("Error monitoring", "SENTRY_DSN set: errors are sent to Sentry")
+    else:
+        yield failed("Error monitoring", "SENTRY_DSN is not set",
+                     "set SENTRY_DSN to the project's DSN (Sentry → Settings → Client Keys), see deploy/.env.example")
+
+
+def check_https_and_cors() -> Iterator[Check]:
+    """APP_BASE_URL is https, and CORS allows https origins only, no wildcard."""
+    base = str(current_app.config.get("APP_BASE_URL") or "")
+    if base.startswith("https://"):
+        yield passed("APP_BASE_URL", f"{base} (https)")
+    else:
+        yield failed("APP_BASE_URL", f"{base or 'not set'} is not https",
+                     "set APP_BASE_URL to the public https:// address (Stripe, mails and redirects use it)")
+    origins = list(current_app.config.get("ALLOWED_ORIGINS") or [])
+    wrong = [o for o in origins if o == "*" or not str(o).startswith("https://")]
+    if not origins:
+        yield failed("CORS origins", "ALLOWED_ORIGINS is empty",
+                     """set ALLOWED_ORIGINS='["https://your-frontend.example"]'""")
+    elif wrong:
+        yield failed("CORS origins", f"not https or a wildcard: {', '.join(map(str, wrong))}",
+                     "list the frontend's https:// origins only in ALLOWED_ORIGINS")
+    else:
+        yield passed("CORS origins", ", ".join(map(str, origins)))
+
+
+#: How far back `check_recent_webhook_failures` looks.
+RECENT_FAILURES_WINDOW = timedelta(hours=24)
+
+
+def check_recent_webhook_failures() -> Iterator[Check]:
+    """No webhook event recorded in the last 24 hours is still failed (from the stripe_events table)."""
+    title = "Recent webhook deliveries"
+    since = utcnow() - RECENT_FAILURES_WINDOW
+    total, failures = db.session.execute(select(
+        func.count(), func.count().filter(StripeEvent.status == "failed")).where(StripeEvent.received_at >= since)
+    ).one()
+    if failures:
+        newest = db.session.scalars(select(StripeEvent.id).where(StripeEvent.status == "failed",
+                                                                 StripeEvent.received_at >= since)
+                                    .order_by(StripeEvent.received_at.desc()).limit(3)).all()
+        yield failed(title, f"{failures} of {total} event(s) of the last 24 hours failed (e.g. {', '.join(newest)})",
+                     "read their error in the admin dashboard or the stripe_webhook_handling_failed log lines, fix "
+                     "the cause, then run `flask stripe replay-events --failed`")
+    else:
+        yield passed(title, f"{total} event(s) in the last 24 hours, none failed")
+
+
 CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_environment,
     check_migrations,
@@ -320,7 +396,11 @@ CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_customer_portal,
     check_redis,
     check_task_queue,
+    check_rate_limit_storage,
     check_webhook_secret,
+    check_recent_webhook_failures,
+    check_error_monitoring,
+    check_https_and_cors,
 )
 
 

@@ -10,9 +10,9 @@ What a subscription change counts (activations, requested cancellations, plan ch
 `count_subscription_change`, a receiver of `signals.subscription_changed`, which is sent after the commit. Every
 Stripe request is timed and counted by `stripe_gateway` (stripe_api_request_seconds, stripe_api_errors_total).
 
-Under gunicorn, `PROMETHEUS_MULTIPROC_DIR` (set by `deploy/gunicorn.conf.py` before the app is imported) makes
+Under gunicorn, `PROMETHEUS_MULTIPROC_DIR` (set by `gunicorn.conf.py` before the app is imported) makes
 prometheus-client keep each worker's values in files that `/metrics` adds up; without it (flask run, tests)
-they live in the default registry. The revenue gauges are not stored anywhere: `RevenueCollector` computes them
+they live in the default registry. The revenue and business-rate gauges are not stored anywhere: `RevenueCollector` computes them
 in SQL at each scrape, so every worker answers the same figure and the admin dashboard shows the same number.
 """
 from __future__ import annotations
@@ -46,18 +46,20 @@ log = get_logger(__name__)
 # `*_created` series double the output and mean nothing to the alert rules (and multiprocess mode drops them).
 disable_created_metrics()
 
-#: Plans and the six webhook event types, pre-created at 0 so that `increase()` sees the first event too.
+#: Plans and the six webhook event types the endpoint is registered for (in the deployment guide's order),
+#: pre-created at 0 so that `increase()` sees the first event too.
 PLAN_NAMES = ("free", "starter", "pro")
 WEBHOOK_EVENT_TYPES = (
     "checkout.session.completed",
-    "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
-    "invoice.payment_succeeded",
     "invoice.payment_failed",
+    "invoice.payment_succeeded",
+    "customer.updated",
 )
-#: `outcome` of stripe_webhook_events_total. failed and invalid_signature count as failures in the alert rules.
-WEBHOOK_OUTCOMES = ("processed", "ignored", "duplicate", "failed", "invalid_signature")
+#: `outcome` of stripe_webhook_events_total. failed, invalid_signature and api_version_mismatch count as failures
+#: in the alert rules.
+WEBHOOK_OUTCOMES = ("processed", "ignored", "duplicate", "failed", "invalid_signature", "api_version_mismatch")
 #: `direction` of billing_plan_changes_total.
 PLAN_CHANGE_DIRECTIONS = ("upgrade", "downgrade", "cycle_change")
 
@@ -153,12 +155,37 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
 
 
+#: The window of the churn gauge, as the admin dashboard's.
+CHURN_WINDOW_DAYS = 30
+
+
+def business_rates() -> list[GaugeMetricFamily]:
+    """billing_conversion_rate{path} (Free→Starter, Free→Pro), billing_upgrade_rate{path="starter_pro"} and
+    billing_churn_rate{window="30d"}: the admin dashboard's figures, as fractions (0.05 = 5%). A rate with no one to
+    divide by (nobody signed up, nobody on Starter) is left out rather than shown as 0."""
+    conversion = GaugeMetricFamily("billing_conversion_rate",
+                                   "Share of all users who ever moved from Free to a paid plan.", labels=["path"])
+    upgrade = GaugeMetricFamily("billing_upgrade_rate",
+                                "Share of Starter's subscribers who ever moved up to Pro.", labels=["path"])
+    for item in reporting.conversions(CHURN_WINDOW_DAYS):
+        if item.rate is not None:
+            (upgrade if item.path == "starter_pro" else conversion).add_metric([item.path], float(item.rate))
+    churn = GaugeMetricFamily("billing_churn_rate", "Subscriptions ended in the window ÷ live at its start.",
+                              labels=["window"])
+    rate = reporting.churn(CHURN_WINDOW_DAYS).rate
+    if rate is not None:
+        churn.add_metric([f"{CHURN_WINDOW_DAYS}d"], float(rate))
+    return [conversion, upgrade, churn]
+
+
 class RevenueCollector:
-    """billing_mrr_dollars, billing_arr_dollars and billing_active_subscriptions{plan,cycle}, from SQL at scrape."""
+    """billing_mrr_dollars, billing_arr_dollars, billing_active_subscriptions{plan,cycle} and the business rates
+    (`business_rates`), from SQL at scrape."""
 
     def collect(self):
         try:
             summary = reporting.revenue_summary()
+            rates = business_rates()
         except SQLAlchemyError:
             # The counters are still worth scraping; the missing gauges and this counter tell the story.
             db.session.rollback()
@@ -174,7 +201,7 @@ class RevenueCollector:
                                    "Subscriptions in active, trialing or past_due status.", labels=["plan", "cycle"])
         for row in summary.by_plan:
             active.add_metric([row.plan, row.cycle], row.subscriptions)
-        return [mrr, arr, active]
+        return [mrr, arr, active, *rates]
 
 
 class _DefaultRegistryCollector:

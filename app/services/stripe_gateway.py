@@ -26,6 +26,8 @@ from app.services.metrics import STRIPE_API_ERRORS, STRIPE_API_REQUEST_SECONDS
 T = TypeVar("T")
 log = get_logger("app.stripe")
 
+#: The API version every request asks for, and the only shape of event the webhook handlers read.
+API_VERSION: str = stripe.api_version
 EMULATOR_API_BASE = "http://127.0.0.1:12111"
 EMULATOR_API_KEY = "sk_test_emulator"
 UNAVAILABLE_MESSAGE = "Billing is temporarily unavailable — nothing was charged, please try again."
@@ -83,7 +85,7 @@ class StripeGateway:
         self.is_emulator = api_base is not None
         self.client = stripe.StripeClient(
             api_key,
-            stripe_version=stripe.api_version,
+            stripe_version=API_VERSION,
             base_addresses={"api": api_base} if api_base else None,
             max_network_retries=max_network_retries,
             http_client=stripe.RequestsClient(timeout=timeout),
@@ -201,6 +203,16 @@ def retrieve_customer(customer_id: str, expand: list[str] | None = None) -> dict
     return to_dict(stripe_request("customers.retrieve", customer_id, **expanded(expand)))
 
 
+def create_customer_with(params: dict[str, Any]) -> dict[str, Any]:
+    """A customer with any creation parameters (`flask stripe trigger`'s test customers, with their test card)."""
+    return to_dict(stripe_request("customers.create", params=params))
+
+
+def update_customer(customer_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Change a customer's details (`flask stripe trigger customer.updated`)."""
+    return to_dict(stripe_request("customers.update", customer_id, params=params))
+
+
 def create_customer(email: str, metadata: dict[str, str], idempotency_key: str) -> dict[str, Any]:
     """Create the user's customer, once per idempotency key."""
     return to_dict(stripe_request("customers.create", params={"email": email, "metadata": metadata},
@@ -223,6 +235,17 @@ def update_subscription(subscription_id: str, params: dict[str, Any], idempotenc
     """Change a subscription (price, cancellation), once per idempotency key."""
     return to_dict(stripe_request("subscriptions.update", subscription_id, params=params,
                                   **idempotent(idempotency_key)))
+
+
+def create_subscription(params: dict[str, Any]) -> dict[str, Any]:
+    """A subscription made directly (`flask stripe trigger` in a Stripe test-mode account; the app itself
+    subscribes through Checkout only)."""
+    return to_dict(stripe_request("subscriptions.create", params=params))
+
+
+def cancel_subscription(subscription_id: str) -> dict[str, Any]:
+    """End a subscription now (`flask stripe trigger customer.subscription.deleted`)."""
+    return to_dict(stripe_request("subscriptions.cancel", subscription_id))
 
 
 def create_subscription_schedule(from_subscription: str, idempotency_key: str) -> dict[str, Any]:
@@ -259,6 +282,11 @@ def list_events(limit: int) -> list[dict[str, Any]]:
     return first_page("events.list", limit=limit)
 
 
+def list_events_of_type(event_type: str, limit: int) -> list[dict[str, Any]]:
+    """The account's newest events of one type (one page)."""
+    return first_page("events.list", type=event_type, limit=limit)
+
+
 # --- Checkout and the Customer Portal -------------------------------------------------------------------------------
 
 def create_checkout_session(params: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +317,16 @@ def create_portal_session(params: dict[str, Any]) -> dict[str, Any]:
 def list_portal_configurations() -> list[dict[str, Any]]:
     """Every Customer Portal configuration (the doctor checks the default one)."""
     return every("billing_portal.configurations.list", limit=100)
+
+
+def create_portal_configuration(params: dict[str, Any]) -> dict[str, Any]:
+    """A new Customer Portal configuration (`flask stripe portal-config` when the account has none)."""
+    return to_dict(stripe_request("billing_portal.configurations.create", params=params))
+
+
+def update_portal_configuration(configuration_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Set a Customer Portal configuration's features (`flask stripe portal-config`)."""
+    return to_dict(stripe_request("billing_portal.configurations.update", configuration_id, params=params))
 
 
 # --- the catalog and the webhook endpoint (operator commands) -------------------------------------------------------

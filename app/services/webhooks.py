@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.extensions import cache_redis, db
 from app.logging import get_logger
 from app.models import StripeEvent, utcnow
-from app.services import metrics
+from app.services import metrics, stripe_gateway
 from app.services.signals import SyncResult, commit_billing
 from app.services.stripe_gateway import SignatureInvalid, verify_webhook_signature
 from app.services.webhook_handlers import HANDLERS
@@ -35,8 +35,10 @@ log = get_logger(__name__)
 PROCESSED_KEY = "webhook_processed:{}"
 PROCESSED_TTL = 7 * 24 * 3600
 TOLERANCE_SECONDS = 300
-#: The six events the deployment guide registers (HANDLERS also takes the others Stripe may send).
+#: The six events the endpoint is registered for (HANDLERS also takes the others Stripe may send).
 GUIDE_EVENTS = metrics.WEBHOOK_EVENT_TYPES
+#: The only event shape the handlers read: the API version the stripe library (and every request) speaks.
+API_VERSION = stripe_gateway.API_VERSION
 
 
 class WebhookRejected(Exception):
@@ -79,6 +81,7 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
         raise WebhookRejected(500, "webhook_not_configured", "Webhook signing secret is not configured.")
     if not signature:
         log.warning("stripe_webhook_invalid_signature", reason="missing Stripe-Signature header")
+        metrics.record_webhook("unknown", "invalid_signature")
         raise WebhookRejected(400, "invalid_signature", "Missing Stripe-Signature header.")
     for secret in secrets:
         try:
@@ -199,11 +202,32 @@ def record_failure(event: dict[str, Any], attempts: int, error: Exception) -> No
         db.session.rollback()
 
 
+def check_api_version(event: dict[str, Any]) -> None:
+    """Refuse (422 `api_version_mismatch`, logged and counted, nothing recorded) an event of another API version.
+
+    Stripe renders an event in its endpoint's `api_version`; the handlers read this library's shape only (period
+    dates on the subscription item, `invoice.parent`). An older shape would pass every handler with those fields
+    read as missing — a subscription with no period end — so it is refused whole before anything is written;
+    Stripe retries it once the endpoint's version is corrected (`flask doctor` says how).
+    """
+    version = event.get("api_version")
+    if version == API_VERSION:
+        return
+    metrics.record_webhook(metric_type(event["type"]), "api_version_mismatch")
+    log.error("stripe_webhook_api_version_mismatch", event_id=event["id"], event_type=event["type"],
+              api_version=str(version)[:40], expected=API_VERSION)
+    raise WebhookRejected(422, "api_version_mismatch",
+                          f"This event is in API version {str(version)[:40]}; this endpoint reads {API_VERSION} only. "
+                          "Set the webhook endpoint's API version to it (`flask doctor` checks it).")
+
+
 def handle(payload: bytes, signature: str | None) -> Outcome:
-    """The whole endpoint minus HTTP: verify, record, dispatch, commit, then `subscription_changed`."""
+    """The whole endpoint minus HTTP: verify, check the API version, record, dispatch, commit, then
+    `subscription_changed`."""
     started = time.perf_counter()
     event = verify(payload, signature)
     event_id, event_type = event["id"], event["type"]
+    check_api_version(event)
     if seen_in_redis(event_id):
         metrics.record_webhook(metric_type(event_type), "duplicate")
         return Outcome("duplicate", event_id, event_type)

@@ -57,13 +57,13 @@ class Shell:
     env: dict[str, str]
     database_url: str
 
-    def run(self, command: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    def run(self, command: str, timeout: int = 120, stdin: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(command, shell=True, cwd=ROOT, env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, input=stdin)
 
-    def ok(self, command: str) -> subprocess.CompletedProcess:
-        """`run`, asserting exit status 0 (the output in the failure message)."""
-        result = self.run(command)
+    def ok(self, command: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        """`run`, asserting exit status 0 (the output in the failure message); `stdin` as typed into the program."""
+        result = self.run(command, stdin=stdin)
         assert result.returncode == 0, f"`{command}` exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
         return result
 

@@ -35,3 +35,10 @@ def with_price_ids(text: str, price_ids: list[str] = list(PRICE_IDS.values())) -
     parts = text.split(PLACEHOLDER_PRICE_ID)
     assert len(parts) == len(price_ids) + 1, f"{len(parts) - 1} placeholders for {len(price_ids)} price ids"
     return "".join(part + price_id for part, price_id in zip(parts, price_ids)) + parts[-1]
+
+
+def block_under(markdown: str, heading: str) -> str:
+    """The first fenced code block under the heading line `heading` (blank lines between them allowed)."""
+    match = re.search(rf"^{re.escape(heading)}\n\s*```[^\n]*\n(.*?)^```$", markdown, re.MULTILINE | re.DOTALL)
+    assert match, f"no code block under {heading!r}"
+    return match.group(1)

@@ -38,3 +38,19 @@ def test_every_alert_has_a_severity_and_a_unit_test():
     assert rules.count("severity:") == len(alerts)
     for alert in alerts:
         assert f"alertname: {alert}" in tests, f"{alert} has no promtool unit test"
+
+
+def test_severities_are_the_deployment_guides():
+    """Payment errors over 1% for 15 minutes page (critical); new Pro, downgrade and card update notify (info)."""
+    rules = (RULES_DIR / "alerts.yml").read_text()
+
+    def severity(alert: str) -> str:
+        block = rules.split(f"- alert: {alert}\n", 1)[1].split("- alert:", 1)[0]
+        return block.split("severity:", 1)[1].split()[0]
+
+    assert severity("PaymentErrorRateHigh") == "critical"
+    assert severity("StripeWebhookFailureRateHigh") == severity("DatabaseConnectionFailures") == "critical"
+    for alert in ("StripeWebhookLatencyHigh", "StripeApiErrors", "SubscriptionCancellationSpike"):
+        assert severity(alert) == "warning", alert
+    for alert in ("NewProSubscription", "SubscriptionDowngraded", "PaymentMethodUpdated"):
+        assert severity(alert) == "info", alert

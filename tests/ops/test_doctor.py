@@ -4,11 +4,14 @@ from __future__ import annotations
 import socket
 
 import pytest
+import sentry_sdk
 import sqlalchemy as sa
 
 from app import create_app
 from app.extensions import db
+from app.services.webhooks import API_VERSION
 from tests.conftest import make_config
+from tests.test_stripe_cli import SIX_EVENTS
 
 BASE_URL = "https://billing.example.com"
 WEBHOOK_URL = BASE_URL + "/api/v1/billing/webhooks/stripe"
@@ -24,12 +27,14 @@ def doctor(database_url: str, redis_url: str, emulator_url: str, **overrides) ->
     """Run `flask doctor` in an app configured like production would be, pointed at the emulator."""
     config = make_config(database_url, redis_url, STRIPE_API_BASE=emulator_url,
                          STRIPE_SECRET_KEY="sk_test_doctor0123456789", STRIPE_PUBLISHABLE_KEY="pk_test_doctor0123",
-                         ALLOWED_ORIGINS=f'["{BASE_URL}"]', APP_BASE_URL=BASE_URL)
+                         ALLOWED_ORIGINS=f'["{BASE_URL}"]', APP_BASE_URL=BASE_URL,
+                         SENTRY_DSN="https://public@sentry.example.com/1")
     config.update(overrides)
     app = create_app(config)
     try:
         result = app.test_cli_runner().invoke(args=["doctor"])
     finally:
+        sentry_sdk.init(dsn=None)  # later tests run without Sentry
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
@@ -54,9 +59,10 @@ def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_
     assert titles == ["Environment variables", "Database migrations", "Plans seeded",
                       "Stripe price Free monthly", "Stripe price Starter monthly", "Stripe price Starter yearly",
                       "Stripe price Pro monthly", "Stripe price Pro yearly", "Plan price ids",
-                      "Stripe webhook endpoint", "Customer Portal", "Redis", "Task queue",
-                      "Webhook signing secret"]
-    assert f"at {WEBHOOK_URL}, 6 events" in "\n".join(lines)
+                      "Stripe webhook endpoint", "Customer Portal", "Redis", "Task queue", "Rate limiting",
+                      "Webhook signing secret", "Recent webhook deliveries", "Error monitoring", "APP_BASE_URL",
+                      "CORS origins"]
+    assert f"at {WEBHOOK_URL}, the 6 events, API version {API_VERSION}" in "\n".join(lines)
     assert lines[-1] == "All checks passed: ready for production."
 
 
@@ -88,10 +94,14 @@ def test_a_broken_configuration_names_each_problem_and_its_fix(seeded, migrated_
     assert f"flask stripe webhook-endpoint --url {WEBHOOK_URL}" in fix
     line, fix = failure("Redis")
     assert "does not answer" in line and "REDIS_URL" in fix
+    line, fix = failure("Rate limiting")
+    assert "does not answer" in line and "REDIS_URL" in fix
+    line, fix = failure("Customer Portal")  # it offers Starter's prices, and no Starter plan is seeded
+    assert "plan switching offers other prices than the paid plans'" in line and "flask stripe portal-config" in fix
     # What still holds is still ✓.
-    for title in ("Database migrations", "Stripe price Pro yearly", "Customer Portal", "Webhook signing secret"):
+    for title in ("Database migrations", "Stripe price Pro yearly", "Webhook signing secret"):
         assert any(l.startswith(f"✓ {title}") for l in lines), title
-    assert lines[-1] == "5 check(s) failed."
+    assert lines[-1] == "7 check(s) failed."
 
 
 def test_the_portal_check_reads_the_configuration_from_stripe(seeded, stripe_emulator):
@@ -122,3 +132,67 @@ def test_price_variables_that_differ_from_the_seeded_plans_name_the_seed_command
             db.engine.dispose()
     status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, **changed)
     assert any(line.startswith("✓ Plan price ids") for line in lines), "\n".join(lines)
+
+
+def test_an_endpoint_with_exactly_the_six_events_passes_and_names_the_extras(seeded, migrated_database, redis_url,
+                                                                           stripe_emulator):
+    endpoint = stripe_emulator.client().v1.webhook_endpoints.create(params={
+        "url": WEBHOOK_URL, "enabled_events": SIX_EVENTS, "api_version": API_VERSION})
+    status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, STRIPE_WEBHOOK_SECRET=endpoint.secret)
+    [line] = [line for line in lines if "Stripe webhook endpoint" in line]
+    assert line.startswith("✓"), "\n".join(lines)
+    assert ("would add checkout.session.async_payment_succeeded, checkout.session.async_payment_failed "
+            "(delayed Checkout payments)") in line
+    assert status == 0, "\n".join(lines)
+
+
+def test_the_portal_check_names_every_setting_that_differs(seeded, runner, migrated_database, redis_url,
+                                                          stripe_emulator):
+    client = stripe_emulator.client()
+    [default] = client.v1.billing_portal.configurations.list().data
+    client.v1.billing_portal.configurations.update(default.id, params={"features": {
+        "subscription_cancel": {"mode": "immediately"}, "invoice_history": {"enabled": False},
+        "customer_update": {"allowed_updates": ["email"]}, "payment_method_update": {"enabled": False},
+        "subscription_update": {"products": [{"product": "prod_free", "prices": ["price_free_monthly"]}]}}})
+    _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
+    index = next(i for i, line in enumerate(lines) if line.startswith("✗ Customer Portal"))
+    assert lines[index] == (f"✗ Customer Portal — {default.id}: payment methods are not updatable; billing info updates "
+                            "allow email only, not name, email and address; cancellation is immediately, not at "
+                            "period end; invoice history is hidden; plan switching offers other prices than the paid "
+                            "plans'")
+    assert lines[index + 1] == "    fix: run `flask stripe portal-config` (or set them in the Stripe Dashboard → " \
+                               "Settings → Billing → Customer portal)"
+    assert runner.invoke(args=["stripe", "portal-config"]).exit_code == 0
+    _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
+    assert any(line.startswith(f"✓ Customer Portal — {default.id}") for line in lines), "\n".join(lines)
+
+
+def test_sentry_https_cors_memory_rate_limits_and_failed_webhooks_are_each_named(seeded, migrated_database, redis_url,
+                                                                                 stripe_emulator):
+    with seeded.app_context():
+        db.session.execute(sa.text(
+            "INSERT INTO stripe_events (id, type, livemode, stripe_created, received_at, status, attempts, payload, "
+            "error) VALUES ('evt_failed_lately', 'invoice.payment_failed', false, now(), now(), 'failed', 3, '{}', "
+            "'KeyError: parent')"))
+        db.session.commit()
+    status, lines = doctor(migrated_database, "", stripe_emulator.url, SENTRY_DSN=None,
+                           APP_BASE_URL="http://billing.example.com", ALLOWED_ORIGINS='["*", "https://ok.example"]')
+    text = "\n".join(lines)
+    assert status == 1
+
+    def failure(title: str) -> tuple[str, str]:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"✗ {title}"))
+        return lines[index], lines[index + 1]
+
+    line, fix = failure("Recent webhook deliveries")
+    assert "1 of 1 event(s) of the last 24 hours failed (e.g. evt_failed_lately)" in line
+    assert "flask stripe replay-events --failed" in fix
+    line, fix = failure("Error monitoring")
+    assert "SENTRY_DSN is not set" in line and "deploy/.env.example" in fix
+    line, _ = failure("APP_BASE_URL")
+    assert "http://billing.example.com is not https" in line
+    line, _ = failure("CORS origins")
+    assert "not https or a wildcard: *" in line and "ok.example" not in line
+    line, fix = failure("Rate limiting")
+    assert "counted in memory storage" in line and "REDIS_URL" in fix
+    assert "deploy/.env.example" in text or "REDIS_URL not set" in text

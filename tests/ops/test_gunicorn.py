@@ -1,4 +1,6 @@
-"""`deploy/gunicorn.conf.py` for real: gunicorn with two workers, metrics added up across them, structlog lines."""
+"""gunicorn.conf.py for real: gunicorn with two workers, metrics added up across them, structlog lines — with
+`-c deploy/gunicorn.conf.py`, and as the README starts it (`gunicorn wsgi:app -w 2`, the root config read by
+gunicorn itself)."""
 from __future__ import annotations
 
 import os
@@ -79,3 +81,49 @@ def test_gunicorn_serves_the_app_with_multiprocess_metrics_and_structured_logs(s
     requests = [line for line in lines if "request_completed" in line and "path=/pricing" in line]
     assert len(requests) == 6 and all("request_id=" in line for line in requests)
     assert not any(line.startswith("[20") for line in lines), "gunicorn's own format leaked through"
+
+
+def wait_until_up(process, port: int, log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            get(f"http://127.0.0.1:{port}/healthz")
+            return
+        except OSError:
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+
+
+def test_the_readme_command_adds_up_both_workers_metrics(seeded, tmp_path):
+    """`gunicorn wsgi:app -w 2` typed as is: every scrape, whichever worker answers it, counts every delivery."""
+    port = free_port()
+    env = {"PATH": f"{ROOT / '.venv/bin'}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path),
+           "ENVIRONMENT": "testing", "DATABASE_URL": seeded.config["DATABASE_URL"],
+           "REDIS_URL": seeded.config["REDIS_URL"], "STRIPE_API_BASE": seeded.config.get("STRIPE_API_BASE") or "",
+           "GUNICORN_BIND": f"127.0.0.1:{port}", "STRIPE_WEBHOOK_SECRET": "whsec_" + "r" * 32}
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen("gunicorn wsgi:app -w 2", shell=True, cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_up(process, port, log_path)
+        for _ in range(5):  # unsigned deliveries, spread over both workers
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/billing/webhooks/stripe", data=b"{}",
+                                             headers={"Content-Type": "application/json"}, method="POST")
+            try:
+                urllib.request.urlopen(request, timeout=5)
+            except urllib.error.HTTPError as error:
+                assert error.code == 400
+        counted = set()
+        for _ in range(8):
+            status, body, _ = get(f"http://127.0.0.1:{port}/metrics")
+            assert status == 200
+            assert "process_resident_memory_bytes" not in body  # the summed multiprocess registry answers
+            line = next(line for line in body.splitlines()
+                        if line.startswith('stripe_webhook_events_total{outcome="invalid_signature",type="unknown"}'))
+            counted.add(line.rsplit(" ", 1)[1])
+        assert counted == {"5.0"}, counted
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

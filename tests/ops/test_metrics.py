@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -9,9 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import SubscriptionPlan, User, UserSubscription
+from app.models import SubscriptionPlan, User, UserSubscription, utcnow
 from app.services import metrics
-from app.services.reporting import revenue_summary
+from app.services.reporting import churn, conversions, revenue_summary
 
 ISSUE_COUNTERS = (
     "billing_checkout_sessions_created_total",
@@ -218,3 +219,30 @@ def test_metric_names_in_the_alert_rules_exist(client, seeded):
     exposed = {key.split("{")[0].removesuffix("_bucket") for key in scrape(client)}
     missing = {name for name in used if name not in exposed}
     assert len(used) >= 10 and not missing, missing
+
+
+def test_conversion_upgrade_and_churn_rates_are_gauges_equal_to_the_dashboards(app, client, seeded):
+    with app.app_context():
+        add_subscription("kept@example.com", "starter", "monthly")
+        add_subscription("gone@example.com", "pro", "monthly", status="canceled")
+        long_ago, lately = utcnow() - timedelta(days=60), utcnow() - timedelta(days=5)
+        for row in db.session.scalars(select(UserSubscription)):
+            row.created_at = long_ago
+            if row.status == "canceled":
+                row.ended_at = lately
+        db.session.commit()
+        rates = {c.path: c.rate for c in conversions(30)}
+        churn_rate = churn(30).rate
+    assert churn_rate == Decimal("0.5")  # one of the two live 30 days ago has ended
+
+    samples = scrape(client)
+    assert samples['billing_churn_rate{window="30d"}'] == pytest.approx(0.5)
+    assert samples['billing_conversion_rate{path="free_starter"}'] == pytest.approx(float(rates["free_starter"]))
+    assert samples['billing_conversion_rate{path="free_pro"}'] == pytest.approx(float(rates["free_pro"]))
+    if rates["starter_pro"] is None:  # nobody has been on Starter through the app's own flow: no base to divide by
+        assert not any(key.startswith("billing_upgrade_rate") for key in samples)
+    else:
+        assert samples['billing_upgrade_rate{path="starter_pro"}'] == pytest.approx(float(rates["starter_pro"]))
+    text = client.get("/metrics").get_data(as_text=True)
+    for name in ("billing_conversion_rate", "billing_upgrade_rate", "billing_churn_rate"):
+        assert f"# TYPE {name} gauge" in text, name

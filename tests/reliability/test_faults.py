@@ -293,6 +293,7 @@ def test_stripe_down_checkout_and_portal_say_temporarily_unavailable_and_write_n
         # Webhooks do not need Stripe when the event carries a newer state: applied as usual.
         sub["cancel_at_period_end"] = True
         event = {"id": "evt_while_stripe_down", "object": "event", "type": "customer.subscription.updated",
+                 "api_version": "2026-10-28.endive",
                  "created": int(time.time()) + 3600, "livemode": False, "data": {"object": sub}}
         payload = json.dumps(event, default=str).encode()
         response = client.post(app.config["API_PREFIX"] + "/billing/webhooks/stripe", data=payload,
