@@ -101,17 +101,18 @@ def test_a_rotating_forwarded_for_does_not_escape_the_log_in_limit(clean_env, mi
     assert 429 in statuses, statuses
 
 
-def test_gunicorn_binds_loopback_unless_told_otherwise(monkeypatch):
-    import importlib.util
+@pytest.mark.parametrize("config", ["gunicorn.conf.py", "deploy/gunicorn.conf.py"])
+def test_gunicorn_binds_loopback_unless_told_otherwise(monkeypatch, tmp_path, config):
+    import runpy
     from pathlib import Path
 
     for name in ("GUNICORN_BIND", "PORT"):
         monkeypatch.delenv(name, raising=False)
-    path = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
-    spec = importlib.util.spec_from_file_location("gunicorn_conf_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.bind == "127.0.0.1:8000"
+    # The config prepares Prometheus' multiprocess folder in os.environ: keep that inside this test.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("_SSB_PROMETHEUS_DIR_CLEARED", "1")
+    settings = runpy.run_path(str(Path(__file__).resolve().parents[2] / config))
+    assert settings["bind"] == "127.0.0.1:8000"
 
 
 def test_the_https_redirect_goes_to_app_base_url_not_the_host_header(clean_env, migrated_database,  # noqa: F811
