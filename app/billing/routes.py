@@ -16,7 +16,7 @@ from app.extensions import limiter
 from app.ratelimits import billing_limit, rate_limit_identity
 from app.services import DomainError
 from app.services.billing_summary import billing_summary, plan_outlook
-from app.services.catalog import free_limit, losses_on_free
+from app.services.catalog import free_limit, losses_between, losses_on_free
 from app.services.checkout import (
     PlanChangeRequired,
     create_portal_session,
@@ -26,7 +26,13 @@ from app.services.checkout import (
     sync_after_portal,
 )
 from app.services.strategies import count_strategies
-from app.services.subscriptions import change_plan, live_subscription, plan_change, set_cancel_at_period_end
+from app.services.subscriptions import (
+    change_plan,
+    keep_current_plan,
+    paid_subscription,
+    plan_change,
+    set_cancel_at_period_end,
+)
 from app.templating import date
 
 bp = Blueprint("billing", __name__)
@@ -137,8 +143,9 @@ def confirm_change():
     """
     form = validated(ChoosePlanForm(request.args, meta={"csrf": False}), back_to="pricing.show_pricing")
     change = plan_change(current_user, form.plan.data, form.cycle.data)
-    return render_template("billing/confirm_change.html", change=change, form=ChoosePlanForm(formdata=None,
-                           plan=form.plan.data, cycle=form.cycle.data))
+    losses = [] if change.immediate else losses_between(change.subscription.plan.name, change.plan.name)
+    return render_template("billing/confirm_change.html", change=change, losses=losses,
+                           form=ChoosePlanForm(formdata=None, plan=form.plan.data, cycle=form.cycle.data))
 
 
 @bp.post("/change")
@@ -158,6 +165,19 @@ def apply_change():
     return redirect(url_for("billing.show_billing"), 303)
 
 
+@bp.post("/keep")
+@login_required
+@limiter.limit(billing_limit, key_func=rate_limit_identity)
+@refusals_go_to("billing.show_billing")
+def keep_plan():
+    """Undo a scheduled downgrade: the current plan renews as it is."""
+    validated(ActionForm(), fallback="The form expired; please try again.")
+    subscription = keep_current_plan(current_user)
+    flash(f"You keep {subscription.plan.display_name}: it renews on {date(subscription.current_period_end)}.",
+          "success")
+    return redirect(url_for("billing.show_billing"), 303)
+
+
 @bp.post("/portal")
 @login_required
 @limiter.limit(billing_limit, key_func=rate_limit_identity)
@@ -174,7 +194,7 @@ def open_portal():
 @login_required
 def confirm_cancel():
     """The confirmation page of a cancellation: until when the plan lasts, what Free leaves out, what is dropped."""
-    subscription = live_subscription(current_user.id)
+    subscription = paid_subscription(current_user.id)
     if subscription is None or current_user.stripe_customer_id is None:
         flash("You are on the Free plan: there is no paid plan to cancel.", "info")
         return redirect(url_for("billing.show_billing"), 303)

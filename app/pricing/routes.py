@@ -1,8 +1,9 @@
 from flask import Blueprint, current_app, redirect, render_template, session, url_for
 from flask_login import current_user
 
+from app.services.billing_summary import plan_outlook
 from app.services.catalog import active_plans
-from app.services.queries import live_subscription
+from app.services.subscriptions import paid_subscription
 
 
 bp = Blueprint("pricing", __name__)
@@ -26,9 +27,10 @@ def show_pricing():
     plans = active_plans()
     if not current_user.is_authenticated and "_flashes" not in session:
         return anonymous_page(plans)
-    subscription = live_subscription(current_user.id) if current_user.is_authenticated else None
-    current_plan_name, current_cycle = None, None
+    subscription = paid_subscription(current_user.id) if current_user.is_authenticated else None
+    current_plan_name, current_cycle, scheduled_change = None, None, None
     if subscription is not None:
+        scheduled_change = plan_outlook(current_user, subscription).scheduled_change
         current_plan_name, current_cycle = subscription.plan.name, subscription.billing_cycle
     elif current_user.is_authenticated:
         current_plan_name = "free"
@@ -38,6 +40,7 @@ def show_pricing():
         subscription=subscription,
         current_plan_name=current_plan_name,
         current_cycle=current_cycle,
+        scheduled_change=scheduled_change,
     )
 
 
@@ -49,6 +52,6 @@ def anonymous_page(plans) -> str:
     if cached is not None and cached[0] == plans:
         return cached[1]
     html = render_template("pricing/index.html", plans=plans, subscription=None, current_plan_name=None,
-                           current_cycle=None)
+                           current_cycle=None, scheduled_change=None)
     current_app.extensions["anonymous_pricing_page"] = (plans, html)
     return html

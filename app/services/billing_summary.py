@@ -9,10 +9,9 @@ from app.extensions import cache
 from app.logging import get_logger
 from app.models import User, UserSubscription
 from app.services import DomainError, stripe_gateway
-from app.services.queries import live_subscription
 from app.services.signals import SyncResult
-from app.services.stripe_gateway import from_timestamp
-from app.services.subscriptions import ScheduledChange, scheduled_change_of
+from app.services.stripe_gateway import from_timestamp, id_of
+from app.services.subscriptions import ScheduledChange, paid_subscription, scheduled_change_of
 
 log = get_logger(__name__)
 
@@ -27,6 +26,17 @@ class Invoice:
     status: str
     hosted_invoice_url: str | None
     invoice_pdf: str | None
+    amount_remaining_cents: int = 0
+    next_payment_attempt: datetime | None = None
+    subscription_id: str | None = None
+
+
+def invoice_of(data: dict[str, Any]) -> Invoice:
+    """The fields the billing page shows of one Stripe invoice."""
+    return Invoice(data["id"], data.get("number"), from_timestamp(data.get("created")), int(data.get("total") or 0),
+                   data.get("currency") or "usd", data.get("status") or "", data.get("hosted_invoice_url"),
+                   data.get("invoice_pdf"), int(data.get("amount_remaining") or 0),
+                   from_timestamp(data.get("next_payment_attempt")), id_of(data.get("subscription")))
 
 
 @dataclass
@@ -52,6 +62,16 @@ class BillingSummary(PlanOutlook):
             return None
         return sub.plan.price_for(sub.billing_cycle)
 
+    @property
+    def payment_due(self) -> bool:
+        """Stripe holds an unpaid invoice of the subscription and retries it (or has stopped, when unpaid)."""
+        return self.subscription is not None and self.subscription.status in ("past_due", "unpaid")
+
+    @property
+    def unpaid_invoice(self) -> Invoice | None:
+        """The newest open invoice: what a past-due subscription owes, and when Stripe tries the card again."""
+        return next((invoice for invoice in self.invoices if invoice.status == "open"), None)
+
 
 def card_of(payment_method: Any) -> tuple[str | None, str | None]:
     if isinstance(payment_method, dict) and payment_method.get("card"):
@@ -61,7 +81,7 @@ def card_of(payment_method: Any) -> tuple[str | None, str | None]:
 
 def billing_summary(user: User) -> BillingSummary:
     """The billing page's data; Stripe being down degrades to the local copy, never to an error page."""
-    summary = BillingSummary(live_subscription(user.id))
+    summary = BillingSummary(paid_subscription(user.id))
     if not user.stripe_customer_id:
         return summary
     try:
@@ -70,12 +90,7 @@ def billing_summary(user: User) -> BillingSummary:
         summary.card_brand, summary.card_last4 = card_of(
             (customer.get("invoice_settings") or {}).get("default_payment_method"))
         invoices = stripe_gateway.list_invoices(user.stripe_customer_id, limit=12)
-        summary.invoices = [
-            Invoice(i["id"], i.get("number"), from_timestamp(i.get("created")), int(i.get("total") or 0),
-                    i.get("currency") or "usd", i.get("status") or "", i.get("hosted_invoice_url"),
-                    i.get("invoice_pdf"))
-            for i in invoices if i.get("status") != "draft"
-        ]
+        summary.invoices = [invoice_of(i) for i in invoices if i.get("status") != "draft"]
         if summary.subscription is not None:
             sub = stripe_gateway.retrieve_subscription(summary.subscription.stripe_subscription_id,
                                                        expand=["schedule", "default_payment_method"])

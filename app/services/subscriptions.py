@@ -27,6 +27,15 @@ class SubscriptionError(DomainError):
     code = "subscription_error"
 
 
+def paid_subscription(user_id: int) -> UserSubscription | None:
+    """The user's live subscription unless it is to the $0 price (made in the Dashboard, or by a Portal that
+    offered Free): such a subscription is the Free plan — nothing renews, nothing to cancel."""
+    subscription = live_subscription(user_id)
+    if subscription is None or subscription.plan.is_free:
+        return None
+    return subscription
+
+
 def require_live_subscription(user: User) -> UserSubscription:
     subscription = live_subscription(user.id)
     if subscription is None or user.stripe_customer_id is None:
@@ -37,6 +46,8 @@ def require_live_subscription(user: User) -> UserSubscription:
 def set_cancel_at_period_end(user: User, cancel: bool) -> UserSubscription:
     """Cancel at period end (access continues until then) or resume; Stripe first, then the copy."""
     subscription = require_live_subscription(user)
+    if subscription.plan.is_free:
+        raise SubscriptionError("You are on the Free plan: there is no paid plan to cancel.", code="no_subscription")
     if subscription.status == "canceled":
         raise SubscriptionError("This subscription has already ended.", code="subscription_ended", status=409)
     if cancel == subscription.cancel_at_period_end:
@@ -65,6 +76,17 @@ def release_schedule(sub: dict[str, Any]) -> bool:
     stripe_gateway.release_subscription_schedule(schedule_id, idempotency_key=f"release-{schedule_id}")
     log.info("subscription_schedule_released", subscription=sub["id"], schedule=schedule_id)
     return True
+
+
+def keep_current_plan(user: User) -> UserSubscription:
+    """Undo a scheduled downgrade: the schedule is released, so the subscription renews on the plan it has now."""
+    subscription = require_live_subscription(user)
+    sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id, expand=["schedule"])
+    if scheduled_change_of(sub) is None or not release_schedule(sub):
+        raise SubscriptionError(f"No plan change is scheduled: {subscription.plan.display_name} renews as it is.",
+                                code="no_scheduled_change", status=409)
+    sync_customer(user.stripe_customer_id)
+    return db.session.get(UserSubscription, subscription.id)
 
 
 def cancellation_pending(sub: dict[str, Any]) -> bool:
