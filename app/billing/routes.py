@@ -15,6 +15,8 @@ from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
 from app.ratelimits import billing_limit, rate_limit_identity
 from app.services import DomainError
+from app.services.stripe_gateway import PaymentDeclined
+from app.urls import external_url
 from app.services.billing_summary import billing_summary, plan_outlook
 from app.services.catalog import free_limit, losses_between, losses_on_free
 from app.services.checkout import (
@@ -110,7 +112,9 @@ def start_checkout_session():
     """Free → paid: 303 to Stripe Checkout; a paying user goes to the plan-change confirmation instead."""
     form = validated(ChoosePlanForm(), fallback="Please choose a plan and a billing cycle.")
     try:
-        checkout = start_checkout(current_user.id, form.plan.data, form.cycle.data)
+        checkout = start_checkout(current_user.id, form.plan.data, form.cycle.data,
+                                  cancel_url=external_url("pricing.show_pricing", checkout="left",
+                                                          plan=form.plan.data, cycle=form.cycle.data))
     except PlanChangeRequired:
         return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
     return redirect(checkout.url, 303)
@@ -155,7 +159,13 @@ def confirm_change():
 def apply_change():
     """Apply a confirmed plan change to the existing subscription."""
     form = validated(ChoosePlanForm())
-    change = change_plan(current_user, form.plan.data, form.cycle.data)
+    try:
+        change = change_plan(current_user, form.plan.data, form.cycle.data)
+    except PaymentDeclined as declined:
+        # Its own category: the message comes with an "Update card" button (base.html).
+        flash(f"{declined.message} Nothing changed and nothing was charged: you are still on your current plan.",
+              "card-declined")
+        return redirect(url_for("billing.show_billing"), 303)
     withdrawn = " Your cancellation is withdrawn." if change.withdraws_cancellation else ""
     if change.immediate:
         flash(f"You are now on {change.plan.display_name} ({change.cycle}).{withdrawn}", "success")

@@ -1,8 +1,8 @@
-from flask import Blueprint, current_app, redirect, render_template, session, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from app.services.billing_summary import plan_outlook
-from app.services.catalog import active_plans
+from app.services.catalog import active_plans, losses_between
 from app.services.subscriptions import paid_subscription
 
 
@@ -21,6 +21,11 @@ def favicon():
     return redirect(url_for("static", filename="favicon.ico"), 301)
 
 
+def beyond_free(plans) -> dict[str, list[str]]:
+    """Each paid plan's card lists what it adds to Free (under "Everything in Free, plus"), not Free's lines again."""
+    return {plan.name: [loss.now for loss in losses_between(plan.name, "free")] for plan in plans if not plan.is_free}
+
+
 @bp.get("/pricing")
 def show_pricing():
     """The three plans with their features, a monthly/yearly switch and the visitor's current plan."""
@@ -34,13 +39,18 @@ def show_pricing():
         current_plan_name, current_cycle = subscription.plan.name, subscription.billing_cycle
     elif current_user.is_authenticated:
         current_plan_name = "free"
+    left_checkout = request.args.get("checkout") == "left"
+    shown_cycle = request.args.get("cycle") if left_checkout else None
     return render_template(
         "pricing/index.html",
+        left_checkout=left_checkout,
+        shown_cycle=shown_cycle if shown_cycle in ("monthly", "yearly") else current_cycle,
         plans=plans,
         subscription=subscription,
         current_plan_name=current_plan_name,
         current_cycle=current_cycle,
         scheduled_change=scheduled_change,
+        beyond_free=beyond_free(plans),
     )
 
 
@@ -52,6 +62,7 @@ def anonymous_page(plans) -> str:
     if cached is not None and cached[0] == plans:
         return cached[1]
     html = render_template("pricing/index.html", plans=plans, subscription=None, current_plan_name=None,
-                           current_cycle=None, scheduled_change=None)
+                           current_cycle=None, shown_cycle=None, left_checkout=False, scheduled_change=None,
+                           beyond_free=beyond_free(plans))
     current_app.extensions["anonymous_pricing_page"] = (plans, html)
     return html

@@ -111,3 +111,31 @@ def test_a_subscription_to_the_zero_price_is_free(billing, stripe_emulator):
     refused = billing.post("/billing/cancel")
     assert refused.status_code == 303
     assert "no paid plan to cancel" in billing.client.get("/billing").get_data(as_text=True)
+
+
+def test_leaving_checkout_keeps_the_cycle_and_says_nothing_was_charged(billing, stripe_emulator):
+    response = billing.checkout("pro", "yearly")
+    session_id = response.headers["Location"].rsplit("/", 1)[-1]
+    cancel_url = stripe_emulator.client().v1.checkout.sessions.retrieve(session_id).cancel_url
+    page = billing.client.get(cancel_url[cancel_url.index("/pricing"):]).get_data(as_text=True)
+    assert 'data-testid="left-checkout"' in page and "nothing was charged" in page
+    assert re.search(r'id="cycle-yearly" checked', page)
+
+
+def test_a_declined_upgrade_says_nothing_changed_and_offers_the_card(billing, stripe_emulator):
+    billing.subscribe("starter", "monthly", card=FAILING_CARD)
+    refused = billing.post("/billing/change", plan="pro", cycle="monthly")
+    assert refused.status_code == 303 and refused.headers["Location"].endswith("/billing")
+    page = billing.client.get("/billing").get_data(as_text=True)
+    declined = text_of(page[page.index('data-testid="card-declined"'):page.index("</form>", page.index(
+        'data-testid="card-declined"'))])
+    assert "Nothing changed and nothing was charged" in declined and "Update card" in declined
+    [row] = billing.subscriptions()
+    assert row.plan.name == "starter"
+
+
+def test_paid_plans_list_what_they_add_to_free(client, seeded):
+    page = client.get("/pricing").get_data(as_text=True)
+    starter = text_of(page[page.index('data-plan="starter"'):page.index('data-plan="pro"')])
+    assert "Everything in Free, plus" in starter and "Paper trading" not in starter
+    assert "Up to 25 strategies" in starter
