@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.extensions import cache
+from sqlalchemy import select
+
+from app.extensions import cache, db
 from app.logging import get_logger
 from app.models import User, UserSubscription
 from app.services import DomainError, stripe_gateway
@@ -36,7 +38,13 @@ def invoice_of(data: dict[str, Any]) -> Invoice:
     return Invoice(data["id"], data.get("number"), from_timestamp(data.get("created")), int(data.get("total") or 0),
                    data.get("currency") or "usd", data.get("status") or "", data.get("hosted_invoice_url"),
                    data.get("invoice_pdf"), int(data.get("amount_remaining") or 0),
-                   from_timestamp(data.get("next_payment_attempt")), id_of(data.get("subscription")))
+                   from_timestamp(data.get("next_payment_attempt")), invoice_subscription_id(data))
+
+
+def invoice_subscription_id(data: dict[str, Any]) -> str | None:
+    """The subscription an invoice bills: under `parent.subscription_details` since API 2025-03-31."""
+    details = (data.get("parent") or {}).get("subscription_details") or {}
+    return id_of(details.get("subscription")) or id_of(data.get("subscription"))
 
 
 @dataclass
@@ -50,10 +58,31 @@ class PlanOutlook:
 
 
 @dataclass
+class EndedPlan:
+    """The paid plan a Free account had last, and why it ended (Stripe's `cancellation_details.reason`:
+    `payment_failed` when the retries ran out, `cancellation_requested` when the customer canceled)."""
+
+    plan_display: str
+    ended_at: datetime | None
+    reason: str | None
+    stripe_subscription_id: str
+
+    @property
+    def payment_failed(self) -> bool:
+        return self.reason == "payment_failed"
+
+
+@dataclass
 class BillingSummary(PlanOutlook):
     card_brand: str | None = None
     card_last4: str | None = None
     invoices: list[Invoice] = field(default_factory=list)
+    ended: EndedPlan | None = None
+
+    def left_unpaid(self, invoice: Invoice) -> bool:
+        """An invoice still open from a plan that ended because its payment failed: Stripe no longer retries it."""
+        return (invoice.status == "open" and self.ended is not None and self.ended.payment_failed
+                and invoice.subscription_id == self.ended.stripe_subscription_id)
 
     @property
     def next_amount(self):
@@ -91,7 +120,9 @@ def billing_summary(user: User) -> BillingSummary:
             (customer.get("invoice_settings") or {}).get("default_payment_method"))
         invoices = stripe_gateway.list_invoices(user.stripe_customer_id, limit=12)
         summary.invoices = [invoice_of(i) for i in invoices if i.get("status") != "draft"]
-        if summary.subscription is not None:
+        if summary.subscription is None:
+            summary.ended = ended_plan(user)
+        else:
             sub = stripe_gateway.retrieve_subscription(summary.subscription.stripe_subscription_id,
                                                        expand=["schedule", "default_payment_method"])
             if summary.card_last4 is None:
@@ -101,6 +132,23 @@ def billing_summary(user: User) -> BillingSummary:
         log.warning("billing_summary_degraded", code=error.code)
         summary.stripe_unavailable = True
     return summary
+
+
+def ended_plan(user: User) -> EndedPlan | None:
+    """The user's last ended paid subscription, with Stripe's reason for ending it (Stripe is asked: our copy keeps
+    no reason)."""
+    row = db.session.scalar(
+        select(UserSubscription)
+        .where(UserSubscription.user_id == user.id, UserSubscription.status.in_(("canceled", "incomplete_expired")))
+        .order_by(UserSubscription.ended_at.desc().nulls_last(), UserSubscription.id.desc())
+        .limit(1)
+    )
+    if row is None or row.plan.is_free:
+        return None
+    sub = stripe_gateway.retrieve_subscription(row.stripe_subscription_id)
+    reason = (sub.get("cancellation_details") or {}).get("reason")
+    return EndedPlan(row.plan.display_name, row.ended_at or from_timestamp(sub.get("ended_at")), reason,
+                     row.stripe_subscription_id)
 
 
 #: How long the account page may reuse what Stripe said of a subscription's schedule. Every billing commit for the

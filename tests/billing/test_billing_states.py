@@ -139,3 +139,22 @@ def test_paid_plans_list_what_they_add_to_free(client, seeded):
     starter = text_of(page[page.index('data-plan="starter"'):page.index('data-plan="pro"')])
     assert "Everything in Free, plus" in starter and "Paper trading" not in starter
     assert "Up to 25 strategies" in starter
+
+
+def test_a_plan_ended_by_failed_payments_says_so_and_explains_its_invoice(billing, stripe_emulator,
+                                                                          webhooks_to_app):
+    billing.subscribe("starter", "monthly", card=FAILING_CARD)
+    [row] = billing.subscriptions()
+    stripe_emulator.advance(to=int(row.current_period_end.timestamp()) + 60)
+    stripe_emulator.flush()
+    for _ in range(3):  # the retries, three days apart, until Stripe gives up and ends the subscription
+        stripe_emulator.advance(days=3)
+        stripe_emulator.flush()
+    [row] = billing.subscriptions()
+    assert row.status == "canceled"
+    page = billing.client.get("/billing").get_data(as_text=True)
+    ended = text_of(page[page.index('data-testid="plan-ended"'):page.index("</div>", page.index(
+        'data-testid="plan-ended"'))])
+    assert f"Your Starter plan ended on {date(row.ended_at)} because the payment failed" in ended
+    assert "Unpaid · plan ended" in page and ">Open<" not in page
+    assert 'data-testid="payment-banner"' not in billing.client.get("/pricing").get_data(as_text=True)

@@ -105,3 +105,45 @@ def test_a_subscription_to_the_zero_price_reads_free(sized):
     page.goto(site.url + "/pricing")
     expect(page.locator("[data-plan=free]")).to_contain_text("Current plan")
     expect(page.locator("[data-plan=free]")).not_to_contain_text("Downgrade to Free")
+
+
+def test_a_plan_ended_by_failed_payments_says_why(sized, webhooks_to_app):
+    site, page, emulator = sized, sized.page, sized.emulator
+    subscribe(site, "gone@example.com", "starter", FAILING_CARD)
+    [row] = site.subscriptions("gone@example.com")
+    emulator.advance(to=int(row["current_period_end"].timestamp()) + 60)
+    emulator.flush()
+    for _ in range(3):
+        emulator.advance(days=3)
+        emulator.flush()
+    [row] = site.subscriptions("gone@example.com")
+    assert row["status"] == "canceled"
+    page.goto(site.url + "/billing")
+    expect(page.get_by_test_id("plan-ended")).to_contain_text("Your Starter plan ended on")
+    expect(page.get_by_test_id("plan-ended")).to_contain_text("because the payment failed")
+    expect(page.get_by_test_id("invoices")).to_contain_text("Unpaid · plan ended")
+    expect(page.get_by_test_id("billing-plan")).to_have_text("Free")
+    fits_the_screen(page)
+
+
+def test_a_declined_upgrade_changes_nothing_and_offers_the_card(sized):
+    site, page = sized, sized.page
+    subscribe(site, "declined@example.com", "starter", FAILING_CARD)
+    site.choose("pro", "monthly")
+    page.get_by_role("button", name="Confirm change").click()
+    declined = page.get_by_test_id("card-declined")
+    expect(declined).to_contain_text("Nothing changed and nothing was charged")
+    expect(declined.get_by_role("button", name="Update card")).to_be_visible()
+    expect(page.get_by_test_id("billing-plan")).to_have_text("Starter")
+    fits_the_screen(page)
+
+
+def test_leaving_checkout_keeps_the_chosen_cycle(sized):
+    site, page = sized, sized.page
+    site.signup("undecided@example.com")
+    site.choose("pro", "yearly")
+    page.locator("#back-link").click()
+    expect(page.get_by_test_id("left-checkout")).to_contain_text("nothing was charged")
+    expect(page.locator("#cycle-yearly")).to_be_checked()
+    expect(page.locator("[data-plan=pro] form.choose-yearly button")).to_be_visible()
+    fits_the_screen(page)
