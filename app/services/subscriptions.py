@@ -14,7 +14,7 @@ from typing import Any
 from app.extensions import db
 from app.logging import get_logger
 from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription
-from app.services import DomainError, stripe_gateway
+from app.services import DomainError, audit, stripe_gateway
 from app.services.catalog import plan_for_price, validate_choice
 from app.services.queries import live_subscription
 from app.services.stripe_gateway import from_timestamp, id_of
@@ -85,6 +85,8 @@ def keep_current_plan(user: User) -> UserSubscription:
     if scheduled_change_of(sub) is None or not release_schedule(sub):
         raise SubscriptionError(f"No plan change is scheduled: {subscription.plan.display_name} renews as it is.",
                                 code="no_scheduled_change", status=409)
+    audit.record("subscription.downgrade_withdrawn", user.id, subscription=subscription.stripe_subscription_id,
+                 plan=subscription.plan.name, cycle=subscription.billing_cycle)
     sync_customer(user.stripe_customer_id)
     return db.session.get(UserSubscription, subscription.id)
 
@@ -184,6 +186,9 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
             stripe_gateway.update_subscription(subscription.stripe_subscription_id,
                                                withdraw_cancellation_params(sub), idempotency_key=key + "-resume")
         schedule_downgrade(subscription, sub, change.price_id, key)
+        audit.record("subscription.downgrade_scheduled", user.id, subscription=subscription.stripe_subscription_id,
+                     plan=change.plan.name, cycle=change.cycle,
+                     at=change.effective_at.isoformat() if change.effective_at else None)
     sync_customer(user.stripe_customer_id)
     return change
 

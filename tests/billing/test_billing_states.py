@@ -6,6 +6,11 @@ is mocked.
 """
 import re
 
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import AuditLog
+
 from app.services.stripe_gateway import from_timestamp
 from app.templating import date
 from tests.billing.test_pending_changes import billing_period_line, stripe_subscription
@@ -158,3 +163,21 @@ def test_a_plan_ended_by_failed_payments_says_so_and_explains_its_invoice(billin
     assert f"Your Starter plan ended on {date(row.ended_at)} because the payment failed" in ended
     assert "Unpaid · plan ended" in page and ">Open<" not in page
     assert 'data-testid="payment-banner"' not in billing.client.get("/pricing").get_data(as_text=True)
+
+
+def test_a_scheduled_downgrade_and_its_withdrawal_are_audited(billing):
+    billing.subscribe("pro", "monthly")
+    billing.post("/billing/change", plan="starter", cycle="monthly")
+    billing.post("/billing/keep")
+    with billing.app.app_context():
+        entries = db.session.scalars(sa.select(AuditLog).order_by(AuditLog.id)).all()
+        by_action = {entry.action: entry.details for entry in entries}
+    assert by_action["subscription.downgrade_scheduled"]["plan"] == "starter"
+    assert by_action["subscription.downgrade_scheduled"]["cycle"] == "monthly"
+    assert by_action["subscription.downgrade_withdrawn"]["plan"] == "pro"
+
+
+def test_the_navigation_marks_the_current_page(billing):
+    page = billing.client.get("/billing").get_data(as_text=True)
+    assert re.search(r'class="nav-link active" href="/billing" aria-current="page"', page)
+    assert 'href="/pricing" aria-current' not in page

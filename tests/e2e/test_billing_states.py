@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 
 from app.services.stripe_gateway import from_timestamp
 from app.templating import date
+from tests.factories import UserFactory
 
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 FAILING_CARD = "4000 0000 0000 0341"
@@ -146,4 +147,29 @@ def test_leaving_checkout_keeps_the_chosen_cycle(sized):
     expect(page.get_by_test_id("left-checkout")).to_contain_text("nothing was charged")
     expect(page.locator("#cycle-yearly")).to_be_checked()
     expect(page.locator("[data-plan=pro] form.choose-yearly button")).to_be_visible()
+    fits_the_screen(page)
+
+
+def test_admin_pages_fit_and_show_money_and_scheduled_downgrades(sized, webhooks_to_app):
+    site, page = sized, sized.page
+    subscribe(site, "audited@example.com", "pro")
+    site.choose("starter", "monthly")
+    page.get_by_role("button", name="Confirm change").click()
+    expect(page.get_by_test_id("keep-plan")).to_be_visible()
+    with site.app.app_context():
+        UserFactory(email="boss@example.com", is_admin=True)
+    page.context.clear_cookies()
+    page.goto(site.url + "/login")
+    page.fill("input[name=email]", "boss@example.com")
+    page.fill("input[name=password]", "correct horse")
+    page.locator("main form button[type=submit]").click()
+    page.goto(site.url + "/admin")
+    audit = page.get_by_test_id("audit-log")
+    expect(audit).to_contain_text("subscription.downgrade_scheduled")
+    expect(audit).to_contain_text("amount $49.99")
+    expect(audit).not_to_contain_text("4999")
+    page.screenshot(path=f"/tmp/admin-{page.viewport_size['width']}.png", full_page=True)
+    fits_the_screen(page)
+    page.goto(site.url + "/admin/users?email=audited@example.com")
+    expect(page.get_by_test_id("user-audit")).to_contain_text("amount $49.99")
     fits_the_screen(page)
