@@ -9,7 +9,7 @@ import re
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import AuditLog
+from app.models import AlertSettings, AuditLog, User
 
 from app.services.stripe_gateway import from_timestamp
 from app.templating import date
@@ -181,3 +181,14 @@ def test_the_navigation_marks_the_current_page(billing):
     page = billing.client.get("/billing").get_data(as_text=True)
     assert re.search(r'class="nav-link active" href="/billing" aria-current="page"', page)
     assert 'href="/pricing" aria-current' not in page
+
+
+def test_the_real_time_switch_is_off_when_the_plan_has_no_real_time_alerts(billing):
+    billing.subscribe("starter", "monthly")  # email alerts, no real-time ones; the saved setting says on
+    with billing.app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == "trader@example.com"))
+        db.session.add(AlertSettings(user_id=user.id, email_enabled=True, realtime_enabled=True))
+        db.session.commit()
+    page = billing.client.get("/alerts/").get_data(as_text=True)
+    switch = re.search(r'<input[^>]*id="realtime_enabled"[^>]*>', page).group(0)
+    assert "disabled" in switch and "checked" not in switch
