@@ -14,7 +14,8 @@ pays through the emulator's hosted Checkout in Chromium (Debian's, as in the tes
 - pricing-pending.png    the pricing page then: "Keep Pro" on Pro, "Starts …" on Starter
 - past-due.png           a Starter renewal failed (card 4000 0000 0000 0341): amount due, next retry, Update card
 
-and the states' phone views, 390 px wide: billing-390.png, pending-downgrade-390.png, past-due-390.png.
+and the states' phone views, 390 px wide: billing-390.png, confirm-downgrade-390.png, pending-downgrade-390.png,
+past-due-390.png.
 
 Not part of `make test`; run it after changing the billing templates or app.css.
 """
@@ -100,18 +101,14 @@ def pro_user(page: Page, base: str, emulator, out_dir: Path) -> None:
     page.screenshot(path=str(out_dir / "success.png"), full_page=True)
     page.goto(base + "/billing")
     expect(page.get_by_test_id("invoices")).to_be_visible()
-    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
-    page.screenshot(path=str(out_dir / "billing.png"), full_page=True)
-    page.set_viewport_size(PHONE)
-    page.screenshot(path=str(out_dir / "billing-390.png"), full_page=True)
-    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+    shoot(page, out_dir, "billing", phone=True)
     page.get_by_role("link", name="Cancel plan").click()
     expect(page.get_by_role("button", name="Cancel at period end")).to_be_visible()
     page.screenshot(path=str(out_dir / "confirm-cancel.png"), full_page=True)
     page.goto(base + "/pricing")
     page.locator("[data-plan=starter] form.choose-monthly button").click()
     expect(page.get_by_test_id("change-losses")).to_be_visible()
-    page.screenshot(path=str(out_dir / "confirm-downgrade.png"), full_page=True)
+    shoot(page, out_dir, "confirm-downgrade", phone=True)
     page.get_by_role("button", name="Confirm change").click()
     expect(page.get_by_test_id("keep-plan")).to_be_visible()
     shoot(page, out_dir, "pending-downgrade", phone=True)
@@ -153,7 +150,7 @@ def visitor_choice(page: Page, base: str, out_dir: Path) -> None:
 
 
 SHOTS = ("success.png", "billing.png", "billing-390.png", "confirm-change.png", "confirm-cancel.png",
-         "review-plan.png", "confirm-downgrade.png", "pending-downgrade.png", "pending-downgrade-390.png",
+         "review-plan.png", "confirm-downgrade.png", "confirm-downgrade-390.png", "pending-downgrade.png", "pending-downgrade-390.png",
          "pricing-pending.png", "past-due.png", "past-due-390.png")
 
 

@@ -8,6 +8,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from app.extensions import db
+from app.models import AlertSettings
 from app.services.stripe_gateway import from_timestamp
 from app.templating import date
 from tests.factories import UserFactory
@@ -172,4 +174,27 @@ def test_admin_pages_fit_and_show_money_and_scheduled_downgrades(sized, webhooks
     fits_the_screen(page)
     page.goto(site.url + "/admin/users?email=audited@example.com")
     expect(page.get_by_test_id("user-audit")).to_contain_text("amount $49.99")
+    fits_the_screen(page)
+
+
+def test_invoices_navigation_and_the_locked_switch(sized):
+    site, page = sized, sized.page
+    subscribe(site, "tidy@example.com", "starter")
+    page.goto(site.url + "/billing")
+    view = page.get_by_test_id("invoices").get_by_role("link", name="View")
+    expect(view).to_be_visible()
+    box = view.bounding_box()
+    assert box and box["x"] + box["width"] <= page.viewport_size["width"], box  # no hidden sideways scroll
+    expect(page.locator(".site-nav a[aria-current=page]")).to_have_text("Billing")
+    fits_the_screen(page)
+
+    with site.app.app_context():
+        user = site.user("tidy@example.com")
+        db.session.add(AlertSettings(user_id=user.id, email_enabled=True, realtime_enabled=True))
+        db.session.commit()
+    page.goto(site.url + "/alerts/")
+    switch = page.locator("#realtime_enabled")
+    expect(switch).to_be_disabled()
+    expect(switch).not_to_be_checked()
+    expect(page.locator(".site-nav a[aria-current=page]")).to_have_text("Alerts")
     fits_the_screen(page)
