@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 
 from flask import Flask, request
 from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.models import UserSubscription
 from app.services.queries import live_subscription
@@ -35,8 +36,8 @@ def date(value: datetime | dt.date | None) -> str:
     if not isinstance(value, datetime):
         return value.strftime("%-d %b %Y")
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%-d %b %Y")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%-d %b %Y")
 
 
 def payment_problem() -> UserSubscription | None:
@@ -44,7 +45,10 @@ def payment_problem() -> UserSubscription | None:
     banner every page shows; None elsewhere and on the billing page, which says it in full."""
     if not current_user.is_authenticated or request.endpoint == "billing.show_billing":
         return None
-    subscription = live_subscription(current_user.id)
+    try:
+        subscription = live_subscription(current_user.id)
+    except SQLAlchemyError:  # an error page while the database is down still renders, without the banner
+        return None
     if subscription is None or subscription.status not in ("past_due", "unpaid"):
         return None
     return subscription

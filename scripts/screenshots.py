@@ -150,7 +150,8 @@ def visitor_choice(page: Page, base: str, out_dir: Path) -> None:
 
 
 SHOTS = ("success.png", "billing.png", "billing-390.png", "confirm-change.png", "confirm-cancel.png",
-         "review-plan.png", "confirm-downgrade.png", "confirm-downgrade-390.png", "pending-downgrade.png", "pending-downgrade-390.png",
+         "review-plan.png", "confirm-downgrade.png", "confirm-downgrade-390.png", "pending-downgrade.png",
+         "pending-downgrade-390.png",
          "pricing-pending.png", "past-due.png", "past-due-390.png")
 
 

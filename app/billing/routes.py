@@ -5,8 +5,8 @@ from (`@refusals_go_to`), as the API answers it with JSON (app/errors.py).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
-from typing import Callable
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -15,8 +15,6 @@ from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
 from app.ratelimits import billing_limit, rate_limit_identity
 from app.services import DomainError
-from app.services.stripe_gateway import PaymentDeclined
-from app.urls import external_url
 from app.services.billing_summary import billing_summary, plan_outlook
 from app.services.catalog import free_limit, losses_between, losses_on_free
 from app.services.checkout import (
@@ -28,6 +26,7 @@ from app.services.checkout import (
     sync_after_portal,
 )
 from app.services.strategies import count_strategies
+from app.services.stripe_gateway import PaymentDeclined
 from app.services.subscriptions import (
     change_plan,
     keep_current_plan,
@@ -36,6 +35,7 @@ from app.services.subscriptions import (
     set_cancel_at_period_end,
 )
 from app.templating import date
+from app.urls import external_url
 
 bp = Blueprint("billing", __name__)
 

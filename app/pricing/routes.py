@@ -5,7 +5,6 @@ from app.services.billing_summary import plan_outlook
 from app.services.catalog import active_plans, losses_between
 from app.services.subscriptions import paid_subscription
 
-
 bp = Blueprint("pricing", __name__)
 
 

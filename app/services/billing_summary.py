@@ -69,6 +69,7 @@ class EndedPlan:
 
     @property
     def payment_failed(self) -> bool:
+        """Ended because Stripe's retries ran out, not because the customer canceled."""
         return self.reason == "payment_failed"
 
 

@@ -2,7 +2,6 @@
 import email
 
 
-
 def test_billing_mails_have_an_html_part_in_the_layout_and_no_mid_sentence_breaks(billing, smtp_sink):
     billing.subscribe("starter", "monthly")
     [activated] = [m for m in smtp_sink.messages if "Welcome" in m["data"]]
