@@ -2,20 +2,31 @@
 from __future__ import annotations
 
 import datetime as dt
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 
-from flask import Flask
+from flask import Flask, request
+from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.models import UserSubscription
+from app.services.queries import live_subscription
+
+#: How a currency's amounts begin; any other currency is written with its ISO code (`CHF 19.99`).
+CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
 
 
-def money(value: Decimal | int | str | None, cents: bool = False, whole: bool = False) -> str:
+def money(value: Decimal | int | str | None, cents: bool = False, whole: bool = False, currency: str = "usd") -> str:
     """`Decimal('19.99')` -> `$19.99`; with cents=True, `1999` -> `$19.99`; whole=True rounds to dollars
-    (`$10,250`, for chart axes); a negative amount reads `-$5.00`."""
+    (`$10,250`, for chart axes); a negative amount reads `-$5.00`; `currency` (Stripe's lower-case ISO code) picks
+    the symbol, or the code itself (`CHF 1,250.00`)."""
     if value is None:
         return "—"
     amount = Decimal(value) / 100 if cents else Decimal(value)
     sign = "-" if amount < 0 else ""
-    return f"{sign}${abs(amount):,.{0 if whole else 2}f}"
+    code = (currency or "usd").lower()
+    symbol = CURRENCY_SYMBOLS.get(code, code.upper() + " ")
+    return f"{sign}{symbol}{abs(amount):,.{0 if whole else 2}f}"
 
 
 def date(value: datetime | dt.date | None) -> str:
@@ -25,10 +36,25 @@ def date(value: datetime | dt.date | None) -> str:
     if not isinstance(value, datetime):
         return value.strftime("%-d %b %Y")
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%-d %b %Y")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%-d %b %Y")
+
+
+def payment_problem() -> UserSubscription | None:
+    """The logged-in user's subscription whose payment failed (past due while Stripe retries, or unpaid), for the
+    banner every page shows; None elsewhere and on the billing page, which says it in full."""
+    if not current_user.is_authenticated or request.endpoint == "billing.show_billing":
+        return None
+    try:
+        subscription = live_subscription(current_user.id)
+    except SQLAlchemyError:  # an error page while the database is down still renders, without the banner
+        return None
+    if subscription is None or subscription.status not in ("past_due", "unpaid"):
+        return None
+    return subscription
 
 
 def register(app: Flask) -> None:
     app.add_template_filter(money, "money")
     app.add_template_filter(date, "date")
+    app.add_template_global(payment_problem, "payment_problem")

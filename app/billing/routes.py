@@ -5,8 +5,8 @@ from (`@refusals_go_to`), as the API answers it with JSON (app/errors.py).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
-from typing import Callable
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -17,7 +17,7 @@ from app.ratelimits import billing_limit, may_refresh_from_stripe, rate_limit_id
 from app.services import DomainError
 from app.services.accounts import require_verified_email
 from app.services.billing_summary import billing_summary, plan_outlook
-from app.services.catalog import free_limit, losses_on_free
+from app.services.catalog import free_limit, losses_between, losses_on_free
 from app.services.checkout import (
     PlanChangeRequired,
     create_portal_session,
@@ -27,8 +27,16 @@ from app.services.checkout import (
     sync_after_portal,
 )
 from app.services.strategies import count_strategies
-from app.services.subscriptions import change_plan, live_subscription, plan_change, set_cancel_at_period_end
+from app.services.stripe_gateway import PaymentDeclined
+from app.services.subscriptions import (
+    change_plan,
+    keep_current_plan,
+    paid_subscription,
+    plan_change,
+    set_cancel_at_period_end,
+)
 from app.templating import date
+from app.urls import external_url
 
 bp = Blueprint("billing", __name__)
 
@@ -108,7 +116,9 @@ def start_checkout_session():
     form = validated(ChoosePlanForm(), fallback="Please choose a plan and a billing cycle.")
     require_verified_email(current_user)
     try:
-        checkout = start_checkout(current_user.id, form.plan.data, form.cycle.data)
+        checkout = start_checkout(current_user.id, form.plan.data, form.cycle.data,
+                                  cancel_url=external_url("pricing.show_pricing", checkout="left",
+                                                          plan=form.plan.data, cycle=form.cycle.data))
     except PlanChangeRequired:
         return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
     return redirect(checkout.url, 303)
@@ -142,8 +152,9 @@ def confirm_change():
     """
     form = validated(ChoosePlanForm(request.args, meta={"csrf": False}), back_to="pricing.show_pricing")
     change = plan_change(current_user, form.plan.data, form.cycle.data)
-    return render_template("billing/confirm_change.html", change=change, form=ChoosePlanForm(formdata=None,
-                           plan=form.plan.data, cycle=form.cycle.data))
+    losses = [] if change.immediate else losses_between(change.subscription.plan.name, change.plan.name)
+    return render_template("billing/confirm_change.html", change=change, losses=losses,
+                           form=ChoosePlanForm(formdata=None, plan=form.plan.data, cycle=form.cycle.data))
 
 
 @bp.post("/change")
@@ -153,13 +164,32 @@ def confirm_change():
 def apply_change():
     """Apply a confirmed plan change to the existing subscription."""
     form = validated(ChoosePlanForm())
-    change = change_plan(current_user, form.plan.data, form.cycle.data)
+    try:
+        change = change_plan(current_user, form.plan.data, form.cycle.data)
+    except PaymentDeclined as declined:
+        # Its own category: the message comes with an "Update card" button (base.html).
+        flash(f"{declined.message} Nothing changed and nothing was charged: you are still on your current plan.",
+              "card-declined")
+        return redirect(url_for("billing.show_billing"), 303)
     withdrawn = " Your cancellation is withdrawn." if change.withdraws_cancellation else ""
     if change.immediate:
         flash(f"You are now on {change.plan.display_name} ({change.cycle}).{withdrawn}", "success")
     else:
         flash(f"Your plan changes to {change.plan.display_name} ({change.cycle}) at the end of the current period."
               f"{withdrawn}", "success")
+    return redirect(url_for("billing.show_billing"), 303)
+
+
+@bp.post("/keep")
+@login_required
+@limiter.limit(billing_limit, key_func=rate_limit_identity)
+@refusals_go_to("billing.show_billing")
+def keep_plan():
+    """Undo a scheduled downgrade: the current plan renews as it is."""
+    validated(ActionForm(), fallback="The form expired; please try again.")
+    subscription = keep_current_plan(current_user)
+    flash(f"You keep {subscription.plan.display_name}: it renews on {date(subscription.current_period_end)}.",
+          "success")
     return redirect(url_for("billing.show_billing"), 303)
 
 
@@ -179,7 +209,7 @@ def open_portal():
 @login_required
 def confirm_cancel():
     """The confirmation page of a cancellation: until when the plan lasts, what Free leaves out, what is dropped."""
-    subscription = live_subscription(current_user.id)
+    subscription = paid_subscription(current_user.id)
     if subscription is None or current_user.stripe_customer_id is None:
         flash("You are on the Free plan: there is no paid plan to cancel.", "info")
         return redirect(url_for("billing.show_billing"), 303)

@@ -5,14 +5,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.extensions import cache
+from sqlalchemy import select
+
+from app.extensions import cache, db
 from app.logging import get_logger
 from app.models import User, UserSubscription
 from app.services import DomainError, stripe_gateway
-from app.services.queries import live_subscription
 from app.services.signals import SyncResult
-from app.services.stripe_gateway import from_timestamp
-from app.services.subscriptions import ScheduledChange, scheduled_change_of
+from app.services.stripe_gateway import from_timestamp, id_of
+from app.services.subscriptions import ScheduledChange, paid_subscription, scheduled_change_of
 
 log = get_logger(__name__)
 
@@ -27,6 +28,23 @@ class Invoice:
     status: str
     hosted_invoice_url: str | None
     invoice_pdf: str | None
+    amount_remaining_cents: int = 0
+    next_payment_attempt: datetime | None = None
+    subscription_id: str | None = None
+
+
+def invoice_of(data: dict[str, Any]) -> Invoice:
+    """The fields the billing page shows of one Stripe invoice."""
+    return Invoice(data["id"], data.get("number"), from_timestamp(data.get("created")), int(data.get("total") or 0),
+                   data.get("currency") or "usd", data.get("status") or "", data.get("hosted_invoice_url"),
+                   data.get("invoice_pdf"), int(data.get("amount_remaining") or 0),
+                   from_timestamp(data.get("next_payment_attempt")), invoice_subscription_id(data))
+
+
+def invoice_subscription_id(data: dict[str, Any]) -> str | None:
+    """The subscription an invoice bills: under `parent.subscription_details` since API 2025-03-31."""
+    details = (data.get("parent") or {}).get("subscription_details") or {}
+    return id_of(details.get("subscription")) or id_of(data.get("subscription"))
 
 
 @dataclass
@@ -40,10 +58,32 @@ class PlanOutlook:
 
 
 @dataclass
+class EndedPlan:
+    """The paid plan a Free account had last, and why it ended (Stripe's `cancellation_details.reason`:
+    `payment_failed` when the retries ran out, `cancellation_requested` when the customer canceled)."""
+
+    plan_display: str
+    ended_at: datetime | None
+    reason: str | None
+    stripe_subscription_id: str
+
+    @property
+    def payment_failed(self) -> bool:
+        """Ended because Stripe's retries ran out, not because the customer canceled."""
+        return self.reason == "payment_failed"
+
+
+@dataclass
 class BillingSummary(PlanOutlook):
     card_brand: str | None = None
     card_last4: str | None = None
     invoices: list[Invoice] = field(default_factory=list)
+    ended: EndedPlan | None = None
+
+    def left_unpaid(self, invoice: Invoice) -> bool:
+        """An invoice still open from a plan that ended because its payment failed: Stripe no longer retries it."""
+        return (invoice.status == "open" and self.ended is not None and self.ended.payment_failed
+                and invoice.subscription_id == self.ended.stripe_subscription_id)
 
     @property
     def next_amount(self):
@@ -51,6 +91,16 @@ class BillingSummary(PlanOutlook):
         if sub is None or sub.cancel_at_period_end or sub.status == "canceled":
             return None
         return sub.plan.price_for(sub.billing_cycle)
+
+    @property
+    def payment_due(self) -> bool:
+        """Stripe holds an unpaid invoice of the subscription and retries it (or has stopped, when unpaid)."""
+        return self.subscription is not None and self.subscription.status in ("past_due", "unpaid")
+
+    @property
+    def unpaid_invoice(self) -> Invoice | None:
+        """The newest open invoice: what a past-due subscription owes, and when Stripe tries the card again."""
+        return next((invoice for invoice in self.invoices if invoice.status == "open"), None)
 
 
 def card_of(payment_method: Any) -> tuple[str | None, str | None]:
@@ -61,7 +111,7 @@ def card_of(payment_method: Any) -> tuple[str | None, str | None]:
 
 def billing_summary(user: User) -> BillingSummary:
     """The billing page's data; Stripe being down degrades to the local copy, never to an error page."""
-    summary = BillingSummary(live_subscription(user.id))
+    summary = BillingSummary(paid_subscription(user.id))
     if not user.stripe_customer_id:
         return summary
     try:
@@ -70,13 +120,10 @@ def billing_summary(user: User) -> BillingSummary:
         summary.card_brand, summary.card_last4 = card_of(
             (customer.get("invoice_settings") or {}).get("default_payment_method"))
         invoices = stripe_gateway.list_invoices(user.stripe_customer_id, limit=12)
-        summary.invoices = [
-            Invoice(i["id"], i.get("number"), from_timestamp(i.get("created")), int(i.get("total") or 0),
-                    i.get("currency") or "usd", i.get("status") or "", i.get("hosted_invoice_url"),
-                    i.get("invoice_pdf"))
-            for i in invoices if i.get("status") != "draft"
-        ]
-        if summary.subscription is not None:
+        summary.invoices = [invoice_of(i) for i in invoices if i.get("status") != "draft"]
+        if summary.subscription is None:
+            summary.ended = ended_plan(user)
+        else:
             sub = stripe_gateway.retrieve_subscription(summary.subscription.stripe_subscription_id,
                                                        expand=["schedule", "default_payment_method"])
             if summary.card_last4 is None:
@@ -86,6 +133,23 @@ def billing_summary(user: User) -> BillingSummary:
         log.warning("billing_summary_degraded", code=error.code)
         summary.stripe_unavailable = True
     return summary
+
+
+def ended_plan(user: User) -> EndedPlan | None:
+    """The user's last ended paid subscription, with Stripe's reason for ending it (Stripe is asked: our copy keeps
+    no reason)."""
+    row = db.session.scalar(
+        select(UserSubscription)
+        .where(UserSubscription.user_id == user.id, UserSubscription.status.in_(("canceled", "incomplete_expired")))
+        .order_by(UserSubscription.ended_at.desc().nulls_last(), UserSubscription.id.desc())
+        .limit(1)
+    )
+    if row is None or row.plan.is_free:
+        return None
+    sub = stripe_gateway.retrieve_subscription(row.stripe_subscription_id)
+    reason = (sub.get("cancellation_details") or {}).get("reason")
+    return EndedPlan(row.plan.display_name, row.ended_at or from_timestamp(sub.get("ended_at")), reason,
+                     row.stripe_subscription_id)
 
 
 #: How long the account page may reuse what Stripe said of a subscription's schedule. Every billing commit for the

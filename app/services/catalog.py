@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Mapping
 
 from flask import current_app
 from sqlalchemy import select
@@ -295,29 +295,37 @@ def validate_choice(plan_name: str | None, cycle: str | None) -> tuple[Subscript
     return plan, cycle, price_id
 
 
-# --- what moving to Free takes away (the cancellation's confirmation page) ----------------------------------------
+# --- what moving to a lower plan takes away (the confirmation pages of a cancellation and of a downgrade) --------
 
 @dataclass(frozen=True)
-class FreeLoss:
-    """One line of what moving to Free takes away: the paid plan's words and Free's (None: Free has none of it)."""
+class PlanLoss:
+    """One line of what moving to a lower plan takes away: the current plan's words and the lower plan's (None: it
+    has none of it)."""
 
     now: str
-    on_free: str | None
+    then: str | None
 
 
-def losses_on_free(plan_name: str) -> list[FreeLoss]:
-    """What a paid plan has that Free has less of or lacks, in the catalog's order and words."""
+def losses_between(plan_name: str, lower_name: str) -> list[PlanLoss]:
+    """What `plan_name` has that `lower_name` has less of or lacks, in the catalog's order and words."""
     plans = {view.name: view for view in catalog()}
-    free_features = {f.key: f for f in plans["free"].features} if "free" in plans else {}
+    if plan_name not in plans:
+        return []
+    lower_features = {f.key: f for f in plans[lower_name].features} if lower_name in plans else {}
     losses = []
     for feature in plans[plan_name].features:
-        on_free = free_features.get(feature.key)
-        if on_free is None:
-            losses.append(FreeLoss(feature.display_name, None))
-        elif feature.kind == "limit" and on_free.limit_value is not None \
-                and (feature.limit_value is None or feature.limit_value > on_free.limit_value):
-            losses.append(FreeLoss(feature.display_name, on_free.display_name))
+        lower = lower_features.get(feature.key)
+        if lower is None:
+            losses.append(PlanLoss(feature.display_name, None))
+        elif feature.kind == "limit" and lower.limit_value is not None \
+                and (feature.limit_value is None or feature.limit_value > lower.limit_value):
+            losses.append(PlanLoss(feature.display_name, lower.display_name))
     return losses
+
+
+def losses_on_free(plan_name: str) -> list[PlanLoss]:
+    """What a paid plan has that Free has less of or lacks."""
+    return losses_between(plan_name, "free")
 
 
 def free_limit(key: str) -> int | None:

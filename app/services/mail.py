@@ -132,11 +132,20 @@ def deliver_in(app: Flask) -> None:
             log.warning("mail_delivery_failed", error=f"{type(error).__name__}: {error}")
 
 
+def html_body(subject: str, body: str) -> str:
+    """The HTML alternative of a mail: its text paragraphs in the one billing layout (mail/layout.html), the
+    sign-off left to the layout, addresses made links."""
+    paragraphs = [" ".join(part.split()) for part in body.strip().split("\n\n") if part.strip()]
+    paragraphs = [p for p in paragraphs if not p.startswith("— ")]
+    return render_template("mail/layout.html", subject=subject, paragraphs=paragraphs)
+
+
 def send(row: MailOutbox) -> None:
     if not current_app.config.get("MAIL_SERVER"):
         write_to_folder(row)
         return
-    mail.send(Message(subject=row.subject, recipients=[row.recipient], body=row.body))
+    mail.send(Message(subject=row.subject, recipients=[row.recipient], body=row.body,
+                      html=html_body(row.subject, row.body)))
 
 
 def write_to_folder(row: MailOutbox) -> None:
@@ -148,6 +157,7 @@ def write_to_folder(row: MailOutbox) -> None:
     message["To"] = row.recipient
     message["Subject"] = row.subject
     message.set_content(row.body)
+    message.add_alternative(html_body(row.subject, row.body), subtype="html")
     (folder / f"{row.id:06d}-{row.kind}.eml").write_bytes(bytes(message))
     print(f"--- mail to {row.recipient}: {row.subject}\n{row.body}\n---")
 

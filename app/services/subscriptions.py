@@ -14,7 +14,7 @@ from typing import Any
 from app.extensions import db
 from app.logging import get_logger
 from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription
-from app.services import DomainError, stripe_gateway
+from app.services import DomainError, audit, stripe_gateway
 from app.services.catalog import plan_for_price, validate_choice
 from app.services.queries import live_subscription
 from app.services.stripe_gateway import from_timestamp, id_of
@@ -27,6 +27,15 @@ class SubscriptionError(DomainError):
     code = "subscription_error"
 
 
+def paid_subscription(user_id: int) -> UserSubscription | None:
+    """The user's live subscription unless it is to the $0 price (made in the Dashboard, or by a Portal that
+    offered Free): such a subscription is the Free plan — nothing renews, nothing to cancel."""
+    subscription = live_subscription(user_id)
+    if subscription is None or subscription.plan.is_free:
+        return None
+    return subscription
+
+
 def require_live_subscription(user: User) -> UserSubscription:
     subscription = live_subscription(user.id)
     if subscription is None or user.stripe_customer_id is None:
@@ -37,6 +46,8 @@ def require_live_subscription(user: User) -> UserSubscription:
 def set_cancel_at_period_end(user: User, cancel: bool) -> UserSubscription:
     """Cancel at period end (access continues until then) or resume; Stripe first, then the copy."""
     subscription = require_live_subscription(user)
+    if subscription.plan.is_free:
+        raise SubscriptionError("You are on the Free plan: there is no paid plan to cancel.", code="no_subscription")
     if subscription.status == "canceled":
         raise SubscriptionError("This subscription has already ended.", code="subscription_ended", status=409)
     if cancel == subscription.cancel_at_period_end:
@@ -65,6 +76,19 @@ def release_schedule(sub: dict[str, Any]) -> bool:
     stripe_gateway.release_subscription_schedule(schedule_id, idempotency_key=f"release-{schedule_id}")
     log.info("subscription_schedule_released", subscription=sub["id"], schedule=schedule_id)
     return True
+
+
+def keep_current_plan(user: User) -> UserSubscription:
+    """Undo a scheduled downgrade: the schedule is released, so the subscription renews on the plan it has now."""
+    subscription = require_live_subscription(user)
+    sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id, expand=["schedule"])
+    if scheduled_change_of(sub) is None or not release_schedule(sub):
+        raise SubscriptionError(f"No plan change is scheduled: {subscription.plan.display_name} renews as it is.",
+                                code="no_scheduled_change", status=409)
+    audit.record("subscription.downgrade_withdrawn", user.id, subscription=subscription.stripe_subscription_id,
+                 plan=subscription.plan.name, cycle=subscription.billing_cycle)
+    sync_customer(user.stripe_customer_id)
+    return db.session.get(UserSubscription, subscription.id)
 
 
 def cancellation_pending(sub: dict[str, Any]) -> bool:
@@ -162,6 +186,9 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
             stripe_gateway.update_subscription(subscription.stripe_subscription_id,
                                                withdraw_cancellation_params(sub), idempotency_key=key + "-resume")
         schedule_downgrade(subscription, sub, change.price_id, key)
+        audit.record("subscription.downgrade_scheduled", user.id, subscription=subscription.stripe_subscription_id,
+                     plan=change.plan.name, cycle=change.cycle,
+                     at=change.effective_at.isoformat() if change.effective_at else None)
     sync_customer(user.stripe_customer_id)
     return change
 

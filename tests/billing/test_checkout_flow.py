@@ -22,7 +22,7 @@ def test_checkout_creates_one_customer_and_redirects_to_stripe(billing, stripe_e
     assert session.client_reference_id == str(user.id)
     assert session.metadata["plan"] == "pro" and session.metadata["billing_cycle"] == "monthly"
     assert session.success_url.endswith("/billing/success?session_id={CHECKOUT_SESSION_ID}")
-    assert session.cancel_url.endswith("/pricing")
+    assert session.cancel_url.endswith("/pricing?checkout=left&plan=pro&cycle=monthly")
 
     # A second checkout reuses the customer and expires the first session (two tabs cannot both be paid).
     second = billing.checkout("starter", "yearly")
