@@ -146,9 +146,12 @@ def test_no_request_field_changes_the_checkout_success_and_cancel_urls(seeded, c
     assert response.status_code == 200
     api_session = response.get_json()["session_id"]
 
-    for session_id in (web_session, api_session):
+    # Leaving the web Checkout returns to pricing with the choice kept (a plan and cycle of the catalog, nothing
+    # else); the API's sessions go back to plain pricing.
+    expected = {web_session: f"{CANCEL_URL}?checkout=left&plan=pro&cycle=monthly", api_session: CANCEL_URL}
+    for session_id, cancel_url in expected.items():
         session = stripe_emulator.client().v1.checkout.sessions.retrieve(session_id)
-        assert (session.success_url, session.cancel_url) == (SUCCESS_URL, CANCEL_URL)
+        assert (session.success_url, session.cancel_url) == (SUCCESS_URL, cancel_url)
 
 
 def test_production_builds_stripe_redirects_on_app_base_url_not_the_host_header(migrated_database, redis_url,
