@@ -20,7 +20,7 @@ run: install
 	scripts/run-dev.sh
 
 ## make test: installs what is missing, starts throw-away PostgreSQL and Redis, runs the whole suite
-test: install
+test: install lint
 	scripts/test.sh $(PYTEST_ARGS)
 
 ## make test-fast: the table tests of the pure rules (no PostgreSQL, Redis, emulator or browser), in seconds

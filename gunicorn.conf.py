@@ -7,6 +7,7 @@ gunicorn's access log is off because the app writes one `request_completed` line
 id (set GUNICORN_ACCESS_LOG=true to have gunicorn's as well). Prometheus metrics of all workers are added up
 from files in PROMETHEUS_MULTIPROC_DIR, which this file prepares before the app is imported.
 """
+
 import multiprocessing
 import os
 import shutil

@@ -1,14 +1,21 @@
 """Smart Strategies Builder billing: the application factory."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dotenv import load_dotenv
 from flask import Flask
 
-from app import cli, errors, templating, worker
-from app import sqlite_locking  # noqa: F401  (SELECT … FOR UPDATE on the fresh-clone SQLite)
+from app import (
+    cli,
+    errors,
+    sqlite_locking,  # noqa: F401  (SELECT … FOR UPDATE on the fresh-clone SQLite)
+    templating,
+    worker,
+)
 from app.account import bp as account_bp
 from app.admin import bp as admin_bp
 from app.alerts import bp as alerts_bp
@@ -82,8 +89,12 @@ def register_extensions(app: Flask) -> None:
     stripe_gateway.init_app(app)
     mail.init_app(app)
     # CORS only for the JSON API, only for the configured origins.
-    cors.init_app(app, resources={f"{app.config['API_PREFIX']}/*": {"origins": app.config["ALLOWED_ORIGINS"]}},
-                  allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], supports_credentials=False)
+    cors.init_app(
+        app,
+        resources={f"{app.config['API_PREFIX']}/*": {"origins": app.config["ALLOWED_ORIGINS"]}},
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        supports_credentials=False,
+    )
     login_manager.login_view = "account.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "info"

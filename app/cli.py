@@ -1,9 +1,10 @@
 """Operator commands: `flask seed-plans`, `flask users create`, `flask stripe …`."""
+
 from __future__ import annotations
 
 import functools
 import sys
-from datetime import timezone
+from datetime import UTC
 from decimal import Decimal
 
 import click
@@ -71,7 +72,7 @@ def run_seed() -> None:
     try:
         results = seed_plans_from_config()
     except DomainError as exc:
-        raise click.ClickException(exc.message)
+        raise click.ClickException(exc.message) from None
     print_seeded_plans(results)
     click.echo("")
     click.echo(f"✓ Successfully seeded {len(results)} subscription plans with production Stripe price IDs")
@@ -115,7 +116,7 @@ def register(app: Flask) -> None:
         try:
             user = create_user(email, password, is_admin=admin)
         except DomainError as exc:
-            raise click.ClickException(exc.message)
+            raise click.ClickException(exc.message) from None
         click.echo(f"✓ Created {'admin ' if admin else ''}user {user.email} (id {user.id})")
 
     app.cli.add_command(users)
@@ -125,17 +126,20 @@ def register(app: Flask) -> None:
 
 def register_stripe_commands(app: Flask) -> None:
     """`flask stripe …`: catalog, webhook endpoint, portal configuration, reconcile, replay, trigger."""
-    stripe_group = AppGroup("stripe", help="Stripe: catalog, webhook endpoint, portal configuration, reconcile, "
-                                           "replay, trigger.")
+    stripe_group = AppGroup(
+        "stripe", help="Stripe: catalog, webhook endpoint, portal configuration, reconcile, replay, trigger."
+    )
 
     def domain_errors(fn):
         """One readable line and exit 1 for a domain error (Stripe down, bad key…)."""
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
             except DomainError as exc:
-                raise click.ClickException(exc.message)
+                raise click.ClickException(exc.message) from None
+
         return wrapper
 
     @stripe_group.command("create-catalog")
@@ -144,7 +148,9 @@ def register_stripe_commands(app: Flask) -> None:
         """Create the three products and five prices (with lookup keys) unless they exist; print STRIPE_PRICE_*."""
         results = create_catalog()
         for item in results:
-            click.echo(f"{'✓ Created' if item.created else '✓ Exists '} {item.lookup_key:<16} {item.price_id}", err=True)
+            click.echo(
+                f"{'✓ Created' if item.created else '✓ Exists '} {item.lookup_key:<16} {item.price_id}", err=True
+            )
         click.echo("# Paste into the environment:", err=True)
         for item in results:
             click.echo(f"{item.env}={item.price_id}")
@@ -158,8 +164,10 @@ def register_stripe_commands(app: Flask) -> None:
             raise click.ClickException("--url must be an absolute http(s) URL")
         endpoint, created = create_webhook_endpoint(url)
         if not created:
-            click.echo(f"✓ Endpoint {endpoint['id']} already registers {url} "
-                       f"(its secret was shown when it was created; roll it in the Dashboard if lost)")
+            click.echo(
+                f"✓ Endpoint {endpoint['id']} already registers {url} "
+                f"(its secret was shown when it was created; roll it in the Dashboard if lost)"
+            )
             return
         click.echo(f"✓ Created endpoint {endpoint['id']} for {url}")
         click.echo(f"  api_version: {endpoint.get('api_version')}")
@@ -178,12 +186,17 @@ def register_stripe_commands(app: Flask) -> None:
         for line in portal_settings_lines(features):
             click.echo(f"  {line}")
         if created and not configuration.get("is_default"):
-            click.echo("  note: it is not the account's default; make it the default in the Stripe Dashboard → "
-                       "Settings → Billing → Customer portal", err=True)
+            click.echo(
+                "  note: it is not the account's default; make it the default in the Stripe Dashboard → "
+                "Settings → Billing → Customer portal",
+                err=True,
+            )
 
     @stripe_group.command("sync")
     @click.option("--user", "email", help="Only this user's customer.")
-    @click.option("--all", "sync_all", is_flag=True, help="Every user linked to a Stripe customer (the nightly reconcile).")
+    @click.option(
+        "--all", "sync_all", is_flag=True, help="Every user linked to a Stripe customer (the nightly reconcile)."
+    )
     @domain_errors
     def sync_command(email: str | None, sync_all: bool):
         """Re-read customers from Stripe into the database and print the drift repaired."""
@@ -193,8 +206,9 @@ def register_stripe_commands(app: Flask) -> None:
         if email and not customers:
             raise click.ClickException(f"no user {email} with a Stripe customer")
         drifts = []
-        with click.progressbar(reconcile(customers), length=len(customers), label="Syncing customers",
-                               file=sys.stderr) as bar:
+        with click.progressbar(
+            reconcile(customers), length=len(customers), label="Syncing customers", file=sys.stderr
+        ) as bar:
             for drift in bar:
                 if drift.actions:
                     drifts.append(drift)
@@ -208,7 +222,7 @@ def register_stripe_commands(app: Flask) -> None:
     @click.option("--id", "event_id", help="One event by id (evt_…).")
     def replay_events_command(failed: bool, since, event_id: str | None):
         """Run the handlers of recorded events again (idempotent: applying an event twice changes nothing)."""
-        since_utc = since.replace(tzinfo=timezone.utc) if since else None
+        since_utc = since.replace(tzinfo=UTC) if since else None
         ids = events_to_replay(failed, since_utc, event_id)
         if event_id and not ids:
             raise click.ClickException(f"no recorded event {event_id}")
@@ -234,8 +248,10 @@ def register_stripe_commands(app: Flask) -> None:
         if started.action:
             click.echo(f"Waiting for {event_type}: {started.action}", err=True)
         event = wait_for_event(event_type, started.customer_id, timeout=600 if started.action else 10)
-        click.echo(f"✓ {event_type} {event['id']} (customer {started.customer_id}), "
-                   f"sent to {event.get('pending_webhooks', 0)} endpoint(s)")
+        click.echo(
+            f"✓ {event_type} {event['id']} (customer {started.customer_id}), "
+            f"sent to {event.get('pending_webhooks', 0)} endpoint(s)"
+        )
         click.echo(event["id"])
 
     app.cli.add_command(stripe_group)

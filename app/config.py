@@ -5,6 +5,7 @@ validates the environment and returns the model; `Settings.flask_config()` turns
 `app.config`. Development and testing work with nothing set (SQLite under `instance/`, in-process cache, generated
 secrets kept under `instance/`); production refuses to start and lists every problem at once.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -12,15 +13,23 @@ import json
 import re
 import secrets
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Mapping, Optional
+from typing import Annotated, Any, Literal
 
 from cryptography.fernet import Fernet
 from flask import current_app
-from pydantic import (AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,7 +47,7 @@ DEFAULT_METRICS_NETWORKS = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/
 #: A development/testing default computed from the instance folder and the variable's name.
 LocalDefault = Callable[[Path, str], str]
 #: A rule production adds to a variable: (name, value) → the problem line, or None when the value is fine.
-ProductionRule = Callable[[str, Any], Optional[str]]
+ProductionRule = Callable[[str, Any], str | None]
 
 
 class ConfigurationError(SystemExit):
@@ -61,6 +70,7 @@ class ConfigurationError(SystemExit):
 
 
 # --- what a variable is, beyond its type ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Var:
@@ -91,6 +101,7 @@ def problem(*lines: str) -> PydanticCustomError:
 
 # --- parsing helpers ---------------------------------------------------------------------------------------------
 
+
 def placeholders_in(value: Any) -> list[str]:
     """Every `<…>` placeholder left in `value` (a string or a list of strings), in order."""
     if isinstance(value, (list, tuple)):
@@ -117,8 +128,9 @@ def json_origins(value: Any, info: ValidationInfo) -> Any:
     except ValueError:
         origins = None
     if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
-        raise problem(f'{info.field_name} must be a JSON list of origins, e.g. ["https://app.example.com"], '
-                      f"not {value!r}")
+        raise problem(
+            f'{info.field_name} must be a JSON list of origins, e.g. ["https://app.example.com"], not {value!r}'
+        )
     return origins
 
 
@@ -143,8 +155,9 @@ def database_url(value: str | None, info: ValidationInfo) -> str | None:
         try:
             make_url(normalize_database_url(value))
         except (ArgumentError, ValueError):  # their message would repeat the URL, password included
-            raise problem(f"{info.field_name} is not a database URL like "
-                          "postgresql://user:password@host:5432/dbname") from None
+            raise problem(
+                f"{info.field_name} is not a database URL like postgresql://user:password@host:5432/dbname"
+            ) from None
     return value
 
 
@@ -162,7 +175,7 @@ def normalize_database_url(url: str) -> str:
     """Drive `postgresql://…` (as the guide writes it) and `postgres://…` with psycopg 3."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -181,6 +194,7 @@ def is_fernet_key(value: str) -> bool:
 
 
 # --- development and testing defaults ---------------------------------------------------------------------------
+
 
 def development_secret(instance_path: Path, name: str, make: Callable[[], str]) -> str:
     """A development secret, generated once and kept in `instance/dev-secrets.json`.
@@ -210,6 +224,7 @@ def sqlite_in_instance(instance_path: Path, name: str) -> str:
 
 # --- rules production adds ---------------------------------------------------------------------------------------
 
+
 def debug_off(name: str, on: bool) -> str | None:
     """The debugger runs code sent by whoever sees an error page."""
     return f"{name}=true is not allowed in production" if on else None
@@ -217,9 +232,14 @@ def debug_off(name: str, on: bool) -> str | None:
 
 def fernet_key(name: str, key: str) -> str | None:
     """A key Fernet refuses would fail at the first encryption, long after the start."""
-    return None if is_fernet_key(key) else (
-        f"{name} is not a valid Fernet key (generate one with "
-        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)")
+    return (
+        None
+        if is_fernet_key(key)
+        else (
+            f"{name} is not a valid Fernet key (generate one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"
+        )
+    )
 
 
 def https_address(name: str, url: str) -> str | None:
@@ -229,20 +249,31 @@ def https_address(name: str, url: str) -> str | None:
 
 def postgresql(name: str, url: str) -> str | None:
     """SQLite is the fresh clone's default; production needs PostgreSQL's row locks and concurrency."""
-    return None if is_postgresql(url) else (
-        f"{name} must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname)")
+    return (
+        None
+        if is_postgresql(url)
+        else (f"{name} must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname)")
+    )
 
 
 def stripe_secret_key(name: str, key: str) -> str | None:
     """A publishable or webhook key pasted in the wrong variable is caught before the first checkout."""
-    return None if key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")) else (
-        f"{name} must start with sk_live_ or sk_test_")
+    return (
+        None
+        if key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_"))
+        else (f"{name} must start with sk_live_ or sk_test_")
+    )
 
 
 def long_token(name: str, token: str) -> str | None:
     """The /metrics bearer token is reachable from outside: it must not be guessable."""
-    return None if len(token) >= 24 else (
-        f"{name} must be at least 24 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    return (
+        None
+        if len(token) >= 24
+        else (
+            f"{name} must be at least 24 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    )
 
 
 # --- the model ---------------------------------------------------------------------------------------------------
@@ -250,7 +281,7 @@ def long_token(name: str, token: str) -> str | None:
 Required = Var(required=True)
 PositiveInt = Annotated[int, Field(ge=1)]
 ProxyHops = Annotated[int, Field(ge=0)]
-OptionalText = Optional[str]
+OptionalText = str | None
 
 
 class Settings(BaseSettings):
@@ -259,16 +290,19 @@ class Settings(BaseSettings):
     ENVIRONMENT comes first: the rules of the other fields read it from the values validated before them.
     """
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", enable_decoding=False,
-                                      env_ignore_empty=True, validate_default=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", enable_decoding=False, env_ignore_empty=True, validate_default=True
+    )
 
-    ENVIRONMENT: Annotated[Literal["development", "testing", "production"], BeforeValidator(lower), Var()] = \
+    ENVIRONMENT: Annotated[Literal["development", "testing", "production"], BeforeValidator(lower), Var()] = (
         "development"
+    )
     # The deployment guide's variables, in its order.
     STRIPE_SECRET_KEY: Annotated[OptionalText, Var(required=True, production=stripe_secret_key)] = None
     STRIPE_PUBLISHABLE_KEY: Annotated[OptionalText, Required] = None
-    STRIPE_WEBHOOK_SECRET: Annotated[OptionalText, Var(
-        required=True, local=kept_secret(lambda: "whsec_dev" + secrets.token_hex(24)))] = None
+    STRIPE_WEBHOOK_SECRET: Annotated[
+        OptionalText, Var(required=True, local=kept_secret(lambda: "whsec_dev" + secrets.token_hex(24)))
+    ] = None
     # The development seed's price ids: the bundled Stripe emulator has the very same ids.
     STRIPE_PRICE_FREE_MONTHLY: Annotated[OptionalText, Var(required=True, local="price_free_monthly")] = None
     STRIPE_PRICE_STARTER_MONTHLY: Annotated[OptionalText, Var(required=True, local="price_starter_monthly")] = None
@@ -276,25 +310,29 @@ class Settings(BaseSettings):
     STRIPE_PRICE_PRO_MONTHLY: Annotated[OptionalText, Var(required=True, local="price_pro_monthly")] = None
     STRIPE_PRICE_PRO_YEARLY: Annotated[OptionalText, Var(required=True, local="price_pro_yearly")] = None
     DEBUG: Annotated[bool, Var(production=debug_off)] = False
-    SECRET_KEY: Annotated[OptionalText, Var(required=True, local=kept_secret(lambda: secrets.token_urlsafe(48)))] \
-        = None
+    SECRET_KEY: Annotated[OptionalText, Var(required=True, local=kept_secret(lambda: secrets.token_urlsafe(48)))] = None
     API_PREFIX: Annotated[str, AfterValidator(lambda prefix: "/" + prefix.strip("/")), Var()] = "/api/v1"
-    ALLOWED_ORIGINS: Annotated[Optional[list[str]], BeforeValidator(json_origins), Required] = None
-    DATABASE_URL: Annotated[OptionalText, AfterValidator(database_url),
-                            Var(required=True, local=sqlite_in_instance, production=postgresql)] = None
+    ALLOWED_ORIGINS: Annotated[list[str] | None, BeforeValidator(json_origins), Required] = None
+    DATABASE_URL: Annotated[
+        OptionalText, AfterValidator(database_url), Var(required=True, local=sqlite_in_instance, production=postgresql)
+    ] = None
     REDIS_URL: Annotated[OptionalText, Required] = None
-    JWT_SECRET_KEY: Annotated[OptionalText, Var(required=True, local=kept_secret(lambda: secrets.token_urlsafe(48)))] \
-        = None
+    JWT_SECRET_KEY: Annotated[
+        OptionalText, Var(required=True, local=kept_secret(lambda: secrets.token_urlsafe(48)))
+    ] = None
     # Tokens are signed with the shared JWT_SECRET_KEY: only the HMAC algorithms can use it ("none" signs nothing).
     JWT_ALGORITHM: Annotated[Literal["HS256", "HS384", "HS512"], Var()] = "HS256"
     ACCESS_TOKEN_EXPIRE_MINUTES: Annotated[PositiveInt, Var()] = 15
     REFRESH_TOKEN_EXPIRE_DAYS: Annotated[PositiveInt, Var()] = 7
-    ENCRYPTION_KEY: Annotated[OptionalText, Var(
-        required=True, local=kept_secret(lambda: Fernet.generate_key().decode()), production=fernet_key)] = None
+    ENCRYPTION_KEY: Annotated[
+        OptionalText,
+        Var(required=True, local=kept_secret(lambda: Fernet.generate_key().decode()), production=fernet_key),
+    ] = None
     # Links that leave the app (Stripe's success/cancel/return URLs, mails) are built on it in production, never on
     # the request's Host header, which the client chooses.
-    APP_BASE_URL: Annotated[OptionalText, Var(required=True, local="http://127.0.0.1:5000",
-                                              production=https_address)] = None
+    APP_BASE_URL: Annotated[
+        OptionalText, Var(required=True, local="http://127.0.0.1:5000", production=https_address)
+    ] = None
 
     # Beyond the guide.
     STRIPE_API_BASE: OptionalText = None
@@ -321,13 +359,15 @@ class Settings(BaseSettings):
     # Running the app: logging, metrics, proxy, Sentry.
     LOG_LEVEL: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(upper)] = "INFO"
     METRICS_ALLOWED_NETWORKS: Annotated[list[str], BeforeValidator(networks)] = Field(
-        default_factory=lambda: list(DEFAULT_METRICS_NETWORKS))
+        default_factory=lambda: list(DEFAULT_METRICS_NETWORKS)
+    )
     METRICS_TOKEN: Annotated[OptionalText, Var(guide=False, production=long_token)] = None
     SENTRY_DSN: OptionalText = None
-    SENTRY_TRACES_SAMPLE_RATE: Annotated[float, Field(ge=0, le=1), Var(guide=False, expected="a number from 0 to 1")] \
-        = 0.0
+    SENTRY_TRACES_SAMPLE_RATE: Annotated[
+        float, Field(ge=0, le=1), Var(guide=False, expected="a number from 0 to 1")
+    ] = 0.0
     # Unset: trusted in production (behind its load balancer), not elsewhere.
-    TRUST_PROXY: Optional[bool] = None
+    TRUST_PROXY: bool | None = None
     # How many proxies in front of the app set each X-Forwarded-* header (ProxyFix); 0 ignores the header.
     PROXY_FIX_X_FOR: ProxyHops = 1
     PROXY_FIX_X_PROTO: ProxyHops = 1
@@ -352,8 +392,11 @@ class Settings(BaseSettings):
         """A blank variable counts as unset (its default applies); values are read without surrounding blanks."""
         if not isinstance(data, dict):
             return data
-        return {name: value.strip() if isinstance(value, str) else value for name, value in data.items()
-                if not (isinstance(value, str) and value.strip() == "")}
+        return {
+            name: value.strip() if isinstance(value, str) else value
+            for name, value in data.items()
+            if not (isinstance(value, str) and value.strip() == "")
+        }
 
     @field_validator("*", mode="before")
     @classmethod
@@ -414,8 +457,11 @@ class Settings(BaseSettings):
             STRIPE_API_VERSION="2026-10-28.endive",
             ALLOWED_ORIGINS=self.ALLOWED_ORIGINS or [],
             SQLALCHEMY_DATABASE_URI=normalize_database_url(database),
-            SQLALCHEMY_ENGINE_OPTIONS=({"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
-                                       if database and is_postgresql(database) else {}),
+            SQLALCHEMY_ENGINE_OPTIONS=(
+                {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+                if database and is_postgresql(database)
+                else {}
+            ),
             SQLALCHEMY_TRACK_MODIFICATIONS=False,
             JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=self.ACCESS_TOKEN_EXPIRE_MINUTES),
             JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=self.REFRESH_TOKEN_EXPIRE_DAYS),
@@ -434,9 +480,14 @@ def cache_and_limits(redis_url: str | None) -> dict[str, Any]:
     if redis_url:
         # Fail fast when Redis is down: callers fall back instead of hanging a worker.
         timeouts = {"socket_timeout": 1, "socket_connect_timeout": 1}
-        values: dict[str, Any] = dict(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, CACHE_KEY_PREFIX="",
-                                      CACHE_OPTIONS=timeouts, RATELIMIT_STORAGE_URI=redis_url,
-                                      RATELIMIT_STORAGE_OPTIONS=dict(timeouts))
+        values: dict[str, Any] = dict(
+            CACHE_TYPE="RedisCache",
+            CACHE_REDIS_URL=redis_url,
+            CACHE_KEY_PREFIX="",
+            CACHE_OPTIONS=timeouts,
+            RATELIMIT_STORAGE_URI=redis_url,
+            RATELIMIT_STORAGE_OPTIONS=dict(timeouts),
+        )
     else:
         values = dict(CACHE_TYPE="SimpleCache", RATELIMIT_STORAGE_URI="memory://")
     # Redis down: limits keep working per process from memory instead of failing requests.
@@ -446,23 +497,36 @@ def cache_and_limits(redis_url: str | None) -> dict[str, Any]:
 
 def cookies_and_https(production: bool) -> dict[str, Any]:
     """Secure cookies and HTTPS only where the site is served over HTTPS; a browser drops them on http://127.0.0.1."""
-    return dict(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_HTTPONLY=True,
-                REMEMBER_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=production, REMEMBER_COOKIE_SECURE=production,
-                FORCE_HTTPS=production)
+    return dict(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=production,
+        REMEMBER_COOKIE_SECURE=production,
+        FORCE_HTTPS=production,
+    )
 
 
 #: The variables of the deployment guide (and .env.example), in its order.
-GUIDE_VARIABLES = tuple(name for name, field in Settings.model_fields.items()
-                        if (var := variable(field)) is not None and var.guide)
+GUIDE_VARIABLES = tuple(
+    name for name, field in Settings.model_fields.items() if (var := variable(field)) is not None and var.guide
+)
 
 
 # --- validation errors → problem lines ---------------------------------------------------------------------------
 
 #: What a value must be, by pydantic error type (for the errors pydantic's own types raise).
 EXPECTED_BY_ERROR = {
-    "int_parsing": "a whole number", "int_from_float": "a whole number", "int_type": "a whole number",
-    "bool_parsing": "true or false", "bool_type": "true or false",
-    "float_parsing": "a number", "float_type": "a number", "string_type": "text", "list_type": "a list",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "int_type": "a whole number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "string_type": "text",
+    "list_type": "a list",
 }
 
 
@@ -498,6 +562,7 @@ def describe(detail: ErrorDetails) -> str:
 
 # --- loading -----------------------------------------------------------------------------------------------------
 
+
 def load_settings(overrides: Mapping[str, str], instance_path: Path) -> Settings:
     """Validate the environment (with `overrides` on top, as `create_app(config)` passes them).
 
@@ -511,8 +576,10 @@ def load_settings(overrides: Mapping[str, str], instance_path: Path) -> Settings
         print(refusal, file=sys.stderr)
         raise refusal from None
     if settings.ENVIRONMENT == "production" and (settings.STRIPE_SECRET_KEY or "").startswith(("sk_test_", "rk_test_")):
-        print("WARNING: ENVIRONMENT=production with a Stripe TEST key (sk_test_…): no real money will move.",
-              file=sys.stderr)
+        print(
+            "WARNING: ENVIRONMENT=production with a Stripe TEST key (sk_test_…): no real money will move.",
+            file=sys.stderr,
+        )
     return settings.with_local_defaults(instance_path)
 
 

@@ -1,4 +1,5 @@
 """Error pages: HTML for people, JSON `{"error", "message"}` for everything under API_PREFIX."""
+
 from __future__ import annotations
 
 from flask import Flask, current_app, jsonify, render_template

@@ -1,4 +1,5 @@
 """Extensions, created unbound: `create_app` binds them with `init_app`, models import `db` from here."""
+
 from typing import TYPE_CHECKING
 
 from flask import current_app

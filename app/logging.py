@@ -12,6 +12,7 @@ The rest of the app logs through `get_logger()`:
     log = get_logger(__name__)
     log.info("stripe_webhook_verified", event_id=event.id, type=event.type)
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,18 @@ REDACTED = "[REDACTED]"
 
 #: A key containing any of these names a value that is never logged.
 SENSITIVE_KEY_PARTS = (
-    "secret", "password", "token", "authorization", "card", "number", "cvc", "api_key", "apikey", "cookie",
-    "encryption_key", "private_key",
+    "secret",
+    "password",
+    "token",
+    "authorization",
+    "card",
+    "number",
+    "cvc",
+    "api_key",
+    "apikey",
+    "cookie",
+    "encryption_key",
+    "private_key",
 )
 
 #: Values that are secrets whatever key they hide under. Publishable keys (`pk_…`) are public and stay.
@@ -50,8 +61,9 @@ URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 #: 13 to 19 digits, optionally grouped by spaces or dashes; redacted when the Luhn check says "card number".
 CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
 #: Any of the patterns above, in one scan: most strings (event names, paths, ids) match none and stay as they are.
-ANY_SECRET = re.compile("|".join(f"(?:{p.pattern})" for p in (*SECRET_VALUE_PATTERNS, URL_PASSWORD, CARD_NUMBER)),
-                        re.IGNORECASE)
+ANY_SECRET = re.compile(
+    "|".join(f"(?:{p.pattern})" for p in (*SECRET_VALUE_PATTERNS, URL_PASSWORD, CARD_NUMBER)), re.IGNORECASE
+)
 
 #: Characters allowed in an incoming X-Request-ID; anything else (or too long) gets a fresh id.
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{8,128}$")
@@ -242,8 +254,14 @@ def configure_logging(app: Flask) -> None:
             started = g.get("request_started")
             duration_ms = round((time.perf_counter() - started) * 1000, 1) if started else None
             level = logging.DEBUG if request.endpoint in QUIET_ENDPOINTS else logging.INFO
-            log.log(level, "request_completed", method=request.method, path=request.path,
-                    status=response.status_code, duration_ms=duration_ms)
+            log.log(
+                level,
+                "request_completed",
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                duration_ms=duration_ms,
+            )
         return response
 
     @app.teardown_request

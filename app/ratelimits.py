@@ -5,6 +5,7 @@ Log-in (the form and `/auth/token`) is one budget per address. Sign-up and passw
 per address and one for the whole site: each sign-up costs a deliberately slow password hash, so a flood of them
 from many addresses would otherwise take every worker.
 """
+
 from __future__ import annotations
 
 from flask import current_app
@@ -78,8 +79,9 @@ def may_refresh_from_stripe(user_id: int) -> bool:
     do with RATELIMIT_SWALLOW_ERRORS.
     """
     try:
-        return all(limiter.limiter.hit(item, "stripe-refresh", str(user_id))
-                   for item in parse_many(stripe_refresh_limit()))
+        return all(
+            limiter.limiter.hit(item, "stripe-refresh", str(user_id)) for item in parse_many(stripe_refresh_limit())
+        )
     except Exception as error:  # noqa: BLE001 - any storage failure
         log.warning("stripe_refresh_budget_unavailable", error=type(error).__name__)
         return True

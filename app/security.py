@@ -14,6 +14,7 @@
 - The session user is loaded only while the cookie's server-side session is live (`load_session_user`).
 - Sentry (sentry-sdk) when SENTRY_DSN is set: no PII, and the log redaction applied to every event.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -172,10 +173,12 @@ class ControlCharacterGuard:
 class PostgresIntConverter(IntegerConverter):
     """`<int:…>` path ids that fit PostgreSQL's integer: a larger one matches no route (404), not a failing query."""
 
-    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = None,
-                 signed: bool = False) -> None:
-        super().__init__(map, fixed_digits=fixed_digits, min=min, max=MAX_PATH_ID if max is None else max,
-                         signed=signed)
+    def __init__(
+        self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = None, signed: bool = False
+    ) -> None:
+        super().__init__(
+            map, fixed_digits=fixed_digits, min=min, max=MAX_PATH_ID if max is None else max, signed=signed
+        )
 
 
 def safe_next(target: str | None, prefix: str = "/") -> str | None:

@@ -7,6 +7,7 @@ until that transaction ends, so the development server's threads take turns on w
 make concurrent requests take turns per user. Taken before SQLite's own write lock, never after it, so the two
 cannot deadlock. Other databases are untouched.
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,8 +32,12 @@ def _take(session: Session) -> None:
 
 @event.listens_for(Session, "do_orm_execute")
 def _before_write_or_for_update(state: ORMExecuteState) -> None:
-    if state.is_insert or state.is_update or state.is_delete or (
-            state.is_select and getattr(state.statement, "_for_update_arg", None) is not None):
+    if (
+        state.is_insert
+        or state.is_update
+        or state.is_delete
+        or (state.is_select and getattr(state.statement, "_for_update_arg", None) is not None)
+    ):
         _take(state.session)
 
 

@@ -10,6 +10,7 @@ every minute (mail left pending while Redis or SMTP was down), failed-event repl
 on its own exponential backoff), `flask stripe sync --all` nightly. The per-day dashboard counts need no job: the
 database's triggers keep them in the writing transaction.
 """
+
 from __future__ import annotations
 
 import functools
@@ -72,7 +73,7 @@ def reconcile_all() -> int:
 
 def replay_due(attempts: int) -> timedelta:
     """How long after its receipt a failed event with `attempts` deliveries behind it is replayed again."""
-    return REPLAY_BASE * (2 ** attempts - 1)
+    return REPLAY_BASE * (2**attempts - 1)
 
 
 @in_app_context
@@ -93,8 +94,12 @@ def replay_failed_events() -> int:
             reprocess(event_id)
         except Exception as error:  # kept as failed with its error and attempt count; its next replay waits longer
             db.session.rollback()
-            log.warning("event_replay_failed", event_id=event_id, attempts=attempts + 1,
-                        error=f"{type(error).__name__}: {error}")
+            log.warning(
+                "event_replay_failed",
+                event_id=event_id,
+                attempts=attempts + 1,
+                error=f"{type(error).__name__}: {error}",
+            )
         else:
             succeeded += 1
     return succeeded

@@ -1,4 +1,5 @@
 """Jinja filters for money and dates, so templates never format numbers by hand."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,5 +1,6 @@
 """Absolute URLs for links that leave the app (Stripe's redirects, the billing mails), and which part of the app
 a request is for."""
+
 from __future__ import annotations
 
 from flask import current_app, has_request_context, request, url_for

@@ -9,6 +9,7 @@
 The worker is RQ's SimpleWorker: jobs run in the worker's own process, each in an app context of its own, so the
 app and its connection pool are built once instead of once per forked job.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,10 @@ def register(app: Flask) -> None:
     def required_queue():
         queue = task_queue()
         if queue is None:
-            raise click.ClickException("TASK_QUEUE_URL is not set: there is no queue (mail goes out after each "
-                                       "response; run scheduled jobs with `flask queue run NAME`)")
+            raise click.ClickException(
+                "TASK_QUEUE_URL is not set: there is no queue (mail goes out after each "
+                "response; run scheduled jobs with `flask queue run NAME`)"
+            )
         return queue
 
     @group.command("worker")
@@ -48,8 +51,9 @@ def register(app: Flask) -> None:
         queue = required_queue()
         scheduler = CronScheduler(connection=queue.connection, logging_level=app.config["LOG_LEVEL"])
         for entry in SCHEDULE:
-            scheduler.register(entry.job, queue_name=QUEUE_NAME, interval=entry.interval, cron=entry.cron,
-                               job_timeout=3600)
+            scheduler.register(
+                entry.job, queue_name=QUEUE_NAME, interval=entry.interval, cron=entry.cron, job_timeout=3600
+            )
         scheduler.start()
 
     @group.command("run")

@@ -7,6 +7,7 @@ Migrates and seeds the database it is pointed at, and uses one user, bench-entit
 `make bench` runs it against its own PostgreSQL and Redis and reports the figures (hit against miss) beside the
 gunicorn throughput ratio of the gated endpoint to its ungated twin (bench/run.py, section 3).
 """
+
 from __future__ import annotations
 
 import statistics

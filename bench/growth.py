@@ -7,6 +7,7 @@ the subscriptions, as it does in production. The triggers of migration 0007 coun
 they would count the app's own writes (one aggregated upsert per statement).
 Statuses, plans and cycles are spread like a live product: mostly active, some canceled, past due, trialing.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import text
@@ -76,9 +77,18 @@ STEPS = (
 def grow(connection, first: int, last: int) -> None:
     """Add generated subscriptions number `first` to `last` (inclusive), with their users, audits and events."""
     plans = dict(connection.execute(text("SELECT name, id FROM subscription_plans")).all())
-    params = {"first": first, "last": last, "password_hash": PASSWORD_HASH,
-              "starter": plans["starter"], "pro": plans["pro"]}
+    params = {
+        "first": first,
+        "last": last,
+        "password_hash": PASSWORD_HASH,
+        "starter": plans["starter"],
+        "pro": plans["pro"],
+    }
     for step in STEPS:
         connection.execute(text(step), params)
-    connection.execute(text("ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events, "
-                            "daily_counts, daily_subscription_changes"))
+    connection.execute(
+        text(
+            "ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events, "
+            "daily_counts, daily_subscription_changes"
+        )
+    )

@@ -9,6 +9,7 @@ The events are read back from the emulator's state in creation order, filtered t
 endpoint receives (`flask stripe webhook-endpoint` registers the guide's six), and serialised like the
 emulator's own deliveries (`json.dumps(event, indent=2)`).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,14 @@ import stripe
 
 GOOD_CARD = "4242424242424242"
 FAILING_CARD = "4000000000000341"  # pays the first invoice, declines every later charge
-PRICES = ("price_starter_monthly", "price_pro_monthly", "price_starter_monthly", "price_pro_yearly",
-          "price_starter_yearly", "price_pro_monthly")
+PRICES = (
+    "price_starter_monthly",
+    "price_pro_monthly",
+    "price_starter_monthly",
+    "price_pro_yearly",
+    "price_starter_yearly",
+    "price_pro_monthly",
+)
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -52,16 +59,21 @@ def generate(base: str, first_user_id: int, count: int, threads: int = 4) -> lis
         c = customers[i]
         customer = client.v1.customers.create(params={"email": c.email, "metadata": {"user_id": str(c.user_id)}})
         c.customer_id = customer.id
-        session = client.v1.checkout.sessions.create(params={
-            "mode": "subscription", "customer": customer.id, "client_reference_id": str(c.user_id),
-            "line_items": [{"price": PRICES[i % len(PRICES)], "quantity": 1}],
-            "metadata": {"user_id": str(c.user_id)},
-            "subscription_data": {"metadata": {"user_id": str(c.user_id)}},
-            "success_url": "http://127.0.0.1/billing/success?session_id={CHECKOUT_SESSION_ID}",
-            "cancel_url": "http://127.0.0.1/pricing",
-        })
-        paid = control(base, f"/_emulator/checkout/{session.id}/complete",
-                       {"card": FAILING_CARD if i % 7 == 0 else GOOD_CARD})
+        session = client.v1.checkout.sessions.create(
+            params={
+                "mode": "subscription",
+                "customer": customer.id,
+                "client_reference_id": str(c.user_id),
+                "line_items": [{"price": PRICES[i % len(PRICES)], "quantity": 1}],
+                "metadata": {"user_id": str(c.user_id)},
+                "subscription_data": {"metadata": {"user_id": str(c.user_id)}},
+                "success_url": "http://127.0.0.1/billing/success?session_id={CHECKOUT_SESSION_ID}",
+                "cancel_url": "http://127.0.0.1/pricing",
+            }
+        )
+        paid = control(
+            base, f"/_emulator/checkout/{session.id}/complete", {"card": FAILING_CARD if i % 7 == 0 else GOOD_CARD}
+        )
         c.subscription_id = paid["subscription"]
 
     def change(i: int) -> None:
@@ -73,9 +85,13 @@ def generate(base: str, first_user_id: int, count: int, threads: int = 4) -> lis
             sub = client.v1.subscriptions.retrieve(c.subscription_id)
             price = "price_pro_monthly" if kind == 1 else "price_starter_monthly"
             if sub["items"]["data"][0]["price"]["id"] != price:
-                client.v1.subscriptions.update(c.subscription_id, params={
-                    "items": [{"id": sub["items"]["data"][0]["id"], "price": price}],
-                    "proration_behavior": "create_prorations"})
+                client.v1.subscriptions.update(
+                    c.subscription_id,
+                    params={
+                        "items": [{"id": sub["items"]["data"][0]["id"], "price": price}],
+                        "proration_behavior": "create_prorations",
+                    },
+                )
         elif kind in (2, 4):  # cancel at period end (kind 4 resumes a few hours later)
             client.v1.subscriptions.update(c.subscription_id, params={"cancel_at_period_end": True})
 

@@ -10,6 +10,7 @@ rebuilt and seeded); logs are rendered in full and written to /dev/null.
 
     .venv/bin/python bench/request_overhead.py [--requests 2000] [--rounds 3] [--profile]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,12 +41,20 @@ from bench.bare_flask import app as bare_app  # noqa: E402
 def production_app(database_url: str, redis_url: str):
     """The app as production configures it, with the bench's bare route `/bench/hello`."""
     config = {
-        "ENVIRONMENT": "production", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-        **{f"STRIPE_PRICE_{plan}": f"price_{plan.lower()}" for plan in
-           ("FREE_MONTHLY", "STARTER_MONTHLY", "STARTER_YEARLY", "PRO_MONTHLY", "PRO_YEARLY")},
-        "SECRET_KEY": "b" * 64, "JWT_SECRET_KEY": "j" * 64, "ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "STRIPE_SECRET_KEY": "sk_test_" + "x" * 24, "STRIPE_PUBLISHABLE_KEY": "pk_test_" + "x" * 24,
-        "STRIPE_WEBHOOK_SECRET": "whsec_" + "x" * 24, "APP_BASE_URL": "https://bench.example.com",
+        "ENVIRONMENT": "production",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        **{
+            f"STRIPE_PRICE_{plan}": f"price_{plan.lower()}"
+            for plan in ("FREE_MONTHLY", "STARTER_MONTHLY", "STARTER_YEARLY", "PRO_MONTHLY", "PRO_YEARLY")
+        },
+        "SECRET_KEY": "b" * 64,
+        "JWT_SECRET_KEY": "j" * 64,
+        "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "STRIPE_SECRET_KEY": "sk_test_" + "x" * 24,
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_" + "x" * 24,
+        "STRIPE_WEBHOOK_SECRET": "whsec_" + "x" * 24,
+        "APP_BASE_URL": "https://bench.example.com",
         "ALLOWED_ORIGINS": '["https://bench.example.com"]',
     }
     app = create_app(config)
@@ -90,8 +99,9 @@ def main() -> int:
             best["hello"] = max(best["hello"], rate(ours, "/bench/hello", options.requests, https))
             best["pricing"] = max(best["pricing"], rate(ours, "/pricing", options.requests // 4, https))
         report = {name: round(value) for name, value in best.items()}
-        report.update(hello_ratio=round(best["hello"] / best["bare"], 3),
-                      pricing_ratio=round(best["pricing"] / best["bare"], 3))
+        report.update(
+            hello_ratio=round(best["hello"] / best["bare"], 3), pricing_ratio=round(best["pricing"] / best["bare"], 3)
+        )
         print(json.dumps(report))
         if options.profile:
             profiler = cProfile.Profile()

@@ -17,6 +17,7 @@ Prints a table, writes bench/results.json and BENCHMARKS.md. Everything started 
 
     .venv/bin/python bench/run.py [--quick]      (--quick: fewer customers, sizes up to 100k; for trying it out)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,7 @@ def wait_for(url: str, seconds: float, what: str) -> None:
 
 # --- what the run starts, and stops whatever happens ------------------------------------------------------------
 
+
 class Stack:
     """PostgreSQL + Redis (scripts/test-services.sh), the emulator, the SMTP sink and gunicorn."""
 
@@ -98,16 +100,20 @@ class Stack:
 
     def start_services(self) -> dict[str, str]:
         self.services_started = True
-        done = subprocess.run([str(ROOT / "scripts/test-services.sh"), "start", str(self.dir / "services")],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [str(ROOT / "scripts/test-services.sh"), "start", str(self.dir / "services")],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"scripts/test-services.sh start failed:\n{done.stdout}{done.stderr}")
         return dict(re.findall(r"^export (\w+)=(.*)$", done.stdout, re.M))
 
     def spawn(self, args: list[str], log_name: str, env: dict | None = None) -> subprocess.Popen:
         handle = open(self.dir / log_name, "wb")
-        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.processes.append(process)
         return process
 
@@ -142,11 +148,13 @@ class Stack:
         if self.smtp is not None:
             self.smtp.stop()
         if self.services_started:
-            subprocess.run([str(ROOT / "scripts/test-services.sh"), "stop", str(self.dir / "services")],
-                           capture_output=True)
+            subprocess.run(
+                [str(ROOT / "scripts/test-services.sh"), "stop", str(self.dir / "services")], capture_output=True
+            )
 
 
 # --- wrk ---------------------------------------------------------------------------------------------------------
+
 
 def sign(body: str, secret: str, timestamp: int) -> str:
     mac = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
@@ -162,11 +170,26 @@ def write_deliveries(path: Path, bodies: list[str], secret: str) -> None:
             fh.write(f"{sign(body, secret, now)}\n{len(data)}\n".encode() + data + b"\n")
 
 
-def wrk(url: str, script: str, *, seconds: float = 600, args: list[str] = (), headers: dict | None = None,
-        marker: Path | None = None) -> dict:
+def wrk(
+    url: str,
+    script: str,
+    *,
+    seconds: float = 600,
+    args: list[str] = (),
+    headers: dict | None = None,
+    marker: Path | None = None,
+) -> dict:
     """Run wrk and return the JSON line its script prints; with `marker`, interrupt it once the file appears."""
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--timeout", "10s",
-               "-s", str(ROOT / "bench" / script)]
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{int(seconds)}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(ROOT / "bench" / script),
+    ]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     command.append(url)
@@ -195,14 +218,14 @@ def wrk(url: str, script: str, *, seconds: float = 600, args: list[str] = (), he
 def post_all(url: str, bodies: list[str], secret: str, path: Path) -> dict:
     """Each body once, signed now, over the 8 connections (bench/webhooks.lua); every one must be answered."""
     write_deliveries(path, bodies, secret)
-    run_ = wrk(url, "webhooks.lua", seconds=60 + len(bodies) / 10, args=[str(path)],
-               marker=path.with_suffix(".done"))
+    run_ = wrk(url, "webhooks.lua", seconds=60 + len(bodies) / 10, args=[str(path)], marker=path.with_suffix(".done"))
     if run_["answered"] != len(bodies):
         raise RuntimeError(f"{url}: {run_['answered']} of {len(bodies)} deliveries answered")
     return run_
 
 
 # --- the app's own counters (Prometheus, summed over the workers) -------------------------------------------------
+
 
 def metrics(base: str) -> dict[str, float]:
     status, body = http("GET", base + "/metrics")
@@ -213,8 +236,11 @@ def metrics(base: str) -> dict[str, float]:
         if line.startswith("#") or not line.strip():
             continue
         name, _, value = line.rpartition(" ")
-        for wanted in ("stripe_api_request_seconds_count", "stripe_webhook_processing_seconds_sum",
-                       "stripe_webhook_processing_seconds_count"):
+        for wanted in (
+            "stripe_api_request_seconds_count",
+            "stripe_webhook_processing_seconds_sum",
+            "stripe_webhook_processing_seconds_count",
+        ):
             if name == wanted or name.startswith(wanted + "{"):
                 values[wanted] = values.get(wanted, 0.0) + float(value)
         if name.startswith("stripe_webhook_events_total{"):
@@ -233,13 +259,26 @@ def delta(after: dict, before: dict, key: str) -> float:
 RESULTS: list[dict] = []
 
 
-def result(name: str, value: float, unit: str, baseline: float | None, target: str | None,
-           met: bool | None, ratio: float | None = None) -> dict:
+def result(
+    name: str,
+    value: float,
+    unit: str,
+    baseline: float | None,
+    target: str | None,
+    met: bool | None,
+    ratio: float | None = None,
+) -> dict:
     if ratio is None and baseline:
         ratio = value / baseline
-    row = {"name": name, "value": round(value, 3), "unit": unit,
-           "baseline": None if baseline is None else round(baseline, 3),
-           "ratio": None if ratio is None else round(ratio, 3), "target": target, "met": met}
+    row = {
+        "name": name,
+        "value": round(value, 3),
+        "unit": unit,
+        "baseline": None if baseline is None else round(baseline, 3),
+        "ratio": None if ratio is None else round(ratio, 3),
+        "target": target,
+        "met": met,
+    }
     RESULTS.append(row)
     shown = f"{row['ratio']:.3f}" if row["ratio"] is not None else "-"
     log(f"  {name}: {row['value']} {unit} (baseline {row['baseline']}, ratio {shown}, target {target}, met {met})")
@@ -269,7 +308,7 @@ def machine(database_version: str) -> dict[str, str]:
         "python": platform.python_version(),
         "postgresql": database_version,
         "wrk": wrk_version[0].strip() if wrk_version else "wrk",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -284,10 +323,15 @@ def fmt(value) -> str:
 
 
 def table() -> str:
-    lines = ["| benchmark | value | unit | baseline | ratio | target | met |", "| --- | ---: | --- | ---: | ---: | --- | --- |"]
+    lines = [
+        "| benchmark | value | unit | baseline | ratio | target | met |",
+        "| --- | ---: | --- | ---: | ---: | --- | --- |",
+    ]
     for r in RESULTS:
-        lines.append(f"| {r['name']} | {fmt(r['value'])} | {r['unit']} | {fmt(r['baseline'])} | {fmt(r['ratio'])} "
-                     f"| {r['target'] or '–'} | {fmt(r['met'])} |")
+        lines.append(
+            f"| {r['name']} | {fmt(r['value'])} | {r['unit']} | {fmt(r['baseline'])} | {fmt(r['ratio'])} "
+            f"| {r['target'] or '–'} | {fmt(r['met'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -316,12 +360,16 @@ rows.
 
 # --- the run ------------------------------------------------------------------------------------------------------
 
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer customers, growth up to 100k")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs)")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy the workers during the webhook and pricing runs (needs py-spy, root)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the workers during the webhook and pricing runs (needs py-spy, root)",
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: run scripts/install-bench-deps.sh (or `make bench`)", file=sys.stderr)
@@ -358,15 +406,20 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     log(f"working directory {workdir}")
     services = stack.start_services()
     pg_url = services["TEST_DATABASE_URL"].rsplit("/", 1)[0]
-    subprocess.run([f"{services['TEST_PG_BIN']}/psql", pg_url + "/postgres", "-q", "-c",
-                    "CREATE DATABASE ssb_bench"], check=True, capture_output=True)
+    subprocess.run(
+        [f"{services['TEST_PG_BIN']}/psql", pg_url + "/postgres", "-q", "-c", "CREATE DATABASE ssb_bench"],
+        check=True,
+        capture_output=True,
+    )
     database_url = pg_url + "/ssb_bench"
     redis_url = services["TEST_REDIS_URL"]
 
     emulator_port, app_port = free_port(), free_port()
     emulator_url, base = f"http://127.0.0.1:{emulator_port}", f"http://127.0.0.1:{app_port}"
-    stack.spawn([PYTHON, "-m", "stripe_emulator", "--port", str(emulator_port), "--state", ":memory:", "--quiet"],
-                "emulator.log")
+    stack.spawn(
+        [PYTHON, "-m", "stripe_emulator", "--port", str(emulator_port), "--state", ":memory:", "--quiet"],
+        "emulator.log",
+    )
     smtp_port = stack.start_smtp_sink()
     wait_for(emulator_url + "/_emulator/health", 30, "the Stripe emulator")
 
@@ -401,9 +454,27 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         "RATELIMIT_API": "100000000 per minute",
     }
     env.pop("_SSB_PROMETHEUS_DIR_CLEARED", None)
-    os.environ.update({k: v for k, v in env.items() if k in {
-        "ENVIRONMENT", "DATABASE_URL", "REDIS_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET",
-        "SECRET_KEY", "JWT_SECRET_KEY", "ENCRYPTION_KEY", "MAIL_SERVER", "MAIL_PORT", "LOG_LEVEL"}})
+    os.environ.update(
+        {
+            k: v
+            for k, v in env.items()
+            if k
+            in {
+                "ENVIRONMENT",
+                "DATABASE_URL",
+                "REDIS_URL",
+                "STRIPE_API_BASE",
+                "STRIPE_SECRET_KEY",
+                "STRIPE_WEBHOOK_SECRET",
+                "SECRET_KEY",
+                "JWT_SECRET_KEY",
+                "ENCRYPTION_KEY",
+                "MAIL_SERVER",
+                "MAIL_PORT",
+                "LOG_LEVEL",
+            }
+        }
+    )
 
     # The emulator writes the history while this process migrates and seeds the database.
     from app.services.webhooks import GUIDE_EVENTS
@@ -440,15 +511,26 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         # The Pro user of the entitlements benchmark, with a few strategies.
         pro = create_user("bench-pro@example.com", "bench-password-1")
         pro.stripe_customer_id = "cus_bench_pro"
-        now = datetime.now(timezone.utc)
-        db.session.add(UserSubscription(
-            user_id=pro.id, plan_id=plan_by_name("pro").id, billing_cycle="monthly", status="active",
-            stripe_subscription_id="sub_bench_pro", stripe_price_id="price_pro_monthly",
-            current_period_start=now, current_period_end=now.replace(year=now.year + 1),
-            cancel_at_period_end=False))
+        now = datetime.now(UTC)
+        db.session.add(
+            UserSubscription(
+                user_id=pro.id,
+                plan_id=plan_by_name("pro").id,
+                billing_cycle="monthly",
+                status="active",
+                stripe_subscription_id="sub_bench_pro",
+                stripe_price_id="price_pro_monthly",
+                current_period_start=now,
+                current_period_end=now.replace(year=now.year + 1),
+                cancel_at_period_end=False,
+            )
+        )
         for n in range(5):
-            db.session.add(Strategy(user_id=pro.id, name=f"Strategy {n + 1}", description="Moving averages",
-                                    rules="fast=20 slow=50"))
+            db.session.add(
+                Strategy(
+                    user_id=pro.id, name=f"Strategy {n + 1}", description="Moving averages", rules="fast=20 slow=50"
+                )
+            )
         db.session.commit()
         database_version = db.session.scalar(sa.text("SHOW server_version"))
 
@@ -460,9 +542,19 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     log(f"history: {len(events)} events of the guide's six types ({time.monotonic() - started:.0f} s so far)")
 
     with app.app_context():  # the customers the handlers look up, linked like Checkout links them
-        db.session.execute(sa.insert(User), [
-            {"id": c.user_id, "email": c.email, "password_hash": growth.PASSWORD_HASH,
-             "stripe_customer_id": c.customer_id, "is_admin": False} for c in customers])
+        db.session.execute(
+            sa.insert(User),
+            [
+                {
+                    "id": c.user_id,
+                    "email": c.email,
+                    "password_hash": growth.PASSWORD_HASH,
+                    "stripe_customer_id": c.customer_id,
+                    "is_admin": False,
+                }
+                for c in customers
+            ],
+        )
         db.session.commit()
 
     # Events per group of customers, each group in creation order.
@@ -482,18 +574,30 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         mix[kind] = mix.get(kind, 0) + 1
 
     log(f"gunicorn on {base} (2 sync workers)")
-    stack.gunicorn = stack.spawn([str(Path(PYTHON).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
-                                  "bench.wsgi_bench:app"], "gunicorn.log", env=env)
+    stack.gunicorn = stack.spawn(
+        [str(Path(PYTHON).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "bench.wsgi_bench:app"],
+        "gunicorn.log",
+        env=env,
+    )
     wait_for(base + "/healthz", 60, "gunicorn")
-    stack.spawn([str(Path(PYTHON).parent / "flask"), "--app", "wsgi:app", "queue", "worker"], "worker.log",
-                env={**env, "PROMETHEUS_MULTIPROC_DIR": ""})
+    stack.spawn(
+        [str(Path(PYTHON).parent / "flask"), "--app", "wsgi:app", "queue", "worker"],
+        "worker.log",
+        env={**env, "PROMETHEUS_MULTIPROC_DIR": ""},
+    )
     bare_port = free_port()
     bare = f"http://127.0.0.1:{bare_port}"
     log(f"bare Flask (bench/bare_flask.py) on {bare}, the same gunicorn settings")
     (workdir / "prometheus-bare").mkdir()
-    stack.spawn([str(Path(PYTHON).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "bench.bare_flask:app"],
-                "gunicorn-bare.log", env={**env, "GUNICORN_BIND": f"127.0.0.1:{bare_port}",
-                                          "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus-bare")})
+    stack.spawn(
+        [str(Path(PYTHON).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "bench.bare_flask:app"],
+        "gunicorn-bare.log",
+        env={
+            **env,
+            "GUNICORN_BIND": f"127.0.0.1:{bare_port}",
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus-bare"),
+        },
+    )
     wait_for(bare + "/hello", 60, "bare Flask")
 
     deliveries = workdir / "deliveries.txt"
@@ -513,19 +617,37 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         if run_["ok"] != run_["answered"]:
             raise RuntimeError(f"webhook {name}: {run_['answered'] - run_['ok']} non-2xx answers")
     with app.app_context():
-        statuses = dict(db.session.execute(sa.text(
-            "SELECT status, count(*) FROM stripe_events WHERE id NOT LIKE 'evt_gen%' GROUP BY status")).all())
+        statuses = dict(
+            db.session.execute(
+                sa.text("SELECT status, count(*) FROM stripe_events WHERE id NOT LIKE 'evt_gen%' GROUP BY status")
+            ).all()
+        )
     handled = delta(after, before, "webhook_processed") + delta(after, before, "webhook_ignored")
     calls = delta(after, before, "stripe_api_request_seconds_count")
     calls_per_event = calls / max(handled, 1)
-    result("webhook events/s (endpoint vs floor)", real["rate"], "events/s", floor["rate"], "ratio ≥ 0.40",
-           real["rate"] / floor["rate"] >= 0.40)
+    result(
+        "webhook events/s (endpoint vs floor)",
+        real["rate"],
+        "events/s",
+        floor["rate"],
+        "ratio ≥ 0.40",
+        real["rate"] / floor["rate"] >= 0.40,
+    )
     result("webhook p50 latency", real["p50_us"] / 1000, "ms", floor["p50_us"] / 1000, None, None)
-    result("webhook p99 latency", real["p99_us"] / 1000, "ms", floor["p99_us"] / 1000, "≤ 50 ms",
-           real["p99_us"] / 1000 <= 50)
+    result(
+        "webhook p99 latency",
+        real["p99_us"] / 1000,
+        "ms",
+        floor["p99_us"] / 1000,
+        "≤ 50 ms",
+        real["p99_us"] / 1000 <= 50,
+    )
     result("Stripe API calls per event", calls_per_event, "calls/event", 1.0, "≤ 0.2", calls_per_event <= 0.2)
-    handling_ms = 1000 * delta(after, before, "stripe_webhook_processing_seconds_sum") / max(
-        delta(after, before, "stripe_webhook_processing_seconds_count"), 1)
+    handling_ms = (
+        1000
+        * delta(after, before, "stripe_webhook_processing_seconds_sum")
+        / max(delta(after, before, "stripe_webhook_processing_seconds_count"), 1)
+    )
     notes.append(
         f"**Webhooks**: {len(main_bodies)} events of {main_customers} customers from the emulator's history "
         f"(subscribe through Checkout, one in seven with a card that fails at renewal; upgrade, switch, cancel, "
@@ -538,7 +660,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         f"Outcomes: {json.dumps(statuses)}; server-side handling {handling_ms:.1f} ms per event (Prometheus "
         f"histogram); Stripe calls counted by the app's `stripe_api_request_seconds` histogram ({calls:.0f} calls "
         f"for {handled:.0f} events; baseline 1 call per event = a handler that syncs every event). "
-        f"Mails went to a local SMTP sink.")
+        f"Mails went to a local SMTP sink."
+    )
 
     # --- 2. duplicates -------------------------------------------------------------------------------------------
     log("2. duplicates: the same deliveries again")
@@ -553,12 +676,16 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         f"**Duplicates**: the same {len(main_bodies)} deliveries re-signed and posted again after the first run, so "
         f"every event was sent twice; every second delivery answered `duplicate` (Redis fast path "
         f"`webhook_processed:<id>`, the table being the truth); baseline: the first deliveries' events/s; "
-        f"{delta(after, before, 'webhook_duplicate'):.0f} duplicates counted by the app.")
+        f"{delta(after, before, 'webhook_duplicate'):.0f} duplicates counted by the app."
+    )
 
     # --- 3. entitlements -------------------------------------------------------------------------------------------
-    status, body = http("POST", base + "/api/v1/auth/token",
-                        json.dumps({"email": "bench-pro@example.com", "password": "bench-password-1"}).encode(),
-                        {"Content-Type": "application/json"})
+    status, body = http(
+        "POST",
+        base + "/api/v1/auth/token",
+        json.dumps({"email": "bench-pro@example.com", "password": "bench-password-1"}).encode(),
+        {"Content-Type": "application/json"},
+    )
     if status != 200:
         raise RuntimeError(f"token: {status} {body[:200]!r}")
     auth = {"Authorization": "Bearer " + json.loads(body)["access_token"]}
@@ -568,26 +695,42 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             raise RuntimeError(f"{path}: {status} {body[:200]!r}")
     log("3. entitlements: gated vs ungated")
     gated, ungated = paired(base + "/api/v1/strategies", base + "/bench/api/strategies-ungated", headers=auth)
-    result("gated API endpoint req/s (vs ungated twin)", gated["rate"], "req/s", ungated["rate"], "ratio ≥ 0.90",
-           gated["rate"] / ungated["rate"] >= 0.90)
+    result(
+        "gated API endpoint req/s (vs ungated twin)",
+        gated["rate"],
+        "req/s",
+        ungated["rate"],
+        "ratio ≥ 0.90",
+        gated["rate"] / ungated["rate"] >= 0.90,
+    )
     # Microseconds per check, in-process on the same PostgreSQL and Redis (bench/entitlements.py).
-    checks = subprocess.run([sys.executable, str(ROOT / "bench" / "entitlements.py"), "500"], env=env,
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    checks = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "entitlements.py"), "500"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     if checks.returncode != 0:
         raise RuntimeError(f"bench/entitlements.py failed: {checks.stderr[-2000:]}")
-    medians = {line.split(" median")[0].strip(): float(line.split("median")[1].split("µs")[0])
-               for line in checks.stdout.splitlines() if " median " in line}
+    medians = {
+        line.split(" median")[0].strip(): float(line.split("median")[1].split("µs")[0])
+        for line in checks.stdout.splitlines()
+        if " median " in line
+    }
     miss = medians["miss (database + cache write)"]
     result("entitlement check, cache miss", miss, "µs", None, None, None)
     result("entitlement check, cache hit (vs miss)", medians["hit (cache read + JSON decode)"], "µs", miss, None, None)
     result("gate check on a cache hit (vs miss)", medians["gate check on a hit"], "µs", miss, None, None)
     result("second read in the same request (vs miss)", medians["memo (same request)"], "µs", miss, None, None)
     notes.append(
-        "**Entitlements**: `GET /api/v1/strategies` (JWT + `@requires_feature(\"api_access\")`, a Pro user with 5 "
+        '**Entitlements**: `GET /api/v1/strategies` (JWT + `@requires_feature("api_access")`, a Pro user with 5 '
         "strategies, entitlements cached in Redis) against `/bench/api/strategies-ungated` (the same view without "
         "the decorator: same token check, same per-user API rate limit in Redis, service call and JSON; "
         "RATELIMIT_API is raised so that the limit is checked but never reached); alternating runs, "
-        f"{ROUNDS} × {ROUND_SECONDS} s each side.")
+        f"{ROUNDS} × {ROUND_SECONDS} s each side."
+    )
 
     # --- 4. pricing ----------------------------------------------------------------------------------------------
     for path in ("/pricing", "/bench/hello"):
@@ -596,29 +739,55 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     log("4. pricing page vs hello")
     with profiled(options.profile, stack.gunicorn, workdir / "profile-pricing.txt"):
         pricing, hello = paired(base + "/pricing", base + "/bench/hello")
-    result("pricing page req/s (vs hello route)", pricing["rate"], "req/s", hello["rate"], "ratio ≥ 0.70",
-           pricing["rate"] / hello["rate"] >= 0.70)
+    result(
+        "pricing page req/s (vs hello route)",
+        pricing["rate"],
+        "req/s",
+        hello["rate"],
+        "ratio ≥ 0.70",
+        pricing["rate"] / hello["rate"] >= 0.70,
+    )
     app_hello, bare_hello = paired(base + "/bench/hello", bare + "/hello")
-    result("app bare route req/s (vs bare Flask hello)", app_hello["rate"], "req/s", bare_hello["rate"],
-           "ratio ≥ 0.60", app_hello["rate"] / bare_hello["rate"] >= 0.60)
+    result(
+        "app bare route req/s (vs bare Flask hello)",
+        app_hello["rate"],
+        "req/s",
+        bare_hello["rate"],
+        "ratio ≥ 0.60",
+        app_hello["rate"] / bare_hello["rate"] >= 0.60,
+    )
     pricing_floor, bare_floor = paired(base + "/pricing", bare + "/hello")
-    result("pricing page req/s (vs bare Flask hello)", pricing_floor["rate"], "req/s", bare_floor["rate"],
-           "ratio ≥ 0.55", pricing_floor["rate"] / bare_floor["rate"] >= 0.55)
+    result(
+        "pricing page req/s (vs bare Flask hello)",
+        pricing_floor["rate"],
+        "req/s",
+        bare_floor["rate"],
+        "ratio ≥ 0.55",
+        pricing_floor["rate"] / bare_floor["rate"] >= 0.55,
+    )
     notes.append(
         "**Request overhead**: the app's `/bench/hello` and `/pricing` against bench/bare_flask.py (Flask and "
         "one `hello` route, nothing of the `app` package) served by its own gunicorn with the same settings; "
-        f"alternating runs, {ROUNDS} × {ROUND_SECONDS} s each side.")
+        f"alternating runs, {ROUNDS} × {ROUND_SECONDS} s each side."
+    )
     notes.append(
         "**Pricing**: `GET /pricing` for a visitor against `/bench/hello` (a bare route of the same app, with "
-        f"the same middleware and request log); alternating runs, {ROUNDS} × {ROUND_SECONDS} s each side.")
+        f"the same middleware and request log); alternating runs, {ROUNDS} × {ROUND_SECONDS} s each side."
+    )
 
     # --- 5. growth ----------------------------------------------------------------------------------------------
     import app.services.reporting as reporting
 
-    queries = [(name, fn) for name, fn in inspect.getmembers(reporting, inspect.isfunction)
-               if fn.__module__ == reporting.__name__ and not name.startswith("_")
-               and all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                       for p in inspect.signature(fn).parameters.values())]
+    queries = [
+        (name, fn)
+        for name, fn in inspect.getmembers(reporting, inspect.isfunction)
+        if fn.__module__ == reporting.__name__
+        and not name.startswith("_")
+        and all(
+            p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            for p in inspect.signature(fn).parameters.values()
+        )
+    ]
     growth_rows: dict[int, dict] = {}
     generated_so_far = 0
     for step, size in enumerate(sizes):
@@ -628,16 +797,22 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
                 growth.grow(connection, generated_so_far + 1, size)
             # What autovacuum does on a live database: the visibility map lets the covering indexes answer alone.
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                connection.execute(growth.text(
-                    "VACUUM ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events, "
-                    "daily_counts, daily_subscription_changes"))
+                connection.execute(
+                    growth.text(
+                        "VACUUM ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events, "
+                        "daily_counts, daily_subscription_changes"
+                    )
+                )
         generated_so_far = size
         log(f"5. growth: {size:,} generated subscriptions ({time.monotonic() - t0:.1f} s to generate)")
         before = metrics(base)
         run_ = post_all(base + WEBHOOK_PATH, growth_bodies[step], webhook_secret, deliveries)
         after = metrics(base)
-        ms = 1000 * delta(after, before, "stripe_webhook_processing_seconds_sum") / max(
-            delta(after, before, "stripe_webhook_processing_seconds_count"), 1)
+        ms = (
+            1000
+            * delta(after, before, "stripe_webhook_processing_seconds_sum")
+            / max(delta(after, before, "stripe_webhook_processing_seconds_count"), 1)
+        )
         timings = {}
         with app.app_context():
             # A helper that builds an SQL expression (not a query) is no dashboard query: dropped at the first size.
@@ -651,20 +826,36 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
                     db.session.rollback()
                     samples.append(time.perf_counter() - t)
                 timings[name] = 1000 * statistics.median(samples)
-        growth_rows[size] = {"handling_ms": ms, "rate": run_["rate"], "p99_ms": run_["p99_us"] / 1000,
-                             "queries": timings}
+        growth_rows[size] = {
+            "handling_ms": ms,
+            "rate": run_["rate"],
+            "p99_ms": run_["p99_us"] / 1000,
+            "queries": timings,
+        }
     small = growth_rows[sizes[0]]
     for size in sizes:
         row = growth_rows[size]
         label = f"{size // 1000}k" if size < 1_000_000 else f"{size // 1_000_000}M"
         ratio = row["handling_ms"] / small["handling_ms"]
-        result(f"growth {label}: webhook handling time per event", row["handling_ms"], "ms",
-               small["handling_ms"], "within ±20% of 10k", 0.8 <= ratio <= 1.2)
+        result(
+            f"growth {label}: webhook handling time per event",
+            row["handling_ms"],
+            "ms",
+            small["handling_ms"],
+            "within ±20% of 10k",
+            0.8 <= ratio <= 1.2,
+        )
         for name, ms in row["queries"].items():
             # The issue's target is per figure; dashboard() is the whole page (every figure), printed without it.
             targeted = size == sizes[-1] and name != "dashboard"
-            result(f"growth {label}: dashboard {'page' if name == 'dashboard' else 'query'} {name}()", ms, "ms",
-                   small["queries"][name], "≤ 200 ms at 1M" if targeted else None, (ms <= 200) if targeted else None)
+            result(
+                f"growth {label}: dashboard {'page' if name == 'dashboard' else 'query'} {name}()",
+                ms,
+                "ms",
+                small["queries"][name],
+                "≤ 200 ms at 1M" if targeted else None,
+                (ms <= 200) if targeted else None,
+            )
     notes.append(
         f"**Growth**: subscriptions generated in SQL (bench/growth.py: `INSERT … SELECT generate_series`, each with "
         f"its user, one audit entry and one recorded event; 70% active, 15% canceled, 5% past due, 5% trialing) "
@@ -675,7 +866,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         f"({', '.join(n + '()' for n, _ in queries)}), median of 5 in-process calls after a warm one; their "
         f"baseline is the same query at {sizes[0]:,}. Webhook events/s at each size: "
         + ", ".join(f"{s:,}: {growth_rows[s]['rate']:.0f}/s (p99 {growth_rows[s]['p99_ms']:.1f} ms)" for s in sizes)
-        + ".")
+        + "."
+    )
 
     with app.app_context():
         db.session.remove()
@@ -687,8 +879,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     print()
     write_reports(machine(database_version), notes, elapsed)
     missed = [r["name"] for r in RESULTS if r["met"] is False]
-    log(f"done in {elapsed:.0f} s; wrote bench/results.json and BENCHMARKS.md"
-        + (f"; targets missed: {'; '.join(missed)}" if missed else "; every target met"))
+    log(
+        f"done in {elapsed:.0f} s; wrote bench/results.json and BENCHMARKS.md"
+        + (f"; targets missed: {'; '.join(missed)}" if missed else "; every target met")
+    )
     return 0
 
 
@@ -704,9 +898,23 @@ class profiled:
     def __enter__(self):
         if self.enabled:
             self.process = subprocess.Popen(
-                [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(self.master.pid), "--subprocesses",
-                 "--rate", "200", "--format", "raw", "--output", str(self.output), "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    str(Path(PYTHON).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(self.master.pid),
+                    "--subprocesses",
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(self.output),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(1)
         return self
 
@@ -747,8 +955,13 @@ def paired(url: str, baseline_url: str, headers: dict | None = None) -> tuple[di
 def combine(runs: list[dict]) -> dict:
     requests = sum(r["requests"] for r in runs)
     seconds = sum(r["seconds"] for r in runs)
-    return {"requests": requests, "seconds": seconds, "rate": requests / seconds,
-            "p50_us": statistics.median(r["p50_us"] for r in runs), "p99_us": max(r["p99_us"] for r in runs)}
+    return {
+        "requests": requests,
+        "seconds": seconds,
+        "rate": requests / seconds,
+        "p50_us": statistics.median(r["p50_us"] for r in runs),
+        "p99_us": max(r["p99_us"] for r in runs),
+    }
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ divided by, served by the same workers so that both sides of a ratio share the p
 
 None of this is in the `app` package: production never has these routes.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,8 +32,8 @@ from app.api import api_limit, api_limit_key  # noqa: E402
 from app.api.common import current_api_user  # noqa: E402
 from app.api.strategies import strategy_json  # noqa: E402
 from app.extensions import csrf, db, limiter  # noqa: E402
-from app.services.stripe_gateway import SignatureInvalid, gateway  # noqa: E402
 from app.services.strategies import list_strategies  # noqa: E402
+from app.services.stripe_gateway import SignatureInvalid, gateway  # noqa: E402
 from app.services.webhooks import TOLERANCE_SECONDS, configured_secrets  # noqa: E402
 
 INSERT_RAW_EVENT = text(
@@ -61,11 +62,17 @@ def baseline_blueprint() -> Blueprint:
         else:
             return jsonify(error="invalid_signature"), 400
         event = json.loads(payload)
-        db.session.execute(INSERT_RAW_EVENT, {
-            "id": event["id"], "type": event["type"], "livemode": bool(event.get("livemode")),
-            "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=timezone.utc),
-            "received_at": datetime.now(timezone.utc), "payload": payload.decode("utf-8"),
-        })
+        db.session.execute(
+            INSERT_RAW_EVENT,
+            {
+                "id": event["id"],
+                "type": event["type"],
+                "livemode": bool(event.get("livemode")),
+                "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC),
+                "received_at": datetime.now(UTC),
+                "payload": payload.decode("utf-8"),
+            },
+        )
         db.session.commit()
         return jsonify(status="recorded", event_id=event["id"])
 

@@ -7,6 +7,7 @@
 
 Either way the database URL, the metadata and Flask-Migrate's configure arguments come from the app.
 """
+
 import logging
 from logging.config import fileConfig
 
@@ -16,7 +17,7 @@ from flask import Flask, current_app, has_app_context
 from app import create_app
 
 config = context.config
-logger = logging.getLogger('alembic.env')
+logger = logging.getLogger("alembic.env")
 
 
 def configure_logging():
@@ -27,22 +28,23 @@ def configure_logging():
 
 def engine_url(app: Flask) -> str:
     """The app's database URL, password included, escaped for the ini-style config."""
-    url = app.extensions['migrate'].db.engine.url
-    return url.render_as_string(hide_password=False).replace('%', '%%')
+    url = app.extensions["migrate"].db.engine.url
+    return url.render_as_string(hide_password=False).replace("%", "%%")
 
 
 def target_metadata(app: Flask):
     """The models' metadata, which autogenerate compares with the database."""
-    target_db = app.extensions['migrate'].db
-    if hasattr(target_db, 'metadatas'):
+    target_db = app.extensions["migrate"].db
+    if hasattr(target_db, "metadatas"):
         return target_db.metadatas[None]
     return target_db.metadata
 
 
 def run_migrations_offline(app: Flask):
     """`--sql`: emit the SQL for the configured URL without connecting."""
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata(app),
-                      literal_binds=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata(app), literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -52,13 +54,13 @@ def run_migrations_online(app: Flask):
 
     def process_revision_directives(context, revision, directives):
         # An autogenerate that finds no change writes no empty revision file.
-        if getattr(config.cmd_opts, 'autogenerate', False):
+        if getattr(config.cmd_opts, "autogenerate", False):
             script = directives[0]
             if script.upgrade_ops.is_empty():
                 directives[:] = []
-                logger.info('No changes in schema detected.')
+                logger.info("No changes in schema detected.")
 
-    migrate = app.extensions['migrate']
+    migrate = app.extensions["migrate"]
     conf_args = dict(migrate.configure_args)
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
@@ -71,7 +73,7 @@ def run_migrations_online(app: Flask):
 
 def run_migrations(app: Flask):
     """Point Alembic at the app's database, then migrate online (or print the SQL with `--sql`)."""
-    config.set_main_option('sqlalchemy.url', engine_url(app))
+    config.set_main_option("sqlalchemy.url", engine_url(app))
     if context.is_offline_mode():
         run_migrations_offline(app)
     else:
@@ -86,4 +88,4 @@ else:
     configure_logging()
     with standalone_app.app_context():
         run_migrations(standalone_app)
-        standalone_app.extensions['migrate'].db.engine.dispose()
+        standalone_app.extensions["migrate"].db.engine.dispose()

@@ -6,6 +6,7 @@ endpoint signs with.
 The endpoint lives in the emulator's state file: while it is there it is reused; when the state is gone (or the
 secret kept for it is), the endpoints at this URL are deleted and a new one is registered.
 """
+
 import json
 import sys
 from pathlib import Path
@@ -15,10 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dotenv import load_dotenv  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.services import DomainError  # noqa: E402
+from app.services import (
+    DomainError,  # noqa: E402
+    stripe_gateway,  # noqa: E402
+)
 from app.services.doctor import webhook_url  # noqa: E402
 from app.services.stripe_admin import create_webhook_endpoint  # noqa: E402
-from app.services import stripe_gateway  # noqa: E402
 
 
 def main() -> int:

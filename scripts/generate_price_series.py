@@ -3,6 +3,7 @@
 Deterministic (a seeded random walk with drift and a few regimes), so the committed file and every backtest
 result are reproducible: `python scripts/generate_price_series.py` rewrites the very same bytes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,9 @@ def main() -> None:
         regime = (i // 500) % 4  # ~2-year regimes: bull, chop, bear, bull
         drift = {0: 6, 1: 0, 2: -4, 3: 5}[regime]  # basis points per 10 days, roughly
         step_bp = rng.randint(-150, 150) + drift  # daily move in basis points
-        price = max(Decimal("1.00"), (price * (Decimal(10000 + step_bp) / Decimal(10000))).quantize(CENT, ROUND_HALF_EVEN))
+        price = max(
+            Decimal("1.00"), (price * (Decimal(10000 + step_bp) / Decimal(10000))).quantize(CENT, ROUND_HALF_EVEN)
+        )
         rows.append((day.isoformat(), f"{price}"))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with OUT.open("w", newline="") as f:

@@ -19,6 +19,7 @@ past-due-390.png.
 
 Not part of `make test`; run it after changing the billing templates or app.css.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flask_migrate import upgrade  # noqa: E402
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Page, ViewportSize, expect, sync_playwright  # noqa: E402
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server  # noqa: E402
 
 from app import create_app  # noqa: E402
@@ -41,7 +42,7 @@ from stripe_emulator.testing import EmulatorServer  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-quic"]
 WIDTH, HEIGHT = 1280, 800
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 FAILING_CARD = "4000 0000 0000 0341"
 PASSWORD = "correct horse battery"
 
@@ -58,8 +59,14 @@ def serve(app) -> tuple[str, BaseWSGIServer]:
 
 
 def build_app(database: Path, emulator_url: str):
-    app = create_app({"ENVIRONMENT": "development", "DATABASE_URL": f"sqlite:///{database}",
-                      "STRIPE_API_BASE": emulator_url, "MAIL_SUPPRESS_SEND": "true"})
+    app = create_app(
+        {
+            "ENVIRONMENT": "development",
+            "DATABASE_URL": f"sqlite:///{database}",
+            "STRIPE_API_BASE": emulator_url,
+            "MAIL_SUPPRESS_SEND": "true",
+        }
+    )
     with app.app_context():
         upgrade()
         seed_plans_from_config()
@@ -75,8 +82,9 @@ def signup(page: Page, base: str, email: str) -> None:
     expect(page.get_by_test_id("current-plan")).to_be_visible()
 
 
-def subscribe(page: Page, base: str, emulator_url: str, plan: str, name: str,
-              card: str = "4242 4242 4242 4242") -> None:
+def subscribe(
+    page: Page, base: str, emulator_url: str, plan: str, name: str, card: str = "4242 4242 4242 4242"
+) -> None:
     page.goto(base + "/pricing")
     page.locator(f"[data-plan={plan}] form.choose-monthly button").click()
     expect(page).to_have_url(re.compile("^" + re.escape(emulator_url) + "/c/pay/"))
@@ -149,10 +157,21 @@ def visitor_choice(page: Page, base: str, out_dir: Path) -> None:
     page.screenshot(path=str(out_dir / "review-plan.png"), full_page=True)
 
 
-SHOTS = ("success.png", "billing.png", "billing-390.png", "confirm-change.png", "confirm-cancel.png",
-         "review-plan.png", "confirm-downgrade.png", "confirm-downgrade-390.png", "pending-downgrade.png",
-         "pending-downgrade-390.png",
-         "pricing-pending.png", "past-due.png", "past-due-390.png")
+SHOTS = (
+    "success.png",
+    "billing.png",
+    "billing-390.png",
+    "confirm-change.png",
+    "confirm-cancel.png",
+    "review-plan.png",
+    "confirm-downgrade.png",
+    "confirm-downgrade-390.png",
+    "pending-downgrade.png",
+    "pending-downgrade-390.png",
+    "pricing-pending.png",
+    "past-due.png",
+    "past-due-390.png",
+)
 
 
 def main(out_dir: Path) -> None:
@@ -161,13 +180,17 @@ def main(out_dir: Path) -> None:
         app = build_app(Path(tmp) / "app.db", emulator.url)
         base, server = serve(app)
         # Renewals and retries reach the app as they would from Stripe.
-        emulator.add_webhook(base + app.config["API_PREFIX"] + "/billing/webhooks/stripe",
-                             app.config["STRIPE_WEBHOOK_SECRET"])
+        emulator.add_webhook(
+            base + app.config["API_PREFIX"] + "/billing/webhooks/stripe", app.config["STRIPE_WEBHOOK_SECRET"]
+        )
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                journeys = (("ada@example.com", pro_user), ("grace@example.com", starter_user),
-                            ("alan@example.com", late_payer))
+                journeys = (
+                    ("ada@example.com", pro_user),
+                    ("grace@example.com", starter_user),
+                    ("alan@example.com", late_payer),
+                )
                 for email, journey in journeys:
                     context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
                     page = context.new_page()

@@ -1,4 +1,5 @@
 """The deployment guide's seeding script: `python scripts/seed_plans.py` (same code as `flask seed-plans`)."""
+
 import sys
 from pathlib import Path
 

@@ -14,5 +14,6 @@ __all__ = ["API_VERSION", "create_app", "Emulator"]
 def __getattr__(name):  # lazy: importing the package must not import Flask
     if name in ("create_app", "Emulator"):
         from . import server
+
         return getattr(server, name)
     raise AttributeError(name)

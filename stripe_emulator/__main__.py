@@ -15,24 +15,47 @@ from .server import create_app
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m stripe_emulator",
-                                 description="Stateful offline Stripe emulator (API, hosted pages, webhooks, clock).")
+    ap = argparse.ArgumentParser(
+        prog="python -m stripe_emulator",
+        description="Stateful offline Stripe emulator (API, hosted pages, webhooks, clock).",
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=12111)
-    ap.add_argument("--state", default=os.path.join("instance", "stripe_emulator.json"),
-                    help="JSON state file (default: instance/stripe_emulator.json); ':memory:' keeps nothing")
-    ap.add_argument("--public-url", default=None,
-                    help="base URL for hosted pages (default: the address the client used)")
-    ap.add_argument("--webhook", action="append", default=[], metavar="URL",
-                    help="deliver every event to URL (repeatable, pairs with --webhook-secret)")
-    ap.add_argument("--webhook-secret", action="append", default=[], metavar="WHSEC",
-                    help="signing secret for the matching --webhook")
-    ap.add_argument("--failed-renewal-outcome", choices=["canceled", "unpaid"], default="canceled",
-                    help="subscription status after the last failed payment attempt")
+    ap.add_argument(
+        "--state",
+        default=os.path.join("instance", "stripe_emulator.json"),
+        help="JSON state file (default: instance/stripe_emulator.json); ':memory:' keeps nothing",
+    )
+    ap.add_argument(
+        "--public-url", default=None, help="base URL for hosted pages (default: the address the client used)"
+    )
+    ap.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="deliver every event to URL (repeatable, pairs with --webhook-secret)",
+    )
+    ap.add_argument(
+        "--webhook-secret",
+        action="append",
+        default=[],
+        metavar="WHSEC",
+        help="signing secret for the matching --webhook",
+    )
+    ap.add_argument(
+        "--failed-renewal-outcome",
+        choices=["canceled", "unpaid"],
+        default="canceled",
+        help="subscription status after the last failed payment attempt",
+    )
     ap.add_argument("--payment-attempts", type=int, default=3, help="charge attempts per invoice")
     ap.add_argument("--retry-interval-days", type=int, default=3, help="days between payment attempts")
-    ap.add_argument("--webhook-retry-schedule", default="0.5,1,2,4",
-                    help="seconds between webhook delivery attempts (comma separated)")
+    ap.add_argument(
+        "--webhook-retry-schedule",
+        default="0.5,1,2,4",
+        help="seconds between webhook delivery attempts (comma separated)",
+    )
     ap.add_argument("--webhook-max-attempts", type=int, default=5)
     ap.add_argument("--quiet", action="store_true", help="no request log")
     args = ap.parse_args(argv)
@@ -43,20 +66,31 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    config = Config(public_url=args.public_url, failed_renewal_outcome=args.failed_renewal_outcome,
-                    payment_attempts=args.payment_attempts, retry_interval_days=args.retry_interval_days,
-                    webhooks=list(zip(args.webhook, args.webhook_secret, strict=True)))
+    config = Config(
+        public_url=args.public_url,
+        failed_renewal_outcome=args.failed_renewal_outcome,
+        payment_attempts=args.payment_attempts,
+        retry_interval_days=args.retry_interval_days,
+        webhooks=list(zip(args.webhook, args.webhook_secret, strict=True)),
+    )
     state = None if args.state == ":memory:" else args.state
-    emulator = Emulator(state_path=state, config=config,
-                        retry_schedule=[float(x) for x in args.webhook_retry_schedule.split(",")],
-                        max_attempts=args.webhook_max_attempts)
+    emulator = Emulator(
+        state_path=state,
+        config=config,
+        retry_schedule=[float(x) for x in args.webhook_retry_schedule.split(",")],
+        max_attempts=args.webhook_max_attempts,
+    )
     emulator.store.save()
     app = create_app(emulator)
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server(args.host, args.port, app, threaded=True)
-    print(f"Stripe emulator on http://{args.host}:{args.port} (state: {state or 'memory'}; "
-          f"webhooks: {', '.join(args.webhook) or 'none'})", file=sys.stderr, flush=True)
+    print(
+        f"Stripe emulator on http://{args.host}:{args.port} (state: {state or 'memory'}; "
+        f"webhooks: {', '.join(args.webhook) or 'none'})",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

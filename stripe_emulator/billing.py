@@ -25,10 +25,10 @@ DAY = 86400
 class Config:
     """Behaviour knobs (command line flags / EmulatorServer keyword arguments)."""
 
-    public_url: str | None = None            # base of hosted page URLs; default: the request's host
-    failed_renewal_outcome: str = "canceled"    # or "unpaid", after the last failed attempt
-    payment_attempts: int = 3                   # charge attempts per invoice before giving up
-    retry_interval_days: int = 3                # days between attempts
+    public_url: str | None = None  # base of hosted page URLs; default: the request's host
+    failed_renewal_outcome: str = "canceled"  # or "unpaid", after the last failed attempt
+    payment_attempts: int = 3  # charge attempts per invoice before giving up
+    retry_interval_days: int = 3  # days between attempts
     webhooks: list = field(default_factory=list)  # [(url, secret)] from the command line
 
 
@@ -73,8 +73,15 @@ class Billing:
         if self.dry_run:
             return {}
         snapshot = copy.deepcopy(obj)
-        evt = objects.event(new_id("evt"), s.now(), etype, snapshot, previous,
-                            ctx.request_id if ctx else None, ctx.idempotency_key if ctx else None)
+        evt = objects.event(
+            new_id("evt"),
+            s.now(),
+            etype,
+            snapshot,
+            previous,
+            ctx.request_id if ctx else None,
+            ctx.idempotency_key if ctx else None,
+        )
         targets = self.webhook_targets(etype)
         evt["pending_webhooks"] = len(targets)
         s.put("events", evt)
@@ -104,32 +111,62 @@ class Billing:
         return self.emit(ctx, etype, after, prev)
 
     # ================================================================ customers
-    def create_customer(self, ctx: Ctx | None, *, email=None, name=None, description=None,
-                        phone=None, metadata=None) -> dict:
+    def create_customer(
+        self, ctx: Ctx | None, *, email=None, name=None, description=None, phone=None, metadata=None
+    ) -> dict:
         s = self.store
         cid = new_id("cus", 14)
         prefix = cid[4:12].upper()
-        cust = objects.customer(cid, s.now(), email=email, name=name, description=description,
-                                phone=phone, metadata=metadata, invoice_prefix=prefix)
+        cust = objects.customer(
+            cid,
+            s.now(),
+            email=email,
+            name=name,
+            description=description,
+            phone=phone,
+            metadata=metadata,
+            invoice_prefix=prefix,
+        )
         s.put("customers", cust)
         self.emit(ctx, "customer.created", cust)
         return cust
 
-    def add_card(self, ctx: Ctx | None, cust: dict, number: str, *, exp_month: int = 12,
-                 exp_year: int | None = None, name: str | None = None,
-                 make_default: bool = True, param: str = "card") -> dict:
+    def add_card(
+        self,
+        ctx: Ctx | None,
+        cust: dict,
+        number: str,
+        *,
+        exp_month: int = 12,
+        exp_year: int | None = None,
+        name: str | None = None,
+        make_default: bool = True,
+        param: str = "card",
+    ) -> dict:
         """Validate a test card, create its PaymentMethod, attach it and make it the default."""
         digits, card = cards.lookup(number, param)
         if card.behaviour == "decline":
-            raise card_declined(card.message or "Your card was declined.", decline_code=card.decline_code
-                                or "generic_decline", param=param)
+            raise card_declined(
+                card.message or "Your card was declined.",
+                decline_code=card.decline_code or "generic_decline",
+                param=param,
+            )
         s = self.store
         if exp_year is None:
             exp_year = dt.datetime.fromtimestamp(s.now(), dt.UTC).year + 5
         pm = objects.payment_method(
-            new_id("pm"), s.now(), brand=card.brand, last4=digits[-4:], exp_month=int(exp_month),
-            exp_year=int(exp_year), fingerprint=cards.fingerprint(digits), name=name,
-            email=cust.get("email"), customer_id=cust["id"], funding=card.funding)
+            new_id("pm"),
+            s.now(),
+            brand=card.brand,
+            last4=digits[-4:],
+            exp_month=int(exp_month),
+            exp_year=int(exp_year),
+            fingerprint=cards.fingerprint(digits),
+            name=name,
+            email=cust.get("email"),
+            customer_id=cust["id"],
+            funding=card.funding,
+        )
         s.put("payment_methods", pm)
         s.internal("cards")[pm["id"]] = {"behaviour": card.behaviour, "charges": 0}
         self.emit(ctx, "payment_method.attached", pm)
@@ -147,8 +184,12 @@ class Billing:
         if amount <= 0:
             return None
         if not pm_id or pm_id not in self.store.internal("cards"):
-            return StripeError("The customer has no attached payment source or default payment method.",
-                               status=402, type="card_error", code="missing")
+            return StripeError(
+                "The customer has no attached payment source or default payment method.",
+                status=402,
+                type="card_error",
+                code="missing",
+            )
         info = self.store.internal("cards")[pm_id]
         info["charges"] += 1
         if info["behaviour"] == "fail_later" and info["charges"] > 1:
@@ -173,8 +214,17 @@ class Billing:
         amount = objects.money(p["unit_amount"], p["currency"])
         return f"{quantity} × {prod['name']} (at {amount} / {rec.get('interval', 'once')})"
 
-    def build_invoice(self, ctx: Ctx, cust: dict, sub: dict | None, billing_reason: str,
-                      line_specs: list, period_start: int, period_end: int, announce: bool = True) -> dict:
+    def build_invoice(
+        self,
+        ctx: Ctx,
+        cust: dict,
+        sub: dict | None,
+        billing_reason: str,
+        line_specs: list,
+        period_start: int,
+        period_end: int,
+        announce: bool = True,
+    ) -> dict:
         """Create a draft invoice from line specs and emit ``invoice.created``.
 
         A line spec is a dict with amount, description, price, quantity, period
@@ -184,19 +234,37 @@ class Billing:
         in_id = new_id("in")
         lines = [
             objects.invoice_line(
-                new_id("il"), in_id, amount=spec["amount"], currency=spec["price"]["currency"],
-                description=spec["description"], price_obj=spec["price"], quantity=spec["quantity"],
-                period_start=spec["period"][0], period_end=spec["period"][1],
-                sub_id=sub["id"] if sub else None, si_id=spec.get("si"), proration=spec.get("proration", False))
+                new_id("il"),
+                in_id,
+                amount=spec["amount"],
+                currency=spec["price"]["currency"],
+                description=spec["description"],
+                price_obj=spec["price"],
+                quantity=spec["quantity"],
+                period_start=spec["period"][0],
+                period_end=spec["period"][1],
+                sub_id=sub["id"] if sub else None,
+                si_id=spec.get("si"),
+                proration=spec.get("proration", False),
+            )
             for spec in line_specs
         ]
         base = ctx.base_url
         inv = objects.invoice(
-            in_id, cust, s.now(), number=None, billing_reason=billing_reason,
-            currency=(sub or {}).get("currency", "usd"), lines=lines, sub=sub,
-            period_start=period_start, period_end=period_end,
-            hosted_invoice_url=f"{base}/i/{in_id}", invoice_pdf=f"{base}/i/{in_id}/pdf",
-            starting_balance=cust["balance"])
+            in_id,
+            cust,
+            s.now(),
+            number=None,
+            billing_reason=billing_reason,
+            currency=(sub or {}).get("currency", "usd"),
+            lines=lines,
+            sub=sub,
+            period_start=period_start,
+            period_end=period_end,
+            hosted_invoice_url=f"{base}/i/{in_id}",
+            invoice_pdf=f"{base}/i/{in_id}/pdf",
+            starting_balance=cust["balance"],
+        )
         s.put("invoices", inv)
         if announce:
             self.emit(ctx, "invoice.created", inv)
@@ -239,8 +307,7 @@ class Billing:
             inv["auto_advance"] = False
             inv["status_transitions"]["paid_at"] = now
             if amount > 0:
-                pay = objects.invoice_payment(new_id("inpay"), inv["id"], amount, inv["currency"], now,
-                                              pi_id, True)
+                pay = objects.invoice_payment(new_id("inpay"), inv["id"], amount, inv["currency"], now, pi_id, True)
                 inv["payments"]["data"].insert(0, pay)
             s.internal("retries").pop(inv["id"], None)
             self.emit(ctx, "invoice.paid", inv)
@@ -302,22 +369,36 @@ class Billing:
         return paid
 
     # ================================================================ checkout
-    def complete_checkout(self, ctx: Ctx, cs: dict, card_number: str, *, email: str | None = None,
-                          name: str | None = None, exp_month: int = 12,
-                          exp_year: int | None = None) -> dict:
+    def complete_checkout(
+        self,
+        ctx: Ctx,
+        cs: dict,
+        card_number: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        exp_month: int = 12,
+        exp_year: int | None = None,
+    ) -> dict:
         """Pay a Checkout Session: what the hosted page's Pay button does.
 
         A declined card raises a 402 card error and leaves the session open.
         """
         s = self.store
         if cs["status"] != "open":
-            raise StripeError(f"This Checkout Session is {cs['status']} and can no longer be paid.",
-                              code="checkout_session_not_open", param="session")
+            raise StripeError(
+                f"This Checkout Session is {cs['status']} and can no longer be paid.",
+                code="checkout_session_not_open",
+                param="session",
+            )
         # Validate the card before creating anything, so a decline leaves no trace.
         digits, card = cards.lookup(card_number)
         if card.behaviour == "decline":
-            raise card_declined(card.message or "Your card was declined.",
-                                decline_code=card.decline_code or "generic_decline", param="card")
+            raise card_declined(
+                card.message or "Your card was declined.",
+                decline_code=card.decline_code or "generic_decline",
+                param="card",
+            )
         cust = s.get("customers", cs["customer"]) if cs["customer"] else None
         if cust is None:
             cust = self.create_customer(ctx, email=email or cs["customer_email"], name=name)
@@ -331,19 +412,30 @@ class Billing:
             p = s.must("prices", li["price"]["id"])
             rec = p["recurring"]
             end = add_interval(now, rec["interval"], rec["interval_count"], 1)
-            items.append(objects.subscription_item(new_id("si", 14), sub_id, p, now, now, end,
-                                                   li["quantity"]))
+            items.append(objects.subscription_item(new_id("si", 14), sub_id, p, now, now, end, li["quantity"]))
         sub_data = s.internal("sub_data").get(cs["id"], {})
-        sub = objects.subscription(sub_id, cust["id"], now, items, metadata=sub_data.get("metadata"),
-                                   default_payment_method=pm["id"], currency=cs["currency"],
-                                   description=sub_data.get("description"))
+        sub = objects.subscription(
+            sub_id,
+            cust["id"],
+            now,
+            items,
+            metadata=sub_data.get("metadata"),
+            default_payment_method=pm["id"],
+            currency=cs["currency"],
+            description=sub_data.get("description"),
+        )
         s.put("subscriptions", sub)
-        specs = [{
-            "amount": it["price"]["unit_amount"] * it["quantity"],
-            "description": self._price_line_description(it["price"], it["quantity"]),
-            "price": it["price"], "quantity": it["quantity"], "si": it["id"],
-            "period": (it["current_period_start"], it["current_period_end"]),
-        } for it in items]
+        specs = [
+            {
+                "amount": it["price"]["unit_amount"] * it["quantity"],
+                "description": self._price_line_description(it["price"], it["quantity"]),
+                "price": it["price"],
+                "quantity": it["quantity"],
+                "si": it["id"],
+                "period": (it["current_period_start"], it["current_period_end"]),
+            }
+            for it in items
+        ]
         inv = self.build_invoice(ctx, cust, sub, "subscription_create", specs, now, now, announce=False)
         sub["latest_invoice"] = inv["id"]
         self.emit(ctx, "customer.subscription.created", sub)
@@ -353,7 +445,14 @@ class Billing:
         if not paid:  # only possible for cards failing immediately; kept for completeness
             sub["status"] = "incomplete"
 
-        cs.update({
+        cs.update(self._completed_session_fields(cs, cust, sub_id, inv, name))
+        self.emit(ctx, "checkout.session.completed", cs)
+        return cs
+
+    @staticmethod
+    def _completed_session_fields(cs: dict, cust: dict, sub_id: str, inv: dict, name: str | None) -> dict:
+        """What a paid Checkout Session says of itself: complete, its subscription and invoice, the payer."""
+        return {
             "status": "complete",
             "payment_status": "paid" if cs["amount_total"] > 0 else "no_payment_required",
             "customer": cust["id"],
@@ -361,8 +460,14 @@ class Billing:
             "invoice": inv["id"],
             "url": None,
             "customer_details": {
-                "address": {"city": None, "country": "US", "line1": None, "line2": None,
-                            "postal_code": None, "state": None},
+                "address": {
+                    "city": None,
+                    "country": "US",
+                    "line1": None,
+                    "line2": None,
+                    "postal_code": None,
+                    "state": None,
+                },
                 "business_name": None,
                 "email": cust.get("email"),
                 "individual_name": None,
@@ -371,11 +476,8 @@ class Billing:
                 "tax_exempt": "none",
                 "tax_ids": [],
             },
-            "collected_information": {"business_name": None, "individual_name": None,
-                                      "shipping_details": None},
-        })
-        self.emit(ctx, "checkout.session.completed", cs)
-        return cs
+            "collected_information": {"business_name": None, "individual_name": None, "shipping_details": None},
+        }
 
     def expire_checkout(self, ctx: Ctx | None, cs: dict) -> dict:
         cs["status"] = "expired"
@@ -437,8 +539,9 @@ class Billing:
         self.emit(ctx, "customer.subscription.deleted", sub)
         return sub
 
-    def change_items(self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str,
-                     billing_cycle_anchor: str | None = None) -> None:
+    def change_items(
+        self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str, billing_cycle_anchor: str | None = None
+    ) -> None:
         """Swap prices / quantities and prorate the way Stripe does.
 
         ``changes`` is a list of (item or None, new price dict, quantity, deleted).
@@ -454,14 +557,15 @@ class Billing:
         length = max(end - start, 1)
         remaining = max(end - now, 0)
         frac = remaining / length
-        old_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
-                         for i in sub["items"]["data"]}
+        old_intervals = {
+            (i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
+            for i in sub["items"]["data"]
+        }
         specs = self._swap_items(sub, before, changes, proration_behavior, now, (start, end), frac)
         data = sub["items"]["data"]
         if not data:
             raise StripeError("A subscription must have at least one active item.", param="items")
-        new_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
-                         for i in data}
+        new_intervals = {(i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"]) for i in data}
         reset = new_intervals != old_intervals or billing_cycle_anchor == "now"
         cust = s.must("customers", sub["customer"])
         if reset:
@@ -480,8 +584,16 @@ class Billing:
             self.emit(ctx, "invoice.created", inv)
             self.settle_subscription_invoice(ctx, sub, inv)
 
-    def _swap_items(self, sub: dict, before: dict, changes: list, proration_behavior: str, now: int,
-                    period: tuple[int, int], frac: float) -> list:
+    def _swap_items(
+        self,
+        sub: dict,
+        before: dict,
+        changes: list,
+        proration_behavior: str,
+        now: int,
+        period: tuple[int, int],
+        frac: float,
+    ) -> list:
         """Apply ``changes`` to the subscription's items; answers the proration line specs.
 
         A changed or deleted item is credited for its unused time, a new or changed one charged for
@@ -494,13 +606,19 @@ class Billing:
             if item is not None:
                 old_price, old_qty = item["price"], item["quantity"]
                 if proration_behavior != "none" and (deleted or old_price["id"] != new_price["id"] or qty != old_qty):
-                    specs.append({
-                        "amount": -round(old_price["unit_amount"] * old_qty * frac),
-                        "description": (f"Unused time on {old_qty} × {self._product_name(old_price)}"
-                                        f" after {fmt_date(now)}"),
-                        "price": old_price, "quantity": old_qty, "si": item["id"], "proration": True,
-                        "period": (now, end),
-                    })
+                    specs.append(
+                        {
+                            "amount": -round(old_price["unit_amount"] * old_qty * frac),
+                            "description": (
+                                f"Unused time on {old_qty} × {self._product_name(old_price)} after {fmt_date(now)}"
+                            ),
+                            "price": old_price,
+                            "quantity": old_qty,
+                            "si": item["id"],
+                            "proration": True,
+                            "period": (now, end),
+                        }
+                    )
                 if deleted:
                     data.remove(item)
                     continue
@@ -511,12 +629,17 @@ class Billing:
                 item = objects.subscription_item(new_id("si", 14), sub["id"], new_price, now, start, end, qty)
                 data.append(item)
             if proration_behavior != "none" and (not before_has(before, item, new_price, qty)):
-                specs.append({
-                    "amount": round(new_price["unit_amount"] * qty * frac),
-                    "description": f"Remaining time on {qty} × {self._product_name(new_price)} after {fmt_date(now)}",
-                    "price": new_price, "quantity": qty, "si": item["id"], "proration": True,
-                    "period": (now, end),
-                })
+                specs.append(
+                    {
+                        "amount": round(new_price["unit_amount"] * qty * frac),
+                        "description": f"Remaining time on {qty} × {self._product_name(new_price)} after {fmt_date(now)}",
+                        "price": new_price,
+                        "quantity": qty,
+                        "si": item["id"],
+                        "proration": True,
+                        "period": (now, end),
+                    }
+                )
         return specs
 
     def _restart_period(self, sub: dict, specs: list, now: int) -> list:
@@ -530,12 +653,16 @@ class Billing:
             it["current_period_start"] = now
             it["current_period_end"] = add_interval(now, rec["interval"], rec["interval_count"], 1)
             it["billed_until"] = it["current_period_end"]
-            specs.append({
-                "amount": it["price"]["unit_amount"] * it["quantity"],
-                "description": self._price_line_description(it["price"], it["quantity"]),
-                "price": it["price"], "quantity": it["quantity"], "si": it["id"],
-                "period": (it["current_period_start"], it["current_period_end"]),
-            })
+            specs.append(
+                {
+                    "amount": it["price"]["unit_amount"] * it["quantity"],
+                    "description": self._price_line_description(it["price"], it["quantity"]),
+                    "price": it["price"],
+                    "quantity": it["quantity"],
+                    "si": it["id"],
+                    "period": (it["current_period_start"], it["current_period_end"]),
+                }
+            )
         sub["billing_cycle_anchor"] = now
         specs = specs + s.internal("pending_items").pop(sub["id"], [])
         if sub["cancel_at_period_end"]:
@@ -562,16 +689,22 @@ class Billing:
             while add_interval(sub["billing_cycle_anchor"], rec["interval"], rec["interval_count"], n) <= end:
                 n += 1
             it["current_period_start"] = end
-            it["current_period_end"] = add_interval(sub["billing_cycle_anchor"], rec["interval"],
-                                                    rec["interval_count"], n)
+            it["current_period_end"] = add_interval(
+                sub["billing_cycle_anchor"], rec["interval"], rec["interval_count"], n
+            )
             it["billed_until"] = it["current_period_end"]
         specs = s.internal("pending_items").pop(sub["id"], [])
-        specs = specs + [{
-            "amount": it["price"]["unit_amount"] * it["quantity"],
-            "description": self._price_line_description(it["price"], it["quantity"]),
-            "price": it["price"], "quantity": it["quantity"], "si": it["id"],
-            "period": (it["current_period_start"], it["current_period_end"]),
-        } for it in sub["items"]["data"]]
+        specs = specs + [
+            {
+                "amount": it["price"]["unit_amount"] * it["quantity"],
+                "description": self._price_line_description(it["price"], it["quantity"]),
+                "price": it["price"],
+                "quantity": it["quantity"],
+                "si": it["id"],
+                "period": (it["current_period_start"], it["current_period_end"]),
+            }
+            for it in sub["items"]["data"]
+        ]
         cust = s.must("customers", sub["customer"])
         inv = self.build_invoice(ctx, cust, sub, "subscription_cycle", specs, start, end, announce=False)
         sub["latest_invoice"] = inv["id"]
@@ -607,19 +740,28 @@ class Billing:
         s = self.store
         before_sched = copy.deepcopy(sched)
         ended = sched["current_phase"]["end_date"]
-        nxt = next((ph for ph in sorted(sched["phases"], key=lambda ph: ph["start_date"])
-                    if ph["start_date"] >= ended), None)
+        nxt = next(
+            (ph for ph in sorted(sched["phases"], key=lambda ph: ph["start_date"]) if ph["start_date"] >= ended), None
+        )
         if nxt is None:
             before = copy.deepcopy(sub)
-            sched.update({"status": "released", "released_at": s.now(), "released_subscription": sub["id"],
-                          "current_phase": None})
+            sched.update(
+                {
+                    "status": "released",
+                    "released_at": s.now(),
+                    "released_subscription": sub["id"],
+                    "current_phase": None,
+                }
+            )
             sub["schedule"] = None
             self.emit(ctx, "subscription_schedule.released", sched)
             if not at_renewal:  # a renewal announces the subscription's changes itself
                 self.emit_update(ctx, "customer.subscription.updated", before, sub)
             return
-        changes = [(item, s.must("prices", spec["price"]), spec["quantity"], False)
-                   for item, spec in zip(sub["items"]["data"], nxt["items"], strict=False)]
+        changes = [
+            (item, s.must("prices", spec["price"]), spec["quantity"], False)
+            for item, spec in zip(sub["items"]["data"], nxt["items"], strict=False)
+        ]
         if at_renewal:
             for item, price, qty, _ in changes:
                 item["price"] = dict(price)
@@ -639,9 +781,20 @@ class Billing:
             sub = s.must("subscriptions", sub["id"])
             latest = sub["latest_invoice"]
             if changes:
-                self.change_items(ctx, sub, [(next((i for i in sub["items"]["data"] if item and i["id"] == item["id"]),
-                                                   None), price, qty, deleted)
-                                             for item, price, qty, deleted in changes], proration_behavior)
+                self.change_items(
+                    ctx,
+                    sub,
+                    [
+                        (
+                            next((i for i in sub["items"]["data"] if item and i["id"] == item["id"]), None),
+                            price,
+                            qty,
+                            deleted,
+                        )
+                        for item, price, qty, deleted in changes
+                    ],
+                    proration_behavior,
+                )
             if sub["latest_invoice"] == latest:
                 self.renew(ctx, sub)
             inv = copy.deepcopy(s.must("invoices", sub["latest_invoice"]))
@@ -692,8 +845,12 @@ class Billing:
             s.set_now(when)
             if kind == "renew":
                 sub = s.must("subscriptions", obj_id)
-                if sub["cancel_at"] and not sub["cancel_at_period_end"] and sub["cancel_at"] <= when \
-                        and sub["cancel_at"] < self.period(sub)[1]:
+                if (
+                    sub["cancel_at"]
+                    and not sub["cancel_at_period_end"]
+                    and sub["cancel_at"] <= when
+                    and sub["cancel_at"] < self.period(sub)[1]
+                ):
                     self._end_subscription(sub, "cancellation_requested")
                     self.emit(ctx, "customer.subscription.deleted", sub)
                 else:

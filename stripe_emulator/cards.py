@@ -34,16 +34,21 @@ CARDS = {
     "4000002500003155": TestCard("visa", behaviour="3ds"),
     "4000002760003184": TestCard("visa", behaviour="3ds"),
     "4000000000000341": TestCard("visa", behaviour="fail_later"),
-    "4000000000000002": TestCard("visa", behaviour="decline", decline_code="generic_decline",
-                                 message="Your card was declined."),
-    "4000000000009995": TestCard("visa", behaviour="decline", decline_code="insufficient_funds",
-                                 message="Your card has insufficient funds."),
-    "4000000000009987": TestCard("visa", behaviour="decline", decline_code="lost_card",
-                                 message="Your card was declined."),
-    "4000000000000069": TestCard("visa", behaviour="decline", decline_code="expired_card",
-                                 message="Your card has expired."),
-    "4000000000000127": TestCard("visa", behaviour="decline", decline_code="incorrect_cvc",
-                                 message="Your card's security code is incorrect."),
+    "4000000000000002": TestCard(
+        "visa", behaviour="decline", decline_code="generic_decline", message="Your card was declined."
+    ),
+    "4000000000009995": TestCard(
+        "visa", behaviour="decline", decline_code="insufficient_funds", message="Your card has insufficient funds."
+    ),
+    "4000000000009987": TestCard(
+        "visa", behaviour="decline", decline_code="lost_card", message="Your card was declined."
+    ),
+    "4000000000000069": TestCard(
+        "visa", behaviour="decline", decline_code="expired_card", message="Your card has expired."
+    ),
+    "4000000000000127": TestCard(
+        "visa", behaviour="decline", decline_code="incorrect_cvc", message="Your card's security code is incorrect."
+    ),
 }
 
 
@@ -61,17 +66,21 @@ def lookup(number: str, param: str = "card") -> tuple[str, TestCard]:
     """Validate a card number; return (digits, TestCard) or raise a Stripe card error."""
     digits = normalise(number)
     if not digits:
-        raise StripeError("Your card number is incomplete.", status=402, type="card_error",
-                          code="incomplete_number", param=param)
+        raise StripeError(
+            "Your card number is incomplete.", status=402, type="card_error", code="incomplete_number", param=param
+        )
     if not luhn_ok(digits):
-        raise StripeError("Your card number is incorrect.", status=402, type="card_error",
-                          code="incorrect_number", param=param)
+        raise StripeError(
+            "Your card number is incorrect.", status=402, type="card_error", code="incorrect_number", param=param
+        )
     card = CARDS.get(digits)
     if card is None:
         raise card_declined(
             "Your card was declined. Your request was in test mode, but used a non test card. "
             "For a list of valid test cards, visit: https://stripe.com/docs/testing.",
-            decline_code="test_mode_live_card", param=param)
+            decline_code="test_mode_live_card",
+            param=param,
+        )
     return digits, card
 
 

@@ -30,9 +30,12 @@ CYCLE = {"month": "monthly", "year": "yearly"}
 
 def default_portal_configuration(created: int) -> dict:
     """The account's default portal configuration: switching among the paid prices only (never to Free)."""
-    products = [objects.portal_product(product_id, [price_id for price_id, owner, amount, _ in PRICES
-                                                    if owner == product_id and amount > 0])
-                for product_id, _, _, _ in PRODUCTS]
+    products = [
+        objects.portal_product(
+            product_id, [price_id for price_id, owner, amount, _ in PRICES if owner == product_id and amount > 0]
+        )
+        for product_id, _, _, _ in PRODUCTS
+    ]
     features = objects.portal_features([p for p in products if p["prices"]], reasons=True)
     return objects.portal_configuration(objects.DEFAULT_PORTAL_CONFIGURATION, created, features, is_default=True)
 
@@ -43,19 +46,30 @@ def seed_objects(created: int) -> list[tuple[str, dict]]:
     The store puts them; building them here without the store keeps the
     catalog free of any dependency on the store that seeds it.
     """
-    products = {pid: objects.product(pid, name, created, description=description, metadata={"plan": plan})
-                for pid, name, plan, description in PRODUCTS}
+    products = {
+        pid: objects.product(pid, name, created, description=description, metadata={"plan": plan})
+        for pid, name, plan, description in PRODUCTS
+    }
     prices = []
     for price_id, product_id, amount, interval in PRICES:
         prod = products[product_id]
         plan = prod["metadata"]["plan"]
-        prices.append(objects.price(
-            price_id, product_id, amount, created, interval=interval,
-            lookup_key=price_id[len("price_"):],
-            nickname=f"{plan.title()} {CYCLE[interval]}",
-            metadata={"plan": plan, "billing_cycle": CYCLE[interval]},
-        ))
+        prices.append(
+            objects.price(
+                price_id,
+                product_id,
+                amount,
+                created,
+                interval=interval,
+                lookup_key=price_id[len("price_") :],
+                nickname=f"{plan.title()} {CYCLE[interval]}",
+                metadata={"plan": plan, "billing_cycle": CYCLE[interval]},
+            )
+        )
         if prod["default_price"] is None:
             prod["default_price"] = price_id
-    return ([("products", p) for p in products.values()] + [("prices", p) for p in prices]
-            + [("portal_configurations", default_portal_configuration(created))])
+    return (
+        [("products", p) for p in products.values()]
+        + [("prices", p) for p in prices]
+        + [("portal_configurations", default_portal_configuration(created))]
+    )

@@ -24,8 +24,9 @@ def _args() -> dict:
     """Form, JSON body or query string: whatever the caller found convenient."""
     data = dict(request.args)
     if request.is_json:
-        data.update({k: str(v) if not isinstance(v, str) else v
-                     for k, v in (request.get_json(silent=True) or {}).items()})
+        data.update(
+            {k: str(v) if not isinstance(v, str) else v for k, v in (request.get_json(silent=True) or {}).items()}
+        )
     else:
         data.update(request.form.to_dict())
     return data
@@ -58,8 +59,13 @@ def complete_checkout(cs_id: str):
         if cs is None:
             raise no_such("checkout.session", cs_id)
         try:
-            e.billing.complete_checkout(Ctx(base_url()), cs, data.get("card") or "4242424242424242",
-                                        email=data.get("email") or None, name=data.get("name") or None)
+            e.billing.complete_checkout(
+                Ctx(base_url()),
+                cs,
+                data.get("card") or "4242424242424242",
+                email=data.get("email") or None,
+                name=data.get("name") or None,
+            )
         finally:
             e.store.save()
         body = render(cs, ["subscription"] if _flag(data, "expand_subscription") else [])
@@ -94,8 +100,11 @@ def advance_clock():
                 raise invalid("to", "The clock only moves forward.")
         else:
             try:
-                delta = (float(data.get("days", 0)) * 86400 + float(data.get("hours", 0)) * 3600
-                         + float(data.get("seconds", 0)))
+                delta = (
+                    float(data.get("days", 0)) * 86400
+                    + float(data.get("hours", 0)) * 3600
+                    + float(data.get("seconds", 0))
+                )
             except ValueError:
                 raise invalid("days", "days, hours and seconds must be numbers") from None
             if delta <= 0:
@@ -132,8 +141,9 @@ def deliveries():
     if "ok" in request.args:
         want = _flag(request.args, "ok")
         attempts = [a for a in attempts if a["ok"] == want]
-    return json_response({"object": "list", "data": attempts, "pending": e.dispatcher.pending(),
-                          "chaos": e.dispatcher.chaos.as_dict()})
+    return json_response(
+        {"object": "list", "data": attempts, "pending": e.dispatcher.pending(), "chaos": e.dispatcher.chaos.as_dict()}
+    )
 
 
 @bp.post("/deliveries/release")

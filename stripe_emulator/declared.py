@@ -53,14 +53,22 @@ def _imported_names(tree: ast.Module) -> dict[str, str]:
 def _request_call(fn: ast.FunctionDef) -> tuple[str, str] | None:
     """The ``(method, path template)`` a service method passes to ``self._request``."""
     for node in ast.walk(fn):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "_request" and len(node.args) >= 2):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "_request"
+            and len(node.args) >= 2
+        ):
             continue
         method, path = node.args[0], node.args[1]
         if isinstance(path, ast.Call) and isinstance(path.func, ast.Attribute):
             path = path.func.value
-        if (isinstance(method, ast.Constant) and isinstance(path, ast.Constant)
-                and isinstance(method.value, str) and isinstance(path.value, str)):
+        if (
+            isinstance(method, ast.Constant)
+            and isinstance(path, ast.Constant)
+            and isinstance(method.value, str)
+            and isinstance(path.value, str)
+        ):
             return method.value.upper(), path.value
     return None
 
@@ -130,8 +138,9 @@ def fields(typed_dict: type) -> dict[str, Any]:
 
 def literals(tp: Any) -> list[str] | None:
     """The values of the ``Literal`` enum in ``tp`` (``''``, Stripe's "unset", left out), or None if it is none."""
-    values = [v for member in _members(tp) if typing.get_origin(member) is typing.Literal
-              for v in typing.get_args(member)]
+    values = [
+        v for member in _members(tp) if typing.get_origin(member) is typing.Literal for v in typing.get_args(member)
+    ]
     values = [v for v in values if v != ""]
     return values or None
 
@@ -185,8 +194,11 @@ def _check_value(name: str, tp: Any, value: Any) -> None:
         return
     enum = literals(tp) or []
     # ``Literal[...] | str`` is the library's room for values added later; the enum is what it declares.
-    members = [m for m in _members(tp) if not (typing.get_origin(m) is typing.Literal
-                                                and typing.get_args(m) == ("",)) and not (enum and m is str)]
+    members = [
+        m
+        for m in _members(tp)
+        if not (typing.get_origin(m) is typing.Literal and typing.get_args(m) == ("",)) and not (enum and m is str)
+    ]
     errors = []
     for member in members:
         kind = _kind(member)

@@ -14,12 +14,16 @@ from .webhooks import Dispatcher
 class Emulator:
     """Everything one emulator instance owns: state, webhook dispatcher, engine, config."""
 
-    def __init__(self, state_path: str | None = None, config: Config | None = None,
-                 retry_schedule: list | None = None, max_attempts: int = 5):
+    def __init__(
+        self,
+        state_path: str | None = None,
+        config: Config | None = None,
+        retry_schedule: list | None = None,
+        max_attempts: int = 5,
+    ):
         self.config = config or Config()
         self.store = Store(state_path)
-        self.dispatcher = Dispatcher(retry_schedule=retry_schedule or [0.5, 1.0, 2.0, 4.0],
-                                     max_attempts=max_attempts)
+        self.dispatcher = Dispatcher(retry_schedule=retry_schedule or [0.5, 1.0, 2.0, 4.0], max_attempts=max_attempts)
         self.billing = Billing(self.store, self.dispatcher, self.config)
 
     def reset(self) -> None:

@@ -11,8 +11,16 @@ from __future__ import annotations
 
 
 class StripeError(Exception):
-    def __init__(self, message: str, *, status: int = 400, type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None, **extra):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        **extra,
+    ):
         super().__init__(message)
         self.message = message
         self.status = status
@@ -34,8 +42,11 @@ def missing_param(param: str) -> StripeError:
 
 
 def invalid(param: str, message: str) -> StripeError:
-    return StripeError(message, code="parameter_invalid_empty" if message.startswith("You passed an empty")
-                       else "parameter_invalid", param=param)
+    return StripeError(
+        message,
+        code="parameter_invalid_empty" if message.startswith("You passed an empty") else "parameter_invalid",
+        param=param,
+    )
 
 
 def unknown_param(param: str) -> StripeError:
@@ -46,7 +57,10 @@ def no_such(kind: str, obj_id: str, param: str = "id", status: int = 404) -> Str
     return StripeError(f"No such {kind}: '{obj_id}'", status=status, code="resource_missing", param=param)
 
 
-def card_declined(message: str = "Your card was declined.", decline_code: str = "generic_decline",
-                  code: str = "card_declined", param: str | None = None) -> StripeError:
-    return StripeError(message, status=402, type="card_error", code=code, param=param,
-                       decline_code=decline_code)
+def card_declined(
+    message: str = "Your card was declined.",
+    decline_code: str = "generic_decline",
+    code: str = "card_declined",
+    param: str | None = None,
+) -> StripeError:
+    return StripeError(message, status=402, type="card_error", code=code, param=param, decline_code=decline_code)

@@ -43,8 +43,7 @@ def expand(store: Store, obj: dict, paths: list, includables: dict) -> dict:
     out = copy.deepcopy(obj)
     for path in paths:
         if len(path.split(".")) > 4:
-            raise StripeError(f"You cannot expand more than 4 levels of a property. Property: {path}",
-                              param="expand")
+            raise StripeError(f"You cannot expand more than 4 levels of a property. Property: {path}", param="expand")
         _expand_path(store, out, path.split("."), Walk(path, out.get("object"), ""), includables)
     return out
 

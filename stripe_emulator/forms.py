@@ -59,7 +59,9 @@ def _listify(node: Any) -> Any:
         return node
     node = {k: _listify(v) for k, v in node.items()}
     if node and all(k.isdigit() or k.startswith("__append_") for k in node):
+
         def order(k: str) -> int:
             return int(k.rsplit("_", 1)[-1]) if k.startswith("__append_") else int(k)
+
         return [node[k] for k in sorted(node, key=order)]
     return node

@@ -38,12 +38,12 @@ def _resolve(current: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
         module = node.module or ""
         if not module.startswith(PACKAGE.name):
             return []
-        base = module[len(PACKAGE.name):].lstrip(".")
+        base = module[len(PACKAGE.name) :].lstrip(".")
     else:
         pkg = current.split(".") if current else []
         if not is_package:
             pkg = pkg[:-1]
-        pkg = pkg[:len(pkg) - (node.level - 1)]
+        pkg = pkg[: len(pkg) - (node.level - 1)]
         base = ".".join(pkg + ([node.module] if node.module else []))
     # "from . import x" may name a module x; "from .m import y" names m (and maybe m.y)
     return [base] + [".".join(filter(None, [base, a.name])) for a in node.names]
@@ -61,8 +61,9 @@ def imports(name: str, path: Path, known: set) -> Iterator[tuple[str, int, bool]
         if isinstance(node, ast.ImportFrom):
             targets = _resolve(name, is_package, node)
         elif isinstance(node, ast.Import):
-            targets = [a.name[len(PACKAGE.name):].lstrip(".") for a in node.names
-                       if a.name.split(".")[0] == PACKAGE.name]
+            targets = [
+                a.name[len(PACKAGE.name) :].lstrip(".") for a in node.names if a.name.split(".")[0] == PACKAGE.name
+            ]
         else:
             continue
         for target in dict.fromkeys(t for t in targets if t in known and t != name):
@@ -79,7 +80,7 @@ def find_cycle(graph: dict[str, set]) -> list[str]:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -132,9 +133,14 @@ def main() -> int:
     for problem in problems:
         print(problem)
     edges = sum(len(v) for v in graph.values())
-    print(f"{len(mods)} modules, {edges} internal imports: "
-          + ("no cycle, no import inside a function, no function over "
-             f"{MAX_FUNCTION_LINES} lines" if not problems else f"{len(problems)} problem(s)"))
+    print(
+        f"{len(mods)} modules, {edges} internal imports: "
+        + (
+            f"no cycle, no import inside a function, no function over {MAX_FUNCTION_LINES} lines"
+            if not problems
+            else f"{len(problems)} problem(s)"
+        )
+    )
     return 1 if problems else 0
 
 

@@ -18,13 +18,13 @@ def paginate(items: list, p: Params, url: str) -> dict:
         if after not in ids:
             raise no_such("object", after, param="starting_after", status=400)
         start = ids.index(after) + 1
-        page = items[start:start + limit]
+        page = items[start : start + limit]
         has_more = start + limit < len(items)
     elif before:
         if before not in ids:
             raise no_such("object", before, param="ending_before", status=400)
         end = ids.index(before)
-        page = items[max(0, end - limit):end]
+        page = items[max(0, end - limit) : end]
         has_more = end - limit > 0
     else:
         page = items[:limit]

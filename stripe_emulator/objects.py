@@ -15,10 +15,13 @@ from typing import Any
 API_VERSION = "2026-10-28.endive"
 ACCOUNT_NAME = "Smart Strategies Builder (emulator)"
 
+
 def unsupported_version(requested: str) -> str:
     """Why the emulator refuses another API version: it renders one version's shapes only."""
-    return (f"The Stripe emulator speaks API version {API_VERSION} only and cannot render {requested}. "
-            f"Use {API_VERSION} (or leave the version out).")
+    return (
+        f"The Stripe emulator speaks API version {API_VERSION} only and cannot render {requested}. "
+        f"Use {API_VERSION} (or leave the version out)."
+    )
 
 
 INTERVAL_NAMES = {"day": "day", "week": "week", "month": "month", "year": "year"}
@@ -45,10 +48,18 @@ def account(created: int) -> dict:
         "id": ACCOUNT_ID,
         "object": "account",
         "business_profile": {
-            "annual_revenue": None, "estimated_worker_count": None, "mcc": None,
-            "minority_owned_business_designation": None, "monthly_estimated_revenue": None,
-            "name": ACCOUNT_NAME, "product_description": None, "specified_commercial_transactions_act_url": None,
-            "support_address": None, "support_email": None, "support_phone": None, "support_url": None,
+            "annual_revenue": None,
+            "estimated_worker_count": None,
+            "mcc": None,
+            "minority_owned_business_designation": None,
+            "monthly_estimated_revenue": None,
+            "name": ACCOUNT_NAME,
+            "product_description": None,
+            "specified_commercial_transactions_act_url": None,
+            "support_address": None,
+            "support_email": None,
+            "support_phone": None,
+            "support_url": None,
             "url": None,
         },
         "business_type": None,
@@ -75,8 +86,15 @@ def account(created: int) -> dict:
 
 
 # ---------------------------------------------------------------- catalog
-def product(pid: str, name: str, created: int, *, description: str | None = None,
-            metadata: dict | None = None, active: bool = True) -> dict:
+def product(
+    pid: str,
+    name: str,
+    created: int,
+    *,
+    description: str | None = None,
+    metadata: dict | None = None,
+    active: bool = True,
+) -> dict:
     return {
         "id": pid,
         "object": "product",
@@ -101,9 +119,20 @@ def product(pid: str, name: str, created: int, *, description: str | None = None
     }
 
 
-def price(pid: str, product_id: str, unit_amount: int, created: int, *, currency: str = "usd",
-          interval: str | None = None, interval_count: int = 1, lookup_key: str | None = None,
-          nickname: str | None = None, metadata: dict | None = None, active: bool = True) -> dict:
+def price(
+    pid: str,
+    product_id: str,
+    unit_amount: int,
+    created: int,
+    *,
+    currency: str = "usd",
+    interval: str | None = None,
+    interval_count: int = 1,
+    lookup_key: str | None = None,
+    nickname: str | None = None,
+    metadata: dict | None = None,
+    active: bool = True,
+) -> dict:
     recurring = None
     if interval:
         recurring = {
@@ -166,9 +195,17 @@ def plan_from_price(p: dict) -> dict:
 
 
 # ---------------------------------------------------------------- customers
-def customer(cid: str, created: int, *, email: str | None = None, name: str | None = None,
-             description: str | None = None, phone: str | None = None,
-             metadata: dict | None = None, invoice_prefix: str = "") -> dict:
+def customer(
+    cid: str,
+    created: int,
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    phone: str | None = None,
+    metadata: dict | None = None,
+    invoice_prefix: str = "",
+) -> dict:
     return {
         "id": cid,
         "object": "customer",
@@ -219,16 +256,33 @@ PAYMENT_METHOD_TYPES_NULL = (
 ).split()
 
 
-def payment_method(pmid: str, created: int, *, brand: str, last4: str, exp_month: int, exp_year: int,
-                   fingerprint: str, name: str | None = None, email: str | None = None,
-                   customer_id: str | None = None, funding: str = "credit") -> dict:
+def payment_method(
+    pmid: str,
+    created: int,
+    *,
+    brand: str,
+    last4: str,
+    exp_month: int,
+    exp_year: int,
+    fingerprint: str,
+    name: str | None = None,
+    email: str | None = None,
+    customer_id: str | None = None,
+    funding: str = "credit",
+) -> dict:
     obj: dict[str, Any] = {
         "id": pmid,
         "object": "payment_method",
         "allow_redisplay": "always",
         "billing_details": {
-            "address": {"city": None, "country": None, "line1": None, "line2": None,
-                        "postal_code": None, "state": None},
+            "address": {
+                "city": None,
+                "country": None,
+                "line1": None,
+                "line2": None,
+                "postal_code": None,
+                "state": None,
+            },
             "email": email,
             "name": name,
             "phone": None,
@@ -267,8 +321,16 @@ def payment_method(pmid: str, created: int, *, brand: str, last4: str, exp_month
 
 
 # ---------------------------------------------------------------- subscriptions
-def subscription_item(si_id: str, sub_id: str, p: dict, created: int, period_start: int,
-                      period_end: int, quantity: int = 1, metadata: dict | None = None) -> dict:
+def subscription_item(
+    si_id: str,
+    sub_id: str,
+    p: dict,
+    created: int,
+    period_start: int,
+    period_end: int,
+    quantity: int = 1,
+    metadata: dict | None = None,
+) -> dict:
     return {
         "id": si_id,
         "object": "subscription_item",
@@ -288,9 +350,17 @@ def subscription_item(si_id: str, sub_id: str, p: dict, created: int, period_sta
     }
 
 
-def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
-                 metadata: dict | None = None, default_payment_method: str | None = None,
-                 currency: str = "usd", description: str | None = None) -> dict:
+def subscription(
+    sub_id: str,
+    customer_id: str,
+    created: int,
+    items: list,
+    *,
+    metadata: dict | None = None,
+    default_payment_method: str | None = None,
+    currency: str = "usd",
+    description: str | None = None,
+) -> dict:
     return {
         "id": sub_id,
         "object": "subscription",
@@ -299,8 +369,7 @@ def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
         "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
         "billing_cycle_anchor": created,
         "billing_cycle_anchor_config": None,
-        "billing_mode": {"flexible": {"proration_discounts": "included"}, "type": "flexible",
-                         "updated_at": created},
+        "billing_mode": {"flexible": {"proration_discounts": "included"}, "type": "flexible", "updated_at": created},
         "billing_schedules": [],
         "billing_thresholds": None,
         "cancel_at": None,
@@ -319,8 +388,13 @@ def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
         "description": description,
         "discounts": [],
         "ended_at": None,
-        "invoice_settings": {"account_tax_ids": None, "custom_fields": None, "description": None, "footer": None,
-                             "issuer": {"account": None, "type": "self"}},
+        "invoice_settings": {
+            "account_tax_ids": None,
+            "custom_fields": None,
+            "description": None,
+            "footer": None,
+            "issuer": {"account": None, "type": "self"},
+        },
         "items": list_object(items, f"/v1/subscription_items?subscription={sub_id}"),
         "latest_invoice": None,
         "livemode": False,
@@ -329,8 +403,11 @@ def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
         "next_pending_invoice_item_invoice": None,
         "on_behalf_of": None,
         "pause_collection": None,
-        "payment_settings": {"payment_method_options": None, "payment_method_types": None,
-                             "save_default_payment_method": "off"},
+        "payment_settings": {
+            "payment_method_options": None,
+            "payment_method_types": None,
+            "save_default_payment_method": "off",
+        },
         "pending_invoice_item_interval": None,
         "pending_setup_intent": None,
         "pending_update": None,
@@ -342,16 +419,27 @@ def subscription(sub_id: str, customer_id: str, created: int, items: list, *,
         "test_clock": None,
         "transfer_data": None,
         "trial_end": None,
-        "trial_settings": {"end_behavior": {"billing_cycle_anchor": None,
-                                            "missing_payment_method": "create_invoice"}},
+        "trial_settings": {"end_behavior": {"billing_cycle_anchor": None, "missing_payment_method": "create_invoice"}},
         "trial_start": None,
     }
 
 
 # ---------------------------------------------------------------- invoices
-def invoice_line(il_id: str, invoice_id: str, *, amount: int, currency: str, description: str,
-                 price_obj: dict, quantity: int, period_start: int, period_end: int,
-                 sub_id: str | None, si_id: str | None, proration: bool = False) -> dict:
+def invoice_line(
+    il_id: str,
+    invoice_id: str,
+    *,
+    amount: int,
+    currency: str,
+    description: str,
+    price_obj: dict,
+    quantity: int,
+    period_start: int,
+    period_end: int,
+    sub_id: str | None,
+    si_id: str | None,
+    proration: bool = False,
+) -> dict:
     return {
         "id": il_id,
         "object": "line_item",
@@ -403,8 +491,7 @@ _INVOICE_CONSTANTS: dict[str, Any] = {
     "attempt_count": 0,
     "attempted": False,
     "auto_advance": True,
-    "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None,
-                      "provider": None, "status": None},
+    "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None, "status": None},
     "automatically_finalizes_at": None,
     "collection_method": "charge_automatically",
     "confirmation_secret": None,
@@ -428,8 +515,7 @@ _INVOICE_CONSTANTS: dict[str, Any] = {
     "metadata": {},
     "next_payment_attempt": None,
     "on_behalf_of": None,
-    "payment_settings": {"default_mandate": None, "payment_method_options": None,
-                         "payment_method_types": None},
+    "payment_settings": {"default_mandate": None, "payment_method_options": None, "payment_method_types": None},
     "post_payment_credit_notes_amount": 0,
     "pre_payment_credit_notes_amount": 0,
     "receipt_number": None,
@@ -439,8 +525,7 @@ _INVOICE_CONSTANTS: dict[str, Any] = {
     "statement_descriptor": None,
     "status": "draft",
     "status_details": None,
-    "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None,
-                           "paid_at": None, "voided_at": None},
+    "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None, "voided_at": None},
     "test_clock": None,
     "threshold_reason": None,
     "total_discount_amounts": [],
@@ -464,47 +549,63 @@ def _invoice_parent(sub: dict | None) -> dict | None:
     }
 
 
-def invoice(in_id: str, cust: dict, created: int, *, number: str | None, billing_reason: str, currency: str,
-            lines: list, sub: dict | None, period_start: int, period_end: int,
-            hosted_invoice_url: str, invoice_pdf: str, starting_balance: int = 0) -> dict:
+def invoice(
+    in_id: str,
+    cust: dict,
+    created: int,
+    *,
+    number: str | None,
+    billing_reason: str,
+    currency: str,
+    lines: list,
+    sub: dict | None,
+    period_start: int,
+    period_end: int,
+    hosted_invoice_url: str,
+    invoice_pdf: str,
+    starting_balance: int = 0,
+) -> dict:
     """A draft invoice over ``lines``; the customer's credit (negative ``starting_balance``) is applied."""
     total = sum(line["amount"] for line in lines)
     applied = total + starting_balance
     amount_due = max(applied, 0)
     fields = copy.deepcopy(_INVOICE_CONSTANTS)
-    fields.update({
-        "amount_due": amount_due,
-        "amount_remaining": amount_due,
-        "billing_reason": billing_reason,
-        "created": created,
-        "currency": currency,
-        "customer": cust["id"],
-        "customer_address": cust.get("address"),
-        "customer_email": cust.get("email"),
-        "customer_name": cust.get("name"),
-        "customer_phone": cust.get("phone"),
-        "effective_at": created,
-        "ending_balance": min(applied, 0),
-        "hosted_invoice_url": hosted_invoice_url,
-        "invoice_pdf": invoice_pdf,
-        "lines": list_object(lines, f"/v1/invoices/{in_id}/lines"),
-        "number": number,
-        "parent": _invoice_parent(sub),
-        "payments": list_object([], "/v1/invoice_payments"),
-        "period_end": period_end,
-        "period_start": period_start,
-        "starting_balance": starting_balance,
-        "subtotal": total,
-        "subtotal_excluding_tax": total,
-        "total": total,
-        "total_excluding_tax": total,
-        "webhooks_delivered_at": created,
-    })
+    fields.update(
+        {
+            "amount_due": amount_due,
+            "amount_remaining": amount_due,
+            "billing_reason": billing_reason,
+            "created": created,
+            "currency": currency,
+            "customer": cust["id"],
+            "customer_address": cust.get("address"),
+            "customer_email": cust.get("email"),
+            "customer_name": cust.get("name"),
+            "customer_phone": cust.get("phone"),
+            "effective_at": created,
+            "ending_balance": min(applied, 0),
+            "hosted_invoice_url": hosted_invoice_url,
+            "invoice_pdf": invoice_pdf,
+            "lines": list_object(lines, f"/v1/invoices/{in_id}/lines"),
+            "number": number,
+            "parent": _invoice_parent(sub),
+            "payments": list_object([], "/v1/invoice_payments"),
+            "period_end": period_end,
+            "period_start": period_start,
+            "starting_balance": starting_balance,
+            "subtotal": total,
+            "subtotal_excluding_tax": total,
+            "total": total,
+            "total_excluding_tax": total,
+            "webhooks_delivered_at": created,
+        }
+    )
     return {"id": in_id, "object": "invoice", **dict(sorted(fields.items()))}
 
 
-def invoice_payment(inpay_id: str, invoice_id: str, amount: int, currency: str, created: int,
-                    payment_intent: str, paid: bool) -> dict:
+def invoice_payment(
+    inpay_id: str, invoice_id: str, amount: int, currency: str, created: int, payment_intent: str, paid: bool
+) -> dict:
     return {
         "id": inpay_id,
         "object": "invoice_payment",
@@ -515,8 +616,7 @@ def invoice_payment(inpay_id: str, invoice_id: str, amount: int, currency: str, 
         "invoice": invoice_id,
         "is_default": True,
         "livemode": False,
-        "payment": {"charge": None, "payment_intent": payment_intent, "payment_record": None,
-                    "type": "payment_intent"},
+        "payment": {"charge": None, "payment_intent": payment_intent, "payment_record": None, "type": "payment_intent"},
         "status": "paid" if paid else "open",
         "status_transitions": {"canceled_at": None, "paid_at": created if paid else None},
     }
@@ -535,90 +635,141 @@ def checkout_payment_method_options() -> dict:
     """A card-only session's ``payment_method_options``: card settings, every other method null."""
     options: dict[str, Any] = {key: None for key in CHECKOUT_PMO_TYPES}
     options["card"] = {
-        "capture_method": None, "installments": None, "request_extended_authorization": None,
-        "request_incremental_authorization": None, "request_multicapture": None, "request_overcapture": None,
-        "request_three_d_secure": "automatic", "restrictions": None, "setup_future_usage": None,
-        "statement_descriptor_suffix_kana": None, "statement_descriptor_suffix_kanji": None,
+        "capture_method": None,
+        "installments": None,
+        "request_extended_authorization": None,
+        "request_incremental_authorization": None,
+        "request_multicapture": None,
+        "request_overcapture": None,
+        "request_three_d_secure": "automatic",
+        "restrictions": None,
+        "setup_future_usage": None,
+        "statement_descriptor_suffix_kana": None,
+        "statement_descriptor_suffix_kanji": None,
     }
     return dict(sorted(options.items()))
 
 
-def checkout_session(cs_id: str, created: int, *, url: str, success_url: str | None,
-                     cancel_url: str | None, customer_id: str | None, customer_email: str | None,
-                     client_reference_id: str | None, metadata: dict, amount: int, currency: str,
-                     allow_promotion_codes: bool | None, expires_at: int, locale: str | None) -> dict:
-    return {
-        "id": cs_id,
-        "object": "checkout.session",
-        "adaptive_pricing": None,
-        "after_expiration": None,
-        "allow_promotion_codes": allow_promotion_codes,
-        "allowed_payment_method_types": None,
-        "amount_subtotal": amount,
-        "amount_total": amount,
-        "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
-        "billing_address_collection": None,
-        "branding_settings": None,
-        "cancel_url": cancel_url,
-        "client_reference_id": client_reference_id,
-        "client_secret": None,
-        "collected_information": None,
-        "consent": None,
-        "consent_collection": None,
-        "created": created,
-        "currency": currency,
-        "currency_conversion": None,
-        "custom_fields": [],
-        "custom_text": {"after_submit": None, "shipping_address": None, "submit": None,
-                        "terms_of_service_acceptance": None},
-        "customer": customer_id,
-        "customer_account": None,
-        "customer_creation": None if customer_id else "always",
-        "customer_details": None,
-        "customer_email": customer_email,
-        "discounts": [],
-        "excluded_payment_method_types": None,
-        "expires_at": expires_at,
-        "integration_identifier": None,
-        "invoice": None,
-        "invoice_creation": None,
-        "line_items": None,
-        "livemode": False,
-        "locale": locale,
-        "managed_payments": None,
-        "metadata": dict(metadata),
-        "mode": "subscription",
-        "name_collection": None,
-        "optional_items": None,
-        "origin_context": None,
-        "payment_intent": None,
-        "payment_link": None,
-        "payment_method_collection": "always",
-        "payment_method_configuration_details": None,
-        "payment_method_options": checkout_payment_method_options(),
-        "payment_method_types": ["card"],
-        "payment_status": "unpaid",
-        "permissions": None,
-        "phone_number_collection": {"enabled": False},
-        "presentment_details": None,
-        "recovered_from": None,
-        "redirect_on_completion": None,
-        "return_url": None,
-        "saved_payment_method_options": None,
-        "setup_intent": None,
-        "shipping_address_collection": None,
-        "shipping_cost": None,
-        "shipping_options": [],
-        "status": "open",
-        "submit_type": None,
-        "subscription": None,
-        "success_url": success_url,
-        "tax_id_collection": None,
-        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0, "breakdown": None},
-        "ui_mode": "hosted_page",
-        "url": url,
-        "wallet_options": None,
-    }
+#: Every field of a new Checkout Session in the library's order; the ones `checkout_session` sets are None here.
+_CHECKOUT_SESSION_FIELDS: dict[str, Any] = {
+    "id": None,
+    "object": "checkout.session",
+    "adaptive_pricing": None,
+    "after_expiration": None,
+    "allow_promotion_codes": None,
+    "allowed_payment_method_types": None,
+    "amount_subtotal": None,
+    "amount_total": None,
+    "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+    "billing_address_collection": None,
+    "branding_settings": None,
+    "cancel_url": None,
+    "client_reference_id": None,
+    "client_secret": None,
+    "collected_information": None,
+    "consent": None,
+    "consent_collection": None,
+    "created": None,
+    "currency": None,
+    "currency_conversion": None,
+    "custom_fields": [],
+    "custom_text": {
+        "after_submit": None,
+        "shipping_address": None,
+        "submit": None,
+        "terms_of_service_acceptance": None,
+    },
+    "customer": None,
+    "customer_account": None,
+    "customer_creation": None,
+    "customer_details": None,
+    "customer_email": None,
+    "discounts": [],
+    "excluded_payment_method_types": None,
+    "expires_at": None,
+    "integration_identifier": None,
+    "invoice": None,
+    "invoice_creation": None,
+    "line_items": None,
+    "livemode": False,
+    "locale": None,
+    "managed_payments": None,
+    "metadata": None,
+    "mode": "subscription",
+    "name_collection": None,
+    "optional_items": None,
+    "origin_context": None,
+    "payment_intent": None,
+    "payment_link": None,
+    "payment_method_collection": "always",
+    "payment_method_configuration_details": None,
+    "payment_method_options": None,
+    "payment_method_types": ["card"],
+    "payment_status": "unpaid",
+    "permissions": None,
+    "phone_number_collection": {"enabled": False},
+    "presentment_details": None,
+    "recovered_from": None,
+    "redirect_on_completion": None,
+    "return_url": None,
+    "saved_payment_method_options": None,
+    "setup_intent": None,
+    "shipping_address_collection": None,
+    "shipping_cost": None,
+    "shipping_options": [],
+    "status": "open",
+    "submit_type": None,
+    "subscription": None,
+    "success_url": None,
+    "tax_id_collection": None,
+    "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0, "breakdown": None},
+    "ui_mode": "hosted_page",
+    "url": None,
+    "wallet_options": None,
+}
+
+
+def checkout_session(
+    cs_id: str,
+    created: int,
+    *,
+    url: str,
+    success_url: str | None,
+    cancel_url: str | None,
+    customer_id: str | None,
+    customer_email: str | None,
+    client_reference_id: str | None,
+    metadata: dict,
+    amount: int,
+    currency: str,
+    allow_promotion_codes: bool | None,
+    expires_at: int,
+    locale: str | None,
+) -> dict:
+    """A new, open Checkout Session in subscription mode (hosted page)."""
+    session = copy.deepcopy(_CHECKOUT_SESSION_FIELDS)
+    session.update(
+        {
+            "id": cs_id,
+            "allow_promotion_codes": allow_promotion_codes,
+            "amount_subtotal": amount,
+            "amount_total": amount,
+            "cancel_url": cancel_url,
+            "client_reference_id": client_reference_id,
+            "created": created,
+            "currency": currency,
+            "customer": customer_id,
+            "customer_creation": None if customer_id else "always",
+            "customer_email": customer_email,
+            "expires_at": expires_at,
+            "locale": locale,
+            "metadata": dict(metadata),
+            "payment_method_options": checkout_payment_method_options(),
+            "success_url": success_url,
+            "url": url,
+        }
+    )
+    return session
 
 
 def checkout_line_item(li_id: str, p: dict, product_name: str, quantity: int) -> dict:
@@ -642,8 +793,17 @@ def checkout_line_item(li_id: str, p: dict, product_name: str, quantity: int) ->
     }
 
 
-def portal_session(bps_id: str, created: int, *, customer_id: str, return_url: str | None,
-                   url: str, flow: dict | None, locale: str | None, configuration: str) -> dict:
+def portal_session(
+    bps_id: str,
+    created: int,
+    *,
+    customer_id: str,
+    return_url: str | None,
+    url: str,
+    flow: dict | None,
+    locale: str | None,
+    configuration: str,
+) -> dict:
     return {
         "id": bps_id,
         "object": "billing_portal.session",
@@ -666,8 +826,11 @@ DEFAULT_PORTAL_CONFIGURATION = "bpc_emulator_default"
 
 def portal_product(product_id: str, prices: list) -> dict:
     """An entry of ``features.subscription_update.products``: the prices of a product one may switch to."""
-    return {"adjustable_quantity": {"enabled": False, "maximum": None, "minimum": 1},
-            "prices": list(prices), "product": product_id}
+    return {
+        "adjustable_quantity": {"enabled": False, "maximum": None, "minimum": 1},
+        "prices": list(prices),
+        "product": product_id,
+    }
 
 
 def portal_features(products: list, reasons: bool = False) -> dict:
@@ -678,9 +841,11 @@ def portal_features(products: list, reasons: bool = False) -> dict:
         "invoice_history": {"enabled": True},
         "payment_method_update": {"enabled": True, "payment_method_configuration": None},
         "subscription_cancel": {
-            "cancellation_reason": {"enabled": reasons, "feedback_options": None,
-                                    "options": ["too_expensive", "missing_features", "switched_service", "unused",
-                                                "other"]},
+            "cancellation_reason": {
+                "enabled": reasons,
+                "feedback_options": None,
+                "options": ["too_expensive", "missing_features", "switched_service", "unused", "other"],
+            },
             "enabled": True,
             "mode": "at_period_end",
             "proration_behavior": "none",
@@ -698,9 +863,16 @@ def portal_features(products: list, reasons: bool = False) -> dict:
     }
 
 
-def portal_configuration(bpc_id: str, created: int, features: dict, *, is_default: bool = False,
-                         name: str | None = None, metadata: dict | None = None,
-                         default_return_url: str | None = None) -> dict:
+def portal_configuration(
+    bpc_id: str,
+    created: int,
+    features: dict,
+    *,
+    is_default: bool = False,
+    name: str | None = None,
+    metadata: dict | None = None,
+    default_return_url: str | None = None,
+) -> dict:
     """A Customer Portal configuration: what customers may do in the hosted portal."""
     return {
         "id": bpc_id,
@@ -720,8 +892,15 @@ def portal_configuration(bpc_id: str, created: int, features: dict, *, is_defaul
     }
 
 
-def event(evt_id: str, created: int, etype: str, obj: dict, previous_attributes: dict | None,
-          request_id: str | None, idempotency_key: str | None) -> dict:
+def event(
+    evt_id: str,
+    created: int,
+    etype: str,
+    obj: dict,
+    previous_attributes: dict | None,
+    request_id: str | None,
+    idempotency_key: str | None,
+) -> dict:
     data: dict[str, Any] = {"object": obj}
     if previous_attributes is not None:
         data["previous_attributes"] = previous_attributes
@@ -740,8 +919,17 @@ def event(evt_id: str, created: int, etype: str, obj: dict, previous_attributes:
     }
 
 
-def webhook_endpoint(we_id: str, created: int, *, url: str, enabled_events: list, secret: str,
-                     description: str | None, metadata: dict, api_version: str | None) -> dict:
+def webhook_endpoint(
+    we_id: str,
+    created: int,
+    *,
+    url: str,
+    enabled_events: list,
+    secret: str,
+    description: str | None,
+    metadata: dict,
+    api_version: str | None,
+) -> dict:
     return {
         "id": we_id,
         "object": "webhook_endpoint",
@@ -758,8 +946,9 @@ def webhook_endpoint(we_id: str, created: int, *, url: str, enabled_events: list
     }
 
 
-def schedule_phase(items: list, start: int, end: int, currency: str = "usd",
-                   proration_behavior: str = "create_prorations") -> dict:
+def schedule_phase(
+    items: list, start: int, end: int, currency: str = "usd", proration_behavior: str = "create_prorations"
+) -> dict:
     """A subscription schedule phase; ``items`` are (price id, quantity) pairs."""
     return {
         "add_invoice_items": [],
@@ -775,8 +964,18 @@ def schedule_phase(items: list, start: int, end: int, currency: str = "usd",
         "discounts": [],
         "end_date": end,
         "invoice_settings": None,
-        "items": [{"billing_thresholds": None, "discounts": [], "metadata": {}, "plan": price_id,
-                   "price": price_id, "quantity": qty, "tax_rates": []} for price_id, qty in items],
+        "items": [
+            {
+                "billing_thresholds": None,
+                "discounts": [],
+                "metadata": {},
+                "plan": price_id,
+                "price": price_id,
+                "quantity": qty,
+                "tax_rates": [],
+            }
+            for price_id, qty in items
+        ],
         "metadata": {},
         "on_behalf_of": None,
         "proration_behavior": proration_behavior,
@@ -800,14 +999,23 @@ def subscription_schedule(sched_id: str, created: int, sub: dict, phases: list) 
         "customer": sub["customer"],
         "customer_account": None,
         "default_settings": {
-            "application_fee_percent": None, "automatic_tax": {"disabled_reason": None, "enabled": False,
-                                                               "liability": None},
-            "billing_cycle_anchor": "automatic", "billing_thresholds": None,
-            "collection_method": "charge_automatically", "default_payment_method": None,
-            "description": None, "invoice_settings": {"account_tax_ids": None, "custom_fields": None,
-                                                      "days_until_due": None, "description": None,
-                                                      "footer": None, "issuer": {"account": None, "type": "self"}},
-            "on_behalf_of": None, "transfer_data": None,
+            "application_fee_percent": None,
+            "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+            "billing_cycle_anchor": "automatic",
+            "billing_thresholds": None,
+            "collection_method": "charge_automatically",
+            "default_payment_method": None,
+            "description": None,
+            "invoice_settings": {
+                "account_tax_ids": None,
+                "custom_fields": None,
+                "days_until_due": None,
+                "description": None,
+                "footer": None,
+                "issuer": {"account": None, "type": "self"},
+            },
+            "on_behalf_of": None,
+            "transfer_data": None,
         },
         "end_behavior": "release",
         "livemode": False,
@@ -834,8 +1042,7 @@ def diff(before: Any, after: Any) -> dict:
         old = before.get(key)
         if old == new:
             continue
-        if (isinstance(old, dict) and isinstance(new, dict) and old.get("object") != "list"
-                and "id" not in old):
+        if isinstance(old, dict) and isinstance(new, dict) and old.get("object") != "list" and "id" not in old:
             out[key] = diff(old, new)
         else:
             out[key] = old

@@ -66,8 +66,9 @@ def interval_filter(price):
 
 def not_found_page():
     """The hosted pages' 404."""
-    return render_template("message.html", title="Page not found",
-                           message="This link is not valid or has expired."), 404
+    return render_template(
+        "message.html", title="Page not found", message="This link is not valid or has expired."
+    ), 404
 
 
 def _card_fields(form) -> dict:
@@ -80,14 +81,28 @@ def _card_fields(form) -> dict:
         if not 1 <= exp_month <= 12:
             raise ValueError
     except ValueError:
-        raise StripeError("Your card's expiration date is invalid.", status=402, type="card_error",
-                          code="invalid_expiry_month", param="exp_month") from None
+        raise StripeError(
+            "Your card's expiration date is invalid.",
+            status=402,
+            type="card_error",
+            code="invalid_expiry_month",
+            param="exp_month",
+        ) from None
     cvc = (form.get("card_cvc") or "").strip()
     if not cvc.isdigit() or len(cvc) not in (3, 4):
-        raise StripeError("Your card's security code is incomplete.", status=402, type="card_error",
-                          code="incomplete_cvc", param="cvc")
-    return {"card": form.get("card_number", ""), "exp_month": exp_month, "exp_year": exp_year,
-            "name": (form.get("card_name") or "").strip() or None}
+        raise StripeError(
+            "Your card's security code is incomplete.",
+            status=402,
+            type="card_error",
+            code="incomplete_cvc",
+            param="cvc",
+        )
+    return {
+        "card": form.get("card_number", ""),
+        "exp_month": exp_month,
+        "exp_year": exp_year,
+        "name": (form.get("card_name") or "").strip() or None,
+    }
 
 
 # ====================================================================== checkout
@@ -97,8 +112,13 @@ def _checkout_context(cs: dict) -> dict:
     lines = store.internal("line_items").get(cs["id"], [])
     first = lines[0] if lines else None
     product = store.get("products", first["price"]["product"]) if first else None
-    return {"cs": cs, "lines": lines, "first": first, "product": product,
-            "business": objects.ACCOUNT_NAME.replace(" (emulator)", "")}
+    return {
+        "cs": cs,
+        "lines": lines,
+        "first": first,
+        "product": product,
+        "business": objects.ACCOUNT_NAME.replace(" (emulator)", ""),
+    }
 
 
 @bp.get("/c/pay/<cs_id>")
@@ -113,8 +133,9 @@ def checkout_page(cs_id: str):
         ctx = _checkout_context(cs)
     if cs["status"] != "open":
         title = "Already paid" if cs["status"] == "complete" else "This checkout session has expired"
-        return render_template("message.html", title=title, back_url=cs.get("cancel_url"),
-                               message="You can close this page."), 410 if cs["status"] == "expired" else 200
+        return render_template(
+            "message.html", title=title, back_url=cs.get("cancel_url"), message="You can close this page."
+        ), 410 if cs["status"] == "expired" else 200
     return render_template("checkout.html", error=None, form={}, **ctx)
 
 
@@ -129,9 +150,15 @@ def checkout_pay(cs_id: str):
             return not_found_page()
         try:
             fields = _card_fields(form)
-            e.billing.complete_checkout(Ctx(base_url()), cs, fields["card"], email=form.get("email") or None,
-                                        name=fields["name"], exp_month=fields["exp_month"],
-                                        exp_year=fields["exp_year"])
+            e.billing.complete_checkout(
+                Ctx(base_url()),
+                cs,
+                fields["card"],
+                email=form.get("email") or None,
+                name=fields["name"],
+                exp_month=fields["exp_month"],
+                exp_year=fields["exp_year"],
+            )
         except StripeError as err:
             e.store.save()
             ctx = _checkout_context(copy.deepcopy(cs))
@@ -140,8 +167,9 @@ def checkout_pay(cs_id: str):
         success_url = cs["success_url"]
     if success_url:
         return redirect(success_url.replace("{CHECKOUT_SESSION_ID}", cs_id), 303)
-    return render_template("message.html", title="Thanks for your payment",
-                           message="Your subscription is active. You can close this page.")
+    return render_template(
+        "message.html", title="Thanks for your payment", message="Your subscription is active. You can close this page."
+    )
 
 
 # ====================================================================== portal
@@ -164,8 +192,9 @@ def _customer_sub(sess: dict, sub_id: str) -> dict:
 def _features(sess: dict) -> dict:
     """The features of the configuration the portal session uses (its ``configuration``, else the default)."""
     s = emu().store
-    cfg = (s.get("portal_configurations", sess.get("configuration"))
-           or s.must("portal_configurations", objects.DEFAULT_PORTAL_CONFIGURATION))
+    cfg = s.get("portal_configurations", sess.get("configuration")) or s.must(
+        "portal_configurations", objects.DEFAULT_PORTAL_CONFIGURATION
+    )
     return cfg["features"]
 
 
@@ -176,8 +205,11 @@ def _offered_prices(features: dict) -> list:
         return []
     s = emu().store
     prices = [s.get("prices", price_id) for entry in update["products"] or [] for price_id in entry["prices"]]
-    prices = [p for p in prices if p and p["active"] and p["type"] == "recurring"
-              and (s.get("products", p["product"]) or {}).get("active")]
+    prices = [
+        p
+        for p in prices
+        if p and p["active"] and p["type"] == "recurring" and (s.get("products", p["product"]) or {}).get("active")
+    ]
     return sorted(prices, key=lambda p: (p["unit_amount"], p["recurring"]["interval"] != "month"))
 
 
@@ -195,12 +227,18 @@ def portal_page(bps_id: str):
         sess = copy.deepcopy(_portal_or_404(bps_id))
         s = e.store
         cust = copy.deepcopy(s.must("customers", sess["customer"]))
-        subs = [copy.deepcopy(x) for x in reversed(list(s.coll("subscriptions").values()))
-                if x["customer"] == cust["id"] and x["status"] not in ("canceled", "incomplete_expired")]
+        subs = [
+            copy.deepcopy(x)
+            for x in reversed(list(s.coll("subscriptions").values()))
+            if x["customer"] == cust["id"] and x["status"] not in ("canceled", "incomplete_expired")
+        ]
         pm_id = cust["invoice_settings"]["default_payment_method"]
         pm = copy.deepcopy(s.get("payment_methods", pm_id)) if pm_id else None
-        invoices = [copy.deepcopy(i) for i in reversed(list(s.coll("invoices").values()))
-                    if i["customer"] == cust["id"] and i["status"] != "draft"]
+        invoices = [
+            copy.deepcopy(i)
+            for i in reversed(list(s.coll("invoices").values()))
+            if i["customer"] == cust["id"] and i["status"] != "draft"
+        ]
         products = {p["id"]: p for p in s.coll("products").values()}
         features = copy.deepcopy(_features(sess))
         prices = _offered_prices(features)
@@ -214,11 +252,24 @@ def portal_page(bps_id: str):
         flow_sub = flow[flow["type"]].get("subscription")
     focus_sub = request.args.get("sub") or flow_sub or (subs[0]["id"] if subs else None)
     return_host = urlsplit(sess["return_url"]).netloc if sess.get("return_url") else None
-    return render_template("portal.html", sess=sess, customer=cust, subs=subs, pm=pm, invoices=invoices,
-                           prices=prices, products=products, section=section, focus_sub=focus_sub,
-                           features=features, feedback_labels=FEEDBACK_LABELS,
-                           notice=request.args.get("notice"), error=request.args.get("error"),
-                           return_host=return_host, business=objects.ACCOUNT_NAME.replace(" (emulator)", ""))
+    return render_template(
+        "portal.html",
+        sess=sess,
+        customer=cust,
+        subs=subs,
+        pm=pm,
+        invoices=invoices,
+        prices=prices,
+        products=products,
+        section=section,
+        focus_sub=focus_sub,
+        features=features,
+        feedback_labels=FEEDBACK_LABELS,
+        notice=request.args.get("notice"),
+        error=request.args.get("error"),
+        return_host=return_host,
+        business=objects.ACCOUNT_NAME.replace(" (emulator)", ""),
+    )
 
 
 def _after_portal_action(sess: dict, notice: str):
@@ -244,8 +295,12 @@ def portal_update(bps_id: str):
             abort(400)
         item = sub["items"]["data"][0]
         if item["price"]["id"] != price["id"]:
-            e.billing.change_items(Ctx(base_url()), sub, [(item, price, item["quantity"], False)],
-                                   features["subscription_update"]["proration_behavior"])
+            e.billing.change_items(
+                Ctx(base_url()),
+                sub,
+                [(item, price, item["quantity"], False)],
+                features["subscription_update"]["proration_behavior"],
+            )
             e.store.save()
         prod = e.store.must("products", price["product"])
         amount = f"{objects.money(price['unit_amount'])} {interval_filter(price)}"
@@ -299,11 +354,18 @@ def portal_payment_method(bps_id: str):
         ctx = Ctx(base_url())
         try:
             fields = _card_fields(request.form)
-            pm = e.billing.add_card(ctx, cust, fields["card"], exp_month=fields["exp_month"],
-                                    exp_year=fields["exp_year"], name=fields["name"])
+            pm = e.billing.add_card(
+                ctx,
+                cust,
+                fields["card"],
+                exp_month=fields["exp_month"],
+                exp_year=fields["exp_year"],
+                name=fields["name"],
+            )
         except StripeError as err:
-            return redirect(url_for("pages.portal_page", bps_id=bps_id, section="payment_method",
-                                    error=err.message), 303)
+            return redirect(
+                url_for("pages.portal_page", bps_id=bps_id, section="payment_method", error=err.message), 303
+            )
         for sub in e.store.coll("subscriptions").values():
             if sub["customer"] == cust["id"] and sub["status"] not in ("canceled", "incomplete_expired"):
                 before = copy.deepcopy(sub)
@@ -368,8 +430,12 @@ def invoice_page(in_id: str):
         if inv is None:
             return not_found_page()
         inv = copy.deepcopy(inv)
-    return render_template("invoice.html", inv=inv, error=request.args.get("error"),
-                           business=objects.ACCOUNT_NAME.replace(" (emulator)", ""))
+    return render_template(
+        "invoice.html",
+        inv=inv,
+        error=request.args.get("error"),
+        business=objects.ACCOUNT_NAME.replace(" (emulator)", ""),
+    )
 
 
 @bp.post("/i/<in_id>/pay")
@@ -385,8 +451,14 @@ def invoice_pay(in_id: str):
             cust = e.store.must("customers", inv["customer"])
             try:
                 fields = _card_fields(request.form)
-                e.billing.add_card(ctx, cust, fields["card"], exp_month=fields["exp_month"],
-                                   exp_year=fields["exp_year"], name=fields["name"])
+                e.billing.add_card(
+                    ctx,
+                    cust,
+                    fields["card"],
+                    exp_month=fields["exp_month"],
+                    exp_year=fields["exp_year"],
+                    name=fields["name"],
+                )
             except StripeError as err:
                 return redirect(url_for("pages.invoice_page", in_id=in_id, error=err.message), 303)
             e.store.internal("retries").pop(in_id, None)
@@ -407,17 +479,26 @@ def invoice_pdf(in_id: str):
             return not_found_page()
         inv = copy.deepcopy(inv)
     cur = inv["currency"]
-    lines = [(20, f"Invoice {inv['number'] or inv['id']}"), (10, objects.ACCOUNT_NAME), (0, ""),
-             (11, f"Date of issue: {date_filter(inv['created'])}"),
-             (11, f"Billed to: {inv['customer_name'] or ''} {inv['customer_email'] or ''}"),
-             (11, f"Status: {inv['status']}"), (0, "")]
+    lines = [
+        (20, f"Invoice {inv['number'] or inv['id']}"),
+        (10, objects.ACCOUNT_NAME),
+        (0, ""),
+        (11, f"Date of issue: {date_filter(inv['created'])}"),
+        (11, f"Billed to: {inv['customer_name'] or ''} {inv['customer_email'] or ''}"),
+        (11, f"Status: {inv['status']}"),
+        (0, ""),
+    ]
     for line in inv["lines"]["data"]:
         lines.append((10, f"{line['description']}    {objects.money(line['amount'], cur)}"))
         lines.append((8, f"    {date_filter(line['period']['start'])} - {date_filter(line['period']['end'])}"))
-    lines += [(0, ""), (11, f"Subtotal: {objects.money(inv['subtotal'], cur)}"),
-              (11, f"Total: {objects.money(inv['total'], cur)}"),
-              (12, f"Amount due: {objects.money(inv['amount_due'], cur)}"),
-              (11, f"Amount paid: {objects.money(inv['amount_paid'], cur)}")]
+    lines += [
+        (0, ""),
+        (11, f"Subtotal: {objects.money(inv['subtotal'], cur)}"),
+        (11, f"Total: {objects.money(inv['total'], cur)}"),
+        (12, f"Amount due: {objects.money(inv['amount_due'], cur)}"),
+        (11, f"Amount paid: {objects.money(inv['amount_paid'], cur)}"),
+    ]
     name = quote(f"Invoice-{inv['number'] or inv['id']}.pdf")
-    return Response(render_pdf(lines), mimetype="application/pdf",
-                    headers={"Content-Disposition": f"inline; filename={name}"})
+    return Response(
+        render_pdf(lines), mimetype="application/pdf", headers={"Content-Disposition": f"inline; filename={name}"}
+    )

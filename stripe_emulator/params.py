@@ -39,14 +39,29 @@ class Params:
         return self.data.get(key, default)
 
     @overload
-    def str(self, key: builtins.str, required: Literal[True], choices: Iterable[builtins.str] | None = None,
-            empty_ok: builtins.bool = False) -> builtins.str: ...
+    def str(
+        self,
+        key: builtins.str,
+        required: Literal[True],
+        choices: Iterable[builtins.str] | None = None,
+        empty_ok: builtins.bool = False,
+    ) -> builtins.str: ...
     @overload
-    def str(self, key: builtins.str, required: builtins.bool = False, choices: Iterable[builtins.str] | None = None,
-            empty_ok: builtins.bool = False) -> builtins.str | None: ...
+    def str(
+        self,
+        key: builtins.str,
+        required: builtins.bool = False,
+        choices: Iterable[builtins.str] | None = None,
+        empty_ok: builtins.bool = False,
+    ) -> builtins.str | None: ...
 
-    def str(self, key: builtins.str, required: builtins.bool = False, choices: Iterable[builtins.str] | None = None,
-            empty_ok: builtins.bool = False) -> builtins.str | None:
+    def str(
+        self,
+        key: builtins.str,
+        required: builtins.bool = False,
+        choices: Iterable[builtins.str] | None = None,
+        empty_ok: builtins.bool = False,
+    ) -> builtins.str | None:
         self.used.add(key)
         if key not in self.data:
             if required:
@@ -57,25 +72,42 @@ class Params:
             raise invalid(self._name(key), f"Invalid string: {value!r}")
         if value == "" and not empty_ok:
             if required:
-                raise invalid(self._name(key), f"You passed an empty string for '{self._name(key)}'. "
-                              "We assume empty values are an attempt to unset a parameter; however "
-                              f"'{self._name(key)}' cannot be unset. You should remove '{self._name(key)}' "
-                              "from your request or supply a non-empty value.")
+                raise invalid(
+                    self._name(key),
+                    f"You passed an empty string for '{self._name(key)}'. "
+                    "We assume empty values are an attempt to unset a parameter; however "
+                    f"'{self._name(key)}' cannot be unset. You should remove '{self._name(key)}' "
+                    "from your request or supply a non-empty value.",
+                )
             return None
         if choices is not None and value not in choices:
-            raise invalid(self._name(key), f"Invalid {self._name(key)}: must be one of "
-                          + ", ".join(choices))
+            raise invalid(self._name(key), f"Invalid {self._name(key)}: must be one of " + ", ".join(choices))
         return value
 
     @overload
-    def int(self, key: builtins.str, required: Literal[True], minimum: builtins.int | None = None,
-            maximum: builtins.int | None = None) -> builtins.int: ...
+    def int(
+        self,
+        key: builtins.str,
+        required: Literal[True],
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int: ...
     @overload
-    def int(self, key: builtins.str, required: builtins.bool = False, minimum: builtins.int | None = None,
-            maximum: builtins.int | None = None) -> builtins.int | None: ...
+    def int(
+        self,
+        key: builtins.str,
+        required: builtins.bool = False,
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int | None: ...
 
-    def int(self, key: builtins.str, required: builtins.bool = False, minimum: builtins.int | None = None,
-            maximum: builtins.int | None = None) -> builtins.int | None:
+    def int(
+        self,
+        key: builtins.str,
+        required: builtins.bool = False,
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int | None:
         value = self.str(key, required=required)
         if value is None:
             return None

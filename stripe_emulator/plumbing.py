@@ -54,9 +54,11 @@ def base_url() -> str:
 
 def includable(kind: str, field: str) -> Callable[[Includable], Includable]:
     """Register ``fn(store, obj)`` as the builder of ``field`` on objects of ``kind``, shown only when expanded."""
+
     def decorator(fn: Includable) -> Includable:
         INCLUDABLES[(kind, field)] = fn
         return fn
+
     return decorator
 
 
@@ -80,10 +82,14 @@ def error_response(err: StripeError, request_id: str) -> Response:
 
 def unrecognized_url() -> Response:
     """Stripe answers an unknown path or method with a 404 ``invalid_request_error``."""
-    return error_response(StripeError(
-        f"Unrecognized request URL ({request.method}: {request.path}). Please see "
-        "https://stripe.com/docs or we can help at https://support.stripe.com/.", status=404),
-        new_id("req", 14))
+    return error_response(
+        StripeError(
+            f"Unrecognized request URL ({request.method}: {request.path}). Please see "
+            "https://stripe.com/docs or we can help at https://support.stripe.com/.",
+            status=404,
+        ),
+        new_id("req", 14),
+    )
 
 
 def render(result, expand_paths: list) -> dict:
@@ -94,9 +100,11 @@ def render(result, expand_paths: list) -> dict:
         inner = []
         for path in expand_paths:
             if not path.startswith("data."):
-                raise StripeError(f"This property cannot be expanded ({path}). You may want to try "
-                                  f"expanding 'data.{path}' instead.", param="expand")
-            inner.append(path[len("data."):])
+                raise StripeError(
+                    f"This property cannot be expanded ({path}). You may want to try expanding 'data.{path}' instead.",
+                    param="expand",
+                )
+            inner.append(path[len("data.") :])
         out["data"] = [expand(s, o, inner, INCLUDABLES) for o in result["data"]]
         return out
     if isinstance(result, dict) and expand_paths:
@@ -114,9 +122,12 @@ def check_auth() -> StripeError | None:
     elif request.authorization and request.authorization.type == "basic":
         key = request.authorization.username
     if not key:
-        return StripeError("You did not provide an API key. You need to provide your API key in the "
-                           "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
-                           status=401, code=None)
+        return StripeError(
+            "You did not provide an API key. You need to provide your API key in the "
+            "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+            status=401,
+            code=None,
+        )
     if not key.startswith("sk_test_") or len(key) <= len("sk_test_"):
         shown = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else key
         return StripeError(f"Invalid API Key provided: {shown}", status=401, code="api_key_invalid")
@@ -154,10 +165,10 @@ class Idempotency:
 
     def __init__(self, key: str):
         self.key = key
-        self.record_key = hashlib.sha256(
-            (request.headers.get("Authorization", "") + "\0" + key).encode()).hexdigest()
+        self.record_key = hashlib.sha256((request.headers.get("Authorization", "") + "\0" + key).encode()).hexdigest()
         self.fingerprint = hashlib.sha256(
-            (request.method + " " + request.path + "\0" + request.get_data(as_text=True)).encode()).hexdigest()
+            (request.method + " " + request.path + "\0" + request.get_data(as_text=True)).encode()
+        ).hexdigest()
 
     def replay(self, s: Store, request_id: str) -> Response | None:
         """The stored answer for a repeated request, an ``idempotency_error`` for a reused key, else None."""
@@ -165,23 +176,34 @@ class Idempotency:
         if not seen:
             return None
         if seen["fingerprint"] != self.fingerprint:
-            return error_response(StripeError(
-                "Keys for idempotent requests can only be used with the same parameters they were first used "
-                f"with. Try using a key other than '{self.key}' if you meant to execute a different request.",
-                type="idempotency_error", code="idempotency_key_in_use"), request_id)
-        return json_response(seen["body"], seen["status"], {
-            "Request-Id": seen["request_id"], "Idempotent-Replayed": "true", "Idempotency-Key": self.key})
+            return error_response(
+                StripeError(
+                    "Keys for idempotent requests can only be used with the same parameters they were first used "
+                    f"with. Try using a key other than '{self.key}' if you meant to execute a different request.",
+                    type="idempotency_error",
+                    code="idempotency_key_in_use",
+                ),
+                request_id,
+            )
+        return json_response(
+            seen["body"],
+            seen["status"],
+            {"Request-Id": seen["request_id"], "Idempotent-Replayed": "true", "Idempotency-Key": self.key},
+        )
 
     def remember(self, s: Store, status: int, text: str, request_id: str) -> None:
         """Keep the answer so a retry with the same key gets it back."""
         s.internal("idempotency")[self.record_key] = {
-            "fingerprint": self.fingerprint, "status": status, "body": text,
-            "request_id": request_id, "created": s.now()}
+            "fingerprint": self.fingerprint,
+            "status": status,
+            "body": text,
+            "request_id": request_id,
+            "created": s.now(),
+        }
 
 
 # ---------------------------------------------------------------------- the pipeline
-def _execute(fn: Handler, data: dict, kwargs: dict, request_id: str,
-             idem: Idempotency | None) -> Response:
+def _execute(fn: Handler, data: dict, kwargs: dict, request_id: str, idem: Idempotency | None) -> Response:
     """Run one handler under the state lock: replay, call, render, remember, save."""
     s = store()
     with s.lock:

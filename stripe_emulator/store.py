@@ -75,8 +75,16 @@ class Store:
             default = catalog.default_portal_configuration(self.now())
             objects["portal_configurations"][default["id"]] = default
         internal = self.state.setdefault("internal", {})
-        for name in ("cards", "pending_items", "idempotency", "retries", "secrets", "counters",
-                     "line_items", "sub_data"):
+        for name in (
+            "cards",
+            "pending_items",
+            "idempotency",
+            "retries",
+            "secrets",
+            "counters",
+            "line_items",
+            "sub_data",
+        ):
             internal.setdefault(name, {})
 
     def reset(self, save: bool = True) -> None:

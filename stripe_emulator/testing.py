@@ -88,15 +88,33 @@ class EmulatorError(Exception):
 
 
 class EmulatorServer:
-    def __init__(self, state_path: str | None = None, *, webhooks=(), public_url: str | None = None,
-                 failed_renewal_outcome: str = "canceled", payment_attempts: int = 3,
-                 retry_interval_days: int = 3, webhook_retry_schedule=(0.2, 0.4, 0.8, 1.6),
-                 webhook_max_attempts: int = 5, host: str = "127.0.0.1", port: int = 0):
-        self.config = Config(public_url=public_url, failed_renewal_outcome=failed_renewal_outcome,
-                             payment_attempts=payment_attempts, retry_interval_days=retry_interval_days,
-                             webhooks=list(webhooks))
-        self.emulator = Emulator(state_path=state_path, config=self.config,
-                                 retry_schedule=list(webhook_retry_schedule), max_attempts=webhook_max_attempts)
+    def __init__(
+        self,
+        state_path: str | None = None,
+        *,
+        webhooks=(),
+        public_url: str | None = None,
+        failed_renewal_outcome: str = "canceled",
+        payment_attempts: int = 3,
+        retry_interval_days: int = 3,
+        webhook_retry_schedule=(0.2, 0.4, 0.8, 1.6),
+        webhook_max_attempts: int = 5,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
+        self.config = Config(
+            public_url=public_url,
+            failed_renewal_outcome=failed_renewal_outcome,
+            payment_attempts=payment_attempts,
+            retry_interval_days=retry_interval_days,
+            webhooks=list(webhooks),
+        )
+        self.emulator = Emulator(
+            state_path=state_path,
+            config=self.config,
+            retry_schedule=list(webhook_retry_schedule),
+            max_attempts=webhook_max_attempts,
+        )
         self.app = create_app(self.emulator)
         self._server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
         self.host, self.port = host, self._server.server_port
@@ -106,8 +124,9 @@ class EmulatorServer:
     # ------------------------------------------------------------ life cycle
     def start(self) -> EmulatorServer:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="stripe-emulator", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="stripe-emulator", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -129,8 +148,7 @@ class EmulatorServer:
     def client(self, api_key: str = "sk_test_emulator", max_network_retries: int = 2):
         import stripe
 
-        return stripe.StripeClient(api_key, base_addresses={"api": self.url},
-                                   max_network_retries=max_network_retries)
+        return stripe.StripeClient(api_key, base_addresses={"api": self.url}, max_network_retries=max_network_retries)
 
     def call(self, method: str, path: str, data: dict | None = None) -> dict:
         """Call the control API (``/_emulator/...``); raise EmulatorError on non-2xx."""
@@ -154,8 +172,9 @@ class EmulatorServer:
     def clear_webhooks(self) -> None:
         self.config.webhooks.clear()
 
-    def complete_checkout(self, session_id: str, card: str = "4242424242424242", email: str | None = None,
-                          name: str | None = None) -> dict:
+    def complete_checkout(
+        self, session_id: str, card: str = "4242424242424242", email: str | None = None, name: str | None = None
+    ) -> dict:
         data = {"card": card}
         if email:
             data["email"] = email
@@ -172,8 +191,9 @@ class EmulatorServer:
 
     def flush(self, timeout: float = 30) -> None:
         if not self.emulator.dispatcher.wait_idle(timeout):
-            raise TimeoutError(f"webhook deliveries still pending after {timeout}s: "
-                               f"{self.emulator.dispatcher.pending()}")
+            raise TimeoutError(
+                f"webhook deliveries still pending after {timeout}s: {self.emulator.dispatcher.pending()}"
+            )
 
     def deliveries(self, **filters) -> list:
         with self.emulator.dispatcher._cond:
@@ -201,8 +221,15 @@ class WebhookReceiver:
                 body = self.rfile.read(length).decode("utf-8")
                 with receiver._cond:
                     status = receiver.status
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                              "status": status, "received_at": time.time()})
+                    receiver.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "status": status,
+                            "received_at": time.time(),
+                        }
+                    )
                     receiver._cond.notify_all()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -216,8 +243,9 @@ class WebhookReceiver:
         self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}/webhooks/stripe"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="webhook-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="webhook-receiver", daemon=True
+        )
         self._thread.start()
 
     def __enter__(self) -> WebhookReceiver:

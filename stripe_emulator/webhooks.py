@@ -51,12 +51,12 @@ class Job:
 class Chaos:
     """Fault injection knobs, set through ``POST /_emulator/chaos``."""
 
-    duplicate: bool = False      # deliver every event twice
-    shuffle: bool = False        # pick the next ready delivery at random
-    delay_ms: int = 0            # wait this long before the first attempt
-    hold: bool = False           # queue deliveries until released
-    fail_first: int = 0          # answer nothing: treat the first N attempts per event as failed (network error)
-    concurrency: int = 1         # deliveries in flight at once (Stripe sends from many machines)
+    duplicate: bool = False  # deliver every event twice
+    shuffle: bool = False  # pick the next ready delivery at random
+    delay_ms: int = 0  # wait this long before the first attempt
+    hold: bool = False  # queue deliveries until released
+    fail_first: int = 0  # answer nothing: treat the first N attempts per event as failed (network error)
+    concurrency: int = 1  # deliveries in flight at once (Stripe sends from many machines)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -89,8 +89,9 @@ class Dispatcher:
     def _ensure_workers(self, count: int) -> None:
         """Start worker threads until there are ``count`` (they idle when concurrency is lower)."""
         while len(self._threads) < min(count, self.MAX_CONCURRENCY):
-            thread = threading.Thread(target=self._run, name=f"stripe-emulator-webhooks-{len(self._threads)}",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=self._run, name=f"stripe-emulator-webhooks-{len(self._threads)}", daemon=True
+            )
             self._threads.append(thread)
             thread.start()
 
@@ -114,12 +115,20 @@ class Dispatcher:
                 body = bodies[version]
                 for n in range(copies):
                     self._seq += 1
-                    self._jobs.append(Job(
-                        seq=self._seq, event_id=event["id"], event_type=event["type"], url=url,
-                        secret=secret, body=body, endpoint_id=endpoint_id,
-                        due=time.monotonic() + self.chaos.delay_ms / 1000.0,
-                        held=self.chaos.hold, duplicate=n > 0,
-                    ))
+                    self._jobs.append(
+                        Job(
+                            seq=self._seq,
+                            event_id=event["id"],
+                            event_type=event["type"],
+                            url=url,
+                            secret=secret,
+                            body=body,
+                            endpoint_id=endpoint_id,
+                            due=time.monotonic() + self.chaos.delay_ms / 1000.0,
+                            held=self.chaos.hold,
+                            duplicate=n > 0,
+                        )
+                    )
             self._cond.notify_all()
 
     def release(self) -> int:
@@ -137,9 +146,11 @@ class Dispatcher:
 
     def pending(self) -> dict:
         with self._cond:
-            return {"queued": sum(1 for j in self._jobs if not j.held),
-                    "held": sum(1 for j in self._jobs if j.held),
-                    "in_flight": self._inflight}
+            return {
+                "queued": sum(1 for j in self._jobs if not j.held),
+                "held": sum(1 for j in self._jobs if j.held),
+                "in_flight": self._inflight,
+            }
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Block until nothing is queued (held jobs excepted) or in flight."""
@@ -210,9 +221,14 @@ class Dispatcher:
             error = "chaos: simulated network failure"
         else:
             req = urllib.request.Request(
-                job.url, data=job.body.encode("utf-8"), method="POST",
-                headers={"Content-Type": "application/json; charset=utf-8",
-                         "Stripe-Signature": header, "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"},
+                job.url,
+                data=job.body.encode("utf-8"),
+                method="POST",
+                headers={
+                    "Content-Type": "application/json; charset=utf-8",
+                    "Stripe-Signature": header,
+                    "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+                },
             )
             try:
                 with _NO_REDIRECTS.open(req, timeout=self.timeout) as resp:

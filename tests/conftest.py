@@ -3,6 +3,7 @@
 Isolation is by truncation after each test (works across threads and processes, which the browser and
 emulator tests need), not by mocking anything of ours.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,14 @@ from stripe_emulator.testing import EmulatorServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 
 
@@ -87,8 +94,13 @@ class SmtpSink:
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):
-                sink.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                                      "data": envelope.content.decode("utf8", "replace")})
+                sink.messages.append(
+                    {
+                        "from": envelope.mail_from,
+                        "to": list(envelope.rcpt_tos),
+                        "data": envelope.content.decode("utf8", "replace"),
+                    }
+                )
                 return "250 OK"
 
         import socket
@@ -122,8 +134,15 @@ def smtp_sink():
 @pytest.fixture
 def app(migrated_database, redis_url, stripe_emulator, smtp_sink):
     smtp_sink.messages.clear()
-    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url,
-                                 MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp_sink.port)))
+    app = create_app(
+        make_config(
+            migrated_database,
+            redis_url,
+            STRIPE_API_BASE=stripe_emulator.url,
+            MAIL_SERVER="127.0.0.1",
+            MAIL_PORT=str(smtp_sink.port),
+        )
+    )
     yield app
     stripe_emulator.clear_webhooks()
     stripe_emulator.reset()
@@ -180,8 +199,12 @@ class Auth:
     def signup(self, email: str = "trader@example.com", password: str = "correct horse", confirm: str | None = None):
         return self.client.post(
             "/signup",
-            data={"email": email, "password": password, "confirm": password if confirm is None else confirm,
-                  "csrf_token": self.token("/signup")},
+            data={
+                "email": email,
+                "password": password,
+                "confirm": password if confirm is None else confirm,
+                "csrf_token": self.token("/signup"),
+            },
         )
 
     def login(self, email: str = "trader@example.com", password: str = "correct horse", **extra):

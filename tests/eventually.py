@@ -1,4 +1,5 @@
 """Waiting for what happens after a response: mail is delivered once the response has gone out (or by a worker)."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """factory_boy factories for the models, writing through the app's session."""
+
 import factory
 from factory.alchemy import SQLAlchemyModelFactory
 from werkzeug.security import generate_password_hash

@@ -1,4 +1,5 @@
 """Sign-up, log-in, log-out: CSRF, bad input, rate limits, redirects; the operator's `flask users create`."""
+
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -50,8 +51,9 @@ def test_bad_input_shows_the_fields_error_and_creates_nothing(seeded, client, au
 
 
 def test_forms_without_csrf_are_refused(seeded, client, auth):
-    response = client.post("/signup", data={"email": "a@example.com", "password": "correct horse",
-                                            "confirm": "correct horse"})
+    response = client.post(
+        "/signup", data={"email": "a@example.com", "password": "correct horse", "confirm": "correct horse"}
+    )
     assert response.status_code == 400
     assert user_count(seeded) == 0
     auth.signup()

@@ -5,6 +5,7 @@ The import graph is read from the source with `ast` (nothing is imported): every
 meaning the module `app.pkg.name` when there is one, else `app.pkg`. The implicit import of a module's parent
 package is no edge, and neither are imports under `if TYPE_CHECKING:` (SQLAlchemy relationships between models).
 """
+
 from __future__ import annotations
 
 import ast
@@ -37,7 +38,7 @@ def targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool) ->
         base = node.module or ""
         if node.level:
             package = module.split(".") if is_package else module.split(".")[:-1]
-            package = package[:len(package) - node.level + 1]
+            package = package[: len(package) - node.level + 1]
             base = ".".join(package + ([base] if base else []))
         names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
     return [name for name in names if name in MODULES and name != module]
@@ -53,8 +54,9 @@ def imports_of(module: str) -> list[tuple[str, int, bool]]:
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 continue
             if isinstance(child, (ast.Import, ast.ImportFrom)):
-                found.extend((target, child.lineno, in_function)
-                             for target in targets(module, child, path.name == "__init__.py"))
+                found.extend(
+                    (target, child.lineno, in_function) for target in targets(module, child, path.name == "__init__.py")
+                )
             walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
     walk(ast.parse(path.read_text(encoding="utf-8")), False)
@@ -126,8 +128,11 @@ def test_every_module_imports_at_the_top():
             continue
         for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                inner += [f"{module}:{node.lineno} {ast.unparse(node)}" for node in ast.walk(function)
-                          if isinstance(node, (ast.Import, ast.ImportFrom))]
+                inner += [
+                    f"{module}:{node.lineno} {ast.unparse(node)}"
+                    for node in ast.walk(function)
+                    if isinstance(node, (ast.Import, ast.ImportFrom))
+                ]
     assert inner == [], "imports inside functions: " + "; ".join(sorted(set(inner)))
 
 
@@ -144,6 +149,24 @@ def test_stripe_is_asked_only_through_the_gateways_named_operations():
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "stripe":
                 found.append(f"{module} imports from stripe")
             elif isinstance(node, ast.ImportFrom) and node.module == gateway_module:
-                found += [f"{module} imports {alias.name}" for alias in node.names
-                          if alias.name in ("gateway", "StripeGateway", "stripe_request")]
+                found += [
+                    f"{module} imports {alias.name}"
+                    for alias in node.names
+                    if alias.name in ("gateway", "StripeGateway", "stripe_request")
+                ]
     assert found == []
+
+
+def test_the_emulator_keeps_its_layout():
+    """`python -m stripe_emulator.layout_check`: no import cycle, no function-level import, no function over 80 lines."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "stripe_emulator.layout_check"],
+        capture_output=True,
+        text=True,
+        cwd=APP.parent,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,5 @@
 """Configuration: embedded defaults, production validation, and the real `flask`/gunicorn start paths."""
+
 import os
 import subprocess
 import sys
@@ -63,14 +64,31 @@ def test_development_needs_nothing(clean_env):
 
 def test_production_lists_every_problem_at_once(clean_env):
     with pytest.raises(ConfigurationError) as excinfo:
-        create_app({"ENVIRONMENT": "production", "SECRET_KEY": "<your-secret-key>", "DEBUG": "true",
-                    "ENCRYPTION_KEY": "not-a-key", "DATABASE_URL": "sqlite:///prod.db"})
+        create_app(
+            {
+                "ENVIRONMENT": "production",
+                "SECRET_KEY": "<your-secret-key>",
+                "DEBUG": "true",
+                "ENCRYPTION_KEY": "not-a-key",
+                "DATABASE_URL": "sqlite:///prod.db",
+            }
+        )
     message = str(excinfo.value)
     assert excinfo.value.code != 0
     assert "SECRET_KEY is still the placeholder <your-secret-key>" in message
-    for name in ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_PRICE_FREE_MONTHLY",
-                 "STRIPE_PRICE_STARTER_MONTHLY", "STRIPE_PRICE_STARTER_YEARLY", "STRIPE_PRICE_PRO_MONTHLY",
-                 "STRIPE_PRICE_PRO_YEARLY", "ALLOWED_ORIGINS", "REDIS_URL", "JWT_SECRET_KEY"):
+    for name in (
+        "STRIPE_SECRET_KEY",
+        "STRIPE_PUBLISHABLE_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_PRICE_FREE_MONTHLY",
+        "STRIPE_PRICE_STARTER_MONTHLY",
+        "STRIPE_PRICE_STARTER_YEARLY",
+        "STRIPE_PRICE_PRO_MONTHLY",
+        "STRIPE_PRICE_PRO_YEARLY",
+        "ALLOWED_ORIGINS",
+        "REDIS_URL",
+        "JWT_SECRET_KEY",
+    ):
         assert f"{name} is not set" in message
     assert "DEBUG=true is not allowed in production" in message
     assert "ENCRYPTION_KEY is not a valid Fernet key" in message
@@ -85,6 +103,7 @@ def test_production_with_a_complete_environment_starts(clean_env):
     assert app.config["ALLOWED_ORIGINS"] == ["https://app.example.com"]
     with app.app_context():
         from app.extensions import db
+
         assert db.engine.dialect.driver == "psycopg"
 
 
@@ -137,8 +156,13 @@ GUIDE_DATABASE_URL = "postgresql://<user>:<password>@<host>:<port>/<database>"
 def test_every_placeholder_inside_a_value_is_a_line_of_the_refusal(clean_env):
     """The guide's own DATABASE_URL and REDIS_URL, copied as they are: one line per placeholder, no traceback."""
     with pytest.raises(ConfigurationError) as excinfo:
-        create_app(production_env(DATABASE_URL=GUIDE_DATABASE_URL, REDIS_URL="redis://<host>:<port>/0",
-                                  SENTRY_DSN="https://<key>@<org>.ingest.sentry.io/<project>"))
+        create_app(
+            production_env(
+                DATABASE_URL=GUIDE_DATABASE_URL,
+                REDIS_URL="redis://<host>:<port>/0",
+                SENTRY_DSN="https://<key>@<org>.ingest.sentry.io/<project>",
+            )
+        )
     problems = excinfo.value.problems
     for placeholder in ("<user>", "<password>", "<host>", "<port>", "<database>"):
         assert f"DATABASE_URL still contains the placeholder {placeholder}" in problems
@@ -159,7 +183,8 @@ def test_an_unreadable_database_url_is_a_problem_line_in_development(clean_env):
     with pytest.raises(ConfigurationError) as excinfo:
         create_app({"DATABASE_URL": GUIDE_DATABASE_URL})
     assert excinfo.value.problems == [
-        "DATABASE_URL is not a database URL like postgresql://user:password@host:5432/dbname"]
+        "DATABASE_URL is not a database URL like postgresql://user:password@host:5432/dbname"
+    ]
 
 
 def test_an_address_in_angle_brackets_is_not_a_placeholder(clean_env):

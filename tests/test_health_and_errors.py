@@ -1,4 +1,5 @@
 """`/healthz` with the real parts up and down; error pages in HTML and JSON; rollback on 500."""
+
 import socket
 
 import sqlalchemy as sa
@@ -56,8 +57,10 @@ def test_500_rolls_the_session_back(app):
     client = app.test_client()
     response = client.get("/api/v1/_boom")
     assert response.status_code == 500
-    assert response.get_json() == {"error": "internal_error",
-                                   "message": "Something went wrong on our side. Please try again."}
+    assert response.get_json() == {
+        "error": "internal_error",
+        "message": "Something went wrong on our side. Please try again.",
+    }
     assert client.get("/healthz").status_code == 200
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(User.id))) == 0

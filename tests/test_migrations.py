@@ -1,5 +1,6 @@
 """Migrations on PostgreSQL: upgrade → downgrade → upgrade, and no drift between models and schema; the
 operator's `flask db upgrade` / `flask db downgrade` (one revision back, no argument needed)."""
+
 import os
 import subprocess
 from pathlib import Path
@@ -7,8 +8,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from alembic.script import ScriptDirectory
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask_migrate import downgrade, upgrade
 
 from app import create_app
@@ -20,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def fresh_database(database_url: str, name: str) -> str:
     """An empty database `name` beside the suite's own; returns its URL."""
-    admin = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(
+        database_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
@@ -34,8 +37,14 @@ def test_upgrade_downgrade_upgrade_without_drift(database_url, redis_url):
     with app.app_context():
         upgrade()
         tables = set(sa.inspect(db.engine).get_table_names())
-        assert {"users", "subscription_plans", "plan_features", "user_subscriptions", "audit_logs",
-                "stripe_events"} <= tables
+        assert {
+            "users",
+            "subscription_plans",
+            "plan_features",
+            "user_subscriptions",
+            "audit_logs",
+            "stripe_events",
+        } <= tables
 
         downgrade(revision="base")
         assert set(sa.inspect(db.engine).get_table_names()) == {"alembic_version"}
@@ -50,8 +59,13 @@ def test_upgrade_downgrade_upgrade_without_drift(database_url, redis_url):
 
 def test_flask_db_downgrade_steps_back_one_revision_and_upgrade_returns(database_url, redis_url):
     url = fresh_database(database_url, "ssb_migrations")
-    env = dict(os.environ, ENVIRONMENT="testing", DATABASE_URL=url, REDIS_URL=redis_url,
-               PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        ENVIRONMENT="testing",
+        DATABASE_URL=url,
+        REDIS_URL=redis_url,
+        PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
 
     def flask_db(*args: str) -> str:
         result = subprocess.run(["flask", "db", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -1,4 +1,5 @@
 """Small things every page shares: form fields print only the attributes they are given, the icon is vendored."""
+
 from __future__ import annotations
 
 import re

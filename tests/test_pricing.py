@@ -1,4 +1,5 @@
 """The pricing page from the database, for anonymous and logged-in visitors."""
+
 import re
 
 from app.services.catalog import feature_display_names
@@ -17,7 +18,7 @@ def test_anonymous_visitor_sees_every_price_and_feature(seeded, client):
         assert price in page
     for name in feature_display_names():
         assert name in page
-    assert "Save $39.89 (17%) vs monthly" in page   # Starter: 12 × 19.99 − 199.99
+    assert "Save $39.89 (17%) vs monthly" in page  # Starter: 12 × 19.99 − 199.99
     assert "Save $119.89 (20%) vs monthly" in page  # Pro: 12 × 49.99 − 479.99
     assert "Current plan" not in page
     assert 'href="/signup"' in page
@@ -29,7 +30,11 @@ def test_anonymous_choose_buttons_link_to_signup_without_csrf_or_cookie(seeded, 
     page = response.get_data(as_text=True)
     links = re.findall(r'<a class="([^"]*)" href="/signup\?plan=(\w+)&amp;cycle=(\w+)">Choose (\w+)<', page)
     assert {(plan, cycle) for _, plan, cycle, _ in links} == {
-        ("starter", "monthly"), ("starter", "yearly"), ("pro", "monthly"), ("pro", "yearly")}
+        ("starter", "monthly"),
+        ("starter", "yearly"),
+        ("pro", "monthly"),
+        ("pro", "yearly"),
+    }
     for classes, plan, cycle, text in links:
         assert f"choose-{cycle}" in classes.split() and text == plan.capitalize()  # the CSS switch still hides one
     assert "<form" not in page and "csrf_token" not in page
@@ -40,8 +45,10 @@ def test_logged_in_choose_buttons_post_plan_and_cycle_with_csrf(seeded, client, 
     auth.signup()
     page = client.get("/pricing").get_data(as_text=True)
     forms = re.findall(r'<form method="post" action="/billing/checkout".*?</form>', page, re.S)
-    choices = {(re.search(r'name="plan" value="(\w+)"', f).group(1), re.search(r'name="cycle" value="(\w+)"', f).group(1))
-               for f in forms}
+    choices = {
+        (re.search(r'name="plan" value="(\w+)"', f).group(1), re.search(r'name="cycle" value="(\w+)"', f).group(1))
+        for f in forms
+    }
     assert choices == {("starter", "monthly"), ("starter", "yearly"), ("pro", "monthly"), ("pro", "yearly")}
     assert all('name="csrf_token"' in f for f in forms)
 
@@ -77,8 +84,9 @@ def test_the_anonymous_page_is_rendered_once_and_follows_the_catalog_and_flashes
     assert client.get("/pricing").get_data(as_text=True) == first
     assert seeded.extensions["anonymous_pricing_page"][1] == first
     with seeded.app_context():
-        db.session.execute(sa.update(SubscriptionPlan).where(SubscriptionPlan.name == "pro")
-                           .values(price_monthly="59.99"))
+        db.session.execute(
+            sa.update(SubscriptionPlan).where(SubscriptionPlan.name == "pro").values(price_monthly="59.99")
+        )
         db.session.commit()
         forget_catalog()  # what a seed does
     page = client.get("/pricing").get_data(as_text=True)

@@ -1,4 +1,5 @@
 """`flask seed-plans` and scripts/seed_plans.py: the guide's output, idempotence, production refusal."""
+
 import os
 import subprocess
 import sys
@@ -36,9 +37,11 @@ def test_seed_creates_the_three_plans_in_the_guides_format(app, runner):
     assert "  ✓ Created Pro plan with 9 features\n" in out
     assert "✓ Successfully seeded 3 subscription plans with production Stripe price IDs\n" in out
     assert "  • Free Plan    ($0/mo) - Price ID: price_free_monthly\n" in out
-    assert ("  • Starter Plan ($19.99/mo or $199.99/yr)\n"
-            "    - Monthly: price_starter_monthly\n"
-            "    - Yearly:  price_starter_yearly\n") in out
+    assert (
+        "  • Starter Plan ($19.99/mo or $199.99/yr)\n"
+        "    - Monthly: price_starter_monthly\n"
+        "    - Yearly:  price_starter_yearly\n"
+    ) in out
     assert "  • Pro Plan     ($49.99/mo or $479.99/yr)\n" in out
     assert out.endswith(f"{banner}\nSeed completed successfully!\n{banner}\n")
     assert counts(app) == {"free": 7, "starter": 7, "pro": 9}
@@ -56,21 +59,26 @@ def test_seed_creates_the_three_plans_in_the_guides_format(app, runner):
 def test_second_run_updates_and_adds_no_rows(app, runner):
     runner.invoke(args=["seed-plans"])
     with app.app_context():
-        before = (db.session.scalar(sa.select(sa.func.count(SubscriptionPlan.id))),
-                  db.session.scalar(sa.select(sa.func.max(PlanFeature.id))))
+        before = (
+            db.session.scalar(sa.select(sa.func.count(SubscriptionPlan.id))),
+            db.session.scalar(sa.select(sa.func.max(PlanFeature.id))),
+        )
     result = runner.invoke(args=["seed-plans"])
     assert result.exit_code == 0
     assert "  ✓ Updated Pro plan with 9 features\n" in result.output
     assert "✓ Created" not in result.output
     with app.app_context():
-        after = (db.session.scalar(sa.select(sa.func.count(SubscriptionPlan.id))),
-                 db.session.scalar(sa.select(sa.func.max(PlanFeature.id))))
+        after = (
+            db.session.scalar(sa.select(sa.func.count(SubscriptionPlan.id))),
+            db.session.scalar(sa.select(sa.func.max(PlanFeature.id))),
+        )
     assert after == before
     assert counts(app) == {"free": 7, "starter": 7, "pro": 9}
 
 
-@pytest.mark.parametrize("amount, shown", [("0.00", "$0"), ("20.00", "$20"), ("19.99", "$19.99"),
-                                           ("1999.50", "$1,999.50")])
+@pytest.mark.parametrize(
+    "amount, shown", [("0.00", "$0"), ("20.00", "$20"), ("19.99", "$19.99"), ("1999.50", "$1,999.50")]
+)
 def test_report_prices_show_cents_only_when_there_are_some(amount, shown):
     assert whole_dollars_or_cents(Decimal(amount)) == shown
 
@@ -79,15 +87,20 @@ def test_price_ids_come_from_the_environment(app):
     app.config["STRIPE_PRICE_PRO_MONTHLY"] = "price_1ProMonthlyLive"
     with app.app_context():
         from app.services.catalog import seed_plans_from_config
+
         seed_plans_from_config()
         pro = db.session.scalar(sa.select(SubscriptionPlan).where(SubscriptionPlan.name == "pro"))
         assert pro.stripe_price_id_monthly == "price_1ProMonthlyLive"
 
 
 def test_missing_price_id_in_production_writes_nothing(app):
-    price_ids = {"STRIPE_PRICE_FREE_MONTHLY": "price_f", "STRIPE_PRICE_STARTER_MONTHLY": "price_sm",
-                 "STRIPE_PRICE_STARTER_YEARLY": None, "STRIPE_PRICE_PRO_MONTHLY": "price_pm",
-                 "STRIPE_PRICE_PRO_YEARLY": "price_py"}
+    price_ids = {
+        "STRIPE_PRICE_FREE_MONTHLY": "price_f",
+        "STRIPE_PRICE_STARTER_MONTHLY": "price_sm",
+        "STRIPE_PRICE_STARTER_YEARLY": None,
+        "STRIPE_PRICE_PRO_MONTHLY": "price_pm",
+        "STRIPE_PRICE_PRO_YEARLY": "price_py",
+    }
     with app.app_context():
         with pytest.raises(SeedError, match="STRIPE_PRICE_STARTER_YEARLY is not set"):
             seed_plans(price_ids, require_price_ids=True)
@@ -100,16 +113,18 @@ def test_seed_script_in_production_without_a_price_id_exits_with_one_line(databa
     env = {k: v for k, v in os.environ.items()}
     env.update(production_env(DATABASE_URL=database_url, REDIS_URL=redis_url))
     del env["STRIPE_PRICE_PRO_YEARLY"]
-    result = subprocess.run([sys.executable, "scripts/seed_plans.py"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "scripts/seed_plans.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == ["Refusing to start: STRIPE_PRICE_PRO_YEARLY is not set"]
 
 
 def test_seed_script_is_the_same_code(app, database_url, redis_url):
     env = dict(os.environ, ENVIRONMENT="testing", DATABASE_URL=database_url, REDIS_URL=redis_url)
-    result = subprocess.run([sys.executable, "scripts/seed_plans.py"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "scripts/seed_plans.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "✓ Created Pro plan with 9 features" in result.stdout
     assert "Seed completed successfully!" in result.stdout

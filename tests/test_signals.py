@@ -1,4 +1,5 @@
 """After a billing commit, one signal: its receivers, their order, and what they do."""
+
 from __future__ import annotations
 
 import redis

@@ -1,5 +1,6 @@
 """The fresh-clone default: the migrations build the schema on SQLite, and times come back timezone-aware."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -12,17 +13,30 @@ from app.services.catalog import seed_plans_from_config
 
 
 def test_migrations_and_aware_times_on_sqlite(tmp_path, stripe_emulator):
-    app = create_app({"ENVIRONMENT": "development", "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-                      "STRIPE_API_BASE": stripe_emulator.url})
+    app = create_app(
+        {
+            "ENVIRONMENT": "development",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+            "STRIPE_API_BASE": stripe_emulator.url,
+        }
+    )
     with app.app_context():
         upgrade()
         seed_plans_from_config()
         user = User(email="dev@example.com", password_hash="x")
         db.session.add(user)
         db.session.flush()
-        end = datetime(2026, 12, 28, 8, 0, tzinfo=timezone.utc)
-        db.session.add(UserSubscription(user_id=user.id, plan_id=2, billing_cycle="monthly", status="active",
-                                        stripe_subscription_id="sub_dev", current_period_end=end))
+        end = datetime(2026, 12, 28, 8, 0, tzinfo=UTC)
+        db.session.add(
+            UserSubscription(
+                user_id=user.id,
+                plan_id=2,
+                billing_cycle="monthly",
+                status="active",
+                stripe_subscription_id="sub_dev",
+                current_period_end=end,
+            )
+        )
         db.session.commit()
         db.session.expire_all()
         row = db.session.scalar(sa.select(UserSubscription))
@@ -43,19 +57,39 @@ def test_the_dashboards_daily_counts_follow_the_rows_on_sqlite(tmp_path, stripe_
     from app.models import AuditLog, DailyCount
     from app.services.reporting import activity_history, conversions, mrr_history, revenue_summary
 
-    app = create_app({"ENVIRONMENT": "development", "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-                      "STRIPE_API_BASE": stripe_emulator.url})
-    now = datetime.now(timezone.utc)
+    app = create_app(
+        {
+            "ENVIRONMENT": "development",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+            "STRIPE_API_BASE": stripe_emulator.url,
+        }
+    )
+    now = datetime.now(UTC)
     with app.app_context():
         upgrade()
         seed_plans_from_config()
         users = [User(email=f"dev{i}@example.com", password_hash="x") for i in range(3)]
         db.session.add_all(users)
         db.session.flush()
-        row = UserSubscription(user_id=users[0].id, plan_id=2, billing_cycle="yearly", status="active",
-                               stripe_subscription_id="sub_dev", created_at=now - timedelta(days=3))
-        db.session.add_all([row, AuditLog(user_id=users[0].id, action="subscription.activated",
-                                          details={"plan": "starter"}, created_at=now - timedelta(days=3))])
+        row = UserSubscription(
+            user_id=users[0].id,
+            plan_id=2,
+            billing_cycle="yearly",
+            status="active",
+            stripe_subscription_id="sub_dev",
+            created_at=now - timedelta(days=3),
+        )
+        db.session.add_all(
+            [
+                row,
+                AuditLog(
+                    user_id=users[0].id,
+                    action="subscription.activated",
+                    details={"plan": "starter"},
+                    created_at=now - timedelta(days=3),
+                ),
+            ]
+        )
         db.session.commit()
         starter = {c.path: c for c in conversions(30)}["free_starter"]
         assert (starter.recent, starter.converted_users, starter.base_users) == (1, 1, 3)
@@ -69,8 +103,7 @@ def test_the_dashboards_daily_counts_follow_the_rows_on_sqlite(tmp_path, stripe_
         db.session.commit()
         assert mrr_history(5)[-1].value == 0 and mrr_history(5)[-2].value == Decimal("199.99") / 12
         assert {c.path: c for c in conversions(30)}["free_starter"].base_users == 2
-        assert db.session.scalar(sa.select(sa.func.sum(DailyCount.value))
-                                 .where(DailyCount.metric == "signups")) == 2
+        assert db.session.scalar(sa.select(sa.func.sum(DailyCount.value)).where(DailyCount.metric == "signups")) == 2
         downgrade(revision="base")
 
 
@@ -83,8 +116,13 @@ def test_the_success_page_and_the_webhook_do_not_both_insert_the_subscription_on
     from app.services.checkout import start_checkout
     from app.services.sync import sync_customer
 
-    app = create_app({"ENVIRONMENT": "development", "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-                      "STRIPE_API_BASE": stripe_emulator.url})
+    app = create_app(
+        {
+            "ENVIRONMENT": "development",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+            "STRIPE_API_BASE": stripe_emulator.url,
+        }
+    )
     with app.app_context():
         upgrade()
         seed_plans_from_config()
@@ -92,8 +130,13 @@ def test_the_success_page_and_the_webhook_do_not_both_insert_the_subscription_on
         db.session.commit()
     with app.test_request_context():
         user_id = db.session.scalar(sa.select(User.id))
-        checkout = start_checkout(user_id, "pro", "monthly", success_url="http://t/s?session_id={CHECKOUT_SESSION_ID}",
-                                  cancel_url="http://t/p")
+        checkout = start_checkout(
+            user_id,
+            "pro",
+            "monthly",
+            success_url="http://t/s?session_id={CHECKOUT_SESSION_ID}",
+            cancel_url="http://t/p",
+        )
         customer = db.session.scalar(sa.select(User.stripe_customer_id))
     stripe_emulator.complete_checkout(checkout.session_id)
 
@@ -116,8 +159,12 @@ def test_the_success_page_and_the_webhook_do_not_both_insert_the_subscription_on
         with app.app_context():
             assert errors == []
             assert db.session.scalar(sa.select(sa.func.count(UserSubscription.id))) == 1
-            assert db.session.scalar(sa.select(sa.func.count(AuditLog.id))
-                                     .where(AuditLog.action == "subscription.activated")) == 1
+            assert (
+                db.session.scalar(
+                    sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "subscription.activated")
+                )
+                == 1
+            )
             downgrade(revision="base")
     finally:
         stripe_emulator.reset()  # the session's emulator: the next test's user 1 must not meet this one's customer

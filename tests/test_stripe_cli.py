@@ -1,4 +1,5 @@
 """`flask stripe …` against the emulator: catalog, webhook endpoint, reconcile with drift, replay."""
+
 import sqlalchemy as sa
 import stripe
 
@@ -7,18 +8,29 @@ from app.models import AuditLog, StripeEvent, UserSubscription
 from app.services.checkout import start_checkout
 from app.services.stripe_admin import EXTRA_EVENTS
 from app.services.webhooks import API_VERSION, HANDLERS
+from tests.factories import UserFactory
 
 #: Section 1.2's list, in its order.
-SIX_EVENTS = ["checkout.session.completed", "customer.subscription.updated", "customer.subscription.deleted",
-              "invoice.payment_failed", "invoice.payment_succeeded", "customer.updated"]
-from tests.factories import UserFactory
+SIX_EVENTS = [
+    "checkout.session.completed",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.payment_failed",
+    "invoice.payment_succeeded",
+    "customer.updated",
+]
 
 
 def paid_user(app, emulator, email="trader@example.com"):
     with app.test_request_context():
         user = UserFactory(email=email)
-        checkout = start_checkout(user.id, "pro", "monthly", success_url="http://t/s?session_id={CHECKOUT_SESSION_ID}",
-                                  cancel_url="http://t/p")
+        checkout = start_checkout(
+            user.id,
+            "pro",
+            "monthly",
+            success_url="http://t/s?session_id={CHECKOUT_SESSION_ID}",
+            cancel_url="http://t/p",
+        )
     emulator.complete_checkout(checkout.session_id)
     return email
 
@@ -27,11 +39,13 @@ def test_create_catalog_is_idempotent_and_prints_the_env_lines(seeded, runner, s
     result = runner.invoke(args=["stripe", "create-catalog"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if line.startswith("STRIPE_PRICE_")]
-    assert lines == ["STRIPE_PRICE_FREE_MONTHLY=price_free_monthly",
-                     "STRIPE_PRICE_STARTER_MONTHLY=price_starter_monthly",
-                     "STRIPE_PRICE_STARTER_YEARLY=price_starter_yearly",
-                     "STRIPE_PRICE_PRO_MONTHLY=price_pro_monthly",
-                     "STRIPE_PRICE_PRO_YEARLY=price_pro_yearly"]
+    assert lines == [
+        "STRIPE_PRICE_FREE_MONTHLY=price_free_monthly",
+        "STRIPE_PRICE_STARTER_MONTHLY=price_starter_monthly",
+        "STRIPE_PRICE_STARTER_YEARLY=price_starter_yearly",
+        "STRIPE_PRICE_PRO_MONTHLY=price_pro_monthly",
+        "STRIPE_PRICE_PRO_YEARLY=price_pro_yearly",
+    ]
     stripe_emulator.client().v1.prices.update("price_pro_yearly", params={"lookup_key": "pro_yearly_old"})
     result = runner.invoke(args=["stripe", "create-catalog"])
     new_line = [line for line in result.stdout.splitlines() if line.startswith("STRIPE_PRICE_PRO_YEARLY=")][0]
@@ -80,8 +94,12 @@ def test_sync_repairs_drift_and_audits_it(seeded, runner, stripe_emulator):
     assert f"✓ repaired {email}" in result.output and "subscription.activated" in result.output
     with seeded.app_context():
         assert db.session.scalar(sa.select(UserSubscription.status)) == "active"
-        assert db.session.scalar(sa.select(sa.func.count(AuditLog.id))
-                                 .where(AuditLog.action == "reconcile.drift_repaired")) == 1
+        assert (
+            db.session.scalar(
+                sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "reconcile.drift_repaired")
+            )
+            == 1
+        )
     again = runner.invoke(args=["stripe", "sync", "--all"])
     assert again.exit_code == 0 and "Synced 1 customer(s); 0 had drifted." in again.output
 
@@ -93,8 +111,8 @@ def test_sync_needs_a_scope_and_a_known_user(seeded, runner):
 
 
 def test_replay_failed_events(seeded, runner, client):
-    from tests.webhooks.test_endpoint import event, secret
     from tests.webhooks.signing import post_event
+    from tests.webhooks.test_endpoint import event, secret
 
     # customer.updated for a customer nobody has yet: processed (nothing to do). Make one fail instead:
     with seeded.app_context():
@@ -118,10 +136,18 @@ def test_replay_failed_events(seeded, runner, client):
 def test_portal_config_sets_every_setting_and_prints_it(seeded, runner, stripe_emulator):
     client = stripe_emulator.client()
     [default] = client.v1.billing_portal.configurations.list().data
-    client.v1.billing_portal.configurations.update(default.id, params={"features": {
-        "subscription_cancel": {"mode": "immediately"}, "invoice_history": {"enabled": False},
-        "customer_update": {"allowed_updates": ["email"]}, "payment_method_update": {"enabled": False},
-        "subscription_update": {"products": [{"product": "prod_free", "prices": ["price_free_monthly"]}]}}})
+    client.v1.billing_portal.configurations.update(
+        default.id,
+        params={
+            "features": {
+                "subscription_cancel": {"mode": "immediately"},
+                "invoice_history": {"enabled": False},
+                "customer_update": {"allowed_updates": ["email"]},
+                "payment_method_update": {"enabled": False},
+                "subscription_update": {"products": [{"product": "prod_free", "prices": ["price_free_monthly"]}]},
+            }
+        },
+    )
 
     result = runner.invoke(args=["stripe", "portal-config"])
     assert result.exit_code == 0, result.output
@@ -137,18 +163,24 @@ def test_portal_config_sets_every_setting_and_prints_it(seeded, runner, stripe_e
     features = client.v1.billing_portal.configurations.retrieve(default.id).features
     assert features.payment_method_update.enabled and features.invoice_history.enabled
     assert features.customer_update.enabled and set(features.customer_update.allowed_updates) == {
-        "name", "email", "address"}
+        "name",
+        "email",
+        "address",
+    }
     assert (features.subscription_cancel.enabled, features.subscription_cancel.mode) == (True, "at_period_end")
     offered = {p.product: sorted(p.prices) for p in features.subscription_update.products}
-    assert offered == {"prod_starter": ["price_starter_monthly", "price_starter_yearly"],
-                       "prod_pro": ["price_pro_monthly", "price_pro_yearly"]}
+    assert offered == {
+        "prod_starter": ["price_starter_monthly", "price_starter_yearly"],
+        "prod_pro": ["price_pro_monthly", "price_pro_yearly"],
+    }
 
 
 def test_trigger_makes_the_real_event_reach_the_registered_endpoint(seeded, runner, stripe_emulator, live_server):
     """`flask stripe trigger EVENT`, for each of the six: the emulator sends the real event, signed, to the app."""
     client = stripe_emulator.client()
-    endpoint = client.v1.webhook_endpoints.create(params={
-        "url": live_server.webhook_url, "enabled_events": SIX_EVENTS, "api_version": API_VERSION})
+    endpoint = client.v1.webhook_endpoints.create(
+        params={"url": live_server.webhook_url, "enabled_events": SIX_EVENTS, "api_version": API_VERSION}
+    )
     previous = seeded.config["STRIPE_WEBHOOK_SECRET"]
     seeded.config["STRIPE_WEBHOOK_SECRET"] = endpoint.secret
     try:

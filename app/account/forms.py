@@ -10,11 +10,14 @@ def strip(value: str | None) -> str | None:
 
 
 def new_password_field(label: str = "Password") -> PasswordField:
-    return PasswordField(label, validators=[
-        DataRequired(),
-        Length(min=MIN_PASSWORD_LENGTH, message=f"Use at least {MIN_PASSWORD_LENGTH} characters."),
-        Length(max=MAX_PASSWORD_LENGTH, message=f"Use at most {MAX_PASSWORD_LENGTH} characters."),
-    ])
+    return PasswordField(
+        label,
+        validators=[
+            DataRequired(),
+            Length(min=MIN_PASSWORD_LENGTH, message=f"Use at least {MIN_PASSWORD_LENGTH} characters."),
+            Length(max=MAX_PASSWORD_LENGTH, message=f"Use at most {MAX_PASSWORD_LENGTH} characters."),
+        ],
+    )
 
 
 def confirm_field(label: str = "Confirm password") -> PasswordField:
@@ -22,8 +25,9 @@ def confirm_field(label: str = "Confirm password") -> PasswordField:
 
 
 def email_field() -> EmailField:
-    return EmailField("Email", filters=[strip],
-                      validators=[DataRequired(), Email(check_deliverability=False), Length(max=320)])
+    return EmailField(
+        "Email", filters=[strip], validators=[DataRequired(), Email(check_deliverability=False), Length(max=320)]
+    )
 
 
 class SignupForm(FlaskForm):

@@ -80,12 +80,16 @@ def signup():
         try:
             user = create_user(form.email.data, form.password.data)
         except AccountError as exc:
-            form.email.errors.append(exc.message) if exc.code == "email_taken" else form.password.errors.append(exc.message)
+            form.email.errors.append(exc.message) if exc.code == "email_taken" else form.password.errors.append(
+                exc.message
+            )
         else:
             start_session(user)
             accounts.send_verification(user)
             if review_url:
-                flash(f"Welcome! Your account is ready: confirm {choice.plan.display_name} below to upgrade.", "success")
+                flash(
+                    f"Welcome! Your account is ready: confirm {choice.plan.display_name} below to upgrade.", "success"
+                )
                 return redirect(review_url)
             flash("Welcome! Your account is on the Free plan. We sent you a link to confirm your email.", "success")
             return redirect(url_for("account.show_account"))
@@ -166,8 +170,9 @@ def change_password():
     form = ChangePasswordForm()
     if form.validate_on_submit():
         try:
-            accounts.change_password(current_user, form.current.data, form.password.data,
-                                     keep_session=session.get(SESSION_ID_KEY))
+            accounts.change_password(
+                current_user, form.current.data, form.password.data, keep_session=session.get(SESSION_ID_KEY)
+            )
         except AccountError as exc:
             (form.current if exc.code == "wrong_password" else form.password).errors.append(exc.message)
         else:
@@ -183,8 +188,9 @@ def forgot_password():
     form = ForgotPasswordForm()
     if form.validate_on_submit():
         accounts.send_password_reset(form.email.data)
-        flash("If an account uses this email, a link to reset its password is on its way. It works for an hour.",
-              "info")
+        flash(
+            "If an account uses this email, a link to reset its password is on its way. It works for an hour.", "info"
+        )
         return redirect(url_for("account.login"))
     status = 400 if form.is_submitted() else 200
     return render_template("account/forgot_password.html", form=form), status

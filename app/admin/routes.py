@@ -8,7 +8,6 @@ from app.services import DomainError
 from app.services.admin import replay_event, sync_user
 from app.services.reporting import dashboard, user_report
 
-
 bp = Blueprint("admin", __name__)
 
 
@@ -27,8 +26,9 @@ def require_admin():
 @bp.get("")
 def show_dashboard():
     """Revenue, churn, conversions, failed payments, charts, webhook events and the audit log."""
-    return render_template("admin/dashboard.html", board=dashboard(), action_form=ActionForm(),
-                           lookup_form=LookupForm(formdata=None))
+    return render_template(
+        "admin/dashboard.html", board=dashboard(), action_form=ActionForm(), lookup_form=LookupForm(formdata=None)
+    )
 
 
 @bp.get("/users")

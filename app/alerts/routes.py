@@ -5,7 +5,6 @@ from app.alerts.forms import AlertSettingsForm
 from app.services.entitlements import cheapest_plan_with, get_entitlements, requires_feature
 from app.services.strategies import alert_settings, save_alert_settings
 
-
 bp = Blueprint("alerts", __name__)
 
 
@@ -22,6 +21,8 @@ def edit_alerts():
         return redirect(url_for("alerts.edit_alerts"))
     realtime_allowed = get_entitlements(current_user.id).allows("realtime_alerts")
     return render_template(
-        "alerts/settings.html", form=form, realtime_allowed=realtime_allowed,
+        "alerts/settings.html",
+        form=form,
+        realtime_allowed=realtime_allowed,
         realtime_plan=None if realtime_allowed else cheapest_plan_with("realtime_alerts"),
     )

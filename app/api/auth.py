@@ -5,6 +5,7 @@ carries (`sid`). A token is accepted only while its family is live, so "log out 
 end it at once. Refresh tokens rotate: each works once, and presenting a spent one revokes the whole family
 (the OAuth 2.0 Security BCP's reuse detection), ending the access tokens of whoever holds the copy too.
 """
+
 from __future__ import annotations
 
 from flask import current_app
@@ -28,8 +29,9 @@ def token_pair(user_id: int, family_id: str, refresh_jti: str) -> TokenPair:
     identity = str(user_id)
     return TokenPair(
         access_token=create_access_token(identity=identity, additional_claims={FAMILY_CLAIM: family_id}),
-        refresh_token=create_refresh_token(identity=identity,
-                                           additional_claims={FAMILY_CLAIM: family_id, "jti": refresh_jti}),
+        refresh_token=create_refresh_token(
+            identity=identity, additional_claims={FAMILY_CLAIM: family_id, "jti": refresh_jti}
+        ),
         token_type="bearer",
         expires_in=int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
     )
@@ -37,10 +39,17 @@ def token_pair(user_id: int, family_id: str, refresh_jti: str) -> TokenPair:
 
 @bp.post("/auth/token")
 @limiter.shared_limit(login_limit, scope=LOGIN_SCOPE)
-@operation("issueToken", "auth", {
-    200: (TokenPair, "The tokens."), 400: BAD_REQUEST,
-    401: (Error, "Email or password is incorrect (`invalid_credentials`)."), 429: TOO_MANY_REQUESTS,
-}, public=True)
+@operation(
+    "issueToken",
+    "auth",
+    {
+        200: (TokenPair, "The tokens."),
+        400: BAD_REQUEST,
+        401: (Error, "Email or password is incorrect (`invalid_credentials`)."),
+        429: TOO_MANY_REQUESTS,
+    },
+    public=True,
+)
 def issue_token(json: TokenRequest):
     """Exchange email and password for a token pair (a new token family)."""
     user = authenticate(json.email, json.password)
@@ -61,11 +70,11 @@ def refresh_token():
     user = current_api_user()
     claims = get_jwt()
     family_id = claims.get(FAMILY_CLAIM)
-    next_jti = sessions.rotate_refresh(family_id, user.id, claims.get("jti"),
-                                       current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
+    next_jti = sessions.rotate_refresh(
+        family_id, user.id, claims.get("jti"), current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+    )
     if next_jti is None:
-        raise ApiError("The refresh token was already used or revoked: log in again.", code="invalid_token",
-                       status=401)
+        raise ApiError("The refresh token was already used or revoked: log in again.", code="invalid_token", status=401)
     db.session.commit()
     return token_pair(user.id, family_id, next_jti).respond()
 

@@ -1,4 +1,5 @@
 """The API's blueprint: bearer tokens (JWT), JSON errors, no cookies, no CSRF, one rate limit over every route."""
+
 from flask import Blueprint
 
 from app.extensions import csrf, limiter

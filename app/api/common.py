@@ -1,4 +1,5 @@
 """What every API route needs: the current user from the bearer token, and JSON errors."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ operations' pydantic models (app/api/schemas.py), their docstrings and the answe
 Kept true by tests/api/test_openapi.py: every route under API_PREFIX must be documented with its methods (and
 nothing else), and the responses of real calls must validate against the document.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,29 +20,40 @@ JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
 
 def json_answer(description: str, schema: str) -> dict[str, Any]:
     """An OpenAPI response: `description`, and a JSON body of the component schema `schema`."""
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
 
 
 #: Stripe's webhook endpoint is served by the webhooks blueprint, which verifies the raw body itself and never
 #: parses it into a model: its entry is written here, around the models of what Stripe sends and gets back.
-STRIPE_WEBHOOK = {"post": {
-    "operationId": "receiveStripeEvent",
-    "summary": "Stripe's webhook deliveries, verified by signature (for Stripe, not for API clients).",
-    "tags": ["webhooks"], "security": [],
-    "parameters": [{
-        "name": "Stripe-Signature", "in": "header", "required": True,
-        "description": "`t=<unix time>,v1=<HMAC-SHA256 hex>[,v1=…]` over `{t}.{raw body}`.",
-        "schema": {"type": "string", "pattern": "^t=\\d+"},
-    }],
-    "requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/StripeEvent"}}}},
-    "responses": {
-        "200": json_answer("Recorded and applied, ignored, or a duplicate.", "WebhookReceipt"),
-        "400": json_answer("Missing or invalid signature, or not an event.", "Error"),
-        "500": json_answer("A fault worth retrying: Stripe delivers the event again.", "Error"),
-    },
-}}
+STRIPE_WEBHOOK = {
+    "post": {
+        "operationId": "receiveStripeEvent",
+        "summary": "Stripe's webhook deliveries, verified by signature (for Stripe, not for API clients).",
+        "tags": ["webhooks"],
+        "security": [],
+        "parameters": [
+            {
+                "name": "Stripe-Signature",
+                "in": "header",
+                "required": True,
+                "description": "`t=<unix time>,v1=<HMAC-SHA256 hex>[,v1=…]` over `{t}.{raw body}`.",
+                "schema": {"type": "string", "pattern": "^t=\\d+"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StripeEvent"}}},
+        },
+        "responses": {
+            "200": json_answer("Recorded and applied, ignored, or a duplicate.", "WebhookReceipt"),
+            "400": json_answer("Missing or invalid signature, or not an event.", "Error"),
+            "500": json_answer("A fault worth retrying: Stripe delivers the event again.", "Error"),
+        },
+    }
+}
 
 
 def build_document() -> dict[str, Any]:
@@ -50,8 +62,11 @@ def build_document() -> dict[str, Any]:
     generated = spec._generate_spec()  # not `spec.spec`: that is cached per process, the URL map is per app
     paths = {path.removeprefix(prefix): item for path, item in generated["paths"].items()}
     paths["/billing/webhooks/stripe"] = STRIPE_WEBHOOK
-    schemas = {**generated["components"]["schemas"], "StripeEvent": StripeEvent.model_json_schema(),
-               "WebhookReceipt": WebhookReceipt.model_json_schema()}
+    schemas = {
+        **generated["components"]["schemas"],
+        "StripeEvent": StripeEvent.model_json_schema(),
+        "WebhookReceipt": WebhookReceipt.model_json_schema(),
+    }
     return {
         "openapi": generated["openapi"],
         "jsonSchemaDialect": JSON_SCHEMA_DIALECT,

@@ -5,6 +5,7 @@ document from them. A string field refuses bad input with the API's own error co
 first: `missing_field` (absent, null, empty or only spaces), `invalid_field` (not a string, a NUL character, too
 long). Plan and cycle names are listed in the document but checked by the catalog, whose refusals name the plan.
 """
+
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeAlias
 
@@ -27,8 +28,9 @@ from app.services.strategies import NAME_MAX, RULES_PATTERN, TEXT_MAX
 
 #: The catalog's plans, cheapest first; the paid ones are those Checkout and plan changes accept.
 PLAN_NAMES = tuple(spec.name for spec in sorted(PLAN_CATALOG, key=lambda spec: spec.sort_order))
-PAID_PLAN_NAMES = tuple(spec.name for spec in sorted(PLAN_CATALOG, key=lambda spec: spec.sort_order)
-                        if spec.price_monthly > 0)
+PAID_PLAN_NAMES = tuple(
+    spec.name for spec in sorted(PLAN_CATALOG, key=lambda spec: spec.sort_order) if spec.price_monthly > 0
+)
 
 NON_BLANK = {"minLength": 1, "pattern": "\\S", "description": "Not empty, not only spaces."}
 
@@ -45,11 +47,13 @@ def _check_string(max_length: int, required: bool, strip: bool):
         if "\x00" in value:  # PostgreSQL text cannot hold it: refuse here, not as a 500 from the query
             raise PydanticCustomError("invalid_field", "'{name}' must not contain NUL characters.", name)
         if any("\ud800" <= char <= "\udfff" for char in value):  # a lone surrogate (`"\ud800"`): no UTF-8 exists
-            raise PydanticCustomError("invalid_field", "'{name}' must be valid Unicode (a lone surrogate is not).",
-                                      name)
+            raise PydanticCustomError(
+                "invalid_field", "'{name}' must be valid Unicode (a lone surrogate is not).", name
+            )
         if len(value) > max_length:
-            raise PydanticCustomError("invalid_field", "'{name}' must be at most {max_length} characters.",
-                                      {**name, "max_length": max_length})
+            raise PydanticCustomError(
+                "invalid_field", "'{name}' must be at most {max_length} characters.", {**name, "max_length": max_length}
+            )
         return value.strip() if strip else value
 
     return check
@@ -84,10 +88,16 @@ def _check_flag(value: Any, info: ValidationInfo) -> bool:
 
 
 #: A timestamp as `datetime.isoformat()` writes it (`+00:00`, not pydantic's `Z`).
-IsoDateTime = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str),
-                        WithJsonSchema({"type": "string", "format": "date-time"})]
-NullableIsoDateTime = Annotated[datetime | None, PlainSerializer(lambda value: value and value.isoformat()),
-                                WithJsonSchema({"type": ["string", "null"], "format": "date-time"})]
+IsoDateTime = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+NullableIsoDateTime = Annotated[
+    datetime | None,
+    PlainSerializer(lambda value: value and value.isoformat()),
+    WithJsonSchema({"type": ["string", "null"], "format": "date-time"}),
+]
 
 
 class Answer(BaseModel):
@@ -145,8 +155,9 @@ class Me(Answer):
 
 # --- billing -------------------------------------------------------------------------------------------------
 
-PlanName: TypeAlias = Annotated[str, checked(32), documented(32, enum=list(PAID_PLAN_NAMES),
-                                                             description="A paid plan (`free` is refused).")]
+PlanName: TypeAlias = Annotated[
+    str, checked(32), documented(32, enum=list(PAID_PLAN_NAMES), description="A paid plan (`free` is refused).")
+]
 BillingCycle: TypeAlias = Annotated[str, checked(16), documented(16, enum=list(BILLING_CYCLES))]
 
 
@@ -191,23 +202,32 @@ class Subscription(Answer):
     current_period_end: NullableIsoDateTime
     cancel_at_period_end: bool
     features: dict[str, bool | int | None] = Field(
-        description="Included features: `true`, a limit, or `null` for unlimited.")
+        description="Included features: `true`, a limit, or `null` for unlimited."
+    )
 
 
 # --- strategies ----------------------------------------------------------------------------------------------
 
 
 StrategyName: TypeAlias = Annotated[str, checked(NAME_MAX), documented(NAME_MAX, **NON_BLANK)]
-StrategyDescription: TypeAlias = Annotated[str | None, checked(TEXT_MAX, required=False), documented(TEXT_MAX),
-                                           ABSENT_IS_NONE]
-StrategyRules: TypeAlias = Annotated[str | None, checked(TEXT_MAX, required=False), documented(
-    TEXT_MAX, pattern=RULES_PATTERN, format="strategy-rules",
-    description="The crossover's two moving-average windows in trading days: `fast=<days> slow=<days>`, either "
-                "order, any case, `=` or `:`, separated by spaces, new lines, commas or semicolons, with "
-                f"1 ≤ fast < slow ≤ {MAX_WINDOW} (the one condition the pattern cannot say). Empty or left out: "
-                "`fast=20 slow=50`. Anything else is refused with 400 `invalid_rules`, never replaced by a default.",
-    examples=["fast=20 slow=50", "slow: 200, fast: 50"],
-), ABSENT_IS_NONE]
+StrategyDescription: TypeAlias = Annotated[
+    str | None, checked(TEXT_MAX, required=False), documented(TEXT_MAX), ABSENT_IS_NONE
+]
+StrategyRules: TypeAlias = Annotated[
+    str | None,
+    checked(TEXT_MAX, required=False),
+    documented(
+        TEXT_MAX,
+        pattern=RULES_PATTERN,
+        format="strategy-rules",
+        description="The crossover's two moving-average windows in trading days: `fast=<days> slow=<days>`, either "
+        "order, any case, `=` or `:`, separated by spaces, new lines, commas or semicolons, with "
+        f"1 ≤ fast < slow ≤ {MAX_WINDOW} (the one condition the pattern cannot say). Empty or left out: "
+        "`fast=20 slow=50`. Anything else is refused with 400 `invalid_rules`, never replaced by a default.",
+        examples=["fast=20 slow=50", "slow: 200, fast: 50"],
+    ),
+    ABSENT_IS_NONE,
+]
 
 
 class StrategyInput(BaseModel):

@@ -5,6 +5,7 @@ the OpenAPI document (app/api/openapi.py).
 Put `@operation` under `@jwt_required()`, `@requires_feature(...)` and `@limiter.limit(...)`: a missing token is
 a 401, a missing feature a 403 and a spent limit a 429 before the body is looked at.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,16 +23,14 @@ BEARER: dict[str, list[str]] = {"bearerAuth": []}
 
 #: The answers many operations share: (model, description).
 BAD_REQUEST = (Error, "Bad input: not a JSON object, a missing or invalid field, an unknown plan or cycle.")
-UNAUTHORIZED = (Error, "Missing, forged or expired token (`authorization_required`, `invalid_token`, "
-                       "`token_expired`).")
+UNAUTHORIZED = (Error, "Missing, forged or expired token (`authorization_required`, `invalid_token`, `token_expired`).")
 TOO_MANY_REQUESTS = (Error, "Rate limited (billing: RATELIMIT_BILLING per user, default 10 per minute).")
 UPGRADE_REQUIRED = (UpgradeRequired, "The plan does not include this (`upgrade_required`).")
 BILLING_ERRORS = {
     401: UNAUTHORIZED,
     429: TOO_MANY_REQUESTS,
     502: (Error, "Stripe refused the request (`billing_request_failed`); nothing was charged."),
-    503: (Error, "Stripe could not be reached (`billing_unavailable`); nothing was charged or written — try "
-                 "again."),
+    503: (Error, "Stripe could not be reached (`billing_unavailable`); nothing was charged or written — try again."),
 }
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
@@ -96,9 +95,12 @@ spec = SpecTree(
     title="Smart Strategies Builder API",
     version="1.0.0",
     description="Billing and strategies for API clients. Get a token pair from `POST /auth/token`, send "
-                "`Authorization: Bearer <access_token>`; every error is `{\"error\", \"message\"}` JSON.",
-    security_schemes=[SecurityScheme(name="bearerAuth",
-                                     data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer", bearer_format="JWT"))],
+    '`Authorization: Bearer <access_token>`; every error is `{"error", "message"}` JSON.',
+    security_schemes=[
+        SecurityScheme(
+            name="bearerAuth", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer", bearer_format="JWT")
+        )
+    ],
     security=BEARER,
     naming_strategy=lambda model: model.__name__,
     nested_naming_strategy=lambda parent, child: child,

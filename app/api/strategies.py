@@ -1,4 +1,5 @@
 """`GET/POST {API_PREFIX}/strategies`: the user's strategies over the API, which needs `api_access` (Pro)."""
+
 from __future__ import annotations
 
 from flask_jwt_extended import jwt_required
@@ -20,9 +21,15 @@ def strategy_json(strategy: StrategyRow) -> dict:
 @bp.get("/strategies")
 @jwt_required()
 @requires_feature("api_access")
-@operation("listStrategies", "strategies", {
-    200: (StrategyList, "The strategies."), 401: UNAUTHORIZED, 403: UPGRADE_REQUIRED,
-})
+@operation(
+    "listStrategies",
+    "strategies",
+    {
+        200: (StrategyList, "The strategies."),
+        401: UNAUTHORIZED,
+        403: UPGRADE_REQUIRED,
+    },
+)
 def list_strategies_api():
     """The user's strategies, oldest first (Pro: api_access)."""
     user = current_api_user()
@@ -32,12 +39,20 @@ def list_strategies_api():
 @bp.post("/strategies")
 @jwt_required()
 @requires_feature("api_access")
-@operation("createStrategy", "strategies", {
-    201: (Strategy, "The new strategy."),
-    400: (Error, "Bad input: not a JSON object, a missing or invalid field (`invalid_json`, `missing_field`, "
-                 "`invalid_field`), or rules that cannot be read (`invalid_rules`, the message quoting them)."),
-    401: UNAUTHORIZED, 403: UPGRADE_REQUIRED,
-})
+@operation(
+    "createStrategy",
+    "strategies",
+    {
+        201: (Strategy, "The new strategy."),
+        400: (
+            Error,
+            "Bad input: not a JSON object, a missing or invalid field (`invalid_json`, `missing_field`, "
+            "`invalid_field`), or rules that cannot be read (`invalid_rules`, the message quoting them).",
+        ),
+        401: UNAUTHORIZED,
+        403: UPGRADE_REQUIRED,
+    },
+)
 def create_strategy_api(json: StrategyInput):
     """Create a strategy within the plan's `strategies_max`.
 

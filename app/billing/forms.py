@@ -10,8 +10,12 @@ class ChoosePlanForm(FlaskForm):
     """The choose-plan buttons (pricing page) and the plan-change confirmation."""
 
     plan = HiddenField(validators=[DataRequired(message="Choose a plan.")])
-    cycle = HiddenField(validators=[DataRequired(message="Choose a billing cycle."),
-                                    AnyOf(BILLING_CYCLES, message="Choose monthly or yearly.")])
+    cycle = HiddenField(
+        validators=[
+            DataRequired(message="Choose a billing cycle."),
+            AnyOf(BILLING_CYCLES, message="Choose monthly or yearly."),
+        ]
+    )
 
 
 class PortalForm(FlaskForm):

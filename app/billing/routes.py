@@ -3,6 +3,7 @@
 A refusal of the domain (a DomainError) is flashed and the person sent back with a 303 to the page they came
 from (`@refusals_go_to`), as the API answers it with JSON (app/errors.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class FormRefused(DomainError):
 
 def refusals_go_to(endpoint: str) -> Callable:
     """A view whose DomainError is flashed ("danger") and answered with a 303 to `endpoint`."""
+
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def refusing(*args, **kwargs):
@@ -72,8 +74,7 @@ def validated(form, fallback: str = "", back_to: str | None = None):
     """The form once it validates (the CSRF token included, unless the form has none); otherwise FormRefused
     naming its errors, or `fallback` when it names none."""
     if not form.validate():
-        raise FormRefused(" ".join(error for errors in form.errors.values() for error in errors) or fallback,
-                          back_to)
+        raise FormRefused(" ".join(error for errors in form.errors.values() for error in errors) or fallback, back_to)
     return form
 
 
@@ -85,8 +86,9 @@ def show_billing():
     # The Portal's return link: show what was changed there at once (within the user's Stripe refresh budget).
     if request.args.get("from") == "portal" and may_refresh_from_stripe(current_user.id):
         sync_after_portal(current_user.id)
-    return render_template("billing/index.html", summary=billing_summary(current_user),
-                           action_form=ActionForm(), portal_form=PortalForm())
+    return render_template(
+        "billing/index.html", summary=billing_summary(current_user), action_form=ActionForm(), portal_form=PortalForm()
+    )
 
 
 @bp.get("/checkout")
@@ -103,8 +105,11 @@ def review_checkout():
         choice = review_choice(current_user.id, form.plan.data, form.cycle.data)
     except PlanChangeRequired:
         return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
-    return render_template("billing/review_checkout.html", choice=choice,
-                           form=ChoosePlanForm(formdata=None, plan=choice.plan.name, cycle=choice.cycle))
+    return render_template(
+        "billing/review_checkout.html",
+        choice=choice,
+        form=ChoosePlanForm(formdata=None, plan=choice.plan.name, cycle=choice.cycle),
+    )
 
 
 @bp.post("/checkout")
@@ -116,9 +121,14 @@ def start_checkout_session():
     form = validated(ChoosePlanForm(), fallback="Please choose a plan and a billing cycle.")
     require_verified_email(current_user)
     try:
-        checkout = start_checkout(current_user.id, form.plan.data, form.cycle.data,
-                                  cancel_url=external_url("pricing.show_pricing", checkout="left",
-                                                          plan=form.plan.data, cycle=form.cycle.data))
+        checkout = start_checkout(
+            current_user.id,
+            form.plan.data,
+            form.cycle.data,
+            cancel_url=external_url(
+                "pricing.show_pricing", checkout="left", plan=form.plan.data, cycle=form.cycle.data
+            ),
+        )
     except PlanChangeRequired:
         return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
     return redirect(checkout.url, 303)
@@ -153,8 +163,12 @@ def confirm_change():
     form = validated(ChoosePlanForm(request.args, meta={"csrf": False}), back_to="pricing.show_pricing")
     change = plan_change(current_user, form.plan.data, form.cycle.data)
     losses = [] if change.immediate else losses_between(change.subscription.plan.name, change.plan.name)
-    return render_template("billing/confirm_change.html", change=change, losses=losses,
-                           form=ChoosePlanForm(formdata=None, plan=form.plan.data, cycle=form.cycle.data))
+    return render_template(
+        "billing/confirm_change.html",
+        change=change,
+        losses=losses,
+        form=ChoosePlanForm(formdata=None, plan=form.plan.data, cycle=form.cycle.data),
+    )
 
 
 @bp.post("/change")
@@ -168,15 +182,20 @@ def apply_change():
         change = change_plan(current_user, form.plan.data, form.cycle.data)
     except PaymentDeclined as declined:
         # Its own category: the message comes with an "Update card" button (base.html).
-        flash(f"{declined.message} Nothing changed and nothing was charged: you are still on your current plan.",
-              "card-declined")
+        flash(
+            f"{declined.message} Nothing changed and nothing was charged: you are still on your current plan.",
+            "card-declined",
+        )
         return redirect(url_for("billing.show_billing"), 303)
     withdrawn = " Your cancellation is withdrawn." if change.withdraws_cancellation else ""
     if change.immediate:
         flash(f"You are now on {change.plan.display_name} ({change.cycle}).{withdrawn}", "success")
     else:
-        flash(f"Your plan changes to {change.plan.display_name} ({change.cycle}) at the end of the current period."
-              f"{withdrawn}", "success")
+        flash(
+            f"Your plan changes to {change.plan.display_name} ({change.cycle}) at the end of the current period."
+            f"{withdrawn}",
+            "success",
+        )
     return redirect(url_for("billing.show_billing"), 303)
 
 
@@ -188,8 +207,9 @@ def keep_plan():
     """Undo a scheduled downgrade: the current plan renews as it is."""
     validated(ActionForm(), fallback="The form expired; please try again.")
     subscription = keep_current_plan(current_user)
-    flash(f"You keep {subscription.plan.display_name}: it renews on {date(subscription.current_period_end)}.",
-          "success")
+    flash(
+        f"You keep {subscription.plan.display_name}: it renews on {date(subscription.current_period_end)}.", "success"
+    )
     return redirect(url_for("billing.show_billing"), 303)
 
 
@@ -214,16 +234,22 @@ def confirm_cancel():
         flash("You are on the Free plan: there is no paid plan to cancel.", "info")
         return redirect(url_for("billing.show_billing"), 303)
     if subscription.cancel_at_period_end:
-        flash(f"Your {subscription.plan.display_name} plan is already set to end on "
-              f"{date(subscription.current_period_end)}. Resume it below to keep it.", "info")
+        flash(
+            f"Your {subscription.plan.display_name} plan is already set to end on "
+            f"{date(subscription.current_period_end)}. Resume it below to keep it.",
+            "info",
+        )
         return redirect(url_for("billing.show_billing"), 303)
     return render_template(
-        "billing/confirm_cancel.html", subscription=subscription, form=ActionForm(),
+        "billing/confirm_cancel.html",
+        subscription=subscription,
+        form=ActionForm(),
         # What Stripe's schedule holds (a pending downgrade, which the cancellation releases): the account page's
         # cached read, not a new one.
         outlook=plan_outlook(current_user, subscription),
         losses=losses_on_free(subscription.plan.name),
-        strategies=count_strategies(current_user.id), free_strategies=free_limit("strategies_max"),
+        strategies=count_strategies(current_user.id),
+        free_strategies=free_limit("strategies_max"),
     )
 
 
@@ -235,9 +261,11 @@ def set_cancel(cancel: bool):
         abort(400)
     subscription = set_cancel_at_period_end(current_user, cancel)
     if cancel:
-        flash(f"Your {subscription.plan.display_name} plan will end on "
-              f"{current_app.jinja_env.filters['date'](subscription.current_period_end)}. You keep it until then.",
-              "info")
+        flash(
+            f"Your {subscription.plan.display_name} plan will end on "
+            f"{current_app.jinja_env.filters['date'](subscription.current_period_end)}. You keep it until then.",
+            "info",
+        )
     else:
         flash(f"Welcome back — your {subscription.plan.display_name} plan will renew.", "success")
     return redirect(url_for("billing.show_billing"), 303)

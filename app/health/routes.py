@@ -6,7 +6,6 @@ from sqlalchemy import text
 from app.extensions import cache, db, limiter
 from app.services import metrics
 
-
 bp = Blueprint("health", __name__)
 
 

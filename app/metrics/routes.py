@@ -6,7 +6,6 @@ from flask import Blueprint, Response, abort, current_app, request
 from app.extensions import csrf, limiter
 from app.services.metrics import render_metrics
 
-
 bp = Blueprint("metrics", __name__)
 
 
@@ -37,8 +36,10 @@ def token_accepted(header: str | None, token: str | None) -> bool:
 def scrape():
     """The Prometheus exposition: counters, histograms and the revenue gauges computed in SQL now."""
     config = current_app.config
-    if not (address_allowed(request.remote_addr, config["METRICS_ALLOWED_NETWORKS"])
-            or token_accepted(request.headers.get("Authorization"), config.get("METRICS_TOKEN"))):
+    if not (
+        address_allowed(request.remote_addr, config["METRICS_ALLOWED_NETWORKS"])
+        or token_accepted(request.headers.get("Authorization"), config.get("METRICS_TOKEN"))
+    ):
         abort(403)
     body, content_type = render_metrics()
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

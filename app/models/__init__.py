@@ -1,4 +1,5 @@
 """The data model; importing this package registers every table on `db.metadata`."""
+
 from app.models.audit import AuditLog
 from app.models.auth import AUTH_SESSION_KINDS, AuthSession, VerifiedEmail
 from app.models.base import utcnow
@@ -12,7 +13,27 @@ from app.models.subscription import ACCESS_STATUSES, LIVE_STATUSES, STATUSES, Us
 from app.models.user import User, normalize_email
 
 __all__ = [
-    "ACCESS_STATUSES", "AUTH_SESSION_KINDS", "AuthSession", "MAIL_KINDS", "MailOutbox", "AlertSettings", "AuditLog", "Backtest", "BILLING_CYCLES", "DailyCount", "DailySubscriptionChange", "LIVE_STATUSES", "PlanFeature",
-    "STATUSES", "Strategy", "StripeEvent",
-    "SubscriptionPlan", "User", "UserConversion", "UserSubscription", "VerifiedEmail", "normalize_email", "utcnow",
+    "ACCESS_STATUSES",
+    "AUTH_SESSION_KINDS",
+    "AuthSession",
+    "MAIL_KINDS",
+    "MailOutbox",
+    "AlertSettings",
+    "AuditLog",
+    "Backtest",
+    "BILLING_CYCLES",
+    "DailyCount",
+    "DailySubscriptionChange",
+    "LIVE_STATUSES",
+    "PlanFeature",
+    "STATUSES",
+    "Strategy",
+    "StripeEvent",
+    "SubscriptionPlan",
+    "User",
+    "UserConversion",
+    "UserSubscription",
+    "VerifiedEmail",
+    "normalize_email",
+    "utcnow",
 ]

@@ -1,4 +1,5 @@
 """An append-only trail of what changed for whom."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -18,8 +19,11 @@ class AuditLog(Model):
         # The admin dashboard counts one action over a window (migration 0004 adds a JSONB index on PostgreSQL).
         Index("ix_audit_logs_action_created_at", "action", "created_at"),
         # "Paid since it failed?" looks up payment.* entries by invoice (PostgreSQL: an index on the JSONB text).
-        Index("ix_audit_logs_payment_invoice", text("(details ->> 'invoice')"),
-              postgresql_where=text("action IN ('payment.failed', 'payment.succeeded')")).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_audit_logs_payment_invoice",
+            text("(details ->> 'invoice')"),
+            postgresql_where=text("action IN ('payment.failed', 'payment.succeeded')"),
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(db.Integer, "sqlite"), primary_key=True)

@@ -1,4 +1,5 @@
 """Server-side state of log-ins: each browser session and each API token family, and verified addresses."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -6,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import Model, db
+from app.extensions import Model
 from app.models.base import UTCDateTime, utcnow
 
 AUTH_SESSION_KINDS = ("web", "api")
@@ -45,7 +46,8 @@ class VerifiedEmail(Model):
 
     __tablename__ = "verified_emails"
 
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True,
-                                         autoincrement=False)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
     email: Mapped[str] = mapped_column(String(320), nullable=False)
     verified_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

@@ -15,6 +15,7 @@ way of adding an AuditLog keep it in step, in the same transaction); migration 0
 trail's user_id is SET NULL when a user is deleted, which drops the user from the distinct counts: the row here
 is deleted with the user (ON DELETE CASCADE), so the counts agree.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -33,16 +34,16 @@ CONVERSION_COLUMNS = {
     "free_starter_at": (("subscription.activated", None, "starter"),),
     "free_pro_at": (("subscription.activated", None, "pro"),),
     "starter_pro_at": (("subscription.plan_changed", "starter", "pro"),),
-    "reached_starter_at": (("subscription.activated", None, "starter"),
-                           ("subscription.plan_changed", None, "starter")),
+    "reached_starter_at": (("subscription.activated", None, "starter"), ("subscription.plan_changed", None, "starter")),
 }
 CONVERSION_ACTIONS = ("subscription.activated", "subscription.plan_changed")
 
 
 class UserConversion(Model):
     __tablename__ = "user_conversions"
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True,
-                                         autoincrement=False)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
     free_starter_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     free_pro_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     starter_pro_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -57,8 +58,11 @@ def conversion_columns(action: str, details: dict[str, Any] | None) -> list[str]
     if action not in CONVERSION_ACTIONS or not isinstance(details, dict):
         return []
     plan, from_plan = details.get("plan"), details.get("from_plan")
-    return [column for column, moves in CONVERSION_COLUMNS.items()
-            if any(action == a and plan == p and (f is None or from_plan == f) for a, f, p in moves)]
+    return [
+        column
+        for column, moves in CONVERSION_COLUMNS.items()
+        if any(action == a and plan == p and (f is None or from_plan == f) for a, f, p in moves)
+    ]
 
 
 def upsert_statement(dialect_name: str, user_id: int, at: datetime, columns: list[str]) -> Any:
@@ -68,8 +72,13 @@ def upsert_statement(dialect_name: str, user_id: int, at: datetime, columns: lis
     insert = dialect.insert(table).values(user_id=user_id, **{column: at for column in columns})
     return insert.on_conflict_do_update(
         index_elements=[table.c.user_id],
-        set_={column: case((or_(table.c[column].is_(None), insert.excluded[column] < table.c[column]),
-                            insert.excluded[column]), else_=table.c[column]) for column in columns},
+        set_={
+            column: case(
+                (or_(table.c[column].is_(None), insert.excluded[column] < table.c[column]), insert.excluded[column]),
+                else_=table.c[column],
+            )
+            for column in columns
+        },
     )
 
 
@@ -80,5 +89,6 @@ def _track_conversion(_mapper, connection, entry: AuditLog) -> None:
         return
     columns = conversion_columns(entry.action, entry.details)
     if columns:
-        connection.execute(upsert_statement(connection.dialect.name, entry.user_id, entry.created_at or utcnow(),
-                                            columns))
+        connection.execute(
+            upsert_statement(connection.dialect.name, entry.user_id, entry.created_at or utcnow(), columns)
+        )

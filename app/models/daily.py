@@ -15,6 +15,7 @@ listener here. Days are UTC calendar days.
 
 TRUNCATE fires no trigger: truncate these with their source tables (tests truncate every table).
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -52,8 +53,7 @@ class DailySubscriptionChange(Model):
     __tablename__ = "daily_subscription_changes"
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    plan_id: Mapped[int] = mapped_column(ForeignKey("subscription_plans.id"), primary_key=True,
-                                         autoincrement=False)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("subscription_plans.id"), primary_key=True, autoincrement=False)
     billing_cycle: Mapped[str] = mapped_column(String(16), primary_key=True)
     net: Mapped[int] = mapped_column(BigInteger, nullable=False)
 

@@ -1,4 +1,5 @@
 """Mail to send, recorded in the same transaction as the change that causes it."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,8 +10,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.extensions import Model
 from app.models.base import UTCDateTime, utcnow
 
-MAIL_KINDS = ("payment_failed", "subscription_activated", "cancellation_scheduled", "subscription_ended",
-              "password_reset", "verify_email")
+MAIL_KINDS = (
+    "payment_failed",
+    "subscription_activated",
+    "cancellation_scheduled",
+    "subscription_ended",
+    "password_reset",
+    "verify_email",
+)
 
 
 class MailOutbox(Model):

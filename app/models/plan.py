@@ -1,4 +1,5 @@
 """The plans people can be on, and what each plan includes."""
+
 from __future__ import annotations
 
 from decimal import Decimal

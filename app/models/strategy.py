@@ -1,4 +1,5 @@
 """The gated product: trading strategies, the backtests run on them, and alert settings."""
+
 from __future__ import annotations
 
 from datetime import date, datetime

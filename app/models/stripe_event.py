@@ -1,4 +1,5 @@
 """Every Stripe webhook event received, recorded before it is acted on."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -19,10 +20,14 @@ class StripeEvent(Model):
         Index("ix_stripe_events_status_received_at", "status", "received_at"),
         Index("ix_stripe_events_received_at", "received_at"),  # the newest events on the admin dashboard (0005)
         # The admin's user lookup finds a customer's events by the JSONB payload (PostgreSQL only, migration 0004).
-        Index("ix_stripe_events_object_customer",
-              text("(((payload -> 'data') -> 'object') ->> 'customer')")).ddl_if(dialect="postgresql"),
-        Index("ix_stripe_events_customer_object_id", text("(((payload -> 'data') -> 'object') ->> 'id')"),
-              postgresql_where=text("type LIKE 'customer.%'")).ddl_if(dialect="postgresql"),
+        Index("ix_stripe_events_object_customer", text("(((payload -> 'data') -> 'object') ->> 'customer')")).ddl_if(
+            dialect="postgresql"
+        ),
+        Index(
+            "ix_stripe_events_customer_object_id",
+            text("(((payload -> 'data') -> 'object') ->> 'id')"),
+            postgresql_where=text("type LIKE 'customer.%'"),
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)

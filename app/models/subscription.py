@@ -1,4 +1,5 @@
 """The local copy of each Stripe subscription (Stripe is the source of truth)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -28,14 +29,22 @@ class UserSubscription(TimestampMixin, Model):
         Index("ix_user_subscriptions_user_id_status", "user_id", "status"),
         Index("ix_user_subscriptions_status", "status"),  # failed payments outstanding on the admin dashboard
         # The admin dashboard (migration 0005): subscriptions started in a window (MRR history, churn) ...
-        Index("ix_user_subscriptions_created_at", "created_at",
-              postgresql_include=["status", "plan_id", "billing_cycle"]),
+        Index(
+            "ix_user_subscriptions_created_at", "created_at", postgresql_include=["status", "plan_id", "billing_cycle"]
+        ),
         # ... live ones counted by plan and cycle (revenue) and canceled ones by when they ended (PostgreSQL only).
-        Index("ix_user_subscriptions_live", "plan_id", "billing_cycle",
-              postgresql_where=text("status IN ('trialing', 'active', 'past_due')")).ddl_if(dialect="postgresql"),
-        Index("ix_user_subscriptions_canceled_ended", text("(coalesce(ended_at, canceled_at, updated_at))"),
-              postgresql_include=["ended_at", "canceled_at", "updated_at", "created_at", "plan_id", "billing_cycle"],
-              postgresql_where=text("status = 'canceled'")).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_user_subscriptions_live",
+            "plan_id",
+            "billing_cycle",
+            postgresql_where=text("status IN ('trialing', 'active', 'past_due')"),
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_user_subscriptions_canceled_ended",
+            text("(coalesce(ended_at, canceled_at, updated_at))"),
+            postgresql_include=["ended_at", "canceled_at", "updated_at", "created_at", "plan_id", "billing_cycle"],
+            postgresql_where=text("status = 'canceled'"),
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,4 +1,5 @@
 """People who log in."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -60,8 +60,16 @@ def anonymous_page(plans) -> str:
     cached = current_app.extensions.get("anonymous_pricing_page")
     if cached is not None and cached[0] == plans:
         return cached[1]
-    html = render_template("pricing/index.html", plans=plans, subscription=None, current_plan_name=None,
-                           current_cycle=None, shown_cycle=None, left_checkout=False, scheduled_change=None,
-                           beyond_free=beyond_free(plans))
+    html = render_template(
+        "pricing/index.html",
+        plans=plans,
+        subscription=None,
+        current_plan_name=None,
+        current_cycle=None,
+        shown_cycle=None,
+        left_checkout=False,
+        scheduled_change=None,
+        beyond_free=beyond_free(plans),
+    )
     current_app.extensions["anonymous_pricing_page"] = (plans, html)
     return html

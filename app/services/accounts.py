@@ -4,6 +4,7 @@ Reset and verification links are itsdangerous signed, timed tokens (SECRET_KEY, 
 token names the user and a fingerprint of the current password hash, so it works once: the reset changes the
 hash. Every password change ends the user's other sessions and API token families.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,8 +62,9 @@ def check_new_password(password: str, email: str | None = None) -> None:
         raise AccountError(f"Password must be at most {MAX_PASSWORD_LENGTH} characters.", code="weak_password")
     lowered = password.strip().lower()
     if lowered in common_passwords() or (email and lowered == normalize_email(email)):
-        raise AccountError("This password is one of the most common ones and easy to guess: choose another.",
-                           code="weak_password")
+        raise AccountError(
+            "This password is one of the most common ones and easy to guess: choose another.", code="weak_password"
+        )
 
 
 def find_user_by_email(email: str) -> User | None:
@@ -185,8 +187,12 @@ def require_verified_email(user: User) -> None:
     if required is None:
         required = current_app.config["ENVIRONMENT"] != "testing"
     if required and not is_email_verified(user):
-        error = AccountError(f"Confirm your email before upgrading: open the link we sent to {user.email}, or have "
-                             "it sent again from your account page.", code="email_unverified", status=403)
+        error = AccountError(
+            f"Confirm your email before upgrading: open the link we sent to {user.email}, or have "
+            "it sent again from your account page.",
+            code="email_unverified",
+            status=403,
+        )
         error.back_to = "account.show_account"  # where the web flow shows the message
         raise error
 

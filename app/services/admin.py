@@ -1,4 +1,5 @@
 """What an admin can do from the dashboard: replay a webhook event, re-sync a user from Stripe. Audited."""
+
 from __future__ import annotations
 
 from app.extensions import db
@@ -20,16 +21,25 @@ def replay_event(event_id: str, admin_id: int) -> tuple[str, str]:
         return "warning", f"No recorded event {event_id}."
     except Exception as error:  # the handler failed again: reprocess recorded it; say what it was
         db.session.rollback()
-        log.warning("admin_webhook_replay_failed", event_id=event_id, admin_id=admin_id,
-                    error=f"{type(error).__name__}: {error}")
+        log.warning(
+            "admin_webhook_replay_failed",
+            event_id=event_id,
+            admin_id=admin_id,
+            error=f"{type(error).__name__}: {error}",
+        )
         audit.record("admin.event_replayed", admin_id, event=event_id, outcome="failed")
         db.session.commit()
         return "danger", f"Replay of {event_id} failed again: {type(error).__name__}: {error}"
     # reprocess's commit sent subscription_changed (entitlements cache, mail, metrics) for the event's user.
     audit.record("admin.event_replayed", admin_id, event=event_id, outcome=outcome.status)
     db.session.commit()
-    log.info("admin_webhook_replayed", event_id=event_id, event_type=outcome.event_type, outcome=outcome.status,
-             admin_id=admin_id)
+    log.info(
+        "admin_webhook_replayed",
+        event_id=event_id,
+        event_type=outcome.event_type,
+        outcome=outcome.status,
+        admin_id=admin_id,
+    )
     return "success", f"Replayed {event_id} ({outcome.event_type}): {outcome.status}."
 
 

@@ -1,4 +1,5 @@
 """The audit trail: one row per change that matters, in the caller's transaction."""
+
 from __future__ import annotations
 
 from typing import Any

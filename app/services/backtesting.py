@@ -3,6 +3,7 @@
 Deterministic and free of the database: the same rules and dates always give the same result. Prices and
 equity are Decimal (never float); the result stores decimals as strings so JSON keeps them exact.
 """
+
 from __future__ import annotations
 
 import csv
@@ -192,9 +193,17 @@ def simulate(rules: Rules, start: date, end: date) -> Simulation:
             elif invested and not want:
                 trades.append(Trade(days[i], "sell", close, pct(close / trades[-1].price - 1)))
             invested = want
-    return Simulation(rules=rules, days=days, closes=closes, equity=tuple(curve), trades=tuple(trades),
-                      days_invested=days_invested, max_drawdown=max_drawdown,
-                      drawdown_peak=worst[0], drawdown_trough=worst[1])
+    return Simulation(
+        rules=rules,
+        days=days,
+        closes=closes,
+        equity=tuple(curve),
+        trades=tuple(trades),
+        days_invested=days_invested,
+        max_drawdown=max_drawdown,
+        drawdown_peak=worst[0],
+        drawdown_trough=worst[1],
+    )
 
 
 def run_crossover(rules: Rules, start: date, end: date) -> dict:
@@ -254,8 +263,11 @@ def _nice_step(span: Decimal) -> Decimal:
     if span <= 0:
         return Decimal(1)
     power = Decimal(10) ** (span.adjusted())
-    return next(Decimal(m) * power for m in ("1", "1.2", "1.5", "2", "2.5", "3", "4", "5", "6", "8", "10")
-                if Decimal(m) * power >= span)
+    return next(
+        Decimal(m) * power
+        for m in ("1", "1.2", "1.5", "2", "2.5", "3", "4", "5", "6", "8", "10")
+        if Decimal(m) * power >= span
+    )
 
 
 def _nice_bounds(low: Decimal, high: Decimal, top: Decimal | None) -> tuple[Decimal, Decimal]:
@@ -273,9 +285,15 @@ def _nice_bounds(low: Decimal, high: Decimal, top: Decimal | None) -> tuple[Deci
         step = _nice_step(step * Decimal("1.01"))
 
 
-def line_chart(days: tuple[date, ...], series: list[tuple[str, str, tuple[Decimal, ...]]],
-               reference: Decimal | None = None, width: int = 600, height: int = 240,
-               max_points: int = 400, top: Decimal | None = None) -> LineChart:
+def line_chart(
+    days: tuple[date, ...],
+    series: list[tuple[str, str, tuple[Decimal, ...]]],
+    reference: Decimal | None = None,
+    width: int = 600,
+    height: int = 240,
+    max_points: int = 400,
+    top: Decimal | None = None,
+) -> LineChart:
     """Scale the series (key, label, one value per day) into one chart on round bounds; `reference` (the
     starting equity, 0%) is kept in view and drawn dotted, `top` pins the top bound."""
     low = min(min(values) for _, _, values in series)
@@ -289,12 +307,18 @@ def line_chart(days: tuple[date, ...], series: list[tuple[str, str, tuple[Decima
         return round(float((high - value) / (high - low)) * height, 2)
 
     drawn = tuple(
-        ChartSeries(key, label, " ".join(f"{round(i * width / (len(days) - 1), 2)},{y_of(values[i])}"
-                                         for i in picks), values[-1])
+        ChartSeries(
+            key,
+            label,
+            " ".join(f"{round(i * width / (len(days) - 1), 2)},{y_of(values[i])}" for i in picks),
+            values[-1],
+        )
         for key, label, values in series
     )
     return LineChart(
-        width=width, height=height, series=drawn,
+        width=width,
+        height=height,
+        series=drawn,
         y_labels=(high, (high + low) / 2, low),
         x_labels=(days[0], days[len(days) // 2], days[-1]),
         gridlines=(0.0, height / 4, height / 2, height * 3 / 4, float(height)),
@@ -304,14 +328,25 @@ def line_chart(days: tuple[date, ...], series: list[tuple[str, str, tuple[Decima
 
 def equity_chart(sim: Simulation) -> LineChart:
     """The strategy's equity against buy-and-hold, with the starting equity marked."""
-    return line_chart(sim.days, [("strategy", f"Strategy (fast={sim.rules.fast} slow={sim.rules.slow})", sim.equity),
-                                 ("hold", "Buy & hold", sim.buy_and_hold)], reference=STARTING_EQUITY)
+    return line_chart(
+        sim.days,
+        [
+            ("strategy", f"Strategy (fast={sim.rules.fast} slow={sim.rules.slow})", sim.equity),
+            ("hold", "Buy & hold", sim.buy_and_hold),
+        ],
+        reference=STARTING_EQUITY,
+    )
 
 
 def drawdown_chart(sim: Simulation) -> LineChart:
     """The strategy's fall from its high, in percent, day by day."""
-    return line_chart(sim.days, [("drawdown", "Drawdown", tuple(d * 100 for d in sim.drawdowns))],
-                      reference=Decimal(0), height=120, top=Decimal(0))
+    return line_chart(
+        sim.days,
+        [("drawdown", "Drawdown", tuple(d * 100 for d in sim.drawdowns))],
+        reference=Decimal(0),
+        height=120,
+        top=Decimal(0),
+    )
 
 
 def no_trade_note(sim: Simulation) -> str | None:
@@ -320,12 +355,16 @@ def no_trade_note(sim: Simulation) -> str | None:
         return None
     n, slow, fast = len(sim.days), sim.rules.slow, sim.rules.fast
     if n < slow:
-        return (f"No trade: the slow average needs {slow} trading days and this range has {n}, so no signal "
-                f"could form. Pick a longer range or a shorter slow window.")
+        return (
+            f"No trade: the slow average needs {slow} trading days and this range has {n}, so no signal "
+            f"could form. Pick a longer range or a shorter slow window."
+        )
     signal_days = n - slow + 1
-    return (f"No trade: the first {slow - 1} of the range's {n} trading days only warm up the slow average, and "
-            f"in the {signal_days} days left the {fast}-day average never closed above the {slow}-day one. "
-            f"A longer range or shorter windows give the crossover more chances.")
+    return (
+        f"No trade: the first {slow - 1} of the range's {n} trading days only warm up the slow average, and "
+        f"in the {signal_days} days left the {fast}-day average never closed above the {slow}-day one. "
+        f"A longer range or shorter windows give the crossover more chances."
+    )
 
 
 def warmup_note(rules: Rules, earliest: date) -> str | None:
@@ -335,7 +374,11 @@ def warmup_note(rules: Rules, earliest: date) -> str | None:
     if left >= TRADING_YEAR // 2:
         return None
     if left <= 0:
-        return (f"slow={rules.slow} needs {rules.slow} trading days before its first signal, more than the "
-                f"{available} your history reaches: no backtest of these rules can trade.")
-    return (f"slow={rules.slow} needs {rules.slow - 1} trading days to warm up, so even the longest range your "
-            f"history allows ({available} trading days) leaves only {left} to trade in.")
+        return (
+            f"slow={rules.slow} needs {rules.slow} trading days before its first signal, more than the "
+            f"{available} your history reaches: no backtest of these rules can trade."
+        )
+    return (
+        f"slow={rules.slow} needs {rules.slow - 1} trading days to warm up, so even the longest range your "
+        f"history allows ({available} trading days) leaves only {left} to trade in."
+    )

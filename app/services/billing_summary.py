@@ -1,4 +1,5 @@
 """What the billing page shows: the local copy plus what only Stripe knows (card, invoices, scheduled change)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,10 +36,19 @@ class Invoice:
 
 def invoice_of(data: dict[str, Any]) -> Invoice:
     """The fields the billing page shows of one Stripe invoice."""
-    return Invoice(data["id"], data.get("number"), from_timestamp(data.get("created")), int(data.get("total") or 0),
-                   data.get("currency") or "usd", data.get("status") or "", data.get("hosted_invoice_url"),
-                   data.get("invoice_pdf"), int(data.get("amount_remaining") or 0),
-                   from_timestamp(data.get("next_payment_attempt")), invoice_subscription_id(data))
+    return Invoice(
+        data["id"],
+        data.get("number"),
+        from_timestamp(data.get("created")),
+        int(data.get("total") or 0),
+        data.get("currency") or "usd",
+        data.get("status") or "",
+        data.get("hosted_invoice_url"),
+        data.get("invoice_pdf"),
+        int(data.get("amount_remaining") or 0),
+        from_timestamp(data.get("next_payment_attempt")),
+        invoice_subscription_id(data),
+    )
 
 
 def invoice_subscription_id(data: dict[str, Any]) -> str | None:
@@ -82,8 +92,12 @@ class BillingSummary(PlanOutlook):
 
     def left_unpaid(self, invoice: Invoice) -> bool:
         """An invoice still open from a plan that ended because its payment failed: Stripe no longer retries it."""
-        return (invoice.status == "open" and self.ended is not None and self.ended.payment_failed
-                and invoice.subscription_id == self.ended.stripe_subscription_id)
+        return (
+            invoice.status == "open"
+            and self.ended is not None
+            and self.ended.payment_failed
+            and invoice.subscription_id == self.ended.stripe_subscription_id
+        )
 
     @property
     def next_amount(self):
@@ -115,17 +129,20 @@ def billing_summary(user: User) -> BillingSummary:
     if not user.stripe_customer_id:
         return summary
     try:
-        customer = stripe_gateway.retrieve_customer(user.stripe_customer_id,
-                                                    expand=["invoice_settings.default_payment_method"])
+        customer = stripe_gateway.retrieve_customer(
+            user.stripe_customer_id, expand=["invoice_settings.default_payment_method"]
+        )
         summary.card_brand, summary.card_last4 = card_of(
-            (customer.get("invoice_settings") or {}).get("default_payment_method"))
+            (customer.get("invoice_settings") or {}).get("default_payment_method")
+        )
         invoices = stripe_gateway.list_invoices(user.stripe_customer_id, limit=12)
         summary.invoices = [invoice_of(i) for i in invoices if i.get("status") != "draft"]
         if summary.subscription is None:
             summary.ended = ended_plan(user)
         else:
-            sub = stripe_gateway.retrieve_subscription(summary.subscription.stripe_subscription_id,
-                                                       expand=["schedule", "default_payment_method"])
+            sub = stripe_gateway.retrieve_subscription(
+                summary.subscription.stripe_subscription_id, expand=["schedule", "default_payment_method"]
+            )
             if summary.card_last4 is None:
                 summary.card_brand, summary.card_last4 = card_of(sub.get("default_payment_method"))
             summary.scheduled_change = scheduled_change_of(sub)
@@ -148,8 +165,9 @@ def ended_plan(user: User) -> EndedPlan | None:
         return None
     sub = stripe_gateway.retrieve_subscription(row.stripe_subscription_id)
     reason = (sub.get("cancellation_details") or {}).get("reason")
-    return EndedPlan(row.plan.display_name, row.ended_at or from_timestamp(sub.get("ended_at")), reason,
-                     row.stripe_subscription_id)
+    return EndedPlan(
+        row.plan.display_name, row.ended_at or from_timestamp(sub.get("ended_at")), reason, row.stripe_subscription_id
+    )
 
 
 #: How long the account page may reuse what Stripe said of a subscription's schedule. Every billing commit for the
@@ -172,7 +190,8 @@ def forget_plan_outlook(user_id: int) -> None:
 
 def forget_changed_outlook(sender, change: SyncResult, **_) -> None:
     """`subscription_changed` receiver: the committed change may have added or dropped a scheduled change."""
-    forget_plan_outlook(change.user_id)
+    if change.user_id is not None:
+        forget_plan_outlook(change.user_id)
 
 
 def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlook:
@@ -181,8 +200,12 @@ def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlo
     the row, and only for a subscription that renews. Stripe being down leaves out the scheduled change, never
     the page."""
     outlook = PlanOutlook(subscription)
-    if subscription is None or subscription.cancel_at_period_end or subscription.status == "canceled" \
-            or not user.stripe_customer_id:
+    if (
+        subscription is None
+        or subscription.cancel_at_period_end
+        or subscription.status == "canceled"
+        or not user.stripe_customer_id
+    ):
         return outlook
     version = (subscription.stripe_subscription_id, subscription.updated_at.isoformat())
     try:

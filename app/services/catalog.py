@@ -1,4 +1,5 @@
 """Plans, prices and features: the seed catalog and the lookups the app makes on it."""
+
 from __future__ import annotations
 
 import time
@@ -52,9 +53,14 @@ class PlanSpec:
 
 PLAN_CATALOG: tuple[PlanSpec, ...] = (
     PlanSpec(
-        name="free", display_name="Free", description="Learn the ropes and build your first strategies.",
-        price_monthly=Decimal("0.00"), price_yearly=None,
-        monthly_env="STRIPE_PRICE_FREE_MONTHLY", yearly_env=None, sort_order=0,
+        name="free",
+        display_name="Free",
+        description="Learn the ropes and build your first strategies.",
+        price_monthly=Decimal("0.00"),
+        price_yearly=None,
+        monthly_env="STRIPE_PRICE_FREE_MONTHLY",
+        yearly_env=None,
+        sort_order=0,
         features={
             "strategies_max": ("Up to 3 strategies", 3),
             "backtests_per_month": ("20 backtests per month", 20),
@@ -66,9 +72,14 @@ PLAN_CATALOG: tuple[PlanSpec, ...] = (
         },
     ),
     PlanSpec(
-        name="starter", display_name="Starter", description="For active traders testing ideas every week.",
-        price_monthly=Decimal("19.99"), price_yearly=Decimal("199.99"),
-        monthly_env="STRIPE_PRICE_STARTER_MONTHLY", yearly_env="STRIPE_PRICE_STARTER_YEARLY", sort_order=1,
+        name="starter",
+        display_name="Starter",
+        description="For active traders testing ideas every week.",
+        price_monthly=Decimal("19.99"),
+        price_yearly=Decimal("199.99"),
+        monthly_env="STRIPE_PRICE_STARTER_MONTHLY",
+        yearly_env="STRIPE_PRICE_STARTER_YEARLY",
+        sort_order=1,
         features={
             "strategies_max": ("Up to 25 strategies", 25),
             "backtests_per_month": ("500 backtests per month", 500),
@@ -80,9 +91,14 @@ PLAN_CATALOG: tuple[PlanSpec, ...] = (
         },
     ),
     PlanSpec(
-        name="pro", display_name="Pro", description="Unlimited research, real-time alerts and the API.",
-        price_monthly=Decimal("49.99"), price_yearly=Decimal("479.99"),
-        monthly_env="STRIPE_PRICE_PRO_MONTHLY", yearly_env="STRIPE_PRICE_PRO_YEARLY", sort_order=2,
+        name="pro",
+        display_name="Pro",
+        description="Unlimited research, real-time alerts and the API.",
+        price_monthly=Decimal("49.99"),
+        price_yearly=Decimal("479.99"),
+        monthly_env="STRIPE_PRICE_PRO_MONTHLY",
+        yearly_env="STRIPE_PRICE_PRO_YEARLY",
+        sort_order=2,
         features={
             "strategies_max": ("Unlimited strategies", UNLIMITED),
             "backtests_per_month": ("Unlimited backtests", UNLIMITED),
@@ -125,13 +141,15 @@ def seed_plans(price_ids: Mapping[str, str | None], require_price_ids: bool) -> 
         if missing:
             raise SeedError(f"{missing[0]} is not set: cannot seed plans without their Stripe price ids")
 
-    existing = {p.name: p for p in db.session.scalars(select(SubscriptionPlan).options(selectinload(SubscriptionPlan.features)))}
+    existing = {
+        p.name: p for p in db.session.scalars(select(SubscriptionPlan).options(selectinload(SubscriptionPlan.features)))
+    }
     results = []
     for spec in PLAN_CATALOG:
-        plan = existing.get(spec.name)
-        created = plan is None
+        found = existing.get(spec.name)
+        created = found is None
+        plan = found if found is not None else SubscriptionPlan(name=spec.name)
         if created:
-            plan = SubscriptionPlan(name=spec.name)
             db.session.add(plan)
         plan.display_name = spec.display_name
         plan.description = spec.description
@@ -143,13 +161,12 @@ def seed_plans(price_ids: Mapping[str, str | None], require_price_ids: bool) -> 
         plan.sort_order = spec.sort_order
 
         by_key = {f.key: f for f in plan.features}
-        for key, feature in list(by_key.items()):
+        for key, retired in list(by_key.items()):
             if key not in spec.features:
-                plan.features.remove(feature)
+                plan.features.remove(retired)
         for key, (display_name, limit) in spec.features.items():
-            feature = by_key.get(key)
-            if feature is None:
-                feature = PlanFeature(key=key)
+            feature = by_key.get(key) or PlanFeature(key=key)
+            if feature not in plan.features:
                 plan.features.append(feature)
             feature.display_name = display_name
             feature.kind = FEATURE_KIND[key]
@@ -203,11 +220,23 @@ def catalog() -> tuple[PlanView, ...]:
     if cached is not None and cached[0] > now:
         return cached[1]
     plans = tuple(
-        PlanView(p.id, p.name, p.display_name, p.description, p.price_monthly, p.price_yearly,
-                 p.stripe_price_id_monthly, p.stripe_price_id_yearly, p.sort_order, p.is_active,
-                 tuple(FeatureView(f.key, f.display_name, f.kind, f.limit_value) for f in p.features))
+        PlanView(
+            p.id,
+            p.name,
+            p.display_name,
+            p.description,
+            p.price_monthly,
+            p.price_yearly,
+            p.stripe_price_id_monthly,
+            p.stripe_price_id_yearly,
+            p.sort_order,
+            p.is_active,
+            tuple(FeatureView(f.key, f.display_name, f.kind, f.limit_value) for f in p.features),
+        )
         for p in db.session.scalars(
-            select(SubscriptionPlan).options(selectinload(SubscriptionPlan.features)).order_by(SubscriptionPlan.sort_order)
+            select(SubscriptionPlan)
+            .options(selectinload(SubscriptionPlan.features))
+            .order_by(SubscriptionPlan.sort_order)
         )
     )
     current_app.extensions["catalog_snapshot"] = (now + current_app.config.get("CATALOG_CACHE_SECONDS", 60), plans)
@@ -245,8 +274,9 @@ def plan_for_price(price_id: str | None) -> tuple[SubscriptionPlan, str] | None:
         return None
     for view in catalog():
         for cycle in ("monthly", "yearly"):
-            if view.stripe_price_id_for(cycle) == price_id:
-                return db.session.get(SubscriptionPlan, view.id), cycle
+            plan = db.session.get(SubscriptionPlan, view.id) if view.stripe_price_id_for(cycle) == price_id else None
+            if plan is not None:
+                return plan, cycle
     return None
 
 
@@ -259,11 +289,13 @@ class PlanChoice:
 
     @property
     def price(self) -> Decimal:
-        return self.plan.price_for(self.cycle)
+        price = self.plan.price_for(self.cycle)
+        assert price is not None  # validate_choice accepted only a cycle the plan has a price for
+        return price
 
     @property
     def period(self) -> str:
-        """"month" or "year": what one payment of `price` covers."""
+        """ "month" or "year": what one payment of `price` covers."""
         return "month" if self.cycle == "monthly" else "year"
 
 
@@ -287,8 +319,9 @@ def validate_choice(plan_name: str | None, cycle: str | None) -> tuple[Subscript
     if plan is None or not plan.is_active:
         raise DomainError(f"There is no plan called {plan_name!r}.", code="unknown_plan")
     if plan.is_free:
-        raise DomainError("The Free plan needs no payment: cancel your paid plan to return to Free.",
-                          code="free_plan_not_purchasable")
+        raise DomainError(
+            "The Free plan needs no payment: cancel your paid plan to return to Free.", code="free_plan_not_purchasable"
+        )
     price_id = plan.stripe_price_id_for(cycle)
     if price_id is None or plan.price_for(cycle) is None:
         raise DomainError(f"The {plan.display_name} plan has no {cycle} price.", code="invalid_billing_cycle")
@@ -296,6 +329,7 @@ def validate_choice(plan_name: str | None, cycle: str | None) -> tuple[Subscript
 
 
 # --- what moving to a lower plan takes away (the confirmation pages of a cancellation and of a downgrade) --------
+
 
 @dataclass(frozen=True)
 class PlanLoss:
@@ -317,8 +351,11 @@ def losses_between(plan_name: str, lower_name: str) -> list[PlanLoss]:
         lower = lower_features.get(feature.key)
         if lower is None:
             losses.append(PlanLoss(feature.display_name, None))
-        elif feature.kind == "limit" and lower.limit_value is not None \
-                and (feature.limit_value is None or feature.limit_value > lower.limit_value):
+        elif (
+            feature.kind == "limit"
+            and lower.limit_value is not None
+            and (feature.limit_value is None or feature.limit_value > lower.limit_value)
+        ):
             losses.append(PlanLoss(feature.display_name, lower.display_name))
     return losses
 

@@ -1,4 +1,5 @@
 """Checkout and the Customer Portal: from a plan choice to a Stripe-hosted page, and back."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,9 @@ def ensure_customer(user_id: int) -> str:
     if user.stripe_customer_id:
         db.session.commit()
         return user.stripe_customer_id
-    customer = stripe_gateway.create_customer(user.email, {"user_id": str(user.id)},
-                                              idempotency_key=f"customer-create-{user.id}")
+    customer = stripe_gateway.create_customer(
+        user.email, {"user_id": str(user.id)}, idempotency_key=f"customer-create-{user.id}"
+    )
     user.stripe_customer_id = customer["id"]
     audit.record("customer.created", user.id, customer=customer["id"])
     db.session.commit()
@@ -65,8 +67,13 @@ class CheckoutStart:
     url: str
 
 
-def start_checkout(user_id: int, plan_name: str | None, cycle: str | None, success_url: str | None = None,
-                   cancel_url: str | None = None) -> CheckoutStart:
+def start_checkout(
+    user_id: int,
+    plan_name: str | None,
+    cycle: str | None,
+    success_url: str | None = None,
+    cancel_url: str | None = None,
+) -> CheckoutStart:
     """A Checkout Session for a user on Free; a paying user gets PlanChangeRequired instead.
 
     Any other open session of the user is expired first, so two tabs cannot end in two subscriptions. Stripe sends
@@ -123,8 +130,9 @@ def refuse_second_subscription(user_id: int, plan, cycle: str) -> None:
         return
     if current.plan_id == plan.id and current.billing_cycle == cycle:
         raise SubscriptionError(f"You are already on {plan.display_name} {cycle}.", code="already_on_plan", status=409)
-    raise PlanChangeRequired(f"You already have a subscription: confirm the change to {plan.display_name} "
-                             f"{cycle} instead of paying twice.")
+    raise PlanChangeRequired(
+        f"You already have a subscription: confirm the change to {plan.display_name} {cycle} instead of paying twice."
+    )
 
 
 def expire_open_sessions(customer_id: str) -> None:
@@ -141,7 +149,9 @@ class Fulfilment:
     @property
     def paid(self) -> bool:
         return self.session.get("status") == "complete" and self.session.get("payment_status") in (
-            "paid", "no_payment_required")
+            "paid",
+            "no_payment_required",
+        )
 
 
 def session_belongs_to(session: dict[str, Any], user: User) -> bool:

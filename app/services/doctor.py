@@ -4,17 +4,19 @@ Each check answers one line: ✓ when it holds, ✗ with what is wrong and the c
 The checks talk to the database, Stripe (through the gateway, so the emulator works too) and Redis; none of them
 changes anything.
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import redis
 from alembic.config import Config
@@ -56,6 +58,7 @@ def failed(title: str, detail: str, fix: str) -> Check:
 
 # --- environment ---------------------------------------------------------------------------------------------
 
+
 def unset_or_placeholder(value: Any) -> str | None:
     """Why a configured value does not count as set, or None when it does."""
     if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
@@ -77,8 +80,11 @@ def check_environment() -> Iterator[Check]:
         if why:
             problems.append(f"{name} {why}")
     if problems:
-        yield failed("Environment variables", "; ".join(problems),
-                     "set each in the environment or .env (see deploy/.env.example and README → Configuration)")
+        yield failed(
+            "Environment variables",
+            "; ".join(problems),
+            "set each in the environment or .env (see deploy/.env.example and README → Configuration)",
+        )
     else:
         yield passed("Environment variables", f"all {len(GUIDE_VARIABLES)} of the guide set, no placeholder")
 
@@ -94,8 +100,10 @@ def check_price_variables() -> Iterator[Check]:
         plan = plans.get(spec.name)
         if plan is None:
             continue
-        for name, stored in ((spec.monthly_env, plan.stripe_price_id_monthly),
-                             (spec.yearly_env, plan.stripe_price_id_yearly)):
+        for name, stored in (
+            (spec.monthly_env, plan.stripe_price_id_monthly),
+            (spec.yearly_env, plan.stripe_price_id_yearly),
+        ):
             configured = getattr(settings, name) if name else None
             if configured and configured != stored:
                 differing.append(f"{name} is {configured}, the {spec.name} plan has {stored or 'none'}")
@@ -106,6 +114,7 @@ def check_price_variables() -> Iterator[Check]:
 
 
 # --- database ------------------------------------------------------------------------------------------------
+
 
 def migrations_directory() -> str:
     return str(Path(current_app.root_path).parent / "migrations")
@@ -120,17 +129,24 @@ def check_migrations() -> Iterator[Check]:
         with db.engine.connect() as connection:
             current = set(MigrationContext.configure(connection).get_current_heads())
     except Exception as error:  # the database itself is unreachable
-        yield failed("Database migrations", f"cannot read the revision: {type(error).__name__}",
-                     "check DATABASE_URL and that PostgreSQL is up, then run `flask db upgrade`")
+        yield failed(
+            "Database migrations",
+            f"cannot read the revision: {type(error).__name__}",
+            "check DATABASE_URL and that PostgreSQL is up, then run `flask db upgrade`",
+        )
         return
     if current == heads:
         yield passed("Database migrations", f"at head {', '.join(sorted(heads))}")
     else:
-        yield failed("Database migrations", f"at {', '.join(sorted(current)) or 'nothing'}, head is "
-                     f"{', '.join(sorted(heads))}", "run `flask db upgrade`")
+        yield failed(
+            "Database migrations",
+            f"at {', '.join(sorted(current)) or 'nothing'}, head is {', '.join(sorted(heads))}",
+            "run `flask db upgrade`",
+        )
 
 
 # --- plans and prices ------------------------------------------------------------------------------------------
+
 
 def expected_prices(plans: dict[str, SubscriptionPlan]) -> Iterator[tuple[str, str | None, int, str]]:
     """(label, price id stored on the plan, amount in cents, interval) of every price checkout may use."""
@@ -163,31 +179,45 @@ def check_plans_and_prices() -> Iterator[Check]:
         title = f"Stripe price {label}"
         want = money_text(amount, "usd", interval)
         if not price_id:
-            yield failed(title, "no price id on the plan",
-                         "run `flask stripe create-catalog`, set the STRIPE_PRICE_* it prints, then `flask seed-plans`")
+            yield failed(
+                title,
+                "no price id on the plan",
+                "run `flask stripe create-catalog`, set the STRIPE_PRICE_* it prints, then `flask seed-plans`",
+            )
             continue
         try:
             price = stripe_gateway.retrieve_price(price_id)
         except DomainError as error:
-            yield failed(title, f"{price_id}: {error.message}",
-                         "run `flask stripe create-catalog` with this STRIPE_SECRET_KEY's account, set the "
-                         "STRIPE_PRICE_* it prints, then `flask seed-plans`")
+            yield failed(
+                title,
+                f"{price_id}: {error.message}",
+                "run `flask stripe create-catalog` with this STRIPE_SECRET_KEY's account, set the "
+                "STRIPE_PRICE_* it prints, then `flask seed-plans`",
+            )
             continue
         recurring = price.get("recurring") or {}
-        got = money_text(int(price.get("unit_amount") or 0), price.get("currency") or "?",
-                         recurring.get("interval") or "one-time")
+        got = money_text(
+            int(price.get("unit_amount") or 0), price.get("currency") or "?", recurring.get("interval") or "one-time"
+        )
         if not price.get("active"):
-            yield failed(title, f"{price_id} is archived in Stripe",
-                         "reactivate it in the Dashboard, or create the catalog again (`flask stripe create-catalog`)")
+            yield failed(
+                title,
+                f"{price_id} is archived in Stripe",
+                "reactivate it in the Dashboard, or create the catalog again (`flask stripe create-catalog`)",
+            )
         elif got != want:
-            yield failed(title, f"{price_id} is {got} in Stripe, the plan says {want}",
-                         "point the STRIPE_PRICE_* variable at a price with the plan's amount and interval "
-                         "(`flask stripe create-catalog` prints them), then `flask seed-plans`")
+            yield failed(
+                title,
+                f"{price_id} is {got} in Stripe, the plan says {want}",
+                "point the STRIPE_PRICE_* variable at a price with the plan's amount and interval "
+                "(`flask stripe create-catalog` prints them), then `flask seed-plans`",
+            )
         else:
             yield passed(title, f"{price_id} {want}")
 
 
 # --- webhook endpoint and secret -------------------------------------------------------------------------------
+
 
 def webhook_url() -> str:
     config = current_app.config
@@ -211,24 +241,36 @@ def check_webhook_endpoint() -> Iterator[Check]:
     endpoint = mine[0]
     events = set(endpoint.get("enabled_events") or [])
     lacking = [e for e in GUIDE_EVENTS if e not in events and "*" not in events]
-    recreate = f"delete the endpoint in the Stripe Dashboard → Developers → Webhooks and run `flask stripe " \
-               f"webhook-endpoint --url {url}`"
+    recreate = (
+        f"delete the endpoint in the Stripe Dashboard → Developers → Webhooks and run `flask stripe "
+        f"webhook-endpoint --url {url}`"
+    )
     if endpoint.get("status") not in (None, "enabled"):
-        yield failed(title, f"{endpoint['id']} at {url} is {endpoint.get('status')}",
-                     "enable it in the Stripe Dashboard → Developers → Webhooks")
+        yield failed(
+            title,
+            f"{endpoint['id']} at {url} is {endpoint.get('status')}",
+            "enable it in the Stripe Dashboard → Developers → Webhooks",
+        )
     elif lacking:
-        yield failed(title, f"{endpoint['id']} does not send {', '.join(lacking)}",
-                     "add the events in the Stripe Dashboard → Developers → Webhooks (or " + recreate + ")")
+        yield failed(
+            title,
+            f"{endpoint['id']} does not send {', '.join(lacking)}",
+            "add the events in the Stripe Dashboard → Developers → Webhooks (or " + recreate + ")",
+        )
     elif endpoint.get("api_version") != API_VERSION:
         version = endpoint.get("api_version") or "the account's default"
-        yield failed(title, f"{endpoint['id']} sends events in API version {version}, the app reads {API_VERSION} "
-                     "(other versions are refused with 422)",
-                     recreate + " (an endpoint's version cannot be changed)")
+        yield failed(
+            title,
+            f"{endpoint['id']} sends events in API version {version}, the app reads {API_VERSION} "
+            "(other versions are refused with 422)",
+            recreate + " (an endpoint's version cannot be changed)",
+        )
     else:
         extras = [e for e in EXTRA_EVENTS if e not in events and "*" not in events]
         would_add = f"; would add {', '.join(extras)} (delayed Checkout payments)" if extras else ""
-        yield passed(title, f"{endpoint['id']} at {url}, the {len(GUIDE_EVENTS)} events, API version "
-                     f"{API_VERSION}{would_add}")
+        yield passed(
+            title, f"{endpoint['id']} at {url}, the {len(GUIDE_EVENTS)} events, API version {API_VERSION}{would_add}"
+        )
 
 
 def signed_header(payload: bytes, secret: str, timestamp: int) -> str:
@@ -240,8 +282,10 @@ def signed_header(payload: bytes, secret: str, timestamp: int) -> str:
 def check_webhook_secret() -> Iterator[Check]:
     """The configured signing secret looks like Stripe's and our verification accepts an event signed with it."""
     title = "Webhook signing secret"
-    fix = (f"copy the endpoint's signing secret (whsec_…) from the Stripe Dashboard into STRIPE_WEBHOOK_SECRET, or "
-           f"run `flask stripe webhook-endpoint --url {webhook_url()}` on a new endpoint")
+    fix = (
+        f"copy the endpoint's signing secret (whsec_…) from the Stripe Dashboard into STRIPE_WEBHOOK_SECRET, or "
+        f"run `flask stripe webhook-endpoint --url {webhook_url()}` on a new endpoint"
+    )
     secrets = configured_secrets()
     if not secrets:
         yield failed(title, "STRIPE_WEBHOOK_SECRET is not set", fix)
@@ -250,8 +294,13 @@ def check_webhook_secret() -> Iterator[Check]:
     if odd:
         yield failed(title, "STRIPE_WEBHOOK_SECRET does not start with whsec_", fix)
         return
-    event = {"id": "evt_doctor_self_test", "object": "event", "type": "doctor.self_test", "created": int(time.time()),
-             "data": {"object": {"id": "doctor", "object": "test"}}}
+    event = {
+        "id": "evt_doctor_self_test",
+        "object": "event",
+        "type": "doctor.self_test",
+        "created": int(time.time()),
+        "data": {"object": {"id": "doctor", "object": "test"}},
+    }
     payload = json.dumps(event).encode()
     for secret in secrets:
         try:
@@ -267,10 +316,13 @@ def check_webhook_secret() -> Iterator[Check]:
 
 # --- Customer Portal -------------------------------------------------------------------------------------------
 
+
 def check_customer_portal() -> Iterator[Check]:
     """The default Customer Portal configuration has every deployment setting (`flask stripe portal-config`)."""
     title = "Customer Portal"
-    fix = "run `flask stripe portal-config` (or set them in the Stripe Dashboard → Settings → Billing → Customer portal)"
+    fix = (
+        "run `flask stripe portal-config` (or set them in the Stripe Dashboard → Settings → Billing → Customer portal)"
+    )
     try:
         chosen = default_portal_configuration()
         products = paid_prices()
@@ -284,11 +336,15 @@ def check_customer_portal() -> Iterator[Check]:
     if wrong:
         yield failed(title, f"{chosen['id']}: {'; '.join(wrong)}", fix)
     else:
-        yield passed(title, f"{chosen['id']}: card and billing info (name, email, address) updatable, cancel at "
-                     "period end, invoice history, switching between the paid prices")
+        yield passed(
+            title,
+            f"{chosen['id']}: card and billing info (name, email, address) updatable, cancel at "
+            "period end, invoice history, switching between the paid prices",
+        )
 
 
 # --- Redis -----------------------------------------------------------------------------------------------------
+
 
 def check_redis() -> Iterator[Check]:
     """Redis answers PING (when REDIS_URL is configured: cache, rate limits, webhook fast path)."""
@@ -298,8 +354,11 @@ def check_redis() -> Iterator[Check]:
     try:
         redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).ping()
     except redis.RedisError as error:
-        yield failed("Redis", f"{redact_text(url)} does not answer: {type(error).__name__}",
-                     "start Redis or correct REDIS_URL (redis://host:6379/0)")
+        yield failed(
+            "Redis",
+            f"{redact_text(url)} does not answer: {type(error).__name__}",
+            "start Redis or correct REDIS_URL (redis://host:6379/0)",
+        )
         return
     yield passed("Redis", f"{redact_text(url)} answers PING")
 
@@ -311,8 +370,9 @@ def check_task_queue() -> Iterator[Check]:
     if health.configured and health.depth is None:
         yield failed("Task queue", "TASK_QUEUE_URL does not answer", "start Redis or correct TASK_QUEUE_URL")
     elif health.oldest_mail_seconds >= MAIL_AGE_ALERT_SECONDS:
-        yield failed("Task queue", waited, "start `flask queue worker`; its mail_send_failed log lines name the "
-                     "SMTP error")
+        yield failed(
+            "Task queue", waited, "start `flask queue worker`; its mail_send_failed log lines name the SMTP error"
+        )
     elif not health.configured:
         yield passed("Task queue", f"none (TASK_QUEUE_URL unset): mail is sent after each response; {waited}")
     else:
@@ -341,8 +401,11 @@ def check_error_monitoring() -> Iterator[Check]:
     if current_app.config.get("SENTRY_DSN"):
         yield passed("Error monitoring", "SENTRY_DSN set: errors are sent to Sentry")
     else:
-        yield failed("Error monitoring", "SENTRY_DSN is not set",
-                     "set SENTRY_DSN to the project's DSN (Sentry → Settings → Client Keys), see deploy/.env.example")
+        yield failed(
+            "Error monitoring",
+            "SENTRY_DSN is not set",
+            "set SENTRY_DSN to the project's DSN (Sentry → Settings → Client Keys), see deploy/.env.example",
+        )
 
 
 def check_https_and_cors() -> Iterator[Check]:
@@ -351,16 +414,23 @@ def check_https_and_cors() -> Iterator[Check]:
     if base.startswith("https://"):
         yield passed("APP_BASE_URL", f"{base} (https)")
     else:
-        yield failed("APP_BASE_URL", f"{base or 'not set'} is not https",
-                     "set APP_BASE_URL to the public https:// address (Stripe, mails and redirects use it)")
+        yield failed(
+            "APP_BASE_URL",
+            f"{base or 'not set'} is not https",
+            "set APP_BASE_URL to the public https:// address (Stripe, mails and redirects use it)",
+        )
     origins = list(current_app.config.get("ALLOWED_ORIGINS") or [])
     wrong = [o for o in origins if o == "*" or not str(o).startswith("https://")]
     if not origins:
-        yield failed("CORS origins", "ALLOWED_ORIGINS is empty",
-                     """set ALLOWED_ORIGINS='["https://your-frontend.example"]'""")
+        yield failed(
+            "CORS origins", "ALLOWED_ORIGINS is empty", """set ALLOWED_ORIGINS='["https://your-frontend.example"]'"""
+        )
     elif wrong:
-        yield failed("CORS origins", f"not https or a wildcard: {', '.join(map(str, wrong))}",
-                     "list the frontend's https:// origins only in ALLOWED_ORIGINS")
+        yield failed(
+            "CORS origins",
+            f"not https or a wildcard: {', '.join(map(str, wrong))}",
+            "list the frontend's https:// origins only in ALLOWED_ORIGINS",
+        )
     else:
         yield passed("CORS origins", ", ".join(map(str, origins)))
 
@@ -373,16 +443,24 @@ def check_recent_webhook_failures() -> Iterator[Check]:
     """No webhook event recorded in the last 24 hours is still failed (from the stripe_events table)."""
     title = "Recent webhook deliveries"
     since = utcnow() - RECENT_FAILURES_WINDOW
-    total, failures = db.session.execute(select(
-        func.count(), func.count().filter(StripeEvent.status == "failed")).where(StripeEvent.received_at >= since)
+    total, failures = db.session.execute(
+        select(func.count(), func.count().filter(StripeEvent.status == "failed")).where(
+            StripeEvent.received_at >= since
+        )
     ).one()
     if failures:
-        newest = db.session.scalars(select(StripeEvent.id).where(StripeEvent.status == "failed",
-                                                                 StripeEvent.received_at >= since)
-                                    .order_by(StripeEvent.received_at.desc()).limit(3)).all()
-        yield failed(title, f"{failures} of {total} event(s) of the last 24 hours failed (e.g. {', '.join(newest)})",
-                     "read their error in the admin dashboard or the stripe_webhook_handling_failed log lines, fix "
-                     "the cause, then run `flask stripe replay-events --failed`")
+        newest = db.session.scalars(
+            select(StripeEvent.id)
+            .where(StripeEvent.status == "failed", StripeEvent.received_at >= since)
+            .order_by(StripeEvent.received_at.desc())
+            .limit(3)
+        ).all()
+        yield failed(
+            title,
+            f"{failures} of {total} event(s) of the last 24 hours failed (e.g. {', '.join(newest)})",
+            "read their error in the admin dashboard or the stripe_webhook_handling_failed log lines, fix "
+            "the cause, then run `flask stripe replay-events --failed`",
+        )
     else:
         yield passed(title, f"{total} event(s) in the last 24 hours, none failed")
 
@@ -411,6 +489,8 @@ def run_checks() -> Iterator[Check]:
             yield from check()
         except Exception as error:  # a broken dependency must not hide the other lines
             db.session.rollback()
-            yield failed((check.__doc__ or check.__name__).split("(")[0].strip().rstrip("."),
-                         f"the check itself failed: {type(error).__name__}: {error}",
-                         "fix the error above and run `flask doctor` again")
+            yield failed(
+                (check.__doc__ or check.__name__).split("(")[0].strip().rstrip("."),
+                f"the check itself failed: {type(error).__name__}: {error}",
+                "fix the error above and run `flask doctor` again",
+            )

@@ -9,13 +9,15 @@ Every billing commit sends `subscription_changed`, whose receiver `forget_change
 A cache outage is not an outage of the app: reads fall back to the database, the outage is logged once (and its
 end once), and the cache is left alone for a few seconds so a hung Redis cannot add a timeout to every request.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 from flask import current_app, g, has_app_context
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
@@ -116,16 +118,26 @@ class UpgradeRequired(DomainError):
     code = "upgrade_required"
     status = 403
 
-    def __init__(self, feature: str, current_plan: str | None, required_plan: SubscriptionPlan | None,
-                 limit: int | None = None, usage: int | None = None, message: str | None = None):
+    def __init__(
+        self,
+        feature: str,
+        current_plan: str | None,
+        required_plan: SubscriptionPlan | None,
+        limit: int | None = None,
+        usage: int | None = None,
+        message: str | None = None,
+    ):
         self.feature = feature
         self.feature_label = feature_label(feature)
         self.current_plan = current_plan
         self.required_plan = required_plan.name if required_plan is not None else None
         self.required_plan_display = required_plan.display_name if required_plan is not None else None
         #: The required plan's allowance of a counted feature (None: unlimited).
-        self.required_limit = next((f.limit_value for f in required_plan.features if f.key == feature), None) \
-            if required_plan is not None else None
+        self.required_limit = (
+            next((f.limit_value for f in required_plan.features if f.key == feature), None)
+            if required_plan is not None
+            else None
+        )
         self.limit = limit
         self.usage = usage
         super().__init__(message or self._default_message())
@@ -159,8 +171,12 @@ class UpgradeRequired(DomainError):
         return f"{text} No plan includes more."
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": self.code, "feature": self.feature, "required_plan": self.required_plan,
-                "message": self.message}
+        return {
+            "error": self.code,
+            "feature": self.feature,
+            "required_plan": self.required_plan,
+            "message": self.message,
+        }
 
 
 # --- the cache ---------------------------------------------------------------------------------------------
@@ -183,8 +199,9 @@ def _cache_failed(action: str) -> None:
     health.skip_until = time.monotonic() + CACHE_RETRY_SECONDS
     if not health.outage_logged:
         health.outage_logged = True
-        current_app.logger.warning("entitlements_cache_unavailable action=%s: reading from the database",
-                                   action, exc_info=True)
+        current_app.logger.warning(
+            "entitlements_cache_unavailable action=%s: reading from the database", action, exc_info=True
+        )
 
 
 def _cache_worked() -> None:
@@ -302,8 +319,12 @@ def cheapest_plan_with(feature_key: str, at_least: int | None = None) -> Subscri
         for feature in plan.features:
             if feature.key != feature_key:
                 continue
-            if feature.kind == "flag" or at_least is None or feature.limit_value is None \
-                    or feature.limit_value >= at_least:
+            if (
+                feature.kind == "flag"
+                or at_least is None
+                or feature.limit_value is None
+                or feature.limit_value >= at_least
+            ):
                 return plan
     return None
 
@@ -321,8 +342,13 @@ def require_within_limit(user_id: int, feature_key: str, usage: int, adding: int
     entitlements = get_entitlements(user_id)
     wanted = usage + adding
     if not entitlements.within(feature_key, wanted):
-        raise UpgradeRequired(feature_key, entitlements.plan, cheapest_plan_with(feature_key, at_least=wanted),
-                              limit=entitlements.limit(feature_key), usage=usage)
+        raise UpgradeRequired(
+            feature_key,
+            entitlements.plan,
+            cheapest_plan_with(feature_key, at_least=wanted),
+            limit=entitlements.limit(feature_key),
+            usage=usage,
+        )
     return entitlements
 
 

@@ -9,6 +9,7 @@ Delivery never happens inside a request: after the commit, `deliver_queued` hand
 that a `flask queue worker` process runs, retried with backoff while SMTP is down; app/tasks.py). Without a queue
 (`TASK_QUEUE_URL` unset, a fresh clone) the app's own process delivers once the response has been sent.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,17 @@ def queue_mail(kind: str, dedupe_key: str, user: User, **context) -> None:
     """Add a mail to the outbox in the current transaction; a second call with the same key adds nothing."""
     subject = SUBJECTS[kind].format(**{k: v for k, v in context.items() if isinstance(v, str)})
     body = render_template(f"mail/{kind}.txt", user=user, **context)
-    values = {"dedupe_key": dedupe_key, "kind": kind, "user_id": user.id, "recipient": user.email,
-              "subject": subject, "body": body, "status": "pending", "attempts": 0, "created_at": utcnow()}
+    values = {
+        "dedupe_key": dedupe_key,
+        "kind": kind,
+        "user_id": user.id,
+        "recipient": user.email,
+        "subject": subject,
+        "body": body,
+        "status": "pending",
+        "attempts": 0,
+        "created_at": utcnow(),
+    }
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     db.session.execute(dialect.insert(MailOutbox).values(**values).on_conflict_do_nothing())
 
@@ -67,7 +77,10 @@ def deliver_batch(limit: int = 50) -> Delivery:
     """Send pending mails (rows locked, so two workers never send one twice); failures stay pending with their error."""
     sent = failed = 0
     rows = db.session.scalars(
-        select(MailOutbox).where(MailOutbox.status == "pending").order_by(MailOutbox.id).limit(limit)
+        select(MailOutbox)
+        .where(MailOutbox.status == "pending")
+        .order_by(MailOutbox.id)
+        .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
     for row in rows:
@@ -144,8 +157,9 @@ def send(row: MailOutbox) -> None:
     if not current_app.config.get("MAIL_SERVER"):
         write_to_folder(row)
         return
-    mail.send(Message(subject=row.subject, recipients=[row.recipient], body=row.body,
-                      html=html_body(row.subject, row.body)))
+    mail.send(
+        Message(subject=row.subject, recipients=[row.recipient], body=row.body, html=html_body(row.subject, row.body))
+    )
 
 
 def write_to_folder(row: MailOutbox) -> None:

@@ -15,6 +15,7 @@ prometheus-client keep each worker's values in files that `/metrics` adds up; wi
 they live in the default registry. The revenue and business-rate gauges are not stored anywhere: `RevenueCollector` computes them
 in SQL at each scrape, so every worker answers the same figure and the admin dashboard shows the same number.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,39 +66,52 @@ PLAN_CHANGE_DIRECTIONS = ("upgrade", "downgrade", "cycle_change")
 
 # --- Billing -------------------------------------------------------------------------------------------------
 BILLING_CHECKOUT_SESSIONS_CREATED = Counter(
-    "billing_checkout_sessions_created_total", "Stripe Checkout Sessions created for a paid plan.")
+    "billing_checkout_sessions_created_total", "Stripe Checkout Sessions created for a paid plan."
+)
 BILLING_CHECKOUT_SESSIONS_COMPLETED = Counter(
-    "billing_checkout_sessions_completed_total", "Checkout Sessions fulfilled (success page or webhook, once each).")
+    "billing_checkout_sessions_completed_total", "Checkout Sessions fulfilled (success page or webhook, once each)."
+)
 BILLING_SUBSCRIPTIONS_ACTIVATED = Counter(
-    "billing_subscriptions_activated_total", "Subscriptions that became active (new paid plan).", ["plan"])
+    "billing_subscriptions_activated_total", "Subscriptions that became active (new paid plan).", ["plan"]
+)
 BILLING_SUBSCRIPTIONS_CANCELED = Counter(
     "billing_subscriptions_canceled_total",
-    "Cancellations, counted once per subscription when requested (cancel at period end, or immediate).", ["plan"])
+    "Cancellations, counted once per subscription when requested (cancel at period end, or immediate).",
+    ["plan"],
+)
 BILLING_PAYMENTS_SUCCEEDED = Counter("billing_payments_succeeded_total", "Invoices paid.")
 BILLING_PAYMENTS_FAILED = Counter("billing_payments_failed_total", "Invoice payment attempts that failed.")
-BILLING_PLAN_CHANGES = Counter(
-    "billing_plan_changes_total", "Plan changes on an existing subscription.", ["direction"])
+BILLING_PLAN_CHANGES = Counter("billing_plan_changes_total", "Plan changes on an existing subscription.", ["direction"])
 BILLING_PAYMENT_METHOD_UPDATES = Counter(
-    "billing_payment_method_updates_total", "Default payment method changes of a customer.")
+    "billing_payment_method_updates_total", "Default payment method changes of a customer."
+)
 
 # --- Stripe webhooks -----------------------------------------------------------------------------------------
 STRIPE_WEBHOOK_EVENTS = Counter(
-    "stripe_webhook_events_total", "Webhook deliveries received, by event type and outcome.", ["type", "outcome"])
+    "stripe_webhook_events_total", "Webhook deliveries received, by event type and outcome.", ["type", "outcome"]
+)
 STRIPE_WEBHOOK_PROCESSING_SECONDS = Histogram(
-    "stripe_webhook_processing_seconds", "Time from receiving a webhook to answering it.",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+    "stripe_webhook_processing_seconds",
+    "Time from receiving a webhook to answering it.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 STRIPE_WEBHOOK_IDEMPOTENCY_HITS = Counter(
-    "stripe_webhook_idempotency_hits_total", "Webhook deliveries of an event already processed (answered 200, no effect).")
+    "stripe_webhook_idempotency_hits_total",
+    "Webhook deliveries of an event already processed (answered 200, no effect).",
+)
 
 # --- Stripe API ----------------------------------------------------------------------------------------------
 STRIPE_API_ERRORS = Counter("stripe_api_errors_total", "Calls to the Stripe API that raised an error.")
 STRIPE_API_REQUEST_SECONDS = Histogram(
-    "stripe_api_request_seconds", "Duration of calls to the Stripe API.",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+    "stripe_api_request_seconds",
+    "Duration of calls to the Stripe API.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
 
 # --- Infrastructure ------------------------------------------------------------------------------------------
 DATABASE_ERRORS = Counter(
-    "database_errors_total", "Requests that failed because the database could not be reached or errored.")
+    "database_errors_total", "Requests that failed because the database could not be reached or errored."
+)
 
 for _plan in PLAN_NAMES:
     BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan=_plan)
@@ -135,7 +149,7 @@ def record_webhook(event_type: str, outcome: str, seconds: float | None = None) 
 
 def count_subscription_change(sender, change: SyncResult, **_) -> None:
     """`subscription_changed` receiver: count (and log) the activations, requested cancellations and plan changes."""
-    for action, plan in zip(change.actions, change.plans):
+    for action, plan in zip(change.actions, change.plans, strict=False):
         if action == "subscription.activated":
             BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan=plan).inc()
             log.info("subscription_activated", user_id=change.user_id, plan=plan)
@@ -163,15 +177,18 @@ def business_rates() -> list[GaugeMetricFamily]:
     """billing_conversion_rate{path} (Free→Starter, Free→Pro), billing_upgrade_rate{path="starter_pro"} and
     billing_churn_rate{window="30d"}: the admin dashboard's figures, as fractions (0.05 = 5%). A rate with no one to
     divide by (nobody signed up, nobody on Starter) is left out rather than shown as 0."""
-    conversion = GaugeMetricFamily("billing_conversion_rate",
-                                   "Share of all users who ever moved from Free to a paid plan.", labels=["path"])
-    upgrade = GaugeMetricFamily("billing_upgrade_rate",
-                                "Share of Starter's subscribers who ever moved up to Pro.", labels=["path"])
+    conversion = GaugeMetricFamily(
+        "billing_conversion_rate", "Share of all users who ever moved from Free to a paid plan.", labels=["path"]
+    )
+    upgrade = GaugeMetricFamily(
+        "billing_upgrade_rate", "Share of Starter's subscribers who ever moved up to Pro.", labels=["path"]
+    )
     for item in reporting.conversions(CHURN_WINDOW_DAYS):
         if item.rate is not None:
             (upgrade if item.path == "starter_pro" else conversion).add_metric([item.path], float(item.rate))
-    churn = GaugeMetricFamily("billing_churn_rate", "Subscriptions ended in the window ÷ live at its start.",
-                              labels=["window"])
+    churn = GaugeMetricFamily(
+        "billing_churn_rate", "Subscriptions ended in the window ÷ live at its start.", labels=["window"]
+    )
     rate = reporting.churn(CHURN_WINDOW_DAYS).rate
     if rate is not None:
         churn.add_metric([f"{CHURN_WINDOW_DAYS}d"], float(rate))
@@ -192,13 +209,17 @@ class RevenueCollector:
             DATABASE_ERRORS.inc()
             log.warning("metrics_revenue_query_failed", exc_info=True)
             return []
-        mrr = GaugeMetricFamily("billing_mrr_dollars",
-                                "Monthly recurring revenue: live subscriptions' monthly prices, yearly ones / 12.")
+        mrr = GaugeMetricFamily(
+            "billing_mrr_dollars", "Monthly recurring revenue: live subscriptions' monthly prices, yearly ones / 12."
+        )
         mrr.add_metric([], float(summary.mrr))
         arr = GaugeMetricFamily("billing_arr_dollars", "Annual recurring revenue (MRR x 12).")
         arr.add_metric([], float(summary.arr))
-        active = GaugeMetricFamily("billing_active_subscriptions",
-                                   "Subscriptions in active, trialing or past_due status.", labels=["plan", "cycle"])
+        active = GaugeMetricFamily(
+            "billing_active_subscriptions",
+            "Subscriptions in active, trialing or past_due status.",
+            labels=["plan", "cycle"],
+        )
         for row in summary.by_plan:
             active.add_metric([row.plan, row.cycle], row.subscriptions)
         return [mrr, arr, active, *rates]

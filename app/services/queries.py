@@ -3,6 +3,7 @@
 Nothing here writes or asks Stripe, so every other service (entitlements, the billing page, plan changes, the
 sync) can import it without importing one another.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import select

@@ -1,4 +1,5 @@
 """What `/metrics`, `flask doctor` and `flask queue status` say about the task queue: depth, failures, mail age."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,13 +69,22 @@ class QueueCollector:
         except SQLAlchemyError:  # the database-down alert tells that story
             db.session.rollback()
             return []
-        families = [GaugeMetricFamily("mail_outbox_oldest_pending_seconds",
-                                      "Seconds the oldest pending outbox mail has waited (0 when none waits).",
-                                      value=health.oldest_mail_seconds)]
+        families = [
+            GaugeMetricFamily(
+                "mail_outbox_oldest_pending_seconds",
+                "Seconds the oldest pending outbox mail has waited (0 when none waits).",
+                value=health.oldest_mail_seconds,
+            )
+        ]
         if health.depth is not None:
-            families.append(GaugeMetricFamily("task_queue_depth", "Jobs waiting on the task queue.",
-                                              value=health.depth))
-            families.append(GaugeMetricFamily("task_queue_failed_jobs",
-                                              "Jobs in the task queue's failed registry (kept 7 days).",
-                                              value=health.failed))
+            families.append(
+                GaugeMetricFamily("task_queue_depth", "Jobs waiting on the task queue.", value=health.depth)
+            )
+            families.append(
+                GaugeMetricFamily(
+                    "task_queue_failed_jobs",
+                    "Jobs in the task queue's failed registry (kept 7 days).",
+                    value=health.failed,
+                )
+            )
         return families

@@ -3,6 +3,7 @@
 `/metrics` (the billing_mrr_dollars gauges) and the admin dashboard both call `revenue_summary()`, so the two
 can never disagree.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,8 +60,11 @@ def _live_counts():
     """Live subscriptions counted by (plan_id, cycle) — an index-only scan of the partial covering index
     ix_user_subscriptions_live (migration 0005) — then priced per group: sum(price) = count x price."""
     counts = (
-        select(UserSubscription.plan_id.label("plan_id"), UserSubscription.billing_cycle.label("cycle"),
-               func.count().label("n"))
+        select(
+            UserSubscription.plan_id.label("plan_id"),
+            UserSubscription.billing_cycle.label("cycle"),
+            func.count().label("n"),
+        )
         .where(UserSubscription.status.in_(REVENUE_STATUSES))
         .group_by(UserSubscription.plan_id, UserSubscription.billing_cycle)
         .subquery()
@@ -93,6 +97,7 @@ def revenue_summary() -> RevenueSummary:
 # The admin dashboard's figures: still one SQL statement each, so they stay fast at a million subscriptions
 # (the indexes are in migration 0004_admin_indexes).
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def json_text(column: Any, *path: str) -> Any:
     """The text at `path` in a JSON column, spelled on PostgreSQL exactly as migration 0004's expression indexes
@@ -136,14 +141,19 @@ def churn(days: int = 30, now: datetime | None = None) -> Churn:
     start = now - timedelta(days=days)
     ended = ended_at_expression()
     live = UserSubscription.status.in_(REVENUE_STATUSES)
-    canceled = select(
-        func.count().filter(ended < now).label("churned"),
-        func.count().filter(UserSubscription.created_at < start).label("live_at_start"),
-    ).where(UserSubscription.status == "canceled", ended >= start).subquery()
+    canceled = (
+        select(
+            func.count().filter(ended < now).label("churned"),
+            func.count().filter(UserSubscription.created_at < start).label("live_at_start"),
+        )
+        .where(UserSubscription.status == "canceled", ended >= start)
+        .subquery()
+    )
     live_total = select(func.count()).where(live).scalar_subquery()
     live_since = select(func.count()).where(live, UserSubscription.created_at >= start).scalar_subquery()
     churned, canceled_at_start, total, since = db.session.execute(
-        select(canceled.c.churned, canceled.c.live_at_start, live_total, live_since)).one()
+        select(canceled.c.churned, canceled.c.live_at_start, live_total, live_since)
+    ).one()
     return Churn(days, churned or 0, (total or 0) - (since or 0) + (canceled_at_start or 0))
 
 
@@ -181,12 +191,17 @@ def conversions(days: int = 30, now: datetime | None = None) -> list[Conversion]
     day (so their sums are the distinct converted users and Starter's subscribers)."""
     start = _window_start(days, now)
     value, metric = func.sum(DailyCount.value), DailyCount.metric
-    row = db.session.execute(select(
-        *(value.filter(metric == conversions_metric(path), DailyCount.day >= start) for path, _l in CONVERSION_PATHS),
-        value.filter(metric == SIGNUPS),
-        *(value.filter(metric == converted_metric(path)) for path, _label in CONVERSION_PATHS),
-        value.filter(metric == converted_metric("reached_starter")),
-    )).one()
+    row = db.session.execute(
+        select(
+            *(
+                value.filter(metric == conversions_metric(path), DailyCount.day >= start)
+                for path, _l in CONVERSION_PATHS
+            ),
+            value.filter(metric == SIGNUPS),
+            *(value.filter(metric == converted_metric(path)) for path, _label in CONVERSION_PATHS),
+            value.filter(metric == converted_metric("reached_starter")),
+        )
+    ).one()
     recent, total_users, ever, starters = row[:3], row[3] or 0, row[4:7], row[7] or 0
     out = []
     for index, (path, label) in enumerate(CONVERSION_PATHS):
@@ -216,21 +231,32 @@ def failed_payments() -> FailedPayments:
     unpaid_invoices = (
         select(invoice.label("invoice"), func.max(AuditLog.details["amount"].as_integer()).label("amount"))
         .where(AuditLog.action == "payment.failed")
-        .where(~exists().where(later_success.action == "payment.succeeded",
-                               json_text(later_success.details, "invoice") == invoice,
-                               later_success.created_at >= AuditLog.created_at))
+        .where(
+            ~exists().where(
+                later_success.action == "payment.succeeded",
+                json_text(later_success.details, "invoice") == invoice,
+                later_success.created_at >= AuditLog.created_at,
+            )
+        )
         .group_by(invoice)
         .subquery()
     )
-    statuses = select(
-        func.count().filter(UserSubscription.status == "past_due"),
-        func.count().filter(UserSubscription.status == "unpaid"),
-    ).where(UserSubscription.status.in_(("past_due", "unpaid"))).subquery()
-    past_due, unpaid, count, amount = db.session.execute(select(
-        statuses.c[0], statuses.c[1],
-        select(func.count()).select_from(unpaid_invoices).scalar_subquery(),
-        select(func.coalesce(func.sum(unpaid_invoices.c.amount), 0)).scalar_subquery(),
-    )).one()
+    statuses = (
+        select(
+            func.count().filter(UserSubscription.status == "past_due"),
+            func.count().filter(UserSubscription.status == "unpaid"),
+        )
+        .where(UserSubscription.status.in_(("past_due", "unpaid")))
+        .subquery()
+    )
+    past_due, unpaid, count, amount = db.session.execute(
+        select(
+            statuses.c[0],
+            statuses.c[1],
+            select(func.count()).select_from(unpaid_invoices).scalar_subquery(),
+            select(func.coalesce(func.sum(unpaid_invoices.c.amount), 0)).scalar_subquery(),
+        )
+    ).one()
     return FailedPayments(past_due or 0, unpaid or 0, count or 0, int(amount or 0))
 
 
@@ -262,13 +288,15 @@ def mrr_history(days: int = 90, now: datetime | None = None, revenue: RevenueSum
     today = now.date()
     first = _window_start(days, now)
     change = DailySubscriptionChange
-    price = case((change.billing_cycle == "yearly", SubscriptionPlan.price_yearly),
-                 else_=SubscriptionPlan.price_monthly)
+    price = case(
+        (change.billing_cycle == "yearly", SubscriptionPlan.price_yearly), else_=SubscriptionPlan.price_monthly
+    )
     rows = db.session.execute(
         select(change.day, change.billing_cycle, func.sum(change.net * price))
         .join(SubscriptionPlan, SubscriptionPlan.id == change.plan_id)
         .where(change.day >= first)
-        .group_by(change.day, change.billing_cycle)).all()
+        .group_by(change.day, change.billing_cycle)
+    ).all()
     running = {"monthly": Decimal(0), "yearly": Decimal(0)}
     live_revenue = revenue.by_plan if revenue is not None else revenue_summary().by_plan
     for plan_revenue in live_revenue:
@@ -302,38 +330,66 @@ def activity_history(days: int = 30, now: datetime | None = None) -> list[Activi
     """Sign-ups (new users) and conversions (activations and Starter→Pro) per day: the window's `daily_counts`."""
     start = _window_start(days, now)
     value = func.sum(DailyCount.value)
-    counts = {_as_date(day): (signups or 0, converted or 0) for day, signups, converted in db.session.execute(
-        select(DailyCount.day, value.filter(DailyCount.metric == SIGNUPS),
-               value.filter(DailyCount.metric.in_([conversions_metric(p) for p, _label in CONVERSION_PATHS])))
-        .where(DailyCount.day >= start).group_by(DailyCount.day))}
-    return [ActivityDay(day, *(int(n) for n in counts.get(day, (0, 0))))
-            for day in (start + timedelta(days=i) for i in range(days))]
+    counts = {
+        _as_date(day): (signups or 0, converted or 0)
+        for day, signups, converted in db.session.execute(
+            select(
+                DailyCount.day,
+                value.filter(DailyCount.metric == SIGNUPS),
+                value.filter(DailyCount.metric.in_([conversions_metric(p) for p, _label in CONVERSION_PATHS])),
+            )
+            .where(DailyCount.day >= start)
+            .group_by(DailyCount.day)
+        )
+    }
+    return [
+        ActivityDay(day, *(int(n) for n in counts.get(day, (0, 0))))
+        for day in (start + timedelta(days=i) for i in range(days))
+    ]
 
 
 def recent_audit_log(limit: int = 50) -> list[tuple[AuditLog, str | None]]:
     """The newest audit entries with their user's email."""
-    return [(entry, email) for entry, email in db.session.execute(
-        select(AuditLog, User.email).outerjoin(User, User.id == AuditLog.user_id)
-        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc()).limit(limit))]
+    return [
+        (entry, email)
+        for entry, email in db.session.execute(
+            select(AuditLog, User.email)
+            .outerjoin(User, User.id == AuditLog.user_id)
+            .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+            .limit(limit)
+        )
+    ]
 
 
 def recent_webhook_events(limit: int = 25) -> list[StripeEvent]:
     """The newest webhook events, failed ones first so a replay is never below the fold."""
-    failed = list(db.session.scalars(  # few: ix_stripe_events_status_received_at
-        select(StripeEvent).where(StripeEvent.status == "failed")
-        .order_by(StripeEvent.received_at.desc()).limit(limit)))
+    failed = list(
+        db.session.scalars(  # few: ix_stripe_events_status_received_at
+            select(StripeEvent)
+            .where(StripeEvent.status == "failed")
+            .order_by(StripeEvent.received_at.desc())
+            .limit(limit)
+        )
+    )
     if len(failed) >= limit:
         return failed
     # The newest others, walking ix_stripe_events_received_at backwards (migration 0005).
-    return failed + list(db.session.scalars(
-        select(StripeEvent).where(StripeEvent.status != "failed")
-        .order_by(StripeEvent.received_at.desc()).limit(limit - len(failed))))
+    return failed + list(
+        db.session.scalars(
+            select(StripeEvent)
+            .where(StripeEvent.status != "failed")
+            .order_by(StripeEvent.received_at.desc())
+            .limit(limit - len(failed))
+        )
+    )
 
 
 def webhook_status_counts() -> dict[str, int]:
     """Events by status (received, processed, failed, ignored)."""
-    return {status: count for status, count in
-            db.session.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status))}
+    return {
+        status: count
+        for status, count in db.session.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status))
+    }
 
 
 @dataclass
@@ -346,9 +402,12 @@ class UserReport:
 
 def event_about_customer(customer_id: str) -> Any:
     """Events whose data.object.customer is the customer, or customer.* events about it (indexed, see 0004)."""
-    return or_(json_text(StripeEvent.payload, "data", "object", "customer") == customer_id,
-               and_(StripeEvent.type.like("customer.%"),
-                    json_text(StripeEvent.payload, "data", "object", "id") == customer_id))
+    return or_(
+        json_text(StripeEvent.payload, "data", "object", "customer") == customer_id,
+        and_(
+            StripeEvent.type.like("customer.%"), json_text(StripeEvent.payload, "data", "object", "id") == customer_id
+        ),
+    )
 
 
 def user_report(email: str, events_limit: int = 50, audit_limit: int = 100) -> UserReport | None:
@@ -356,17 +415,31 @@ def user_report(email: str, events_limit: int = 50, audit_limit: int = 100) -> U
     user = db.session.scalar(select(User).where(User.email == normalize_email(email)))
     if user is None:
         return None
-    subscriptions = list(db.session.scalars(
-        select(UserSubscription).where(UserSubscription.user_id == user.id)
-        .order_by(UserSubscription.created_at.desc())))
+    subscriptions = list(
+        db.session.scalars(
+            select(UserSubscription)
+            .where(UserSubscription.user_id == user.id)
+            .order_by(UserSubscription.created_at.desc())
+        )
+    )
     events: list[StripeEvent] = []
     if user.stripe_customer_id:
-        events = list(db.session.scalars(
-            select(StripeEvent).where(event_about_customer(user.stripe_customer_id))
-            .order_by(StripeEvent.stripe_created.desc(), StripeEvent.received_at.desc()).limit(events_limit)))
-    audit = list(db.session.scalars(
-        select(AuditLog).where(AuditLog.user_id == user.id)
-        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc()).limit(audit_limit)))
+        events = list(
+            db.session.scalars(
+                select(StripeEvent)
+                .where(event_about_customer(user.stripe_customer_id))
+                .order_by(StripeEvent.stripe_created.desc(), StripeEvent.received_at.desc())
+                .limit(events_limit)
+            )
+        )
+    audit = list(
+        db.session.scalars(
+            select(AuditLog)
+            .where(AuditLog.user_id == user.id)
+            .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+            .limit(audit_limit)
+        )
+    )
     return UserReport(user, subscriptions, events, audit)
 
 
@@ -386,11 +459,15 @@ class Dashboard:
     def chart_data(self) -> dict[str, Any]:
         """What admin.js draws, as JSON-ready values (strings for money, so no float rounding on the way)."""
         return {
-            "mrr": {"labels": [p.day.isoformat() for p in self.mrr_history],
-                    "values": [str(p.value.quantize(Decimal("0.01"))) for p in self.mrr_history]},
-            "activity": {"labels": [d.day.isoformat() for d in self.activity],
-                         "signups": [d.signups for d in self.activity],
-                         "conversions": [d.conversions for d in self.activity]},
+            "mrr": {
+                "labels": [p.day.isoformat() for p in self.mrr_history],
+                "values": [str(p.value.quantize(Decimal("0.01"))) for p in self.mrr_history],
+            },
+            "activity": {
+                "labels": [d.day.isoformat() for d in self.activity],
+                "signups": [d.signups for d in self.activity],
+                "conversions": [d.conversions for d in self.activity],
+            },
         }
 
 

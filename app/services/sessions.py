@@ -5,6 +5,7 @@ Log-out revokes the browser's row; a password change revokes every other row of 
 revokes them all, web and API alike. API refresh tokens rotate: each works once, and presenting a spent one
 revokes the whole family (reuse detection), since only a copy of the token can explain it.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -30,8 +31,14 @@ def start(user_id: int, kind: str, lifetime: timedelta, refresh_jti: str | None 
     """A new live row for a log-in (added to the current transaction); the user's expired rows are pruned."""
     now = utcnow()
     db.session.execute(delete(AuthSession).where(AuthSession.user_id == user_id, AuthSession.expires_at <= now))
-    row = AuthSession(id=new_token_id(), user_id=user_id, kind=kind, refresh_jti=refresh_jti, created_at=now,
-                      expires_at=now + lifetime)
+    row = AuthSession(
+        id=new_token_id(),
+        user_id=user_id,
+        kind=kind,
+        refresh_jti=refresh_jti,
+        created_at=now,
+        expires_at=now + lifetime,
+    )
     db.session.add(row)
     return row
 
@@ -41,9 +48,15 @@ def live_user(session_id: object, user_id: int, kind: str) -> User | None:
     if not isinstance(session_id, str) or not session_id or len(session_id) > 64 or not 0 < user_id < 2**31:
         return None
     return db.session.scalar(
-        select(User).join(AuthSession, AuthSession.user_id == User.id).where(
-            AuthSession.id == session_id, AuthSession.user_id == user_id, AuthSession.kind == kind,
-            AuthSession.revoked_at.is_(None), AuthSession.expires_at > utcnow())
+        select(User)
+        .join(AuthSession, AuthSession.user_id == User.id)
+        .where(
+            AuthSession.id == session_id,
+            AuthSession.user_id == user_id,
+            AuthSession.kind == kind,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > utcnow(),
+        )
     )
 
 
@@ -55,8 +68,11 @@ def revoke(session_id: object, reason: str) -> None:
     """End one session (no-op for an unknown or already revoked id); the caller commits."""
     if not isinstance(session_id, str):
         return
-    db.session.execute(update(AuthSession).where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
-                       .values(revoked_at=utcnow(), revoked_reason=reason))
+    db.session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+    )
 
 
 def revoke_all(user_id: int, reason: str, keep: str | None = None) -> int:
@@ -78,8 +94,11 @@ def rotate_refresh(family_id: object, user_id: int, jti: object, lifetime: timed
     """
     if not isinstance(family_id, str) or not isinstance(jti, str):
         return None
-    row = db.session.scalar(select(AuthSession).where(AuthSession.id == family_id, AuthSession.user_id == user_id,
-                                                      AuthSession.kind == API).with_for_update())
+    row = db.session.scalar(
+        select(AuthSession)
+        .where(AuthSession.id == family_id, AuthSession.user_id == user_id, AuthSession.kind == API)
+        .with_for_update()
+    )
     now = utcnow()
     if row is None or not row.is_live(now):
         db.session.rollback()

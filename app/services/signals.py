@@ -7,10 +7,10 @@ the mail outbox (`mail`) and the counters (`metrics`) — which `create_app` con
 (the sync, the webhook endpoint, checkout, plan changes, the admin) need not know any of them, and this module
 imports none of them. A rolled-back transaction sends nothing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 from typing import Any, cast
 
 from blinker import NamedSignal

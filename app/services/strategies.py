@@ -7,11 +7,12 @@ user's row, so two concurrent requests cannot both take the last slot; the view 
 A downgrade never deletes anything: past a new `strategies_max`, the oldest strategies (up to the limit) stay
 editable and the rest become read-only until the user upgrades or deletes some.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
 
@@ -60,8 +61,8 @@ class NotFound(DomainError):
 
 def month_start(now: datetime | None = None) -> datetime:
     """The first instant of the current calendar month, UTC (when `backtests_per_month` resets)."""
-    now = now or datetime.now(timezone.utc)
-    return now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def count_strategies(user_id: int) -> int:
@@ -71,9 +72,12 @@ def count_strategies(user_id: int) -> int:
 
 def count_backtests_this_month(user_id: int) -> int:
     """Backtests run since the first of this month, UTC (usage of `backtests_per_month`)."""
-    return db.session.scalar(
-        select(func.count(Backtest.id)).where(Backtest.user_id == user_id, Backtest.created_at >= month_start())
-    ) or 0
+    return (
+        db.session.scalar(
+            select(func.count(Backtest.id)).where(Backtest.user_id == user_id, Backtest.created_at >= month_start())
+        )
+        or 0
+    )
 
 
 def _lock_user(user_id: int) -> None:
@@ -83,9 +87,11 @@ def _lock_user(user_id: int) -> None:
 
 def list_strategies(user_id: int) -> list[Strategy]:
     """The user's strategies, oldest first (the order in which they stay editable after a downgrade)."""
-    return list(db.session.scalars(
-        select(Strategy).where(Strategy.user_id == user_id).order_by(Strategy.created_at, Strategy.id)
-    ))
+    return list(
+        db.session.scalars(
+            select(Strategy).where(Strategy.user_id == user_id).order_by(Strategy.created_at, Strategy.id)
+        )
+    )
 
 
 def editable_ids(user_id: int, strategies: list[Strategy] | None = None) -> set[int]:
@@ -110,11 +116,14 @@ def ensure_editable(user_id: int, strategy: Strategy) -> None:
         limit = entitlements.limit("strategies_max") or 0
         usage = count_strategies(user_id)
         raise UpgradeRequired(
-            "strategies_max", entitlements.plan, cheapest_plan_with("strategies_max", at_least=usage),
-            limit=limit, usage=usage,
+            "strategies_max",
+            entitlements.plan,
+            cheapest_plan_with("strategies_max", at_least=usage),
+            limit=limit,
+            usage=usage,
             message=f"“{strategy.name}” is read-only: the {plan_display_name(entitlements.plan)} plan includes "
-                    f"{count_phrase('strategies_max', limit)} and you have {usage}. Upgrade, or delete some "
-                    f"strategies, to edit or backtest it again.",
+            f"{count_phrase('strategies_max', limit)} and you have {usage}. Upgrade, or delete some "
+            f"strategies, to edit or backtest it again.",
         )
 
 
@@ -140,7 +149,7 @@ RULES_PATTERN = _rules_pattern()
 
 def _quote(text: str, limit: int = 40) -> str:
     """“text” for a message, shortened when a paste is long."""
-    return f"“{text if len(text) <= limit else text[:limit - 1] + '…'}”"
+    return f"“{text if len(text) <= limit else text[: limit - 1] + '…'}”"
 
 
 def read_rules(text: str | None) -> Rules:
@@ -160,29 +169,45 @@ def read_rules(text: str | None) -> Rules:
         setting, name, days = match.group(0), match.group("name").lower(), match.group("days")
         position = match.end()
         if days is None and name in ("fast", "slow"):
-            raise StrategyError(f"{_quote(setting)} needs = and a number of trading days, e.g. "
-                                f"{name}={DEFAULT_FAST if name == 'fast' else DEFAULT_SLOW}.", code="invalid_rules")
+            raise StrategyError(
+                f"{_quote(setting)} needs = and a number of trading days, e.g. "
+                f"{name}={DEFAULT_FAST if name == 'fast' else DEFAULT_SLOW}.",
+                code="invalid_rules",
+            )
         if days is None or not name:
-            raise StrategyError(f"Could not read {_quote(setting)} in the rules: write them as fast=<days> "
-                                f"slow=<days>, e.g. {RULES_EXAMPLE}.", code="invalid_rules")
+            raise StrategyError(
+                f"Could not read {_quote(setting)} in the rules: write them as fast=<days> "
+                f"slow=<days>, e.g. {RULES_EXAMPLE}.",
+                code="invalid_rules",
+            )
         if name not in ("fast", "slow"):
-            raise StrategyError(f"The rules cannot set {_quote(match.group('name'))}: only fast and slow, e.g. "
-                                f"{RULES_EXAMPLE}.", code="invalid_rules")
+            raise StrategyError(
+                f"The rules cannot set {_quote(match.group('name'))}: only fast and slow, e.g. {RULES_EXAMPLE}.",
+                code="invalid_rules",
+            )
         if not (days.isascii() and days.isdigit()) or len(days.lstrip("0")) > len(str(MAX_WINDOW)):
-            raise StrategyError(f"{_quote(setting)}: {name} must be a whole number of trading days from 1 to "
-                                f"{MAX_WINDOW}.", code="invalid_rules")
+            raise StrategyError(
+                f"{_quote(setting)}: {name} must be a whole number of trading days from 1 to {MAX_WINDOW}.",
+                code="invalid_rules",
+            )
         if name in given:
-            raise StrategyError(f"The rules set {name} twice ({_quote(given[name][0])} and {_quote(setting)}): "
-                                f"keep one.", code="invalid_rules")
+            raise StrategyError(
+                f"The rules set {name} twice ({_quote(given[name][0])} and {_quote(setting)}): keep one.",
+                code="invalid_rules",
+            )
         given[name] = (setting, days)
     missing = [name for name in ("fast", "slow") if name not in given]
     if missing:
-        raise StrategyError(f"The rules {_quote(text)} do not set {missing[0]}: give both windows, e.g. "
-                            f"{RULES_EXAMPLE}.", code="invalid_rules")
+        raise StrategyError(
+            f"The rules {_quote(text)} do not set {missing[0]}: give both windows, e.g. {RULES_EXAMPLE}.",
+            code="invalid_rules",
+        )
     fast, slow = int(given["fast"][1]), int(given["slow"][1])
     if not 1 <= fast < slow <= MAX_WINDOW:
-        raise StrategyError(f"The rules need 1 ≤ fast < slow ≤ {MAX_WINDOW} (got fast={given['fast'][1]}, "
-                            f"slow={given['slow'][1]}).", code="invalid_rules")
+        raise StrategyError(
+            f"The rules need 1 ≤ fast < slow ≤ {MAX_WINDOW} (got fast={given['fast'][1]}, slow={given['slow'][1]}).",
+            code="invalid_rules",
+        )
     return Rules(fast=fast, slow=slow)
 
 
@@ -240,8 +265,11 @@ def delete_strategy(user_id: int, strategy_id: int) -> None:
 
 def latest_backtests(user_id: int) -> dict[int, Backtest]:
     """Each of the user's strategies' most recent backtest, by strategy id (one query for the whole list)."""
-    newest = (select(func.max(Backtest.id)).where(Backtest.user_id == user_id, Backtest.strategy_id.is_not(None))
-              .group_by(Backtest.strategy_id))
+    newest = (
+        select(func.max(Backtest.id))
+        .where(Backtest.user_id == user_id, Backtest.strategy_id.is_not(None))
+        .group_by(Backtest.strategy_id)
+    )
     rows = db.session.scalars(select(Backtest).where(Backtest.id.in_(newest)))
     return {b.strategy_id: b for b in rows if b.strategy_id is not None}
 
@@ -269,14 +297,25 @@ class StrategyTemplate:
 
 
 STRATEGY_TEMPLATES: tuple[StrategyTemplate, ...] = (
-    StrategyTemplate("swing", "Swing trend", "Rides moves of a few weeks: the 20-day average against the 50-day.",
-                     "fast=20 slow=50"),
-    StrategyTemplate("momentum", "Short-term momentum", "Reacts within days: the 5-day average against the 20-day.",
-                     "fast=5 slow=20"),
-    StrategyTemplate("medium", "Medium-term trend", "Follows trends of a season: the 50-day average against the "
-                     "100-day.", "fast=50 slow=100"),
-    StrategyTemplate("golden-cross", "Golden cross", "The classic long-term signal: the 50-day average against the "
-                     "200-day, which takes most of a year of prices to warm up.", "fast=50 slow=200"),
+    StrategyTemplate(
+        "swing", "Swing trend", "Rides moves of a few weeks: the 20-day average against the 50-day.", "fast=20 slow=50"
+    ),
+    StrategyTemplate(
+        "momentum", "Short-term momentum", "Reacts within days: the 5-day average against the 20-day.", "fast=5 slow=20"
+    ),
+    StrategyTemplate(
+        "medium",
+        "Medium-term trend",
+        "Follows trends of a season: the 50-day average against the 100-day.",
+        "fast=50 slow=100",
+    ),
+    StrategyTemplate(
+        "golden-cross",
+        "Golden cross",
+        "The classic long-term signal: the 50-day average against the "
+        "200-day, which takes most of a year of prices to warm up.",
+        "fast=50 slow=200",
+    ),
 )
 
 
@@ -383,15 +422,23 @@ def usage_summary(user_id: int) -> list[Usage]:
     """Usage against the counted limits, with the cheapest upgrade for those at 80% or more."""
     entitlements = get_entitlements(user_id)
     rows = []
-    for key, used in (("strategies_max", count_strategies(user_id)),
-                      ("backtests_per_month", count_backtests_this_month(user_id))):
+    for key, used in (
+        ("strategies_max", count_strategies(user_id)),
+        ("backtests_per_month", count_backtests_this_month(user_id)),
+    ):
         limit = entitlements.limit(key)
         row = Usage(key=key, used=used, limit=limit)
         if row.near_limit:
             plan = cheapest_plan_with(key, at_least=(limit or 0) + 1)
             if plan is not None:
                 upgrade_limit = next((f.limit_value for f in plan.features if f.key == key), None)
-                row = Usage(key=key, used=used, limit=limit, upgrade_plan=plan.name,
-                            upgrade_plan_display=plan.display_name, upgrade_limit=upgrade_limit)
+                row = Usage(
+                    key=key,
+                    used=used,
+                    limit=limit,
+                    upgrade_plan=plan.name,
+                    upgrade_plan_display=plan.display_name,
+                    upgrade_limit=upgrade_limit,
+                )
         rows.append(row)
     return rows

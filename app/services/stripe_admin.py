@@ -1,10 +1,11 @@
 """Operator work against Stripe: the catalog, the webhook endpoint, the Customer Portal configuration, the nightly
 reconcile, event replay."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
 
 from sqlalchemy import select
 
@@ -30,7 +31,7 @@ def catalog_prices() -> list[tuple[str, str, str, int, str]]:
     rows = []
     for spec in PLAN_CATALOG:
         rows.append((spec.monthly_env, f"{spec.name}_monthly", spec.name, int(spec.price_monthly * 100), "month"))
-        if spec.yearly_env:
+        if spec.yearly_env and spec.price_yearly is not None:
             rows.append((spec.yearly_env, f"{spec.name}_yearly", spec.name, int(spec.price_yearly * 100), "year"))
     return rows
 
@@ -53,15 +54,25 @@ def create_catalog() -> list[CatalogPrice]:
         if plan_name not in products:
             spec = next(s for s in PLAN_CATALOG if s.name == plan_name)
             product = stripe_gateway.create_product(
-                {"name": product_name(spec.display_name), "description": spec.description,
-                 "metadata": {"plan": plan_name}},
-                idempotency_key=f"catalog-product-{plan_name}")
+                {
+                    "name": product_name(spec.display_name),
+                    "description": spec.description,
+                    "metadata": {"plan": plan_name},
+                },
+                idempotency_key=f"catalog-product-{plan_name}",
+            )
             products[plan_name] = product["id"]
         price = stripe_gateway.create_price(
-            {"product": products[plan_name], "currency": "usd", "unit_amount": amount,
-             "recurring": {"interval": interval}, "lookup_key": lookup_key,
-             "metadata": {"plan": plan_name, "billing_cycle": "monthly" if interval == "month" else "yearly"}},
-            idempotency_key=f"catalog-price-{lookup_key}-{amount}")
+            {
+                "product": products[plan_name],
+                "currency": "usd",
+                "unit_amount": amount,
+                "recurring": {"interval": interval},
+                "lookup_key": lookup_key,
+                "metadata": {"plan": plan_name, "billing_cycle": "monthly" if interval == "month" else "yearly"},
+            },
+            idempotency_key=f"catalog-price-{lookup_key}-{amount}",
+        )
         results.append(CatalogPrice(env, lookup_key, price["id"], True))
     return results
 
@@ -75,11 +86,9 @@ def product_name(display_name: str) -> str:
 #: and customer right (the life-cycle test runs on them only); these two only matter to a Checkout paid by a delayed
 #: method (a bank debit), which completes unpaid and is settled later.
 EXTRA_EVENTS: dict[str, str] = {
-    "checkout.session.async_payment_succeeded":
-        "a Checkout paid by bank debit is counted as completed (billing_checkout_sessions_completed_total) "
-        "when its payment arrives",
-    "checkout.session.async_payment_failed":
-        "a bank debit that fails after Checkout is audited (checkout.payment_failed)",
+    "checkout.session.async_payment_succeeded": "a Checkout paid by bank debit is counted as completed (billing_checkout_sessions_completed_total) "
+    "when its payment arrives",
+    "checkout.session.async_payment_failed": "a bank debit that fails after Checkout is audited (checkout.payment_failed)",
 }
 #: What `flask stripe webhook-endpoint` registers: the six, then the extras.
 ENDPOINT_EVENTS = [*GUIDE_EVENTS, *EXTRA_EVENTS]
@@ -95,18 +104,25 @@ def create_webhook_endpoint(url: str) -> tuple[dict, bool]:
         if endpoint.get("url") == url:
             return endpoint, False
     endpoint = stripe_gateway.create_webhook_endpoint(
-        {"url": url, "enabled_events": ENDPOINT_EVENTS, "api_version": API_VERSION,
-         "description": "Smart Strategies Builder billing"})
+        {
+            "url": url,
+            "enabled_events": ENDPOINT_EVENTS,
+            "api_version": API_VERSION,
+            "description": "Smart Strategies Builder billing",
+        }
+    )
     return endpoint, True
 
 
 # --- the Customer Portal configuration ------------------------------------------------------------------------------
 
+
 def paid_prices() -> dict[str, list[str]]:
     """{product id: [price ids]} of the seeded paid plans: the prices the portal may switch between."""
     products: dict[str, list[str]] = {}
-    for plan in db.session.scalars(select(SubscriptionPlan).where(SubscriptionPlan.price_monthly > 0)
-                                   .order_by(SubscriptionPlan.price_monthly)):
+    for plan in db.session.scalars(
+        select(SubscriptionPlan).where(SubscriptionPlan.price_monthly > 0).order_by(SubscriptionPlan.price_monthly)
+    ):
         for price_id in (plan.stripe_price_id_monthly, plan.stripe_price_id_yearly):
             if price_id:
                 product = stripe_gateway.id_of(stripe_gateway.retrieve_price(price_id)["product"])
@@ -123,7 +139,9 @@ def portal_features(products: dict[str, list[str]]) -> dict:
         "subscription_cancel": {"enabled": True, "mode": "at_period_end", "proration_behavior": "none"},
         "invoice_history": {"enabled": True},
         "subscription_update": {
-            "enabled": True, "default_allowed_updates": ["price"], "proration_behavior": "always_invoice",
+            "enabled": True,
+            "default_allowed_updates": ["price"],
+            "proration_behavior": "always_invoice",
             "products": [{"product": product, "prices": prices} for product, prices in products.items()],
         },
     }
@@ -142,8 +160,10 @@ def portal_differences(configuration: dict, products: dict[str, list[str]]) -> l
     if not feature("customer_update").get("enabled"):
         wrong.append("billing info is not updatable")
     elif set(feature("customer_update").get("allowed_updates") or []) < {"name", "email", "address"}:
-        wrong.append(f"billing info updates allow {', '.join(feature('customer_update').get('allowed_updates') or [])}"
-                     " only, not name, email and address")
+        wrong.append(
+            f"billing info updates allow {', '.join(feature('customer_update').get('allowed_updates') or [])}"
+            " only, not name, email and address"
+        )
     if not feature("subscription_cancel").get("enabled"):
         wrong.append("customers cannot cancel")
     elif feature("subscription_cancel").get("mode") != "at_period_end":
@@ -161,8 +181,9 @@ def portal_differences(configuration: dict, products: dict[str, list[str]]) -> l
 
 def default_portal_configuration() -> dict | None:
     """The configuration portal sessions use when they name none: the account's default, if active."""
-    return next((c for c in stripe_gateway.list_portal_configurations() if c.get("is_default") and c.get("active")),
-                None)
+    return next(
+        (c for c in stripe_gateway.list_portal_configurations() if c.get("is_default") and c.get("active")), None
+    )
 
 
 def configure_portal() -> tuple[dict, bool, dict]:
@@ -173,7 +194,8 @@ def configure_portal() -> tuple[dict, bool, dict]:
     if current is not None:
         return stripe_gateway.update_portal_configuration(current["id"], {"features": features}), False, features
     created = stripe_gateway.create_portal_configuration(
-        {"features": features, "business_profile": {"headline": "Smart Strategies Builder billing"}})
+        {"features": features, "business_profile": {"headline": "Smart Strategies Builder billing"}}
+    )
     return created, True, features
 
 

@@ -9,12 +9,14 @@ The rest of the app asks Stripe only through the named operations at the end of 
 (`retrieve_subscription`, `create_checkout_session`, …): they are the whole list of what the app asks Stripe,
 with the parameters each sends, and they answer plain dicts.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import stripe
 from flask import Flask, current_app
@@ -65,10 +67,21 @@ class StripeObjectMissing(DomainError):
 def translate(error: stripe.StripeError) -> DomainError:
     """A Stripe error as a domain error with a message a person understands."""
     if isinstance(error, stripe.CardError):
-        return PaymentDeclined("Your card was declined." if error.code == "card_declined" else
-                               f"Your card could not be charged: {error.user_message or 'please try another card.'}")
-    if isinstance(error, (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError,
-                          stripe.AuthenticationError, stripe.PermissionError)):
+        return PaymentDeclined(
+            "Your card was declined."
+            if error.code == "card_declined"
+            else f"Your card could not be charged: {error.user_message or 'please try another card.'}"
+        )
+    if isinstance(
+        error,
+        (
+            stripe.APIConnectionError,
+            stripe.APIError,
+            stripe.RateLimitError,
+            stripe.AuthenticationError,
+            stripe.PermissionError,
+        ),
+    ):
         return BillingUnavailable()
     if isinstance(error, stripe.InvalidRequestError) and error.http_status == 404:
         return StripeObjectMissing("We could not find that billing record.")
@@ -101,8 +114,14 @@ class StripeGateway:
         try:
             return fn(*args, **kwargs)
         except stripe.StripeError as error:
-            log.warning("stripe_api_error", operation=operation, error_type=type(error).__name__, code=error.code,
-                        http_status=error.http_status, stripe_request_id=error.request_id)
+            log.warning(
+                "stripe_api_error",
+                operation=operation,
+                error_type=type(error).__name__,
+                code=error.code,
+                http_status=error.http_status,
+                stripe_request_id=error.request_id,
+            )
             observe_error(operation, error)
             raise translate(error) from None
         finally:
@@ -136,7 +155,9 @@ def init_app(app: Flask) -> None:
     if not key:
         key, base = EMULATOR_API_KEY, base or EMULATOR_API_BASE
     app.extensions["stripe_gateway"] = StripeGateway(
-        key, base, max_network_retries=app.config.get("STRIPE_MAX_NETWORK_RETRIES", 2),
+        key,
+        base,
+        max_network_retries=app.config.get("STRIPE_MAX_NETWORK_RETRIES", 2),
         timeout=app.config.get("STRIPE_TIMEOUT_SECONDS", 20),
     )
 
@@ -160,12 +181,13 @@ def id_of(value: Any) -> Any:
 
 def from_timestamp(value: int | None) -> datetime | None:
     """A Stripe timestamp (unix seconds) as an aware UTC datetime; None for none (or 0)."""
-    return datetime.fromtimestamp(value, tz=timezone.utc) if value else None
+    return datetime.fromtimestamp(value, tz=UTC) if value else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # What the app asks Stripe: every request is one of these operations, each a plain dict (or list of them) back.
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def stripe_request(operation: str, *args: Any, **kwargs: Any) -> Any:
     """One request by its path under `StripeClient.v1` ("subscriptions.retrieve"), through `StripeGateway.call`."""
@@ -198,6 +220,7 @@ def first_page(operation: str, **params: Any) -> list[dict[str, Any]]:
 
 # --- customers ----------------------------------------------------------------------------------------------------
 
+
 def retrieve_customer(customer_id: str, expand: list[str] | None = None) -> dict[str, Any]:
     """A customer (its `metadata.user_id` links it to our user; `expand` adds its default card)."""
     return to_dict(stripe_request("customers.retrieve", customer_id, **expanded(expand)))
@@ -215,11 +238,13 @@ def update_customer(customer_id: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def create_customer(email: str, metadata: dict[str, str], idempotency_key: str) -> dict[str, Any]:
     """Create the user's customer, once per idempotency key."""
-    return to_dict(stripe_request("customers.create", params={"email": email, "metadata": metadata},
-                           **idempotent(idempotency_key)))
+    return to_dict(
+        stripe_request("customers.create", params={"email": email, "metadata": metadata}, **idempotent(idempotency_key))
+    )
 
 
 # --- subscriptions and their schedules ------------------------------------------------------------------------------
+
 
 def list_subscriptions(customer_id: str) -> list[dict[str, Any]]:
     """Every subscription of the customer, whatever its status."""
@@ -233,8 +258,9 @@ def retrieve_subscription(subscription_id: str, expand: list[str] | None = None)
 
 def update_subscription(subscription_id: str, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
     """Change a subscription (price, cancellation), once per idempotency key."""
-    return to_dict(stripe_request("subscriptions.update", subscription_id, params=params,
-                                  **idempotent(idempotency_key)))
+    return to_dict(
+        stripe_request("subscriptions.update", subscription_id, params=params, **idempotent(idempotency_key))
+    )
 
 
 def create_subscription(params: dict[str, Any]) -> dict[str, Any]:
@@ -250,14 +276,20 @@ def cancel_subscription(subscription_id: str) -> dict[str, Any]:
 
 def create_subscription_schedule(from_subscription: str, idempotency_key: str) -> dict[str, Any]:
     """A schedule taking over the subscription as it is now, once per idempotency key."""
-    return to_dict(stripe_request("subscription_schedules.create", params={"from_subscription": from_subscription},
-                           **idempotent(idempotency_key)))
+    return to_dict(
+        stripe_request(
+            "subscription_schedules.create",
+            params={"from_subscription": from_subscription},
+            **idempotent(idempotency_key),
+        )
+    )
 
 
 def update_subscription_schedule(schedule_id: str, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
     """Set a schedule's phases and end behaviour, once per idempotency key."""
-    return to_dict(stripe_request("subscription_schedules.update", schedule_id, params=params,
-                                  **idempotent(idempotency_key)))
+    return to_dict(
+        stripe_request("subscription_schedules.update", schedule_id, params=params, **idempotent(idempotency_key))
+    )
 
 
 def release_subscription_schedule(schedule_id: str, idempotency_key: str) -> dict[str, Any]:
@@ -266,6 +298,7 @@ def release_subscription_schedule(schedule_id: str, idempotency_key: str) -> dic
 
 
 # --- invoices and events --------------------------------------------------------------------------------------------
+
 
 def list_invoices(customer_id: str, limit: int) -> list[dict[str, Any]]:
     """The customer's newest invoices (one page)."""
@@ -288,6 +321,7 @@ def list_events_of_type(event_type: str, limit: int) -> list[dict[str, Any]]:
 
 
 # --- Checkout and the Customer Portal -------------------------------------------------------------------------------
+
 
 def create_checkout_session(params: dict[str, Any]) -> dict[str, Any]:
     """A hosted Checkout page for a subscription."""
@@ -330,6 +364,7 @@ def update_portal_configuration(configuration_id: str, params: dict[str, Any]) -
 
 
 # --- the catalog and the webhook endpoint (operator commands) -------------------------------------------------------
+
 
 def retrieve_price(price_id: str) -> dict[str, Any]:
     """A price (the doctor compares its amount and interval with the plan's)."""

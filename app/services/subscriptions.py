@@ -4,6 +4,7 @@ Each change is made on Stripe first (the source of truth), then read back with `
 `subscription_changed`. The pure rules — `cancellation_pending`, `withdraw_cancellation_params`,
 `scheduled_change_of`, `monthly_equivalent` — take plain values and are importable on their own.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,10 +59,18 @@ def set_cancel_at_period_end(user: User, cancel: bool) -> UserSubscription:
     # A pending downgrade goes: after a cancel there is nothing to downgrade, and "Resume Pro" keeps Pro. Stripe
     # refuses to change the cancellation of a subscription a schedule manages anyway.
     release_schedule(stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id))
-    stripe_gateway.update_subscription(subscription.stripe_subscription_id, {"cancel_at_period_end": cancel},
-                                       idempotency_key=key)
-    sync_customer(user.stripe_customer_id)
-    return db.session.get(UserSubscription, subscription.id)
+    stripe_gateway.update_subscription(
+        subscription.stripe_subscription_id, {"cancel_at_period_end": cancel}, idempotency_key=key
+    )
+    sync_customer(customer_id_of_user(user))
+    return db.session.get_one(UserSubscription, subscription.id)
+
+
+def customer_id_of_user(user: User) -> str:
+    """The user's Stripe customer: a user with a subscription to change has one."""
+    if user.stripe_customer_id is None:
+        raise SubscriptionError("You have no billing account yet.", code="no_billing_account", status=409)
+    return user.stripe_customer_id
 
 
 def release_schedule(sub: dict[str, Any]) -> bool:
@@ -83,12 +92,20 @@ def keep_current_plan(user: User) -> UserSubscription:
     subscription = require_live_subscription(user)
     sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id, expand=["schedule"])
     if scheduled_change_of(sub) is None or not release_schedule(sub):
-        raise SubscriptionError(f"No plan change is scheduled: {subscription.plan.display_name} renews as it is.",
-                                code="no_scheduled_change", status=409)
-    audit.record("subscription.downgrade_withdrawn", user.id, subscription=subscription.stripe_subscription_id,
-                 plan=subscription.plan.name, cycle=subscription.billing_cycle)
-    sync_customer(user.stripe_customer_id)
-    return db.session.get(UserSubscription, subscription.id)
+        raise SubscriptionError(
+            f"No plan change is scheduled: {subscription.plan.display_name} renews as it is.",
+            code="no_scheduled_change",
+            status=409,
+        )
+    audit.record(
+        "subscription.downgrade_withdrawn",
+        user.id,
+        subscription=subscription.stripe_subscription_id,
+        plan=subscription.plan.name,
+        cycle=subscription.billing_cycle,
+    )
+    sync_customer(customer_id_of_user(user))
+    return db.session.get_one(UserSubscription, subscription.id)
 
 
 def cancellation_pending(sub: dict[str, Any]) -> bool:
@@ -131,8 +148,11 @@ def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
     if subscription.plan_id == plan.id and subscription.billing_cycle == cycle:
         raise SubscriptionError(f"You are already on {plan.display_name} {cycle}.", code="already_on_plan", status=409)
     if subscription.status not in ACCESS_STATUSES:
-        raise SubscriptionError("Your subscription is not active; update your payment method first.",
-                                code="subscription_inactive", status=409)
+        raise SubscriptionError(
+            "Your subscription is not active; update your payment method first.",
+            code="subscription_inactive",
+            status=409,
+        )
     current = subscription.plan
     higher_tier = plan.sort_order > current.sort_order
     same_tier_to_yearly = plan.id == current.id and cycle == "yearly"
@@ -140,18 +160,32 @@ def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
     amount, currency = 0, "usd"
     if immediate:
         amount, currency = preview_amount_due(user, subscription, price_id)
-    return PlanChange(subscription, plan, cycle, price_id, immediate, amount, currency,
-                      None if immediate else subscription.current_period_end,
-                      withdraws_cancellation=subscription.cancel_at_period_end)
+    return PlanChange(
+        subscription,
+        plan,
+        cycle,
+        price_id,
+        immediate,
+        amount,
+        currency,
+        None if immediate else subscription.current_period_end,
+        withdraws_cancellation=subscription.cancel_at_period_end,
+    )
 
 
 def preview_amount_due(user: User, subscription: UserSubscription, price_id: str) -> tuple[int, str]:
     """What Stripe would invoice now for swapping the subscription's price (prorations included)."""
     item_id = subscription_item_id(subscription)
     preview = stripe_gateway.preview_invoice(
-        {"customer": user.stripe_customer_id, "subscription": subscription.stripe_subscription_id,
-         "subscription_details": {"items": [{"id": item_id, "price": price_id}],
-                                  "proration_behavior": "always_invoice"}})
+        {
+            "customer": user.stripe_customer_id,
+            "subscription": subscription.stripe_subscription_id,
+            "subscription_details": {
+                "items": [{"id": item_id, "price": price_id}],
+                "proration_behavior": "always_invoice",
+            },
+        }
+    )
     return int(preview.get("amount_due") or 0), preview.get("currency") or "usd"
 
 
@@ -173,8 +207,11 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
     sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id)
     if change.immediate:
         release_schedule(sub)
-        params: dict[str, Any] = {"items": [{"id": sub["items"]["data"][0]["id"], "price": change.price_id}],
-                                  "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete"}
+        params: dict[str, Any] = {
+            "items": [{"id": sub["items"]["data"][0]["id"], "price": change.price_id}],
+            "proration_behavior": "always_invoice",
+            "payment_behavior": "error_if_incomplete",
+        }
         params.update(withdraw_cancellation_params(sub))
         stripe_gateway.update_subscription(subscription.stripe_subscription_id, params, idempotency_key=key)
     else:
@@ -183,13 +220,19 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
             # attached next to a cancellation (as this bug used to leave them) is released first.
             if release_schedule(sub):
                 sub["schedule"] = None
-            stripe_gateway.update_subscription(subscription.stripe_subscription_id,
-                                               withdraw_cancellation_params(sub), idempotency_key=key + "-resume")
+            stripe_gateway.update_subscription(
+                subscription.stripe_subscription_id, withdraw_cancellation_params(sub), idempotency_key=key + "-resume"
+            )
         schedule_downgrade(subscription, sub, change.price_id, key)
-        audit.record("subscription.downgrade_scheduled", user.id, subscription=subscription.stripe_subscription_id,
-                     plan=change.plan.name, cycle=change.cycle,
-                     at=change.effective_at.isoformat() if change.effective_at else None)
-    sync_customer(user.stripe_customer_id)
+        audit.record(
+            "subscription.downgrade_scheduled",
+            user.id,
+            subscription=subscription.stripe_subscription_id,
+            plan=change.plan.name,
+            cycle=change.cycle,
+            at=change.effective_at.isoformat() if change.effective_at else None,
+        )
+    sync_customer(customer_id_of_user(user))
     return change
 
 
@@ -206,8 +249,9 @@ def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], pric
     """At period end, move to the cheaper price: a subscription schedule with two phases (now, then new)."""
     schedule_id = id_of(sub.get("schedule"))
     if not schedule_id:
-        schedule = stripe_gateway.create_subscription_schedule(subscription.stripe_subscription_id,
-                                                               idempotency_key=key + "-schedule")
+        schedule = stripe_gateway.create_subscription_schedule(
+            subscription.stripe_subscription_id, idempotency_key=key + "-schedule"
+        )
         schedule_id = schedule["id"]
     item = sub["items"]["data"][0]
     stripe_gateway.update_subscription_schedule(
@@ -215,8 +259,11 @@ def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], pric
         {
             "end_behavior": "release",
             "phases": [
-                {"items": [{"price": item["price"]["id"], "quantity": 1}],
-                 "start_date": item["current_period_start"], "end_date": item["current_period_end"]},
+                {
+                    "items": [{"price": item["price"]["id"], "quantity": 1}],
+                    "start_date": item["current_period_start"],
+                    "end_date": item["current_period_end"],
+                },
                 {"items": [{"price": price_id, "quantity": 1}], "proration_behavior": "none"},
             ],
         },
@@ -246,8 +293,11 @@ def scheduled_change_of(sub: dict[str, Any]) -> ScheduledChange | None:
         return None
     current_price = sub["items"]["data"][0]["price"]["id"]
     current_phase = schedule.get("current_phase") if schedule.get("status") == "active" else None
-    upcoming = [phase for phase in schedule.get("phases") or []
-                if current_phase is None or (phase.get("start_date") or 0) >= (current_phase.get("end_date") or 0)]
+    upcoming = [
+        phase
+        for phase in schedule.get("phases") or []
+        if current_phase is None or (phase.get("start_date") or 0) >= (current_phase.get("end_date") or 0)
+    ]
     for phase in sorted(upcoming, key=lambda phase: phase.get("start_date") or 0):
         items = phase.get("items") or []
         price_id = id_of(items[0].get("price")) if items else None

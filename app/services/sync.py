@@ -13,6 +13,7 @@ subscription object into its row (auditing each transition and queueing its mail
 So neither the order nor the number of notifications can leave the copy wrong. The pure rules — `Snapshot`,
 `transitions`, `subscription_fields`, `plan_change_direction` — take plain values and are importable on their own.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ log = get_logger(__name__)
 # ---------------------------------------------------------------------------------------------------------------
 # The pure rules
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -73,8 +75,12 @@ def transitions(old: Snapshot | None, new: Snapshot) -> list[tuple[str, dict[str
     elif old.status != new.status:
         actions.append(("subscription.updated", {"from_status": old.status, "status": new.status}))
     if (old.plan, old.cycle) != (new.plan, new.cycle):
-        actions.append(("subscription.plan_changed", {"from_plan": old.plan, "from_cycle": old.cycle,
-                                                      "plan": new.plan, "billing_cycle": new.cycle}))
+        actions.append(
+            (
+                "subscription.plan_changed",
+                {"from_plan": old.plan, "from_cycle": old.cycle, "plan": new.plan, "billing_cycle": new.cycle},
+            )
+        )
     if new.status != "canceled":
         if not old.cancel_scheduled and new.cancel_scheduled:
             actions.append(("subscription.cancel_scheduled", {"plan": new.plan, "ends_at": iso(new.period_end)}))
@@ -101,7 +107,8 @@ def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
         return None
     plan, cycle = found
     cancel_scheduled = bool(sub.get("cancel_at_period_end")) or (
-        sub.get("cancel_at") is not None and sub.get("status") not in ("canceled", "incomplete_expired"))
+        sub.get("cancel_at") is not None and sub.get("status") not in ("canceled", "incomplete_expired")
+    )
     return {
         "plan_id": plan.id,
         "plan": plan,
@@ -133,6 +140,7 @@ def customer_id_of(obj: dict[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 # Customers → users
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def find_user_for_customer(customer_id: str, lock: bool = True) -> User | None:
     """The user linked to a Stripe customer; links one by the customer's `metadata.user_id` if not yet linked.
@@ -172,6 +180,7 @@ def link_customer(customer: dict[str, Any], user_id: Any, lock: bool = True) -> 
 # Stripe → database
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def event_horizon() -> int | None:
     """`created` of Stripe's newest event, read *before* a sync reads the subscriptions.
 
@@ -183,8 +192,9 @@ def event_horizon() -> int | None:
     return int(newest[0]["created"]) if newest else None
 
 
-def apply_subscription(user: User, sub: dict[str, Any], row: UserSubscription | None, result: SyncResult,
-                       event_at: int | None = None) -> UserSubscription | None:
+def apply_subscription(
+    user: User, sub: dict[str, Any], row: UserSubscription | None, result: SyncResult, event_at: int | None = None
+) -> UserSubscription | None:
     """Write one Stripe subscription into its row (no commit); audit and queue mail for each transition."""
     fields = subscription_fields(sub)
     if fields is None:
@@ -203,8 +213,9 @@ def apply_subscription(user: User, sub: dict[str, Any], row: UserSubscription | 
         audit.record(action, user.id, subscription=sub["id"], **details)
         result.actions.append(action)
         result.plans.append(row.plan.name)
-        result.mail_queued |= queue_transition_mail(action, user, row,
-                                                    ended_for=(sub.get("cancellation_details") or {}).get("reason"))
+        result.mail_queued |= queue_transition_mail(
+            action, user, row, ended_for=(sub.get("cancellation_details") or {}).get("reason")
+        )
         if action == "subscription.plan_changed":
             result.plan_change_directions.append(plan_change_direction(details["from_plan"], row.plan))
     return row
@@ -218,14 +229,29 @@ def queue_transition_mail(action: str, user: User, row: UserSubscription, ended_
     """
     common = {"plan": row.plan.display_name, "cycle": row.billing_cycle, "billing_url": billing_url()}
     if action == "subscription.activated":
-        queue_mail("subscription_activated", f"{row.stripe_subscription_id}:activated:{iso(row.current_period_start)}",
-                   user, renews=date(row.current_period_end), **common)
+        queue_mail(
+            "subscription_activated",
+            f"{row.stripe_subscription_id}:activated:{iso(row.current_period_start)}",
+            user,
+            renews=date(row.current_period_end),
+            **common,
+        )
     elif action == "subscription.cancel_scheduled":
-        queue_mail("cancellation_scheduled", f"{row.stripe_subscription_id}:cancel:{iso(row.current_period_end)}",
-                   user, date=date(row.current_period_end), **common)
+        queue_mail(
+            "cancellation_scheduled",
+            f"{row.stripe_subscription_id}:cancel:{iso(row.current_period_end)}",
+            user,
+            date=date(row.current_period_end),
+            **common,
+        )
     elif action == "subscription.canceled":
-        queue_mail("subscription_ended", f"{row.stripe_subscription_id}:ended", user,
-                   payment_failed=ended_for == "payment_failed", **common)
+        queue_mail(
+            "subscription_ended",
+            f"{row.stripe_subscription_id}:ended",
+            user,
+            payment_failed=ended_for == "payment_failed",
+            **common,
+        )
     else:
         return False
     return True
@@ -234,9 +260,14 @@ def queue_transition_mail(action: str, user: User, row: UserSubscription, ended_
 def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
     # populate_existing: rows this session loaded before the user's lock was granted may be stale, and an old
     # snapshot would audit a transition another transaction already audited.
-    return {row.stripe_subscription_id: row
-            for row in db.session.scalars(select(UserSubscription).where(UserSubscription.user_id == user.id)
-                                          .execution_options(populate_existing=True))}
+    return {
+        row.stripe_subscription_id: row
+        for row in db.session.scalars(
+            select(UserSubscription)
+            .where(UserSubscription.user_id == user.id)
+            .execution_options(populate_existing=True)
+        )
+    }
 
 
 def sync_customer_in_transaction(customer_id: str, result: SyncResult | None = None) -> SyncResult:

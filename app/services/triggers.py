@@ -6,6 +6,7 @@ In the emulator a subscription is started through Checkout, paid with the emulat
 on the hosted page); in Stripe test mode it is created directly with Stripe's test payment methods, except
 `checkout.session.completed`, which needs the hosted page: its URL is printed and the event waited for.
 """
+
 from __future__ import annotations
 
 import time
@@ -40,8 +41,9 @@ class Started:
 
 def plan_price(plan_name: str) -> str:
     """The seeded plan's monthly price id (`flask seed-plans` first)."""
-    price = db.session.scalar(select(SubscriptionPlan.stripe_price_id_monthly)
-                              .where(SubscriptionPlan.name == plan_name))
+    price = db.session.scalar(
+        select(SubscriptionPlan.stripe_price_id_monthly).where(SubscriptionPlan.name == plan_name)
+    )
     if not price:
         raise TriggerFailed(f"the {plan_name} plan has no price id: run `flask seed-plans` first")
     return price
@@ -57,8 +59,11 @@ def emulator_control(path: str, data: dict[str, Any]) -> dict[str, Any]:
 
 def new_customer(card: str) -> dict[str, Any]:
     """A customer marked as made by trigger (with a default test card in Stripe test mode)."""
-    params: dict[str, Any] = {"email": f"trigger-{int(time.time() * 1000)}@example.com", "name": "Trigger test",
-                              "metadata": {"created_by": "flask stripe trigger"}}
+    params: dict[str, Any] = {
+        "email": f"trigger-{int(time.time() * 1000)}@example.com",
+        "name": "Trigger test",
+        "metadata": {"created_by": "flask stripe trigger"},
+    }
     if not stripe_gateway.gateway().is_emulator:
         pm = GOOD_TEST_PM if card == GOOD_CARD else FAILING_TEST_PM
         params.update(payment_method=pm, invoice_settings={"default_payment_method": pm})
@@ -66,10 +71,16 @@ def new_customer(card: str) -> dict[str, Any]:
 
 
 def checkout_session(customer: dict[str, Any], price: str) -> dict[str, Any]:
-    return stripe_gateway.create_checkout_session({
-        "mode": "subscription", "customer": customer["id"], "line_items": [{"price": price, "quantity": 1}],
-        "success_url": "https://example.com/trigger/success", "cancel_url": "https://example.com/trigger/cancel",
-        "metadata": {"created_by": "flask stripe trigger"}})
+    return stripe_gateway.create_checkout_session(
+        {
+            "mode": "subscription",
+            "customer": customer["id"],
+            "line_items": [{"price": price, "quantity": 1}],
+            "success_url": "https://example.com/trigger/success",
+            "cancel_url": "https://example.com/trigger/cancel",
+            "metadata": {"created_by": "flask stripe trigger"},
+        }
+    )
 
 
 def paid_subscription(card: str = GOOD_CARD, plan: str = "starter") -> tuple[dict[str, Any], str]:
@@ -80,9 +91,13 @@ def paid_subscription(card: str = GOOD_CARD, plan: str = "starter") -> tuple[dic
         emulator_control(f"checkout/{session['id']}/complete", {"card": card})
         subscription = id_of(stripe_gateway.retrieve_checkout_session(session["id"])["subscription"])
     else:
-        subscription = stripe_gateway.create_subscription({
-            "customer": customer["id"], "items": [{"price": plan_price(plan)}],
-            "metadata": {"created_by": "flask stripe trigger"}})["id"]
+        subscription = stripe_gateway.create_subscription(
+            {
+                "customer": customer["id"],
+                "items": [{"price": plan_price(plan)}],
+                "metadata": {"created_by": "flask stripe trigger"},
+            }
+        )["id"]
     return customer, subscription
 
 
@@ -96,8 +111,11 @@ def make_checkout_completed() -> Started:
 
 def make_subscription_updated() -> Started:
     customer, subscription = paid_subscription()
-    stripe_gateway.update_subscription(subscription, {"metadata": {"triggered": str(int(time.time()))}},
-                                       idempotency_key=f"trigger-update-{subscription}")
+    stripe_gateway.update_subscription(
+        subscription,
+        {"metadata": {"triggered": str(int(time.time()))}},
+        idempotency_key=f"trigger-update-{subscription}",
+    )
     return Started(customer["id"])
 
 
@@ -112,14 +130,21 @@ def make_payment_failed() -> Started:
     invoice of a subscription on a card that always declines)."""
     if not stripe_gateway.gateway().is_emulator:
         customer = new_customer(FAILING_CARD)
-        stripe_gateway.create_subscription({"customer": customer["id"], "items": [{"price": plan_price("starter")}],
-                                            "payment_behavior": "allow_incomplete"})
+        stripe_gateway.create_subscription(
+            {
+                "customer": customer["id"],
+                "items": [{"price": plan_price("starter")}],
+                "payment_behavior": "allow_incomplete",
+            }
+        )
         return Started(customer["id"])
     customer, subscription = paid_subscription(FAILING_CARD)
     item = stripe_gateway.retrieve_subscription(subscription)["items"]["data"][0]["id"]
-    stripe_gateway.update_subscription(subscription, {"items": [{"id": item, "price": plan_price("pro")}],
-                                                      "proration_behavior": "always_invoice"},
-                                       idempotency_key=f"trigger-fail-{subscription}")
+    stripe_gateway.update_subscription(
+        subscription,
+        {"items": [{"id": item, "price": plan_price("pro")}], "proration_behavior": "always_invoice"},
+        idempotency_key=f"trigger-fail-{subscription}",
+    )
     return Started(customer["id"])
 
 

@@ -6,10 +6,12 @@ sends `subscription_changed`. Handlers are applied order-independently and cheap
 written when the event is newer than the last one applied to that row, skipped when older, and only when two
 events share a second (the order is ambiguous) or an object is missing is Stripe asked.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -51,8 +53,12 @@ def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
     if user is None or customer_id is None:  # the user is found by the customer: no customer, no user
         return
     event_at = int(event.get("created") or 0)
-    row = db.session.scalar(select(UserSubscription).where(UserSubscription.stripe_subscription_id == sub["id"])
-                            .with_for_update().execution_options(populate_existing=True))
+    row = db.session.scalar(
+        select(UserSubscription)
+        .where(UserSubscription.stripe_subscription_id == sub["id"])
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if row is not None and row.user_id != user.id:
         raise ValueError(f"subscription {sub['id']} belongs to another user")
     if row is None or row.last_event_at is None or event_at > row.last_event_at:
@@ -92,7 +98,8 @@ def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
     audit.record("checkout.completed", user.id, session=session.get("id"))
     subscription_id = id_of(session.get("subscription"))
     known = subscription_id and db.session.scalar(
-        select(UserSubscription.id).where(UserSubscription.stripe_subscription_id == subscription_id))
+        select(UserSubscription.id).where(UserSubscription.stripe_subscription_id == subscription_id)
+    )
     if not known:  # the subscription's own event may still be on its way: fetch it so access starts now
         sync_customer_in_transaction(customer_id, result)
 
@@ -115,10 +122,14 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
 
 def already_audited(user_id: int, action: str, key: str, value: str) -> bool:
     """Whether the user's audit trail holds `action` with `details[key] == value` (a payment counted once)."""
-    return db.session.scalar(
-        select(AuditLog.id).where(AuditLog.user_id == user_id, AuditLog.action == action,
-                                        AuditLog.details[key].as_string() == value).limit(1)
-    ) is not None
+    return (
+        db.session.scalar(
+            select(AuditLog.id)
+            .where(AuditLog.user_id == user_id, AuditLog.action == action, AuditLog.details[key].as_string() == value)
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
@@ -129,8 +140,14 @@ def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
         return
     if already_audited(user.id, "payment.succeeded", "invoice", invoice["id"]):
         return
-    audit.record("payment.succeeded", user.id, invoice=invoice["id"], amount=invoice.get("amount_paid"),
-                 currency=invoice.get("currency"), subscription=invoice_subscription_id(invoice))
+    audit.record(
+        "payment.succeeded",
+        user.id,
+        invoice=invoice["id"],
+        amount=invoice.get("amount_paid"),
+        currency=invoice.get("currency"),
+        subscription=invoice_subscription_id(invoice),
+    )
     metrics.BILLING_PAYMENTS_SUCCEEDED.inc()
     log.info("payment_succeeded", user_id=user.id, invoice=invoice["id"], amount=invoice.get("amount_paid"))
 
@@ -151,8 +168,14 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
         return
     attempt = str(invoice.get("attempt_count") or 0)
     if not already_audited(user.id, "payment.failed", "attempt_key", f"{invoice['id']}:{attempt}"):
-        audit.record("payment.failed", user.id, invoice=invoice["id"], attempt_key=f"{invoice['id']}:{attempt}",
-                     amount=invoice.get("amount_due"), subscription=invoice_subscription_id(invoice))
+        audit.record(
+            "payment.failed",
+            user.id,
+            invoice=invoice["id"],
+            attempt_key=f"{invoice['id']}:{attempt}",
+            amount=invoice.get("amount_due"),
+            subscription=invoice_subscription_id(invoice),
+        )
         metrics.BILLING_PAYMENTS_FAILED.inc()
         log.info("payment_failed", user_id=user.id, invoice=invoice["id"], attempt=attempt)
     # Failures are rare: one Stripe read gives the subscription's true status (past_due, or ended).
@@ -164,13 +187,17 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
     if subscription is not None and subscription.status in ("canceled", "incomplete_expired"):
         return
     retrying = bool(next_attempt) and invoice.get("status") == "open"
-    queue_mail("payment_failed", f"{invoice['id']}:{attempt}", user,
-               plan=subscription.plan.display_name if subscription else "paid",
-               amount=money(invoice.get("amount_due") or 0, cents=True), retrying=retrying,
-               has_access=subscription.grants_access if subscription else None,  # None: a subscription we do not know
-               next_attempt=(datetime.fromtimestamp(next_attempt, tz=timezone.utc).strftime("%-d %b %Y")
-                             if retrying else None),
-               billing_url=billing_url())
+    queue_mail(
+        "payment_failed",
+        f"{invoice['id']}:{attempt}",
+        user,
+        plan=subscription.plan.display_name if subscription else "paid",
+        amount=money(invoice.get("amount_due") or 0, cents=True),
+        retrying=retrying,
+        has_access=subscription.grants_access if subscription else None,  # None: a subscription we do not know
+        next_attempt=(datetime.fromtimestamp(next_attempt, tz=UTC).strftime("%-d %b %Y") if retrying else None),
+        billing_url=billing_url(),
+    )
     result.mail_queued = True
 
 

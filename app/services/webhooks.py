@@ -9,18 +9,19 @@
   that cannot be applied as it is, 500 for our own fault; Stripe retries both.
 - Redis `webhook_processed:<id>` (7 days) is a fast path for duplicates; the table is the truth.
 """
+
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
-from sqlalchemy.exc import DataError, ProgrammingError
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, ProgrammingError
 
 from app.extensions import cache_redis, db
 from app.logging import get_logger
@@ -90,7 +91,7 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
             continue
         except ValueError:  # the body is not UTF-8 text, so it cannot be a JSON event
             log.warning("stripe_webhook_invalid_payload")
-            raise WebhookRejected(400, "invalid_payload", "The body is not a JSON event.")
+            raise WebhookRejected(400, "invalid_payload", "The body is not a JSON event.") from None
         break
     else:
         log.warning("stripe_webhook_invalid_signature", reason="no configured secret matches, or too old")
@@ -100,10 +101,14 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
         event = json.loads(payload)
     except ValueError:  # signed by Stripe's secret, yet not JSON
         log.warning("stripe_webhook_invalid_payload")
-        raise WebhookRejected(400, "invalid_payload", "The body is not a JSON event.")
-    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str) \
-            or not isinstance((event.get("data") or {}).get("object"), dict) \
-            or not isinstance(event["data"]["object"].get("id", ""), str):
+        raise WebhookRejected(400, "invalid_payload", "The body is not a JSON event.") from None
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("id"), str)
+        or not isinstance(event.get("type"), str)
+        or not isinstance((event.get("data") or {}).get("object"), dict)
+        or not isinstance(event["data"]["object"].get("id", ""), str)
+    ):
         raise WebhookRejected(400, "invalid_payload", "The body is not a Stripe event.")
     if not is_timestamp(event.get("created")):
         raise WebhookRejected(400, "invalid_payload", "The event's 'created' is not a Unix time in seconds.")
@@ -112,6 +117,7 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
 
 
 # --- the fast path ------------------------------------------------------------------------------------------------
+
 
 def seen_in_redis(event_id: str) -> bool:
     client = cache_redis()
@@ -152,11 +158,19 @@ def record(event: dict[str, Any]) -> tuple[str, int]:
     """
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     inserted = db.session.execute(
-        dialect.insert(StripeEvent).values(
-            id=event["id"], type=event["type"], livemode=bool(event.get("livemode")),
-            stripe_created=datetime.fromtimestamp(int(event.get("created") or 0), tz=timezone.utc),
-            received_at=utcnow(), status="received", attempts=0, payload=event,
-        ).on_conflict_do_nothing(index_elements=["id"]).returning(StripeEvent.id)
+        dialect.insert(StripeEvent)
+        .values(
+            id=event["id"],
+            type=event["type"],
+            livemode=bool(event.get("livemode")),
+            stripe_created=datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC),
+            received_at=utcnow(),
+            status="received",
+            attempts=0,
+            payload=event,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(StripeEvent.id)
     ).first()
     if inserted is not None:
         return "received", 0
@@ -214,11 +228,19 @@ def check_api_version(event: dict[str, Any]) -> None:
     if version == API_VERSION:
         return
     metrics.record_webhook(metric_type(event["type"]), "api_version_mismatch")
-    log.error("stripe_webhook_api_version_mismatch", event_id=event["id"], event_type=event["type"],
-              api_version=str(version)[:40], expected=API_VERSION)
-    raise WebhookRejected(422, "api_version_mismatch",
-                          f"This event is in API version {str(version)[:40]}; this endpoint reads {API_VERSION} only. "
-                          "Set the webhook endpoint's API version to it (`flask doctor` checks it).")
+    log.error(
+        "stripe_webhook_api_version_mismatch",
+        event_id=event["id"],
+        event_type=event["type"],
+        api_version=str(version)[:40],
+        expected=API_VERSION,
+    )
+    raise WebhookRejected(
+        422,
+        "api_version_mismatch",
+        f"This event is in API version {str(version)[:40]}; this endpoint reads {API_VERSION} only. "
+        "Set the webhook endpoint's API version to it (`flask doctor` checks it).",
+    )
 
 
 def handle(payload: bytes, signature: str | None) -> Outcome:
@@ -237,7 +259,7 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
     except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
         db.session.rollback()
         log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
-        raise WebhookRejected(400, "invalid_payload", "The event holds values that cannot be stored.")
+        raise WebhookRejected(400, "invalid_payload", "The event holds values that cannot be stored.") from None
     if status in DONE:
         db.session.commit()
         remember_in_redis(event_id)
@@ -248,17 +270,31 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         outcome = apply(event, attempts + 1)
     except Exception as error:
         metrics.record_webhook(metric_type(event_type), "failed", time.perf_counter() - started)
-        log.error("stripe_webhook_handling_failed", event_id=event_id, event_type=event_type, attempts=attempts + 1,
-                  error=f"{type(error).__name__}: {error}")
+        log.error(
+            "stripe_webhook_handling_failed",
+            event_id=event_id,
+            event_type=event_type,
+            attempts=attempts + 1,
+            error=f"{type(error).__name__}: {error}",
+        )
         if isinstance(error, MALFORMED):
-            raise WebhookRejected(422, "unprocessable_event", f"This {event_type} event cannot be applied as it is "
-                                  f"({type(error).__name__}); it is kept as failed, to replay after a fix.") from error
+            raise WebhookRejected(
+                422,
+                "unprocessable_event",
+                f"This {event_type} event cannot be applied as it is "
+                f"({type(error).__name__}); it is kept as failed, to replay after a fix.",
+            ) from error
         raise
     remember_in_redis(event_id)
     seconds = time.perf_counter() - started
     metrics.record_webhook(metric_type(event_type), outcome, seconds)
-    log.info("stripe_webhook_handled_successfully", event_id=event_id, event_type=event_type, outcome=outcome,
-             duration_ms=round(seconds * 1000, 1))
+    log.info(
+        "stripe_webhook_handled_successfully",
+        event_id=event_id,
+        event_type=event_type,
+        outcome=outcome,
+        duration_ms=round(seconds * 1000, 1),
+    )
     return Outcome(outcome, event_id, event_type)
 
 

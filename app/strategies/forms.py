@@ -21,10 +21,12 @@ class StrategyForm(FlaskForm):
     name = StringField("Name", filters=[strip], validators=[DataRequired(), Length(max=NAME_MAX)])
     description = TextAreaField("Description", filters=[strip], validators=[Length(max=TEXT_MAX)])
     rules = TextAreaField(
-        "Rules", filters=[strip], validators=[Length(max=TEXT_MAX), readable_rules],
+        "Rules",
+        filters=[strip],
+        validators=[Length(max=TEXT_MAX), readable_rules],
         description=f"Two moving-average windows in trading days, written fast=<days> slow=<days> with "
-                    f"1 ≤ fast < slow ≤ {MAX_WINDOW}, e.g. fast=20 slow=50 (also the default when left empty): "
-                    f"buy when the fast average closes above the slow one, sell when below.",
+        f"1 ≤ fast < slow ≤ {MAX_WINDOW}, e.g. fast=20 slow=50 (also the default when left empty): "
+        f"buy when the fast average closes above the slow one, sell when below.",
     )
 
 

@@ -37,7 +37,6 @@ from app.services.strategies import (
 )
 from app.strategies.forms import BacktestForm, DeleteForm, StrategyForm
 
-
 bp = Blueprint("strategies", __name__)
 
 
@@ -54,8 +53,11 @@ def list_strategies_page():
     strategies = list_strategies(current_user.id)
     editable = editable_ids(current_user.id, strategies)
     return render_template(
-        "strategies/index.html", strategies=strategies, editable=editable,
-        entitlements=get_entitlements(current_user.id), usage=usage_summary(current_user.id),
+        "strategies/index.html",
+        strategies=strategies,
+        editable=editable,
+        entitlements=get_entitlements(current_user.id),
+        usage=usage_summary(current_user.id),
         latest=latest_backtests(current_user.id),
     )
 
@@ -80,8 +82,9 @@ def create_strategy_page():
             flash(f"Strategy “{strategy.name}” created.", "success")
             return redirect(url_for("strategies.show_strategy", strategy_id=strategy.id))
     status = 400 if form.is_submitted() else 200
-    return render_template("strategies/form.html", form=form, strategy=None, templates=STRATEGY_TEMPLATES,
-                           chosen=chosen), status
+    return render_template(
+        "strategies/form.html", form=form, strategy=None, templates=STRATEGY_TEMPLATES, chosen=chosen
+    ), status
 
 
 @bp.get("/<int:strategy_id>")
@@ -101,10 +104,15 @@ def show_strategy(strategy_id: int):
     entitlements = get_entitlements(current_user.id)
     years = entitlements.limit("history_years")
     return render_template(
-        "strategies/show.html", strategy=strategy, form=form,
+        "strategies/show.html",
+        strategy=strategy,
+        form=form,
         editable=strategy.id in editable_ids(current_user.id),
-        rules_problem=problem, warmup_note=None if problem else warmup_note(rules, earliest),
-        earliest=earliest, latest=last, entitlements=entitlements,
+        rules_problem=problem,
+        warmup_note=None if problem else warmup_note(rules, earliest),
+        earliest=earliest,
+        latest=last,
+        entitlements=entitlements,
         more_history=None if years is None else cheapest_plan_with("history_years", at_least=years + 1),
         backtests_used=count_backtests_this_month(current_user.id),
     )
@@ -138,8 +146,11 @@ def confirm_delete_strategy(strategy_id: int):
     """Ask before deleting, saying what goes with the strategy and what stays counted."""
     strategy = get_strategy(current_user.id, strategy_id)
     return render_template(
-        "strategies/delete.html", strategy=strategy, delete_form=DeleteForm(),
-        entitlements=get_entitlements(current_user.id), backtests_used=count_backtests_this_month(current_user.id),
+        "strategies/delete.html",
+        strategy=strategy,
+        delete_form=DeleteForm(),
+        entitlements=get_entitlements(current_user.id),
+        backtests_used=count_backtests_this_month(current_user.id),
     )
 
 
@@ -185,7 +196,11 @@ def show_backtest(strategy_id: int, backtest_id: int):
     backtest = get_backtest(current_user.id, strategy_id, backtest_id)
     sim = replay(backtest)
     return render_template(
-        "strategies/backtest.html", strategy=strategy, backtest=backtest, sim=sim,
-        equity=equity_chart(sim) if sim else None, drawdown=drawdown_chart(sim) if sim else None,
+        "strategies/backtest.html",
+        strategy=strategy,
+        backtest=backtest,
+        sim=sim,
+        equity=equity_chart(sim) if sim else None,
+        drawdown=drawdown_chart(sim) if sim else None,
         no_trade=no_trade_note(sim) if sim else None,
     )

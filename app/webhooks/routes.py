@@ -3,7 +3,6 @@ from flask import Blueprint, jsonify, request
 from app.extensions import csrf, limiter
 from app.services.webhooks import WebhookRejected, handle
 
-
 bp = Blueprint("webhooks", __name__)
 csrf.exempt(bp)
 limiter.exempt(bp)

@@ -13,17 +13,17 @@ Create Date: 2026-11-28 09:40:00
   the distinct counts this table replaces: dropped, and replaced by partial indexes on (created_at) with the same
   predicates, so the conversions inside a window are an index-only range count.
 """
+
 import sqlalchemy as sa
 from alembic import op
 
-
 # revision identifiers, used by Alembic.
-revision = '0006_user_conversions'
-down_revision = '0005_dashboard_indexes'
+revision = "0006_user_conversions"
+down_revision = "0005_dashboard_indexes"
 branch_labels = None
 depends_on = None
 
-COLUMNS = ('free_starter_at', 'free_pro_at', 'starter_pro_at', 'reached_starter_at')
+COLUMNS = ("free_starter_at", "free_pro_at", "starter_pro_at", "reached_starter_at")
 
 BACKFILL = """
 INSERT INTO user_conversions (user_id, free_starter_at, free_pro_at, starter_pro_at, reached_starter_at)
@@ -44,50 +44,67 @@ GROUP BY user_id
 
 
 OLD_INDEXES = (  # migration 0005's, recreated by downgrade
-    ("ix_audit_logs_free_starter", "audit_logs (user_id) "
-                                   "WHERE action = 'subscription.activated' AND (details ->> 'plan') = 'starter'"),
-    ("ix_audit_logs_free_pro", "audit_logs (user_id) "
-                               "WHERE action = 'subscription.activated' AND (details ->> 'plan') = 'pro'"),
-    ("ix_audit_logs_starter_pro", "audit_logs (user_id) WHERE action = 'subscription.plan_changed' "
-                                  "AND (details ->> 'from_plan') = 'starter' AND (details ->> 'plan') = 'pro'"),
-    ("ix_audit_logs_starter_users", "audit_logs (user_id) "
-                                    "WHERE action IN ('subscription.activated', 'subscription.plan_changed') "
-                                    "AND (details ->> 'plan') = 'starter'"),
+    (
+        "ix_audit_logs_free_starter",
+        "audit_logs (user_id) WHERE action = 'subscription.activated' AND (details ->> 'plan') = 'starter'",
+    ),
+    (
+        "ix_audit_logs_free_pro",
+        "audit_logs (user_id) WHERE action = 'subscription.activated' AND (details ->> 'plan') = 'pro'",
+    ),
+    (
+        "ix_audit_logs_starter_pro",
+        "audit_logs (user_id) WHERE action = 'subscription.plan_changed' "
+        "AND (details ->> 'from_plan') = 'starter' AND (details ->> 'plan') = 'pro'",
+    ),
+    (
+        "ix_audit_logs_starter_users",
+        "audit_logs (user_id) "
+        "WHERE action IN ('subscription.activated', 'subscription.plan_changed') "
+        "AND (details ->> 'plan') = 'starter'",
+    ),
 )
 NEW_INDEXES = (
-    ("ix_audit_logs_free_starter_created_at",
-     "audit_logs (created_at) WHERE action = 'subscription.activated' AND (details ->> 'plan') = 'starter'"),
-    ("ix_audit_logs_free_pro_created_at",
-     "audit_logs (created_at) WHERE action = 'subscription.activated' AND (details ->> 'plan') = 'pro'"),
-    ("ix_audit_logs_starter_pro_created_at",
-     "audit_logs (created_at) WHERE action = 'subscription.plan_changed' "
-     "AND (details ->> 'from_plan') = 'starter' AND (details ->> 'plan') = 'pro'"),
+    (
+        "ix_audit_logs_free_starter_created_at",
+        "audit_logs (created_at) WHERE action = 'subscription.activated' AND (details ->> 'plan') = 'starter'",
+    ),
+    (
+        "ix_audit_logs_free_pro_created_at",
+        "audit_logs (created_at) WHERE action = 'subscription.activated' AND (details ->> 'plan') = 'pro'",
+    ),
+    (
+        "ix_audit_logs_starter_pro_created_at",
+        "audit_logs (created_at) WHERE action = 'subscription.plan_changed' "
+        "AND (details ->> 'from_plan') = 'starter' AND (details ->> 'plan') = 'pro'",
+    ),
 )
 
 
 def upgrade():
     op.create_table(
-        'user_conversions',
-        sa.Column('user_id', sa.Integer(), autoincrement=False, nullable=False),
+        "user_conversions",
+        sa.Column("user_id", sa.Integer(), autoincrement=False, nullable=False),
         *(sa.Column(name, sa.DateTime(timezone=True), nullable=True) for name in COLUMNS),
-        sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
-        sa.PrimaryKeyConstraint('user_id'),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("user_id"),
     )
-    if op.get_bind().dialect.name == 'postgresql':
+    if op.get_bind().dialect.name == "postgresql":
         op.execute(BACKFILL.format(plan="(details ->> 'plan')", from_plan="(details ->> 'from_plan')"))
         for name, _definition in OLD_INDEXES:
             op.execute(f"DROP INDEX IF EXISTS {name}")
         for name, definition in NEW_INDEXES:
             op.execute(f"CREATE INDEX {name} ON {definition}")
     else:
-        op.execute(BACKFILL.format(plan="json_extract(details, '$.plan')",
-                                   from_plan="json_extract(details, '$.from_plan')"))
+        op.execute(
+            BACKFILL.format(plan="json_extract(details, '$.plan')", from_plan="json_extract(details, '$.from_plan')")
+        )
 
 
 def downgrade():
-    if op.get_bind().dialect.name == 'postgresql':
+    if op.get_bind().dialect.name == "postgresql":
         for name, _definition in reversed(NEW_INDEXES):
             op.execute(f"DROP INDEX IF EXISTS {name}")
         for name, definition in OLD_INDEXES:
             op.execute(f"CREATE INDEX {name} ON {definition}")
-    op.drop_table('user_conversions')
+    op.drop_table("user_conversions")

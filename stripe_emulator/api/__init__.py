@@ -23,8 +23,19 @@ from . import (
     webhook_endpoints,
 )
 
-RESOURCES = (account, products, customers, payment_methods, checkout_sessions, subscriptions, subscription_schedules,
-             invoices, billing_portal, events, webhook_endpoints)
+RESOURCES = (
+    account,
+    products,
+    customers,
+    payment_methods,
+    checkout_sessions,
+    subscriptions,
+    subscription_schedules,
+    invoices,
+    billing_portal,
+    events,
+    webhook_endpoints,
+)
 
 
 def register(app: Flask) -> None:

@@ -22,8 +22,12 @@ bp = Blueprint("billing_portal", __name__)
 
 
 # The configuration feature each flow opens.
-FLOW_FEATURES = {"payment_method_update": "payment_method_update", "subscription_cancel": "subscription_cancel",
-                 "subscription_update": "subscription_update", "subscription_update_confirm": "subscription_update"}
+FLOW_FEATURES = {
+    "payment_method_update": "payment_method_update",
+    "subscription_cancel": "subscription_cancel",
+    "subscription_update": "subscription_update",
+    "subscription_update_confirm": "subscription_update",
+}
 FLOW_TYPES = ["payment_method_update", "subscription_cancel", "subscription_update", "subscription_update_confirm"]
 
 
@@ -61,8 +65,9 @@ def _flow_subscription(section: Params, ftype: str, cid: str) -> dict:
         section.ignore("retention")
     if ftype == "subscription_update_confirm":
         its = section.list_of_dicts("items", required=True)
-        detail["items"] = [{"id": it.str("id", required=True), "price": it.str("price"),
-                            "quantity": it.int("quantity")} for it in its]
+        detail["items"] = [
+            {"id": it.str("id", required=True), "price": it.str("price"), "quantity": it.int("quantity")} for it in its
+        ]
         detail["discounts"] = None
         section.ignore("discounts")
     section.done()
@@ -98,20 +103,30 @@ def create_portal_session(p: Params, ctx: Ctx):
     if return_url is not None and not return_url.startswith(("http://", "https://")):
         raise invalid("return_url", "Not a valid URL")
     configuration = p.str("configuration") or objects.DEFAULT_PORTAL_CONFIGURATION
-    cfg = get_or_404("portal_configurations", "billing_portal.configuration", configuration,
-                     param="configuration", status=400)
+    cfg = get_or_404(
+        "portal_configurations", "billing_portal.configuration", configuration, param="configuration", status=400
+    )
     if not cfg["active"]:
         raise invalid("configuration", f"The configuration {configuration} is not active.")
     fd = p.dict("flow_data")
     flow = _flow(fd, cid) if fd else None
     feature = FLOW_FEATURES.get(flow["type"]) if flow else None
     if flow and feature and not cfg["features"][feature]["enabled"]:
-        raise invalid("flow_data[type]", f"The {flow['type']} flow needs features[{feature}][enabled] on "
-                      f"the portal configuration {configuration}.")
+        raise invalid(
+            "flow_data[type]",
+            f"The {flow['type']} flow needs features[{feature}][enabled] on the portal configuration {configuration}.",
+        )
     bps_id = new_id("bps", 24)
-    sess = objects.portal_session(bps_id, s.now(), customer_id=cid, return_url=return_url,
-                                  url=f"{ctx.base_url}/p/session/{bps_id}", flow=flow,
-                                  locale=p.str("locale"), configuration=configuration)
+    sess = objects.portal_session(
+        bps_id,
+        s.now(),
+        customer_id=cid,
+        return_url=return_url,
+        url=f"{ctx.base_url}/p/session/{bps_id}",
+        flow=flow,
+        locale=p.str("locale"),
+        configuration=configuration,
+    )
     p.ignore("on_behalf_of")
     p.done()
     s.put("portal_sessions", sess)
@@ -145,8 +160,10 @@ def _portal_products(posted: list, name: str) -> list:
             if price is None:
                 raise no_such("price", price_id, param=f"{name}[{i}][prices][{j}]", status=400)
             if price["product"] != product_id or price["type"] != "recurring":
-                raise invalid(f"{name}[{i}][prices][{j}]", f"The price {price_id} is not a recurring price of "
-                              f"product {product_id}.")
+                raise invalid(
+                    f"{name}[{i}][prices][{j}]",
+                    f"The price {price_id} is not a recurring price of product {product_id}.",
+                )
         product = objects.portal_product(product_id, prices)
         _merge(product["adjustable_quantity"], entry.get("adjustable_quantity") or {})
         products.append(product)
@@ -165,7 +182,8 @@ def _apply(cfg: dict, p: Params, op: str) -> dict:
             _merge(cfg[key], update)
             if products is not None:
                 cfg["features"]["subscription_update"]["products"] = _portal_products(
-                    products or [], "features[subscription_update][products]")
+                    products or [], "features[subscription_update][products]"
+                )
     for key in ("name", "default_return_url", "active"):
         if key in data:
             cfg[key] = data[key] if data[key] != "" else None

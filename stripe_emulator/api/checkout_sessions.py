@@ -46,11 +46,14 @@ def _line_item(i: int, li: Params) -> tuple[dict, int]:
     if price is None:
         raise no_such("price", price_id, param=f"line_items[{i}][price]", status=400)
     if not price["active"]:
-        raise invalid(f"line_items[{i}][price]",
-                      "The price specified is inactive. This field only accepts active prices.")
+        raise invalid(
+            f"line_items[{i}][price]", "The price specified is inactive. This field only accepts active prices."
+        )
     if price["type"] != "recurring":
-        raise invalid(f"line_items[{i}][price]", "You must specify at least one recurring price in "
-                      "`subscription` mode when using prices.")
+        raise invalid(
+            f"line_items[{i}][price]",
+            "You must specify at least one recurring price in `subscription` mode when using prices.",
+        )
     qty = li.int("quantity", minimum=1)
     if qty is None:
         raise missing_param(f"line_items[{i}][quantity]")
@@ -83,8 +86,10 @@ def _expires_at(p: Params, now: int) -> int:
     if expires_at is None:
         return now + 86400
     if not (now + 1800 <= expires_at <= now + 86400):
-        raise invalid("expires_at", "The `expires_at` timestamp must be between 30 minutes and 24 hours "
-                      "from Checkout Session creation.")
+        raise invalid(
+            "expires_at",
+            "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session creation.",
+        )
     return expires_at
 
 
@@ -97,9 +102,16 @@ def _subscription_data(p: Params) -> dict:
     for key in ("trial_period_days", "trial_end", "billing_cycle_anchor"):
         if sub_data.has(key):
             raise invalid(f"subscription_data[{key}]", f"subscription_data[{key}] is not supported by the emulator.")
-    sub_data.ignore("default_tax_rates", "application_fee_percent", "on_behalf_of",
-                    "transfer_data", "proration_behavior", "invoice_settings", "billing_mode",
-                    "trial_settings")
+    sub_data.ignore(
+        "default_tax_rates",
+        "application_fee_percent",
+        "on_behalf_of",
+        "transfer_data",
+        "proration_behavior",
+        "invoice_settings",
+        "billing_mode",
+        "trial_settings",
+    )
     sub_data.done()
     return stored
 
@@ -137,20 +149,49 @@ def create_checkout_session(p: Params, ctx: Ctx):
     stored_sub = _subscription_data(p)
     cs_id = "cs_test_" + secrets.token_urlsafe(45).replace("-", "a").replace("_", "b")[:58]
     cs = objects.checkout_session(
-        cs_id, now, url=f"{ctx.base_url}/c/pay/{cs_id}", success_url=success_url, cancel_url=cancel_url,
-        customer_id=customer, customer_email=email, client_reference_id=p.str("client_reference_id"),
-        metadata=p.metadata() or {}, amount=amount, currency=currency or "usd",
-        allow_promotion_codes=p.bool("allow_promotion_codes"), expires_at=expires_at, locale=p.str("locale"))
-    for key in ("billing_address_collection", "customer_creation", "payment_method_collection",
-                "submit_type"):
+        cs_id,
+        now,
+        url=f"{ctx.base_url}/c/pay/{cs_id}",
+        success_url=success_url,
+        cancel_url=cancel_url,
+        customer_id=customer,
+        customer_email=email,
+        client_reference_id=p.str("client_reference_id"),
+        metadata=p.metadata() or {},
+        amount=amount,
+        currency=currency or "usd",
+        allow_promotion_codes=p.bool("allow_promotion_codes"),
+        expires_at=expires_at,
+        locale=p.str("locale"),
+    )
+    for key in ("billing_address_collection", "customer_creation", "payment_method_collection", "submit_type"):
         if p.has(key):
             cs[key] = p.str(key)
-    p.ignore("automatic_tax", "consent_collection", "custom_fields", "custom_text", "customer_update",
-             "discounts", "invoice_creation", "payment_method_types", "payment_method_options",
-             "phone_number_collection", "tax_id_collection", "saved_payment_method_options",
-             "payment_method_configuration", "shipping_address_collection", "after_expiration",
-             "adaptive_pricing", "branding_settings", "origin_context", "wallet_options",
-             "name_collection", "optional_items", "permissions", "currency")
+    p.ignore(
+        "automatic_tax",
+        "consent_collection",
+        "custom_fields",
+        "custom_text",
+        "customer_update",
+        "discounts",
+        "invoice_creation",
+        "payment_method_types",
+        "payment_method_options",
+        "phone_number_collection",
+        "tax_id_collection",
+        "saved_payment_method_options",
+        "payment_method_configuration",
+        "shipping_address_collection",
+        "after_expiration",
+        "adaptive_pricing",
+        "branding_settings",
+        "origin_context",
+        "wallet_options",
+        "name_collection",
+        "optional_items",
+        "permissions",
+        "currency",
+    )
     p.done()
     s.put("checkout_sessions", cs)
     s.internal("line_items")[cs_id] = stored_lines
@@ -194,7 +235,10 @@ def expire_checkout_session(p: Params, ctx: Ctx, cs_id: str):
     cs = get_or_404("checkout_sessions", "checkout.session", cs_id)
     p.done()
     if cs["status"] != "open":
-        raise StripeError(f"Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout "
-                          f"Session has a status of \"{cs['status']}\".", code="checkout_session_expired"
-                          if cs["status"] == "expired" else None, param="session")
+        raise StripeError(
+            f'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout '
+            f'Session has a status of "{cs["status"]}".',
+            code="checkout_session_expired" if cs["status"] == "expired" else None,
+            param="session",
+        )
     return engine().expire_checkout(ctx, cs)

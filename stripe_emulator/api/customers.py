@@ -21,8 +21,11 @@ bp = Blueprint("customers", __name__)
 @includable("customer", "subscriptions")
 def customer_subscriptions(s: Store, cust: dict) -> dict:
     """``expand[]=subscriptions`` on a customer: its subscriptions that are not canceled, newest first."""
-    subs = [x for x in reversed(list(s.coll("subscriptions").values()))
-            if x["customer"] == cust["id"] and x["status"] != "canceled"]
+    subs = [
+        x
+        for x in reversed(list(s.coll("subscriptions").values()))
+        if x["customer"] == cust["id"] and x["status"] != "canceled"
+    ]
     return objects.list_object(copy.deepcopy(subs), f"/v1/customers/{cust['id']}/subscriptions")
 
 
@@ -32,8 +35,14 @@ def create_customer(p: Params, ctx: Ctx):
     email = p.str("email")
     if email is not None and "@" not in email:
         raise invalid("email", "Invalid email address: " + email)
-    cust = engine().create_customer(ctx, email=email, name=p.str("name"), description=p.str("description"),
-                                 phone=p.str("phone"), metadata=p.metadata() or {})
+    cust = engine().create_customer(
+        ctx,
+        email=email,
+        name=p.str("name"),
+        description=p.str("description"),
+        phone=p.str("phone"),
+        metadata=p.metadata() or {},
+    )
     pm = p.str("payment_method")
     if pm:
         raise invalid("payment_method", "The emulator attaches cards through Checkout and the portal only.")
@@ -44,8 +53,20 @@ def create_customer(p: Params, ctx: Ctx):
             raise no_such("PaymentMethod", dpm, param="invoice_settings[default_payment_method]", status=400)
         inv.ignore("custom_fields", "footer", "rendering_options")
         inv.done()
-    p.ignore("address", "shipping", "preferred_locales", "tax_exempt", "test_clock", "balance",
-             "invoice_prefix", "tax", "tax_id_data", "source", "coupon", "promotion_code")
+    p.ignore(
+        "address",
+        "shipping",
+        "preferred_locales",
+        "tax_exempt",
+        "test_clock",
+        "balance",
+        "invoice_prefix",
+        "tax",
+        "tax_id_data",
+        "source",
+        "coupon",
+        "promotion_code",
+    )
     p.done()
     return cust
 
@@ -76,15 +97,20 @@ def search_customers(p: Params, ctx: Ctx):
         elif field == "name":
             items = [o for o in items if o["name"] == value]
         elif field.startswith("metadata["):
-            key = field[len("metadata["):-1].strip("'\"")
+            key = field[len("metadata[") : -1].strip("'\"")
             items = [o for o in items if o["metadata"].get(key) == value]
         else:
             raise invalid("query", f"Field '{field}' is not supported by the emulator's search.")
     limit = p.int("limit", minimum=1, maximum=100) or 10
     p.ignore("page")
     p.done()
-    return {"object": "search_result", "data": items[:limit], "has_more": len(items) > limit,
-            "next_page": None, "url": "/v1/customers/search"}
+    return {
+        "object": "search_result",
+        "data": items[:limit],
+        "has_more": len(items) > limit,
+        "next_page": None,
+        "url": "/v1/customers/search",
+    }
 
 
 @api(bp, "/v1/customers/<cid>", ["GET"])
@@ -112,13 +138,23 @@ def update_customer(p: Params, ctx: Ctx, cid: str):
             if dpm:
                 pm = store().get("payment_methods", dpm)
                 if pm is None or pm["customer"] != cid:
-                    raise no_such("PaymentMethod", dpm, param="invoice_settings[default_payment_method]",
-                                  status=400)
+                    raise no_such("PaymentMethod", dpm, param="invoice_settings[default_payment_method]", status=400)
             cust["invoice_settings"]["default_payment_method"] = dpm
         inv.ignore("custom_fields", "footer", "rendering_options")
         inv.done()
-    p.ignore("address", "shipping", "preferred_locales", "tax_exempt", "balance", "invoice_prefix",
-             "tax", "source", "coupon", "promotion_code", "next_invoice_sequence")
+    p.ignore(
+        "address",
+        "shipping",
+        "preferred_locales",
+        "tax_exempt",
+        "balance",
+        "invoice_prefix",
+        "tax",
+        "source",
+        "coupon",
+        "promotion_code",
+        "next_invoice_sequence",
+    )
     p.done()
     engine().emit_update(ctx, "customer.updated", before, cust)
     return cust

@@ -22,8 +22,9 @@ def list_invoices(p: Params, ctx: Ctx):
         items = [o for o in items if o["customer"] == cid]
     sub_id = p.str("subscription")
     if sub_id:
-        items = [o for o in items
-                 if ((o["parent"] or {}).get("subscription_details") or {}).get("subscription") == sub_id]
+        items = [
+            o for o in items if ((o["parent"] or {}).get("subscription_details") or {}).get("subscription") == sub_id
+        ]
     status = p.str("status", choices=["draft", "open", "paid", "uncollectible", "void"])
     if status:
         items = [o for o in items if o["status"] == status]
@@ -55,14 +56,22 @@ def pay_invoice(p: Params, ctx: Ctx, in_id: str):
     p.ignore("off_session", "payment_method", "forgive", "paid_out_of_band", "source", "mandate")
     p.done()
     if inv["status"] != "open":
-        raise StripeError("Invoice is already paid" if inv["status"] == "paid"
-                          else f"You can only pay an open invoice (this one is {inv['status']}).",
-                          code="invoice_not_editable" if inv["status"] != "paid" else None)
+        raise StripeError(
+            "Invoice is already paid"
+            if inv["status"] == "paid"
+            else f"You can only pay an open invoice (this one is {inv['status']}).",
+            code="invoice_not_editable" if inv["status"] != "paid" else None,
+        )
     store().internal("retries").pop(in_id, None)
     if not engine().retry_invoice(ctx, inv):
         store().save()
-        raise StripeError("Your card was declined.", status=402, type="card_error", code="card_declined",
-                          decline_code="generic_decline")
+        raise StripeError(
+            "Your card was declined.",
+            status=402,
+            type="card_error",
+            code="card_declined",
+            decline_code="generic_decline",
+        )
     return inv
 
 
@@ -80,28 +89,49 @@ def create_invoice_preview(p: Params, ctx: Ctx):
     details = p.dict("subscription_details")
     changes, proration = [], "create_prorations"
     if details:
-        proration = details.str("proration_behavior", choices=["create_prorations", "always_invoice",
-                                                               "none"]) or proration
+        proration = (
+            details.str("proration_behavior", choices=["create_prorations", "always_invoice", "none"]) or proration
+        )
         for i, it in enumerate(details.list_of_dicts("items") or []):
             item_id = it.str("id")
             item = next((x for x in sub["items"]["data"] if x["id"] == item_id), None)
             if it.has("id") and item is None:
-                raise no_such("subscription_item", item_id or "",
-                              param=f"subscription_details[items][{i}][id]", status=400)
+                raise no_such(
+                    "subscription_item", item_id or "", param=f"subscription_details[items][{i}][id]", status=400
+                )
             price_id = it.str("price")
             price = s.get("prices", price_id) if price_id else (item or {}).get("price")
             if price is None:
-                raise no_such("price", price_id or "", param=f"subscription_details[items][{i}][price]",
-                              status=400)
+                raise no_such("price", price_id or "", param=f"subscription_details[items][{i}][price]", status=400)
             qty = it.int("quantity", minimum=0)
             it.ignore("metadata", "tax_rates", "discounts", "price_data", "billing_thresholds")
             it.done()
-            changes.append((item, price, qty if qty is not None else (item or {}).get("quantity", 1),
-                            bool(it.bool("deleted"))))
-        details.ignore("proration_date", "billing_cycle_anchor", "cancel_at_period_end", "cancel_now",
-                       "default_tax_rates", "resume_at", "start_date", "trial_end", "cancel_at")
+            changes.append(
+                (item, price, qty if qty is not None else (item or {}).get("quantity", 1), bool(it.bool("deleted")))
+            )
+        details.ignore(
+            "proration_date",
+            "billing_cycle_anchor",
+            "cancel_at_period_end",
+            "cancel_now",
+            "default_tax_rates",
+            "resume_at",
+            "start_date",
+            "trial_end",
+            "cancel_at",
+        )
         details.done()
-    p.ignore("automatic_tax", "currency", "customer_details", "discounts", "invoice_items", "issuer",
-             "on_behalf_of", "preview_mode", "schedule", "schedule_details")
+    p.ignore(
+        "automatic_tax",
+        "currency",
+        "customer_details",
+        "discounts",
+        "invoice_items",
+        "issuer",
+        "on_behalf_of",
+        "preview_mode",
+        "schedule",
+        "schedule_details",
+    )
     p.done()
     return engine().preview(ctx, sub, changes, proration)

@@ -43,8 +43,10 @@ def detach_pm(p: Params, ctx: Ctx, pmid: str):
     pm = get_or_404("payment_methods", "payment_method", pmid)
     p.done()
     if pm["customer"] is None:
-        raise StripeError("The payment method you provided is not attached to a customer so detachment "
-                          "is impossible.", code="payment_method_unexpected_state")
+        raise StripeError(
+            "The payment method you provided is not attached to a customer so detachment is impossible.",
+            code="payment_method_unexpected_state",
+        )
     cust = store().get("customers", pm["customer"])
     if cust and cust["invoice_settings"]["default_payment_method"] == pmid:
         engine().set_default_payment_method(ctx, cust, None)

@@ -28,8 +28,14 @@ def create_product(p: Params, ctx: Ctx):
     pid = p.str("id") or new_id("prod", 14)
     if store().get("products", pid):
         raise StripeError("Product already exists.", code="resource_already_exists", param="id")
-    prod = objects.product(pid, name, store().now(), description=p.str("description"),
-                           metadata=p.metadata() or {}, active=p.bool("active") is not False)
+    prod = objects.product(
+        pid,
+        name,
+        store().now(),
+        description=p.str("description"),
+        metadata=p.metadata() or {},
+        active=p.bool("active") is not False,
+    )
     for key in ("statement_descriptor", "unit_label", "url", "tax_code"):
         if p.has(key):
             prod[key] = p.str(key)
@@ -112,8 +118,9 @@ def _build_price(p: Params, product_id: str | None = None) -> dict:
         if product_id:
             get_or_404("products", "product", product_id, param="product", status=400)
         elif pdata:
-            prod = objects.product(new_id("prod", 14), pdata.str("name", required=True), store().now(),
-                                   metadata=pdata.metadata() or {})
+            prod = objects.product(
+                new_id("prod", 14), pdata.str("name", required=True), store().now(), metadata=pdata.metadata() or {}
+            )
             pdata.done()
             store().put("products", prod)
             product_id = prod["id"]
@@ -141,10 +148,19 @@ def _build_price(p: Params, product_id: str | None = None) -> dict:
                     x["lookup_key"] = None
             else:
                 raise invalid(p._name("lookup_key"), f"A price ({clash[0]['id']}) already uses that lookup key.")
-    price = objects.price(new_id("price", 24), product_id, unit_amount, store().now(),
-                          currency=currency, interval=interval, interval_count=interval_count or 1,
-                          lookup_key=lookup_key, nickname=p.str("nickname"), metadata=p.metadata() or {},
-                          active=p.bool("active") is not False)
+    price = objects.price(
+        new_id("price", 24),
+        product_id,
+        unit_amount,
+        store().now(),
+        currency=currency,
+        interval=interval,
+        interval_count=interval_count or 1,
+        lookup_key=lookup_key,
+        nickname=p.str("nickname"),
+        metadata=p.metadata() or {},
+        active=p.bool("active") is not False,
+    )
     p.ignore("tax_behavior", "transfer_lookup_key")
     return price
 

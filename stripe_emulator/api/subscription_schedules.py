@@ -35,15 +35,18 @@ def create_subscription_schedule(p: Params, ctx: Ctx):
         raise invalid("from_subscription", "The emulator creates schedules from_subscription only.")
     sub = get_or_404("subscriptions", "subscription", sub_id, param="from_subscription", status=400)
     if sub["schedule"]:
-        raise invalid("from_subscription", f"You cannot migrate a subscription that is already attached to "
-                      f"a schedule: `{sub['schedule']}`.")
+        raise invalid(
+            "from_subscription",
+            f"You cannot migrate a subscription that is already attached to a schedule: `{sub['schedule']}`.",
+        )
     if sub["status"] in ("canceled", "incomplete_expired"):
         raise invalid("from_subscription", "You cannot migrate a canceled subscription.")
     p.ignore("metadata")
     p.done()
     start, end = engine().period(sub)
-    phase = objects.schedule_phase([(i["price"]["id"], i["quantity"]) for i in sub["items"]["data"]],
-                                   start, end, sub["currency"])
+    phase = objects.schedule_phase(
+        [(i["price"]["id"], i["quantity"]) for i in sub["items"]["data"]], start, end, sub["currency"]
+    )
     sched = objects.subscription_schedule(new_id("sub_sched", 24), s.now(), sub, [phase])
     s.put("subscription_schedules", sched)
     before = copy.deepcopy(sub)
@@ -113,9 +116,20 @@ def _phases(phases_in: list, sched: dict) -> list[dict]:
         if end <= start:
             raise invalid(f"{name}[end_date]", "The end date must be after the start date.")
         prorate = ph.str("proration_behavior", choices=["create_prorations", "always_invoice", "none"])
-        ph.ignore("metadata", "default_tax_rates", "billing_cycle_anchor", "collection_method",
-                  "default_payment_method", "description", "invoice_settings", "trial_end",
-                  "automatic_tax", "discounts", "add_invoice_items", "currency")
+        ph.ignore(
+            "metadata",
+            "default_tax_rates",
+            "billing_cycle_anchor",
+            "collection_method",
+            "default_payment_method",
+            "description",
+            "invoice_settings",
+            "trial_end",
+            "automatic_tax",
+            "discounts",
+            "add_invoice_items",
+            "currency",
+        )
         ph.done()
         phases.append(objects.schedule_phase(specs, start, end, proration_behavior=prorate or "create_prorations"))
         prev_end = end
@@ -154,11 +168,13 @@ def release_subscription_schedule(p: Params, ctx: Ctx, sched_id: str):
     p.ignore("preserve_cancel_date")
     p.done()
     if sched["status"] not in ("active", "not_started"):
-        raise StripeError(f"You cannot release a subscription schedule that is currently in the "
-                          f"`{sched['status']}` status.")
+        raise StripeError(
+            f"You cannot release a subscription schedule that is currently in the `{sched['status']}` status."
+        )
     sub = s.must("subscriptions", sched["subscription"])
-    sched.update({"status": "released", "released_at": s.now(), "released_subscription": sub["id"],
-                  "current_phase": None})
+    sched.update(
+        {"status": "released", "released_at": s.now(), "released_subscription": sub["id"], "current_phase": None}
+    )
     before = copy.deepcopy(sub)
     sub["schedule"] = None
     engine().emit(ctx, "subscription_schedule.released", sched)

@@ -23,8 +23,21 @@ def list_subscriptions(p: Params, ctx: Ctx):
     cid = p.str("customer")
     if cid:
         items = [o for o in items if o["customer"] == cid]
-    status = p.str("status", choices=["active", "all", "canceled", "ended", "incomplete",
-                                      "incomplete_expired", "past_due", "paused", "trialing", "unpaid"])
+    status = p.str(
+        "status",
+        choices=[
+            "active",
+            "all",
+            "canceled",
+            "ended",
+            "incomplete",
+            "incomplete_expired",
+            "past_due",
+            "paused",
+            "trialing",
+            "unpaid",
+        ],
+    )
     if status is None:
         items = [o for o in items if o["status"] not in ("canceled", "incomplete_expired")]
     elif status == "ended":
@@ -48,8 +61,16 @@ def retrieve_subscription(p: Params, ctx: Ctx, sub_id: str):
 
 
 PRORATIONS = ["create_prorations", "always_invoice", "none"]
-FEEDBACK = ["customer_service", "low_quality", "missing_features", "other", "switched_service", "too_complex",
-            "too_expensive", "unused"]
+FEEDBACK = [
+    "customer_service",
+    "low_quality",
+    "missing_features",
+    "other",
+    "switched_service",
+    "too_complex",
+    "too_expensive",
+    "unused",
+]
 
 
 def _recurring_price(price_id: str, param: str) -> dict:
@@ -58,8 +79,10 @@ def _recurring_price(price_id: str, param: str) -> dict:
     if price is None:
         raise no_such("price", price_id, param=param, status=400)
     if price["type"] != "recurring":
-        raise invalid(param, "The price specified is set to `type=one_time` but this field only accepts prices "
-                      "with `type=recurring`.")
+        raise invalid(
+            param,
+            "The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring`.",
+        )
     if not price["active"]:
         raise invalid(param, "The price specified is inactive. This field only accepts active prices.")
     return price
@@ -126,14 +149,22 @@ def _refuse_if_payment_fails(ctx: Ctx, sub: dict, changes: list, proration: str)
     s, e = store(), engine()
     preview = e.preview(ctx, sub, changes, proration)
     if preview["billing_reason"] == "subscription_update" and e.would_decline(
-            sub["default_payment_method"]
-            or s.must("customers", sub["customer"])["invoice_settings"]["default_payment_method"],
-            preview["amount_due"]):
-        raise StripeError("Your card was declined.", status=402, type="card_error", code="card_declined",
-                          decline_code="generic_decline")
+        sub["default_payment_method"]
+        or s.must("customers", sub["customer"])["invoice_settings"]["default_payment_method"],
+        preview["amount_due"],
+    ):
+        raise StripeError(
+            "Your card was declined.",
+            status=402,
+            type="card_error",
+            code="card_declined",
+            decline_code="generic_decline",
+        )
     sub = s.must("subscriptions", sub["id"])
-    changes = [(next((i for i in sub["items"]["data"] if item and i["id"] == item["id"]), None),
-                price, qty, deleted) for item, price, qty, deleted in changes]
+    changes = [
+        (next((i for i in sub["items"]["data"] if item and i["id"] == item["id"]), None), price, qty, deleted)
+        for item, price, qty, deleted in changes
+    ]
     return sub, changes
 
 
@@ -167,12 +198,13 @@ def update_subscription(p: Params, ctx: Ctx, sub_id: str):
     e = engine()
     sub = get_or_404("subscriptions", "subscription", sub_id)
     if sub["status"] in ("canceled", "incomplete_expired"):
-        raise StripeError("A canceled subscription can only update its cancellation_details and metadata.",
-                          param=None)
+        raise StripeError("A canceled subscription can only update its cancellation_details and metadata.", param=None)
     proration = p.str("proration_behavior", choices=PRORATIONS) or "create_prorations"
     anchor = p.str("billing_cycle_anchor", choices=["now", "unchanged"])
-    payment_behavior = p.str("payment_behavior", choices=["allow_incomplete", "default_incomplete",
-                                                          "error_if_incomplete", "pending_if_incomplete"])
+    payment_behavior = p.str(
+        "payment_behavior",
+        choices=["allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete"],
+    )
     p.ignore("proration_date", "off_session")
     changes = [_item_change(sub, i, it) for i, it in enumerate(p.list_of_dicts("items") or [])]
     cape = p.bool("cancel_at_period_end")
@@ -180,16 +212,33 @@ def update_subscription(p: Params, ctx: Ctx, sub_id: str):
     comment, feedback = _cancellation_details(p)
     metadata = p.metadata()
     fields = _plain_fields(p, sub)
-    p.ignore("pause_collection", "collection_method", "days_until_due", "default_tax_rates", "discounts",
-             "payment_settings", "trial_end", "trial_from_plan", "promotion_code", "invoice_settings",
-             "automatic_tax", "billing_thresholds", "on_behalf_of", "transfer_data",
-             "pending_invoice_item_interval", "application_fee_percent", "default_source")
+    p.ignore(
+        "pause_collection",
+        "collection_method",
+        "days_until_due",
+        "default_tax_rates",
+        "discounts",
+        "payment_settings",
+        "trial_end",
+        "trial_from_plan",
+        "promotion_code",
+        "invoice_settings",
+        "automatic_tax",
+        "billing_thresholds",
+        "on_behalf_of",
+        "transfer_data",
+        "pending_invoice_item_interval",
+        "application_fee_percent",
+        "default_source",
+    )
     p.done()
     if sub["schedule"] and (cape is not None or cancel_at is not None):
         # Stripe: a schedule owns the subscription's end; release the schedule (or update it) instead.
-        raise StripeError(f"The subscription is managed by the subscription schedule `{sub['schedule']}`, and "
-                          "updating any cancelation behavior directly is not allowed. Please update the "
-                          "schedule instead.")
+        raise StripeError(
+            f"The subscription is managed by the subscription schedule `{sub['schedule']}`, and "
+            "updating any cancelation behavior directly is not allowed. Please update the "
+            "schedule instead."
+        )
     if changes and payment_behavior == "error_if_incomplete":
         sub, changes = _refuse_if_payment_fails(ctx, sub, changes, proration)
     # Plain field changes first, as one customer.subscription.updated.
@@ -223,8 +272,7 @@ def cancel_subscription(p: Params, ctx: Ctx, sub_id: str):
     p.bool("prorate")
     p.done()
     if sub["status"] == "canceled":
-        raise StripeError(f"No such subscription: '{sub_id}'", status=404, code="resource_missing",
-                          param="id")
+        raise StripeError(f"No such subscription: '{sub_id}'", status=404, code="resource_missing", param="id")
     return engine().cancel_now(ctx, sub, comment=comment, feedback=feedback)
 
 

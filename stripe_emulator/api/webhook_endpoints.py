@@ -54,9 +54,16 @@ def create_webhook_endpoint(p: Params, ctx: Ctx):
         raise invalid("url", "Invalid URL: URL must be publicly accessible and use http:// or https://")
     events = _enabled_events(p)
     secret = "whsec_" + secrets.token_hex(24)
-    we = objects.webhook_endpoint(new_id("we", 24), store().now(), url=url, enabled_events=events,
-                                  secret=secret, description=p.str("description"),
-                                  metadata=p.metadata() or {}, api_version=_api_version(p))
+    we = objects.webhook_endpoint(
+        new_id("we", 24),
+        store().now(),
+        url=url,
+        enabled_events=events,
+        secret=secret,
+        description=p.str("description"),
+        metadata=p.metadata() or {},
+        api_version=_api_version(p),
+    )
     p.ignore("connect")
     p.done()
     store().internal("secrets")[we["id"]] = secret

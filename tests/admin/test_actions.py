@@ -1,8 +1,9 @@
 """The admin's actions: replay a failed webhook event, look a user up, re-sync a user from Stripe."""
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -39,7 +40,9 @@ def test_a_failed_event_has_a_replay_button_that_reports_a_second_failure_then_a
     # The operator repairs the customer mapping; the replay now applies the event.
     with seeded.app_context():
         db.session.execute(sa.text("UPDATE users SET stripe_customer_id = NULL WHERE email = 'intruder@example.com'"))
-        db.session.execute(sa.text("UPDATE users SET stripe_customer_id = 'cus_intruder' WHERE email = 'owner@example.com'"))
+        db.session.execute(
+            sa.text("UPDATE users SET stripe_customer_id = 'cus_intruder' WHERE email = 'owner@example.com'")
+        )
         db.session.commit()
     page = replay(admin_client).get_data(as_text=True)
     assert "Replayed evt_bad (customer.subscription.updated): processed." in page
@@ -57,7 +60,7 @@ def test_replaying_an_unknown_event_says_so(admin_client):
 
 
 def test_user_lookup_shows_subscriptions_events_and_audit_trail(seeded, admin_client):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with seeded.app_context():
         user = UserFactory(email="trader@example.com", stripe_customer_id="cus_trader", name="Ada Trader")
         other = UserFactory(email="other@example.com", stripe_customer_id="cus_other")
@@ -69,8 +72,17 @@ def test_user_lookup_shows_subscriptions_events_and_audit_trail(seeded, admin_cl
             ("evt_cus", "customer.updated", {"id": "cus_trader", "object": "customer"}),
             ("evt_not_mine", "invoice.payment_failed", {"id": "in_2", "object": "invoice", "customer": "cus_other"}),
         ):
-            db.session.add(StripeEvent(id=event_id, type=etype, stripe_created=now, received_at=now, status="processed",
-                                       attempts=1, payload={"id": event_id, "type": etype, "data": {"object": obj}}))
+            db.session.add(
+                StripeEvent(
+                    id=event_id,
+                    type=etype,
+                    stripe_created=now,
+                    received_at=now,
+                    status="processed",
+                    attempts=1,
+                    payload={"id": event_id, "type": etype, "data": {"object": obj}},
+                )
+            )
         db.session.commit()
     response = admin_client.get("/admin/users?email=Trader@Example.com")
     assert response.status_code == 200
@@ -96,22 +108,32 @@ def test_sync_from_stripe_repairs_drift_and_invalidates_entitlements(seeded, adm
     client = stripe_emulator.client()
     with seeded.app_context():
         user = UserFactory(email="drift@example.com")
-        customer = client.v1.customers.create(params={"email": "drift@example.com",
-                                                      "metadata": {"user_id": str(user.id)}})
+        customer = client.v1.customers.create(
+            params={"email": "drift@example.com", "metadata": {"user_id": str(user.id)}}
+        )
         user.stripe_customer_id = customer.id
         db.session.commit()
         user_id = user.id
-    session = client.v1.checkout.sessions.create(params={
-        "mode": "subscription", "customer": customer.id, "line_items": [{"price": "price_starter_monthly", "quantity": 1}],
-        "success_url": "http://127.0.0.1:9/ok", "cancel_url": "http://127.0.0.1:9/no"})
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "customer": customer.id,
+            "line_items": [{"price": "price_starter_monthly", "quantity": 1}],
+            "success_url": "http://127.0.0.1:9/ok",
+            "cancel_url": "http://127.0.0.1:9/no",
+        }
+    )
     stripe_emulator.complete_checkout(session.id)  # paid in Stripe; no webhook reaches the app
     store = redis.Redis.from_url(redis_url)
     store.set(f"entitlements:{user_id}", "{}")
     token = csrf_token_from(admin_client.get("/admin/users?email=drift@example.com").get_data(as_text=True))
-    page = admin_client.post(f"/admin/users/{user_id}/sync", data={"csrf_token": token},
-                             follow_redirects=True).get_data(as_text=True)
+    page = admin_client.post(
+        f"/admin/users/{user_id}/sync", data={"csrf_token": token}, follow_redirects=True
+    ).get_data(as_text=True)
     assert "Synced drift@example.com from Stripe:" in page
     assert store.get(f"entitlements:{user_id}") is None
     with seeded.app_context():
-        assert db.session.scalar(sa.select(sa.func.count(UserSubscription.id))
-                                 .where(UserSubscription.user_id == user_id)) == 1
+        assert (
+            db.session.scalar(sa.select(sa.func.count(UserSubscription.id)).where(UserSubscription.user_id == user_id))
+            == 1
+        )

@@ -1,5 +1,6 @@
 """daily_counts and daily_subscription_changes follow their source tables through the triggers of migration 0007,
 whoever writes (ORM, bulk SQL, cascades), and always equal a recount of the tables from scratch."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,12 +29,23 @@ def migration():
 def maintained() -> dict[str, set[tuple]]:
     """Both tables' rows, the zeros left by changes that cancelled out dropped."""
     return {
-        "daily_counts": {tuple(r) for r in db.session.execute(
-            sa.select(DailyCount.day, DailyCount.metric, DailyCount.value).where(DailyCount.value != 0))},
-        "daily_subscription_changes": {tuple(r) for r in db.session.execute(
-            sa.select(DailySubscriptionChange.day, DailySubscriptionChange.plan_id,
-                      DailySubscriptionChange.billing_cycle, DailySubscriptionChange.net)
-            .where(DailySubscriptionChange.net != 0))},
+        "daily_counts": {
+            tuple(r)
+            for r in db.session.execute(
+                sa.select(DailyCount.day, DailyCount.metric, DailyCount.value).where(DailyCount.value != 0)
+            )
+        },
+        "daily_subscription_changes": {
+            tuple(r)
+            for r in db.session.execute(
+                sa.select(
+                    DailySubscriptionChange.day,
+                    DailySubscriptionChange.plan_id,
+                    DailySubscriptionChange.billing_cycle,
+                    DailySubscriptionChange.net,
+                ).where(DailySubscriptionChange.net != 0)
+            )
+        },
     }
 
 
@@ -71,11 +83,14 @@ def test_every_kind_of_write_keeps_the_counts_equal_to_a_recount(seeded):
         db.session.commit()
         assert maintained() != counted
         # Bulk SQL, as an operator's fix would: every trialing/active row of one cycle to past_due and back.
-        db.session.execute(sa.update(UserSubscription).where(UserSubscription.status == "active")
-                           .values(status="unpaid"))
-        db.session.execute(sa.update(UserSubscription).where(UserSubscription.status == "unpaid",
-                                                             UserSubscription.billing_cycle == "monthly")
-                           .values(status="active"))
+        db.session.execute(
+            sa.update(UserSubscription).where(UserSubscription.status == "active").values(status="unpaid")
+        )
+        db.session.execute(
+            sa.update(UserSubscription)
+            .where(UserSubscription.status == "unpaid", UserSubscription.billing_cycle == "monthly")
+            .values(status="active")
+        )
         # A deleted subscription row, and a user deleted with Core (their conversion row goes by ON DELETE CASCADE).
         db.session.delete(subscriptions[3])
         converted = db.session.scalar(sa.text("SELECT user_id FROM user_conversions ORDER BY user_id LIMIT 1"))

@@ -1,4 +1,5 @@
 """The admin dashboard on PostgreSQL: who may see it, and that every figure is what the rows say."""
+
 from __future__ import annotations
 
 import re
@@ -66,31 +67,39 @@ def test_an_action_without_the_csrf_token_is_refused_even_for_an_admin(admin_cli
 
 # --- figures -------------------------------------------------------------------------------------------------
 
+
 def build_book(app):
     """A small but complete book of business, written straight into the tables."""
     with app.app_context():
         users = [UserFactory(email=f"c{i}@example.com") for i in range(8)]
         a, b, c, d, e, f, g, h = users
-        add_subscription(a, "starter", "monthly", started=60)                 # 19.99
-        add_subscription(b, "starter", "monthly", started=10)                 # 19.99 (started inside the window)
-        add_subscription(c, "pro", "yearly", started=90)                      # 479.99 / 12
-        add_subscription(d, "pro", "monthly", "past_due", started=50)         # 49.99, still revenue
-        add_subscription(e, "pro", "monthly", "canceled", started=70, ended=5)    # churned in the window
+        add_subscription(a, "starter", "monthly", started=60)  # 19.99
+        add_subscription(b, "starter", "monthly", started=10)  # 19.99 (started inside the window)
+        add_subscription(c, "pro", "yearly", started=90)  # 479.99 / 12
+        add_subscription(d, "pro", "monthly", "past_due", started=50)  # 49.99, still revenue
+        add_subscription(e, "pro", "monthly", "canceled", started=70, ended=5)  # churned in the window
         add_subscription(f, "starter", "yearly", "canceled", started=80, ended=45)  # churned before it
-        add_subscription(g, "pro", "monthly", "incomplete", started=1)        # never paid: no revenue
-        add_subscription(h, "starter", "monthly", "unpaid", started=40)       # Stripe gave up: no revenue
+        add_subscription(g, "pro", "monthly", "incomplete", started=1)  # never paid: no revenue
+        add_subscription(h, "starter", "monthly", "unpaid", started=40)  # Stripe gave up: no revenue
         add_audit(a, "subscription.activated", 60, plan="starter", billing_cycle="monthly", status="active")
         add_audit(b, "subscription.activated", 10, plan="starter", billing_cycle="monthly", status="active")
         add_audit(c, "subscription.activated", 90, plan="starter", billing_cycle="yearly", status="active")
-        add_audit(c, "subscription.plan_changed", 20, from_plan="starter", from_cycle="yearly", plan="pro",
-                  billing_cycle="yearly")
+        add_audit(
+            c,
+            "subscription.plan_changed",
+            20,
+            from_plan="starter",
+            from_cycle="yearly",
+            plan="pro",
+            billing_cycle="yearly",
+        )
         add_audit(d, "subscription.activated", 50, plan="pro", billing_cycle="monthly", status="active")
         add_audit(e, "subscription.activated", 70, plan="pro", billing_cycle="monthly", status="active")
         add_audit(d, "payment.failed", 3, invoice="in_d1", attempt_key="in_d1:1", amount=4999)
         add_audit(d, "payment.failed", 2, invoice="in_d1", attempt_key="in_d1:2", amount=4999)
         add_audit(h, "payment.failed", 9, invoice="in_h1", attempt_key="in_h1:1", amount=1999)
         add_audit(a, "payment.failed", 8, invoice="in_a1", attempt_key="in_a1:1", amount=1999)
-        add_audit(a, "payment.succeeded", 7, invoice="in_a1", amount=1999)   # recovered: not outstanding
+        add_audit(a, "payment.succeeded", 7, invoice="in_a1", amount=1999)  # recovered: not outstanding
         return users
 
 
@@ -104,7 +113,10 @@ def test_figures_match_the_rows(seeded):
         assert summary.mrr == EXPECTED_MRR
         assert summary.arr == Decimal("19.99") * 24 + Decimal("479.99") + Decimal("49.99") * 12
         assert {(r.plan, r.cycle): r.subscriptions for r in summary.by_plan} == {
-            ("starter", "monthly"): 2, ("pro", "monthly"): 1, ("pro", "yearly"): 1}
+            ("starter", "monthly"): 2,
+            ("pro", "monthly"): 1,
+            ("pro", "yearly"): 1,
+        }
 
         window = churn(30)
         # Live 30 days ago: a, c, d, e (b started since, f had ended, g/h are not revenue statuses).
@@ -178,8 +190,12 @@ def test_an_empty_book_renders(admin_client):
 def test_the_audit_log_shows_the_latest_fifty(seeded, admin_client):
     with seeded.app_context():
         user = UserFactory(email="busy@example.com")
-        db.session.add_all([AuditLog(user_id=user.id, action=f"test.action_{i:02d}", details={}, created_at=days_ago(i / 100))
-                            for i in range(60)])
+        db.session.add_all(
+            [
+                AuditLog(user_id=user.id, action=f"test.action_{i:02d}", details={}, created_at=days_ago(i / 100))
+                for i in range(60)
+            ]
+        )
         db.session.commit()
         assert db.session.scalar(sa.select(sa.func.count(AuditLog.id))) == 60
     html = admin_client.get("/admin").get_data(as_text=True)

@@ -3,6 +3,7 @@
 `ADMIN_SCREENSHOT=docs/screenshots/admin.png pytest tests/admin/test_dashboard_browser.py` refreshes the README's
 screenshot; otherwise it is written to the test's temporary directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,9 @@ def test_the_dashboard_draws_its_charts_under_the_csp(seeded, live_server, page,
         const chart = Chart.getChart(id);
         return chart ? chart.data.datasets[0].data.length : 0; })""")
     assert drawn == [90, 30]
-    assert not [m for m in messages if "Content Security Policy" in m or "Refused to" in m or "pageerror" in m], messages
+    assert not [m for m in messages if "Content Security Policy" in m or "Refused to" in m or "pageerror" in m], (
+        messages
+    )
     target = Path(os.environ.get("ADMIN_SCREENSHOT") or tmp_path / "admin.png")
     target.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target), full_page=True)

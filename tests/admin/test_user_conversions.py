@@ -1,4 +1,5 @@
 """user_conversions follows the audit trail in the same transaction, and equals the distinct counts it replaces."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -58,8 +59,10 @@ def test_deleting_a_user_drops_them_from_both_counts(seeded):
         db.session.execute(sa.delete(User).where(User.id == user.id))
         db.session.commit()
         assert db.session.scalar(sa.select(sa.func.count()).select_from(UserConversion)) == 0
-        assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditLog)
-                                 .where(AuditLog.user_id.is_not(None))) == 0
+        assert (
+            db.session.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(AuditLog.user_id.is_not(None)))
+            == 0
+        )
 
 
 def rows() -> list[tuple]:
@@ -83,15 +86,18 @@ def test_the_table_and_the_migrations_backfill_equal_the_audit_trails_distinct_c
             expected = db.session.scalar(sa.select(sa.func.count(sa.distinct(AuditLog.user_id))).where(where))
             counted = db.session.scalar(sa.select(sa.func.count(UserConversion.__table__.c[column])))
             assert counted == expected, column
-        assert db.session.scalar(sa.select(sa.func.count(sa.distinct(AuditLog.user_id))).where(
-            distinct["starter_pro_at"])) > 0  # the book has Starter → Pro moves
+        assert (
+            db.session.scalar(sa.select(sa.func.count(sa.distinct(AuditLog.user_id))).where(distinct["starter_pro_at"]))
+            > 0
+        )  # the book has Starter → Pro moves
 
         maintained = rows()
         spec = importlib.util.spec_from_file_location("migration_0006", MIGRATION)
         migration = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(migration)
         db.session.execute(sa.delete(UserConversion))
-        db.session.execute(sa.text(migration.BACKFILL.format(plan="(details ->> 'plan')",
-                                                             from_plan="(details ->> 'from_plan')")))
+        db.session.execute(
+            sa.text(migration.BACKFILL.format(plan="(details ->> 'plan')", from_plan="(details ->> 'from_plan')"))
+        )
         assert rows() == maintained
         db.session.rollback()

@@ -1,5 +1,6 @@
 """API fixtures: bearer tokens from the real token endpoint, and a client that checks every answer against the
 served OpenAPI document (status documented, body valid for its schema)."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,8 +30,9 @@ class Contract:
         spec = self.response_spec(method, path, response.status_code)
         schema = spec["content"]["application/json"]["schema"]
         assert response.is_json, f"{method} {path} {response.status_code} is not JSON"
-        Draft202012Validator({**schema, "components": self.document["components"]},
-                             format_checker=Draft202012Validator.FORMAT_CHECKER).validate(response.get_json())
+        Draft202012Validator(
+            {**schema, "components": self.document["components"]}, format_checker=Draft202012Validator.FORMAT_CHECKER
+        ).validate(response.get_json())
 
 
 class Api:

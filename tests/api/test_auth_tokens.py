@@ -1,4 +1,5 @@
 """JWT bearer tokens: issue, refresh, and every kind of bad token answered 401 JSON."""
+
 from datetime import timedelta
 
 import jwt as pyjwt
@@ -45,25 +46,43 @@ def test_bad_credentials_and_bad_bodies(seeded, client):
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_field"
 
 
-@pytest.mark.parametrize("body, content_type, expected", [
-    # Not a JSON object, however it is sent: refused as a whole before any field is named.
-    ("[]", "application/json", ("invalid_json", "The request body must be a JSON object.")),
-    ("null", "application/json", ("invalid_json", "The request body must be a JSON object.")),
-    ("email=a&password=b", "application/x-www-form-urlencoded",
-     ("invalid_json", "The request body must be a JSON object.")),
-    ('{"email": "api@example.com", "password": "x"}', "text/plain",
-     ("invalid_json", "The request body must be a JSON object.")),
-    # The first field's problem, in the model's order, with the field's name.
-    ('{"password": 5}', "application/json", ("missing_field", "'email' is required.")),
-    ('{"email": "  ", "password": 5}', "application/json", ("missing_field", "'email' is required.")),
-    ('{"email": 5}', "application/json", ("invalid_field", "'email' must be a string.")),
-    ('{"email": "a\\u0000", "password": "x"}', "application/json",
-     ("invalid_field", "'email' must not contain NUL characters.")),
-    ('{"email": "api@example.com", "password": "' + "p" * 129 + '"}', "application/json",
-     ("invalid_field", "'password' must be at most 128 characters.")),
-    ('{"email": "api@example.com", "password": "   "}', "application/json",
-     ("missing_field", "'password' is required.")),
-])
+@pytest.mark.parametrize(
+    "body, content_type, expected",
+    [
+        # Not a JSON object, however it is sent: refused as a whole before any field is named.
+        ("[]", "application/json", ("invalid_json", "The request body must be a JSON object.")),
+        ("null", "application/json", ("invalid_json", "The request body must be a JSON object.")),
+        (
+            "email=a&password=b",
+            "application/x-www-form-urlencoded",
+            ("invalid_json", "The request body must be a JSON object."),
+        ),
+        (
+            '{"email": "api@example.com", "password": "x"}',
+            "text/plain",
+            ("invalid_json", "The request body must be a JSON object."),
+        ),
+        # The first field's problem, in the model's order, with the field's name.
+        ('{"password": 5}', "application/json", ("missing_field", "'email' is required.")),
+        ('{"email": "  ", "password": 5}', "application/json", ("missing_field", "'email' is required.")),
+        ('{"email": 5}', "application/json", ("invalid_field", "'email' must be a string.")),
+        (
+            '{"email": "a\\u0000", "password": "x"}',
+            "application/json",
+            ("invalid_field", "'email' must not contain NUL characters."),
+        ),
+        (
+            '{"email": "api@example.com", "password": "' + "p" * 129 + '"}',
+            "application/json",
+            ("invalid_field", "'password' must be at most 128 characters."),
+        ),
+        (
+            '{"email": "api@example.com", "password": "   "}',
+            "application/json",
+            ("missing_field", "'password' is required."),
+        ),
+    ],
+)
 def test_every_bad_body_is_a_400_naming_its_first_problem(seeded, client, body, content_type, expected):
     response = client.post("/api/v1/auth/token", data=body, content_type=content_type)
     assert response.status_code == 400
@@ -76,13 +95,20 @@ def test_missing_forged_expired_and_misused_tokens_are_401(seeded, client):
     tokens = get_tokens(client).get_json()
     assert client.get("/api/v1/me").get_json()["error"] == "authorization_required"
 
-    forged = pyjwt.encode({"sub": "1", "type": "access", "fresh": False}, "not-the-key-but-long-enough-for-hs256!", algorithm="HS256")
+    forged = pyjwt.encode(
+        {"sub": "1", "type": "access", "fresh": False}, "not-the-key-but-long-enough-for-hs256!", algorithm="HS256"
+    )
     none_alg = pyjwt.encode({"sub": "1", "type": "access"}, None, algorithm="none")
     with seeded.app_context():
         from flask_jwt_extended import create_access_token
+
         expired = create_access_token(identity="1", expires_delta=timedelta(seconds=-1))
-    for token, error in ((forged, "invalid_token"), (none_alg, "invalid_token"), (expired, "token_expired"),
-                         (tokens["refresh_token"], "invalid_token")):
+    for token, error in (
+        (forged, "invalid_token"),
+        (none_alg, "invalid_token"),
+        (expired, "token_expired"),
+        (tokens["refresh_token"], "invalid_token"),
+    ):
         response = client.get("/api/v1/me", headers=bearer(token))
         assert response.status_code == 401, token
         assert response.get_json()["error"] == error
@@ -97,11 +123,13 @@ def test_cors_only_for_allowed_origins(seeded, migrated_database, redis_url):
 
     app = create_app(make_config(migrated_database, redis_url, ALLOWED_ORIGINS='["https://app.example.com"]'))
     client = app.test_client()
-    ok = client.options("/api/v1/me", headers={"Origin": "https://app.example.com",
-                                               "Access-Control-Request-Method": "GET"})
+    ok = client.options(
+        "/api/v1/me", headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"}
+    )
     assert ok.headers.get("Access-Control-Allow-Origin") == "https://app.example.com"
-    other = client.options("/api/v1/me", headers={"Origin": "https://evil.example",
-                                                  "Access-Control-Request-Method": "GET"})
+    other = client.options(
+        "/api/v1/me", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    )
     assert "Access-Control-Allow-Origin" not in other.headers
     page = client.get("/pricing", headers={"Origin": "https://app.example.com"})
     assert "Access-Control-Allow-Origin" not in page.headers
@@ -111,8 +139,9 @@ def test_the_api_is_rate_limited_per_user(seeded, migrated_database, redis_url, 
     from app import create_app
     from tests.conftest import make_config
 
-    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url,
-                                 RATELIMIT_API="3 per minute"))
+    app = create_app(
+        make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url, RATELIMIT_API="3 per minute")
+    )
     client = app.test_client()
     with app.app_context():
         UserFactory(email="api@example.com")

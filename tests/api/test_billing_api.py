@@ -2,6 +2,7 @@
 its webhooks delivered to the live app; bad input, other users, rate limits and Stripe being down.
 
 Every answer also validates against the OpenAPI document (the `api` fixture)."""
+
 from __future__ import annotations
 
 import socket
@@ -32,10 +33,16 @@ def user_row(app, email: str) -> User:
 def subscription_rows(app, email: str) -> list[tuple]:
     with app.app_context():
         rows = db.session.execute(
-            sa.select(UserSubscription.stripe_subscription_id, UserSubscription.status,
-                      UserSubscription.stripe_price_id, UserSubscription.cancel_at_period_end)
-            .join(User, User.id == UserSubscription.user_id).where(User.email == email)
-            .order_by(UserSubscription.id)).all()
+            sa.select(
+                UserSubscription.stripe_subscription_id,
+                UserSubscription.status,
+                UserSubscription.stripe_price_id,
+                UserSubscription.cancel_at_period_end,
+            )
+            .join(User, User.id == UserSubscription.user_id)
+            .where(User.email == email)
+            .order_by(UserSubscription.id)
+        ).all()
         return [tuple(r) for r in rows]
 
 
@@ -45,8 +52,9 @@ def audit_count(app) -> int:
 
 
 def stripe_subscriptions(emulator, customer_id: str) -> list:
-    return list(emulator.client().v1.subscriptions.list(
-        params={"customer": customer_id, "status": "all"}).auto_paging_iter())
+    return list(
+        emulator.client().v1.subscriptions.list(params={"customer": customer_id, "status": "all"}).auto_paging_iter()
+    )
 
 
 def pay(api, emulator, token: str, plan: str = "pro", cycle: str = "monthly") -> dict:
@@ -74,7 +82,11 @@ def test_guide_section_4_2(api, stripe_emulator, webhooks_to_app):
 
     sub = api.get("/billing/subscription", token).get_json()
     assert (sub["plan"], sub["billing_cycle"], sub["status"], sub["cancel_at_period_end"]) == (
-        "pro", "monthly", "active", False)
+        "pro",
+        "monthly",
+        "active",
+        False,
+    )
     assert sub["features"]["api_access"] is True
     period_end = datetime.fromisoformat(sub["current_period_end"])
     assert period_end.tzinfo is not None
@@ -89,8 +101,9 @@ def test_guide_section_4_2(api, stripe_emulator, webhooks_to_app):
     resumed = api.post("/billing/resume", token).get_json()
     assert resumed["cancel_at_period_end"] is False
 
-    preview = api.post("/billing/change-plan", token, json={"plan_name": "starter", "billing_cycle": "monthly",
-                                                            "preview": True}).get_json()
+    preview = api.post(
+        "/billing/change-plan", token, json={"plan_name": "starter", "billing_cycle": "monthly", "preview": True}
+    ).get_json()
     assert (preview["kind"], preview["applied"], preview["amount_due_now"]) == ("downgrade", False, 0)
     assert datetime.fromisoformat(preview["effective_at"]) == period_end
     stripe_emulator.flush()
@@ -100,19 +113,22 @@ def test_guide_section_4_2(api, stripe_emulator, webhooks_to_app):
     assert [r[0] for r in subscription_rows(api.app, "trader@example.com")] == [stripe_sub.id]
 
 
-@pytest.mark.parametrize("payload, status, code", [
-    ({"plan_name": "gold", "billing_cycle": "monthly"}, 400, "unknown_plan"),
-    ({"plan_name": "free", "billing_cycle": "monthly"}, 400, "free_plan_not_purchasable"),
-    ({"plan_name": "free", "billing_cycle": "yearly"}, 400, "free_plan_not_purchasable"),
-    ({"plan_name": "pro", "billing_cycle": "weekly"}, 400, "invalid_billing_cycle"),
-    ({"plan_name": "pro"}, 400, "missing_field"),
-    ({"billing_cycle": "monthly"}, 400, "missing_field"),
-    ({"plan_name": "  ", "billing_cycle": "monthly"}, 400, "missing_field"),
-    ({"plan_name": ["pro"], "billing_cycle": "monthly"}, 400, "invalid_field"),
-    ({"plan_name": "p" * 200, "billing_cycle": "monthly"}, 400, "invalid_field"),
-    ([], 400, "invalid_json"),
-    ("not json", 400, "invalid_json"),
-])
+@pytest.mark.parametrize(
+    "payload, status, code",
+    [
+        ({"plan_name": "gold", "billing_cycle": "monthly"}, 400, "unknown_plan"),
+        ({"plan_name": "free", "billing_cycle": "monthly"}, 400, "free_plan_not_purchasable"),
+        ({"plan_name": "free", "billing_cycle": "yearly"}, 400, "free_plan_not_purchasable"),
+        ({"plan_name": "pro", "billing_cycle": "weekly"}, 400, "invalid_billing_cycle"),
+        ({"plan_name": "pro"}, 400, "missing_field"),
+        ({"billing_cycle": "monthly"}, 400, "missing_field"),
+        ({"plan_name": "  ", "billing_cycle": "monthly"}, 400, "missing_field"),
+        ({"plan_name": ["pro"], "billing_cycle": "monthly"}, 400, "invalid_field"),
+        ({"plan_name": "p" * 200, "billing_cycle": "monthly"}, 400, "invalid_field"),
+        ([], 400, "invalid_json"),
+        ("not json", 400, "invalid_json"),
+    ],
+)
 def test_bad_checkout_input_is_a_4xx_and_changes_nothing(api, stripe_emulator, payload, status, code):
     token = api.user("trader@example.com")
     kwargs = {"data": payload, "content_type": "application/json"} if isinstance(payload, str) else {"json": payload}
@@ -131,12 +147,13 @@ def test_bad_plan_change_input_is_a_4xx(api, stripe_emulator, webhooks_to_app):
     assert (response.status_code, response.get_json()["error"]) == (400, "no_subscription")
     pay(api, stripe_emulator, token, "starter", "monthly")
     before = subscription_rows(api.app, "trader@example.com")
-    for payload, status, code in (({"plan_name": "gold", "billing_cycle": "monthly"}, 400, "unknown_plan"),
-                                  ({"plan_name": "free", "billing_cycle": "monthly"}, 400,
-                                   "free_plan_not_purchasable"),
-                                  ({"plan_name": "pro", "billing_cycle": "weekly"}, 400, "invalid_billing_cycle"),
-                                  ({"plan_name": "pro"}, 400, "missing_field"),
-                                  ({"plan_name": "starter", "billing_cycle": "monthly"}, 409, "already_on_plan")):
+    for payload, status, code in (
+        ({"plan_name": "gold", "billing_cycle": "monthly"}, 400, "unknown_plan"),
+        ({"plan_name": "free", "billing_cycle": "monthly"}, 400, "free_plan_not_purchasable"),
+        ({"plan_name": "pro", "billing_cycle": "weekly"}, 400, "invalid_billing_cycle"),
+        ({"plan_name": "pro"}, 400, "missing_field"),
+        ({"plan_name": "starter", "billing_cycle": "monthly"}, 409, "already_on_plan"),
+    ):
         response = api.post("/billing/change-plan", token, json=payload)
         assert (response.status_code, response.get_json()["error"]) == (status, code), payload
     assert api.post("/billing/change-plan", token, data="{", content_type="application/json").status_code == 400
@@ -152,8 +169,7 @@ def test_already_on_plan_is_409_and_another_paid_plan_needs_a_plan_change(api, s
     assert (other.status_code, other.get_json()["error"]) == (409, "plan_change_required")
     customer = user_row(api.app, "trader@example.com").stripe_customer_id
     assert len(stripe_subscriptions(stripe_emulator, customer)) == 1
-    open_sessions = stripe_emulator.client().v1.checkout.sessions.list(params={"customer": customer,
-                                                                               "status": "open"})
+    open_sessions = stripe_emulator.client().v1.checkout.sessions.list(params={"customer": customer, "status": "open"})
     assert open_sessions.data == []  # no second Checkout was even offered
 
 
@@ -182,8 +198,9 @@ def test_plan_change_preview_and_apply_keep_one_subscription(api, stripe_emulato
     customer = user_row(api.app, "trader@example.com").stripe_customer_id
     [original] = stripe_subscriptions(stripe_emulator, customer)
 
-    preview = api.post("/billing/change-plan", token, json={"plan_name": "pro", "billing_cycle": "monthly",
-                                                            "preview": True}).get_json()
+    preview = api.post(
+        "/billing/change-plan", token, json={"plan_name": "pro", "billing_cycle": "monthly", "preview": True}
+    ).get_json()
     assert (preview["kind"], preview["applied"], preview["effective_at"]) == ("upgrade", False, None)
     assert 0 < preview["amount_due_now"] <= 3000
     [unchanged] = stripe_subscriptions(stripe_emulator, customer)
@@ -212,8 +229,10 @@ def test_the_eleventh_checkout_in_a_minute_is_429(api, stripe_emulator):
     first = api.post("/billing/checkout", token, json={"plan_name": "pro", "billing_cycle": "monthly"})
     assert first.status_code == 200
     for _ in range(9):
-        assert api.post("/billing/checkout", token, json={"plan_name": "gold", "billing_cycle": "monthly"}
-                        ).status_code == 400
+        assert (
+            api.post("/billing/checkout", token, json={"plan_name": "gold", "billing_cycle": "monthly"}).status_code
+            == 400
+        )
     limited = api.post("/billing/checkout", token, json={"plan_name": "pro", "billing_cycle": "monthly"})
     assert limited.status_code == 429
     assert limited.get_json()["error"] == "too_many_requests" and limited.get_json()["message"]
@@ -224,8 +243,9 @@ def test_the_eleventh_checkout_in_a_minute_is_429(api, stripe_emulator):
 
     # The limit is per user, not per address: another user on the same address is not limited.
     other = api.user("other@example.com")
-    assert api.post("/billing/checkout", other, json={"plan_name": "pro", "billing_cycle": "monthly"}
-                    ).status_code == 200
+    assert (
+        api.post("/billing/checkout", other, json={"plan_name": "pro", "billing_cycle": "monthly"}).status_code == 200
+    )
 
 
 def test_another_users_token_cannot_see_or_change_this_subscription(api, stripe_emulator, webhooks_to_app):
@@ -236,8 +256,12 @@ def test_another_users_token_cannot_see_or_change_this_subscription(api, stripe_
     for path in ("/billing/cancel", "/billing/resume"):
         assert api.post(path, intruder).get_json()["error"] == "no_subscription"
     assert api.post("/billing/portal", intruder).get_json()["error"] == "no_billing_account"
-    assert api.post("/billing/change-plan", intruder, json={"plan_name": "starter", "billing_cycle": "monthly"}
-                    ).get_json()["error"] == "no_subscription"
+    assert (
+        api.post(
+            "/billing/change-plan", intruder, json={"plan_name": "starter", "billing_cycle": "monthly"}
+        ).get_json()["error"]
+        == "no_subscription"
+    )
     stripe_emulator.flush()
     customer = user_row(api.app, "owner@example.com").stripe_customer_id
     [sub] = stripe_subscriptions(stripe_emulator, customer)
@@ -249,8 +273,9 @@ def test_another_users_token_cannot_see_or_change_this_subscription(api, stripe_
 @pytest.fixture
 def stripe_down_app(seeded, redis_url):
     """A second app on the same database whose Stripe is a closed port."""
-    down = create_app(make_config(seeded.config["DATABASE_URL"], redis_url,
-                                  STRIPE_API_BASE=f"http://127.0.0.1:{closed_port()}"))
+    down = create_app(
+        make_config(seeded.config["DATABASE_URL"], redis_url, STRIPE_API_BASE=f"http://127.0.0.1:{closed_port()}")
+    )
     yield down
     with down.app_context():
         db.session.remove()
@@ -261,12 +286,14 @@ def test_stripe_down_is_503_with_nothing_written(api, stripe_emulator, webhooks_
     token = api.user("trader@example.com")
     down = stripe_down_app.test_client()
     bearer = {"Authorization": f"Bearer {token}"}
-    response = down.post("/api/v1/billing/checkout", headers=bearer,
-                         json={"plan_name": "pro", "billing_cycle": "monthly"})
+    response = down.post(
+        "/api/v1/billing/checkout", headers=bearer, json={"plan_name": "pro", "billing_cycle": "monthly"}
+    )
     assert response.status_code == 503
-    assert response.get_json() == {"error": "billing_unavailable",
-                                   "message": "Billing is temporarily unavailable — nothing was charged, "
-                                              "please try again."}
+    assert response.get_json() == {
+        "error": "billing_unavailable",
+        "message": "Billing is temporarily unavailable — nothing was charged, please try again.",
+    }
     api.contract.validate("POST", "/billing/checkout", response)
     assert user_row(api.app, "trader@example.com").stripe_customer_id is None
     assert audit_count(api.app) == 0
@@ -275,9 +302,11 @@ def test_stripe_down_is_503_with_nothing_written(api, stripe_emulator, webhooks_
     # A paying user: cancel and plan change are refused the same way; the local copy is untouched.
     pay(api, stripe_emulator, token)
     before, audits = subscription_rows(api.app, "trader@example.com"), audit_count(api.app)
-    for path, body in (("/billing/cancel", None),
-                       ("/billing/change-plan", {"plan_name": "pro", "billing_cycle": "yearly"}),
-                       ("/billing/portal", None)):
+    for path, body in (
+        ("/billing/cancel", None),
+        ("/billing/change-plan", {"plan_name": "pro", "billing_cycle": "yearly"}),
+        ("/billing/portal", None),
+    ):
         response = down.post("/api/v1" + path, headers=bearer, json=body)
         assert (response.status_code, response.get_json()["error"]) == (503, "billing_unavailable"), path
         api.contract.validate("POST", path, response)
@@ -290,8 +319,9 @@ def test_stripe_down_on_the_pricing_page_flashes_the_message(stripe_down_app, st
     client = stripe_down_app.test_client()
     Auth(client).signup("browser@example.com")
     token = csrf_token_from(client.get("/pricing").get_data(as_text=True))
-    response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token},
-                           follow_redirects=True)
+    response = client.post(
+        "/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token}, follow_redirects=True
+    )
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and response.request.path == "/pricing"
     assert "Billing is temporarily unavailable — nothing was charged, please try again." in html

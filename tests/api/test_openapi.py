@@ -1,5 +1,6 @@
 """The OpenAPI document at {API_PREFIX}/openapi.json is true: every API route is in it with its methods (and
 nothing else), it is well-formed OpenAPI 3.1 / JSON Schema 2020-12, and real answers validate against it."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "tra
 
 def openapi_path(rule: str) -> str:
     """`/api/v1/strategies/<int:id>` → `/strategies/{id}`."""
-    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule[len(PREFIX):])
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule[len(PREFIX) :])
 
 
 def test_every_api_route_is_documented_with_its_methods_and_nothing_else(app, contract):
@@ -27,9 +28,20 @@ def test_every_api_route_is_documented_with_its_methods_and_nothing_else(app, co
             served.setdefault(openapi_path(rule.rule), set()).update(m.lower() for m in rule.methods - IGNORED_METHODS)
     documented = {path: {m for m in item if m in HTTP_METHODS} for path, item in contract.document["paths"].items()}
     assert documented == served
-    for path in ("/auth/token", "/auth/refresh", "/me", "/billing/checkout", "/billing/portal",
-                 "/billing/change-plan", "/billing/cancel", "/billing/resume", "/billing/subscription",
-                 "/billing/webhooks/stripe", "/strategies", "/openapi.json"):
+    for path in (
+        "/auth/token",
+        "/auth/refresh",
+        "/me",
+        "/billing/checkout",
+        "/billing/portal",
+        "/billing/change-plan",
+        "/billing/cancel",
+        "/billing/resume",
+        "/billing/subscription",
+        "/billing/webhooks/stripe",
+        "/strategies",
+        "/openapi.json",
+    ):
         assert path in documented
 
 
@@ -37,14 +49,25 @@ def test_the_document_is_well_formed(app, contract):
     document = contract.document
     assert document["openapi"] == "3.1.0"
     assert document["servers"] == [{"url": app.config["API_PREFIX"]}]
-    assert document["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer",
-                                                                       "bearerFormat": "JWT"}
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
     schemas = document["components"]["schemas"]
-    for name in ("Error", "UpgradeRequired", "TokenPair", "Subscription", "CheckoutSession", "PortalSession",
-                 "PlanChange", "Strategy"):
+    for name in (
+        "Error",
+        "UpgradeRequired",
+        "TokenPair",
+        "Subscription",
+        "CheckoutSession",
+        "PortalSession",
+        "PlanChange",
+        "Strategy",
+    ):
         assert name in schemas
     assert schemas["Error"]["required"] == ["error", "message"]
-    for name, schema in schemas.items():
+    for schema in schemas.values():
         Draft202012Validator.check_schema(schema)
 
     # Every $ref points at something that exists.
@@ -104,8 +127,7 @@ def test_real_answers_validate_against_the_document(api, stripe_emulator, webhoo
     assert api.get("/billing/subscription", token).get_json()["plan"] == "pro"
     api.post("/billing/checkout", token, json={"plan_name": "pro", "billing_cycle": "monthly"})  # 409
     api.post("/billing/portal", token)
-    api.post("/billing/change-plan", token, json={"plan_name": "starter", "billing_cycle": "monthly",
-                                                  "preview": True})
+    api.post("/billing/change-plan", token, json={"plan_name": "starter", "billing_cycle": "monthly", "preview": True})
     api.post("/billing/cancel", token)
     api.post("/billing/resume", token)
     api.post("/billing/resume", token)  # 409 not_canceling
@@ -115,12 +137,29 @@ def test_real_answers_validate_against_the_document(api, stripe_emulator, webhoo
 
     # The webhook endpoint: a bad signature, and a signed event of a type the app does not handle.
     secret = api.app.config["STRIPE_WEBHOOK_SECRET"].split(",")[0]
-    body = json.dumps({"id": "evt_openapi_tour", "object": "event", "type": "ping.tested", "created": 1,
-                       "data": {"object": {}}, "livemode": False, "api_version": "2026-10-28.endive"}).encode()
-    api.post("/billing/webhooks/stripe", data=body, content_type="application/json",
-             headers={"Stripe-Signature": "t=1,v1=00"})
-    api.post("/billing/webhooks/stripe", data=body, content_type="application/json",
-             headers={"Stripe-Signature": sign(body, secret)})
+    body = json.dumps(
+        {
+            "id": "evt_openapi_tour",
+            "object": "event",
+            "type": "ping.tested",
+            "created": 1,
+            "data": {"object": {}},
+            "livemode": False,
+            "api_version": "2026-10-28.endive",
+        }
+    ).encode()
+    api.post(
+        "/billing/webhooks/stripe",
+        data=body,
+        content_type="application/json",
+        headers={"Stripe-Signature": "t=1,v1=00"},
+    )
+    api.post(
+        "/billing/webhooks/stripe",
+        data=body,
+        content_type="application/json",
+        headers={"Stripe-Signature": sign(body, secret)},
+    )
 
     statuses = {(method, path): set() for method, path, _ in api.checked}
     for method, path, status in api.checked:

@@ -1,4 +1,5 @@
 """Billing fixtures: a logged-in user, tokens, and paying through the emulator's control API."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
@@ -45,7 +46,7 @@ class Billing:
             user = db.session.scalar(sa.select(User).where(User.email == email))
             rows = db.session.scalars(sa.select(UserSubscription).where(UserSubscription.user_id == user.id)).all()
             for row in rows:
-                row.plan  # load before the context closes
+                _ = row.plan  # load before the context closes
             return rows
 
     def stripe_subscriptions(self, customer_id):

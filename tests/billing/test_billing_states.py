@@ -4,6 +4,7 @@ past-due subscription says what is owed and when Stripe tries again, a subscript
 The pages through the test client, the emulator over HTTP (its clock drives renewals and retries); nothing of ours
 is mocked.
 """
+
 import re
 
 import sqlalchemy as sa
@@ -30,8 +31,8 @@ def test_keep_pro_releases_the_scheduled_downgrade(billing, stripe_emulator, web
     page = billing.client.get("/billing").get_data(as_text=True)
     assert 'data-testid="keep-plan"' in page and "Keep Pro" in page
     pricing = billing.client.get("/pricing").get_data(as_text=True)
-    pro_card = pricing[pricing.index('data-plan="pro"'):]
-    starter_card = pricing[pricing.index('data-plan="starter"'):pricing.index('data-plan="pro"')]
+    pro_card = pricing[pricing.index('data-plan="pro"') :]
+    starter_card = pricing[pricing.index('data-plan="starter"') : pricing.index('data-plan="pro"')]
     assert "Keep Pro" in pro_card and f"Ends {ends}: changes to Starter (monthly)" in text_of(pro_card)
     assert f"Starts {ends}" in text_of(starter_card)
     assert "Switch to Starter" not in starter_card.split("choose-yearly")[0]
@@ -79,8 +80,13 @@ def test_past_due_says_what_is_owed_and_when_stripe_retries(billing, stripe_emul
     retry = date(from_timestamp(invoice.next_payment_attempt))
 
     page = billing.client.get("/billing").get_data(as_text=True)
-    banner = text_of(page[page.index('data-testid="past-due-banner"'):page.index("</form>", page.index(
-        'data-testid="past-due-banner"'))])
+    banner = text_of(
+        page[
+            page.index('data-testid="past-due-banner"') : page.index(
+                "</form>", page.index('data-testid="past-due-banner"')
+            )
+        ]
+    )
     assert "Your last payment failed: $19.99 is due." in banner
     assert f"Stripe tries your card again on {retry}" in banner and "Update card" in banner
     line = billing_period_line(billing)
@@ -98,18 +104,19 @@ def test_a_subscription_to_the_zero_price_is_free(billing, stripe_emulator):
     client = stripe_emulator.client()
     [sub] = billing.stripe_subscriptions(billing.user().stripe_customer_id)
     item = sub["items"]["data"][0]["id"]
-    client.v1.subscriptions.update(sub.id, {"items": [{"id": item, "price": "price_free_monthly"}],
-                                            "proration_behavior": "none"})
+    client.v1.subscriptions.update(
+        sub.id, {"items": [{"id": item, "price": "price_free_monthly"}], "proration_behavior": "none"}
+    )
     page = billing.client.get("/billing?from=portal").get_data(as_text=True)
     [row] = billing.subscriptions()
     assert row.plan.name == "free"
-    summary = text_of(page[page.index('data-testid="billing-plan"'):page.index('data-testid="invoices"')])
+    summary = text_of(page[page.index('data-testid="billing-plan"') : page.index('data-testid="invoices"')])
     assert summary.startswith('data-testid="billing-plan">Free') and "renews" not in summary
     assert "Cancel plan" not in page
     assert "Upgrade" in summary
 
     pricing = billing.client.get("/pricing").get_data(as_text=True)
-    free_card = pricing[pricing.index('data-plan="free"'):pricing.index('data-plan="starter"')]
+    free_card = pricing[pricing.index('data-plan="free"') : pricing.index('data-plan="starter"')]
     assert "Current plan" in free_card and "Downgrade to Free" not in free_card
 
     cancel = billing.client.get("/billing/cancel")
@@ -123,7 +130,7 @@ def test_leaving_checkout_keeps_the_cycle_and_says_nothing_was_charged(billing, 
     response = billing.checkout("pro", "yearly")
     session_id = response.headers["Location"].rsplit("/", 1)[-1]
     cancel_url = stripe_emulator.client().v1.checkout.sessions.retrieve(session_id).cancel_url
-    page = billing.client.get(cancel_url[cancel_url.index("/pricing"):]).get_data(as_text=True)
+    page = billing.client.get(cancel_url[cancel_url.index("/pricing") :]).get_data(as_text=True)
     assert 'data-testid="left-checkout"' in page and "nothing was charged" in page
     assert re.search(r'id="cycle-yearly" checked', page)
 
@@ -133,8 +140,11 @@ def test_a_declined_upgrade_says_nothing_changed_and_offers_the_card(billing, st
     refused = billing.post("/billing/change", plan="pro", cycle="monthly")
     assert refused.status_code == 303 and refused.headers["Location"].endswith("/billing")
     page = billing.client.get("/billing").get_data(as_text=True)
-    declined = text_of(page[page.index('data-testid="card-declined"'):page.index("</form>", page.index(
-        'data-testid="card-declined"'))])
+    declined = text_of(
+        page[
+            page.index('data-testid="card-declined"') : page.index("</form>", page.index('data-testid="card-declined"'))
+        ]
+    )
     assert "Nothing changed and nothing was charged" in declined and "Update card" in declined
     [row] = billing.subscriptions()
     assert row.plan.name == "starter"
@@ -142,13 +152,12 @@ def test_a_declined_upgrade_says_nothing_changed_and_offers_the_card(billing, st
 
 def test_paid_plans_list_what_they_add_to_free(client, seeded):
     page = client.get("/pricing").get_data(as_text=True)
-    starter = text_of(page[page.index('data-plan="starter"'):page.index('data-plan="pro"')])
+    starter = text_of(page[page.index('data-plan="starter"') : page.index('data-plan="pro"')])
     assert "Everything in Free, plus" in starter and "Paper trading" not in starter
     assert "Up to 25 strategies" in starter
 
 
-def test_a_plan_ended_by_failed_payments_says_so_and_explains_its_invoice(billing, stripe_emulator,
-                                                                          webhooks_to_app):
+def test_a_plan_ended_by_failed_payments_says_so_and_explains_its_invoice(billing, stripe_emulator, webhooks_to_app):
     billing.subscribe("starter", "monthly", card=FAILING_CARD)
     [row] = billing.subscriptions()
     stripe_emulator.advance(to=int(row.current_period_end.timestamp()) + 60)
@@ -159,8 +168,9 @@ def test_a_plan_ended_by_failed_payments_says_so_and_explains_its_invoice(billin
     [row] = billing.subscriptions()
     assert row.status == "canceled"
     page = billing.client.get("/billing").get_data(as_text=True)
-    ended = text_of(page[page.index('data-testid="plan-ended"'):page.index("</div>", page.index(
-        'data-testid="plan-ended"'))])
+    ended = text_of(
+        page[page.index('data-testid="plan-ended"') : page.index("</div>", page.index('data-testid="plan-ended"'))]
+    )
     assert f"Your Starter plan ended on {date(row.ended_at)} because the payment failed" in ended
     assert "Unpaid · plan ended" in page and ">Open<" not in page
     assert 'data-testid="payment-banner"' not in billing.client.get("/pricing").get_data(as_text=True)

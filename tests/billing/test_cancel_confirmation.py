@@ -2,8 +2,9 @@
 
 The pages, the emulator over HTTP and the real database; nothing of ours is mocked.
 """
+
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from app.extensions import db
 from app.models import Strategy
@@ -33,7 +34,7 @@ def test_pro_monthly_confirmation_says_until_when_what_free_lacks_and_how_to_com
     assert "Cancel your Pro plan?" in words
     assert f"You keep Pro until {ends}. Then your account moves to the Free plan" in words
     # What Free lacks, in the catalog's words: Pro's allowance beside Free's, or "Not included".
-    losses = text_of(html[html.index('data-testid="cancel-losses"'):html.index("</table>")])
+    losses = text_of(html[html.index('data-testid="cancel-losses"') : html.index("</table>")])
     assert "Unlimited strategies Up to 3 strategies" in losses
     assert "Unlimited backtests 20 backtests per month" in losses
     assert "20 years of historical data 1 year of historical data" in losses
@@ -53,13 +54,21 @@ def test_pro_monthly_confirmation_says_until_when_what_free_lacks_and_how_to_com
 def test_strategies_over_the_free_limit_are_counted_as_becoming_read_only(billing):
     billing.subscribe("pro", "monthly")
     with billing.app.app_context():
-        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        db.session.add_all(Strategy(user_id=billing.user().id, name=f"Idea {i}", rules="fast=10 slow=30",
-                                    created_at=start + timedelta(minutes=i)) for i in range(5))
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        db.session.add_all(
+            Strategy(
+                user_id=billing.user().id,
+                name=f"Idea {i}",
+                rules="fast=10 slow=30",
+                created_at=start + timedelta(minutes=i),
+            )
+            for i in range(5)
+        )
         db.session.commit()
     words = text_of(confirmation(billing))
-    assert ("You have 5 strategies and Free includes 3: your oldest 3 stay editable and the other 2 become "
-            "read-only.") in words
+    assert (
+        "You have 5 strategies and Free includes 3: your oldest 3 stay editable and the other 2 become read-only."
+    ) in words
 
 
 def test_a_scheduled_downgrade_is_named_as_dropped_and_the_cancel_releases_it(billing, stripe_emulator):
@@ -68,8 +77,9 @@ def test_a_scheduled_downgrade_is_named_as_dropped_and_the_cancel_releases_it(bi
     [row] = billing.subscriptions()
     ends = date(row.current_period_end)
     words = text_of(confirmation(billing))
-    assert f"Your scheduled change to Starter (yearly) is dropped: on {ends} your account moves to Free " \
-           f"instead." in words
+    assert (
+        f"Your scheduled change to Starter (yearly) is dropped: on {ends} your account moves to Free instead." in words
+    )
     assert f"You keep Pro until {ends}" in words
 
     assert billing.post("/billing/cancel").status_code == 303
@@ -121,9 +131,10 @@ def test_billing_and_pricing_link_to_the_confirmation_instead_of_cancelling(bill
     assert re.search(r'<a class="btn btn-outline-danger" href="/billing/cancel">Cancel plan</a>', page)
     assert 'action="/billing/cancel"' not in page
     pricing = billing.client.get("/pricing").get_data(as_text=True)
-    free_card = pricing[pricing.index('data-plan="free"'):pricing.index('data-plan="starter"')]
-    assert re.search(r'<a class="btn btn-lg w-100 btn-outline-secondary" href="/billing/cancel">Downgrade to Free</a>',
-                     free_card)
+    free_card = pricing[pricing.index('data-plan="free"') : pricing.index('data-plan="starter"')]
+    assert re.search(
+        r'<a class="btn btn-lg w-100 btn-outline-secondary" href="/billing/cancel">Downgrade to Free</a>', free_card
+    )
     assert 'action="/billing/cancel"' not in pricing
     [row] = billing.subscriptions()
     assert not row.cancel_at_period_end  # following the links cancels nothing

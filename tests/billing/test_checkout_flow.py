@@ -1,8 +1,9 @@
 """Checkout, success without a race, plan changes, cancel and resume — pages, emulator over HTTP, PostgreSQL."""
+
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import AuditLog, User, UserSubscription
+from app.models import AuditLog
 from tests.billing.conftest import session_id_from
 
 
@@ -95,13 +96,17 @@ def test_another_users_session_is_not_found(billing, stripe_emulator):
 
 
 def test_bad_choices_are_refused_and_change_nothing(billing, stripe_emulator):
-    for plan, cycle, message in (("gold", "monthly", "There is no plan called"),
-                                 ("free", "monthly", "The Free plan needs no payment"),
-                                 ("pro", "weekly", "Choose monthly or yearly."),
-                                 ("", "monthly", "Choose a plan.")):
-        response = billing.client.post("/billing/checkout", data={"plan": plan, "cycle": cycle,
-                                                                  "csrf_token": billing.token()},
-                                       follow_redirects=True)
+    for plan, cycle, message in (
+        ("gold", "monthly", "There is no plan called"),
+        ("free", "monthly", "The Free plan needs no payment"),
+        ("pro", "weekly", "Choose monthly or yearly."),
+        ("", "monthly", "Choose a plan."),
+    ):
+        response = billing.client.post(
+            "/billing/checkout",
+            data={"plan": plan, "cycle": cycle, "csrf_token": billing.token()},
+            follow_redirects=True,
+        )
         assert message in response.get_data(as_text=True), (plan, cycle)
     assert billing.user().stripe_customer_id is None
     assert billing.client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly"}).status_code == 400

@@ -3,13 +3,13 @@
 The choice travels in links (`?plan=pro&cycle=yearly`): the POST of the pricing page's form could not survive the
 log-in redirect (it came back as a GET and answered 405).
 """
+
 import re
 from html import unescape
 from urllib.parse import urlsplit
 
 from app.services.catalog import PLAN_CATALOG
 from tests.billing.conftest import query, session_id_from
-from tests.conftest import csrf_token_from
 from tests.factories import UserFactory
 
 PRO = next(spec for spec in PLAN_CATALOG if spec.name == "pro")
@@ -17,8 +17,10 @@ PRO = next(spec for spec in PLAN_CATALOG if spec.name == "pro")
 
 def signup_with_choice(client, auth, plan: str, cycle: str, email: str = "new@example.com"):
     path = f"/signup?plan={plan}&cycle={cycle}"
-    return client.post(path, data={"email": email, "password": "correct horse", "confirm": "correct horse",
-                                   "csrf_token": auth.token(path)})
+    return client.post(
+        path,
+        data={"email": email, "password": "correct horse", "confirm": "correct horse", "csrf_token": auth.token(path)},
+    )
 
 
 def hidden_fields(html: str, action: str) -> dict[str, str]:
@@ -39,8 +41,10 @@ def login_link(html: str) -> str:
 
 def test_signup_page_shows_the_choice_and_carries_it(seeded, client):
     html = client.get("/signup?plan=pro&cycle=monthly").get_data(as_text=True)
-    assert ("You chose <strong>Pro</strong>, billed monthly — <strong>$49.99/month</strong>. "
-            "Create your account, then confirm and pay on the next step.") in html
+    assert (
+        "You chose <strong>Pro</strong>, billed monthly — <strong>$49.99/month</strong>. "
+        "Create your account, then confirm and pay on the next step."
+    ) in html
     assert 'action="/signup?plan=pro&amp;cycle=monthly"' in html
     link = login_link(html)
     assert urlsplit(link).path == "/login"
@@ -130,8 +134,16 @@ def test_a_bare_checkout_url_after_login_ends_on_pricing_with_a_message(seeded, 
 
 
 def test_invalid_choices_are_ignored_by_signup_and_refused_by_the_review(seeded, client, auth):
-    for choice in ("plan=gold&cycle=monthly", "plan=free&cycle=monthly", "plan=pro&cycle=weekly", "plan=pro",
-                   "cycle=yearly", "plan=&cycle=", "plan=" + "x" * 500 + "&cycle=monthly", "plan=PRO&cycle=Monthly"):
+    for choice in (
+        "plan=gold&cycle=monthly",
+        "plan=free&cycle=monthly",
+        "plan=pro&cycle=weekly",
+        "plan=pro",
+        "cycle=yearly",
+        "plan=&cycle=",
+        "plan=" + "x" * 500 + "&cycle=monthly",
+        "plan=PRO&cycle=Monthly",
+    ):
         response = client.get("/signup?" + choice)
         html = response.get_data(as_text=True)
         assert response.status_code == 200, choice
@@ -140,11 +152,13 @@ def test_invalid_choices_are_ignored_by_signup_and_refused_by_the_review(seeded,
     response = signup_with_choice(client, auth, "gold", "monthly")
     assert response.status_code == 302 and response.headers["Location"] == "/account"
 
-    for plan, cycle, message in (("gold", "monthly", "There is no plan called"),
-                                 ("free", "monthly", "The Free plan needs no payment"),
-                                 ("starter", "weekly", "Choose monthly or yearly."),
-                                 (None, "monthly", "Choose a plan."),
-                                 ("pro", None, "Choose a billing cycle.")):
+    for plan, cycle, message in (
+        ("gold", "monthly", "There is no plan called"),
+        ("free", "monthly", "The Free plan needs no payment"),
+        ("starter", "weekly", "Choose monthly or yearly."),
+        (None, "monthly", "Choose a plan."),
+        ("pro", None, "Choose a billing cycle."),
+    ):
         params = {k: v for k, v in (("plan", plan), ("cycle", cycle)) if v is not None}
         response = client.get("/billing/checkout", query_string=params)
         assert response.status_code == 303 and response.headers["Location"] == "/pricing", params

@@ -3,6 +3,7 @@
 The pages, the emulator over HTTP (its clock moves the subscription through the schedule's phases) and the app's
 real webhook endpoint; nothing of ours is mocked.
 """
+
 import re
 
 import sqlalchemy as sa
@@ -25,11 +26,12 @@ def stripe_subscription(billing):
 def billing_period_line(billing) -> str:
     html = billing.client.get("/billing").get_data(as_text=True)
     start = html.index('data-testid="billing-period"')
-    return " ".join(html[start:html.index("</div>", start)].split())
+    return " ".join(html[start : html.index("</div>", start)].split())
 
 
-def test_a_downgrade_while_a_cancellation_is_pending_withdraws_the_cancellation(billing, stripe_emulator,
-                                                                                 webhooks_to_app):
+def test_a_downgrade_while_a_cancellation_is_pending_withdraws_the_cancellation(
+    billing, stripe_emulator, webhooks_to_app
+):
     billing.subscribe("pro", "yearly")
     billing.post("/billing/cancel")
     [row] = billing.subscriptions()
@@ -77,14 +79,17 @@ def test_the_confirmation_of_a_downgrade_says_it_withdraws_a_pending_cancellatio
     with billing.app.test_request_context():
         assert plan_change(billing.user(), "starter", "yearly").withdraws_cancellation is False
     assert "withdraws-cancellation" not in billing.client.get("/billing/change?plan=pro&cycle=monthly").get_data(
-        as_text=True)
+        as_text=True
+    )
 
 
 def test_a_downgrade_that_has_started_is_no_longer_shown_as_pending(billing, stripe_emulator, webhooks_to_app):
     billing.subscribe("pro", "monthly")
     billing.post("/billing/change", plan="starter", cycle="monthly")
     [row] = billing.subscriptions()
-    assert f"changes to <strong>Starter (monthly)</strong> on {date(row.current_period_end)}" in billing_period_line(billing)
+    assert f"changes to <strong>Starter (monthly)</strong> on {date(row.current_period_end)}" in billing_period_line(
+        billing
+    )
 
     stripe_emulator.advance(days=31)
     stripe_emulator.flush()
@@ -119,8 +124,7 @@ def test_an_upgrade_releases_a_pending_downgrade_so_it_never_applies(billing, st
     assert (row.plan.name, row.billing_cycle, row.status) == ("pro", "yearly", "active")
 
 
-def test_cancel_drops_a_pending_downgrade_and_resume_keeps_the_current_plan(billing, stripe_emulator,
-                                                                            webhooks_to_app):
+def test_cancel_drops_a_pending_downgrade_and_resume_keeps_the_current_plan(billing, stripe_emulator, webhooks_to_app):
     billing.subscribe("pro", "monthly")
     billing.post("/billing/change", plan="starter", cycle="monthly")
     assert stripe_subscription(billing).schedule is not None
@@ -154,7 +158,7 @@ def test_the_account_page_shows_a_pending_cancellation_or_plan_change(billing, s
     def plan_line() -> str:
         html = billing.client.get("/account").get_data(as_text=True)
         start = html.index('data-testid="plan-outlook"')
-        return re.sub(r"<[^>]+>", "", " ".join(html[start:html.index("</div>", start)].split()))
+        return re.sub(r"<[^>]+>", "", " ".join(html[start : html.index("</div>", start)].split()))
 
     assert f"Renews on {ends}" in plan_line()
     billing.post("/billing/change", plan="starter", cycle="yearly")

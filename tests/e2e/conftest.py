@@ -1,4 +1,5 @@
 """Browser fixtures: Chromium (Debian's, see tests/conftest.py) against the live app and the emulator over HTTP."""
+
 from __future__ import annotations
 
 import re
@@ -56,20 +57,34 @@ class Site:
         """The user's `user_subscriptions` rows as plain dicts (comparable before and after webhooks)."""
         with self.app.app_context():
             user = db.session.scalar(sa.select(User).where(User.email == email))
-            rows = db.session.scalars(sa.select(UserSubscription).where(UserSubscription.user_id == user.id)
-                                      .order_by(UserSubscription.id)).all()
-            return [{"id": r.id, "stripe_subscription_id": r.stripe_subscription_id, "plan": r.plan.name,
-                     "billing_cycle": r.billing_cycle, "status": r.status, "price": r.stripe_price_id,
-                     "current_period_start": r.current_period_start, "current_period_end": r.current_period_end,
-                     "cancel_at_period_end": r.cancel_at_period_end} for r in rows]
+            rows = db.session.scalars(
+                sa.select(UserSubscription).where(UserSubscription.user_id == user.id).order_by(UserSubscription.id)
+            ).all()
+            return [
+                {
+                    "id": r.id,
+                    "stripe_subscription_id": r.stripe_subscription_id,
+                    "plan": r.plan.name,
+                    "billing_cycle": r.billing_cycle,
+                    "status": r.status,
+                    "price": r.stripe_price_id,
+                    "current_period_start": r.current_period_start,
+                    "current_period_end": r.current_period_end,
+                    "cancel_at_period_end": r.cancel_at_period_end,
+                }
+                for r in rows
+            ]
 
     def audit_actions(self) -> list[str]:
         with self.app.app_context():
             return list(db.session.scalars(sa.select(AuditLog.action).order_by(AuditLog.id)))
 
     def stripe_subscriptions(self, customer_id: str) -> list:
-        return list(self.emulator.client().v1.subscriptions.list(
-            params={"customer": customer_id, "status": "all"}).auto_paging_iter())
+        return list(
+            self.emulator.client()
+            .v1.subscriptions.list(params={"customer": customer_id, "status": "all"})
+            .auto_paging_iter()
+        )
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The issue's "Done when" in Chromium: sign up → Checkout → success before any webhook → invoice → Portal →
 cancel → resume; a declined card; Starter → Pro on the same subscription. App and emulator over HTTP."""
+
 from __future__ import annotations
 
 import re
@@ -33,7 +34,8 @@ def test_pro_monthly_from_signup_to_cancel_and_resume(site, webhooks_to_app):
     delivered = emulator.deliveries()
     assert delivered and all(d["ok"] for d in delivered), delivered
     assert {"checkout.session.completed", "customer.subscription.created", "invoice.paid"} <= {
-        d["type"] for d in delivered}
+        d["type"] for d in delivered
+    }
     assert site.subscriptions("ada@example.com") == [before]
     assert site.audit_actions().count("subscription.activated") == 1
 

@@ -1,6 +1,7 @@
 """Every billing state in Chromium, at 1280 px and on a 390 px phone: the pending downgrade and "Keep Pro", what a
 downgrade loses, past due with the amount and the next retry, a subscription to the $0 price shown as Free.
 Nothing may be wider than the screen. App and emulator over HTTP; the emulator's clock drives renewals."""
+
 from __future__ import annotations
 
 import re
@@ -98,8 +99,9 @@ def test_a_subscription_to_the_zero_price_reads_free(sized):
     subscribe(site, "zero@example.com", "pro")
     [sub] = site.stripe_subscriptions(site.user("zero@example.com").stripe_customer_id)
     site.emulator.client().v1.subscriptions.update(
-        sub.id, {"items": [{"id": sub["items"]["data"][0]["id"], "price": "price_free_monthly"}],
-                 "proration_behavior": "none"})
+        sub.id,
+        {"items": [{"id": sub["items"]["data"][0]["id"], "price": "price_free_monthly"}], "proration_behavior": "none"},
+    )
     page.goto(site.url + "/billing?from=portal")
     expect(page.get_by_test_id("billing-plan")).to_have_text("Free")
     expect(page.get_by_role("link", name="Cancel plan")).to_have_count(0)

@@ -3,6 +3,7 @@
 Bootstrap's collapse comes from the vendored bundle in app/static (no CDN, no inline script under the CSP); these
 tests run it in Chromium, logged in as an admin, whose seven entries are the longest navigation there is.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -39,8 +40,13 @@ def scroll_width(page: Page) -> int:
 
 def inside_viewport(page: Page, box: dict | None) -> bool:
     size = page.viewport_size
-    return (box is not None and box["x"] >= 0 and box["y"] >= 0
-            and box["x"] + box["width"] <= size["width"] and box["y"] + box["height"] <= size["height"])
+    return (
+        box is not None
+        and box["x"] >= 0
+        and box["y"] >= 0
+        and box["x"] + box["width"] <= size["width"]
+        and box["y"] + box["height"] <= size["height"]
+    )
 
 
 def test_on_a_phone_no_page_is_wider_than_the_screen_and_log_out_is_in_the_menu(admin_page):
@@ -84,7 +90,9 @@ def test_on_a_desktop_the_links_sit_in_one_row_without_a_toggler(admin_page):
     log_out = page.get_by_role("button", name="Log out")
     expect(log_out).to_be_visible()
     assert inside_viewport(page, log_out.bounding_box())
-    tops = {round(page.locator("nav").get_by_role("link", name=name, exact=True).bounding_box()["y"])
-            for name in ("Pricing", "Strategies", "Alerts", "Account", "Billing", "Admin")}
+    tops = {
+        round(page.locator("nav").get_by_role("link", name=name, exact=True).bounding_box()["y"])
+        for name in ("Pricing", "Strategies", "Alerts", "Account", "Billing", "Admin")
+    }
     assert len(tops) == 1  # one row
     assert scroll_width(page) <= DESKTOP["width"]

@@ -1,5 +1,6 @@
 """A new customer's most common path, in Chromium: the pricing page without an account → Choose Pro → sign up
 (or log in) → review the plan → Stripe Checkout on the emulator → the success page. App and emulator over HTTP."""
+
 from __future__ import annotations
 
 import re
@@ -20,7 +21,8 @@ def test_anonymous_visitor_chooses_pro_signs_up_reviews_and_pays(site):
 
     expect(page).to_have_url(site.url + "/signup?plan=pro&cycle=yearly")
     expect(page.get_by_test_id("chosen-plan")).to_have_text(
-        "You chose Pro, billed yearly — $479.99/year. Create your account, then confirm and pay on the next step.")
+        "You chose Pro, billed yearly — $479.99/year. Create your account, then confirm and pay on the next step."
+    )
     page.fill("input[name=email]", "new@example.com")
     page.fill("input[name=password]", PASSWORD)
     page.fill("input[name=confirm]", PASSWORD)

@@ -77,4 +77,5 @@ class Raw:
 def raw(emulator):
     return Raw(emulator.url)
 
+
 # Chromium launch arguments (Debian /usr/bin/chromium, headless, no sandbox) come from tests/conftest.py.

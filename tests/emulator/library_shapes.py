@@ -55,7 +55,7 @@ def resolve(annotation: Any, chain: tuple) -> Any:
         return annotation
     args = tuple(resolve(a, chain) for a in typing.get_args(annotation))
     if origin is typing.Union:
-        return typing.Union[args]
+        return typing.Union[args]  # noqa: UP007  (built from a tuple of types at run time)
     return origin[args] if origin in (list,) else annotation.copy_with(args)
 
 
@@ -87,8 +87,9 @@ def _members(tp: Any) -> tuple:
 
 
 def _object_classes(tp: Any) -> list[type]:
-    return [m for m in _members(tp) if isinstance(m, type) and issubclass(m, StripeObject)
-            and not issubclass(m, ListObject)]
+    return [
+        m for m in _members(tp) if isinstance(m, type) and issubclass(m, StripeObject) and not issubclass(m, ListObject)
+    ]
 
 
 def _value_problems(tp: Any, value: Any, path: str, problems: list, seen: set) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import stripe
-
 from emulator_helpers import new_checkout, subscribe
 
 
 def test_catalog_is_seeded(client):
-    prices = client.v1.prices.list(params={"lookup_keys": ["starter_monthly", "starter_yearly", "pro_monthly",
-                                                           "pro_yearly", "free_monthly"]})
+    prices = client.v1.prices.list(
+        params={"lookup_keys": ["starter_monthly", "starter_yearly", "pro_monthly", "pro_yearly", "free_monthly"]}
+    )
     by_id = {p.id: p for p in prices.data}
     assert {k: (v.unit_amount, v.recurring.interval, v.lookup_key) for k, v in by_id.items()} == {
         "price_free_monthly": (0, "month", "free_monthly"),
@@ -22,8 +22,10 @@ def test_catalog_is_seeded(client):
     assert by_id["price_pro_yearly"].metadata.to_dict() == {"plan": "pro", "billing_cycle": "yearly"}
     products = client.v1.products.list()
     assert {p.id: (p.name, p.metadata["plan"]) for p in products.data} == {
-        "prod_free": ("Free Plan", "free"), "prod_starter": ("Starter Plan", "starter"),
-        "prod_pro": ("Pro Plan", "pro")}
+        "prod_free": ("Free Plan", "free"),
+        "prod_starter": ("Starter Plan", "starter"),
+        "prod_pro": ("Pro Plan", "pro"),
+    }
     expanded = client.v1.prices.list({"lookup_keys": ["pro_monthly"], "expand": ["data.product"]})
     assert expanded.data[0].product.name == "Pro Plan"
 
@@ -50,44 +52,97 @@ def test_idempotency_replay_returns_the_identical_object(client, raw):
 
 
 def test_idempotent_checkout_session(client):
-    params = {"mode": "subscription", "line_items": [{"price": "price_pro_monthly", "quantity": 1}],
-              "success_url": "http://127.0.0.1:9/s", "customer_email": "x@example.com"}
+    params = {
+        "mode": "subscription",
+        "line_items": [{"price": "price_pro_monthly", "quantity": 1}],
+        "success_url": "http://127.0.0.1:9/s",
+        "customer_email": "x@example.com",
+    }
     a = client.v1.checkout.sessions.create(params, {"idempotency_key": "checkout-1"})
     b = client.v1.checkout.sessions.create(params, {"idempotency_key": "checkout-1"})
     assert a.id == b.id and a.url == b.url
 
 
-@pytest.mark.parametrize("call, status, param, code", [
-    (lambda c: c.v1.customers.retrieve("cus_missing"), 404, "id", "resource_missing"),
-    (lambda c: c.v1.subscriptions.retrieve("sub_missing"), 404, "id", "resource_missing"),
-    (lambda c: c.v1.invoices.retrieve("in_missing"), 404, "id", "resource_missing"),
-    (lambda c: c.v1.checkout.sessions.retrieve("cs_test_missing"), 404, "id", "resource_missing"),
-    (lambda c: c.v1.events.retrieve("evt_missing"), 404, "id", "resource_missing"),
-    (lambda c: c.v1.checkout.sessions.create({"line_items": [{"price": "price_pro_monthly", "quantity": 1}]}),
-     400, "mode", "parameter_missing"),
-    (lambda c: c.v1.checkout.sessions.create({"mode": "subscription", "success_url": "http://x.test/s"}),
-     400, "line_items", "parameter_missing"),
-    (lambda c: c.v1.checkout.sessions.create({"mode": "subscription", "line_items": [{"price": "price_nope",
-                                                                                     "quantity": 1}]}),
-     400, "line_items[0][price]", "resource_missing"),
-    (lambda c: c.v1.checkout.sessions.create({"mode": "subscription", "line_items": [{"price": "price_pro_monthly"}]}),
-     400, "line_items[0][quantity]", "parameter_missing"),
-    (lambda c: c.v1.checkout.sessions.create({"mode": "bogus"}), 400, "mode", "parameter_invalid"),
-    (lambda c: c.v1.checkout.sessions.create({"mode": "subscription", "customer": "cus_nope",
-                                              "line_items": [{"price": "price_pro_monthly", "quantity": 1}]}),
-     400, "customer", "resource_missing"),
-    (lambda c: c.v1.customers.create({"email": "a@example.com", "colour": "blue"}), 400, "colour",
-     "parameter_unknown"),
-    (lambda c: c.v1.customers.list({"limit": 1000}), 400, "limit", "parameter_invalid"),
-    (lambda c: c.v1.subscriptions.list({"status": "sleeping"}), 400, "status", "parameter_invalid"),
-    (lambda c: c.v1.billing_portal.sessions.create({"return_url": "http://x.test"}), 400, "customer",
-     "parameter_missing"),
-    (lambda c: c.v1.webhook_endpoints.create({"url": "http://x.test/hook"}), 400, "enabled_events",
-     "parameter_missing"),
-    (lambda c: c.v1.prices.create({"currency": "usd", "unit_amount": 5, "product": "prod_pro",
-                                   "lookup_key": "pro_monthly"}), 400, "lookup_key", "parameter_invalid"),
-    (lambda c: c.v1.customers.retrieve("cus_x", {"expand": ["nonsense"]}), 404, "id", "resource_missing"),
-])
+@pytest.mark.parametrize(
+    "call, status, param, code",
+    [
+        (lambda c: c.v1.customers.retrieve("cus_missing"), 404, "id", "resource_missing"),
+        (lambda c: c.v1.subscriptions.retrieve("sub_missing"), 404, "id", "resource_missing"),
+        (lambda c: c.v1.invoices.retrieve("in_missing"), 404, "id", "resource_missing"),
+        (lambda c: c.v1.checkout.sessions.retrieve("cs_test_missing"), 404, "id", "resource_missing"),
+        (lambda c: c.v1.events.retrieve("evt_missing"), 404, "id", "resource_missing"),
+        (
+            lambda c: c.v1.checkout.sessions.create({"line_items": [{"price": "price_pro_monthly", "quantity": 1}]}),
+            400,
+            "mode",
+            "parameter_missing",
+        ),
+        (
+            lambda c: c.v1.checkout.sessions.create({"mode": "subscription", "success_url": "http://x.test/s"}),
+            400,
+            "line_items",
+            "parameter_missing",
+        ),
+        (
+            lambda c: c.v1.checkout.sessions.create(
+                {"mode": "subscription", "line_items": [{"price": "price_nope", "quantity": 1}]}
+            ),
+            400,
+            "line_items[0][price]",
+            "resource_missing",
+        ),
+        (
+            lambda c: c.v1.checkout.sessions.create(
+                {"mode": "subscription", "line_items": [{"price": "price_pro_monthly"}]}
+            ),
+            400,
+            "line_items[0][quantity]",
+            "parameter_missing",
+        ),
+        (lambda c: c.v1.checkout.sessions.create({"mode": "bogus"}), 400, "mode", "parameter_invalid"),
+        (
+            lambda c: c.v1.checkout.sessions.create(
+                {
+                    "mode": "subscription",
+                    "customer": "cus_nope",
+                    "line_items": [{"price": "price_pro_monthly", "quantity": 1}],
+                }
+            ),
+            400,
+            "customer",
+            "resource_missing",
+        ),
+        (
+            lambda c: c.v1.customers.create({"email": "a@example.com", "colour": "blue"}),
+            400,
+            "colour",
+            "parameter_unknown",
+        ),
+        (lambda c: c.v1.customers.list({"limit": 1000}), 400, "limit", "parameter_invalid"),
+        (lambda c: c.v1.subscriptions.list({"status": "sleeping"}), 400, "status", "parameter_invalid"),
+        (
+            lambda c: c.v1.billing_portal.sessions.create({"return_url": "http://x.test"}),
+            400,
+            "customer",
+            "parameter_missing",
+        ),
+        (
+            lambda c: c.v1.webhook_endpoints.create({"url": "http://x.test/hook"}),
+            400,
+            "enabled_events",
+            "parameter_missing",
+        ),
+        (
+            lambda c: c.v1.prices.create(
+                {"currency": "usd", "unit_amount": 5, "product": "prod_pro", "lookup_key": "pro_monthly"}
+            ),
+            400,
+            "lookup_key",
+            "parameter_invalid",
+        ),
+        (lambda c: c.v1.customers.retrieve("cus_x", {"expand": ["nonsense"]}), 404, "id", "resource_missing"),
+    ],
+)
 def test_errors_name_the_param(client, call, status, param, code):
     with pytest.raises(stripe.InvalidRequestError) as exc:
         call(client)
@@ -137,9 +192,17 @@ def test_pagination(client):
 
 def test_expand_paths(emulator, client):
     sub = subscribe(emulator, client)
-    s = client.v1.subscriptions.retrieve(sub.id, {"expand": ["customer", "latest_invoice",
-                                                             "default_payment_method",
-                                                             "customer.invoice_settings.default_payment_method"]})
+    s = client.v1.subscriptions.retrieve(
+        sub.id,
+        {
+            "expand": [
+                "customer",
+                "latest_invoice",
+                "default_payment_method",
+                "customer.invoice_settings.default_payment_method",
+            ]
+        },
+    )
     assert s.customer.email == "jenny@example.com"
     assert s.latest_invoice.status == "paid"
     assert s.default_payment_method.card.last4 == "4242"
@@ -155,14 +218,20 @@ def test_customer_update_emits_previous_attributes(emulator, client, receiver):
     client.v1.customers.update(cust.id, {"email": "jenny.rosen@example.com", "metadata": {"user_id": "9"}})
     events = receiver.wait_for("customer.updated")
     updated = [e for e in events if e["type"] == "customer.updated"][0]
-    assert updated["data"]["previous_attributes"] == {"email": "jennyrosen@example.com",
-                                                      "metadata": {"user_id": None}}
+    assert updated["data"]["previous_attributes"] == {"email": "jennyrosen@example.com", "metadata": {"user_id": None}}
 
 
 def test_products_and_prices_can_be_created(client):
     prod = client.v1.products.create({"name": "Team", "metadata": {"plan": "team"}})
-    price = client.v1.prices.create({"product": prod.id, "currency": "usd", "unit_amount": 9900,
-                                     "recurring": {"interval": "month"}, "lookup_key": "team_monthly"})
+    price = client.v1.prices.create(
+        {
+            "product": prod.id,
+            "currency": "usd",
+            "unit_amount": 9900,
+            "recurring": {"interval": "month"},
+            "lookup_key": "team_monthly",
+        }
+    )
     assert price.recurring.interval == "month" and price.lookup_key == "team_monthly"
     found = client.v1.prices.list({"lookup_keys": ["team_monthly"]})
     assert [p.id for p in found.data] == [price.id]
@@ -171,15 +240,22 @@ def test_products_and_prices_can_be_created(client):
 
 def test_portal_session_flow_data(emulator, client):
     sub = subscribe(emulator, client)
-    ps = client.v1.billing_portal.sessions.create({
-        "customer": sub.customer, "return_url": "http://127.0.0.1:9/account",
-        "flow_data": {"type": "subscription_cancel", "subscription_cancel": {"subscription": sub.id}}})
+    ps = client.v1.billing_portal.sessions.create(
+        {
+            "customer": sub.customer,
+            "return_url": "http://127.0.0.1:9/account",
+            "flow_data": {"type": "subscription_cancel", "subscription_cancel": {"subscription": sub.id}},
+        }
+    )
     assert ps.url.startswith(emulator.url + "/p/session/")
     assert ps.flow.type == "subscription_cancel" and ps.flow.subscription_cancel.subscription == sub.id
     with pytest.raises(stripe.InvalidRequestError) as exc:
-        client.v1.billing_portal.sessions.create({
-            "customer": sub.customer, "flow_data": {"type": "subscription_update",
-                                                    "subscription_update": {"subscription": "sub_nope"}}})
+        client.v1.billing_portal.sessions.create(
+            {
+                "customer": sub.customer,
+                "flow_data": {"type": "subscription_update", "subscription_update": {"subscription": "sub_nope"}},
+            }
+        )
     assert exc.value.param == "flow_data[subscription_update][subscription]"
 
 
@@ -221,12 +297,15 @@ def test_account_and_product_features(client, raw):
     assert status == 404 and body["error"]["code"] == "resource_missing"
 
 
-@pytest.mark.parametrize("path, param, value", [
-    ("/v1/checkout/sessions", "status", "bogus"),
-    ("/v1/invoices", "status", "bogus"),
-    ("/v1/subscriptions", "status", "bogus"),
-    ("/v1/prices", "type", "bogus"),
-])
+@pytest.mark.parametrize(
+    "path, param, value",
+    [
+        ("/v1/checkout/sessions", "status", "bogus"),
+        ("/v1/invoices", "status", "bogus"),
+        ("/v1/subscriptions", "status", "bogus"),
+        ("/v1/prices", "type", "bogus"),
+    ],
+)
 def test_enum_query_parameters_are_checked(raw, path, param, value):
     status, body, _ = raw("GET", path, {param: value})
     assert status == 400 and body["error"]["param"] == param
@@ -238,7 +317,8 @@ def test_declared_expansions_of_the_reported_paths(emulator, client):
     inv = client.v1.invoices.retrieve(sub.latest_invoice, {"expand": ["discounts", "lines.data.discounts"]})
     assert inv.discounts == [] and inv.lines.data[0].discounts == []
     cs = client.v1.checkout.sessions.list({"limit": 1}).data[0]
-    cs = client.v1.checkout.sessions.retrieve(cs.id, {"expand": ["total_details.breakdown",
-                                                                 "line_items.data.discounts"]})
+    cs = client.v1.checkout.sessions.retrieve(
+        cs.id, {"expand": ["total_details.breakdown", "line_items.data.discounts"]}
+    )
     assert cs.total_details.breakdown.discounts == [] and cs.total_details.breakdown.taxes == []
     assert cs.line_items.data[0].discounts == []

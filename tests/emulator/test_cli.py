@@ -40,9 +40,25 @@ def test_command_line(tmp_path):
     url = f"http://127.0.0.1:{port}"
     with WebhookReceiver() as hook:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stripe_emulator", "--port", str(port), "--quiet",
-             "--webhook", hook.url, "--webhook-secret", hook.secret, "--failed-renewal-outcome", "unpaid"],
-            cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT}, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "stripe_emulator",
+                "--port",
+                str(port),
+                "--quiet",
+                "--webhook",
+                hook.url,
+                "--webhook-secret",
+                hook.secret,
+                "--failed-renewal-outcome",
+                "unpaid",
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": ROOT},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             wait_up(url, proc)
             client = stripe.StripeClient("sk_test_cli", base_addresses={"api": url}, max_network_retries=2)

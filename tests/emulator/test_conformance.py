@@ -55,8 +55,9 @@ def test_field_lists_are_read_from_the_library():
     assert "current_period_end" not in declared_fields(stripe.Subscription)
     assert "parent" in declared_fields(stripe.Invoice)
     assert "object" in declared_fields(stripe.Customer)
-    assert not any("ClassVar" in repr(v) for v in typing.get_type_hints(stripe.StripeObject).values()
-                   if False)  # get_type_hints works on the base; classes use string annotations
+    assert not any(
+        "ClassVar" in repr(v) for v in typing.get_type_hints(stripe.StripeObject).values() if False
+    )  # get_type_hints works on the base; classes use string annotations
 
 
 @pytest.fixture
@@ -83,15 +84,17 @@ def objects_by_type(emulator, client, raw, receiver):
     _, out["product"], _ = raw("GET", "/v1/products/prod_pro")
     _, pms, _ = raw("GET", "/v1/payment_methods", {"customer": sub.customer, "type": "card"})
     out["payment_method"] = pms["data"][0]
-    _, out["billing_portal.session"], _ = raw("POST", "/v1/billing_portal/sessions",
-                                              {"customer": sub.customer, "return_url": "http://127.0.0.1:9/account"})
+    _, out["billing_portal.session"], _ = raw(
+        "POST", "/v1/billing_portal/sessions", {"customer": sub.customer, "return_url": "http://127.0.0.1:9/account"}
+    )
     _, configurations, _ = raw("GET", "/v1/billing_portal/configurations")
     out["billing_portal.configuration"] = configurations["data"][0]
     _, out["subscription_schedule"], _ = raw("POST", "/v1/subscription_schedules", {"from_subscription": sub.id})
     _, events, _ = raw("GET", "/v1/events", {"limit": 1})
     out["event"] = events["data"][0]
-    _, out["webhook_endpoint"], _ = raw("POST", "/v1/webhook_endpoints",
-                                        [("url", "http://127.0.0.1:9/hook"), ("enabled_events[]", "*")])
+    _, out["webhook_endpoint"], _ = raw(
+        "POST", "/v1/webhook_endpoints", [("url", "http://127.0.0.1:9/hook"), ("enabled_events[]", "*")]
+    )
     emulator.flush()
     # Objects inside delivered events have the same shape as API answers.
     for event in receiver.events():
@@ -160,8 +163,12 @@ def test_library_parses_objects_into_its_classes(emulator, client):
 def served_operations() -> list[tuple[str, str]]:
     """Every (method, route) of ``/v1`` the emulator serves, from its own URL map."""
     app = create_app()
-    return sorted((method, rule.rule) for rule in app.url_map.iter_rules() if rule.rule.startswith("/v1/")
-                  for method in rule.methods - {"HEAD", "OPTIONS"})
+    return sorted(
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/v1/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    )
 
 
 OPERATIONS = served_operations()
@@ -237,8 +244,11 @@ def test_one_planted_error_per_parameter_is_refused(raw, method, rule):
         pairs = form_pairs(nested(list(param_path[1:]), value), param_path[0])
         status, body, _ = raw(method, path, pairs)
         error = body.get("error") or {}
-        if status != 400 or error.get("type") != "invalid_request_error" or not (
-                error.get("param") or "").startswith(bracket(param_path)):
+        if (
+            status != 400
+            or error.get("type") != "invalid_request_error"
+            or not (error.get("param") or "").startswith(bracket(param_path))
+        ):
             accepted.append((bracket(param_path), value, status, error.get("param")))
     assert not accepted, f"{method} {rule} accepted or misnamed planted errors: {accepted[:10]}"
 
@@ -249,10 +259,18 @@ def test_valid_reads_are_accepted(emulator, client, raw):
     cs = client.v1.checkout.sessions.list({"limit": 1}).data[0]
     sched = client.v1.subscription_schedules.create({"from_subscription": sub.id})
     endpoint = client.v1.webhook_endpoints.create({"url": "http://127.0.0.1:9/h", "enabled_events": ["*"]})
-    ids = {"pid": "prod_pro", "cid": sub.customer, "pmid": client.v1.payment_methods.list(
-        {"customer": sub.customer}).data[0].id, "cs_id": cs.id, "sub_id": sub.id, "sched_id": sched.id,
-        "in_id": sub.latest_invoice, "bpc_id": "bpc_emulator_default", "evt_id": client.v1.events.list().data[0].id,
-        "we_id": endpoint.id}
+    ids = {
+        "pid": "prod_pro",
+        "cid": sub.customer,
+        "pmid": client.v1.payment_methods.list({"customer": sub.customer}).data[0].id,
+        "cs_id": cs.id,
+        "sub_id": sub.id,
+        "sched_id": sched.id,
+        "in_id": sub.latest_invoice,
+        "bpc_id": "bpc_emulator_default",
+        "evt_id": client.v1.events.list().data[0].id,
+        "we_id": endpoint.id,
+    }
     query = {"/v1/subscription_items": {"subscription": sub.id}, "/v1/customers/search": {"query": "email:'x@y.z'"}}
     for method, rule in OPERATIONS:
         if method != "GET":
@@ -262,8 +280,10 @@ def test_valid_reads_are_accepted(emulator, client, raw):
             path = "/v1/prices/price_pro_monthly"
         status, body, _ = raw("GET", path, query.get(rule))
         assert status == 200, (rule, body)
-        assert body["object"] in ("list", "search_result") or not shape_problems(
-            CLASSES[body["object"]], body), (rule, shape_problems(CLASSES[body["object"]], body))
+        assert body["object"] in ("list", "search_result") or not shape_problems(CLASSES[body["object"]], body), (
+            rule,
+            shape_problems(CLASSES[body["object"]], body),
+        )
 
 
 def test_every_emitted_event_type_is_declared(emulator, client, receiver):
@@ -272,8 +292,13 @@ def test_every_emitted_event_type_is_declared(emulator, client, receiver):
     client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
     client.v1.billing_portal.configurations.create({"features": {"invoice_history": {"enabled": True}}})
     emulator.advance(days=40)
-    allowed = set(declared_params.literals(declared_params.fields(
-        declared_params.operation("POST", "/v1/webhook_endpoints"))["enabled_events"].__args__[0]))
+    allowed = set(
+        declared_params.literals(
+            declared_params.fields(declared_params.operation("POST", "/v1/webhook_endpoints"))[
+                "enabled_events"
+            ].__args__[0]
+        )
+    )
     emitted = {e.type for e in client.v1.events.list({"limit": 100}).data}
     assert emitted and emitted <= allowed, emitted - allowed
 
@@ -283,11 +308,14 @@ def test_declared_expandable_paths_are_accepted(emulator, client, raw):
     keep (payment intents, charges, ...) are refused with a message saying so, never silently left."""
     sub = subscribe(emulator, client)
     cs = client.v1.checkout.sessions.list({"limit": 1}).data[0]
-    targets = {f"/v1/invoices/{sub.latest_invoice}": stripe.Invoice,
-               f"/v1/subscriptions/{sub.id}": stripe.Subscription,
-               f"/v1/customers/{sub.customer}": stripe.Customer,
-               f"/v1/checkout/sessions/{cs.id}": stripe.checkout.Session,
-               "/v1/prices/price_pro_monthly": stripe.Price, "/v1/products/prod_pro": stripe.Product}
+    targets = {
+        f"/v1/invoices/{sub.latest_invoice}": stripe.Invoice,
+        f"/v1/subscriptions/{sub.id}": stripe.Subscription,
+        f"/v1/customers/{sub.customer}": stripe.Customer,
+        f"/v1/checkout/sessions/{cs.id}": stripe.checkout.Session,
+        "/v1/prices/price_pro_monthly": stripe.Price,
+        "/v1/products/prod_pro": stripe.Product,
+    }
     refused = []
     for url, cls in targets.items():
         for path in expandable_paths(cls) + INCLUDABLE.get(cls, []):
@@ -299,5 +327,7 @@ def test_declared_expandable_paths_are_accepted(emulator, client, raw):
 
 
 # Fields Stripe includes only when expanded (the library types them as plain optional fields).
-INCLUDABLE = {stripe.checkout.Session: ["line_items", "total_details.breakdown", "line_items.data.discounts"],
-              stripe.Customer: ["subscriptions"]}
+INCLUDABLE = {
+    stripe.checkout.Session: ["line_items", "total_details.breakdown", "line_items.data.discounts"],
+    stripe.Customer: ["subscriptions"],
+}

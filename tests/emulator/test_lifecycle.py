@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stripe
-
 from emulator_helpers import new_checkout, subscribe
 
 DAY = 86400
@@ -20,10 +19,17 @@ def signed_events(receiver) -> list:
 
 
 def test_subscribe_swap_cancel_and_end(emulator, client, receiver):
-    cust = client.v1.customers.create({"email": "jenny@example.com", "name": "Jenny Rosen"},
-                                      {"idempotency_key": "customer-create-1"})
-    cs = new_checkout(client, "price_pro_monthly", customer=cust.id, client_reference_id="user-1",
-                      metadata={"user_id": "1"}, subscription_data={"metadata": {"user_id": "1"}})
+    cust = client.v1.customers.create(
+        {"email": "jenny@example.com", "name": "Jenny Rosen"}, {"idempotency_key": "customer-create-1"}
+    )
+    cs = new_checkout(
+        client,
+        "price_pro_monthly",
+        customer=cust.id,
+        client_reference_id="user-1",
+        metadata={"user_id": "1"},
+        subscription_data={"metadata": {"user_id": "1"}},
+    )
     assert cs.status == "open" and cs.url.startswith(emulator.url + "/c/pay/")
     completed = emulator.complete_checkout(cs.id, card="4242 4242 4242 4242")
     assert completed["status"] == "complete" and completed["payment_status"] == "paid"
@@ -40,8 +46,9 @@ def test_subscribe_swap_cancel_and_end(emulator, client, receiver):
 
     # Monthly -> yearly: the interval changes, so Stripe bills at once with a credit for unused time.
     emulator.advance(days=10)
-    sub = client.v1.subscriptions.update(sub.id, {
-        "items": [{"id": item.id, "price": "price_pro_yearly"}], "proration_behavior": "create_prorations"})
+    sub = client.v1.subscriptions.update(
+        sub.id, {"items": [{"id": item.id, "price": "price_pro_yearly"}], "proration_behavior": "create_prorations"}
+    )
     new_item = sub["items"].data[0]
     assert new_item.id == item.id and new_item.price.id == "price_pro_yearly"
     assert 365 * DAY <= new_item.current_period_end - new_item.current_period_start <= 366 * DAY
@@ -66,10 +73,19 @@ def test_subscribe_swap_cancel_and_end(emulator, client, receiver):
     assert types == [
         "customer.created",
         # checkout
-        "payment_method.attached", "customer.updated", "customer.subscription.created", "invoice.created",
-        "invoice.finalized", "invoice.paid", "invoice.payment_succeeded", "checkout.session.completed",
+        "payment_method.attached",
+        "customer.updated",
+        "customer.subscription.created",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "checkout.session.completed",
         # swap monthly -> yearly (bills now)
-        "customer.subscription.updated", "invoice.created", "invoice.finalized", "invoice.paid",
+        "customer.subscription.updated",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
         "invoice.payment_succeeded",
         # cancel at period end
         "customer.subscription.updated",
@@ -79,8 +95,12 @@ def test_subscribe_swap_cancel_and_end(emulator, client, receiver):
     swap = events[9]
     assert swap.data.previous_attributes["items"]["data"][0]["price"]["id"] == "price_pro_monthly"
     cancel = events[14]
-    assert cancel.data.previous_attributes.to_dict() == {"cancel_at": None, "cancel_at_period_end": False,
-                                               "canceled_at": None, "cancellation_details": {"reason": None}}
+    assert cancel.data.previous_attributes.to_dict() == {
+        "cancel_at": None,
+        "cancel_at_period_end": False,
+        "canceled_at": None,
+        "cancellation_details": {"reason": None},
+    }
     completed_event = events[8]
     assert completed_event.data.object.client_reference_id == "user-1"
     assert completed_event.data.object.subscription == sub.id
@@ -105,8 +125,13 @@ def test_failing_card_goes_past_due_then_canceled(emulator, client, receiver):
     assert inv.attempt_count == 1 and inv.next_payment_attempt == period_end + 3 * DAY
     assert inv.parent.subscription_details.subscription == sub.id
     types = [e.type for e in signed_events(receiver)]
-    assert types == ["customer.subscription.updated", "invoice.created", "invoice.finalized",
-                     "invoice.payment_failed", "customer.subscription.updated"], types
+    assert types == [
+        "customer.subscription.updated",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.payment_failed",
+        "customer.subscription.updated",
+    ], types
     failed = signed_events(receiver)[-1]
     assert failed.data.object.status == "past_due"
     assert failed.data.previous_attributes.to_dict() == {"status": "active"}

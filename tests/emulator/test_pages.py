@@ -7,7 +7,6 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
 from emulator_helpers import new_checkout, subscribe
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -42,10 +41,15 @@ def post(url: str, data: dict) -> tuple[int, str]:
 # ---------------------------------------------------------------------- Playwright
 def test_pay_checkout_in_chromium(emulator, client, receiver, page):
     success = emulator.url + "/_emulator/health?session_id={CHECKOUT_SESSION_ID}"
-    cs = client.v1.checkout.sessions.create({
-        "mode": "subscription", "customer_email": "jenny@example.com", "success_url": success,
-        "cancel_url": emulator.url + "/_emulator/health?canceled=1",
-        "line_items": [{"price": "price_pro_monthly", "quantity": 1}]})
+    cs = client.v1.checkout.sessions.create(
+        {
+            "mode": "subscription",
+            "customer_email": "jenny@example.com",
+            "success_url": success,
+            "cancel_url": emulator.url + "/_emulator/health?canceled=1",
+            "line_items": [{"price": "price_pro_monthly", "quantity": 1}],
+        }
+    )
     page.goto(cs.url)
     assert page.get_by_text("Subscribe to Pro").is_visible()
     assert "$49.99" in page.locator("#amount").inner_text()
@@ -62,8 +66,9 @@ def test_pay_checkout_in_chromium(emulator, client, receiver, page):
 
 
 def test_declined_card_shows_message_in_chromium(emulator, client, page):
-    cs = new_checkout(client, "price_starter_yearly",
-                      success_url=emulator.url + "/_emulator/health?session_id={CHECKOUT_SESSION_ID}")
+    cs = new_checkout(
+        client, "price_starter_yearly", success_url=emulator.url + "/_emulator/health?session_id={CHECKOUT_SESSION_ID}"
+    )
     page.goto(cs.url)
     assert "$199.99" in page.locator("#amount").inner_text()
     page.fill("#card_number", "4000 0000 0000 0002")
@@ -82,8 +87,10 @@ def test_declined_card_shows_message_in_chromium(emulator, client, page):
 # ---------------------------------------------------------------------- plain HTTP
 def test_checkout_form_post_redirects_with_303(emulator, client):
     cs = new_checkout(client)
-    status, location = post(cs.url, {"email": "a@example.com", "card_number": "4242424242424242",
-                                     "card_expiry": "12 / 34", "card_cvc": "123"})
+    status, location = post(
+        cs.url,
+        {"email": "a@example.com", "card_number": "4242424242424242", "card_expiry": "12 / 34", "card_cvc": "123"},
+    )
     assert status == 303 and location == f"http://127.0.0.1:9/success?session_id={cs.id}"
     status, _, body = get(cs.url)
     assert b"Already paid" in body
@@ -91,8 +98,9 @@ def test_checkout_form_post_redirects_with_303(emulator, client):
 
 def test_portal_swap_cancel_resume_and_card(emulator, client, receiver):
     sub = subscribe(emulator, client, "price_starter_monthly")
-    ps = client.v1.billing_portal.sessions.create({"customer": sub.customer,
-                                                   "return_url": "http://127.0.0.1:9/account"})
+    ps = client.v1.billing_portal.sessions.create(
+        {"customer": sub.customer, "return_url": "http://127.0.0.1:9/account"}
+    )
     status, _, html = get(ps.url)
     text = html.decode()
     assert status == 200 and "Starter" in text and "renews on" in text and "http://127.0.0.1:9/account" in text
@@ -109,8 +117,7 @@ def test_portal_swap_cancel_resume_and_card(emulator, client, receiver):
     post(ps.url + "/resume", {"subscription": sub.id})
     assert client.v1.subscriptions.retrieve(sub.id).cancel_at_period_end is False
 
-    post(ps.url + "/payment_method", {"card_number": "5555555555554444", "card_expiry": "01 / 31",
-                                      "card_cvc": "123"})
+    post(ps.url + "/payment_method", {"card_number": "5555555555554444", "card_expiry": "01 / 31", "card_cvc": "123"})
     cust = client.v1.customers.retrieve(sub.customer, {"expand": ["invoice_settings.default_payment_method"]})
     assert cust.invoice_settings.default_payment_method.card.last4 == "4444"
     emulator.flush()
@@ -120,8 +127,11 @@ def test_portal_swap_cancel_resume_and_card(emulator, client, receiver):
 
 def test_portal_flow_opens_the_section(emulator, client):
     sub = subscribe(emulator, client)
-    for flow, marker in [("payment_method_update", 'id="save-card"'), ("subscription_cancel", 'id="confirm-cancel"'),
-                         ("subscription_update", 'data-price="price_pro_yearly"')]:
+    for flow, marker in [
+        ("payment_method_update", 'id="save-card"'),
+        ("subscription_cancel", 'id="confirm-cancel"'),
+        ("subscription_update", 'data-price="price_pro_yearly"'),
+    ]:
         data = {"type": flow}
         if flow != "payment_method_update":
             data[flow] = {"subscription": sub.id}
@@ -134,8 +144,9 @@ def test_past_due_recovers_with_new_card_in_portal(emulator, client):
     sub = subscribe(emulator, client, card="4000000000000341")
     emulator.advance(days=32)
     assert client.v1.subscriptions.retrieve(sub.id).status == "past_due"
-    ps = client.v1.billing_portal.sessions.create({"customer": sub.customer,
-                                                   "flow_data": {"type": "payment_method_update"}})
+    ps = client.v1.billing_portal.sessions.create(
+        {"customer": sub.customer, "flow_data": {"type": "payment_method_update"}}
+    )
     post(ps.url + "/payment_method", {"card_number": "4242424242424242", "card_expiry": "12/34", "card_cvc": "123"})
     s = client.v1.subscriptions.retrieve(sub.id, {"expand": ["latest_invoice"]})
     assert s.status == "active" and s.latest_invoice.status == "paid"

@@ -15,9 +15,12 @@ RESTRICTED = {
         "invoice_history": {"enabled": False},
         "payment_method_update": {"enabled": False},
         "subscription_cancel": {"enabled": True, "mode": "immediately", "proration_behavior": "none"},
-        "subscription_update": {"enabled": True, "default_allowed_updates": ["price"],
-                                "proration_behavior": "always_invoice",
-                                "products": [{"product": "prod_pro", "prices": ["price_pro_monthly"]}]},
+        "subscription_update": {
+            "enabled": True,
+            "default_allowed_updates": ["price"],
+            "proration_behavior": "always_invoice",
+            "products": [{"product": "prod_pro", "prices": ["price_pro_monthly"]}],
+        },
     },
 }
 
@@ -33,8 +36,10 @@ def test_default_configuration_offers_the_paid_prices_only(emulator, client):
     default = client.v1.billing_portal.configurations.retrieve("bpc_emulator_default")
     assert default.is_default and default.active
     offered = {p.product: list(p.prices) for p in default.features.subscription_update.products}
-    assert offered == {"prod_starter": ["price_starter_monthly", "price_starter_yearly"],
-                       "prod_pro": ["price_pro_monthly", "price_pro_yearly"]}
+    assert offered == {
+        "prod_starter": ["price_starter_monthly", "price_starter_yearly"],
+        "prod_pro": ["price_pro_monthly", "price_pro_yearly"],
+    }
     assert default.features.subscription_cancel.mode == "at_period_end"
     sub = subscribe(emulator, client)
     _, _, html = get(_portal(client, sub.customer).url + "?section=update")
@@ -52,10 +57,16 @@ def test_create_update_list_retrieve(client, raw):
     _, wire, _ = raw("GET", f"/v1/billing_portal/configurations/{cfg.id}")
     assert shape_problems(stripe.billing_portal.Configuration, wire) == []
 
-    updated = client.v1.billing_portal.configurations.update(cfg.id, {
-        "features": {"invoice_history": {"enabled": True},
-                     "customer_update": {"allowed_updates": ["email", "name", "address"]}},
-        "metadata": {"team": "billing"}})
+    updated = client.v1.billing_portal.configurations.update(
+        cfg.id,
+        {
+            "features": {
+                "invoice_history": {"enabled": True},
+                "customer_update": {"allowed_updates": ["email", "name", "address"]},
+            },
+            "metadata": {"team": "billing"},
+        },
+    )
     assert updated.features.invoice_history.enabled is True
     assert updated.features.customer_update.allowed_updates == ["email", "name", "address"]
     assert updated.features.subscription_cancel.mode == "immediately"  # untouched settings stay
@@ -66,19 +77,34 @@ def test_create_update_list_retrieve(client, raw):
     assert len(client.v1.billing_portal.configurations.list().data) == 2
 
 
-@pytest.mark.parametrize("params, param", [
-    ({"features": {"subscription_cancel": {"mode": "sometime"}}}, "features[subscription_cancel][mode]"),
-    ({"features": {"customer_update": {"allowed_updates": ["email", "shoe_size"]}}},
-     "features[customer_update][allowed_updates][1]"),
-    ({"features": {"subscription_update": {
-        "products": [{"product": "prod_pro", "prices": ["price_starter_monthly"]}]}}},
-     "features[subscription_update][products][0][prices][0]"),
-    ({"features": {"subscription_update": {
-        "products": [{"product": "prod_nope", "prices": ["price_pro_monthly"]}]}}},
-     "features[subscription_update][products][0][product]"),
-    ({"features": {"invoice_history": {"enabled": "maybe"}}}, "features[invoice_history][enabled]"),
-    ({}, "features"),
-])
+@pytest.mark.parametrize(
+    "params, param",
+    [
+        ({"features": {"subscription_cancel": {"mode": "sometime"}}}, "features[subscription_cancel][mode]"),
+        (
+            {"features": {"customer_update": {"allowed_updates": ["email", "shoe_size"]}}},
+            "features[customer_update][allowed_updates][1]",
+        ),
+        (
+            {
+                "features": {
+                    "subscription_update": {"products": [{"product": "prod_pro", "prices": ["price_starter_monthly"]}]}
+                }
+            },
+            "features[subscription_update][products][0][prices][0]",
+        ),
+        (
+            {
+                "features": {
+                    "subscription_update": {"products": [{"product": "prod_nope", "prices": ["price_pro_monthly"]}]}
+                }
+            },
+            "features[subscription_update][products][0][product]",
+        ),
+        ({"features": {"invoice_history": {"enabled": "maybe"}}}, "features[invoice_history][enabled]"),
+        ({}, "features"),
+    ],
+)
 def test_invalid_configurations_are_refused(client, params, param):
     with pytest.raises(stripe.InvalidRequestError) as exc:
         client.v1.billing_portal.configurations.create(params)
@@ -120,9 +146,17 @@ def test_billing_information_is_editable_as_configured(emulator, client, receive
     ps = _portal(client, sub.customer)
     _, _, form = get(ps.url + "?section=billing")
     assert 'id="billing-form"' in form.decode() and 'id="address_line1"' in form.decode()
-    status, _ = post(ps.url + "/customer", {"name": "Jenny Rosen", "email": "jenny.rosen@example.com",
-                                            "address_line1": "1 Main St", "address_city": "Springfield",
-                                            "address_postal_code": "12345", "address_country": "US"})
+    status, _ = post(
+        ps.url + "/customer",
+        {
+            "name": "Jenny Rosen",
+            "email": "jenny.rosen@example.com",
+            "address_line1": "1 Main St",
+            "address_city": "Springfield",
+            "address_postal_code": "12345",
+            "address_country": "US",
+        },
+    )
     assert status == 303
     cust = client.v1.customers.retrieve(sub.customer)
     assert (cust.name, cust.email) == ("Jenny Rosen", "jenny.rosen@example.com")
@@ -138,8 +172,7 @@ def test_billing_information_is_editable_as_configured(emulator, client, receive
     cust = client.v1.customers.retrieve(sub.customer)
     assert (cust.name, cust.email) == ("Jenny Rosen", "j@example.com")
 
-    closed = client.v1.billing_portal.configurations.create(
-        {"features": {"customer_update": {"enabled": False}}})
+    closed = client.v1.billing_portal.configurations.create({"features": {"customer_update": {"enabled": False}}})
     ps = _portal(client, sub.customer, closed.id)
     assert 'id="edit-billing"' not in get(ps.url)[2].decode()
     assert post(ps.url + "/customer", {"email": "x@example.com"})[0] == 403

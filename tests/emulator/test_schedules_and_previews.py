@@ -11,10 +11,16 @@ def test_create_preview_prices_an_upgrade_without_changing_anything(emulator, cl
     seen = len(receiver.requests)
     item = sub["items"].data[0]
     emulator.advance(days=10)
-    preview = client.v1.invoices.create_preview({
-        "customer": sub.customer, "subscription": sub.id,
-        "subscription_details": {"items": [{"id": item.id, "price": "price_pro_yearly"}],
-                                 "proration_behavior": "always_invoice"}})
+    preview = client.v1.invoices.create_preview(
+        {
+            "customer": sub.customer,
+            "subscription": sub.id,
+            "subscription_details": {
+                "items": [{"id": item.id, "price": "price_pro_yearly"}],
+                "proration_behavior": "always_invoice",
+            },
+        }
+    )
     assert preview.status == "draft" and preview.id.startswith("upcoming_")
     credit = [line.amount for line in preview.lines.data if line.amount < 0]
     assert credit and preview.amount_due == 47999 + credit[0]
@@ -34,13 +40,20 @@ def test_schedule_downgrades_at_period_end_then_releases(emulator, client, recei
     item = sub["items"].data[0]
     schedule = client.v1.subscription_schedules.create({"from_subscription": sub.id})
     assert schedule.status == "active" and schedule.subscription == sub.id
-    schedule = client.v1.subscription_schedules.update(schedule.id, {
-        "end_behavior": "release",
-        "phases": [
-            {"items": [{"price": "price_pro_monthly", "quantity": 1}],
-             "start_date": item.current_period_start, "end_date": item.current_period_end},
-            {"items": [{"price": "price_starter_monthly", "quantity": 1}], "proration_behavior": "none"},
-        ]})
+    schedule = client.v1.subscription_schedules.update(
+        schedule.id,
+        {
+            "end_behavior": "release",
+            "phases": [
+                {
+                    "items": [{"price": "price_pro_monthly", "quantity": 1}],
+                    "start_date": item.current_period_start,
+                    "end_date": item.current_period_end,
+                },
+                {"items": [{"price": "price_starter_monthly", "quantity": 1}], "proration_behavior": "none"},
+            ],
+        },
+    )
     assert schedule.phases[1].start_date == item.current_period_end
     s = client.v1.subscriptions.retrieve(sub.id, {"expand": ["schedule"]})
     assert s.schedule.phases[1]["items"][0].price == "price_starter_monthly"
@@ -74,16 +87,27 @@ def test_error_if_incomplete_refuses_a_failing_upgrade(emulator, client):
     sub = subscribe(emulator, client, "price_starter_monthly", card="4000000000000341")
     item = sub["items"].data[0]
     with pytest.raises(stripe.CardError) as exc:
-        client.v1.subscriptions.update(sub.id, {
-            "items": [{"id": item.id, "price": "price_pro_monthly"}], "proration_behavior": "always_invoice",
-            "payment_behavior": "error_if_incomplete", "metadata": {"note": "x"}})
+        client.v1.subscriptions.update(
+            sub.id,
+            {
+                "items": [{"id": item.id, "price": "price_pro_monthly"}],
+                "proration_behavior": "always_invoice",
+                "payment_behavior": "error_if_incomplete",
+                "metadata": {"note": "x"},
+            },
+        )
     assert exc.value.http_status == 402 and exc.value.code == "card_declined"
     after = client.v1.subscriptions.retrieve(sub.id)
     assert after["items"].data[0].price.id == "price_starter_monthly" and after.status == "active"
     assert "note" not in after.metadata  # the whole update was refused
     ok = subscribe(emulator, client, "price_starter_monthly")
-    upgraded = client.v1.subscriptions.update(ok.id, {
-        "items": [{"id": ok["items"].data[0].id, "price": "price_pro_monthly"}],
-        "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete"})
+    upgraded = client.v1.subscriptions.update(
+        ok.id,
+        {
+            "items": [{"id": ok["items"].data[0].id, "price": "price_pro_monthly"}],
+            "proration_behavior": "always_invoice",
+            "payment_behavior": "error_if_incomplete",
+        },
+    )
     assert upgraded["items"].data[0].price.id == "price_pro_monthly"
     assert client.v1.invoices.retrieve(upgraded.latest_invoice).status == "paid"

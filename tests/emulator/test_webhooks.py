@@ -7,10 +7,10 @@ import time
 
 import pytest
 import stripe
+from emulator_helpers import subscribe
 
 from stripe_emulator.testing import WebhookReceiver
 from stripe_emulator.webhooks import sign
-from emulator_helpers import subscribe
 
 
 def test_every_delivery_verifies_and_tampering_does_not(emulator, client, receiver):
@@ -22,8 +22,9 @@ def test_every_delivery_verifies_and_tampering_does_not(emulator, client, receiv
         event = stripe.Webhook.construct_event(req["body"], header, receiver.secret)
         assert event.id.startswith("evt_")
         with pytest.raises(stripe.SignatureVerificationError):
-            stripe.Webhook.construct_event(req["body"].replace('"livemode": false', '"livemode": true', 1),
-                                           header, receiver.secret)
+            stripe.Webhook.construct_event(
+                req["body"].replace('"livemode": false', '"livemode": true', 1), header, receiver.secret
+            )
         with pytest.raises(stripe.SignatureVerificationError):
             stripe.Webhook.construct_event(req["body"], header, "whsec_wrong")
 
@@ -62,7 +63,7 @@ def test_retries_non_2xx_with_fresh_signatures(emulator, client):
         assert [a["attempt"] for a in attempts] == list(range(1, len(attempts) + 1))
         assert attempts[0]["status_code"] == 500 and not attempts[0]["ok"]
         assert attempts[-1]["ok"] and attempts[-1]["status_code"] == 200
-        for attempt, req in zip(attempts, hook.requests):  # each attempt signed when it is sent
+        for attempt, req in zip(attempts, hook.requests, strict=False):  # each attempt signed when it is sent
             assert req["headers"]["Stripe-Signature"] == attempt["signature"]
             assert int(attempt["signature"].split(",")[0][2:]) == int(attempt["sent_at"])
             stripe.Webhook.construct_event(req["body"], attempt["signature"], hook.secret)
@@ -179,8 +180,9 @@ def test_concurrency_delivers_in_parallel(emulator, client):
 
 def test_endpoint_api_version_is_stamped_on_its_events(emulator, client):
     with WebhookReceiver() as hook:
-        endpoint = client.v1.webhook_endpoints.create({"url": hook.url, "enabled_events": ["customer.created"],
-                                                       "api_version": "2026-10-28.endive"})
+        endpoint = client.v1.webhook_endpoints.create(
+            {"url": hook.url, "enabled_events": ["customer.created"], "api_version": "2026-10-28.endive"}
+        )
         default = client.v1.webhook_endpoints.create({"url": hook.url + "?b", "enabled_events": ["product.created"]})
         assert endpoint.api_version == default.api_version == "2026-10-28.endive"
         hook.secret = endpoint.secret
@@ -191,13 +193,15 @@ def test_endpoint_api_version_is_stamped_on_its_events(emulator, client):
 
 def test_endpoint_with_a_version_the_emulator_cannot_render_is_refused(client):
     with pytest.raises(stripe.InvalidRequestError) as exc:
-        client.v1.webhook_endpoints.create({"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"],
-                                            "api_version": "2024-06-20"})
+        client.v1.webhook_endpoints.create(
+            {"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"], "api_version": "2024-06-20"}
+        )
     assert exc.value.param == "api_version" and "2026-10-28.endive" in exc.value.user_message
 
 
 def test_enabled_events_are_the_declared_event_names(client):
     with pytest.raises(stripe.InvalidRequestError) as exc:
-        client.v1.webhook_endpoints.create({"url": "http://127.0.0.1:9/hook",
-                                            "enabled_events": ["invoice.paid", "invoice.payed"]})
+        client.v1.webhook_endpoints.create(
+            {"url": "http://127.0.0.1:9/hook", "enabled_events": ["invoice.paid", "invoice.payed"]}
+        )
     assert exc.value.param == "enabled_events[1]" and exc.value.code == "parameter_invalid"

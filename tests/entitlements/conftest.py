@@ -2,11 +2,12 @@
 
 A paid plan is a `UserSubscription` row, as `sync_customer` would write it from Stripe.
 """
+
 from __future__ import annotations
 
 import itertools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -24,19 +25,29 @@ def put_on_plan(user_id: int, plan: str, status: str = "active") -> None:
     """Give the user a subscription to `plan` (no row at all for Free), then invalidate as billing does."""
     db.session.execute(sa.delete(UserSubscription).where(UserSubscription.user_id == user_id))
     if plan != "free":
-        db.session.add(UserSubscription(
-            user_id=user_id, plan_id=plan_by_name(plan).id, billing_cycle="monthly", status=status,
-            stripe_subscription_id=f"sub_test_{next(_ids)}", stripe_price_id=f"price_{plan}_monthly",
-        ))
+        db.session.add(
+            UserSubscription(
+                user_id=user_id,
+                plan_id=plan_by_name(plan).id,
+                billing_cycle="monthly",
+                status=status,
+                stripe_subscription_id=f"sub_test_{next(_ids)}",
+                stripe_price_id=f"price_{plan}_monthly",
+            )
+        )
     db.session.commit()
     invalidate_entitlements_cache(user_id)
 
 
 def add_strategies(user_id: int, n: int, start: datetime | None = None) -> list[int]:
     """`n` strategies, one a minute apart (so "oldest first" is well defined)."""
-    start = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
-    rows = [Strategy(user_id=user_id, name=f"Strategy {i + 1}", rules="fast=10 slow=30",
-                     created_at=start + timedelta(minutes=i)) for i in range(n)]
+    start = start or datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        Strategy(
+            user_id=user_id, name=f"Strategy {i + 1}", rules="fast=10 slow=30", created_at=start + timedelta(minutes=i)
+        )
+        for i in range(n)
+    ]
     db.session.add_all(rows)
     db.session.commit()
     return [r.id for r in rows]
@@ -44,11 +55,21 @@ def add_strategies(user_id: int, n: int, start: datetime | None = None) -> list[
 
 def add_backtests(user_id: int, strategy_id: int | None, n: int, when: datetime | None = None) -> None:
     """`n` stored runs (this month unless `when` says otherwise)."""
-    when = when or datetime.now(timezone.utc)
-    db.session.execute(sa.insert(Backtest), [
-        {"user_id": user_id, "strategy_id": strategy_id, "start_date": datetime(2025, 1, 2).date(),
-         "end_date": datetime(2025, 12, 31).date(), "result": {}, "created_at": when} for _ in range(n)
-    ])
+    when = when or datetime.now(UTC)
+    db.session.execute(
+        sa.insert(Backtest),
+        [
+            {
+                "user_id": user_id,
+                "strategy_id": strategy_id,
+                "start_date": datetime(2025, 1, 2).date(),
+                "end_date": datetime(2025, 12, 31).date(),
+                "result": {},
+                "created_at": when,
+            }
+            for _ in range(n)
+        ],
+    )
     db.session.commit()
 
 

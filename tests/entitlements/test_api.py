@@ -1,8 +1,9 @@
 """`GET/POST /api/v1/strategies`: bearer tokens, `api_access` (Pro), 400/403 JSON."""
+
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import PlanFeature, SubscriptionPlan
+from app.models import SubscriptionPlan
 
 
 def bearer(client, email="trader@example.com"):
@@ -16,8 +17,10 @@ def test_free_and_starter_get_upgrade_required_json(member):
     headers = bearer(user.client)
     for plan in ("free", "starter"):
         user.on_plan(plan)
-        for response in (user.client.get("/api/v1/strategies", headers=headers),
-                         user.client.post("/api/v1/strategies", headers=headers, json={"name": "x"})):
+        for response in (
+            user.client.get("/api/v1/strategies", headers=headers),
+            user.client.post("/api/v1/strategies", headers=headers, json={"name": "x"}),
+        ):
             assert response.status_code == 403
             body = response.get_json()
             assert set(body) == {"error", "feature", "required_plan", "message"}
@@ -29,8 +32,11 @@ def test_pro_lists_and_creates_strategies(member):
     user = member("pro")
     headers = bearer(user.client)
     assert user.client.get("/api/v1/strategies", headers=headers).get_json() == {"strategies": []}
-    created = user.client.post("/api/v1/strategies", headers=headers,
-                               json={"name": "Golden cross", "description": "50/200", "rules": "fast=50 slow=200"})
+    created = user.client.post(
+        "/api/v1/strategies",
+        headers=headers,
+        json={"name": "Golden cross", "description": "50/200", "rules": "fast=50 slow=200"},
+    )
     assert created.status_code == 201
     body = created.get_json()
     assert set(body) == {"id", "name", "description", "rules", "created_at"}
@@ -43,9 +49,14 @@ def test_pro_lists_and_creates_strategies(member):
 def test_bad_input_is_a_400_naming_the_problem(member):
     user = member("pro")
     headers = bearer(user.client)
-    cases = [([1, 2], "invalid_json"), ({}, "missing_field"), ({"name": 7}, "invalid_field"),
-             ({"name": "x" * 121}, "invalid_field"), ({"name": "x", "rules": "fast=9 slow=3"}, "invalid_rules"),
-             ({"name": "x", "rules": "garbage"}, "invalid_rules")]
+    cases = [
+        ([1, 2], "invalid_json"),
+        ({}, "missing_field"),
+        ({"name": 7}, "invalid_field"),
+        ({"name": "x" * 121}, "invalid_field"),
+        ({"name": "x", "rules": "fast=9 slow=3"}, "invalid_rules"),
+        ({"name": "x", "rules": "garbage"}, "invalid_rules"),
+    ]
     for payload, code in cases:
         response = user.client.post("/api/v1/strategies", headers=headers, json=payload)
         assert response.status_code == 400, (payload, response.get_json())

@@ -1,4 +1,5 @@
 """A Pro payment through the Stripe emulator switches `api_access` on at the very next request (no cache step)."""
+
 from tests.billing.conftest import Billing
 
 

@@ -1,5 +1,6 @@
 """Each gate, per plan, at and around each limit, through the real pages (CSRF included)."""
-from datetime import date, datetime, timedelta, timezone
+
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -15,13 +16,16 @@ def token(client, path="/strategies/"):
 
 
 def create(client, name="Golden cross", rules="fast=20 slow=50"):
-    return client.post("/strategies/new", data={"name": name, "description": "", "rules": rules,
-                                                "csrf_token": token(client)})
+    return client.post(
+        "/strategies/new", data={"name": name, "description": "", "rules": rules, "csrf_token": token(client)}
+    )
 
 
 def backtest(client, strategy_id, start, end=LAST):
-    return client.post(f"/strategies/{strategy_id}/backtests", data={
-        "start_date": start.isoformat(), "end_date": end.isoformat(), "csrf_token": token(client)})
+    return client.post(
+        f"/strategies/{strategy_id}/backtests",
+        data={"start_date": start.isoformat(), "end_date": end.isoformat(), "csrf_token": token(client)},
+    )
 
 
 def test_the_bundled_series_ends_where_the_tests_expect():
@@ -35,6 +39,7 @@ def test_pages_need_a_login(seeded, client):
 
 
 # --- strategies_max ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("plan, limit, next_plan", [("free", 3, "starter"), ("starter", 25, "pro")])
 def test_strategies_max_at_and_around_the_limit(member, plan, limit, next_plan):
@@ -66,11 +71,12 @@ def test_a_strategy_with_rules_a_backtest_cannot_run_is_refused_on_the_form(memb
 
 # --- backtests_per_month -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("plan, limit, next_plan", [("free", 20, "starter"), ("starter", 500, "pro")])
 def test_backtests_per_month_at_and_around_the_limit(member, plan, limit, next_plan):
     user = member(plan)
     [sid] = user.strategies(1)
-    last_month = datetime.now(timezone.utc).replace(day=1) - timedelta(days=1)
+    last_month = datetime.now(UTC).replace(day=1) - timedelta(days=1)
     user.backtests(30, sid, when=last_month)  # last month's runs do not count
     user.backtests(limit - 1, sid)
     response = backtest(user.client, sid, years_before(LAST, 1))
@@ -100,6 +106,7 @@ def test_deleting_a_strategy_does_not_give_back_this_months_backtests(member):
 
 # --- history_years -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("plan, years, next_plan", [("free", 1, "starter"), ("starter", 5, "pro"), ("pro", 20, None)])
 def test_history_years_at_and_around_the_limit(member, plan, years, next_plan):
     user = member(plan)
@@ -118,6 +125,7 @@ def test_the_backtest_form_offers_the_plans_history(member):
 
 
 # --- email_alerts and realtime_alerts ----------------------------------------------------------------------
+
 
 def alerts(client, **fields):
     data = {"csrf_token": token(client, "/account"), **{k: "y" for k, v in fields.items() if v}}
@@ -146,14 +154,16 @@ def test_pro_has_realtime_alerts(member, seeded):
     user = member("pro")
     assert 'data-testid="realtime-upgrade"' not in user.client.get("/alerts/").get_data(as_text=True)
     assert alerts(user.client, email_enabled=True, realtime_enabled=True).status_code == 302
-    from app.models import AlertSettings
     from app.extensions import db
+    from app.models import AlertSettings
+
     with seeded.app_context():
         settings = db.session.get(AlertSettings, user.id)
         assert settings.email_enabled and settings.realtime_enabled
 
 
 # --- downgrade ---------------------------------------------------------------------------------------------
+
 
 def test_a_downgrade_keeps_everything_and_makes_the_excess_read_only(member):
     user = member("starter")
@@ -182,6 +192,7 @@ def test_a_downgrade_keeps_everything_and_makes_the_excess_read_only(member):
 
 # --- IDOR --------------------------------------------------------------------------------------------------
 
+
 def test_another_users_strategies_and_backtests_are_not_found(member, seeded, client, auth):
     owner = member("pro", email="owner@example.com")
     [sid] = owner.strategies(1)
@@ -201,11 +212,15 @@ def test_another_users_strategies_and_backtests_are_not_found(member, seeded, cl
 
 # --- the account page --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("strategies, backtests, hints", [
-    (1, 15, set()),                                     # 33%, 75%: no prompt
-    (2, 16, {"backtests_per_month"}),                   # 67%, 80%: backtests prompt
-    (3, 20, {"strategies_max", "backtests_per_month"}),  # at both limits
-])
+
+@pytest.mark.parametrize(
+    "strategies, backtests, hints",
+    [
+        (1, 15, set()),  # 33%, 75%: no prompt
+        (2, 16, {"backtests_per_month"}),  # 67%, 80%: backtests prompt
+        (3, 20, {"strategies_max", "backtests_per_month"}),  # at both limits
+    ],
+)
 def test_account_usage_and_upgrade_prompts_near_a_limit(member, strategies, backtests, hints):
     user = member("free")
     ids = user.strategies(strategies)

@@ -1,4 +1,5 @@
 """`get_entitlements`: the effective plan's features, cached as readable JSON, memoized per request, invalidated."""
+
 import json
 import logging
 
@@ -9,22 +10,39 @@ from sqlalchemy import event
 
 from app import create_app
 from app.extensions import db
+from app.services.catalog import seed_plans_from_config
 from app.services.entitlements import (
     cheapest_plan_with,
     get_entitlements,
     invalidate_entitlements_cache,
 )
-from app.services.catalog import seed_plans_from_config
 from tests.conftest import make_config
 from tests.entitlements.conftest import cached_json, put_on_plan
 from tests.factories import UserFactory
 from tests.test_health_and_errors import closed_port
 
-FREE = {"plan": "free", "strategies_max": 3, "backtests_per_month": 20, "history_years": 1, "indicators": 10,
-        "paper_trading": True, "strategy_templates": True, "community_support": True}
-PRO = {"plan": "pro", "strategies_max": None, "backtests_per_month": None, "history_years": 20, "indicators": None,
-       "paper_trading": True, "email_alerts": True, "realtime_alerts": True, "api_access": True,
-       "priority_support": True}
+FREE = {
+    "plan": "free",
+    "strategies_max": 3,
+    "backtests_per_month": 20,
+    "history_years": 1,
+    "indicators": 10,
+    "paper_trading": True,
+    "strategy_templates": True,
+    "community_support": True,
+}
+PRO = {
+    "plan": "pro",
+    "strategies_max": None,
+    "backtests_per_month": None,
+    "history_years": 20,
+    "indicators": None,
+    "paper_trading": True,
+    "email_alerts": True,
+    "realtime_alerts": True,
+    "api_access": True,
+    "priority_support": True,
+}
 
 
 @pytest.fixture
@@ -53,11 +71,19 @@ def test_a_user_without_a_subscription_has_the_free_plan(seeded, user_id):
         assert get_entitlements(user_id) == FREE
 
 
-@pytest.mark.parametrize("status, plan", [
-    ("active", "pro"), ("trialing", "pro"), ("past_due", "pro"),
-    ("canceled", "free"), ("unpaid", "free"), ("incomplete", "free"), ("incomplete_expired", "free"),
-    ("paused", "free"),
-])
+@pytest.mark.parametrize(
+    "status, plan",
+    [
+        ("active", "pro"),
+        ("trialing", "pro"),
+        ("past_due", "pro"),
+        ("canceled", "free"),
+        ("unpaid", "free"),
+        ("incomplete", "free"),
+        ("incomplete_expired", "free"),
+        ("paused", "free"),
+    ],
+)
 def test_statuses_that_grant_the_paid_plan(seeded, user_id, status, plan):
     with seeded.app_context():
         put_on_plan(user_id, "pro", status)
@@ -124,8 +150,15 @@ def test_invalidation_makes_the_next_read_see_the_new_plan(seeded, user_id, redi
         from app.models import UserSubscription
         from app.services.catalog import plan_by_name
 
-        db.session.add(UserSubscription(user_id=user_id, plan_id=plan_by_name("pro").id, billing_cycle="monthly",
-                                        status="active", stripe_subscription_id="sub_inv"))
+        db.session.add(
+            UserSubscription(
+                user_id=user_id,
+                plan_id=plan_by_name("pro").id,
+                billing_cycle="monthly",
+                status="active",
+                stripe_subscription_id="sub_inv",
+            )
+        )
         db.session.commit()
     with seeded.app_context():
         assert get_entitlements(user_id)["plan"] == "free"  # still cached: nobody told the cache

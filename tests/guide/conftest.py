@@ -2,6 +2,7 @@
 project's virtualenv first on PATH and the guide's production variables set, against the PostgreSQL and Redis that
 `make test` starts. Each test gets a fresh, empty database.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,9 @@ class Shell:
     database_url: str
 
     def run(self, command: str, timeout: int = 120, stdin: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(command, shell=True, cwd=ROOT, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, input=stdin)
+        return subprocess.run(
+            command, shell=True, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, input=stdin
+        )
 
     def ok(self, command: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         """`run`, asserting exit status 0 (the output in the failure message); `stdin` as typed into the program."""
@@ -78,8 +80,9 @@ def tables(conn) -> set[str]:
 
 def recreate_database(server_url: str, name: str) -> str:
     """A new empty database `name` on the test server; returns its URL."""
-    admin = sa.create_engine(server_url.replace("postgresql://", "postgresql+psycopg://", 1),
-                             isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(
+        server_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         conn.execute(sa.text(f"CREATE DATABASE {name}"))

@@ -1,4 +1,5 @@
 """Expected texts: the copies kept under expected/, and the deployment guide itself when it can be found."""
+
 from __future__ import annotations
 
 import os
@@ -29,12 +30,14 @@ def expected(name: str) -> str:
     return (EXPECTED / name).read_text(encoding="utf-8")
 
 
-def with_price_ids(text: str, price_ids: list[str] = list(PRICE_IDS.values())) -> str:
+def with_price_ids(text: str, price_ids: list[str] = None) -> str:
     """`price_XXXXX` replaced by the real ids, in the order they appear (Free monthly, Starter monthly and
     yearly, Pro monthly and yearly)."""
+    if price_ids is None:
+        price_ids = list(PRICE_IDS.values())
     parts = text.split(PLACEHOLDER_PRICE_ID)
     assert len(parts) == len(price_ids) + 1, f"{len(parts) - 1} placeholders for {len(price_ids)} price ids"
-    return "".join(part + price_id for part, price_id in zip(parts, price_ids)) + parts[-1]
+    return "".join(part + price_id for part, price_id in zip(parts, price_ids, strict=False)) + parts[-1]
 
 
 def block_under(markdown: str, heading: str) -> str:

@@ -1,4 +1,5 @@
 """Section 3.1: `alembic upgrade head` from the repository root builds the whole schema, and again is a no-op."""
+
 from app import models  # noqa: F401  (every table on db.metadata)
 from app.extensions import db
 from tests.guide.conftest import tables

@@ -5,6 +5,7 @@ daily_subscription_changes: counts kept by triggers from the other tables); ever
 untouched. The upgrade then rebuilds those two from the surviving rows, and they come back equal. Migration
 0008's tables (log-ins and verified addresses) cannot be rebuilt: they come back empty (everyone logs in again).
 """
+
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -12,8 +13,10 @@ from alembic.script import ScriptDirectory
 from tests.guide.conftest import ROOT, tables
 
 #: The tables a migration creates itself, which its downgrade drops with their rows (for the head revision).
-OWN_TABLES = {"0007_daily_counts": {"daily_counts", "daily_subscription_changes"},
-              "0008_auth_sessions": {"auth_sessions", "verified_emails"}}
+OWN_TABLES = {
+    "0007_daily_counts": {"daily_counts", "daily_subscription_changes"},
+    "0008_auth_sessions": {"auth_sessions", "verified_emails"},
+}
 #: Of those, the tables whose rows the downgrade loses for good (the upgrade recreates them empty).
 LOST_TABLES = {"0008_auth_sessions": {"auth_sessions", "verified_emails"}}
 
@@ -34,7 +37,7 @@ ROWS = (
     "'sub_Rollback', 'price_1QStarterM', '2026-11-02 10:00:00+00', '2026-12-02 10:00:00+00', false, NULL, NULL, "
     "NULL, '2026-11-02 10:00:00+00', '2026-11-02 10:00:05+00', 1762077605)",
     "INSERT INTO audit_logs (id, user_id, action, details, created_at) VALUES (1001, 1001, "
-    "'subscription.activated', '{\"plan\": \"starter\", \"billing_cycle\": \"monthly\"}', '2026-11-02 10:00:05+00')",
+    '\'subscription.activated\', \'{"plan": "starter", "billing_cycle": "monthly"}\', \'2026-11-02 10:00:05+00\')',
     "INSERT INTO user_conversions (user_id, free_starter_at, free_pro_at, starter_pro_at, reached_starter_at) "
     "VALUES (1001, '2026-11-02 10:00:05+00', NULL, NULL, '2026-11-02 10:00:05+00')",
     "INSERT INTO stripe_events (id, type, stripe_created, livemode, received_at, processed_at, status, error, "

@@ -3,6 +3,7 @@
 The output must be the expected block character for character (the real price ids in place of `price_XXXXX`);
 a second run says `✓ Updated` instead of `✓ Created` and writes nothing.
 """
+
 import pytest
 import sqlalchemy as sa
 
@@ -16,10 +17,13 @@ def stored_rows(shell) -> dict:
     """Every plan and feature row with its row version (xmin: any UPDATE changes it), and the id sequences."""
     engine = shell.engine()
     with engine.connect() as conn:
-        rows = {table: conn.execute(sa.text(f"SELECT xmin::text, * FROM {table} ORDER BY id")).all()
-                for table in WRITTEN_TABLES}
-        rows["sequences"] = [conn.execute(sa.text(f"SELECT last_value, is_called FROM {table}_id_seq")).one()
-                             for table in WRITTEN_TABLES]
+        rows = {
+            table: conn.execute(sa.text(f"SELECT xmin::text, * FROM {table} ORDER BY id")).all()
+            for table in WRITTEN_TABLES
+        }
+        rows["sequences"] = [
+            conn.execute(sa.text(f"SELECT last_value, is_called FROM {table}_id_seq")).one() for table in WRITTEN_TABLES
+        ]
     engine.dispose()
     return rows
 

@@ -1,6 +1,7 @@
 """Section 3.3 (the SQL that verifies the seeded plans) and section 9's `psql` debugging commands, run verbatim with
 psql against the database the guide's DATABASE_URL names. (`redis-cli` as typed reaches 127.0.0.1:6379 only, which
 is not where the test Redis listens: those two lines need `-u $REDIS_URL` outside a default local install.)"""
+
 import pytest
 import sqlalchemy as sa
 
@@ -11,8 +12,9 @@ VERIFY_SQL = "verify_database_state.sql"
 DEBUGGING = "debugging_commands.sh"
 
 
-@pytest.mark.parametrize(("heading", "copy"), [("### 3.3 Verify Database State", VERIFY_SQL),
-                                               ("### Debugging Commands", DEBUGGING)])
+@pytest.mark.parametrize(
+    ("heading", "copy"), [("### 3.3 Verify Database State", VERIFY_SQL), ("### Debugging Commands", DEBUGGING)]
+)
 def test_expected_copies_are_the_guides_blocks(heading, copy):
     guide = find_guide()
     if guide is None:
@@ -35,8 +37,11 @@ def test_verify_database_state_after_the_seed(shell):
         ["starter", "Starter", "19.99", "199.99", "t"],
         ["pro", "Pro", "49.99", "479.99", "t"],
     ]
-    counts = {row.split("|")[0].strip(): int(row.split("|")[1]) for row in result.stdout.splitlines()
-              if row.count("|") == 1 and row.split("|")[1].strip().isdigit()}
+    counts = {
+        row.split("|")[0].strip(): int(row.split("|")[1])
+        for row in result.stdout.splitlines()
+        if row.count("|") == 1 and row.split("|")[1].strip().isdigit()
+    }
     assert counts == {"free": 7, "starter": 7, "pro": 9}
     assert "(3 rows)" in result.stdout and result.stderr == ""
 

@@ -1,4 +1,5 @@
 """Fixtures of the operations tests: captured log output rendered by the app's own formatter."""
+
 from __future__ import annotations
 
 import io

@@ -3,6 +3,7 @@
 promtool comes from Debian's `prometheus` package, which `make test` installs (scripts/install-system-deps.sh).
 Missing promtool fails the suite rather than skipping: untested alert rules are how pages go silent.
 """
+
 from __future__ import annotations
 
 import shutil

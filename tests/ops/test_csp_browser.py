@@ -3,6 +3,7 @@
 A live server (werkzeug in a thread, on a free port) serves the test app with its real headers; Chromium logs
 every CSP violation to the console ("Refused to apply inline style…"), which the test collects.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,7 +50,14 @@ def sign_up(page, site, email="csp@example.com"):
 
 def test_signed_in_pages_have_no_csp_violation(page, console, site):
     sign_up(page, site)
-    for path in ("/pricing", "/account", "/billing", "/billing/checkout?plan=pro&cycle=yearly", "/strategies", "/alerts"):
+    for path in (
+        "/pricing",
+        "/account",
+        "/billing",
+        "/billing/checkout?plan=pro&cycle=yearly",
+        "/strategies",
+        "/alerts",
+    ):
         page.goto(site + path)
         page.wait_for_load_state("load")
     assert "/login" not in page.url  # signed in, not sent to the log-in page
@@ -75,7 +83,9 @@ def test_paying_user_pages_have_no_csp_violation(page, console, site, stripe_emu
 def test_the_check_would_catch_a_violation(page, console, site):
     """The instrument works: an inline style on a page under the policy is reported."""
     page.goto(site + "/pricing")
-    page.evaluate("() => { const d = document.createElement('div'); d.innerHTML = '<p style=\"color:red\">x</p>';"
-                  " document.body.appendChild(d); }")
+    page.evaluate(
+        "() => { const d = document.createElement('div'); d.innerHTML = '<p style=\"color:red\">x</p>';"
+        " document.body.appendChild(d); }"
+    )
     page.wait_for_timeout(200)
     assert violations(console)

@@ -1,4 +1,5 @@
 """`flask doctor` against the real PostgreSQL, Redis and the Stripe emulator: a healthy and a broken configuration."""
+
 from __future__ import annotations
 
 import socket
@@ -25,10 +26,16 @@ def closed_port() -> int:
 
 def doctor(database_url: str, redis_url: str, emulator_url: str, **overrides) -> tuple[int, list[str]]:
     """Run `flask doctor` in an app configured like production would be, pointed at the emulator."""
-    config = make_config(database_url, redis_url, STRIPE_API_BASE=emulator_url,
-                         STRIPE_SECRET_KEY="sk_test_doctor0123456789", STRIPE_PUBLISHABLE_KEY="pk_test_doctor0123",
-                         ALLOWED_ORIGINS=f'["{BASE_URL}"]', APP_BASE_URL=BASE_URL,
-                         SENTRY_DSN="https://public@sentry.example.com/1")
+    config = make_config(
+        database_url,
+        redis_url,
+        STRIPE_API_BASE=emulator_url,
+        STRIPE_SECRET_KEY="sk_test_doctor0123456789",
+        STRIPE_PUBLISHABLE_KEY="pk_test_doctor0123",
+        ALLOWED_ORIGINS=f'["{BASE_URL}"]',
+        APP_BASE_URL=BASE_URL,
+        SENTRY_DSN="https://public@sentry.example.com/1",
+    )
     config.update(overrides)
     app = create_app(config)
     try:
@@ -46,8 +53,9 @@ def registered_secret(seeded, runner):
     """The guide's set-up through our own commands: plans seeded, endpoint registered at the app's URL."""
     result = runner.invoke(args=["stripe", "webhook-endpoint", "--url", WEBHOOK_URL])
     assert result.exit_code == 0, result.output
-    return next(line.split("=", 1)[1] for line in result.output.splitlines()
-                if line.startswith("STRIPE_WEBHOOK_SECRET="))
+    return next(
+        line.split("=", 1)[1] for line in result.output.splitlines() if line.startswith("STRIPE_WEBHOOK_SECRET=")
+    )
 
 
 def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_database, redis_url, stripe_emulator):
@@ -56,12 +64,27 @@ def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_
     assert status == 0, "\n".join(lines)
     assert all(line.startswith("✓") for line in checks), "\n".join(lines)
     titles = [line[2:].split(" — ")[0] for line in checks]
-    assert titles == ["Environment variables", "Database migrations", "Plans seeded",
-                      "Stripe price Free monthly", "Stripe price Starter monthly", "Stripe price Starter yearly",
-                      "Stripe price Pro monthly", "Stripe price Pro yearly", "Plan price ids",
-                      "Stripe webhook endpoint", "Customer Portal", "Redis", "Task queue", "Rate limiting",
-                      "Webhook signing secret", "Recent webhook deliveries", "Error monitoring", "APP_BASE_URL",
-                      "CORS origins"]
+    assert titles == [
+        "Environment variables",
+        "Database migrations",
+        "Plans seeded",
+        "Stripe price Free monthly",
+        "Stripe price Starter monthly",
+        "Stripe price Starter yearly",
+        "Stripe price Pro monthly",
+        "Stripe price Pro yearly",
+        "Plan price ids",
+        "Stripe webhook endpoint",
+        "Customer Portal",
+        "Redis",
+        "Task queue",
+        "Rate limiting",
+        "Webhook signing secret",
+        "Recent webhook deliveries",
+        "Error monitoring",
+        "APP_BASE_URL",
+        "CORS origins",
+    ]
     assert f"at {WEBHOOK_URL}, the 6 events, API version {API_VERSION}" in "\n".join(lines)
     assert lines[-1] == "All checks passed: ready for production."
 
@@ -71,9 +94,13 @@ def test_a_broken_configuration_names_each_problem_and_its_fix(seeded, migrated_
         db.session.execute(sa.text("DELETE FROM subscription_plans WHERE name = 'starter'"))
         db.session.execute(sa.text("UPDATE subscription_plans SET price_monthly = 59.99 WHERE name = 'pro'"))
         db.session.commit()
-    status, lines = doctor(migrated_database, f"redis://127.0.0.1:{closed_port()}/0", stripe_emulator.url,
-                           STRIPE_PUBLISHABLE_KEY="<pk_live_your_publishable_key>",
-                           STRIPE_WEBHOOK_SECRET="whsec_doctor_not_registered")
+    status, lines = doctor(
+        migrated_database,
+        f"redis://127.0.0.1:{closed_port()}/0",
+        stripe_emulator.url,
+        STRIPE_PUBLISHABLE_KEY="<pk_live_your_publishable_key>",
+        STRIPE_WEBHOOK_SECRET="whsec_doctor_not_registered",
+    )
     text = "\n".join(lines)
     assert status == 1, text
 
@@ -100,7 +127,7 @@ def test_a_broken_configuration_names_each_problem_and_its_fix(seeded, migrated_
     assert "plan switching offers other prices than the paid plans'" in line and "flask stripe portal-config" in fix
     # What still holds is still ✓.
     for title in ("Database migrations", "Stripe price Pro yearly", "Webhook signing secret"):
-        assert any(l.startswith(f"✓ {title}") for l in lines), title
+        assert any(line.startswith(f"✓ {title}") for line in lines), title
     assert lines[-1] == "7 check(s) failed."
 
 
@@ -112,8 +139,9 @@ def test_the_portal_check_reads_the_configuration_from_stripe(seeded, stripe_emu
     assert default.features.subscription_cancel.enabled and default.features.subscription_cancel.mode == "at_period_end"
 
 
-def test_price_variables_that_differ_from_the_seeded_plans_name_the_seed_command(seeded, migrated_database, redis_url,
-                                                                               stripe_emulator):
+def test_price_variables_that_differ_from_the_seeded_plans_name_the_seed_command(
+    seeded, migrated_database, redis_url, stripe_emulator
+):
     """A STRIPE_PRICE_* changed after `flask seed-plans` is a ✗ until the plans are seeded again."""
     changed = {"STRIPE_PRICE_PRO_MONTHLY": "price_pro_monthly_2027"}
     status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, **changed)
@@ -134,49 +162,76 @@ def test_price_variables_that_differ_from_the_seeded_plans_name_the_seed_command
     assert any(line.startswith("✓ Plan price ids") for line in lines), "\n".join(lines)
 
 
-def test_an_endpoint_with_exactly_the_six_events_passes_and_names_the_extras(seeded, migrated_database, redis_url,
-                                                                           stripe_emulator):
-    endpoint = stripe_emulator.client().v1.webhook_endpoints.create(params={
-        "url": WEBHOOK_URL, "enabled_events": SIX_EVENTS, "api_version": API_VERSION})
+def test_an_endpoint_with_exactly_the_six_events_passes_and_names_the_extras(
+    seeded, migrated_database, redis_url, stripe_emulator
+):
+    endpoint = stripe_emulator.client().v1.webhook_endpoints.create(
+        params={"url": WEBHOOK_URL, "enabled_events": SIX_EVENTS, "api_version": API_VERSION}
+    )
     status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, STRIPE_WEBHOOK_SECRET=endpoint.secret)
     [line] = [line for line in lines if "Stripe webhook endpoint" in line]
     assert line.startswith("✓"), "\n".join(lines)
-    assert ("would add checkout.session.async_payment_succeeded, checkout.session.async_payment_failed "
-            "(delayed Checkout payments)") in line
+    assert (
+        "would add checkout.session.async_payment_succeeded, checkout.session.async_payment_failed "
+        "(delayed Checkout payments)"
+    ) in line
     assert status == 0, "\n".join(lines)
 
 
-def test_the_portal_check_names_every_setting_that_differs(seeded, runner, migrated_database, redis_url,
-                                                          stripe_emulator):
+def test_the_portal_check_names_every_setting_that_differs(
+    seeded, runner, migrated_database, redis_url, stripe_emulator
+):
     client = stripe_emulator.client()
     [default] = client.v1.billing_portal.configurations.list().data
-    client.v1.billing_portal.configurations.update(default.id, params={"features": {
-        "subscription_cancel": {"mode": "immediately"}, "invoice_history": {"enabled": False},
-        "customer_update": {"allowed_updates": ["email"]}, "payment_method_update": {"enabled": False},
-        "subscription_update": {"products": [{"product": "prod_free", "prices": ["price_free_monthly"]}]}}})
+    client.v1.billing_portal.configurations.update(
+        default.id,
+        params={
+            "features": {
+                "subscription_cancel": {"mode": "immediately"},
+                "invoice_history": {"enabled": False},
+                "customer_update": {"allowed_updates": ["email"]},
+                "payment_method_update": {"enabled": False},
+                "subscription_update": {"products": [{"product": "prod_free", "prices": ["price_free_monthly"]}]},
+            }
+        },
+    )
     _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
     index = next(i for i, line in enumerate(lines) if line.startswith("✗ Customer Portal"))
-    assert lines[index] == (f"✗ Customer Portal — {default.id}: payment methods are not updatable; billing info updates "
-                            "allow email only, not name, email and address; cancellation is immediately, not at "
-                            "period end; invoice history is hidden; plan switching offers other prices than the paid "
-                            "plans'")
-    assert lines[index + 1] == "    fix: run `flask stripe portal-config` (or set them in the Stripe Dashboard → " \
-                               "Settings → Billing → Customer portal)"
+    assert lines[index] == (
+        f"✗ Customer Portal — {default.id}: payment methods are not updatable; billing info updates "
+        "allow email only, not name, email and address; cancellation is immediately, not at "
+        "period end; invoice history is hidden; plan switching offers other prices than the paid "
+        "plans'"
+    )
+    assert (
+        lines[index + 1] == "    fix: run `flask stripe portal-config` (or set them in the Stripe Dashboard → "
+        "Settings → Billing → Customer portal)"
+    )
     assert runner.invoke(args=["stripe", "portal-config"]).exit_code == 0
     _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
     assert any(line.startswith(f"✓ Customer Portal — {default.id}") for line in lines), "\n".join(lines)
 
 
-def test_sentry_https_cors_memory_rate_limits_and_failed_webhooks_are_each_named(seeded, migrated_database, redis_url,
-                                                                                 stripe_emulator):
+def test_sentry_https_cors_memory_rate_limits_and_failed_webhooks_are_each_named(
+    seeded, migrated_database, redis_url, stripe_emulator
+):
     with seeded.app_context():
-        db.session.execute(sa.text(
-            "INSERT INTO stripe_events (id, type, livemode, stripe_created, received_at, status, attempts, payload, "
-            "error) VALUES ('evt_failed_lately', 'invoice.payment_failed', false, now(), now(), 'failed', 3, '{}', "
-            "'KeyError: parent')"))
+        db.session.execute(
+            sa.text(
+                "INSERT INTO stripe_events (id, type, livemode, stripe_created, received_at, status, attempts, payload, "
+                "error) VALUES ('evt_failed_lately', 'invoice.payment_failed', false, now(), now(), 'failed', 3, '{}', "
+                "'KeyError: parent')"
+            )
+        )
         db.session.commit()
-    status, lines = doctor(migrated_database, "", stripe_emulator.url, SENTRY_DSN=None,
-                           APP_BASE_URL="http://billing.example.com", ALLOWED_ORIGINS='["*", "https://ok.example"]')
+    status, lines = doctor(
+        migrated_database,
+        "",
+        stripe_emulator.url,
+        SENTRY_DSN=None,
+        APP_BASE_URL="http://billing.example.com",
+        ALLOWED_ORIGINS='["*", "https://ok.example"]',
+    )
     text = "\n".join(lines)
     assert status == 1
 

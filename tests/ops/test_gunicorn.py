@@ -1,6 +1,7 @@
 """gunicorn.conf.py for real: gunicorn with two workers, metrics added up across them, structlog lines — with
 `-c deploy/gunicorn.conf.py`, and as the README starts it (`gunicorn wsgi:app -w 2`, the root config read by
 gunicorn itself)."""
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,11 @@ def test_gunicorn_serves_the_app_with_multiprocess_metrics_and_structured_logs(s
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [str(ROOT / ".venv/bin/gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 30
@@ -98,19 +103,36 @@ def wait_until_up(process, port: int, log_path: Path) -> None:
 def test_the_readme_command_adds_up_both_workers_metrics(seeded, tmp_path):
     """`gunicorn wsgi:app -w 2` typed as is: every scrape, whichever worker answers it, counts every delivery."""
     port = free_port()
-    env = {"PATH": f"{ROOT / '.venv/bin'}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path),
-           "ENVIRONMENT": "testing", "DATABASE_URL": seeded.config["DATABASE_URL"],
-           "REDIS_URL": seeded.config["REDIS_URL"], "STRIPE_API_BASE": seeded.config.get("STRIPE_API_BASE") or "",
-           "GUNICORN_BIND": f"127.0.0.1:{port}", "STRIPE_WEBHOOK_SECRET": "whsec_" + "r" * 32}
+    env = {
+        "PATH": f"{ROOT / '.venv/bin'}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "ENVIRONMENT": "testing",
+        "DATABASE_URL": seeded.config["DATABASE_URL"],
+        "REDIS_URL": seeded.config["REDIS_URL"],
+        "STRIPE_API_BASE": seeded.config.get("STRIPE_API_BASE") or "",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "STRIPE_WEBHOOK_SECRET": "whsec_" + "r" * 32,
+    }
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen("gunicorn wsgi:app -w 2", shell=True, cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            "gunicorn wsgi:app -w 2",
+            shell=True,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_until_up(process, port, log_path)
         for _ in range(5):  # unsigned deliveries, spread over both workers
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/billing/webhooks/stripe", data=b"{}",
-                                             headers={"Content-Type": "application/json"}, method="POST")
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/billing/webhooks/stripe",
+                data=b"{}",
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
             try:
                 urllib.request.urlopen(request, timeout=5)
             except urllib.error.HTTPError as error:
@@ -120,8 +142,11 @@ def test_the_readme_command_adds_up_both_workers_metrics(seeded, tmp_path):
             status, body, _ = get(f"http://127.0.0.1:{port}/metrics")
             assert status == 200
             assert "process_resident_memory_bytes" not in body  # the summed multiprocess registry answers
-            line = next(line for line in body.splitlines()
-                        if line.startswith('stripe_webhook_events_total{outcome="invalid_signature",type="unknown"}'))
+            line = next(
+                line
+                for line in body.splitlines()
+                if line.startswith('stripe_webhook_events_total{outcome="invalid_signature",type="unknown"}')
+            )
             counted.add(line.rsplit(" ", 1)[1])
         assert counted == {"5.0"}, counted
     finally:

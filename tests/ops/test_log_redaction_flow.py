@@ -6,6 +6,7 @@ receives the emulator's signed webhooks on a live server, and cancels through th
 is captured at the root twice, rendered by the app's own formatter: as JSON (production) and as console lines
 (development).
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,16 +19,24 @@ from tests.conftest import Auth, LiveServer, make_config
 from tests.ops.conftest import LogCapture
 
 STRIPE_KEY = "sk_test_RedactionFlow51Hq8ZxYwVuTsRqPoNm"
-WEBHOOK_SECRET = "whsec" "_RedactionFlow0c9f3e7a1b5d2f8e4a6c"
+WEBHOOK_SECRET = "whsec_RedactionFlow0c9f3e7a1b5d2f8e4a6c"
 PASSWORD = "a distinctive passphrase 7Q!"
 
 
 @pytest.fixture
 def flow_app(seeded, migrated_database, redis_url, stripe_emulator, smtp_sink):
     """The test app with its own Stripe key and webhook secret (the `app` fixture still cleans up after it)."""
-    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url,
-                                 STRIPE_SECRET_KEY=STRIPE_KEY, STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-                                 MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp_sink.port)))
+    app = create_app(
+        make_config(
+            migrated_database,
+            redis_url,
+            STRIPE_API_BASE=stripe_emulator.url,
+            STRIPE_SECRET_KEY=STRIPE_KEY,
+            STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            MAIL_SERVER="127.0.0.1",
+            MAIL_PORT=str(smtp_sink.port),
+        )
+    )
     server = LiveServer(app)
     stripe_emulator.add_webhook(server.webhook_url, WEBHOOK_SECRET)
     yield app
@@ -53,8 +62,9 @@ def test_subscribe_and_cancel_log_no_secret(flow_app, stripe_emulator, log_json,
     tokens = client.post("/api/v1/auth/token", json={"email": "flow@example.com", "password": PASSWORD}).get_json()
     access, refresh = tokens["access_token"], tokens["refresh_token"]
     bearer = {"Authorization": f"Bearer {access}"}
-    checkout = client.post("/api/v1/billing/checkout", headers=bearer,
-                           json={"plan_name": "pro", "billing_cycle": "monthly"})
+    checkout = client.post(
+        "/api/v1/billing/checkout", headers=bearer, json={"plan_name": "pro", "billing_cycle": "monthly"}
+    )
     assert checkout.status_code == 200, checkout.get_json()
     stripe_emulator.complete_checkout(checkout.get_json()["session_id"])
     stripe_emulator.flush()
@@ -68,8 +78,13 @@ def test_subscribe_and_cancel_log_no_secret(flow_app, stripe_emulator, log_json,
     text = log_json.text
     events = {record["event"] for record in log_json.records()}
     # The capture saw the flow: webhooks verified and handled, the activation and the cancellation.
-    assert {"stripe_webhook_verified", "stripe_webhook_handled_successfully", "subscription_activated",
-            "subscription_updated", "request_completed"} <= events, sorted(events)
+    assert {
+        "stripe_webhook_verified",
+        "stripe_webhook_handled_successfully",
+        "subscription_activated",
+        "subscription_updated",
+        "request_completed",
+    } <= events, sorted(events)
     assert "/api/v1/billing/webhooks/stripe" in text
     console = log_console.text
     assert "stripe_webhook_verified" in console and len(log_console.lines) >= len(log_json.lines)

@@ -1,4 +1,5 @@
 """Structured logs: redaction of secrets and card data, request and user ids on every line, JSON in production."""
+
 from __future__ import annotations
 
 import json
@@ -15,18 +16,21 @@ from app.logging import REDACTED, get_logger, luhn_valid, redact, redact_value
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("secret", [
-    "sk_live" "_51H8xYzAbCdEfGhIjKlMnOpQr",
-    "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
-    "rk_live" "_51H8xYzAbCdEfGhIjKlMnOp",
-    "rk_test_51H8xYzAbCdEfGhIjKlMnOp",
-    "whsec" "_5f2e8c1d9a7b3e6f4c2d1a0b9e8f7a6b",
-    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjMifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
-    "4242424242424242",
-    "4242 4242 4242 4242",
-    "4000-0000-0000-0002",
-    "378282246310005",  # American Express, 15 digits
-])
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk_live_51H8xYzAbCdEfGhIjKlMnOpQr",
+        "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+        "rk_live_51H8xYzAbCdEfGhIjKlMnOp",
+        "rk_test_51H8xYzAbCdEfGhIjKlMnOp",
+        "whsec_5f2e8c1d9a7b3e6f4c2d1a0b9e8f7a6b",
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjMifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        "4242424242424242",
+        "4242 4242 4242 4242",
+        "4000-0000-0000-0002",
+        "378282246310005",  # American Express, 15 digits
+    ],
+)
 def test_secret_shaped_values_are_redacted_wherever_they_appear(secret):
     event = redact(None, "info", {"event": f"calling with {secret} now", "detail": {"nested": [secret]}})
     assert secret not in json.dumps(event)
@@ -39,10 +43,26 @@ def test_bearer_tokens_keep_the_scheme_and_lose_the_token():
     assert event["header"] == f"Bearer {REDACTED}"
 
 
-@pytest.mark.parametrize("key", [
-    "password", "new_password", "secret", "client_secret", "token", "refresh_token", "Authorization",
-    "card", "card_number", "number", "cvc", "api_key", "Cookie", "set-cookie", "STRIPE_SECRET_KEY",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "new_password",
+        "secret",
+        "client_secret",
+        "token",
+        "refresh_token",
+        "Authorization",
+        "card",
+        "card_number",
+        "number",
+        "cvc",
+        "api_key",
+        "Cookie",
+        "set-cookie",
+        "STRIPE_SECRET_KEY",
+    ],
+)
 def test_sensitive_keys_are_redacted_whatever_their_value(key):
     event = redact(None, "info", {"event": "x", key: "hunter2", "headers": {key: "hunter2"}})
     assert event[key] == REDACTED
@@ -51,8 +71,14 @@ def test_sensitive_keys_are_redacted_whatever_their_value(key):
 
 
 def test_passwords_inside_urls_are_redacted():
-    event = redact(None, "info", {"event": "connecting to postgresql://ssb:s3cr3t-pw@db.internal:5432/ssb",
-                                  "url": "redis://:r3dis-pw@cache:6379/0"})
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "connecting to postgresql://ssb:s3cr3t-pw@db.internal:5432/ssb",
+            "url": "redis://:r3dis-pw@cache:6379/0",
+        },
+    )
     assert event["event"] == f"connecting to postgresql://ssb:{REDACTED}@db.internal:5432/ssb"
     assert event["url"] == f"redis://:{REDACTED}@cache:6379/0"
 
@@ -76,7 +102,7 @@ def test_harmless_values_are_kept():
 
 def test_a_secret_in_an_exception_message_is_redacted(log_json):
     try:
-        raise RuntimeError("Stripe refused sk_live" "_51H8xYzAbCdEfGhIjKlMnOpQr")
+        raise RuntimeError("Stripe refused sk_live_51H8xYzAbCdEfGhIjKlMnOpQr")
     except RuntimeError:
         get_logger("tests").exception("stripe_call_failed")
         logging.getLogger("some.library").exception("library_failed")
@@ -113,8 +139,10 @@ def test_every_request_line_carries_a_request_id_echoed_in_the_response(client, 
 
 
 def test_a_sane_incoming_request_id_is_kept_and_an_odd_one_replaced(client, seeded, log_json):
-    assert client.get("/pricing", headers={"X-Request-ID": "lb-7f3a9c21-0001"}).headers["X-Request-ID"] == \
-        "lb-7f3a9c21-0001"
+    assert (
+        client.get("/pricing", headers={"X-Request-ID": "lb-7f3a9c21-0001"}).headers["X-Request-ID"]
+        == "lb-7f3a9c21-0001"
+    )
     replaced = client.get("/pricing", headers={"X-Request-ID": "<script>alert(1)</script>"}).headers["X-Request-ID"]
     assert replaced != "<script>alert(1)</script>" and len(replaced) == 32
     assert [r["request_id"] for r in request_lines(log_json)] == ["lb-7f3a9c21-0001", replaced]
@@ -154,8 +182,14 @@ def test_production_writes_json_lines_and_development_console_lines():
     )
     outputs = {}
     for mode in ("production", "development"):
-        result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                                env={"PATH": "/usr/bin:/bin", "MODE": mode, "HOME": "/tmp"})
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "MODE": mode, "HOME": "/tmp"},
+        )
         assert result.returncode == 0, result.stderr
         outputs[mode] = [line for line in result.stderr.splitlines() if "webhook_probe" in line]
     (production_line,) = outputs["production"]

@@ -1,4 +1,5 @@
 """`/metrics`: the counters of the issue, access control, and revenue gauges computed in SQL."""
+
 from __future__ import annotations
 
 import re
@@ -93,8 +94,9 @@ def test_a_public_address_is_refused(client, seeded):
     assert "billing_" not in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.2.3.4", "172.20.0.5", "192.168.1.10", "::1", "fd00::5",
-                                     "::ffff:10.0.0.7"])
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "10.2.3.4", "172.20.0.5", "192.168.1.10", "::1", "fd00::5", "::ffff:10.0.0.7"]
+)
 def test_loopback_and_private_addresses_are_allowed(client, seeded, address):
     assert client.get("/metrics", environ_overrides={"REMOTE_ADDR": address}).status_code == 200
 
@@ -107,12 +109,14 @@ def test_addresses_outside_the_ranges_are_refused(client, seeded, address):
 def test_the_bearer_token_opens_metrics_from_anywhere(app, seeded):
     app.config["METRICS_TOKEN"] = "t" * 32
     client = app.test_client()
-    assert client.get("/metrics", environ_overrides=PUBLIC,
-                      headers={"Authorization": "Bearer " + "t" * 32}).status_code == 200
-    assert client.get("/metrics", environ_overrides=PUBLIC,
-                      headers={"Authorization": "Bearer wrong"}).status_code == 403
-    assert client.get("/metrics", environ_overrides=PUBLIC,
-                      headers={"Authorization": "t" * 32}).status_code == 403
+    assert (
+        client.get("/metrics", environ_overrides=PUBLIC, headers={"Authorization": "Bearer " + "t" * 32}).status_code
+        == 200
+    )
+    assert (
+        client.get("/metrics", environ_overrides=PUBLIC, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    )
+    assert client.get("/metrics", environ_overrides=PUBLIC, headers={"Authorization": "t" * 32}).status_code == 403
 
 
 def test_no_token_configured_means_no_token_accepted(app, seeded):
@@ -148,10 +152,16 @@ def add_subscription(user_email: str, plan_name: str, cycle: str, status: str = 
     db.session.add(user)
     db.session.flush()
     plan = db.session.scalar(select(SubscriptionPlan).where(SubscriptionPlan.name == plan_name))
-    db.session.add(UserSubscription(
-        user_id=user.id, plan_id=plan.id, billing_cycle=cycle, status=status,
-        stripe_subscription_id=f"sub_{user_email.split('@')[0]}", stripe_price_id=plan.stripe_price_id_for(cycle),
-    ))
+    db.session.add(
+        UserSubscription(
+            user_id=user.id,
+            plan_id=plan.id,
+            billing_cycle=cycle,
+            status=status,
+            stripe_subscription_id=f"sub_{user_email.split('@')[0]}",
+            stripe_price_id=plan.stripe_price_id_for(cycle),
+        )
+    )
     db.session.commit()
 
 
@@ -179,8 +189,9 @@ def test_mrr_and_arr_gauges_equal_the_sum_of_the_subscriptions(app, client, seed
     assert samples["billing_arr_dollars"] == pytest.approx(959.75)
     assert samples['billing_active_subscriptions{cycle="monthly",plan="starter"}'] == 2
     assert samples['billing_active_subscriptions{cycle="yearly",plan="pro"}'] == 1
-    assert not any(key.startswith("billing_active_subscriptions") and 'plan="pro"' in key and "monthly" in key
-                   for key in samples)
+    assert not any(
+        key.startswith("billing_active_subscriptions") and 'plan="pro"' in key and "monthly" in key for key in samples
+    )
 
 
 def test_no_subscriptions_means_zero_revenue(app, client, seeded):
@@ -214,8 +225,9 @@ def test_metric_names_in_the_alert_rules_exist(client, seeded):
 
     rules = (Path(__file__).resolve().parents[2] / "deploy/prometheus/alerts.yml").read_text()
     expressions = "\n".join(re.findall(r"expr: \|?\n?((?:.*\n)*?)\s+(?:for|labels):", rules))
-    used = {name.removesuffix("_bucket")
-            for name in re.findall(r"\b((?:billing|stripe|database)_[a-z_]+)\b", expressions)}
+    used = {
+        name.removesuffix("_bucket") for name in re.findall(r"\b((?:billing|stripe|database)_[a-z_]+)\b", expressions)
+    }
     exposed = {key.split("{")[0].removesuffix("_bucket") for key in scrape(client)}
     missing = {name for name in used if name not in exposed}
     assert len(used) >= 10 and not missing, missing

@@ -1,5 +1,6 @@
 """After a real life cycle (Checkout, webhooks, cancel, a failed renewal, a Stripe error), /metrics shows every
 billing counter moved — counted by the code paths themselves, not by the test."""
+
 import pytest
 import sqlalchemy as sa
 
@@ -15,8 +16,13 @@ from tests.ops.test_metrics import scrape
 def subscribe(app, emulator, email, card):
     with app.test_request_context():
         user = UserFactory(email=email)
-        checkout = start_checkout(user.id, "pro", "monthly", success_url="http://t/s?session_id={CHECKOUT_SESSION_ID}",
-                                  cancel_url="http://t/p")
+        checkout = start_checkout(
+            user.id,
+            "pro",
+            "monthly",
+            success_url="http://t/s?session_id={CHECKOUT_SESSION_ID}",
+            cancel_url="http://t/p",
+        )
     emulator.complete_checkout(checkout.session_id, card=card)
     return email
 

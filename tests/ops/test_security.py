@@ -1,5 +1,6 @@
 """Production hardening: security headers and CSP everywhere, HTTPS redirect and HSTS in production only,
 ProxyFix behind the load balancer, cookie flags, Sentry's redaction."""
+
 from __future__ import annotations
 
 import pytest
@@ -83,8 +84,11 @@ def test_production_sends_hsts_over_https(production_app):
 
 def test_production_trusts_the_load_balancer_for_scheme_host_and_client(production_app):
     client = production_app.test_client()
-    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "billing.example.com",
-               "X-Forwarded-For": "198.51.100.7"}
+    headers = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "billing.example.com",
+        "X-Forwarded-For": "198.51.100.7",
+    }
     response = client.get("/pricing", headers=headers, environ_overrides={"REMOTE_ADDR": "10.0.0.2"})
     assert response.status_code == 200  # https as far as the app knows: no redirect
     assert "Strict-Transport-Security" in response.headers
@@ -109,23 +113,32 @@ def test_probes_answer_plain_http_in_production(production_app, path):
 
 
 def test_proxy_settings_are_configurable(clean_env, migrated_database, redis_url):  # noqa: F811
-    app = create_app(make_config(migrated_database, redis_url, TRUST_PROXY="true", PROXY_FIX_X_FOR="2",
-                                 PROXY_FIX_X_HOST="0"))
+    app = create_app(
+        make_config(migrated_database, redis_url, TRUST_PROXY="true", PROXY_FIX_X_FOR="2", PROXY_FIX_X_HOST="0")
+    )
     response = app.test_client().get(
-        "/metrics", headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.3, 10.0.0.4"},
-        environ_overrides={"REMOTE_ADDR": "10.0.0.1"})
+        "/metrics",
+        headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.3, 10.0.0.4"},
+        environ_overrides={"REMOTE_ADDR": "10.0.0.1"},
+    )
     assert response.status_code == 200  # two proxies trusted: the client is 10.0.0.3
     untrusted = create_app(make_config(migrated_database, redis_url))
-    assert untrusted.test_client().get(
-        "/metrics", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 200  # header ignored: loopback
+    assert (
+        untrusted.test_client().get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 200
+    )  # header ignored: loopback
 
 
 def test_sentry_events_are_redacted_like_the_logs():
     event = {
-        "request": {"headers": {"Authorization": "Bearer abc", "User-Agent": "curl"},
-                    "cookies": {"session": "xyz"}, "data": {"password": "hunter2", "email": "a@example.com"}},
-        "exception": {"values": [{"type": "CardError", "value": "card 4242424242424242 declined, key sk_live" "_abcdef12345"}]},
-        "extra": {"stripe_secret_key": "sk_live" "_abcdef12345"},
+        "request": {
+            "headers": {"Authorization": "Bearer abc", "User-Agent": "curl"},
+            "cookies": {"session": "xyz"},
+            "data": {"password": "hunter2", "email": "a@example.com"},
+        },
+        "exception": {
+            "values": [{"type": "CardError", "value": "card 4242424242424242 declined, key sk_live_abcdef12345"}]
+        },
+        "extra": {"stripe_secret_key": "sk_live_abcdef12345"},
     }
     cleaned = sentry_before_send(event, {})
     assert cleaned["request"]["headers"] == {"Authorization": REDACTED, "User-Agent": "curl"}
@@ -148,7 +161,7 @@ def test_sentry_reports_an_unhandled_error_without_secrets(migrated_database, re
 
     @app.get("/boom")
     def boom():
-        raise RuntimeError("Stripe said no to sk_live" "_abcdefghijklmnop")
+        raise RuntimeError("Stripe said no to sk_live_abcdefghijklmnop")
 
     client = sentry_sdk.get_client()
     assert client.is_active() and client.options["send_default_pii"] is False
@@ -161,4 +174,4 @@ def test_sentry_reports_an_unhandled_error_without_secrets(migrated_database, re
     assert sent, "Sentry received nothing"
     text = repr(sent)
     assert "RuntimeError" in text
-    assert "sk_live" "_abcdefghijklmnop" not in text and "secret-token" not in text
+    assert "sk_live_abcdefghijklmnop" not in text and "secret-token" not in text

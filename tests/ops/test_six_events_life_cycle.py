@@ -2,6 +2,7 @@
 card update, renewal, plan change, cancellation — where the emulator delivers nothing else (to an endpoint
 registered as the guide says), every change made on Stripe's side (its hosted pages), never by the app's own
 services; then `flask stripe sync --all` finds nothing to repair."""
+
 from __future__ import annotations
 
 import requests
@@ -18,8 +19,10 @@ from tests.test_stripe_cli import SIX_EVENTS
 def state(app, user_id: int):
     with app.app_context():
         rows = db.session.execute(sa.select(UserSubscription).where(UserSubscription.user_id == user_id)).scalars()
-        subscriptions = [(r.plan.name, r.billing_cycle, r.status, r.cancel_at_period_end,
-                          r.current_period_end is not None) for r in rows]
+        subscriptions = [
+            (r.plan.name, r.billing_cycle, r.status, r.cancel_at_period_end, r.current_period_end is not None)
+            for r in rows
+        ]
         actions = list(db.session.scalars(sa.select(AuditLog.action).where(AuditLog.user_id == user_id)))
         db.session.remove()
         return subscriptions, actions
@@ -43,16 +46,22 @@ class Portal:
 
 def test_the_whole_life_cycle_on_the_six_events(seeded, stripe_emulator, live_server, runner, smtp_sink):
     client = stripe_emulator.client()
-    endpoint = client.v1.webhook_endpoints.create(params={
-        "url": live_server.webhook_url, "enabled_events": SIX_EVENTS, "api_version": API_VERSION})
+    endpoint = client.v1.webhook_endpoints.create(
+        params={"url": live_server.webhook_url, "enabled_events": SIX_EVENTS, "api_version": API_VERSION}
+    )
     previous_secret = seeded.config["STRIPE_WEBHOOK_SECRET"]
     seeded.config["STRIPE_WEBHOOK_SECRET"] = endpoint.secret
     try:
         with seeded.test_request_context():
             user = UserFactory(email="six@example.com")
             user_id = user.id
-            checkout = start_checkout(user_id, "pro", "monthly", cancel_url="http://app.test/pricing",
-                                      success_url="http://app.test/s?session_id={CHECKOUT_SESSION_ID}")
+            checkout = start_checkout(
+                user_id,
+                "pro",
+                "monthly",
+                cancel_url="http://app.test/pricing",
+                success_url="http://app.test/s?session_id={CHECKOUT_SESSION_ID}",
+            )
         # 1. checkout, with a card that pays once and is declined afterwards
         stripe_emulator.complete_checkout(checkout.session_id, card="4000000000000341")
         stripe_emulator.flush()

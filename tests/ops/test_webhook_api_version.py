@@ -1,5 +1,6 @@
 """Events of another API version are refused whole (422 `api_version_mismatch`), logged and counted; a delivery
 without a signature header is counted as invalid."""
+
 from __future__ import annotations
 
 import time
@@ -23,15 +24,35 @@ def old_shape_subscription_event(customer: str) -> dict:
     subscription, none on its items."""
     now = int(time.time())
     subscription = {
-        "id": "sub_old_shape", "object": "subscription", "customer": customer, "status": "active",
-        "cancel_at_period_end": False, "created": now, "current_period_start": now,
-        "current_period_end": now + 30 * 86400, "metadata": {},
-        "items": {"object": "list", "data": [{"id": "si_old", "object": "subscription_item",
-                                              "price": {"id": "price_pro_monthly", "object": "price",
-                                                        "recurring": {"interval": "month"}}}]},
+        "id": "sub_old_shape",
+        "object": "subscription",
+        "customer": customer,
+        "status": "active",
+        "cancel_at_period_end": False,
+        "created": now,
+        "current_period_start": now,
+        "current_period_end": now + 30 * 86400,
+        "metadata": {},
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": "si_old",
+                    "object": "subscription_item",
+                    "price": {"id": "price_pro_monthly", "object": "price", "recurring": {"interval": "month"}},
+                }
+            ],
+        },
     }
-    return {"id": "evt_old_shape", "object": "event", "api_version": "2024-06-20", "created": now, "livemode": False,
-            "type": "customer.subscription.updated", "data": {"object": subscription}}
+    return {
+        "id": "evt_old_shape",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": now,
+        "livemode": False,
+        "type": "customer.subscription.updated",
+        "data": {"object": subscription},
+    }
 
 
 def test_an_event_of_another_api_version_is_refused_whole_logged_and_counted(seeded, client, log_json):

@@ -5,6 +5,7 @@ and insert) is one; the target is five. Today's counts are the ceilings here, so
 statement list printed on failure says where they go. Stripe's documented payloads are posted signed through the
 app's real endpoint; the first delivery of each event is counted.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,13 @@ from tests.webhooks.signing import post_event
 from tests.webhooks.test_stripe_docs_events import CUSTOMER, DOCS_PRICE, load
 
 #: Round trips per event today (statements and the commit), each a ceiling; the target is 5 for every one.
-CEILINGS = {"customer.subscription.created": 12, "invoice.payment_succeeded": 6, "customer.subscription.updated": 9,
-            "invoice.payment_failed": 11, "customer.subscription.deleted": 9}
+CEILINGS = {
+    "customer.subscription.created": 12,
+    "invoice.payment_succeeded": 6,
+    "customer.subscription.updated": 9,
+    "invoice.payment_failed": 11,
+    "customer.subscription.deleted": 9,
+}
 
 
 @contextlib.contextmanager
@@ -61,7 +67,7 @@ def test_each_common_event_stays_within_its_round_trips(docs_customer, client):
     for name in CEILINGS:
         with round_trips(docs_customer) as sent:
             assert post_event(client, load(name), secret).status_code == 200
-        costs[name] = sent[:sent.index("COMMIT") + 1]  # the request's transaction; delivery comes after
+        costs[name] = sent[: sent.index("COMMIT") + 1]  # the request's transaction; delivery comes after
     over = {name: sent for name, sent in costs.items() if len(sent) > CEILINGS[name]}
     for name, sent in costs.items():
         print(name, len(sent), *sent, sep="\n  ")

@@ -4,6 +4,7 @@ Every event of a subscription's life (Stripe's documented payloads) is delivered
 deliveries to each server, concurrently. Each event is processed once, no audit entry is written twice, and
 every queued mail reaches SMTP once, whichever worker took it.
 """
+
 from __future__ import annotations
 
 import collections
@@ -27,18 +28,39 @@ from tests.webhooks.signing import sign
 from tests.webhooks.test_stripe_docs_events import CUSTOMER, DOCS_PRICE, load
 
 SECRET = "whsec_two_hosts_" + "a" * 16
-EVENTS = ["customer.subscription.created", "checkout.session.completed", "invoice.payment_succeeded", "invoice.paid",
-          "customer.updated", "customer.subscription.updated", "invoice.payment_failed",
-          "customer.subscription.deleted"]
+EVENTS = [
+    "customer.subscription.created",
+    "checkout.session.completed",
+    "invoice.payment_succeeded",
+    "invoice.paid",
+    "customer.updated",
+    "customer.subscription.updated",
+    "invoice.payment_failed",
+    "customer.subscription.deleted",
+]
 
 
 def start_server(database_url: str, redis_url: str, stripe_url: str, port: int) -> subprocess.Popen:
     """An app server as a process of its own (another host, as far as the app can tell)."""
-    env = {**os.environ, "FLASK_APP": "wsgi:app", "ENVIRONMENT": "testing", "DATABASE_URL": database_url,
-           "REDIS_URL": redis_url, "TASK_QUEUE_URL": redis_url, "STRIPE_WEBHOOK_SECRET": SECRET,
-           "STRIPE_PRICE_PRO_MONTHLY": DOCS_PRICE, "STRIPE_API_BASE": stripe_url, "LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "flask", "run", "--port", str(port), "--without-threads"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "FLASK_APP": "wsgi:app",
+        "ENVIRONMENT": "testing",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "TASK_QUEUE_URL": redis_url,
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "STRIPE_PRICE_PRO_MONTHLY": DOCS_PRICE,
+        "STRIPE_API_BASE": stripe_url,
+        "LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "flask", "run", "--port", str(port), "--without-threads"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def answers(url: str) -> bool:
@@ -50,16 +72,19 @@ def answers(url: str) -> bool:
 
 def deliver(url: str, event: dict) -> int:
     body = json.dumps(event).encode()
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET)})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET)},
+    )
     try:
         return urllib.request.urlopen(request, timeout=30).status
     except urllib.error.HTTPError as error:
         return error.code
 
 
-def test_two_servers_two_workers_process_each_event_once(app, migrated_database, redis_url, smtp_sink,
-                                                         stripe_emulator):
+def test_two_servers_two_workers_process_each_event_once(app, migrated_database, redis_url, smtp_sink, stripe_emulator):
     app.config["STRIPE_PRICE_PRO_MONTHLY"] = DOCS_PRICE
     with app.app_context():
         seed_plans_from_config()

@@ -4,6 +4,7 @@ SMTP down at first: the request that queues the mail returns without touching SM
 retried after its backoff, and once SMTP is up the mail is delivered, once. The scheduler alone (nothing enqueued
 by the app) sweeps the outbox and replays a failed event whose backoff has passed.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,11 +40,24 @@ def free_port() -> int:
 
 def start_worker(database_url: str, redis_url: str, mail_port: int, command: str = "worker") -> subprocess.Popen:
     """`flask queue worker` (or `cron`) as operators run it, configured by the environment."""
-    env = {**os.environ, "FLASK_APP": "wsgi:app", "ENVIRONMENT": "testing", "DATABASE_URL": database_url,
-           "REDIS_URL": redis_url, "TASK_QUEUE_URL": redis_url, "MAIL_SERVER": "127.0.0.1",
-           "MAIL_PORT": str(mail_port), "LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "flask", "queue", command], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "FLASK_APP": "wsgi:app",
+        "ENVIRONMENT": "testing",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "TASK_QUEUE_URL": redis_url,
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": str(mail_port),
+        "LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "flask", "queue", command],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_for(condition, seconds: float) -> bool:
@@ -58,8 +72,11 @@ def wait_for(condition, seconds: float) -> bool:
 @pytest.fixture
 def queued_app(app, migrated_database, redis_url):
     """The test app with the task queue on (the suite's other apps deliver after the response)."""
-    return create_app(make_config(migrated_database, redis_url, TASK_QUEUE_URL=redis_url,
-                                  MAIL_SERVER="127.0.0.1", MAIL_PORT=str(free_port())))
+    return create_app(
+        make_config(
+            migrated_database, redis_url, TASK_QUEUE_URL=redis_url, MAIL_SERVER="127.0.0.1", MAIL_PORT=str(free_port())
+        )
+    )
 
 
 class Received:
@@ -117,14 +134,25 @@ def test_the_scheduler_sweeps_the_outbox_and_replays_a_failed_event(app, migrate
         user = UserFactory(email="swept@example.com")
         with app.test_request_context("/"):
             queue_mail("subscription_ended", "sub_s:ended", user, plan="Pro")  # no delivery requested
-        db.session.add(StripeEvent(id="evt_failed_once", type="customer.created", stripe_created=utcnow(),
-                                   received_at=utcnow() - timedelta(hours=1), status="failed", attempts=1,
-                                   error="OperationalError: the database restarted", payload={
-                                       "id": "evt_failed_once", "type": "customer.created", "data": {"object": {}}}))
+        db.session.add(
+            StripeEvent(
+                id="evt_failed_once",
+                type="customer.created",
+                stripe_created=utcnow(),
+                received_at=utcnow() - timedelta(hours=1),
+                status="failed",
+                attempts=1,
+                error="OperationalError: the database restarted",
+                payload={"id": "evt_failed_once", "type": "customer.created", "data": {"object": {}}},
+            )
+        )
         db.session.commit()
-    processes = [start_worker(migrated_database, redis_url, smtp_sink.port),
-                 start_worker(migrated_database, redis_url, smtp_sink.port, "cron")]
+    processes = [
+        start_worker(migrated_database, redis_url, smtp_sink.port),
+        start_worker(migrated_database, redis_url, smtp_sink.port, "cron"),
+    ]
     try:
+
         def event_status():
             with app.app_context():
                 return db.session.get(StripeEvent, "evt_failed_once").status

@@ -4,6 +4,7 @@ waiting for the emulator's deliveries, and reading back what the app recorded.
 Every helper that stops a service has a fixture or a `finally` that starts it again: the tests after these ones
 need PostgreSQL and Redis running.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,9 +44,11 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, message: str = 
         time.sleep(interval)
 
 
-def http(method: str, url: str, data: bytes | None = None, headers: dict | None = None,
-         timeout: float = 10) -> tuple[int, str, dict]:
+def http(
+    method: str, url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 10
+) -> tuple[int, str, dict]:
     """(status, body, headers) without raising on 4xx/5xx and without following redirects."""
+
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
             return None
@@ -60,6 +63,7 @@ def http(method: str, url: str, data: bytes | None = None, headers: dict | None 
 
 
 # --- PostgreSQL and Redis of the suite (scripts/test-services.sh) -------------------------------------------------
+
 
 class Services:
     """Stop and start the suite's own PostgreSQL and Redis, with the options scripts/test-services.sh uses."""
@@ -82,8 +86,12 @@ class Services:
     def stop_postgres(self) -> None:
         # "fast", not "immediate": the suite's server runs with synchronous_commit=off, so a crash would lose
         # transactions the app saw committed (production keeps synchronous_commit on).
-        subprocess.run(self._as_postgres(f"{self.pg_bin}/pg_ctl", "-D", self.pg_data, "-m", "fast", "-w",
-                                         "stop"), check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            self._as_postgres(f"{self.pg_bin}/pg_ctl", "-D", self.pg_data, "-m", "fast", "-w", "stop"),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def postgres_running(self) -> bool:
         try:
@@ -95,11 +103,28 @@ class Services:
     def start_postgres(self) -> None:
         if self.postgres_running():
             return
-        options = (f"-p {self.pg_port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        subprocess.run(self._as_postgres(f"{self.pg_bin}/pg_ctl", "-D", self.pg_data, "-l",
-                                         f"{self.dir}/postgres.log", "-w", "-t", "60", "-o", options, "start"),
-                       check=True, capture_output=True, timeout=90)
+        options = (
+            f"-p {self.pg_port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        subprocess.run(
+            self._as_postgres(
+                f"{self.pg_bin}/pg_ctl",
+                "-D",
+                self.pg_data,
+                "-l",
+                f"{self.dir}/postgres.log",
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+            ),
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1)
@@ -120,9 +145,29 @@ class Services:
     def start_redis(self) -> None:
         if self.redis_running():
             return
-        subprocess.run(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                        "--appendonly", "no", "--daemonize", "yes", "--pidfile", f"{self.dir}/redis.pid",
-                        "--logfile", f"{self.dir}/redis.log", "--dir", self.dir], check=True, timeout=30)
+        subprocess.run(
+            [
+                "redis-server",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                f"{self.dir}/redis.pid",
+                "--logfile",
+                f"{self.dir}/redis.log",
+                "--dir",
+                self.dir,
+            ],
+            check=True,
+            timeout=30,
+        )
         wait_until(self.redis_running, 10, message="Redis to start")
 
 
@@ -139,6 +184,7 @@ def services(database_url, redis_url):
 
 # --- gunicorn ---------------------------------------------------------------------------------------------------
 
+
 class Gunicorn:
     """`gunicorn -c deploy/gunicorn.conf.py wsgi:app` on a free loopback port, configured by environment."""
 
@@ -147,20 +193,32 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         metrics_dir = tmp_path / "prometheus"
         metrics_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-                    "WEB_CONCURRENCY": str(workers), "GUNICORN_TIMEOUT": str(timeout),
-                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "LOG_LEVEL": "WARNING", **env}
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_TIMEOUT": str(timeout),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "LOG_LEVEL": "WARNING",
+            **env,
+        }
         self.log_path = tmp_path / "gunicorn.log"
         self.process: subprocess.Popen | None = None
 
     def webhook_url(self, api_prefix: str = "/api/v1") -> str:
         return self.url + api_prefix + "/billing/webhooks/stripe"
 
-    def start(self) -> "Gunicorn":
+    def start(self) -> Gunicorn:
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
                 [str(ROOT / ".venv/bin/gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
         def up():
             assert self.process.poll() is None, self.log_path.read_text()
@@ -203,10 +261,16 @@ def quiet_logs(app):
 def app_environment(app, **extra: str) -> dict[str, str]:
     """The environment that makes `wsgi:app` the same app as the test's: database, Redis, emulator, SMTP sink."""
     config = app.config
-    env = {"ENVIRONMENT": "testing", "DATABASE_URL": config["DATABASE_URL"], "REDIS_URL": config["REDIS_URL"],
-           "STRIPE_API_BASE": config.get("STRIPE_API_BASE") or "",
-           "STRIPE_WEBHOOK_SECRET": config["STRIPE_WEBHOOK_SECRET"], "SECRET_KEY": config["SECRET_KEY"],
-           "JWT_SECRET_KEY": config["JWT_SECRET_KEY"], "ENCRYPTION_KEY": config["ENCRYPTION_KEY"]}
+    env = {
+        "ENVIRONMENT": "testing",
+        "DATABASE_URL": config["DATABASE_URL"],
+        "REDIS_URL": config["REDIS_URL"],
+        "STRIPE_API_BASE": config.get("STRIPE_API_BASE") or "",
+        "STRIPE_WEBHOOK_SECRET": config["STRIPE_WEBHOOK_SECRET"],
+        "SECRET_KEY": config["SECRET_KEY"],
+        "JWT_SECRET_KEY": config["JWT_SECRET_KEY"],
+        "ENCRYPTION_KEY": config["ENCRYPTION_KEY"],
+    }
     if config.get("MAIL_SERVER"):
         env.update(MAIL_SERVER=config["MAIL_SERVER"], MAIL_PORT=str(config["MAIL_PORT"]))
     env.update(extra)
@@ -219,8 +283,7 @@ def gunicorn(app, tmp_path):
     started: list[Gunicorn] = []
 
     def make(workers: int = 2, timeout: int = 30, **env: str) -> Gunicorn:
-        server = Gunicorn(tmp_path / f"g{len(started)}", app_environment(app, **env), workers=workers,
-                          timeout=timeout)
+        server = Gunicorn(tmp_path / f"g{len(started)}", app_environment(app, **env), workers=workers, timeout=timeout)
         started.append(server)
         return server
 

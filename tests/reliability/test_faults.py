@@ -4,6 +4,7 @@ a gunicorn worker SIGKILLed in the middle of a webhook, Stripe (the emulator) un
 Every test leaves PostgreSQL and Redis running (the `services` fixture starts them again whatever happened) and
 stops whatever it started (gunicorn, emulators).
 """
+
 from __future__ import annotations
 
 import collections
@@ -41,8 +42,9 @@ def make_users(app, count: int, prefix: str = "fault") -> list[int]:
 def open_checkouts(app, user_ids: list[int], plan: str = "pro") -> list[str]:
     """A Checkout Session per user, through the app's service (customers are created and linked first)."""
     with app.app_context():
-        sessions = [start_checkout(uid, plan, "monthly", SUCCESS_URL, "http://127.0.0.1/pricing").session_id
-                    for uid in user_ids]
+        sessions = [
+            start_checkout(uid, plan, "monthly", SUCCESS_URL, "http://127.0.0.1/pricing").session_id for uid in user_ids
+        ]
         db.session.remove()
         return sessions
 
@@ -78,8 +80,10 @@ def subscription_statuses(app) -> dict[int, str]:
 
 # --- Redis stopped ------------------------------------------------------------------------------------------------
 
-def test_redis_stopped_exactly_once_through_the_database_and_caches_refill(seeded, webhooks_to_app, stripe_emulator,
-                                                                         services, client):
+
+def test_redis_stopped_exactly_once_through_the_database_and_caches_refill(
+    seeded, webhooks_to_app, stripe_emulator, services, client
+):
     app, emulator = seeded, stripe_emulator
     user_ids = make_users(app, 6)
     sessions = open_checkouts(app, user_ids)
@@ -116,20 +120,28 @@ def test_redis_stopped_exactly_once_through_the_database_and_caches_refill(seede
     redis_client = services.redis()
     assert redis_client.dbsize() == 0
     # (the entitlements cache retries Redis CACHE_RETRY_SECONDS after a failure, so refilling may take that long)
-    wait_until(lambda: client.get("/strategies/").status_code == 200
-               and redis_client.exists(f"entitlements:{user_ids[0]}"), 12, 0.5, message="entitlements cache refill")
+    wait_until(
+        lambda: client.get("/strategies/").status_code == 200 and redis_client.exists(f"entitlements:{user_ids[0]}"),
+        12,
+        0.5,
+        message="entitlements cache refill",
+    )
     some_event = next(iter(events))
     attempt = next(a for a in emulator.deliveries() if a["event_id"] == some_event)
     body = emulator.emulator.store.get("events", some_event)
     payload = json.dumps(body, indent=2).encode()
-    status, answer, _ = http("POST", webhooks_to_app.webhook_url, payload,
-                             {"Content-Type": "application/json",
-                              "Stripe-Signature": sign(payload, app.config["STRIPE_WEBHOOK_SECRET"])})
+    status, answer, _ = http(
+        "POST",
+        webhooks_to_app.webhook_url,
+        payload,
+        {"Content-Type": "application/json", "Stripe-Signature": sign(payload, app.config["STRIPE_WEBHOOK_SECRET"])},
+    )
     assert status == 200 and json.loads(answer)["status"] == "duplicate", attempt
     assert redis_client.exists(f"webhook_processed:{some_event}")
 
 
 # --- PostgreSQL down, restarted during a burst ---------------------------------------------------------------------
+
 
 @pytest.fixture
 def patient_emulator(stripe_emulator):
@@ -141,8 +153,9 @@ def patient_emulator(stripe_emulator):
     dispatcher.retry_schedule, dispatcher.max_attempts = saved
 
 
-def test_postgres_restarted_during_a_burst_5xx_then_retries_bring_everything_in(seeded, webhooks_to_app,
-                                                                              patient_emulator, services):
+def test_postgres_restarted_during_a_burst_5xx_then_retries_bring_everything_in(
+    seeded, webhooks_to_app, patient_emulator, services
+):
     app, emulator = seeded, patient_emulator
     user_ids = make_users(app, 12)
     sessions = open_checkouts(app, user_ids)
@@ -156,8 +169,11 @@ def test_postgres_restarted_during_a_burst_5xx_then_retries_bring_everything_in(
     stopped_at = time.time()
     try:
         emulator.release()
-        wait_until(lambda: any(not a["ok"] and a["sent_at"] >= stopped_at for a in emulator.deliveries()), 20,
-                   message="a delivery refused while PostgreSQL is down")
+        wait_until(
+            lambda: any(not a["ok"] and a["sent_at"] >= stopped_at for a in emulator.deliveries()),
+            20,
+            message="a delivery refused while PostgreSQL is down",
+        )
         time.sleep(1.0)
     finally:
         services.start_postgres()
@@ -186,8 +202,10 @@ def test_postgres_restarted_during_a_burst_5xx_then_retries_bring_everything_in(
 
 # --- A gunicorn worker SIGKILLed in the middle of a webhook --------------------------------------------------------
 
-def test_worker_killed_mid_webhook_the_retry_processes_it_nothing_partial(seeded, stripe_emulator, gunicorn,
-                                                                         database_url):
+
+def test_worker_killed_mid_webhook_the_retry_processes_it_nothing_partial(
+    seeded, stripe_emulator, gunicorn, database_url
+):
     app, emulator = seeded, stripe_emulator
     [user_id] = make_users(app, 1, "killed")
     [session_id] = open_checkouts(app, [user_id])
@@ -200,6 +218,7 @@ def test_worker_killed_mid_webhook_the_retry_processes_it_nothing_partial(seeded
     sub = stripe.v1.subscriptions.list(params={"customer": customer}).data[0]
     with app.app_context():  # the subscription is known (as the success page would have synced it)
         from app.services.sync import sync_customer
+
         sync_customer(customer)
         db.session.remove()
     emulator.add_webhook(server.webhook_url(app.config["API_PREFIX"]), app.config["STRIPE_WEBHOOK_SECRET"])
@@ -210,9 +229,13 @@ def test_worker_killed_mid_webhook_the_retry_processes_it_nothing_partial(seeded
     try:
         blocker.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user_id,))
         stripe.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
-        waiting = wait_until(lambda: watcher.execute(
-            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%%FROM users%%'"
-        ).fetchall(), 15, message="the webhook handler to block on the user's lock")
+        waiting = wait_until(
+            lambda: watcher.execute(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%%FROM users%%'"
+            ).fetchall(),
+            15,
+            message="the webhook handler to block on the user's lock",
+        )
         [worker] = server.workers()
         os.kill(worker, signal.SIGKILL)
         wait_until(lambda: server.workers() and server.workers() != [worker], 15, message="a new worker")
@@ -239,13 +262,22 @@ def test_worker_killed_mid_webhook_the_retry_processes_it_nothing_partial(seeded
 
 # --- Stripe unreachable --------------------------------------------------------------------------------------------
 
-def test_stripe_down_checkout_and_portal_say_temporarily_unavailable_and_write_nothing(migrated_database, redis_url,
-                                                                                      smtp_sink):
+
+def test_stripe_down_checkout_and_portal_say_temporarily_unavailable_and_write_nothing(
+    migrated_database, redis_url, smtp_sink
+):
     from app.services.catalog import seed_plans_from_config
 
     own = EmulatorServer().start()
-    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=own.url, STRIPE_MAX_NETWORK_RETRIES=0,
-                                 RATELIMIT_BILLING="100 per minute"))
+    app = create_app(
+        make_config(
+            migrated_database,
+            redis_url,
+            STRIPE_API_BASE=own.url,
+            STRIPE_MAX_NETWORK_RETRIES=0,
+            RATELIMIT_BILLING="100 per minute",
+        )
+    )
     try:
         with app.app_context():
             seed_plans_from_config()
@@ -258,6 +290,7 @@ def test_stripe_down_checkout_and_portal_say_temporarily_unavailable_and_write_n
             session_id = start_checkout(paying.id, "pro", "monthly", SUCCESS_URL, "http://127.0.0.1/pricing").session_id
             own.complete_checkout(session_id)
             from app.services.sync import sync_customer
+
             sync_customer(paying.stripe_customer_id)
             customer = paying.stripe_customer_id
             sub_row = db.session.scalar(sa.select(UserSubscription))
@@ -268,20 +301,26 @@ def test_stripe_down_checkout_and_portal_say_temporarily_unavailable_and_write_n
         before = audit_counts(app), subscription_statuses(app)
 
         from tests.conftest import csrf_token_from
+
         token = csrf_token_from(client.get("/pricing").get_data(as_text=True))
-        response = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token},
-                               follow_redirects=True)
+        response = client.post(
+            "/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token}, follow_redirects=True
+        )
         assert "temporarily unavailable" in response.get_data(as_text=True)
         token = csrf_token_from(paying_client.get("/billing").get_data(as_text=True))
         response = paying_client.post("/billing/portal", data={"csrf_token": token}, follow_redirects=True)
         assert "temporarily unavailable" in response.get_data(as_text=True)
 
         api = app.test_client()
-        tokens = api.post(app.config["API_PREFIX"] + "/auth/token",
-                          json={"email": "free@example.com", "password": "correct horse"}).get_json()
+        tokens = api.post(
+            app.config["API_PREFIX"] + "/auth/token", json={"email": "free@example.com", "password": "correct horse"}
+        ).get_json()
         headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-        response = api.post(app.config["API_PREFIX"] + "/billing/checkout", headers=headers,
-                            json={"plan_name": "pro", "billing_cycle": "monthly"})
+        response = api.post(
+            app.config["API_PREFIX"] + "/billing/checkout",
+            headers=headers,
+            json={"plan_name": "pro", "billing_cycle": "monthly"},
+        )
         assert response.status_code == 503 and response.get_json()["error"] == "billing_unavailable"
         assert "temporarily unavailable" in response.get_json()["message"]
 
@@ -292,13 +331,22 @@ def test_stripe_down_checkout_and_portal_say_temporarily_unavailable_and_write_n
 
         # Webhooks do not need Stripe when the event carries a newer state: applied as usual.
         sub["cancel_at_period_end"] = True
-        event = {"id": "evt_while_stripe_down", "object": "event", "type": "customer.subscription.updated",
-                 "api_version": "2026-10-28.endive",
-                 "created": int(time.time()) + 3600, "livemode": False, "data": {"object": sub}}
+        event = {
+            "id": "evt_while_stripe_down",
+            "object": "event",
+            "type": "customer.subscription.updated",
+            "api_version": "2026-10-28.endive",
+            "created": int(time.time()) + 3600,
+            "livemode": False,
+            "data": {"object": sub},
+        }
         payload = json.dumps(event, default=str).encode()
-        response = client.post(app.config["API_PREFIX"] + "/billing/webhooks/stripe", data=payload,
-                               content_type="application/json",
-                               headers={"Stripe-Signature": sign(payload, app.config["STRIPE_WEBHOOK_SECRET"])})
+        response = client.post(
+            app.config["API_PREFIX"] + "/billing/webhooks/stripe",
+            data=payload,
+            content_type="application/json",
+            headers={"Stripe-Signature": sign(payload, app.config["STRIPE_WEBHOOK_SECRET"])},
+        )
         assert response.status_code == 200 and response.get_json()["status"] == "processed"
         with app.app_context():
             row = db.session.scalar(sa.select(UserSubscription))

@@ -9,6 +9,7 @@ subscribe by Checkout (1 in 7 with card 4000 0000 0000 0341, which fails at rene
 then a month passes (renewals, failed renewals → past_due, scheduled downgrades, ends), half of the failed
 customers pay their open invoice (recover), and ten more days pass (Stripe's retries → the rest end).
 """
+
 from __future__ import annotations
 
 import collections
@@ -37,18 +38,25 @@ def plan_of(i: int) -> tuple[str, str]:
     """The plan each customer starts on: mostly monthly (they renew within the test), some yearly."""
     if i % 7 == 0:
         return ("starter", "monthly") if i % 2 else ("pro", "monthly")
-    return [("starter", "monthly"), ("pro", "monthly"), ("starter", "yearly"), ("pro", "monthly"),
-            ("starter", "monthly")][i % 5]
+    return [
+        ("starter", "monthly"),
+        ("pro", "monthly"),
+        ("starter", "yearly"),
+        ("pro", "monthly"),
+        ("starter", "monthly"),
+    ][i % 5]
 
 
 def in_app(app, fn):
     """Run `fn` in an app context of its own (one per worker thread), releasing the session after."""
+
     def run(*args):
         with app.app_context():
             try:
                 return fn(*args)
             finally:
                 db.session.remove()
+
     return run
 
 
@@ -59,8 +67,9 @@ def snapshot_subscriptions(app) -> list[dict]:
         return [{k: v for k, v in row.items() if k not in ("updated_at", "last_event_at")} for row in rows]
 
 
-def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn, stripe_emulator, smtp_sink,
-                                                              quiet_logs):
+def test_two_hundred_customers_twice_shuffled_by_eight_senders(
+    seeded, gunicorn, stripe_emulator, smtp_sink, quiet_logs
+):
     app, emulator = seeded, stripe_emulator
     started = time.monotonic()
     stripe = emulator.client()
@@ -82,8 +91,13 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn,
     # --- 1. Subscribe through Checkout -------------------------------------------------------------------------
     def subscribe(i: int) -> None:
         plan, cycle = plan_of(i)
-        start = start_checkout(user_ids[i], plan, cycle, success_url="http://127.0.0.1/s?session_id={CHECKOUT_SESSION_ID}",
-                               cancel_url="http://127.0.0.1/pricing")
+        start = start_checkout(
+            user_ids[i],
+            plan,
+            cycle,
+            success_url="http://127.0.0.1/s?session_id={CHECKOUT_SESSION_ID}",
+            cancel_url="http://127.0.0.1/pricing",
+        )
         emulator.complete_checkout(start.session_id, card=FAILING_CARD if i % 7 == 0 else GOOD_CARD)
 
     list(pool.map(in_app(app, subscribe), range(CUSTOMERS)))
@@ -112,9 +126,13 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn,
             # The "portal": Stripe changes the price; the app only hears of it through the webhook.
             sub = stripe.v1.subscriptions.list(params={"customer": user.stripe_customer_id}).data[0]
             price = "price_pro_monthly" if plan == "starter" else "price_starter_monthly"
-            stripe.v1.subscriptions.update(sub.id, params={
-                "items": [{"id": sub["items"]["data"][0]["id"], "price": price}],
-                "proration_behavior": "create_prorations"})
+            stripe.v1.subscriptions.update(
+                sub.id,
+                params={
+                    "items": [{"id": sub["items"]["data"][0]["id"], "price": price}],
+                    "proration_behavior": "create_prorations",
+                },
+            )
             asked["portal_switch"] += 1
         elif kind == 4:
             set_cancel_at_period_end(user, True)
@@ -134,8 +152,12 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn,
     # --- 4. Half of them pay the open invoice on the hosted page (recover) -------------------------------------
     def pay(invoice) -> None:
         form = urllib.parse.urlencode({"card_number": GOOD_CARD, "card_expiry": "12 / 34", "card_cvc": "123"})
-        status, _, _ = http("POST", f"{emulator.url}/i/{invoice.id}/pay", form.encode(),
-                            {"Content-Type": "application/x-www-form-urlencoded"})
+        status, _, _ = http(
+            "POST",
+            f"{emulator.url}/i/{invoice.id}/pay",
+            form.encode(),
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert status == 303
 
     recovered = open_invoices[::2]
@@ -158,7 +180,9 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn,
     assert len(final) == 2 * len(event_ids)
 
     with app.app_context():
-        statuses = dict(db.session.execute(sa.select(StripeEvent.status, sa.func.count()).group_by(StripeEvent.status)).all())
+        statuses = dict(
+            db.session.execute(sa.select(StripeEvent.status, sa.func.count()).group_by(StripeEvent.status)).all()
+        )
         assert set(db.session.scalars(sa.select(StripeEvent.id))) == event_ids
         assert statuses == {"processed": len(event_ids)}
 
@@ -179,8 +203,11 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn,
     with app.app_context():
         audits = db.session.execute(sa.select(AuditLog.user_id, AuditLog.action, AuditLog.details)).all()
         outbox = db.session.execute(sa.select(MailOutbox.user_id, MailOutbox.kind, MailOutbox.status)).all()
-        ended = set(db.session.scalars(sa.select(UserSubscription.stripe_subscription_id)
-                                       .where(UserSubscription.status == "canceled")))
+        ended = set(
+            db.session.scalars(
+                sa.select(UserSubscription.stripe_subscription_id).where(UserSubscription.status == "canceled")
+            )
+        )
         statuses_now = collections.Counter(db.session.scalars(sa.select(UserSubscription.status)))
 
     # Exactly one audit entry per transition: no entry twice, one activation per subscription, one end per ended one.
@@ -193,17 +220,21 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn,
     assert len(per_sub) == CUSTOMERS
     assert all(c["subscription.activated"] == 1 for c in per_sub.values())
     assert {s for s, c in per_sub.items() if c["subscription.canceled"]} == ended
-    assert all(c["subscription.canceled"] <= 1 and c["subscription.cancel_scheduled"] <= 1
-               and c["subscription.resumed"] <= 1 for c in per_sub.values())
+    assert all(
+        c["subscription.canceled"] <= 1 and c["subscription.cancel_scheduled"] <= 1 and c["subscription.resumed"] <= 1
+        for c in per_sub.values()
+    )
     assert sum(c["subscription.resumed"] for c in per_sub.values()) == asked["cancel_and_resume"]
     assert sum(c["subscription.plan_changed"] for c in per_sub.values()) == (
-        asked["upgrade"] + asked["downgrade"] + asked["portal_switch"])
+        asked["upgrade"] + asked["downgrade"] + asked["portal_switch"]
+    )
 
     # Payments: one audit per paid invoice and per failed attempt, as Stripe reported them.
     stripe_events = list(stripe.v1.events.list(params={"limit": 100}).auto_paging_iter())
     paid = {e.data.object.id for e in stripe_events if e.type == "invoice.payment_succeeded"}
-    failed = {f"{e.data.object.id}:{e.data.object.attempt_count}" for e in stripe_events
-              if e.type == "invoice.payment_failed"}
+    failed = {
+        f"{e.data.object.id}:{e.data.object.attempt_count}" for e in stripe_events if e.type == "invoice.payment_failed"
+    }
     assert sorted(d["invoice"] for _, a, d in audits if a == "payment.succeeded") == sorted(paid)
     assert sorted(d["attempt_key"] for _, a, d in audits if a == "payment.failed") == sorted(failed)
 
@@ -213,15 +244,21 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(seeded, gunicorn,
     mails = collections.Counter((u, kind) for u, kind, _ in outbox)
     transitions_of = collections.Counter((u, a) for u, a, _ in audits)
     for (user_id, kind), count in mails.items():
-        action = {"subscription_activated": "subscription.activated", "subscription_ended": "subscription.canceled",
-                  "cancellation_scheduled": "subscription.cancel_scheduled", "payment_failed": "payment.failed"}[kind]
+        action = {
+            "subscription_activated": "subscription.activated",
+            "subscription_ended": "subscription.canceled",
+            "cancellation_scheduled": "subscription.cancel_scheduled",
+            "payment_failed": "payment.failed",
+        }[kind]
         assert count <= transitions_of[(user_id, action)], (user_id, kind)
     assert sum(n for (_, kind), n in mails.items() if kind == "subscription_activated") == CUSTOMERS
 
     finished = time.monotonic()
-    print(f"\nhistory: {CUSTOMERS} customers, {len(event_ids)} events, {len(deliveries)} deliveries "
-          f"({SENDERS} senders, each event twice, shuffled); final statuses {dict(statuses_now)}; "
-          f"asked {dict(asked)}, {len(recovered)} recovered of {len(open_invoices)} failed renewals; "
-          f"{len(audits)} audit entries, {len(outbox)} mails; subscribe {subscribed - started:.1f}s, "
-          f"changes {changed - subscribed:.1f}s, total delivered {delivered - started:.1f}s, "
-          f"all {finished - started:.1f}s")
+    print(
+        f"\nhistory: {CUSTOMERS} customers, {len(event_ids)} events, {len(deliveries)} deliveries "
+        f"({SENDERS} senders, each event twice, shuffled); final statuses {dict(statuses_now)}; "
+        f"asked {dict(asked)}, {len(recovered)} recovered of {len(open_invoices)} failed renewals; "
+        f"{len(audits)} audit entries, {len(outbox)} mails; subscribe {subscribed - started:.1f}s, "
+        f"changes {changed - subscribed:.1f}s, total delivered {delivered - started:.1f}s, "
+        f"all {finished - started:.1f}s"
+    )

@@ -1,5 +1,6 @@
 """Abuse of the account forms: sign-up floods, common passwords, log-in timing that tells which emails have an
 account, one log-in budget for the form and the API, password reset by mail and email verification."""
+
 from __future__ import annotations
 
 import re
@@ -26,9 +27,16 @@ def signup_statuses(app, count: int, address: str = "203.0.113.7") -> list[int]:
 
         auth = Auth(client)
         token = auth.token("/signup")
-        response = client.post("/signup", data={"email": f"flood{i}-{address}@example.com", "password": "correct horse",
-                                                "confirm": "correct horse", "csrf_token": token},
-                               environ_overrides={"REMOTE_ADDR": address})
+        response = client.post(
+            "/signup",
+            data={
+                "email": f"flood{i}-{address}@example.com",
+                "password": "correct horse",
+                "confirm": "correct horse",
+                "csrf_token": token,
+            },
+            environ_overrides={"REMOTE_ADDR": address},
+        )
         statuses.append(response.status_code)
         client.delete_cookie("session")
     return statuses
@@ -82,8 +90,11 @@ def test_the_log_in_form_and_the_token_endpoint_share_one_budget(seeded, client,
         if i % 2:
             statuses.append(auth.login("target@example.com", f"guess-{i}").status_code)
         else:
-            statuses.append(client.post(PREFIX + "/auth/token",
-                                        json={"email": "target@example.com", "password": f"guess-{i}"}).status_code)
+            statuses.append(
+                client.post(
+                    PREFIX + "/auth/token", json={"email": "target@example.com", "password": f"guess-{i}"}
+                ).status_code
+            )
     assert statuses[:5] != [429] * 5 and statuses[5] == 429, statuses
 
 
@@ -107,10 +118,16 @@ def test_forgot_password_mails_a_one_time_link_and_ends_every_session(seeded, cl
     page = client.get("/forgot-password").get_data(as_text=True)
     from tests.conftest import csrf_token_from
 
-    known = client.post("/forgot-password", data={"email": "forgetful@example.com",
-                                                   "csrf_token": csrf_token_from(page)}, follow_redirects=True)
-    unknown = client.post("/forgot-password", data={"email": "nobody@example.com",
-                                                     "csrf_token": csrf_token_from(page)}, follow_redirects=True)
+    known = client.post(
+        "/forgot-password",
+        data={"email": "forgetful@example.com", "csrf_token": csrf_token_from(page)},
+        follow_redirects=True,
+    )
+    unknown = client.post(
+        "/forgot-password",
+        data={"email": "nobody@example.com", "csrf_token": csrf_token_from(page)},
+        follow_redirects=True,
+    )
     assert known.status_code == unknown.status_code == 200
     assert "If an account uses this email" in known.get_data(as_text=True)
     assert "If an account uses this email" in unknown.get_data(as_text=True)
@@ -119,8 +136,11 @@ def test_forgot_password_mails_a_one_time_link_and_ends_every_session(seeded, cl
 
     form = client.get(link)
     assert form.status_code == 200
-    data = {"password": "a brand new secret", "confirm": "a brand new secret",
-            "csrf_token": csrf_token_from(form.get_data(as_text=True))}
+    data = {
+        "password": "a brand new secret",
+        "confirm": "a brand new secret",
+        "csrf_token": csrf_token_from(form.get_data(as_text=True)),
+    }
     assert client.post(link, data=data).status_code == 302
     assert other.get("/account").status_code == 302  # every session ended
     assert auth.login("forgetful@example.com", "a brand new secret").status_code == 302
@@ -144,7 +164,8 @@ def test_a_reset_link_expires_within_an_hour(seeded, client):
                 return int(time.time()) - RESET_MAX_AGE - 5
 
         token = URLSafeTimedSerializer(seeded.config["SECRET_KEY"], salt="password-reset", signer=PastSigner).dumps(
-            {"user": user.id, "password": password_fingerprint(user)})
+            {"user": user.id, "password": password_fingerprint(user)}
+        )
         assert user_for_reset_token(token) is None
         db.session.remove()
 
@@ -153,8 +174,10 @@ def test_password_reset_requests_are_rate_limited(seeded, client):
     from tests.conftest import csrf_token_from
 
     token = csrf_token_from(client.get("/forgot-password").get_data(as_text=True))
-    statuses = [client.post("/forgot-password", data={"email": f"x{i}@example.com", "csrf_token": token}).status_code
-                for i in range(7)]
+    statuses = [
+        client.post("/forgot-password", data={"email": f"x{i}@example.com", "csrf_token": token}).status_code
+        for i in range(7)
+    ]
     assert statuses[:5] == [302] * 5 and 429 in statuses[5:], statuses
 
 
@@ -170,23 +193,37 @@ def test_sign_up_mails_a_verification_link_that_confirms_the_address(seeded, cli
     assert bad.status_code == 200 and "invalid or expired" in bad.get_data(as_text=True)
 
 
-def test_checkout_asks_an_unverified_account_to_confirm_its_email_first(migrated_database, redis_url, seeded,
-                                                                       stripe_emulator, smtp_sink):
-    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url,
-                                 MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp_sink.port), REQUIRE_VERIFIED_EMAIL=True))
+def test_checkout_asks_an_unverified_account_to_confirm_its_email_first(
+    migrated_database, redis_url, seeded, stripe_emulator, smtp_sink
+):
+    app = create_app(
+        make_config(
+            migrated_database,
+            redis_url,
+            STRIPE_API_BASE=stripe_emulator.url,
+            MAIL_SERVER="127.0.0.1",
+            MAIL_PORT=str(smtp_sink.port),
+            REQUIRE_VERIFIED_EMAIL=True,
+        )
+    )
     from tests.conftest import Auth, csrf_token_from
 
     client = app.test_client()
     Auth(client).signup("unverified@example.com")
     assert 'data-testid="email-unverified"' in client.get("/account").get_data(as_text=True)  # Free works
     token = csrf_token_from(client.get("/pricing").get_data(as_text=True))
-    refused = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token},
-                          follow_redirects=True)
+    refused = client.post(
+        "/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token}, follow_redirects=True
+    )
     assert "Confirm your email before upgrading" in refused.get_data(as_text=True)
-    api_token = client.post(PREFIX + "/auth/token", json={"email": "unverified@example.com",
-                                                          "password": "correct horse"}).get_json()["access_token"]
-    api = client.post(PREFIX + "/billing/checkout", json={"plan_name": "pro", "billing_cycle": "monthly"},
-                      headers={"Authorization": f"Bearer {api_token}"})
+    api_token = client.post(
+        PREFIX + "/auth/token", json={"email": "unverified@example.com", "password": "correct horse"}
+    ).get_json()["access_token"]
+    api = client.post(
+        PREFIX + "/billing/checkout",
+        json={"plan_name": "pro", "billing_cycle": "monthly"},
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
     assert api.status_code == 403 and api.get_json()["error"] == "email_unverified"
 
     client.get(mailed_link(smtp_sink, "unverified@example.com", "verify-email"))

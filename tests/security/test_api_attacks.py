@@ -2,6 +2,7 @@
 a deleted user, the right key under another algorithm, a tampered payload, odd subjects and headers — all 401
 JSON, never a 500. And what schemathesis found: NUL bytes (PostgreSQL text cannot hold them) were 500s, a
 non-boolean `preview` applied the plan change it only meant to price, and the API stripped passwords."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,13 @@ from tests.conftest import csrf_token_from
 from tests.factories import UserFactory
 
 PREFIX = "/api/v1"
-GATED = [("GET", "/me"), ("GET", "/billing/subscription"), ("GET", "/strategies"), ("POST", "/billing/portal"),
-         ("POST", "/billing/cancel")]
+GATED = [
+    ("GET", "/me"),
+    ("GET", "/billing/subscription"),
+    ("GET", "/strategies"),
+    ("POST", "/billing/portal"),
+    ("POST", "/billing/cancel"),
+]
 
 
 def bearer(token: str) -> dict:
@@ -50,6 +56,7 @@ def user_token(seeded, client) -> str:
 
 
 # --- JWT ---------------------------------------------------------------------------------------------------------
+
 
 def test_a_token_of_a_deleted_user_is_401(seeded, client, user_token):
     assert client.get(PREFIX + "/me", headers=bearer(user_token)).status_code == 200
@@ -93,8 +100,19 @@ def test_a_non_string_subject_is_401(seeded, client, user_token):
         assert_refused(client, bearer(forged))
 
 
-@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Basic YTpi", "Bearer a.b", "Bearer a.b.c.d", "bearer x",
-                                   "Bearer \u00e9.\u00e9.\u00e9", "Token abc"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Bearer",
+        "Bearer ",
+        "Basic YTpi",
+        "Bearer a.b",
+        "Bearer a.b.c.d",
+        "bearer x",
+        "Bearer \u00e9.\u00e9.\u00e9",
+        "Token abc",
+    ],
+)
 def test_malformed_authorization_headers_are_401(seeded, client, value):
     for method, path in GATED:
         response = client.open(PREFIX + path, method=method, headers={"Authorization": value})
@@ -104,12 +122,16 @@ def test_malformed_authorization_headers_are_401(seeded, client, value):
 
 # --- what schemathesis found -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path, body", [
-    ("/auth/token", {"email": "api\u0000@example.com", "password": "correct horse"}),
-    ("/auth/token", {"email": "api@example.com", "password": "correct\u0000horse"}),
-    ("/billing/checkout", {"plan_name": "pro\u0000", "billing_cycle": "monthly"}),
-    ("/billing/change-plan", {"plan_name": "starter\u0000", "billing_cycle": "monthly", "preview": True}),
-])
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/auth/token", {"email": "api\u0000@example.com", "password": "correct horse"}),
+        ("/auth/token", {"email": "api@example.com", "password": "correct\u0000horse"}),
+        ("/billing/checkout", {"plan_name": "pro\u0000", "billing_cycle": "monthly"}),
+        ("/billing/change-plan", {"plan_name": "starter\u0000", "billing_cycle": "monthly", "preview": True}),
+    ],
+)
 def test_a_nul_byte_in_a_json_field_is_400_not_500(seeded, client, user_token, path, body):
     response = client.post(PREFIX + path, headers=bearer(user_token), json=body)
     assert response.status_code == 400, response.get_data(as_text=True)
@@ -122,8 +144,10 @@ def test_a_nul_byte_in_a_form_or_query_is_400_not_500(seeded, client, auth):
     for field in ("name", "description", "rules"):
         data = {"name": "Edge", "description": "", "rules": "", "csrf_token": token, field: "a\x00b"}
         assert client.post("/strategies/new", data=data).status_code == 400, field
-    assert client.post("/billing/checkout", data={"plan": "pro\x00", "cycle": "monthly", "csrf_token": token}
-                       ).status_code == 400
+    assert (
+        client.post("/billing/checkout", data={"plan": "pro\x00", "cycle": "monthly", "csrf_token": token}).status_code
+        == 400
+    )
     assert client.get("/billing/change?plan=pro%00&cycle=monthly").status_code == 400
     assert client.get("/pricing?ref=%00").status_code == 400
     assert "Edge" not in client.get("/strategies/").get_data(as_text=True)  # nothing was written
@@ -136,14 +160,19 @@ def test_a_pro_user_can_still_use_the_api_after_a_nul_refusal(seeded, client, us
 
 
 @pytest.mark.parametrize("preview", ["true", 1, None, "yes", [], {}])
-def test_a_non_boolean_preview_is_400_and_changes_nothing(seeded, client, stripe_emulator, webhooks_to_app,
-                                                         user_token, preview):
-    checkout = client.post(PREFIX + "/billing/checkout", headers=bearer(user_token),
-                           json={"plan_name": "pro", "billing_cycle": "monthly"}).get_json()
+def test_a_non_boolean_preview_is_400_and_changes_nothing(
+    seeded, client, stripe_emulator, webhooks_to_app, user_token, preview
+):
+    checkout = client.post(
+        PREFIX + "/billing/checkout", headers=bearer(user_token), json={"plan_name": "pro", "billing_cycle": "monthly"}
+    ).get_json()
     stripe_emulator.complete_checkout(checkout["session_id"])
     stripe_emulator.flush()
-    response = client.post(PREFIX + "/billing/change-plan", headers=bearer(user_token),
-                           json={"plan_name": "starter", "billing_cycle": "monthly", "preview": preview})
+    response = client.post(
+        PREFIX + "/billing/change-plan",
+        headers=bearer(user_token),
+        json={"plan_name": "starter", "billing_cycle": "monthly", "preview": preview},
+    )
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_field"
     with seeded.app_context():
         customer = db.session.scalar(sa.select(User.stripe_customer_id).where(User.email == "api@example.com"))

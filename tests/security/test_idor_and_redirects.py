@@ -6,6 +6,7 @@ Portal) show only the viewer's own data. The URLs Stripe sends people back to (p
 (Strategies' pages and the success page: tests/entitlements/test_gates.py and test_web_attacks.py; the billing
 API with another user's token: tests/api/test_billing_api.py.)
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,15 @@ RETURN_URL = "http://localhost/billing?from=portal"
 SUCCESS_URL = "http://localhost/billing/success?session_id={CHECKOUT_SESSION_ID}"
 CANCEL_URL = "http://localhost/pricing"
 #: Every name a request might use to smuggle a redirect target in.
-SMUGGLED = {"return_url": EVIL, "next": EVIL, "success_url": EVIL, "cancel_url": EVIL, "redirect": EVIL,
-            "customer": "cus_someone_else", "url": EVIL}
+SMUGGLED = {
+    "return_url": EVIL,
+    "next": EVIL,
+    "success_url": EVIL,
+    "cancel_url": EVIL,
+    "redirect": EVIL,
+    "customer": "cus_someone_else",
+    "url": EVIL,
+}
 
 
 def csrf(client, path="/pricing") -> str:
@@ -78,6 +86,7 @@ def two_customers(seeded, client, auth, stripe_emulator):
 
 # --- IDOR ----------------------------------------------------------------------------------------------------
 
+
 def test_the_billing_page_lists_only_the_users_own_invoices(two_customers, client, stripe_emulator):
     owner, intruder = two_customers
     [owners_invoice] = invoices_of(stripe_emulator, owner)
@@ -90,15 +99,17 @@ def test_the_billing_page_lists_only_the_users_own_invoices(two_customers, clien
 
 def test_the_portal_opens_only_for_the_users_own_customer(two_customers, client, stripe_emulator):
     owner, _ = two_customers
-    response = client.post("/billing/portal",
-                           data={**SMUGGLED, "customer": owner, "csrf_token": csrf(client, "/billing")})
+    response = client.post(
+        "/billing/portal", data={**SMUGGLED, "customer": owner, "csrf_token": csrf(client, "/billing")}
+    )
     assert response.status_code == 303
     html, _ = portal_page(response.headers["Location"])
     assert "intruder@example.com" in html and "owner@example.com" not in html
 
     api = client.application.test_client()  # no session cookie: the token alone says who is asking
-    response = api.post(PREFIX + "/billing/portal", headers=bearer(api, "intruder@example.com"),
-                        json={**SMUGGLED, "customer": owner})
+    response = api.post(
+        PREFIX + "/billing/portal", headers=bearer(api, "intruder@example.com"), json={**SMUGGLED, "customer": owner}
+    )
     assert response.status_code == 200
     html, _ = portal_page(response.get_json()["portal_url"])
     assert "intruder@example.com" in html and "owner@example.com" not in html
@@ -114,35 +125,46 @@ def test_the_api_lists_only_the_users_own_strategies(seeded, client, auth, strip
     assert created.status_code == 201
     assert api.get(PREFIX + "/strategies", headers=intruder).get_json() == {"strategies": []}
     assert [s["id"] for s in api.get(PREFIX + "/strategies", headers=owner).get_json()["strategies"]] == [
-        created.get_json()["id"]]
+        created.get_json()["id"]
+    ]
 
 
 # --- open redirects through Stripe's return URLs -------------------------------------------------------------
 
+
 def test_no_request_field_changes_the_portal_return_url(two_customers, client):
-    response = client.post("/billing/portal?" + "&".join(f"{k}={v}" for k, v in SMUGGLED.items()),
-                           data={**SMUGGLED, "csrf_token": csrf(client, "/billing")})
+    response = client.post(
+        "/billing/portal?" + "&".join(f"{k}={v}" for k, v in SMUGGLED.items()),
+        data={**SMUGGLED, "csrf_token": csrf(client, "/billing")},
+    )
     assert response.status_code == 303
     assert portal_page(response.headers["Location"])[1] == RETURN_URL
 
     api = client.application.test_client()
-    response = api.post(PREFIX + "/billing/portal", query_string=SMUGGLED, headers=bearer(api, "intruder@example.com"),
-                        json=SMUGGLED)
+    response = api.post(
+        PREFIX + "/billing/portal", query_string=SMUGGLED, headers=bearer(api, "intruder@example.com"), json=SMUGGLED
+    )
     assert response.status_code == 200
     assert portal_page(response.get_json()["portal_url"])[1] == RETURN_URL
 
 
 def test_no_request_field_changes_the_checkout_success_and_cancel_urls(seeded, client, auth, stripe_emulator):
     auth.signup("redirected@example.com")
-    response = client.post("/billing/checkout", query_string=SMUGGLED,
-                           data={**SMUGGLED, "plan": "pro", "cycle": "monthly", "csrf_token": csrf(client)})
+    response = client.post(
+        "/billing/checkout",
+        query_string=SMUGGLED,
+        data={**SMUGGLED, "plan": "pro", "cycle": "monthly", "csrf_token": csrf(client)},
+    )
     assert response.status_code == 303
     web_session = urlsplit(response.headers["Location"]).path.rsplit("/", 1)[-1]
 
     api = seeded.test_client()
-    response = api.post(PREFIX + "/billing/checkout", query_string=SMUGGLED,
-                        headers=bearer(api, "redirected@example.com"),
-                        json={**SMUGGLED, "plan_name": "starter", "billing_cycle": "yearly"})
+    response = api.post(
+        PREFIX + "/billing/checkout",
+        query_string=SMUGGLED,
+        headers=bearer(api, "redirected@example.com"),
+        json={**SMUGGLED, "plan_name": "starter", "billing_cycle": "yearly"},
+    )
     assert response.status_code == 200
     api_session = response.get_json()["session_id"]
 
@@ -154,18 +176,27 @@ def test_no_request_field_changes_the_checkout_success_and_cancel_urls(seeded, c
         assert (session.success_url, session.cancel_url) == (SUCCESS_URL, cancel_url)
 
 
-def test_production_builds_stripe_redirects_on_app_base_url_not_the_host_header(migrated_database, redis_url,
-                                                                                 stripe_emulator):
+def test_production_builds_stripe_redirects_on_app_base_url_not_the_host_header(
+    migrated_database, redis_url, stripe_emulator
+):
     """A client-chosen Host header cannot make Stripe send a customer to another site."""
     from app import create_app
     from app.urls import external_url
     from tests.test_config import production_env
 
-    app = create_app(production_env(DATABASE_URL=migrated_database, REDIS_URL=redis_url,
-                                    STRIPE_SECRET_KEY="sk_test_" + "x" * 24, STRIPE_API_BASE=stripe_emulator.url))
+    app = create_app(
+        production_env(
+            DATABASE_URL=migrated_database,
+            REDIS_URL=redis_url,
+            STRIPE_SECRET_KEY="sk_test_" + "x" * 24,
+            STRIPE_API_BASE=stripe_emulator.url,
+        )
+    )
     with app.test_request_context("/billing/portal", base_url="https://evil.example"):
-        assert external_url("billing.show_billing", **{"from": "portal"}) == \
-            "https://billing.example.com/billing?from=portal"
+        assert (
+            external_url("billing.show_billing", **{"from": "portal"})
+            == "https://billing.example.com/billing?from=portal"
+        )
         assert external_url("billing.show_success") == "https://billing.example.com/billing/success"
     with app.app_context():
         assert external_url("billing.show_billing") == "https://billing.example.com/billing"  # the CLI's mails

@@ -9,11 +9,13 @@ schemathesis' own pytest integration (`schema.parametrize()` on `schemathesis.py
 private `Function._nodeid`, which pytest 9.2 no longer has; the schema comes from a fixture (the app needs the
 test database), so each operation is a pytest case that draws its requests with `operation.as_strategy()`.
 """
+
 from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -32,8 +34,15 @@ from tests.factories import UserFactory
 
 PREFIX = "/api/v1"
 EMAIL, PASSWORD = "fuzzed-pro@example.com", "correct horse"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, negative_data_rejection, positive_data_acceptance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+]
 #: Valid input refused by design: made-up credentials (401) and an unsigned webhook delivery (400).
 REFUSES_VALID_INPUT = {"issueToken", "receiveStripeEvent"}
 
@@ -41,15 +50,21 @@ REFUSES_VALID_INPUT = {"issueToken", "receiveStripeEvent"}
 def documented_operations() -> dict[str, dict]:
     """The document's operations by id, from an app of its own (the cases are listed before any fixture runs)."""
     with create_app({"ENVIRONMENT": "testing"}).test_request_context():
-        return {operation["operationId"]: operation for item in openapi_document()["paths"].values()
-                for operation in item.values()}
+        return {
+            operation["operationId"]: operation
+            for item in openapi_document()["paths"].values()
+            for operation in item.values()
+        }
 
 
 OPERATIONS = documented_operations()
 #: Negative cases need something to break: a body, a parameter or a credential (this document needs none).
-CASES = [(operation_id, mode) for operation_id, operation in sorted(OPERATIONS.items())
-         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-         if mode is GenerationMode.POSITIVE or operation_id != "getOpenapi"]
+CASES = [
+    (operation_id, mode)
+    for operation_id, operation in sorted(OPERATIONS.items())
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if mode is GenerationMode.POSITIVE or operation_id != "getOpenapi"
+]
 EXAMPLES = 10
 
 
@@ -87,8 +102,9 @@ def pro_tokens(seeded, client, stripe_emulator, webhooks_to_app) -> dict:
     tokens = client.post(PREFIX + "/auth/token", json={"email": EMAIL, "password": PASSWORD}).get_json()
     token = tokens["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
-    checkout = client.post(PREFIX + "/billing/checkout", headers=headers,
-                           json={"plan_name": "pro", "billing_cycle": "monthly"})
+    checkout = client.post(
+        PREFIX + "/billing/checkout", headers=headers, json={"plan_name": "pro", "billing_cycle": "monthly"}
+    )
     assert checkout.status_code == 200, checkout.get_json()
     stripe_emulator.complete_checkout(checkout.get_json()["session_id"])
     stripe_emulator.flush()
@@ -114,8 +130,9 @@ def test_the_api_answers_as_documented_and_never_500(api_schema, pro_tokens, ope
     checks = [c for c in CHECKS if not (c is positive_data_acceptance and operation_id in REFUSES_VALID_INPUT)]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
     def call(case):
         case.call_and_validate(headers=headers, checks=checks)
 

@@ -1,5 +1,6 @@
 """Sessions and tokens an attacker cannot keep: a copied cookie dies with log-out, "log out everywhere" and a
 password change end every cookie and token, refresh tokens rotate and a reused one revokes its family."""
+
 from __future__ import annotations
 
 import pytest
@@ -70,8 +71,9 @@ def test_a_password_change_ends_the_other_sessions_and_tokens_but_keeps_this_one
     attacker = seeded.test_client()
     type(auth)(attacker).login()
     pair = tokens(seeded.test_client())
-    response = post_on_account(client, "/account/password", current=PASSWORD, password="a much better secret",
-                               confirm="a much better secret")
+    response = post_on_account(
+        client, "/account/password", current=PASSWORD, password="a much better secret", confirm="a much better secret"
+    )
     assert response.status_code == 302, response.get_data(as_text=True)
     assert client.get("/account").status_code == 200
     assert thief.get("/account").status_code == 200  # the same session as this browser's
@@ -83,11 +85,17 @@ def test_a_password_change_ends_the_other_sessions_and_tokens_but_keeps_this_one
 
 def test_a_password_change_needs_the_current_password_and_a_good_new_one(seeded, client, auth):
     auth.signup()
-    wrong = post_on_account(client, "/account/password", current="not it at all", password="a much better secret",
-                            confirm="a much better secret")
+    wrong = post_on_account(
+        client,
+        "/account/password",
+        current="not it at all",
+        password="a much better secret",
+        confirm="a much better secret",
+    )
     assert wrong.status_code == 400 and "current password is incorrect" in wrong.get_data(as_text=True)
-    common = post_on_account(client, "/account/password", current=PASSWORD, password="password123",
-                             confirm="password123")
+    common = post_on_account(
+        client, "/account/password", current=PASSWORD, password="password123", confirm="password123"
+    )
     assert common.status_code == 400 and "most common" in common.get_data(as_text=True)
     auth.logout()
     assert auth.login().status_code == 302  # unchanged

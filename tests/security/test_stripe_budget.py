@@ -1,6 +1,7 @@
 """A customer cannot spend the account's Stripe rate limit: the billing page (which reads the card and invoices
 from Stripe) has the per-user billing limit, the Portal's return link reads Stripe again only within a per-user
 budget (RATELIMIT_STRIPE_REFRESH, 4 per minute by default) and Checkout's success page has that budget too."""
+
 from __future__ import annotations
 
 import sqlalchemy as sa

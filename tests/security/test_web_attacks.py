@@ -1,11 +1,11 @@
 """Web attacks: every form POST without a CSRF token, session fixation, log-in brute force, open redirects, IDOR
 on another user's checkout success page."""
+
 from __future__ import annotations
 
 import re
 
 import pytest
-
 
 PARAMS = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
@@ -13,8 +13,13 @@ PARAMS = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 def form_post_rules(app) -> list[str]:
     """Every POST URL of the site outside the JSON API and the webhook (those use tokens and signatures)."""
     prefix = app.config["API_PREFIX"]
-    return sorted({PARAMS.sub("1", rule.rule) for rule in app.url_map.iter_rules()
-                   if "POST" in rule.methods and not rule.rule.startswith(prefix + "/")})
+    return sorted(
+        {
+            PARAMS.sub("1", rule.rule)
+            for rule in app.url_map.iter_rules()
+            if "POST" in rule.methods and not rule.rule.startswith(prefix + "/")
+        }
+    )
 
 
 def test_every_form_post_without_a_csrf_token_is_400(seeded, client, auth):
@@ -25,6 +30,7 @@ def test_every_form_post_without_a_csrf_token_is_400(seeded, client, auth):
         import sqlalchemy as sa
 
         from app.extensions import db
+
         db.session.execute(sa.text("UPDATE users SET is_admin = true"))
         db.session.commit()
         db.session.remove()
@@ -55,8 +61,17 @@ def test_log_in_brute_force_is_429(seeded, client, auth):
     assert auth.login("target@example.com").status_code == 429  # even the right password, until the window passes
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "http:evil.example",
-                                    "javascript:alert(1)", "\\\\evil.example"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+        "http:evil.example",
+        "javascript:alert(1)",
+        "\\\\evil.example",
+    ],
+)
 def test_open_redirect_through_next_is_refused(seeded, client, auth, target):
     auth.signup("redirect@example.com")
     auth.logout()

@@ -4,6 +4,7 @@ logged-in admin (so every route is reachable) with and without the CSRF token. N
 
 Bounded to a few examples per route and method so the whole module stays well under a minute.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,30 @@ EXAMPLES = 6
 
 HOSTILE_TEXT = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["\ud800", "\udfff", "a\x00b", "\r\nX-Injected: 1", "\x7f", "\u202e", "\ufeff", "%00", "%ED%A0%80",
-                     "../../etc/passwd", "<script>alert(1)</script>", "'; DROP TABLE users; --", "9" * 40,
-                     "-1", "0", "2147483648", "1e20", "NaN", "https://evil.example/", "//evil.example"]),
+    st.sampled_from(
+        [
+            "\ud800",
+            "\udfff",
+            "a\x00b",
+            "\r\nX-Injected: 1",
+            "\x7f",
+            "\u202e",
+            "\ufeff",
+            "%00",
+            "%ED%A0%80",
+            "../../etc/passwd",
+            "<script>alert(1)</script>",
+            "'; DROP TABLE users; --",
+            "9" * 40,
+            "-1",
+            "0",
+            "2147483648",
+            "1e20",
+            "NaN",
+            "https://evil.example/",
+            "//evil.example",
+        ]
+    ),
 )
 IDS = st.one_of(st.integers(0, 2**31 - 1), st.integers(2**31, 2**80), st.sampled_from([0, 2**31 - 1, 2**31]))
 
@@ -62,8 +84,27 @@ def requests(draw, rule: str):
         return encode(draw(HOSTILE_TEXT.filter(bool))) or "x"
 
     path = PARAM.sub(value, rule)
-    keys = st.sampled_from(["next", "plan", "cycle", "session_id", "from", "email", "password", "confirm", "current",
-                            "name", "rules", "start_date", "end_date", "q", "page", "user_id", "email_enabled"])
+    keys = st.sampled_from(
+        [
+            "next",
+            "plan",
+            "cycle",
+            "session_id",
+            "from",
+            "email",
+            "password",
+            "confirm",
+            "current",
+            "name",
+            "rules",
+            "start_date",
+            "end_date",
+            "q",
+            "page",
+            "user_id",
+            "email_enabled",
+        ]
+    )
     fields = draw(st.dictionaries(keys, st.one_of(HOSTILE_TEXT, IDS.map(str)), max_size=6))
     query = "&".join(f"{encode(k)}={encode(v)}" for k, v in fields.items())
     with_token = draw(st.booleans())
@@ -85,8 +126,12 @@ def admin(seeded, client):
 def test_no_web_route_answers_5xx(seeded, admin, rule, method, endpoint):
     token = csrf_token_from(admin.get("/account").get_data(as_text=True))
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(requests(rule))
     def check(drawn):
         path, query, fields, with_token = drawn

@@ -3,6 +3,7 @@
 `STRATEGY_SCREENSHOTS=/some/dir pytest tests/strategies/test_browser.py` writes each page's screenshot there
 (backtest.png and strategies.png at 1280 px are the README's); otherwise they go to the test's temporary directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ class Visit:
         self.page.wait_for_load_state("load")
         width = SIZES[self.size]["width"]
         assert self.page.evaluate("document.documentElement.scrollWidth") <= width, name
-        assert not [m for m in self.messages if "Content Security Policy" in m or "Refused to" in m
-                    or "pageerror" in m], self.messages
+        assert not [
+            m for m in self.messages if "Content Security Policy" in m or "Refused to" in m or "pageerror" in m
+        ], self.messages
         suffix = "" if self.size == "desktop" else "-phone"
         self.page.screenshot(path=str(self.shots / f"{name}{suffix}.png"), full_page=True)
 

@@ -1,4 +1,5 @@
 """The engine's day-by-day run: the same numbers the stored summary holds, plus trades and curves to draw."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -23,8 +24,9 @@ from app.services.backtesting import (
 FIRST, LAST = data_range()
 
 
-@pytest.mark.parametrize("fast, slow, start", [(20, 50, date(2023, 1, 3)), (5, 20, date(2015, 6, 1)),
-                                                (50, 200, date(2010, 1, 4))])
+@pytest.mark.parametrize(
+    "fast, slow, start", [(20, 50, date(2023, 1, 3)), (5, 20, date(2015, 6, 1)), (50, 200, date(2010, 1, 4))]
+)
 def test_the_trades_and_curve_add_up_to_the_stored_summary(fast, slow, start):
     sim = simulate(Rules(fast, slow), start, LAST)
     result = run_crossover(Rules(fast, slow), start, LAST)

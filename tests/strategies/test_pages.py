@@ -1,5 +1,6 @@
 """The strategy pages as a user reads them: the backtest's chart, trades and notes, the delete confirmation, the
 last result on the list, the templates on every plan (through the real pages, CSRF included)."""
+
 from __future__ import annotations
 
 import re
@@ -21,15 +22,18 @@ def token(client, path="/strategies/"):
 
 
 def run(client, sid, start, end=LAST):
-    response = client.post(f"/strategies/{sid}/backtests", data={
-        "start_date": start.isoformat(), "end_date": end.isoformat(), "csrf_token": token(client)})
+    response = client.post(
+        f"/strategies/{sid}/backtests",
+        data={"start_date": start.isoformat(), "end_date": end.isoformat(), "csrf_token": token(client)},
+    )
     assert response.status_code == 302 and "/backtests/" in response.headers["Location"], response.status_code
     return client.get(response.headers["Location"]).get_data(as_text=True)
 
 
 def new_strategy(client, rules):
-    response = client.post("/strategies/new", data={"name": "Mine", "description": "", "rules": rules,
-                                                     "csrf_token": token(client)})
+    response = client.post(
+        "/strategies/new", data={"name": "Mine", "description": "", "rules": rules, "csrf_token": token(client)}
+    )
     assert response.status_code == 302
     return int(re.search(r"/strategies/(\d+)", response.headers["Location"]).group(1))
 
@@ -59,8 +63,13 @@ def test_a_range_without_trades_says_why_instead_of_printing_zeros(member):
     assert 'data-testid="trade-row"' not in html
 
 
-@pytest.mark.parametrize("plan, start, label", [("free", "2024-12-31", "Free plan: 1 year of history"),
-                                                ("starter", "2022-12-31", "Starter plan: 5 years of history")])
+@pytest.mark.parametrize(
+    "plan, start, label",
+    [
+        ("free", "2024-12-31", "Free plan: 1 year of history"),
+        ("starter", "2022-12-31", "Starter plan: 5 years of history"),
+    ],
+)
 def test_the_form_starts_long_enough_and_shows_the_plans_history(member, plan, start, label):
     user = member(plan)
     [sid] = user.strategies(1)
@@ -125,14 +134,17 @@ def test_every_plan_can_start_from_a_template(member, plan):
     assert all(f'data-testid="template-{key}"' in form for key in ("swing", "momentum", "medium", "golden-cross"))
     html = user.client.get("/strategies/new?template=golden-cross").get_data(as_text=True)
     assert re.search(r'name="name"[^>]*value="Golden cross"', html) and "fast=50 slow=200</textarea>" in html
-    response = user.client.post("/strategies/new?template=golden-cross", data={
-        "name": "Golden cross", "description": "", "rules": "fast=50 slow=200", "csrf_token": token(user.client)})
+    response = user.client.post(
+        "/strategies/new?template=golden-cross",
+        data={"name": "Golden cross", "description": "", "rules": "fast=50 slow=200", "csrf_token": token(user.client)},
+    )
     assert response.status_code == 302
     assert user.client.get("/strategies/new?template=nope").status_code == 200  # an unknown key: a blank form
 
 
-@pytest.mark.parametrize("plan, offer", [("free", "Starter goes back 5 years"), ("starter", "Pro goes back 20 years"),
-                                         ("pro", None)])
+@pytest.mark.parametrize(
+    "plan, offer", [("free", "Starter goes back 5 years"), ("starter", "Pro goes back 20 years"), ("pro", None)]
+)
 def test_more_history_is_offered_only_where_a_plan_has_more(member, plan, offer):
     user = member(plan)
     [sid] = user.strategies(1)

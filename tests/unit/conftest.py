@@ -2,6 +2,7 @@
 
 The few rules that read the plan catalog get an app on a throw-away SQLite file, built once per session.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The strategy rules' syntax: what is read, and what is refused with a message quoting it."""
+
 from __future__ import annotations
 
 import re

@@ -1,14 +1,15 @@
 """The audit rule: which actions a change between two snapshots of a subscription writes."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from app.services.sync import Snapshot, transitions
 
-JAN = datetime(2027, 1, 1, tzinfo=timezone.utc)
-FEB = datetime(2027, 2, 1, tzinfo=timezone.utc)
+JAN = datetime(2027, 1, 1, tzinfo=UTC)
+FEB = datetime(2027, 2, 1, tzinfo=UTC)
 
 
 def snap(status="active", plan="pro", cycle="monthly", cancel=False, end=JAN) -> Snapshot:
@@ -33,10 +34,18 @@ CASES = [
     ("renewed", snap(), snap(end=FEB), ["subscription.updated"]),
     ("period moved back", snap(end=FEB), snap(end=JAN), []),
     ("renewed while failing", snap(), snap(status="past_due", end=FEB), ["subscription.updated"]),
-    ("canceled with pending cancel", snap(cancel=True), snap(status="canceled", cancel=True),
-     ["subscription.canceled"]),
-    ("reactivated on another plan", snap(status="incomplete", plan="starter"), snap(),
-     ["subscription.activated", "subscription.plan_changed"]),
+    (
+        "canceled with pending cancel",
+        snap(cancel=True),
+        snap(status="canceled", cancel=True),
+        ["subscription.canceled"],
+    ),
+    (
+        "reactivated on another plan",
+        snap(status="incomplete", plan="starter"),
+        snap(),
+        ["subscription.activated", "subscription.plan_changed"],
+    ),
 ]
 
 

@@ -1,4 +1,5 @@
 """Signing payloads exactly as Stripe does (`t=…,v1=…`, HMAC-SHA256 over "{t}.{body}")."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,9 +14,12 @@ def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={t},v1={mac}"
 
 
-def post_event(client, event: dict, secret: str, timestamp: int | None = None, path: str = "/api/v1/billing/webhooks/stripe"):
+def post_event(
+    client, event: dict, secret: str, timestamp: int | None = None, path: str = "/api/v1/billing/webhooks/stripe"
+):
     body = json.dumps(event).encode()
-    response = client.post(path, data=body, content_type="application/json",
-                           headers={"Stripe-Signature": sign(body, secret, timestamp)})
+    response = client.post(
+        path, data=body, content_type="application/json", headers={"Stripe-Signature": sign(body, secret, timestamp)}
+    )
     response.close()  # as a WSGI server does once the body is sent: what waits for after the response runs now
     return response

@@ -3,6 +3,7 @@
 The emulator renews with a card that fails every later charge (4000 0000 0000 0341), retries every 3 days, gives up
 after the 3rd attempt and ends the subscription (or leaves it `unpaid`); its events reach the app's real endpoint.
 """
+
 import pytest
 import sqlalchemy as sa
 
@@ -16,8 +17,9 @@ FAILING_CARD = "4000000000000341"
 
 def outbox(app) -> list[tuple[str, str, str]]:
     with app.app_context():
-        return [(m.kind, m.dedupe_key, m.body)
-                for m in db.session.scalars(sa.select(MailOutbox).order_by(MailOutbox.id))]
+        return [
+            (m.kind, m.dedupe_key, m.body) for m in db.session.scalars(sa.select(MailOutbox).order_by(MailOutbox.id))
+        ]
 
 
 def payment_mails(app) -> dict[int, str]:
@@ -55,7 +57,7 @@ def test_the_testers_run_no_retry_mail_after_the_plan_has_ended(seeded, stripe_e
     assert rows == [("starter", "canceled", False)]
     mails = outbox(seeded)
     ended_at = [kind for kind, _, _ in mails].index("subscription_ended")
-    assert [m for m in mails[ended_at + 1:] if "will try again" in m[2]] == []
+    assert [m for m in mails[ended_at + 1 :] if "will try again" in m[2]] == []
     assert 3 not in payment_mails(seeded)
     assert "you keep your plan" in payment_mails(seeded)[1]
 

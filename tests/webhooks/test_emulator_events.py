@@ -1,4 +1,5 @@
 """Every handler with events the emulator produces and delivers over HTTP to the live app, signed."""
+
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -12,8 +13,13 @@ from tests.factories import UserFactory
 def subscribe(app, emulator, card="4242424242424242", plan="pro", cycle="monthly"):
     with app.test_request_context():
         user = UserFactory(email="trader@example.com")
-        checkout = start_checkout(user.id, plan, cycle, success_url="http://app.test/s?session_id={CHECKOUT_SESSION_ID}",
-                                  cancel_url="http://app.test/pricing")
+        checkout = start_checkout(
+            user.id,
+            plan,
+            cycle,
+            success_url="http://app.test/s?session_id={CHECKOUT_SESSION_ID}",
+            cancel_url="http://app.test/pricing",
+        )
         user_id = user.id
     emulator.complete_checkout(checkout.session_id, card=card)
     emulator.flush()
@@ -24,8 +30,9 @@ def state(app, user_id):
     with app.app_context():
         user = db.session.get(User, user_id)
         rows = db.session.scalars(sa.select(UserSubscription).where(UserSubscription.user_id == user_id)).all()
-        actions = list(db.session.scalars(sa.select(AuditLog.action).where(AuditLog.user_id == user_id)
-                                          .order_by(AuditLog.id)))
+        actions = list(
+            db.session.scalars(sa.select(AuditLog.action).where(AuditLog.user_id == user_id).order_by(AuditLog.id))
+        )
         events = {e.type: e.status for e in db.session.scalars(sa.select(StripeEvent))}
         return user, [(r.plan.name, r.status, r.cancel_at_period_end) for r in rows], actions, events
 
@@ -84,8 +91,9 @@ def test_customer_updated_keeps_email_and_name_in_step(seeded, stripe_emulator, 
     user_id = subscribe(seeded, stripe_emulator)
     with seeded.app_context():
         customer_id = db.session.get(User, user_id).stripe_customer_id
-    stripe_emulator.client().v1.customers.update(customer_id, params={"email": "Renamed@Example.com",
-                                                                       "name": "Renamed Trader"})
+    stripe_emulator.client().v1.customers.update(
+        customer_id, params={"email": "Renamed@Example.com", "name": "Renamed Trader"}
+    )
     stripe_emulator.flush()
     user, _, actions, events = state(seeded, user_id)
     assert events["customer.updated"] == "processed"

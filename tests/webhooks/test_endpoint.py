@@ -1,4 +1,5 @@
 """The webhook endpoint: verification, record-then-act, duplicates, concurrency, faults — on PostgreSQL and Redis."""
+
 import json
 import threading
 import time
@@ -17,9 +18,17 @@ URL = "/api/v1/billing/webhooks/stripe"
 
 
 def event(event_id="evt_test_1", type_="customer.updated", obj=None, created=None):
-    return {"id": event_id, "object": "event", "api_version": "2026-10-28.endive", "created": created or int(time.time()),
-            "livemode": False, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None}, "type": type_,
-            "data": {"object": obj or {"id": "cus_test", "object": "customer", "email": "new@example.com", "name": "N"}}}
+    return {
+        "id": event_id,
+        "object": "event",
+        "api_version": "2026-10-28.endive",
+        "created": created or int(time.time()),
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": type_,
+        "data": {"object": obj or {"id": "cus_test", "object": "customer", "email": "new@example.com", "name": "N"}},
+    }
 
 
 def secret(app):
@@ -50,8 +59,9 @@ def test_duplicate_is_answered_without_side_effects(seeded, client, redis_url):
     assert redis.Redis.from_url(redis_url).ttl("webhook_processed:evt_test_1") > 6 * 24 * 3600
     # Even with Redis emptied, the database row makes the second delivery a duplicate.
     redis.Redis.from_url(redis_url).flushdb()
-    second = post_event(client, event(obj={"id": "cus_test", "object": "customer", "email": "other@example.com"}),
-                        secret(seeded))
+    second = post_event(
+        client, event(obj={"id": "cus_test", "object": "customer", "email": "other@example.com"}), secret(seeded)
+    )
     assert second.status_code == 200 and second.get_json()["status"] == "duplicate"
     with seeded.app_context():
         assert db.session.scalar(sa.select(User.email)) == "new@example.com"
@@ -71,15 +81,22 @@ def test_bad_signatures_are_refused_and_record_nothing(seeded, client):
         assert response.status_code == 400, name
         assert response.get_json()["error"] == "invalid_signature", name
     other_body = json.dumps(event(event_id="evt_other")).encode()
-    response = client.post(URL, data=other_body, content_type="application/json",
-                           headers={"Stripe-Signature": sign(body, secret(seeded))})
+    response = client.post(
+        URL, data=other_body, content_type="application/json", headers={"Stripe-Signature": sign(body, secret(seeded))}
+    )
     assert response.status_code == 400
     assert events_in_db(seeded) == {}
 
 
 def test_rotated_secrets_are_all_accepted(migrated_database, redis_url, stripe_emulator):
-    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url,
-                                 STRIPE_WEBHOOK_SECRET="whsec_old_secret_aaaa, whsec_new_secret_bbbb"))
+    app = create_app(
+        make_config(
+            migrated_database,
+            redis_url,
+            STRIPE_API_BASE=stripe_emulator.url,
+            STRIPE_WEBHOOK_SECRET="whsec_old_secret_aaaa, whsec_new_secret_bbbb",
+        )
+    )
     client = app.test_client()
     assert post_event(client, event("evt_a"), "whsec_old_secret_aaaa").status_code == 200
     assert post_event(client, event("evt_b"), "whsec_new_secret_bbbb").status_code == 200
@@ -102,16 +119,19 @@ def test_no_secret_fails_closed(migrated_database, redis_url, stripe_emulator):
 
 def test_malformed_bodies_and_oversize(seeded, client):
     body = b"{not json"
-    response = client.post(URL, data=body, content_type="application/json",
-                           headers={"Stripe-Signature": sign(body, secret(seeded))})
+    response = client.post(
+        URL, data=body, content_type="application/json", headers={"Stripe-Signature": sign(body, secret(seeded))}
+    )
     assert response.status_code == 400
     body = json.dumps({"id": 5}).encode()
-    response = client.post(URL, data=body, content_type="application/json",
-                           headers={"Stripe-Signature": sign(body, secret(seeded))})
+    response = client.post(
+        URL, data=body, content_type="application/json", headers={"Stripe-Signature": sign(body, secret(seeded))}
+    )
     assert response.status_code == 400
     big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
-    response = client.post(URL, data=big, content_type="application/json",
-                           headers={"Stripe-Signature": sign(big, secret(seeded))})
+    response = client.post(
+        URL, data=big, content_type="application/json", headers={"Stripe-Signature": sign(big, secret(seeded))}
+    )
     assert response.status_code == 413
     assert events_in_db(seeded) == {}
 
@@ -128,13 +148,32 @@ def failing_event(app, client) -> dict:
         owner = UserFactory(email="owner@example.com", stripe_customer_id="cus_owner")
         UserFactory(email="intruder@example.com", stripe_customer_id="cus_intruder")
         pro = db.session.scalar(sa.text("SELECT id FROM subscription_plans WHERE name = 'pro'"))
-        db.session.add(UserSubscription(user_id=owner.id, plan_id=pro, billing_cycle="monthly", status="active",
-                                        stripe_subscription_id="sub_shared"))
+        db.session.add(
+            UserSubscription(
+                user_id=owner.id,
+                plan_id=pro,
+                billing_cycle="monthly",
+                status="active",
+                stripe_subscription_id="sub_shared",
+            )
+        )
         db.session.commit()
-    sub = {"id": "sub_shared", "object": "subscription", "customer": "cus_intruder", "status": "canceled",
-           "cancel_at_period_end": False, "cancel_at": None, "canceled_at": None, "ended_at": None, "trial_end": None,
-           "items": {"data": [{"id": "si_1", "price": {"id": "price_pro_monthly"}, "current_period_start": 1,
-                               "current_period_end": 2}]}}
+    sub = {
+        "id": "sub_shared",
+        "object": "subscription",
+        "customer": "cus_intruder",
+        "status": "canceled",
+        "cancel_at_period_end": False,
+        "cancel_at": None,
+        "canceled_at": None,
+        "ended_at": None,
+        "trial_end": None,
+        "items": {
+            "data": [
+                {"id": "si_1", "price": {"id": "price_pro_monthly"}, "current_period_start": 1, "current_period_end": 2}
+            ]
+        },
+    }
     body = event("evt_bad", "customer.subscription.updated", sub)
     response = post_event(client, body, secret(app))
     assert (response.status_code, response.get_json()["error"]) == (422, "unprocessable_event")
@@ -148,10 +187,14 @@ def test_an_event_contradicting_our_data_is_422_rolled_back_and_the_retry_succee
         row = db.session.scalar(sa.select(StripeEvent))
         assert "belongs to another user" in row.error
         assert db.session.scalar(sa.select(UserSubscription.status)) == "active"  # nothing partial
-        assert db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action.like("subscription.%"))) == 0
+        assert (
+            db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action.like("subscription.%"))) == 0
+        )
         # The operator repairs the mapping; Stripe's retry then succeeds.
         db.session.execute(sa.text("UPDATE users SET stripe_customer_id = NULL WHERE email = 'intruder@example.com'"))
-        db.session.execute(sa.text("UPDATE users SET stripe_customer_id = 'cus_intruder' WHERE email = 'owner@example.com'"))
+        db.session.execute(
+            sa.text("UPDATE users SET stripe_customer_id = 'cus_intruder' WHERE email = 'owner@example.com'")
+        )
         db.session.commit()
     response = post_event(client, body, secret(seeded))
     assert response.status_code == 200
@@ -162,10 +205,19 @@ def test_a_signed_event_of_an_unexpected_shape_is_422_kept_as_failed_and_changes
     """As an API-version mismatch would send: a subscription without its items. Not a 500 (our fault), a 422."""
     with seeded.app_context():
         UserFactory(email="shape@example.com", stripe_customer_id="cus_shape")
-    body = event("evt_shape", "customer.subscription.updated",
-                 {"id": "sub_shape", "object": "subscription", "customer": "cus_shape", "status": "active",
-                  "items": {"data": [{"id": "si_1", "price": {"id": "price_pro_monthly"},
-                                      "current_period_end": "2026-12-28"}]}})  # a date, where Stripe sends seconds
+    body = event(
+        "evt_shape",
+        "customer.subscription.updated",
+        {
+            "id": "sub_shape",
+            "object": "subscription",
+            "customer": "cus_shape",
+            "status": "active",
+            "items": {
+                "data": [{"id": "si_1", "price": {"id": "price_pro_monthly"}, "current_period_end": "2026-12-28"}]
+            },
+        },
+    )  # a date, where Stripe sends seconds
     response = post_event(client, body, secret(seeded))
     assert response.status_code == 422
     assert response.get_json()["error"] == "unprocessable_event"
@@ -193,8 +245,12 @@ def test_concurrent_deliveries_process_once(seeded, live_server):
     statuses = []
 
     def deliver():
-        request = urllib.request.Request(live_server.webhook_url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Stripe-Signature": sign(body, secret(seeded))})
+        request = urllib.request.Request(
+            live_server.webhook_url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Stripe-Signature": sign(body, secret(seeded))},
+        )
         with urllib.request.urlopen(request) as response:
             statuses.append(json.loads(response.read())["status"])
 
@@ -206,4 +262,6 @@ def test_concurrent_deliveries_process_once(seeded, live_server):
     assert sorted(statuses) == ["duplicate"] * 7 + ["processed"]
     assert events_in_db(seeded) == {"evt_race": ("processed", 1)}
     with seeded.app_context():
-        assert db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "user.email_changed")) == 1
+        assert (
+            db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "user.email_changed")) == 1
+        )

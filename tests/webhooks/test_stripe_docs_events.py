@@ -1,4 +1,5 @@
 """Stripe's documented example payloads (tests/fixtures/stripe-docs, see SOURCES.md), signed and posted."""
+
 import json
 from pathlib import Path
 
@@ -39,8 +40,13 @@ def test_the_guides_events_in_stripes_documented_shapes(app, client):
     def subscription():
         with app.app_context():
             row = db.session.scalar(sa.select(UserSubscription))
-            return row and (row.status, row.plan.name, row.billing_cycle, row.cancel_at_period_end,
-                            row.current_period_end.isoformat() if row.current_period_end else None)
+            return row and (
+                row.status,
+                row.plan.name,
+                row.billing_cycle,
+                row.cancel_at_period_end,
+                row.current_period_end.isoformat() if row.current_period_end else None,
+            )
 
     assert post("customer.subscription.created") == "processed"
     assert subscription() == ("active", "pro", "monthly", False, "2026-12-20T14:00:00+00:00")
@@ -54,10 +60,17 @@ def test_the_guides_events_in_stripes_documented_shapes(app, client):
     assert subscription()[0] == "canceled"
 
     with app.app_context():
-        actions = list(db.session.scalars(sa.select(AuditLog.action).where(AuditLog.user_id == user_id)
-                                          .order_by(AuditLog.id)))
-        assert actions == ["subscription.activated", "checkout.completed", "payment.succeeded", "user.email_changed",
-                           "subscription.cancel_scheduled", "subscription.canceled"]
+        actions = list(
+            db.session.scalars(sa.select(AuditLog.action).where(AuditLog.user_id == user_id).order_by(AuditLog.id))
+        )
+        assert actions == [
+            "subscription.activated",
+            "checkout.completed",
+            "payment.succeeded",
+            "user.email_changed",
+            "subscription.cancel_scheduled",
+            "subscription.canceled",
+        ]
         user = db.session.get(User, user_id)
         assert (user.email, user.name) == ("jenny.rosen@example.com", "Jenny Rosen")
         kinds = list(db.session.scalars(sa.select(MailOutbox.kind).order_by(MailOutbox.id)))
