@@ -37,7 +37,7 @@ from app.services import sessions
 #: Where our forms' POSTs are redirected to (303 to Checkout or the Customer Portal). Chromium applies
 #: form-action to the redirects that follow a submission, so these hosts must be allowed.
 STRIPE_REDIRECT_ORIGINS = ("https://checkout.stripe.com", "https://billing.stripe.com")
-#: The bundled Stripe emulator's default address (see DESIGN.md), allowed in development and testing.
+#: The bundled Stripe emulator's default address, allowed in development and testing.
 EMULATOR_DEFAULT_BASE = "http://127.0.0.1:12111"
 #: Endpoints answered over plain HTTP even when HTTPS is forced.
 PLAIN_HTTP_ENDPOINTS = frozenset({"health.healthz", "metrics.scrape"})

@@ -1,4 +1,4 @@
-"""`make bench`: every figure of issue 8 as a ratio against a baseline measured in the same run.
+"""`make bench`: every figure as a ratio against a baseline measured in the same run.
 
 Starts throw-away PostgreSQL and Redis (scripts/test-services.sh), the Stripe emulator and an SMTP sink, migrates
 and seeds a bench database, runs a `flask queue worker` (mail), serves `bench/wsgi_bench.py` with gunicorn (deploy/gunicorn.conf.py, 2 sync workers,

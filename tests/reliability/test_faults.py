@@ -1,4 +1,4 @@
-"""Issue 5 and issue 8's fault suite, on the real parts: Redis stopped, PostgreSQL down and restarted during a burst,
+"""The fault suite, on the real parts: Redis stopped, PostgreSQL down and restarted during a burst,
 a gunicorn worker SIGKILLed in the middle of a webhook, Stripe (the emulator) unreachable.
 
 Every test leaves PostgreSQL and Redis running (the `services` fixture starts them again whatever happened) and

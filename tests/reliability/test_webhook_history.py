@@ -1,4 +1,4 @@
-"""Issue 5's reliability test: a realistic history of 200 customers, every event delivered twice, shuffled, by 8
+"""The reliability test: a realistic history of 200 customers, every event delivered twice, shuffled, by 8
 concurrent senders, to the app's real endpoint — and the database ends exactly where `flask stripe sync --all`
 would put it, with one audit entry per transition and at most one mail per transition.
 
