@@ -2,9 +2,12 @@
 
 import email
 
+from tests.eventually import eventually
+
 
 def test_billing_mails_have_an_html_part_in_the_layout_and_no_mid_sentence_breaks(billing, smtp_sink):
-    billing.subscribe("starter", "monthly")
+    billing.subscribe("starter", "monthly").close()  # a server closes the response: queued mail then leaves
+    assert eventually(lambda: any("Welcome" in m["data"] for m in smtp_sink.messages))  # sent after the response
     [activated] = [m for m in smtp_sink.messages if "Welcome" in m["data"]]
     message = email.message_from_string(activated["data"])
     assert message.is_multipart()

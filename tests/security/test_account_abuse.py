@@ -99,15 +99,30 @@ def test_the_log_in_form_and_the_token_endpoint_share_one_budget(seeded, client,
 
 
 def mailed_link(smtp_sink, to: str, kind: str) -> str:
+    """The newest `kind` link mailed to `to`, read from the mail's plain-text part (mail leaves after the response)."""
     import email
 
-    for message in reversed(smtp_sink.messages):
-        if to in message["to"]:
-            body = email.message_from_string(message["data"]).get_payload(decode=True).decode()
-            for match in LINK.finditer(body):
-                if match.group(1) == kind:
-                    return "/" + kind + "/" + match.group(2)
-    raise AssertionError(f"no {kind} link mailed to {to}")
+    from tests.eventually import eventually
+
+    def found() -> str | None:
+        for message in reversed(smtp_sink.messages):
+            if to in message["to"]:
+                parts = [
+                    part
+                    for part in email.message_from_string(message["data"]).walk()
+                    if part.get_content_type() == "text/plain"
+                ]
+                body = parts[0].get_payload(decode=True).decode() if parts else ""
+                for match in LINK.finditer(body):
+                    if match.group(1) == kind:
+                        return "/" + kind + "/" + match.group(2)
+        return None
+
+    eventually(lambda: found() is not None)
+    link = found()
+    if link is None:
+        raise AssertionError(f"no {kind} link mailed to {to}")
+    return link
 
 
 def test_forgot_password_mails_a_one_time_link_and_ends_every_session(seeded, client, auth, smtp_sink):
