@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: system packages if missing, throw-away PostgreSQL and Redis on loopback, the whole suite, cleanup.
-# Exits with pytest's status.
+# Exits non-zero when any test fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,4 +14,15 @@ trap cleanup EXIT
 exports=$(scripts/test-services.sh start "$dir/services") || { echo "could not start PostgreSQL/Redis" >&2; exit 1; }
 eval "$exports"
 
-.venv/bin/python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  .venv/bin/python -m pytest "$@"
+  exit $?
+fi
+# The whole suite: two processes (pytest-xdist; each has its own database and Redis db), then, alone, the tests that
+# stop PostgreSQL or Redis under the app.
+workers=${TEST_WORKERS:-2}
+.venv/bin/python -m pytest -n "$workers" --dist loadfile -m "not stops_services"
+parallel=$?
+.venv/bin/python -m pytest -m stops_services
+alone=$?
+[ "$parallel" -eq 0 ] && [ "$alone" -eq 0 ]

@@ -41,14 +41,49 @@ def _required_env(name: str) -> str:
     return value
 
 
+def xdist_worker() -> str:
+    """The pytest-xdist worker running this process ("gw0", "gw1", …), or "" when the suite runs in one process."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """A new empty database `name` (one per xdist worker) on the suite's PostgreSQL; returns its URL."""
+    if xdist_worker():
+        name = f"{name}_{xdist_worker()}"
+    admin = sa.create_engine(
+        server_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that stop the suite's PostgreSQL or Redis (the `services` fixture) are marked so that `make test` runs
+    them alone, after the parallel part: another test running beside them would see its servers vanish."""
+    for item in items:
+        if "services" in getattr(item, "fixturenames", ()):
+            item.add_marker("stops_services")
+
+
 @pytest.fixture(scope="session")
 def database_url() -> str:
-    return _required_env("TEST_DATABASE_URL")
+    """The suite's database; each xdist worker gets its own on the same server, so workers never see each other."""
+    url = _required_env("TEST_DATABASE_URL")
+    if not xdist_worker():
+        return url
+    return fresh_database(url, url.rsplit("/", 1)[1])
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    return _required_env("TEST_REDIS_URL")
+    """The suite's Redis; each xdist worker gets its own logical database (gw0 → 1, gw1 → 2, …)."""
+    url = _required_env("TEST_REDIS_URL")
+    if not xdist_worker():
+        return url
+    return url.rsplit("/", 1)[0] + "/" + str(int(xdist_worker().removeprefix("gw")) + 1)
 
 
 def make_config(database_url: str, redis_url: str, **overrides) -> dict:

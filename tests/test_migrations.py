@@ -14,21 +14,9 @@ from flask_migrate import downgrade, upgrade
 
 from app import create_app
 from app.extensions import db
-from tests.conftest import make_config
+from tests.conftest import fresh_database, make_config
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def fresh_database(database_url: str, name: str) -> str:
-    """An empty database `name` beside the suite's own; returns its URL."""
-    admin = sa.create_engine(
-        database_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return database_url.rsplit("/", 1)[0] + "/" + name
 
 
 def test_upgrade_downgrade_upgrade_without_drift(database_url, redis_url):

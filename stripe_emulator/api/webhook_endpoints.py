@@ -30,11 +30,12 @@ def _enabled_events(p: Params) -> list:
     return events
 
 
-def _api_version(p: Params) -> str:
-    """``api_version``: the account's by default. The emulator renders one version's shapes, so an
-    endpoint asking for another is refused rather than sent events whose shape would not match it."""
-    version = p.str("api_version") or objects.API_VERSION
-    if version != objects.API_VERSION:
+def _api_version(p: Params) -> str | None:
+    """``api_version`` as asked, or null (Stripe's value when none is given: events then come in the account's
+    version). The emulator renders one version's shapes, so an endpoint asking for another is refused rather
+    than sent events whose shape would not match it."""
+    version = p.str("api_version")
+    if version is not None and version != objects.API_VERSION:
         raise invalid("api_version", objects.unsupported_version(version))
     return version
 

@@ -179,16 +179,18 @@ def test_concurrency_delivers_in_parallel(emulator, client):
 
 
 def test_endpoint_api_version_is_stamped_on_its_events(emulator, client):
-    with WebhookReceiver() as hook:
+    with WebhookReceiver() as pinned, WebhookReceiver() as unpinned:
         endpoint = client.v1.webhook_endpoints.create(
-            {"url": hook.url, "enabled_events": ["customer.created"], "api_version": "2026-10-28.endive"}
+            {"url": pinned.url, "enabled_events": ["customer.created"], "api_version": "2026-10-28.endive"}
         )
-        default = client.v1.webhook_endpoints.create({"url": hook.url + "?b", "enabled_events": ["product.created"]})
-        assert endpoint.api_version == default.api_version == "2026-10-28.endive"
-        hook.secret = endpoint.secret
+        default = client.v1.webhook_endpoints.create({"url": unpinned.url, "enabled_events": ["customer.created"]})
+        assert endpoint.api_version == "2026-10-28.endive"
+        assert default.api_version is None  # none asked for: Stripe keeps null and sends the account's version
+        pinned.secret, unpinned.secret = endpoint.secret, default.secret
         client.v1.customers.create({"email": "a@example.com"})
         emulator.flush()
-        assert [e["api_version"] for e in hook.events()] == [endpoint.api_version]
+        assert [e["api_version"] for e in pinned.events()] == [endpoint.api_version]
+        assert [e["api_version"] for e in unpinned.events()] == ["2026-10-28.endive"]
 
 
 def test_endpoint_with_a_version_the_emulator_cannot_render_is_refused(client):

@@ -14,6 +14,8 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
+from tests.conftest import fresh_database
+
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = Path(__file__).resolve().parent / "expected"
 GUIDE_DATABASE = "ssb_guide"
@@ -78,22 +80,10 @@ def tables(conn) -> set[str]:
     return set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
 
 
-def recreate_database(server_url: str, name: str) -> str:
-    """A new empty database `name` on the test server; returns its URL."""
-    admin = sa.create_engine(
-        server_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return server_url.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture
 def shell(database_url, redis_url) -> Shell:
     """A fresh database and the environment of a production shell: the guide's variables, the venv on PATH."""
-    url = recreate_database(database_url, GUIDE_DATABASE)
+    url = fresh_database(database_url, GUIDE_DATABASE)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "FLASK_"))}
     env.update(production_variables(url, redis_url))
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"

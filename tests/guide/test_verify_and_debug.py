@@ -1,6 +1,6 @@
 """Section 3.3 (the SQL that verifies the seeded plans) and section 9's `psql` debugging commands, run verbatim with
-psql against the database the guide's DATABASE_URL names. (`redis-cli` as typed reaches 127.0.0.1:6379 only, which
-is not where the test Redis listens: those two lines need `-u $REDIS_URL` outside a default local install.)"""
+psql against the database the guide's DATABASE_URL names. (Its `redis-cli` lines reach 127.0.0.1:6379 only: they
+run in test_redis_debugging.py against a Redis started there.)"""
 
 import pytest
 import sqlalchemy as sa

@@ -178,6 +178,28 @@ def test_an_endpoint_with_exactly_the_six_events_passes_and_names_the_extras(
     assert status == 0, "\n".join(lines)
 
 
+@pytest.mark.parametrize(
+    ("api_version", "named"), [("2025-03-31.basil", "2025-03-31.basil"), (None, "the account's default")]
+)
+def test_an_endpoint_of_another_api_version_fails_and_says_to_recreate_it(
+    seeded, migrated_database, redis_url, stripe_emulator, api_version, named
+):
+    endpoint = stripe_emulator.client().v1.webhook_endpoints.create(
+        params={"url": WEBHOOK_URL, "enabled_events": SIX_EVENTS}
+    )
+    assert endpoint.api_version is None  # as Stripe answers when no version is asked for
+    if api_version:  # an endpoint made in the Dashboard with an older version (the emulator renders only its own)
+        store = stripe_emulator.emulator.store
+        with store.lock:
+            store.must("webhook_endpoints", endpoint.id)["api_version"] = api_version
+    status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, STRIPE_WEBHOOK_SECRET=endpoint.secret)
+    [line] = [line for line in lines if "Stripe webhook endpoint" in line]
+    assert line.startswith("✗"), "\n".join(lines)
+    assert f"sends events in API version {named}, the app reads {API_VERSION}" in line
+    assert "an endpoint's version cannot be changed" in "\n".join(lines)
+    assert status != 0
+
+
 def test_the_portal_check_names_every_setting_that_differs(
     seeded, runner, migrated_database, redis_url, stripe_emulator
 ):

@@ -7,13 +7,16 @@ need PostgreSQL and Redis running.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -290,3 +293,43 @@ def gunicorn(app, tmp_path):
     yield make
     for server in started:
         server.stop()
+
+
+# --- a load balancer in front of several app servers ---------------------------------------------------------------
+
+
+class RoundRobin:
+    """A minimal HTTP load balancer on a free loopback port: each POST goes to the next backend in turn, its answer
+    comes back as the backend gave it. Stands in for the proxy in front of N app hosts."""
+
+    def __init__(self, backends: list[str]):
+        turns = itertools.cycle(backends)
+        lock = threading.Lock()
+        self.counts = dict.fromkeys(backends, 0)
+        counts = self.counts
+
+        class Forward(BaseHTTPRequestHandler):
+            def do_POST(self):
+                with lock:
+                    backend = next(turns)
+                    counts[backend] += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                status, text, _ = http("POST", backend + self.path, body, headers, timeout=60)
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

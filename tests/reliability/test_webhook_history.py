@@ -2,6 +2,9 @@
 concurrent senders, to the app's real endpoint — and the database ends exactly where `flask stripe sync --all`
 would put it, with one audit entry per transition and at most one mail per transition.
 
+Deployed as on more than one machine: a load balancer sends the deliveries in turn to two app servers (gunicorn,
+separate processes), and two queue workers deliver the mail, all on one PostgreSQL and one Redis.
+
 The history, through the app's own services and the emulator (Stripe) like a person and Stripe's portal would:
 subscribe by Checkout (1 in 7 with card 4000 0000 0000 0341, which fails at renewal), then upgrade (the app's
 `change_plan`), downgrade at period end (a subscription schedule), switch price in the "portal" (the emulator's
@@ -14,10 +17,12 @@ from __future__ import annotations
 
 import collections
 import os
+import subprocess
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -26,7 +31,8 @@ from app.services.checkout import start_checkout
 from app.services.stripe_admin import create_webhook_endpoint
 from app.services.subscriptions import change_plan, set_cancel_at_period_end
 from tests.eventually import eventually
-from tests.reliability.conftest import PASSWORD_HASH, http
+from tests.queue.test_worker import start_worker
+from tests.reliability.conftest import PASSWORD_HASH, RoundRobin, http
 
 CUSTOMERS = int(os.environ.get("HISTORY_CUSTOMERS", 200))
 SENDERS = 8
@@ -67,24 +73,44 @@ def snapshot_subscriptions(app) -> list[dict]:
         return [{k: v for k, v in row.items() if k not in ("updated_at", "last_event_at")} for row in rows]
 
 
+@pytest.fixture
+def two_hosts(seeded, gunicorn, smtp_sink):
+    """Two app servers behind a round-robin balancer and two queue workers (mail), stopped at the end."""
+    queue = seeded.config["REDIS_URL"]
+    servers = [gunicorn(workers=1, TASK_QUEUE_URL=queue) for _ in range(2)]
+    balancer = RoundRobin([server.url for server in servers])
+    workers = [start_worker(seeded.config["DATABASE_URL"], queue, smtp_sink.port) for _ in range(2)]
+    yield servers, balancer
+    balancer.stop()
+    for worker in workers:
+        worker.terminate()  # a warm shutdown: the worker finishes its job first
+    for worker in workers:
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10)
+
+
 def test_two_hundred_customers_twice_shuffled_by_eight_senders(
-    seeded, gunicorn, stripe_emulator, smtp_sink, quiet_logs
+    seeded, two_hosts, stripe_emulator, smtp_sink, quiet_logs
 ):
     app, emulator = seeded, stripe_emulator
+    servers, balancer = two_hosts
     started = time.monotonic()
     stripe = emulator.client()
-    server = gunicorn(workers=2)  # the real endpoint under gunicorn, as deployed; our own calls run in this process
     with app.app_context():
         # The endpoint as the operator registers it (`flask stripe webhook-endpoint`): the guide's six events.
-        endpoint, _ = create_webhook_endpoint(server.webhook_url(app.config["API_PREFIX"]))
+        endpoint, _ = create_webhook_endpoint(balancer.url + app.config["API_PREFIX"] + "/billing/webhooks/stripe")
         users = [User(email=f"history{i}@example.com", password_hash=PASSWORD_HASH) for i in range(CUSTOMERS)]
         db.session.add_all(users)
         db.session.commit()
         user_ids = [u.id for u in users]
         db.session.remove()
     app.config["STRIPE_WEBHOOK_SECRET"] = endpoint["secret"]
-    server.env["STRIPE_WEBHOOK_SECRET"] = endpoint["secret"]
-    server.start()
+    for server in servers:
+        server.env["STRIPE_WEBHOOK_SECRET"] = endpoint["secret"]
+        server.start()
     assert emulator.chaos(duplicate=1, shuffle=1, concurrency=SENDERS)["concurrency"] == SENDERS
     pool = ThreadPoolExecutor(4)
 
@@ -178,6 +204,7 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(
     assert all(a["ok"] for a in final.values()), [a for a in final.values() if not a["ok"]][:3]
     event_ids = {a["event_id"] for a in deliveries}
     assert len(final) == 2 * len(event_ids)
+    assert all(n > len(event_ids) / 2 for n in balancer.counts.values()), balancer.counts  # both hosts took a share
 
     with app.app_context():
         statuses = dict(
@@ -194,7 +221,7 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(
     assert f"Synced {CUSTOMERS} customer(s); 0 had drifted." in result.output, result.output
     assert snapshot_subscriptions(app) == before
 
-    def all_mail_sent() -> bool:  # mail goes out after each response: wait for the last ones
+    def all_mail_sent() -> bool:  # the queue workers deliver the mail after the responses: wait for the last ones
         with app.app_context():
             statuses = list(db.session.scalars(sa.select(MailOutbox.status)))
             return set(statuses) <= {"sent"} and len(smtp_sink.messages) == len(statuses)
