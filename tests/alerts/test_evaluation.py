@@ -15,10 +15,8 @@ from tests.alerts.conftest import (
     parts,
     received,
     signals,
-    switches,
     watch,
 )
-from tests.entitlements.conftest import put_on_plan
 
 EMAIL = "trader@example.com"
 
@@ -126,14 +124,10 @@ def test_a_downgrade_to_free_drops_the_pending_digest(on_plan, smtp_sink):
 
 def test_a_strategy_a_downgrade_left_read_only_is_not_evaluated(on_plan):
     user = on_plan("pro", realtime=True)
-    for i in range(4):  # Free keeps 3 strategies editable, Starter 25: use the Free limit through Starter's count
-        watch(user.app, user.id, f"Strategy {i + 1}")
-    with user.app.app_context():
-        put_on_plan(user.id, "starter")
-    assert evaluate(user.app, BUY_DAY).evaluated == 4
-    switches(user.app, user.id)
-    user.on_plan("free")
-    assert evaluate(user.app, SELL_DAY).evaluated == 0  # Free: nothing at all
+    ids = [watch(user.app, user.id, f"Strategy {i + 1}") for i in range(26)]  # Starter keeps the oldest 25
+    user.on_plan("starter")
+    assert evaluate(user.app, BUY_DAY).evaluated == 25
+    assert ids[-1] not in {strategy for strategy, *_ in signals(user.app)}
 
 
 def test_a_downgrade_from_pro_to_starter_stops_the_mail_per_signal(on_plan, smtp_sink):
