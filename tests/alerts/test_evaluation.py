@@ -146,5 +146,5 @@ def test_a_downgrade_from_pro_to_starter_stops_the_mail_per_signal(on_plan, smtp
     switch = re.search(r'<input[^>]*id="realtime_enabled"[^>]*>', page).group(0)
     assert "disabled" in switch and "checked" not in switch
     why = re.search(r'data-testid="realtime-stopped">([^<]*)<', page).group(1)
-    assert "your Starter plan does not include them" in why and "daily digest" in why
+    assert "stopped when your plan became Starter, which does not include them" in why and "daily digest" in why
     assert 'data-delivery="digest"' in page

@@ -36,7 +36,7 @@ def test_the_page_lists_watched_strategies_last_signals_and_the_next_evaluation(
     assert page.count('data-watched="false"') == 1
     assert 'data-testid="watch-count">1 of 2 strategies' in page
     assert re.search(r'data-testid="signal" data-side="buy" data-delivery="digest"', page)
-    assert "Bar of 17 Dec 2025" in page and "in the next digest" in page
+    assert "bar of 17 Dec 2025" in page and "in the next digest" in page
     expected = next_run(EVALUATION_CRON, datetime.now(UTC))
     assert f'data-testid="next-evaluation">{expected.strftime("%a %-d %b, %H:%M")} UTC<' in page
     assert "on the bar of 31 Dec 2025" in page
