@@ -173,14 +173,14 @@ def _evaluate_user(
     """One user's watched strategies, as their plan stands now (nothing at all without `email_alerts`)."""
     assert evaluation.bar is not None
     entitlements = get_entitlements(user_id)
-    if not entitlements.allows("email_alerts"):
+    user = db.session.get(User, user_id)
+    if user is None or not entitlements.allows("email_alerts"):
         return
     delivery = delivery_for(entitlements, alert_settings(user_id))
     strategies = list_strategies(user_id)
     editable = editable_ids(user_id, strategies)
-    user = db.session.get(User, user_id)
     for strategy in strategies:
-        if strategy.id not in strategy_ids or strategy.id not in editable or user is None:
+        if strategy.id not in strategy_ids or strategy.id not in editable:
             continue
         try:
             rules = read_rules(strategy.rules)
