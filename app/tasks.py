@@ -7,7 +7,8 @@ session of its own that is removed when the job ends.
 
 `SCHEDULE` is what `flask queue cron` (RQ's CronScheduler, one process per deployment) enqueues: the mail sweep
 every minute (mail left pending while Redis or SMTP was down), failed-event replay every five minutes (each event
-on its own exponential backoff), `flask stripe sync --all` nightly. The per-day dashboard counts need no job: the
+on its own exponential backoff), `flask stripe sync --all` nightly, the alert evaluation on weekdays after the
+close and the alert digest daily after it (app/services/alerts.py). The per-day dashboard counts need no job: the
 database's triggers keep them in the writing transaction.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
@@ -25,6 +26,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.logging import get_logger
 from app.models import StripeEvent, utcnow
+from app.services.alerts import DIGEST_CRON, EVALUATION_CRON, evaluate_watched, send_digests
 from app.services.mail import deliver_batch
 from app.services.stripe_admin import customers_to_sync, reconcile
 from app.services.webhooks import reprocess
@@ -105,6 +107,18 @@ def replay_failed_events() -> int:
     return succeeded
 
 
+@in_app_context
+def evaluate_alerts(on: date | None = None) -> int:
+    """Evaluate the watched strategies on the newest bar on or before `on` (today); returns the new signals."""
+    return evaluate_watched(on).signals
+
+
+@in_app_context
+def send_alert_digests() -> int:
+    """Queue the daily alert digests; returns how many."""
+    return send_digests()
+
+
 @dataclass(frozen=True)
 class Scheduled:
     job: Callable[..., Any]
@@ -116,5 +130,7 @@ SCHEDULE = (
     Scheduled(deliver_mail, interval=60),
     Scheduled(replay_failed_events, interval=300),
     Scheduled(reconcile_all, cron="30 3 * * *"),
+    Scheduled(evaluate_alerts, cron=EVALUATION_CRON),
+    Scheduled(send_alert_digests, cron=DIGEST_CRON),
 )
 JOBS = {entry.job.__name__: entry.job for entry in SCHEDULE}

@@ -4,4 +4,10 @@ from wtforms import BooleanField
 
 class AlertSettingsForm(FlaskForm):
     email_enabled = BooleanField("Email me when a strategy signals a trade")
-    realtime_enabled = BooleanField("Real-time: alert within seconds of the signal, not in the end-of-day digest")
+    realtime_enabled = BooleanField(
+        "Real-time: one mail per signal as soon as the evaluation sees it, not the daily digest"
+    )
+
+
+class WatchForm(FlaskForm):
+    """CSRF only: the watch and stop-watching buttons."""

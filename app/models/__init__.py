@@ -1,5 +1,6 @@
 """The data model; importing this package registers every table on `db.metadata`."""
 
+from app.models.alert import SIGNAL_DELIVERIES, SIGNAL_SIDES, AlertSignal, AlertWatch
 from app.models.audit import AuditLog
 from app.models.auth import AUTH_SESSION_KINDS, AuthSession, VerifiedEmail
 from app.models.base import utcnow
@@ -19,6 +20,8 @@ __all__ = [
     "MAIL_KINDS",
     "MailOutbox",
     "AlertSettings",
+    "AlertSignal",
+    "AlertWatch",
     "AuditLog",
     "Backtest",
     "BILLING_CYCLES",
@@ -26,6 +29,8 @@ __all__ = [
     "DailySubscriptionChange",
     "LIVE_STATUSES",
     "PlanFeature",
+    "SIGNAL_DELIVERIES",
+    "SIGNAL_SIDES",
     "STATUSES",
     "Strategy",
     "StripeEvent",

@@ -6,6 +6,7 @@ equity are Decimal (never float); the result stores decimals as strings so JSON 
 
 from __future__ import annotations
 
+import bisect
 import csv
 from dataclasses import dataclass
 from datetime import date
@@ -44,6 +45,45 @@ def data_range() -> tuple[date, date]:
     """The first and last day the series has."""
     prices = load_prices()
     return prices[0][0], prices[-1][0]
+
+
+def newest_bar_on(day: date) -> date | None:
+    """The newest bar of the series on or before `day` (None before its first): the bar an evaluation run on
+    `day` looks at. The bundled series is static, so every day after its last bar evaluates that last bar."""
+    prices = load_prices()
+    index = bisect.bisect_right(prices, day, key=lambda price: price[0])
+    return prices[index - 1][0] if index else None
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """A signal seen at a bar's close: `buy` when the fast average closed above the slow one there and not on the
+    bar before, `sell` for the reverse."""
+
+    day: date
+    side: str
+    close: Decimal
+
+
+def crossing_on(rules: Rules, day: date) -> Crossing | None:
+    """The rules' crossover on the bar of `day`, or None (no bar that day, no crossing, or fewer than slow + 1 bars
+    before it to average). The averages run over the whole series up to the bar, as in a backtest from its start,
+    whose trades after the first fall on exactly these days."""
+    prices = load_prices()
+    index = bisect.bisect_left(prices, day, key=lambda price: price[0])
+    if index == len(prices) or prices[index][0] != day or index < rules.slow:
+        return None
+    closes = [close for _, close in prices[index - rules.slow : index + 1]]
+
+    def above(end: int) -> bool:  # fast average > slow average at closes[end - 1]
+        fast = sum(closes[end - rules.fast : end]) / rules.fast
+        slow = sum(closes[end - rules.slow : end]) / rules.slow
+        return fast > slow
+
+    now, before = above(len(closes)), above(len(closes) - 1)
+    if now == before:
+        return None
+    return Crossing(day, "buy" if now else "sell", prices[index][1])
 
 
 def years_before(day: date, years: int) -> date:

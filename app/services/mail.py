@@ -38,6 +38,8 @@ SUBJECTS = {
     "subscription_ended": "Your {plan} plan has ended",
     "password_reset": "Reset your Smart Strategies Builder password",
     "verify_email": "Confirm your email for Smart Strategies Builder",
+    "alert_signal": "{side} signal: {strategy} on {bar}",
+    "alert_digest": "Your alerts digest: {signals}",
 }
 
 

@@ -3,7 +3,8 @@
 A row goes into every table at head. The downgrade drops the last migration's own tables (daily_counts and
 daily_subscription_changes: counts kept by triggers from the other tables); every other table keeps its rows
 untouched. The upgrade then rebuilds those two from the surviving rows, and they come back equal. Migration
-0008's tables (log-ins and verified addresses) cannot be rebuilt: they come back empty (everyone logs in again).
+0008's tables (log-ins and verified addresses) cannot be rebuilt: they come back empty (everyone logs in again), and
+neither can 0009's (watched strategies and their signals: users watch them again).
 """
 
 import sqlalchemy as sa
@@ -16,9 +17,13 @@ from tests.guide.conftest import ROOT, tables
 OWN_TABLES = {
     "0007_daily_counts": {"daily_counts", "daily_subscription_changes"},
     "0008_auth_sessions": {"auth_sessions", "verified_emails"},
+    "0009_alerts": {"alert_watches", "alert_signals"},
 }
 #: Of those, the tables whose rows the downgrade loses for good (the upgrade recreates them empty).
-LOST_TABLES = {"0008_auth_sessions": {"auth_sessions", "verified_emails"}}
+LOST_TABLES = {
+    "0008_auth_sessions": {"auth_sessions", "verified_emails"},
+    "0009_alerts": {"alert_watches", "alert_signals"},
+}
 
 #: One row per table written directly; the two count tables fill themselves by trigger.
 ROWS = (
@@ -59,6 +64,10 @@ ROWS = (
     "NULL, NULL)",
     "INSERT INTO verified_emails (user_id, email, verified_at) VALUES (1001, 'rollback@example.com', "
     "'2026-11-02 10:05:00+00')",
+    "INSERT INTO alert_watches (strategy_id, user_id, created_at) VALUES (1001, 1001, '2026-11-02 11:15:00+00')",
+    "INSERT INTO alert_signals (id, strategy_id, user_id, bar_date, side, close, fast, slow, delivery, created_at, "
+    "mailed_at) VALUES (1001, 1001, 1001, '2025-12-31', 'buy', 153.47, 50, 200, 'digest', "
+    "'2026-11-02 22:15:00+00', NULL)",
 )
 
 
