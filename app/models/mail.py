@@ -17,6 +17,8 @@ MAIL_KINDS = (
     "subscription_ended",
     "password_reset",
     "verify_email",
+    "email_change",
+    "email_change_notice",
 )
 
 
