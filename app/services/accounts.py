@@ -22,10 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
+from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
 from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
 from app.urls import external_url
+
+log = get_logger(__name__)
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
@@ -321,20 +324,31 @@ def confirm_email_change(token: str, keep_session: str | None = None) -> User:
         db.session.rollback()
         raise AccountError(EMAIL_TAKEN_MESSAGE, code="email_taken", status=409)
     if user.stripe_customer_id:
-        try:
-            customer = stripe_gateway.update_customer_email(
-                user.stripe_customer_id, new_email, idempotency_key=f"customer-email-{user.id}-{token[-16:]}"
-            )
-        except DomainError:
-            db.session.rollback()
-            raise AccountError(
-                "Billing could not be updated just now, so your email is unchanged: open the link again in a few "
-                "minutes.",
-                code="billing_unavailable",
-                status=503,
-            ) from None
-        user.billing_email = customer.get("email") or new_email
+        update_customer_email(
+            user, user.stripe_customer_id, new_email, idempotency_key=f"customer-email-{user.id}-{token[-16:]}"
+        )
     return switch_login_email(user, new_email, keep_session)
+
+
+def update_customer_email(user: User, customer_id: str, new_email: str, idempotency_key: str) -> None:
+    """Give the user's Stripe customer the new address, before the login email changes (the row stays locked).
+
+    A customer Stripe no longer has is no reason to refuse (there is nothing to update); Stripe out of reach is:
+    the change is rolled back with a message, and the link, still valid, can be opened again.
+    """
+    try:
+        customer = stripe_gateway.update_customer_email(customer_id, new_email, idempotency_key=idempotency_key)
+    except stripe_gateway.StripeObjectMissing:
+        log.warning("email_change_customer_missing", user_id=user.id, customer=customer_id)
+        return
+    except DomainError:
+        db.session.rollback()
+        raise AccountError(
+            "Billing could not be updated just now, so your email is unchanged: open the link again in a few minutes.",
+            code="billing_unavailable",
+            status=503,
+        ) from None
+    user.billing_email = customer.get("email") or new_email
 
 
 def switch_login_email(user: User, new_email: str, keep_session: str | None) -> User:

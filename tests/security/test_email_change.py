@@ -11,6 +11,7 @@ import time
 import sqlalchemy as sa
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
+from app import create_app
 from app.extensions import db
 from app.models import AuditLog, User
 from app.services.accounts import (
@@ -20,7 +21,7 @@ from app.services.accounts import (
     password_fingerprint,
 )
 from app.services.checkout import ensure_customer
-from tests.conftest import Auth, csrf_token_from
+from tests.conftest import Auth, csrf_token_from, make_config
 from tests.eventually import eventually
 from tests.factories import UserFactory
 from tests.webhooks.signing import post_event
@@ -257,3 +258,39 @@ def test_change_requests_need_the_csrf_token_and_are_rate_limited(seeded, client
     statuses = [ask_change(client, f"busy{i}@example.com", password="wrong guess").status_code for i in range(7)]
     assert statuses[:4] == [400] * 4 and 429 in statuses[4:], statuses  # RATELIMIT_ACCOUNT_MAIL: 5 per minute
     assert not [m for m in smtp_sink.messages if "busy0@example.com" in m["to"]]
+
+
+def test_stripe_out_of_reach_leaves_the_email_unchanged_and_the_link_usable(
+    migrated_database, redis_url, seeded, client, stripe_emulator, smtp_sink
+):
+    user_id = signed_up(client, "steady@example.com")
+    with seeded.app_context():
+        customer_id = ensure_customer(user_id)
+        db.session.remove()
+    assert ask_change(client, "moved@example.com").status_code == 302
+    link = change_link(smtp_sink, "moved@example.com")
+    down = create_app(
+        make_config(migrated_database, redis_url, STRIPE_API_BASE="http://127.0.0.1:9", STRIPE_MAX_NETWORK_RETRIES=0)
+    )
+    refused = down.test_client().get(link, follow_redirects=True).get_data(as_text=True)
+    assert "Billing could not be updated just now, so your email is unchanged" in refused
+    assert user_row(seeded, user_id).email == "steady@example.com"
+    assert stripe_emulator.client().v1.customers.retrieve(customer_id).email == "steady@example.com"
+    with down.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+    client.get(link)  # Stripe is back: the same link works
+    assert user_row(seeded, user_id).email == "moved@example.com"
+    assert stripe_emulator.client().v1.customers.retrieve(customer_id).email == "moved@example.com"
+
+
+def test_a_customer_stripe_no_longer_has_does_not_block_the_change(seeded, client, smtp_sink):
+    user_id = signed_up(client, "lapsed@example.com")
+    with seeded.app_context():
+        db.session.get(User, user_id).stripe_customer_id = "cus_deleted_long_ago"
+        db.session.commit()
+        db.session.remove()
+    assert ask_change(client, "current@example.com").status_code == 302
+    client.get(change_link(smtp_sink, "current@example.com"))
+    assert user_row(seeded, user_id).email == "current@example.com"
