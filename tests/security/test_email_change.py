@@ -124,6 +124,9 @@ def test_an_invalid_email_from_stripe_is_kept_as_billing_data_only(seeded, clien
     page = client.get("/account").get_data(as_text=True)
     assert 'data-testid="billing-email"' in page and "Billing email (from Stripe)" in page
     assert "not an address &lt;script&gt;" in page and "<script>" not in page.split("</head>")[1]
+    token = client.post("/api/v1/auth/token", json={"email": "trader@example.com", "password": "correct horse"})
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token.get_json()['access_token']}"}).get_json()
+    assert (me["email"], me["billing_email"]) == ("trader@example.com", odd)  # the API shows it, read-only
     # Stripe clearing the email clears the billing email only; the same address as the login shows no second line.
     post_event(client, customer_updated("cus_trader", None), secret)
     assert user_row(seeded, user_id).billing_email is None
