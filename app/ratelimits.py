@@ -54,12 +54,12 @@ def signup_global_limit() -> str:
 
 
 def account_mail_limit() -> str:
-    """Password-reset and verification mails asked for, per address (RATELIMIT_ACCOUNT_MAIL)."""
+    """Password-reset, verification and email-change mails asked for, per address and per user (RATELIMIT_ACCOUNT_MAIL)."""
     return current_app.config.get("RATELIMIT_ACCOUNT_MAIL") or DEFAULT_ACCOUNT_MAIL_LIMIT
 
 
 def account_mail_global_limit() -> str:
-    """Password-reset and verification mails asked for by everyone together (RATELIMIT_ACCOUNT_MAIL_GLOBAL)."""
+    """Password-reset, verification and email-change mails asked for by everyone together (RATELIMIT_ACCOUNT_MAIL_GLOBAL)."""
     return current_app.config.get("RATELIMIT_ACCOUNT_MAIL_GLOBAL") or DEFAULT_ACCOUNT_MAIL_GLOBAL_LIMIT
 
 

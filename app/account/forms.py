@@ -24,9 +24,9 @@ def confirm_field(label: str = "Confirm password") -> PasswordField:
     return PasswordField(label, validators=[DataRequired(), EqualTo("password", message="Passwords do not match.")])
 
 
-def email_field() -> EmailField:
+def email_field(label: str = "Email") -> EmailField:
     return EmailField(
-        "Email", filters=[strip], validators=[DataRequired(), Email(check_deliverability=False), Length(max=320)]
+        label, filters=[strip], validators=[DataRequired(), Email(check_deliverability=False), Length(max=320)]
     )
 
 
@@ -59,3 +59,11 @@ class ChangePasswordForm(FlaskForm):
     current = PasswordField("Current password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
     password = new_password_field("New password")
     confirm = confirm_field("Confirm new password")
+
+
+class ChangeEmailForm(FlaskForm):
+    """A new login email, confirmed by the link mailed to it; the current password proves it is the owner asking."""
+
+    # Named apart from the password form's fields: both forms are on the account page, and ids must be unique.
+    new_email = email_field("New email")
+    current_password = PasswordField("Current password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])

@@ -2,6 +2,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_required, login_user, logout_user
 
 from app.account.forms import (
+    ChangeEmailForm,
     ChangePasswordForm,
     ForgotPasswordForm,
     LoginForm,
@@ -15,6 +16,7 @@ from app.ratelimits import (
     account_mail_global_limit,
     account_mail_limit,
     login_limit,
+    rate_limit_identity,
     signup_global_limit,
     signup_limit,
     whole_site,
@@ -143,12 +145,14 @@ def logout_everywhere():
 @bp.get("/account")
 @login_required
 def show_account():
-    """The user's email, current plan and what happens to it next, usage against the plan's limits, and the
-    password and session controls."""
-    return render_account(ChangePasswordForm(formdata=None))
+    """The user's email (and Stripe's billing email when it differs), current plan and what happens to it next,
+    usage against the plan's limits, and the email, password and session controls."""
+    return render_account()
 
 
-def render_account(password_form: ChangePasswordForm, status: int = 200):
+def render_account(
+    password_form: ChangePasswordForm | None = None, email_form: ChangeEmailForm | None = None, status: int = 200
+):
     subscription = effective_subscription(current_user.id)
     return render_template(
         "account/account.html",
@@ -156,7 +160,8 @@ def render_account(password_form: ChangePasswordForm, status: int = 200):
         subscription=subscription,
         outlook=plan_outlook(current_user, subscription),
         usage=usage_summary(current_user.id),
-        password_form=password_form,
+        password_form=password_form or ChangePasswordForm(formdata=None),
+        email_form=email_form or ChangeEmailForm(formdata=None),
         session_form=LogoutForm(),
         email_verified=accounts.is_email_verified(current_user),
     ), status
@@ -178,7 +183,43 @@ def change_password():
         else:
             flash("Your password has been changed; your other sessions have been logged out.", "success")
             return redirect(url_for("account.show_account"))
-    return render_account(form, 400)
+    return render_account(password_form=form, status=400)
+
+
+@bp.post("/account/email")
+@login_required
+@mail_limited
+@limiter.limit(account_mail_limit, key_func=rate_limit_identity, scope="email-change")
+def change_email():
+    """Ask to change the login email: a link goes to the new address, a notice to the current one; nothing
+    changes until the link is opened. Counted against the account-mail budgets, and per user."""
+    form = ChangeEmailForm()
+    if form.validate_on_submit():
+        try:
+            new_email = accounts.request_email_change(current_user, form.current_password.data, form.new_email.data)
+        except AccountError as exc:
+            (form.current_password if exc.code == "wrong_password" else form.new_email).errors.append(exc.message)
+        else:
+            flash(
+                f"We sent a link to {new_email}: open it within an hour to make it your login email. "
+                "Until then you log in with your current email.",
+                "info",
+            )
+            return redirect(url_for("account.show_account"))
+    return render_account(email_form=form, status=400)
+
+
+@bp.get("/confirm-email-change/<token>")
+def confirm_email_change(token: str):
+    """Follow the link mailed to the new address: it becomes the login email (whoever is logged in, the link
+    names its account); every other session of the account ends, this browser's is kept if it is the account's."""
+    try:
+        user = accounts.confirm_email_change(token, keep_session=session.get(SESSION_ID_KEY))
+    except AccountError as exc:
+        flash(exc.message, "warning")
+    else:
+        flash(f"Your login email is now {user.email}.", "success")
+    return redirect(url_for("account.show_account") if current_user.is_authenticated else url_for("account.login"))
 
 
 @bp.route("/forgot-password", methods=["GET", "POST"])

@@ -150,7 +150,12 @@ class TokenPair(Answer):
 
 class Me(Answer):
     id: int
-    email: str = Field(json_schema_extra={"format": "email"})
+    email: str = Field(json_schema_extra={"format": "email"}, description="The login email.")
+    billing_email: str | None = Field(
+        default=None,
+        description="Read-only: the email on the Stripe customer (set in the Customer Portal), as Stripe holds it; "
+        "never a login. Change the login email on the account page.",
+    )
 
 
 # --- billing -------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from app.models.plan import BILLING_CYCLES, PlanFeature, SubscriptionPlan
 from app.models.strategy import AlertSettings, Backtest, Strategy
 from app.models.stripe_event import StripeEvent
 from app.models.subscription import ACCESS_STATUSES, LIVE_STATUSES, STATUSES, UserSubscription
-from app.models.user import User, normalize_email
+from app.models.user import BILLING_EMAIL_LENGTH, User, normalize_email
 
 __all__ = [
     "ACCESS_STATUSES",
@@ -40,5 +40,6 @@ __all__ = [
     "UserSubscription",
     "VerifiedEmail",
     "normalize_email",
+    "BILLING_EMAIL_LENGTH",
     "utcnow",
 ]

@@ -19,6 +19,8 @@ MAIL_KINDS = (
     "verify_email",
     "alert_signal",
     "alert_digest",
+    "email_change",
+    "email_change_notice",
 )
 
 

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from app.models.subscription import UserSubscription
 
 
+#: Stripe accepts customer emails up to 512 characters.
+BILLING_EMAIL_LENGTH = 512
+
+
 def normalize_email(email: str) -> str:
     """Emails are compared case-insensitively: store them trimmed and lower-cased."""
     return email.strip().lower()
@@ -34,8 +38,11 @@ class User(UserMixin, TimestampMixin, Model):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
-    #: The name on the Stripe customer, kept in step by `customer.updated`.
+    #: The billing contact: the name and email on the Stripe customer, kept in step by `customer.updated` (set in
+    #: the Customer Portal or the Dashboard). Stripe's data, shown and never trusted: the login email is `email`,
+    #: changed only by a link mailed to the new address (app/services/accounts.py).
     name: Mapped[str | None] = mapped_column(String(255))
+    billing_email: Mapped[str | None] = mapped_column(String(BILLING_EMAIL_LENGTH))
     #: `created` of the newest `customer.*` event applied to this user.
     customer_event_at: Mapped[int | None] = mapped_column(BigInteger)
 

@@ -1,8 +1,11 @@
-"""Sign-up, log-in, passwords (change and reset by mail), email verification, operator-created accounts.
+"""Sign-up, log-in, passwords (change and reset by mail), email verification, login-email changes by mail,
+operator-created accounts.
 
-Reset and verification links are itsdangerous signed, timed tokens (SECRET_KEY, one salt per purpose). A reset
-token names the user and a fingerprint of the current password hash, so it works once: the reset changes the
-hash. Every password change ends the user's other sessions and API token families.
+Reset, verification and email-change links are itsdangerous signed, timed tokens (SECRET_KEY, one salt per
+purpose). A reset token names the user and a fingerprint of the current password hash, so it works once: the reset
+changes the hash. An email-change token names the user, the login email it replaces and the password fingerprint,
+so it works once (the change replaces that email) and dies with a password change. Every password change and
+every login-email change ends the user's other sessions and API token families.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
+from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
-from app.services import DomainError, mail, sessions
+from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
 from app.urls import external_url
+
+log = get_logger(__name__)
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
@@ -32,7 +38,11 @@ COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent.parent / "data" / "commo
 RESET_MAX_AGE = 3600
 #: A verification link is valid this long.
 VERIFY_MAX_AGE = 3 * 24 * 3600
-RESET_SALT, VERIFY_SALT = "password-reset", "email-verification"
+#: An email-change link is valid this long (and only while the login email and password are unchanged).
+EMAIL_CHANGE_MAX_AGE = 3600
+RESET_SALT, VERIFY_SALT, EMAIL_CHANGE_SALT = "password-reset", "email-verification", "email-change"
+#: The answer for an address another account logs in with: the same whenever it is found (request or confirmation).
+EMAIL_TAKEN_MESSAGE = "This email cannot be used for your account: choose another address."
 
 
 class AccountError(DomainError):
@@ -221,3 +231,140 @@ def send_verification(user: User) -> None:
     mail.queue_mail("verify_email", secrets.token_hex(8), user, link=link, days=VERIFY_MAX_AGE // 86400)
     db.session.commit()
     mail.deliver_pending()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Changing the login email: a link to the new address, a notice to the old one, nothing changes until it is opened
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def email_taken(email: str, user: User) -> bool:
+    """Whether another account logs in with `email`."""
+    return db.session.scalar(select(User.id).where(User.email == email, User.id != user.id)) is not None
+
+
+def email_change_token(user: User, new_email: str) -> str:
+    """A link's token for moving the user from their current login email to `new_email` (see the module doc)."""
+    payload = {"user": user.id, "from": user.email, "to": new_email, "password": password_fingerprint(user)}
+    return serializer(EMAIL_CHANGE_SALT).dumps(payload)
+
+
+def request_email_change(user: User, password: str, new_email: str) -> str:
+    """Mail a confirmation link to `new_email` and a notice to the current address; the login email stays as it is.
+
+    The current password is asked (a session left open is not enough), and an address another account uses is
+    refused (AccountError `email_taken`, 409) with a message that names no account. Returns the normalised address.
+    """
+    if not user.check_password(password):
+        raise AccountError("The current password is incorrect.", code="wrong_password")
+    new_email = normalize_email(new_email)
+    if new_email == user.email:
+        raise AccountError("This is already your login email.", code="same_email")
+    if email_taken(new_email, user):
+        raise AccountError(EMAIL_TAKEN_MESSAGE, code="email_taken", status=409)
+    link = external_url("account.confirm_email_change", token=email_change_token(user, new_email))
+    key = secrets.token_hex(8)
+    old_email, minutes = user.email, EMAIL_CHANGE_MAX_AGE // 60
+    mail.queue_mail(
+        "email_change",
+        key,
+        user,
+        recipient=new_email,
+        link=link,
+        old_email=old_email,
+        new_email=new_email,
+        minutes=minutes,
+    )
+    mail.queue_mail(
+        "email_change_notice",
+        key,
+        user,
+        account_url=external_url("account.show_account"),
+        old_email=old_email,
+        new_email=new_email,
+        minutes=minutes,
+    )
+    record("user.email_change_requested", user.id)
+    db.session.commit()
+    mail.request_delivery()
+    return new_email
+
+
+def email_change_from_token(token: str) -> tuple[User, str]:
+    """The (locked) user and new address a change link is for, while it is under an hour old and the user's login
+    email and password are still the ones it was made for; AccountError (`invalid_link`) otherwise."""
+    try:
+        data = serializer(EMAIL_CHANGE_SALT).loads(token, max_age=EMAIL_CHANGE_MAX_AGE)
+    except BadData:
+        data = None
+    user = user_from_token_data(data)
+    if user is not None:
+        db.session.refresh(user, with_for_update=True)
+    if (
+        user is None
+        or not isinstance(data.get("to"), str)
+        or data.get("from") != user.email
+        or not secrets.compare_digest(str(data.get("password")), password_fingerprint(user))
+    ):
+        db.session.rollback()
+        raise AccountError("This link is invalid, used or expired: ask for the change again.", code="invalid_link")
+    return user, data["to"]
+
+
+def confirm_email_change(token: str, keep_session: str | None = None) -> User:
+    """Make the address a change link was mailed to the user's login email (and their Stripe customer's email).
+
+    Opening the link proves the address, so it counts as verified. Stripe is asked first: when it cannot be
+    reached nothing changes, and the link (still valid) can be opened again. Every session and API token of the
+    user but `keep_session` ends, as a password change does: the login identity changed, and a session someone
+    opened with the old one must not outlive it.
+    """
+    user, new_email = email_change_from_token(token)
+    if email_taken(new_email, user):
+        db.session.rollback()
+        raise AccountError(EMAIL_TAKEN_MESSAGE, code="email_taken", status=409)
+    if user.stripe_customer_id:
+        update_customer_email(
+            user, user.stripe_customer_id, new_email, idempotency_key=f"customer-email-{user.id}-{token[-16:]}"
+        )
+    return switch_login_email(user, new_email, keep_session)
+
+
+def update_customer_email(user: User, customer_id: str, new_email: str, idempotency_key: str) -> None:
+    """Give the user's Stripe customer the new address, before the login email changes (the row stays locked).
+
+    A customer Stripe no longer has is no reason to refuse (there is nothing to update); Stripe out of reach is:
+    the change is rolled back with a message, and the link, still valid, can be opened again.
+    """
+    try:
+        customer = stripe_gateway.update_customer_email(customer_id, new_email, idempotency_key=idempotency_key)
+    except stripe_gateway.StripeObjectMissing:
+        log.warning("email_change_customer_missing", user_id=user.id, customer=customer_id)
+        return
+    except DomainError:
+        db.session.rollback()
+        raise AccountError(
+            "Billing could not be updated just now, so your email is unchanged: open the link again in a few minutes.",
+            code="billing_unavailable",
+            status=503,
+        ) from None
+    user.billing_email = customer.get("email") or new_email
+
+
+def switch_login_email(user: User, new_email: str, keep_session: str | None) -> User:
+    """Store the new login email as verified, end the other sessions, audit, commit."""
+    user.email = new_email
+    try:
+        db.session.flush()
+    except IntegrityError:  # an account took the address since the check
+        db.session.rollback()
+        raise AccountError(EMAIL_TAKEN_MESSAGE, code="email_taken", status=409) from None
+    row = db.session.get(VerifiedEmail, user.id)
+    if row is None:
+        db.session.add(VerifiedEmail(user_id=user.id, email=new_email, verified_at=utcnow()))
+    else:
+        row.email, row.verified_at = new_email, utcnow()
+    sessions.revoke_all(user.id, "email_changed", keep=keep_session)
+    record("user.email_changed", user.id, source="verified_link")
+    db.session.commit()
+    return user

@@ -16,7 +16,7 @@ from app.services.queries import live_subscription
 from app.services.signals import SyncResult, commit_billing
 from app.services.stripe_gateway import id_of
 from app.services.subscriptions import SubscriptionError
-from app.services.sync import sync_customer, sync_customer_in_transaction
+from app.services.sync import apply_billing_contact, sync_customer, sync_customer_in_transaction
 from app.urls import external_url
 
 log = get_logger(__name__)
@@ -56,6 +56,7 @@ def ensure_customer(user_id: int) -> str:
         user.email, {"user_id": str(user.id)}, idempotency_key=f"customer-create-{user.id}"
     )
     user.stripe_customer_id = customer["id"]
+    apply_billing_contact(user, customer)  # the customer starts with the login email as its billing email
     audit.record("customer.created", user.id, customer=customer["id"])
     db.session.commit()
     return customer["id"]

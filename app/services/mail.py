@@ -40,18 +40,23 @@ SUBJECTS = {
     "verify_email": "Confirm your email for Smart Strategies Builder",
     "alert_signal": "{side} signal: {strategy} on {bar}",
     "alert_digest": "Your alerts digest: {signals}",
+    "email_change": "Confirm your new email for Smart Strategies Builder",
+    "email_change_notice": "A change of your Smart Strategies Builder login email was requested",
 }
 
 
-def queue_mail(kind: str, dedupe_key: str, user: User, **context) -> None:
-    """Add a mail to the outbox in the current transaction; a second call with the same key adds nothing."""
+def queue_mail(kind: str, dedupe_key: str, user: User, recipient: str | None = None, **context) -> None:
+    """Add a mail to the outbox in the current transaction; a second call with the same key adds nothing.
+
+    It goes to the user's login email unless `recipient` names another address (the new one of an email change).
+    """
     subject = SUBJECTS[kind].format(**{k: v for k, v in context.items() if isinstance(v, str)})
     body = render_template(f"mail/{kind}.txt", user=user, **context)
     values = {
         "dedupe_key": dedupe_key,
         "kind": kind,
         "user_id": user.id,
-        "recipient": user.email,
+        "recipient": recipient or user.email,
         "subject": subject,
         "body": body,
         "status": "pending",

@@ -236,6 +236,13 @@ def update_customer(customer_id: str, params: dict[str, Any]) -> dict[str, Any]:
     return to_dict(stripe_request("customers.update", customer_id, params=params))
 
 
+def update_customer_email(customer_id: str, email: str, idempotency_key: str) -> dict[str, Any]:
+    """Set the customer's email to the user's new login email, once the user proved to own it (once per key)."""
+    return to_dict(
+        stripe_request("customers.update", customer_id, params={"email": email}, **idempotent(idempotency_key))
+    )
+
+
 def create_customer(email: str, metadata: dict[str, str], idempotency_key: str) -> dict[str, Any]:
     """Create the user's customer, once per idempotency key."""
     return to_dict(

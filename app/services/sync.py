@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.logging import get_logger
-from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription
+from app.models import ACCESS_STATUSES, BILLING_EMAIL_LENGTH, SubscriptionPlan, User, UserSubscription
 from app.services import audit, stripe_gateway
 from app.services.catalog import plan_by_name, plan_for_price
 from app.services.mail import billing_url, queue_mail
@@ -173,7 +173,43 @@ def link_customer(customer: dict[str, Any], user_id: Any, lock: bool = True) -> 
     if user.stripe_customer_id is None:
         user.stripe_customer_id = customer["id"]
         audit.record("customer.linked", user.id, customer=customer["id"])
+    apply_billing_contact(user, customer)
     return user
+
+
+#: The longest name `users.name` holds (Stripe allows 256 characters).
+BILLING_NAME_LENGTH = 255
+
+
+def contact_value(customer: dict[str, Any], key: str, max_length: int) -> str | None:
+    """A customer's `email` or `name` as we keep it: a string, trimmed, None when empty, unset or too long."""
+    value = customer.get(key)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if value and len(value) <= max_length else None
+
+
+def apply_billing_contact(user: User, customer: dict[str, Any]) -> list[str]:
+    """Copy the customer's email and name into the user's billing contact; the fields that changed.
+
+    Only `billing_email` and `name` are written, never the login email: Stripe's email is whatever the Portal or the
+    Dashboard set, unverified, so it is stored as Stripe holds it (even one that is not a valid address: it is
+    Stripe's data, shown as such) and never logged in with. A key missing from the object (an id-only reference)
+    leaves its field as it is; an explicit null clears it.
+    """
+    changed = []
+    if "email" in customer:
+        email = contact_value(customer, "email", BILLING_EMAIL_LENGTH)
+        if email != user.billing_email:
+            user.billing_email = email
+            changed.append("email")
+    if "name" in customer:
+        name = contact_value(customer, "name", BILLING_NAME_LENGTH)
+        if name != user.name:
+            user.name = name
+            changed.append("name")
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------------------------

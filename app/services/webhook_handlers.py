@@ -23,6 +23,7 @@ from app.services.mail import billing_url, queue_mail
 from app.services.signals import SyncResult
 from app.services.stripe_gateway import id_of
 from app.services.sync import (
+    apply_billing_contact,
     apply_subscription,
     customer_id_of,
     find_user_for_customer,
@@ -211,7 +212,11 @@ def invoice_subscription_row(user: User, invoice: dict[str, Any]) -> UserSubscri
 
 
 def on_customer_updated(event: dict[str, Any], result: SyncResult) -> None:
-    """Keep the user's email and name in step with the Stripe customer (newest event wins)."""
+    """Keep the user's billing contact (the customer's email and name) in step with Stripe, newest event wins.
+
+    The login email is never touched: the Portal and the Dashboard set any address, unverified, so a customer
+    could otherwise take another person's login. Changing the login email is the account page's verified flow.
+    """
     customer = event["data"]["object"]
     user = db.session.scalar(select(User).where(User.stripe_customer_id == customer["id"]).with_for_update())
     if user is None:
@@ -225,16 +230,8 @@ def on_customer_updated(event: dict[str, Any], result: SyncResult) -> None:
         audit.record("payment_method.updated", user.id, customer=customer["id"])
         metrics.BILLING_PAYMENT_METHOD_UPDATES.inc()
         log.info("payment_method_updated", user_id=user.id)
-    if customer.get("name") != user.name:
-        user.name = customer.get("name")
-    email = (customer.get("email") or "").strip().lower()
-    if email and email != user.email:
-        taken = db.session.scalar(select(User.id).where(User.email == email, User.id != user.id))
-        if taken:
-            log.warning("stripe_customer_email_taken", user_id=user.id)
-        else:
-            audit.record("user.email_changed", user.id, source="stripe")
-            user.email = email
+    if "email" in apply_billing_contact(user, customer):
+        audit.record("customer.email_changed", user.id, customer=customer["id"], source="stripe")
 
 
 def payment_method_changed(event: dict[str, Any]) -> bool:

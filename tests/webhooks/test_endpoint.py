@@ -48,8 +48,8 @@ def test_valid_event_is_recorded_and_applied(seeded, client):
     assert response.get_json() == {"status": "processed", "event_id": "evt_test_1"}
     assert events_in_db(seeded) == {"evt_test_1": ("processed", 1)}
     with seeded.app_context():
-        user = db.session.scalar(sa.select(User))
-        assert (user.email, user.name) == ("new@example.com", "N")
+        user = db.session.scalar(sa.select(User))  # Stripe's email is the billing email, never the login
+        assert (user.email, user.billing_email, user.name) == ("old@example.com", "new@example.com", "N")
 
 
 def test_duplicate_is_answered_without_side_effects(seeded, client, redis_url):
@@ -64,7 +64,7 @@ def test_duplicate_is_answered_without_side_effects(seeded, client, redis_url):
     )
     assert second.status_code == 200 and second.get_json()["status"] == "duplicate"
     with seeded.app_context():
-        assert db.session.scalar(sa.select(User.email)) == "new@example.com"
+        assert db.session.scalar(sa.select(User.billing_email)) == "new@example.com"
     assert events_in_db(seeded) == {"evt_test_1": ("processed", 1)}
 
 
@@ -263,5 +263,6 @@ def test_concurrent_deliveries_process_once(seeded, live_server):
     assert events_in_db(seeded) == {"evt_race": ("processed", 1)}
     with seeded.app_context():
         assert (
-            db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "user.email_changed")) == 1
+            db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "customer.email_changed"))
+            == 1
         )

@@ -67,12 +67,13 @@ def test_the_guides_events_in_stripes_documented_shapes(app, client):
             "subscription.activated",
             "checkout.completed",
             "payment.succeeded",
-            "user.email_changed",
+            "customer.email_changed",
             "subscription.cancel_scheduled",
             "subscription.canceled",
         ]
         user = db.session.get(User, user_id)
-        assert (user.email, user.name) == ("jenny.rosen@example.com", "Jenny Rosen")
+        assert (user.billing_email, user.name) == ("jenny.rosen@example.com", "Jenny Rosen")
+        assert user.email == "jennyrosen@example.com"  # the login email is never Stripe's
         kinds = list(db.session.scalars(sa.select(MailOutbox.kind).order_by(MailOutbox.id)))
         assert kinds == ["subscription_activated", "cancellation_scheduled", "subscription_ended"]
         assert db.session.scalar(sa.select(sa.func.count(StripeEvent.id))) == 7
