@@ -568,8 +568,15 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     for index, customer in enumerate(customers):
         group_of[customer.customer_id] = next(g for g, end in enumerate(bounds) if index < end)
     groups: list[list[str]] = [[] for _ in bounds]
+    without_customer = 0
     for event in events:
-        groups[group_of[history.customer_of(event)]].append(history.body_of(event))
+        customer = history.customer_of(event)
+        if customer not in group_of:  # an object naming none of the generated customers: nobody's history
+            without_customer += 1
+            continue
+        groups[group_of[customer]].append(history.body_of(event))
+    if without_customer:
+        log(f"history: {without_customer} events name none of the generated customers; left out")
     warmup, main_bodies, growth_bodies = groups[0], groups[1], groups[2:]
     sizes_kb = [len(b.encode()) / 1024 for b in main_bodies]
     mix: dict[str, int] = {}
