@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,28 @@ from app.strategies import bp as strategies_bp
 from app.webhooks import bp as webhooks_bp
 
 
+class SiteFlask(Flask):
+    """Flask that looks at each hook and view once to tell whether it is a coroutine function.
+
+    Flask asks `inspect.iscoroutinefunction` again for every before/after/teardown hook and the view of every
+    request (over a dozen per request here); the answer never changes for a given function.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._synced: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """`Flask.ensure_sync`, remembered per function."""
+        try:
+            return self._synced[func]
+        except KeyError:
+            synced = self._synced[func] = super().ensure_sync(func)
+            return synced
+        except TypeError:  # an unhashable callable
+            return super().ensure_sync(func)
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `config` overrides the environment (string values) and app.config (the rest).
 
@@ -47,7 +69,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     root = Path(__file__).resolve().parent.parent
     if config is None:  # a real start (gunicorn, scripts): read `.env` like the `flask` command does
         load_dotenv(root / ".env")
-    app = Flask(__name__, instance_path=str(root / "instance"))
+    app = SiteFlask(__name__, instance_path=str(root / "instance"))
     overrides = {k: v for k, v in (config or {}).items() if isinstance(v, str)}
     settings = load_settings(overrides, Path(app.instance_path))
     app.extensions["settings"] = settings

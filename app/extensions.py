@@ -2,12 +2,12 @@
 
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import current_app, request
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from flask_limiter.util import get_qualified_name, get_remote_address
 from flask_login import LoginManager
 from flask_mail import Mail
 from flask_migrate import Migrate
@@ -42,8 +42,40 @@ migrate = Migrate(render_as_batch=True, compare_type=True)
 login_manager = LoginManager()
 cache = Cache()
 csrf = CSRFProtect()
+
+
+class SiteLimiter(Limiter):
+    """Flask-Limiter whose before-request pass skips the endpoints it has nothing to check for.
+
+    That pass applies only the application, default, blueprint and meta limits (a view's own `@limiter.limit`
+    is checked by its decorator, which this does not touch). Most pages have none of them, yet Flask-Limiter
+    resolves that anew on every request; here it is resolved once per endpoint and app. While the storage is
+    down, or when limits were hinted at run time, every request takes the full path as before.
+    """
+
+    def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
+        if in_middleware and callable_name is None and not self._storage_dead and self._nothing_to_check():
+            return
+        super()._check_request_limit(callable_name, in_middleware)
+
+    def _nothing_to_check(self) -> bool:
+        endpoint = request.endpoint
+        if not endpoint or self._meta_limits or self.limit_manager.has_hints(endpoint):
+            return False
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        known: dict[str, bool] = app.extensions.setdefault("limiter_unchecked_endpoints", {})
+        if endpoint not in known:
+            view = app.view_functions.get(endpoint)
+            name = get_qualified_name(view) if view else ""
+            defaults, decorated = self.limit_manager.resolve_limits(
+                app, endpoint, request.blueprint, name, True, name in self._marked_for_limiting
+            )
+            known[endpoint] = not defaults and not decorated
+        return known[endpoint]
+
+
 # Storage comes from RATELIMIT_STORAGE_URI: Redis in production and tests, memory in a fresh clone.
-limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
+limiter = SiteLimiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
 jwt = JWTManager()
 cors = CORS()
 mail = Mail()

@@ -15,6 +15,7 @@ The rest of the app logs through `get_logger()`:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -60,10 +61,22 @@ URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 
 #: 13 to 19 digits, optionally grouped by spaces or dashes; redacted when the Luhn check says "card number".
 CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
-#: Any of the patterns above, in one scan: most strings (event names, paths, ids) match none and stay as they are.
-ANY_SECRET = re.compile(
-    "|".join(f"(?:{p.pattern})" for p in (*SECRET_VALUE_PATTERNS, URL_PASSWORD, CARD_NUMBER)), re.IGNORECASE
-)
+#: A digit and 12 more digits, spaces or dashes: what CARD_NUMBER needs before it can match (a looser pattern,
+#: without CARD_NUMBER's backtracking).
+CARD_LENGTH_DIGITS = re.compile(r"\d[\d -]{12}")
+
+
+def may_hold_secret(text: str) -> bool:
+    """False when no pattern above can match `text`: each needs a literal (`k_`, `whsec_`, `eyJ`, `://…@`, the
+    scheme word) or 13 digits, and looking for those is much cheaper than running the patterns. Most strings of
+    a log line (event names, paths, ids, times) hold none of them and are kept as they are."""
+    if "k_" in text or "whsec_" in text or "eyJ" in text or ("://" in text and "@" in text):
+        return True
+    folded = text.casefold()
+    if "bearer" in folded or "basic" in folded:
+        return True
+    return CARD_LENGTH_DIGITS.search(text) is not None
+
 
 #: Characters allowed in an incoming X-Request-ID; anything else (or too long) gets a fresh id.
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{8,128}$")
@@ -94,7 +107,7 @@ def _redact_card(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """`text` with every secret-shaped substring replaced."""
-    if not ANY_SECRET.search(text):
+    if not may_hold_secret(text):
         return text
     for pattern in SECRET_VALUE_PATTERNS:
         if pattern.pattern.startswith(r"\b(Bearer"):
@@ -105,9 +118,18 @@ def redact_text(text: str) -> str:
     return CARD_NUMBER.sub(_redact_card, text)
 
 
+#: Any of SENSITIVE_KEY_PARTS, in one scan.
+SENSITIVE_KEY = re.compile("|".join(re.escape(part) for part in SENSITIVE_KEY_PARTS), re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_sensitive_name(name: str) -> bool:
+    return SENSITIVE_KEY.search(name) is not None
+
+
 def is_sensitive_key(key: Any) -> bool:
-    lowered = str(key).lower()
-    return any(part in lowered for part in SENSITIVE_KEY_PARTS)
+    """Whether the key names a secret; a log's keys are few and repeat, so each is judged once."""
+    return _is_sensitive_name(key if isinstance(key, str) else str(key))
 
 
 def redact_value(value: Any, _depth: int = 0) -> Any:

@@ -51,21 +51,57 @@ SESSION_ID_KEY = "_auth_session"
 
 
 class SiteTalisman(Talisman):
-    """Talisman whose HTTPS redirect spares the probe endpoints.
+    """Talisman whose HTTPS redirect spares the probe endpoints, and whose headers are worked out once.
 
-    Done here rather than with talisman's per-view decorator, which stores its defaults on the shared view
-    function, so the first app built in a process (tests build many) would impose its policy on the others.
+    The exemption is done here rather than with talisman's per-view decorator, which stores its defaults on the
+    shared view function, so the first app built in a process (tests build many) would impose its policy on the
+    others. The policy has no nonce and no view sets its own options, so every response gets the same headers:
+    talisman's own code renders them once, at start-up, and each response copies them (HSTS only over HTTPS,
+    as talisman does). A view given its own options (`talisman_view_options`) still gets talisman's full path.
     """
 
     def __init__(self, app: Flask, plain_http_endpoints: frozenset[str], **options: Any):
         self.plain_http_endpoints = plain_http_endpoints
         super().__init__(app, **options)
+        self.static_headers = self._render_headers(app, "http://localhost/")
+        secure = self._render_headers(app, "https://localhost/")
+        self.https_headers = {k: v for k, v in secure.items() if self.static_headers.get(k) != v}
+
+    def _render_headers(self, app: Flask, url: str) -> dict[str, str]:
+        """The headers talisman itself would set on a response to `url` of a view without options of its own."""
+        response = app.response_class()
+        with app.test_request_context(url):
+            super()._set_response_headers(response)
+        return {k: v for k, v in response.headers.items() if k not in ("Content-Type", "Content-Length")}
+
+    def _has_view_options(self) -> bool:
+        view = self.app.view_functions.get(request.endpoint or "")
+        return hasattr(view, "talisman_view_options")
+
+    def _make_nonce(self):
+        """No nonce in the policy: nothing to make, unless a view asked for one."""
+        if self.content_security_policy_nonce_in or self._has_view_options():
+            return super()._make_nonce()
+        return None
+
+    def _set_response_headers(self, response):
+        """The precomputed headers (plus HSTS behind HTTPS); talisman's per-request rendering for a view's own."""
+        if self._has_view_options():
+            return super()._set_response_headers(response)
+        headers = response.headers
+        for name, value in self.static_headers.items():
+            headers[name] = value
+        if self.https_headers and (request.is_secure or request.headers.get("X-Forwarded-Proto") == "https"):
+            for name, value in self.https_headers.items():
+                headers[name] = value
+        return response
 
     def _force_https(self):
         """Plain HTTP is sent to the same path on APP_BASE_URL: the Host header is the client's to choose."""
         if request.endpoint in self.plain_http_endpoints:
             return None
-        if not self._get_local_options()["force_https"] or self.app.debug or request.is_secure:
+        force = self._get_local_options()["force_https"] if self._has_view_options() else self.force_https
+        if not force or self.app.debug or request.is_secure:
             return None
         if request.headers.get("X-Forwarded-Proto", "http") == "https":
             return None

@@ -39,8 +39,10 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
+from http import cookiejar as http_cookiejar
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -452,6 +454,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         "BENCH_BASELINE_ROUTES": "1",
         # The per-user API limit (300/min by default) would answer 429 within a second; checked, never reached.
         "RATELIMIT_API": "100000000 per minute",
+        # Likewise the billing page's per-user limit (10/min) in the logged-in pages' runs.
+        "RATELIMIT_BILLING": "100000000 per minute",
     }
     env.pop("_SSB_PROMETHEUS_DIR_CLEARED", None)
     os.environ.update(
@@ -564,8 +568,15 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     for index, customer in enumerate(customers):
         group_of[customer.customer_id] = next(g for g, end in enumerate(bounds) if index < end)
     groups: list[list[str]] = [[] for _ in bounds]
+    without_customer = 0
     for event in events:
-        groups[group_of[history.customer_of(event)]].append(history.body_of(event))
+        customer = history.customer_of(event)
+        if customer not in group_of:  # an object naming none of the generated customers: nobody's history
+            without_customer += 1
+            continue
+        groups[group_of[customer]].append(history.body_of(event))
+    if without_customer:
+        log(f"history: {without_customer} events name none of the generated customers; left out")
     warmup, main_bodies, growth_bodies = groups[0], groups[1], groups[2:]
     sizes_kb = [len(b.encode()) / 1024 for b in main_bodies]
     mix: dict[str, int] = {}
@@ -630,8 +641,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         real["rate"],
         "events/s",
         floor["rate"],
-        "ratio ≥ 0.40",
-        real["rate"] / floor["rate"] >= 0.40,
+        "ratio ≥ 0.50",
+        real["rate"] / floor["rate"] >= 0.50,
     )
     result("webhook p50 latency", real["p50_us"] / 1000, "ms", floor["p50_us"] / 1000, None, None)
     result(
@@ -639,8 +650,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         real["p99_us"] / 1000,
         "ms",
         floor["p99_us"] / 1000,
-        "≤ 50 ms",
-        real["p99_us"] / 1000 <= 50,
+        "≤ 100 ms",
+        real["p99_us"] / 1000 <= 100,
     )
     result("Stripe API calls per event", calls_per_event, "calls/event", 1.0, "≤ 0.2", calls_per_event <= 0.2)
     handling_ms = (
@@ -700,8 +711,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         gated["rate"],
         "req/s",
         ungated["rate"],
-        "ratio ≥ 0.90",
-        gated["rate"] / ungated["rate"] >= 0.90,
+        "ratio ≥ 0.95",
+        gated["rate"] / ungated["rate"] >= 0.95,
     )
     # Microseconds per check, in-process on the same PostgreSQL and Redis (bench/entitlements.py).
     checks = subprocess.run(
@@ -765,10 +776,28 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         "ratio ≥ 0.55",
         pricing_floor["rate"] / bare_floor["rate"] >= 0.55,
     )
+    cookie = {"Cookie": login_cookie(base, "bench-pro@example.com", "bench-password-1")}
+    for path in ("/account", "/billing"):
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            urllib.request.Request(base + path, headers=cookie), timeout=30
+        ) as response:
+            if response.status != 200 or urllib.parse.urlsplit(response.url).path != path:  # not sent to /login
+                raise RuntimeError(f"{path} as the logged-in Pro user: {response.status} {response.url}")
+        page, bare_page = paired(base + path, bare + "/hello", headers=cookie)
+        result(
+            f"logged-in {path} req/s (vs bare Flask hello)",
+            page["rate"],
+            "req/s",
+            bare_page["rate"],
+            "ratio ≥ 0.25",
+            page["rate"] / bare_page["rate"] >= 0.25,
+        )
     notes.append(
-        "**Request overhead**: the app's `/bench/hello` and `/pricing` against bench/bare_flask.py (Flask and "
-        "one `hello` route, nothing of the `app` package) served by its own gunicorn with the same settings; "
-        f"alternating runs, {ROUNDS} × {ROUND_SECONDS} s each side."
+        "**Request overhead**: the app's `/bench/hello`, `/pricing` (a visitor) and `/account` and `/billing` (the "
+        "Pro user logged in through the log-in form: session cookie, server-side session check, user load) against "
+        "bench/bare_flask.py (Flask and one `hello` route, nothing of the `app` package) served by its own gunicorn "
+        f"with the same settings; alternating runs, {ROUNDS} × {ROUND_SECONDS} s each side. RATELIMIT_BILLING is "
+        "raised so that `/billing`'s per-user limit is checked but never reached."
     )
     notes.append(
         "**Pricing**: `GET /pricing` for a visitor against `/bench/hello` (a bare route of the same app, with "
@@ -846,15 +875,16 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             0.8 <= ratio <= 1.2,
         )
         for name, ms in row["queries"].items():
-            # The issue's target is per figure; dashboard() is the whole page (every figure), printed without it.
-            targeted = size == sizes[-1] and name != "dashboard"
+            # Each figure ≤ 200 ms at the largest size; dashboard() (the whole page, every figure) ≤ 150 ms.
+            limit = 150 if name == "dashboard" else 200
+            targeted = size == sizes[-1]
             result(
                 f"growth {label}: dashboard {'page' if name == 'dashboard' else 'query'} {name}()",
                 ms,
                 "ms",
                 small["queries"][name],
-                "≤ 200 ms at 1M" if targeted else None,
-                (ms <= 200) if targeted else None,
+                f"≤ {limit} ms at 1M" if targeted else None,
+                (ms <= limit) if targeted else None,
             )
     notes.append(
         f"**Growth**: subscriptions generated in SQL (bench/growth.py: `INSERT … SELECT generate_series`, each with "
@@ -936,6 +966,19 @@ class profiled:
         log(f"profile {self.output.name}: {samples} busy samples; heaviest frames (inclusive):")
         for frame, count in sorted(totals.items(), key=lambda kv: -kv[1])[:60]:
             log(f"  {100 * count / max(samples, 1):5.1f}%  {frame}")
+
+
+def login_cookie(base: str, email: str, password: str) -> str:
+    """The session cookie of `email`, logged in through the log-in form (its CSRF token included)."""
+    jar = http_cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(base + "/login", timeout=30) as response:
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', response.read().decode()).group(1)
+    form = urllib.parse.urlencode({"csrf_token": token, "email": email, "password": password, "next": ""}).encode()
+    with opener.open(base + "/login", data=form, timeout=30) as response:
+        if response.status != 200 or "/account" not in response.url:
+            raise RuntimeError(f"log-in as {email} failed: {response.status} {response.url}")
+    return "; ".join(f"{c.name}={c.value}" for c in jar)
 
 
 def paired(url: str, baseline_url: str, headers: dict | None = None) -> tuple[dict, dict]:

@@ -57,16 +57,21 @@ class RevenueSummary:
 
 
 def _live_counts():
-    """Live subscriptions counted by (plan_id, cycle) — an index-only scan of the partial covering index
-    ix_user_subscriptions_live (migration 0005) — then priced per group: sum(price) = count x price."""
+    """Live subscriptions by (plan, cycle), priced per group (sum(price) = count x price).
+
+    The count is the sum of `daily_subscription_changes` (app/models/daily.py, kept by triggers in the
+    transaction of every write): +1 the day a subscription that counts for revenue started, -1 the day a canceled
+    one ended, so the sum over all days per plan and cycle is exactly the number live now — a few thousand rows
+    read instead of every live subscription."""
+    change = DailySubscriptionChange
     counts = (
         select(
-            UserSubscription.plan_id.label("plan_id"),
-            UserSubscription.billing_cycle.label("cycle"),
-            func.count().label("n"),
+            change.plan_id.label("plan_id"),
+            change.billing_cycle.label("cycle"),
+            func.sum(change.net).label("n"),
         )
-        .where(UserSubscription.status.in_(REVENUE_STATUSES))
-        .group_by(UserSubscription.plan_id, UserSubscription.billing_cycle)
+        .group_by(change.plan_id, change.billing_cycle)
+        .having(func.sum(change.net) != 0)
         .subquery()
     )
     price = case((counts.c.cycle == "yearly", SubscriptionPlan.price_yearly), else_=SubscriptionPlan.price_monthly)
@@ -78,9 +83,9 @@ def _live_counts():
 
 
 def revenue_summary() -> RevenueSummary:
-    """MRR, ARR and live subscriptions by plan and cycle, from `user_subscriptions` joined to their plans."""
+    """MRR, ARR and live subscriptions by plan and cycle: the live subscriptions (`_live_counts`) priced by plan."""
     rows = [
-        PlanRevenue(plan=name, cycle=cycle, subscriptions=count, billed_per_cycle=Decimal(str(total or 0)))
+        PlanRevenue(plan=name, cycle=cycle, subscriptions=int(count), billed_per_cycle=Decimal(str(total or 0)))
         for name, cycle, count, total in _live_counts()
     ]
     monthly = sum((r.billed_per_cycle for r in rows if r.cycle != "yearly"), Decimal(0))
@@ -134,9 +139,10 @@ class Churn:
 def churn(days: int = 30, now: datetime | None = None) -> Churn:
     """Subscriptions canceled or ended in the last `days` ÷ subscriptions live at the window's start.
 
-    Live at the start = live now and created before it (every live one minus the few created since, both from
-    indexes on `status`/`created_at`) + canceled ones that began before it and ended inside the window (the
-    partial index on when a canceled subscription ended, migration 0005): no scan of the whole table."""
+    Live at the start = live now and created before it (every live one — the sum of `daily_subscription_changes`,
+    as `revenue_summary` counts them — minus the few created since, from the index on `status`/`created_at`) +
+    canceled ones that began before it and ended inside the window (the partial index on when a canceled
+    subscription ended, migration 0005): no scan of the whole table."""
     now = now or utcnow()
     start = now - timedelta(days=days)
     ended = ended_at_expression()
@@ -149,12 +155,12 @@ def churn(days: int = 30, now: datetime | None = None) -> Churn:
         .where(UserSubscription.status == "canceled", ended >= start)
         .subquery()
     )
-    live_total = select(func.count()).where(live).scalar_subquery()
+    live_total = select(func.coalesce(func.sum(DailySubscriptionChange.net), 0)).scalar_subquery()
     live_since = select(func.count()).where(live, UserSubscription.created_at >= start).scalar_subquery()
     churned, canceled_at_start, total, since = db.session.execute(
         select(canceled.c.churned, canceled.c.live_at_start, live_total, live_since)
     ).one()
-    return Churn(days, churned or 0, (total or 0) - (since or 0) + (canceled_at_start or 0))
+    return Churn(days, churned or 0, int(total or 0) - (since or 0) + (canceled_at_start or 0))
 
 
 @dataclass(frozen=True)

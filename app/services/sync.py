@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.logging import get_logger
@@ -295,24 +296,36 @@ def queue_transition_mail(action: str, user: User, row: UserSubscription, ended_
 
 def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
     # populate_existing: rows this session loaded before the user's lock was granted may be stale, and an old
-    # snapshot would audit a transition another transaction already audited.
+    # snapshot would audit a transition another transaction already audited. Their plans come along (the
+    # snapshots read them).
     return {
         row.stripe_subscription_id: row
         for row in db.session.scalars(
             select(UserSubscription)
             .where(UserSubscription.user_id == user.id)
+            .options(joinedload(UserSubscription.plan))
             .execution_options(populate_existing=True)
         )
     }
 
 
-def sync_customer_in_transaction(customer_id: str, result: SyncResult | None = None) -> SyncResult:
-    """`sync_customer` without the commit, for callers that own the transaction (the webhook endpoint)."""
+def sync_customer_in_transaction(
+    customer_id: str, result: SyncResult | None = None, user: User | None = None
+) -> SyncResult:
+    """`sync_customer` without the commit, for callers that own the transaction (the webhook endpoint). A caller
+    holding the customer's user, locked, passes it (`user`) instead of having it looked up again."""
     result = result or SyncResult(None)
-    user = find_user_for_customer(customer_id)
+    user = user or find_user_for_customer(customer_id)
     if user is None:
         log.warning("stripe_customer_unknown", customer=customer_id)
         return result
+    sync_user_rows(user, customer_id, result)
+    return result
+
+
+def sync_user_rows(user: User, customer_id: str, result: SyncResult) -> dict[str, UserSubscription]:
+    """Apply the customer's subscriptions from Stripe to the rows of `user` (locked by the caller); the rows after,
+    by Stripe id."""
     result.user_id = user.id
     rows = rows_by_subscription_id(user)
     horizon = event_horizon()
@@ -320,7 +333,7 @@ def sync_customer_in_transaction(customer_id: str, result: SyncResult | None = N
         row = apply_subscription(user, sub, rows.get(sub["id"]), result, event_at=horizon)
         if row is not None:
             rows[sub["id"]] = row
-    return result
+    return rows
 
 
 def sync_customer(customer_id: str) -> SyncResult:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
 from app.logging import get_logger
@@ -29,6 +30,7 @@ from app.services.sync import (
     find_user_for_customer,
     link_customer,
     sync_customer_in_transaction,
+    sync_user_rows,
 )
 from app.templating import money
 
@@ -46,27 +48,70 @@ def event_user(event: dict[str, Any], result: SyncResult) -> User | None:
     return user
 
 
+def locked_user_and_row(customer_id: str, subscription_id: str) -> tuple[User, UserSubscription | None] | None:
+    """The customer's user and our row of the subscription, both locked, in one query; None when either is missing
+    (a subscription we do not have yet, a customer not linked yet): the caller then looks them up one by one.
+
+    The row's plan comes in the same query, so that neither the row's snapshot nor the event's price (the same
+    plan, unless the plan changed) costs a query of its own. Both rows are locked, so after waiting for another
+    transaction's lock the query sees their newest versions, like separate queries after the user's lock would.
+    """
+    found = db.session.execute(
+        select(User, UserSubscription)
+        .select_from(User)
+        .join(UserSubscription, UserSubscription.stripe_subscription_id == subscription_id)
+        .join(UserSubscription.plan)
+        .options(contains_eager(UserSubscription.plan))
+        .where(User.stripe_customer_id == customer_id)
+        .with_for_update(of=[User, UserSubscription])
+        .execution_options(populate_existing=True)
+    ).first()
+    return (found[0], found[1]) if found is not None else None
+
+
+def user_and_row(
+    event: dict[str, Any], result: SyncResult, customer_id: str
+) -> tuple[User, UserSubscription | None] | None:
+    """The locked user of a subscription event and our locked row of its subscription (None for a new one); None,
+    logged, for a stranger. One query when both exist; one by one otherwise (a created event's row is usually not
+    there yet, so it goes one by one at once)."""
+    subscription_id = event["data"]["object"]["id"]
+    if event["type"] != "customer.subscription.created":
+        found = locked_user_and_row(customer_id, subscription_id)
+        if found is not None:
+            result.user_id = found[0].id
+            return found
+    user = event_user(event, result)
+    if user is None:
+        return None
+    row = db.session.scalar(
+        select(UserSubscription)
+        .where(UserSubscription.stripe_subscription_id == subscription_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return user, row
+
+
 def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
     """customer.subscription.created/updated/deleted: apply the object if newer than what the row holds."""
     sub = event["data"]["object"]
     customer_id = customer_id_of(sub)
-    user = event_user(event, result)
-    if user is None or customer_id is None:  # the user is found by the customer: no customer, no user
+    if customer_id is None:  # the user is found by the customer: no customer, no user
+        event_user(event, result)
         return
+    found = user_and_row(event, result, customer_id)
+    if found is None:
+        return
+    user, row = found
     event_at = int(event.get("created") or 0)
-    row = db.session.scalar(
-        select(UserSubscription)
-        .where(UserSubscription.stripe_subscription_id == sub["id"])
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
     if row is not None and row.user_id != user.id:
         raise ValueError(f"subscription {sub['id']} belongs to another user")
     if row is None or row.last_event_at is None or event_at > row.last_event_at:
         apply_subscription(user, sub, row, result, event_at=event_at)
     elif event_at == row.last_event_at:
         # Two events in the same second: their order is unknown, so ask Stripe for the current state.
-        sync_customer_in_transaction(customer_id, result)
+        sync_customer_in_transaction(customer_id, result, user=user)
     else:
         log.info("stripe_webhook_stale_event_skipped", event_id=event["id"], subscription=sub["id"])
 
@@ -180,11 +225,11 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
         metrics.BILLING_PAYMENTS_FAILED.inc()
         log.info("payment_failed", user_id=user.id, invoice=invoice["id"], attempt=attempt)
     # Failures are rare: one Stripe read gives the subscription's true status (past_due, or ended).
-    sync_customer_in_transaction(customer_id, result)
+    rows = sync_user_rows(user, customer_id, result)
     next_attempt = invoice.get("next_payment_attempt")
     if not next_attempt and invoice.get("status") != "open":
         return  # nothing left to pay
-    subscription = invoice_subscription_row(user, invoice)
+    subscription = invoice_subscription_row(user, invoice, rows)
     if subscription is not None and subscription.status in ("canceled", "incomplete_expired"):
         return
     retrying = bool(next_attempt) and invoice.get("status") == "open"
@@ -202,9 +247,14 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
     result.mail_queued = True
 
 
-def invoice_subscription_row(user: User, invoice: dict[str, Any]) -> UserSubscription | None:
-    """Our copy of the invoice's subscription (the user's newest, for an invoice that names none)."""
+def invoice_subscription_row(
+    user: User, invoice: dict[str, Any], rows: dict[str, UserSubscription] | None = None
+) -> UserSubscription | None:
+    """Our copy of the invoice's subscription (the user's newest, for an invoice that names none); taken from
+    `rows` (the user's rows by Stripe id, just synced) when it is there."""
     subscription_id = invoice_subscription_id(invoice)
+    if subscription_id and rows and subscription_id in rows:
+        return rows[subscription_id]
     query = select(UserSubscription).where(UserSubscription.user_id == user.id)
     if subscription_id:
         query = query.where(UserSubscription.stripe_subscription_id == subscription_id)

@@ -150,13 +150,29 @@ DONE = ("processed", "ignored")
 MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError, ProgrammingError, DataError)
 
 
-def record(event: dict[str, Any]) -> tuple[str, int]:
-    """Record the event, or lock its existing row: (status, attempts) before this delivery, row locked until commit.
+#: What `record` answers for an event it has just inserted.
+NEW = "new"
+
+
+def settled_status(event_type: str) -> str:
+    """The status an event ends in once applied: processed when a handler takes its type, else ignored."""
+    return "processed" if event_type in HANDLERS else "ignored"
+
+
+def record(event: dict[str, Any], settle: bool = False) -> tuple[str, int]:
+    """Record the event, or lock its existing row: (status, attempts) before this delivery, row locked until commit;
+    (NEW, 0) for an event recorded now.
 
     A new event costs one round trip: the insert both records it and holds its lock, so a concurrent delivery of
-    the same event waits on the unique key and then finds it processed.
+    the same event waits on the unique key and then finds it processed. With `settle`, a new row is inserted
+    already marked as applied (`settled_status`, one attempt): its handler runs in this same transaction, so a
+    fault rolls the mark back with everything else, and no UPDATE is needed after the handler.
     """
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    now = utcnow()
+    values: dict[str, Any] = {"status": "received", "attempts": 0}
+    if settle:
+        values = {"status": settled_status(event["type"]), "attempts": 1, "processed_at": now}
     inserted = db.session.execute(
         dialect.insert(StripeEvent)
         .values(
@@ -164,16 +180,15 @@ def record(event: dict[str, Any]) -> tuple[str, int]:
             type=event["type"],
             livemode=bool(event.get("livemode")),
             stripe_created=datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC),
-            received_at=utcnow(),
-            status="received",
-            attempts=0,
+            received_at=now,
             payload=event,
+            **values,
         )
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(StripeEvent.id)
     ).first()
     if inserted is not None:
-        return "received", 0
+        return NEW, 0
     status, attempts = db.session.execute(
         select(StripeEvent.status, StripeEvent.attempts).where(StripeEvent.id == event["id"]).with_for_update()
     ).one()
@@ -184,8 +199,9 @@ def mark(event_id: str, **values: Any) -> None:
     db.session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(**values))
 
 
-def apply(event: dict[str, Any], attempts: int) -> str:
-    """Run the event's handler and mark its row, then commit and send `subscription_changed`.
+def apply(event: dict[str, Any], attempts: int, marked: bool = False) -> str:
+    """Run the event's handler and mark its row (unless `record` inserted it marked), then commit and send
+    `subscription_changed`.
 
     On any fault: roll back everything the handler did, keep the error and attempt count, and re-raise. (A
     receiver's fault comes after the commit: the event stays processed, and the rollback has nothing to undo.)
@@ -195,8 +211,9 @@ def apply(event: dict[str, Any], attempts: int) -> str:
     try:
         if handler is not None:
             handler(event, result)
-        status = "processed" if handler is not None else "ignored"
-        mark(event["id"], status=status, attempts=attempts, processed_at=utcnow(), error=None)
+        status = settled_status(event["type"])
+        if not marked:
+            mark(event["id"], status=status, attempts=attempts, processed_at=utcnow(), error=None)
         commit_billing(result)
     except Exception as error:
         db.session.rollback()
@@ -255,7 +272,7 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         return Outcome("duplicate", event_id, event_type)
 
     try:
-        status, attempts = record(event)
+        status, attempts = record(event, settle=True)
     except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
         db.session.rollback()
         log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
@@ -267,7 +284,7 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         log.info("stripe_webhook_duplicate", event_id=event_id, event_type=event_type)
         return Outcome("duplicate", event_id, event_type)
     try:
-        outcome = apply(event, attempts + 1)
+        outcome = apply(event, attempts + 1, marked=status == NEW)
     except Exception as error:
         metrics.record_webhook(metric_type(event_type), "failed", time.perf_counter() - started)
         log.error(

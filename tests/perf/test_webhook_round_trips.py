@@ -1,7 +1,7 @@
 """Database round trips per webhook on the common path, counted on the engine: statements sent, plus commits.
 
 Counted up to the request's commit (mail delivery comes after the response, or in the worker). The floor (verify
-and insert) is one; the target is five. Today's counts are the ceilings here, so that none grows unnoticed; the
+and insert) is one; the target is five. Each event's count is its ceiling here, so that none grows unnoticed; the
 statement list printed on failure says where they go. Stripe's documented payloads are posted signed through the
 app's real endpoint; the first delivery of each event is counted.
 """
@@ -14,18 +14,22 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.services.catalog import seed_plans_from_config
+from app.services.catalog import catalog, seed_plans_from_config
 from tests.factories import UserFactory
 from tests.webhooks.signing import post_event
 from tests.webhooks.test_stripe_docs_events import CUSTOMER, DOCS_PRICE, load
 
-#: Round trips per event today (statements and the commit), each a ceiling; the target is 5 for every one.
+#: Round trips per event (statements and the commit), each a ceiling. The event's row is inserted already marked
+#: (no UPDATE after the handler), and a subscription event reads its user, row and plan in one locked query. What
+#: is left above 5: a subscription's audit entry, its row and its mail are three writes to three tables, and a
+#: new subscription (created) also reads its plan and upserts the user's conversion; a failed payment reads
+#: Stripe's state into the user's rows.
 CEILINGS = {
-    "customer.subscription.created": 12,
-    "invoice.payment_succeeded": 6,
-    "customer.subscription.updated": 9,
-    "invoice.payment_failed": 11,
-    "customer.subscription.deleted": 9,
+    "customer.subscription.created": 9,
+    "invoice.payment_succeeded": 5,
+    "customer.subscription.updated": 6,
+    "invoice.payment_failed": 7,
+    "customer.subscription.deleted": 6,
 }
 
 
@@ -37,7 +41,7 @@ def round_trips(app):
         engine = db.engine
 
     def statement(conn, cursor, text, params, context, executemany):
-        sent.append(text.split("\n", 1)[0][:90])
+        sent.append(text.replace("\n", " ")[:400])
 
     def commit(conn):
         sent.append("COMMIT")
@@ -62,7 +66,9 @@ def docs_customer(app):
 
 def test_each_common_event_stays_within_its_round_trips(docs_customer, client):
     secret = docs_customer.config["STRIPE_WEBHOOK_SECRET"]
-    post_event(client, load("customer.updated"), secret)  # warms the pool and the plan cache
+    post_event(client, load("customer.updated"), secret)  # warms the pool
+    with docs_customer.app_context():
+        catalog()  # the plan cache, as a running app has it
     costs = {}
     for name in CEILINGS:
         with round_trips(docs_customer) as sent:
@@ -71,4 +77,4 @@ def test_each_common_event_stays_within_its_round_trips(docs_customer, client):
     over = {name: sent for name, sent in costs.items() if len(sent) > CEILINGS[name]}
     for name, sent in costs.items():
         print(name, len(sent), *sent, sep="\n  ")
-    assert over == {}
+    assert over == {}, "FORCE"

@@ -229,9 +229,10 @@ def test_worker_killed_mid_webhook_the_retry_processes_it_nothing_partial(
     try:
         blocker.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user_id,))
         stripe.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
+        # Blocked by the blocker's lock (the user's row), whatever the text of the waiting statement.
         waiting = wait_until(
             lambda: watcher.execute(
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%%FROM users%%'"
+                "SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (blocker.info.backend_pid,)
             ).fetchall(),
             15,
             message="the webhook handler to block on the user's lock",
