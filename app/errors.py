@@ -35,6 +35,8 @@ def register(app: Flask) -> None:
             413: "The request is too large.",
             429: "Too many attempts. Please wait a moment and try again.",
         }
+        if is_api_request():  # a client asked for a resource, not a page
+            messages[404] = "No such API endpoint or resource."
         message = messages.get(exc.code or 500, exc.description or exc.name)
         body, status = render_error(exc.code or 500, error_code(exc), message)
         response = current_app.make_response((body, status))
