@@ -28,6 +28,9 @@ def browser_page(request, page: Page) -> Page:
 
 
 def fits_the_screen(page: Page) -> None:
+    """Nothing wider than the screen, the Test mode badge inside it, and an icon the page carries (a browser that
+    finds none asks for /favicon.ico, which is not there)."""
+    assert (page.locator("link[rel=icon]").get_attribute("href") or "").startswith("data:image/"), page.url
     width = page.evaluate("window.innerWidth")
     assert page.evaluate("document.documentElement.scrollWidth") <= width, page.url
     for badge in page.locator(".badge-test").all():
