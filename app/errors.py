@@ -12,6 +12,9 @@ from app.services import DomainError, metrics
 from app.services.entitlements import UpgradeRequired
 from app.urls import is_api_request
 
+#: What a 404 says to an API client, which asked for an endpoint or a resource rather than a page.
+API_NOT_FOUND = "No such API endpoint or resource."
+
 
 def error_code(exc: HTTPException) -> str:
     """`Not Found` -> `not_found`."""
@@ -35,6 +38,8 @@ def register(app: Flask) -> None:
             413: "The request is too large.",
             429: "Too many attempts. Please wait a moment and try again.",
         }
+        if is_api_request():
+            messages[404] = API_NOT_FOUND
         message = messages.get(exc.code or 500, exc.description or exc.name)
         body, status = render_error(exc.code or 500, error_code(exc), message)
         response = current_app.make_response((body, status))
@@ -50,7 +55,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(DomainError)
     def handle_domain_error(exc: DomainError):
-        return render_error(exc.status, exc.code, exc.message)
+        message = API_NOT_FOUND if exc.status == 404 and is_api_request() else exc.message
+        return render_error(exc.status, exc.code, message)
 
     @app.errorhandler(UpgradeRequired)
     def handle_upgrade_required(exc: UpgradeRequired):

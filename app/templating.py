@@ -13,18 +13,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.models import UserSubscription
 from app.services.queries import live_subscription
 
+#: The sign of a negative amount: the minus sign, not a hyphen (`−$49.99`).
+MINUS = "\u2212"
 #: How a currency's amounts begin; any other currency is written with its ISO code (`CHF 19.99`).
 CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
 
 
 def money(value: Decimal | int | str | None, cents: bool = False, whole: bool = False, currency: str = "usd") -> str:
     """`Decimal('19.99')` -> `$19.99`; with cents=True, `1999` -> `$19.99`; whole=True rounds to dollars
-    (`$10,250`, for chart axes); a negative amount reads `-$5.00`; `currency` (Stripe's lower-case ISO code) picks
-    the symbol, or the code itself (`CHF 1,250.00`)."""
+    (`$10,250`, for chart axes); a negative amount reads `−$5.00` (the minus sign U+2212, before the symbol);
+    `currency` (Stripe's lower-case ISO code) picks the symbol, or the code itself (`CHF 1,250.00`)."""
     if value is None:
         return "—"
     amount = Decimal(value) / 100 if cents else Decimal(value)
-    sign = "-" if amount < 0 else ""
+    sign = MINUS if amount < 0 else ""
     code = (currency or "usd").lower()
     symbol = CURRENCY_SYMBOLS.get(code, code.upper() + " ")
     return f"{sign}{symbol}{abs(amount):,.{0 if whole else 2}f}"
@@ -39,6 +41,15 @@ def date(value: datetime | dt.date | None) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC).strftime("%-d %b %Y")
+
+
+def datetime_utc(value: datetime | None) -> str:
+    """`28 Dec 2026, 14:05 UTC`: the date as `date` writes it, with the time of day, for logs and audit trails."""
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return f"{date(value)}, {value.astimezone(dt.UTC):%H:%M} UTC"
 
 
 def payment_problem() -> UserSubscription | None:
@@ -58,4 +69,5 @@ def payment_problem() -> UserSubscription | None:
 def register(app: Flask) -> None:
     app.add_template_filter(money, "money")
     app.add_template_filter(date, "date")
+    app.add_template_filter(datetime_utc, "datetime")
     app.add_template_global(payment_problem, "payment_problem")

@@ -13,9 +13,11 @@ pays through the emulator's hosted Checkout in Chromium (Debian's, as in the tes
 - pending-downgrade.png  the billing page with that downgrade scheduled, and "Keep Pro"
 - pricing-pending.png    the pricing page then: "Keep Pro" on Pro, "Starts …" on Starter
 - past-due.png           a Starter renewal failed (card 4000 0000 0000 0341): amount due, next retry, Update card
+- emulator-portal.png    the emulator's hosted portal of the Pro user with the downgrade scheduled: "Return to" the
+                         business, the cardholder name typed at Checkout, "Your plan changes to Starter on …"
 
 and the states' phone views, 390 px wide: billing-390.png, confirm-downgrade-390.png, pending-downgrade-390.png,
-past-due-390.png.
+past-due-390.png, emulator-portal-390.png.
 
 Not part of `make test`; run it after changing the billing templates or app.css.
 """
@@ -65,6 +67,7 @@ def build_app(database: Path, emulator_url: str):
             "DATABASE_URL": f"sqlite:///{database}",
             "STRIPE_API_BASE": emulator_url,
             "MAIL_SUPPRESS_SEND": "true",
+            "REQUIRE_VERIFIED_EMAIL": "false",  # the journeys pay right after signing up
         }
     )
     with app.app_context():
@@ -123,6 +126,10 @@ def pro_user(page: Page, base: str, emulator, out_dir: Path) -> None:
     page.goto(base + "/pricing")
     expect(page.get_by_test_id("scheduled-plan")).to_be_visible()
     shoot(page, out_dir, "pricing-pending")
+    page.goto(base + "/billing")
+    page.get_by_role("button", name="Manage billing").click()
+    expect(page.locator("#pending-change")).to_be_visible()
+    shoot(page, out_dir, "emulator-portal", phone=True)
 
 
 def starter_user(page: Page, base: str, emulator, out_dir: Path) -> None:
@@ -171,6 +178,8 @@ SHOTS = (
     "pricing-pending.png",
     "past-due.png",
     "past-due-390.png",
+    "emulator-portal.png",
+    "emulator-portal-390.png",
 )
 
 

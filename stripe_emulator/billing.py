@@ -56,7 +56,13 @@ def add_interval(anchor: int, interval: str, count: int, n: int) -> int:
 
 
 def fmt_date(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%b %-d, %Y")
+    """A proration line's date as Stripe writes it: ``1 Dec 2026`` (UTC)."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%-d %b %Y")
+
+
+def quantity_of(qty: int, name: str) -> str:
+    """``Pro`` for one unit, ``2 × Pro`` for more, as Stripe's proration lines name a price."""
+    return name if qty == 1 else f"{qty} × {name}"
 
 
 class Billing:
@@ -610,7 +616,8 @@ class Billing:
                         {
                             "amount": -round(old_price["unit_amount"] * old_qty * frac),
                             "description": (
-                                f"Unused time on {old_qty} × {self._product_name(old_price)} after {fmt_date(now)}"
+                                f"Unused time on {quantity_of(old_qty, self._product_name(old_price))}"
+                                f" after {fmt_date(now)}"
                             ),
                             "price": old_price,
                             "quantity": old_qty,
@@ -632,7 +639,9 @@ class Billing:
                 specs.append(
                     {
                         "amount": round(new_price["unit_amount"] * qty * frac),
-                        "description": f"Remaining time on {qty} × {self._product_name(new_price)} after {fmt_date(now)}",
+                        "description": (
+                            f"Remaining time on {quantity_of(qty, self._product_name(new_price))} after {fmt_date(now)}"
+                        ),
                         "price": new_price,
                         "quantity": qty,
                         "si": item["id"],

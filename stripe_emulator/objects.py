@@ -32,8 +32,13 @@ def list_object(data: list, url: str, has_more: bool = False) -> dict:
     return {"object": "list", "data": data, "has_more": has_more, "url": url}
 
 
+#: The sign of a negative amount on pages and PDFs: U+2212, before the currency (``−$49.99``).
+MINUS = "\u2212"
+
+
 def money(amount: int, currency: str = "usd") -> str:
-    sign = "-" if amount < 0 else ""
+    """Cents as a person reads them: ``$19.99``, ``−$49.99``, ``EUR 5.00``."""
+    sign = MINUS if amount < 0 else ""
     symbol = "$" if currency == "usd" else currency.upper() + " "
     return f"{sign}{symbol}{abs(amount) / 100:,.2f}"
 

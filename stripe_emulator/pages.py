@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
 from . import objects
-from .billing import Ctx
+from .billing import Ctx, add_interval
 from .errors import StripeError
 from .pdf import render_pdf
 from .plumbing import base_url, emu
+from .store import new_id
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
@@ -62,6 +63,11 @@ def interval_filter(price):
         return ""
     count = rec.get("interval_count", 1)
     return f"per {rec['interval']}" if count == 1 else f"every {count} {rec['interval']}s"
+
+
+def business_name() -> str:
+    """The account's public business name, as Stripe's hosted pages name the merchant."""
+    return objects.ACCOUNT_NAME.replace(" (emulator)", "")
 
 
 def not_found_page():
@@ -117,7 +123,7 @@ def _checkout_context(cs: dict) -> dict:
         "lines": lines,
         "first": first,
         "product": product,
-        "business": objects.ACCOUNT_NAME.replace(" (emulator)", ""),
+        "business": business_name(),
     }
 
 
@@ -189,13 +195,79 @@ def _customer_sub(sess: dict, sub_id: str) -> dict:
     return sub
 
 
-def _features(sess: dict) -> dict:
-    """The features of the configuration the portal session uses (its ``configuration``, else the default)."""
+def _configuration(sess: dict) -> dict:
+    """The configuration the portal session uses (its ``configuration``, else the default)."""
     s = emu().store
-    cfg = s.get("portal_configurations", sess.get("configuration")) or s.must(
+    return s.get("portal_configurations", sess.get("configuration")) or s.must(
         "portal_configurations", objects.DEFAULT_PORTAL_CONFIGURATION
     )
-    return cfg["features"]
+
+
+def _features(sess: dict) -> dict:
+    """The features of the session's configuration."""
+    return _configuration(sess)["features"]
+
+
+def _pending_change(sub: dict) -> dict | None:
+    """The next phase of the subscription's schedule, as the portal announces it: the product, its price and
+    the date it starts; None without a schedule or a later phase."""
+    s = emu().store
+    sched = emu().billing.active_schedule(sub)
+    if sched is None:
+        return None
+    ends = sched["current_phase"]["end_date"]
+    nxt = next(
+        (ph for ph in sorted(sched["phases"], key=lambda ph: ph["start_date"]) if ph["start_date"] >= ends), None
+    )
+    if nxt is None or not nxt["items"]:
+        return None
+    price = s.must("prices", nxt["items"][0]["price"])
+    product = s.get("products", price["product"]) or {}
+    return {"product": product.get("name") or price["product"], "price": price, "at": nxt["start_date"]}
+
+
+def _scheduled_for_period_end(update: dict, item: dict, price: dict) -> bool:
+    """Whether the configuration's ``schedule_at_period_end`` conditions hold for a switch from ``item`` to
+    ``price``: a lower amount (``decreasing_item_amount``) or a shorter interval (``shortening_interval``)."""
+    conditions = {c["type"] for c in (update.get("schedule_at_period_end") or {}).get("conditions") or []}
+    old = item["price"]
+    cheaper = price["unit_amount"] * item["quantity"] < old["unit_amount"] * item["quantity"]
+    shorter = INTERVAL_DAYS.get(price["recurring"]["interval"], 0) < INTERVAL_DAYS.get(old["recurring"]["interval"], 0)
+    return ("decreasing_item_amount" in conditions and cheaper) or ("shortening_interval" in conditions and shorter)
+
+
+#: The rough length of a billing interval, to tell which of two is shorter.
+INTERVAL_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
+
+
+def _schedule_switch(ctx: Ctx, sub: dict, price: dict) -> None:
+    """Switch to ``price`` at the end of the period, as Stripe's portal does under ``schedule_at_period_end``:
+    the subscription's schedule (created from it when it has none) gets a next phase with the new price."""
+    e = emu()
+    s = e.store
+    start, end = e.billing.period(sub)
+    item = sub["items"]["data"][0]
+    current = objects.schedule_phase([(item["price"]["id"], item["quantity"])], start, end, sub["currency"])
+    rec = price["recurring"]
+    following = objects.schedule_phase(
+        [(price["id"], item["quantity"])],
+        end,
+        add_interval(end, rec["interval"], rec["interval_count"], 1),
+        sub["currency"],
+    )
+    sched = e.billing.active_schedule(sub)
+    if sched is None:
+        sched = objects.subscription_schedule(new_id("sub_sched", 24), s.now(), sub, [current, following])
+        s.put("subscription_schedules", sched)
+        before = copy.deepcopy(sub)
+        sub["schedule"] = sched["id"]
+        e.billing.emit(ctx, "subscription_schedule.created", sched)
+        e.billing.emit_update(ctx, "customer.subscription.updated", before, sub)
+        return
+    before_sched = copy.deepcopy(sched)
+    sched["phases"] = [current, following]
+    sched["current_phase"] = {"start_date": start, "end_date": end}
+    e.billing.emit_update(ctx, "subscription_schedule.updated", before_sched, sched)
 
 
 def _offered_prices(features: dict) -> list:
@@ -245,13 +317,14 @@ def portal_page(bps_id: str):
         for sub in subs:
             sub["_period_end"] = min(i["current_period_end"] for i in sub["items"]["data"])
             sub["_product"] = products.get(sub["items"]["data"][0]["price"]["product"])
+            sub["_pending"] = copy.deepcopy(_pending_change(sub))
+        headline = _configuration(sess)["business_profile"].get("headline")
     flow = sess.get("flow") or {}
     section = request.args.get("section") or FLOW_SECTIONS.get(flow.get("type") or "", "home")
     flow_sub = None
     if flow.get("type") and flow.get(flow["type"]):
         flow_sub = flow[flow["type"]].get("subscription")
     focus_sub = request.args.get("sub") or flow_sub or (subs[0]["id"] if subs else None)
-    return_host = urlsplit(sess["return_url"]).netloc if sess.get("return_url") else None
     return render_template(
         "portal.html",
         sess=sess,
@@ -267,8 +340,8 @@ def portal_page(bps_id: str):
         feedback_labels=FEEDBACK_LABELS,
         notice=request.args.get("notice"),
         error=request.args.get("error"),
-        return_host=return_host,
-        business=objects.ACCOUNT_NAME.replace(" (emulator)", ""),
+        headline=headline,
+        business=business_name(),
     )
 
 
@@ -294,17 +367,19 @@ def portal_update(bps_id: str):
         if price is None or price not in _offered_prices(features) or sub["status"] == "canceled":
             abort(400)
         item = sub["items"]["data"][0]
-        if item["price"]["id"] != price["id"]:
-            e.billing.change_items(
-                Ctx(base_url()),
-                sub,
-                [(item, price, item["quantity"], False)],
-                features["subscription_update"]["proration_behavior"],
-            )
-            e.store.save()
+        update = features["subscription_update"]
         prod = e.store.must("products", price["product"])
         amount = f"{objects.money(price['unit_amount'])} {interval_filter(price)}"
         notice = f"Your plan was changed to {prod['name']} ({amount})."
+        if item["price"]["id"] != price["id"]:
+            if _scheduled_for_period_end(update, item, price):
+                _schedule_switch(Ctx(base_url()), sub, price)
+                notice = f"Your plan changes to {prod['name']} ({amount}) on {date_filter(e.billing.period(sub)[1])}."
+            else:
+                e.billing.change_items(
+                    Ctx(base_url()), sub, [(item, price, item["quantity"], False)], update["proration_behavior"]
+                )
+            e.store.save()
     return _after_portal_action(sess, notice)
 
 
@@ -434,7 +509,7 @@ def invoice_page(in_id: str):
         "invoice.html",
         inv=inv,
         error=request.args.get("error"),
-        business=objects.ACCOUNT_NAME.replace(" (emulator)", ""),
+        business=business_name(),
     )
 
 

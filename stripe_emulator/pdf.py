@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 def _escape(text: str) -> str:
-    text = text.encode("latin-1", "replace").decode("latin-1")
+    """Latin-1 for Helvetica's WinAnsi encoding; the minus sign (U+2212), which it lacks, as a hyphen."""
+    text = text.replace("\u2212", "-").encode("latin-1", "replace").decode("latin-1")
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 

@@ -44,7 +44,7 @@ def test_not_found_is_html_for_pages_and_json_for_the_api(app, client):
     assert "We could not find that page." in page.get_data(as_text=True)
     api = client.get("/api/v1/no-such-thing")
     assert api.status_code == 404
-    assert api.get_json() == {"error": "not_found", "message": "We could not find that page."}
+    assert api.get_json() == {"error": "not_found", "message": "No such API endpoint or resource."}
 
 
 def test_500_rolls_the_session_back(app):

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from app.services import DomainError
+from app.templating import date as format_date
 
 PRICES_PATH = Path(__file__).resolve().parent.parent / "data" / "prices_ssb.csv"
 SYMBOL = "SSB"
@@ -190,7 +191,7 @@ def check_range(start: date, end: date) -> None:
     if start >= end:
         raise BacktestError("The start date must be before the end date.")
     if start < first or end > last:
-        raise BacktestError(f"The price data covers {first.isoformat()} to {last.isoformat()}.")
+        raise BacktestError(f"The price data covers {format_date(first)} to {format_date(last)}.")
 
 
 def simulate(rules: Rules, start: date, end: date) -> Simulation:

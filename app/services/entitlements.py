@@ -75,6 +75,14 @@ def feature_label(key: str) -> str:
     return FEATURE_LABELS.get(key, key.replace("_", " ").capitalize())
 
 
+def label_in_sentence(label: str) -> str:
+    """A feature label inside a sentence: "Email alerts" -> "email alerts"; an acronym keeps its capitals
+    ("API access")."""
+    if len(label) > 1 and label[0].isupper() and label[1].islower():
+        return label[0].lower() + label[1:]
+    return label
+
+
 def plan_display_name(name: str | None) -> str:
     return PLAN_DISPLAY_NAMES.get(name or "", (name or "no").capitalize())
 
@@ -152,14 +160,16 @@ class UpgradeRequired(DomainError):
         """The upgrade page's title."""
         if self.is_limit:
             return f"You have reached the {plan_display_name(self.current_plan)} plan's limit"
+        # The plan is the subject, so the sentence is right whether the label is singular or plural.
+        feature = label_in_sentence(self.feature_label)
         if self.required_plan_display:
-            return f"{self.feature_label} comes with the {self.required_plan_display} plan"
-        return f"{self.feature_label} is not available"
+            return f"The {self.required_plan_display} plan includes {feature}"
+        return f"No plan includes {feature}"
 
     def _default_message(self) -> str:
         current = plan_display_name(self.current_plan)
         if not self.is_limit:
-            text = f"{self.feature_label} is not included in the {current} plan."
+            text = f"The {current} plan does not include {label_in_sentence(self.feature_label)}."
             if self.required_plan_display:
                 return f"{text} Upgrade to {self.required_plan_display} to use it."
             return text

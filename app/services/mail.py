@@ -36,6 +36,7 @@ SUBJECTS = {
     "subscription_activated": "Welcome to Smart Strategies Builder {plan}",
     "cancellation_scheduled": "Your {plan} plan will end on {date}",
     "subscription_ended": "Your {plan} plan has ended",
+    "scheduled_change_applied": "Your plan is now {plan}",
     "password_reset": "Reset your Smart Strategies Builder password",
     "verify_email": "Confirm your email for Smart Strategies Builder",
     "alert_signal": "{side} signal: {strategy} on {bar}",

@@ -28,10 +28,11 @@ from app.logging import get_logger
 from app.models import ACCESS_STATUSES, BILLING_EMAIL_LENGTH, SubscriptionPlan, User, UserSubscription
 from app.services import audit, stripe_gateway
 from app.services.catalog import plan_by_name, plan_for_price
+from app.services.entitlements import plan_display_name
 from app.services.mail import billing_url, queue_mail
 from app.services.signals import SyncResult, commit_billing
 from app.services.stripe_gateway import StripeObjectMissing, from_timestamp, id_of
-from app.templating import date
+from app.templating import date, money
 
 log = get_logger(__name__)
 
@@ -251,18 +252,25 @@ def apply_subscription(
         result.actions.append(action)
         result.plans.append(row.plan.name)
         result.mail_queued |= queue_transition_mail(
-            action, user, row, ended_for=(sub.get("cancellation_details") or {}).get("reason")
+            action, user, row, ended_for=(sub.get("cancellation_details") or {}).get("reason"), previous=old
         )
         if action == "subscription.plan_changed":
             result.plan_change_directions.append(plan_change_direction(details["from_plan"], row.plan))
     return row
 
 
-def queue_transition_mail(action: str, user: User, row: UserSubscription, ended_for: str | None = None) -> bool:
+def queue_transition_mail(
+    action: str,
+    user: User,
+    row: UserSubscription,
+    ended_for: str | None = None,
+    previous: Snapshot | None = None,
+) -> bool:
     """The mails that follow a transition, keyed by the transition so that none is ever sent twice.
 
     `ended_for` is Stripe's `cancellation_details.reason`: a subscription ended because its payment failed after
-    every retry gets one mail saying so (the last failed attempt sends no dunning mail of its own).
+    every retry gets one mail saying so (the last failed attempt sends no dunning mail of its own). `previous` is
+    the row before the change: a plan change that starts with a new period is a scheduled change taking effect.
     """
     common = {"plan": row.plan.display_name, "cycle": row.billing_cycle, "billing_url": billing_url()}
     if action == "subscription.activated":
@@ -281,6 +289,17 @@ def queue_transition_mail(action: str, user: User, row: UserSubscription, ended_
             date=date(row.current_period_end),
             **common,
         )
+    elif action == "subscription.plan_changed" and took_effect_at_renewal(previous, row):
+        assert previous is not None  # took_effect_at_renewal answers False without it
+        queue_mail(
+            "scheduled_change_applied",
+            f"{row.stripe_subscription_id}:plan:{iso(row.current_period_start)}",
+            user,
+            previous_plan=plan_display_name(previous.plan),
+            amount=f"{money(row.plan.price_for(row.billing_cycle))} a {'year' if row.billing_cycle == 'yearly' else 'month'}",
+            renews=date(row.current_period_end),
+            **common,
+        )
     elif action == "subscription.canceled":
         queue_mail(
             "subscription_ended",
@@ -292,6 +311,15 @@ def queue_transition_mail(action: str, user: User, row: UserSubscription, ended_
     else:
         return False
     return True
+
+
+def took_effect_at_renewal(previous: Snapshot | None, row: UserSubscription) -> bool:
+    """A plan change whose new period starts where the old one ended: a change scheduled for the period end (a
+    schedule's next phase) has just applied, unlike a change made now, which keeps the period or restarts it
+    mid-way."""
+    if previous is None or previous.period_end is None or row.current_period_start is None:
+        return False
+    return row.current_period_start >= previous.period_end
 
 
 def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:

@@ -32,7 +32,7 @@ from app.services.sync import (
     sync_customer_in_transaction,
     sync_user_rows,
 )
-from app.templating import money
+from app.templating import date, money
 
 log = get_logger(__name__)
 
@@ -241,7 +241,7 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
         amount=money(invoice.get("amount_due") or 0, cents=True),
         retrying=retrying,
         has_access=subscription.grants_access if subscription else None,  # None: a subscription we do not know
-        next_attempt=(datetime.fromtimestamp(next_attempt, tz=UTC).strftime("%-d %b %Y") if retrying else None),
+        next_attempt=(date(datetime.fromtimestamp(next_attempt, tz=UTC)) if retrying else None),
         billing_url=billing_url(),
     )
     result.mail_queued = True

@@ -276,9 +276,13 @@ def test_two_hundred_customers_twice_shuffled_by_eight_senders(
             "subscription_ended": "subscription.canceled",
             "cancellation_scheduled": "subscription.cancel_scheduled",
             "payment_failed": "payment.failed",
+            "scheduled_change_applied": "subscription.plan_changed",
         }[kind]
         assert count <= transitions_of[(user_id, action)], (user_id, kind)
     assert sum(n for (_, kind), n in mails.items() if kind == "subscription_activated") == CUSTOMERS
+    # A downgrade scheduled for the period end mails once when it applies; a change made now mails nothing.
+    applied = sum(n for (_, kind), n in mails.items() if kind == "scheduled_change_applied")
+    assert 0 < applied <= asked["downgrade"], (applied, asked)
 
     finished = time.monotonic()
     print(

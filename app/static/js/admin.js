@@ -16,6 +16,10 @@
   Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
   Chart.defaults.color = "#64748b";
   Chart.defaults.animation = false;
+  // At most one date label per 72 px of axis: on a phone "Sep 30" never runs into "Oct 13".
+  var labelsFor = function (canvas, most) {
+    return Math.max(2, Math.min(most, Math.floor(canvas.parentNode.clientWidth / 72)));
+  };
 
   var mrrCanvas = document.getElementById("mrr-chart");
   if (mrrCanvas) {
@@ -36,7 +40,7 @@
         plugins: { legend: { display: false },
                    tooltip: { callbacks: { label: function (c) { return " MRR " + money.format(c.parsed.y); } } } },
         scales: {
-          x: { grid: { display: false }, ticks: { maxTicksLimit: 7, maxRotation: 0 } },
+          x: { grid: { display: false }, ticks: { maxTicksLimit: labelsFor(mrrCanvas, 7), maxRotation: 0, autoSkipPadding: 12 } },
           y: { beginAtZero: true, grid: { color: grid }, border: { display: false },
                ticks: { callback: function (v) { return money.format(v); }, maxTicksLimit: 5 } }
         }
@@ -62,7 +66,8 @@
         interaction: { mode: "index", intersect: false },
         plugins: { legend: { position: "bottom", labels: { boxWidth: 10, boxHeight: 10, usePointStyle: true } } },
         scales: {
-          x: { stacked: false, grid: { display: false }, ticks: { maxTicksLimit: 6, maxRotation: 0 } },
+          x: { stacked: false, grid: { display: false },
+               ticks: { maxTicksLimit: labelsFor(activityCanvas, 6), maxRotation: 0, autoSkipPadding: 12 } },
           y: { beginAtZero: true, grid: { color: grid }, border: { display: false }, ticks: { precision: 0, maxTicksLimit: 5 } }
         }
       }
