@@ -117,7 +117,10 @@ def events(base: str, types: tuple[str, ...]) -> list[dict]:
 
 
 def customer_of(event: dict) -> str | None:
+    """The customer an event is about: the object itself for `customer.*` events, else the object's `customer`."""
     obj = event["data"]["object"]
+    if obj.get("object") == "customer":
+        return obj.get("id")
     customer = obj.get("customer")
     return customer.get("id") if isinstance(customer, dict) else customer
 
