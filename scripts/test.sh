@@ -21,7 +21,7 @@ fi
 # The whole suite: two processes (pytest-xdist; each has its own database and Redis db), then, alone, the tests that
 # stop PostgreSQL or Redis under the app.
 workers=${TEST_WORKERS:-2}
-.venv/bin/python -m pytest -n "$workers" --dist loadfile -m "not stops_services"
+.venv/bin/python -m pytest -n "$workers" --dist loadfile -m "not stops_services" --durations=15
 parallel=$?
 .venv/bin/python -m pytest -m stops_services
 alone=$?
