@@ -50,31 +50,34 @@ def control(base: str, path: str, data: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
+def subscribe_customer(client: stripe.StripeClient, base: str, c: Customer, price: str, card: str = GOOD_CARD) -> None:
+    """A Stripe customer for `c`, subscribed to `price` through Checkout paid with `card` (ids noted on `c`)."""
+    customer = client.v1.customers.create(params={"email": c.email, "metadata": {"user_id": str(c.user_id)}})
+    c.customer_id = customer.id
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "customer": customer.id,
+            "client_reference_id": str(c.user_id),
+            "line_items": [{"price": price, "quantity": 1}],
+            "metadata": {"user_id": str(c.user_id)},
+            "subscription_data": {"metadata": {"user_id": str(c.user_id)}},
+            "success_url": "http://127.0.0.1/billing/success?session_id={CHECKOUT_SESSION_ID}",
+            "cancel_url": "http://127.0.0.1/pricing",
+        }
+    )
+    paid = control(base, f"/_emulator/checkout/{session.id}/complete", {"card": card})
+    c.subscription_id = paid["subscription"]
+
+
 def generate(base: str, first_user_id: int, count: int, threads: int = 4) -> list[Customer]:
     """Create `count` customers' histories in the emulator at `base`; user ids start at `first_user_id`."""
     client = stripe.StripeClient("sk_test_emulator", base_addresses={"api": base}, max_network_retries=2)
     customers = [Customer(first_user_id + i, f"bench{first_user_id + i}@example.com") for i in range(count)]
 
     def subscribe(i: int) -> None:
-        c = customers[i]
-        customer = client.v1.customers.create(params={"email": c.email, "metadata": {"user_id": str(c.user_id)}})
-        c.customer_id = customer.id
-        session = client.v1.checkout.sessions.create(
-            params={
-                "mode": "subscription",
-                "customer": customer.id,
-                "client_reference_id": str(c.user_id),
-                "line_items": [{"price": PRICES[i % len(PRICES)], "quantity": 1}],
-                "metadata": {"user_id": str(c.user_id)},
-                "subscription_data": {"metadata": {"user_id": str(c.user_id)}},
-                "success_url": "http://127.0.0.1/billing/success?session_id={CHECKOUT_SESSION_ID}",
-                "cancel_url": "http://127.0.0.1/pricing",
-            }
-        )
-        paid = control(
-            base, f"/_emulator/checkout/{session.id}/complete", {"card": FAILING_CARD if i % 7 == 0 else GOOD_CARD}
-        )
-        c.subscription_id = paid["subscription"]
+        card = FAILING_CARD if i % 7 == 0 else GOOD_CARD
+        subscribe_customer(client, base, customers[i], PRICES[i % len(PRICES)], card)
 
     def change(i: int) -> None:
         c = customers[i]

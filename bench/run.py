@@ -48,6 +48,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import stripe  # noqa: E402
+
 from bench import growth, history  # noqa: E402
 
 PYTHON = sys.executable
@@ -503,32 +505,20 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
 
     from app import create_app
     from app.extensions import db
-    from app.models import Strategy, User, UserSubscription
+    from app.models import Strategy, User
     from app.services.accounts import create_user
-    from app.services.catalog import plan_by_name, seed_plans_from_config
+    from app.services.catalog import seed_plans_from_config
+    from app.services.sync import sync_customer
 
     app = create_app({"LOG_LEVEL": "WARNING"})
     with app.app_context():
         upgrade()
         seed_plans_from_config()
         db.session.execute(sa.text("CREATE TABLE bench_raw_events (LIKE stripe_events INCLUDING ALL)"))
-        # The Pro user of the entitlements benchmark, with a few strategies.
+        # The Pro user of the entitlements benchmark and the logged-in pages, with a few strategies; it pays for
+        # Pro in the emulator once the history is written (below), so its pages find it in Stripe.
         pro = create_user("bench-pro@example.com", "bench-password-1")
-        pro.stripe_customer_id = "cus_bench_pro"
-        now = datetime.now(UTC)
-        db.session.add(
-            UserSubscription(
-                user_id=pro.id,
-                plan_id=plan_by_name("pro").id,
-                billing_cycle="monthly",
-                status="active",
-                stripe_subscription_id="sub_bench_pro",
-                stripe_price_id="price_pro_monthly",
-                current_period_start=now,
-                current_period_end=now.replace(year=now.year + 1),
-                cancel_at_period_end=False,
-            )
-        )
+        pro_id = pro.id
         for n in range(5):
             db.session.add(
                 Strategy(
@@ -541,6 +531,13 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     history_thread.join()
     if "error" in generated:
         raise generated["error"]
+    pro_customer = history.Customer(pro_id, "bench-pro@example.com")
+    client = stripe.StripeClient("sk_test_emulator", base_addresses={"api": emulator_url}, max_network_retries=2)
+    history.subscribe_customer(client, emulator_url, pro_customer, "price_pro_monthly")
+    with app.app_context():
+        db.session.execute(sa.update(User).where(User.id == pro_id).values(stripe_customer_id=pro_customer.customer_id))
+        db.session.commit()
+        sync_customer(pro_customer.customer_id)  # the subscription row, as the app copies it from Stripe
     customers: list[history.Customer] = generated["customers"]
     events: list[dict] = generated["events"]
     log(f"history: {len(events)} events of the guide's six types ({time.monotonic() - started:.0f} s so far)")

@@ -123,33 +123,76 @@ def card_of(payment_method: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+#: How long the billing page may reuse what Stripe said (card, invoices, scheduled change, why a plan ended). Every
+#: billing commit for the user drops it (`forget_changed_outlook`) — each of the endpoint's events about the user's
+#: customer, subscription or invoices ends in one, and so do the Portal's return and every change made here — and it
+#: is only reused for the same customer and version of the subscription row.
+SUMMARY_CACHE_SECONDS = 600
+
+
+def _summary_key(user_id: int) -> str:
+    return f"billing_summary:{user_id}"
+
+
+def _cached(key: str) -> Any:
+    """The cache entry, or None (also when Redis is down: then Stripe is asked)."""
+    try:
+        return cache.get(key)
+    except Exception as error:  # noqa: BLE001 - Redis down
+        log.warning("billing_cache_unavailable", error=type(error).__name__)
+        return None
+
+
+def _keep(key: str, value: Any, seconds: int) -> None:
+    """Store a cache entry; never raises (without Redis the next view asks Stripe again)."""
+    try:
+        cache.set(key, value, timeout=seconds)
+    except Exception as error:  # noqa: BLE001 - Redis down
+        log.warning("billing_cache_unavailable", error=type(error).__name__)
+
+
 def billing_summary(user: User) -> BillingSummary:
-    """The billing page's data; Stripe being down degrades to the local copy, never to an error page."""
+    """The billing page's data: the local copy, plus what only Stripe knows — read once, then reused until the next
+    billing commit for the user. Stripe being down degrades to the local copy, never to an error page."""
     summary = BillingSummary(paid_subscription(user.id))
     if not user.stripe_customer_id:
         return summary
+    row = summary.subscription
+    version = (user.stripe_customer_id, row.stripe_subscription_id, row.updated_at.isoformat()) if row else None
+    cached = _cached(_summary_key(user.id))
+    if cached is not None and cached[0] == (user.stripe_customer_id, version):
+        summary.card_brand, summary.card_last4, summary.invoices, summary.scheduled_change, summary.ended = cached[1]
+        return summary
     try:
-        customer = stripe_gateway.retrieve_customer(
-            user.stripe_customer_id, expand=["invoice_settings.default_payment_method"]
-        )
-        summary.card_brand, summary.card_last4 = card_of(
-            (customer.get("invoice_settings") or {}).get("default_payment_method")
-        )
-        invoices = stripe_gateway.list_invoices(user.stripe_customer_id, limit=12)
-        summary.invoices = [invoice_of(i) for i in invoices if i.get("status") != "draft"]
-        if summary.subscription is None:
-            summary.ended = ended_plan(user)
-        else:
-            sub = stripe_gateway.retrieve_subscription(
-                summary.subscription.stripe_subscription_id, expand=["schedule", "default_payment_method"]
-            )
-            if summary.card_last4 is None:
-                summary.card_brand, summary.card_last4 = card_of(sub.get("default_payment_method"))
-            summary.scheduled_change = scheduled_change_of(sub)
+        _ask_stripe(user, user.stripe_customer_id, summary)
     except DomainError as error:
         log.warning("billing_summary_degraded", code=error.code)
         summary.stripe_unavailable = True
+        return summary
+    known = (summary.card_brand, summary.card_last4, summary.invoices, summary.scheduled_change, summary.ended)
+    _keep(_summary_key(user.id), ((user.stripe_customer_id, version), known), SUMMARY_CACHE_SECONDS)
     return summary
+
+
+def _ask_stripe(user: User, customer_id: str, summary: BillingSummary) -> None:
+    """Fill in the card, the invoices and the scheduled change (or, for a Free account, how its plan ended)."""
+    customer = stripe_gateway.retrieve_customer(
+        customer_id, expand=["invoice_settings.default_payment_method"]
+    )
+    summary.card_brand, summary.card_last4 = card_of(
+        (customer.get("invoice_settings") or {}).get("default_payment_method")
+    )
+    invoices = stripe_gateway.list_invoices(customer_id, limit=12)
+    summary.invoices = [invoice_of(i) for i in invoices if i.get("status") != "draft"]
+    if summary.subscription is None:
+        summary.ended = ended_plan(user)
+        return
+    sub = stripe_gateway.retrieve_subscription(
+        summary.subscription.stripe_subscription_id, expand=["schedule", "default_payment_method"]
+    )
+    if summary.card_last4 is None:
+        summary.card_brand, summary.card_last4 = card_of(sub.get("default_payment_method"))
+    summary.scheduled_change = scheduled_change_of(sub)
 
 
 def ended_plan(user: User) -> EndedPlan | None:
@@ -181,15 +224,17 @@ def _outlook_key(user_id: int) -> str:
 
 
 def forget_plan_outlook(user_id: int) -> None:
-    """After a billing commit: the next account page asks Stripe again. Never raises (the entry then expires)."""
+    """After a billing commit: the next account and billing pages ask Stripe again. Never raises (the entries then
+    expire)."""
     try:
-        cache.delete(_outlook_key(user_id))
+        cache.delete_many(_outlook_key(user_id), _summary_key(user_id))
     except Exception as error:  # noqa: BLE001 - Redis down
         log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
 
 
 def forget_changed_outlook(sender, change: SyncResult, **_) -> None:
-    """`subscription_changed` receiver: the committed change may have added or dropped a scheduled change."""
+    """`subscription_changed` receiver: the committed change may have added or dropped a scheduled change, a card or
+    an invoice."""
     if change.user_id is not None:
         forget_plan_outlook(change.user_id)
 
