@@ -32,6 +32,16 @@ def money(value: Decimal | int | str | None, cents: bool = False, whole: bool = 
     return f"{sign}{symbol}{abs(amount):,.{0 if whole else 2}f}"
 
 
+def percent(value: Decimal | float | str | None, signed: bool = False) -> str:
+    """A stored percentage as shown: `-13.56` -> `−13.56%` (the minus sign, as for money); with `signed`, a gain
+    reads `+4.2%`; a missing value `—`."""
+    if value is None or value == "":
+        return "—"
+    number = Decimal(str(value))
+    sign = MINUS if number < 0 else ("+" if signed and number > 0 else "")
+    return f"{sign}{abs(number)}%"
+
+
 def date(value: datetime | dt.date | None) -> str:
     """`28 Dec 2026` in UTC (a calendar date, having no time zone, prints as it is)."""
     if value is None:
@@ -69,5 +79,6 @@ def payment_problem() -> UserSubscription | None:
 def register(app: Flask) -> None:
     app.add_template_filter(money, "money")
     app.add_template_filter(date, "date")
+    app.add_template_filter(percent, "percent")
     app.add_template_filter(datetime_utc, "datetime")
     app.add_template_global(payment_problem, "payment_problem")

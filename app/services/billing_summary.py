@@ -176,9 +176,7 @@ def billing_summary(user: User) -> BillingSummary:
 
 def _ask_stripe(user: User, customer_id: str, summary: BillingSummary) -> None:
     """Fill in the card, the invoices and the scheduled change (or, for a Free account, how its plan ended)."""
-    customer = stripe_gateway.retrieve_customer(
-        customer_id, expand=["invoice_settings.default_payment_method"]
-    )
+    customer = stripe_gateway.retrieve_customer(customer_id, expand=["invoice_settings.default_payment_method"])
     summary.card_brand, summary.card_last4 = card_of(
         (customer.get("invoice_settings") or {}).get("default_payment_method")
     )

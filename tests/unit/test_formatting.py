@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from app.services.backtesting import BacktestError, check_range, data_range
-from app.templating import date, datetime_utc, money
+from app.templating import date, datetime_utc, money, percent
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,17 @@ def test_a_range_outside_the_data_names_its_dates_as_every_page_does():
         check_range(first - dt.timedelta(days=30), last)
     assert refused.value.message == f"The price data covers {date(first)} to {date(last)}."
     assert first.isoformat() not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "signed", "shown"),
+    [
+        (-13.56, False, "\u221213.56%"),
+        ("4.2", True, "+4.2%"),
+        (0, True, "0%"),
+        (12.5, False, "12.5%"),
+        (None, False, "—"),
+    ],
+)
+def test_a_percentage_has_the_minus_sign_and_on_request_a_plus(value, signed, shown):
+    assert percent(value, signed=signed) == shown
