@@ -591,7 +591,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     stack.spawn(
         [str(Path(PYTHON).parent / "flask"), "--app", "wsgi:app", "queue", "worker"],
         "worker.log",
-        env={**env, "PROMETHEUS_MULTIPROC_DIR": ""},
+        env={k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"},  # its own counters, in memory
     )
     bare_port = free_port()
     bare = f"http://127.0.0.1:{bare_port}"
