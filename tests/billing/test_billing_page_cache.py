@@ -20,6 +20,7 @@ def invoice_rows(page: str) -> int:
 
 def test_a_second_view_asks_stripe_nothing_and_a_renewal_shows_at_once(billing, stripe_emulator, webhooks_to_app):
     billing.subscribe("starter", "monthly")
+    stripe_emulator.flush()  # the subscription's events have reached the app
     [row] = billing.subscriptions()
     first = billing.client.get("/billing").get_data(as_text=True)
     assert invoice_rows(first) == 1
