@@ -38,8 +38,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_worker(database_url: str, redis_url: str, mail_port: int, command: str = "worker") -> subprocess.Popen:
-    """`flask queue worker` (or `cron`) as operators run it, configured by the environment."""
+def start_worker(
+    database_url: str, redis_url: str, mail_port: int, command: str = "worker", *options: str
+) -> subprocess.Popen:
+    """`flask queue worker` (or `cron`, and any options such as `--burst`) as operators run it, configured by the
+    environment."""
     env = {
         **os.environ,
         "FLASK_APP": "wsgi:app",
@@ -52,7 +55,7 @@ def start_worker(database_url: str, redis_url: str, mail_port: int, command: str
         "LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "flask", "queue", command],
+        [sys.executable, "-m", "flask", "queue", command, *options],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
