@@ -133,8 +133,9 @@ def test_replay_failed_events(seeded, runner, client):
     assert missing.exit_code == 1 and "no recorded event evt_missing" in missing.output
 
 
-def test_portal_config_sets_every_setting_and_prints_it(seeded, runner, stripe_emulator):
-    client = stripe_emulator.client()
+def misconfigure_portal(emulator) -> str:
+    """The account's default portal configuration, set against every one of the guide's settings; returns its id."""
+    client = emulator.client()
     [default] = client.v1.billing_portal.configurations.list().data
     client.v1.billing_portal.configurations.update(
         default.id,
@@ -148,11 +149,17 @@ def test_portal_config_sets_every_setting_and_prints_it(seeded, runner, stripe_e
             }
         },
     )
+    return default.id
+
+
+def test_portal_config_sets_every_setting_and_prints_it(seeded, runner, stripe_emulator):
+    default_id = misconfigure_portal(stripe_emulator)
+    client = stripe_emulator.client()
 
     result = runner.invoke(args=["stripe", "portal-config"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        f"✓ Updated Customer Portal configuration {default.id}",
+        f"✓ Updated Customer Portal configuration {default_id}",
         "  payment methods: updatable",
         "  billing info: updatable (name, email, address)",
         "  cancellation: at period end only",
@@ -160,7 +167,7 @@ def test_portal_config_sets_every_setting_and_prints_it(seeded, runner, stripe_e
         "  plan switching: price_starter_monthly, price_starter_yearly, price_pro_monthly, price_pro_yearly "
         "(always invoice)",
     ]
-    features = client.v1.billing_portal.configurations.retrieve(default.id).features
+    features = client.v1.billing_portal.configurations.retrieve(default_id).features
     assert features.payment_method_update.enabled and features.invoice_history.enabled
     assert features.customer_update.enabled and set(features.customer_update.allowed_updates) == {
         "name",

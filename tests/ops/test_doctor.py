@@ -12,7 +12,7 @@ from app import create_app
 from app.extensions import db
 from app.services.webhooks import API_VERSION
 from tests.conftest import make_config
-from tests.test_stripe_cli import SIX_EVENTS
+from tests.test_stripe_cli import SIX_EVENTS, misconfigure_portal
 
 BASE_URL = "https://billing.example.com"
 WEBHOOK_URL = BASE_URL + "/api/v1/billing/webhooks/stripe"
@@ -203,24 +203,11 @@ def test_an_endpoint_of_another_api_version_fails_and_says_to_recreate_it(
 def test_the_portal_check_names_every_setting_that_differs(
     seeded, runner, migrated_database, redis_url, stripe_emulator
 ):
-    client = stripe_emulator.client()
-    [default] = client.v1.billing_portal.configurations.list().data
-    client.v1.billing_portal.configurations.update(
-        default.id,
-        params={
-            "features": {
-                "subscription_cancel": {"mode": "immediately"},
-                "invoice_history": {"enabled": False},
-                "customer_update": {"allowed_updates": ["email"]},
-                "payment_method_update": {"enabled": False},
-                "subscription_update": {"products": [{"product": "prod_free", "prices": ["price_free_monthly"]}]},
-            }
-        },
-    )
+    default_id = misconfigure_portal(stripe_emulator)
     _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
     index = next(i for i, line in enumerate(lines) if line.startswith("✗ Customer Portal"))
     assert lines[index] == (
-        f"✗ Customer Portal — {default.id}: payment methods are not updatable; billing info updates "
+        f"✗ Customer Portal — {default_id}: payment methods are not updatable; billing info updates "
         "allow email only, not name, email and address; cancellation is immediately, not at "
         "period end; invoice history is hidden; plan switching offers other prices than the paid "
         "plans'"
@@ -231,7 +218,7 @@ def test_the_portal_check_names_every_setting_that_differs(
     )
     assert runner.invoke(args=["stripe", "portal-config"]).exit_code == 0
     _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
-    assert any(line.startswith(f"✓ Customer Portal — {default.id}") for line in lines), "\n".join(lines)
+    assert any(line.startswith(f"✓ Customer Portal — {default_id}") for line in lines), "\n".join(lines)
 
 
 def test_sentry_https_cors_memory_rate_limits_and_failed_webhooks_are_each_named(

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
         "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
         "rk_live" + "_51H8xYzAbCdEfGhIjKlMnOp",
         "rk_test_51H8xYzAbCdEfGhIjKlMnOp",
-        "whsec_5f2e8c1d9a7b3e6f4c2d1a0b9e8f7a6b",
+        "whsec" + "_5f2e8c1d9a7b3e6f4c2d1a0b9e8f7a6b",
         "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjMifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
         "4242424242424242",
         "4242 4242 4242 4242",

@@ -11,6 +11,9 @@ from app.security import origin_of, sentry_before_send
 from tests.conftest import make_config
 from tests.test_config import clean_env, production_env  # noqa: F401  (fixture re-exported for these tests)
 
+#: A made-up live key, written in two parts so that no secret-shaped literal sits in the repository.
+FAKE_LIVE_KEY = "sk_live" + "_abcdefghijklmnop"
+
 
 def csp_directives(response) -> dict[str, str]:
     policy = response.headers["Content-Security-Policy"]
@@ -161,7 +164,7 @@ def test_sentry_reports_an_unhandled_error_without_secrets(migrated_database, re
 
     @app.get("/boom")
     def boom():
-        raise RuntimeError("Stripe said no to sk_live_abcdefghijklmnop")
+        raise RuntimeError("Stripe said no to " + FAKE_LIVE_KEY)
 
     client = sentry_sdk.get_client()
     assert client.is_active() and client.options["send_default_pii"] is False
@@ -174,4 +177,4 @@ def test_sentry_reports_an_unhandled_error_without_secrets(migrated_database, re
     assert sent, "Sentry received nothing"
     text = repr(sent)
     assert "RuntimeError" in text
-    assert "sk_live_abcdefghijklmnop" not in text and "secret-token" not in text
+    assert FAKE_LIVE_KEY not in text and "secret-token" not in text
