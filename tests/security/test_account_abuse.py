@@ -4,7 +4,6 @@ account, one log-in budget for the form and the API, password reset by mail and 
 from __future__ import annotations
 
 import re
-import statistics
 import time
 
 import pytest
@@ -76,8 +75,9 @@ def test_log_in_takes_as_long_for_an_unknown_email_as_for_a_known_one(seeded):
             assert authenticate(email, "wrong password") is None
             return time.perf_counter() - started
 
-        known = statistics.median(seconds("known@example.com") for _ in range(5))
-        unknown = statistics.median(seconds("nobody@example.com") for _ in range(5))
+        # The fastest of several tries: what the work itself costs, whatever else the machine is doing.
+        known = min(seconds("known@example.com") for _ in range(7))
+        unknown = min(seconds("nobody@example.com") for _ in range(7))
         db.session.remove()
     assert unknown > known * 0.5, (known, unknown)
 

@@ -61,7 +61,7 @@ def mails_to(smtp_sink, to: str) -> list[str]:
 
 def change_link(smtp_sink, to: str) -> str:
     """The path of the newest email-change link mailed to `to` (mail leaves after the response)."""
-    assert eventually(lambda: any(CHANGE_LINK.search(body) for body in mails_to(smtp_sink, to))), f"no link to {to}"
+    assert eventually(lambda: any(CHANGE_LINK.search(body) for body in mails_to(smtp_sink, to)), 30), f"no link to {to}"
     return [CHANGE_LINK.search(body).group(1) for body in mails_to(smtp_sink, to) if CHANGE_LINK.search(body)][-1]
 
 
