@@ -159,7 +159,7 @@ def register_stripe_commands(app: Flask) -> None:
     @click.option("--url", required=True, help="This app's public webhook URL, ending in /billing/webhooks/stripe.")
     @domain_errors
     def webhook_endpoint_command(url: str):
-        """Register the webhook endpoint (the six events, two extras, this library's API version); print its secret."""
+        """Register the webhook endpoint (the six events, three extras, this library's API version); print its secret."""
         if not url.startswith(("https://", "http://")):
             raise click.ClickException("--url must be an absolute http(s) URL")
         endpoint, created = create_webhook_endpoint(url)

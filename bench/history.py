@@ -6,7 +6,8 @@ period end, cancel then resume), then months pass: renewals, failed renewals and
 emulator's clock moves between the steps, so the events of one customer are as far apart as a person's clicks.
 
 The events are read back from the emulator's state in creation order, filtered to the types the operator's
-endpoint receives (`flask stripe webhook-endpoint` registers the guide's six), and serialised like the
+endpoint receives (`flask stripe webhook-endpoint` registers the guide's six and the extras of
+`app.services.stripe_admin.EXTRA_EVENTS`, `customer.subscription.created` among them), and serialised like the
 emulator's own deliveries (`json.dumps(event, indent=2)`).
 """
 

@@ -16,6 +16,7 @@ no access log) and loads it from `wrk` over loopback, 8 connections:
 Prints a table, writes bench/results.json and BENCHMARKS.md. Everything started is stopped at the end.
 
     .venv/bin/python bench/run.py [--quick]      (--quick: fewer customers, sizes up to 100k; for trying it out)
+    .venv/bin/python bench/run.py --webhooks-only   (1 and 2 alone, printed; the reports are left as they are)
 """
 
 from __future__ import annotations
@@ -370,6 +371,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer customers, growth up to 100k")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs)")
     parser.add_argument(
+        "--webhooks-only",
+        action="store_true",
+        help="only the webhook runs (1 and 2), printed, not written to bench/results.json or BENCHMARKS.md",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy the workers during the webhook and pricing runs (needs py-spy, root)",
@@ -404,7 +410,9 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     quick = options.quick
     main_customers = 150 if quick else 560
     growth_customers = 60 if quick else 120
-    sizes = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
+    sizes: tuple[int, ...] = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
+    if options.webhooks_only:
+        sizes = ()
     warmup_customers = 10
 
     log(f"working directory {workdir}")
@@ -483,7 +491,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     )
 
     # The emulator writes the history while this process migrates and seeds the database.
-    from app.services.webhooks import GUIDE_EVENTS
+    from app.services.stripe_admin import ENDPOINT_EVENTS
 
     total_customers = warmup_customers + main_customers + growth_customers * len(sizes)
     first_user_id = 900_000_001  # far above the ids the growth step takes from the sequence
@@ -492,7 +500,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     def make_history():
         try:
             generated["customers"] = history.generate(emulator_url, first_user_id, total_customers)
-            generated["events"] = history.events(emulator_url, GUIDE_EVENTS)
+            generated["events"] = history.events(emulator_url, tuple(ENDPOINT_EVENTS))
         except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
             generated["error"] = error
 
@@ -540,7 +548,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         sync_customer(pro_customer.customer_id)  # the subscription row, as the app copies it from Stripe
     customers: list[history.Customer] = generated["customers"]
     events: list[dict] = generated["events"]
-    log(f"history: {len(events)} events of the guide's six types ({time.monotonic() - started:.0f} s so far)")
+    log(f"history: {len(events)} events of the endpoint's types ({time.monotonic() - started:.0f} s so far)")
 
     with app.app_context():  # the customers the handlers look up, linked like Checkout links them
         db.session.execute(
@@ -659,7 +667,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     notes.append(
         f"**Webhooks**: {len(main_bodies)} events of {main_customers} customers from the emulator's history "
         f"(subscribe through Checkout, one in seven with a card that fails at renewal; upgrade, switch, cancel, "
-        f"cancel-and-resume; two months of renewals, failures, retries and ends), the guide's six types "
+        f"cancel-and-resume; two months of renewals, failures, retries and ends), the types "
+        f"`flask stripe webhook-endpoint` registers (the guide's six and customer.subscription.created) "
         f"({', '.join(f'{k} {v}' for k, v in sorted(mix.items()))}), {statistics.mean(sizes_kb):.1f} KB on average "
         f"(median {statistics.median(sizes_kb):.1f} KB), in creation order, each signed just before the run, posted "
         f"once each by wrk ({CONNECTIONS} connections, bench/webhooks.lua; {real['fillers']} fast filler GETs while "
@@ -686,6 +695,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         f"`webhook_processed:<id>`, the table being the truth); baseline: the first deliveries' events/s; "
         f"{delta(after, before, 'webhook_duplicate'):.0f} duplicates counted by the app."
     )
+    if options.webhooks_only:
+        print()
+        print(table())
+        return 0
 
     # --- 3. entitlements -------------------------------------------------------------------------------------------
     status, body = http(

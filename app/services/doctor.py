@@ -267,7 +267,7 @@ def check_webhook_endpoint() -> Iterator[Check]:
         )
     else:
         extras = [e for e in EXTRA_EVENTS if e not in events and "*" not in events]
-        would_add = f"; would add {', '.join(extras)} (delayed Checkout payments)" if extras else ""
+        would_add = f"; would add {', '.join(extras)} (`flask stripe webhook-endpoint` says why)" if extras else ""
         yield passed(
             title, f"{endpoint['id']} at {url}, the {len(GUIDE_EVENTS)} events, API version {API_VERSION}{would_add}"
         )

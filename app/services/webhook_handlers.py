@@ -13,14 +13,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
 from app.logging import get_logger
-from app.models import AuditLog, User, UserSubscription
+from app.models import AuditLog, StripeEvent, User, UserSubscription
 from app.services import audit, metrics
 from app.services.mail import billing_url, queue_mail
+from app.services.reporting import json_text
 from app.services.signals import SyncResult
 from app.services.stripe_gateway import id_of
 from app.services.sync import (
@@ -143,11 +144,34 @@ def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
     metrics.BILLING_CHECKOUT_SESSIONS_COMPLETED.inc()
     audit.record("checkout.completed", user.id, session=session.get("id"))
     subscription_id = id_of(session.get("subscription"))
-    known = subscription_id and db.session.scalar(
-        select(UserSubscription.id).where(UserSubscription.stripe_subscription_id == subscription_id)
-    )
-    if not known:  # the subscription's own event may still be on its way: fetch it so access starts now
-        sync_customer_in_transaction(customer_id, result)
+    if subscription_id is None or subscription_read_back_needed(subscription_id):
+        sync_customer_in_transaction(customer_id, result, user=user)
+
+
+#: The event that brings a new subscription's row when the endpoint takes it (stripe_admin.EXTRA_EVENTS).
+SUBSCRIPTION_CREATED = "customer.subscription.created"
+
+
+def subscription_read_back_needed(subscription_id: str) -> bool:
+    """Whether a completed Checkout must read its subscription from Stripe: only when our row of it is missing and
+    its `customer.subscription.created` event will not bring it.
+
+    That event will bring it when this endpoint receives created events (one has been recorded) and this
+    subscription's has not been recorded yet: it is on its way (Stripe does not keep order, and retries it until it
+    is applied), or being applied now, waiting for the user's lock this transaction holds. An endpoint registered
+    for the six events only, or a created event already applied without making the row (its customer was not
+    linked yet), needs the read-back. One query answers all three; the success page syncs on its own meanwhile.
+    """
+    object_id = json_text(StripeEvent.payload, "data", "object", "id")
+    created = select(StripeEvent.id).where(StripeEvent.type == SUBSCRIPTION_CREATED)
+    known, created_received, its_created_recorded = db.session.execute(
+        select(
+            exists().where(UserSubscription.stripe_subscription_id == subscription_id),
+            exists(created),
+            exists(created.where(StripeEvent.type.like("customer.%"), object_id == subscription_id)),
+        )
+    ).one()
+    return not known and (not created_received or its_created_recorded)
 
 
 def on_checkout_payment_failed(event: dict[str, Any], result: SyncResult) -> None:

@@ -172,8 +172,8 @@ def test_an_endpoint_with_exactly_the_six_events_passes_and_names_the_extras(
     [line] = [line for line in lines if "Stripe webhook endpoint" in line]
     assert line.startswith("✓"), "\n".join(lines)
     assert (
-        "would add checkout.session.async_payment_succeeded, checkout.session.async_payment_failed "
-        "(delayed Checkout payments)"
+        "would add customer.subscription.created, checkout.session.async_payment_succeeded, "
+        "checkout.session.async_payment_failed (`flask stripe webhook-endpoint` says why)"
     ) in line
     assert status == 0, "\n".join(lines)
 
