@@ -20,12 +20,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import case, literal, or_, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import joinedload, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
 from app.logging import get_logger
-from app.models import ACCESS_STATUSES, BILLING_EMAIL_LENGTH, SubscriptionPlan, User, UserSubscription
+from app.models import (
+    ACCESS_STATUSES,
+    BILLING_EMAIL_LENGTH,
+    AuditLog,
+    SubscriptionPlan,
+    User,
+    UserConversion,
+    UserSubscription,
+    utcnow,
+)
+from app.models.conversion import conversion_columns
 from app.services import audit, stripe_gateway
 from app.services.catalog import plan_by_name, plan_for_price
 from app.services.entitlements import plan_display_name
@@ -103,7 +115,7 @@ def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
     if not items:
         return None
     item = items[0]
-    price_id = id_of(item.get("price") or {})
+    price_id = subscription_price_id(sub)
     found = plan_for_price(price_id)
     if found is None:
         return None
@@ -124,6 +136,12 @@ def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
         "ended_at": from_timestamp(sub.get("ended_at")),
         "trial_end": from_timestamp(sub.get("trial_end")),
     }
+
+
+def subscription_price_id(sub: dict[str, Any]) -> str | None:
+    """The price of a Stripe subscription's first item (the plan: one item per subscription here)."""
+    items = (sub.get("items") or {}).get("data") or []
+    return id_of(items[0].get("price") or {}) if items else None
 
 
 def plan_change_direction(from_plan: str, to_plan: SubscriptionPlan) -> str:
@@ -233,29 +251,148 @@ def event_horizon() -> int | None:
 def apply_subscription(
     user: User, sub: dict[str, Any], row: UserSubscription | None, result: SyncResult, event_at: int | None = None
 ) -> UserSubscription | None:
-    """Write one Stripe subscription into its row (no commit); audit and queue mail for each transition."""
+    """Write one Stripe subscription into its row (no commit); audit and queue mail for each transition.
+
+    The row is written together with its transitions' audit entries (`write_subscription`). A new row (`row` None)
+    is inserted only if no other transaction inserted it since the caller looked: None then, and nothing written;
+    the caller reads that row and decides (a sync applies onto it, a webhook compares the event's age first).
+    """
     fields = subscription_fields(sub)
     if fields is None:
         log.warning("stripe_subscription_unknown_price", subscription=sub.get("id"))
         return row
     old = Snapshot.of(row) if row is not None else None
-    if row is None:
-        row = UserSubscription(user_id=user.id, stripe_subscription_id=sub["id"])
-        db.session.add(row)
-    for name, value in fields.items():
-        if getattr(row, name) != value:
-            setattr(row, name, value)
-    if event_at is not None and (row.last_event_at or 0) < event_at:
-        row.last_event_at = event_at
-    for action, details in transitions(old, Snapshot.of(row)):
-        audit.record(action, user.id, subscription=sub["id"], **details)
+    changes = {name: value for name, value in fields.items() if row is None or getattr(row, name) != value}
+    if event_at is not None and (row is None or (row.last_event_at or 0) < event_at):
+        changes["last_event_at"] = event_at
+    plan = fields["plan"]
+    new = Snapshot(
+        fields["status"],
+        plan.name,
+        fields["billing_cycle"],
+        fields["cancel_at_period_end"],
+        fields["current_period_end"],
+    )
+    moves = transitions(old, new)
+    written = write_subscription(user, sub["id"], row, changes, moves)
+    if written is None:
+        return None
+    for action, details in moves:
         result.actions.append(action)
-        result.plans.append(row.plan.name)
+        result.plans.append(plan.name)
         result.mail_queued |= queue_transition_mail(
-            action, user, row, ended_for=(sub.get("cancellation_details") or {}).get("reason"), previous=old
+            action, user, written, ended_for=(sub.get("cancellation_details") or {}).get("reason"), previous=old
         )
         if action == "subscription.plan_changed":
-            result.plan_change_directions.append(plan_change_direction(details["from_plan"], row.plan))
+            result.plan_change_directions.append(plan_change_direction(details["from_plan"], plan))
+    return written
+
+
+def write_subscription(
+    user: User,
+    subscription_id: str,
+    row: UserSubscription | None,
+    changes: dict[str, Any],
+    moves: list[tuple[str, dict[str, Any]]],
+) -> UserSubscription | None:
+    """Write the row's `changes` (insert it when `row` is None) and one audit entry per transition in `moves`.
+
+    On PostgreSQL it is one statement: the row's INSERT (… ON CONFLICT DO NOTHING) or UPDATE, and the audit
+    entries and the user's conversion row (app/models/conversion.py) inserted from its RETURNING, so they exist
+    exactly when the row was written. None when the insert found the row there already (nothing written). The
+    session's copy of the row is then set to what was written, as a flush would. Elsewhere (SQLite) the ORM
+    writes the same rows, one statement each.
+    """
+    if row is not None and not changes:
+        return row
+    if db.engine.dialect.name != "postgresql":
+        return write_subscription_with_orm(user, subscription_id, row, changes, moves)
+    now = utcnow()
+    table = UserSubscription.__table__
+    values = {name: value for name, value in changes.items() if name != "plan"}
+    values["updated_at"] = now
+    if row is None:
+        values.setdefault("last_event_at", None)
+        values.update(user_id=user.id, stripe_subscription_id=subscription_id, created_at=now)
+        statement: Any = (
+            postgresql.insert(table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[table.c.stripe_subscription_id])
+        )
+    else:
+        statement = update(table).where(table.c.id == row.id).values(**values)
+    written = statement.returning(table.c.id).cte("written_row")
+    ctes = [
+        audit_entry(written, f"audit_{n}", user.id, action, {"subscription": subscription_id, **details}, now)
+        for n, (action, details) in enumerate(moves)
+    ]
+    columns = sorted({column for action, details in moves for column in conversion_columns(action, details)})
+    if columns:
+        ctes.append(conversion_upsert(written, user.id, columns, now))
+    row_id = db.session.execute(select(written.c.id).add_cte(*ctes)).scalar()
+    if row_id is None:
+        return None
+    if row is None:
+        row = UserSubscription(id=row_id, **values, plan=changes["plan"])
+        make_transient_to_detached(row)
+        db.session.add(row)
+        return row
+    for name, value in {**changes, "updated_at": now}.items():
+        set_committed_value(row, name, value)
+    return row
+
+
+def audit_entry(written: Any, name: str, user_id: int, action: str, details: dict[str, Any], at: datetime) -> Any:
+    """The audit entry of one transition, inserted once per row `written` returns (a CTE)."""
+    audit_logs = AuditLog.__table__
+    return (
+        postgresql.insert(audit_logs)
+        .from_select(
+            ["user_id", "action", "details", "created_at"],
+            select(
+                literal(user_id),
+                literal(action),
+                literal(details, audit_logs.c.details.type),
+                literal(at, audit_logs.c.created_at.type),
+            ).select_from(written),
+        )
+        .cte(name)
+    )
+
+
+def conversion_upsert(written: Any, user_id: int, columns: list[str], at: datetime) -> Any:
+    """The user's conversion row (the earliest time of each move) upserted once per row `written` returns (a CTE):
+    the ORM's listener on AuditLog does it for entries added through the session."""
+    table = UserConversion.__table__
+    insert = postgresql.insert(table).from_select(
+        ["user_id", *columns],
+        select(literal(user_id), *(literal(at, table.c[column].type) for column in columns)).select_from(written),
+    )
+    earliest = {
+        column: case(
+            (or_(table.c[column].is_(None), insert.excluded[column] < table.c[column]), insert.excluded[column]),
+            else_=table.c[column],
+        )
+        for column in columns
+    }
+    return insert.on_conflict_do_update(index_elements=[table.c.user_id], set_=earliest).cte("conversion")
+
+
+def write_subscription_with_orm(
+    user: User,
+    subscription_id: str,
+    row: UserSubscription | None,
+    changes: dict[str, Any],
+    moves: list[tuple[str, dict[str, Any]]],
+) -> UserSubscription:
+    """`write_subscription` through the session, for databases without data-modifying CTEs (SQLite)."""
+    if row is None:
+        row = UserSubscription(user_id=user.id, stripe_subscription_id=subscription_id)
+        db.session.add(row)
+    for name, value in changes.items():
+        setattr(row, name, value)
+    for action, details in moves:
+        audit.record(action, user.id, subscription=subscription_id, **details)
     return row
 
 
@@ -351,17 +488,31 @@ def sync_customer_in_transaction(
     return result
 
 
-def sync_user_rows(user: User, customer_id: str, result: SyncResult) -> dict[str, UserSubscription]:
+def sync_user_rows(
+    user: User, customer_id: str, result: SyncResult, rows: dict[str, UserSubscription] | None = None
+) -> dict[str, UserSubscription]:
     """Apply the customer's subscriptions from Stripe to the rows of `user` (locked by the caller); the rows after,
-    by Stripe id."""
+    by Stripe id. A caller that has read the user's rows since taking the lock passes them (`rows`)."""
     result.user_id = user.id
-    rows = rows_by_subscription_id(user)
+    rows = rows_by_subscription_id(user) if rows is None else rows
     horizon = event_horizon()
     for sub in stripe_gateway.list_subscriptions(customer_id):
         row = apply_subscription(user, sub, rows.get(sub["id"]), result, event_at=horizon)
+        if row is None and sub["id"] not in rows:  # inserted by another transaction since: Stripe's state wins
+            row = apply_subscription(user, sub, locked_row(sub["id"]), result, event_at=horizon)
         if row is not None:
             rows[sub["id"]] = row
     return rows
+
+
+def locked_row(subscription_id: str) -> UserSubscription | None:
+    """Our row of a Stripe subscription, locked, as committed now (not as this session last saw it)."""
+    return db.session.scalar(
+        select(UserSubscription)
+        .where(UserSubscription.stripe_subscription_id == subscription_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def sync_customer(customer_id: str) -> SyncResult:

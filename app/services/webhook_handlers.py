@@ -13,13 +13,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, insert, literal, select
 from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
 from app.logging import get_logger
-from app.models import AuditLog, StripeEvent, User, UserSubscription
+from app.models import AuditLog, StripeEvent, SubscriptionPlan, User, UserSubscription, utcnow
 from app.services import audit, metrics
+from app.services.catalog import catalog
 from app.services.mail import billing_url, queue_mail
 from app.services.reporting import json_text
 from app.services.signals import SyncResult
@@ -30,12 +31,17 @@ from app.services.sync import (
     customer_id_of,
     find_user_for_customer,
     link_customer,
+    locked_row,
+    subscription_price_id,
     sync_customer_in_transaction,
     sync_user_rows,
 )
 from app.templating import date, money
 
 log = get_logger(__name__)
+
+#: The event that brings a new subscription's row when the endpoint takes it (stripe_admin.EXTRA_EVENTS).
+SUBSCRIPTION_CREATED = "customer.subscription.created"
 
 
 def event_user(event: dict[str, Any], result: SyncResult) -> User | None:
@@ -70,28 +76,74 @@ def locked_user_and_row(customer_id: str, subscription_id: str) -> tuple[User, U
     return (found[0], found[1]) if found is not None else None
 
 
+def locked_user_and_rows(customer_id: str) -> tuple[User, dict[str, UserSubscription]] | None:
+    """The customer's user and all its rows (with their plans), locked, by Stripe id, in one query; None when the
+    user has no row (or is not linked): the caller then looks the user up alone.
+
+    Locking the rows too (not only the user) makes a query that waited for another transaction's lock return
+    their newest versions; a row inserted meanwhile is not among them, and `sync_user_rows` finds it when it
+    tries to insert it."""
+    found = db.session.execute(
+        select(User, UserSubscription)
+        .select_from(User)
+        .join(UserSubscription, UserSubscription.user_id == User.id)
+        .join(UserSubscription.plan)
+        .options(contains_eager(UserSubscription.plan))
+        .where(User.stripe_customer_id == customer_id)
+        .with_for_update(of=[User, UserSubscription])
+        .execution_options(populate_existing=True)
+    ).all()
+    if not found:
+        return None
+    return found[0][0], {row.stripe_subscription_id: row for _, row in found}
+
+
 def user_and_row(
     event: dict[str, Any], result: SyncResult, customer_id: str
-) -> tuple[User, UserSubscription | None] | None:
-    """The locked user of a subscription event and our locked row of its subscription (None for a new one); None,
-    logged, for a stranger. One query when both exist; one by one otherwise (a created event's row is usually not
-    there yet, so it goes one by one at once)."""
-    subscription_id = event["data"]["object"]["id"]
-    if event["type"] != "customer.subscription.created":
-        found = locked_user_and_row(customer_id, subscription_id)
+) -> tuple[User, UserSubscription | None, SubscriptionPlan | None] | None:
+    """The locked user of a subscription event, our locked row of its subscription (None for a new one) and the
+    plan loaded alongside, if any; None, logged, for a stranger. One query when both exist. A created event's row
+    is usually not there yet: its user comes with the plan of its price (which writing the row reads; the caller
+    holds it, as the session keeps only what is referenced), and the row is not looked for at all —
+    `apply_subscription` inserts it unless it is there."""
+    sub = event["data"]["object"]
+    if event["type"] == SUBSCRIPTION_CREATED:
+        with_plan = locked_user_with_plan(customer_id, subscription_price_id(sub))
+        if with_plan is not None:
+            result.user_id = with_plan[0].id
+            return with_plan[0], None, with_plan[1]
+    else:
+        found = locked_user_and_row(customer_id, sub["id"])
         if found is not None:
             result.user_id = found[0].id
-            return found
+            return found[0], found[1], None
     user = event_user(event, result)
     if user is None:
         return None
-    row = db.session.scalar(
-        select(UserSubscription)
-        .where(UserSubscription.stripe_subscription_id == subscription_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    return user, locked_row(sub["id"]), None
+
+
+def locked_user_with_plan(customer_id: str, price_id: str | None) -> tuple[User, SubscriptionPlan] | None:
+    """The customer's user, locked, with the catalog plan of `price_id` loaded in the same query (into the session,
+    where `plan_for_price` finds it); None when either is missing (the caller then looks the user up alone)."""
+    plan_id = next(
+        (
+            view.id
+            for view in catalog()
+            for cycle in ("monthly", "yearly")
+            if view.stripe_price_id_for(cycle) == price_id
+        ),
+        None,
     )
-    return user, row
+    if price_id is None or plan_id is None:
+        return None
+    found = db.session.execute(
+        select(User, SubscriptionPlan)
+        .join(SubscriptionPlan, SubscriptionPlan.id == plan_id)
+        .where(User.stripe_customer_id == customer_id)
+        .with_for_update(of=User)
+    ).first()
+    return (found[0], found[1]) if found is not None else None
 
 
 def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
@@ -104,11 +156,17 @@ def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
     found = user_and_row(event, result, customer_id)
     if found is None:
         return
-    user, row = found
+    user, row, _plan = found  # the plan stays referenced, so in the session, while the row is written
     event_at = int(event.get("created") or 0)
-    if row is not None and row.user_id != user.id:
+    if row is None:
+        if apply_subscription(user, sub, None, result, event_at=event_at) is not None:
+            return
+        row = locked_row(sub["id"])  # inserted by another transaction meanwhile (or a price we do not sell)
+        if row is None:
+            return
+    if row.user_id != user.id:
         raise ValueError(f"subscription {sub['id']} belongs to another user")
-    if row is None or row.last_event_at is None or event_at > row.last_event_at:
+    if row.last_event_at is None or event_at > row.last_event_at:
         apply_subscription(user, sub, row, result, event_at=event_at)
     elif event_at == row.last_event_at:
         # Two events in the same second: their order is unknown, so ask Stripe for the current state.
@@ -146,10 +204,6 @@ def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
     subscription_id = id_of(session.get("subscription"))
     if subscription_id is None or subscription_read_back_needed(subscription_id):
         sync_customer_in_transaction(customer_id, result, user=user)
-
-
-#: The event that brings a new subscription's row when the endpoint takes it (stripe_admin.EXTRA_EVENTS).
-SUBSCRIPTION_CREATED = "customer.subscription.created"
 
 
 def subscription_read_back_needed(subscription_id: str) -> bool:
@@ -190,16 +244,29 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
     return id_of(details.get("subscription"))
 
 
-def already_audited(user_id: int, action: str, key: str, value: str) -> bool:
-    """Whether the user's audit trail holds `action` with `details[key] == value` (a payment counted once)."""
-    return (
-        db.session.scalar(
-            select(AuditLog.id)
-            .where(AuditLog.user_id == user_id, AuditLog.action == action, AuditLog.details[key].as_string() == value)
-            .limit(1)
+def audit_once(user_id: int, action: str, key: str, details: dict[str, Any]) -> bool:
+    """Add the audit entry `action` with `details` unless the user's trail holds one with the same `details[key]`
+    (a payment counted once, however often its events come); whether it was added.
+
+    One statement, INSERT … SELECT … WHERE NOT EXISTS; the caller holds the user's lock, so two deliveries of
+    one payment cannot both add it."""
+    audit_logs = AuditLog.__table__
+    fresh = select(
+        literal(user_id),
+        literal(action),
+        literal(details, audit_logs.c.details.type),
+        literal(utcnow(), audit_logs.c.created_at.type),
+    ).where(
+        ~exists().where(
+            AuditLog.user_id == user_id,
+            AuditLog.action == action,
+            AuditLog.details[key].as_string() == str(details[key]),
         )
-        is not None
     )
+    added = db.session.execute(
+        insert(audit_logs).from_select(["user_id", "action", "details", "created_at"], fresh).returning(audit_logs.c.id)
+    ).first()
+    return added is not None
 
 
 def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
@@ -208,16 +275,14 @@ def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
     user = event_user(event, result)
     if user is None:
         return
-    if already_audited(user.id, "payment.succeeded", "invoice", invoice["id"]):
+    details = {
+        "invoice": invoice["id"],
+        "amount": invoice.get("amount_paid"),
+        "currency": invoice.get("currency"),
+        "subscription": invoice_subscription_id(invoice),
+    }
+    if not audit_once(user.id, "payment.succeeded", "invoice", details):
         return
-    audit.record(
-        "payment.succeeded",
-        user.id,
-        invoice=invoice["id"],
-        amount=invoice.get("amount_paid"),
-        currency=invoice.get("currency"),
-        subscription=invoice_subscription_id(invoice),
-    )
     metrics.BILLING_PAYMENTS_SUCCEEDED.inc()
     log.info("payment_succeeded", user_id=user.id, invoice=invoice["id"], amount=invoice.get("amount_paid"))
 
@@ -233,23 +298,26 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
     """
     invoice = event["data"]["object"]
     customer_id = customer_id_of(invoice)
-    user = event_user(event, result)
-    if user is None or customer_id is None:  # the user is found by the customer: no customer, no user
+    if customer_id is None:  # the user is found by the customer: no customer, no user
+        event_user(event, result)
         return
+    found = locked_user_and_rows(customer_id)
+    user, rows = found if found is not None else (event_user(event, result), None)
+    if user is None:
+        return
+    result.user_id = user.id
     attempt = str(invoice.get("attempt_count") or 0)
-    if not already_audited(user.id, "payment.failed", "attempt_key", f"{invoice['id']}:{attempt}"):
-        audit.record(
-            "payment.failed",
-            user.id,
-            invoice=invoice["id"],
-            attempt_key=f"{invoice['id']}:{attempt}",
-            amount=invoice.get("amount_due"),
-            subscription=invoice_subscription_id(invoice),
-        )
+    details = {
+        "invoice": invoice["id"],
+        "attempt_key": f"{invoice['id']}:{attempt}",
+        "amount": invoice.get("amount_due"),
+        "subscription": invoice_subscription_id(invoice),
+    }
+    if audit_once(user.id, "payment.failed", "attempt_key", details):
         metrics.BILLING_PAYMENTS_FAILED.inc()
         log.info("payment_failed", user_id=user.id, invoice=invoice["id"], attempt=attempt)
     # Failures are rare: one Stripe read gives the subscription's true status (past_due, or ended).
-    rows = sync_user_rows(user, customer_id, result)
+    rows = sync_user_rows(user, customer_id, result, rows)
     next_attempt = invoice.get("next_payment_attempt")
     if not next_attempt and invoice.get("status") != "open":
         return  # nothing left to pay
