@@ -308,20 +308,19 @@ def write_subscription(
     if db.engine.dialect.name != "postgresql":
         return write_subscription_with_orm(user, subscription_id, row, changes, moves)
     now = utcnow()
-    table = UserSubscription.__table__
     values = {name: value for name, value in changes.items() if name != "plan"}
     values["updated_at"] = now
     if row is None:
         values.setdefault("last_event_at", None)
         values.update(user_id=user.id, stripe_subscription_id=subscription_id, created_at=now)
         statement: Any = (
-            postgresql.insert(table)
+            postgresql.insert(UserSubscription)
             .values(**values)
-            .on_conflict_do_nothing(index_elements=[table.c.stripe_subscription_id])
+            .on_conflict_do_nothing(index_elements=["stripe_subscription_id"])
         )
     else:
-        statement = update(table).where(table.c.id == row.id).values(**values)
-    written = statement.returning(table.c.id).cte("written_row")
+        statement = update(UserSubscription).where(UserSubscription.id == row.id).values(**values)
+    written = statement.returning(UserSubscription.id).cte("written_row")
     ctes = [
         audit_entry(written, f"audit_{n}", user.id, action, {"subscription": subscription_id, **details}, now)
         for n, (action, details) in enumerate(moves)
@@ -344,16 +343,15 @@ def write_subscription(
 
 def audit_entry(written: Any, name: str, user_id: int, action: str, details: dict[str, Any], at: datetime) -> Any:
     """The audit entry of one transition, inserted once per row `written` returns (a CTE)."""
-    audit_logs = AuditLog.__table__
     return (
-        postgresql.insert(audit_logs)
+        postgresql.insert(AuditLog)
         .from_select(
             ["user_id", "action", "details", "created_at"],
             select(
                 literal(user_id),
                 literal(action),
-                literal(details, audit_logs.c.details.type),
-                literal(at, audit_logs.c.created_at.type),
+                literal(details, AuditLog.details.type),
+                literal(at, AuditLog.created_at.type),
             ).select_from(written),
         )
         .cte(name)
@@ -364,7 +362,7 @@ def conversion_upsert(written: Any, user_id: int, columns: list[str], at: dateti
     """The user's conversion row (the earliest time of each move) upserted once per row `written` returns (a CTE):
     the ORM's listener on AuditLog does it for entries added through the session."""
     table = UserConversion.__table__
-    insert = postgresql.insert(table).from_select(
+    insert = postgresql.insert(UserConversion).from_select(
         ["user_id", *columns],
         select(literal(user_id), *(literal(at, table.c[column].type) for column in columns)).select_from(written),
     )
@@ -375,7 +373,7 @@ def conversion_upsert(written: Any, user_id: int, columns: list[str], at: dateti
         )
         for column in columns
     }
-    return insert.on_conflict_do_update(index_elements=[table.c.user_id], set_=earliest).cte("conversion")
+    return insert.on_conflict_do_update(index_elements=["user_id"], set_=earliest).cte("conversion")
 
 
 def write_subscription_with_orm(

@@ -250,12 +250,11 @@ def audit_once(user_id: int, action: str, key: str, details: dict[str, Any]) -> 
 
     One statement, INSERT … SELECT … WHERE NOT EXISTS; the caller holds the user's lock, so two deliveries of
     one payment cannot both add it."""
-    audit_logs = AuditLog.__table__
     fresh = select(
         literal(user_id),
         literal(action),
-        literal(details, audit_logs.c.details.type),
-        literal(utcnow(), audit_logs.c.created_at.type),
+        literal(details, AuditLog.details.type),
+        literal(utcnow(), AuditLog.created_at.type),
     ).where(
         ~exists().where(
             AuditLog.user_id == user_id,
@@ -264,7 +263,7 @@ def audit_once(user_id: int, action: str, key: str, details: dict[str, Any]) -> 
         )
     )
     added = db.session.execute(
-        insert(audit_logs).from_select(["user_id", "action", "details", "created_at"], fresh).returning(audit_logs.c.id)
+        insert(AuditLog).from_select(["user_id", "action", "details", "created_at"], fresh).returning(AuditLog.id)
     ).first()
     return added is not None
 
