@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, literal, or_, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import case, exists, insert, literal, or_, select, update
 from sqlalchemy.orm import joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -298,11 +297,13 @@ def write_subscription(
 ) -> UserSubscription | None:
     """Write the row's `changes` (insert it when `row` is None) and one audit entry per transition in `moves`.
 
-    On PostgreSQL it is one statement: the row's INSERT (… ON CONFLICT DO NOTHING) or UPDATE, and the audit
-    entries and the user's conversion row (app/models/conversion.py) inserted from its RETURNING, so they exist
-    exactly when the row was written. None when the insert found the row there already (nothing written). The
-    session's copy of the row is then set to what was written, as a flush would. Elsewhere (SQLite) the ORM
-    writes the same rows, one statement each.
+    On PostgreSQL it is one statement: the row's INSERT (unless the row is there) or UPDATE, and the audit entries
+    and the user's conversion row (app/models/conversion.py) written from its RETURNING, so they exist exactly
+    when the row was written. None when the insert found the row there already (nothing written): the caller
+    holds the user's lock, which every writer of the user's rows takes first, so only one committed before the
+    lock was granted can be there. The session's copy of the row is then set to what was written, as a flush
+    would. Elsewhere (SQLite) the ORM writes the same rows, one statement each. (Built from generic constructs,
+    not the dialect's ON CONFLICT, so SQLAlchemy caches its compiled form.)
     """
     if row is not None and not changes:
         return row
@@ -311,14 +312,15 @@ def write_subscription(
     now = utcnow()
     values = {name: value for name, value in changes.items() if name != "plan"}
     values["updated_at"] = now
+    statement: Any
     if row is None:
         values.setdefault("last_event_at", None)
         values.update(user_id=user.id, stripe_subscription_id=subscription_id, created_at=now)
-        statement: Any = (
-            postgresql.insert(UserSubscription)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["stripe_subscription_id"])
+        columns = UserSubscription.__table__.c
+        absent = select(*(literal(value, columns[name].type) for name, value in values.items())).where(
+            ~exists().where(UserSubscription.stripe_subscription_id == subscription_id)
         )
+        statement = insert(UserSubscription).from_select(list(values), absent)
     else:
         statement = update(UserSubscription).where(UserSubscription.id == row.id).values(**values)
     written = statement.returning(UserSubscription.id).cte("written_row")
@@ -326,9 +328,9 @@ def write_subscription(
         audit_entry(written, f"audit_{n}", user.id, action, {"subscription": subscription_id, **details}, now)
         for n, (action, details) in enumerate(moves)
     ]
-    columns = sorted({column for action, details in moves for column in conversion_columns(action, details)})
-    if columns:
-        ctes.append(conversion_upsert(written, user.id, columns, now))
+    converted = sorted({column for action, details in moves for column in conversion_columns(action, details)})
+    if converted:
+        ctes += conversion_writes(written, user.id, converted, now)
     row_id = db.session.execute(select(written.c.id).add_cte(*ctes)).scalar()
     if row_id is None:
         return None
@@ -345,7 +347,7 @@ def write_subscription(
 def audit_entry(written: Any, name: str, user_id: int, action: str, details: dict[str, Any], at: datetime) -> Any:
     """The audit entry of one transition, inserted once per row `written` returns (a CTE)."""
     return (
-        postgresql.insert(AuditLog)
+        insert(AuditLog)
         .from_select(
             ["user_id", "action", "details", "created_at"],
             select(
@@ -359,22 +361,30 @@ def audit_entry(written: Any, name: str, user_id: int, action: str, details: dic
     )
 
 
-def conversion_upsert(written: Any, user_id: int, columns: list[str], at: datetime) -> Any:
-    """The user's conversion row (the earliest time of each move) upserted once per row `written` returns (a CTE):
-    the ORM's listener on AuditLog does it for entries added through the session."""
-    table = UserConversion.__table__
-    insert = postgresql.insert(UserConversion).from_select(
-        ["user_id", *columns],
-        select(literal(user_id), *(literal(at, table.c[column].type) for column in columns)).select_from(written),
-    )
+def conversion_writes(written: Any, user_id: int, columns: list[str], at: datetime) -> list[Any]:
+    """The user's conversion row (the earliest time of each move) written once per row `written` returns (two
+    CTEs: update it if it is there, insert it if not — both see the same snapshot, so exactly one acts): the ORM's
+    listener on AuditLog does it for entries added through the session."""
+    table = UserConversion.__table__.c
     earliest = {
         column: case(
-            (or_(table.c[column].is_(None), insert.excluded[column] < table.c[column]), insert.excluded[column]),
-            else_=table.c[column],
+            (
+                or_(table[column].is_(None), table[column] > literal(at, table[column].type)),
+                literal(at, table[column].type),
+            ),
+            else_=table[column],
         )
         for column in columns
     }
-    return insert.on_conflict_do_update(index_elements=["user_id"], set_=earliest).cte("conversion")
+    mine = UserConversion.user_id == user_id
+    updated = update(UserConversion).where(mine, exists(select(written.c.id))).values(earliest).cte("conversion_update")
+    inserted = insert(UserConversion).from_select(
+        ["user_id", *columns],
+        select(literal(user_id), *(literal(at, table[column].type) for column in columns))
+        .select_from(written)
+        .where(~exists().where(mine)),
+    )
+    return [updated, inserted.cte("conversion_insert")]
 
 
 def write_subscription_with_orm(
