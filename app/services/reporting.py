@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, literal_column, or_, select
+from sqlalchemy import and_, case, exists, func, literal_column, or_, select, true
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
@@ -242,6 +242,14 @@ def conversions(days: int = 30, now: datetime | None = None) -> list[Conversion]
             value.filter(metric == SIGNUPS),
             *(value.filter(metric == converted_metric(path)) for path, _label in CONVERSION_PATHS),
             value.filter(metric == converted_metric("reached_starter")),
+        ).where(
+            metric.in_(
+                [
+                    SIGNUPS,
+                    converted_metric("reached_starter"),
+                    *(f(path) for path, _label in CONVERSION_PATHS for f in (conversions_metric, converted_metric)),
+                ]
+            )
         )
     ).one()
     recent, total_users, ever, starters = row[:3], row[3] or 0, row[4:7], row[7] or 0
@@ -293,12 +301,10 @@ def failed_payments() -> FailedPayments:
         .where(DailyCount.metric.in_((status_metric("past_due"), status_metric("unpaid"))))
         .subquery()
     )
+    invoices = select(func.count(), func.coalesce(func.sum(unpaid_invoices.c.amount), 0)).subquery()
     past_due, unpaid, count, amount = db.session.execute(
-        select(
-            statuses.c[0],
-            statuses.c[1],
-            select(func.count()).select_from(unpaid_invoices).scalar_subquery(),
-            select(func.coalesce(func.sum(unpaid_invoices.c.amount), 0)).scalar_subquery(),
+        select(statuses.c[0], statuses.c[1], invoices.c[0], invoices.c[1]).select_from(
+            statuses.join(invoices, true())  # one row each
         )
     ).one()
     return FailedPayments(int(past_due or 0), int(unpaid or 0), count or 0, int(amount or 0))
@@ -393,16 +399,24 @@ def activity_history(days: int = 30, now: datetime | None = None) -> list[Activi
 
 
 def recent_audit_log(limit: int = 50) -> list[tuple[AuditLog, str | None]]:
-    """The newest audit entries with their user's email."""
+    """The newest audit entries with their user's email: the entries picked first (ix_audit_logs_created_at, ties
+    broken by id), then only those joined to their users."""
+    newest = _newest_first(select(AuditLog.id)).limit(limit).subquery()
     return [
         (entry, email)
         for entry, email in db.session.execute(
-            select(AuditLog, User.email)
-            .outerjoin(User, User.id == AuditLog.user_id)
-            .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
-            .limit(limit)
+            _newest_first(
+                select(AuditLog, User.email)
+                .join(newest, newest.c.id == AuditLog.id)
+                .outerjoin(User, User.id == AuditLog.user_id)
+            )
         )
     ]
+
+
+def _newest_first(query: Any) -> Any:
+    """Audit entries newest first, ties broken by id."""
+    return query.order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
 
 
 def recent_webhook_events(limit: int = 25) -> list[StripeEvent]:
