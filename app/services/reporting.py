@@ -153,8 +153,8 @@ def churn(days: int = 30, now: datetime | None = None) -> Churn:
     From kept per-day rows, the window's two partial days read from indexes (so the figures stay exact to the
     second, not rounded to days):
     - churned: canceled ones that ended in [start, now) = the `subscriptions.canceled` counts of the days after the
-      start's day up to today, plus those that ended in the rest of the start's day, minus those that end later
-      today (the partial index on when a canceled subscription ended, migration 0005);
+      start's day up to today, plus those that ended in the rest of the start's day, minus today's that end at or
+      after `now` (the partial index on when a canceled subscription ended, migration 0005);
     - live at the start: every subscription that counted for revenue and began before it, minus the canceled ones
       that ended before it = the `daily_subscription_changes` of the days before the start's day, plus the
       subscriptions that began and minus those that ended on that day before the start (indexes of migration 0005);
