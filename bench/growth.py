@@ -3,8 +3,9 @@ generate_series`): one statement per table and step, no row through Python.
 
 Each generated subscription comes with its user (and Stripe customer id), one audit entry (and the
 user_conversions row it implies) and one recorded webhook event, so that every table a webhook touches grows with
-the subscriptions, as it does in production. The triggers of migration 0007 count them into the per-day tables as
-they would count the app's own writes (one aggregated upsert per statement).
+the subscriptions, as it does in production. The triggers of migrations 0007, 0011 and 0012 count them into the
+per-day tables and the events per status as they would count the app's own writes (one aggregated upsert per
+statement).
 Statuses, plans and cycles are spread like a live product: mostly active, some canceled, past due, trialing.
 """
 
@@ -89,6 +90,6 @@ def grow(connection, first: int, last: int) -> None:
     connection.execute(
         text(
             "ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events, "
-            "daily_counts, daily_subscription_changes"
+            "daily_counts, daily_subscription_changes, stripe_event_counts"
         )
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, Index, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import Model
@@ -43,3 +43,29 @@ class StripeEvent(Model):
 
     def __repr__(self) -> str:
         return f"<StripeEvent {self.id} {self.type} {self.status}>"
+
+
+#: Rows per status in `stripe_event_counts`: deliveries of different events mostly add to different rows, so a
+#: delivery's insert seldom waits on another delivery's transaction.
+EVENT_COUNT_SHARDS = 16
+
+
+class StripeEventCount(Model):
+    """Recorded webhook events per status, kept by database triggers (migration 0011_stripe_event_counts).
+
+    Each status has up to `EVENT_COUNT_SHARDS` rows whose sum is the number of events in that status; an event
+    counts in the row its id's last character picks (its code point modulo the shards). A delivery inserts its event
+    at the start of a transaction that lasts as long as its handler, and a single row per status, locked by that
+    insert until the commit, would make every other delivery wait for it. Kept in the transaction of the write,
+    whoever writes (the app, `flask` commands, bulk SQL). TRUNCATE fires no trigger: truncate this table with
+    `stripe_events` (tests truncate every table).
+    """
+
+    __tablename__ = "stripe_event_counts"
+
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    def __repr__(self) -> str:
+        return f"<StripeEventCount {self.status}[{self.shard}]={self.events}>"

@@ -45,6 +45,13 @@ class UserSubscription(TimestampMixin, Model):
             postgresql_include=["ended_at", "canceled_at", "updated_at", "created_at", "plan_id", "billing_cycle"],
             postgresql_where=text("status = 'canceled'"),
         ).ddl_if(dialect="postgresql"),
+        # Canceled ones whose row was written after they had ended, by when it was written (churn, migration 0012).
+        Index(
+            "ix_user_subscriptions_canceled_before_created",
+            "created_at",
+            postgresql_include=["ended_at", "canceled_at", "updated_at"],
+            postgresql_where=text("status = 'canceled' AND coalesce(ended_at, canceled_at, updated_at) < created_at"),
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

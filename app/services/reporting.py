@@ -7,11 +7,11 @@ can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, literal_column, or_, select
+from sqlalchemy import and_, case, exists, func, literal_column, or_, select, true
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
@@ -28,6 +28,7 @@ from app.models import (
     utcnow,
 )
 from app.models.daily import SIGNUPS, conversions_metric, converted_metric
+from app.models.stripe_event import StripeEventCount
 
 #: Statuses that count as recurring revenue: the ones that grant the plan (past_due while Stripe retries).
 REVENUE_STATUSES = ACCESS_STATUSES
@@ -136,31 +137,66 @@ class Churn:
         return Decimal(self.churned) / Decimal(self.active_at_start)
 
 
+def status_metric(status: str) -> str:
+    """The `daily_counts` metric of the subscriptions in `status` (migration 0012, kept by triggers): per UTC day,
+    those created that day — a canceled one on the day it ended instead."""
+    return f"subscriptions.{status}"
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
 def churn(days: int = 30, now: datetime | None = None) -> Churn:
     """Subscriptions canceled or ended in the last `days` ÷ subscriptions live at the window's start.
 
-    Live at the start = live now and created before it (every live one — the sum of `daily_subscription_changes`,
-    as `revenue_summary` counts them — minus the few created since, from the index on `status`/`created_at`) +
-    canceled ones that began before it and ended inside the window (the partial index on when a canceled
-    subscription ended, migration 0005): no scan of the whole table."""
+    From kept per-day rows, the window's two partial days read from indexes (so the figures stay exact to the
+    second, not rounded to days):
+    - churned: canceled ones that ended in [start, now) = the `subscriptions.canceled` counts of the days after the
+      start's day up to today, plus those that ended in the rest of the start's day, minus today's that end at or
+      after `now` (the partial index on when a canceled subscription ended, migration 0005);
+    - live at the start: every subscription that counted for revenue and began before it, minus the canceled ones
+      that ended before it = the `daily_subscription_changes` of the days before the start's day, plus the
+      subscriptions that began and minus those that ended on that day before the start (indexes of migration 0005);
+      plus the canceled ones that ended before the start but were created after it (a row written after the
+      subscription had ended: their own partial index, migration 0012).
+    """
     now = now or utcnow()
     start = now - timedelta(days=days)
-    ended = ended_at_expression()
-    live = UserSubscription.status.in_(REVENUE_STATUSES)
-    canceled = (
-        select(
-            func.count().filter(ended < now).label("churned"),
-            func.count().filter(UserSubscription.created_at < start).label("live_at_start"),
-        )
-        .where(UserSubscription.status == "canceled", ended >= start)
-        .subquery()
+    start_day, today = start.astimezone(UTC).date(), now.astimezone(UTC).date()
+    start_midnight = _utc_midnight(start_day)
+    ended, created = ended_at_expression(), UserSubscription.created_at
+    canceled = UserSubscription.status == "canceled"
+
+    def count(*where: Any) -> Any:
+        return select(func.count()).where(*where).scalar_subquery()
+
+    def ended_between(low: datetime, high: datetime) -> Any:
+        return count(canceled, ended >= low, ended < high)
+
+    kept_ended = select(func.coalesce(func.sum(DailyCount.value), 0)).where(
+        DailyCount.metric == status_metric("canceled"), DailyCount.day > start_day, DailyCount.day <= today
     )
-    live_total = select(func.coalesce(func.sum(DailySubscriptionChange.net), 0)).scalar_subquery()
-    live_since = select(func.count()).where(live, UserSubscription.created_at >= start).scalar_subquery()
-    churned, canceled_at_start, total, since = db.session.execute(
-        select(canceled.c.churned, canceled.c.live_at_start, live_total, live_since)
+    net_before = select(func.coalesce(func.sum(DailySubscriptionChange.net), 0)).where(
+        DailySubscriptionChange.day < start_day
+    )
+    counted = UserSubscription.status.in_((*REVENUE_STATUSES, "canceled"))
+    row = db.session.execute(
+        select(
+            kept_ended.scalar_subquery(),
+            ended_between(start, _utc_midnight(start_day + timedelta(days=1))),
+            ended_between(now, _utc_midnight(today + timedelta(days=1))),
+            net_before.scalar_subquery(),
+            count(counted, created >= start_midnight, created < start),
+            ended_between(start_midnight, start),
+            count(canceled, ended < created, created >= start, ended < start),
+        )
     ).one()
-    return Churn(days, churned or 0, int(total or 0) - (since or 0) + (canceled_at_start or 0))
+    kept, ended_after_start, ended_after_now, live_before, began, ended_before, ended_before_created = (
+        int(n or 0) for n in row
+    )
+    churned = kept + ended_after_start - ended_after_now
+    return Churn(days, churned, live_before + began - ended_before + ended_before_created)
 
 
 @dataclass(frozen=True)
@@ -206,6 +242,14 @@ def conversions(days: int = 30, now: datetime | None = None) -> list[Conversion]
             value.filter(metric == SIGNUPS),
             *(value.filter(metric == converted_metric(path)) for path, _label in CONVERSION_PATHS),
             value.filter(metric == converted_metric("reached_starter")),
+        ).where(
+            metric.in_(
+                [
+                    SIGNUPS,
+                    converted_metric("reached_starter"),
+                    *(f(path) for path, _label in CONVERSION_PATHS for f in (conversions_metric, converted_metric)),
+                ]
+            )
         )
     ).one()
     recent, total_users, ever, starters = row[:3], row[3] or 0, row[4:7], row[7] or 0
@@ -231,7 +275,8 @@ class FailedPayments:
 
 
 def failed_payments() -> FailedPayments:
-    """Payments still failing: subscriptions past_due/unpaid, and failed invoices not paid since."""
+    """Payments still failing: subscriptions past_due/unpaid (the sums of their kept `daily_counts`, see
+    `status_metric`), and failed invoices not paid since."""
     later_success = aliased(AuditLog)
     invoice = json_text(AuditLog.details, "invoice")
     unpaid_invoices = (
@@ -247,23 +292,22 @@ def failed_payments() -> FailedPayments:
         .group_by(invoice)
         .subquery()
     )
+    kept = func.sum(DailyCount.value)
     statuses = (
         select(
-            func.count().filter(UserSubscription.status == "past_due"),
-            func.count().filter(UserSubscription.status == "unpaid"),
+            kept.filter(DailyCount.metric == status_metric("past_due")),
+            kept.filter(DailyCount.metric == status_metric("unpaid")),
         )
-        .where(UserSubscription.status.in_(("past_due", "unpaid")))
+        .where(DailyCount.metric.in_((status_metric("past_due"), status_metric("unpaid"))))
         .subquery()
     )
+    invoices = select(func.count(), func.coalesce(func.sum(unpaid_invoices.c.amount), 0)).subquery()
     past_due, unpaid, count, amount = db.session.execute(
-        select(
-            statuses.c[0],
-            statuses.c[1],
-            select(func.count()).select_from(unpaid_invoices).scalar_subquery(),
-            select(func.coalesce(func.sum(unpaid_invoices.c.amount), 0)).scalar_subquery(),
+        select(statuses.c[0], statuses.c[1], invoices.c[0], invoices.c[1]).select_from(
+            statuses.join(invoices, true())  # one row each
         )
     ).one()
-    return FailedPayments(past_due or 0, unpaid or 0, count or 0, int(amount or 0))
+    return FailedPayments(int(past_due or 0), int(unpaid or 0), count or 0, int(amount or 0))
 
 
 @dataclass(frozen=True)
@@ -355,16 +399,24 @@ def activity_history(days: int = 30, now: datetime | None = None) -> list[Activi
 
 
 def recent_audit_log(limit: int = 50) -> list[tuple[AuditLog, str | None]]:
-    """The newest audit entries with their user's email."""
+    """The newest audit entries with their user's email: the entries picked first (ix_audit_logs_created_at, ties
+    broken by id), then only those joined to their users."""
+    newest = _newest_first(select(AuditLog.id)).limit(limit).subquery()
     return [
         (entry, email)
         for entry, email in db.session.execute(
-            select(AuditLog, User.email)
-            .outerjoin(User, User.id == AuditLog.user_id)
-            .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
-            .limit(limit)
+            _newest_first(
+                select(AuditLog, User.email)
+                .join(newest, newest.c.id == AuditLog.id)
+                .outerjoin(User, User.id == AuditLog.user_id)
+            )
         )
     ]
+
+
+def _newest_first(query: Any) -> Any:
+    """Audit entries newest first, ties broken by id."""
+    return query.order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
 
 
 def recent_webhook_events(limit: int = 25) -> list[StripeEvent]:
@@ -391,10 +443,15 @@ def recent_webhook_events(limit: int = 25) -> list[StripeEvent]:
 
 
 def webhook_status_counts() -> dict[str, int]:
-    """Events by status (received, processed, failed, ignored)."""
+    """Events by status (received, processed, failed, ignored): the sums of `stripe_event_counts`
+    (app/models/stripe_event.py, kept by triggers in the transaction of every write), a few dozen rows read instead
+    of every recorded event."""
+    events = func.sum(StripeEventCount.events)
     return {
-        status: count
-        for status, count in db.session.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status))
+        status: int(count)
+        for status, count in db.session.execute(
+            select(StripeEventCount.status, events).group_by(StripeEventCount.status).having(events != 0)
+        )
     }
 
 

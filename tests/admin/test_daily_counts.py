@@ -16,11 +16,11 @@ from app.services.reporting import activity_history, conversions, mrr_history, r
 from tests.admin.conftest import add_audit, add_subscription, days_ago, demo_book, plan_id
 from tests.factories import UserFactory
 
-MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0007_daily_counts.py"
+VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 
 
-def migration():
-    spec = importlib.util.spec_from_file_location("migration_0007", MIGRATION)
+def migration(name: str = "0007_daily_counts"):
+    spec = importlib.util.spec_from_file_location(f"migration_{name}", VERSIONS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -50,12 +50,14 @@ def maintained() -> dict[str, set[tuple]]:
 
 
 def recounted() -> dict[str, set[tuple]]:
-    """The same tables rebuilt by the migration's backfill over the whole source tables (then rolled back)."""
+    """The same tables rebuilt by the migrations' backfills over the whole source tables (then rolled back): 0007's,
+    and 0012's `subscriptions.*` metrics of daily_counts."""
     module = migration()
     db.session.execute(sa.delete(DailyCount))
     db.session.execute(sa.delete(DailySubscriptionChange))
     for table in module.SOURCES:
         db.session.execute(sa.text(module.backfill("postgresql", table)))
+    db.session.execute(sa.text(migration("0012_subscription_status_counts").backfill("postgresql")))
     rows = maintained()
     db.session.rollback()
     return rows

@@ -7,7 +7,10 @@ untouched. The upgrade then rebuilds those two from the surviving rows, and they
 neither can 0009's (watched strategies and their signals: users watch them again). Migration 0010 adds a column
 (users.billing_email) instead: the downgrade drops it and leaves every other column as it was; the upgrade backfills
 it from the login email of a user with a Stripe customer (the next `customer.updated` brings Stripe's own), which is
-what the row below holds.
+what the row below holds. Migration 0011's table (webhook events per status, kept by triggers) is rebuilt from
+stripe_events like 0007's. Migration 0012 adds rows to an existing table instead (the `subscriptions.<status>`
+metrics of daily_counts, kept by triggers): the downgrade deletes them and leaves the other rows as they were; the
+upgrade rebuilds them from the subscriptions, equal.
 """
 
 import sqlalchemy as sa
@@ -21,6 +24,7 @@ OWN_TABLES = {
     "0007_daily_counts": {"daily_counts", "daily_subscription_changes"},
     "0008_auth_sessions": {"auth_sessions", "verified_emails"},
     "0009_alerts": {"alert_watches", "alert_signals"},
+    "0011_stripe_event_counts": {"stripe_event_counts"},
 }
 #: Of those, the tables whose rows the downgrade loses for good (the upgrade recreates them empty).
 LOST_TABLES = {
@@ -29,8 +33,10 @@ LOST_TABLES = {
 }
 #: The columns a migration adds to existing tables, which its downgrade drops (for the head revision).
 OWN_COLUMNS = {"0010_billing_contact": {"users": {"billing_email"}}}
+#: The rows a migration adds to existing tables (a condition per table), which its downgrade deletes.
+OWN_ROWS = {"0012_subscription_status_counts": {"daily_counts": "metric LIKE 'subscriptions.%'"}}
 
-#: One row per table written directly; the two count tables fill themselves by trigger.
+#: One row per table written directly; the count tables fill themselves by trigger.
 ROWS = (
     "INSERT INTO users (id, email, password_hash, stripe_customer_id, is_admin, created_at, updated_at, name, "
     "customer_event_at, billing_email) VALUES (1001, 'rollback@example.com', 'pbkdf2:x', 'cus_Rollback', false, "
@@ -76,13 +82,18 @@ ROWS = (
 )
 
 
-def snapshot(conn, names, without: dict[str, set[str]] | None = None) -> dict[str, list]:
-    """Every row of every table named, in a stable order; the columns `without` names for a table left out."""
+def snapshot(
+    conn, names, without: dict[str, set[str]] | None = None, rows_without: dict[str, str] | None = None
+) -> dict[str, list]:
+    """Every row of every table named, in a stable order; the columns `without` names for a table left out, and
+    the rows matching the condition `rows_without` gives for a table."""
     found = {}
     for name in sorted(names):
         skipped = (without or {}).get(name, set())
         columns = ", ".join(c["name"] for c in sa.inspect(conn).get_columns(name) if c["name"] not in skipped)
-        found[name] = conn.execute(sa.text(f"SELECT {columns} FROM {name} ORDER BY 1, 2")).all()
+        condition = (rows_without or {}).get(name)
+        where = f" WHERE NOT ({condition})" if condition else ""
+        found[name] = conn.execute(sa.text(f"SELECT {columns} FROM {name}{where} ORDER BY 1, 2")).all()
     return found
 
 
@@ -101,6 +112,7 @@ def test_downgrade_one_then_upgrade_keeps_every_row(shell):
     dropped = OWN_TABLES.get(head, set())
     lost = LOST_TABLES.get(head, set())
     added = OWN_COLUMNS.get(head, {})
+    added_rows = OWN_ROWS.get(head, {})
     shell.ok("alembic upgrade head")
     engine = shell.engine()
     with engine.begin() as conn:
@@ -109,8 +121,10 @@ def test_downgrade_one_then_upgrade_keeps_every_row(shell):
     with engine.connect() as conn:
         at_head = tables(conn)
         before = snapshot(conn, at_head)
-        before_without_added = snapshot(conn, at_head - dropped, without=added)
+        before_without_added = snapshot(conn, at_head - dropped, without=added, rows_without=added_rows)
+        added_rows_found = [conn.scalar(sa.text(f"SELECT count(*) FROM {n} WHERE {c}")) for n, c in added_rows.items()]
     assert dropped <= at_head
+    assert all(added_rows_found), "rows the migration adds, none of them written, prove nothing"
     assert [name for name, rows in before.items() if not rows] == [], "a table without a row proves nothing"
 
     shell.ok("alembic downgrade -1")
