@@ -66,16 +66,23 @@ CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
 CARD_LENGTH_DIGITS = re.compile(r"\d[\d -]{12}")
 
 
+#: The shortest text any pattern above can match (`://:p@`; `whsec_x`, `eyJa.b.` are longer): "GET" or "info" hold
+#: no secret.
+SHORTEST_SECRET = 6
+
+
 def may_hold_secret(text: str) -> bool:
     """False when no pattern above can match `text`: each needs a literal (`k_`, `whsec_`, `eyJ`, `://…@`, the
     scheme word) or 13 digits, and looking for those is much cheaper than running the patterns. Most strings of
     a log line (event names, paths, ids, times) hold none of them and are kept as they are."""
+    if len(text) < SHORTEST_SECRET:
+        return False
     if "k_" in text or "whsec_" in text or "eyJ" in text or ("://" in text and "@" in text):
         return True
     folded = text.casefold()
     if "bearer" in folded or "basic" in folded:
         return True
-    return CARD_LENGTH_DIGITS.search(text) is not None
+    return len(text) >= 13 and CARD_LENGTH_DIGITS.search(text) is not None
 
 
 #: Characters allowed in an incoming X-Request-ID; anything else (or too long) gets a fresh id.

@@ -66,6 +66,7 @@ class SiteTalisman(Talisman):
 
     def __init__(self, app: Flask, plain_http_endpoints: frozenset[str], **options: Any):
         self.plain_http_endpoints = plain_http_endpoints
+        self._view_options_of: dict[str, bool] = {}
         super().__init__(app, **options)
         self.static_headers = self._render_headers(app, "http://localhost/")
         secure = self._render_headers(app, "https://localhost/")
@@ -79,8 +80,13 @@ class SiteTalisman(Talisman):
         return {k: v for k, v in response.headers.items() if k not in ("Content-Type", "Content-Length")}
 
     def _has_view_options(self) -> bool:
-        view = self.app.view_functions.get(request.endpoint or "")
-        return hasattr(view, "talisman_view_options")
+        """Whether the request's view was given options of its own (asked up to three times a request: once per
+        endpoint is enough, as views are registered before the first request)."""
+        endpoint = request.endpoint or ""
+        known = self._view_options_of
+        if endpoint not in known:
+            known[endpoint] = hasattr(self.app.view_functions.get(endpoint), "talisman_view_options")
+        return known[endpoint]
 
     def _make_nonce(self):
         """No nonce in the policy: nothing to make, unless a view asked for one."""
