@@ -41,7 +41,23 @@ else:
 migrate = Migrate(render_as_batch=True, compare_type=True)
 login_manager = LoginManager()
 cache = Cache()
-csrf = CSRFProtect()
+
+
+class SiteCSRFProtect(CSRFProtect):
+    """Flask-WTF's CSRF protection, which looks at the method before the exemptions.
+
+    A GET or HEAD is never checked, exempt or not; Flask-WTF would first look the view and its blueprint up in
+    its exemption lists on every request. The answer is the same, in the other order.
+    """
+
+    def protect(self, apply_exemptions: bool = False) -> None:
+        """Nothing to check for a method outside WTF_CSRF_METHODS; Flask-WTF's check otherwise."""
+        if request.method not in current_app.config["WTF_CSRF_METHODS"]:
+            return None
+        return super().protect(apply_exemptions)
+
+
+csrf = SiteCSRFProtect()
 
 
 class SiteLimiter(Limiter):

@@ -66,16 +66,23 @@ CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
 CARD_LENGTH_DIGITS = re.compile(r"\d[\d -]{12}")
 
 
+#: The shortest text any pattern above can match (`://:p@`; `whsec_x`, `eyJa.b.` are longer): "GET" or "info" hold
+#: no secret.
+SHORTEST_SECRET = 6
+
+
 def may_hold_secret(text: str) -> bool:
     """False when no pattern above can match `text`: each needs a literal (`k_`, `whsec_`, `eyJ`, `://…@`, the
     scheme word) or 13 digits, and looking for those is much cheaper than running the patterns. Most strings of
     a log line (event names, paths, ids, times) hold none of them and are kept as they are."""
+    if len(text) < SHORTEST_SECRET:
+        return False
     if "k_" in text or "whsec_" in text or "eyJ" in text or ("://" in text and "@" in text):
         return True
     folded = text.casefold()
     if "bearer" in folded or "basic" in folded:
         return True
-    return CARD_LENGTH_DIGITS.search(text) is not None
+    return len(text) >= 13 and CARD_LENGTH_DIGITS.search(text) is not None
 
 
 #: Characters allowed in an incoming X-Request-ID; anything else (or too long) gets a fresh id.
@@ -132,22 +139,32 @@ def is_sensitive_key(key: Any) -> bool:
     return _is_sensitive_name(key if isinstance(key, str) else str(key))
 
 
+#: The smallest and the first too large an integer with a card number's 13 to 19 digits.
+_CARD_INT_RANGE = (10**12, 10**19)
+
+
 def redact_value(value: Any, _depth: int = 0) -> Any:
     """A copy of `value` with sensitive keys and secret-shaped strings redacted, nested containers included."""
     if _depth > 12:  # a cycle or absurd nesting: say so rather than recurse forever
         return "[TOO DEEP]"
-    if isinstance(value, str):
+    kind = type(value)  # the common exact types first: a log line is mostly strings and numbers
+    if kind is str:
         return redact_text(value)
-    if isinstance(value, bool) or value is None:
+    if kind is int:
+        return _redact_int(value)
+    if kind is float or kind is bool or value is None:
         return value
-    if isinstance(value, int):
-        digits = str(abs(value))
-        return REDACTED if 13 <= len(digits) <= 19 and luhn_valid(digits) else value
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         return {
             k: (REDACTED if is_sensitive_key(k) and v not in (None, "") else redact_value(v, _depth + 1))
             for k, v in value.items()
         }
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return _redact_int(value)
     if isinstance(value, (list, tuple)):
         return [redact_value(v, _depth + 1) for v in value]
     if isinstance(value, (set, frozenset)):
@@ -155,6 +172,14 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, bytes):
         return redact_text(value.decode("utf-8", "replace"))
     return value
+
+
+def _redact_int(value: int) -> int | str:
+    """An integer with a card number's length that passes the Luhn check is redacted; any other is kept."""
+    low, high = _CARD_INT_RANGE
+    if not low <= abs(value) < high:
+        return value
+    return REDACTED if luhn_valid(str(abs(value))) else value
 
 
 def redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
@@ -200,8 +225,8 @@ def configure_structlog() -> None:
     """structlog hands its events to stdlib logging, whose root handler renders them (see `build_formatter`)."""
     structlog.configure(
         processors=[
+            structlog.stdlib.filter_by_level,  # first: a line below the level costs nothing more
             *_shared_processors(),
-            structlog.stdlib.filter_by_level,
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
@@ -222,6 +247,9 @@ def configure_root_logger(json: bool, level: str = "INFO", stream: Any = None) -
     handler.setFormatter(build_formatter(json=json))
     root.addHandler(handler)
     root.setLevel(level)
+    # No line shows where it was logged from (file, function, line number): without this, every record walks the
+    # stack to find it (the logging HOWTO's first optimisation).
+    logging._srcfile = None
     # Per-request chatter of the HTTP clients: our own events say what was called and how it went.
     for noisy in ("urllib3", "stripe"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

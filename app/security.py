@@ -17,14 +17,18 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import sentry_sdk
 from flask import Flask, abort, redirect, request, session
+from flask.sessions import SecureCookieSessionInterface
 from flask_talisman import Talisman
+from itsdangerous import URLSafeTimedSerializer
 from sentry_sdk.integrations.flask import FlaskIntegration
 from werkzeug.exceptions import BadRequest
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -62,6 +66,7 @@ class SiteTalisman(Talisman):
 
     def __init__(self, app: Flask, plain_http_endpoints: frozenset[str], **options: Any):
         self.plain_http_endpoints = plain_http_endpoints
+        self._view_options_of: dict[str, bool] = {}
         super().__init__(app, **options)
         self.static_headers = self._render_headers(app, "http://localhost/")
         secure = self._render_headers(app, "https://localhost/")
@@ -75,8 +80,13 @@ class SiteTalisman(Talisman):
         return {k: v for k, v in response.headers.items() if k not in ("Content-Type", "Content-Length")}
 
     def _has_view_options(self) -> bool:
-        view = self.app.view_functions.get(request.endpoint or "")
-        return hasattr(view, "talisman_view_options")
+        """Whether the request's view was given options of its own (asked up to three times a request: once per
+        endpoint is enough, as views are registered before the first request)."""
+        endpoint = request.endpoint or ""
+        known = self._view_options_of
+        if endpoint not in known:
+            known[endpoint] = hasattr(self.app.view_functions.get(endpoint), "talisman_view_options")
+        return known[endpoint]
 
     def _make_nonce(self):
         """No nonce in the policy: nothing to make, unless a view asked for one."""
@@ -112,6 +122,31 @@ class SiteTalisman(Talisman):
         if request.query_string:
             target += "?" + request.query_string.decode("latin-1")
         return redirect(target, code=301 if self.force_https_permanent else 302)
+
+
+class SiteSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, whose signing serializer is built once per set of keys.
+
+    Flask builds a new `URLSafeTimedSerializer` for every request, cookie or not; it holds nothing but its keys
+    and settings (each signature makes its own signer), so one per SECRET_KEY (and fallbacks) serves them all. A
+    changed key gets a new one.
+    """
+
+    def __init__(self) -> None:
+        self._serializers: dict[tuple, URLSafeTimedSerializer] = {}
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        """Flask's serializer for the app's current keys, remembered."""
+        if not app.secret_key:
+            return None
+        keys = (*(app.config["SECRET_KEY_FALLBACKS"] or ()), app.secret_key)
+        serializer = self._serializers.get(keys)
+        if serializer is None:
+            serializer = super().get_signing_serializer(app)
+            if len(self._serializers) > 8:  # keys rotated over and over: keep only the latest
+                self._serializers.clear()
+            self._serializers[keys] = serializer  # type: ignore[assignment]
+        return serializer
 
 
 def origin_of(url: str | None) -> str | None:
@@ -158,9 +193,12 @@ class TrustedProxyFix:
     def __init__(self, wsgi_app, trusted: list, **hops: int):
         self.wsgi_app = wsgi_app
         self.proxied = ProxyFix(wsgi_app, **hops)
-        self.trusted = trusted
+        self.trusted = tuple(trusted)
+        # The answer per peer address, remembered: the peers of a server behind a load balancer are few.
+        self.peer_is_trusted = functools.lru_cache(maxsize=4096)(self._in_trusted_network)
 
-    def peer_is_trusted(self, address: str | None) -> bool:
+    def _in_trusted_network(self, address: str | None) -> bool:
+        """Whether `address` (REMOTE_ADDR) is in a trusted network."""
         try:
             peer = ipaddress.ip_address((address or "").split("%")[0])
         except ValueError:
@@ -188,9 +226,13 @@ def register_proxy_fix(app: Flask) -> None:
         )
 
 
+#: The C0 controls (CR, LF, NUL, …) and DEL.
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+
+
 def has_control_character(text: str) -> bool:
     """CR, LF, NUL and the other C0 controls (and DEL): never part of a path, a redirect target or a log line."""
-    return any(ord(char) < 32 or char == "\x7f" for char in text)
+    return CONTROL_CHARACTER.search(text) is not None
 
 
 class ControlCharacterGuard:
@@ -200,8 +242,9 @@ class ControlCharacterGuard:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ, start_response):
-        path = environ.get("PATH_INFO", "").encode("latin-1", "replace").decode("utf-8", "replace")
-        if has_control_character(path):
+        # PATH_INFO is the raw bytes as latin-1: a control character there is the same byte, and the UTF-8 the
+        # app decodes it to has none that the raw bytes do not (every byte of a multi-byte sequence is >= 0x80).
+        if has_control_character(environ.get("PATH_INFO", "")):
             return BadRequest("The path holds control characters.")(environ, start_response)
         return self.wsgi_app(environ, start_response)
 
@@ -290,7 +333,8 @@ def register_nul_byte_guard(app: Flask) -> None:
     def refuse_nul_bytes():
         if request.path.startswith(api_prefix):
             return None
-        sources = [request.args]
+        query = request.query_string  # a NUL reaches request.args only as a raw byte or as %00
+        sources = [request.args] if b"\x00" in query or b"%00" in query else []
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
             sources.append(request.form)
         if any("\x00" in value for source in sources for _, values in source.lists() for value in values):
@@ -301,6 +345,7 @@ def register_nul_byte_guard(app: Flask) -> None:
 def register_hardening(app: Flask) -> None:
     """Every hardening step; runs before the blueprints are registered, so their `<int:…>` ids are bounded."""
     app.url_map.converters["int"] = PostgresIntConverter
+    app.session_interface = SiteSessionInterface()
     register_proxy_fix(app)
     app.wsgi_app = ControlCharacterGuard(app.wsgi_app)  # type: ignore[method-assign]
     register_nul_byte_guard(app)

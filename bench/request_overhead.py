@@ -3,9 +3,12 @@
 Both apps are called through their WSGI callables (Werkzeug's test client, no server, no network), in turn, in
 rounds, so that both sides of every ratio share the machine's noise: bare Flask `GET /hello`
 (bench/bare_flask.py), the app's `GET /bench/hello` (a bare route behind all of the app's middleware) and the
-anonymous `GET /pricing`. The app runs as in production (JSON logs, rate limiter on Redis, security headers) on
-the PostgreSQL and Redis of `scripts/test-services.sh start DIR` (TEST_DATABASE_URL, TEST_REDIS_URL; the schema is
-rebuilt and seeded); logs are rendered in full and written to /dev/null.
+anonymous `GET /pricing`; then the API's gated `GET /api/v1/strategies` (a Pro user's token, entitlements cached
+in Redis) against its ungated twin `/bench/api/strategies-ungated` (bench/baselines.py). The app runs as in
+production (JSON logs, rate limiter on Redis, security headers, HTTPS) on the PostgreSQL and Redis of
+`scripts/test-services.sh start DIR` (TEST_DATABASE_URL, TEST_REDIS_URL; the schema is rebuilt and seeded); logs
+are rendered in full and written to /dev/null. Rates are per second of this process's CPU time (the best round of
+each), so that other processes on a loaded machine move them less than wall-clock time would.
 `--profile` adds a cProfile of the app's hello route: the functions that cost the most, cumulative.
 
     .venv/bin/python bench/request_overhead.py [--requests 2000] [--rounds 3] [--profile]
@@ -34,8 +37,13 @@ from sqlalchemy import text  # noqa: E402
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.logging import configure_root_logger  # noqa: E402
-from app.services.catalog import seed_plans_from_config  # noqa: E402
+from app.models import Strategy, UserSubscription  # noqa: E402
+from app.services.accounts import create_user  # noqa: E402
+from app.services.catalog import plan_by_name, seed_plans_from_config  # noqa: E402
 from bench.bare_flask import app as bare_app  # noqa: E402
+from bench.baselines import ungated_api_blueprint  # noqa: E402
+
+PRO_EMAIL, PRO_PASSWORD = "bench-pro@example.com", "bench-password-1"
 
 
 def production_app(database_url: str, redis_url: str):
@@ -56,6 +64,8 @@ def production_app(database_url: str, redis_url: str):
         "STRIPE_WEBHOOK_SECRET": "whsec_" + "x" * 24,
         "APP_BASE_URL": "https://bench.example.com",
         "ALLOWED_ORIGINS": '["https://bench.example.com"]',
+        # As in make bench: the per-user API limit (300/min) is checked on every call but never reached.
+        "RATELIMIT_API": "100000000 per minute",
     }
     app = create_app(config)
 
@@ -64,23 +74,50 @@ def production_app(database_url: str, redis_url: str):
         """The cheapest page the app can serve."""
         return "hello"
 
+    app.register_blueprint(ungated_api_blueprint(), url_prefix="/bench/api")
     with app.app_context():
         db.session.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         db.session.commit()
         upgrade()
         seed_plans_from_config()
+        add_pro_user()
     logging.getLogger().handlers.clear()  # the migrations' logging.fileConfig added a console handler
     configure_root_logger(json=True, stream=open(os.devnull, "w"))  # rendered in full, written nowhere
     return app
 
 
-def rate(client, path: str, requests: int, base_url: str) -> float:
-    """Requests per second of `requests` sequential GETs (each must answer 200)."""
-    started = time.perf_counter()
+def add_pro_user() -> None:
+    """The user of the gated API route: on Pro (a live subscription row, as billing writes it), 5 strategies."""
+    user = create_user(PRO_EMAIL, PRO_PASSWORD)
+    db.session.add(
+        UserSubscription(
+            user_id=user.id,
+            plan_id=plan_by_name("pro").id,
+            billing_cycle="monthly",
+            status="active",
+            stripe_subscription_id="sub_bench_pro",
+            stripe_price_id="price_pro_monthly",
+        )
+    )
+    for n in range(5):
+        db.session.add(Strategy(user_id=user.id, name=f"Strategy {n + 1}", rules="fast=20 slow=50"))
+    db.session.commit()
+
+
+def rate(client, path: str, requests: int, base_url: str, headers: dict | None = None) -> float:
+    """Requests per CPU second of `requests` sequential GETs (each must answer 200)."""
+    started = time.process_time()
     for _ in range(requests):
-        response = client.get(path, base_url=base_url)
+        response = client.get(path, base_url=base_url, headers=headers)
         assert response.status_code == 200, (path, response.status_code)
-    return requests / (time.perf_counter() - started)
+    return requests / (time.process_time() - started)
+
+
+def access_token(client, base_url: str) -> dict[str, str]:
+    """The Pro user's bearer header, from the real token endpoint."""
+    response = client.post("/api/v1/auth/token", json={"email": PRO_EMAIL, "password": PRO_PASSWORD}, base_url=base_url)
+    assert response.status_code == 200, response.get_json()
+    return {"Authorization": "Bearer " + response.get_json()["access_token"]}
 
 
 def main() -> int:
@@ -93,14 +130,21 @@ def main() -> int:
         app = production_app(os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"])
         bare, ours = bare_app.test_client(), app.test_client()
         https = "https://bench.example.com"
-        best: dict[str, float] = {"bare": 0.0, "hello": 0.0, "pricing": 0.0}
+        token = access_token(ours, https)
+        best: dict[str, float] = {"bare": 0.0, "hello": 0.0, "pricing": 0.0, "gated": 0.0, "ungated": 0.0}
+        api = options.requests // 4
         for _ in range(options.rounds):  # interleaved: the best of each, from the same stretch of time
             best["bare"] = max(best["bare"], rate(bare, "/hello", options.requests, https))
             best["hello"] = max(best["hello"], rate(ours, "/bench/hello", options.requests, https))
             best["pricing"] = max(best["pricing"], rate(ours, "/pricing", options.requests // 4, https))
+            best["gated"] = max(best["gated"], rate(ours, "/api/v1/strategies", api, https, token))
+            best["ungated"] = max(best["ungated"], rate(ours, "/bench/api/strategies-ungated", api, https, token))
         report = {name: round(value) for name, value in best.items()}
         report.update(
-            hello_ratio=round(best["hello"] / best["bare"], 3), pricing_ratio=round(best["pricing"] / best["bare"], 3)
+            hello_ratio=round(best["hello"] / best["bare"], 3),
+            pricing_ratio=round(best["pricing"] / best["bare"], 3),
+            gated_ratio=round(best["gated"] / best["ungated"], 3),
+            load=[round(x, 1) for x in os.getloadavg()],
         )
         print(json.dumps(report))
         if options.profile:

@@ -2,7 +2,9 @@
 
 Starts throw-away PostgreSQL and Redis (scripts/test-services.sh), the Stripe emulator and an SMTP sink, migrates
 and seeds a bench database, runs a `flask queue worker` (mail), serves `bench/wsgi_bench.py` with gunicorn (deploy/gunicorn.conf.py, 2 sync workers,
-no access log) and loads it from `wrk` over loopback, 8 connections:
+no access log) and loads it from `wrk` over loopback, 8 connections. The app runs as operators deploy it
+(ENVIRONMENT=production: JSON log lines, HTTPS forced, HSTS, secure cookies), behind a TLS-terminating proxy that
+the bench plays: every request to it says `X-Forwarded-Proto: https` from loopback, a trusted proxy address.
 
 1. webhooks: the emulator's realistic history (Checkout, changes, renewals, failures, ends) posted to the real
    endpoint, against the floor route (verify + insert the raw event); p50/p99 and Stripe calls per event;
@@ -69,8 +71,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: What the TLS-terminating proxy in front of a production app adds to each request; the app (ENVIRONMENT=production)
+#: redirects plain HTTP to HTTPS without it. Sent on every request of the bench, from loopback (a trusted proxy).
+PROXY_HEADERS = {"X-Forwarded-Proto": "https"}
+
+
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    request = urllib.request.Request(url, data=body, method=method, headers={**PROXY_HEADERS, **(headers or {})})
     try:
         with _OPENER.open(request, timeout=30) as response:
             return response.status, response.read()
@@ -195,7 +202,7 @@ def wrk(
         "-s",
         str(ROOT / "bench" / script),
     ]
-    for name, value in (headers or {}).items():
+    for name, value in {**PROXY_HEADERS, **(headers or {})}.items():
         command += ["-H", f"{name}: {value}"]
     command.append(url)
     if args or marker:
@@ -442,7 +449,16 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     prometheus_dir.mkdir()
     env = {
         **os.environ,
-        "ENVIRONMENT": "development",
+        # As operators deploy it; the bench is its TLS-terminating proxy (PROXY_HEADERS on every request).
+        "ENVIRONMENT": "production",
+        "APP_BASE_URL": f"https://127.0.0.1:{app_port}",
+        "ALLOWED_ORIGINS": json.dumps([f"https://127.0.0.1:{app_port}"]),
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_emulator",
+        # The emulator's prices, which the history subscribes to (development's defaults).
+        **{
+            f"STRIPE_PRICE_{plan}": f"price_{plan.lower()}"
+            for plan in ("FREE_MONTHLY", "STARTER_MONTHLY", "STARTER_YEARLY", "PRO_MONTHLY", "PRO_YEARLY")
+        },
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "TASK_QUEUE_URL": redis_url,  # mail is delivered by a `flask queue worker` beside gunicorn
@@ -472,9 +488,13 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         {
             k: v
             for k, v in env.items()
-            if k
+            if k.startswith("STRIPE_PRICE_")
+            or k
             in {
                 "ENVIRONMENT",
+                "APP_BASE_URL",
+                "ALLOWED_ORIGINS",
+                "STRIPE_PUBLISHABLE_KEY",
                 "DATABASE_URL",
                 "REDIS_URL",
                 "STRIPE_API_BASE",
@@ -789,7 +809,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     cookie = {"Cookie": login_cookie(base, "bench-pro@example.com", "bench-password-1")}
     for path in ("/account", "/billing"):
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-            urllib.request.Request(base + path, headers=cookie), timeout=30
+            urllib.request.Request(base + path, headers={**PROXY_HEADERS, **cookie}), timeout=30
         ) as response:
             if response.status != 200 or urllib.parse.urlsplit(response.url).path != path:  # not sent to /login
                 raise RuntimeError(f"{path} as the logged-in Pro user: {response.status} {response.url}")
@@ -978,10 +998,19 @@ class profiled:
             log(f"  {100 * count / max(samples, 1):5.1f}%  {frame}")
 
 
+class BehindTlsProxy(http_cookiejar.DefaultCookiePolicy):
+    """The cookie policy of a client whose plain-HTTP hop ends at the TLS-terminating proxy the bench plays: the
+    app's `Secure` cookies (production) are sent back, as a browser sends them over the HTTPS the app was told of."""
+
+    def return_ok_secure(self, cookie, request) -> bool:
+        return True
+
+
 def login_cookie(base: str, email: str, password: str) -> str:
     """The session cookie of `email`, logged in through the log-in form (its CSRF token included)."""
-    jar = http_cookiejar.CookieJar()
+    jar = http_cookiejar.CookieJar(policy=BehindTlsProxy())
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(jar))
+    opener.addheaders = list(PROXY_HEADERS.items())
     with opener.open(base + "/login", timeout=30) as response:
         token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', response.read().decode()).group(1)
     form = urllib.parse.urlencode({"csrf_token": token, "email": email, "password": password, "next": ""}).encode()

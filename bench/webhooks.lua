@@ -29,8 +29,11 @@ function init(args)
     local body = f:read(length)
     f:read("*l")
     total = total + 1
-    requests[total] = wrk.format("POST", nil,
-      {["Content-Type"] = "application/json", ["Stripe-Signature"] = signature}, body)
+    local headers = {["Content-Type"] = "application/json", ["Stripe-Signature"] = signature}
+    for name, value in pairs(wrk.headers) do  -- those of -H too (X-Forwarded-Proto from the bench's proxy role)
+      if headers[name] == nil then headers[name] = value end
+    end
+    requests[total] = wrk.format("POST", nil, headers, body)
   end
   f:close()
   filler = wrk.format("GET", "/bench/hello")

@@ -7,7 +7,7 @@ divided by, served by the same workers so that both sides of a ratio share the p
   event into `bench_raw_events` (created by bench/run.py like `stripe_events`), commit. Nothing else.
 - `GET /bench/api/strategies-ungated`: `GET {API_PREFIX}/strategies` without `@requires_feature("api_access")`:
   the same token check, the same per-user API rate limit (its own blueprint, limited like the API's), the same
-  service call, the same JSON.
+  service call, the same response model checked by the same spectree validation, the same JSON.
 - `GET /bench/hello`: a bare route in the same app (same middleware, same logging).
 
 None of this is in the `app` package: production never has these routes.
@@ -24,17 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask import Blueprint, Flask, jsonify, request  # noqa: E402
-from flask_jwt_extended import jwt_required  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.api import api_limit, api_limit_key  # noqa: E402
-from app.api.common import current_api_user  # noqa: E402
-from app.api.strategies import strategy_json  # noqa: E402
 from app.extensions import csrf, db, limiter  # noqa: E402
-from app.services.strategies import list_strategies  # noqa: E402
 from app.services.stripe_gateway import SignatureInvalid, gateway  # noqa: E402
 from app.services.webhooks import TOLERANCE_SECONDS, configured_secrets  # noqa: E402
+from bench.baselines import ungated_api_blueprint  # noqa: E402
 
 INSERT_RAW_EVENT = text(
     "INSERT INTO bench_raw_events (id, type, livemode, stripe_created, received_at, status, attempts, payload) "
@@ -80,22 +76,6 @@ def baseline_blueprint() -> Blueprint:
     def hello():
         """The cheapest page the app can serve."""
         return "hello"
-
-    return bp
-
-
-def ungated_api_blueprint() -> Blueprint:
-    """The API's strategies list without its entitlement gate, limited like every API route."""
-    bp = Blueprint("bench_api", __name__)
-    csrf.exempt(bp)
-    limiter.limit(api_limit, key_func=api_limit_key)(bp)
-
-    @bp.get("/strategies-ungated")
-    @jwt_required()
-    def list_strategies_ungated():
-        """`GET {API_PREFIX}/strategies` minus `@requires_feature("api_access")`."""
-        user = current_api_user()
-        return jsonify(strategies=[strategy_json(s) for s in list_strategies(user.id)])
 
     return bp
 

@@ -20,7 +20,7 @@ from functools import wraps
 from typing import Any
 
 from flask import current_app, g, has_app_context
-from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
+from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
 from flask_login import current_user
 from redis.exceptions import RedisError
 from sqlalchemy import select
@@ -371,10 +371,23 @@ def current_user_id() -> int | None:
     Under the API the session cookie is never looked at, so a browser session cannot lend its plan to a token.
     """
     if is_api_request():
-        verify_jwt_in_request()  # no or bad token → the API's JSON 401 (app/api/auth.py's loaders)
+        if not access_token_verified():
+            verify_jwt_in_request()  # no or bad token → the API's JSON 401 (app/api/auth.py's loaders)
         identity = get_jwt_identity()
         return int(identity) if str(identity).isdigit() else None
     return current_user.id if current_user.is_authenticated else None
+
+
+def access_token_verified() -> bool:
+    """Whether this request's access token was already verified (by `@jwt_required()` above the gate, or by the
+    API rate limit's key): signature, expiry, revocation (one query) and user were checked then, and checking
+    them again would give the same answer at the cost of a second decode and query. A refresh token, or a
+    request verified as carrying no token at all, does not count."""
+    try:
+        claims = get_jwt()
+    except RuntimeError:  # nothing verified yet in this request
+        return False
+    return bool(claims) and claims.get("type") == "access"
 
 
 def _gate(check: Callable[[int], Any]) -> Callable:

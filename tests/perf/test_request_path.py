@@ -1,0 +1,83 @@
+"""What the request path does per request, counted rather than timed: the entitlement gate of an API route adds
+no token check of its own (one cache read on a hit), and the shortcuts taken for speed leave every answer as it
+was (a revoked or refresh token is still refused by a gated route)."""
+
+from __future__ import annotations
+
+from tests.entitlements.conftest import Member
+from tests.perf.test_webhook_round_trips import round_trips
+
+PASSWORD = "correct horse"
+
+
+def tokens(client, email: str) -> dict:
+    response = client.post("/api/v1/auth/token", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def session_checks(sent: list[str]) -> int:
+    """How many statements looked up the token's server-side session (one per token verification)."""
+    return sum(1 for text in sent if "auth_sessions" in text)
+
+
+def test_the_gate_reuses_the_token_check_the_route_already_made(seeded, client, auth):
+    user = Member(seeded, client, auth, "gated@example.com", "pro")
+    headers = {"Authorization": f"Bearer {tokens(client, user.email)['access_token']}"}
+    assert client.get("/api/v1/strategies", headers=headers).status_code == 200  # warms the entitlement cache
+    with round_trips(seeded) as ungated:
+        assert client.get("/api/v1/me", headers=headers).status_code == 200
+    with round_trips(seeded) as gated:
+        response = client.get("/api/v1/strategies", headers=headers)
+    assert response.status_code == 200 and response.get_json() == {"strategies": []}
+    assert session_checks(gated) == session_checks(ungated) >= 1, (gated, ungated)
+
+
+def test_a_gated_route_still_refuses_revoked_and_refresh_tokens(seeded, client, auth):
+    user = Member(seeded, client, auth, "refused@example.com", "pro")
+    pair = tokens(client, user.email)
+    refresh = client.get("/api/v1/strategies", headers={"Authorization": f"Bearer {pair['refresh_token']}"})
+    assert refresh.status_code == 401
+    access = {"Authorization": f"Bearer {pair['access_token']}"}
+    assert client.get("/api/v1/strategies", headers=access).status_code == 200
+    spent = {"Authorization": f"Bearer {pair['refresh_token']}"}
+    assert client.post("/api/v1/auth/refresh", headers=spent).status_code == 200
+    assert client.post("/api/v1/auth/refresh", headers=spent).status_code == 401  # reuse ends the whole family
+    revoked = client.get("/api/v1/strategies", headers=access)
+    assert revoked.status_code == 401 and revoked.get_json()["error"] == "invalid_token"
+
+
+def test_a_key_rotation_still_signs_and_reads_sessions_with_the_keys_in_force(seeded, client, auth):
+    """The session serializer is built once per set of keys: a new SECRET_KEY drops the old sessions, and the old
+    key kept in SECRET_KEY_FALLBACKS brings them back."""
+    auth.signup("rotating@example.com")
+    assert client.get("/account").status_code == 200
+    cookie = client.get_cookie("session").value
+    old_key = seeded.config["SECRET_KEY"]
+    seeded.config["SECRET_KEY"] = "another key, long enough to sign sessions with"
+    assert client.get("/account").status_code == 302  # the cookie's signature no longer verifies: log in again
+    seeded.config["SECRET_KEY_FALLBACKS"] = [old_key]
+    client.set_cookie("session", cookie)  # the redirect to the log-in page replaced it
+    assert client.get("/account").status_code == 200
+
+
+def test_a_nul_in_the_query_is_refused_raw_or_escaped_and_a_look_alike_is_not(seeded, client):
+    assert client.get("/pricing", environ_overrides={"QUERY_STRING": "ref=a\x00b"}).status_code == 400
+    assert client.get("/pricing?ref=%00").status_code == 400
+    assert client.get("/pricing?ref=%2500").status_code == 200  # the text "%00", no NUL
+    assert client.get("/pricing?ref=100").status_code == 200
+
+
+def test_a_visitor_page_keeps_its_headers(seeded, client):
+    """What the shortcuts must not drop: the security headers, the request id, and `Vary: Cookie` (the page is
+    another one for a logged-in user, so a shared cache must not serve this one to them)."""
+    response = client.get("/pricing")
+    headers = response.headers
+    assert response.status_code == 200
+    assert "Cookie" in headers.get("Vary", "")
+    assert len(headers["X-Request-ID"]) == 32
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    posted = client.post("/login", data={"email": "x@example.com", "password": "y"})
+    assert posted.status_code == 400  # no CSRF token: still refused, now that GETs skip the exemption lists
