@@ -11,6 +11,7 @@ from app.account.forms import (
     SignupForm,
 )
 from app.extensions import db, limiter
+from app.models import SubscriptionPlan, UserSubscription
 from app.ratelimits import (
     LOGIN_SCOPE,
     account_mail_global_limit,
@@ -22,11 +23,11 @@ from app.ratelimits import (
     whole_site,
 )
 from app.security import SESSION_ID_KEY, safe_next
-from app.services import accounts, sessions
+from app.services import accounts, sessions, viewer
 from app.services.accounts import AccountError, authenticate, create_user
 from app.services.billing_summary import plan_outlook
-from app.services.catalog import chosen_plan
-from app.services.queries import effective_plan, effective_subscription
+from app.services.catalog import PlanView, catalog, chosen_plan
+from app.services.entitlements import plan_entitlements
 from app.services.strategies import usage_summary
 
 bp = Blueprint("account", __name__)
@@ -153,18 +154,30 @@ def show_account():
 def render_account(
     password_form: ChangePasswordForm | None = None, email_form: ChangeEmailForm | None = None, status: int = 200
 ):
-    subscription = effective_subscription(current_user.id)
+    """The account page: its subscription comes with the log-in check (`viewer`), the plan and its features (so
+    its limits) from the catalogue every process keeps, the usage counts and email confirmation in one statement."""
+    subscription = viewer.effective_subscription(current_user.id)
+    plan = plan_shown(subscription)
+    facts = accounts.account_facts(current_user)
     return render_template(
         "account/account.html",
-        plan=effective_plan(current_user.id),
+        plan=plan,
         subscription=subscription,
         outlook=plan_outlook(current_user, subscription),
-        usage=usage_summary(current_user.id),
+        usage=usage_summary(current_user.id, facts.used, plan_entitlements(plan)),
         password_form=password_form or ChangePasswordForm(formdata=None),
         email_form=email_form or ChangeEmailForm(formdata=None),
-        session_form=LogoutForm(),
-        email_verified=accounts.is_email_verified(current_user),
+        email_verified=facts.email_verified,
     ), status
+
+
+def plan_shown(subscription: UserSubscription | None) -> PlanView | SubscriptionPlan | None:
+    """The plan whose features the user has (the subscription's, else Free), as the catalogue holds it; the row
+    itself for a plan seeded since this process read the catalogue."""
+    for plan in catalog():
+        if (plan.id == subscription.plan_id) if subscription is not None else (plan.name == "free"):
+            return plan
+    return subscription.plan if subscription is not None else None
 
 
 @bp.post("/account/password")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
 from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
+from app.services.strategies import backtests_this_month_query, strategies_count_query
 from app.urls import external_url
 
 log = get_logger(__name__)
@@ -185,6 +187,31 @@ def verify_email(token: str) -> User:
 def is_email_verified(user: User) -> bool:
     row = db.session.get(VerifiedEmail, user.id)
     return row is not None and row.email == user.email
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    """What the account page shows beyond the user and their plan: whether the login email is confirmed, and the
+    usage counted against the plan's limits (`strategies_max`, `backtests_per_month`)."""
+
+    email_verified: bool
+    used: dict[str, int]
+
+
+def account_facts(user: User) -> AccountFacts:
+    """The account page's confirmation state and usage counts, in one statement."""
+    verified_email = select(VerifiedEmail.email).where(VerifiedEmail.user_id == user.id)
+    strategies, backtests, email = db.session.execute(
+        select(
+            strategies_count_query(user.id).scalar_subquery(),
+            backtests_this_month_query(user.id).scalar_subquery(),
+            verified_email.scalar_subquery(),
+        )
+    ).one()
+    return AccountFacts(
+        email_verified=email is not None and email == user.email,
+        used={"strategies_max": strategies or 0, "backtests_per_month": backtests or 0},
+    )
 
 
 def require_verified_email(user: User) -> None:

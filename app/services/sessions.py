@@ -43,21 +43,26 @@ def start(user_id: int, kind: str, lifetime: timedelta, refresh_jti: str | None 
     return row
 
 
-def live_user(session_id: object, user_id: int, kind: str) -> User | None:
-    """The user whose live session of this kind has this id, in one query; None for anything else."""
+def live_conditions(session_id: object, user_id: int, kind: str) -> list | None:
+    """The WHERE conditions that hold for exactly the live session of this kind with this id and user (joined
+    to the user's row); None for an id or user id that cannot name one, so no query is needed."""
     if not isinstance(session_id, str) or not session_id or len(session_id) > 64 or not 0 < user_id < 2**31:
         return None
-    return db.session.scalar(
-        select(User)
-        .join(AuthSession, AuthSession.user_id == User.id)
-        .where(
-            AuthSession.id == session_id,
-            AuthSession.user_id == user_id,
-            AuthSession.kind == kind,
-            AuthSession.revoked_at.is_(None),
-            AuthSession.expires_at > utcnow(),
-        )
-    )
+    return [
+        AuthSession.id == session_id,
+        AuthSession.user_id == user_id,
+        AuthSession.kind == kind,
+        AuthSession.revoked_at.is_(None),
+        AuthSession.expires_at > utcnow(),
+    ]
+
+
+def live_user(session_id: object, user_id: int, kind: str) -> User | None:
+    """The user whose live session of this kind has this id, in one query; None for anything else."""
+    conditions = live_conditions(session_id, user_id, kind)
+    if conditions is None:
+        return None
+    return db.session.scalar(select(User).join(AuthSession, AuthSession.user_id == User.id).where(*conditions))
 
 
 def is_live(session_id: object, user_id: int, kind: str) -> bool:
