@@ -12,7 +12,7 @@ subscriptions keeps reading them with `app.services.queries` (fresh, lockable), 
 from __future__ import annotations
 
 from flask import g, has_app_context
-from sqlalchemy import and_, event, select
+from sqlalchemy import and_, bindparam, event, select
 from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
@@ -22,23 +22,33 @@ from app.services import sessions
 _MEMO = "_viewer_subscriptions"
 
 
+#: The log-in check and the page's subscriptions in one statement, built once (compiled once per process).
+_LOGGED_IN = (
+    select(User, UserSubscription)
+    .join(AuthSession, AuthSession.user_id == User.id)
+    .outerjoin(
+        UserSubscription,
+        and_(UserSubscription.user_id == User.id, UserSubscription.status.in_(LIVE_STATUSES)),
+    )
+    .outerjoin(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id)
+    .options(contains_eager(UserSubscription.plan))
+    .where(sessions.LIVE_SESSION)
+)
+_SUBSCRIPTIONS = (
+    select(UserSubscription)
+    .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id)
+    .options(contains_eager(UserSubscription.plan))
+    .where(UserSubscription.user_id == bindparam("user_id"), UserSubscription.status.in_(LIVE_STATUSES))
+)
+
+
 def logged_in_user(session_id: object, user_id: int) -> User | None:
     """The user of a live browser session with this id, None otherwise; the user's subscriptions that are not
     over come in the same statement and are kept for the request."""
-    conditions = sessions.live_conditions(session_id, user_id, sessions.WEB)
-    if conditions is None:
+    params = sessions.live_params(session_id, user_id, sessions.WEB)
+    if params is None:
         return None
-    rows = db.session.execute(
-        select(User, UserSubscription)
-        .join(AuthSession, AuthSession.user_id == User.id)
-        .outerjoin(
-            UserSubscription,
-            and_(UserSubscription.user_id == User.id, UserSubscription.status.in_(LIVE_STATUSES)),
-        )
-        .outerjoin(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id)
-        .options(contains_eager(UserSubscription.plan))
-        .where(*conditions)
-    ).all()
+    rows = db.session.execute(_LOGGED_IN, params).all()
     if not rows:
         return None
     _remember(user_id, [subscription for _, subscription in rows if subscription is not None])
@@ -51,15 +61,7 @@ def subscriptions(user_id: int) -> list[UserSubscription]:
     memo = g.get(_MEMO)
     if memo is not None and memo[0] == user_id:
         return memo[1]
-    rows = list(
-        db.session.scalars(
-            select(UserSubscription)
-            .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id)
-            .options(contains_eager(UserSubscription.plan))
-            .where(UserSubscription.user_id == user_id, UserSubscription.status.in_(LIVE_STATUSES))
-        )
-    )
-    return _remember(user_id, rows)
+    return _remember(user_id, list(db.session.scalars(_SUBSCRIPTIONS, {"user_id": user_id})))
 
 
 def live_subscription(user_id: int) -> UserSubscription | None:
