@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import current_app
 from itsdangerous import BadData, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -27,7 +27,7 @@ from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
 from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
-from app.services.strategies import backtests_this_month_query, strategies_count_query
+from app.services.strategies import backtests_since_query, month_start, strategies_count_query
 from app.urls import external_url
 
 log = get_logger(__name__)
@@ -198,15 +198,18 @@ class AccountFacts:
     used: dict[str, int]
 
 
+#: The account page's usage counts and confirmed address, in one statement built once.
+_ACCOUNT_FACTS = select(
+    strategies_count_query(bindparam("user_id")).scalar_subquery(),
+    backtests_since_query(bindparam("user_id"), bindparam("since")).scalar_subquery(),
+    select(VerifiedEmail.email).where(VerifiedEmail.user_id == bindparam("user_id")).scalar_subquery(),
+)
+
+
 def account_facts(user: User) -> AccountFacts:
     """The account page's confirmation state and usage counts, in one statement."""
-    verified_email = select(VerifiedEmail.email).where(VerifiedEmail.user_id == user.id)
     strategies, backtests, email = db.session.execute(
-        select(
-            strategies_count_query(user.id).scalar_subquery(),
-            backtests_this_month_query(user.id).scalar_subquery(),
-            verified_email.scalar_subquery(),
-        )
+        _ACCOUNT_FACTS, {"user_id": user.id, "since": month_start()}
     ).one()
     return AccountFacts(
         email_verified=email is not None and email == user.email,

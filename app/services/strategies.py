@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import BindParameter, Select, func, select
 
 from app.extensions import db
 from app.models import AlertSettings, Backtest, Strategy, User
@@ -67,14 +67,14 @@ def month_start(now: datetime | None = None) -> datetime:
     return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def strategies_count_query(user_id: int) -> Select:
+def strategies_count_query(user_id: int | BindParameter[int]) -> Select:
     """The count `count_strategies` reads (usage of `strategies_max`), for a statement that reads more."""
     return select(func.count(Strategy.id)).where(Strategy.user_id == user_id)
 
 
-def backtests_this_month_query(user_id: int) -> Select:
-    """The count `count_backtests_this_month` reads (usage of `backtests_per_month`)."""
-    return select(func.count(Backtest.id)).where(Backtest.user_id == user_id, Backtest.created_at >= month_start())
+def backtests_since_query(user_id: int | BindParameter[int], since: datetime | BindParameter[datetime]) -> Select:
+    """The count `count_backtests_this_month` reads (usage of `backtests_per_month`) from `month_start()`."""
+    return select(func.count(Backtest.id)).where(Backtest.user_id == user_id, Backtest.created_at >= since)
 
 
 def count_strategies(user_id: int) -> int:
@@ -84,7 +84,7 @@ def count_strategies(user_id: int) -> int:
 
 def count_backtests_this_month(user_id: int) -> int:
     """Backtests run since the first of this month, UTC (usage of `backtests_per_month`)."""
-    return db.session.scalar(backtests_this_month_query(user_id)) or 0
+    return db.session.scalar(backtests_since_query(user_id, month_start())) or 0
 
 
 def _lock_user(user_id: int) -> None:
