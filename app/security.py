@@ -36,7 +36,7 @@ from werkzeug.routing import IntegerConverter
 
 from app.logging import redact_value
 from app.models import User
-from app.services import sessions
+from app.services import viewer
 
 #: Where our forms' POSTs are redirected to (303 to Checkout or the Customer Portal). Chromium applies
 #: form-action to the redirects that follow a submission, so these hosts must be allowed.
@@ -273,10 +273,11 @@ def safe_next(target: str | None, prefix: str = "/") -> str | None:
 
 def load_session_user(user_id: str) -> User | None:
     """Flask-Login's loader: the cookie's user, only while its server-side session is live (not logged out, not
-    ended by a password change or "log out everywhere", not expired)."""
+    ended by a password change or "log out everywhere", not expired). Checked in the database on every request,
+    in the statement that also reads the user's subscriptions for the page (`viewer.logged_in_user`)."""
     if not (isinstance(user_id, str) and user_id.isascii() and user_id.isdigit() and 0 < int(user_id) <= MAX_PATH_ID):
         return None
-    return sessions.live_user(session.get(SESSION_ID_KEY), int(user_id), sessions.WEB)
+    return viewer.logged_in_user(session.get(SESSION_ID_KEY), int(user_id))
 
 
 def register_security_headers(app: Flask) -> None:

@@ -11,7 +11,7 @@ from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.models import UserSubscription
-from app.services.queries import live_subscription
+from app.services import viewer
 
 #: The sign of a negative amount: the minus sign, not a hyphen (`−$49.99`).
 MINUS = "\u2212"
@@ -68,7 +68,7 @@ def payment_problem() -> UserSubscription | None:
     if not current_user.is_authenticated or request.endpoint == "billing.show_billing":
         return None
     try:
-        subscription = live_subscription(current_user.id)
+        subscription = viewer.live_subscription(current_user.id)  # read with the log-in check
     except SQLAlchemyError:  # an error page while the database is down still renders, without the banner
         return None
     if subscription is None or subscription.status not in ("past_due", "unpaid"):

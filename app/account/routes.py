@@ -1,5 +1,10 @@
+from collections.abc import Hashable
+from typing import Any
+
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from markupsafe import Markup
 
 from app.account.forms import (
     ChangeEmailForm,
@@ -11,6 +16,7 @@ from app.account.forms import (
     SignupForm,
 )
 from app.extensions import db, limiter
+from app.models import SubscriptionPlan, UserSubscription
 from app.ratelimits import (
     LOGIN_SCOPE,
     account_mail_global_limit,
@@ -22,11 +28,11 @@ from app.ratelimits import (
     whole_site,
 )
 from app.security import SESSION_ID_KEY, safe_next
-from app.services import accounts, sessions
+from app.services import accounts, sessions, viewer
 from app.services.accounts import AccountError, authenticate, create_user
 from app.services.billing_summary import plan_outlook
-from app.services.catalog import chosen_plan
-from app.services.queries import effective_plan, effective_subscription
+from app.services.catalog import PlanView, catalog, chosen_plan
+from app.services.entitlements import plan_entitlements
 from app.services.strategies import usage_summary
 
 bp = Blueprint("account", __name__)
@@ -153,18 +159,51 @@ def show_account():
 def render_account(
     password_form: ChangePasswordForm | None = None, email_form: ChangeEmailForm | None = None, status: int = 200
 ):
-    subscription = effective_subscription(current_user.id)
+    """The account page: its subscription comes with the log-in check (`viewer`), the plan and its features (so
+    its limits) from the catalogue every process keeps, the usage counts and email confirmation in one statement.
+    What looks the same to everyone (the blank forms, a plan's feature list) is rendered once per app."""
+    subscription = viewer.effective_subscription(current_user.id)
+    plan = plan_shown(subscription)
+    facts = accounts.account_facts(current_user)
     return render_template(
         "account/account.html",
-        plan=effective_plan(current_user.id),
+        plan=plan,
+        plan_card=shared_fragment("account/_plan_features.html", plan, plan=plan) if plan else None,
         subscription=subscription,
         outlook=plan_outlook(current_user, subscription),
-        usage=usage_summary(current_user.id),
-        password_form=password_form or ChangePasswordForm(formdata=None),
-        email_form=email_form or ChangeEmailForm(formdata=None),
-        session_form=LogoutForm(),
-        email_verified=accounts.is_email_verified(current_user),
+        usage=usage_summary(current_user.id, facts.used, plan_entitlements(plan)),
+        email_fields=form_fields("account/_email_fields.html", email_form or ChangeEmailForm),
+        password_fields=form_fields("account/_password_fields.html", password_form or ChangePasswordForm),
+        email_verified=facts.email_verified,
     ), status
+
+
+def form_fields(template: str, form: FlaskForm | type[FlaskForm]) -> Markup:
+    """A form's fields: a form sent back with its errors is rendered now; a blank one (a form class) looks the
+    same to everyone, so it is rendered once per app. The CSRF token is the page's own, outside the fragment."""
+    if isinstance(form, FlaskForm):
+        return Markup(render_template(template, form=form))
+    return shared_fragment(template, None, form=form(formdata=None, meta={"csrf": False}))
+
+
+def shared_fragment(template: str, key: Hashable, **context: Any) -> Markup:
+    """`template` rendered with `context` once per app and `key` (a catalogue plan: a plan whose features change
+    is a new key); a plan row, read from the database, is rendered every time."""
+    if isinstance(key, SubscriptionPlan):
+        return Markup(render_template(template, **context))
+    rendered: dict[tuple[str, Hashable], Markup] = current_app.extensions.setdefault("account_fragments", {})
+    if (template, key) not in rendered:
+        rendered[(template, key)] = Markup(render_template(template, **context))
+    return rendered[(template, key)]
+
+
+def plan_shown(subscription: UserSubscription | None) -> PlanView | SubscriptionPlan | None:
+    """The plan whose features the user has (the subscription's, else Free), as the catalogue holds it; the row
+    itself for a plan seeded since this process read the catalogue."""
+    for plan in catalog():
+        if (plan.id == subscription.plan_id) if subscription is not None else (plan.name == "free"):
+            return plan
+    return subscription.plan if subscription is not None else None
 
 
 @bp.post("/account/password")

@@ -86,9 +86,8 @@ def show_billing():
     # The Portal's return link: show what was changed there at once (within the user's Stripe refresh budget).
     if request.args.get("from") == "portal" and may_refresh_from_stripe(current_user.id):
         sync_after_portal(current_user.id)
-    return render_template(
-        "billing/index.html", summary=billing_summary(current_user), action_form=ActionForm(), portal_form=PortalForm()
-    )
+    # The page's forms carry only the CSRF token (and fixed hidden fields): no form objects are built for them.
+    return render_template("billing/index.html", summary=billing_summary(current_user))
 
 
 @bp.get("/checkout")

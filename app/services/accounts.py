@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from flask import current_app
 from itsdangerous import BadData, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -26,6 +27,7 @@ from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
 from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
+from app.services.strategies import backtests_since_query, month_start, strategies_count_query
 from app.urls import external_url
 
 log = get_logger(__name__)
@@ -185,6 +187,34 @@ def verify_email(token: str) -> User:
 def is_email_verified(user: User) -> bool:
     row = db.session.get(VerifiedEmail, user.id)
     return row is not None and row.email == user.email
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    """What the account page shows beyond the user and their plan: whether the login email is confirmed, and the
+    usage counted against the plan's limits (`strategies_max`, `backtests_per_month`)."""
+
+    email_verified: bool
+    used: dict[str, int]
+
+
+#: The account page's usage counts and confirmed address, in one statement built once.
+_ACCOUNT_FACTS = select(
+    strategies_count_query(bindparam("user_id")).scalar_subquery(),
+    backtests_since_query(bindparam("user_id"), bindparam("since")).scalar_subquery(),
+    select(VerifiedEmail.email).where(VerifiedEmail.user_id == bindparam("user_id")).scalar_subquery(),
+)
+
+
+def account_facts(user: User) -> AccountFacts:
+    """The account page's confirmation state and usage counts, in one statement."""
+    strategies, backtests, email = db.session.execute(
+        _ACCOUNT_FACTS, {"user_id": user.id, "since": month_start()}
+    ).one()
+    return AccountFacts(
+        email_verified=email is not None and email == user.email,
+        used={"strategies_max": strategies or 0, "backtests_per_month": backtests or 0},
+    )
 
 
 def require_verified_email(user: User) -> None:

@@ -11,10 +11,10 @@ from sqlalchemy import select
 from app.extensions import cache, db
 from app.logging import get_logger
 from app.models import User, UserSubscription
-from app.services import DomainError, stripe_gateway
+from app.services import DomainError, stripe_gateway, viewer
 from app.services.signals import SyncResult
 from app.services.stripe_gateway import from_timestamp, id_of
-from app.services.subscriptions import ScheduledChange, paid_subscription, scheduled_change_of
+from app.services.subscriptions import ScheduledChange, scheduled_change_of
 
 log = get_logger(__name__)
 
@@ -154,7 +154,7 @@ def _keep(key: str, value: Any, seconds: int) -> None:
 def billing_summary(user: User) -> BillingSummary:
     """The billing page's data: the local copy, plus what only Stripe knows — read once, then reused until the next
     billing commit for the user. Stripe being down degrades to the local copy, never to an error page."""
-    summary = BillingSummary(paid_subscription(user.id))
+    summary = BillingSummary(viewer.paid_subscription(user.id))
     if not user.stripe_customer_id:
         return summary
     row = summary.subscription
@@ -251,11 +251,7 @@ def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlo
     ):
         return outlook
     version = (subscription.stripe_subscription_id, subscription.updated_at.isoformat())
-    try:
-        cached = cache.get(_outlook_key(user.id))
-    except Exception as error:  # noqa: BLE001 - Redis down: ask Stripe
-        log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
-        cached = None
+    cached = _cached(_outlook_key(user.id))
     if cached is not None and cached[0] == version:
         outlook.scheduled_change = cached[1]
         return outlook
@@ -266,8 +262,5 @@ def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlo
         outlook.stripe_unavailable = True
         return outlook
     outlook.scheduled_change = scheduled_change_of(sub)
-    try:
-        cache.set(_outlook_key(user.id), (version, outlook.scheduled_change), timeout=OUTLOOK_CACHE_SECONDS)
-    except Exception as error:  # noqa: BLE001 - Redis down: the next view asks Stripe again
-        log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
+    _keep(_outlook_key(user.id), (version, outlook.scheduled_change), OUTLOOK_CACHE_SECONDS)
     return outlook

@@ -29,7 +29,7 @@ from sqlalchemy.orm import selectinload
 from app.extensions import cache, cache_redis, db
 from app.models import SubscriptionPlan
 from app.services import DomainError
-from app.services.catalog import PLAN_CATALOG
+from app.services.catalog import PLAN_CATALOG, PlanView
 from app.services.queries import effective_plan
 from app.services.signals import SyncResult
 from app.urls import is_api_request
@@ -267,10 +267,17 @@ def _write_cached(user_id: int, entitlements: Entitlements) -> None:
 
 def load_entitlements(user_id: int) -> Entitlements:
     """The entitlements straight from the database: the effective plan's features (no cache involved)."""
-    plan = effective_plan(user_id)
-    if plan is None:  # the catalog is not seeded: nothing is included
+    return plan_entitlements(effective_plan(user_id))
+
+
+def plan_entitlements(plan: SubscriptionPlan | PlanView | None) -> Entitlements:
+    """What a plan includes, from its row or its catalogue entry; a page that read the effective plan already
+    needs no other read. None (the catalogue is not seeded) includes nothing."""
+    if plan is None:
         return Entitlements(plan=None)
-    entitlements = Entitlements({feature.key: feature.value for feature in plan.features})
+    entitlements = Entitlements(
+        {feature.key: True if feature.kind == "flag" else feature.limit_value for feature in plan.features}
+    )
     entitlements["plan"] = plan.name
     return entitlements
 

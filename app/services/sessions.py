@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 
 from app.extensions import db
 from app.logging import get_logger
@@ -43,21 +43,30 @@ def start(user_id: int, kind: str, lifetime: timedelta, refresh_jti: str | None 
     return row
 
 
-def live_user(session_id: object, user_id: int, kind: str) -> User | None:
-    """The user whose live session of this kind has this id, in one query; None for anything else."""
+#: What makes a session row live, for a statement that joins `auth_sessions`; its parameters come from
+#: `live_params`. Built once: a statement made of it is compiled once per process, not on every request.
+LIVE_SESSION = and_(
+    AuthSession.id == bindparam("session_id"),
+    AuthSession.user_id == bindparam("user_id"),
+    AuthSession.kind == bindparam("kind"),
+    AuthSession.revoked_at.is_(None),
+    AuthSession.expires_at > bindparam("now"),
+)
+_LIVE_USER = select(User).join(AuthSession, AuthSession.user_id == User.id).where(LIVE_SESSION)
+
+
+def live_params(session_id: object, user_id: int, kind: str) -> dict[str, object] | None:
+    """The parameters of `LIVE_SESSION` for this session id, user and kind; None for an id or user id that cannot
+    name a session, so that no query is needed."""
     if not isinstance(session_id, str) or not session_id or len(session_id) > 64 or not 0 < user_id < 2**31:
         return None
-    return db.session.scalar(
-        select(User)
-        .join(AuthSession, AuthSession.user_id == User.id)
-        .where(
-            AuthSession.id == session_id,
-            AuthSession.user_id == user_id,
-            AuthSession.kind == kind,
-            AuthSession.revoked_at.is_(None),
-            AuthSession.expires_at > utcnow(),
-        )
-    )
+    return {"session_id": session_id, "user_id": user_id, "kind": kind, "now": utcnow()}
+
+
+def live_user(session_id: object, user_id: int, kind: str) -> User | None:
+    """The user whose live session of this kind has this id, in one query; None for anything else."""
+    params = live_params(session_id, user_id, kind)
+    return None if params is None else db.session.scalar(_LIVE_USER, params)
 
 
 def is_live(session_id: object, user_id: int, kind: str) -> bool:

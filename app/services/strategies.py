@@ -11,10 +11,11 @@ editable and the rest become read-only until the user upgrades or deletes some.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, Select, func, select
 
 from app.extensions import db
 from app.models import AlertSettings, Backtest, Strategy, User
@@ -33,6 +34,7 @@ from app.services.backtesting import (
     years_before,
 )
 from app.services.entitlements import (
+    Entitlements,
     UpgradeRequired,
     cheapest_plan_with,
     count_phrase,
@@ -65,19 +67,24 @@ def month_start(now: datetime | None = None) -> datetime:
     return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+def strategies_count_query(user_id: int | BindParameter[int]) -> Select:
+    """The count `count_strategies` reads (usage of `strategies_max`), for a statement that reads more."""
+    return select(func.count(Strategy.id)).where(Strategy.user_id == user_id)
+
+
+def backtests_since_query(user_id: int | BindParameter[int], since: datetime | BindParameter[datetime]) -> Select:
+    """The count `count_backtests_this_month` reads (usage of `backtests_per_month`) from `month_start()`."""
+    return select(func.count(Backtest.id)).where(Backtest.user_id == user_id, Backtest.created_at >= since)
+
+
 def count_strategies(user_id: int) -> int:
     """How many strategies the user has (usage of `strategies_max`)."""
-    return db.session.scalar(select(func.count(Strategy.id)).where(Strategy.user_id == user_id)) or 0
+    return db.session.scalar(strategies_count_query(user_id)) or 0
 
 
 def count_backtests_this_month(user_id: int) -> int:
     """Backtests run since the first of this month, UTC (usage of `backtests_per_month`)."""
-    return (
-        db.session.scalar(
-            select(func.count(Backtest.id)).where(Backtest.user_id == user_id, Backtest.created_at >= month_start())
-        )
-        or 0
-    )
+    return db.session.scalar(backtests_since_query(user_id, month_start())) or 0
 
 
 def _lock_user(user_id: int) -> None:
@@ -418,23 +425,31 @@ class Usage:
         return self.limit is not None and self.used > self.limit
 
 
-def usage_summary(user_id: int) -> list[Usage]:
-    """Usage against the counted limits, with the cheapest upgrade for those at 80% or more."""
-    entitlements = get_entitlements(user_id)
+def usage_summary(
+    user_id: int, used: Mapping[str, int] | None = None, entitlements: Entitlements | None = None
+) -> list[Usage]:
+    """Usage against the counted limits, with the cheapest upgrade for those at 80% or more. `used` and
+    `entitlements` are given when the caller read them already (`used` keys: `strategies_max`,
+    `backtests_per_month`)."""
+    if entitlements is None:
+        entitlements = get_entitlements(user_id)
+    if used is None:
+        used = {
+            "strategies_max": count_strategies(user_id),
+            "backtests_per_month": count_backtests_this_month(user_id),
+        }
     rows = []
-    for key, used in (
-        ("strategies_max", count_strategies(user_id)),
-        ("backtests_per_month", count_backtests_this_month(user_id)),
-    ):
+    for key in ("strategies_max", "backtests_per_month"):
+        used_now = used[key]
         limit = entitlements.limit(key)
-        row = Usage(key=key, used=used, limit=limit)
+        row = Usage(key=key, used=used_now, limit=limit)
         if row.near_limit:
             plan = cheapest_plan_with(key, at_least=(limit or 0) + 1)
             if plan is not None:
                 upgrade_limit = next((f.limit_value for f in plan.features if f.key == key), None)
                 row = Usage(
                     key=key,
-                    used=used,
+                    used=used_now,
                     limit=limit,
                     upgrade_plan=plan.name,
                     upgrade_plan_display=plan.display_name,

@@ -1,0 +1,109 @@
+"""What a logged-in page costs: SQL statements per view, and time per view against bare Flask in the same process.
+
+A Pro customer (paid through the emulator's Checkout) logs in through the log-in form, as the bench does; then
+`/account` and `/billing` are viewed once each to fill what a running app keeps (the plan catalogue, the cached
+entitlements and Stripe summary). The statements of one more view of each are counted on the engine (ceilings
+below, each a test), and the time of a view is compared with bench/bare_flask.py's `hello` called in turn, in
+rounds, in this process (printed, wall and CPU time; timing under a shared machine's load is not asserted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import User, UserSubscription
+from app.services import viewer
+from bench.bare_flask import app as bare_app
+from tests.billing.conftest import Billing
+
+#: Statements sent to the database by one view, each a ceiling. The log-in check reads the user, their live
+#: server-side session and their subscriptions with their plans in one statement (the payment banner, the account
+#: and billing pages read them from there); the account page adds one for its usage counts and email
+#: confirmation, and takes its plan's features and limits from the catalogue. (Before: 9 and 3.)
+CEILINGS = {"/account": 2, "/billing": 1}
+#: Rounds of the timing comparison, and views of each side per round (the best round of each side counts).
+ROUNDS, VIEWS = 5, 40
+
+
+@contextlib.contextmanager
+def statements(app):
+    """The SQL statements sent while the block runs."""
+    sent: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor, text, params, context, executemany):
+        sent.append(" ".join(text.split())[:300])
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def pro_client(seeded, client, auth, stripe_emulator):
+    """The test client of a Pro customer who logged in through the form, each page viewed once."""
+    seeded.config["RATELIMIT_BILLING"] = "100000000 per minute"  # checked on every view, never reached
+    auth.signup()
+    billing = Billing(seeded, client, auth, stripe_emulator)
+    assert billing.subscribe("pro", "monthly").status_code == 200
+    assert auth.logout().status_code == 302
+    assert auth.login().status_code == 302
+    for path in CEILINGS:
+        assert client.get(path).status_code == 200  # not sent to /login
+    return client
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_logged_in_view_stays_within_its_statements(app, pro_client, path):
+    with statements(app) as sent:
+        assert pro_client.get(path).status_code == 200
+    print(path, len(sent), *sent, sep="\n  ")
+    assert len(sent) <= CEILINGS[path], sent
+
+
+def per_view_ms(client, path: str, views: int) -> tuple[float, float]:
+    """Wall and CPU (this process) milliseconds per view of `views` sequential GETs, each answering 200."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(views):
+        assert client.get(path).status_code == 200
+    return (time.perf_counter() - wall) * 1000 / views, (time.process_time() - cpu) * 1000 / views
+
+
+def test_time_of_a_logged_in_view_against_bare_flask(pro_client, capsys):
+    bare = bare_app.test_client()
+    best = {name: (float("inf"), float("inf")) for name in ("bare", *CEILINGS)}
+    for _ in range(ROUNDS):  # interleaved: each side's best round, from the same stretch of time
+        best["bare"] = min(best["bare"], per_view_ms(bare, "/hello", VIEWS * 10))
+        for path in CEILINGS:
+            best[path] = min(best[path], per_view_ms(pro_client, path, VIEWS))
+    with capsys.disabled():
+        for path in CEILINGS:
+            (wall, cpu), (bare_wall, bare_cpu) = best[path], best["bare"]
+            print(
+                f"\n{path}: {wall:.2f} ms per view ({cpu:.2f} ms CPU); bare Flask {bare_wall:.3f} ms "
+                f"({bare_cpu:.3f} ms CPU): {bare_wall / wall:.3f} of bare Flask's rate ({bare_cpu / cpu:.3f} by CPU)"
+            )
+
+
+def test_the_request_memo_of_subscriptions_is_read_afresh_after_a_commit(app, pro_client):
+    """A page rendered after a change reads the rows the change committed, not those of the log-in check."""
+    with app.test_request_context("/account"):
+        user_id = db.session.scalar(sa.select(User.id))
+        with statements(app) as first:
+            [row] = viewer.subscriptions(user_id)
+            assert viewer.paid_subscription(user_id) is row and row.plan.name == "pro"
+        with statements(app) as memo:
+            assert viewer.live_subscription(user_id) is row
+        db.session.execute(sa.update(UserSubscription).values(status="canceled"))
+        db.session.commit()
+        with statements(app) as after:
+            assert viewer.subscriptions(user_id) == [] and viewer.effective_subscription(user_id) is None
+    assert (len(first), len(memo), len(after)) == (1, 0, 1)
