@@ -62,18 +62,34 @@ def fresh_database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
 
-#: The longest files, started first so that, spread over two processes, none of them is left running alone at the end.
-LONGEST_FIRST = ("tests/reliability/test_webhook_history.py", "tests/queue/test_two_hosts.py")
+#: The longest files, longest first (measured with `--durations=0`): started before all others so that, spread over two
+#: processes, none of them is left running alone at the end. scripts/test.sh passes `--no-loadscope-reorder`, without
+#: which pytest-xdist would hand out the files with the most tests first and these (one to a dozen tests) last.
+LONGEST_FIRST = (
+    "tests/e2e/test_billing_states.py",
+    "tests/reliability/test_webhook_history.py",
+    "tests/guide/test_seed_plans.py",
+    "tests/test_migrations.py",
+    "tests/security/test_web_fuzz.py",
+    "tests/guide/test_migrate.py",
+    "tests/e2e/test_screens_read_right.py",
+    "tests/security/test_schemathesis.py",
+    "tests/strategies/test_browser.py",
+    "tests/guide/test_verify_and_debug.py",
+    "tests/queue/test_two_hosts.py",
+    "tests/security/test_email_change.py",
+)
 
 
 def pytest_collection_modifyitems(items):
     """Tests that stop the suite's PostgreSQL or Redis (the `services` fixture) are marked so that `make test` runs
     them alone, after the parallel part: another test running beside them would see its servers vanish. The longest
-    files go first (a stable sort: the order within and between the others stays as collected)."""
+    files go first, in the order of LONGEST_FIRST (a stable sort: the order within and after them stays as collected)."""
     for item in items:
         if "services" in getattr(item, "fixturenames", ()):
             item.add_marker("stops_services")
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONGEST_FIRST)
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 @pytest.fixture(scope="session")
