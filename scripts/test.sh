@@ -19,9 +19,10 @@ if [ "$#" -gt 0 ]; then
   exit $?
 fi
 # The whole suite: two processes (pytest-xdist; each has its own database and Redis db), then, alone, the tests that
-# stop PostgreSQL or Redis under the app.
+# stop PostgreSQL or Redis under the app. Files are handed out whole, in the order of tests/conftest.py
+# (LONGEST_FIRST first), not reordered by their number of tests.
 workers=${TEST_WORKERS:-2}
-.venv/bin/python -m pytest -n "$workers" --dist loadfile -m "not stops_services" --durations=15
+.venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder -m "not stops_services" --durations=15
 parallel=$?
 .venv/bin/python -m pytest -m stops_services
 alone=$?

@@ -17,7 +17,9 @@ from flask_migrate import upgrade
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from app import create_app
-from app.extensions import db
+from app.extensions import db, limiter
+from app.logging import configure_root_logger, configure_structlog
+from app.services import stripe_gateway
 from app.services.catalog import seed_plans_from_config
 from stripe_emulator.testing import EmulatorServer
 
@@ -60,18 +62,34 @@ def fresh_database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
 
-#: The longest files, started first so that, spread over two processes, none of them is left running alone at the end.
-LONGEST_FIRST = ("tests/reliability/test_webhook_history.py", "tests/queue/test_two_hosts.py")
+#: The longest files, longest first (measured with `--durations=0`): started before all others so that, spread over two
+#: processes, none of them is left running alone at the end. scripts/test.sh passes `--no-loadscope-reorder`, without
+#: which pytest-xdist would hand out the files with the most tests first and these (one to a dozen tests) last.
+LONGEST_FIRST = (
+    "tests/e2e/test_billing_states.py",
+    "tests/reliability/test_webhook_history.py",
+    "tests/guide/test_seed_plans.py",
+    "tests/test_migrations.py",
+    "tests/security/test_web_fuzz.py",
+    "tests/guide/test_migrate.py",
+    "tests/e2e/test_screens_read_right.py",
+    "tests/security/test_schemathesis.py",
+    "tests/strategies/test_browser.py",
+    "tests/guide/test_verify_and_debug.py",
+    "tests/queue/test_two_hosts.py",
+    "tests/security/test_email_change.py",
+)
 
 
 def pytest_collection_modifyitems(items):
     """Tests that stop the suite's PostgreSQL or Redis (the `services` fixture) are marked so that `make test` runs
     them alone, after the parallel part: another test running beside them would see its servers vanish. The longest
-    files go first (a stable sort: the order within and between the others stays as collected)."""
+    files go first, in the order of LONGEST_FIRST (a stable sort: the order within and after them stays as collected)."""
     for item in items:
         if "services" in getattr(item, "fixturenames", ()):
             item.add_marker("stops_services")
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONGEST_FIRST)
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -172,23 +190,106 @@ def smtp_sink():
     sink.stop()
 
 
-@pytest.fixture
-def app(migrated_database, redis_url, stripe_emulator, smtp_sink):
-    smtp_sink.messages.clear()
-    app = create_app(
-        make_config(
-            migrated_database,
-            redis_url,
-            STRIPE_API_BASE=stripe_emulator.url,
-            MAIL_SERVER="127.0.0.1",
-            MAIL_PORT=str(smtp_sink.port),
-        )
+def suite_app_config(database_url: str, redis_url: str, emulator_url: str, smtp_port: int) -> dict:
+    """The configuration of the `app` fixture: the suite's PostgreSQL, Redis, emulator and SMTP sink."""
+    return make_config(
+        database_url, redis_url, STRIPE_API_BASE=emulator_url, MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp_port)
     )
+
+
+def app_structure(app) -> tuple:
+    """What the setup methods of `app` have built (routes, hooks, handlers, template filters): a test that adds to
+    it (`@app.get(...)` for a view that fails on purpose) leaves an app that later tests must not share."""
+    hooks = (
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
+        app.template_context_processors,
+        app.url_value_preprocessors,
+        app.url_default_functions,
+    )
+    return (
+        tuple(app.view_functions.items()),
+        tuple(rule.rule for rule in app.url_map.iter_rules()),
+        tuple(tuple((k, tuple(v)) for k, v in hook.items()) for hook in hooks),
+        tuple(app.teardown_appcontext_funcs),
+        tuple(  # looking a handler up adds empty entries to these defaultdicts: only the handlers count
+            (name, code, exc, handler)
+            for name, codes in app.error_handler_spec.items()
+            for code, handlers in codes.items()
+            for exc, handler in handlers.items()
+        ),
+        tuple(app.jinja_env.filters),
+        tuple(app.jinja_env.tests),
+    )
+
+
+class SharedApp:
+    """One app per test process for the tests that take `app`, and what may change on it between two tests.
+
+    create_app costs ~125 ms (mostly werkzeug compiling the URL rules) and every such test wants the same app, so
+    it is built once. Before each test, what a test may change is put back as create_app left it: the app's
+    configuration (tests set `app.config[...]`), its `app.extensions` (the services add caches there, e.g. the
+    catalog snapshot or the entitlement cache's health; the gateway counts its calls), the rate limiter's state
+    (kept on the one `limiter` object, so the last app built, perhaps a test's own, has its storage) and the
+    process-wide logging (a test may build a production app, which logs JSON). A test that adds routes or hooks
+    (`app_structure`) leaves an app that is thrown away: the next test gets a new one.
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.app = None
+
+    def get(self):
+        """The shared app, as create_app built it (a new one after a test changed its structure)."""
+        if self.app is None:
+            self.app = create_app(self.config)
+            self.structure = app_structure(self.app)
+            self.app_config = dict(self.app.config)
+            self.extensions = dict(self.app.extensions)
+            self.limiter = dict(vars(limiter))
+        app = self.app
+        app.config.clear()
+        app.config.update(self.app_config)
+        app.extensions.clear()
+        app.extensions.update(self.extensions)
+        stripe_gateway.init_app(app)  # a new gateway: its call counter starts at zero
+        vars(limiter).clear()
+        vars(limiter).update(self.limiter)
+        configure_structlog()  # as create_app does, the root handler writing to this test's stderr
+        configure_root_logger(json=app.config["ENVIRONMENT"] == "production", level=app.config.get("LOG_LEVEL", "INFO"))
+        app._got_first_request = False  # so that a test may still add a view (the app is then dropped after it)
+        return app
+
+    def after_test(self) -> None:
+        """Drop the app if the test changed its structure."""
+        if self.app is not None and app_structure(self.app) != self.structure:
+            self.app = None
+
+
+@pytest.fixture(scope="session")
+def shared_app(migrated_database, redis_url, stripe_emulator, smtp_sink) -> SharedApp:
+    """The one app of this test process behind the `app` fixture (see SharedApp)."""
+    return SharedApp(suite_app_config(migrated_database, redis_url, stripe_emulator.url, smtp_sink.port))
+
+
+@pytest.fixture
+def app(request, shared_app, redis_url, stripe_emulator, smtp_sink):
+    """The app on the suite's services: empty tables, an empty Redis db, a reset emulator, an empty SMTP sink.
+
+    The tests of one process share an app object, put back as create_app built it before each test (SharedApp),
+    so a test may set `app.config[...]` freely. Tests that stop PostgreSQL or Redis get an app of their own."""
+    smtp_sink.messages.clear()
+    if request.node.get_closest_marker("stops_services"):
+        app = create_app(shared_app.config)
+    else:
+        app = shared_app.get()
     yield app
     stripe_emulator.clear_webhooks()
     stripe_emulator.reset()
     empty_database(app)
     redis.Redis.from_url(redis_url).flushdb()
+    shared_app.after_test()
 
 
 def empty_database(app) -> None:
