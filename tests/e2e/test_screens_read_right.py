@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from app.extensions import db
 from app.services.strategies import create_strategy
 from app.services.strategies import run_backtest as run_stored_backtest
-from tests.e2e.test_billing_states import VIEWPORTS, fits_the_screen, subscribe
+from tests.e2e.test_billing_states import VIEWPORTS, fits_the_screen, log_in, subscribe
 from tests.entitlements.conftest import put_on_plan
 from tests.factories import UserFactory
 
@@ -42,15 +42,6 @@ def cells_fit(page: Page, selector: str) -> None:
     for i in range(cells.count()):
         box = cells.nth(i).bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, (selector, i, box)
-
-
-def log_in(site, email: str, password: str = "correct horse") -> None:
-    page = site.page
-    page.context.clear_cookies()
-    page.goto(site.url + "/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.locator("main form button[type=submit]").click()
 
 
 def test_the_upgrade_page_speaks_in_sentences(sized):
