@@ -1014,7 +1014,9 @@ def login_cookie(base: str, email: str, password: str) -> str:
     with opener.open(base + "/login", timeout=30) as response:
         token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', response.read().decode()).group(1)
     form = urllib.parse.urlencode({"csrf_token": token, "email": email, "password": password, "next": ""}).encode()
-    with opener.open(base + "/login", data=form, timeout=30) as response:
+    # Over HTTPS, the CSRF check also wants a same-origin Referer, as a browser sends with the form.
+    referer = {"Referer": "https://" + base.split("://", 1)[1] + "/login"}
+    with opener.open(urllib.request.Request(base + "/login", data=form, headers=referer), timeout=30) as response:
         if response.status != 200 or "/account" not in response.url:
             raise RuntimeError(f"log-in as {email} failed: {response.status} {response.url}")
     return "; ".join(f"{c.name}={c.value}" for c in jar)
