@@ -14,6 +14,7 @@ import threading
 
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.sql.elements import TextClause
 
 _LOCK = threading.RLock()
 _HELD, _SQLITE = "sqlite_write_lock_held", "sqlite_write_lock_applies"
@@ -37,8 +38,15 @@ def _before_write_or_for_update(state: ORMExecuteState) -> None:
         or state.is_update
         or state.is_delete
         or (state.is_select and getattr(state.statement, "_for_update_arg", None) is not None)
+        or _writes_text(state.statement)
     ):
         _take(state.session)
+
+
+def _writes_text(statement: object) -> bool:
+    """A statement written out as text (`text("INSERT …")`) that is not a plain read: SQLAlchemy cannot tell what
+    it does, so anything but SELECT counts as a write."""
+    return isinstance(statement, TextClause) and not statement.text.lstrip()[:6].upper().startswith("SELECT")
 
 
 @event.listens_for(Session, "before_flush")

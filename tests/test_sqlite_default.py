@@ -168,3 +168,54 @@ def test_the_success_page_and_the_webhook_do_not_both_insert_the_subscription_on
             downgrade(revision="base")
     finally:
         stripe_emulator.reset()  # the session's emulator: the next test's user 1 must not meet this one's customer
+
+
+def test_recording_a_webhook_event_takes_turns_with_other_writers_on_sqlite(tmp_path, stripe_emulator):
+    """A webhook records its event with a textual INSERT. On SQLite that write must take the process-wide write lock
+    first, as every ORM write does: otherwise a request that took the lock waits on SQLite's own lock, held by the
+    webhook, while the webhook waits on the process lock, until SQLite gives up ("database is locked": a 500 on the
+    success page while its Checkout's webhooks arrive)."""
+    import threading
+    import time
+
+    from app.models import AuditLog
+    from app.services.webhooks import record
+
+    app = create_app({"ENVIRONMENT": "development", "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"})
+    with app.app_context():
+        upgrade()
+    recorded, other_writing, errors = threading.Event(), threading.Event(), []
+    event = {"id": "evt_turns", "type": "customer.updated", "created": 1_790_000_000, "data": {"object": {}}}
+
+    def webhook():
+        with app.app_context():
+            try:
+                record(event)
+                recorded.set()
+                other_writing.wait(10)
+                time.sleep(0.5)  # the other request is now at its first write
+                db.session.add(AuditLog(user_id=None, action="webhook.applied", details={}))
+                db.session.commit()
+            except Exception as error:  # noqa: BLE001 - collected, asserted below
+                errors.append(error)
+            finally:
+                recorded.set()
+
+    def other_request():
+        with app.app_context():
+            recorded.wait(10)
+            other_writing.set()
+            try:
+                db.session.add(AuditLog(user_id=None, action="other.request", details={}))
+                db.session.commit()
+            except Exception as error:  # noqa: BLE001 - collected, asserted below
+                errors.append(error)
+
+    threads = [threading.Thread(target=webhook), threading.Thread(target=other_request)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    with app.app_context():
+        assert errors == []
+        assert sorted(db.session.scalars(sa.select(AuditLog.action))) == ["other.request", "webhook.applied"]
