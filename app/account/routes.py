@@ -156,15 +156,20 @@ def show_account():
     return render_account()
 
 
+#: The account page's usage counts and email confirmation are read by the log-in check itself (one statement in
+#: all); the pages that show the account page again with a form's errors read them in a statement of their own.
+viewer.read_with_login_check("account.show_account", accounts.ACCOUNT_FACT_COLUMNS, accounts.account_fact_params)
+
+
 def render_account(
     password_form: ChangePasswordForm | None = None, email_form: ChangeEmailForm | None = None, status: int = 200
 ):
-    """The account page: its subscription comes with the log-in check (`viewer`), the plan and its features (so
-    its limits) from the catalogue every process keeps, the usage counts and email confirmation in one statement.
-    What looks the same to everyone (the blank forms, a plan's feature list) is rendered once per app."""
+    """The account page: its subscription, usage counts and email confirmation come with the log-in check
+    (`viewer`), the plan and its features (so its limits) from the catalogue every process keeps. What looks the
+    same to everyone (the blank forms, a plan's feature list) is rendered once per app."""
     subscription = viewer.effective_subscription(current_user.id)
     plan = plan_shown(subscription)
-    facts = accounts.account_facts(current_user)
+    facts = accounts.account_facts(current_user, viewer.page_values(current_user.id))
     return render_template(
         "account/account.html",
         plan=plan,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from flask import current_app
 from itsdangerous import BadData, URLSafeTimedSerializer
@@ -198,19 +200,28 @@ class AccountFacts:
     used: dict[str, int]
 
 
-#: The account page's usage counts and confirmed address, in one statement built once.
-_ACCOUNT_FACTS = select(
+#: The account page's usage counts and confirmed address: columns over `:user_id` and `:since`
+#: (`account_fact_params`), which the log-in check reads on that page (`viewer.read_with_login_check`).
+ACCOUNT_FACT_COLUMNS = (
     strategies_count_query(bindparam("user_id")).scalar_subquery(),
     backtests_since_query(bindparam("user_id"), bindparam("since")).scalar_subquery(),
     select(VerifiedEmail.email).where(VerifiedEmail.user_id == bindparam("user_id")).scalar_subquery(),
 )
+#: The same columns in one statement of their own, built once.
+_ACCOUNT_FACTS = select(*ACCOUNT_FACT_COLUMNS)
 
 
-def account_facts(user: User) -> AccountFacts:
-    """The account page's confirmation state and usage counts, in one statement."""
-    strategies, backtests, email = db.session.execute(
-        _ACCOUNT_FACTS, {"user_id": user.id, "since": month_start()}
-    ).one()
+def account_fact_params() -> dict[str, Any]:
+    """The parameters of ACCOUNT_FACT_COLUMNS besides `user_id`: backtests count from the start of the month."""
+    return {"since": month_start()}
+
+
+def account_facts(user: User, read: Sequence[Any] | None = None) -> AccountFacts:
+    """The account page's confirmation state and usage counts: from the values of ACCOUNT_FACT_COLUMNS already
+    `read` (with the log-in check), else in one statement."""
+    if read is None:
+        read = db.session.execute(_ACCOUNT_FACTS, {"user_id": user.id, **account_fact_params()}).one()
+    strategies, backtests, email = read
     return AccountFacts(
         email_verified=email is not None and email == user.email,
         used={"strategies_max": strategies or 0, "backtests_per_month": backtests or 0},

@@ -4,6 +4,9 @@ The log-in check (`logged_in_user`) reads the user, their live server-side sessi
 are not over (with each one's plan) in one statement: the payment banner every page carries, the account page and
 the billing page then read the subscriptions from this request's memo instead of asking the database again.
 
+A page may have more of its own read by the same statement (`read_with_login_check`: columns over `:user_id`,
+for one endpoint); the page then takes them from `page_values` instead of a statement of its own.
+
 The memo lives on `flask.g` and only within one transaction: every commit or rollback of the session drops it, so
 a page rendered after a change (a sync from Stripe, a plan change) reads the rows afresh. Code that changes
 subscriptions keeps reading them with `app.services.queries` (fresh, lockable), never from here.
@@ -11,8 +14,11 @@ subscriptions keeps reading them with `app.services.queries` (fresh, lockable), 
 
 from __future__ import annotations
 
-from flask import g, has_app_context
-from sqlalchemy import and_, bindparam, event, select
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from flask import g, has_app_context, has_request_context, request
+from sqlalchemy import ColumnElement, Select, and_, bindparam, event, select
 from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
@@ -20,6 +26,7 @@ from app.models import ACCESS_STATUSES, LIVE_STATUSES, AuthSession, Subscription
 from app.services import sessions
 
 _MEMO = "_viewer_subscriptions"
+_PAGE_MEMO = "_viewer_page_values"
 
 
 #: The log-in check and the page's subscriptions in one statement, built once (compiled once per process).
@@ -42,17 +49,45 @@ _SUBSCRIPTIONS = (
 )
 
 
+#: endpoint -> (the log-in statement with the page's columns added, their count, the page's own parameters).
+_PAGES: dict[str, tuple[Select, int, Callable[[], dict[str, Any]]]] = {}
+
+
+def read_with_login_check(
+    endpoint: str, columns: Sequence[ColumnElement[Any]], params: Callable[[], dict[str, Any]]
+) -> None:
+    """On `endpoint`'s page, the log-in check also reads `columns` (scalar expressions over `:user_id` and the
+    names `params()` gives), so that the page needs no statement of its own for them (`page_values`). The
+    statement is built here once (compiled once per process)."""
+    _PAGES[endpoint] = (_LOGGED_IN.add_columns(*columns), len(columns), params)
+
+
 def logged_in_user(session_id: object, user_id: int) -> User | None:
     """The user of a live browser session with this id, None otherwise; the user's subscriptions that are not
-    over come in the same statement and are kept for the request."""
+    over (and the page's own columns, `read_with_login_check`) come in the same statement and are kept for the
+    request."""
     params = sessions.live_params(session_id, user_id, sessions.WEB)
     if params is None:
         return None
-    rows = db.session.execute(_LOGGED_IN, params).all()
+    page = _PAGES.get(request.endpoint or "") if has_request_context() else None
+    statement = _LOGGED_IN
+    if page is not None:
+        statement = page[0]
+        params.update(page[2]())
+    rows = db.session.execute(statement, params).all()
     if not rows:
         return None
-    _remember(user_id, [subscription for _, subscription in rows if subscription is not None])
+    _remember(user_id, [row[1] for row in rows if row[1] is not None])
+    if page is not None and has_app_context():
+        setattr(g, _PAGE_MEMO, (user_id, tuple(rows[0][2 : 2 + page[1]])))
     return rows[0][0]
+
+
+def page_values(user_id: int) -> tuple[Any, ...] | None:
+    """The page's own columns (`read_with_login_check`) as the log-in check read them in this transaction, in
+    their order; None when they were not read (another page, or a commit or rollback since)."""
+    memo = g.get(_PAGE_MEMO)
+    return memo[1] if memo is not None and memo[0] == user_id else None
 
 
 def subscriptions(user_id: int) -> list[UserSubscription]:
@@ -96,3 +131,4 @@ def _forget(session) -> None:
     """A commit or rollback ends the transaction the memo was read in: the next reader reads afresh."""
     if has_app_context():
         g.pop(_MEMO, None)
+        g.pop(_PAGE_MEMO, None)
