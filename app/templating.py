@@ -1,12 +1,15 @@
-"""Jinja filters for money and dates, so templates never format numbers by hand."""
+"""Jinja filters for money and dates, so templates never format numbers by hand; the templates' `url_for`."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
+from flask.globals import request_ctx
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -76,9 +79,53 @@ def payment_problem() -> UserSubscription | None:
     return subscription
 
 
+#: How many URLs `remembered_url_for` keeps per app before starting afresh (the templates build a few dozen).
+REMEMBERED_URLS = 1024
+
+
+def remembered_url_for(app: Flask) -> Callable[..., str]:
+    """The templates' `url_for`: Flask's, whose answer for an endpoint and its arguments is remembered per app.
+
+    Within a request, a URL that is a path depends only on the rule, the arguments and the request's script
+    root (and subdomain), so those make the key; every page's navigation builds the same dozen URLs, each
+    costing Flask a rule lookup and build. Anything else (no request, `url_defaults` functions, a
+    blueprint-relative endpoint, `_external` and the other options, an argument that cannot be a key, an answer
+    that is not a path) goes to Flask's.
+    """
+    built: dict[tuple, str] = {}
+
+    def url_for(endpoint: str, **values: Any) -> str:
+        if (
+            not has_request_context()
+            or app.url_default_functions
+            or endpoint[:1] == "."
+            or any(name[:1] == "_" for name in values)
+        ):
+            return app.url_for(endpoint, **values)
+        adapter = request_ctx.url_adapter
+        if adapter is None:
+            return app.url_for(endpoint, **values)
+        key = (adapter.script_name, adapter.subdomain, endpoint, *values.items())
+        try:
+            return built[key]
+        except KeyError:
+            pass
+        except TypeError:  # an argument that cannot be a key (a list of values)
+            return app.url_for(endpoint, **values)
+        url = app.url_for(endpoint, **values)
+        if url.startswith("/") and not url.startswith("//"):
+            if len(built) >= REMEMBERED_URLS:
+                built.clear()
+            built[key] = url
+        return url
+
+    return url_for
+
+
 def register(app: Flask) -> None:
     app.add_template_filter(money, "money")
     app.add_template_filter(date, "date")
     app.add_template_filter(percent, "percent")
     app.add_template_filter(datetime_utc, "datetime")
     app.add_template_global(payment_problem, "payment_problem")
+    app.add_template_global(remembered_url_for(app), "url_for")

@@ -14,6 +14,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from werkzeug.routing import MapAdapter
 
 from app.extensions import db
 from app.models import AuthSession, User, UserSubscription
@@ -127,3 +128,19 @@ def test_the_account_pages_own_values_are_read_with_the_log_in_check_only_for_th
         assert (strategies, backtests) == (0, 0)
         db.session.commit()
         assert viewer.page_values(user_id) is None
+
+
+def test_a_logged_in_view_builds_no_url_its_app_built_before(pro_client, monkeypatch):
+    """The navigation, forms and links of a page the process served before cost no URL building (each one a rule
+    lookup and build in Werkzeug): the templates' url_for remembers them per app."""
+    built: list[str] = []
+    build = MapAdapter.build
+
+    def counted(adapter, endpoint, *args, **kwargs):
+        built.append(endpoint)
+        return build(adapter, endpoint, *args, **kwargs)
+
+    monkeypatch.setattr(MapAdapter, "build", counted)
+    for path in CEILINGS:
+        assert pro_client.get(path).status_code == 200
+    assert built == []
