@@ -13,8 +13,8 @@ from flask.globals import request_ctx
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.models import UserSubscription
 from app.services import viewer
+from app.services.viewer import SubscriptionView
 
 #: The sign of a negative amount: the minus sign, not a hyphen (`−$49.99`).
 MINUS = "\u2212"
@@ -65,7 +65,7 @@ def datetime_utc(value: datetime | None) -> str:
     return f"{date(value)}, {value.astimezone(dt.UTC):%H:%M} UTC"
 
 
-def payment_problem() -> UserSubscription | None:
+def payment_problem() -> SubscriptionView | None:
     """The logged-in user's subscription whose payment failed (past due while Stripe retries, or unpaid), for the
     banner every page shows; None elsewhere and on the billing page, which says it in full."""
     if not current_user.is_authenticated or request.endpoint == "billing.show_billing":

@@ -16,7 +16,6 @@ from app.account.forms import (
     SignupForm,
 )
 from app.extensions import db, limiter
-from app.models import SubscriptionPlan, UserSubscription
 from app.ratelimits import (
     LOGIN_SCOPE,
     account_mail_global_limit,
@@ -34,6 +33,7 @@ from app.services.billing_summary import plan_outlook
 from app.services.catalog import PlanView, catalog, chosen_plan
 from app.services.entitlements import plan_entitlements
 from app.services.strategies import usage_summary
+from app.services.viewer import SubscriptionView
 
 bp = Blueprint("account", __name__)
 
@@ -193,22 +193,18 @@ def form_fields(template: str, form: FlaskForm | type[FlaskForm]) -> Markup:
 
 def shared_fragment(template: str, key: Hashable, **context: Any) -> Markup:
     """`template` rendered with `context` once per app and `key` (a catalogue plan: a plan whose features change
-    is a new key); a plan row, read from the database, is rendered every time."""
-    if isinstance(key, SubscriptionPlan):
-        return Markup(render_template(template, **context))
+    is a new key)."""
     rendered: dict[tuple[str, Hashable], Markup] = current_app.extensions.setdefault("account_fragments", {})
     if (template, key) not in rendered:
         rendered[(template, key)] = Markup(render_template(template, **context))
     return rendered[(template, key)]
 
 
-def plan_shown(subscription: UserSubscription | None) -> PlanView | SubscriptionPlan | None:
-    """The plan whose features the user has (the subscription's, else Free), as the catalogue holds it; the row
-    itself for a plan seeded since this process read the catalogue."""
-    for plan in catalog():
-        if (plan.id == subscription.plan_id) if subscription is not None else (plan.name == "free"):
-            return plan
-    return subscription.plan if subscription is not None else None
+def plan_shown(subscription: SubscriptionView | None) -> PlanView | None:
+    """The plan whose features the user has (the subscription's, else Free), as the catalogue holds it."""
+    if subscription is not None:
+        return subscription.plan
+    return next((plan for plan in catalog() if plan.name == "free"), None)
 
 
 @bp.post("/account/password")

@@ -15,6 +15,7 @@ from app.services import DomainError, stripe_gateway, viewer
 from app.services.signals import SyncResult
 from app.services.stripe_gateway import from_timestamp, id_of
 from app.services.subscriptions import ScheduledChange, scheduled_change_of
+from app.services.viewer import SubscriptionView
 
 log = get_logger(__name__)
 
@@ -62,7 +63,7 @@ class PlanOutlook:
     """What happens to a subscription at the end of its period: it ends (`cancel_at_period_end`), it moves to
     another plan (`scheduled_change`, a future phase of its schedule), or it renews."""
 
-    subscription: UserSubscription | None
+    subscription: UserSubscription | SubscriptionView | None
     scheduled_change: ScheduledChange | None = None
     stripe_unavailable: bool = False
 
@@ -237,7 +238,7 @@ def forget_changed_outlook(sender, change: SyncResult, **_) -> None:
         forget_plan_outlook(change.user_id)
 
 
-def plan_outlook(user: User, subscription: UserSubscription | None) -> PlanOutlook:
+def plan_outlook(user: User, subscription: UserSubscription | SubscriptionView | None) -> PlanOutlook:
     """The account page's line on what comes next: a pending cancellation is in our copy; a scheduled plan change
     only Stripe knows — read once, then reused until the next billing commit for the user or a newer version of
     the row, and only for a subscription that renews. Stripe being down leaves out the scheduled change, never

@@ -1,53 +1,83 @@
 """The logged-in person's rows that every page of theirs shows, read once per request.
 
 The log-in check (`logged_in_user`) reads the user, their live server-side session and their subscriptions that
-are not over (with each one's plan) in one statement: the payment banner every page carries, the account page and
-the billing page then read the subscriptions from this request's memo instead of asking the database again.
+are not over in one statement: the payment banner every page carries, the account page and the billing page then
+read the subscriptions from this request's memo instead of asking the database again. A subscription comes as a
+`SubscriptionView`: the values those pages show, its plan taken from the catalogue every process keeps (so the
+statement reads no plan, and no ORM object is made for it).
 
 A page may have more of its own read by the same statement (`read_with_login_check`: columns over `:user_id`,
 for one endpoint); the page then takes them from `page_values` instead of a statement of its own.
 
 The memo lives on `flask.g` and only within one transaction: every commit or rollback of the session drops it, so
 a page rendered after a change (a sync from Stripe, a plan change) reads the rows afresh. Code that changes
-subscriptions keeps reading them with `app.services.queries` (fresh, lockable), never from here.
+subscriptions keeps reading them with `app.services.queries` (fresh, lockable, ORM rows), never from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import g, has_app_context, has_request_context, request
 from sqlalchemy import ColumnElement, Select, and_, bindparam, event, select
-from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
-from app.models import ACCESS_STATUSES, LIVE_STATUSES, AuthSession, SubscriptionPlan, User, UserSubscription
+from app.models import ACCESS_STATUSES, LIVE_STATUSES, AuthSession, User, UserSubscription
 from app.services import sessions
+from app.services.catalog import PlanView, catalog, forget_catalog
 
 _MEMO = "_viewer_subscriptions"
 _PAGE_MEMO = "_viewer_page_values"
 
 
-#: The log-in check and the page's subscriptions in one statement, built once (compiled once per process).
+@dataclass(frozen=True, slots=True)
+class SubscriptionView:
+    """A subscription as the logged-in pages show it: the row's values as the log-in check read them, its plan
+    from the catalogue. Read-only: code that changes a subscription reads the row (`app.services.queries`)."""
+
+    id: int
+    plan_id: int
+    billing_cycle: str
+    status: str
+    stripe_subscription_id: str
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    created_at: datetime
+    updated_at: datetime
+    plan: PlanView
+
+
+#: The columns of a SubscriptionView, in the order of its fields (its plan is looked up by `plan_id`).
+_COLUMNS = (
+    UserSubscription.id,
+    UserSubscription.plan_id,
+    UserSubscription.billing_cycle,
+    UserSubscription.status,
+    UserSubscription.stripe_subscription_id,
+    UserSubscription.current_period_end,
+    UserSubscription.cancel_at_period_end,
+    UserSubscription.created_at,
+    UserSubscription.updated_at,
+)
+_WIDTH = len(_COLUMNS)
+
+#: The log-in check and the page's subscriptions in one statement, built once (compiled once per process): the
+#: user, then the columns of one subscription per row (NULLs for a user without one).
 _LOGGED_IN = (
-    select(User, UserSubscription)
+    select(User, *_COLUMNS)
     .join(AuthSession, AuthSession.user_id == User.id)
     .outerjoin(
         UserSubscription,
         and_(UserSubscription.user_id == User.id, UserSubscription.status.in_(LIVE_STATUSES)),
     )
-    .outerjoin(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id)
-    .options(contains_eager(UserSubscription.plan))
     .where(sessions.LIVE_SESSION)
 )
-_SUBSCRIPTIONS = (
-    select(UserSubscription)
-    .join(SubscriptionPlan, SubscriptionPlan.id == UserSubscription.plan_id)
-    .options(contains_eager(UserSubscription.plan))
-    .where(UserSubscription.user_id == bindparam("user_id"), UserSubscription.status.in_(LIVE_STATUSES))
+_SUBSCRIPTIONS = select(*_COLUMNS).where(
+    UserSubscription.user_id == bindparam("user_id"), UserSubscription.status.in_(LIVE_STATUSES)
 )
-
 
 #: endpoint -> (the log-in statement with the page's columns added, their count, the page's own parameters).
 _PAGES: dict[str, tuple[Select, int, Callable[[], dict[str, Any]]]] = {}
@@ -77,9 +107,9 @@ def logged_in_user(session_id: object, user_id: int) -> User | None:
     rows = db.session.execute(statement, params).all()
     if not rows:
         return None
-    _remember(user_id, [row[1] for row in rows if row[1] is not None])
+    _remember(user_id, [_view(row[1 : 1 + _WIDTH]) for row in rows if row[1] is not None])
     if page is not None and has_app_context():
-        setattr(g, _PAGE_MEMO, (user_id, tuple(rows[0][2 : 2 + page[1]])))
+        setattr(g, _PAGE_MEMO, (user_id, tuple(rows[0][1 + _WIDTH : 1 + _WIDTH + page[1]])))
     return rows[0][0]
 
 
@@ -90,27 +120,27 @@ def page_values(user_id: int) -> tuple[Any, ...] | None:
     return memo[1] if memo is not None and memo[0] == user_id else None
 
 
-def subscriptions(user_id: int) -> list[UserSubscription]:
-    """The user's subscriptions that are not over (LIVE_STATUSES), newest first, each with its plan loaded: from
-    this request's memo, else in one statement (then kept)."""
+def subscriptions(user_id: int) -> list[SubscriptionView]:
+    """The user's subscriptions that are not over (LIVE_STATUSES), newest first, each with its plan: from this
+    request's memo, else in one statement (then kept)."""
     memo = g.get(_MEMO)
     if memo is not None and memo[0] == user_id:
         return memo[1]
-    return _remember(user_id, list(db.session.scalars(_SUBSCRIPTIONS, {"user_id": user_id})))
+    return _remember(user_id, [_view(row) for row in db.session.execute(_SUBSCRIPTIONS, {"user_id": user_id})])
 
 
-def live_subscription(user_id: int) -> UserSubscription | None:
+def live_subscription(user_id: int) -> SubscriptionView | None:
     """As `queries.live_subscription`: the newest subscription that is not over, access or not."""
     rows = subscriptions(user_id)
     return rows[0] if rows else None
 
 
-def effective_subscription(user_id: int) -> UserSubscription | None:
+def effective_subscription(user_id: int) -> SubscriptionView | None:
     """As `queries.effective_subscription`: the newest subscription that grants access now."""
     return next((row for row in subscriptions(user_id) if row.status in ACCESS_STATUSES), None)
 
 
-def paid_subscription(user_id: int) -> UserSubscription | None:
+def paid_subscription(user_id: int) -> SubscriptionView | None:
     """As `subscriptions.paid_subscription`: the live subscription unless it is to the $0 price (the Free plan)."""
     subscription = live_subscription(user_id)
     if subscription is None or subscription.plan.is_free:
@@ -118,7 +148,34 @@ def paid_subscription(user_id: int) -> UserSubscription | None:
     return subscription
 
 
-def _remember(user_id: int, rows: list[UserSubscription]) -> list[UserSubscription]:
+def catalogue_plan(plan_id: int) -> PlanView:
+    """The plan with this id from the catalogue; a plan seeded since this process read it has it read afresh."""
+    for attempt in range(2):
+        for plan in catalog():
+            if plan.id == plan_id:
+                return plan
+        if not attempt:
+            forget_catalog()
+    raise LookupError(f"no plan {plan_id} in the catalogue")
+
+
+def _view(values: Sequence[Any]) -> SubscriptionView:
+    id_, plan_id, cycle, status, stripe_id, period_end, cancel_at_period_end, created_at, updated_at = values
+    return SubscriptionView(
+        id_,
+        plan_id,
+        cycle,
+        status,
+        stripe_id,
+        period_end,
+        cancel_at_period_end,
+        created_at,
+        updated_at,
+        catalogue_plan(plan_id),
+    )
+
+
+def _remember(user_id: int, rows: list[SubscriptionView]) -> list[SubscriptionView]:
     rows.sort(key=lambda row: row.created_at, reverse=True)
     if has_app_context():
         setattr(g, _MEMO, (user_id, rows))

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 from werkzeug.routing import MapAdapter
 
 from app.extensions import db
-from app.models import AuthSession, User, UserSubscription
+from app.models import AuthSession, SubscriptionPlan, User, UserSubscription
 from app.services import viewer
+from app.services.catalog import catalog
 from bench.bare_flask import app as bare_app
 from tests.billing.conftest import Billing
 
@@ -144,3 +146,26 @@ def test_a_logged_in_view_builds_no_url_its_app_built_before(pro_client, monkeyp
     for path in CEILINGS:
         assert pro_client.get(path).status_code == 200
     assert built == []
+
+
+def test_the_log_in_check_reads_no_plan_the_catalogue_holds(app, pro_client):
+    """The subscriptions come as values with the catalogue's plan: the statement joins no plan table and makes
+    no ORM object of the subscription."""
+    with statements(app) as sent:
+        assert pro_client.get("/billing").status_code == 200
+    [statement] = sent
+    assert "subscription_plans" not in statement
+    with app.test_request_context("/billing"):
+        user_id = db.session.scalar(sa.select(User.id))
+        [row] = viewer.subscriptions(user_id)
+        assert isinstance(row, viewer.SubscriptionView) and row.plan in catalog()
+        assert not any(isinstance(item, UserSubscription) for item in db.session.identity_map.values())
+
+
+def test_a_plan_seeded_since_the_catalogue_was_read_is_found(app, pro_client):
+    with app.test_request_context("/billing"):
+        assert all(plan.name != "extra" for plan in catalog())  # the catalogue as this process keeps it
+        plan = SubscriptionPlan(name="extra", display_name="Extra", price_monthly=Decimal("5.00"))
+        db.session.add(plan)
+        db.session.commit()
+        assert viewer.catalogue_plan(plan.id).display_name == "Extra"
