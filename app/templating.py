@@ -8,9 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from flask import Flask, has_request_context, request
+from flask import Flask, g, request
 from flask.globals import request_ctx
 from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.services import viewer
@@ -79,6 +80,9 @@ def payment_problem() -> SubscriptionView | None:
     return subscription
 
 
+#: Flask's proxy of the request context, typed as the proxy it is (its object is one lookup away, without the
+#: proxy's own attribute forwarding).
+_REQUEST_CONTEXT: Any = request_ctx
 #: How many URLs `remembered_url_for` keeps per app before starting afresh (the templates build a few dozen).
 REMEMBERED_URLS = 1024
 
@@ -95,15 +99,16 @@ def remembered_url_for(app: Flask) -> Callable[..., str]:
     built: dict[tuple, str] = {}
 
     def url_for(endpoint: str, **values: Any) -> str:
+        try:
+            adapter = _REQUEST_CONTEXT._get_current_object().url_adapter
+        except RuntimeError:  # outside a request: Flask's external URLs
+            adapter = None
         if (
-            not has_request_context()
+            adapter is None
             or app.url_default_functions
             or endpoint[:1] == "."
-            or any(name[:1] == "_" for name in values)
+            or (values and any(name[:1] == "_" for name in values))
         ):
-            return app.url_for(endpoint, **values)
-        adapter = request_ctx.url_adapter
-        if adapter is None:
             return app.url_for(endpoint, **values)
         key = (adapter.script_name, adapter.subdomain, endpoint, *values.items())
         try:
@@ -122,6 +127,19 @@ def remembered_url_for(app: Flask) -> Callable[..., str]:
     return url_for
 
 
+def request_csrf_token(app: Flask) -> Callable[[], str]:
+    """The templates' `csrf_token`: Flask-WTF's token, which it signs once per request and keeps on `g` under
+    the form field's name; a page's other forms read it back from there without Flask-WTF's configuration
+    lookups (a page with a form in its navigation and three of its own asks four times)."""
+    field_name = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+
+    def csrf_token() -> str:
+        token = g.get(field_name)
+        return token if token is not None else generate_csrf()
+
+    return csrf_token
+
+
 def register(app: Flask) -> None:
     app.add_template_filter(money, "money")
     app.add_template_filter(date, "date")
@@ -129,3 +147,7 @@ def register(app: Flask) -> None:
     app.add_template_filter(datetime_utc, "datetime")
     app.add_template_global(payment_problem, "payment_problem")
     app.add_template_global(remembered_url_for(app), "url_for")
+    # Flask-WTF hands its `csrf_token` to every template through a context processor: this one, registered
+    # after it, hands over the one that reads the request's token back.
+    csrf_token = request_csrf_token(app)
+    app.context_processor(lambda: {"csrf_token": csrf_token})

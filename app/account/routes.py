@@ -167,16 +167,18 @@ def render_account(
     """The account page: its subscription, usage counts and email confirmation come with the log-in check
     (`viewer`), the plan and its features (so its limits) from the catalogue every process keeps. What looks the
     same to everyone (the blank forms, a plan's feature list) is rendered once per app."""
-    subscription = viewer.effective_subscription(current_user.id)
+    user = current_user._get_current_object()  # the template reads it a few times: not through the proxy
+    subscription = viewer.effective_subscription(user.id)
     plan = plan_shown(subscription)
-    facts = accounts.account_facts(current_user, viewer.page_values(current_user.id))
+    facts = accounts.account_facts(user, viewer.page_values(user.id))
     return render_template(
         "account/account.html",
+        user=user,
         plan=plan,
         plan_card=shared_fragment("account/_plan_features.html", plan, plan=plan) if plan else None,
         subscription=subscription,
-        outlook=plan_outlook(current_user, subscription),
-        usage=usage_summary(current_user.id, facts.used, plan_entitlements(plan)),
+        outlook=plan_outlook(user, subscription),
+        usage=usage_summary(user.id, facts.used, plan_entitlements(plan)),
         email_fields=form_fields("account/_email_fields.html", email_form or ChangeEmailForm),
         password_fields=form_fields("account/_password_fields.html", password_form or ChangePasswordForm),
         email_verified=facts.email_verified,

@@ -10,11 +10,14 @@ rounds, in this process (printed, wall and CPU time; timing under a shared machi
 from __future__ import annotations
 
 import contextlib
+import re
+import sys
 import time
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from flask_wtf.csrf import generate_csrf
 from werkzeug.routing import MapAdapter
 
 from app.extensions import db
@@ -169,3 +172,36 @@ def test_a_plan_seeded_since_the_catalogue_was_read_is_found(app, pro_client):
         db.session.add(plan)
         db.session.commit()
         assert viewer.catalogue_plan(plan.id).display_name == "Extra"
+
+
+def calls_of(function, action) -> int:
+    """How many times `function` ran while `action()` ran, however it was reached (a profile hook on its code)."""
+    code, count = function.__code__, 0
+
+    def hook(frame, event, arg):
+        nonlocal count
+        if event == "call" and frame.f_code is code:
+            count += 1
+
+    sys.setprofile(hook)
+    try:
+        action()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_logged_in_view_asks_flask_wtf_for_its_csrf_token_once(pro_client, path):
+    """The navigation's log-out form and each of the page's forms carry the token Flask-WTF signed once for the
+    request; the templates read it back instead of asking Flask-WTF again."""
+    page = {}
+
+    def view():
+        page["html"] = pro_client.get(path).get_data(as_text=True)
+
+    assert calls_of(generate_csrf, view) == 1
+    tokens = re.findall(
+        r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"', page["html"]
+    )
+    assert len(tokens) >= 2 and len({a or b for a, b in tokens}) == 1
