@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.extensions import db, mail, task_queue
 from app.logging import get_logger
 from app.models import MailOutbox, User, utcnow
-from app.services.signals import SyncResult
+from app.services.signals import CacheWrites, SyncResult
 from app.urls import external_url
 
 log = get_logger(__name__)
@@ -112,10 +112,16 @@ def deliver_pending(limit: int = 50) -> int:
     return deliver_batch(limit).sent
 
 
-def deliver_queued(sender, change: SyncResult, **_) -> None:
-    """`subscription_changed` receiver: have what the committed change queued delivered, never inside the request."""
-    if change.mail_queued:
-        request_delivery()
+def deliver_queued(sender, change: SyncResult, writes: CacheWrites | None = None, **_) -> None:
+    """`subscription_changed` receiver: have what the committed change queued delivered, never inside the request.
+
+    The caches the receivers before this one drop (`writes`) are dropped first: a delivery made here, outside a
+    request, may wait on SMTP, and the user's next page must not wait with it."""
+    if not change.mail_queued:
+        return
+    if writes is not None:
+        writes.send()
+    request_delivery()
 
 
 def request_delivery() -> None:

@@ -7,7 +7,8 @@
 - Dispatched to `webhook_handlers.HANDLERS` by type (what each event does lives there).
 - A handler fault rolls everything back, keeps the row's error and attempt count, and answers 422 for an event
   that cannot be applied as it is, 500 for our own fault; Stripe retries both.
-- Redis `webhook_processed:<id>` (7 days) is a fast path for duplicates; the table is the truth.
+- Redis `webhook_processed:<id>` (7 days) is a fast path for duplicates; the table is the truth. It is set after
+  the commit in the same round trip as the caches the commit drops (`signals.CacheWrites`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from app.extensions import cache_redis, db
 from app.logging import get_logger
 from app.models import StripeEvent, utcnow
 from app.services import metrics, stripe_gateway
-from app.services.signals import SyncResult, commit_billing
+from app.services.signals import CacheWrites, SyncResult, commit_billing
 from app.services.stripe_gateway import SignatureInvalid, verify_webhook_signature
 from app.services.webhook_handlers import HANDLERS
 
@@ -128,14 +129,23 @@ def seen_in_redis(event_id: str) -> bool:
         return False
 
 
-def remember_in_redis(event_id: str) -> None:
+def remember_in_redis(event_id: str, writes: CacheWrites | None = None) -> None:
+    """Mark the event handled for the fast path: added to `writes` (sent with the commit's other cache writes, in
+    one round trip), or set now. Never raises: without the mark a duplicate is answered from the table."""
+
+    def failed(error: Exception | None = None) -> None:
+        log.warning("webhook_redis_unavailable", event_id=event_id)
+
+    if writes is not None:
+        writes.set_raw(PROCESSED_KEY.format(event_id), "1", PROCESSED_TTL, on_failure=failed)
+        return
     client = cache_redis()
     if client is None:
         return
     try:
         client.set(PROCESSED_KEY.format(event_id), "1", ex=PROCESSED_TTL)
     except Exception:
-        log.warning("webhook_redis_unavailable", event_id=event_id)
+        failed()
 
 
 # --- record, then act -----------------------------------------------------------------------------------------------
@@ -210,9 +220,9 @@ def mark(event_id: str, **values: Any) -> None:
     db.session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(**values))
 
 
-def apply(event: dict[str, Any], attempts: int, marked: bool = False) -> str:
+def apply(event: dict[str, Any], attempts: int, marked: bool = False, writes: CacheWrites | None = None) -> str:
     """Run the event's handler and mark its row (unless `record` inserted it marked), then commit and send
-    `subscription_changed`.
+    `subscription_changed`; `writes` go to Redis with the receivers' cache writes, once committed.
 
     On any fault: roll back everything the handler did, keep the error and attempt count, and re-raise. (A
     receiver's fault comes after the commit: the event stays processed, and the rollback has nothing to undo.)
@@ -225,7 +235,7 @@ def apply(event: dict[str, Any], attempts: int, marked: bool = False) -> str:
         status = settled_status(event["type"])
         if not marked:
             mark(event["id"], status=status, attempts=attempts, processed_at=utcnow(), error=None)
-        commit_billing(result)
+        commit_billing(result, writes)
     except Exception as error:
         db.session.rollback()
         record_failure(event, attempts, error)
@@ -294,8 +304,10 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         metrics.record_webhook(metric_type(event_type), "duplicate")
         log.info("stripe_webhook_duplicate", event_id=event_id, event_type=event_type)
         return Outcome("duplicate", event_id, event_type)
+    handled = CacheWrites()
+    remember_in_redis(event_id, handled)  # sent only once the event's transaction is committed
     try:
-        outcome = apply(event, attempts + 1, marked=status == NEW)
+        outcome = apply(event, attempts + 1, marked=status == NEW, writes=handled)
     except Exception as error:
         metrics.record_webhook(metric_type(event_type), "failed", time.perf_counter() - started)
         log.error(
@@ -313,7 +325,6 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
                 f"({type(error).__name__}); it is kept as failed, to replay after a fix.",
             ) from error
         raise
-    remember_in_redis(event_id)
     seconds = time.perf_counter() - started
     metrics.record_webhook(metric_type(event_type), outcome, seconds)
     log.info(

@@ -1,4 +1,5 @@
-"""Database round trips per webhook on the common path, counted on the engine: statements sent, plus commits.
+"""Round trips per webhook on the common path: to the database, counted on the engine (statements sent, plus
+commits), and to Redis, counted where redis-py sends a command or a pipeline on a connection.
 
 Counted up to the request's commit (mail delivery comes after the response, or in the worker). The floor (verify
 and insert) is one; the target is five. Each event's count is its ceiling here, so that none grows unnoticed; the
@@ -12,8 +13,10 @@ import contextlib
 
 import pytest
 import sqlalchemy as sa
+from redis.connection import AbstractConnection
+from rq.utils import get_version
 
-from app.extensions import db
+from app.extensions import db, task_queue
 from app.models import User
 from app.services.catalog import catalog, seed_plans_from_config
 from tests.factories import UserFactory
@@ -83,3 +86,54 @@ def test_each_common_event_stays_within_its_round_trips(docs_customer, client):
     for name, sent in costs.items():
         print(name, len(sent), *sent, sep="\n  ")
     assert over == {}, "FORCE"
+
+
+#: Redis round trips per event, the whole request (its response closed): the duplicate check (EXISTS) before the
+#: insert, then, after the commit, one pipeline of the event's `webhook_processed` mark and the user's cache drops
+#: (entitlements, plan outlook, billing summary). An event that queues mail hands it to the task queue after the
+#: caches are dropped: RQ's enqueue (its job and the queue's list, written in one pipeline) and its queue registry.
+REDIS_CEILINGS = {
+    "customer.subscription.created": 4,
+    "checkout.session.completed": 2,
+    "invoice.payment_succeeded": 2,
+    "customer.subscription.updated": 4,
+    "invoice.payment_failed": 4,
+    "customer.subscription.deleted": 4,
+}
+
+
+@contextlib.contextmanager
+def redis_round_trips(monkeypatch):
+    """Count each packet of commands redis-py sends (one command, or one pipeline) while the block runs."""
+    sent: list[str] = []
+    original = AbstractConnection.send_packed_command
+
+    def send_packed_command(connection, command, check_health=True):
+        packets = command if isinstance(command, list) else [command]
+        sent.append(b" ".join(bytes(part)[:60] for part in packets).decode("utf-8", "replace").replace("\r\n", " "))
+        return original(connection, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send_packed_command)
+    try:
+        yield sent
+    finally:
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", original)
+
+
+def test_each_common_event_stays_within_its_redis_round_trips(docs_customer, client, redis_url, monkeypatch):
+    docs_customer.config["TASK_QUEUE_URL"] = redis_url  # mail goes to the task queue, as in production
+    secret = docs_customer.config["STRIPE_WEBHOOK_SECRET"]
+    post_event(client, load("customer.updated"), secret)  # warms the pools
+    with docs_customer.app_context():
+        user_id = db.session.scalar(sa.select(User.id).where(User.stripe_customer_id == CUSTOMER))
+        queue = task_queue()
+        assert queue is not None
+        get_version(queue.connection)  # and the task queue's connection (RQ reads the server's version once)
+    costs = {}
+    for name in REDIS_CEILINGS:
+        with redis_round_trips(monkeypatch) as sent:
+            assert post_event(client, load(name, user_id), secret).status_code == 200
+        costs[name] = sent
+    for name, sent in costs.items():
+        print(name, len(sent), *sent, sep="\n  ")
+    assert {name: len(sent) for name, sent in costs.items() if len(sent) > REDIS_CEILINGS[name]} == {}
