@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, exists, insert, literal, or_, select, update
+from sqlalchemy import bindparam, case, exists, insert, literal, or_, select, update
 from sqlalchemy.orm import joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -162,13 +162,18 @@ def customer_id_of(obj: dict[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+#: The user linked to a Stripe customer (`customer_id`), and the same locked: built once, so that SQLAlchemy keeps
+#: their cache keys along with their compiled forms (the webhook handlers look a user up at each event).
+USER_OF_CUSTOMER = select(User).where(User.stripe_customer_id == bindparam("customer_id"))
+LOCKED_USER_OF_CUSTOMER = USER_OF_CUSTOMER.with_for_update()
+
+
 def find_user_for_customer(customer_id: str, lock: bool = True) -> User | None:
     """The user linked to a Stripe customer; links one by the customer's `metadata.user_id` if not yet linked.
 
     The lookup by id needs no Stripe call; only an unlinked customer costs one (to read its metadata).
     """
-    query = select(User).where(User.stripe_customer_id == customer_id)
-    user = db.session.scalar(query.with_for_update() if lock else query)
+    user = db.session.scalar(LOCKED_USER_OF_CUSTOMER if lock else USER_OF_CUSTOMER, {"customer_id": customer_id})
     if user is not None:
         return user
     try:
