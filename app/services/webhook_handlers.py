@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import String, Table, bindparam, exists, insert, select
+from sqlalchemy import Integer, String, Table, bindparam, exists, insert, select
 from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
@@ -89,19 +89,23 @@ def locked_user_and_rows(customer_id: str) -> tuple[User, dict[str, UserSubscrip
     Locking the rows too (not only the user) makes a query that waited for another transaction's lock return
     their newest versions; a row inserted meanwhile is not among them, and `sync_user_rows` finds it when it
     tries to insert it."""
-    found = db.session.execute(
-        select(User, UserSubscription)
-        .select_from(User)
-        .join(UserSubscription, UserSubscription.user_id == User.id)
-        .join(UserSubscription.plan)
-        .options(contains_eager(UserSubscription.plan))
-        .where(User.stripe_customer_id == customer_id)
-        .with_for_update(of=[User, UserSubscription])
-        .execution_options(populate_existing=True)
-    ).all()
+    found = db.session.execute(USER_AND_ROWS, {"customer_id": customer_id}).all()
     if not found:
         return None
     return found[0][0], {row.stripe_subscription_id: row for _, row in found}
+
+
+#: `locked_user_and_rows`'s query, built once: SQLAlchemy then keeps its cache key along with its compiled form.
+USER_AND_ROWS = (
+    select(User, UserSubscription)
+    .select_from(User)
+    .join(UserSubscription, UserSubscription.user_id == User.id)
+    .join(UserSubscription.plan)
+    .options(contains_eager(UserSubscription.plan))
+    .where(User.stripe_customer_id == bindparam("customer_id"))
+    .with_for_update(of=[User, UserSubscription])
+    .execution_options(populate_existing=True)
+)
 
 
 def user_and_row(
@@ -143,13 +147,17 @@ def locked_user_with_plan(customer_id: str, price_id: str | None) -> tuple[User,
     )
     if price_id is None or plan_id is None:
         return None
-    found = db.session.execute(
-        select(User, SubscriptionPlan)
-        .join(SubscriptionPlan, SubscriptionPlan.id == plan_id)
-        .where(User.stripe_customer_id == customer_id)
-        .with_for_update(of=User)
-    ).first()
+    found = db.session.execute(USER_WITH_PLAN, {"customer_id": customer_id, "plan_id": plan_id}).first()
     return (found[0], found[1]) if found is not None else None
+
+
+#: `locked_user_with_plan`'s query, built once: SQLAlchemy then keeps its cache key along with its compiled form.
+USER_WITH_PLAN = (
+    select(User, SubscriptionPlan)
+    .join(SubscriptionPlan, SubscriptionPlan.id == bindparam("plan_id", type_=Integer()))
+    .where(User.stripe_customer_id == bindparam("customer_id"))
+    .with_for_update(of=User)
+)
 
 
 def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
