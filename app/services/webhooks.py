@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import String, TextClause, bindparam, select, text, update
 from sqlalchemy.exc import DataError, ProgrammingError
 
 from app.extensions import cache_redis, db
@@ -168,24 +168,36 @@ def settled_status(event_type: str) -> str:
     return "processed" if event_type in HANDLERS else "ignored"
 
 
-#: The event's row, unless its id is there: one statement that also holds the new row's lock. Written out, as
-#: SQLAlchemy caches the compiled form of a text statement but compiles the dialects' ON CONFLICT inserts anew
-#: each time (several milliseconds a delivery on a busy machine); PostgreSQL and SQLite both speak it.
-INSERT_EVENT = text(
-    "INSERT INTO stripe_events (id, type, livemode, stripe_created, received_at, payload, status, attempts, "
-    "processed_at) VALUES (:id, :type, :livemode, :stripe_created, :received_at, :payload, :status, :attempts, "
-    ":processed_at) ON CONFLICT (id) DO NOTHING RETURNING id"
-).bindparams(
-    bindparam("stripe_created", type_=StripeEvent.stripe_created.type),
-    bindparam("received_at", type_=StripeEvent.received_at.type),
-    bindparam("processed_at", type_=StripeEvent.processed_at.type),
-    bindparam("payload", type_=StripeEvent.payload.type),
-)
+def insert_event(payload: str) -> TextClause:
+    """The event's row, unless its id is there: one statement that also holds the new row's lock, its payload
+    given by the SQL expression `payload`. Written out, as SQLAlchemy caches the compiled form of a text statement
+    but compiles the dialects' ON CONFLICT inserts anew each time (several milliseconds a delivery on a busy
+    machine); PostgreSQL and SQLite both speak it."""
+    return text(
+        "INSERT INTO stripe_events (id, type, livemode, stripe_created, received_at, payload, status, attempts, "
+        f"processed_at) VALUES (:id, :type, :livemode, :stripe_created, :received_at, {payload}, :status, "
+        ":attempts, :processed_at) ON CONFLICT (id) DO NOTHING RETURNING id"
+    ).bindparams(
+        bindparam("stripe_created", type_=StripeEvent.stripe_created.type),
+        bindparam("received_at", type_=StripeEvent.received_at.type),
+        bindparam("processed_at", type_=StripeEvent.processed_at.type),
+    )
 
 
-def record(event: dict[str, Any], settle: bool = False) -> tuple[str, int]:
+#: The row from the parsed event (`payload`, encoded to JSON by the column's type).
+INSERT_EVENT = insert_event(":payload").bindparams(bindparam("payload", type_=StripeEvent.payload.type))
+#: The row from the body as it came (`payload`, the JSON text that was verified and parsed), per database: the
+#: database reads the text itself, and the parsed event is not encoded back to JSON to be stored.
+INSERT_EVENT_BODY = {
+    "postgresql": insert_event("CAST(:payload AS JSONB)").bindparams(bindparam("payload", type_=String())),
+    "sqlite": insert_event(":payload").bindparams(bindparam("payload", type_=String())),
+}
+
+
+def record(event: dict[str, Any], settle: bool = False, body: str | None = None) -> tuple[str, int]:
     """Record the event, or lock its existing row: (status, attempts) before this delivery, row locked until commit;
-    (NEW, 0) for an event recorded now.
+    (NEW, 0) for an event recorded now. `body`, the JSON text the event was parsed from, is stored as it is (the
+    database parses it) instead of the event encoded again.
 
     A new event costs one round trip: the insert both records it and holds its lock, so a concurrent delivery of
     the same event waits on the unique key and then finds it processed. With `settle`, a new row is inserted
@@ -196,15 +208,16 @@ def record(event: dict[str, Any], settle: bool = False) -> tuple[str, int]:
     values: dict[str, Any] = {"status": "received", "attempts": 0, "processed_at": None}
     if settle:
         values = {"status": settled_status(event["type"]), "attempts": 1, "processed_at": now}
+    statement = INSERT_EVENT_BODY.get(db.engine.dialect.name) if body is not None else None
     inserted = db.session.execute(
-        INSERT_EVENT,
+        statement if statement is not None else INSERT_EVENT,
         {
             "id": event["id"],
             "type": event["type"],
             "livemode": bool(event.get("livemode")),
             "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC),
             "received_at": now,
-            "payload": event,
+            "payload": body if statement is not None else event,
             **values,
         },
     ).first()
@@ -293,7 +306,7 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         return Outcome("duplicate", event_id, event_type)
 
     try:
-        status, attempts = record(event, settle=True)
+        status, attempts = record(event, settle=True, body=payload.decode("utf-8-sig"))
     except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
         db.session.rollback()
         log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
