@@ -309,7 +309,8 @@ def write_subscription(
     holds the user's lock, which every writer of the user's rows takes first, so only one committed before the
     lock was granted can be there. The session's copy of the row is then set to what was written, as a flush
     would. Elsewhere (SQLite) the ORM writes the same rows, one statement each. (Built from generic constructs,
-    not the dialect's ON CONFLICT, so SQLAlchemy caches its compiled form.)
+    not the dialect's ON CONFLICT, so SQLAlchemy caches its compiled form; built once per shape,
+    `subscription_write_statement`, so it keeps its cache key too.)
     """
     if row is not None and not changes:
         return row
