@@ -12,7 +12,7 @@ from app.extensions import cache, db
 from app.logging import get_logger
 from app.models import User, UserSubscription
 from app.services import DomainError, stripe_gateway, viewer
-from app.services.signals import SyncResult
+from app.services.signals import CacheWrites, SyncResult
 from app.services.stripe_gateway import from_timestamp, id_of
 from app.services.subscriptions import ScheduledChange, scheduled_change_of
 from app.services.viewer import SubscriptionView
@@ -231,11 +231,19 @@ def forget_plan_outlook(user_id: int) -> None:
         log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
 
 
-def forget_changed_outlook(sender, change: SyncResult, **_) -> None:
+def forget_changed_outlook(sender, change: SyncResult, writes: CacheWrites | None = None, **_) -> None:
     """`subscription_changed` receiver: the committed change may have added or dropped a scheduled change, a card or
-    an invoice."""
-    if change.user_id is not None:
+    an invoice. The entries are dropped with the announcement's other cache writes (`writes`, one round trip)."""
+    if change.user_id is None:
+        return
+    if writes is None:
         forget_plan_outlook(change.user_id)
+        return
+
+    def failed(error: Exception) -> None:
+        log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
+
+    writes.delete(_outlook_key(change.user_id), _summary_key(change.user_id), on_failure=failed)
 
 
 def plan_outlook(user: User, subscription: UserSubscription | SubscriptionView | None) -> PlanOutlook:

@@ -31,7 +31,7 @@ from app.models import SubscriptionPlan
 from app.services import DomainError
 from app.services.catalog import PLAN_CATALOG, PlanView
 from app.services.queries import effective_plan
-from app.services.signals import SyncResult
+from app.services.signals import CacheWrites, SyncResult
 from app.urls import is_api_request
 
 CACHE_KEY = "entitlements:{user_id}"
@@ -318,10 +318,22 @@ def invalidate_entitlements_cache(user_id: int) -> bool:
     return True
 
 
-def forget_changed_entitlements(sender, change: SyncResult, **_) -> None:
-    """`subscription_changed` receiver: the user's next request reads the committed plan."""
-    if change.user_id is not None:  # announce() sends only for a user; a None here would name nobody
-        invalidate_entitlements_cache(change.user_id)
+def forget_changed_entitlements(sender, change: SyncResult, writes: CacheWrites | None = None, **_) -> None:
+    """`subscription_changed` receiver: the user's next request reads the committed plan. The cache entry is
+    dropped with the announcement's other cache writes (`writes`, one round trip), or at once without them."""
+    user_id = change.user_id
+    if user_id is None:  # announce() sends only for a user; a None here would name nobody
+        return
+    if writes is None:
+        invalidate_entitlements_cache(user_id)
+        return
+    g.get(_G_MEMO, {}).pop(user_id, None)
+
+    def failed(error: Exception) -> None:
+        current_app.logger.warning("entitlements_cache_invalidate_failed user_id=%s", user_id, exc_info=error)
+        _cache_failed("invalidate")
+
+    writes.delete_raw(CACHE_KEY.format(user_id=user_id), on_failure=failed)
 
 
 def cheapest_plan_with(feature_key: str, at_least: int | None = None) -> SubscriptionPlan | None:

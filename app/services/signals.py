@@ -6,10 +6,16 @@ offer a receiver — the entitlements cache (`entitlements`), the account page's
 the mail outbox (`mail`) and the counters (`metrics`) — which `create_app` connects, in that order; so the writers
 (the sync, the webhook endpoint, checkout, plan changes, the admin) need not know any of them, and this module
 imports none of them. A rolled-back transaction sends nothing.
+
+The cache receivers do not go to Redis one by one: each adds its writes to the announcement's `CacheWrites`, sent
+in one round trip (a pipeline) once the receivers have run — or earlier, by a receiver whose own work must come
+after the caches are dropped (mail delivery). A writer adds its own (the webhook endpoint's `webhook_processed`
+mark) by passing a `CacheWrites` to `commit_billing`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -17,7 +23,7 @@ from blinker import NamedSignal
 from flask import current_app
 from ordered_set import OrderedSet
 
-from app.extensions import db
+from app.extensions import cache, cache_redis, db
 
 
 class OrderedSignal(NamedSignal):
@@ -47,15 +53,87 @@ class SyncResult:
         return bool(self.actions)
 
 
-def announce(change: SyncResult) -> None:
-    """Tell the subscribers about a committed change of the user's billing state (nothing for no user)."""
-    if change.user_id is None:
-        return
-    app = cast(Any, current_app)._get_current_object()  # the app itself, not the request-bound proxy
-    subscription_changed.send(app, change=change)
+#: What a failed send calls, once per write that asked for it, with the error (Redis down, a timeout).
+OnFailure = Callable[[Exception], None]
 
 
-def commit_billing(change: SyncResult) -> None:
-    """Commit the billing transaction, then announce it: caches, mail and counters follow only what is stored."""
+class CacheWrites:
+    """Cache writes that follow one commit, sent together: one round trip to Redis, whatever their number.
+
+    `delete` takes the app cache's keys (Flask-Caching's names, prefixed as it prefixes them); `delete_raw` and
+    `set_raw` take Redis keys as they are (the keys the app writes to the Redis client directly, which
+    `redis-cli` shows under their own names). Without Redis (SimpleCache, a fresh clone) deletes go to the app
+    cache at once and `set_raw` is dropped: it only ever marks a Redis fast path. `send` never raises: a failed
+    send calls each write's `on_failure` (a cache entry then expires on its own; the database stays the truth).
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, tuple[Any, ...], OnFailure | None]] = []
+
+    def delete(self, *keys: str, on_failure: OnFailure | None = None) -> None:
+        """Drop app-cache entries (`cache.delete_many` without its read-back of each key)."""
+        if cache_redis() is None:
+            self.fallback(lambda: cache.delete_many(*keys), on_failure)
+            return
+        prefix = getattr(cache.cache, "key_prefix", None) or ""
+        prefix = prefix if isinstance(prefix, str) else prefix()
+        self.pending.append(("delete", tuple(prefix + key for key in keys), on_failure))
+
+    def delete_raw(self, *keys: str, on_failure: OnFailure | None = None) -> None:
+        """Drop Redis keys the app writes directly (falling back to the app cache without Redis)."""
+        if cache_redis() is None:
+            self.fallback(lambda: cache.delete_many(*keys), on_failure)
+            return
+        self.pending.append(("delete", keys, on_failure))
+
+    def set_raw(self, key: str, value: str, seconds: int, on_failure: OnFailure | None = None) -> None:
+        """Set a Redis key as it is, expiring after `seconds` (nothing without Redis)."""
+        if cache_redis() is not None:
+            self.pending.append(("set", (key, value, seconds), on_failure))
+
+    @staticmethod
+    def fallback(write: Callable[[], Any], on_failure: OnFailure | None) -> None:
+        try:
+            write()
+        except Exception as error:  # noqa: BLE001 - a cache write never fails the commit it follows
+            if on_failure is not None:
+                on_failure(error)
+
+    def send(self) -> None:
+        """Send what is pending in one pipeline (no MULTI: each write stands alone), then forget it."""
+        pending, self.pending = self.pending, []
+        client = cache_redis()
+        if not pending or client is None:
+            return
+        try:
+            pipe = client.pipeline(transaction=False)
+            for command, args, _ in pending:
+                if command == "set":
+                    key, value, seconds = args
+                    pipe.set(key, value, ex=seconds)
+                else:
+                    pipe.delete(*args)
+            pipe.execute()
+        except Exception as error:  # noqa: BLE001 - Redis down: each write says so its own way
+            for _, _, on_failure in pending:
+                if on_failure is not None:
+                    on_failure(error)
+
+
+def announce(change: SyncResult, writes: CacheWrites | None = None) -> None:
+    """Tell the subscribers about a committed change of the user's billing state (nothing for no user); the
+    receivers' cache writes go to Redis together, in one round trip, with any `writes` already added."""
+    writes = writes if writes is not None else CacheWrites()
+    try:
+        if change.user_id is not None:
+            app = cast(Any, current_app)._get_current_object()  # the app itself, not the request-bound proxy
+            subscription_changed.send(app, change=change, writes=writes)
+    finally:  # a later receiver's fault leaves the caches dropped, as they were when each went on its own
+        writes.send()
+
+
+def commit_billing(change: SyncResult, writes: CacheWrites | None = None) -> None:
+    """Commit the billing transaction, then announce it: caches, mail and counters follow only what is stored.
+    `writes` (cache writes that must follow the commit too) are sent with the receivers' own."""
     db.session.commit()
-    announce(change)
+    announce(change, writes)

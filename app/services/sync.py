@@ -17,11 +17,12 @@ So neither the order nor the number of notifications can leave the copy wrong. T
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, exists, insert, literal, or_, select, update
+from sqlalchemy import Integer, String, Table, bindparam, case, exists, insert, or_, select, update
 from sqlalchemy.orm import joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -162,13 +163,18 @@ def customer_id_of(obj: dict[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+#: The user linked to a Stripe customer (`customer_id`), and the same locked: built once, so that SQLAlchemy keeps
+#: their cache keys along with their compiled forms (the webhook handlers look a user up at each event).
+USER_OF_CUSTOMER = select(User).where(User.stripe_customer_id == bindparam("customer_id"))
+LOCKED_USER_OF_CUSTOMER = USER_OF_CUSTOMER.with_for_update()
+
+
 def find_user_for_customer(customer_id: str, lock: bool = True) -> User | None:
     """The user linked to a Stripe customer; links one by the customer's `metadata.user_id` if not yet linked.
 
     The lookup by id needs no Stripe call; only an unlinked customer costs one (to read its metadata).
     """
-    query = select(User).where(User.stripe_customer_id == customer_id)
-    user = db.session.scalar(query.with_for_update() if lock else query)
+    user = db.session.scalar(LOCKED_USER_OF_CUSTOMER if lock else USER_OF_CUSTOMER, {"customer_id": customer_id})
     if user is not None:
         return user
     try:
@@ -303,7 +309,8 @@ def write_subscription(
     holds the user's lock, which every writer of the user's rows takes first, so only one committed before the
     lock was granted can be there. The session's copy of the row is then set to what was written, as a flush
     would. Elsewhere (SQLite) the ORM writes the same rows, one statement each. (Built from generic constructs,
-    not the dialect's ON CONFLICT, so SQLAlchemy caches its compiled form.)
+    not the dialect's ON CONFLICT, so SQLAlchemy caches its compiled form; built once per shape,
+    `subscription_write_statement`, so it keeps its cache key too.)
     """
     if row is not None and not changes:
         return row
@@ -312,26 +319,17 @@ def write_subscription(
     now = utcnow()
     values = {name: value for name, value in changes.items() if name != "plan"}
     values["updated_at"] = now
-    statement: Any
     if row is None:
         values.setdefault("last_event_at", None)
         values.update(user_id=user.id, stripe_subscription_id=subscription_id, created_at=now)
-        columns = UserSubscription.__table__.c
-        absent = select(*(literal(value, columns[name].type) for name, value in values.items())).where(
-            ~exists().where(UserSubscription.stripe_subscription_id == subscription_id)
-        )
-        statement = insert(UserSubscription).from_select(list(values), absent)
-    else:
-        statement = update(UserSubscription).where(UserSubscription.id == row.id).values(**values)
-    written = statement.returning(UserSubscription.id).cte("written_row")
-    ctes = [
-        audit_entry(written, f"audit_{n}", user.id, action, {"subscription": subscription_id, **details}, now)
-        for n, (action, details) in enumerate(moves)
-    ]
     converted = sorted({column for action, details in moves for column in conversion_columns(action, details)})
-    if converted:
-        ctes += conversion_writes(written, user.id, converted, now)
-    row_id = db.session.execute(select(written.c.id).add_cte(*ctes)).scalar()
+    statement = subscription_write_statement(row is None, tuple(values), len(moves), tuple(converted))
+    params: dict[str, Any] = {f"new_{name}": value for name, value in values.items()}
+    params.update(owner_id=user.id, subscription_id=subscription_id, row_id=row.id if row else None, at=now)
+    for n, (action, details) in enumerate(moves):
+        params[f"audit_{n}_action"] = action
+        params[f"audit_{n}_details"] = {"subscription": subscription_id, **details}
+    row_id = db.session.execute(statement, params).scalar()
     if row_id is None:
         return None
     if row is None:
@@ -344,45 +342,78 @@ def write_subscription(
     return row
 
 
-def audit_entry(written: Any, name: str, user_id: int, action: str, details: dict[str, Any], at: datetime) -> Any:
-    """The audit entry of one transition, inserted once per row `written` returns (a CTE)."""
+@functools.lru_cache(maxsize=256)
+def subscription_write_statement(
+    insert_row: bool, columns: tuple[str, ...], audits: int, converted: tuple[str, ...]
+) -> Any:
+    """`write_subscription`'s statement for one shape — insert or update, the columns written, the number of audit
+    entries, the conversion columns set — with every value a bind parameter. Built once per shape: SQLAlchemy keeps
+    a statement's cache key on it, so only the first write of a shape builds it and computes its key (most of the
+    write's CPU otherwise).
+
+    The binds: `new_<column>` per column written; `owner_id`, the user (not `user_id`: an UPDATE takes a bind
+    named after one of its columns as that column's new value); `subscription_id`; `row_id` (an update's row);
+    `at`; `audit_<n>_action` and `audit_<n>_details` per entry."""
+    table = subscription_table()
+    binds = {name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}
+    statement: Any
+    if insert_row:
+        absent = select(*binds.values()).where(
+            ~exists().where(table.c.stripe_subscription_id == bindparam("subscription_id", type_=String()))
+        )
+        statement = insert(table).from_select(list(columns), absent)
+    else:
+        statement = update(table).where(table.c.id == bindparam("row_id", type_=Integer())).values(binds)
+    written = statement.returning(table.c.id).cte("written_row")
+    ctes = [audit_entry(written, n) for n in range(audits)]
+    if converted:
+        ctes += conversion_writes(written, list(converted))
+    return select(written.c.id).add_cte(*ctes)
+
+
+def subscription_table() -> Table:
+    """The table of `UserSubscription` (a Core statement on it takes bind parameters as such, not as rows)."""
+    return cast(Table, UserSubscription.__table__)
+
+
+def audit_entry(written: Any, n: int) -> Any:
+    """The audit entry of the `n`th transition (binds `audit_<n>_action`, `audit_<n>_details`, `owner_id`, `at`),
+    inserted once per row `written` returns (a CTE)."""
+    table = cast(Table, AuditLog.__table__)
     return (
-        insert(AuditLog)
+        insert(table)
         .from_select(
             ["user_id", "action", "details", "created_at"],
             select(
-                literal(user_id),
-                literal(action),
-                literal(details, AuditLog.details.type),
-                literal(at, AuditLog.created_at.type),
+                bindparam("owner_id", type_=table.c.user_id.type),
+                bindparam(f"audit_{n}_action", type_=table.c.action.type),
+                bindparam(f"audit_{n}_details", type_=table.c.details.type),
+                bindparam("at", type_=table.c.created_at.type),
             ).select_from(written),
         )
-        .cte(name)
+        .cte(f"audit_{n}")
     )
 
 
-def conversion_writes(written: Any, user_id: int, columns: list[str], at: datetime) -> list[Any]:
-    """The user's conversion row (the earliest time of each move) written once per row `written` returns (two
-    CTEs: update it if it is there, insert it if not — both see the same snapshot, so exactly one acts): the ORM's
-    listener on AuditLog does it for entries added through the session."""
-    table = UserConversion.__table__.c
+def conversion_writes(written: Any, columns: list[str]) -> list[Any]:
+    """The user's conversion row (the earliest time of each move, bind `at`) written once per row `written`
+    returns (two CTEs: update it if it is there, insert it if not — both see the same snapshot, so exactly one
+    acts): the ORM's listener on AuditLog does it for entries added through the session."""
+    table = cast(Table, UserConversion.__table__)
+    user_id = bindparam("owner_id", type_=table.c.user_id.type)
+    at = {column: bindparam("at", type_=table.c[column].type) for column in columns}
     earliest = {
         column: case(
-            (
-                or_(table[column].is_(None), table[column] > literal(at, table[column].type)),
-                literal(at, table[column].type),
-            ),
-            else_=table[column],
+            (or_(table.c[column].is_(None), table.c[column] > at[column]), at[column]),
+            else_=table.c[column],
         )
         for column in columns
     }
-    mine = UserConversion.user_id == user_id
-    updated = update(UserConversion).where(mine, exists(select(written.c.id))).values(earliest).cte("conversion_update")
-    inserted = insert(UserConversion).from_select(
+    mine = table.c.user_id == user_id
+    updated = update(table).where(mine, exists(select(written.c.id))).values(earliest).cte("conversion_update")
+    inserted = insert(table).from_select(
         ["user_id", *columns],
-        select(literal(user_id), *(literal(at, table[column].type) for column in columns))
-        .select_from(written)
-        .where(~exists().where(mine)),
+        select(user_id, *at.values()).select_from(written).where(~exists().where(mine)),
     )
     return [updated, inserted.cte("conversion_insert")]
 

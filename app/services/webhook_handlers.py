@@ -9,11 +9,12 @@ events share a second (the order is ambiguous) or an object is missing is Stripe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, insert, literal, select
+from sqlalchemy import Integer, String, Table, bindparam, exists, insert, select
 from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
@@ -26,6 +27,7 @@ from app.services.reporting import json_text
 from app.services.signals import SyncResult
 from app.services.stripe_gateway import id_of
 from app.services.sync import (
+    LOCKED_USER_OF_CUSTOMER,
     apply_billing_contact,
     apply_subscription,
     customer_id_of,
@@ -63,17 +65,21 @@ def locked_user_and_row(customer_id: str, subscription_id: str) -> tuple[User, U
     plan, unless the plan changed) costs a query of its own. Both rows are locked, so after waiting for another
     transaction's lock the query sees their newest versions, like separate queries after the user's lock would.
     """
-    found = db.session.execute(
-        select(User, UserSubscription)
-        .select_from(User)
-        .join(UserSubscription, UserSubscription.stripe_subscription_id == subscription_id)
-        .join(UserSubscription.plan)
-        .options(contains_eager(UserSubscription.plan))
-        .where(User.stripe_customer_id == customer_id)
-        .with_for_update(of=[User, UserSubscription])
-        .execution_options(populate_existing=True)
-    ).first()
+    found = db.session.execute(USER_AND_ROW, {"customer_id": customer_id, "subscription_id": subscription_id}).first()
     return (found[0], found[1]) if found is not None else None
+
+
+#: `locked_user_and_row`'s query, built once: SQLAlchemy then keeps its cache key along with its compiled form.
+USER_AND_ROW = (
+    select(User, UserSubscription)
+    .select_from(User)
+    .join(UserSubscription, UserSubscription.stripe_subscription_id == bindparam("subscription_id"))
+    .join(UserSubscription.plan)
+    .options(contains_eager(UserSubscription.plan))
+    .where(User.stripe_customer_id == bindparam("customer_id"))
+    .with_for_update(of=[User, UserSubscription])
+    .execution_options(populate_existing=True)
+)
 
 
 def locked_user_and_rows(customer_id: str) -> tuple[User, dict[str, UserSubscription]] | None:
@@ -83,19 +89,23 @@ def locked_user_and_rows(customer_id: str) -> tuple[User, dict[str, UserSubscrip
     Locking the rows too (not only the user) makes a query that waited for another transaction's lock return
     their newest versions; a row inserted meanwhile is not among them, and `sync_user_rows` finds it when it
     tries to insert it."""
-    found = db.session.execute(
-        select(User, UserSubscription)
-        .select_from(User)
-        .join(UserSubscription, UserSubscription.user_id == User.id)
-        .join(UserSubscription.plan)
-        .options(contains_eager(UserSubscription.plan))
-        .where(User.stripe_customer_id == customer_id)
-        .with_for_update(of=[User, UserSubscription])
-        .execution_options(populate_existing=True)
-    ).all()
+    found = db.session.execute(USER_AND_ROWS, {"customer_id": customer_id}).all()
     if not found:
         return None
     return found[0][0], {row.stripe_subscription_id: row for _, row in found}
+
+
+#: `locked_user_and_rows`'s query, built once: SQLAlchemy then keeps its cache key along with its compiled form.
+USER_AND_ROWS = (
+    select(User, UserSubscription)
+    .select_from(User)
+    .join(UserSubscription, UserSubscription.user_id == User.id)
+    .join(UserSubscription.plan)
+    .options(contains_eager(UserSubscription.plan))
+    .where(User.stripe_customer_id == bindparam("customer_id"))
+    .with_for_update(of=[User, UserSubscription])
+    .execution_options(populate_existing=True)
+)
 
 
 def user_and_row(
@@ -137,13 +147,17 @@ def locked_user_with_plan(customer_id: str, price_id: str | None) -> tuple[User,
     )
     if price_id is None or plan_id is None:
         return None
-    found = db.session.execute(
-        select(User, SubscriptionPlan)
-        .join(SubscriptionPlan, SubscriptionPlan.id == plan_id)
-        .where(User.stripe_customer_id == customer_id)
-        .with_for_update(of=User)
-    ).first()
+    found = db.session.execute(USER_WITH_PLAN, {"customer_id": customer_id, "plan_id": plan_id}).first()
     return (found[0], found[1]) if found is not None else None
+
+
+#: `locked_user_with_plan`'s query, built once: SQLAlchemy then keeps its cache key along with its compiled form.
+USER_WITH_PLAN = (
+    select(User, SubscriptionPlan)
+    .join(SubscriptionPlan, SubscriptionPlan.id == bindparam("plan_id", type_=Integer()))
+    .where(User.stripe_customer_id == bindparam("customer_id"))
+    .with_for_update(of=User)
+)
 
 
 def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
@@ -189,7 +203,7 @@ def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
     if not customer_id or not user_id:
         log.warning("stripe_checkout_without_user", event_id=event["id"], session=session.get("id"))
         return
-    user = db.session.scalar(select(User).where(User.stripe_customer_id == customer_id).with_for_update())
+    user = db.session.scalar(LOCKED_USER_OF_CUSTOMER, {"customer_id": customer_id})
     if user is None:
         user = link_customer({"id": customer_id}, user_id)
     if user is None or str(user.id) != str(user_id):
@@ -216,16 +230,26 @@ def subscription_read_back_needed(subscription_id: str) -> bool:
     for the six events only, or a created event already applied without making the row (its customer was not
     linked yet), needs the read-back. One query answers all three; the success page syncs on its own meanwhile.
     """
-    object_id = json_text(StripeEvent.payload, "data", "object", "id")
-    created = select(StripeEvent.id).where(StripeEvent.type == SUBSCRIPTION_CREATED)
+    facts = read_back_facts(db.engine.dialect.name)
     known, created_received, its_created_recorded = db.session.execute(
-        select(
-            exists().where(UserSubscription.stripe_subscription_id == subscription_id),
-            exists(created),
-            exists(created.where(StripeEvent.type.like("customer.%"), object_id == subscription_id)),
-        )
+        facts, {"subscription_id": subscription_id}
     ).one()
     return not known and (not created_received or its_created_recorded)
+
+
+@functools.cache
+def read_back_facts(dialect: str) -> Any:
+    """`subscription_read_back_needed`'s query: whether the row is there, whether any created event was recorded,
+    whether this subscription's was. Built once per database dialect (the JSON path is written per dialect), so
+    that SQLAlchemy keeps its cache key along with its compiled form."""
+    subscription_id = bindparam("subscription_id", type_=String())
+    object_id = json_text(StripeEvent.payload, "data", "object", "id")
+    created = select(StripeEvent.id).where(StripeEvent.type == SUBSCRIPTION_CREATED)
+    return select(
+        exists().where(UserSubscription.stripe_subscription_id == subscription_id),
+        exists(created),
+        exists(created.where(StripeEvent.type.like("customer.%"), object_id == subscription_id)),
+    )
 
 
 def on_checkout_payment_failed(event: dict[str, Any], result: SyncResult) -> None:
@@ -250,22 +274,36 @@ def audit_once(user_id: int, action: str, key: str, details: dict[str, Any]) -> 
 
     One statement, INSERT … SELECT … WHERE NOT EXISTS; the caller holds the user's lock, so two deliveries of
     one payment cannot both add it."""
+    values = {
+        "user_id": user_id,
+        "action": action,
+        "details": details,
+        "created_at": utcnow(),
+        "key": str(details[key]),
+    }
+    return db.session.execute(audit_once_statement(key), values).first() is not None
+
+
+@functools.cache
+def audit_once_statement(key: str) -> Any:
+    """`audit_once`'s statement for entries told apart by `details[key]`, built once per key (SQLAlchemy then keeps
+    its cache key along with its compiled form)."""
     fresh = select(
-        literal(user_id),
-        literal(action),
-        literal(details, AuditLog.details.type),
-        literal(utcnow(), AuditLog.created_at.type),
+        bindparam("user_id", type_=AuditLog.user_id.type),
+        bindparam("action", type_=AuditLog.action.type),
+        bindparam("details", type_=AuditLog.details.type),
+        bindparam("created_at", type_=AuditLog.created_at.type),
     ).where(
         ~exists().where(
-            AuditLog.user_id == user_id,
-            AuditLog.action == action,
-            AuditLog.details[key].as_string() == str(details[key]),
+            AuditLog.user_id == bindparam("user_id"),
+            AuditLog.action == bindparam("action"),
+            AuditLog.details[key].as_string() == bindparam("key", type_=String()),
         )
     )
-    added = db.session.execute(
-        insert(AuditLog).from_select(["user_id", "action", "details", "created_at"], fresh).returning(AuditLog.id)
-    ).first()
-    return added is not None
+    columns = ["user_id", "action", "details", "created_at"]
+    # The table, not the entity: parameters given to an ORM insert would make it a bulk insert of those values.
+    table = cast(Table, AuditLog.__table__)
+    return insert(table).from_select(columns, fresh).returning(table.c.id)
 
 
 def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
@@ -359,7 +397,7 @@ def on_customer_updated(event: dict[str, Any], result: SyncResult) -> None:
     could otherwise take another person's login. Changing the login email is the account page's verified flow.
     """
     customer = event["data"]["object"]
-    user = db.session.scalar(select(User).where(User.stripe_customer_id == customer["id"]).with_for_update())
+    user = db.session.scalar(LOCKED_USER_OF_CUSTOMER, {"customer_id": customer["id"]})
     if user is None:
         return
     result.user_id = user.id

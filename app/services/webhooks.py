@@ -7,7 +7,8 @@
 - Dispatched to `webhook_handlers.HANDLERS` by type (what each event does lives there).
 - A handler fault rolls everything back, keeps the row's error and attempt count, and answers 422 for an event
   that cannot be applied as it is, 500 for our own fault; Stripe retries both.
-- Redis `webhook_processed:<id>` (7 days) is a fast path for duplicates; the table is the truth.
+- Redis `webhook_processed:<id>` (7 days) is a fast path for duplicates; the table is the truth. It is set after
+  the commit in the same round trip as the caches the commit drops (`signals.CacheWrites`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import String, TextClause, bindparam, select, text, update
 from sqlalchemy.exc import DataError, ProgrammingError
 
 from app.extensions import cache_redis, db
 from app.logging import get_logger
 from app.models import StripeEvent, utcnow
 from app.services import metrics, stripe_gateway
-from app.services.signals import SyncResult, commit_billing
+from app.services.signals import CacheWrites, SyncResult, commit_billing
 from app.services.stripe_gateway import SignatureInvalid, verify_webhook_signature
 from app.services.webhook_handlers import HANDLERS
 
@@ -128,14 +129,23 @@ def seen_in_redis(event_id: str) -> bool:
         return False
 
 
-def remember_in_redis(event_id: str) -> None:
+def remember_in_redis(event_id: str, writes: CacheWrites | None = None) -> None:
+    """Mark the event handled for the fast path: added to `writes` (sent with the commit's other cache writes, in
+    one round trip), or set now. Never raises: without the mark a duplicate is answered from the table."""
+
+    def failed(error: Exception | None = None) -> None:
+        log.warning("webhook_redis_unavailable", event_id=event_id)
+
+    if writes is not None:
+        writes.set_raw(PROCESSED_KEY.format(event_id), "1", PROCESSED_TTL, on_failure=failed)
+        return
     client = cache_redis()
     if client is None:
         return
     try:
         client.set(PROCESSED_KEY.format(event_id), "1", ex=PROCESSED_TTL)
     except Exception:
-        log.warning("webhook_redis_unavailable", event_id=event_id)
+        failed()
 
 
 # --- record, then act -----------------------------------------------------------------------------------------------
@@ -158,24 +168,36 @@ def settled_status(event_type: str) -> str:
     return "processed" if event_type in HANDLERS else "ignored"
 
 
-#: The event's row, unless its id is there: one statement that also holds the new row's lock. Written out, as
-#: SQLAlchemy caches the compiled form of a text statement but compiles the dialects' ON CONFLICT inserts anew
-#: each time (several milliseconds a delivery on a busy machine); PostgreSQL and SQLite both speak it.
-INSERT_EVENT = text(
-    "INSERT INTO stripe_events (id, type, livemode, stripe_created, received_at, payload, status, attempts, "
-    "processed_at) VALUES (:id, :type, :livemode, :stripe_created, :received_at, :payload, :status, :attempts, "
-    ":processed_at) ON CONFLICT (id) DO NOTHING RETURNING id"
-).bindparams(
-    bindparam("stripe_created", type_=StripeEvent.stripe_created.type),
-    bindparam("received_at", type_=StripeEvent.received_at.type),
-    bindparam("processed_at", type_=StripeEvent.processed_at.type),
-    bindparam("payload", type_=StripeEvent.payload.type),
-)
+def insert_event(payload: str) -> TextClause:
+    """The event's row, unless its id is there: one statement that also holds the new row's lock, its payload
+    given by the SQL expression `payload`. Written out, as SQLAlchemy caches the compiled form of a text statement
+    but compiles the dialects' ON CONFLICT inserts anew each time (several milliseconds a delivery on a busy
+    machine); PostgreSQL and SQLite both speak it."""
+    return text(
+        "INSERT INTO stripe_events (id, type, livemode, stripe_created, received_at, payload, status, attempts, "
+        f"processed_at) VALUES (:id, :type, :livemode, :stripe_created, :received_at, {payload}, :status, "
+        ":attempts, :processed_at) ON CONFLICT (id) DO NOTHING RETURNING id"
+    ).bindparams(
+        bindparam("stripe_created", type_=StripeEvent.stripe_created.type),
+        bindparam("received_at", type_=StripeEvent.received_at.type),
+        bindparam("processed_at", type_=StripeEvent.processed_at.type),
+    )
 
 
-def record(event: dict[str, Any], settle: bool = False) -> tuple[str, int]:
+#: The row from the parsed event (`payload`, encoded to JSON by the column's type).
+INSERT_EVENT = insert_event(":payload").bindparams(bindparam("payload", type_=StripeEvent.payload.type))
+#: The row from the body as it came (`payload`, the JSON text that was verified and parsed), per database: the
+#: database reads the text itself, and the parsed event is not encoded back to JSON to be stored.
+INSERT_EVENT_BODY = {
+    "postgresql": insert_event("CAST(:payload AS JSONB)").bindparams(bindparam("payload", type_=String())),
+    "sqlite": insert_event(":payload").bindparams(bindparam("payload", type_=String())),
+}
+
+
+def record(event: dict[str, Any], settle: bool = False, body: str | None = None) -> tuple[str, int]:
     """Record the event, or lock its existing row: (status, attempts) before this delivery, row locked until commit;
-    (NEW, 0) for an event recorded now.
+    (NEW, 0) for an event recorded now. `body`, the JSON text the event was parsed from, is stored as it is (the
+    database parses it) instead of the event encoded again.
 
     A new event costs one round trip: the insert both records it and holds its lock, so a concurrent delivery of
     the same event waits on the unique key and then finds it processed. With `settle`, a new row is inserted
@@ -186,15 +208,16 @@ def record(event: dict[str, Any], settle: bool = False) -> tuple[str, int]:
     values: dict[str, Any] = {"status": "received", "attempts": 0, "processed_at": None}
     if settle:
         values = {"status": settled_status(event["type"]), "attempts": 1, "processed_at": now}
+    statement = INSERT_EVENT_BODY.get(db.engine.dialect.name) if body is not None else None
     inserted = db.session.execute(
-        INSERT_EVENT,
+        statement if statement is not None else INSERT_EVENT,
         {
             "id": event["id"],
             "type": event["type"],
             "livemode": bool(event.get("livemode")),
             "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC),
             "received_at": now,
-            "payload": event,
+            "payload": body if statement is not None else event,
             **values,
         },
     ).first()
@@ -210,9 +233,9 @@ def mark(event_id: str, **values: Any) -> None:
     db.session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(**values))
 
 
-def apply(event: dict[str, Any], attempts: int, marked: bool = False) -> str:
+def apply(event: dict[str, Any], attempts: int, marked: bool = False, writes: CacheWrites | None = None) -> str:
     """Run the event's handler and mark its row (unless `record` inserted it marked), then commit and send
-    `subscription_changed`.
+    `subscription_changed`; `writes` go to Redis with the receivers' cache writes, once committed.
 
     On any fault: roll back everything the handler did, keep the error and attempt count, and re-raise. (A
     receiver's fault comes after the commit: the event stays processed, and the rollback has nothing to undo.)
@@ -225,7 +248,7 @@ def apply(event: dict[str, Any], attempts: int, marked: bool = False) -> str:
         status = settled_status(event["type"])
         if not marked:
             mark(event["id"], status=status, attempts=attempts, processed_at=utcnow(), error=None)
-        commit_billing(result)
+        commit_billing(result, writes)
     except Exception as error:
         db.session.rollback()
         record_failure(event, attempts, error)
@@ -283,7 +306,7 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         return Outcome("duplicate", event_id, event_type)
 
     try:
-        status, attempts = record(event, settle=True)
+        status, attempts = record(event, settle=True, body=payload.decode("utf-8-sig"))
     except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
         db.session.rollback()
         log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
@@ -294,8 +317,10 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         metrics.record_webhook(metric_type(event_type), "duplicate")
         log.info("stripe_webhook_duplicate", event_id=event_id, event_type=event_type)
         return Outcome("duplicate", event_id, event_type)
+    handled = CacheWrites()
+    remember_in_redis(event_id, handled)  # sent only once the event's transaction is committed
     try:
-        outcome = apply(event, attempts + 1, marked=status == NEW)
+        outcome = apply(event, attempts + 1, marked=status == NEW, writes=handled)
     except Exception as error:
         metrics.record_webhook(metric_type(event_type), "failed", time.perf_counter() - started)
         log.error(
@@ -313,7 +338,6 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
                 f"({type(error).__name__}); it is kept as failed, to replay after a fix.",
             ) from error
         raise
-    remember_in_redis(event_id)
     seconds = time.perf_counter() - started
     metrics.record_webhook(metric_type(event_type), outcome, seconds)
     log.info(

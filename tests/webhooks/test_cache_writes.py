@@ -1,0 +1,59 @@
+"""What a webhook leaves in Redis after its commit (sent together, in one round trip): the `webhook_processed`
+mark, and the user's cached entitlements, plan outlook and billing summary dropped — and, with Redis down, a
+delivery that still succeeds, each cache saying in the log that it could not be reached."""
+
+import logging
+import socket
+
+import redis
+import sqlalchemy as sa
+
+from app import create_app
+from app.extensions import db
+from tests.conftest import make_config
+from tests.factories import UserFactory
+from tests.webhooks.signing import post_event
+from tests.webhooks.test_endpoint import event, events_in_db, secret
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once the probe is closed
+
+
+def test_the_commit_marks_the_event_and_drops_the_users_caches(seeded, client, redis_url):
+    with seeded.app_context():
+        user_id = UserFactory(email="old@example.com", stripe_customer_id="cus_test").id
+        other_id = UserFactory(email="other@example.com").id
+    store = redis.Redis.from_url(redis_url)
+    cached = [f"entitlements:{user_id}", f"plan_outlook:{user_id}", f"billing_summary:{user_id}"]
+    for key in [*cached, f"entitlements:{other_id}"]:
+        store.set(key, "x")
+    assert post_event(client, event(), secret(seeded)).status_code == 200
+    assert store.ttl("webhook_processed:evt_test_1") > 6 * 24 * 3600
+    assert [key for key in cached if store.exists(key)] == []
+    assert store.exists(f"entitlements:{other_id}")  # another user's entry stays
+
+
+def test_with_redis_down_the_delivery_succeeds_and_each_cache_logs_its_failure(migrated_database, caplog):
+    app = create_app(make_config(migrated_database, f"redis://127.0.0.1:{closed_port()}/0"))
+    try:
+        with app.app_context():
+            UserFactory(email="old@example.com", stripe_customer_id="cus_test")
+        with caplog.at_level(logging.WARNING):
+            response = post_event(app.test_client(), event(), secret(app))
+        assert response.status_code == 200 and response.get_json()["status"] == "processed"
+        assert events_in_db(app) == {"evt_test_1": ("processed", 1)}
+        messages = [record.getMessage() for record in caplog.records]
+        for failure in (
+            "webhook_redis_unavailable",
+            "entitlements_cache_invalidate_failed",
+            "plan_outlook_cache_unavailable",
+        ):
+            assert sum(failure in message for message in messages) == 1, (failure, messages)
+    finally:
+        with app.app_context():
+            db.session.execute(sa.text("TRUNCATE users, stripe_events, audit_logs RESTART IDENTITY CASCADE"))
+            db.session.commit()
+            db.engine.dispose()
