@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import structlog
 from flask import Flask, g, request, session
@@ -198,7 +198,29 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-def build_formatter(json: bool = False) -> structlog.stdlib.ProcessorFormatter:
+class SiteFormatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's ProcessorFormatter, which can also render an event dict handed to it directly.
+
+    `render` runs the same processors (redaction, then the renderer) as `format` does for a structlog record, so a
+    line written by `EventWriter` is the line this formatter would have written for the same event.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What `format` runs once the record is unpacked; the meta keys it removes are never added by `render`.
+        self.event_processors = [
+            p for p in self.processors if p is not structlog.stdlib.ProcessorFormatter.remove_processors_meta
+        ]
+
+    def render(self, logger: logging.Logger, method_name: str, event_dict: dict[str, Any]) -> str:
+        """The line of `event_dict` (a structlog event after the shared processors)."""
+        rendered: Any = event_dict
+        for processor in self.event_processors:
+            rendered = processor(logger, method_name, rendered)
+        return rendered
+
+
+def build_formatter(json: bool = False) -> SiteFormatter:
     """The stdlib formatter that renders every record: JSON lines, or console lines for people.
 
     Redaction runs last before rendering, after the traceback became text, so a secret in an exception message
@@ -209,7 +231,7 @@ def build_formatter(json: bool = False) -> structlog.stdlib.ProcessorFormatter:
         renderer = structlog.processors.JSONRenderer(default=str)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
-    return structlog.stdlib.ProcessorFormatter(
+    return SiteFormatter(
         foreign_pre_chain=_shared_processors(),
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -263,6 +285,97 @@ def get_logger(name: str | None = None, **initial_values: Any) -> structlog.stdl
     return structlog.stdlib.get_logger(name, **initial_values)
 
 
+def handlers_of(logger: logging.Logger) -> list[logging.Handler]:
+    """The handlers a record of `logger` reaches, in the order stdlib logging calls them (up to the root, or to the
+    first logger that does not propagate)."""
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        found.extend(current.handlers)
+        current = current.parent if current.propagate else None
+    return found
+
+
+def takes_events_directly(handler: logging.Handler) -> TypeGuard[logging.StreamHandler]:
+    """Whether `handler` is one of ours: a plain StreamHandler rendering with a `SiteFormatter`, no filters."""
+    return (
+        type(handler) is logging.StreamHandler and isinstance(handler.formatter, SiteFormatter) and not handler.filters
+    )
+
+
+class EventWriter:
+    """A hot event written without stdlib logging's LogRecord round trip: `EventWriter(name).log(level, event, **kw)`
+    writes the line `get_logger(name).log(level, event, **kw)` would.
+
+    The usual path takes the event through structlog's processors, into a stdlib LogRecord, through the logger's
+    and the handler's checks, and into `ProcessorFormatter.format`, which copies the record to unpack the event
+    again. Here the event dict is built by the same shared processors, and each handler of ours
+    (`takes_events_directly`) has its formatter render it and writes the line under its lock, as StreamHandler
+    does: the same fields, key order, level filtering and redaction. Any other handler (a test's capture, a
+    library's) is handed the record structlog would have made. A logger with filters of its own, or without any
+    handler (stdlib's last resort), takes the usual path.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+        self.usual = get_logger(name)
+        self.shared = _shared_processors()
+
+    def log(self, level: int, event: str, **fields: Any) -> None:
+        """Log `event` with `fields` at `level` (a stdlib level number), if the logger is enabled for it."""
+        logger = self.logger
+        if not logger.isEnabledFor(level):
+            return
+        handlers = handlers_of(logger)
+        if logger.filters or not handlers:
+            self.usual.log(level, event, **fields)
+            return
+        method_name = logging.getLevelName(level).lower()
+        event_dict: Any = {**fields, "event": event}
+        for processor in self.shared:
+            event_dict = processor(logger, method_name, event_dict)
+        record: logging.LogRecord | None = None
+        for handler in handlers:
+            if level < handler.level:
+                continue
+            if takes_events_directly(handler):
+                self.write(handler, method_name, dict(event_dict), level)
+                continue
+            if record is None:
+                record = self.record(level, method_name, event_dict)
+            handler.handle(record)
+
+    def write(self, handler: logging.StreamHandler, method_name: str, event_dict: dict[str, Any], level: int) -> None:
+        """Render and write one line to a handler of ours, as `StreamHandler.emit` would (errors included)."""
+        formatter = cast(SiteFormatter, handler.formatter)
+        handler.acquire()
+        try:
+            line = formatter.render(self.logger, method_name, event_dict)
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - reported the way logging reports a failing handler
+            handler.handleError(self.record(level, method_name, event_dict))
+        finally:
+            handler.release()
+
+    def record(self, level: int, method_name: str, event_dict: dict[str, Any]) -> logging.LogRecord:
+        """The record structlog's `wrap_for_formatter` has stdlib logging make for this event."""
+        logger = self.logger
+        return logger.makeRecord(
+            logger.name,
+            level,
+            "(unknown file)",
+            0,
+            event_dict,
+            (),
+            None,
+            "(unknown function)",
+            {"_logger": logger, "_name": method_name},
+        )
+
+
 def bind_user_id(user_id: int | str | None) -> None:
     """Add `user_id` to every later line of this request (log-in, API token and session users alike)."""
     if user_id is not None:
@@ -282,7 +395,7 @@ def configure_logging(app: Flask) -> None:
     configure_root_logger(json=app.config["ENVIRONMENT"] == "production", level=app.config.get("LOG_LEVEL", "INFO"))
     # Flask's own handler would print app.logger lines a second time, unformatted and unredacted.
     app.logger.removeHandler(default_handler)
-    log = get_logger("app.request")
+    log = EventWriter("app.request")  # the one line of every request: straight to our handlers
 
     @app.before_request
     def bind_request_context() -> None:
