@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from flask import current_app, request
+from flask import current_app, request, session
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
@@ -39,7 +39,24 @@ if TYPE_CHECKING:
 else:
     Model = db.Model
 migrate = Migrate(render_as_batch=True, compare_type=True)
-login_manager = LoginManager()
+
+
+class SiteLoginManager(LoginManager):
+    """Flask-Login, which does not work out the session identifier for an empty session.
+
+    Session protection compares a hash of the client's address and user agent with the one stored at log-in, but
+    only when the session holds something: for a visitor (or someone just logged out) Flask-Login's check answers
+    "not failed" whatever the hash, yet computes it (a SHA-512) on every request first.
+    """
+
+    def _session_protection_failed(self) -> bool:
+        """False at once for an empty session (Flask-Login's answer for it); Flask-Login's check otherwise."""
+        if not session:
+            return False
+        return super()._session_protection_failed()
+
+
+login_manager = SiteLoginManager()
 cache = Cache()
 
 

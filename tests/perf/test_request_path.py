@@ -4,6 +4,7 @@ was (a revoked or refresh token is still refused by a gated route)."""
 
 from __future__ import annotations
 
+from app.extensions import login_manager
 from tests.entitlements.conftest import Member
 from tests.perf.test_webhook_round_trips import round_trips
 
@@ -81,3 +82,30 @@ def test_a_visitor_page_keeps_its_headers(seeded, client):
     assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
     posted = client.post("/login", data={"email": "x@example.com", "password": "y"})
     assert posted.status_code == 400  # no CSRF token: still refused, now that GETs skip the exemption lists
+
+
+def test_a_visitor_costs_no_session_identifier_and_a_member_keeps_session_protection(seeded, client, auth):
+    """Flask-Login hashes the client's address and user agent (the session identifier) for session protection; an
+    empty session has nothing to protect, so a visitor's request computes no hash, while a logged-in session seen
+    from another browser is still marked not fresh (the "basic" protection)."""
+    hashed: list[str] = []
+    generate = login_manager._session_identifier_generator
+
+    def counted() -> str:
+        hashed.append(generate())
+        return hashed[-1]
+
+    login_manager._session_identifier_generator = counted
+    try:
+        assert client.get("/pricing").status_code == 200
+        assert hashed == []
+        auth.signup("protected@example.com")
+        with client.session_transaction() as session:
+            assert session["_fresh"] is True and session["_id"] in hashed
+        hashed.clear()
+        assert client.get("/account", headers={"User-Agent": "another browser"}).status_code == 200
+    finally:
+        login_manager._session_identifier_generator = generate
+    assert len(hashed) == 1
+    with client.session_transaction() as session:
+        assert session["_fresh"] is False
