@@ -26,7 +26,8 @@ from urllib.parse import quote, urlsplit
 
 import sentry_sdk
 from flask import Flask, abort, redirect, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from flask.wrappers import Response
 from flask_talisman import Talisman
 from itsdangerous import URLSafeTimedSerializer
 from sentry_sdk.integrations.flask import FlaskIntegration
@@ -147,6 +148,23 @@ class SiteSessionInterface(SecureCookieSessionInterface):
                 self._serializers.clear()
             self._serializers[keys] = serializer  # type: ignore[assignment]
         return serializer
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Flask's, with its commonest case made cheap: an empty session nobody changed (a visitor) sets no cookie
+        and only adds `Vary: Cookie` if it was read, which Flask does by parsing the Vary header into a set."""
+        if session or session.modified:
+            return super().save_session(app, session, response)
+        if session.accessed:
+            add_vary_cookie(response)
+        return None
+
+
+def add_vary_cookie(response: Response) -> None:
+    """`response.vary.add("Cookie")`, without parsing the header when there is none yet (most responses)."""
+    if "Vary" in response.headers:
+        response.vary.add("Cookie")
+    else:
+        response.headers["Vary"] = "Cookie"
 
 
 def origin_of(url: str | None) -> str | None:

@@ -4,11 +4,37 @@ was (a revoked or refresh token is still refused by a gated route)."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import sys
+
+from flask import Response
+from werkzeug.http import parse_set_header
+
 from app.extensions import login_manager
+from app.security import add_vary_cookie
 from tests.entitlements.conftest import Member
 from tests.perf.test_webhook_round_trips import round_trips
 
 PASSWORD = "correct horse"
+
+
+@contextlib.contextmanager
+def calls_to(*functions):
+    """How many times each of `functions` (Python functions, by name) is called while the block runs."""
+    names = {function.__code__: function.__qualname__ for function in functions}
+    counted: collections.Counter[str] = collections.Counter()
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in names:
+            counted[names[frame.f_code]] += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        yield counted
+    finally:
+        sys.setprofile(previous)
 
 
 def tokens(client, email: str) -> dict:
@@ -109,3 +135,23 @@ def test_a_visitor_costs_no_session_identifier_and_a_member_keeps_session_protec
     assert len(hashed) == 1
     with client.session_transaction() as session:
         assert session["_fresh"] is False
+
+
+def test_a_visitor_page_says_vary_cookie_without_parsing_the_vary_header(seeded, client):
+    """A visitor's session is read but stays empty: the response gets `Vary: Cookie` (it differs for a logged-in
+    user), written as such rather than through Flask's parsed header set."""
+    assert client.get("/pricing").status_code == 200
+    with calls_to(parse_set_header) as counted:
+        response = client.get("/pricing")
+    assert response.headers.getlist("Vary") == ["Cookie"]
+    assert counted["parse_set_header"] == 0
+
+
+def test_vary_cookie_joins_what_the_response_already_varies_on():
+    response = Response("x", headers={"Vary": "Accept-Encoding"})
+    add_vary_cookie(response)
+    add_vary_cookie(response)
+    assert response.headers.getlist("Vary") == ["Accept-Encoding, Cookie"]
+    bare = Response("x")
+    add_vary_cookie(bare)
+    assert bare.headers.getlist("Vary") == ["Cookie"]
