@@ -15,13 +15,13 @@ The rest of the app logs through `get_logger()`:
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import sys
 import time
 import uuid
 from collections.abc import Mapping, MutableMapping
+from json import JSONEncoder
 from typing import Any, TypeGuard, cast
 
 import structlog
@@ -64,6 +64,9 @@ CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
 #: A digit and 12 more digits, spaces or dashes: what CARD_NUMBER needs before it can match (a looser pattern,
 #: without CARD_NUMBER's backtracking).
 CARD_LENGTH_DIGITS = re.compile(r"\d[\d -]{12}")
+#: The same for ASCII text (nearly every string logged), where `\d` is 0-9: a character range is cheaper to test
+#: than `\d`'s Unicode category.
+CARD_LENGTH_ASCII_DIGITS = re.compile(r"[0-9][0-9 -]{12}")
 
 
 #: The shortest text any pattern above can match (`://:p@`; `whsec_x`, `eyJa.b.` are longer): "GET" or "info" hold
@@ -82,7 +85,9 @@ def may_hold_secret(text: str) -> bool:
     folded = text.casefold()
     if "bearer" in folded or "basic" in folded:
         return True
-    return len(text) >= 13 and CARD_LENGTH_DIGITS.search(text) is not None
+    if len(text) < 13:
+        return False
+    return (CARD_LENGTH_ASCII_DIGITS if text.isascii() else CARD_LENGTH_DIGITS).search(text) is not None
 
 
 #: Characters allowed in an incoming X-Request-ID; anything else (or too long) gets a fresh id.
@@ -129,14 +134,19 @@ def redact_text(text: str) -> str:
 SENSITIVE_KEY = re.compile("|".join(re.escape(part) for part in SENSITIVE_KEY_PARTS), re.IGNORECASE)
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_sensitive_name(name: str) -> bool:
-    return SENSITIVE_KEY.search(name) is not None
+#: Whether each key seen so far names a secret: a log's keys are few and repeat, so each is judged once.
+_SENSITIVE_NAMES: dict[str, bool] = {}
 
 
 def is_sensitive_key(key: Any) -> bool:
-    """Whether the key names a secret; a log's keys are few and repeat, so each is judged once."""
-    return _is_sensitive_name(key if isinstance(key, str) else str(key))
+    """Whether the key names a secret (any of SENSITIVE_KEY_PARTS in it, whatever the case)."""
+    name = key if isinstance(key, str) else str(key)
+    known = _SENSITIVE_NAMES.get(name)
+    if known is None:
+        if len(_SENSITIVE_NAMES) >= 4096:  # keys made up at run time: start over rather than grow for ever
+            _SENSITIVE_NAMES.clear()
+        known = _SENSITIVE_NAMES[name] = SENSITIVE_KEY.search(name) is not None
+    return known
 
 
 #: The smallest and the first too large an integer with a card number's 13 to 19 digits.
@@ -155,10 +165,7 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     if kind is float or kind is bool or value is None:
         return value
     if kind is dict or isinstance(value, Mapping):
-        return {
-            k: (REDACTED if is_sensitive_key(k) and v not in (None, "") else redact_value(v, _depth + 1))
-            for k, v in value.items()
-        }
+        return _redact_mapping(value, _depth)
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, bool):
@@ -172,6 +179,20 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, bytes):
         return redact_text(value.decode("utf-8", "replace"))
     return value
+
+
+def _redact_mapping(value: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
+    """A mapping's copy: the value of a sensitive key redacted (unless empty), every other value as `redact_value`
+    makes it (strings, the commonest, without the call)."""
+    redacted: dict[Any, Any] = {}
+    for key, item in value.items():
+        if is_sensitive_key(key) and item not in (None, ""):
+            redacted[key] = REDACTED
+        elif type(item) is str:
+            redacted[key] = redact_text(item)
+        else:
+            redacted[key] = redact_value(item, depth + 1)
+    return redacted
 
 
 def _redact_int(value: int) -> int | str:
@@ -196,6 +217,16 @@ def _shared_processors() -> list[Any]:
         structlog.stdlib.ExtraAdder(),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+
+
+#: `json.dumps(…, default=str)` builds a new JSONEncoder for every call; one, built once, writes the same text.
+_JSON_ENCODER = JSONEncoder(default=str)
+
+
+def encode_json(event_dict: Any, **options: Any) -> str:
+    """The JSON of a log line: `json.dumps(event_dict, default=str)`, with the encoder built once. `options` are
+    what JSONRenderer passes on (`default=str`, given to it in `build_formatter`), which the encoder was built with."""
+    return _JSON_ENCODER.encode(event_dict)
 
 
 class SiteFormatter(structlog.stdlib.ProcessorFormatter):
@@ -228,7 +259,7 @@ def build_formatter(json: bool = False) -> SiteFormatter:
     """
     renderer: Any
     if json:
-        renderer = structlog.processors.JSONRenderer(default=str)
+        renderer = structlog.processors.JSONRenderer(serializer=encode_json, default=str)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
     return SiteFormatter(

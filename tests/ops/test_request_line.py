@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import contextmanager
+from json import JSONEncoder
 
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
-from app.logging import REDACTED, get_logger
+from app.logging import REDACTED, get_logger, redact
 from tests.ops.conftest import LogCapture
+from tests.perf.test_request_path import calls_to
 
 STRIPE_KEY = "sk_live" + "_51RequestLine8ZxYwVuTsRq"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
@@ -110,3 +112,19 @@ def test_another_handler_gets_the_record_and_levels_are_kept(seeded, client):
     assert got == [(logging.INFO, "/pricing"), (logging.INFO, "/pricing"), (logging.DEBUG, "/healthz")]
     assert records.request_lines == 3  # one record, made for the foreign handler alone, per line it received
     assert all(r.name == "app.request" and r.msg["event"] == "request_completed" for r in received)
+
+
+def test_a_json_line_builds_no_encoder(seeded, client):
+    """`json.dumps(…, default=str)` would build a JSONEncoder per line; the renderer's is built once."""
+    client.get("/pricing")
+    with only_our_handlers() as (as_json, _, _records), calls_to(JSONEncoder.__init__) as counted:
+        client.get("/pricing")
+    assert [r["path"] for r in as_json.records() if r["event"] == "request_completed"] == ["/pricing"]
+    assert counted["JSONEncoder.__init__"] == 0
+
+
+def test_card_numbers_in_other_scripts_digits_are_still_redacted():
+    """ASCII text is checked with a 0-9 pattern; any other text with the Unicode one, as before."""
+    arabic_indic = "\u0664\u0662" * 8  # 4242 4242 4242 4242 in Arabic-Indic digits, which pass the Luhn check
+    event = redact(None, "info", {"event": "paid", "note": f"card {arabic_indic}", "ascii": "card 4242424242424242"})
+    assert event["note"] == f"card {REDACTED}" and event["ascii"] == f"card {REDACTED}"
