@@ -31,6 +31,7 @@ from flask.wrappers import Response
 from flask_talisman import Talisman
 from itsdangerous import URLSafeTimedSerializer
 from sentry_sdk.integrations.flask import FlaskIntegration
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import BadRequest
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
@@ -72,6 +73,8 @@ class SiteTalisman(Talisman):
         self.static_headers = self._render_headers(app, "http://localhost/")
         secure = self._render_headers(app, "https://localhost/")
         self.https_headers = {k: v for k, v in secure.items() if self.static_headers.get(k) != v}
+        self._static_items = [(k, k.lower(), v) for k, v in self.static_headers.items()]
+        self._https_items = [(k, k.lower(), v) for k, v in self.https_headers.items()]
 
     def _render_headers(self, app: Flask, url: str) -> dict[str, str]:
         """The headers talisman itself would set on a response to `url` of a view without options of its own."""
@@ -99,12 +102,9 @@ class SiteTalisman(Talisman):
         """The precomputed headers (plus HSTS behind HTTPS); talisman's per-request rendering for a view's own."""
         if self._has_view_options():
             return super()._set_response_headers(response)
-        headers = response.headers
-        for name, value in self.static_headers.items():
-            headers[name] = value
-        if self.https_headers and (request.is_secure or request.headers.get("X-Forwarded-Proto") == "https"):
-            for name, value in self.https_headers.items():
-                headers[name] = value
+        put_headers(response.headers, self._static_items)
+        if self._https_items and (request.is_secure or request.headers.get("X-Forwarded-Proto") == "https"):
+            put_headers(response.headers, self._https_items)
         return response
 
     def _force_https(self):
@@ -123,6 +123,17 @@ class SiteTalisman(Talisman):
         if request.query_string:
             target += "?" + request.query_string.decode("latin-1")
         return redirect(target, code=301 if self.force_https_permanent else 302)
+
+
+def put_headers(headers: Headers, items: Iterable[tuple[str, str, str]]) -> None:
+    """`headers[name] = value` for each (name, lowercased name, value): a header the response has is replaced, any
+    other (nearly all) appended, without searching the response's headers once per name as `headers[name]` does."""
+    present = {name.lower() for name, _ in headers}
+    for name, lowered, value in items:
+        if lowered in present:
+            headers[name] = value
+        else:
+            headers.add(name, value)
 
 
 class SiteSessionInterface(SecureCookieSessionInterface):
@@ -161,7 +172,7 @@ class SiteSessionInterface(SecureCookieSessionInterface):
 
 def add_vary_cookie(response: Response) -> None:
     """`response.vary.add("Cookie")`, without parsing the header when there is none yet (most responses)."""
-    if "Vary" in response.headers:
+    if response.headers.getlist("Vary"):  # getlist: a missing header costs no KeyError
         response.vary.add("Cookie")
     else:
         response.headers["Vary"] = "Cookie"

@@ -9,6 +9,7 @@ import contextlib
 import sys
 
 from flask import Response
+from werkzeug.datastructures import Headers
 from werkzeug.http import parse_set_header
 
 from app.extensions import login_manager
@@ -155,3 +156,20 @@ def test_vary_cookie_joins_what_the_response_already_varies_on():
     bare = Response("x")
     add_vary_cookie(bare)
     assert bare.headers.getlist("Vary") == ["Cookie"]
+
+
+def test_security_headers_are_appended_without_a_search_per_header(app):
+    """Talisman's headers are copied onto each response: appended when absent (no search of the response's headers
+    per name), replacing the response's own value when present, never doubled."""
+    talisman = app.extensions["talisman"]
+    with app.test_request_context("https://localhost/pricing", headers={"X-Forwarded-Proto": "https"}):
+        fresh = app.response_class("x")
+        with calls_to(Headers.set) as counted:
+            talisman._set_response_headers(fresh)
+        own = app.response_class("x", headers={"X-Frame-Options": "SAMEORIGIN"})
+        talisman._set_response_headers(own)
+    assert counted["Headers.set"] == 0
+    expected = {**talisman.static_headers, **talisman.https_headers}
+    assert {name: fresh.headers[name] for name in expected} == expected
+    assert own.headers.getlist("X-Frame-Options") == ["DENY"]
+    assert len(own.headers) == len(fresh.headers)
