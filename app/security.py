@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import sentry_sdk
-from flask import Flask, abort, redirect, request, session
+from flask import Flask, abort, current_app, redirect, request, session
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask.wrappers import Response
 from flask_talisman import Talisman
@@ -298,6 +298,15 @@ def safe_next(target: str | None, prefix: str = "/") -> str | None:
     if parts.scheme or parts.netloc or not target.startswith(prefix) or target.startswith("//") or "\\" in target:
         return None
     return target
+
+
+def may_be_logged_in() -> bool:
+    """Whether Flask-Login could find a user for this request: a user id in the session, or a remember-me cookie
+    (the app gives Flask-Login no request or header loader). False: `current_user` would be the anonymous user,
+    and a page can say so without having Flask-Login load it."""
+    if session.get("_user_id"):
+        return True
+    return current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in request.cookies
 
 
 def load_session_user(user_id: str) -> User | None:

@@ -9,6 +9,7 @@ import contextlib
 import sys
 
 from flask import Response
+from flask_login import LoginManager
 from werkzeug.datastructures import Headers
 from werkzeug.http import parse_set_header
 
@@ -173,3 +174,17 @@ def test_security_headers_are_appended_without_a_search_per_header(app):
     assert {name: fresh.headers[name] for name in expected} == expected
     assert own.headers.getlist("X-Frame-Options") == ["DENY"]
     assert len(own.headers) == len(fresh.headers)
+
+
+def test_a_visitor_pricing_page_loads_no_user_and_a_member_still_gets_theirs(seeded, client, auth):
+    """Nothing in a visitor's request can name a user (no session user id, no remember-me cookie): the page is the
+    visitor's without Flask-Login loading the anonymous user; a logged-in member's page still names their plan."""
+    assert client.get("/pricing").status_code == 200  # rendered once (the template asks for current_user), then kept
+    with calls_to(LoginManager._load_user) as counted:
+        visitor = client.get("/pricing")
+    assert visitor.status_code == 200 and counted["LoginManager._load_user"] == 0
+    auth.signup("member@example.com")
+    with calls_to(LoginManager._load_user) as counted:
+        member = client.get("/pricing")
+    assert counted["LoginManager._load_user"] == 1
+    assert member.get_data(as_text=True) != visitor.get_data(as_text=True)
