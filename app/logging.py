@@ -4,7 +4,8 @@ One line per event, JSON in production (for the log pipeline), aligned key=value
 testing (for people). Every line of a request carries `request_id` (taken from a sane incoming `X-Request-ID`,
 else generated, and echoed in the response) and `user_id` once the user is known. Before anything is written,
 `redact` removes secrets and card data, so a careless `log.info("x", headers=dict(request.headers))` cannot leak
-the Stripe key or a session cookie.
+the Stripe key or a session cookie. The one line of every request, `request_completed`, is written by
+`EventWriter`: the same line, rendered by the handler's own formatter without a stdlib LogRecord in between.
 
 The rest of the app logs through `get_logger()`:
 
