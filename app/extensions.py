@@ -1,8 +1,9 @@
 """Extensions, created unbound: `create_app` binds them with `init_app`, models import `db` from here."""
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
-from flask import current_app, request
+from flask import current_app, request, session
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
@@ -15,7 +16,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from redis import Redis
 from rq import Queue
-from sqlalchemy import MetaData
+from sqlalchemy import Engine, MetaData, event
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints, so that migrations can drop them by name on every database (SQLite batch mode included).
@@ -33,13 +35,67 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+#: Where a pooled connection's entry remembers when it was last returned to the pool (time.monotonic()).
+CHECKED_IN_AT = "ssb_checked_in_at"
+
+
+def ping_after_idle(engine: Engine, seconds: float) -> None:
+    """Check a pooled connection with a round trip (`SELECT 1`) only when it sat idle in the pool over `seconds`.
+
+    SQLAlchemy's `pool_pre_ping` pings every connection taken from the pool: one more round trip on every request
+    that touches the database. A connection returned moments ago is as good as the request that returned it found
+    it; one that sat idle may have been cut meanwhile (a PostgreSQL restart, a failover, an idle timeout on the
+    way). So an idle one is pinged, and a dead one is replaced before anything uses it (a DisconnectionError
+    raised in the pool's `checkout` event has the pool connect afresh); a recent one is not. As with pre-ping, a
+    ping that finds the connection lost has every connection of the pool replaced (InvalidatePoolError), and any
+    other error is raised. A connection lost within `seconds` of its last use
+    fails its statement like any lost connection, and SQLAlchemy then replaces the pool's connections too.
+    """
+    dialect = engine.dialect
+
+    def remember_checkin(dbapi_connection: Any, entry: Any) -> None:
+        entry.info[CHECKED_IN_AT] = time.monotonic()
+
+    def ping_if_idle(dbapi_connection: Any, entry: Any, proxy: Any) -> None:
+        checked_in_at = entry.info.get(CHECKED_IN_AT)  # the entry forgets it when it is given a new connection
+        if checked_in_at is None or time.monotonic() - checked_in_at <= seconds:
+            return  # connected just now, or used moments ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise InvalidatePoolError(f"an idle pooled connection was lost: {error}") from error
+            raise
+
+    event.listen(engine, "checkin", remember_checkin)
+    event.listen(engine, "checkout", ping_if_idle)
+
+
 # The models' base class. Flask-SQLAlchemy builds `db.Model` from `Base` at run time; type checkers see `Base`.
 if TYPE_CHECKING:
     Model = Base
 else:
     Model = db.Model
 migrate = Migrate(render_as_batch=True, compare_type=True)
-login_manager = LoginManager()
+
+
+class SiteLoginManager(LoginManager):
+    """Flask-Login, which does not work out the session identifier for an empty session.
+
+    Session protection compares a hash of the client's address and user agent with the one stored at log-in, but
+    only when the session holds something: for a visitor (or someone just logged out) Flask-Login's check answers
+    "not failed" whatever the hash, yet computes it (a SHA-512) on every request first.
+    """
+
+    def _session_protection_failed(self) -> bool:
+        """False at once for an empty session (Flask-Login's answer for it); Flask-Login's check otherwise."""
+        if not session:
+            return False
+        return super()._session_protection_failed()
+
+
+login_manager = SiteLoginManager()
 cache = Cache()
 
 

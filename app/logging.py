@@ -4,7 +4,8 @@ One line per event, JSON in production (for the log pipeline), aligned key=value
 testing (for people). Every line of a request carries `request_id` (taken from a sane incoming `X-Request-ID`,
 else generated, and echoed in the response) and `user_id` once the user is known. Before anything is written,
 `redact` removes secrets and card data, so a careless `log.info("x", headers=dict(request.headers))` cannot leak
-the Stripe key or a session cookie.
+the Stripe key or a session cookie. The one line of every request, `request_completed`, is written by
+`EventWriter`: the same line, rendered by the handler's own formatter without a stdlib LogRecord in between.
 
 The rest of the app logs through `get_logger()`:
 
@@ -15,14 +16,14 @@ The rest of the app logs through `get_logger()`:
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import sys
 import time
 import uuid
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from json import JSONEncoder
+from typing import Any, TypeGuard, cast
 
 import structlog
 from flask import Flask, g, request, session
@@ -64,6 +65,9 @@ CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
 #: A digit and 12 more digits, spaces or dashes: what CARD_NUMBER needs before it can match (a looser pattern,
 #: without CARD_NUMBER's backtracking).
 CARD_LENGTH_DIGITS = re.compile(r"\d[\d -]{12}")
+#: The same for ASCII text (nearly every string logged), where `\d` is 0-9: a character range is cheaper to test
+#: than `\d`'s Unicode category.
+CARD_LENGTH_ASCII_DIGITS = re.compile(r"[0-9][0-9 -]{12}")
 
 
 #: The shortest text any pattern above can match (`://:p@`; `whsec_x`, `eyJa.b.` are longer): "GET" or "info" hold
@@ -82,7 +86,9 @@ def may_hold_secret(text: str) -> bool:
     folded = text.casefold()
     if "bearer" in folded or "basic" in folded:
         return True
-    return len(text) >= 13 and CARD_LENGTH_DIGITS.search(text) is not None
+    if len(text) < 13:
+        return False
+    return (CARD_LENGTH_ASCII_DIGITS if text.isascii() else CARD_LENGTH_DIGITS).search(text) is not None
 
 
 #: Characters allowed in an incoming X-Request-ID; anything else (or too long) gets a fresh id.
@@ -129,14 +135,19 @@ def redact_text(text: str) -> str:
 SENSITIVE_KEY = re.compile("|".join(re.escape(part) for part in SENSITIVE_KEY_PARTS), re.IGNORECASE)
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_sensitive_name(name: str) -> bool:
-    return SENSITIVE_KEY.search(name) is not None
+#: Whether each key seen so far names a secret: a log's keys are few and repeat, so each is judged once.
+_SENSITIVE_NAMES: dict[str, bool] = {}
 
 
 def is_sensitive_key(key: Any) -> bool:
-    """Whether the key names a secret; a log's keys are few and repeat, so each is judged once."""
-    return _is_sensitive_name(key if isinstance(key, str) else str(key))
+    """Whether the key names a secret (any of SENSITIVE_KEY_PARTS in it, whatever the case)."""
+    name = key if isinstance(key, str) else str(key)
+    known = _SENSITIVE_NAMES.get(name)
+    if known is None:
+        if len(_SENSITIVE_NAMES) >= 4096:  # keys made up at run time: start over rather than grow for ever
+            _SENSITIVE_NAMES.clear()
+        known = _SENSITIVE_NAMES[name] = SENSITIVE_KEY.search(name) is not None
+    return known
 
 
 #: The smallest and the first too large an integer with a card number's 13 to 19 digits.
@@ -155,10 +166,7 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     if kind is float or kind is bool or value is None:
         return value
     if kind is dict or isinstance(value, Mapping):
-        return {
-            k: (REDACTED if is_sensitive_key(k) and v not in (None, "") else redact_value(v, _depth + 1))
-            for k, v in value.items()
-        }
+        return _redact_mapping(value, _depth)
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, bool):
@@ -172,6 +180,20 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, bytes):
         return redact_text(value.decode("utf-8", "replace"))
     return value
+
+
+def _redact_mapping(value: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
+    """A mapping's copy: the value of a sensitive key redacted (unless empty), every other value as `redact_value`
+    makes it (strings, the commonest, without the call)."""
+    redacted: dict[Any, Any] = {}
+    for key, item in value.items():
+        if is_sensitive_key(key) and item not in (None, ""):
+            redacted[key] = REDACTED
+        elif type(item) is str:
+            redacted[key] = redact_text(item)
+        else:
+            redacted[key] = redact_value(item, depth + 1)
+    return redacted
 
 
 def _redact_int(value: int) -> int | str:
@@ -198,7 +220,39 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-def build_formatter(json: bool = False) -> structlog.stdlib.ProcessorFormatter:
+#: `json.dumps(…, default=str)` builds a new JSONEncoder for every call; one, built once, writes the same text.
+_JSON_ENCODER = JSONEncoder(default=str)
+
+
+def encode_json(event_dict: Any, **options: Any) -> str:
+    """The JSON of a log line: `json.dumps(event_dict, default=str)`, with the encoder built once. `options` are
+    what JSONRenderer passes on (`default=str`, given to it in `build_formatter`), which the encoder was built with."""
+    return _JSON_ENCODER.encode(event_dict)
+
+
+class SiteFormatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's ProcessorFormatter, which can also render an event dict handed to it directly.
+
+    `render` runs the same processors (redaction, then the renderer) as `format` does for a structlog record, so a
+    line written by `EventWriter` is the line this formatter would have written for the same event.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What `format` runs once the record is unpacked; the meta keys it removes are never added by `render`.
+        self.event_processors = [
+            p for p in self.processors if p is not structlog.stdlib.ProcessorFormatter.remove_processors_meta
+        ]
+
+    def render(self, logger: logging.Logger, method_name: str, event_dict: dict[str, Any]) -> str:
+        """The line of `event_dict` (a structlog event after the shared processors)."""
+        rendered: Any = event_dict
+        for processor in self.event_processors:
+            rendered = processor(logger, method_name, rendered)
+        return rendered
+
+
+def build_formatter(json: bool = False) -> SiteFormatter:
     """The stdlib formatter that renders every record: JSON lines, or console lines for people.
 
     Redaction runs last before rendering, after the traceback became text, so a secret in an exception message
@@ -206,10 +260,10 @@ def build_formatter(json: bool = False) -> structlog.stdlib.ProcessorFormatter:
     """
     renderer: Any
     if json:
-        renderer = structlog.processors.JSONRenderer(default=str)
+        renderer = structlog.processors.JSONRenderer(serializer=encode_json, default=str)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
-    return structlog.stdlib.ProcessorFormatter(
+    return SiteFormatter(
         foreign_pre_chain=_shared_processors(),
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -263,6 +317,97 @@ def get_logger(name: str | None = None, **initial_values: Any) -> structlog.stdl
     return structlog.stdlib.get_logger(name, **initial_values)
 
 
+def handlers_of(logger: logging.Logger) -> list[logging.Handler]:
+    """The handlers a record of `logger` reaches, in the order stdlib logging calls them (up to the root, or to the
+    first logger that does not propagate)."""
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        found.extend(current.handlers)
+        current = current.parent if current.propagate else None
+    return found
+
+
+def takes_events_directly(handler: logging.Handler) -> TypeGuard[logging.StreamHandler]:
+    """Whether `handler` is one of ours: a plain StreamHandler rendering with a `SiteFormatter`, no filters."""
+    return (
+        type(handler) is logging.StreamHandler and isinstance(handler.formatter, SiteFormatter) and not handler.filters
+    )
+
+
+class EventWriter:
+    """A hot event written without stdlib logging's LogRecord round trip: `EventWriter(name).log(level, event, **kw)`
+    writes the line `get_logger(name).log(level, event, **kw)` would.
+
+    The usual path takes the event through structlog's processors, into a stdlib LogRecord, through the logger's
+    and the handler's checks, and into `ProcessorFormatter.format`, which copies the record to unpack the event
+    again. Here the event dict is built by the same shared processors, and each handler of ours
+    (`takes_events_directly`) has its formatter render it and writes the line under its lock, as StreamHandler
+    does: the same fields, key order, level filtering and redaction. Any other handler (a test's capture, a
+    library's) is handed the record structlog would have made. A logger with filters of its own, or without any
+    handler (stdlib's last resort), takes the usual path.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+        self.usual = get_logger(name)
+        self.shared = _shared_processors()
+
+    def log(self, level: int, event: str, **fields: Any) -> None:
+        """Log `event` with `fields` at `level` (a stdlib level number), if the logger is enabled for it."""
+        logger = self.logger
+        if not logger.isEnabledFor(level):
+            return
+        handlers = handlers_of(logger)
+        if logger.filters or not handlers:
+            self.usual.log(level, event, **fields)
+            return
+        method_name = logging.getLevelName(level).lower()
+        event_dict: Any = {**fields, "event": event}
+        for processor in self.shared:
+            event_dict = processor(logger, method_name, event_dict)
+        record: logging.LogRecord | None = None
+        for handler in handlers:
+            if level < handler.level:
+                continue
+            if takes_events_directly(handler):
+                self.write(handler, method_name, dict(event_dict), level)
+                continue
+            if record is None:
+                record = self.record(level, method_name, event_dict)
+            handler.handle(record)
+
+    def write(self, handler: logging.StreamHandler, method_name: str, event_dict: dict[str, Any], level: int) -> None:
+        """Render and write one line to a handler of ours, as `StreamHandler.emit` would (errors included)."""
+        formatter = cast(SiteFormatter, handler.formatter)
+        handler.acquire()
+        try:
+            line = formatter.render(self.logger, method_name, event_dict)
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - reported the way logging reports a failing handler
+            handler.handleError(self.record(level, method_name, event_dict))
+        finally:
+            handler.release()
+
+    def record(self, level: int, method_name: str, event_dict: dict[str, Any]) -> logging.LogRecord:
+        """The record structlog's `wrap_for_formatter` has stdlib logging make for this event."""
+        logger = self.logger
+        return logger.makeRecord(
+            logger.name,
+            level,
+            "(unknown file)",
+            0,
+            event_dict,
+            (),
+            None,
+            "(unknown function)",
+            {"_logger": logger, "_name": method_name},
+        )
+
+
 def bind_user_id(user_id: int | str | None) -> None:
     """Add `user_id` to every later line of this request (log-in, API token and session users alike)."""
     if user_id is not None:
@@ -282,7 +427,7 @@ def configure_logging(app: Flask) -> None:
     configure_root_logger(json=app.config["ENVIRONMENT"] == "production", level=app.config.get("LOG_LEVEL", "INFO"))
     # Flask's own handler would print app.logger lines a second time, unformatted and unredacted.
     app.logger.removeHandler(default_handler)
-    log = get_logger("app.request")
+    log = EventWriter("app.request")  # the one line of every request: straight to our handlers
 
     @app.before_request
     def bind_request_context() -> None:

@@ -25,11 +25,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import sentry_sdk
-from flask import Flask, abort, redirect, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, abort, current_app, redirect, request, session
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from flask.wrappers import Response
 from flask_talisman import Talisman
 from itsdangerous import URLSafeTimedSerializer
 from sentry_sdk.integrations.flask import FlaskIntegration
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import BadRequest
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
@@ -71,6 +73,8 @@ class SiteTalisman(Talisman):
         self.static_headers = self._render_headers(app, "http://localhost/")
         secure = self._render_headers(app, "https://localhost/")
         self.https_headers = {k: v for k, v in secure.items() if self.static_headers.get(k) != v}
+        self._static_items = [(k, k.lower(), v) for k, v in self.static_headers.items()]
+        self._https_items = [(k, k.lower(), v) for k, v in self.https_headers.items()]
 
     def _render_headers(self, app: Flask, url: str) -> dict[str, str]:
         """The headers talisman itself would set on a response to `url` of a view without options of its own."""
@@ -98,12 +102,9 @@ class SiteTalisman(Talisman):
         """The precomputed headers (plus HSTS behind HTTPS); talisman's per-request rendering for a view's own."""
         if self._has_view_options():
             return super()._set_response_headers(response)
-        headers = response.headers
-        for name, value in self.static_headers.items():
-            headers[name] = value
-        if self.https_headers and (request.is_secure or request.headers.get("X-Forwarded-Proto") == "https"):
-            for name, value in self.https_headers.items():
-                headers[name] = value
+        put_headers(response.headers, self._static_items)
+        if self._https_items and (request.is_secure or request.headers.get("X-Forwarded-Proto") == "https"):
+            put_headers(response.headers, self._https_items)
         return response
 
     def _force_https(self):
@@ -122,6 +123,17 @@ class SiteTalisman(Talisman):
         if request.query_string:
             target += "?" + request.query_string.decode("latin-1")
         return redirect(target, code=301 if self.force_https_permanent else 302)
+
+
+def put_headers(headers: Headers, items: Iterable[tuple[str, str, str]]) -> None:
+    """`headers[name] = value` for each (name, lowercased name, value): a header the response has is replaced, any
+    other (nearly all) appended, without searching the response's headers once per name as `headers[name]` does."""
+    present = {name.lower() for name, _ in headers}
+    for name, lowered, value in items:
+        if lowered in present:
+            headers[name] = value
+        else:
+            headers.add(name, value)
 
 
 class SiteSessionInterface(SecureCookieSessionInterface):
@@ -147,6 +159,23 @@ class SiteSessionInterface(SecureCookieSessionInterface):
                 self._serializers.clear()
             self._serializers[keys] = serializer  # type: ignore[assignment]
         return serializer
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Flask's, with its commonest case made cheap: an empty session nobody changed (a visitor) sets no cookie
+        and only adds `Vary: Cookie` if it was read, which Flask does by parsing the Vary header into a set."""
+        if session or session.modified:
+            return super().save_session(app, session, response)
+        if session.accessed:
+            add_vary_cookie(response)
+        return None
+
+
+def add_vary_cookie(response: Response) -> None:
+    """`response.vary.add("Cookie")`, without parsing the header when there is none yet (most responses)."""
+    if response.headers.getlist("Vary"):  # getlist: a missing header costs no KeyError
+        response.vary.add("Cookie")
+    else:
+        response.headers["Vary"] = "Cookie"
 
 
 def origin_of(url: str | None) -> str | None:
@@ -269,6 +298,15 @@ def safe_next(target: str | None, prefix: str = "/") -> str | None:
     if parts.scheme or parts.netloc or not target.startswith(prefix) or target.startswith("//") or "\\" in target:
         return None
     return target
+
+
+def may_be_logged_in() -> bool:
+    """Whether Flask-Login could find a user for this request: a user id in the session, or a remember-me cookie
+    (the app gives Flask-Login no request or header loader). False: `current_user` would be the anonymous user,
+    and a page can say so without having Flask-Login load it."""
+    if session.get("_user_id"):
+        return True
+    return current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in request.cookies
 
 
 def load_session_user(user_id: str) -> User | None:

@@ -1,6 +1,7 @@
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
+from app.security import may_be_logged_in
 from app.services.billing_summary import plan_outlook
 from app.services.catalog import active_plans, losses_between
 from app.services.subscriptions import paid_subscription
@@ -29,8 +30,8 @@ def beyond_free(plans) -> dict[str, list[str]]:
 def show_pricing():
     """The three plans with their features, a monthly/yearly switch and the visitor's current plan."""
     plans = active_plans()
-    if not current_user.is_authenticated and "_flashes" not in session:
-        return anonymous_page(plans)
+    if "_flashes" not in session and (not may_be_logged_in() or not current_user.is_authenticated):
+        return anonymous_page(plans)  # a visitor: no user to load when nothing in the request could name one
     subscription = paid_subscription(current_user.id) if current_user.is_authenticated else None
     current_plan_name, current_cycle, scheduled_change = None, None, None
     if subscription is not None:

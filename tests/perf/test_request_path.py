@@ -4,10 +4,39 @@ was (a revoked or refresh token is still refused by a gated route)."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import sys
+
+from flask import Response
+from flask_login import LoginManager
+from werkzeug.datastructures import Headers
+from werkzeug.http import parse_set_header
+
+from app.extensions import login_manager
+from app.security import add_vary_cookie
 from tests.entitlements.conftest import Member
 from tests.perf.test_webhook_round_trips import round_trips
 
 PASSWORD = "correct horse"
+
+
+@contextlib.contextmanager
+def calls_to(*functions):
+    """How many times each of `functions` (Python functions, by name) is called while the block runs."""
+    names = {function.__code__: function.__qualname__ for function in functions}
+    counted: collections.Counter[str] = collections.Counter()
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in names:
+            counted[names[frame.f_code]] += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        yield counted
+    finally:
+        sys.setprofile(previous)
 
 
 def tokens(client, email: str) -> dict:
@@ -81,3 +110,81 @@ def test_a_visitor_page_keeps_its_headers(seeded, client):
     assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
     posted = client.post("/login", data={"email": "x@example.com", "password": "y"})
     assert posted.status_code == 400  # no CSRF token: still refused, now that GETs skip the exemption lists
+
+
+def test_a_visitor_costs_no_session_identifier_and_a_member_keeps_session_protection(seeded, client, auth):
+    """Flask-Login hashes the client's address and user agent (the session identifier) for session protection; an
+    empty session has nothing to protect, so a visitor's request computes no hash, while a logged-in session seen
+    from another browser is still marked not fresh (the "basic" protection)."""
+    hashed: list[str] = []
+    generate = login_manager._session_identifier_generator
+
+    def counted() -> str:
+        hashed.append(generate())
+        return hashed[-1]
+
+    login_manager._session_identifier_generator = counted
+    try:
+        assert client.get("/pricing").status_code == 200
+        assert hashed == []
+        auth.signup("protected@example.com")
+        with client.session_transaction() as session:
+            assert session["_fresh"] is True and session["_id"] in hashed
+        hashed.clear()
+        assert client.get("/account", headers={"User-Agent": "another browser"}).status_code == 200
+    finally:
+        login_manager._session_identifier_generator = generate
+    assert len(hashed) == 1
+    with client.session_transaction() as session:
+        assert session["_fresh"] is False
+
+
+def test_a_visitor_page_says_vary_cookie_without_parsing_the_vary_header(seeded, client):
+    """A visitor's session is read but stays empty: the response gets `Vary: Cookie` (it differs for a logged-in
+    user), written as such rather than through Flask's parsed header set."""
+    assert client.get("/pricing").status_code == 200
+    with calls_to(parse_set_header) as counted:
+        response = client.get("/pricing")
+    assert response.headers.getlist("Vary") == ["Cookie"]
+    assert counted["parse_set_header"] == 0
+
+
+def test_vary_cookie_joins_what_the_response_already_varies_on():
+    response = Response("x", headers={"Vary": "Accept-Encoding"})
+    add_vary_cookie(response)
+    add_vary_cookie(response)
+    assert response.headers.getlist("Vary") == ["Accept-Encoding, Cookie"]
+    bare = Response("x")
+    add_vary_cookie(bare)
+    assert bare.headers.getlist("Vary") == ["Cookie"]
+
+
+def test_security_headers_are_appended_without_a_search_per_header(app):
+    """Talisman's headers are copied onto each response: appended when absent (no search of the response's headers
+    per name), replacing the response's own value when present, never doubled."""
+    talisman = app.extensions["talisman"]
+    with app.test_request_context("https://localhost/pricing", headers={"X-Forwarded-Proto": "https"}):
+        fresh = app.response_class("x")
+        with calls_to(Headers.set) as counted:
+            talisman._set_response_headers(fresh)
+        own = app.response_class("x", headers={"X-Frame-Options": "SAMEORIGIN"})
+        talisman._set_response_headers(own)
+    assert counted["Headers.set"] == 0
+    expected = {**talisman.static_headers, **talisman.https_headers}
+    assert {name: fresh.headers[name] for name in expected} == expected
+    assert own.headers.getlist("X-Frame-Options") == ["DENY"]
+    assert len(own.headers) == len(fresh.headers)
+
+
+def test_a_visitor_pricing_page_loads_no_user_and_a_member_still_gets_theirs(seeded, client, auth):
+    """Nothing in a visitor's request can name a user (no session user id, no remember-me cookie): the page is the
+    visitor's without Flask-Login loading the anonymous user; a logged-in member's page still names their plan."""
+    assert client.get("/pricing").status_code == 200  # rendered once (the template asks for current_user), then kept
+    with calls_to(LoginManager._load_user) as counted:
+        visitor = client.get("/pricing")
+    assert visitor.status_code == 200 and counted["LoginManager._load_user"] == 0
+    auth.signup("member@example.com")
+    with calls_to(LoginManager._load_user) as counted:
+        member = client.get("/pricing")
+    assert counted["LoginManager._load_user"] == 1
+    assert member.get_data(as_text=True) != visitor.get_data(as_text=True)
