@@ -510,6 +510,9 @@ def cookies_and_https(production: bool) -> dict[str, Any]:
         REMEMBER_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=production,
         REMEMBER_COOKIE_SECURE=production,
+        # A logged-in session ends when its server-side row does (a fixed lifetime from the log-in), so re-signing
+        # and re-sending the cookie on every response would extend nothing: it is sent when the session changes.
+        SESSION_REFRESH_EACH_REQUEST=False,
         FORCE_HTTPS=production,
     )
 

@@ -205,3 +205,15 @@ def test_a_logged_in_view_asks_flask_wtf_for_its_csrf_token_once(pro_client, pat
         r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"', page["html"]
     )
     assert len(tokens) >= 2 and len({a or b for a, b in tokens}) == 1
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_logged_in_view_sends_no_session_cookie_it_did_not_change(app, pro_client, path):
+    """The session cookie is signed and sent when the session changes (log-in, log-out), not again on every view:
+    its lifetime is the server-side session's, fixed at the log-in, which a re-sent cookie would not extend."""
+    response = pro_client.get(path)
+    assert response.status_code == 200
+    cookie_name = app.config["SESSION_COOKIE_NAME"]
+    assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{cookie_name}=")]
+    # …and the session still holds: the next view is the member's page, not the log-in form.
+    assert pro_client.get(path).status_code == 200
