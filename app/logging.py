@@ -16,6 +16,7 @@ The rest of the app logs through `get_logger()`:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -154,9 +155,13 @@ def is_sensitive_key(key: Any) -> bool:
 _CARD_INT_RANGE = (10**12, 10**19)
 
 
+#: How deep `redact_value` follows nested containers before it writes "[TOO DEEP]" instead.
+MAX_DEPTH = 12
+
+
 def redact_value(value: Any, _depth: int = 0) -> Any:
     """A copy of `value` with sensitive keys and secret-shaped strings redacted, nested containers included."""
-    if _depth > 12:  # a cycle or absurd nesting: say so rather than recurse forever
+    if _depth > MAX_DEPTH:  # a cycle or absurd nesting: say so rather than recurse forever
         return "[TOO DEEP]"
     kind = type(value)  # the common exact types first: a log line is mostly strings and numbers
     if kind is str:
@@ -189,7 +194,7 @@ def _redact_mapping(value: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
     for key, item in value.items():
         if is_sensitive_key(key) and item not in (None, ""):
             redacted[key] = REDACTED
-        elif type(item) is str:
+        elif type(item) is str and depth < MAX_DEPTH:
             redacted[key] = redact_text(item)
         else:
             redacted[key] = redact_value(item, depth + 1)
@@ -220,14 +225,19 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-#: `json.dumps(…, default=str)` builds a new JSONEncoder for every call; one, built once, writes the same text.
-_JSON_ENCODER = JSONEncoder(default=str)
+@functools.lru_cache(maxsize=8)
+def _json_encoder(default: Any) -> JSONEncoder:
+    """`json.dumps(…, default=…)` builds a new JSONEncoder for every call; one per `default`, built once, writes
+    the same text."""
+    return JSONEncoder(default=default)
 
 
 def encode_json(event_dict: Any, **options: Any) -> str:
-    """The JSON of a log line: `json.dumps(event_dict, default=str)`, with the encoder built once. `options` are
-    what JSONRenderer passes on (`default=str`, given to it in `build_formatter`), which the encoder was built with."""
-    return _JSON_ENCODER.encode(event_dict)
+    """The JSON of a log line: `json.dumps(event_dict, **options)` (JSONRenderer's options: `default=str`, given to
+    it in `build_formatter`), with the encoder of a lone `default` built once."""
+    if options.keys() - {"default"}:
+        return JSONEncoder(**options).encode(event_dict)
+    return _json_encoder(options.get("default")).encode(event_dict)
 
 
 class SiteFormatter(structlog.stdlib.ProcessorFormatter):
@@ -345,7 +355,8 @@ class EventWriter:
     (`takes_events_directly`) has its formatter render it and writes the line under its lock, as StreamHandler
     does: the same fields, key order, level filtering and redaction. Any other handler (a test's capture, a
     library's) is handed the record structlog would have made. A logger with filters of its own, or without any
-    handler (stdlib's last resort), takes the usual path.
+    handler (stdlib's last resort), takes the usual path. (Sentry's logging integration, which hooks
+    `Logger.callHandlers`, therefore gets no breadcrumb of these lines: they say nothing an error report needs.)
     """
 
     def __init__(self, name: str) -> None:

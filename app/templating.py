@@ -110,7 +110,7 @@ def remembered_url_for(app: Flask) -> Callable[..., str]:
             or (values and any(name[:1] == "_" for name in values))
         ):
             return app.url_for(endpoint, **values)
-        key = (adapter.script_name, adapter.subdomain, endpoint, *values.items())
+        key = (adapter.script_name, adapter.subdomain, endpoint, *((k, type(v), v) for k, v in values.items()))
         try:
             return built[key]
         except KeyError:

@@ -41,3 +41,11 @@ def test_outside_a_request_urls_are_flasks_external_ones(app):
     app.config["SERVER_NAME"] = "ssb.example.com"
     with app.app_context():
         assert render_template_string("{{ url_for('pricing.show_pricing') }}") == "http://ssb.example.com/pricing"
+
+
+def test_equal_arguments_of_other_types_are_not_taken_for_each_other(app):
+    """`1 == True` in Python: a remembered URL is keyed by its arguments' types too."""
+    with app.test_request_context("/pricing"):
+        for _ in range(2):
+            assert render_template_string("{{ url_for('pricing.show_pricing', page=1) }}") == "/pricing?page=1"
+            assert render_template_string("{{ url_for('pricing.show_pricing', page=True) }}") == "/pricing?page=True"

@@ -103,7 +103,7 @@ def logged_in_user(session_id: object, user_id: int) -> User | None:
     statement = _LOGGED_IN
     if page is not None:
         statement = page[0]
-        params.update(page[2]())
+        params = {**page[2](), **params}  # the page's own values never replace the log-in check's
     rows = db.session.execute(statement, params).all()
     if not rows:
         return None

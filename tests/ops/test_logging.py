@@ -209,3 +209,13 @@ def test_redact_value_copes_with_odd_containers():
         node["child"] = {}
         node = node["child"]
     assert "[TOO DEEP]" in json.dumps(redact_value(deep))
+
+
+def test_a_string_nested_past_the_depth_limit_is_written_as_too_deep():
+    nested: dict = {"leaf": "kept as it is"}
+    for _ in range(12):  # the leaf's mapping at depth 12, the string itself at 13: one past the limit
+        nested = {"inner": nested}
+    redacted = redact_value(nested)
+    for _ in range(12):
+        redacted = redacted["inner"]
+    assert redacted == {"leaf": "[TOO DEEP]"}

@@ -13,6 +13,7 @@ import contextlib
 import re
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -217,3 +218,18 @@ def test_a_logged_in_view_sends_no_session_cookie_it_did_not_change(app, pro_cli
     assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{cookie_name}=")]
     # …and the session still holds: the next view is the member's page, not the log-in form.
     assert pro_client.get(path).status_code == 200
+
+
+def test_a_pages_own_values_cannot_stand_in_for_the_log_in_checks(app, pro_client, monkeypatch):
+    """A page whose values reused a name of the log-in check (`now`, `user_id`, `session_id`) would otherwise decide
+    the session check: here a `now` from long ago would let an expired session in."""
+    statement, width, params = viewer._PAGES["account.show_account"]
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+    monkeypatch.setitem(
+        viewer._PAGES, "account.show_account", (statement, width, lambda: {**params(), "now": long_ago})
+    )
+    with app.app_context():
+        db.session.execute(sa.update(AuthSession).values(expires_at=datetime.now(UTC) - timedelta(minutes=1)))
+        db.session.commit()
+    response = pro_client.get("/account")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
