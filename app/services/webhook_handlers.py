@@ -46,6 +46,11 @@ log = get_logger(__name__)
 SUBSCRIPTION_CREATED = "customer.subscription.created"
 
 
+def users_table() -> Table:
+    """The table of `User` (a Core statement on it returns values, not entities)."""
+    return cast(Table, User.__table__)
+
+
 def event_user(event: dict[str, Any], result: SyncResult) -> User | None:
     """The (locked) user the event's object belongs to, noted on the result; None, logged, for a stranger."""
     customer_id = customer_id_of(event["data"]["object"])
@@ -55,6 +60,28 @@ def event_user(event: dict[str, Any], result: SyncResult) -> User | None:
         return None
     result.user_id = user.id
     return user
+
+
+def event_user_id(event: dict[str, Any], result: SyncResult) -> int | None:
+    """The id of the event's (locked) user, noted on the result; None, logged, for a stranger. For a handler that
+    needs only the id: a linked customer's user is read as a row, not loaded into the session (`event_user`, which
+    links an unlinked customer, does the rest)."""
+    customer_id = customer_id_of(event["data"]["object"])
+    user_id = db.session.scalar(LOCKED_USER_ID_OF_CUSTOMER, {"customer_id": customer_id}) if customer_id else None
+    if user_id is None:
+        user = event_user(event, result)
+        return user.id if user is not None else None
+    result.user_id = user_id
+    return cast(int, user_id)
+
+
+#: The id of the user linked to a Stripe customer (`customer_id`), its row locked as `LOCKED_USER_OF_CUSTOMER`
+#: locks it: on the table, so that the answer is a plain value and nothing is loaded into the session.
+LOCKED_USER_ID_OF_CUSTOMER = (
+    select(users_table().c.id)
+    .where(users_table().c.stripe_customer_id == bindparam("customer_id", type_=String()))
+    .with_for_update()
+)
 
 
 def locked_user_and_row(customer_id: str, subscription_id: str) -> tuple[User, UserSubscription | None] | None:
@@ -203,21 +230,25 @@ def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
     if not customer_id or not user_id:
         log.warning("stripe_checkout_without_user", event_id=event["id"], session=session.get("id"))
         return
-    user = db.session.scalar(LOCKED_USER_OF_CUSTOMER, {"customer_id": customer_id})
-    if user is None:
-        user = link_customer({"id": customer_id}, user_id)
-    if user is None or str(user.id) != str(user_id):
+    # The linked user's id only (a row, not an entity); an unlinked customer is linked to the session's user.
+    linked = None
+    owner_id = db.session.scalar(LOCKED_USER_ID_OF_CUSTOMER, {"customer_id": customer_id})
+    if owner_id is None:
+        linked = link_customer({"id": customer_id}, user_id)
+        owner_id = linked.id if linked is not None else None
+    if owner_id is None or str(owner_id) != str(user_id):
         log.warning("stripe_checkout_customer_mismatch", event_id=event["id"], session=session.get("id"))
         audit.record("checkout.refused", None, session=session.get("id"), reason="customer_mismatch")
         return
-    result.user_id = user.id
+    result.user_id = owner_id
     if session.get("payment_status") not in ("paid", "no_payment_required"):
         return  # an async payment: the async_payment_succeeded event comes later
     metrics.BILLING_CHECKOUT_SESSIONS_COMPLETED.inc()
-    audit.record("checkout.completed", user.id, session=session.get("id"))
+    audit.record("checkout.completed", owner_id, session=session.get("id"))
     subscription_id = id_of(session.get("subscription"))
     if subscription_id is None or subscription_read_back_needed(subscription_id):
-        sync_customer_in_transaction(customer_id, result, user=user)
+        # The user is locked already: the sync loads it (one query) unless linking just did.
+        sync_customer_in_transaction(customer_id, result, user=linked)
 
 
 def subscription_read_back_needed(subscription_id: str) -> bool:
@@ -309,8 +340,8 @@ def audit_once_statement(key: str) -> Any:
 def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
     """invoice.paid and invoice.payment_succeeded describe the same payment: audit and count it once."""
     invoice = event["data"]["object"]
-    user = event_user(event, result)
-    if user is None:
+    user_id = event_user_id(event, result)
+    if user_id is None:
         return
     details = {
         "invoice": invoice["id"],
@@ -318,10 +349,10 @@ def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
         "currency": invoice.get("currency"),
         "subscription": invoice_subscription_id(invoice),
     }
-    if not audit_once(user.id, "payment.succeeded", "invoice", details):
+    if not audit_once(user_id, "payment.succeeded", "invoice", details):
         return
     metrics.BILLING_PAYMENTS_SUCCEEDED.inc()
-    log.info("payment_succeeded", user_id=user.id, invoice=invoice["id"], amount=invoice.get("amount_paid"))
+    log.info("payment_succeeded", user_id=user_id, invoice=invoice["id"], amount=invoice.get("amount_paid"))
 
 
 def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None:
