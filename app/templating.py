@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, g, request
 from flask.globals import request_ctx
@@ -66,18 +66,61 @@ def datetime_utc(value: datetime | None) -> str:
     return f"{date(value)}, {value.astimezone(dt.UTC):%H:%M} UTC"
 
 
-def payment_problem() -> SubscriptionView | None:
+def payment_problem(user: Any = None) -> SubscriptionView | None:
     """The logged-in user's subscription whose payment failed (past due while Stripe retries, or unpaid), for the
-    banner every page shows; None elsewhere and on the billing page, which says it in full."""
-    if not current_user.is_authenticated or request.endpoint == "billing.show_billing":
+    banner every page shows; None elsewhere and on the billing page, which says it in full. The layout hands over
+    the user its context holds, which spares the `current_user` proxy's lookups."""
+    if user is None:
+        user = current_user._get_current_object()
+    if not user.is_authenticated or request.endpoint == "billing.show_billing":
         return None
     try:
-        subscription = viewer.live_subscription(current_user.id)  # read with the log-in check
+        subscription = viewer.live_subscription(user.id)  # read with the log-in check
     except SQLAlchemyError:  # an error page while the database is down still renders, without the banner
         return None
     if subscription is None or subscription.status not in ("past_due", "unpaid"):
         return None
     return subscription
+
+
+#: The navigation's sections, (blueprint, endpoint, label) each, in the order the bar shows them: a visitor's,
+#: a logged-in user's and an admin's. Built once; the layout loops over them.
+VISITOR_NAV: tuple[tuple[str, str, str], ...] = (("pricing", "pricing.show_pricing", "Pricing"),)
+MEMBER_NAV = VISITOR_NAV + (
+    ("strategies", "strategies.list_strategies_page", "Strategies"),
+    ("alerts", "alerts.edit_alerts", "Alerts"),
+    ("account", "account.show_account", "Account"),
+    ("billing", "billing.show_billing", "Billing"),
+)
+ADMIN_NAV = MEMBER_NAV + (("admin", "admin.show_dashboard", "Admin"),)
+
+
+class SiteNav(NamedTuple):
+    """What the layout's navigation needs of the user and the request, each read once per page."""
+
+    user: Any  # the logged-in user, or Flask-Login's anonymous user
+    signed_in: bool
+    links: list[tuple[str, str, str]]  # (blueprint, URL, label) of each link the user may follow
+    section: str | None  # the blueprint of the page: its link is the current one
+    marks_active: bool  # False on the log-in page, where the link is current (aria) but not highlighted
+
+
+def site_navigation(url_for: Callable[..., str]) -> Callable[[Any], SiteNav]:
+    """The templates' `site_nav`: the layout's navigation for this request, its URLs from the templates'
+    `url_for` (remembered per app).
+
+    Every page's layout asked the `request` proxy the same questions a dozen times (each a context lookup) and
+    called a macro per link; one call answers them all. The layout hands over the user Flask-Login's context
+    processor put in the template's context (the object, read once per render, not the proxy)."""
+
+    def site_nav(user: Any) -> SiteNav:
+        signed_in = bool(user.is_authenticated)
+        sections = (ADMIN_NAV if user.is_admin else MEMBER_NAV) if signed_in else VISITOR_NAV
+        links = [(blueprint, url_for(endpoint), label) for blueprint, endpoint, label in sections]
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        return SiteNav(user, signed_in, links, req.blueprint, req.endpoint != "account.login")
+
+    return site_nav
 
 
 #: Flask's proxy of the request context, typed as the proxy it is (its object is one lookup away, without the
@@ -146,7 +189,9 @@ def register(app: Flask) -> None:
     app.add_template_filter(percent, "percent")
     app.add_template_filter(datetime_utc, "datetime")
     app.add_template_global(payment_problem, "payment_problem")
-    app.add_template_global(remembered_url_for(app), "url_for")
+    url_for = remembered_url_for(app)
+    app.add_template_global(url_for, "url_for")
+    app.add_template_global(site_navigation(url_for), "site_nav")
     # Flask-WTF hands its `csrf_token` to every template through a context processor: this one, registered
     # after it, hands over the one that reads the request's token back.
     csrf_token = request_csrf_token(app)
