@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapper
 from app.extensions import db
 from app.models import User
 from app.services.catalog import catalog
-from tests.perf.test_webhook_round_trips import docs_customer  # noqa: F401  (the fixture)
+from tests.perf.test_webhook_round_trips import docs_customer, listening  # noqa: F401  (docs_customer: the fixture)
 from tests.webhooks.signing import post_event
 from tests.webhooks.test_stripe_docs_events import load
 
@@ -44,13 +44,8 @@ def entities_loaded(app):
     def commit(conn):
         loaded.append("COMMIT")
 
-    sa.event.listen(Mapper, "load", on_load)
-    sa.event.listen(engine, "commit", commit)
-    try:
+    with listening((Mapper, "load", on_load), (engine, "commit", commit)):
         yield loaded
-    finally:
-        sa.event.remove(Mapper, "load", on_load)
-        sa.event.remove(engine, "commit", commit)
 
 
 def test_each_common_event_loads_at_most_its_entities(docs_customer, client):  # noqa: F811

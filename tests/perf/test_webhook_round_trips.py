@@ -47,6 +47,18 @@ UNCACHEABLE = (CacheStats.NO_CACHE_KEY, CacheStats.CACHING_DISABLED)
 
 
 @contextlib.contextmanager
+def listening(*listeners):
+    """SQLAlchemy event listeners, each (target, event name, function), attached while the block runs."""
+    for target, name, function in listeners:
+        sa.event.listen(target, name, function)
+    try:
+        yield
+    finally:
+        for target, name, function in listeners:
+            sa.event.remove(target, name, function)
+
+
+@contextlib.contextmanager
 def round_trips(app):
     """Count what reaches PostgreSQL while the block runs: each statement and each commit or rollback."""
     sent: list[str] = []
@@ -60,13 +72,8 @@ def round_trips(app):
     def commit(conn):
         sent.append("COMMIT")
 
-    sa.event.listen(engine, "before_cursor_execute", statement)
-    sa.event.listen(engine, "commit", commit)
-    try:
+    with listening((engine, "before_cursor_execute", statement), (engine, "commit", commit)):
         yield sent
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", statement)
-        sa.event.remove(engine, "commit", commit)
 
 
 @pytest.fixture
