@@ -116,7 +116,8 @@ def register_extensions(app: Flask) -> None:
     # CORS only for the JSON API, only for the configured origins.
     cors.init_app(
         app,
-        resources={f"{app.config['API_PREFIX']}/*": {"origins": app.config["ALLOWED_ORIGINS"]}},
+        prefix=app.config["API_PREFIX"],
+        origins=app.config["ALLOWED_ORIGINS"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         supports_credentials=False,
     )

@@ -3,7 +3,8 @@
 import time
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app, request, session
+from flask import Flask, current_app, request, session
+from flask.globals import request_ctx
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
@@ -14,6 +15,11 @@ from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
+from limits import RateLimitItem
+from limits.errors import StorageError
+from limits.storage import RedisStorage
+from limits.strategies import FixedWindowRateLimiter
+from limits.util import WindowStats
 from redis import Redis
 from rq import Queue
 from sqlalchemy import Engine, MetaData, event
@@ -116,14 +122,120 @@ class SiteCSRFProtect(CSRFProtect):
 csrf = SiteCSRFProtect()
 
 
-class SiteLimiter(Limiter):
-    """Flask-Limiter whose before-request pass skips the endpoints it has nothing to check for.
+#: Where a request context keeps the windows its hits counted in (see `HitWindowRateLimiter`).
+HIT_WINDOWS = "_ssb_hit_windows"
 
-    That pass applies only the application, default, blueprint and meta limits (a view's own `@limiter.limit`
-    is checked by its decorator, which this does not touch). Most pages have none of them, yet Flask-Limiter
-    resolves that anew on every request; here it is resolved once per endpoint and app. While the storage is
-    down, or when limits were hinted at run time, every request takes the full path as before.
+
+class HitWindowRateLimiter(FixedWindowRateLimiter):
+    """The fixed-window strategy on Redis, whose hit also reads back the window it counted in.
+
+    Flask-Limiter hits a view's limit before the view (one round trip), then reads the window back for the
+    X-RateLimit headers and Retry-After after it (a GET and a TTL: two more). Here the hit's script returns the
+    count and the time to live with the increment, and the request remembers that window (on its request
+    context, never across requests), so the headers cost no round trip. The figures are those of the request's
+    own hit (`remaining` after its deduction, as Flask-Limiter documents it); a window that ended meanwhile, or a
+    key never hit in this request, is read from Redis as before.
     """
+
+    SCRIPT_INCR_EXPIRE_TTL = b"""
+local amount = tonumber(ARGV[2])
+local current = redis.call("incrby", KEYS[1], amount)
+if tonumber(current) == amount then
+    redis.call("expire", KEYS[1], ARGV[1])
+end
+return {current, redis.call("ttl", KEYS[1])}
+"""
+
+    def __init__(self, storage: RedisStorage) -> None:
+        super().__init__(storage)
+        self.redis = storage
+        self.incr_expire_ttl = storage.get_connection().register_script(self.SCRIPT_INCR_EXPIRE_TTL)
+
+    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        """limits' `incr` (INCRBY, EXPIRE when new) and its TTL in one script; True while within the limit."""
+        key = item.key_for(*identifiers)
+        try:
+            count, ttl = self.incr_expire_ttl([self.redis.prefixed_key(key)], [item.get_expiry(), cost])
+        except self.redis.base_exceptions as error:  # as limits' own storage calls raise them
+            if self.redis.wrap_exceptions:
+                raise StorageError(error) from error
+            raise
+        windows = self.windows_of_request()
+        if windows is not None:
+            windows[key] = WindowStats(max(int(ttl), 0) + time.time(), max(0, item.amount - int(count)))
+        return int(count) <= item.amount
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        """The window this request's hit counted in while it lasts; read from Redis otherwise."""
+        windows = self.windows_of_request()
+        window = windows.get(item.key_for(*identifiers)) if windows else None
+        if window is not None and window.reset_time > time.time():
+            return window
+        return super().get_window_stats(item, *identifiers)
+
+    def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        windows = self.windows_of_request()
+        if windows:
+            windows.pop(item.key_for(*identifiers), None)
+        super().clear(item, *identifiers)
+
+    @staticmethod
+    def windows_of_request() -> dict[str, WindowStats] | None:
+        """The current request's windows (None outside a request)."""
+        if not request_ctx:
+            return None
+        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        windows = getattr(ctx, HIT_WINDOWS, None)
+        if windows is None:
+            windows = {}
+            setattr(ctx, HIT_WINDOWS, windows)
+        return windows
+
+
+#: Flask-Limiter's after-request step (a private method, registered as `partial(Limiter.__inject_headers, limiter)`).
+FLASK_LIMITER_INJECT_HEADERS = Limiter._Limiter__inject_headers  # type: ignore[attr-defined]
+
+
+class SiteLimiter(Limiter):
+    """Flask-Limiter that does nothing on a request it has nothing to check, and counts a hit in one round trip.
+
+    Its before-request pass applies only the application, default, blueprint and meta limits (a view's own
+    `@limiter.limit` is checked by its decorator, which this does not touch). Most pages have none of them, yet
+    Flask-Limiter resolves that anew on every request; here it is resolved once per endpoint and app. While the
+    storage is down, or when limits were hinted at run time, every request takes the full path as before.
+
+    Its after-request (conditional deductions, X-RateLimit headers) and teardown steps read a per-request state
+    that only a checked limit creates: on a request that checked none there is nothing to deduct, report or reset,
+    so they return at once instead of creating that state to find it empty. A fixed window on Redis counts with
+    `HitWindowRateLimiter` (the headers' figures come with the hit).
+    """
+
+    def init_app(self, app: Flask) -> None:
+        super().init_app(app)
+        release_context = self._Limiter__release_context  # type: ignore[attr-defined]
+        after, teardown = app.after_request_funcs.get(None, []), app.teardown_request_funcs.get(None, [])
+        for index, hook in enumerate(after):
+            if getattr(hook, "func", None) is FLASK_LIMITER_INJECT_HEADERS and getattr(hook, "args", ()) == (self,):
+                after[index] = self._inject_headers_if_checked
+        for index, hook in enumerate(teardown):
+            if hook == release_context:
+                teardown[index] = self._release_context_if_checked
+        if type(self._limiter) is FixedWindowRateLimiter and type(self._storage) is RedisStorage:
+            self._limiter = HitWindowRateLimiter(self._storage)
+
+    def _checked_any_limit(self) -> bool:
+        """Whether this request created Flask-Limiter's per-request state (any limit checked, or asked about)."""
+        contexts = getattr(request_ctx._get_current_object(), "_limiter_request_context", None)  # type: ignore[attr-defined]
+        return contexts is not None and self in contexts
+
+    def _inject_headers_if_checked(self, response: Any) -> Any:
+        if not self._checked_any_limit():
+            return response
+        return FLASK_LIMITER_INJECT_HEADERS(self, response)
+
+    def _release_context_if_checked(self, exc: BaseException | None = None) -> None:
+        if self._checked_any_limit():
+            self._Limiter__release_context(exc)  # type: ignore[attr-defined]
 
     def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
         if in_middleware and callable_name is None and not self._storage_dead and self._nothing_to_check():
@@ -149,7 +261,35 @@ class SiteLimiter(Limiter):
 # Storage comes from RATELIMIT_STORAGE_URI: Redis in production and tests, memory in a fresh clone.
 limiter = SiteLimiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
 jwt = JWTManager()
-cors = CORS()
+
+
+class SiteCORS(CORS):
+    """flask-cors for the paths under one prefix, whose after-request step runs only on a path that can match.
+
+    flask-cors matches every response's unquoted path against its resources and logs its verdict; with the one
+    resource `PREFIX/*` (a regular expression: PREFIX, then any number of slashes), only a path starting with
+    PREFIX can match, or one holding `%` (unquoted, it could start with PREFIX). Any other path returns at once;
+    these two go through flask-cors' own step, as do error responses (flask-cors wraps the error handlers).
+    """
+
+    def init_app(self, app: Flask, **kwargs: Any) -> None:  # type: ignore[override]
+        """`CORS.init_app` with `resources={f"{prefix}/*": {"origins": origins}}`, from `prefix` and `origins`."""
+        prefix, origins = kwargs.pop("prefix"), kwargs.pop("origins")
+        after = app.after_request_funcs.setdefault(None, [])
+        known = len(after)
+        super().init_app(app, resources={f"{prefix}/*": {"origins": origins}}, **kwargs)
+        (cors_after_request,) = after[known:]
+
+        def cors_under_prefix(response: Any) -> Any:
+            path = request.path
+            if path.startswith(prefix) or "%" in path:
+                return cors_after_request(response)
+            return response
+
+        after[known] = cors_under_prefix
+
+
+cors = SiteCORS()
 mail = Mail()
 
 

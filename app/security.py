@@ -26,8 +26,8 @@ from urllib.parse import quote, urlsplit
 
 import sentry_sdk
 from flask import Flask, abort, current_app, redirect, request, session
-from flask.sessions import SecureCookieSessionInterface, SessionMixin
-from flask.wrappers import Response
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
+from flask.wrappers import Request, Response
 from flask_talisman import Talisman
 from itsdangerous import URLSafeTimedSerializer
 from sentry_sdk.integrations.flask import FlaskIntegration
@@ -159,6 +159,13 @@ class SiteSessionInterface(SecureCookieSessionInterface):
                 self._serializers.clear()
             self._serializers[keys] = serializer  # type: ignore[assignment]
         return serializer
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """Flask's; a request without any cookie (a visitor's first page, a probe, an API call) gets a new empty
+        session at once, as Flask would after parsing the absent Cookie header and finding no session cookie."""
+        if "HTTP_COOKIE" not in request.environ and app.secret_key:
+            return self.session_class()
+        return super().open_session(app, request)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Flask's, with its commonest case made cheap: an empty session nobody changed (a visitor) sets no cookie
@@ -306,7 +313,11 @@ def may_be_logged_in() -> bool:
     and a page can say so without having Flask-Login load it."""
     if session.get("_user_id"):
         return True
-    return current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in request.cookies
+    this = request._get_current_object()  # type: ignore[attr-defined]
+    # No Cookie header, no cookie: its absence is seen without parsing an empty one.
+    return "HTTP_COOKIE" in this.environ and (
+        current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in this.cookies
+    )
 
 
 def load_session_user(user_id: str) -> User | None:
@@ -370,12 +381,17 @@ def register_nul_byte_guard(app: Flask) -> None:
 
     @app.before_request
     def refuse_nul_bytes():
-        if request.path.startswith(api_prefix):
+        this = request._get_current_object()  # one proxy look-up, not five
+        if this.path.startswith(api_prefix):
             return None
-        query = request.query_string  # a NUL reaches request.args only as a raw byte or as %00
-        sources = [request.args] if b"\x00" in query or b"%00" in query else []
-        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            sources.append(request.form)
+        query = this.query_string  # a NUL reaches request.args only as a raw byte or as %00
+        sources = [this.args] if b"\x00" in query or b"%00" in query else []
+        # No Content-Type, no form: its header is parsed only when there is one.
+        if this.environ.get("CONTENT_TYPE") and this.mimetype in (
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ):
+            sources.append(this.form)
         if any("\x00" in value for source in sources for _, values in source.lists() for value in values):
             abort(400)
         return None
