@@ -120,9 +120,23 @@ def _redact_card(match: re.Match[str]) -> str:
     return REDACTED if luhn_valid(digits) else match.group(0)
 
 
+#: Short texts already found to hold nothing any pattern can match: a log's event names, logger names, methods and
+#: paths repeat line after line, and a dictionary look-up is cheaper than `may_hold_secret`'s scans.
+_CLEAN_TEXTS: dict[str, bool] = {}
+#: The longest text remembered there (hashing a long text costs more than it saves).
+CLEAN_TEXT_MAX_LENGTH = 200
+
+
 def redact_text(text: str) -> str:
     """`text` with every secret-shaped substring replaced."""
+    short = len(text) <= CLEAN_TEXT_MAX_LENGTH
+    if short and text in _CLEAN_TEXTS:
+        return text
     if not may_hold_secret(text):
+        if short:
+            if len(_CLEAN_TEXTS) >= 4096:  # ids and times never repeat: start over rather than grow for ever
+                _CLEAN_TEXTS.clear()
+            _CLEAN_TEXTS[text] = True
         return text
     for pattern in SECRET_VALUE_PATTERNS:
         if pattern.pattern.startswith(r"\b(Bearer"):
@@ -192,8 +206,12 @@ def _redact_mapping(value: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
     """A mapping's copy: the value of a sensitive key redacted (unless empty), every other value as `redact_value`
     makes it (strings, the commonest, without the call)."""
     redacted: dict[Any, Any] = {}
+    known = _SENSITIVE_NAMES
     for key, item in value.items():
-        if is_sensitive_key(key) and item not in (None, ""):
+        sensitive = known.get(key) if type(key) is str else None  # a key seen before, without the call
+        if sensitive is None:
+            sensitive = is_sensitive_key(key)
+        if sensitive and item not in (None, ""):
             redacted[key] = REDACTED
         elif type(item) is str and depth < MAX_DEPTH:
             redacted[key] = redact_text(item)

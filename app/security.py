@@ -83,10 +83,11 @@ class SiteTalisman(Talisman):
             super()._set_response_headers(response)
         return {k: v for k, v in response.headers.items() if k not in ("Content-Type", "Content-Length")}
 
-    def _has_view_options(self) -> bool:
+    def _has_view_options(self, this: Request | None = None) -> bool:
         """Whether the request's view was given options of its own (asked up to three times a request: once per
-        endpoint is enough, as views are registered before the first request)."""
-        endpoint = request.endpoint or ""
+        endpoint is enough, as views are registered before the first request). `this`: the request, when the
+        caller has it (each `request.…` is a context look-up)."""
+        endpoint = (this if this is not None else request).endpoint or ""
         known = self._view_options_of
         if endpoint not in known:
             known[endpoint] = hasattr(self.app.view_functions.get(endpoint), "talisman_view_options")
@@ -100,21 +101,23 @@ class SiteTalisman(Talisman):
 
     def _set_response_headers(self, response):
         """The precomputed headers (plus HSTS behind HTTPS); talisman's per-request rendering for a view's own."""
-        if self._has_view_options():
+        this = request._get_current_object()
+        if self._has_view_options(this):
             return super()._set_response_headers(response)
         put_headers(response.headers, self._static_items)
-        if self._https_items and (request.is_secure or request.headers.get("X-Forwarded-Proto") == "https"):
+        if self._https_items and (this.is_secure or this.headers.get("X-Forwarded-Proto") == "https"):
             put_headers(response.headers, self._https_items)
         return response
 
     def _force_https(self):
         """Plain HTTP is sent to the same path on APP_BASE_URL: the Host header is the client's to choose."""
-        if request.endpoint in self.plain_http_endpoints:
+        this = request._get_current_object()
+        if this.endpoint in self.plain_http_endpoints:
             return None
-        force = self._get_local_options()["force_https"] if self._has_view_options() else self.force_https
-        if not force or self.app.debug or request.is_secure:
+        force = self._get_local_options()["force_https"] if self._has_view_options(this) else self.force_https
+        if not force or this.is_secure or self.app.debug:
             return None
-        if request.headers.get("X-Forwarded-Proto", "http") == "https":
+        if this.headers.get("X-Forwarded-Proto", "http") == "https":
             return None
         base = (self.app.config.get("APP_BASE_URL") or "").rstrip("/")
         if not base:

@@ -14,8 +14,10 @@ from structlog.processors import StackInfoRenderer
 from werkzeug.sansio import http
 
 from app.extensions import HitWindowRateLimiter, limiter
-from app.logging import new_request_id
+from app.logging import _CLEAN_TEXTS, REDACTED, may_hold_secret, new_request_id, redact, redact_text
 from tests.perf.test_request_path import PASSWORD, calls_to, tokens
+
+STRIPE_KEY = "sk_live" + "_51MiddlewareSteps8ZxYwVuTs"
 
 
 def api_user(seeded, client, auth, email: str) -> dict[str, str]:
@@ -110,3 +112,18 @@ def test_the_request_line_builds_no_uuid_and_skips_the_stack_renderer(seeded, cl
         response = client.get("/pricing")
     assert len(response.headers["X-Request-ID"]) == 32
     assert counted["uuid4"] == 0 and counted["StackInfoRenderer.__call__"] == 0
+
+
+def test_a_repeated_clean_text_is_checked_once_and_secrets_are_still_redacted():
+    """Event names, logger names and paths repeat line after line: once found clean, a short text is not scanned
+    again; a text holding a secret is never remembered as clean, and the memory is bounded."""
+    event = {"event": "page_served", "path": "/pricing/yearly", "key": STRIPE_KEY}
+    redact(None, "info", dict(event))
+    with calls_to(may_hold_secret) as counted:
+        again = redact(None, "info", dict(event))
+    assert counted["may_hold_secret"] == 1  # the key's value only
+    assert again == {"event": "page_served", "path": "/pricing/yearly", "key": REDACTED}
+    assert redact_text(f"token {STRIPE_KEY}") == f"token {REDACTED}"
+    for n in range(5000):
+        redact_text(f"line {n}")
+    assert len(_CLEAN_TEXTS) <= 4096
