@@ -87,7 +87,8 @@ migrate = Migrate(render_as_batch=True, compare_type=True)
 
 
 class SiteLoginManager(LoginManager):
-    """Flask-Login, which does not work out the session identifier for an empty session.
+    """Flask-Login, which does not work out the session identifier, nor look for a pending remember-me operation,
+    in an empty session.
 
     Session protection compares a hash of the client's address and user agent with the one stored at log-in, but
     only when the session holds something: for a visitor (or someone just logged out) Flask-Login's check answers
@@ -99,6 +100,13 @@ class SiteLoginManager(LoginManager):
         if not session:
             return False
         return super()._session_protection_failed()
+
+    def _update_remember_cookie(self, response: Any) -> Any:
+        """Nothing to do for an empty session (a visitor's): no remember-me operation is pending in it. Flask-Login's
+        step otherwise, and always when every request refreshes the cookie (it then marks even an empty session)."""
+        if not session and not current_app.config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST"):
+            return response
+        return super()._update_remember_cookie(response)
 
 
 login_manager = SiteLoginManager()

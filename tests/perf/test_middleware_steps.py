@@ -8,6 +8,7 @@ import uuid
 
 import flask_cors.core
 from flask_limiter import Limiter
+from flask_login import LoginManager
 from limits import parse
 from limits.storage import RedisStorage
 from structlog.processors import StackInfoRenderer
@@ -127,3 +128,21 @@ def test_a_repeated_clean_text_is_checked_once_and_secrets_are_still_redacted():
     for n in range(5000):
         redact_text(f"line {n}")
     assert len(_CLEAN_TEXTS) <= 4096
+
+
+def test_a_visitor_leaves_the_remember_me_step_alone_and_a_member_keeps_it(seeded, client, auth):
+    """An empty session has no remember-me operation pending: Flask-Login's step is not run for a visitor; it still
+    is for a logged-in member, and for everyone when every request refreshes the cookie."""
+    client.get("/pricing")
+    with calls_to(LoginManager._update_remember_cookie) as counted:
+        client.get("/pricing")
+    assert counted["LoginManager._update_remember_cookie"] == 0
+    seeded.config["REMEMBER_COOKIE_REFRESH_EACH_REQUEST"] = True
+    with calls_to(LoginManager._update_remember_cookie) as counted:
+        client.get("/pricing")
+    assert counted["LoginManager._update_remember_cookie"] == 1
+    seeded.config["REMEMBER_COOKIE_REFRESH_EACH_REQUEST"] = False
+    auth.signup("remembered@example.com")
+    with calls_to(LoginManager._update_remember_cookie) as counted:
+        assert client.get("/account").status_code == 200
+    assert counted["LoginManager._update_remember_cookie"] == 1
