@@ -16,6 +16,7 @@ from werkzeug.sansio import http
 
 from app.extensions import HitWindowRateLimiter, limiter
 from app.logging import _CLEAN_TEXTS, REDACTED, may_hold_secret, new_request_id, redact, redact_text
+from tests.ops.test_request_line import only_our_handlers
 from tests.perf.test_request_path import PASSWORD, calls_to, tokens
 
 STRIPE_KEY = "sk_live" + "_51MiddlewareSteps8ZxYwVuTs"
@@ -109,9 +110,10 @@ def test_the_request_line_builds_no_uuid_and_skips_the_stack_renderer(seeded, cl
     """The request id is made from random bytes directly, and the line (no stack_info, no exc_info) does not go
     through the stack and exception renderers; both still run for a line that has their key (tests/ops)."""
     client.get("/pricing")
-    with calls_to(uuid.uuid4, StackInfoRenderer.__call__) as counted:
+    with only_our_handlers() as (as_json, _, _records), calls_to(uuid.uuid4, StackInfoRenderer.__call__) as counted:
         response = client.get("/pricing")
     assert len(response.headers["X-Request-ID"]) == 32
+    assert [r["request_id"] for r in as_json.records()] == [response.headers["X-Request-ID"]]
     assert counted["uuid4"] == 0 and counted["StackInfoRenderer.__call__"] == 0
 
 
