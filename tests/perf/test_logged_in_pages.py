@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import flask_login.utils
 import pytest
 import sqlalchemy as sa
 from flask_wtf import FlaskForm
@@ -314,3 +315,15 @@ def test_the_account_page_imports_no_macro_module_while_rendering(pro_client):
     finally:
         sys.setprofile(None)
     assert imports == 0
+
+
+#: Reads of `current_user` through Flask-Login's proxy (each a context lookup and a call) in one view: the request
+#: log's, `login_required`'s, the templates' context and the layout's; the billing summary reads the user object.
+#: (Before: 6 and 12.)
+PROXY_READS = {"/account": 6, "/billing": 8}
+
+
+@pytest.mark.parametrize("path", list(PROXY_READS))
+def test_a_logged_in_view_reads_the_user_through_the_proxy_a_few_times(pro_client, path):
+    reads = calls_of(flask_login.utils._get_user, lambda: pro_client.get(path))
+    assert reads <= PROXY_READS[path]
