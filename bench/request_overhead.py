@@ -4,14 +4,17 @@ Both apps are called through their WSGI callables (Werkzeug's test client, no se
 rounds, so that both sides of every ratio share the machine's noise: bare Flask `GET /hello`
 (bench/bare_flask.py), the app's `GET /bench/hello` (a bare route behind all of the app's middleware) and the
 anonymous `GET /pricing`; then the API's gated `GET /api/v1/strategies` (a Pro user's token, entitlements cached
-in Redis) against its ungated twin `/bench/api/strategies-ungated` (bench/baselines.py). The app runs as in
+in Redis) against its ungated twin `/bench/api/strategies-ungated` (bench/baselines.py); and that Pro user's logged-in
+`/account` and `/billing` (paid through the bundled Stripe emulator's Checkout, logged in through the form; the
+Stripe summary then cached in Redis, as a running app keeps it) against bare Flask. The app runs as in
 production (JSON logs, rate limiter on Redis, security headers, HTTPS) on the PostgreSQL and Redis of
 `scripts/test-services.sh start DIR` (TEST_DATABASE_URL, TEST_REDIS_URL; the schema is rebuilt and seeded); logs
 are rendered in full and written to /dev/null. Rates are per second of this process's CPU time (the best round of
 each), so that other processes on a loaded machine move them less than wall-clock time would.
-`--profile` adds a cProfile of the app's hello route: the functions that cost the most, cumulative.
+`--profile` adds a cProfile of the app's hello route: the functions that cost the most, cumulative;
+`--profile-pages` one of each logged-in page, in CPU time (PROFILE_SORT and PROFILE_LINES change the listing).
 
-    .venv/bin/python bench/request_overhead.py [--requests 2000] [--rounds 3] [--profile]
+    .venv/bin/python bench/request_overhead.py [--requests 2000] [--rounds 3] [--profile] [--profile-pages]
 """
 
 from __future__ import annotations
