@@ -4,14 +4,17 @@ Both apps are called through their WSGI callables (Werkzeug's test client, no se
 rounds, so that both sides of every ratio share the machine's noise: bare Flask `GET /hello`
 (bench/bare_flask.py), the app's `GET /bench/hello` (a bare route behind all of the app's middleware) and the
 anonymous `GET /pricing`; then the API's gated `GET /api/v1/strategies` (a Pro user's token, entitlements cached
-in Redis) against its ungated twin `/bench/api/strategies-ungated` (bench/baselines.py). The app runs as in
+in Redis) against its ungated twin `/bench/api/strategies-ungated` (bench/baselines.py); and that Pro user's logged-in
+`/account` and `/billing` (paid through the bundled Stripe emulator's Checkout, logged in through the form; the
+Stripe summary then cached in Redis, as a running app keeps it) against bare Flask. The app runs as in
 production (JSON logs, rate limiter on Redis, security headers, HTTPS) on the PostgreSQL and Redis of
 `scripts/test-services.sh start DIR` (TEST_DATABASE_URL, TEST_REDIS_URL; the schema is rebuilt and seeded); logs
 are rendered in full and written to /dev/null. Rates are per second of this process's CPU time (the best round of
 each), so that other processes on a loaded machine move them less than wall-clock time would.
-`--profile` adds a cProfile of the app's hello route: the functions that cost the most, cumulative.
+`--profile` adds a cProfile of the app's hello route: the functions that cost the most, cumulative;
+`--profile-pages` one of each logged-in page, in CPU time (PROFILE_SORT and PROFILE_LINES change the listing).
 
-    .venv/bin/python bench/request_overhead.py [--requests 2000] [--rounds 3] [--profile]
+    .venv/bin/python bench/request_overhead.py [--requests 2000] [--rounds 3] [--profile] [--profile-pages]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import logging
 import os
 import pstats
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,17 +41,23 @@ from sqlalchemy import text  # noqa: E402
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.logging import configure_root_logger  # noqa: E402
-from app.models import Strategy, UserSubscription  # noqa: E402
+from app.models import Strategy, User, UserSubscription  # noqa: E402
 from app.services.accounts import create_user  # noqa: E402
 from app.services.catalog import plan_by_name, seed_plans_from_config  # noqa: E402
+from app.services.sync import sync_customer  # noqa: E402
+from bench import history  # noqa: E402
 from bench.bare_flask import app as bare_app  # noqa: E402
 from bench.baselines import ungated_api_blueprint  # noqa: E402
+from stripe_emulator.testing import EmulatorServer  # noqa: E402
 
 PRO_EMAIL, PRO_PASSWORD = "bench-pro@example.com", "bench-password-1"
+#: The logged-in pages measured (the Pro user's, logged in through the form), against bare Flask's hello.
+PAGES = ("/account", "/billing")
 
 
-def production_app(database_url: str, redis_url: str):
-    """The app as production configures it, with the bench's bare route `/bench/hello`."""
+def production_app(database_url: str, redis_url: str, stripe_api_base: str | None = None):
+    """The app as production configures it, with the bench's bare route `/bench/hello` (on `stripe_api_base`, the
+    emulator's URL, when given)."""
     config = {
         "ENVIRONMENT": "production",
         "DATABASE_URL": database_url,
@@ -66,6 +76,9 @@ def production_app(database_url: str, redis_url: str):
         "ALLOWED_ORIGINS": '["https://bench.example.com"]',
         # As in make bench: the per-user API limit (300/min) is checked on every call but never reached.
         "RATELIMIT_API": "100000000 per minute",
+        # As in make bench: the billing page's per-user limit (10/min) is checked on every view but never reached.
+        "RATELIMIT_BILLING": "100000000 per minute",
+        **({"STRIPE_API_BASE": stripe_api_base, "STRIPE_SECRET_KEY": "sk_test_emulator"} if stripe_api_base else {}),
     }
     app = create_app(config)
 
@@ -104,6 +117,35 @@ def add_pro_user() -> None:
     db.session.commit()
 
 
+def pay_in_emulator(app, emulator: EmulatorServer) -> None:
+    """The Pro user pays for Pro through the emulator's Checkout, as in make bench: their subscription row is
+    the emulator's (synced as the app copies it from Stripe), so that their billing page finds a card and an
+    invoice in Stripe (then in the app's cache, as a running app keeps them)."""
+    with app.app_context():
+        user = db.session.scalar(db.select(User).where(User.email == PRO_EMAIL))
+        customer = history.Customer(user.id, PRO_EMAIL)
+        history.subscribe_customer(emulator.client(), emulator.url, customer, "price_pro_monthly")
+        user.stripe_customer_id = customer.customer_id
+        db.session.execute(
+            db.update(UserSubscription)
+            .where(UserSubscription.user_id == user.id)
+            .values(stripe_subscription_id=customer.subscription_id)
+        )
+        db.session.commit()
+        sync_customer(customer.customer_id)
+
+
+def logged_in_client(app, base_url: str):
+    """A test client of the Pro user, logged in through the log-in form (its CSRF token and Referer included)."""
+    client = app.test_client()
+    page = client.get("/login", base_url=base_url).get_data(as_text=True)
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    form = {"csrf_token": token, "email": PRO_EMAIL, "password": PRO_PASSWORD, "next": ""}
+    response = client.post("/login", base_url=base_url, data=form, headers={"Referer": base_url + "/login"})
+    assert response.status_code in (302, 303), response.status_code
+    return client
+
+
 def rate(client, path: str, requests: int, base_url: str, headers: dict | None = None) -> float:
     """Requests per CPU second of `requests` sequential GETs (each must answer 200)."""
     started = time.process_time()
@@ -125,13 +167,19 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile-pages", action="store_true", help="cProfile (CPU time) /account and /billing")
     options = parser.parse_args()
-    if True:
-        app = production_app(os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"])
+    with EmulatorServer() as emulator:
+        app = production_app(os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"], emulator.url)
+        pay_in_emulator(app, emulator)
         bare, ours = bare_app.test_client(), app.test_client()
         https = "https://bench.example.com"
         token = access_token(ours, https)
+        member = logged_in_client(app, https)
+        for path in PAGES:  # the catalogue, the cached entitlements and Stripe summary, as a running app has them
+            rate(member, path, 5, https)
         best: dict[str, float] = {"bare": 0.0, "hello": 0.0, "pricing": 0.0, "gated": 0.0, "ungated": 0.0}
+        best.update((path, 0.0) for path in PAGES)
         api = options.requests // 4
         for _ in range(options.rounds):  # interleaved: the best of each, from the same stretch of time
             best["bare"] = max(best["bare"], rate(bare, "/hello", options.requests, https))
@@ -139,19 +187,26 @@ def main() -> int:
             best["pricing"] = max(best["pricing"], rate(ours, "/pricing", options.requests // 4, https))
             best["gated"] = max(best["gated"], rate(ours, "/api/v1/strategies", api, https, token))
             best["ungated"] = max(best["ungated"], rate(ours, "/bench/api/strategies-ungated", api, https, token))
+            for path in PAGES:
+                best[path] = max(best[path], rate(member, path, options.requests // 4, https))
         report = {name: round(value) for name, value in best.items()}
         report.update(
             hello_ratio=round(best["hello"] / best["bare"], 3),
             pricing_ratio=round(best["pricing"] / best["bare"], 3),
             gated_ratio=round(best["gated"] / best["ungated"], 3),
+            **{f"{path.strip('/')}_ratio": round(best[path] / best["bare"], 3) for path in PAGES},
             load=[round(x, 1) for x in os.getloadavg()],
         )
         print(json.dumps(report))
-        if options.profile:
-            profiler = cProfile.Profile()
-            profiler.runcall(rate, ours, "/bench/hello", options.requests, https)
+        profiled = [(ours, "/bench/hello")] if options.profile else []
+        profiled += [(member, path) for path in PAGES] if options.profile_pages else []
+        for client, path in profiled:
+            profiler = cProfile.Profile(time.process_time)
+            profiler.runcall(rate, client, path, options.requests // (1 if path == "/bench/hello" else 4), https)
             text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
+            stats = pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("PROFILE_SORT", "cumulative"))
+            stats.print_stats(int(os.environ.get("PROFILE_LINES", "30")))
+            print("=====", path, "(CPU time)")
             print(text.getvalue())
     return 0
 

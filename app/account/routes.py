@@ -1,4 +1,4 @@
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
@@ -179,10 +179,18 @@ def render_account(
         subscription=subscription,
         outlook=plan_outlook(user, subscription),
         usage=usage_summary(user.id, facts.used, plan_entitlements(plan)),
+        usage_line=usage_line(),
         email_fields=form_fields("account/_email_fields.html", email_form or ChangeEmailForm),
         password_fields=form_fields("account/_password_fields.html", password_form or ChangePasswordForm),
         email_verified=facts.email_verified,
     ), status
+
+
+def usage_line() -> Callable[..., Markup]:
+    """The usage macro of strategies/_usage.html, from the module Jinja keeps of it: an `{% from … import %}` in
+    the page would have Jinja compare the whole set of the templates' globals on every render to decide it may
+    reuse that module."""
+    return current_app.jinja_env.get_template("strategies/_usage.html").module.usage_line  # type: ignore[attr-defined]
 
 
 def form_fields(template: str, form: FlaskForm | type[FlaskForm]) -> Markup:
@@ -190,6 +198,9 @@ def form_fields(template: str, form: FlaskForm | type[FlaskForm]) -> Markup:
     same to everyone, so it is rendered once per app. The CSRF token is the page's own, outside the fragment."""
     if isinstance(form, FlaskForm):
         return Markup(render_template(template, form=form))
+    rendered = current_app.extensions.get("account_fragments", {}).get((template, None))
+    if rendered is not None:  # no blank form built only to be thrown away
+        return rendered
     return shared_fragment(template, None, form=form(formdata=None, meta={"csrf": False}))
 
 

@@ -87,7 +87,8 @@ def show_billing():
     if request.args.get("from") == "portal" and may_refresh_from_stripe(current_user.id):
         sync_after_portal(current_user.id)
     # The page's forms carry only the CSRF token (and fixed hidden fields): no form objects are built for them.
-    return render_template("billing/index.html", summary=billing_summary(current_user))
+    # The summary reads the user's id and customer id a few times: from the object, not through the proxy.
+    return render_template("billing/index.html", summary=billing_summary(current_user._get_current_object()))
 
 
 @bp.get("/checkout")

@@ -16,9 +16,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import flask_login.utils
 import pytest
 import sqlalchemy as sa
+from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf
+from jinja2 import Template
 from werkzeug.routing import MapAdapter
 
 from app.extensions import db
@@ -233,3 +236,94 @@ def test_a_pages_own_values_cannot_stand_in_for_the_log_in_checks(app, pro_clien
         db.session.commit()
     response = pro_client.get("/account")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_logged_in_view_opens_no_transaction_on_the_server(app, pro_client, path):
+    """The log-in check is the first statement of the request: it reads in autocommit, so that a page that only
+    reads sends no BEGIN (and, there being no transaction, no ROLLBACK when its session ends): one round trip. The
+    driver is back in transactions once the statement has run."""
+    seen: list[tuple[str, bool]] = []
+    drivers = []
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        driver = conn.connection.driver_connection
+        drivers.append(driver)
+        seen.append((driver.info.transaction_status.name, driver.autocommit))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "after_cursor_execute", after)
+    try:
+        assert pro_client.get(path).status_code == 200
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", after)
+    assert seen == [("IDLE", True)]
+    assert [driver.autocommit for driver in drivers] == [False]
+
+
+def logged_in_ids(app) -> tuple[int, str]:
+    with app.app_context():
+        user_id = db.session.scalar(sa.select(User.id))
+        session_id = db.session.scalar(sa.select(AuthSession.id).where(AuthSession.revoked_at.is_(None)))
+    return user_id, session_id
+
+
+def test_what_a_request_writes_after_the_log_in_check_is_in_a_transaction(app, pro_client):
+    user_id, session_id = logged_in_ids(app)
+    with app.test_request_context("/account"):
+        user = viewer.logged_in_user(session_id, user_id)
+        assert user is not None
+        user.billing_email = "changed@example.com"
+        db.session.flush()
+        driver = db.session.connection().connection.driver_connection
+        assert (driver.info.transaction_status.name, driver.autocommit) == ("INTRANS", False)
+        db.session.rollback()
+        assert db.session.scalar(sa.select(User.billing_email).where(User.id == user_id)) != "changed@example.com"
+
+
+def test_a_session_with_unflushed_changes_reads_the_log_in_check_in_its_transaction(app, pro_client):
+    """Autoflush before the log-in check must not write outside a transaction: the change is rolled back."""
+    user_id, session_id = logged_in_ids(app)
+    with app.test_request_context("/account"):
+        db.session.add(SubscriptionPlan(name="pending", display_name="Pending", price_monthly=Decimal("1.00")))
+        assert viewer.logged_in_user(session_id, user_id) is not None
+        driver = db.session.connection().connection.driver_connection
+        assert driver.info.transaction_status.name == "INTRANS"
+        db.session.rollback()
+        assert db.session.scalar(sa.select(SubscriptionPlan.id).where(SubscriptionPlan.name == "pending")) is None
+
+
+def test_the_account_page_builds_no_blank_form_it_rendered_before(pro_client):
+    """The blank email and password forms are rendered once per app: a view builds neither form again."""
+    assert calls_of(FlaskForm.__init__, lambda: pro_client.get("/account")) == 0
+
+
+def test_the_account_page_imports_no_macro_module_while_rendering(pro_client):
+    """An `{% from … import %}` in a page has Jinja compare the templates' globals on every render before it may
+    reuse the imported module; the account page is handed the usage macro instead."""
+    imports = 0
+
+    def hook(frame, event, arg):
+        nonlocal imports
+        if event == "call" and frame.f_code is Template._get_default_module.__code__ and frame.f_locals.get("ctx"):
+            imports += 1
+
+    sys.setprofile(hook)
+    try:
+        assert pro_client.get("/account").status_code == 200
+    finally:
+        sys.setprofile(None)
+    assert imports == 0
+
+
+#: Reads of `current_user` through Flask-Login's proxy (each a context lookup and a call) in one view: the request
+#: log's, `login_required`'s, the templates' context and the layout's; the billing summary reads the user object.
+#: (Before: 6 and 12.)
+PROXY_READS = {"/account": 6, "/billing": 8}
+
+
+@pytest.mark.parametrize("path", list(PROXY_READS))
+def test_a_logged_in_view_reads_the_user_through_the_proxy_a_few_times(pro_client, path):
+    reads = calls_of(flask_login.utils._get_user, lambda: pro_client.get(path))
+    assert reads <= PROXY_READS[path]
