@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Protocol
 
 from flask import Flask, Response, after_this_request, current_app, has_request_context, render_template
 from flask_mail import Message
@@ -24,7 +25,7 @@ from sqlalchemy import bindparam, select, text
 
 from app.extensions import db, mail, task_queue
 from app.logging import get_logger
-from app.models import MailOutbox, User, utcnow
+from app.models import MailOutbox, utcnow
 from app.services.signals import CacheWrites, SyncResult
 from app.urls import external_url
 
@@ -45,7 +46,17 @@ SUBJECTS = {
 }
 
 
-def queue_mail(kind: str, dedupe_key: str, user: User, recipient: str | None = None, **context) -> None:
+class Addressee(Protocol):
+    """Whom a mail is for: a `User`, or its id and login email read as values (`sync.UserRef`)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def email(self) -> str: ...
+
+
+def queue_mail(kind: str, dedupe_key: str, user: Addressee, recipient: str | None = None, **context) -> None:
     """Add a mail to the outbox in the current transaction; a second call with the same key adds nothing.
 
     It goes to the user's login email unless `recipient` names another address (the new one of an email change).

@@ -18,7 +18,7 @@ So neither the order nor the number of notifications can leave the copy wrong. T
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -40,7 +40,7 @@ from app.models import (
 )
 from app.models.conversion import conversion_columns
 from app.services import audit, stripe_gateway
-from app.services.catalog import plan_by_name, plan_for_price
+from app.services.catalog import PlanView, plan_view, plan_view_by_name, plan_view_for_price
 from app.services.entitlements import plan_display_name
 from app.services.mail import billing_url, queue_mail
 from app.services.signals import SyncResult, commit_billing
@@ -70,8 +70,77 @@ class Snapshot:
         return self.status in ACCESS_STATUSES
 
     @classmethod
-    def of(cls, row: UserSubscription) -> Snapshot:
+    def of(cls, row: SubscriptionRow) -> Snapshot:
         return cls(row.status, row.plan.name, row.billing_cycle, row.cancel_at_period_end, row.current_period_end)
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """A user as the subscription writer and its mail read it — the id and the login email — for a caller that
+    read them as a row (the webhook handlers: no entity, identity map or attribute instrumentation to pay for)."""
+
+    id: int
+    email: str
+
+
+#: The columns of `user_subscriptions` a `RowState` holds, in its fields' order after `plan`.
+ROW_COLUMNS = (
+    "id",
+    "user_id",
+    "stripe_subscription_id",
+    "plan_id",
+    "billing_cycle",
+    "status",
+    "stripe_price_id",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+    "canceled_at",
+    "ended_at",
+    "trial_end",
+    "last_event_at",
+)
+
+
+@dataclass(frozen=True)
+class RowState:
+    """A row of `user_subscriptions` as plain values, its plan from the cached catalog: what the writer compares,
+    audits and mails from. The webhook handlers read the row as such (`row_state`); the writer takes a
+    `UserSubscription` entity too (the syncs), and gives back what it was given, written."""
+
+    plan: PlanView
+    id: int
+    user_id: int
+    stripe_subscription_id: str
+    plan_id: int
+    billing_cycle: str
+    status: str
+    stripe_price_id: str | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    canceled_at: datetime | None
+    ended_at: datetime | None
+    trial_end: datetime | None
+    last_event_at: int | None
+
+    @property
+    def grants_access(self) -> bool:
+        return self.status in ACCESS_STATUSES
+
+    @classmethod
+    def of(cls, row: UserSubscription) -> RowState:
+        """An entity's values (its plan from the catalog, so the entity's own plan is not loaded for it)."""
+        return cls(plan_view(row.plan_id), *(getattr(row, name) for name in ROW_COLUMNS))
+
+
+def row_state(values: Any) -> RowState:
+    """A `RowState` from a row of `user_subscriptions`' `ROW_COLUMNS` (a Core result row, or a mapping)."""
+    return RowState(plan_view(values.plan_id), *(getattr(values, name) for name in ROW_COLUMNS))
+
+
+#: What the writer takes and gives back: the entity (the syncs) or its values (the webhook handlers).
+SubscriptionRow = UserSubscription | RowState
 
 
 def transitions(old: Snapshot | None, new: Snapshot) -> list[tuple[str, dict[str, Any]]]:
@@ -117,7 +186,7 @@ def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
         return None
     item = items[0]
     price_id = subscription_price_id(sub)
-    found = plan_for_price(price_id)
+    found = plan_view_for_price(price_id)
     if found is None:
         return None
     plan, cycle = found
@@ -145,11 +214,11 @@ def subscription_price_id(sub: dict[str, Any]) -> str | None:
     return id_of(items[0].get("price") or {}) if items else None
 
 
-def plan_change_direction(from_plan: str, to_plan: SubscriptionPlan) -> str:
+def plan_change_direction(from_plan: str, to_plan: PlanView) -> str:
     """upgrade / downgrade by the plans' tiers (sort_order); the same plan in another cycle is a cycle_change."""
     if from_plan == to_plan.name:
         return "cycle_change"
-    previous = plan_by_name(from_plan)
+    previous = plan_view_by_name(from_plan)
     return "upgrade" if previous is None or to_plan.sort_order > previous.sort_order else "downgrade"
 
 
@@ -255,21 +324,28 @@ def event_horizon() -> int | None:
 
 
 def apply_subscription(
-    user: User, sub: dict[str, Any], row: UserSubscription | None, result: SyncResult, event_at: int | None = None
-) -> UserSubscription | None:
+    user: User | UserRef,
+    sub: dict[str, Any],
+    row: SubscriptionRow | None,
+    result: SyncResult,
+    event_at: int | None = None,
+) -> SubscriptionRow | None:
     """Write one Stripe subscription into its row (no commit); audit and queue mail for each transition.
 
     The row is written together with its transitions' audit entries (`write_subscription`). A new row (`row` None)
     is inserted only if no other transaction inserted it since the caller looked: None then, and nothing written;
     the caller reads that row and decides (a sync applies onto it, a webhook compares the event's age first).
+    `row` is the entity (the syncs) or its values (the webhook handlers): what is given back, written, is of the
+    same kind (a new row: an entity for a `User`, values for a `UserRef`).
     """
     fields = subscription_fields(sub)
     if fields is None:
         log.warning("stripe_subscription_unknown_price", subscription=sub.get("id"))
         return row
-    old = Snapshot.of(row) if row is not None else None
-    changes = {name: value for name, value in fields.items() if row is None or getattr(row, name) != value}
-    if event_at is not None and (row is None or (row.last_event_at or 0) < event_at):
+    state = RowState.of(row) if isinstance(row, UserSubscription) else row
+    old = Snapshot.of(state) if state is not None else None
+    changes = {name: value for name, value in fields.items() if state is None or getattr(state, name) != value}
+    if event_at is not None and (state is None or (state.last_event_at or 0) < event_at):
         changes["last_event_at"] = event_at
     plan = fields["plan"]
     new = Snapshot(
@@ -283,11 +359,12 @@ def apply_subscription(
     written = write_subscription(user, sub["id"], row, changes, moves)
     if written is None:
         return None
+    after = written if isinstance(written, RowState) else RowState.of(written)
     for action, details in moves:
         result.actions.append(action)
         result.plans.append(plan.name)
         result.mail_queued |= queue_transition_mail(
-            action, user, written, ended_for=(sub.get("cancellation_details") or {}).get("reason"), previous=old
+            action, user, after, ended_for=(sub.get("cancellation_details") or {}).get("reason"), previous=old
         )
         if action == "subscription.plan_changed":
             result.plan_change_directions.append(plan_change_direction(details["from_plan"], plan))
@@ -295,22 +372,23 @@ def apply_subscription(
 
 
 def write_subscription(
-    user: User,
+    user: User | UserRef,
     subscription_id: str,
-    row: UserSubscription | None,
+    row: SubscriptionRow | None,
     changes: dict[str, Any],
     moves: list[tuple[str, dict[str, Any]]],
-) -> UserSubscription | None:
+) -> SubscriptionRow | None:
     """Write the row's `changes` (insert it when `row` is None) and one audit entry per transition in `moves`.
 
     On PostgreSQL it is one statement: the row's INSERT (unless the row is there) or UPDATE, and the audit entries
     and the user's conversion row (app/models/conversion.py) written from its RETURNING, so they exist exactly
     when the row was written. None when the insert found the row there already (nothing written): the caller
     holds the user's lock, which every writer of the user's rows takes first, so only one committed before the
-    lock was granted can be there. The session's copy of the row is then set to what was written, as a flush
-    would. Elsewhere (SQLite) the ORM writes the same rows, one statement each. (Built from generic constructs,
-    not the dialect's ON CONFLICT, so SQLAlchemy caches its compiled form; built once per shape,
-    `subscription_write_statement`, so it keeps its cache key too.)
+    lock was granted can be there. An entity given (or made, for a `User`) is then set to what was written, as a
+    flush would; values given (or made, for a `UserRef`) are given back with the changes. Elsewhere (SQLite) the
+    ORM writes the same rows, one statement each. (Built from generic constructs, not the dialect's ON CONFLICT,
+    so SQLAlchemy caches its compiled form; built once per shape, `subscription_write_statement`, so it keeps its
+    cache key too.)
     """
     if row is not None and not changes:
         return row
@@ -332,14 +410,23 @@ def write_subscription(
     row_id = db.session.execute(statement, params).scalar()
     if row_id is None:
         return None
+    if row is None and not isinstance(user, User):
+        return RowState(changes["plan"], row_id, *(values[name] for name in ROW_COLUMNS[1:]))
     if row is None:
-        row = UserSubscription(id=row_id, **values, plan=changes["plan"])
+        row = UserSubscription(id=row_id, **values, plan=plan_entity(changes["plan"]))
         make_transient_to_detached(row)
         db.session.add(row)
         return row
+    if isinstance(row, RowState):
+        return replace(row, **changes)
     for name, value in {**changes, "updated_at": now}.items():
-        set_committed_value(row, name, value)
+        set_committed_value(row, name, plan_entity(value) if name == "plan" else value)
     return row
+
+
+def plan_entity(plan: PlanView) -> SubscriptionPlan | None:
+    """The session's entity of a catalog plan, for an entity's `plan` (loaded unless the session has it)."""
+    return db.session.get(SubscriptionPlan, plan.id)
 
 
 @functools.lru_cache(maxsize=256)
@@ -419,27 +506,28 @@ def conversion_writes(written: Any, columns: list[str]) -> list[Any]:
 
 
 def write_subscription_with_orm(
-    user: User,
+    user: User | UserRef,
     subscription_id: str,
-    row: UserSubscription | None,
+    row: SubscriptionRow | None,
     changes: dict[str, Any],
     moves: list[tuple[str, dict[str, Any]]],
-) -> UserSubscription:
+) -> SubscriptionRow:
     """`write_subscription` through the session, for databases without data-modifying CTEs (SQLite)."""
-    if row is None:
-        row = UserSubscription(user_id=user.id, stripe_subscription_id=subscription_id)
-        db.session.add(row)
+    entity = db.session.get(UserSubscription, row.id) if isinstance(row, RowState) else row
+    if entity is None:
+        entity = UserSubscription(user_id=user.id, stripe_subscription_id=subscription_id)
+        db.session.add(entity)
     for name, value in changes.items():
-        setattr(row, name, value)
+        setattr(entity, name, plan_entity(value) if name == "plan" else value)
     for action, details in moves:
         audit.record(action, user.id, subscription=subscription_id, **details)
-    return row
+    return replace(row, **changes) if isinstance(row, RowState) else entity
 
 
 def queue_transition_mail(
     action: str,
-    user: User,
-    row: UserSubscription,
+    user: User | UserRef,
+    row: RowState,
     ended_for: str | None = None,
     previous: Snapshot | None = None,
 ) -> bool:
@@ -490,7 +578,7 @@ def queue_transition_mail(
     return True
 
 
-def took_effect_at_renewal(previous: Snapshot | None, row: UserSubscription) -> bool:
+def took_effect_at_renewal(previous: Snapshot | None, row: RowState) -> bool:
     """A plan change whose new period starts where the old one ended: a change scheduled for the period end (a
     schedule's next phase) has just applied, unlike a change made now, which keeps the period or restarts it
     mid-way."""
@@ -499,7 +587,7 @@ def took_effect_at_renewal(previous: Snapshot | None, row: UserSubscription) -> 
     return row.current_period_start >= previous.period_end
 
 
-def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
+def rows_by_subscription_id(user: User | UserRef) -> dict[str, SubscriptionRow]:
     # populate_existing: rows this session loaded before the user's lock was granted may be stale, and an old
     # snapshot would audit a transition another transaction already audited. Their plans come along (the
     # snapshots read them).
@@ -515,7 +603,7 @@ def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
 
 
 def sync_customer_in_transaction(
-    customer_id: str, result: SyncResult | None = None, user: User | None = None
+    customer_id: str, result: SyncResult | None = None, user: User | UserRef | None = None
 ) -> SyncResult:
     """`sync_customer` without the commit, for callers that own the transaction (the webhook endpoint). A caller
     holding the customer's user, locked, passes it (`user`) instead of having it looked up again."""
@@ -529,8 +617,8 @@ def sync_customer_in_transaction(
 
 
 def sync_user_rows(
-    user: User, customer_id: str, result: SyncResult, rows: dict[str, UserSubscription] | None = None
-) -> dict[str, UserSubscription]:
+    user: User | UserRef, customer_id: str, result: SyncResult, rows: dict[str, SubscriptionRow] | None = None
+) -> dict[str, SubscriptionRow]:
     """Apply the customer's subscriptions from Stripe to the rows of `user` (locked by the caller); the rows after,
     by Stripe id. A caller that has read the user's rows since taking the lock passes them (`rows`)."""
     result.user_id = user.id
