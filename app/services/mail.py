@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from flask import Flask, Response, after_this_request, current_app, has_request_context, render_template
 from flask_mail import Message
@@ -61,9 +61,19 @@ def queue_mail(kind: str, dedupe_key: str, user: Addressee, recipient: str | Non
 
     It goes to the user's login email unless `recipient` names another address (the new one of an email change).
     """
+    db.session.execute(INSERT_MAIL, outbox_row(kind, dedupe_key, user, recipient, **context))
+
+
+#: The columns of an outbox row `outbox_row` gives, in order.
+OUTBOX_COLUMNS = ("dedupe_key", "kind", "user_id", "recipient", "subject", "body", "status", "attempts", "created_at")
+
+
+def outbox_row(kind: str, dedupe_key: str, user: Addressee, recipient: str | None = None, **context) -> dict[str, Any]:
+    """The outbox row of a mail (rendered now), for `queue_mail` or for a writer that inserts it in a statement of
+    its own making (the subscription writer: with the row it follows, in one statement)."""
     subject = SUBJECTS[kind].format(**{k: v for k, v in context.items() if isinstance(v, str)})
     body = render_template(f"mail/{kind}.txt", user=user, **context)
-    values = {
+    return {
         "dedupe_key": dedupe_key,
         "kind": kind,
         "user_id": user.id,
@@ -74,7 +84,6 @@ def queue_mail(kind: str, dedupe_key: str, user: Addressee, recipient: str | Non
         "attempts": 0,
         "created_at": utcnow(),
     }
-    db.session.execute(INSERT_MAIL, values)
 
 
 #: The outbox row unless its (dedupe_key, kind) is there. Written out, as SQLAlchemy caches the compiled form of a

@@ -32,6 +32,7 @@ from app.models import (
     ACCESS_STATUSES,
     BILLING_EMAIL_LENGTH,
     AuditLog,
+    MailOutbox,
     SubscriptionPlan,
     User,
     UserConversion,
@@ -42,7 +43,7 @@ from app.models.conversion import conversion_columns
 from app.services import audit, stripe_gateway
 from app.services.catalog import PlanView, plan_view, plan_view_by_name, plan_view_for_price
 from app.services.entitlements import plan_display_name
-from app.services.mail import billing_url, queue_mail
+from app.services.mail import INSERT_MAIL, OUTBOX_COLUMNS, billing_url, outbox_row
 from app.services.signals import SyncResult, commit_billing
 from app.services.stripe_gateway import StripeObjectMissing, from_timestamp, id_of
 from app.templating import date, money
@@ -356,16 +357,15 @@ def apply_subscription(
         fields["current_period_end"],
     )
     moves = transitions(old, new)
-    written = write_subscription(user, sub["id"], row, changes, moves)
+    ended_for = (sub.get("cancellation_details") or {}).get("reason")
+    mails = [transition_mail(action, user, sub["id"], fields, ended_for=ended_for, previous=old) for action, _ in moves]
+    written = write_subscription(user, sub["id"], row, changes, moves, [mail for mail in mails if mail is not None])
     if written is None:
         return None
-    after = written if isinstance(written, RowState) else RowState.of(written)
-    for action, details in moves:
+    for (action, details), mail in zip(moves, mails, strict=True):
         result.actions.append(action)
         result.plans.append(plan.name)
-        result.mail_queued |= queue_transition_mail(
-            action, user, after, ended_for=(sub.get("cancellation_details") or {}).get("reason"), previous=old
-        )
+        result.mail_queued |= mail is not None
         if action == "subscription.plan_changed":
             result.plan_change_directions.append(plan_change_direction(details["from_plan"], plan))
     return written
@@ -377,12 +377,14 @@ def write_subscription(
     row: SubscriptionRow | None,
     changes: dict[str, Any],
     moves: list[tuple[str, dict[str, Any]]],
+    mails: list[dict[str, Any]] | None = None,
 ) -> SubscriptionRow | None:
-    """Write the row's `changes` (insert it when `row` is None) and one audit entry per transition in `moves`.
+    """Write the row's `changes` (insert it when `row` is None), one audit entry per transition in `moves` and the
+    outbox rows of their `mails` (`mail.outbox_row`; one whose (dedupe_key, kind) is there is not added).
 
-    On PostgreSQL it is one statement: the row's INSERT (unless the row is there) or UPDATE, and the audit entries
-    and the user's conversion row (app/models/conversion.py) written from its RETURNING, so they exist exactly
-    when the row was written. None when the insert found the row there already (nothing written): the caller
+    On PostgreSQL it is one statement: the row's INSERT (unless the row is there) or UPDATE, and the audit entries,
+    the mails and the user's conversion row (app/models/conversion.py) written from its RETURNING, so they exist
+    exactly when the row was written. None when the insert found the row there already (nothing written): the caller
     holds the user's lock, which every writer of the user's rows takes first, so only one committed before the
     lock was granted can be there. An entity given (or made, for a `User`) is then set to what was written, as a
     flush would; values given (or made, for a `UserRef`) are given back with the changes. Elsewhere (SQLite) the
@@ -390,10 +392,14 @@ def write_subscription(
     so SQLAlchemy caches its compiled form; built once per shape, `subscription_write_statement`, so it keeps its
     cache key too.)
     """
+    mails = mails or []
     if row is not None and not changes:
         return row
     if db.engine.dialect.name != "postgresql":
-        return write_subscription_with_orm(user, subscription_id, row, changes, moves)
+        written = write_subscription_with_orm(user, subscription_id, row, changes, moves)
+        for mail in mails:
+            db.session.execute(INSERT_MAIL, mail)
+        return written
     now = utcnow()
     values = {name: value for name, value in changes.items() if name != "plan"}
     values["updated_at"] = now
@@ -401,12 +407,14 @@ def write_subscription(
         values.setdefault("last_event_at", None)
         values.update(user_id=user.id, stripe_subscription_id=subscription_id, created_at=now)
     converted = sorted({column for action, details in moves for column in conversion_columns(action, details)})
-    statement = subscription_write_statement(row is None, tuple(values), len(moves), tuple(converted))
+    statement = subscription_write_statement(row is None, tuple(values), len(moves), tuple(converted), len(mails))
     params: dict[str, Any] = {f"new_{name}": value for name, value in values.items()}
     params.update(owner_id=user.id, subscription_id=subscription_id, row_id=row.id if row else None, at=now)
     for n, (action, details) in enumerate(moves):
         params[f"audit_{n}_action"] = action
         params[f"audit_{n}_details"] = {"subscription": subscription_id, **details}
+    for n, mail in enumerate(mails):
+        params.update({f"mail_{n}_{name}": value for name, value in mail.items()})
     row_id = db.session.execute(statement, params).scalar()
     if row_id is None:
         return None
@@ -431,16 +439,16 @@ def plan_entity(plan: PlanView) -> SubscriptionPlan | None:
 
 @functools.lru_cache(maxsize=256)
 def subscription_write_statement(
-    insert_row: bool, columns: tuple[str, ...], audits: int, converted: tuple[str, ...]
+    insert_row: bool, columns: tuple[str, ...], audits: int, converted: tuple[str, ...], mails: int = 0
 ) -> Any:
     """`write_subscription`'s statement for one shape — insert or update, the columns written, the number of audit
-    entries, the conversion columns set — with every value a bind parameter. Built once per shape: SQLAlchemy keeps
+    entries, the conversion columns set, the number of mails — with every value a bind parameter. Built once per shape: SQLAlchemy keeps
     a statement's cache key on it, so only the first write of a shape builds it and computes its key (most of the
     write's CPU otherwise).
 
     The binds: `new_<column>` per column written; `owner_id`, the user (not `user_id`: an UPDATE takes a bind
     named after one of its columns as that column's new value); `subscription_id`; `row_id` (an update's row);
-    `at`; `audit_<n>_action` and `audit_<n>_details` per entry."""
+    `at`; `audit_<n>_action` and `audit_<n>_details` per entry; `mail_<n>_<column>` per mail."""
     table = subscription_table()
     binds = {name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}
     statement: Any
@@ -453,6 +461,7 @@ def subscription_write_statement(
         statement = update(table).where(table.c.id == bindparam("row_id", type_=Integer())).values(binds)
     written = statement.returning(table.c.id).cte("written_row")
     ctes = [audit_entry(written, n) for n in range(audits)]
+    ctes += [outbox_entry(written, n) for n in range(mails)]
     if converted:
         ctes += conversion_writes(written, list(converted))
     return select(written.c.id).add_cte(*ctes)
@@ -480,6 +489,18 @@ def audit_entry(written: Any, n: int) -> Any:
         )
         .cte(f"audit_{n}")
     )
+
+
+def outbox_entry(written: Any, n: int) -> Any:
+    """The `n`th mail's outbox row (binds `mail_<n>_<column>`), inserted once per row `written` returns unless its
+    (dedupe_key, kind) is there. NOT EXISTS rather than ON CONFLICT (whose compiled form SQLAlchemy does not
+    cache): the writer holds the user's lock, which every writer of a subscription's transition mail takes first,
+    so no other transaction adds the same mail meanwhile (and the unique key stays the last guard)."""
+    table = cast(Table, MailOutbox.__table__)
+    binds = {name: bindparam(f"mail_{n}_{name}", type_=table.c[name].type) for name in OUTBOX_COLUMNS}
+    absent = ~exists().where(table.c.dedupe_key == binds["dedupe_key"], table.c.kind == binds["kind"])
+    rows = select(*binds.values()).select_from(written).where(absent)
+    return insert(table).from_select(list(OUTBOX_COLUMNS), rows).cte(f"mail_{n}")
 
 
 def conversion_writes(written: Any, columns: list[str]) -> list[Any]:
@@ -514,77 +535,81 @@ def write_subscription_with_orm(
 ) -> SubscriptionRow:
     """`write_subscription` through the session, for databases without data-modifying CTEs (SQLite)."""
     entity = db.session.get(UserSubscription, row.id) if isinstance(row, RowState) else row
+    # Every value first (the plan's look-up may flush the session), then a new row joins the session whole.
+    values = {name: plan_entity(value) if name == "plan" else value for name, value in changes.items()}
     if entity is None:
         entity = UserSubscription(user_id=user.id, stripe_subscription_id=subscription_id)
         db.session.add(entity)
-    for name, value in changes.items():
-        setattr(entity, name, plan_entity(value) if name == "plan" else value)
+    for name, value in values.items():
+        setattr(entity, name, value)
     for action, details in moves:
         audit.record(action, user.id, subscription=subscription_id, **details)
     return replace(row, **changes) if isinstance(row, RowState) else entity
 
 
-def queue_transition_mail(
+def transition_mail(
     action: str,
     user: User | UserRef,
-    row: RowState,
+    subscription_id: str,
+    fields: dict[str, Any],
     ended_for: str | None = None,
     previous: Snapshot | None = None,
-) -> bool:
-    """The mails that follow a transition, keyed by the transition so that none is ever sent twice.
+) -> dict[str, Any] | None:
+    """The outbox row of the mail that follows a transition (None: it has none), keyed by the transition so that
+    none is ever sent twice. `fields` are the row's columns once written (`subscription_fields`).
 
     `ended_for` is Stripe's `cancellation_details.reason`: a subscription ended because its payment failed after
     every retry gets one mail saying so (the last failed attempt sends no dunning mail of its own). `previous` is
     the row before the change: a plan change that starts with a new period is a scheduled change taking effect.
     """
-    common = {"plan": row.plan.display_name, "cycle": row.billing_cycle, "billing_url": billing_url()}
+    plan, cycle = fields["plan"], fields["billing_cycle"]
+    period_start, period_end = fields["current_period_start"], fields["current_period_end"]
+    common = {"plan": plan.display_name, "cycle": cycle, "billing_url": billing_url()}
     if action == "subscription.activated":
-        queue_mail(
+        return outbox_row(
             "subscription_activated",
-            f"{row.stripe_subscription_id}:activated:{iso(row.current_period_start)}",
+            f"{subscription_id}:activated:{iso(period_start)}",
             user,
-            renews=date(row.current_period_end),
+            renews=date(period_end),
             **common,
         )
-    elif action == "subscription.cancel_scheduled":
-        queue_mail(
+    if action == "subscription.cancel_scheduled":
+        return outbox_row(
             "cancellation_scheduled",
-            f"{row.stripe_subscription_id}:cancel:{iso(row.current_period_end)}",
+            f"{subscription_id}:cancel:{iso(period_end)}",
             user,
-            date=date(row.current_period_end),
+            date=date(period_end),
             **common,
         )
-    elif action == "subscription.plan_changed" and took_effect_at_renewal(previous, row):
+    if action == "subscription.plan_changed" and took_effect_at_renewal(previous, period_start):
         assert previous is not None  # took_effect_at_renewal answers False without it
-        queue_mail(
+        return outbox_row(
             "scheduled_change_applied",
-            f"{row.stripe_subscription_id}:plan:{iso(row.current_period_start)}",
+            f"{subscription_id}:plan:{iso(period_start)}",
             user,
             previous_plan=plan_display_name(previous.plan),
-            amount=f"{money(row.plan.price_for(row.billing_cycle))} a {'year' if row.billing_cycle == 'yearly' else 'month'}",
-            renews=date(row.current_period_end),
+            amount=f"{money(plan.price_for(cycle))} a {'year' if cycle == 'yearly' else 'month'}",
+            renews=date(period_end),
             **common,
         )
-    elif action == "subscription.canceled":
-        queue_mail(
+    if action == "subscription.canceled":
+        return outbox_row(
             "subscription_ended",
-            f"{row.stripe_subscription_id}:ended",
+            f"{subscription_id}:ended",
             user,
             payment_failed=ended_for == "payment_failed",
             **common,
         )
-    else:
-        return False
-    return True
+    return None
 
 
-def took_effect_at_renewal(previous: Snapshot | None, row: RowState) -> bool:
-    """A plan change whose new period starts where the old one ended: a change scheduled for the period end (a
-    schedule's next phase) has just applied, unlike a change made now, which keeps the period or restarts it
-    mid-way."""
-    if previous is None or previous.period_end is None or row.current_period_start is None:
+def took_effect_at_renewal(previous: Snapshot | None, period_start: datetime | None) -> bool:
+    """A plan change whose new period (starting at `period_start`) starts where the old one ended: a change
+    scheduled for the period end (a schedule's next phase) has just applied, unlike a change made now, which keeps
+    the period or restarts it mid-way."""
+    if previous is None or previous.period_end is None or period_start is None:
         return False
-    return row.current_period_start >= previous.period_end
+    return period_start >= previous.period_end
 
 
 def rows_by_subscription_id(user: User | UserRef) -> dict[str, SubscriptionRow]:
