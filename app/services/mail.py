@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from flask import Flask, Response, after_this_request, current_app, has_request_context, render_template
 from flask_mail import Message
 from redis.exceptions import RedisError
-from rq import Retry
+from rq import Queue, Retry
 from sqlalchemy import bindparam, select, text
 
 from app.extensions import db, mail, task_queue
@@ -147,9 +147,25 @@ def deliver_queued(sender, change: SyncResult, writes: CacheWrites | None = None
     request, may wait on SMTP, and the user's next page must not wait with it."""
     if not change.mail_queued:
         return
+    queue = task_queue()
+    if writes is not None and queue is not None and writes.shares_server(queue.connection):
+        # The job joins the cache writes' pipeline (one round trip for all), opened as MULTI by RQ: the worker
+        # cannot see the job before the caches are dropped.
+        writes.add_first(lambda pipeline: enqueue_delivery(queue, pipeline), on_failure=enqueue_failed)
+        return
     if writes is not None:
         writes.send()
     request_delivery()
+
+
+def enqueue_delivery(queue: Queue, pipeline: Any = None) -> None:
+    """Enqueue a delivery job, sent at once or with `pipeline` (RQ then only adds its writes to it)."""
+    queue.enqueue_call(DELIVER_TASK, timeout=120, failure_ttl=7 * 24 * 3600, retry=MAIL_RETRY, pipeline=pipeline)
+
+
+def enqueue_failed(error: Exception) -> None:
+    """The rows wait in the outbox: the scheduled sweep sends them once Redis is back."""
+    log.warning("mail_enqueue_failed", error=f"{type(error).__name__}: {error}")
 
 
 def request_delivery() -> None:
@@ -159,9 +175,9 @@ def request_delivery() -> None:
         deliver_after_response()
         return
     try:
-        queue.enqueue(DELIVER_TASK, retry=MAIL_RETRY, job_timeout=120, failure_ttl=7 * 24 * 3600)
-    except RedisError as error:  # the rows wait in the outbox: the scheduled sweep sends them once Redis is back
-        log.warning("mail_enqueue_failed", error=f"{type(error).__name__}: {error}")
+        enqueue_delivery(queue)
+    except RedisError as error:
+        enqueue_failed(error)
 
 
 def deliver_after_response() -> None:
