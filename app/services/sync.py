@@ -13,6 +13,8 @@ subscription object into its row (auditing each transition and queueing its mail
 
 So neither the order nor the number of notifications can leave the copy wrong. The pure rules — `Snapshot`,
 `transitions`, `subscription_fields`, `plan_change_direction` — take plain values and are importable on their own.
+The writer takes the row as an entity (the syncs, which read all of a user's rows) or as values (`RowState`, with
+`UserRef` for its user: the webhook handlers, which read one row as a Core row), plans from the cached catalog.
 """
 
 from __future__ import annotations
