@@ -684,6 +684,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         * delta(after, before, "stripe_webhook_processing_seconds_sum")
         / max(delta(after, before, "stripe_webhook_processing_seconds_count"), 1)
     )
+    log(f"  server-side handling {handling_ms:.1f} ms per event (Prometheus histogram); mix {sorted(mix.items())}")
     notes.append(
         f"**Webhooks**: {len(main_bodies)} events of {main_customers} customers from the emulator's history "
         f"(subscribe through Checkout, one in seven with a card that fails at renewal; upgrade, switch, cancel, "

@@ -280,6 +280,34 @@ def plan_for_price(price_id: str | None) -> tuple[SubscriptionPlan, str] | None:
     return None
 
 
+def plan_view_for_price(price_id: str | None) -> tuple[PlanView, str] | None:
+    """`plan_for_price` as plain values: the cached catalog's plan, nothing loaded into the session (the webhook's
+    writer reads only the plan's values)."""
+    if not price_id:
+        return None
+    for view in catalog():
+        for cycle in ("monthly", "yearly"):
+            if view.stripe_price_id_for(cycle) == price_id:
+                return view, cycle
+    return None
+
+
+def plan_view(plan_id: int) -> PlanView:
+    """The catalog's plan of id `plan_id` (a row's plan: it exists, as the foreign key holds). A plan seeded by
+    another process since this one read the catalog is not in its copy yet: the copy is then read again."""
+    for _ in range(2):
+        for view in catalog():
+            if view.id == plan_id:
+                return view
+        forget_catalog()
+    raise LookupError(f"no plan {plan_id} in the catalog")
+
+
+def plan_view_by_name(name: str) -> PlanView | None:
+    """The catalog's plan called `name` (active or retired), or None."""
+    return next((view for view in catalog() if view.name == name), None)
+
+
 @dataclass(frozen=True)
 class PlanChoice:
     """A paid plan and billing cycle someone chose on the pricing page, as the sign-up and review pages show it."""

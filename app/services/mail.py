@@ -15,16 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any, Protocol
 
 from flask import Flask, Response, after_this_request, current_app, has_request_context, render_template
 from flask_mail import Message
 from redis.exceptions import RedisError
-from rq import Retry
+from rq import Queue, Retry
 from sqlalchemy import bindparam, select, text
 
 from app.extensions import db, mail, task_queue
 from app.logging import get_logger
-from app.models import MailOutbox, User, utcnow
+from app.models import MailOutbox, utcnow
 from app.services.signals import CacheWrites, SyncResult
 from app.urls import external_url
 
@@ -45,14 +46,34 @@ SUBJECTS = {
 }
 
 
-def queue_mail(kind: str, dedupe_key: str, user: User, recipient: str | None = None, **context) -> None:
+class Addressee(Protocol):
+    """Whom a mail is for: a `User`, or its id and login email read as values (`sync.UserRef`)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def email(self) -> str: ...
+
+
+def queue_mail(kind: str, dedupe_key: str, user: Addressee, recipient: str | None = None, **context) -> None:
     """Add a mail to the outbox in the current transaction; a second call with the same key adds nothing.
 
     It goes to the user's login email unless `recipient` names another address (the new one of an email change).
     """
+    db.session.execute(INSERT_MAIL, outbox_row(kind, dedupe_key, user, recipient, **context))
+
+
+#: The columns of an outbox row `outbox_row` gives, in order.
+OUTBOX_COLUMNS = ("dedupe_key", "kind", "user_id", "recipient", "subject", "body", "status", "attempts", "created_at")
+
+
+def outbox_row(kind: str, dedupe_key: str, user: Addressee, recipient: str | None = None, **context) -> dict[str, Any]:
+    """The outbox row of a mail (rendered now), for `queue_mail` or for a writer that inserts it in a statement of
+    its own making (the subscription writer: with the row it follows, in one statement)."""
     subject = SUBJECTS[kind].format(**{k: v for k, v in context.items() if isinstance(v, str)})
     body = render_template(f"mail/{kind}.txt", user=user, **context)
-    values = {
+    return {
         "dedupe_key": dedupe_key,
         "kind": kind,
         "user_id": user.id,
@@ -63,7 +84,6 @@ def queue_mail(kind: str, dedupe_key: str, user: User, recipient: str | None = N
         "attempts": 0,
         "created_at": utcnow(),
     }
-    db.session.execute(INSERT_MAIL, values)
 
 
 #: The outbox row unless its (dedupe_key, kind) is there. Written out, as SQLAlchemy caches the compiled form of a
@@ -127,9 +147,25 @@ def deliver_queued(sender, change: SyncResult, writes: CacheWrites | None = None
     request, may wait on SMTP, and the user's next page must not wait with it."""
     if not change.mail_queued:
         return
+    queue = task_queue()
+    if writes is not None and queue is not None and writes.shares_server(queue.connection):
+        # The job joins the cache writes' pipeline (one round trip for all), opened as MULTI by RQ: the worker
+        # cannot see the job before the caches are dropped.
+        writes.add_first(lambda pipeline: enqueue_delivery(queue, pipeline), on_failure=enqueue_failed)
+        return
     if writes is not None:
         writes.send()
     request_delivery()
+
+
+def enqueue_delivery(queue: Queue, pipeline: Any = None) -> None:
+    """Enqueue a delivery job, sent at once or with `pipeline` (RQ then only adds its writes to it)."""
+    queue.enqueue_call(DELIVER_TASK, timeout=120, failure_ttl=7 * 24 * 3600, retry=MAIL_RETRY, pipeline=pipeline)
+
+
+def enqueue_failed(error: Exception) -> None:
+    """The rows wait in the outbox: the scheduled sweep sends them once Redis is back."""
+    log.warning("mail_enqueue_failed", error=f"{type(error).__name__}: {error}")
 
 
 def request_delivery() -> None:
@@ -139,9 +175,9 @@ def request_delivery() -> None:
         deliver_after_response()
         return
     try:
-        queue.enqueue(DELIVER_TASK, retry=MAIL_RETRY, job_timeout=120, failure_ttl=7 * 24 * 3600)
-    except RedisError as error:  # the rows wait in the outbox: the scheduled sweep sends them once Redis is back
-        log.warning("mail_enqueue_failed", error=f"{type(error).__name__}: {error}")
+        enqueue_delivery(queue)
+    except RedisError as error:
+        enqueue_failed(error)
 
 
 def deliver_after_response() -> None:

@@ -69,6 +69,22 @@ class CacheWrites:
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, tuple[Any, ...], OnFailure | None]] = []
+        #: Writes of another client's making added to the pipeline first (`add_first`), each with its on_failure.
+        self.first: list[tuple[Callable[[Any], Any], OnFailure | None]] = []
+
+    def shares_server(self, client: Any) -> bool:
+        """Whether `client` (another redis-py client: the task queue's) talks to the Redis server and database these
+        writes go to, so that its writes can join their pipeline (`add_first`)."""
+        ours = cache_redis()
+        if ours is None or client is None:
+            return False
+        return server_of(ours) == server_of(client)
+
+    def add_first(self, add: Callable[[Any], Any], on_failure: OnFailure | None = None) -> None:
+        """Have `add(pipeline)` put its commands in the pipeline before the others (a library that builds its own
+        writes on a given pipeline, such as RQ's enqueue, which may open it as MULTI: only before any command).
+        Only for a client that `shares_server` with the cache."""
+        self.first.append((add, on_failure))
 
     def delete(self, *keys: str, on_failure: OnFailure | None = None) -> None:
         """Drop app-cache entries (`cache.delete_many` without its read-back of each key)."""
@@ -100,13 +116,17 @@ class CacheWrites:
                 on_failure(error)
 
     def send(self) -> None:
-        """Send what is pending in one pipeline (no MULTI: each write stands alone), then forget it."""
+        """Send what is pending in one pipeline (no MULTI: each write stands alone, unless a write added first opened
+        one: then all apply together), then forget it."""
         pending, self.pending = self.pending, []
+        first, self.first = self.first, []
         client = cache_redis()
-        if not pending or client is None:
+        if not (pending or first) or client is None:
             return
         try:
             pipe = client.pipeline(transaction=False)
+            for add, _ in first:
+                add(pipe)
             for command, args, _ in pending:
                 if command == "set":
                     key, value, seconds = args
@@ -115,9 +135,15 @@ class CacheWrites:
                     pipe.delete(*args)
             pipe.execute()
         except Exception as error:  # noqa: BLE001 - Redis down: each write says so its own way
-            for _, _, on_failure in pending:
+            for on_failure in [on_failure for _, on_failure in first] + [on_failure for _, _, on_failure in pending]:
                 if on_failure is not None:
                     on_failure(error)
+
+
+def server_of(client: Any) -> tuple[Any, ...]:
+    """The server and database a redis-py client talks to (its pool's connection settings)."""
+    settings = client.connection_pool.connection_kwargs
+    return tuple(settings.get(key) for key in ("host", "port", "path", "db", "username"))
 
 
 def announce(change: SyncResult, writes: CacheWrites | None = None) -> None:

@@ -13,12 +13,14 @@ subscription object into its row (auditing each transition and queueing its mail
 
 So neither the order nor the number of notifications can leave the copy wrong. The pure rules — `Snapshot`,
 `transitions`, `subscription_fields`, `plan_change_direction` — take plain values and are importable on their own.
+The writer takes the row as an entity (the syncs, which read all of a user's rows) or as values (`RowState`, with
+`UserRef` for its user: the webhook handlers, which read one row as a Core row), plans from the cached catalog.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -32,6 +34,7 @@ from app.models import (
     ACCESS_STATUSES,
     BILLING_EMAIL_LENGTH,
     AuditLog,
+    MailOutbox,
     SubscriptionPlan,
     User,
     UserConversion,
@@ -40,9 +43,9 @@ from app.models import (
 )
 from app.models.conversion import conversion_columns
 from app.services import audit, stripe_gateway
-from app.services.catalog import plan_by_name, plan_for_price
+from app.services.catalog import PlanView, plan_view, plan_view_by_name, plan_view_for_price
 from app.services.entitlements import plan_display_name
-from app.services.mail import billing_url, queue_mail
+from app.services.mail import INSERT_MAIL, OUTBOX_COLUMNS, billing_url, outbox_row
 from app.services.signals import SyncResult, commit_billing
 from app.services.stripe_gateway import StripeObjectMissing, from_timestamp, id_of
 from app.templating import date, money
@@ -70,8 +73,77 @@ class Snapshot:
         return self.status in ACCESS_STATUSES
 
     @classmethod
-    def of(cls, row: UserSubscription) -> Snapshot:
+    def of(cls, row: SubscriptionRow) -> Snapshot:
         return cls(row.status, row.plan.name, row.billing_cycle, row.cancel_at_period_end, row.current_period_end)
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """A user as the subscription writer and its mail read it — the id and the login email — for a caller that
+    read them as a row (the webhook handlers: no entity, identity map or attribute instrumentation to pay for)."""
+
+    id: int
+    email: str
+
+
+#: The columns of `user_subscriptions` a `RowState` holds, in its fields' order after `plan`.
+ROW_COLUMNS = (
+    "id",
+    "user_id",
+    "stripe_subscription_id",
+    "plan_id",
+    "billing_cycle",
+    "status",
+    "stripe_price_id",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+    "canceled_at",
+    "ended_at",
+    "trial_end",
+    "last_event_at",
+)
+
+
+@dataclass(frozen=True)
+class RowState:
+    """A row of `user_subscriptions` as plain values, its plan from the cached catalog: what the writer compares,
+    audits and mails from. The webhook handlers read the row as such (`row_state`); the writer takes a
+    `UserSubscription` entity too (the syncs), and gives back what it was given, written."""
+
+    plan: PlanView
+    id: int
+    user_id: int
+    stripe_subscription_id: str
+    plan_id: int
+    billing_cycle: str
+    status: str
+    stripe_price_id: str | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    canceled_at: datetime | None
+    ended_at: datetime | None
+    trial_end: datetime | None
+    last_event_at: int | None
+
+    @property
+    def grants_access(self) -> bool:
+        return self.status in ACCESS_STATUSES
+
+    @classmethod
+    def of(cls, row: UserSubscription) -> RowState:
+        """An entity's values (its plan from the catalog, so the entity's own plan is not loaded for it)."""
+        return cls(plan_view(row.plan_id), *(getattr(row, name) for name in ROW_COLUMNS))
+
+
+def row_state(values: Any) -> RowState:
+    """A `RowState` from a row of `user_subscriptions`' `ROW_COLUMNS` (a Core result row, or a mapping)."""
+    return RowState(plan_view(values.plan_id), *(getattr(values, name) for name in ROW_COLUMNS))
+
+
+#: What the writer takes and gives back: the entity (the syncs) or its values (the webhook handlers).
+SubscriptionRow = UserSubscription | RowState
 
 
 def transitions(old: Snapshot | None, new: Snapshot) -> list[tuple[str, dict[str, Any]]]:
@@ -117,7 +189,7 @@ def subscription_fields(sub: dict[str, Any]) -> dict[str, Any] | None:
         return None
     item = items[0]
     price_id = subscription_price_id(sub)
-    found = plan_for_price(price_id)
+    found = plan_view_for_price(price_id)
     if found is None:
         return None
     plan, cycle = found
@@ -145,11 +217,11 @@ def subscription_price_id(sub: dict[str, Any]) -> str | None:
     return id_of(items[0].get("price") or {}) if items else None
 
 
-def plan_change_direction(from_plan: str, to_plan: SubscriptionPlan) -> str:
+def plan_change_direction(from_plan: str, to_plan: PlanView) -> str:
     """upgrade / downgrade by the plans' tiers (sort_order); the same plan in another cycle is a cycle_change."""
     if from_plan == to_plan.name:
         return "cycle_change"
-    previous = plan_by_name(from_plan)
+    previous = plan_view_by_name(from_plan)
     return "upgrade" if previous is None or to_plan.sort_order > previous.sort_order else "downgrade"
 
 
@@ -255,21 +327,28 @@ def event_horizon() -> int | None:
 
 
 def apply_subscription(
-    user: User, sub: dict[str, Any], row: UserSubscription | None, result: SyncResult, event_at: int | None = None
-) -> UserSubscription | None:
+    user: User | UserRef,
+    sub: dict[str, Any],
+    row: SubscriptionRow | None,
+    result: SyncResult,
+    event_at: int | None = None,
+) -> SubscriptionRow | None:
     """Write one Stripe subscription into its row (no commit); audit and queue mail for each transition.
 
     The row is written together with its transitions' audit entries (`write_subscription`). A new row (`row` None)
     is inserted only if no other transaction inserted it since the caller looked: None then, and nothing written;
     the caller reads that row and decides (a sync applies onto it, a webhook compares the event's age first).
+    `row` is the entity (the syncs) or its values (the webhook handlers): what is given back, written, is of the
+    same kind (a new row: an entity for a `User`, values for a `UserRef`).
     """
     fields = subscription_fields(sub)
     if fields is None:
         log.warning("stripe_subscription_unknown_price", subscription=sub.get("id"))
         return row
-    old = Snapshot.of(row) if row is not None else None
-    changes = {name: value for name, value in fields.items() if row is None or getattr(row, name) != value}
-    if event_at is not None and (row is None or (row.last_event_at or 0) < event_at):
+    state = RowState.of(row) if isinstance(row, UserSubscription) else row
+    old = Snapshot.of(state) if state is not None else None
+    changes = {name: value for name, value in fields.items() if state is None or getattr(state, name) != value}
+    if event_at is not None and (state is None or (state.last_event_at or 0) < event_at):
         changes["last_event_at"] = event_at
     plan = fields["plan"]
     new = Snapshot(
@@ -280,42 +359,49 @@ def apply_subscription(
         fields["current_period_end"],
     )
     moves = transitions(old, new)
-    written = write_subscription(user, sub["id"], row, changes, moves)
+    ended_for = (sub.get("cancellation_details") or {}).get("reason")
+    mails = [transition_mail(action, user, sub["id"], fields, ended_for=ended_for, previous=old) for action, _ in moves]
+    written = write_subscription(user, sub["id"], row, changes, moves, [mail for mail in mails if mail is not None])
     if written is None:
         return None
-    for action, details in moves:
+    for (action, details), mail in zip(moves, mails, strict=True):
         result.actions.append(action)
         result.plans.append(plan.name)
-        result.mail_queued |= queue_transition_mail(
-            action, user, written, ended_for=(sub.get("cancellation_details") or {}).get("reason"), previous=old
-        )
+        result.mail_queued |= mail is not None
         if action == "subscription.plan_changed":
             result.plan_change_directions.append(plan_change_direction(details["from_plan"], plan))
     return written
 
 
 def write_subscription(
-    user: User,
+    user: User | UserRef,
     subscription_id: str,
-    row: UserSubscription | None,
+    row: SubscriptionRow | None,
     changes: dict[str, Any],
     moves: list[tuple[str, dict[str, Any]]],
-) -> UserSubscription | None:
-    """Write the row's `changes` (insert it when `row` is None) and one audit entry per transition in `moves`.
+    mails: list[dict[str, Any]] | None = None,
+) -> SubscriptionRow | None:
+    """Write the row's `changes` (insert it when `row` is None), one audit entry per transition in `moves` and the
+    outbox rows of their `mails` (`mail.outbox_row`; one whose (dedupe_key, kind) is there is not added).
 
-    On PostgreSQL it is one statement: the row's INSERT (unless the row is there) or UPDATE, and the audit entries
-    and the user's conversion row (app/models/conversion.py) written from its RETURNING, so they exist exactly
-    when the row was written. None when the insert found the row there already (nothing written): the caller
+    On PostgreSQL it is one statement: the row's INSERT (unless the row is there) or UPDATE, and the audit entries,
+    the mails and the user's conversion row (app/models/conversion.py) written from its RETURNING, so they exist
+    exactly when the row was written. None when the insert found the row there already (nothing written): the caller
     holds the user's lock, which every writer of the user's rows takes first, so only one committed before the
-    lock was granted can be there. The session's copy of the row is then set to what was written, as a flush
-    would. Elsewhere (SQLite) the ORM writes the same rows, one statement each. (Built from generic constructs,
-    not the dialect's ON CONFLICT, so SQLAlchemy caches its compiled form; built once per shape,
-    `subscription_write_statement`, so it keeps its cache key too.)
+    lock was granted can be there. An entity given (or made, for a `User`) is then set to what was written, as a
+    flush would; values given (or made, for a `UserRef`) are given back with the changes. Elsewhere (SQLite) the
+    ORM writes the same rows, one statement each. (Built from generic constructs, not the dialect's ON CONFLICT,
+    so SQLAlchemy caches its compiled form; built once per shape, `subscription_write_statement`, so it keeps its
+    cache key too.)
     """
+    mails = mails or []
     if row is not None and not changes:
         return row
     if db.engine.dialect.name != "postgresql":
-        return write_subscription_with_orm(user, subscription_id, row, changes, moves)
+        written = write_subscription_with_orm(user, subscription_id, row, changes, moves)
+        for mail in mails:
+            db.session.execute(INSERT_MAIL, mail)
+        return written
     now = utcnow()
     values = {name: value for name, value in changes.items() if name != "plan"}
     values["updated_at"] = now
@@ -323,37 +409,48 @@ def write_subscription(
         values.setdefault("last_event_at", None)
         values.update(user_id=user.id, stripe_subscription_id=subscription_id, created_at=now)
     converted = sorted({column for action, details in moves for column in conversion_columns(action, details)})
-    statement = subscription_write_statement(row is None, tuple(values), len(moves), tuple(converted))
+    statement = subscription_write_statement(row is None, tuple(values), len(moves), tuple(converted), len(mails))
     params: dict[str, Any] = {f"new_{name}": value for name, value in values.items()}
     params.update(owner_id=user.id, subscription_id=subscription_id, row_id=row.id if row else None, at=now)
     for n, (action, details) in enumerate(moves):
         params[f"audit_{n}_action"] = action
         params[f"audit_{n}_details"] = {"subscription": subscription_id, **details}
+    for n, mail in enumerate(mails):
+        params.update({f"mail_{n}_{name}": value for name, value in mail.items()})
     row_id = db.session.execute(statement, params).scalar()
     if row_id is None:
         return None
+    if row is None and not isinstance(user, User):
+        return RowState(changes["plan"], row_id, *(values[name] for name in ROW_COLUMNS[1:]))
     if row is None:
-        row = UserSubscription(id=row_id, **values, plan=changes["plan"])
+        row = UserSubscription(id=row_id, **values, plan=plan_entity(changes["plan"]))
         make_transient_to_detached(row)
         db.session.add(row)
         return row
+    if isinstance(row, RowState):
+        return replace(row, **changes)
     for name, value in {**changes, "updated_at": now}.items():
-        set_committed_value(row, name, value)
+        set_committed_value(row, name, plan_entity(value) if name == "plan" else value)
     return row
+
+
+def plan_entity(plan: PlanView) -> SubscriptionPlan | None:
+    """The session's entity of a catalog plan, for an entity's `plan` (loaded unless the session has it)."""
+    return db.session.get(SubscriptionPlan, plan.id)
 
 
 @functools.lru_cache(maxsize=256)
 def subscription_write_statement(
-    insert_row: bool, columns: tuple[str, ...], audits: int, converted: tuple[str, ...]
+    insert_row: bool, columns: tuple[str, ...], audits: int, converted: tuple[str, ...], mails: int = 0
 ) -> Any:
     """`write_subscription`'s statement for one shape — insert or update, the columns written, the number of audit
-    entries, the conversion columns set — with every value a bind parameter. Built once per shape: SQLAlchemy keeps
+    entries, the conversion columns set, the number of mails — with every value a bind parameter. Built once per shape: SQLAlchemy keeps
     a statement's cache key on it, so only the first write of a shape builds it and computes its key (most of the
     write's CPU otherwise).
 
     The binds: `new_<column>` per column written; `owner_id`, the user (not `user_id`: an UPDATE takes a bind
     named after one of its columns as that column's new value); `subscription_id`; `row_id` (an update's row);
-    `at`; `audit_<n>_action` and `audit_<n>_details` per entry."""
+    `at`; `audit_<n>_action` and `audit_<n>_details` per entry; `mail_<n>_<column>` per mail."""
     table = subscription_table()
     binds = {name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}
     statement: Any
@@ -366,6 +463,7 @@ def subscription_write_statement(
         statement = update(table).where(table.c.id == bindparam("row_id", type_=Integer())).values(binds)
     written = statement.returning(table.c.id).cte("written_row")
     ctes = [audit_entry(written, n) for n in range(audits)]
+    ctes += [outbox_entry(written, n) for n in range(mails)]
     if converted:
         ctes += conversion_writes(written, list(converted))
     return select(written.c.id).add_cte(*ctes)
@@ -395,6 +493,18 @@ def audit_entry(written: Any, n: int) -> Any:
     )
 
 
+def outbox_entry(written: Any, n: int) -> Any:
+    """The `n`th mail's outbox row (binds `mail_<n>_<column>`), inserted once per row `written` returns unless its
+    (dedupe_key, kind) is there. NOT EXISTS rather than ON CONFLICT (whose compiled form SQLAlchemy does not
+    cache): the writer holds the user's lock, which every writer of a subscription's transition mail takes first,
+    so no other transaction adds the same mail meanwhile (and the unique key stays the last guard)."""
+    table = cast(Table, MailOutbox.__table__)
+    binds = {name: bindparam(f"mail_{n}_{name}", type_=table.c[name].type) for name in OUTBOX_COLUMNS}
+    absent = ~exists().where(table.c.dedupe_key == binds["dedupe_key"], table.c.kind == binds["kind"])
+    rows = select(*binds.values()).select_from(written).where(absent)
+    return insert(table).from_select(list(OUTBOX_COLUMNS), rows).cte(f"mail_{n}")
+
+
 def conversion_writes(written: Any, columns: list[str]) -> list[Any]:
     """The user's conversion row (the earliest time of each move, bind `at`) written once per row `written`
     returns (two CTEs: update it if it is there, insert it if not — both see the same snapshot, so exactly one
@@ -419,87 +529,92 @@ def conversion_writes(written: Any, columns: list[str]) -> list[Any]:
 
 
 def write_subscription_with_orm(
-    user: User,
+    user: User | UserRef,
     subscription_id: str,
-    row: UserSubscription | None,
+    row: SubscriptionRow | None,
     changes: dict[str, Any],
     moves: list[tuple[str, dict[str, Any]]],
-) -> UserSubscription:
+) -> SubscriptionRow:
     """`write_subscription` through the session, for databases without data-modifying CTEs (SQLite)."""
-    if row is None:
-        row = UserSubscription(user_id=user.id, stripe_subscription_id=subscription_id)
-        db.session.add(row)
-    for name, value in changes.items():
-        setattr(row, name, value)
+    entity = db.session.get(UserSubscription, row.id) if isinstance(row, RowState) else row
+    # Every value first (the plan's look-up may flush the session), then a new row joins the session whole.
+    values = {name: plan_entity(value) if name == "plan" else value for name, value in changes.items()}
+    if entity is None:
+        entity = UserSubscription(user_id=user.id, stripe_subscription_id=subscription_id)
+        db.session.add(entity)
+    for name, value in values.items():
+        setattr(entity, name, value)
     for action, details in moves:
         audit.record(action, user.id, subscription=subscription_id, **details)
-    return row
+    return replace(row, **changes) if isinstance(row, RowState) else entity
 
 
-def queue_transition_mail(
+def transition_mail(
     action: str,
-    user: User,
-    row: UserSubscription,
+    user: User | UserRef,
+    subscription_id: str,
+    fields: dict[str, Any],
     ended_for: str | None = None,
     previous: Snapshot | None = None,
-) -> bool:
-    """The mails that follow a transition, keyed by the transition so that none is ever sent twice.
+) -> dict[str, Any] | None:
+    """The outbox row of the mail that follows a transition (None: it has none), keyed by the transition so that
+    none is ever sent twice. `fields` are the row's columns once written (`subscription_fields`).
 
     `ended_for` is Stripe's `cancellation_details.reason`: a subscription ended because its payment failed after
     every retry gets one mail saying so (the last failed attempt sends no dunning mail of its own). `previous` is
     the row before the change: a plan change that starts with a new period is a scheduled change taking effect.
     """
-    common = {"plan": row.plan.display_name, "cycle": row.billing_cycle, "billing_url": billing_url()}
+    plan, cycle = fields["plan"], fields["billing_cycle"]
+    period_start, period_end = fields["current_period_start"], fields["current_period_end"]
+    common = {"plan": plan.display_name, "cycle": cycle, "billing_url": billing_url()}
     if action == "subscription.activated":
-        queue_mail(
+        return outbox_row(
             "subscription_activated",
-            f"{row.stripe_subscription_id}:activated:{iso(row.current_period_start)}",
+            f"{subscription_id}:activated:{iso(period_start)}",
             user,
-            renews=date(row.current_period_end),
+            renews=date(period_end),
             **common,
         )
-    elif action == "subscription.cancel_scheduled":
-        queue_mail(
+    if action == "subscription.cancel_scheduled":
+        return outbox_row(
             "cancellation_scheduled",
-            f"{row.stripe_subscription_id}:cancel:{iso(row.current_period_end)}",
+            f"{subscription_id}:cancel:{iso(period_end)}",
             user,
-            date=date(row.current_period_end),
+            date=date(period_end),
             **common,
         )
-    elif action == "subscription.plan_changed" and took_effect_at_renewal(previous, row):
+    if action == "subscription.plan_changed" and took_effect_at_renewal(previous, period_start):
         assert previous is not None  # took_effect_at_renewal answers False without it
-        queue_mail(
+        return outbox_row(
             "scheduled_change_applied",
-            f"{row.stripe_subscription_id}:plan:{iso(row.current_period_start)}",
+            f"{subscription_id}:plan:{iso(period_start)}",
             user,
             previous_plan=plan_display_name(previous.plan),
-            amount=f"{money(row.plan.price_for(row.billing_cycle))} a {'year' if row.billing_cycle == 'yearly' else 'month'}",
-            renews=date(row.current_period_end),
+            amount=f"{money(plan.price_for(cycle))} a {'year' if cycle == 'yearly' else 'month'}",
+            renews=date(period_end),
             **common,
         )
-    elif action == "subscription.canceled":
-        queue_mail(
+    if action == "subscription.canceled":
+        return outbox_row(
             "subscription_ended",
-            f"{row.stripe_subscription_id}:ended",
+            f"{subscription_id}:ended",
             user,
             payment_failed=ended_for == "payment_failed",
             **common,
         )
-    else:
+    return None
+
+
+def took_effect_at_renewal(previous: Snapshot | None, period_start: datetime | None) -> bool:
+    """A plan change whose new period (starting at `period_start`) starts where the old one ended: a change
+    scheduled for the period end (a schedule's next phase) has just applied, unlike a change made now, which keeps
+    the period or restarts it mid-way."""
+    if previous is None or previous.period_end is None or period_start is None:
         return False
-    return True
+    return period_start >= previous.period_end
 
 
-def took_effect_at_renewal(previous: Snapshot | None, row: UserSubscription) -> bool:
-    """A plan change whose new period starts where the old one ended: a change scheduled for the period end (a
-    schedule's next phase) has just applied, unlike a change made now, which keeps the period or restarts it
-    mid-way."""
-    if previous is None or previous.period_end is None or row.current_period_start is None:
-        return False
-    return row.current_period_start >= previous.period_end
-
-
-def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
+def rows_by_subscription_id(user: User | UserRef) -> dict[str, SubscriptionRow]:
     # populate_existing: rows this session loaded before the user's lock was granted may be stale, and an old
     # snapshot would audit a transition another transaction already audited. Their plans come along (the
     # snapshots read them).
@@ -515,7 +630,7 @@ def rows_by_subscription_id(user: User) -> dict[str, UserSubscription]:
 
 
 def sync_customer_in_transaction(
-    customer_id: str, result: SyncResult | None = None, user: User | None = None
+    customer_id: str, result: SyncResult | None = None, user: User | UserRef | None = None
 ) -> SyncResult:
     """`sync_customer` without the commit, for callers that own the transaction (the webhook endpoint). A caller
     holding the customer's user, locked, passes it (`user`) instead of having it looked up again."""
@@ -529,8 +644,8 @@ def sync_customer_in_transaction(
 
 
 def sync_user_rows(
-    user: User, customer_id: str, result: SyncResult, rows: dict[str, UserSubscription] | None = None
-) -> dict[str, UserSubscription]:
+    user: User | UserRef, customer_id: str, result: SyncResult, rows: dict[str, SubscriptionRow] | None = None
+) -> dict[str, SubscriptionRow]:
     """Apply the customer's subscriptions from Stripe to the rows of `user` (locked by the caller); the rows after,
     by Stripe id. A caller that has read the user's rows since taking the lock passes them (`rows`)."""
     result.user_id = user.id

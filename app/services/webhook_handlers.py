@@ -14,27 +14,29 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Integer, String, Table, bindparam, exists, insert, select
+from sqlalchemy import String, Table, bindparam, exists, insert, select
 from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
 from app.logging import get_logger
-from app.models import AuditLog, StripeEvent, SubscriptionPlan, User, UserSubscription, utcnow
+from app.models import AuditLog, StripeEvent, User, UserSubscription, utcnow
 from app.services import audit, metrics
-from app.services.catalog import catalog
 from app.services.mail import billing_url, queue_mail
 from app.services.reporting import json_text
 from app.services.signals import SyncResult
 from app.services.stripe_gateway import id_of
 from app.services.sync import (
     LOCKED_USER_OF_CUSTOMER,
+    ROW_COLUMNS,
+    RowState,
+    SubscriptionRow,
+    UserRef,
     apply_billing_contact,
     apply_subscription,
     customer_id_of,
     find_user_for_customer,
     link_customer,
-    locked_row,
-    subscription_price_id,
+    row_state,
     sync_customer_in_transaction,
     sync_user_rows,
 )
@@ -84,32 +86,71 @@ LOCKED_USER_ID_OF_CUSTOMER = (
 )
 
 
-def locked_user_and_row(customer_id: str, subscription_id: str) -> tuple[User, UserSubscription | None] | None:
-    """The customer's user and our row of the subscription, both locked, in one query; None when either is missing
-    (a subscription we do not have yet, a customer not linked yet): the caller then looks them up one by one.
+def subscriptions_table() -> Table:
+    """The table of `UserSubscription` (a Core statement on it returns values, not entities)."""
+    return cast(Table, UserSubscription.__table__)
 
-    The row's plan comes in the same query, so that neither the row's snapshot nor the event's price (the same
-    plan, unless the plan changed) costs a query of its own. Both rows are locked, so after waiting for another
-    transaction's lock the query sees their newest versions, like separate queries after the user's lock would.
+
+def locked_user_and_row(customer_id: str, subscription_id: str) -> tuple[UserRef, RowState] | None:
+    """The customer's user and our row of the subscription, both locked, in one query, as values (nothing loaded
+    into the session); None when either is missing (a subscription we do not have yet, a customer not linked yet):
+    the caller then looks them up one by one.
+
+    The row's plan comes from the cached catalog, so neither the row's snapshot nor the event's price (the same
+    plan, unless the plan changed) costs a query. Both rows are locked, so after waiting for another transaction's
+    lock the query sees their newest versions, like separate queries after the user's lock would.
     """
     found = db.session.execute(USER_AND_ROW, {"customer_id": customer_id, "subscription_id": subscription_id}).first()
-    return (found[0], found[1]) if found is not None else None
+    return (UserRef(found.owner_id, found.owner_email), row_state(found)) if found is not None else None
 
 
 #: `locked_user_and_row`'s query, built once: SQLAlchemy then keeps its cache key along with its compiled form.
 USER_AND_ROW = (
-    select(User, UserSubscription)
-    .select_from(User)
-    .join(UserSubscription, UserSubscription.stripe_subscription_id == bindparam("subscription_id"))
-    .join(UserSubscription.plan)
-    .options(contains_eager(UserSubscription.plan))
-    .where(User.stripe_customer_id == bindparam("customer_id"))
-    .with_for_update(of=[User, UserSubscription])
-    .execution_options(populate_existing=True)
+    select(
+        users_table().c.id.label("owner_id"),
+        users_table().c.email.label("owner_email"),
+        *(subscriptions_table().c[name] for name in ROW_COLUMNS),
+    )
+    .select_from(
+        users_table().join(
+            subscriptions_table(),
+            subscriptions_table().c.stripe_subscription_id == bindparam("subscription_id", type_=String()),
+        )
+    )
+    .where(users_table().c.stripe_customer_id == bindparam("customer_id", type_=String()))
+    .with_for_update(of=[users_table(), subscriptions_table()])
 )
 
 
-def locked_user_and_rows(customer_id: str) -> tuple[User, dict[str, UserSubscription]] | None:
+def locked_user_ref(customer_id: str) -> UserRef | None:
+    """The user linked to a Stripe customer, locked, as values; None for a customer not linked (yet)."""
+    found = db.session.execute(LOCKED_USER_REF_OF_CUSTOMER, {"customer_id": customer_id}).first()
+    return UserRef(found.id, found.email) if found is not None else None
+
+
+#: `locked_user_ref`'s query: the user's id and login email, its row locked as `LOCKED_USER_OF_CUSTOMER` locks it.
+LOCKED_USER_REF_OF_CUSTOMER = (
+    select(users_table().c.id, users_table().c.email)
+    .where(users_table().c.stripe_customer_id == bindparam("customer_id", type_=String()))
+    .with_for_update()
+)
+
+
+def locked_row_state(subscription_id: str) -> RowState | None:
+    """Our row of a Stripe subscription, locked, as committed now, as values (`sync.locked_row` as values)."""
+    found = db.session.execute(LOCKED_ROW_OF_SUBSCRIPTION, {"subscription_id": subscription_id}).first()
+    return row_state(found) if found is not None else None
+
+
+#: `locked_row_state`'s query, built once.
+LOCKED_ROW_OF_SUBSCRIPTION = (
+    select(*(subscriptions_table().c[name] for name in ROW_COLUMNS))
+    .where(subscriptions_table().c.stripe_subscription_id == bindparam("subscription_id", type_=String()))
+    .with_for_update()
+)
+
+
+def locked_user_and_rows(customer_id: str) -> tuple[User, dict[str, SubscriptionRow]] | None:
     """The customer's user and all its rows (with their plans), locked, by Stripe id, in one query; None when the
     user has no row (or is not linked): the caller then looks the user up alone.
 
@@ -135,56 +176,26 @@ USER_AND_ROWS = (
 )
 
 
-def user_and_row(
-    event: dict[str, Any], result: SyncResult, customer_id: str
-) -> tuple[User, UserSubscription | None, SubscriptionPlan | None] | None:
-    """The locked user of a subscription event, our locked row of its subscription (None for a new one) and the
-    plan loaded alongside, if any; None, logged, for a stranger. One query when both exist. A created event's row
-    is usually not there yet: its user comes with the plan of its price (which writing the row reads; the caller
-    holds it, as the session keeps only what is referenced), and the row is not looked for at all —
-    `apply_subscription` inserts it unless it is there."""
+def user_and_row(event: dict[str, Any], result: SyncResult, customer_id: str) -> tuple[UserRef, RowState | None] | None:
+    """The locked user of a subscription event and our locked row of its subscription (None for a new one), as
+    values; None, logged, for a stranger. One query when both exist. A created event's row is usually not there
+    yet: its user alone is read, and the row is not looked for at all — `apply_subscription` inserts it unless it
+    is there. A customer not linked yet goes through `event_user`, which links it."""
     sub = event["data"]["object"]
     if event["type"] == SUBSCRIPTION_CREATED:
-        with_plan = locked_user_with_plan(customer_id, subscription_price_id(sub))
-        if with_plan is not None:
-            result.user_id = with_plan[0].id
-            return with_plan[0], None, with_plan[1]
+        user = locked_user_ref(customer_id)
+        if user is not None:
+            result.user_id = user.id
+            return user, None
     else:
         found = locked_user_and_row(customer_id, sub["id"])
         if found is not None:
             result.user_id = found[0].id
-            return found[0], found[1], None
-    user = event_user(event, result)
-    if user is None:
+            return found
+    entity = event_user(event, result)
+    if entity is None:
         return None
-    return user, locked_row(sub["id"]), None
-
-
-def locked_user_with_plan(customer_id: str, price_id: str | None) -> tuple[User, SubscriptionPlan] | None:
-    """The customer's user, locked, with the catalog plan of `price_id` loaded in the same query (into the session,
-    where `plan_for_price` finds it); None when either is missing (the caller then looks the user up alone)."""
-    plan_id = next(
-        (
-            view.id
-            for view in catalog()
-            for cycle in ("monthly", "yearly")
-            if view.stripe_price_id_for(cycle) == price_id
-        ),
-        None,
-    )
-    if price_id is None or plan_id is None:
-        return None
-    found = db.session.execute(USER_WITH_PLAN, {"customer_id": customer_id, "plan_id": plan_id}).first()
-    return (found[0], found[1]) if found is not None else None
-
-
-#: `locked_user_with_plan`'s query, built once: SQLAlchemy then keeps its cache key along with its compiled form.
-USER_WITH_PLAN = (
-    select(User, SubscriptionPlan)
-    .join(SubscriptionPlan, SubscriptionPlan.id == bindparam("plan_id", type_=Integer()))
-    .where(User.stripe_customer_id == bindparam("customer_id"))
-    .with_for_update(of=User)
-)
+    return UserRef(entity.id, entity.email), locked_row_state(sub["id"])
 
 
 def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
@@ -197,12 +208,12 @@ def on_subscription_event(event: dict[str, Any], result: SyncResult) -> None:
     found = user_and_row(event, result, customer_id)
     if found is None:
         return
-    user, row, _plan = found  # the plan stays referenced, so in the session, while the row is written
+    user, row = found
     event_at = int(event.get("created") or 0)
     if row is None:
         if apply_subscription(user, sub, None, result, event_at=event_at) is not None:
             return
-        row = locked_row(sub["id"])  # inserted by another transaction meanwhile (or a price we do not sell)
+        row = locked_row_state(sub["id"])  # inserted by another transaction meanwhile (or a price we do not sell)
         if row is None:
             return
     if row.user_id != user.id:
@@ -408,8 +419,8 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
 
 
 def invoice_subscription_row(
-    user: User, invoice: dict[str, Any], rows: dict[str, UserSubscription] | None = None
-) -> UserSubscription | None:
+    user: User, invoice: dict[str, Any], rows: dict[str, SubscriptionRow] | None = None
+) -> SubscriptionRow | None:
     """Our copy of the invoice's subscription (the user's newest, for an invoice that names none); taken from
     `rows` (the user's rows by Stripe id, just synced) when it is there."""
     subscription_id = invoice_subscription_id(invoice)

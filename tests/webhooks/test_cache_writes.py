@@ -9,11 +9,14 @@ import redis
 import sqlalchemy as sa
 
 from app import create_app
-from app.extensions import db
+from app.extensions import db, task_queue
+from app.models import User
 from tests.conftest import make_config
 from tests.factories import UserFactory
+from tests.perf.test_webhook_round_trips import docs_customer  # noqa: F401  (the fixture)
 from tests.webhooks.signing import post_event
 from tests.webhooks.test_endpoint import event, events_in_db, secret
+from tests.webhooks.test_stripe_docs_events import CUSTOMER, load
 
 
 def closed_port() -> int:
@@ -57,3 +60,22 @@ def test_with_redis_down_the_delivery_succeeds_and_each_cache_logs_its_failure(m
             db.session.execute(sa.text("TRUNCATE users, stripe_events, audit_logs RESTART IDENTITY CASCADE"))
             db.session.commit()
             db.engine.dispose()
+
+
+def test_a_mails_delivery_job_goes_to_the_queue_with_the_cache_writes(docs_customer, client, redis_url):  # noqa: F811
+    """On the cache's Redis, the task queue gets the delivery job in the commit's one pipeline: the job is there,
+    runnable by a worker, and the caches are dropped."""
+    docs_customer.config["TASK_QUEUE_URL"] = redis_url
+    with docs_customer.app_context():
+        user_id = db.session.scalar(sa.select(User.id).where(User.stripe_customer_id == CUSTOMER))
+        queue = task_queue()
+        assert queue is not None
+        queue.empty()
+    store = redis.Redis.from_url(redis_url)
+    store.set(f"entitlements:{user_id}", "x")
+    assert post_event(client, load("customer.subscription.created", user_id), secret(docs_customer)).status_code == 200
+    jobs = queue.get_jobs()
+    assert [(job.func_name, job.get_status(), job.timeout, job.retries_left) for job in jobs] == [
+        ("app.tasks.deliver_mail", "queued", 120, 6)
+    ]
+    assert not store.exists(f"entitlements:{user_id}")

@@ -1,0 +1,209 @@
+"""The webhook endpoint's CPU per event, against the floor's, in one process (no server, no network).
+
+A life cycle per customer — created (activation mail), invoice.paid, cancel scheduled (mail), resumed, renewed,
+deleted (ended mail) — signed and posted through the app's WSGI callable (Werkzeug's test client) to the real
+endpoint, then the same bodies to the floor route (signature check + one INSERT of the raw event + commit, as
+bench/wsgi_bench.py's `/bench/webhook-floor`). The app runs as in production (JSON logs written to /dev/null,
+Redis caches, mail handed to the task queue on Redis) on the PostgreSQL and Redis of
+`scripts/test-services.sh start DIR` (TEST_DATABASE_URL, TEST_REDIS_URL; the schema is rebuilt and seeded).
+Figures are per second of this process's CPU time, so other processes on a loaded machine move them less than
+wall-clock time would (the servers' own CPU is not in them). `--profile` adds a cProfile of the endpoint.
+
+    .venv/bin/python bench/webhook_cpu.py [--customers 150] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import hmac
+import io
+import json
+import os
+import pstats
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flask import jsonify, request  # noqa: E402
+from redis import Redis  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from app.extensions import csrf, db, limiter  # noqa: E402
+from app.models import User  # noqa: E402
+from app.services.stripe_gateway import API_VERSION, SignatureInvalid, gateway  # noqa: E402
+from app.services.webhooks import TOLERANCE_SECONDS, configured_secrets  # noqa: E402
+from bench.request_overhead import production_app  # noqa: E402
+
+WEBHOOK = "/api/v1/billing/webhooks/stripe"
+FLOOR = "/bench/webhook-floor"
+HTTPS = "https://bench.example.com"
+T0 = 1798761600  # 2027-01-01
+MONTH = 31 * 86400
+INSERT_RAW_EVENT = text(
+    "INSERT INTO bench_raw_events (id, type, livemode, stripe_created, received_at, status, attempts, payload) "
+    "VALUES (:id, :type, :livemode, :stripe_created, :received_at, 'received', 0, CAST(:payload AS JSONB)) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+
+
+def add_floor(app) -> None:
+    """bench/wsgi_bench.py's floor route, on this app."""
+
+    @app.post(FLOOR)
+    @csrf.exempt
+    @limiter.exempt
+    def receive_raw_event():
+        payload = request.get_data(cache=False)
+        signature = request.headers.get("Stripe-Signature") or ""
+        for secret in configured_secrets():
+            try:
+                gateway().verify_webhook(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
+                break
+            except SignatureInvalid:
+                continue
+        else:
+            return jsonify(error="invalid_signature"), 400
+        event = json.loads(payload)
+        db.session.execute(
+            INSERT_RAW_EVENT,
+            {
+                "id": event["id"],
+                "type": event["type"],
+                "livemode": bool(event.get("livemode")),
+                "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC),
+                "received_at": datetime.now(UTC),
+                "payload": payload.decode("utf-8"),
+            },
+        )
+        db.session.commit()
+        return jsonify(status="recorded", event_id=event["id"])
+
+
+def subscription(n: int, start: int, **extra) -> dict:
+    item = {"id": f"si_{n}", "price": {"id": "price_pro_monthly"}, "current_period_start": start}
+    item["current_period_end"] = start + MONTH
+    return {
+        "id": f"sub_cpu_{n}",
+        "object": "subscription",
+        "customer": f"cus_cpu_{n}",
+        "status": "active",
+        "items": {"object": "list", "data": [item]},
+        "cancel_at_period_end": False,
+        "cancel_at": None,
+        "canceled_at": None,
+        "ended_at": None,
+        "trial_end": None,
+        "cancellation_details": {"reason": None},
+        **extra,
+    }
+
+
+def life_cycle(n: int) -> list[dict]:
+    """One customer's events, in order, one second apart."""
+    invoice = {
+        "id": f"in_cpu_{n}",
+        "object": "invoice",
+        "customer": f"cus_cpu_{n}",
+        "amount_paid": 4999,
+        "currency": "usd",
+        "parent": {"subscription_details": {"subscription": f"sub_cpu_{n}"}},
+    }
+    objects = [
+        ("customer.subscription.created", subscription(n, T0)),
+        ("invoice.paid", invoice),
+        ("customer.subscription.updated", subscription(n, T0, cancel_at_period_end=True)),
+        ("customer.subscription.updated", subscription(n, T0)),
+        ("customer.subscription.updated", subscription(n, T0 + MONTH)),
+        ("customer.subscription.deleted", subscription(n, T0 + MONTH, status="canceled", ended_at=T0 + MONTH)),
+    ]
+    return [
+        {
+            "id": f"evt_cpu_{n}_{k}",
+            "object": "event",
+            "type": kind,
+            "api_version": API_VERSION,
+            "created": T0 + n * 10 + k,
+            "livemode": False,
+            "data": {"object": obj},
+        }
+        for k, (kind, obj) in enumerate(objects)
+    ]
+
+
+def signed(body: bytes, secret: str) -> dict[str, str]:
+    stamp = int(time.time())
+    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"Stripe-Signature": f"t={stamp},v1={mac}", "Content-Type": "application/json"}
+
+
+def post_all(client, path: str, bodies: list[bytes], secret: str) -> float:
+    """CPU seconds of posting every body (each must answer 200)."""
+    started = time.process_time()
+    for body in bodies:
+        response = client.post(path, data=body, headers=signed(body, secret), base_url=HTTPS)
+        assert response.status_code == 200, (path, response.status_code, response.get_data(as_text=True)[:300])
+    return time.process_time() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=150)
+    parser.add_argument("--profile", action="store_true")
+    options = parser.parse_args()
+    redis_url = os.environ["TEST_REDIS_URL"]
+    Redis.from_url(redis_url).flushdb()  # no duplicate marks from an earlier run
+    app = production_app(os.environ["TEST_DATABASE_URL"], redis_url)
+    app.config["TASK_QUEUE_URL"] = redis_url  # mail goes to the task queue, as in production
+    add_floor(app)
+    secret = app.config["STRIPE_WEBHOOK_SECRET"]
+    warm = 10
+    with app.app_context():
+        db.session.execute(text("CREATE TABLE bench_raw_events (LIKE stripe_events INCLUDING ALL)"))
+        for n in range(options.customers + warm):
+            db.session.add(User(email=f"cpu{n}@example.com", password_hash="x", stripe_customer_id=f"cus_cpu_{n}"))
+        db.session.commit()
+    client = app.test_client()
+    bodies = [[json.dumps(event).encode() for event in life_cycle(n)] for n in range(options.customers + warm)]
+    # Warm-up: every statement shape compiled once, pools filled; then, interleaved by step, both routes.
+    post_all(client, WEBHOOK, [b for cycle in bodies[:warm] for b in cycle], secret)
+    post_all(client, FLOOR, [b for cycle in bodies[:warm] for b in cycle], secret)
+    measured = bodies[warm:]
+    events = sum(len(cycle) for cycle in measured)
+    endpoint = floor = 0.0
+    profiler = cProfile.Profile() if options.profile else None
+    for half in (measured[: len(measured) // 2], measured[len(measured) // 2 :]):
+        flat = [b for cycle in half for b in cycle]
+        if profiler is not None:
+            profiler.enable()
+        endpoint += post_all(client, WEBHOOK, flat, secret)
+        if profiler is not None:
+            profiler.disable()
+        floor += post_all(client, FLOOR, flat, secret)
+    with app.app_context():
+        statuses = dict(db.session.execute(text("SELECT status, count(*) FROM stripe_events GROUP BY status")).all())
+        mails = db.session.scalar(text("SELECT count(*) FROM mail_outbox"))
+    report = {
+        "events": events,
+        "endpoint_cpu_ms_per_event": round(1000 * endpoint / events, 3),
+        "floor_cpu_ms_per_event": round(1000 * floor / events, 3),
+        "cpu_ratio_floor_to_endpoint": round(floor / endpoint, 3),
+        "statuses": statuses,
+        "mails": mails,
+        "load": [round(x, 1) for x in os.getloadavg()],
+    }
+    print(json.dumps(report))
+    if profiler is not None:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(45)
+        print(out.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
