@@ -1,5 +1,6 @@
 """Extensions, created unbound: `create_app` binds them with `init_app`, models import `db` from here."""
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -277,7 +278,9 @@ class SiteCORS(CORS):
     flask-cors matches every response's unquoted path against its resources and logs its verdict; with the one
     resource `PREFIX/*` (a regular expression: PREFIX, then any number of slashes), only a path starting with
     PREFIX can match, or one holding `%` (unquoted, it could start with PREFIX). Any other path returns at once;
-    these two go through flask-cors' own step, as do error responses (flask-cors wraps the error handlers).
+    these two go through flask-cors' own step, as do error responses (flask-cors wraps the error handlers). A
+    prefix holding a pattern character (`.` in `/api/v1.0` matches any character) keeps flask-cors' step on every
+    path.
     """
 
     def init_app(self, app: Flask, **kwargs: Any) -> None:  # type: ignore[override]
@@ -287,6 +290,8 @@ class SiteCORS(CORS):
         known = len(after)
         super().init_app(app, resources={f"{prefix}/*": {"origins": origins}}, **kwargs)
         (cors_after_request,) = after[known:]
+        if re.escape(prefix) != prefix:  # a prefix with pattern characters ("/api/v1.0") matches more than itself
+            return
 
         def cors_under_prefix(response: Any) -> Any:
             path = request.path

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app.cli import whole_dollars_or_cents
 from app.extensions import db
 from app.models import PlanFeature, SubscriptionPlan
-from app.services.catalog import SeedError, seed_plans
+from app.services.catalog import SeedError, catalog, plan_view_for_price, seed_plans
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE_SQL = sa.text(
@@ -129,3 +129,19 @@ def test_seed_script_is_the_same_code(app, database_url, redis_url):
     assert "✓ Created Pro plan with 9 features" in result.stdout
     assert "Seed completed successfully!" in result.stdout
     assert counts(app) == {"free": 7, "starter": 7, "pro": 9}
+
+
+def test_a_price_seeded_by_another_process_is_found_by_a_webhooks_lookup(seeded):
+    """The catalogue is kept per process for a minute: a price another process seeded since (here: written to the
+    table behind this process's back) is read afresh, not skipped as an unknown price."""
+    with seeded.app_context():
+        assert plan_view_for_price("price_pro_reseeded") is None
+        catalog()  # this process's copy, read now
+        db.session.execute(
+            sa.update(SubscriptionPlan)
+            .where(SubscriptionPlan.name == "pro")
+            .values(stripe_price_id_monthly="price_pro_reseeded")
+        )
+        db.session.commit()
+        found = plan_view_for_price("price_pro_reseeded")
+    assert found is not None and (found[0].name, found[1]) == ("pro", "monthly")

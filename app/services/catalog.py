@@ -282,13 +282,17 @@ def plan_for_price(price_id: str | None) -> tuple[SubscriptionPlan, str] | None:
 
 def plan_view_for_price(price_id: str | None) -> tuple[PlanView, str] | None:
     """`plan_for_price` as plain values: the cached catalog's plan, nothing loaded into the session (the webhook's
-    writer reads only the plan's values)."""
+    writer reads only the plan's values). A price seeded by another process since this one read the catalog is
+    not in its copy yet: the copy is then read again, so the event is applied, not skipped as an unknown price."""
     if not price_id:
         return None
-    for view in catalog():
-        for cycle in ("monthly", "yearly"):
-            if view.stripe_price_id_for(cycle) == price_id:
-                return view, cycle
+    for attempt in range(2):
+        for view in catalog():
+            for cycle in ("monthly", "yearly"):
+                if view.stripe_price_id_for(cycle) == price_id:
+                    return view, cycle
+        if not attempt:
+            forget_catalog()
     return None
 
 

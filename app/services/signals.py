@@ -125,8 +125,15 @@ class CacheWrites:
             return
         try:
             pipe = client.pipeline(transaction=False)
-            for add, _ in first:
-                add(pipe)
+            try:
+                for add, _ in first:
+                    add(pipe)
+            except Exception as error:  # noqa: BLE001 - a job that cannot be built spoils none of the cache drops
+                for _, on_failure in first:
+                    if on_failure is not None:
+                        on_failure(error)
+                first = []
+                pipe = client.pipeline(transaction=False)
             for command, args, _ in pending:
                 if command == "set":
                     key, value, seconds = args
@@ -142,7 +149,9 @@ class CacheWrites:
 
 def server_of(client: Any) -> tuple[Any, ...]:
     """The server and database a redis-py client talks to (its pool's connection settings)."""
-    settings = client.connection_pool.connection_kwargs
+    settings = getattr(client.connection_pool, "connection_kwargs", None)
+    if settings is None:  # a client of another kind (a cluster's): shares nothing we can tell
+        return (id(client),)
     return tuple(settings.get(key) for key in ("host", "port", "path", "db", "username"))
 
 

@@ -127,6 +127,7 @@ def _first_read(statement: Select, params: dict[str, Any]) -> Sequence[Row[Any]]
     driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
     if (
         connection.dialect.driver != "psycopg"
+        or driver.autocommit  # a connection the caller put in autocommit stays as it is
         or driver.info.transaction_status != TransactionStatus.IDLE
         or session.new
         or session.dirty

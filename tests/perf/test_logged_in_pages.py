@@ -327,3 +327,14 @@ PROXY_READS = {"/account": 6, "/billing": 8}
 def test_a_logged_in_view_reads_the_user_through_the_proxy_a_few_times(pro_client, path):
     reads = calls_of(flask_login.utils._get_user, lambda: pro_client.get(path))
     assert reads <= PROXY_READS[path]
+
+
+def test_a_connection_the_caller_put_in_autocommit_is_left_in_autocommit(app, pro_client):
+    """The log-in check's autocommit read gives the driver back as it found it: a session its caller put in
+    AUTOCOMMIT is not turned back to transactions behind SQLAlchemy's back (its writes would then be rolled back)."""
+    user_id, session_id = logged_in_ids(app)
+    with app.test_request_context("/account"):
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        assert viewer.logged_in_user(session_id, user_id) is not None
+        assert db.session.connection().connection.driver_connection.autocommit
+        db.session.rollback()

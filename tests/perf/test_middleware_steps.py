@@ -14,8 +14,10 @@ from limits.storage import RedisStorage
 from structlog.processors import StackInfoRenderer
 from werkzeug.sansio import http
 
+from app import create_app
 from app.extensions import HitWindowRateLimiter, limiter
 from app.logging import _CLEAN_TEXTS, REDACTED, may_hold_secret, new_request_id, redact, redact_text
+from tests.conftest import make_config
 from tests.ops.test_request_line import only_our_handlers
 from tests.perf.test_request_path import PASSWORD, calls_to, tokens
 
@@ -148,3 +150,12 @@ def test_a_visitor_leaves_the_remember_me_step_alone_and_a_member_keeps_it(seede
     with calls_to(LoginManager._update_remember_cookie) as counted:
         assert client.get("/account").status_code == 200
     assert counted["LoginManager._update_remember_cookie"] == 1
+
+
+def test_a_prefix_with_pattern_characters_keeps_cors_matching_on_every_path(migrated_database, redis_url):
+    """flask-cors reads `PREFIX/*` as a pattern: with a `.` in the prefix it matches more paths than start with it,
+    so no path is answered without its matching."""
+    dotted = create_app(make_config(migrated_database, redis_url, API_PREFIX="/api/v1.0"))
+    with calls_to(flask_cors.core.try_match_pattern) as counted:
+        dotted.test_client().get("/pricing", headers={"Origin": "https://app.example.com"})
+    assert counted["try_match_pattern"] >= 1

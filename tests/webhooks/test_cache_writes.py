@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from app import create_app
 from app.extensions import db, task_queue
 from app.models import User
+from app.services.signals import CacheWrites
 from tests.conftest import make_config
 from tests.factories import UserFactory
 from tests.perf.test_webhook_round_trips import docs_customer  # noqa: F401  (the fixture)
@@ -79,3 +80,22 @@ def test_a_mails_delivery_job_goes_to_the_queue_with_the_cache_writes(docs_custo
         ("app.tasks.deliver_mail", "queued", 120, 6)
     ]
     assert not store.exists(f"entitlements:{user_id}")
+
+
+def test_a_job_that_cannot_be_added_spoils_none_of_the_cache_drops(app, redis_url):
+    """A write of another client's making (`add_first`: RQ's enqueue) that raises while it is built says so through
+    its own on_failure; the commit's cache drops still go out."""
+    store = redis.Redis.from_url(redis_url)
+    store.set("entitlements-probe", "x")
+    failures: list[str] = []
+
+    def broken(pipeline) -> None:
+        raise RuntimeError("no job today")
+
+    with app.app_context():
+        writes = CacheWrites()
+        writes.add_first(broken, on_failure=lambda error: failures.append(str(error)))
+        writes.delete_raw("entitlements-probe")
+        writes.send()
+    assert failures == ["no job today"]
+    assert not store.exists("entitlements-probe")
