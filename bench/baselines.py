@@ -1,17 +1,62 @@
-"""The ungated twin of an API route, shared by bench/wsgi_bench.py (gunicorn) and bench/request_overhead.py (in
-process): importing it builds no app."""
+"""The baselines served beside the app, shared by bench/wsgi_bench.py (gunicorn), bench/request_overhead.py and
+bench/webhook_cpu.py (in process): importing it builds no app.
+
+- `receive_raw_event`: the floor of a webhook: verify the signature from the raw body, insert the raw event into
+  `bench_raw_events` (created by the bench like `stripe_events`), commit. Nothing else.
+- `ungated_api_blueprint`: the API's strategies list without its entitlement gate.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import json
+from datetime import UTC, datetime
+
+from flask import Blueprint, jsonify, request
 from flask_jwt_extended import jwt_required
+from sqlalchemy import text
 
 from app.api import api_limit, api_limit_key
 from app.api.common import current_api_user
 from app.api.schemas import StrategyList
 from app.api.spec import UNAUTHORIZED, UPGRADE_REQUIRED, operation
-from app.extensions import csrf, limiter
+from app.extensions import csrf, db, limiter
 from app.services.strategies import list_strategies
+from app.services.stripe_gateway import SignatureInvalid, gateway
+from app.services.webhooks import TOLERANCE_SECONDS, configured_secrets
+
+INSERT_RAW_EVENT = text(
+    "INSERT INTO bench_raw_events (id, type, livemode, stripe_created, received_at, status, attempts, payload) "
+    "VALUES (:id, :type, :livemode, :stripe_created, :received_at, 'received', 0, CAST(:payload AS JSONB)) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+
+
+def receive_raw_event():
+    """The webhook floor: signature check and one INSERT of the raw event, in one transaction."""
+    payload = request.get_data(cache=False)
+    signature = request.headers.get("Stripe-Signature") or ""
+    for secret in configured_secrets():
+        try:
+            gateway().verify_webhook(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
+            break
+        except SignatureInvalid:
+            continue
+    else:
+        return jsonify(error="invalid_signature"), 400
+    event = json.loads(payload)
+    db.session.execute(
+        INSERT_RAW_EVENT,
+        {
+            "id": event["id"],
+            "type": event["type"],
+            "livemode": bool(event.get("livemode")),
+            "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC),
+            "received_at": datetime.now(UTC),
+            "payload": payload.decode("utf-8"),
+        },
+    )
+    db.session.commit()
+    return jsonify(status="recorded", event_id=event["id"])
 
 
 def ungated_api_blueprint() -> Blueprint:

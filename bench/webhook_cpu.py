@@ -24,20 +24,18 @@ import os
 import pstats
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flask import jsonify, request  # noqa: E402
 from redis import Redis  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from app.extensions import csrf, db, limiter  # noqa: E402
 from app.models import User  # noqa: E402
-from app.services.stripe_gateway import API_VERSION, SignatureInvalid, gateway  # noqa: E402
-from app.services.webhooks import TOLERANCE_SECONDS, configured_secrets  # noqa: E402
+from app.services.stripe_gateway import API_VERSION  # noqa: E402
+from bench.baselines import receive_raw_event  # noqa: E402
 from bench.request_overhead import production_app  # noqa: E402
 
 WEBHOOK = "/api/v1/billing/webhooks/stripe"
@@ -45,44 +43,12 @@ FLOOR = "/bench/webhook-floor"
 HTTPS = "https://bench.example.com"
 T0 = 1798761600  # 2027-01-01
 MONTH = 31 * 86400
-INSERT_RAW_EVENT = text(
-    "INSERT INTO bench_raw_events (id, type, livemode, stripe_created, received_at, status, attempts, payload) "
-    "VALUES (:id, :type, :livemode, :stripe_created, :received_at, 'received', 0, CAST(:payload AS JSONB)) "
-    "ON CONFLICT (id) DO NOTHING"
-)
 
 
 def add_floor(app) -> None:
     """bench/wsgi_bench.py's floor route, on this app."""
 
-    @app.post(FLOOR)
-    @csrf.exempt
-    @limiter.exempt
-    def receive_raw_event():
-        payload = request.get_data(cache=False)
-        signature = request.headers.get("Stripe-Signature") or ""
-        for secret in configured_secrets():
-            try:
-                gateway().verify_webhook(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
-                break
-            except SignatureInvalid:
-                continue
-        else:
-            return jsonify(error="invalid_signature"), 400
-        event = json.loads(payload)
-        db.session.execute(
-            INSERT_RAW_EVENT,
-            {
-                "id": event["id"],
-                "type": event["type"],
-                "livemode": bool(event.get("livemode")),
-                "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC),
-                "received_at": datetime.now(UTC),
-                "payload": payload.decode("utf-8"),
-            },
-        )
-        db.session.commit()
-        return jsonify(status="recorded", event_id=event["id"])
+    app.post(FLOOR)(csrf.exempt(limiter.exempt(receive_raw_event)))
 
 
 def subscription(n: int, start: int, **extra) -> dict:

@@ -15,28 +15,17 @@ None of this is in the `app` package: production never has these routes.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flask import Blueprint, Flask, jsonify, request  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from flask import Blueprint, Flask  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.extensions import csrf, db, limiter  # noqa: E402
-from app.services.stripe_gateway import SignatureInvalid, gateway  # noqa: E402
-from app.services.webhooks import TOLERANCE_SECONDS, configured_secrets  # noqa: E402
-from bench.baselines import ungated_api_blueprint  # noqa: E402
-
-INSERT_RAW_EVENT = text(
-    "INSERT INTO bench_raw_events (id, type, livemode, stripe_created, received_at, status, attempts, payload) "
-    "VALUES (:id, :type, :livemode, :stripe_created, :received_at, 'received', 0, CAST(:payload AS JSONB)) "
-    "ON CONFLICT (id) DO NOTHING"
-)
+from app.extensions import csrf, limiter  # noqa: E402
+from bench.baselines import receive_raw_event, ungated_api_blueprint  # noqa: E402
 
 
 def baseline_blueprint() -> Blueprint:
@@ -44,33 +33,7 @@ def baseline_blueprint() -> Blueprint:
     csrf.exempt(bp)
     limiter.exempt(bp)
 
-    @bp.post("/webhook-floor")
-    def receive_raw_event():
-        """The webhook floor: signature check and one INSERT of the raw event, in one transaction."""
-        payload = request.get_data(cache=False)
-        signature = request.headers.get("Stripe-Signature") or ""
-        for secret in configured_secrets():
-            try:
-                gateway().verify_webhook(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
-                break
-            except SignatureInvalid:
-                continue
-        else:
-            return jsonify(error="invalid_signature"), 400
-        event = json.loads(payload)
-        db.session.execute(
-            INSERT_RAW_EVENT,
-            {
-                "id": event["id"],
-                "type": event["type"],
-                "livemode": bool(event.get("livemode")),
-                "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC),
-                "received_at": datetime.now(UTC),
-                "payload": payload.decode("utf-8"),
-            },
-        )
-        db.session.commit()
-        return jsonify(status="recorded", event_id=event["id"])
+    bp.post("/webhook-floor")(receive_raw_event)
 
     @bp.get("/hello")
     def hello():
