@@ -10,6 +10,8 @@ from app import create_app
 from app.extensions import db
 from app.models import User, UserSubscription
 from app.services.catalog import seed_plans_from_config
+from tests.webhooks.signing import post_event
+from tests.webhooks.test_stripe_docs_events import CUSTOMER, DOCS_PRICE, load
 
 
 def test_migrations_and_aware_times_on_sqlite(tmp_path, stripe_emulator):
@@ -219,3 +221,33 @@ def test_recording_a_webhook_event_takes_turns_with_other_writers_on_sqlite(tmp_
     with app.app_context():
         assert errors == []
         assert sorted(db.session.scalars(sa.select(AuditLog.action))) == ["other.request", "webhook.applied"]
+
+
+def test_a_late_created_event_of_a_subscription_already_there_is_skipped_on_sqlite(tmp_path):
+    """As on PostgreSQL, a `customer.subscription.created` arriving after the row was written (another event id,
+    an older `created`) inserts nothing: answered 200, the row as the newer events left it (was a 500 on every
+    retry: the insert hit the unique Stripe id)."""
+    app = create_app(
+        {
+            "ENVIRONMENT": "development",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+            "STRIPE_WEBHOOK_SECRET": "whsec_late",
+            "STRIPE_PRICE_PRO_MONTHLY": DOCS_PRICE,
+        }
+    )
+    with app.app_context():
+        upgrade()
+        seed_plans_from_config()
+        user = User(email="jenny@example.com", password_hash="x", stripe_customer_id=CUSTOMER)
+        db.session.add(user)
+        db.session.commit()
+        user_id = user.id
+    client = app.test_client()
+    for name in ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted"):
+        assert post_event(client, load(name, user_id), "whsec_late").status_code == 200
+    late = load("customer.subscription.created", user_id)
+    late["id"], late["created"] = "evt_late_created", late["created"] - 10
+    response = post_event(client, late, "whsec_late")
+    assert response.status_code == 200, response.get_json()
+    with app.app_context():
+        assert db.session.execute(sa.select(UserSubscription.status)).scalars().all() == ["canceled"]

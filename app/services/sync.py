@@ -399,6 +399,8 @@ def write_subscription(
         return row
     if db.engine.dialect.name != "postgresql":
         written = write_subscription_with_orm(user, subscription_id, row, changes, moves)
+        if written is None:
+            return None
         for mail in mails:
             db.session.execute(INSERT_MAIL, mail)
         return written
@@ -528,18 +530,27 @@ def conversion_writes(written: Any, columns: list[str]) -> list[Any]:
     return [updated, inserted.cte("conversion_insert")]
 
 
+#: The id of our row of a Stripe subscription, if there is one.
+SUBSCRIPTION_ID_OF_STRIPE_ID = select(UserSubscription.id).where(
+    UserSubscription.stripe_subscription_id == bindparam("subscription_id")
+)
+
+
 def write_subscription_with_orm(
     user: User | UserRef,
     subscription_id: str,
     row: SubscriptionRow | None,
     changes: dict[str, Any],
     moves: list[tuple[str, dict[str, Any]]],
-) -> SubscriptionRow:
-    """`write_subscription` through the session, for databases without data-modifying CTEs (SQLite)."""
+) -> SubscriptionRow | None:
+    """`write_subscription` through the session, for databases without data-modifying CTEs (SQLite); None when a
+    row to insert is there already (nothing written)."""
     entity = db.session.get(UserSubscription, row.id) if isinstance(row, RowState) else row
     # Every value first (the plan's look-up may flush the session), then a new row joins the session whole.
     values = {name: plan_entity(value) if name == "plan" else value for name, value in changes.items()}
     if entity is None:
+        if db.session.scalar(SUBSCRIPTION_ID_OF_STRIPE_ID, {"subscription_id": subscription_id}) is not None:
+            return None  # there already: as the PostgreSQL statement, the insert writes nothing
         entity = UserSubscription(user_id=user.id, stripe_subscription_id=subscription_id)
         db.session.add(entity)
     for name, value in values.items():
