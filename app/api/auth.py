@@ -8,7 +8,7 @@ end it at once. Refresh tokens rotate: each works once, and presenting a spent o
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, has_request_context, request
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, jwt_required
 
 from app.api.blueprint import bp
@@ -79,13 +79,27 @@ def refresh_token():
     return token_pair(user.id, family_id, next_jti).respond()
 
 
+#: Where a request keeps the verdict on the token it verified (`token_revoked`).
+_REVOKED_MEMO = "ssb.token_revoked"
+
+
 @jwt.token_in_blocklist_loader
 def token_revoked(header, payload) -> bool:
-    """A token is revoked unless its family is live (not logged out everywhere, no password change, no reuse)."""
-    user_id = payload.get(current_app.config["JWT_IDENTITY_CLAIM"])
+    """A token is revoked unless its family is live (not logged out everywhere, no password change, no reuse).
+
+    Asked once per request and token: the per-user rate limit's key and the view's `@jwt_required` both verify the
+    token, and the second asks the request's memo instead of the database again."""
+    key = (payload.get("jti"), payload.get(current_app.config["JWT_IDENTITY_CLAIM"]), payload.get(FAMILY_CLAIM))
+    environ = request.environ if has_request_context() else {}  # the request's own: never shared by two requests
+    memo = environ.get(_REVOKED_MEMO)
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    user_id = key[1]
     if not (isinstance(user_id, str) and user_id.isascii() and user_id.isdigit()):
         return True
-    return not sessions.is_live(payload.get(FAMILY_CLAIM), int(user_id), sessions.API)
+    revoked = not sessions.is_live(key[2], int(user_id), sessions.API)
+    environ[_REVOKED_MEMO] = (key, revoked)
+    return revoked
 
 
 @jwt.unauthorized_loader
