@@ -89,7 +89,8 @@ def read_with_login_check(
 ) -> None:
     """On `endpoint`'s page, the log-in check also reads `columns` (scalar expressions over `:user_id` and the
     names `params()` gives), so that the page needs no statement of its own for them (`page_values`). The
-    statement is built here once (compiled once per process)."""
+    statement is built here once (compiled once per process). The columns must only read: the check may run in
+    autocommit (`_first_read`), where a lock or a write of theirs would not last until the request's end."""
     _PAGES[endpoint] = (_LOGGED_IN.add_columns(*columns), len(columns), params)
 
 
