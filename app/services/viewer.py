@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, event, selec
 from app.extensions import db
 from app.models import ACCESS_STATUSES, LIVE_STATUSES, AuthSession, User, UserSubscription
 from app.services import sessions
-from app.services.catalog import PlanView, catalog, forget_catalog
+from app.services.catalog import PlanView, plan_view
 
 _MEMO = "_viewer_subscriptions"
 _PAGE_MEMO = "_viewer_page_values"
@@ -178,17 +178,6 @@ def paid_subscription(user_id: int) -> SubscriptionView | None:
     return subscription
 
 
-def catalogue_plan(plan_id: int) -> PlanView:
-    """The plan with this id from the catalogue; a plan seeded since this process read it has it read afresh."""
-    for attempt in range(2):
-        for plan in catalog():
-            if plan.id == plan_id:
-                return plan
-        if not attempt:
-            forget_catalog()
-    raise LookupError(f"no plan {plan_id} in the catalogue")
-
-
 def _view(values: Sequence[Any]) -> SubscriptionView:
     id_, plan_id, cycle, status, stripe_id, period_end, cancel_at_period_end, created_at, updated_at = values
     return SubscriptionView(
@@ -201,7 +190,7 @@ def _view(values: Sequence[Any]) -> SubscriptionView:
         cancel_at_period_end,
         created_at,
         updated_at,
-        catalogue_plan(plan_id),
+        plan_view(plan_id),
     )
 
 

@@ -27,7 +27,7 @@ from werkzeug.routing import MapAdapter
 from app.extensions import db
 from app.models import AuthSession, SubscriptionPlan, User, UserSubscription
 from app.services import viewer
-from app.services.catalog import catalog
+from app.services.catalog import catalog, plan_view
 from bench.bare_flask import app as bare_app
 from tests.billing.conftest import Billing
 
@@ -175,7 +175,7 @@ def test_a_plan_seeded_since_the_catalogue_was_read_is_found(app, pro_client):
         plan = SubscriptionPlan(name="extra", display_name="Extra", price_monthly=Decimal("5.00"))
         db.session.add(plan)
         db.session.commit()
-        assert viewer.catalogue_plan(plan.id).display_name == "Extra"
+        assert plan_view(plan.id).display_name == "Extra"
 
 
 def calls_of(function, action) -> int:
