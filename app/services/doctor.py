@@ -31,7 +31,7 @@ from app.logging import redact_text
 from app.models import StripeEvent, SubscriptionPlan, utcnow
 from app.services import DomainError, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
-from app.services.queue_health import MAIL_AGE_ALERT_SECONDS, queue_health
+from app.services.queue_health import EVENT_AGE_ALERT_SECONDS, MAIL_AGE_ALERT_SECONDS, queue_health
 from app.services.stripe_admin import EXTRA_EVENTS, default_portal_configuration, paid_prices, portal_differences
 from app.services.webhooks import API_VERSION, GUIDE_EVENTS, WebhookRejected, configured_secrets, verify
 
@@ -379,6 +379,27 @@ def check_task_queue() -> Iterator[Check]:
         yield passed("Task queue", f"{health.depth} job(s) waiting, {health.failed} failed; {waited}")
 
 
+def check_webhook_backlog() -> Iterator[Check]:
+    """No webhook event has waited to be applied (status received) as long as the alert's threshold: entitlements
+    follow Stripe."""
+    title = "Webhook events waiting"
+    health = queue_health()
+    waiting = (
+        f"{health.waiting_events} recorded and not applied yet, the oldest for {health.oldest_event_seconds:.0f} s"
+    )
+    if health.oldest_event_seconds >= EVENT_AGE_ALERT_SECONDS:
+        # A minute before the oldest was received: replaying a few applied events again changes nothing.
+        since = utcnow() - timedelta(seconds=health.oldest_event_seconds + 60)
+        yield failed(
+            title,
+            f"{waiting}: entitlements lag behind Stripe",
+            "start `flask queue worker` (it applies them; `flask queue status` shows whether the queue answers), "
+            f"or apply them in this shell: `flask stripe replay-events --since {since:%Y-%m-%dT%H:%M:00}`",
+        )
+    else:
+        yield passed(title, waiting if health.waiting_events else "none: every recorded event is applied")
+
+
 def check_rate_limit_storage() -> Iterator[Check]:
     """Rate limits are on and counted in Redis (shared by every worker and server, kept across restarts)."""
     title = "Rate limiting"
@@ -474,6 +495,7 @@ CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_customer_portal,
     check_redis,
     check_task_queue,
+    check_webhook_backlog,
     check_rate_limit_storage,
     check_webhook_secret,
     check_recent_webhook_failures,

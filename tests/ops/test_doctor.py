@@ -78,6 +78,7 @@ def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_
         "Customer Portal",
         "Redis",
         "Task queue",
+        "Webhook events waiting",
         "Rate limiting",
         "Webhook signing secret",
         "Recent webhook deliveries",
