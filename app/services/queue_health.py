@@ -66,7 +66,8 @@ def mark(ok: bool) -> str:
 #: The oldest pending outbox row's creation time.
 OLDEST_PENDING_MAIL = select(func.min(MailOutbox.created_at)).where(MailOutbox.status == "pending").scalar_subquery()
 #: The oldest event waiting to be applied: the first entry of ix_stripe_events_status_received_at's `received` range
-#: (PostgreSQL reads min() over an index's leading equality as a LIMIT 1 index scan, whatever the table's size).
+#: (PostgreSQL reads min() over an index's leading equality as a LIMIT 1 index scan, whatever the table's size). The
+#: entries of events applied since the table's last vacuum are stepped over: they stay in the index until then.
 OLDEST_RECEIVED_EVENT = (
     select(func.min(StripeEvent.received_at)).where(StripeEvent.status == "received").scalar_subquery()
 )
