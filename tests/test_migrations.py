@@ -74,3 +74,33 @@ def test_flask_db_downgrade_steps_back_one_revision_and_upgrade_returns(database
     assert stored_revision() == head.down_revision
     flask_db("upgrade")
     assert flask_db("current") == f"{head.revision} (head)"
+
+
+def stripe_events_options() -> set[str]:
+    return set(
+        db.session.execute(sa.text("SELECT reloptions FROM pg_class WHERE relname = 'stripe_events'")).scalar() or []
+    )
+
+
+def test_stripe_events_are_vacuumed_after_a_few_thousand_changes(database_url, redis_url):
+    """Queue mode updates every event once applied: the table is vacuumed after 1% of it and 1,000 rows have changed,
+    not PostgreSQL's 20%, so the oldest-waiting-event look-up does not step over a fifth of the table's dead entries;
+    the downgrade gives the defaults back."""
+    url = fresh_database(database_url, "ssb_migrations")
+    app = create_app(make_config(url, redis_url))
+    with app.app_context():
+        upgrade(revision="0012_subscription_status_counts")
+        assert stripe_events_options() == set()
+        db.session.rollback()
+        upgrade(revision="0013_stripe_events_autovacuum")
+        assert stripe_events_options() == {
+            "autovacuum_vacuum_scale_factor=0.01",
+            "autovacuum_vacuum_threshold=1000",
+            "autovacuum_analyze_scale_factor=0.01",
+            "autovacuum_analyze_threshold=1000",
+        }
+        db.session.rollback()
+        downgrade(revision="0012_subscription_status_counts")
+        assert stripe_events_options() == set()
+        db.session.rollback()
+        db.engine.dispose()
