@@ -18,10 +18,15 @@ in SQL at each scrape, so every worker answers the same figure and the admin das
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -244,3 +249,56 @@ def render_metrics(include_revenue: bool = True) -> tuple[bytes, str]:
         registry.register(RevenueCollector())
         registry.register(QueueCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def address_allowed(remote_addr: str | None, networks: list[str]) -> bool:
+    """True when `remote_addr` (the client as ProxyFix resolved it) is inside one of `networks`."""
+    if not remote_addr:
+        return False
+    try:
+        address = ipaddress.ip_address(remote_addr.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in ipaddress.ip_network(network) for network in networks)
+
+
+def token_accepted(header: str | None, token: str | None) -> bool:
+    """True for `Authorization: Bearer <METRICS_TOKEN>` when a token is configured (constant-time compare)."""
+    if not token or not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        """Scrapes are not worth a line each."""
+
+
+def serve_process_metrics(host: str, port: int, networks: list[str], token: str | None) -> WSGIServer:
+    """Serve this process's counters and histograms (a `flask queue worker`'s: the events it applied, the mail it
+    sent, its Stripe calls) at http://host:port/metrics, in a daemon thread, for Prometheus to scrape beside the app
+    hosts' /metrics (the alert rules add every target up). The app's rules apply: a client inside `networks`
+    (METRICS_ALLOWED_NETWORKS) or with `Authorization: Bearer <METRICS_TOKEN>`, else 403. No revenue or queue
+    gauges: the app hosts' /metrics has those. With PROMETHEUS_MULTIPROC_DIR set, every process writing there is
+    summed, as on an app host."""
+
+    def scrape(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        if not (
+            address_allowed(environ.get("REMOTE_ADDR"), networks)
+            or token_accepted(environ.get("HTTP_AUTHORIZATION"), token)
+        ):
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"forbidden\n"]
+        body, content_type = render_metrics(include_revenue=False)
+        start_response("200 OK", [("Content-Type", content_type), ("Cache-Control", "no-store")])
+        return [body]
+
+    server = make_server(host, port, scrape, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
