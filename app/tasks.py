@@ -10,9 +10,10 @@ applies it (app/services/webhooks.py).
 
 `SCHEDULE` is what `flask queue cron` (RQ's CronScheduler, one process per deployment) enqueues: the mail sweep
 every minute (mail left pending while Redis or SMTP was down), failed-event replay every five minutes (each event
-on its own exponential backoff, and events left unapplied a minute after they were recorded: their job lost), `flask stripe sync --all` nightly, the alert evaluation on weekdays after the
-close and the alert digest daily after it (app/services/alerts.py). The per-day dashboard counts need no job: the
-database's triggers keep them in the writing transaction.
+on its own exponential backoff; with it, the events left unapplied a minute after they were recorded, their job
+lost), `flask stripe sync --all` nightly, the alert evaluation on weekdays after the close and the alert digest
+daily after it (app/services/alerts.py). The per-day dashboard counts need no job: the database's triggers keep
+them in the writing transaction.
 """
 
 from __future__ import annotations
