@@ -5,8 +5,9 @@ broker or result backend beyond Redis, its retries with backoff and its cron sch
 worker is one `flask queue worker` process. Every job runs in a fresh app context of the worker's app, so it gets a
 session of its own that is removed when the job ends.
 
-With `WEBHOOK_APPLY=queue` the webhook endpoint records each Stripe event and enqueues `apply_webhook_event`, which
-applies it (app/services/webhooks.py).
+With `WEBHOOK_APPLY=queue` the webhook endpoint records each Stripe event and, unless a drain of its lane is waiting
+already, enqueues `apply_webhook_events`: one job applies every event recorded by then (app/services/webhooks.py).
+`apply_webhook_event` applies one event: a redelivered failed one.
 
 `SCHEDULE` is what `flask queue cron` (RQ's CronScheduler, one process per deployment) enqueues: the mail sweep
 every minute (mail left pending while Redis or SMTP was down), failed-event replay every five minutes (each event
@@ -33,7 +34,7 @@ from app.models import StripeEvent, utcnow
 from app.services.alerts import DIGEST_CRON, EVALUATION_CRON, evaluate_watched, send_digests
 from app.services.mail import deliver_batch
 from app.services.stripe_admin import customers_to_sync, reconcile
-from app.services.webhooks import apply_recorded
+from app.services.webhooks import apply_recorded, drain_received
 
 log = get_logger(__name__)
 
@@ -50,6 +51,11 @@ RECEIVED_GRACE = timedelta(minutes=1)
 
 class MailNotDelivered(RuntimeError):
     """Raised by the delivery job when a mail could not be sent, so that RQ retries it with backoff."""
+
+
+class EventsNotApplied(RuntimeError):
+    """Raised by a drain once done when some of its events failed (kept failed, for the replay): the job fails, so
+    RQ's failed registry (and `task_queue_failed_jobs`) shows it."""
 
 
 def in_app_context(job: Callable[..., Result]) -> Callable[..., Result]:
@@ -73,9 +79,21 @@ def deliver_mail(limit: int = 50) -> int:
 
 
 @in_app_context
+def apply_webhook_events(lane: int) -> int:
+    """Drain the recorded Stripe events (`WEBHOOK_APPLY=queue`): apply each `received` one, oldest first, until none
+    is left; returns how many were applied. Fails (once the others are applied) when some event's handler failed."""
+    drained = drain_received(lane)
+    if drained.failed:
+        raise EventsNotApplied(
+            f"{drained.failed} event(s) failed, kept failed for the replay; {drained.applied} applied"
+        )
+    return drained.applied
+
+
+@in_app_context
 def apply_webhook_event(event_id: str, event_type: str) -> str | None:
-    """Apply a Stripe event the endpoint recorded (`WEBHOOK_APPLY=queue`), unless another job or the replay has: its
-    outcome, or None. A fault leaves the event failed and fails the job (no RQ retry: the replay retries it)."""
+    """Apply one Stripe event the endpoint recorded (`WEBHOOK_APPLY=queue`: a redelivered failed event), unless another
+    job or the replay has: its outcome, or None. A fault leaves the event failed and fails the job (no RQ retry: the replay retries it)."""
     return apply_recorded(event_id, event_type)
 
 

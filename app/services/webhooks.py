@@ -12,17 +12,22 @@
 
 Where the handler runs is `WEBHOOK_APPLY`'s choice. `request`: all of the above inside the delivery's request,
 answered once applied. `queue` (the production way once a task queue is configured): the request verifies the event,
-records it `received` (one statement, in autocommit: one round trip) and hands an RQ job to the queue after it;
-Stripe gets 200 `queued` once the event is stored. A `flask queue worker` runs the job (`apply_recorded`): it claims
-the row in one UPDATE (so of two workers, or a worker and a redelivery, one applies it), runs the handler and commits
-as above. A fault keeps the event `failed`, and the scheduled replay with backoff (app/tasks.py) is the retry, as
-Stripe's redelivery is in `request` mode; an event whose job was lost is replayed once it has waited a minute.
+records it `received` (one statement, in autocommit: one round trip) and sees that a drain will apply it; Stripe
+gets 200 `queued` once the event is stored. A drain is one RQ job for many events (RQ's own bookkeeping, ~19 Redis
+commands a job, would otherwise cost as much CPU as applying the event): each event falls in one of LANES lanes, and
+its delivery sets the lane's `webhook_drain_pending` flag (SET NX) and enqueues the lane's drain only when the flag
+was not set. The drain (a `flask queue worker` job) deletes its flag, then claims the oldest `received` event in one
+UPDATE (FOR UPDATE SKIP LOCKED: drains running at once take different events), runs its handler and commits as
+above, and goes on until none is left. A fault keeps the event `failed`, and the scheduled replay with backoff
+(app/tasks.py) is the retry, as Stripe's redelivery is in `request` mode; an event whose drain was lost is replayed
+once it has waited a minute.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +38,7 @@ from flask import current_app
 from psycopg.pq import TransactionStatus
 from redis.exceptions import RedisError
 from rq import Queue
-from sqlalchemy import String, TextClause, bindparam, select, text, update
+from sqlalchemy import String, TextClause, bindparam, case, select, text, update
 from sqlalchemy.exc import DataError, ProgrammingError
 
 from app.extensions import cache_redis, db, task_queue
@@ -386,20 +391,37 @@ def settle(event: dict[str, Any], attempts: int, marked: bool, started: float) -
 
 # --- queue mode: record and answer, apply in a worker ---------------------------------------------------------------
 
-#: The job that applies a recorded event, named (not imported: app/tasks.py is built on this module).
+#: The job that drains the recorded events (`drain_received`), and the one that applies one event (`apply_recorded`:
+#: a redelivered failed event, which drains leave to the replay), named (not imported: app/tasks.py is built on this
+#: module).
+DRAIN_TASK = "app.tasks.apply_webhook_events"
 APPLY_TASK = "app.tasks.apply_webhook_event"
 #: A job that fails is not retried by RQ: the event is kept failed, and the scheduled replay retries it with backoff.
 APPLY_FAILURE_TTL = 7 * 24 * 3600
+#: How many drains may run at once, across workers: an event's lane (`drain_lane`) picks which one it asks for.
+LANES = 4
+#: `webhook_drain_pending:<lane>`, set (NX) by the delivery that enqueues the lane's drain and deleted by the drain as
+#: it starts: while it is set, a drain for the lane is waiting and a delivery enqueues none. It expires on its own,
+#: so a drain lost with its flag still set (Redis flushed, a worker killed before the drain started) holds back
+#: the lane's next one for DRAIN_PENDING_TTL at most (the scheduled replay applies what it leaves received).
+DRAIN_PENDING_KEY = "webhook_drain_pending:{}"
+DRAIN_PENDING_TTL = 30
+#: A drain stops after this many events or seconds and enqueues the lane's next drain: a job stays short (RQ's
+#: timeout, a deployment's restart), and lanes share the workers.
+DRAIN_LIMIT = 500
+DRAIN_SECONDS = 60
 
 
 def hand_to_queue(event: dict[str, Any], payload: bytes) -> Outcome:
-    """Queue mode: record the event `received` and enqueue the job that applies it; 200 `queued` once stored.
+    """Queue mode: record the event `received` and see that a drain will apply it; 200 `queued` once stored.
 
-    A new event costs one round trip (the insert, in autocommit); a known one a second (its status). An event
-    applied already is a duplicate; one recorded but not applied yet, or failed, has its job enqueued again (its
-    first may be lost): harmless, as a job applies only an event it claims. No Redis look-up first: the insert
-    tells a new event from a known one anyway, and a look-up would cost every new event a round trip to spare
-    duplicates one."""
+    A new event costs one round trip to the database (the insert, in autocommit), a known one a second (its status);
+    then one to Redis while the event's lane has a drain pending (`request_drain`), two when it enqueues one. An event
+    applied already is a duplicate; one recorded but not applied yet asks for its lane's drain again (the first may
+    be lost); a failed one gets a job of its own (`apply_recorded`), as drains leave failed events to the replay's
+    backoff: a redelivery (Stripe's dashboard's "Resend") applies it now. No Redis look-up first: the insert tells a
+    new event from a known one anyway, and a look-up would cost every new event a round trip to spare duplicates
+    one."""
     event_id, event_type = event["id"], event["type"]
     try:
         with autocommit():
@@ -409,7 +431,10 @@ def hand_to_queue(event: dict[str, Any], payload: bytes) -> Outcome:
         unstorable(event_id)
     if status in DONE:
         return duplicate(event_id, event_type)
-    enqueue_application(event_id, event_type)
+    if status == "failed":
+        enqueue_application(event_id, event_type)
+    else:
+        request_drain(drain_lane(event_id), event_id)
     log.info("stripe_webhook_queued", event_id=event_id, event_type=event_type, redelivered=status != NEW)
     return Outcome("queued", event_id, event_type)
 
@@ -441,10 +466,36 @@ def autocommit() -> Iterator[None]:
             driver.autocommit = False
 
 
+def drain_lane(event_id: str) -> int:
+    """The event's lane: the same in every process (not Python's `hash`, salted per process)."""
+    return zlib.crc32(event_id.encode()) % LANES
+
+
+def request_drain(lane: int, event_id: str | None = None) -> bool:
+    """See that a drain of `lane` will run after the events committed so far, never raising; whether it enqueued one.
+
+    `SET webhook_drain_pending:<lane> 1 NX EX 30` on the queue's Redis (one round trip): set already, a drain is
+    waiting and has not started (it deletes the flag first, then takes every event committed by then), so nothing
+    more is needed; set now, the drain is enqueued (a second round trip). Redis down: the events stay `received`,
+    and the scheduled replay applies them once they have waited a minute."""
+    queue = task_queue()
+    if queue is None:  # WEBHOOK_APPLY=queue without a queue is refused at start; an app changed since has none
+        enqueue_failed(event_id, RuntimeError("TASK_QUEUE_URL is not set"), lane=lane)
+        return False
+    try:
+        if not queue.connection.set(DRAIN_PENDING_KEY.format(lane), "1", nx=True, ex=DRAIN_PENDING_TTL):
+            return False
+        queue.enqueue_call(DRAIN_TASK, args=(lane,), timeout=2 * DRAIN_SECONDS + 60, failure_ttl=APPLY_FAILURE_TTL)
+    except RedisError as error:
+        enqueue_failed(event_id, error, lane=lane)
+        return False
+    return True
+
+
 def enqueue_application(event_id: str, event_type: str) -> None:
-    """Hand the recorded event's job to the task queue, never raising: an event whose job cannot be enqueued (Redis
-    down) stays `received`, and the scheduled replay applies it once it has waited a minute. On the cache's Redis
-    (as in the deployment guide) the job goes in a `CacheWrites` pipeline, as the mail's job does."""
+    """Hand one recorded event's job to the task queue, never raising: an event whose job cannot be enqueued (Redis
+    down) stays as it is, for the scheduled replay. On the cache's Redis (as in the deployment guide) the job goes in
+    a `CacheWrites` pipeline, as the mail's job does."""
     queue = task_queue()
     if queue is None:  # WEBHOOK_APPLY=queue without a queue is refused at start; an app changed since has none
         enqueue_failed(event_id, RuntimeError("TASK_QUEUE_URL is not set"))
@@ -470,8 +521,8 @@ def enqueue_job(queue: Queue, event_id: str, event_type: str, pipeline: Any = No
     )
 
 
-def enqueue_failed(event_id: str, error: Exception) -> None:
-    log.warning("stripe_webhook_enqueue_failed", event_id=event_id, error=f"{type(error).__name__}: {error}")
+def enqueue_failed(event_id: str | None, error: Exception, **context: Any) -> None:
+    log.warning("stripe_webhook_enqueue_failed", event_id=event_id, error=f"{type(error).__name__}: {error}", **context)
 
 
 def claim_event(settled: str) -> Any:
@@ -490,11 +541,35 @@ def claim_event(settled: str) -> Any:
 #: The claim by the status the event ends in (`settled_status`): built once each, so compiled once per process.
 CLAIM_EVENT = {settled: claim_event(settled) for settled in DONE}
 
+#: The drain's claim: the oldest `received` event (read from ix_stripe_events_status_received_at), marked applied
+#: as `settled_status` would say, one more attempt, its payload and attempt count returned. SKIP LOCKED: a row another
+#: drain (or a redelivery's claim) holds is passed over, so concurrent drains take different events and never wait
+#: on each other; the lock is held until the event's commit, a rollback (its handler failed) undoes the claim.
+CLAIM_NEXT_EVENT = (
+    update(StripeEvent)
+    .where(
+        StripeEvent.id
+        == select(StripeEvent.id)
+        .where(StripeEvent.status == "received")
+        .order_by(StripeEvent.received_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    .values(
+        status=case((StripeEvent.type.in_(sorted(HANDLERS)), "processed"), else_="ignored"),
+        attempts=StripeEvent.attempts + 1,
+        processed_at=bindparam("now"),
+        error=None,
+    )
+    .returning(StripeEvent.id, StripeEvent.payload, StripeEvent.attempts)
+)
+
 
 def apply_recorded(event_id: str, event_type: str) -> str | None:
-    """Apply a recorded event unless it is applied already (the queue's job, and the scheduled replay): claim it,
-    run its handler, commit; returns the outcome, or None when there was nothing to claim. A fault is rolled back,
-    the event kept `failed` with its error and attempts, and re-raised."""
+    """Apply a recorded event unless it is applied already (a redelivered failed event's job, and the scheduled
+    replay): claim it, run its handler, commit; returns the outcome, or None when there was nothing to claim. A fault
+    is rolled back, the event kept `failed` with its error and attempts, and re-raised."""
     started = time.perf_counter()
     claimed = db.session.execute(
         CLAIM_EVENT[settled_status(event_type)], {"event_id": event_id, "now": utcnow()}
@@ -505,6 +580,73 @@ def apply_recorded(event_id: str, event_type: str) -> str | None:
         return None
     event, attempts = claimed
     return settle(event, attempts, marked=True, started=started)
+
+
+@dataclass
+class Drained:
+    """What a drain did: events applied, events whose handler failed (kept failed), and whether it stopped at its
+    limit (its lane's next drain enqueued) rather than for want of events."""
+
+    applied: int = 0
+    failed: int = 0
+    limited: bool = False
+
+
+def drain_received(lane: int) -> Drained:
+    """The drain job's work: apply the `received` events, oldest first, one transaction each, until none is left.
+
+    First the lane's flag is deleted: a delivery committed after this point enqueues a new drain, so no event is
+    left without one (one committed before is taken by this drain's claims). Each event is claimed (one statement,
+    SKIP LOCKED: drains running at once take different events), then applied as a request applies it (`settle`:
+    commit, caches and `webhook_processed` mark, mail). A fault in one event rolls it back and keeps it `failed`
+    (the replay retries it with backoff), and the drain goes on with the next. After DRAIN_LIMIT events or
+    DRAIN_SECONDS it enqueues the lane's next drain and stops. A claim that fails (the database down) raises."""
+    clear_drain_flag(lane)
+    drained = Drained()
+    started = time.monotonic()
+    faulty: set[str] = set()
+    while True:
+        if drained.applied + drained.failed >= DRAIN_LIMIT or time.monotonic() - started >= DRAIN_SECONDS:
+            drained.limited = True
+            request_drain(lane)
+            break
+        event_started = time.perf_counter()
+        claimed = db.session.execute(CLAIM_NEXT_EVENT, {"now": utcnow()}).first()
+        if claimed is None:
+            db.session.rollback()
+            break
+        event_id, event, attempts = claimed
+        if event_id in faulty:  # its failure could not be recorded (the database?): not claimed again and again
+            db.session.rollback()
+            break
+        try:
+            settle(event, attempts, marked=True, started=event_started)
+        except Exception:  # rolled back, kept failed, counted and logged by `settle`; the others still apply
+            db.session.rollback()
+            faulty.add(event_id)
+            drained.failed += 1
+        else:
+            drained.applied += 1
+    log.info(
+        "stripe_webhook_drain_finished",
+        lane=lane,
+        applied=drained.applied,
+        failed=drained.failed,
+        limited=drained.limited,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    return drained
+
+
+def clear_drain_flag(lane: int) -> None:
+    """Delete the lane's `webhook_drain_pending` flag, never raising (Redis down: it expires on its own)."""
+    queue = task_queue()
+    if queue is None:
+        return
+    try:
+        queue.connection.delete(DRAIN_PENDING_KEY.format(lane))
+    except RedisError as error:
+        log.warning("stripe_webhook_drain_flag_not_cleared", lane=lane, error=f"{type(error).__name__}: {error}")
 
 
 def metric_type(event_type: str) -> str:
