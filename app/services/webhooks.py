@@ -410,6 +410,8 @@ DRAIN_PENDING_TTL = 30
 #: timeout, a deployment's restart), and lanes share the workers.
 DRAIN_LIMIT = 500
 DRAIN_SECONDS = 60
+#: RQ's timeout for a drain: its DRAIN_SECONDS, then the event it was applying.
+DRAIN_TIMEOUT = DRAIN_SECONDS + 240
 
 
 def hand_to_queue(event: dict[str, Any], payload: bytes) -> Outcome:
@@ -485,7 +487,11 @@ def request_drain(lane: int, event_id: str | None = None) -> bool:
     try:
         if not queue.connection.set(DRAIN_PENDING_KEY.format(lane), "1", nx=True, ex=DRAIN_PENDING_TTL):
             return False
-        queue.enqueue_call(DRAIN_TASK, args=(lane,), timeout=2 * DRAIN_SECONDS + 60, failure_ttl=APPLY_FAILURE_TTL)
+        pipeline = queue.connection.pipeline()  # RQ's writes in one round trip (sent alone, it makes two)
+        queue.enqueue_call(
+            DRAIN_TASK, args=(lane,), timeout=DRAIN_TIMEOUT, failure_ttl=APPLY_FAILURE_TTL, pipeline=pipeline
+        )
+        pipeline.execute()
     except RedisError as error:
         enqueue_failed(event_id, error, lane=lane)
         return False

@@ -3,8 +3,8 @@
 Every event of a subscription's life (Stripe's documented payloads) is delivered twice, shuffled, half of the
 deliveries to each server, concurrently. Each event is processed once, no audit entry is written twice, and
 every queued mail reaches SMTP once, whichever worker took it — with the events applied in the requests
-(WEBHOOK_APPLY=request) or by the workers (queue: each event's job may be enqueued by both deliveries, and both
-workers may take one of its jobs at once).
+(WEBHOOK_APPLY=request) or by the workers (queue: the deliveries enqueue a drain per lane, again once a drain has
+started, and both workers' drains claim events at once, each passing over the rows the other holds: SKIP LOCKED).
 """
 
 from __future__ import annotations
