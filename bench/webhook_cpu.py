@@ -9,10 +9,11 @@ Redis caches, mail handed to the task queue on Redis) on the PostgreSQL and Redi
 Figures are per second of this process's CPU time, so other processes on a loaded machine move them less than
 wall-clock time would (the servers' own CPU is not in them). `--profile` adds a cProfile of the endpoint.
 
-`--apply queue` runs the endpoint with WEBHOOK_APPLY=queue (it records each event and enqueues its job), then the
-jobs in this process by RQ's SimpleWorker (as `flask queue worker` runs them, on the same Redis): the worker's CPU
-per applied event is reported beside the endpoint's (the mail jobs the events enqueue are left out: dropped once the
-events are applied). `--apply request` (the default) applies each event in its request.
+`--apply queue` runs the endpoint with WEBHOOK_APPLY=queue (it records each event and enqueues its lane's drain when
+none is pending), then the drains in this process by RQ's SimpleWorker (as `flask queue worker` runs them, on the
+same Redis): the worker's CPU per applied event is reported beside the endpoint's, with the number of drain jobs
+(the mail jobs the events enqueue are left out: dropped once the events are applied). Each half of the events is
+posted before the worker runs: a burst, drained by at most one job per lane. `--apply request` (the default) applies each event in its request.
 
     .venv/bin/python bench/webhook_cpu.py [--customers 150] [--apply request|queue] [--profile]
 """
@@ -41,6 +42,7 @@ from sqlalchemy import text  # noqa: E402
 from app.extensions import csrf, db, limiter, task_queue  # noqa: E402
 from app.models import User  # noqa: E402
 from app.services.stripe_gateway import API_VERSION  # noqa: E402
+from app.services.webhooks import DRAIN_TASK  # noqa: E402
 from bench.baselines import receive_raw_event  # noqa: E402
 from bench.request_overhead import production_app  # noqa: E402
 
@@ -123,12 +125,14 @@ def post_all(client, path: str, bodies: list[bytes], secret: str) -> float:
     return time.process_time() - started
 
 
-def work(app, jobs: int) -> float:
-    """CPU seconds of a worker running the next `jobs` jobs of the queue (the events' own: each mail job an event
-    enqueues comes after them), the queue then emptied of the mail jobs."""
+def work(app) -> tuple[float, int]:
+    """CPU seconds of a worker running the drains queued now (at most one per lane: each applies every event it
+    finds), and how many there were; the mail jobs the events enqueue come after them, and are then dropped."""
     with app.app_context():
         queue = task_queue()
-        assert queue is not None and queue.count == jobs, (queue and queue.count, jobs)
+        assert queue is not None
+        jobs = queue.count
+        assert {job.func_name for job in queue.get_jobs()} == {DRAIN_TASK}, [job.func_name for job in queue.get_jobs()]
         worker = SimpleWorker([queue], connection=queue.connection)
         started = time.process_time()
         worker.work(burst=True, max_jobs=jobs, logging_level="WARNING")
@@ -137,7 +141,7 @@ def work(app, jobs: int) -> float:
         db.session.rollback()
         assert waiting == 0 and queue.failed_job_registry.count == 0, (waiting, queue.failed_job_registry.count)
         queue.empty()
-    return seconds
+    return seconds, jobs
 
 
 def main() -> int:
@@ -166,7 +170,7 @@ def main() -> int:
     warming = [b for cycle in bodies[:warm] for b in cycle]
     post_all(client, WEBHOOK, warming, secret)
     if queued:
-        work(app, len(warming))
+        work(app)
     else:
         with app.app_context():
             task_queue().empty()  # the mail jobs: no worker here
@@ -174,6 +178,7 @@ def main() -> int:
     measured = bodies[warm:]
     events = sum(len(cycle) for cycle in measured)
     endpoint = floor = worker = 0.0
+    drains = 0
     profiler = cProfile.Profile() if options.profile else None
     for half in (measured[: len(measured) // 2], measured[len(measured) // 2 :]):
         flat = [b for cycle in half for b in cycle]
@@ -183,7 +188,9 @@ def main() -> int:
         if profiler is not None:
             profiler.disable()
         if queued:
-            worker += work(app, len(flat))
+            seconds, jobs = work(app)
+            worker += seconds
+            drains += jobs
         floor += post_all(client, FLOOR, flat, secret)
     with app.app_context():
         statuses = dict(db.session.execute(text("SELECT status, count(*) FROM stripe_events GROUP BY status")).all())
@@ -194,7 +201,7 @@ def main() -> int:
         "endpoint_cpu_ms_per_event": round(1000 * endpoint / events, 3),
         "floor_cpu_ms_per_event": round(1000 * floor / events, 3),
         "cpu_ratio_floor_to_endpoint": round(floor / endpoint, 3),
-        **({"worker_cpu_ms_per_event": round(1000 * worker / events, 3)} if queued else {}),
+        **({"worker_cpu_ms_per_event": round(1000 * worker / events, 3), "drain_jobs": drains} if queued else {}),
         "statuses": statuses,
         "mails": mails,
         "load": [round(x, 1) for x in os.getloadavg()],
