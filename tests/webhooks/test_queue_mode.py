@@ -20,6 +20,7 @@ from rq import SimpleWorker
 
 from app.extensions import db, task_queue
 from app.models import AuditLog, MailOutbox, StripeEvent, User, UserSubscription, utcnow
+from app.services import webhooks
 from app.services.catalog import seed_plans_from_config
 from app.services.signals import subscription_changed
 from app.services.webhooks import DRAIN_PENDING_KEY, DRAIN_PENDING_TTL, LANES, drain_lane
@@ -391,3 +392,19 @@ def test_two_drains_at_once_apply_each_event_once(seeded, client, redis_url):
     assert sum(applied) == len(burst), applied
     assert events_in_db(seeded) == {body["id"]: ("processed", 1) for body in burst}
     assert billing_emails(seeded) == sorted(f"new{n}@example.com" for n in range(60))
+
+
+def test_a_drain_at_its_limit_enqueues_its_lanes_next_drain(seeded, client, redis_url, monkeypatch):
+    queue_mode(seeded, redis_url)
+    monkeypatch.setattr(webhooks, "DRAIN_LIMIT", 3)  # 500 in production: a smaller burst reaches it here
+    burst = customer_events(seeded, 5)
+    for body in burst:
+        post_event(client, body, secret(seeded))
+    lane = drain_lane(burst[0]["id"])
+    with seeded.app_context():
+        task_queue().empty()  # the drains the burst enqueued: this one runs here
+        redis.Redis.from_url(redis_url).delete(*(DRAIN_PENDING_KEY.format(n) for n in range(LANES)))
+        assert apply_webhook_events(lane) == 3
+    assert queued_jobs(seeded) == [(DRAIN, (lane,))]  # the rest: its next drain
+    drain(seeded)
+    assert events_in_db(seeded) == {body["id"]: ("processed", 1) for body in burst}
