@@ -9,7 +9,13 @@ Redis caches, mail handed to the task queue on Redis) on the PostgreSQL and Redi
 Figures are per second of this process's CPU time, so other processes on a loaded machine move them less than
 wall-clock time would (the servers' own CPU is not in them). `--profile` adds a cProfile of the endpoint.
 
-    .venv/bin/python bench/webhook_cpu.py [--customers 150] [--profile]
+`--apply queue` runs the endpoint with WEBHOOK_APPLY=queue (it records each event and enqueues its lane's drain when
+none is pending), then the drains in this process by RQ's SimpleWorker (as `flask queue worker` runs them, on the
+same Redis): the worker's CPU per applied event is reported beside the endpoint's, with the number of drain jobs
+(the mail jobs the events enqueue are left out: dropped once the events are applied). Each half of the events is
+posted before the worker runs: a burst, drained by at most one job per lane. `--apply request` (the default) applies each event in its request.
+
+    .venv/bin/python bench/webhook_cpu.py [--customers 150] [--apply request|queue] [--profile]
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from redis import Redis  # noqa: E402
+from rq import SimpleWorker  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from app.extensions import csrf, db, limiter  # noqa: E402
+from app.extensions import csrf, db, limiter, task_queue  # noqa: E402
 from app.models import User  # noqa: E402
 from app.services.stripe_gateway import API_VERSION  # noqa: E402
+from app.services.webhooks import DRAIN_TASK  # noqa: E402
 from bench.baselines import receive_raw_event  # noqa: E402
 from bench.request_overhead import production_app  # noqa: E402
 
@@ -117,15 +125,37 @@ def post_all(client, path: str, bodies: list[bytes], secret: str) -> float:
     return time.process_time() - started
 
 
+def work(app) -> tuple[float, int]:
+    """CPU seconds of a worker running the drains queued now (at most one per lane: each applies every event it
+    finds), and how many there were; the mail jobs the events enqueue come after them, and are then dropped."""
+    with app.app_context():
+        queue = task_queue()
+        assert queue is not None
+        jobs = queue.count
+        assert {job.func_name for job in queue.get_jobs()} == {DRAIN_TASK}, [job.func_name for job in queue.get_jobs()]
+        worker = SimpleWorker([queue], connection=queue.connection)
+        started = time.process_time()
+        worker.work(burst=True, max_jobs=jobs, logging_level="WARNING")
+        seconds = time.process_time() - started
+        waiting = db.session.scalar(text("SELECT count(*) FROM stripe_events WHERE status IN ('received', 'failed')"))
+        db.session.rollback()
+        assert waiting == 0 and queue.failed_job_registry.count == 0, (waiting, queue.failed_job_registry.count)
+        queue.empty()
+    return seconds, jobs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=150)
+    parser.add_argument("--apply", choices=("request", "queue"), default="request", help="WEBHOOK_APPLY")
     parser.add_argument("--profile", action="store_true")
     options = parser.parse_args()
+    queued = options.apply == "queue"
     redis_url = os.environ["TEST_REDIS_URL"]
     Redis.from_url(redis_url).flushdb()  # no duplicate marks from an earlier run
     app = production_app(os.environ["TEST_DATABASE_URL"], redis_url)
     app.config["TASK_QUEUE_URL"] = redis_url  # mail goes to the task queue, as in production
+    app.config["WEBHOOK_APPLY"] = options.apply
     add_floor(app)
     secret = app.config["STRIPE_WEBHOOK_SECRET"]
     warm = 10
@@ -137,11 +167,18 @@ def main() -> int:
     client = app.test_client()
     bodies = [[json.dumps(event).encode() for event in life_cycle(n)] for n in range(options.customers + warm)]
     # Warm-up: every statement shape compiled once, pools filled; then, interleaved by step, both routes.
-    post_all(client, WEBHOOK, [b for cycle in bodies[:warm] for b in cycle], secret)
-    post_all(client, FLOOR, [b for cycle in bodies[:warm] for b in cycle], secret)
+    warming = [b for cycle in bodies[:warm] for b in cycle]
+    post_all(client, WEBHOOK, warming, secret)
+    if queued:
+        work(app)
+    else:
+        with app.app_context():
+            task_queue().empty()  # the mail jobs: no worker here
+    post_all(client, FLOOR, warming, secret)
     measured = bodies[warm:]
     events = sum(len(cycle) for cycle in measured)
-    endpoint = floor = 0.0
+    endpoint = floor = worker = 0.0
+    drains = 0
     profiler = cProfile.Profile() if options.profile else None
     for half in (measured[: len(measured) // 2], measured[len(measured) // 2 :]):
         flat = [b for cycle in half for b in cycle]
@@ -150,15 +187,21 @@ def main() -> int:
         endpoint += post_all(client, WEBHOOK, flat, secret)
         if profiler is not None:
             profiler.disable()
+        if queued:
+            seconds, jobs = work(app)
+            worker += seconds
+            drains += jobs
         floor += post_all(client, FLOOR, flat, secret)
     with app.app_context():
         statuses = dict(db.session.execute(text("SELECT status, count(*) FROM stripe_events GROUP BY status")).all())
         mails = db.session.scalar(text("SELECT count(*) FROM mail_outbox"))
     report = {
+        "apply": options.apply,
         "events": events,
         "endpoint_cpu_ms_per_event": round(1000 * endpoint / events, 3),
         "floor_cpu_ms_per_event": round(1000 * floor / events, 3),
         "cpu_ratio_floor_to_endpoint": round(floor / endpoint, 3),
+        **({"worker_cpu_ms_per_event": round(1000 * worker / events, 3), "drain_jobs": drains} if queued else {}),
         "statuses": statuses,
         "mails": mails,
         "load": [round(x, 1) for x in os.getloadavg()],

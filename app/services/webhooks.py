@@ -9,21 +9,39 @@
   that cannot be applied as it is, 500 for our own fault; Stripe retries both.
 - Redis `webhook_processed:<id>` (7 days) is a fast path for duplicates; the table is the truth. It is set after
   the commit in the same round trip as the caches the commit drops (`signals.CacheWrites`).
+
+Where the handler runs is `WEBHOOK_APPLY`'s choice. `request`: all of the above inside the delivery's request,
+answered once applied. `queue` (the production way once a task queue is configured): the request verifies the event,
+records it `received` (one statement, in autocommit: one round trip) and sees that a drain will apply it; Stripe
+gets 200 `queued` once the event is stored. A drain is one RQ job for many events (RQ's own bookkeeping, ~19 Redis
+commands a job, would otherwise cost as much CPU as applying the event): each event falls in one of LANES lanes, and
+its delivery sets the lane's `webhook_drain_pending` flag (SET NX) and enqueues the lane's drain only when the flag
+was not set. The drain (a `flask queue worker` job) deletes its flag, then claims the oldest `received` event in one
+UPDATE (FOR UPDATE SKIP LOCKED: drains running at once take different events), runs its handler and commits as
+above, and goes on until none is left. A fault keeps the event `failed`, and the scheduled replay with backoff
+(app/tasks.py) is the retry, as Stripe's redelivery is in `request` mode; an event whose drain was lost is replayed
+once it has waited a minute.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import current_app
-from sqlalchemy import String, TextClause, bindparam, select, text, update
+from psycopg.pq import TransactionStatus
+from redis.exceptions import RedisError
+from rq import Queue
+from sqlalchemy import String, TextClause, bindparam, case, select, text, update
 from sqlalchemy.exc import DataError, ProgrammingError
 
-from app.extensions import cache_redis, db
+from app.extensions import cache_redis, db, task_queue
 from app.logging import get_logger
 from app.models import StripeEvent, utcnow
 from app.services import metrics, stripe_gateway
@@ -52,7 +70,7 @@ class WebhookRejected(Exception):
 
 @dataclass
 class Outcome:
-    status: str  # processed | ignored | duplicate
+    status: str  # processed | ignored | duplicate | queued
     event_id: str
     event_type: str
 
@@ -295,12 +313,14 @@ def check_api_version(event: dict[str, Any]) -> None:
 
 
 def handle(payload: bytes, signature: str | None) -> Outcome:
-    """The whole endpoint minus HTTP: verify, check the API version, record, dispatch, commit, then
-    `subscription_changed`."""
+    """The whole endpoint minus HTTP: verify, check the API version, record, then — by `WEBHOOK_APPLY` — dispatch,
+    commit and `subscription_changed` here, or hand the event to the task queue (`hand_to_queue`)."""
     started = time.perf_counter()
     event = verify(payload, signature)
     event_id, event_type = event["id"], event["type"]
     check_api_version(event)
+    if current_app.config.get("WEBHOOK_APPLY") == "queue":
+        return hand_to_queue(event, payload)
     if seen_in_redis(event_id):
         metrics.record_webhook(metric_type(event_type), "duplicate")
         return Outcome("duplicate", event_id, event_type)
@@ -308,35 +328,54 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
     try:
         status, attempts = record(event, settle=True, body=payload.decode("utf-8-sig"))
     except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
-        db.session.rollback()
-        log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
-        raise WebhookRejected(400, "invalid_payload", "The event holds values that cannot be stored.") from None
+        unstorable(event_id)
     if status in DONE:
         db.session.commit()
         remember_in_redis(event_id)
-        metrics.record_webhook(metric_type(event_type), "duplicate")
-        log.info("stripe_webhook_duplicate", event_id=event_id, event_type=event_type)
-        return Outcome("duplicate", event_id, event_type)
+        return duplicate(event_id, event_type)
+    try:
+        outcome = settle(event, attempts + 1, marked=status == NEW, started=started)
+    except MALFORMED as error:
+        raise WebhookRejected(
+            422,
+            "unprocessable_event",
+            f"This {event_type} event cannot be applied as it is "
+            f"({type(error).__name__}); it is kept as failed, to replay after a fix.",
+        ) from error
+    return Outcome(outcome, event_id, event_type)
+
+
+def unstorable(event_id: str) -> NoReturn:
+    """Refuse (400) an event the database cannot store, its failed statement rolled back."""
+    db.session.rollback()
+    log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
+    raise WebhookRejected(400, "invalid_payload", "The event holds values that cannot be stored.") from None
+
+
+def duplicate(event_id: str, event_type: str) -> Outcome:
+    """A delivery of an event already applied: counted and logged, nothing done."""
+    metrics.record_webhook(metric_type(event_type), "duplicate")
+    log.info("stripe_webhook_duplicate", event_id=event_id, event_type=event_type)
+    return Outcome("duplicate", event_id, event_type)
+
+
+def settle(event: dict[str, Any], attempts: int, marked: bool, started: float) -> str:
+    """Apply the event (`apply`, its `webhook_processed` mark sent with the commit's cache writes), then count and
+    log the outcome with the seconds since `started`; a fault is counted and logged, then re-raised."""
+    event_id, event_type = event["id"], event["type"]
     handled = CacheWrites()
     remember_in_redis(event_id, handled)  # sent only once the event's transaction is committed
     try:
-        outcome = apply(event, attempts + 1, marked=status == NEW, writes=handled)
+        outcome = apply(event, attempts, marked=marked, writes=handled)
     except Exception as error:
         metrics.record_webhook(metric_type(event_type), "failed", time.perf_counter() - started)
         log.error(
             "stripe_webhook_handling_failed",
             event_id=event_id,
             event_type=event_type,
-            attempts=attempts + 1,
+            attempts=attempts,
             error=f"{type(error).__name__}: {error}",
         )
-        if isinstance(error, MALFORMED):
-            raise WebhookRejected(
-                422,
-                "unprocessable_event",
-                f"This {event_type} event cannot be applied as it is "
-                f"({type(error).__name__}); it is kept as failed, to replay after a fix.",
-            ) from error
         raise
     seconds = time.perf_counter() - started
     metrics.record_webhook(metric_type(event_type), outcome, seconds)
@@ -347,7 +386,273 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         outcome=outcome,
         duration_ms=round(seconds * 1000, 1),
     )
-    return Outcome(outcome, event_id, event_type)
+    return outcome
+
+
+# --- queue mode: record and answer, apply in a worker ---------------------------------------------------------------
+
+#: The job that drains the recorded events (`drain_received`), and the one that applies one event (`apply_recorded`:
+#: a redelivered failed event, which drains leave to the replay), named (not imported: app/tasks.py is built on this
+#: module).
+DRAIN_TASK = "app.tasks.apply_webhook_events"
+APPLY_TASK = "app.tasks.apply_webhook_event"
+#: A job that fails is not retried by RQ: the event is kept failed, and the scheduled replay retries it with backoff.
+APPLY_FAILURE_TTL = 7 * 24 * 3600
+#: How many drains may run at once, across workers: an event's lane (`drain_lane`) picks which one it asks for.
+LANES = 4
+#: `webhook_drain_pending:<lane>`, set (NX) by the delivery that enqueues the lane's drain and deleted by the drain as
+#: it starts: while it is set, a drain for the lane is waiting and a delivery enqueues none. It expires on its own,
+#: so a drain lost with its flag still set (Redis flushed, a worker killed before the drain started) holds back
+#: the lane's next one for DRAIN_PENDING_TTL at most (the scheduled replay applies what it leaves received).
+DRAIN_PENDING_KEY = "webhook_drain_pending:{}"
+DRAIN_PENDING_TTL = 30
+#: A drain stops after this many events or seconds and enqueues the lane's next drain: a job stays short (RQ's
+#: timeout, a deployment's restart), and lanes share the workers.
+DRAIN_LIMIT = 500
+DRAIN_SECONDS = 60
+#: RQ's timeout for a drain: its DRAIN_SECONDS, then the event it was applying.
+DRAIN_TIMEOUT = DRAIN_SECONDS + 240
+
+
+def hand_to_queue(event: dict[str, Any], payload: bytes) -> Outcome:
+    """Queue mode: record the event `received` and see that a drain will apply it; 200 `queued` once stored.
+
+    A new event costs one round trip to the database (the insert, in autocommit), a known one a second (its status);
+    then one to Redis while the event's lane has a drain pending (`request_drain`), two when it enqueues one. An event
+    applied already is a duplicate; one recorded but not applied yet asks for its lane's drain again (the first may
+    be lost); a failed one gets a job of its own (`apply_recorded`), as drains leave failed events to the replay's
+    backoff: a redelivery (Stripe's dashboard's "Resend") applies it now. No Redis look-up first: the insert tells a
+    new event from a known one anyway, and a look-up would cost every new event a round trip to spare duplicates
+    one."""
+    event_id, event_type = event["id"], event["type"]
+    try:
+        with autocommit():
+            status, _ = record(event, body=payload.decode("utf-8-sig"))
+        db.session.commit()  # nothing to send in autocommit; ends the session's transaction
+    except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
+        unstorable(event_id)
+    if status in DONE:
+        return duplicate(event_id, event_type)
+    if status == "failed":
+        enqueue_application(event_id, event_type)
+    else:
+        request_drain(drain_lane(event_id), event_id)
+    log.info("stripe_webhook_queued", event_id=event_id, event_type=event_type, redelivered=status != NEW)
+    return Outcome("queued", event_id, event_type)
+
+
+@contextmanager
+def autocommit() -> Iterator[None]:
+    """Run the block's statements in autocommit on PostgreSQL (psycopg) when the session's transaction has not begun
+    on the server: each commits alone, in its own round trip, with no BEGIN before nor COMMIT after (psycopg sends
+    each as a round trip of its own); the driver is back in transactions afterwards. Elsewhere (SQLite, a transaction
+    already open, changes not yet flushed) the block runs in the session's transaction: the caller commits it."""
+    session = db.session
+    connection = session.connection()
+    driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
+    if (
+        connection.dialect.driver != "psycopg"
+        or driver.autocommit  # a connection the caller put in autocommit stays as it is
+        or driver.info.transaction_status != TransactionStatus.IDLE
+        or session.new
+        or session.dirty
+        or session.deleted
+    ):
+        yield
+        return
+    driver.autocommit = True
+    try:
+        yield
+    finally:
+        if driver.info.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
+            driver.autocommit = False
+
+
+def drain_lane(event_id: str) -> int:
+    """The event's lane: the same in every process (not Python's `hash`, salted per process)."""
+    return zlib.crc32(event_id.encode()) % LANES
+
+
+def request_drain(lane: int, event_id: str | None = None) -> bool:
+    """See that a drain of `lane` will run after the events committed so far, never raising; whether it enqueued one.
+
+    `SET webhook_drain_pending:<lane> 1 NX EX 30` on the queue's Redis (one round trip): set already, a drain is
+    waiting and has not started (it deletes the flag first, then takes every event committed by then), so nothing
+    more is needed; set now, the drain is enqueued (a second round trip). Redis down: the events stay `received`,
+    and the scheduled replay applies them once they have waited a minute."""
+    queue = task_queue()
+    if queue is None:  # WEBHOOK_APPLY=queue without a queue is refused at start; an app changed since has none
+        enqueue_failed(event_id, RuntimeError("TASK_QUEUE_URL is not set"), lane=lane)
+        return False
+    try:
+        if not queue.connection.set(DRAIN_PENDING_KEY.format(lane), "1", nx=True, ex=DRAIN_PENDING_TTL):
+            return False
+        pipeline = queue.connection.pipeline()  # RQ's writes in one round trip (sent alone, it makes two)
+        queue.enqueue_call(
+            DRAIN_TASK, args=(lane,), timeout=DRAIN_TIMEOUT, failure_ttl=APPLY_FAILURE_TTL, pipeline=pipeline
+        )
+        pipeline.execute()
+    except RedisError as error:
+        enqueue_failed(event_id, error, lane=lane)
+        return False
+    return True
+
+
+def enqueue_application(event_id: str, event_type: str) -> None:
+    """Hand one recorded event's job to the task queue, never raising: an event whose job cannot be enqueued (Redis
+    down) stays as it is, for the scheduled replay. On the cache's Redis (as in the deployment guide) the job goes in
+    a `CacheWrites` pipeline, as the mail's job does."""
+    queue = task_queue()
+    if queue is None:  # WEBHOOK_APPLY=queue without a queue is refused at start; an app changed since has none
+        enqueue_failed(event_id, RuntimeError("TASK_QUEUE_URL is not set"))
+        return
+    writes = CacheWrites()
+    if writes.shares_server(queue.connection):
+        writes.add_first(
+            lambda pipeline: enqueue_job(queue, event_id, event_type, pipeline),
+            on_failure=lambda error: enqueue_failed(event_id, error),
+        )
+        writes.send()
+        return
+    try:
+        enqueue_job(queue, event_id, event_type)
+    except RedisError as error:
+        enqueue_failed(event_id, error)
+
+
+def enqueue_job(queue: Queue, event_id: str, event_type: str, pipeline: Any = None) -> None:
+    """Enqueue the job applying the event, sent at once or with `pipeline` (RQ then only adds its writes to it)."""
+    queue.enqueue_call(
+        APPLY_TASK, args=(event_id, event_type), timeout=300, failure_ttl=APPLY_FAILURE_TTL, pipeline=pipeline
+    )
+
+
+def enqueue_failed(event_id: str | None, error: Exception, **context: Any) -> None:
+    log.warning("stripe_webhook_enqueue_failed", event_id=event_id, error=f"{type(error).__name__}: {error}", **context)
+
+
+def claim_event(settled: str) -> Any:
+    """The statement claiming a recorded event not applied yet: marked applied (`settled`, one more attempt), its
+    payload and attempt count returned. Its row lock, held until the commit, makes a concurrent claim (another
+    worker's) wait, then find it applied and claim nothing; a rollback (the handler failed) leaves it as it was, for
+    `record_failure` to mark failed."""
+    return (
+        update(StripeEvent)
+        .where(StripeEvent.id == bindparam("event_id"), StripeEvent.status.in_(("received", "failed")))
+        .values(status=settled, attempts=StripeEvent.attempts + 1, processed_at=bindparam("now"), error=None)
+        .returning(StripeEvent.payload, StripeEvent.attempts)
+    )
+
+
+#: The claim by the status the event ends in (`settled_status`): built once each, so compiled once per process.
+CLAIM_EVENT = {settled: claim_event(settled) for settled in DONE}
+
+#: The drain's claim: the oldest `received` event (read from ix_stripe_events_status_received_at), marked applied
+#: as `settled_status` would say, one more attempt, its payload and attempt count returned. SKIP LOCKED: a row another
+#: drain (or a redelivery's claim) holds is passed over, so concurrent drains take different events and never wait
+#: on each other; the lock is held until the event's commit, a rollback (its handler failed) undoes the claim.
+CLAIM_NEXT_EVENT = (
+    update(StripeEvent)
+    .where(
+        StripeEvent.id
+        == select(StripeEvent.id)
+        .where(StripeEvent.status == "received")
+        .order_by(StripeEvent.received_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    .values(
+        status=case((StripeEvent.type.in_(sorted(HANDLERS)), "processed"), else_="ignored"),
+        attempts=StripeEvent.attempts + 1,
+        processed_at=bindparam("now"),
+        error=None,
+    )
+    .returning(StripeEvent.id, StripeEvent.payload, StripeEvent.attempts)
+)
+
+
+def apply_recorded(event_id: str, event_type: str) -> str | None:
+    """Apply a recorded event unless it is applied already (a redelivered failed event's job, and the scheduled
+    replay): claim it, run its handler, commit; returns the outcome, or None when there was nothing to claim. A fault
+    is rolled back, the event kept `failed` with its error and attempts, and re-raised."""
+    started = time.perf_counter()
+    claimed = db.session.execute(
+        CLAIM_EVENT[settled_status(event_type)], {"event_id": event_id, "now": utcnow()}
+    ).first()
+    if claimed is None:
+        db.session.rollback()
+        log.info("stripe_webhook_already_applied", event_id=event_id, event_type=event_type)
+        return None
+    event, attempts = claimed
+    return settle(event, attempts, marked=True, started=started)
+
+
+@dataclass
+class Drained:
+    """What a drain did: events applied, events whose handler failed (kept failed), and whether it stopped at its
+    limit (its lane's next drain enqueued) rather than for want of events."""
+
+    applied: int = 0
+    failed: int = 0
+    limited: bool = False
+
+
+def drain_received(lane: int) -> Drained:
+    """The drain job's work: apply the `received` events, oldest first, one transaction each, until none is left.
+
+    First the lane's flag is deleted: a delivery committed after this point enqueues a new drain, so no event is
+    left without one (one committed before is taken by this drain's claims). Each event is claimed (one statement,
+    SKIP LOCKED: drains running at once take different events), then applied as a request applies it (`settle`:
+    commit, caches and `webhook_processed` mark, mail). A fault in one event rolls it back and keeps it `failed`
+    (the replay retries it with backoff), and the drain goes on with the next. After DRAIN_LIMIT events or
+    DRAIN_SECONDS it enqueues the lane's next drain and stops. A claim that fails (the database down) raises."""
+    clear_drain_flag(lane)
+    drained = Drained()
+    started = time.monotonic()
+    faulty: set[str] = set()
+    while True:
+        if drained.applied + drained.failed >= DRAIN_LIMIT or time.monotonic() - started >= DRAIN_SECONDS:
+            drained.limited = True
+            request_drain(lane)
+            break
+        event_started = time.perf_counter()
+        claimed = db.session.execute(CLAIM_NEXT_EVENT, {"now": utcnow()}).first()
+        if claimed is None:
+            db.session.rollback()
+            break
+        event_id, event, attempts = claimed
+        if event_id in faulty:  # its failure could not be recorded (the database?): not claimed again and again
+            db.session.rollback()
+            break
+        try:
+            settle(event, attempts, marked=True, started=event_started)
+        except Exception:  # rolled back, kept failed, counted and logged by `settle`; the others still apply
+            db.session.rollback()
+            faulty.add(event_id)
+            drained.failed += 1
+        else:
+            drained.applied += 1
+    log.info(
+        "stripe_webhook_drain_finished",
+        lane=lane,
+        applied=drained.applied,
+        failed=drained.failed,
+        limited=drained.limited,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    return drained
+
+
+def clear_drain_flag(lane: int) -> None:
+    """Delete the lane's `webhook_drain_pending` flag, never raising (Redis down: it expires on its own)."""
+    queue = task_queue()
+    if queue is None:
+        return
+    try:
+        queue.connection.delete(DRAIN_PENDING_KEY.format(lane))
+    except RedisError as error:
+        log.warning("stripe_webhook_drain_flag_not_cleared", lane=lane, error=f"{type(error).__name__}: {error}")
 
 
 def metric_type(event_type: str) -> str:

@@ -2,7 +2,9 @@
 
 Every event of a subscription's life (Stripe's documented payloads) is delivered twice, shuffled, half of the
 deliveries to each server, concurrently. Each event is processed once, no audit entry is written twice, and
-every queued mail reaches SMTP once, whichever worker took it.
+every queued mail reaches SMTP once, whichever worker took it — with the events applied in the requests
+(WEBHOOK_APPLY=request) or by the workers (queue: the deliveries enqueue a drain per lane, again once a drain has
+started, and both workers' drains claim events at once, each passing over the rows the other holds: SKIP LOCKED).
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import sqlalchemy as sa
+from redis import Redis
+from rq import Queue
 
-from app.extensions import db
+from app.extensions import QUEUE_NAME, db
 from app.models import AuditLog, MailOutbox, StripeEvent
 from app.services.catalog import seed_plans_from_config
 from tests.factories import UserFactory
@@ -40,8 +45,9 @@ EVENTS = [
 ]
 
 
-def start_server(database_url: str, redis_url: str, stripe_url: str, port: int) -> subprocess.Popen:
-    """An app server as a process of its own (another host, as far as the app can tell)."""
+def start_server(database_url: str, redis_url: str, stripe_url: str, port: int, apply: str) -> subprocess.Popen:
+    """An app server as a process of its own (another host, as far as the app can tell), applying events as
+    `apply` (WEBHOOK_APPLY) says."""
     env = {
         **os.environ,
         "FLASK_APP": "wsgi:app",
@@ -49,6 +55,7 @@ def start_server(database_url: str, redis_url: str, stripe_url: str, port: int) 
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "TASK_QUEUE_URL": redis_url,
+        "WEBHOOK_APPLY": apply,
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "STRIPE_PRICE_PRO_MONTHLY": DOCS_PRICE,
         "STRIPE_API_BASE": stripe_url,
@@ -70,7 +77,8 @@ def answers(url: str) -> bool:
         return False
 
 
-def deliver(url: str, event: dict) -> int:
+def deliver(url: str, event: dict) -> tuple[int, str]:
+    """The answer's status code and, for a 200, its `status` (processed, duplicate, queued, …)."""
     body = json.dumps(event).encode()
     request = urllib.request.Request(
         url,
@@ -79,34 +87,57 @@ def deliver(url: str, event: dict) -> int:
         headers={"Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET)},
     )
     try:
-        return urllib.request.urlopen(request, timeout=30).status
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)["status"]
     except urllib.error.HTTPError as error:
-        return error.code
+        return error.code, ""
 
 
-def test_two_servers_two_workers_process_each_event_once(app, migrated_database, redis_url, smtp_sink, stripe_emulator):
+#: What a delivery answers, by WEBHOOK_APPLY: applied here or found applied; recorded for a worker or found applied.
+ANSWERS = {"request": {"processed", "ignored", "duplicate"}, "queue": {"queued", "duplicate"}}
+
+
+@pytest.mark.parametrize("apply", ["request", "queue"])
+def test_two_servers_two_workers_process_each_event_once(
+    app, migrated_database, redis_url, smtp_sink, stripe_emulator, apply
+):
     app.config["STRIPE_PRICE_PRO_MONTHLY"] = DOCS_PRICE
     with app.app_context():
         seed_plans_from_config()
         user_id = UserFactory(email="jennyrosen@example.com", stripe_customer_id=CUSTOMER).id
     ports = [free_port(), free_port()]
-    processes = [start_server(migrated_database, redis_url, stripe_emulator.url, port) for port in ports]
-    processes += [start_worker(migrated_database, redis_url, smtp_sink.port) for _ in range(2)]
+    processes = [start_server(migrated_database, redis_url, stripe_emulator.url, port, apply) for port in ports]
+    # The workers run the app as the servers do (in queue mode they apply the events: a failed payment reads Stripe).
+    settings = {"STRIPE_API_BASE": stripe_emulator.url, "STRIPE_PRICE_PRO_MONTHLY": DOCS_PRICE}
+    processes += [start_worker(migrated_database, redis_url, smtp_sink.port, **settings) for _ in range(2)]
     try:
         assert all(wait_for(lambda port=port: answers(f"http://127.0.0.1:{port}/healthz"), 60) for port in ports)
         deliveries = [load(name, user_id) for name in EVENTS] * 2
         random.Random(16).shuffle(deliveries)
         urls = [f"http://127.0.0.1:{ports[i % 2]}/api/v1/billing/webhooks/stripe" for i in range(len(deliveries))]
         with ThreadPoolExecutor(max_workers=4) as pool:
-            statuses = list(pool.map(deliver, urls, deliveries))
-        assert set(statuses) == {200}, statuses  # a concurrent duplicate waits for the first, then finds it done
+            replies = list(pool.map(deliver, urls, deliveries))
+        assert {code for code, _ in replies} == {200}, replies  # a concurrent duplicate waits for the first
+        assert {status for _, status in replies} <= ANSWERS[apply], replies
 
-        def mail_delivered() -> bool:
+        def applied_and_delivered() -> bool:  # the queue drained: every event applied, every mail sent
             with app.app_context():
+                events = set(db.session.scalars(sa.select(StripeEvent.status)))
                 rows = list(db.session.scalars(sa.select(MailOutbox.status)))
-            return bool(rows) and set(rows) == {"sent"} and len(smtp_sink.messages) == len(rows)
+            delivered = bool(rows) and set(rows) == {"sent"} and len(smtp_sink.messages) == len(rows)
+            return events <= {"processed", "ignored"} and delivered
 
-        assert wait_for(mail_delivered, 60)
+        def state():  # what is not applied yet, and the outbox
+            with app.app_context():
+                waiting = sa.select(StripeEvent.type, StripeEvent.status, StripeEvent.error)
+                events = db.session.execute(waiting.where(StripeEvent.status.not_in(("processed", "ignored")))).all()
+                mails = db.session.execute(sa.select(MailOutbox.kind, MailOutbox.status, MailOutbox.error)).all()
+            return events, mails, len(smtp_sink.messages)
+
+        assert wait_for(applied_and_delivered, 60), state()
+        queue = Queue(QUEUE_NAME, connection=Redis.from_url(redis_url))
+        assert wait_for(lambda: queue.count == 0 and queue.started_job_registry.count == 0, 30)
+        assert queue.failed_job_registry.count == 0
         with app.app_context():
             events = db.session.execute(sa.select(StripeEvent.id, StripeEvent.status, StripeEvent.attempts)).all()
             audits = db.session.execute(sa.select(AuditLog.action, AuditLog.details)).all()

@@ -39,10 +39,10 @@ def free_port() -> int:
 
 
 def start_worker(
-    database_url: str, redis_url: str, mail_port: int, command: str = "worker", *options: str
+    database_url: str, redis_url: str, mail_port: int, command: str = "worker", *options: str, **settings: str
 ) -> subprocess.Popen:
     """`flask queue worker` (or `cron`, and any options such as `--burst`) as operators run it, configured by the
-    environment."""
+    environment (with `settings` on top: those of the app servers a worker applies webhook events for)."""
     env = {
         **os.environ,
         "FLASK_APP": "wsgi:app",
@@ -53,6 +53,7 @@ def start_worker(
         "MAIL_SERVER": "127.0.0.1",
         "MAIL_PORT": str(mail_port),
         "LOG_LEVEL": "WARNING",
+        **settings,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "flask", "queue", command, *options],

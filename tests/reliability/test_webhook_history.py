@@ -77,7 +77,9 @@ def snapshot_subscriptions(app) -> list[dict]:
 def two_hosts(seeded, gunicorn, smtp_sink):
     """Two app servers behind a round-robin balancer and two queue workers (mail), stopped at the end."""
     queue = seeded.config["REDIS_URL"]
-    servers = [gunicorn(workers=1, TASK_QUEUE_URL=queue) for _ in range(2)]
+    # The events applied in the requests (their end state is checked as the last delivery is answered); the
+    # workers deliver the mail.
+    servers = [gunicorn(workers=1, TASK_QUEUE_URL=queue, WEBHOOK_APPLY="request") for _ in range(2)]
     balancer = RoundRobin([server.url for server in servers])
     workers = [start_worker(seeded.config["DATABASE_URL"], queue, smtp_sink.port) for _ in range(2)]
     yield servers, balancer

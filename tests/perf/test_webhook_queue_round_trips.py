@@ -1,0 +1,187 @@
+"""Round trips in queue mode (WEBHOOK_APPLY=queue): the endpoint's, and its drain's per event.
+
+Counted as psycopg sends them: a BEGIN before the first statement of a transaction (a round trip of its own), each
+statement, a COMMIT or ROLLBACK when a transaction is open on the server (psycopg sends none otherwise: a commit
+after autocommit statements costs nothing). The endpoint records a new event in one statement in autocommit: one
+round trip, where a transaction would cost three (BEGIN, INSERT, COMMIT). The job's are counted as
+tests/perf/test_webhook_round_trips.py counts the request's in request mode (statements and the commit), and stay
+within the same ceilings: the claim (one UPDATE, the oldest received event, SKIP LOCKED) takes the place of the insert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import sqlalchemy as sa
+from psycopg.pq import TransactionStatus
+
+from app.extensions import db, task_queue
+from app.models import User, utcnow
+from app.services.catalog import catalog
+from app.services.webhooks import CLAIM_NEXT_EVENT, DRAIN_PENDING_KEY, drain_lane
+from app.tasks import apply_webhook_events
+from tests.perf.test_webhook_round_trips import CEILINGS, docs_customer, listening, redis_round_trips, round_trips
+from tests.webhooks.signing import post_event
+from tests.webhooks.test_queue_mode import drain, queue_mode
+from tests.webhooks.test_stripe_docs_events import CUSTOMER, load
+
+__all__ = ["docs_customer"]  # the fixture, shared with the request mode's counts
+
+#: The endpoint's round trips: a new event's insert; a known event's insert, then its status.
+ENDPOINT_CEILING = {"new": 1, "known": 2}
+
+
+@contextlib.contextmanager
+def wire_round_trips(app):
+    """Count what psycopg sends PostgreSQL while the block runs: BEGIN, each statement, COMMIT and ROLLBACK."""
+    sent: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def statement(conn, cursor, text, params, context, executemany):
+        driver = conn.connection.driver_connection
+        if not driver.autocommit and driver.info.transaction_status == TransactionStatus.IDLE:
+            sent.append("BEGIN")
+        sent.append(text.replace("\n", " ")[:300])
+
+    def ending(name):
+        def end(conn):
+            if conn.connection.driver_connection.info.transaction_status != TransactionStatus.IDLE:
+                sent.append(name)
+
+        return end
+
+    with listening(
+        (engine, "before_cursor_execute", statement),
+        (engine, "commit", ending("COMMIT")),
+        (engine, "rollback", ending("ROLLBACK")),
+    ):
+        yield sent
+
+
+def test_the_endpoint_records_a_new_event_in_one_round_trip_and_a_known_one_in_two(docs_customer, client, redis_url):
+    queue_mode(docs_customer, redis_url)
+    secret = docs_customer.config["STRIPE_WEBHOOK_SECRET"]
+    assert post_event(client, load("customer.updated"), secret).get_json()["status"] == "queued"  # warms the pool
+    with docs_customer.app_context():
+        user_id = db.session.scalar(sa.select(User.id).where(User.stripe_customer_id == CUSTOMER))
+    costs = {}
+    for name in CEILINGS:
+        with wire_round_trips(docs_customer) as sent:
+            assert post_event(client, load(name, user_id), secret).get_json()["status"] == "queued"
+        costs[name] = sent
+    name = "customer.subscription.created"
+    with wire_round_trips(docs_customer) as sent:  # redelivered before its job ran
+        assert post_event(client, load(name, user_id), secret).get_json()["status"] == "queued"
+    costs["redelivered"] = sent
+    drain(docs_customer)
+    with wire_round_trips(docs_customer) as sent:  # redelivered once applied
+        assert post_event(client, load(name, user_id), secret).get_json()["status"] == "duplicate"
+    costs["duplicate"] = sent
+    for case, sent in costs.items():
+        print(case, len(sent), *sent, sep="\n  ")
+    assert {case: len(sent) for case, sent in costs.items() if case in CEILINGS} == dict.fromkeys(CEILINGS, 1)
+    assert len(costs["redelivered"]) == len(costs["duplicate"]) == ENDPOINT_CEILING["known"]
+    assert all(sent[0].startswith("INSERT INTO stripe_events") for sent in costs.values())
+
+
+def test_the_endpoint_makes_one_redis_round_trip_while_a_drain_is_pending_two_to_enqueue_one(
+    docs_customer, client, redis_url, monkeypatch
+):
+    """SET NX of the event's lane's `webhook_drain_pending` flag; only when it was not set (no drain of the lane
+    pending), the drain's job, enqueued in one pipeline (RQ's writes: the job, the queue's list). No duplicate
+    look-up first."""
+    queue_mode(docs_customer, redis_url)
+    secret = docs_customer.config["STRIPE_WEBHOOK_SECRET"]
+    post_event(client, load("customer.updated"), secret)  # warms the pools (RQ reads the server's version once)
+    with docs_customer.app_context():
+        user_id = db.session.scalar(sa.select(User.id).where(User.stripe_customer_id == CUSTOMER))
+    costs, pending_before = {}, {}
+    for name in CEILINGS:
+        event = load(name, user_id)
+        flag = DRAIN_PENDING_KEY.format(drain_lane(event["id"]))
+        with docs_customer.app_context():
+            pending_before[name] = bool(task_queue().connection.exists(flag))
+        with redis_round_trips(monkeypatch) as sent:
+            assert post_event(client, event, secret).get_json()["status"] == "queued"
+        costs[name] = sent
+    for name, sent in costs.items():
+        print(name, len(sent), *sent, sep="\n  ")
+    assert {name: len(sent) for name, sent in costs.items()} == {
+        name: 1 if pending else 2 for name, pending in pending_before.items()
+    }
+    assert all(sent[0].startswith(f"*6 $3 SET ${len('webhook_drain_pending:0')}") for sent in costs.values())
+    assert True in pending_before.values() and False in pending_before.values()  # both cases counted
+    # Every lane now has its drain pending: a burst costs each event one round trip.
+    with docs_customer.app_context():
+        flags = [DRAIN_PENDING_KEY.format(lane) for lane in range(4)]
+        task_queue().connection.mset(dict.fromkeys(flags, 1))
+    for name in CEILINGS:
+        event = {**load(name, user_id), "id": f"evt_burst_{name}"}
+        with redis_round_trips(monkeypatch) as sent:
+            assert post_event(client, event, secret).get_json()["status"] == "queued"
+        assert len(sent) == 1, sent
+
+
+def test_the_drain_stays_within_the_request_modes_round_trips_per_event(docs_customer, client, redis_url, monkeypatch):
+    """The drain as the worker runs it, per event: the claim, the handler's statements, the commit (then one Redis
+    pipeline: the `webhook_processed` mark, the user's cache drops and, for mail, the delivery job); once none is
+    left, one claim that finds nothing (and its rollback)."""
+    queue_mode(docs_customer, redis_url)
+    secret = docs_customer.config["STRIPE_WEBHOOK_SECRET"]
+    post_event(client, load("customer.updated"), secret)
+    drain(docs_customer)  # warms the pools
+    with docs_customer.app_context():
+        catalog()  # the plan cache, as a running worker has it
+        user_id = db.session.scalar(sa.select(User.id).where(User.stripe_customer_id == CUSTOMER))
+    costs, redis_costs = {}, {}
+    for name in CEILINGS:
+        event = load(name, user_id)
+        assert post_event(client, event, secret).get_json()["status"] == "queued"
+        with docs_customer.app_context():
+            task_queue().empty()  # the drain runs here, counted
+        with round_trips(docs_customer) as sent, redis_round_trips(monkeypatch) as redis_sent:
+            with docs_customer.app_context():
+                assert apply_webhook_events(drain_lane(event["id"])) == 1
+        costs[name] = sent
+        redis_costs[name] = redis_sent
+    for name, sent in costs.items():
+        print(name, len(sent), *sent, *redis_costs[name], sep="\n  ")
+    # The drain's end: one claim finding nothing (its rollback is not counted: nothing was begun on the server).
+    assert all(sent[-1].startswith("UPDATE stripe_events") for sent in costs.values())
+    per_event = {name: sent[:-1] for name, sent in costs.items()}
+    assert sum(len(sent) for sent in per_event.values()) > 0
+    assert {name: len(sent) for name, sent in per_event.items() if len(sent) > CEILINGS[name]} == {}
+    assert all(sent[0].startswith("UPDATE stripe_events SET processed_at") for sent in per_event.values())
+    # Redis: the flag's DEL as the drain starts, the event's pipeline after its commit.
+    assert {name: len(sent) for name, sent in redis_costs.items()} == dict.fromkeys(CEILINGS, 2)
+    assert all(sent[0].startswith("*2 $3 DEL") for sent in redis_costs.values())
+
+
+def test_the_drains_claim_reads_the_status_index_and_skips_locked_rows(app):
+    """The claim finds the oldest `received` event through ix_stripe_events_status_received_at (not a scan of every
+    event ever received: the table keeps them all), and passes over rows another drain holds."""
+    with app.app_context():
+        db.session.execute(
+            sa.text(
+                "INSERT INTO stripe_events (id, type, livemode, stripe_created, received_at, payload, status, attempts) "
+                "SELECT 'evt_old_' || n, 'customer.updated', false, now(), now() - n * interval '1 second', '{}', "
+                "CASE WHEN n % 1000 = 0 THEN 'received' ELSE 'processed' END, 1 FROM generate_series(1, 20000) n"
+            )
+        )
+        db.session.execute(sa.text("ANALYZE stripe_events"))
+        assert "FOR UPDATE SKIP LOCKED" in str(CLAIM_NEXT_EVENT.compile(dialect=db.engine.dialect))
+
+        sent: list[tuple[str, object]] = []
+
+        def capture(conn, cursor, statement, parameters, context, executemany):
+            sent.append((statement, parameters))
+
+        with listening((db.engine, "before_cursor_execute", capture)):
+            db.session.execute(CLAIM_NEXT_EVENT, {"now": utcnow()})  # the claim as sent (rolled back below)
+        statement, parameters = sent[0]
+        plan = "\n".join(row[0] for row in db.session.connection().exec_driver_sql("EXPLAIN " + statement, parameters))
+        db.session.rollback()
+    print(plan)
+    assert "ix_stripe_events_status_received_at" in plan
+    assert "Seq Scan" not in plan
