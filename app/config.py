@@ -285,6 +285,8 @@ Required = Var(required=True)
 PositiveInt = Annotated[int, Field(ge=1)]
 ProxyHops = Annotated[int, Field(ge=0)]
 OptionalText = str | None
+#: Where a verified webhook event is applied (WEBHOOK_APPLY).
+WebhookApply = Literal["request", "queue"]
 
 
 class Settings(BaseSettings):
@@ -356,6 +358,10 @@ class Settings(BaseSettings):
     # worker` and `flask queue cron`. Unset (a fresh clone): mail is delivered in the app's process after the
     # response is sent, and the scheduled jobs are run by hand (`flask stripe sync --all`, `flask queue run …`).
     TASK_QUEUE_URL: OptionalText = None
+    # Where a verified Stripe event is applied: `request` (in the delivery's request, answered once applied) or
+    # `queue` (recorded and answered, then applied by a `flask queue worker` job). Unset: `queue` when TASK_QUEUE_URL
+    # is set, `request` otherwise (a fresh clone has no queue). Declared after TASK_QUEUE_URL, which it reads.
+    WEBHOOK_APPLY: Annotated[WebhookApply | None, BeforeValidator(lower)] = None
     # Seconds a user's entitlements stay cached (`entitlements:<user-id>`); billing changes invalidate them.
     ENTITLEMENTS_CACHE_TTL: PositiveInt = 3600
 
@@ -430,6 +436,23 @@ class Settings(BaseSettings):
         why = var.production(name, value) if var.production else None
         if why:
             raise problem(why)
+        return value
+
+    @field_validator("WEBHOOK_APPLY", mode="after")
+    @classmethod
+    def webhook_apply_needs_a_queue(cls, value: WebhookApply | None, info: ValidationInfo) -> WebhookApply | None:
+        """Unset resolves by TASK_QUEUE_URL; `queue` without a queue is a problem line (nothing would apply the
+        recorded events). A TASK_QUEUE_URL that failed its own validation is its own problem line: no second one."""
+        if "TASK_QUEUE_URL" not in info.data:
+            return value
+        queue_url = info.data["TASK_QUEUE_URL"]
+        if value is None:
+            return "queue" if queue_url else "request"
+        if value == "queue" and not queue_url:
+            raise problem(
+                "WEBHOOK_APPLY=queue needs TASK_QUEUE_URL (the task queue whose workers apply the events): "
+                "set it, or WEBHOOK_APPLY=request"
+            )
         return value
 
     @model_validator(mode="after")

@@ -5,9 +5,12 @@ broker or result backend beyond Redis, its retries with backoff and its cron sch
 worker is one `flask queue worker` process. Every job runs in a fresh app context of the worker's app, so it gets a
 session of its own that is removed when the job ends.
 
+With `WEBHOOK_APPLY=queue` the webhook endpoint records each Stripe event and enqueues `apply_webhook_event`, which
+applies it (app/services/webhooks.py).
+
 `SCHEDULE` is what `flask queue cron` (RQ's CronScheduler, one process per deployment) enqueues: the mail sweep
 every minute (mail left pending while Redis or SMTP was down), failed-event replay every five minutes (each event
-on its own exponential backoff), `flask stripe sync --all` nightly, the alert evaluation on weekdays after the
+on its own exponential backoff, and events left unapplied a minute after they were recorded: their job lost), `flask stripe sync --all` nightly, the alert evaluation on weekdays after the
 close and the alert digest daily after it (app/services/alerts.py). The per-day dashboard counts need no job: the
 database's triggers keep them in the writing transaction.
 """
@@ -21,7 +24,7 @@ from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from app.extensions import db
 from app.logging import get_logger
@@ -29,7 +32,7 @@ from app.models import StripeEvent, utcnow
 from app.services.alerts import DIGEST_CRON, EVALUATION_CRON, evaluate_watched, send_digests
 from app.services.mail import deliver_batch
 from app.services.stripe_admin import customers_to_sync, reconcile
-from app.services.webhooks import reprocess
+from app.services.webhooks import apply_recorded
 
 log = get_logger(__name__)
 
@@ -39,6 +42,9 @@ Result = TypeVar("Result")
 #: after REPLAY_MAX_ATTEMPTS it waits for the operator (`flask stripe replay-events --failed`).
 REPLAY_BASE = timedelta(minutes=5)
 REPLAY_MAX_ATTEMPTS = 10
+#: A recorded event not applied this long after its receipt has lost its job (Redis down after the commit, a worker
+#: killed mid-job): the replay applies it.
+RECEIVED_GRACE = timedelta(minutes=1)
 
 
 class MailNotDelivered(RuntimeError):
@@ -66,6 +72,13 @@ def deliver_mail(limit: int = 50) -> int:
 
 
 @in_app_context
+def apply_webhook_event(event_id: str, event_type: str) -> str | None:
+    """Apply a Stripe event the endpoint recorded (`WEBHOOK_APPLY=queue`), unless another job or the replay has: its
+    outcome, or None. A fault leaves the event failed and fails the job (no RQ retry: the replay retries it)."""
+    return apply_recorded(event_id, event_type)
+
+
+@in_app_context
 def reconcile_all() -> int:
     """The nightly `flask stripe sync --all`: every customer re-read from Stripe; returns how many had drifted."""
     drifted = sum(1 for drift in reconcile(customers_to_sync(None)) if drift.actions)
@@ -80,20 +93,27 @@ def replay_due(attempts: int) -> timedelta:
 
 @in_app_context
 def replay_failed_events() -> int:
-    """Replay the failed events whose backoff has passed; returns how many now succeeded."""
+    """Apply again the failed events whose backoff has passed, and those left `received` over RECEIVED_GRACE (their
+    job lost); returns how many now succeeded. Each is claimed as a queued job claims it: an event applied since it
+    was listed (a redelivery, a late job) is left alone."""
     now = utcnow()
     rows = db.session.execute(
-        select(StripeEvent.id, StripeEvent.received_at, StripeEvent.attempts)
-        .where(StripeEvent.status == "failed", StripeEvent.attempts < REPLAY_MAX_ATTEMPTS)
+        select(StripeEvent.id, StripeEvent.type, StripeEvent.received_at, StripeEvent.attempts)
+        .where(
+            or_(
+                and_(StripeEvent.status == "failed", StripeEvent.attempts < REPLAY_MAX_ATTEMPTS),
+                and_(StripeEvent.status == "received", StripeEvent.received_at < now - RECEIVED_GRACE),
+            )
+        )
         .order_by(StripeEvent.stripe_created)
     ).all()
     db.session.rollback()
     succeeded = 0
-    for event_id, received_at, attempts in rows:
+    for event_id, event_type, received_at, attempts in rows:
         if received_at + replay_due(attempts) > now:
             continue
         try:
-            reprocess(event_id)
+            outcome = apply_recorded(event_id, event_type)
         except Exception as error:  # kept as failed with its error and attempt count; its next replay waits longer
             db.session.rollback()
             log.warning(
@@ -103,7 +123,7 @@ def replay_failed_events() -> int:
                 error=f"{type(error).__name__}: {error}",
             )
         else:
-            succeeded += 1
+            succeeded += outcome is not None
     return succeeded
 
 

@@ -234,3 +234,40 @@ def test_one_settings_object_feeds_app_config(clean_env):
     assert create_app(production_env()).config["TRUST_PROXY"] is True  # unset: trusted in production
     for name in GUIDE_VARIABLES:
         assert name in app.config
+
+
+@pytest.fixture
+def no_queue_env(clean_env):
+    for name in ("TASK_QUEUE_URL", "WEBHOOK_APPLY"):
+        clean_env.delenv(name, raising=False)
+    return clean_env
+
+
+def test_webhooks_are_applied_on_the_queue_once_there_is_one(no_queue_env):
+    """Unset WEBHOOK_APPLY: `queue` with a task queue, `request` without (a fresh clone); an explicit value stays."""
+    queue = "redis://queue.internal:6379/1"
+    assert create_app().config["WEBHOOK_APPLY"] == "request"
+    assert create_app({"TASK_QUEUE_URL": queue}).config["WEBHOOK_APPLY"] == "queue"
+    assert create_app(production_env(TASK_QUEUE_URL=queue)).config["WEBHOOK_APPLY"] == "queue"
+    assert create_app(production_env()).config["WEBHOOK_APPLY"] == "request"
+    assert create_app({"TASK_QUEUE_URL": queue, "WEBHOOK_APPLY": "Request"}).config["WEBHOOK_APPLY"] == "request"
+    assert create_app({"TASK_QUEUE_URL": queue, "WEBHOOK_APPLY": " "}).config["WEBHOOK_APPLY"] == "queue"
+
+
+def test_webhooks_on_the_queue_without_a_queue_is_a_problem_line(no_queue_env):
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app({"WEBHOOK_APPLY": "queue"})
+    assert str(excinfo.value) == (
+        "Refusing to start: WEBHOOK_APPLY=queue needs TASK_QUEUE_URL (the task queue whose workers apply the events): "
+        "set it, or WEBHOOK_APPLY=request"
+    )
+    with pytest.raises(ConfigurationError) as excinfo:  # listed with the others
+        create_app(production_env(WEBHOOK_APPLY="queue", SECRET_KEY="<your-secret-key>"))
+    assert excinfo.value.problems == [
+        "SECRET_KEY is still the placeholder <your-secret-key>",
+        "WEBHOOK_APPLY=queue needs TASK_QUEUE_URL (the task queue whose workers apply the events): "
+        "set it, or WEBHOOK_APPLY=request",
+    ]
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app({"WEBHOOK_APPLY": "worker", "TASK_QUEUE_URL": "redis://queue.internal:6379/1"})
+    assert excinfo.value.problems == ["WEBHOOK_APPLY must be request or queue, not 'worker'"]

@@ -9,21 +9,34 @@
   that cannot be applied as it is, 500 for our own fault; Stripe retries both.
 - Redis `webhook_processed:<id>` (7 days) is a fast path for duplicates; the table is the truth. It is set after
   the commit in the same round trip as the caches the commit drops (`signals.CacheWrites`).
+
+Where the handler runs is `WEBHOOK_APPLY`'s choice. `request`: all of the above inside the delivery's request,
+answered once applied. `queue` (the production way once a task queue is configured): the request verifies the event,
+records it `received` (one statement, in autocommit: one round trip) and hands an RQ job to the queue after it;
+Stripe gets 200 `queued` once the event is stored. A `flask queue worker` runs the job (`apply_recorded`): it claims
+the row in one UPDATE (so of two workers, or a worker and a redelivery, one applies it), runs the handler and commits
+as above. A fault keeps the event `failed`, and the scheduled replay with backoff (app/tasks.py) is the retry, as
+Stripe's redelivery is in `request` mode; an event whose job was lost is replayed once it has waited a minute.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import current_app
+from psycopg.pq import TransactionStatus
+from redis.exceptions import RedisError
+from rq import Queue
 from sqlalchemy import String, TextClause, bindparam, select, text, update
 from sqlalchemy.exc import DataError, ProgrammingError
 
-from app.extensions import cache_redis, db
+from app.extensions import cache_redis, db, task_queue
 from app.logging import get_logger
 from app.models import StripeEvent, utcnow
 from app.services import metrics, stripe_gateway
@@ -52,7 +65,7 @@ class WebhookRejected(Exception):
 
 @dataclass
 class Outcome:
-    status: str  # processed | ignored | duplicate
+    status: str  # processed | ignored | duplicate | queued
     event_id: str
     event_type: str
 
@@ -295,12 +308,14 @@ def check_api_version(event: dict[str, Any]) -> None:
 
 
 def handle(payload: bytes, signature: str | None) -> Outcome:
-    """The whole endpoint minus HTTP: verify, check the API version, record, dispatch, commit, then
-    `subscription_changed`."""
+    """The whole endpoint minus HTTP: verify, check the API version, record, then — by `WEBHOOK_APPLY` — dispatch,
+    commit and `subscription_changed` here, or hand the event to the task queue (`hand_to_queue`)."""
     started = time.perf_counter()
     event = verify(payload, signature)
     event_id, event_type = event["id"], event["type"]
     check_api_version(event)
+    if current_app.config.get("WEBHOOK_APPLY") == "queue":
+        return hand_to_queue(event, payload)
     if seen_in_redis(event_id):
         metrics.record_webhook(metric_type(event_type), "duplicate")
         return Outcome("duplicate", event_id, event_type)
@@ -308,35 +323,54 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
     try:
         status, attempts = record(event, settle=True, body=payload.decode("utf-8-sig"))
     except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
-        db.session.rollback()
-        log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
-        raise WebhookRejected(400, "invalid_payload", "The event holds values that cannot be stored.") from None
+        unstorable(event_id)
     if status in DONE:
         db.session.commit()
         remember_in_redis(event_id)
-        metrics.record_webhook(metric_type(event_type), "duplicate")
-        log.info("stripe_webhook_duplicate", event_id=event_id, event_type=event_type)
-        return Outcome("duplicate", event_id, event_type)
+        return duplicate(event_id, event_type)
+    try:
+        outcome = settle(event, attempts + 1, marked=status == NEW, started=started)
+    except MALFORMED as error:
+        raise WebhookRejected(
+            422,
+            "unprocessable_event",
+            f"This {event_type} event cannot be applied as it is "
+            f"({type(error).__name__}); it is kept as failed, to replay after a fix.",
+        ) from error
+    return Outcome(outcome, event_id, event_type)
+
+
+def unstorable(event_id: str) -> NoReturn:
+    """Refuse (400) an event the database cannot store, its failed statement rolled back."""
+    db.session.rollback()
+    log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
+    raise WebhookRejected(400, "invalid_payload", "The event holds values that cannot be stored.") from None
+
+
+def duplicate(event_id: str, event_type: str) -> Outcome:
+    """A delivery of an event already applied: counted and logged, nothing done."""
+    metrics.record_webhook(metric_type(event_type), "duplicate")
+    log.info("stripe_webhook_duplicate", event_id=event_id, event_type=event_type)
+    return Outcome("duplicate", event_id, event_type)
+
+
+def settle(event: dict[str, Any], attempts: int, marked: bool, started: float) -> str:
+    """Apply the event (`apply`, its `webhook_processed` mark sent with the commit's cache writes), then count and
+    log the outcome with the seconds since `started`; a fault is counted and logged, then re-raised."""
+    event_id, event_type = event["id"], event["type"]
     handled = CacheWrites()
     remember_in_redis(event_id, handled)  # sent only once the event's transaction is committed
     try:
-        outcome = apply(event, attempts + 1, marked=status == NEW, writes=handled)
+        outcome = apply(event, attempts, marked=marked, writes=handled)
     except Exception as error:
         metrics.record_webhook(metric_type(event_type), "failed", time.perf_counter() - started)
         log.error(
             "stripe_webhook_handling_failed",
             event_id=event_id,
             event_type=event_type,
-            attempts=attempts + 1,
+            attempts=attempts,
             error=f"{type(error).__name__}: {error}",
         )
-        if isinstance(error, MALFORMED):
-            raise WebhookRejected(
-                422,
-                "unprocessable_event",
-                f"This {event_type} event cannot be applied as it is "
-                f"({type(error).__name__}); it is kept as failed, to replay after a fix.",
-            ) from error
         raise
     seconds = time.perf_counter() - started
     metrics.record_webhook(metric_type(event_type), outcome, seconds)
@@ -347,7 +381,130 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
         outcome=outcome,
         duration_ms=round(seconds * 1000, 1),
     )
-    return Outcome(outcome, event_id, event_type)
+    return outcome
+
+
+# --- queue mode: record and answer, apply in a worker ---------------------------------------------------------------
+
+#: The job that applies a recorded event, named (not imported: app/tasks.py is built on this module).
+APPLY_TASK = "app.tasks.apply_webhook_event"
+#: A job that fails is not retried by RQ: the event is kept failed, and the scheduled replay retries it with backoff.
+APPLY_FAILURE_TTL = 7 * 24 * 3600
+
+
+def hand_to_queue(event: dict[str, Any], payload: bytes) -> Outcome:
+    """Queue mode: record the event `received` and enqueue the job that applies it; 200 `queued` once stored.
+
+    A new event costs one round trip (the insert, in autocommit); a known one a second (its status). An event
+    applied already is a duplicate; one recorded but not applied yet, or failed, has its job enqueued again (its
+    first may be lost): harmless, as a job applies only an event it claims. No Redis look-up first: the insert
+    tells a new event from a known one anyway, and a look-up would cost every new event a round trip to spare
+    duplicates one."""
+    event_id, event_type = event["id"], event["type"]
+    try:
+        with autocommit():
+            status, _ = record(event, body=payload.decode("utf-8-sig"))
+        db.session.commit()  # nothing to send in autocommit; ends the session's transaction
+    except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
+        unstorable(event_id)
+    if status in DONE:
+        return duplicate(event_id, event_type)
+    enqueue_application(event_id, event_type)
+    log.info("stripe_webhook_queued", event_id=event_id, event_type=event_type, redelivered=status != NEW)
+    return Outcome("queued", event_id, event_type)
+
+
+@contextmanager
+def autocommit() -> Iterator[None]:
+    """Run the block's statements in autocommit on PostgreSQL (psycopg) when the session's transaction has not begun
+    on the server: each commits alone, in its own round trip, with no BEGIN before nor COMMIT after (psycopg sends
+    each as a round trip of its own); the driver is back in transactions afterwards. Elsewhere (SQLite, a transaction
+    already open, changes not yet flushed) the block runs in the session's transaction: the caller commits it."""
+    session = db.session
+    connection = session.connection()
+    driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
+    if (
+        connection.dialect.driver != "psycopg"
+        or driver.autocommit  # a connection the caller put in autocommit stays as it is
+        or driver.info.transaction_status != TransactionStatus.IDLE
+        or session.new
+        or session.dirty
+        or session.deleted
+    ):
+        yield
+        return
+    driver.autocommit = True
+    try:
+        yield
+    finally:
+        if driver.info.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
+            driver.autocommit = False
+
+
+def enqueue_application(event_id: str, event_type: str) -> None:
+    """Hand the recorded event's job to the task queue, never raising: an event whose job cannot be enqueued (Redis
+    down) stays `received`, and the scheduled replay applies it once it has waited a minute. On the cache's Redis
+    (as in the deployment guide) the job goes in a `CacheWrites` pipeline, as the mail's job does."""
+    queue = task_queue()
+    if queue is None:  # WEBHOOK_APPLY=queue without a queue is refused at start; an app changed since has none
+        enqueue_failed(event_id, RuntimeError("TASK_QUEUE_URL is not set"))
+        return
+    writes = CacheWrites()
+    if writes.shares_server(queue.connection):
+        writes.add_first(
+            lambda pipeline: enqueue_job(queue, event_id, event_type, pipeline),
+            on_failure=lambda error: enqueue_failed(event_id, error),
+        )
+        writes.send()
+        return
+    try:
+        enqueue_job(queue, event_id, event_type)
+    except RedisError as error:
+        enqueue_failed(event_id, error)
+
+
+def enqueue_job(queue: Queue, event_id: str, event_type: str, pipeline: Any = None) -> None:
+    """Enqueue the job applying the event, sent at once or with `pipeline` (RQ then only adds its writes to it)."""
+    queue.enqueue_call(
+        APPLY_TASK, args=(event_id, event_type), timeout=300, failure_ttl=APPLY_FAILURE_TTL, pipeline=pipeline
+    )
+
+
+def enqueue_failed(event_id: str, error: Exception) -> None:
+    log.warning("stripe_webhook_enqueue_failed", event_id=event_id, error=f"{type(error).__name__}: {error}")
+
+
+def claim_event(settled: str) -> Any:
+    """The statement claiming a recorded event not applied yet: marked applied (`settled`, one more attempt), its
+    payload and attempt count returned. Its row lock, held until the commit, makes a concurrent claim (another
+    worker's) wait, then find it applied and claim nothing; a rollback (the handler failed) leaves it as it was, for
+    `record_failure` to mark failed."""
+    return (
+        update(StripeEvent)
+        .where(StripeEvent.id == bindparam("event_id"), StripeEvent.status.in_(("received", "failed")))
+        .values(status=settled, attempts=StripeEvent.attempts + 1, processed_at=bindparam("now"), error=None)
+        .returning(StripeEvent.payload, StripeEvent.attempts)
+    )
+
+
+#: The claim by the status the event ends in (`settled_status`): built once each, so compiled once per process.
+CLAIM_EVENT = {settled: claim_event(settled) for settled in DONE}
+
+
+def apply_recorded(event_id: str, event_type: str) -> str | None:
+    """Apply a recorded event unless it is applied already (the queue's job, and the scheduled replay): claim it,
+    run its handler, commit; returns the outcome, or None when there was nothing to claim. A fault is rolled back,
+    the event kept `failed` with its error and attempts, and re-raised."""
+    started = time.perf_counter()
+    claimed = db.session.execute(
+        CLAIM_EVENT[settled_status(event_type)], {"event_id": event_id, "now": utcnow()}
+    ).first()
+    if claimed is None:
+        db.session.rollback()
+        log.info("stripe_webhook_already_applied", event_id=event_id, event_type=event_type)
+        return None
+    event, attempts = claimed
+    return settle(event, attempts, marked=True, started=started)
 
 
 def metric_type(event_type: str) -> str:

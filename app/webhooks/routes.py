@@ -10,8 +10,9 @@ limiter.exempt(bp)
 
 @bp.post("/stripe")
 def receive_stripe_event():
-    """Stripe's deliveries: 200 once recorded and applied (or a duplicate), 400 for a bad signature or body, 422 for
-    an event that cannot be applied as it is (kept as failed), 500 for our own faults; Stripe retries non-2xx."""
+    """Stripe's deliveries: 200 once recorded and applied (or a duplicate) — with WEBHOOK_APPLY=queue, once recorded
+    (`queued`: a worker applies it) —, 400 for a bad signature or body, 422 for an event that cannot be applied as it
+    is (kept as failed) or of another API version, 500 for our own faults; Stripe retries non-2xx."""
     payload = request.get_data(cache=False)  # the raw bytes the signature covers; never the parsed JSON
     try:
         outcome = handle(payload, request.headers.get("Stripe-Signature"))

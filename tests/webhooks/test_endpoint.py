@@ -144,6 +144,14 @@ def test_unknown_types_are_recorded_and_ignored(seeded, client):
 
 def failing_event(app, client) -> dict:
     """Post a subscription event whose handler fails (it names a subscription of another user); return it."""
+    body = contradicting_event(app)
+    response = post_event(client, body, secret(app))
+    assert (response.status_code, response.get_json()["error"]) == (422, "unprocessable_event")
+    return body
+
+
+def contradicting_event(app) -> dict:
+    """A subscription event whose handler fails: it names the subscription of another user than its customer's."""
     with app.app_context():
         owner = UserFactory(email="owner@example.com", stripe_customer_id="cus_owner")
         UserFactory(email="intruder@example.com", stripe_customer_id="cus_intruder")
@@ -174,10 +182,7 @@ def failing_event(app, client) -> dict:
             ]
         },
     }
-    body = event("evt_bad", "customer.subscription.updated", sub)
-    response = post_event(client, body, secret(app))
-    assert (response.status_code, response.get_json()["error"]) == (422, "unprocessable_event")
-    return body
+    return event("evt_bad", "customer.subscription.updated", sub)
 
 
 def test_an_event_contradicting_our_data_is_422_rolled_back_and_the_retry_succeeds(seeded, client):
