@@ -903,7 +903,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             f"({worker_setting(options.worker_nice)}) applies them. **Applied end to end**: the bench then polls "
             f"`stripe_events` until none of the run's events is left `received` (failing if the worker applies none "
             f"for {STALL_SECONDS} s), and divides the events by the time from the first one's `received_at` to the "
-            f"last one's `processed_at` ({applied['seconds']:.1f} s); the **backlog** is the run's events still "
+            f"last one's `processed_at` ({applied['seconds']:.1f} s; the worker stamps `processed_at` as it claims an "
+            f"event, so the last event's own handling is not in it); the **backlog** is the run's events still "
             f"`received` when wrk's last delivery was answered. Every event must end `processed` or `ignored` (any "
             f"`received` or `failed` fails the run) and be counted once by the worker's outcome counter; outcomes: "
             f"{json.dumps(statuses)}, {counted:.0f} counted. The worker writes its metrics to gunicorn's "
@@ -926,9 +927,9 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         notes.append(
             f"**Duplicates**: the same {len(main_bodies)} deliveries re-signed and posted again after the first run "
             f"(queue mode, once every event was applied), so every event was sent twice; every second delivery "
-            f"answered `duplicate` (Redis fast path `webhook_processed:<id>`, the table being the truth); baseline: "
-            f"the first deliveries' accepted events/s; {delta(after, before, 'webhook_duplicate'):.0f} duplicates "
-            f"counted by the app."
+            f"answered `duplicate` (queue mode asks the table, not Redis: the insert finds the event's row and a "
+            f"second statement reads its status); baseline: the first deliveries' accepted events/s; "
+            f"{delta(after, before, 'webhook_duplicate'):.0f} duplicates counted by the app."
         )
 
         # --- 1b. webhooks, request mode (inline), vs the floor ---------------------------------------------------
