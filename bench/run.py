@@ -1044,16 +1044,17 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         "**Request overhead**: the app's `/bench/hello`, `/pricing` (a visitor) and `/account` and `/billing` (the "
         "Pro user logged in through the log-in form: session cookie, server-side session check, user load) against "
         "bench/bare_flask.py (Flask and one `hello` route, nothing of the `app` package) served by its own gunicorn "
-        f"with the same settings; {PAIRED_METHOD} RATELIMIT_BILLING is raised so that `/billing`'s per-user limit "
+        "with the same settings; paired runs (below). RATELIMIT_BILLING is raised so that `/billing`'s per-user limit "
         "is checked but never reached. Pairs: "
         + "; ".join(f"{name.split(' req/s')[0]}: {SPREADS[name]}" for name in SPREADS if "Flask" in name)
         + "."
     )
     notes.append(
         "**Pricing**: `GET /pricing` for a visitor against `/bench/hello` (a bare route of the same app, with "
-        f"the same middleware and request log); {PAIRED_METHOD} Pairs: "
+        f"the same middleware and request log); paired runs (below). Pairs: "
         f"{SPREADS['pricing page req/s (vs hello route)']}."
     )
+    notes.append(f"**Paired runs** (entitlements, request overhead, pricing): {PAIRED_METHOD}")
 
     # --- 5. growth ----------------------------------------------------------------------------------------------
     import app.services.reporting as reporting
@@ -1217,7 +1218,7 @@ def entitlements_section(base: str, env: dict, notes: list[str]) -> None:
         '**Entitlements**: `GET /api/v1/strategies` (JWT + `@requires_feature("api_access")`, a Pro user with 5 '
         "strategies, entitlements cached in Redis) against `/bench/api/strategies-ungated` (the same view without "
         "the decorator: same token check, same per-user API rate limit in Redis, service call and JSON; "
-        f"RATELIMIT_API is raised so that the limit is checked but never reached); {PAIRED_METHOD} Pairs: "
+        f"RATELIMIT_API is raised so that the limit is checked but never reached); paired runs (below). Pairs: "
         f"{SPREADS['gated API endpoint req/s (vs ungated twin)']}."
     )
 
