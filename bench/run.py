@@ -1223,9 +1223,11 @@ def entitlements_section(base: str, env: dict, notes: list[str]) -> None:
     )
 
 
-#: The paired comparisons (3 and 4): PAIRS pairs of ROUND_SECONDS rounds, the same 8 s a side as the 2 × 4 s
-#: they replace. wrk takes whole seconds.
-PAIRS, ROUND_SECONDS = 8, 1
+#: The paired comparisons (3 and 4): PAIRS pairs of ROUND_SECONDS rounds, 12 s a side (2 × 4 s before). Not 1 s
+#: rounds (wrk takes whole seconds): a round's first answers come one latency after it starts, so its rate is low by
+#: about latency ÷ round, which does not cancel between sides of different latencies (/account ~25 ms, bare
+#: Flask ~3 ms: 2.2% at 1 s, 1.1% at 2 s, 0.6% at 4 s).
+PAIRS, ROUND_SECONDS = 6, 2
 #: Each paired row's spread over its pairs, for the report.
 SPREADS: dict[str, str] = {}
 PAIRED_METHOD = (
