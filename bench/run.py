@@ -454,6 +454,10 @@ def result(
     return row
 
 
+#: The 1-minute load average when the run began (the report gives it with the one at the end).
+START_LOAD = 0.0
+
+
 def machine(database_version: str) -> dict[str, str]:
     cpu = "unknown"
     try:
@@ -478,6 +482,8 @@ def machine(database_version: str) -> dict[str, str]:
         "postgresql": database_version,
         "wrk": wrk_version[0].strip() if wrk_version else "wrk",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        # Other work on the machine moves the wall-clock figures: the 1-minute load when the run began and ended.
+        "load average (1 min) at start / end": f"{START_LOAD:.2f} / {os.getloadavg()[0]:.2f}",
     }
 
 
@@ -562,6 +568,9 @@ def main() -> int:
         return 1
 
     started = time.monotonic()
+    global START_LOAD
+    START_LOAD = os.getloadavg()[0]
+    log(f"load average {START_LOAD:.2f} (1 min) on {os.cpu_count()} cores")
     workdir = Path(tempfile.mkdtemp(prefix="ssb-bench-"))
     workdir.chmod(0o755)  # PostgreSQL runs as `postgres` (test-services.sh) and must reach its directory below
     stack = Stack(workdir)
@@ -1223,11 +1232,11 @@ def entitlements_section(base: str, env: dict, notes: list[str]) -> None:
     )
 
 
-#: The paired comparisons (3 and 4): PAIRS pairs of ROUND_SECONDS rounds, 12 s a side (2 × 4 s before). Not 1 s
+#: The paired comparisons (3 and 4): PAIRS pairs of ROUND_SECONDS rounds, 16 s a side (2 × 4 s before). Not 1 s
 #: rounds (wrk takes whole seconds): a round's first answers come one latency after it starts, so its rate is low by
 #: about latency ÷ round, which does not cancel between sides of different latencies (/account ~25 ms, bare
 #: Flask ~3 ms: 2.2% at 1 s, 1.1% at 2 s, 0.6% at 4 s).
-PAIRS, ROUND_SECONDS = 6, 2
+PAIRS, ROUND_SECONDS = 8, 2
 #: Each paired row's spread over its pairs, for the report.
 SPREADS: dict[str, str] = {}
 PAIRED_METHOD = (
