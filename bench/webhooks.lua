@@ -17,7 +17,7 @@ local filler = nil
 local pid = nil
 local verified = false
 local marker = nil
-answered, statuses_2xx, duplicates, processed, fillers = 0, 0, 0, 0, 0
+answered, statuses_2xx, duplicates, processed, queued, fillers = 0, 0, 0, 0, 0, 0
 
 function init(args)
   marker = args[2]
@@ -63,8 +63,10 @@ function response(status, headers, body)
   if status >= 200 and status < 300 then statuses_2xx = statuses_2xx + 1 end
   if body:find('"duplicate"', 1, true) then
     duplicates = duplicates + 1
-  elseif body:find('"processed"', 1, true) or body:find('"recorded"', 1, true) then
-    processed = processed + 1
+  elseif body:find('"queued"', 1, true) then  -- recorded, to be applied by the queue worker (WEBHOOK_APPLY=queue)
+    queued = queued + 1
+  elseif body:find('"processed"', 1, true) or body:find('"ignored"', 1, true) or body:find('"recorded"', 1, true) then
+    processed = processed + 1  -- applied in the request (WEBHOOK_APPLY=request), or the floor's insert
   end
   if answered == total then
     -- The driver watches for this file and interrupts wrk too (a signal from here has been seen to get lost).
@@ -85,10 +87,10 @@ function done(summary, latency, requests_stats)
   io.write(string.format(
     '{"requests": %d, "duration_us": %d, "errors_status": %d, "errors_connect": %d, "errors_read": %d, ' ..
     '"errors_write": %d, "errors_timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, ' ..
-    '"mean_us": %.1f, "answered": %d, "ok": %d, "duplicates": %d, "processed": %d, "total": %d, ' ..
+    '"mean_us": %.1f, "answered": %d, "ok": %d, "duplicates": %d, "processed": %d, "queued": %d, "total": %d, ' ..
     '"fillers": %d}\n',
     summary.requests, summary.duration, summary.errors.status, summary.errors.connect, summary.errors.read,
     summary.errors.write, summary.errors.timeout, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency.max, latency.mean, t:get("answered"), t:get("statuses_2xx"),
-    t:get("duplicates"), t:get("processed"), t:get("total"), t:get("fillers")))
+    t:get("duplicates"), t:get("processed"), t:get("queued"), t:get("total"), t:get("fillers")))
 end
