@@ -289,11 +289,14 @@ def delta(after: dict, before: dict, key: str) -> float:
 #: The queue worker's `nice` by default (--worker-nice): a worker co-located with gunicorn on the same cores, given
 #: a lower priority so that it takes the CPU the web workers leave (see the report on the choice).
 WORKER_NICE = 10
+#: Queue workers applying the webhook events (--queue-workers): as many as gunicorn's web workers, on the same cores.
+QUEUE_WORKERS = 2
 
 
-def worker_setting(nice: int) -> str:
-    """How the queue worker runs, as the report says it."""
-    return f"worker under `nice -n {nice}`" if nice else "worker at normal priority"
+def worker_setting(nice: int, count: int = 1) -> str:
+    """How the queue workers run, as the report says it."""
+    workers = "one `flask queue worker`" if count == 1 else f"{count} `flask queue worker` processes"
+    return f"{workers} under `nice -n {nice}`" if nice else f"{workers} at normal priority"
 
 
 def serve(stack: Stack, env: dict, base: str, log_name: str) -> subprocess.Popen:
@@ -549,6 +552,13 @@ def main() -> int:
         "--entitlements-only",
         action="store_true",
         help="only the gated vs ungated comparison (3), printed, not written (no webhook history is made)",
+    )
+    parser.add_argument(
+        "--queue-workers",
+        type=int,
+        default=QUEUE_WORKERS,
+        metavar="M",
+        help=f"queue workers applying the webhook events in queue mode (default {QUEUE_WORKERS})",
     )
     parser.add_argument(
         "--worker-nice",
@@ -812,9 +822,11 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             capture_output=True,
         )
 
-    log(f"gunicorn on {base} (2 sync workers), WEBHOOK_APPLY=queue; {worker_setting(options.worker_nice)}")
+    workers = worker_setting(options.worker_nice, options.queue_workers)
+    log(f"gunicorn on {base} (2 sync workers), WEBHOOK_APPLY=queue; {workers}")
     stack.gunicorn = serve(stack, env, base, "gunicorn.log")
-    start_worker(stack, env, "worker.log", options.worker_nice)
+    for number in range(options.queue_workers):
+        start_worker(stack, env, f"worker-{number + 1}.log", options.worker_nice)
     bare_port = free_port()
     bare = f"http://127.0.0.1:{bare_port}"
     log(f"bare Flask (bench/bare_flask.py) on {bare}, the same gunicorn settings")
@@ -908,9 +920,9 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             f"filler GETs while the last deliveries were in flight are in its latency histogram) to `{WEBHOOK_PATH}`; "
             f"baseline: `/bench/webhook-floor` in the same workers (signature check + one INSERT of the raw event + "
             f"commit). **Accepted** events/s and p50/p99 are wrk's: the endpoint verifies, records the event "
-            f"`received` and answers `queued`; one `flask queue worker` beside gunicorn "
-            f"({worker_setting(options.worker_nice)}: a worker sharing gunicorn's 2 cores yields them to requests and "
-            f"applies the backlog in the gaps; `--worker-nice 0` runs it at normal priority) applies them. "
+            f"`received` and answers `queued`; {worker_setting(options.worker_nice, options.queue_workers)} beside "
+            f"gunicorn (`--queue-workers M`; workers sharing gunicorn's 2 cores yield them to requests and apply the "
+            f"backlog in the gaps; `--worker-nice 0` runs them at normal priority) apply them, in drains of 4 lanes. "
             f"**Applied end to end**: the bench then polls "
             f"`stripe_events` until none of the run's events is left `received` (failing if the worker applies none "
             f"for {STALL_SECONDS} s), and divides the events by the time from the first one's `received_at` to the "
