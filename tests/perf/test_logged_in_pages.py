@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf
 from jinja2 import Template
+from sqlalchemy.sql.compiler import SQLCompiler
 from werkzeug.routing import MapAdapter
 
 from app.extensions import db
@@ -338,3 +339,11 @@ def test_a_connection_the_caller_put_in_autocommit_is_left_in_autocommit(app, pr
         assert viewer.logged_in_user(session_id, user_id) is not None
         assert db.session.connection().connection.driver_connection.autocommit
         db.session.rollback()
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_the_log_in_statement_is_not_rewritten_on_each_view(pro_client, path):
+    """The statuses of a subscription that is not over are part of the log-in statement's SQL, compiled once per
+    process: an `IN` of bound values would be rewritten into new SQL and parameters on every execution."""
+    rewrites = calls_of(SQLCompiler._process_parameters_for_postcompile, lambda: pro_client.get(path))
+    assert rewrites == 0
