@@ -146,22 +146,28 @@ def remembered_url_for(app: Flask) -> Callable[..., str]:
             adapter = _REQUEST_CONTEXT._get_current_object().url_adapter
         except RuntimeError:  # outside a request: Flask's external URLs
             adapter = None
-        if (
-            adapter is None
-            or app.url_default_functions
-            or endpoint[:1] == "."
-            or (values and any(name[:1] == "_" for name in values))
-        ):
+        if adapter is None or app.url_default_functions:
             return app.url_for(endpoint, **values)
-        key = (adapter.script_name, adapter.subdomain, endpoint, *((k, type(v), v) for k, v in values.items()))
+        # The key is made by built-in calls only (a remembered URL costs no Python call but the context lookup);
+        # the types keep `1` and `True` apart.
+        if values:
+            key: tuple = (adapter.script_name, adapter.subdomain, endpoint, tuple(values.items()))
+            key += tuple(map(type, values.values()))
+        else:
+            key = (adapter.script_name, adapter.subdomain, endpoint)
         try:
-            return built[key]
+            return built[key]  # only a URL that passed the checks below is there
         except KeyError:
             pass
         except TypeError:  # an argument that cannot be a key (a list of values)
             return app.url_for(endpoint, **values)
         url = app.url_for(endpoint, **values)
-        if url.startswith("/") and not url.startswith("//"):
+        if (
+            endpoint[:1] != "."
+            and not any(name[:1] == "_" for name in values)
+            and url.startswith("/")
+            and not url.startswith("//")
+        ):
             if len(built) >= REMEMBERED_URLS:
                 built.clear()
             built[key] = url
