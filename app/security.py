@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -29,7 +30,7 @@ from flask import Flask, abort, current_app, redirect, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 from flask_talisman import Talisman
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sentry_sdk.integrations.flask import FlaskIntegration
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import BadRequest
@@ -139,16 +140,34 @@ def put_headers(headers: Headers, items: Iterable[tuple[str, str, str]]) -> None
             headers.add(name, value)
 
 
+#: The types of a session value that a remembered cookie may hold (`SiteSessionInterface`): immutable ones.
+PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
+
+
 class SiteSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, whose signing serializer is built once per set of keys.
+    """Flask's signed-cookie sessions, whose signing serializer is built once per set of keys, and whose cookies
+    are verified once per process.
 
     Flask builds a new `URLSafeTimedSerializer` for every request, cookie or not; it holds nothing but its keys
     and settings (each signature makes its own signer), so one per SECRET_KEY (and fallbacks) serves them all. A
     changed key gets a new one.
+
+    A logged-in browser sends the same cookie on every request until its session changes, and Flask verifies it
+    each time: it derives the key, checks the signature, inflates and parses the payload and untags every value.
+    Here a cookie whose signature was verified is remembered with its payload and the time it was signed, under
+    the serializer of the keys that verified it: the same cookie again only has its age checked against the
+    session lifetime, as itsdangerous checks it. A cookie never seen (or changed by one byte) is verified in full;
+    a key rotation starts afresh. Only a payload of plain values (strings, numbers, booleans) is remembered, so
+    that no request can change what the next one reads (a session holding flashed messages, a list, is not).
+    This changes no decision about who is logged in: that is the server-side session's, checked on every request.
     """
+
+    #: How many verified cookies are remembered per process before starting afresh.
+    REMEMBERED_COOKIES = 4096
 
     def __init__(self) -> None:
         self._serializers: dict[tuple, URLSafeTimedSerializer] = {}
+        self._verified: dict[tuple[URLSafeTimedSerializer, str], tuple[int, dict[str, Any]]] = {}
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         """Flask's serializer for the app's current keys, remembered."""
@@ -165,10 +184,29 @@ class SiteSessionInterface(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         """Flask's; a request without any cookie (a visitor's first page, a probe, an API call) gets a new empty
-        session at once, as Flask would after parsing the absent Cookie header and finding no session cookie."""
+        session at once, as Flask would after parsing the absent Cookie header and finding no session cookie; a
+        cookie verified before is not verified again while it is within the session lifetime."""
         if "HTTP_COOKIE" not in request.environ and app.secret_key:
             return self.session_class()
-        return super().open_session(app, request)
+        serializer = self.get_signing_serializer(app)
+        if serializer is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        max_age = int(app.permanent_session_lifetime.total_seconds())
+        known = self._verified.get((serializer, value))
+        if known is not None and 0 <= int(time.time()) - known[0] <= max_age:  # itsdangerous' own age test
+            return self.session_class(known[1])
+        try:
+            data, signed_at = serializer.loads(value, max_age=max_age, return_timestamp=True)
+        except BadSignature:
+            return self.session_class()
+        if isinstance(data, dict) and all(type(item) in PLAIN_VALUES for item in data.values()):
+            if len(self._verified) >= self.REMEMBERED_COOKIES:
+                self._verified.clear()
+            self._verified[(serializer, value)] = (int(signed_at.timestamp()), data)
+        return self.session_class(data)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Flask's, with its commonest case made cheap: an empty session nobody changed (a visitor) sets no cookie

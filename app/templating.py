@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from flask import Flask, g, request
+from flask import Flask, g, request, session
 from flask.globals import request_ctx
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
@@ -128,6 +128,8 @@ def site_navigation(url_for: Callable[..., str]) -> Callable[[Any], SiteNav]:
 _REQUEST_CONTEXT: Any = request_ctx
 #: How many URLs `remembered_url_for` keeps per app before starting afresh (the templates build a few dozen).
 REMEMBERED_URLS = 1024
+#: How many sessions' signed CSRF tokens `request_csrf_token` keeps per app before starting afresh.
+REMEMBERED_TOKENS = 4096
 
 
 def remembered_url_for(app: Flask) -> Callable[..., str]:
@@ -146,22 +148,28 @@ def remembered_url_for(app: Flask) -> Callable[..., str]:
             adapter = _REQUEST_CONTEXT._get_current_object().url_adapter
         except RuntimeError:  # outside a request: Flask's external URLs
             adapter = None
-        if (
-            adapter is None
-            or app.url_default_functions
-            or endpoint[:1] == "."
-            or (values and any(name[:1] == "_" for name in values))
-        ):
+        if adapter is None or app.url_default_functions:
             return app.url_for(endpoint, **values)
-        key = (adapter.script_name, adapter.subdomain, endpoint, *((k, type(v), v) for k, v in values.items()))
+        # The key is made by built-in calls only (a remembered URL costs no Python call but the context lookup);
+        # the types keep `1` and `True` apart.
+        if values:
+            key: tuple = (adapter.script_name, adapter.subdomain, endpoint, tuple(values.items()))
+            key += tuple(map(type, values.values()))
+        else:
+            key = (adapter.script_name, adapter.subdomain, endpoint)
         try:
-            return built[key]
+            return built[key]  # only a URL that passed the checks below is there
         except KeyError:
             pass
         except TypeError:  # an argument that cannot be a key (a list of values)
             return app.url_for(endpoint, **values)
         url = app.url_for(endpoint, **values)
-        if url.startswith("/") and not url.startswith("//"):
+        if (
+            endpoint[:1] != "."
+            and not any(name[:1] == "_" for name in values)
+            and url.startswith("/")
+            and not url.startswith("//")
+        ):
             if len(built) >= REMEMBERED_URLS:
                 built.clear()
             built[key] = url
@@ -173,12 +181,34 @@ def remembered_url_for(app: Flask) -> Callable[..., str]:
 def request_csrf_token(app: Flask) -> Callable[[], str]:
     """The templates' `csrf_token`: Flask-WTF's token, which it signs once per request and keeps on `g` under
     the form field's name; a page's other forms read it back from there without Flask-WTF's configuration
-    lookups (a page with a form in its navigation and three of its own asks four times)."""
+    lookups (a page with a form in its navigation and three of its own asks four times).
+
+    With WTF_CSRF_TIME_LIMIT None (the app's setting) a signed token never expires: Flask-WTF accepts it as long
+    as the session holds the raw token it signs. So the token Flask-WTF signed for a session's raw token (and the
+    secret) is remembered per process, and that session's next pages carry it again instead of a new signature
+    of the same raw token. With a time limit every request gets a fresh one, as Flask-WTF does."""
     field_name = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    signed: dict[tuple[Any, str], str] = {}
 
     def csrf_token() -> str:
         token = g.get(field_name)
-        return token if token is not None else generate_csrf()
+        if token is not None:
+            return token
+        config = app.config
+        raw = session.get(field_name)
+        if not isinstance(raw, str) or config.get("WTF_CSRF_TIME_LIMIT", 3600) is not None:  # Flask-WTF's default
+            return generate_csrf()
+        key = (config.get("WTF_CSRF_SECRET_KEY") or app.secret_key, raw)
+        token = signed.get(key)
+        if token is None:
+            token = generate_csrf()
+            if session.get(field_name) == raw:  # signed for that raw token, not for a new one
+                if len(signed) >= REMEMBERED_TOKENS:
+                    signed.clear()
+                signed[key] = token
+            return token
+        setattr(g, field_name, token)  # as generate_csrf keeps it: the request's forms read it back
+        return token
 
     return csrf_token
 

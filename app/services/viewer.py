@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import g, has_app_context, has_request_context, request
 from psycopg.pq import TransactionStatus
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, event, select
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, event, literal, literal_column, select
 
 from app.extensions import db
 from app.models import ACCESS_STATUSES, LIVE_STATUSES, AuthSession, User, UserSubscription
@@ -65,20 +65,26 @@ _COLUMNS = (
 )
 _WIDTH = len(_COLUMNS)
 
+
+def sql_literals(values: Sequence[str]) -> list[ColumnElement[str]]:
+    """Constant strings written into a statement's SQL, quoted as SQLAlchemy writes a literal value. An `IN` of
+    them is part of the statement compiled once per process; `in_(values)` is an expanding parameter instead,
+    which SQLAlchemy rewrites into the SQL and its parameters on every execution."""
+    return [literal_column(str(literal(value).compile(compile_kwargs={"literal_binds": True}))) for value in values]
+
+
+#: A subscription that is not over (LIVE_STATUSES), in the statements' own SQL.
+_LIVE = UserSubscription.status.in_(sql_literals(LIVE_STATUSES))
+
 #: The log-in check and the page's subscriptions in one statement, built once (compiled once per process): the
 #: user, then the columns of one subscription per row (NULLs for a user without one).
 _LOGGED_IN = (
     select(User, *_COLUMNS)
     .join(AuthSession, AuthSession.user_id == User.id)
-    .outerjoin(
-        UserSubscription,
-        and_(UserSubscription.user_id == User.id, UserSubscription.status.in_(LIVE_STATUSES)),
-    )
+    .outerjoin(UserSubscription, and_(UserSubscription.user_id == User.id, _LIVE))
     .where(sessions.LIVE_SESSION)
 )
-_SUBSCRIPTIONS = select(*_COLUMNS).where(
-    UserSubscription.user_id == bindparam("user_id"), UserSubscription.status.in_(LIVE_STATUSES)
-)
+_SUBSCRIPTIONS = select(*_COLUMNS).where(UserSubscription.user_id == bindparam("user_id"), _LIVE)
 
 #: endpoint -> (the log-in statement with the page's columns added, their count, the page's own parameters).
 _PAGES: dict[str, tuple[Select, int, Callable[[], dict[str, Any]]]] = {}
