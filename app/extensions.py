@@ -2,6 +2,8 @@
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, request, session
@@ -21,6 +23,7 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 from limits.util import WindowStats
+from psycopg.pq import TransactionStatus
 from redis import Redis
 from rq import Queue
 from sqlalchemy import Engine, MetaData, event
@@ -42,6 +45,37 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+
+@contextmanager
+def autocommit_when_idle() -> Iterator[None]:
+    """Run the block's statements in autocommit on PostgreSQL (psycopg) when the session's transaction has not begun
+    on the server: each commits alone, in its own round trip, with no BEGIN before nor COMMIT after (psycopg sends
+    each as a round trip of its own); the driver is back in transactions afterwards, so whatever follows begins a
+    transaction at its first statement. Elsewhere (SQLite, a transaction already open, changes not yet flushed —
+    their autoflush must not write outside a transaction — or a connection its caller put in autocommit, left as it
+    is) the block runs in the session's transaction as usual. Used for the log-in check that opens every logged-in
+    request (a page that only reads makes one round trip) and the webhook endpoint's one INSERT in queue mode."""
+    session = db.session
+    connection = session.connection()
+    driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
+    if (
+        connection.dialect.driver != "psycopg"
+        or driver.autocommit  # a connection the caller put in autocommit stays as it is
+        or driver.info.transaction_status != TransactionStatus.IDLE
+        or session.new
+        or session.dirty
+        or session.deleted
+    ):
+        yield
+        return
+    driver.autocommit = True
+    try:
+        yield
+    finally:
+        if driver.info.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
+            driver.autocommit = False
+
 
 #: Where a pooled connection's entry remembers when it was last returned to the pool (time.monotonic()).
 CHECKED_IN_AT = "ssb_checked_in_at"

@@ -22,10 +22,9 @@ from datetime import datetime
 from typing import Any
 
 from flask import g, has_app_context, has_request_context, request
-from psycopg.pq import TransactionStatus
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, event, literal, literal_column, select
 
-from app.extensions import db
+from app.extensions import autocommit_when_idle, db
 from app.models import ACCESS_STATUSES, LIVE_STATUSES, AuthSession, User, UserSubscription
 from app.services import sessions
 from app.services.catalog import PlanView, plan_view
@@ -129,24 +128,8 @@ def _first_read(statement: Select, params: dict[str, Any]) -> Sequence[Row[Any]]
     to write has its transaction begin at its next statement, as at READ COMMITTED every statement reads its own
     snapshot anyway. A session holding changes not yet flushed reads in its transaction: its autoflush must not
     write outside one."""
-    session = db.session
-    connection = session.connection()
-    driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
-    if (
-        connection.dialect.driver != "psycopg"
-        or driver.autocommit  # a connection the caller put in autocommit stays as it is
-        or driver.info.transaction_status != TransactionStatus.IDLE
-        or session.new
-        or session.dirty
-        or session.deleted
-    ):
-        return session.execute(statement, params).all()
-    driver.autocommit = True
-    try:
-        return session.execute(statement, params).all()
-    finally:
-        if driver.info.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
-            driver.autocommit = False
+    with autocommit_when_idle():
+        return db.session.execute(statement, params).all()
 
 
 def page_values(user_id: int) -> tuple[Any, ...] | None:

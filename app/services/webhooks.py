@@ -28,20 +28,17 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from flask import current_app
-from psycopg.pq import TransactionStatus
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import String, TextClause, bindparam, case, select, text, update
 from sqlalchemy.exc import DataError, ProgrammingError
 
-from app.extensions import cache_redis, db, task_queue
+from app.extensions import autocommit_when_idle, cache_redis, db, task_queue
 from app.logging import get_logger
 from app.models import StripeEvent, utcnow
 from app.services import metrics, stripe_gateway
@@ -426,7 +423,7 @@ def hand_to_queue(event: dict[str, Any], payload: bytes) -> Outcome:
     one."""
     event_id, event_type = event["id"], event["type"]
     try:
-        with autocommit():
+        with autocommit_when_idle():
             status, _ = record(event, body=payload.decode("utf-8-sig"))
         db.session.commit()  # nothing to send in autocommit; ends the session's transaction
     except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
@@ -439,33 +436,6 @@ def hand_to_queue(event: dict[str, Any], payload: bytes) -> Outcome:
         request_drain(drain_lane(event_id), event_id)
     log.info("stripe_webhook_queued", event_id=event_id, event_type=event_type, redelivered=status != NEW)
     return Outcome("queued", event_id, event_type)
-
-
-@contextmanager
-def autocommit() -> Iterator[None]:
-    """Run the block's statements in autocommit on PostgreSQL (psycopg) when the session's transaction has not begun
-    on the server: each commits alone, in its own round trip, with no BEGIN before nor COMMIT after (psycopg sends
-    each as a round trip of its own); the driver is back in transactions afterwards. Elsewhere (SQLite, a transaction
-    already open, changes not yet flushed) the block runs in the session's transaction: the caller commits it."""
-    session = db.session
-    connection = session.connection()
-    driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
-    if (
-        connection.dialect.driver != "psycopg"
-        or driver.autocommit  # a connection the caller put in autocommit stays as it is
-        or driver.info.transaction_status != TransactionStatus.IDLE
-        or session.new
-        or session.dirty
-        or session.deleted
-    ):
-        yield
-        return
-    driver.autocommit = True
-    try:
-        yield
-    finally:
-        if driver.info.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
-            driver.autocommit = False
 
 
 def drain_lane(event_id: str) -> int:
