@@ -26,7 +26,7 @@ from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 
 from app.extensions import db
 from app.logging import get_logger
@@ -110,14 +110,23 @@ def replay_due(attempts: int) -> timedelta:
     return REPLAY_BASE * (2**attempts - 1)
 
 
+#: What a recorded event left `received` past RECEIVED_GRACE is marked with before the replay applies it.
+LEFT_RECEIVED = "left received: its drain was lost, or its worker stopped while applying it"
+
+
 @in_app_context
 def replay_failed_events() -> int:
     """Apply again the failed events whose backoff has passed, and those left `received` over RECEIVED_GRACE (their
-    job lost); returns how many now succeeded. Each is claimed as a queued job claims it: an event applied since it
-    was listed (a redelivery, a late job) is left alone."""
+    drain lost); returns how many now succeeded. Each is claimed as a queued job claims it: an event applied since it
+    was listed (a redelivery, a late drain) is left alone.
+
+    An event left `received` is first marked failed with one more attempt, in a transaction of its own, then applied:
+    had its worker died applying it (killed, out of memory), the event would otherwise stay `received` with its
+    attempts unchanged (the death rolled the claim back) and be taken again by every drain and replay, forever; as a
+    failed event it gets the backoff and the cap of REPLAY_MAX_ATTEMPTS, and drains no longer take it."""
     now = utcnow()
     rows = db.session.execute(
-        select(StripeEvent.id, StripeEvent.type, StripeEvent.received_at, StripeEvent.attempts)
+        select(StripeEvent.id, StripeEvent.type, StripeEvent.status, StripeEvent.received_at, StripeEvent.attempts)
         .where(
             or_(
                 and_(StripeEvent.status == "failed", StripeEvent.attempts < REPLAY_MAX_ATTEMPTS),
@@ -128,8 +137,19 @@ def replay_failed_events() -> int:
     ).all()
     db.session.rollback()
     succeeded = 0
-    for event_id, event_type, received_at, attempts in rows:
-        if received_at + replay_due(attempts) > now:
+    for event_id, event_type, status, received_at, attempts in rows:
+        if status == "received":
+            marked = db.session.execute(
+                update(StripeEvent)
+                .where(StripeEvent.id == event_id, StripeEvent.status == "received")
+                .values(status="failed", attempts=StripeEvent.attempts + 1, error=LEFT_RECEIVED)
+                .returning(StripeEvent.id)
+            ).first()
+            db.session.commit()
+            if not marked:  # applied (or claimed) since it was listed
+                continue
+            attempts += 1
+        elif received_at + replay_due(attempts) > now:
             continue
         try:
             outcome = apply_recorded(event_id, event_type)

@@ -209,10 +209,11 @@ INSERT_EVENT_BODY = {
 }
 
 
-def record(event: dict[str, Any], settle: bool = False, body: str | None = None) -> tuple[str, int]:
+def record(event: dict[str, Any], settle: bool = False, body: str | None = None, lock: bool = True) -> tuple[str, int]:
     """Record the event, or lock its existing row: (status, attempts) before this delivery, row locked until commit;
     (NEW, 0) for an event recorded now. `body`, the JSON text the event was parsed from, is stored as it is (the
-    database parses it) instead of the event encoded again.
+    database parses it) instead of the event encoded again. Without `lock`, a known event's status is read as
+    committed, without waiting for a transaction applying it (queue mode's answer, which decides nothing).
 
     A new event costs one round trip: the insert both records it and holds its lock, so a concurrent delivery of
     the same event waits on the unique key and then finds it processed. With `settle`, a new row is inserted
@@ -238,9 +239,8 @@ def record(event: dict[str, Any], settle: bool = False, body: str | None = None)
     ).first()
     if inserted is not None:
         return NEW, 0
-    status, attempts = db.session.execute(
-        select(StripeEvent.status, StripeEvent.attempts).where(StripeEvent.id == event["id"]).with_for_update()
-    ).one()
+    known = select(StripeEvent.status, StripeEvent.attempts).where(StripeEvent.id == event["id"])
+    status, attempts = db.session.execute(known.with_for_update() if lock else known).one()
     return status, attempts
 
 
@@ -324,7 +324,7 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
 
     try:
         status, attempts = record(event, settle=True, body=payload.decode("utf-8-sig"))
-    except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
+    except UNSTORABLE:
         unstorable(event_id)
     if status in DONE:
         db.session.commit()
@@ -342,10 +342,19 @@ def handle(payload: bytes, signature: str | None) -> Outcome:
     return Outcome(outcome, event_id, event_type)
 
 
+#: What the database driver raises for a signed event it cannot store: a \u0000 that PostgreSQL text cannot hold, an
+#: id longer than Stripe's (DataError), a lone surrogate (`"\ud800"`) that has no UTF-8 form (UnicodeEncodeError).
+UNSTORABLE = (DataError, UnicodeEncodeError)
+
+
 def unstorable(event_id: str) -> NoReturn:
     """Refuse (400) an event the database cannot store, its failed statement rolled back."""
     db.session.rollback()
-    log.warning("stripe_webhook_invalid_payload", event_id=event_id[:255], reason="the database cannot store it")
+    log.warning(
+        "stripe_webhook_invalid_payload",
+        event_id=event_id[:255].encode("utf-8", "replace").decode(),
+        reason="the database cannot store it",
+    )
     raise WebhookRejected(400, "invalid_payload", "The event holds values that cannot be stored.") from None
 
 
@@ -424,9 +433,11 @@ def hand_to_queue(event: dict[str, Any], payload: bytes) -> Outcome:
     event_id, event_type = event["id"], event["type"]
     try:
         with autocommit_when_idle():
-            status, _ = record(event, body=payload.decode("utf-8-sig"))
+            # A known event's status without its lock: a delivery never waits for a worker applying the event (its
+            # answer decides nothing; the drain's and the job's claims re-check the status under the row's lock).
+            status, _ = record(event, body=payload.decode("utf-8-sig"), lock=False)
         db.session.commit()  # nothing to send in autocommit; ends the session's transaction
-    except DataError:  # e.g. a \u0000 that PostgreSQL text cannot hold, an id longer than Stripe's
+    except UNSTORABLE:
         unstorable(event_id)
     if status in DONE:
         return duplicate(event_id, event_type)
@@ -454,9 +465,14 @@ def request_drain(lane: int, event_id: str | None = None) -> bool:
     if queue is None:  # WEBHOOK_APPLY=queue without a queue is refused at start; an app changed since has none
         enqueue_failed(event_id, RuntimeError("TASK_QUEUE_URL is not set"), lane=lane)
         return False
+    flag = DRAIN_PENDING_KEY.format(lane)
     try:
-        if not queue.connection.set(DRAIN_PENDING_KEY.format(lane), "1", nx=True, ex=DRAIN_PENDING_TTL):
+        if not queue.connection.set(flag, "1", nx=True, ex=DRAIN_PENDING_TTL):
             return False
+    except RedisError as error:
+        enqueue_failed(event_id, error, lane=lane)
+        return False
+    try:
         pipeline = queue.connection.pipeline()  # RQ's writes in one round trip (sent alone, it makes two)
         queue.enqueue_call(
             DRAIN_TASK, args=(lane,), timeout=DRAIN_TIMEOUT, failure_ttl=APPLY_FAILURE_TTL, pipeline=pipeline
@@ -464,6 +480,10 @@ def request_drain(lane: int, event_id: str | None = None) -> bool:
         pipeline.execute()
     except RedisError as error:
         enqueue_failed(event_id, error, lane=lane)
+        try:  # the flag set without its drain would hold the lane's next deliveries back until it expires
+            queue.connection.delete(flag)
+        except RedisError:
+            pass
         return False
     return True
 
