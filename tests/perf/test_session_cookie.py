@@ -25,8 +25,16 @@ def test_a_cookie_verified_before_is_not_verified_again(seeded, client, auth):
     assert counted["Signer.verify_signature"] == 0  # (before: one per view)
 
 
+def remembered(app, client) -> bool:
+    """Whether the client's session cookie is among those this process verified and remembers."""
+    value = client.get_cookie(app.config["SESSION_COOKIE_NAME"]).value
+    return any(cookie == value for _, cookie in app.session_interface._verified)
+
+
 def test_a_remembered_cookie_past_the_session_lifetime_is_refused(seeded, client, auth):
     logged_in(client, auth)
+    assert client.get("/account").status_code == 200  # opened and remembered: the next view takes the memo's path
+    assert remembered(seeded, client)
     seeded.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=-1)  # every cookie is now too old
     response = client.get("/account")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
@@ -45,6 +53,8 @@ def test_a_cookie_changed_by_one_byte_is_verified_and_refused(seeded, client, au
 
 def test_a_new_secret_key_refuses_the_cookies_remembered_under_the_old_one(seeded, client, auth):
     logged_in(client, auth)
+    assert client.get("/account").status_code == 200
+    assert remembered(seeded, client)
     seeded.secret_key = seeded.config["SECRET_KEY"] = "another secret key, not a fallback of the first" * 2
     response = client.get("/account")
     assert response.status_code == 302 and "/login" in response.headers["Location"]

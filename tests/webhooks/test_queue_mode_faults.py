@@ -118,3 +118,35 @@ def test_an_event_id_without_a_utf8_form_is_refused_with_400_in_both_modes(app, 
     response = post_event(client, lone, secret(app))
     assert (response.status_code, response.get_json()["error"]) == (400, "invalid_payload")
     assert events_in_db(app) == {}
+
+
+def test_a_delivery_does_not_wait_for_a_worker_applying_an_event_counted_in_the_same_shard(app, client, redis_url):
+    """A worker's claim moves its event from `received` to `processed`; the per-status counts of that shard change
+    at its commit (migration 0014), not at the claim, so a new event of the same shard (ids ending in the same
+    character) is recorded while the worker's transaction — its handler — is still running."""
+    queue_mode(app, redis_url)
+    customer = {"id": "cus_a", "object": "customer", "email": "a@example.com", "name": "A"}
+    first, second = event("evt_shard_first_x", obj=customer), event("evt_shard_second_x", obj=customer)
+    assert post_event(client, first, secret(app)).get_json()["status"] == "queued"
+    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    answers: list = []
+    with engine.connect() as worker:  # a worker's claim, its transaction open while the handler runs
+        worker.execute(sa.text("UPDATE stripe_events SET status = 'processed' WHERE id = :id"), {"id": first["id"]})
+        delivery = threading.Thread(
+            target=lambda: answers.append(post_event(app.test_client(), second, secret(app)).get_json())
+        )
+        delivery.start()
+        delivery.join(timeout=10)
+        answered_while_applying = not delivery.is_alive()
+        worker.commit()
+    delivery.join()
+    engine.dispose()
+    assert answered_while_applying
+    assert answers == [{"status": "queued", "event_id": second["id"]}]
+    with app.app_context():
+        counts = dict(
+            db.session.execute(
+                sa.text("SELECT status, sum(events) FROM stripe_event_counts GROUP BY status HAVING sum(events) <> 0")
+            ).all()
+        )
+    assert counts == {"processed": 1, "received": 1}
