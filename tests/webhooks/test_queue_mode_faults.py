@@ -22,6 +22,25 @@ from tests.webhooks.test_queue_mode import docs_user, drain, queue_mode, queued_
 from tests.webhooks.test_stripe_docs_events import DOCS_PRICE, load
 
 
+def delivered_while_held(app, sql: str, event_id: str, delivery: dict, end: str = "rollback") -> tuple[bool, list]:
+    """Post `delivery` in a thread while another connection (a worker's transaction) holds what `sql` locks or writes
+    for `event_id`: whether it was answered before that transaction ended (then by `end`), and the answers."""
+    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    answers: list = []
+    with engine.connect() as worker:
+        worker.execute(sa.text(sql), {"id": event_id})
+        thread = threading.Thread(
+            target=lambda: answers.append(post_event(app.test_client(), delivery, secret(app)).get_json())
+        )
+        thread.start()
+        thread.join(timeout=10)
+        answered_while_held = not thread.is_alive()
+        getattr(worker, end)()
+    thread.join()
+    engine.dispose()
+    return answered_while_held, answers
+
+
 def test_a_redelivery_does_not_wait_for_the_worker_applying_the_event(app, client, redis_url):
     """The event's row is locked by a worker's transaction (applying it, maybe reading Stripe): the delivery's answer
     decides nothing, so it reads the status as committed instead of waiting for the lock with a web worker."""
@@ -29,19 +48,9 @@ def test_a_redelivery_does_not_wait_for_the_worker_applying_the_event(app, clien
     user_id = docs_user(app)
     created = load("customer.subscription.created", user_id)
     assert post_event(client, created, secret(app)).get_json()["status"] == "queued"
-    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
-    answers: list = []
-    with engine.connect() as worker:  # a worker's claim, holding the row
-        worker.execute(sa.text("SELECT 1 FROM stripe_events WHERE id = :id FOR UPDATE"), {"id": created["id"]})
-        redelivery = threading.Thread(
-            target=lambda: answers.append(post_event(app.test_client(), created, secret(app)).get_json())
-        )
-        redelivery.start()
-        redelivery.join(timeout=10)
-        answered_while_locked = not redelivery.is_alive()
-        worker.rollback()
-    redelivery.join()
-    engine.dispose()
+    answered_while_locked, answers = delivered_while_held(  # a worker's claim, holding the row
+        app, "SELECT 1 FROM stripe_events WHERE id = :id FOR UPDATE", created["id"], created
+    )
     assert answered_while_locked
     assert answers == [{"status": "queued", "event_id": created["id"]}]
 
@@ -128,19 +137,9 @@ def test_a_delivery_does_not_wait_for_a_worker_applying_an_event_counted_in_the_
     customer = {"id": "cus_a", "object": "customer", "email": "a@example.com", "name": "A"}
     first, second = event("evt_shard_first_x", obj=customer), event("evt_shard_second_x", obj=customer)
     assert post_event(client, first, secret(app)).get_json()["status"] == "queued"
-    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
-    answers: list = []
-    with engine.connect() as worker:  # a worker's claim, its transaction open while the handler runs
-        worker.execute(sa.text("UPDATE stripe_events SET status = 'processed' WHERE id = :id"), {"id": first["id"]})
-        delivery = threading.Thread(
-            target=lambda: answers.append(post_event(app.test_client(), second, secret(app)).get_json())
-        )
-        delivery.start()
-        delivery.join(timeout=10)
-        answered_while_applying = not delivery.is_alive()
-        worker.commit()
-    delivery.join()
-    engine.dispose()
+    answered_while_applying, answers = delivered_while_held(  # a worker's claim, open while its handler runs
+        app, "UPDATE stripe_events SET status = 'processed' WHERE id = :id", first["id"], second, end="commit"
+    )
     assert answered_while_applying
     assert answers == [{"status": "queued", "event_id": second["id"]}]
     with app.app_context():
