@@ -181,13 +181,13 @@ def test_a_plan_seeded_since_the_catalogue_was_read_is_found(app, pro_client):
         assert plan_view(plan.id).display_name == "Extra"
 
 
-def calls_of(function, action) -> int:
-    """How many times `function` ran while `action()` ran, however it was reached (a profile hook on its code)."""
-    code, count = function.__code__, 0
+def profiled_calls(action, counted) -> int:
+    """How many Python calls `counted(code)` accepts while `action()` ran (a profile hook; built-ins not seen)."""
+    count = 0
 
     def hook(frame, event, arg):
         nonlocal count
-        if event == "call" and frame.f_code is code:
+        if event == "call" and counted(frame.f_code):
             count += 1
 
     sys.setprofile(hook)
@@ -196,6 +196,12 @@ def calls_of(function, action) -> int:
     finally:
         sys.setprofile(None)
     return count
+
+
+def calls_of(function, action) -> int:
+    """How many times `function` ran while `action()` ran, however it was reached (a profile hook on its code)."""
+    code = function.__code__
+    return profiled_calls(action, lambda called: called is code)
 
 
 @pytest.mark.parametrize("path", list(CEILINGS))
@@ -377,19 +383,7 @@ def test_the_log_in_statement_is_not_rewritten_on_each_view(pro_client, path):
 
 def python_calls(action) -> int:
     """How many Python functions ran while `action()` ran (built-in calls not counted)."""
-    count = 0
-
-    def hook(frame, event, arg):
-        nonlocal count
-        if event == "call":
-            count += 1
-
-    sys.setprofile(hook)
-    try:
-        action()
-    finally:
-        sys.setprofile(None)
-    return count
+    return profiled_calls(action, lambda called: True)
 
 
 @pytest.mark.parametrize("arguments", [{}, {"filename": "css/app.css"}])
