@@ -53,7 +53,7 @@ def test_the_account_page_shows_the_billing_email_and_changes_the_login_email(si
     expect(page.locator(".alert-info")).to_contain_text("We sent a link to ada.lovelace@example.com")
     expect(page.get_by_test_id("account-email")).to_have_text("ada@example.com")
 
-    page.goto(site.url + change_link(smtp_sink, "ada.lovelace@example.com"))
+    page.goto(site.url + change_link(smtp_sink, "ada.lovelace@example.com", site.app))
     expect(page.locator(".alert-success")).to_contain_text("Your login email is now ada.lovelace@example.com")
     expect(page.get_by_test_id("account-email")).to_have_text("ada.lovelace@example.com")
     expect(page.get_by_test_id("billing-email")).to_have_count(0)  # Stripe's customer now has the new address

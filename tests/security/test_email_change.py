@@ -13,7 +13,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from app import create_app
 from app.extensions import db
-from app.models import AuditLog, User
+from app.models import AuditLog, MailOutbox, User
 from app.services.accounts import (
     EMAIL_CHANGE_MAX_AGE,
     EMAIL_CHANGE_SALT,
@@ -59,9 +59,34 @@ def mails_to(smtp_sink, to: str) -> list[str]:
     return [plain_text(m) for m in smtp_sink.messages if to in m["to"]]
 
 
-def change_link(smtp_sink, to: str) -> str:
-    """The path of the newest email-change link mailed to `to` (mail leaves after the response)."""
-    assert eventually(lambda: any(CHANGE_LINK.search(body) for body in mails_to(smtp_sink, to)), 30), f"no link to {to}"
+def outbox_report(app, to: str) -> str:
+    """What the outbox and the sink hold when a mail to `to` did not arrive: each row for `to` (status, attempts,
+    error), the pending rows of other addresses (a delivery takes the oldest first) and whom the sink got mail for."""
+    with app.app_context():
+        rows = db.session.execute(
+            sa.select(MailOutbox.id, MailOutbox.kind, MailOutbox.recipient, MailOutbox.status)
+            .add_columns(MailOutbox.attempts, MailOutbox.error)
+            .order_by(MailOutbox.id)
+        ).all()
+        db.session.remove()
+    mine = [
+        (i, kind, status, attempts, error) for i, kind, recipient, status, attempts, error in rows if recipient == to
+    ]
+    others = [
+        (i, kind, recipient) for i, kind, recipient, status, *_ in rows if recipient != to and status == "pending"
+    ]
+    return f"outbox rows for {to} (id, kind, status, attempts, error): {mine}; pending for others: {others}"
+
+
+def sink_report(smtp_sink) -> str:
+    return f"the sink got mail for {[m['to'] for m in smtp_sink.messages]}"
+
+
+def change_link(smtp_sink, to: str, app) -> str:
+    """The path of the newest email-change link mailed to `to` (mail leaves after the response); when none comes,
+    the assertion says what the outbox of `app` holds for `to` and what the sink received."""
+    arrived = eventually(lambda: any(CHANGE_LINK.search(body) for body in mails_to(smtp_sink, to)), 30)
+    assert arrived, f"no link to {to} within 30 s: {outbox_report(app, to)}; {sink_report(smtp_sink)}"
     return [CHANGE_LINK.search(body).group(1) for body in mails_to(smtp_sink, to) if CHANGE_LINK.search(body)][-1]
 
 
@@ -150,7 +175,7 @@ def test_the_login_email_changes_by_the_link_mailed_to_the_new_address(seeded, c
     response = ask_change(client, "New@Example.com")
     assert response.status_code == 302
     assert "We sent a link to new@example.com" in client.get("/account").get_data(as_text=True)
-    link = change_link(smtp_sink, "new@example.com")
+    link = change_link(smtp_sink, "new@example.com", seeded)
     assert eventually(lambda: any("new@example.com" in body for body in mails_to(smtp_sink, "old@example.com")))
     notice = [body for body in mails_to(smtp_sink, "old@example.com") if "new@example.com" in body][-1]
     assert "confirm-email-change" not in notice  # the old address is told, it cannot confirm
@@ -180,8 +205,8 @@ def test_a_change_link_is_refused_when_reused_tampered_expired_or_superseded(see
     user_id = signed_up(client, "first@example.com")
     assert ask_change(client, "second@example.com").status_code == 302
     assert ask_change(client, "third@example.com").status_code == 302
-    to_second = change_link(smtp_sink, "second@example.com")
-    to_third = change_link(smtp_sink, "third@example.com")
+    to_second = change_link(smtp_sink, "second@example.com", seeded)
+    to_third = change_link(smtp_sink, "third@example.com", seeded)
 
     tampered = to_second[:-3] + ("AAA" if not to_second.endswith("AAA") else "BBB")
     for path in (tampered, "/confirm-email-change/not-a-token"):
@@ -222,7 +247,7 @@ def test_a_change_link_is_refused_when_reused_tampered_expired_or_superseded(see
 def test_a_password_change_kills_a_pending_change_link(seeded, client, smtp_sink):
     user_id = signed_up(client, "owner@example.com")
     assert ask_change(client, "intruder@example.com").status_code == 302
-    link = change_link(smtp_sink, "intruder@example.com")
+    link = change_link(smtp_sink, "intruder@example.com", seeded)
     token = csrf_token_from(client.get("/account").get_data(as_text=True))
     data = {"current": "correct horse", "password": "another secret", "confirm": "another secret", "csrf_token": token}
     assert client.post("/account/password", data=data).status_code == 302
@@ -247,7 +272,7 @@ def test_an_address_another_account_uses_is_refused_without_naming_it(seeded, cl
 
     # Taken between the request and the link: refused when the link is opened.
     assert ask_change(client, "free@example.com").status_code == 302
-    link = change_link(smtp_sink, "free@example.com")
+    link = change_link(smtp_sink, "free@example.com", seeded)
     signed_up(seeded.test_client(), "free@example.com")
     opened = client.get(link, follow_redirects=True).get_data(as_text=True)
     assert EMAIL_TAKEN_MESSAGE in opened
@@ -271,7 +296,7 @@ def test_stripe_out_of_reach_leaves_the_email_unchanged_and_the_link_usable(
         customer_id = ensure_customer(user_id)
         db.session.remove()
     assert ask_change(client, "moved@example.com").status_code == 302
-    link = change_link(smtp_sink, "moved@example.com")
+    link = change_link(smtp_sink, "moved@example.com", seeded)
     down = create_app(
         make_config(migrated_database, redis_url, STRIPE_API_BASE="http://127.0.0.1:9", STRIPE_MAX_NETWORK_RETRIES=0)
     )
@@ -295,5 +320,5 @@ def test_a_customer_stripe_no_longer_has_does_not_block_the_change(seeded, clien
         db.session.commit()
         db.session.remove()
     assert ask_change(client, "current@example.com").status_code == 302
-    client.get(change_link(smtp_sink, "current@example.com"))
+    client.get(change_link(smtp_sink, "current@example.com", seeded))
     assert user_row(seeded, user_id).email == "current@example.com"
