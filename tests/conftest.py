@@ -375,7 +375,7 @@ class LiveServer:
 
     def __init__(self, app):
         self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+        self.server = make_server("127.0.0.1", 0, closed_once(app), threaded=True, request_handler=QuietHandler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -390,9 +390,54 @@ class LiveServer:
         self.server.server_close()
 
 
+#: Where `closed_once` leaves the app's response in the WSGI environ, for `QuietHandler.connection_dropped`.
+RESPONSE_KEY = "tests.response"
+
+
+class ClosedOnce:
+    """The app's response iterable, closed at most once, whoever closes it first."""
+
+    def __init__(self, iterable):
+        self.iterable = iterable
+        self.closed = False
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        close = getattr(self.iterable, "close", None)
+        if close is not None:
+            close()
+
+
+def closed_once(app):
+    """The WSGI app `app`, its responses kept in the environ so that the handler can close one werkzeug left open."""
+
+    def wsgi(environ, start_response):
+        response = environ[RESPONSE_KEY] = ClosedOnce(app(environ, start_response))
+        return response
+
+    return wsgi
+
+
 class QuietHandler(WSGIRequestHandler):
     def log_request(self, *args, **kwargs):
         pass
+
+    def connection_dropped(self, error, environ=None):
+        """Close the response, as the WSGI spec asks of a server whatever way the request ended (gunicorn does).
+
+        Werkzeug's server reads what is left on the socket before it closes the response; when the client has reset
+        the connection by then (Chromium, following a form's 302, sometimes closes the socket with the body unread),
+        that read raises and the response is never closed: what the app does after it (mail without a task queue,
+        `response.call_on_close`) would never run, and a test waiting for that mail fail after its timeout.
+        """
+        response = (environ or {}).get(RESPONSE_KEY)
+        if response is not None:
+            response.close()
 
 
 @pytest.fixture
