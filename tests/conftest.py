@@ -433,7 +433,7 @@ class QuietHandler(WSGIRequestHandler):
         Werkzeug's server reads what is left on the socket before it closes the response; when the client has reset
         the connection by then (Chromium, following a form's 302, sometimes closes the socket with the body unread),
         that read raises and the response is never closed: what the app does after it (mail without a task queue,
-        `response.call_on_close`) would never run, and a test waiting for that mail fail after its timeout.
+        `response.call_on_close`) would never run, and a test waiting for that mail would fail after its timeout.
         """
         response = (environ or {}).get(RESPONSE_KEY)
         if response is not None:

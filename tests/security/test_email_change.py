@@ -60,13 +60,18 @@ def mails_to(smtp_sink, to: str) -> list[str]:
 
 
 def outbox_report(app, to: str) -> str:
-    """What the outbox and the sink hold when a mail to `to` did not arrive: each row for `to` (status, attempts,
-    error), the pending rows of other addresses (a delivery takes the oldest first) and whom the sink got mail for."""
+    """What the outbox holds when a mail to `to` did not arrive: each row for `to` (status, attempts, error), and the
+    pending rows of other addresses (a delivery takes the oldest first)."""
     with app.app_context():
         rows = db.session.execute(
-            sa.select(MailOutbox.id, MailOutbox.kind, MailOutbox.recipient, MailOutbox.status)
-            .add_columns(MailOutbox.attempts, MailOutbox.error)
-            .order_by(MailOutbox.id)
+            sa.select(
+                MailOutbox.id,
+                MailOutbox.kind,
+                MailOutbox.recipient,
+                MailOutbox.status,
+                MailOutbox.attempts,
+                MailOutbox.error,
+            ).order_by(MailOutbox.id)
         ).all()
         db.session.remove()
     mine = [
@@ -79,6 +84,7 @@ def outbox_report(app, to: str) -> str:
 
 
 def sink_report(smtp_sink) -> str:
+    """Whom the SMTP sink got mail for, oldest first."""
     return f"the sink got mail for {[m['to'] for m in smtp_sink.messages]}"
 
 
