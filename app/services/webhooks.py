@@ -27,6 +27,7 @@ once it has waited a minute.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from sqlalchemy import String, TextClause, bindparam, case, select, text, update
 from sqlalchemy.exc import DataError, ProgrammingError
 
 from app.extensions import autocommit_when_idle, cache_redis, db, task_queue
-from app.logging import get_logger
+from app.logging import EventWriter, get_logger
 from app.models import StripeEvent, utcnow
 from app.services import metrics, stripe_gateway
 from app.services.signals import CacheWrites, SyncResult, commit_billing
@@ -48,6 +49,9 @@ from app.services.stripe_gateway import SignatureInvalid, verify_webhook_signatu
 from app.services.webhook_handlers import HANDLERS
 
 log = get_logger(__name__)
+#: The line of every event applied (`settle`), written straight to our handlers: the same line as `log.info`'s, at
+#: about half its CPU (no stdlib LogRecord to make and unpack again), once per event in a worker's drain.
+applied_log = EventWriter(__name__)
 
 PROCESSED_KEY = "webhook_processed:{}"
 PROCESSED_TTL = 7 * 24 * 3600
@@ -400,7 +404,8 @@ def settle(event: dict[str, Any], attempts: int, marked: bool, started: float, r
         raise
     seconds = time.perf_counter() - started
     metrics.record_webhook(metric_type(event_type), outcome, seconds)
-    log.info(
+    applied_log.log(
+        logging.INFO,
         "stripe_webhook_handled_successfully",
         event_id=event_id,
         event_type=event_type,
