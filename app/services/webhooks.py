@@ -637,8 +637,8 @@ def drain_received(lane: int) -> Drained:
     First the lane's flag is deleted: a delivery committed after this point enqueues a new drain, so no event is
     left without one (one committed before is taken by this drain's claims). Each event is claimed (one statement,
     SKIP LOCKED: drains running at once take different events), then applied as a request applies it (`settle`:
-    commit, caches, mail; no `webhook_processed` mark in queue mode, which never reads it). A fault in one event rolls it back and keeps it `failed`
-    (the replay retries it with backoff), and the drain goes on with the next. After DRAIN_LIMIT events or
+    commit, caches, mail; no `webhook_processed` mark in queue mode, which never reads it). A fault in one event rolls
+    it back and keeps it `failed` (the replay retries it with backoff), and the drain goes on with the next. After DRAIN_LIMIT events or
     DRAIN_SECONDS it enqueues the lane's next drain and stops. A claim that fails (the database down) raises."""
     clear_drain_flag(lane)
     claim = CLAIM_NEXT_EVENT_SQL.get(db.engine.dialect.name, CLAIM_NEXT_EVENT)
