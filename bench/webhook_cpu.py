@@ -7,7 +7,8 @@ bench/wsgi_bench.py's `/bench/webhook-floor`). The app runs as in production (JS
 Redis caches, mail handed to the task queue on Redis) on the PostgreSQL and Redis of
 `scripts/test-services.sh start DIR` (TEST_DATABASE_URL, TEST_REDIS_URL; the schema is rebuilt and seeded).
 Figures are per second of this process's CPU time, so other processes on a loaded machine move them less than
-wall-clock time would (the servers' own CPU is not in them). `--profile` adds a cProfile of the endpoint.
+wall-clock time would (the servers' own CPU is not in them). `--profile` adds a cProfile of the endpoint,
+`--profile-worker` one of the queue worker's drains (both in CPU time, by cumulative then own time).
 
 `--apply queue` runs the endpoint with WEBHOOK_APPLY=queue (it records each event and enqueues its lane's drain when
 none is pending), then the drains in this process by RQ's SimpleWorker (as `flask queue worker` runs them, on the
@@ -15,7 +16,7 @@ same Redis): the worker's CPU per applied event is reported beside the endpoint'
 (the mail jobs the events enqueue are left out: dropped once the events are applied). Each half of the events is
 posted before the worker runs: a burst, drained by at most one job per lane. `--apply request` (the default) applies each event in its request.
 
-    .venv/bin/python bench/webhook_cpu.py [--customers 150] [--apply request|queue] [--profile]
+    .venv/bin/python bench/webhook_cpu.py [--customers 150] [--apply request|queue] [--profile] [--profile-worker]
 """
 
 from __future__ import annotations
@@ -125,9 +126,10 @@ def post_all(client, path: str, bodies: list[bytes], secret: str) -> float:
     return time.process_time() - started
 
 
-def work(app) -> tuple[float, int]:
+def work(app, profiler: cProfile.Profile | None = None) -> tuple[float, int]:
     """CPU seconds of a worker running the drains queued now (at most one per lane: each applies every event it
-    finds), and how many there were; the mail jobs the events enqueue come after them, and are then dropped."""
+    finds), and how many there were; the mail jobs the events enqueue come after them, and are then dropped. With
+    `profiler`, the worker's run is profiled (RQ's bookkeeping and the drains)."""
     with app.app_context():
         queue = task_queue()
         assert queue is not None
@@ -135,7 +137,11 @@ def work(app) -> tuple[float, int]:
         assert {job.func_name for job in queue.get_jobs()} == {DRAIN_TASK}, [job.func_name for job in queue.get_jobs()]
         worker = SimpleWorker([queue], connection=queue.connection)
         started = time.process_time()
+        if profiler is not None:
+            profiler.enable()
         worker.work(burst=True, max_jobs=jobs, logging_level="WARNING")
+        if profiler is not None:
+            profiler.disable()
         seconds = time.process_time() - started
         waiting = db.session.scalar(text("SELECT count(*) FROM stripe_events WHERE status IN ('received', 'failed')"))
         db.session.rollback()
@@ -148,9 +154,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=150)
     parser.add_argument("--apply", choices=("request", "queue"), default="request", help="WEBHOOK_APPLY")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile the endpoint (CPU time)")
+    parser.add_argument("--profile-worker", action="store_true", help="cProfile the queue worker's drains (CPU time)")
     options = parser.parse_args()
     queued = options.apply == "queue"
+    if options.profile_worker and not queued:
+        parser.error("--profile-worker needs --apply queue")
     redis_url = os.environ["TEST_REDIS_URL"]
     Redis.from_url(redis_url).flushdb()  # no duplicate marks from an earlier run
     app = production_app(os.environ["TEST_DATABASE_URL"], redis_url)
@@ -179,7 +188,9 @@ def main() -> int:
     events = sum(len(cycle) for cycle in measured)
     endpoint = floor = worker = 0.0
     drains = 0
-    profiler = cProfile.Profile() if options.profile else None
+    # CPU time, not wall-clock: on a shared machine the figures are this process's own work.
+    profiler = cProfile.Profile(time.process_time) if options.profile else None
+    worker_profiler = cProfile.Profile(time.process_time) if options.profile_worker else None
     for half in (measured[: len(measured) // 2], measured[len(measured) // 2 :]):
         flat = [b for cycle in half for b in cycle]
         if profiler is not None:
@@ -188,7 +199,7 @@ def main() -> int:
         if profiler is not None:
             profiler.disable()
         if queued:
-            seconds, jobs = work(app)
+            seconds, jobs = work(app, worker_profiler)
             worker += seconds
             drains += jobs
         floor += post_all(client, FLOOR, flat, secret)
@@ -207,10 +218,13 @@ def main() -> int:
         "load": [round(x, 1) for x in os.getloadavg()],
     }
     print(json.dumps(report))
-    if profiler is not None:
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(45)
-        print(out.getvalue())
+    for name, profiled in (("endpoint", profiler), ("worker", worker_profiler)):
+        if profiled is not None:
+            out = io.StringIO()
+            print(f"--- {name} profile (CPU seconds) ---")
+            pstats.Stats(profiled, stream=out).sort_stats("cumulative").print_stats(45)
+            pstats.Stats(profiled, stream=out).sort_stats("tottime").print_stats(30)
+            print(out.getvalue())
     return 0
 
 

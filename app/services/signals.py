@@ -117,7 +117,8 @@ class CacheWrites:
 
     def send(self) -> None:
         """Send what is pending in one pipeline (no MULTI: each write stands alone, unless a write added first opened
-        one: then all apply together), then forget it."""
+        one: then all apply together), then forget it. Deletes added one after the other are sent as one DEL of all
+        their keys (the same effect; a failed send calls every write's `on_failure` either way)."""
         pending, self.pending = self.pending, []
         first, self.first = self.first, []
         client = cache_redis()
@@ -134,12 +135,18 @@ class CacheWrites:
                         on_failure(error)
                 first = []
                 pipe = client.pipeline(transaction=False)
+            deleted: list[str] = []  # deletes in a row go as one DEL: one command to pack, one reply to read
             for command, args, _ in pending:
                 if command == "set":
+                    if deleted:
+                        pipe.delete(*deleted)
+                        deleted = []
                     key, value, seconds = args
                     pipe.set(key, value, ex=seconds)
                 else:
-                    pipe.delete(*args)
+                    deleted.extend(args)
+            if deleted:
+                pipe.delete(*deleted)
             pipe.execute()
         except Exception as error:  # noqa: BLE001 - Redis down: each write says so its own way
             for on_failure in [on_failure for _, on_failure in first] + [on_failure for _, _, on_failure in pending]:

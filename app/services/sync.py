@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
+from flask import current_app, has_request_context
 from sqlalchemy import Integer, String, Table, bindparam, case, exists, insert, or_, select, update
 from sqlalchemy.orm import joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -560,6 +561,27 @@ def write_subscription_with_orm(
     return replace(row, **changes) if isinstance(row, RowState) else entity
 
 
+#: The settings `billing_url` reads outside a request besides the URL map: its address stays the same while they do.
+BILLING_URL_SETTINGS = ("APP_BASE_URL", "APPLICATION_ROOT", "SERVER_NAME", "PREFERRED_URL_SCHEME")
+
+
+def mail_billing_url() -> str:
+    """The billing page's address for a mail (`mail.billing_url`), built once per app and settings outside a request.
+
+    Outside a request (a queue worker applying webhook events, the CLI's sync) `billing_url` builds a test request
+    context for its `url_for` — most of a subscription event's mail CPU in the worker — for an address that depends
+    only on the URL map and BILLING_URL_SETTINGS. In a request it depends on the request too (its host, outside
+    production): built each time."""
+    if has_request_context():
+        return billing_url()
+    known = current_app.extensions.setdefault("mail_billing_urls", {})
+    settings = tuple(current_app.config.get(name) for name in BILLING_URL_SETTINGS)
+    url = known.get(settings)
+    if url is None:
+        url = known[settings] = billing_url()
+    return url
+
+
 def transition_mail(
     action: str,
     user: User | UserRef,
@@ -577,7 +599,7 @@ def transition_mail(
     """
     plan, cycle = fields["plan"], fields["billing_cycle"]
     period_start, period_end = fields["current_period_start"], fields["current_period_end"]
-    common = {"plan": plan.display_name, "cycle": cycle, "billing_url": billing_url()}
+    common = {"plan": plan.display_name, "cycle": cycle, "billing_url": mail_billing_url()}
     if action == "subscription.activated":
         return outbox_row(
             "subscription_activated",

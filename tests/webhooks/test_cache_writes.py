@@ -14,6 +14,7 @@ from app.models import User
 from app.services.signals import CacheWrites
 from tests.conftest import make_config
 from tests.factories import UserFactory
+from tests.perf.test_webhook_queue_round_trips import pipelined_commands
 from tests.perf.test_webhook_round_trips import docs_customer  # noqa: F401  (the fixture)
 from tests.webhooks.signing import post_event
 from tests.webhooks.test_endpoint import event, events_in_db, secret
@@ -99,3 +100,20 @@ def test_a_job_that_cannot_be_added_spoils_none_of_the_cache_drops(app, redis_ur
         writes.send()
     assert failures == ["no job today"]
     assert not store.exists("entitlements-probe")
+
+
+def test_deletes_in_a_row_are_sent_as_one_del_and_a_write_between_keeps_its_place(seeded, redis_url, monkeypatch):
+    """A commit's cache drops (each receiver adds its own) go as one DEL of all their keys: the same effect, one
+    command to pack and one reply to read; a write between them stays between them."""
+    store = redis.Redis.from_url(redis_url)
+    store.mset({"cached_a": "x", "cached_c": "x"})
+    with seeded.app_context():
+        writes = CacheWrites()
+        writes.delete_raw("cached_a")
+        writes.set_raw("cached_b", "1", 60)
+        writes.delete_raw("cached_b")
+        writes.delete_raw("cached_c")
+        with pipelined_commands(monkeypatch) as sent:
+            writes.send()
+    assert sent == [[("DEL", "cached_a"), ("SET", "cached_b", "1", "EX", "60"), ("DEL", "cached_b", "cached_c")]]
+    assert store.exists("cached_a", "cached_b", "cached_c") == 0

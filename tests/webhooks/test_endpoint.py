@@ -4,12 +4,14 @@ import json
 import threading
 import time
 
+import pytest
 import redis
 import sqlalchemy as sa
 
 from app import create_app
 from app.extensions import db
 from app.models import AuditLog, StripeEvent, User, UserSubscription
+from app.services import webhooks
 from tests.conftest import make_config
 from tests.factories import UserFactory
 from tests.webhooks.signing import post_event, sign
@@ -204,6 +206,19 @@ def test_an_event_contradicting_our_data_is_422_rolled_back_and_the_retry_succee
     response = post_event(client, body, secret(seeded))
     assert response.status_code == 200
     assert events_in_db(seeded) == {"evt_bad": ("processed", 2)}
+
+
+def test_two_failures_of_one_event_at_once_count_two_attempts(seeded, client):
+    """Two deliveries (or a delivery and a queue job) failing on one event at once have both read its attempt count
+    before either failure was kept: each failure adds its attempt to the row as it is then (`attempts + 1` in SQL),
+    instead of writing the count it read plus one, which counted the two as one."""
+    body = failing_event(seeded, client)
+    assert events_in_db(seeded) == {"evt_bad": ("failed", 1)}
+    with seeded.app_context():
+        for _ in range(2):  # both read 1 attempt, so each applies it as its 2nd
+            with pytest.raises(ValueError, match="belongs to another user"):
+                webhooks.apply(body, 2)
+    assert events_in_db(seeded) == {"evt_bad": ("failed", 3)}
 
 
 def test_a_signed_event_of_an_unexpected_shape_is_422_kept_as_failed_and_changes_nothing(seeded, client):

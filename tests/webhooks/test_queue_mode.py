@@ -103,15 +103,20 @@ def test_a_queued_event_is_received_until_the_worker_applies_it_then_a_duplicate
         assert list(db.session.scalars(sa.select(MailOutbox.status))) == ["sent"]  # the worker ran its delivery job
         assert db.session.scalar(sa.select(StripeEvent.processed_at)) is not None
     assert smtp_sink.subjects("jennyrosen@example.com") == ["Welcome to Smart Strategies Builder Pro"]
-    assert redis.Redis.from_url(redis_url).exists(f"webhook_processed:{created['id']}")
+    # No `webhook_processed` mark: queue mode never reads it (the insert tells a known event).
+    assert not redis.Redis.from_url(redis_url).exists(f"webhook_processed:{created['id']}")
     assert failed_jobs(app) == 0
 
     again = post_event(client, created, secret(app))
     assert again.get_json() == {"status": "duplicate", "event_id": created["id"]}
-    redis.Redis.from_url(redis_url).delete(f"webhook_processed:{created['id']}")
-    assert post_event(client, created, secret(app)).get_json()["status"] == "duplicate"  # the table decides
+    assert queued_jobs(app) == []
+    app.config["WEBHOOK_APPLY"] = "request"  # switched back: the table decides, and request mode marks it now
+    assert post_event(client, created, secret(app)).get_json()["status"] == "duplicate"
+    assert redis.Redis.from_url(redis_url).exists(f"webhook_processed:{created['id']}")
     assert queued_jobs(app) == []
     assert events_in_db(app) == {created["id"]: ("processed", 1)}
+    with app.app_context():
+        assert list(db.session.scalars(sa.select(AuditLog.action))) == ["subscription.activated"]
 
 
 def test_a_redelivery_before_the_worker_ran_is_queued_again_and_applied_once(app, client, redis_url, smtp_sink):
