@@ -73,17 +73,26 @@ def stripe_refresh_limit() -> str:
 
 
 def may_refresh_from_stripe(user_id: int) -> bool:
-    """Spend one of the user's Stripe refreshes; False once they are spent (the page then shows the local copy).
+    """Spend one of the user's Stripe refreshes; False once they are spent (the page then shows the local copy)."""
+    return _spend(stripe_refresh_limit(), "stripe-refresh", user_id)
 
-    The limit storage being down is no reason to refuse: the refresh goes ahead, as Flask-Limiter's own limits
-    do with RATELIMIT_SWALLOW_ERRORS.
-    """
+
+def may_read_stripe(user_id: int) -> bool:
+    """Spend one of the user's reads of Stripe for a page (RATELIMIT_BILLING): the billing page's card and invoices
+    and the account page's scheduled change, read only when the cache has none. False once they are spent: the
+    page then shows the local copy. A page served from the cache spends nothing, so reloading a page is never
+    refused (a 429 on the eleventh look at one's own billing page protected nothing: Stripe was not asked)."""
+    return _spend(billing_limit(), "stripe-read", user_id)
+
+
+def _spend(limit: str, scope: str, user_id: int) -> bool:
+    """Hit each of `limit`'s windows for the user in `scope`; False once one is spent. The limit storage being
+    down is no reason to refuse: the read goes ahead, as Flask-Limiter's own limits do with
+    RATELIMIT_SWALLOW_ERRORS."""
     try:
-        return all(
-            limiter.limiter.hit(item, "stripe-refresh", str(user_id)) for item in parse_many(stripe_refresh_limit())
-        )
+        return all(limiter.limiter.hit(item, scope, str(user_id)) for item in parse_many(limit))
     except Exception as error:  # noqa: BLE001 - any storage failure
-        log.warning("stripe_refresh_budget_unavailable", error=type(error).__name__)
+        log.warning("stripe_budget_unavailable", scope=scope, error=type(error).__name__)
         return True
 
 

@@ -76,8 +76,6 @@ def production_app(database_url: str, redis_url: str, stripe_api_base: str | Non
         "ALLOWED_ORIGINS": '["https://bench.example.com"]',
         # As in make bench: the per-user API limit (300/min) is checked on every call but never reached.
         "RATELIMIT_API": "100000000 per minute",
-        # As in make bench: the billing page's per-user limit (10/min) is checked on every view but never reached.
-        "RATELIMIT_BILLING": "100000000 per minute",
         **({"STRIPE_API_BASE": stripe_api_base, "STRIPE_SECRET_KEY": "sk_test_emulator"} if stripe_api_base else {}),
     }
     app = create_app(config)

@@ -339,7 +339,7 @@ class Auth:
         return csrf_token_from(self.client.get(path).get_data(as_text=True))
 
     def signup(self, email: str = "trader@example.com", password: str = "correct horse", confirm: str | None = None):
-        return self.client.post(
+        response = self.client.post(
             "/signup",
             data={
                 "email": email,
@@ -348,6 +348,8 @@ class Auth:
                 "csrf_token": self.token("/signup"),
             },
         )
+        response.close()  # as a WSGI server does once the body is sent: the verification mail goes out now
+        return response
 
     def login(self, email: str = "trader@example.com", password: str = "correct horse", **extra):
         return self.client.post(

@@ -80,7 +80,6 @@ def validated(form, fallback: str = "", back_to: str | None = None):
 
 @bp.get("")
 @login_required
-@limiter.limit(billing_limit, key_func=rate_limit_identity)
 def show_billing():
     """Plan, status, dates, card, invoices, and the buttons to change them."""
     # The Portal's return link: show what was changed there at once (within the user's Stripe refresh budget).

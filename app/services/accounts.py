@@ -256,14 +256,16 @@ def user_from_token_data(data: object) -> User | None:
 
 
 def send_password_reset(email: str) -> None:
-    """Mail a reset link when the email names an account; nothing otherwise (the caller answers the same)."""
+    """Mail a reset link when the email names an account; nothing otherwise. The caller answers the same, and as
+    soon: the mail leaves on the task queue or after the response, never inside the request (SMTP's time would tell
+    which emails have an account)."""
     user = find_user_by_email(email)
     if user is None:
         return
     link = external_url("account.reset_password", token=password_reset_token(user))
     mail.queue_mail("password_reset", secrets.token_hex(8), user, link=link, minutes=RESET_MAX_AGE // 60)
     db.session.commit()
-    mail.deliver_pending()
+    mail.request_delivery()
 
 
 def send_verification(user: User) -> None:
@@ -271,7 +273,7 @@ def send_verification(user: User) -> None:
     link = external_url("account.verify_email", token=email_verification_token(user))
     mail.queue_mail("verify_email", secrets.token_hex(8), user, link=link, days=VERIFY_MAX_AGE // 86400)
     db.session.commit()
-    mail.deliver_pending()
+    mail.request_delivery()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from app.extensions import cache, db
 from app.logging import get_logger
 from app.models import User, UserSubscription
+from app.ratelimits import may_read_stripe
 from app.services import DomainError, stripe_gateway, viewer
 from app.services.signals import CacheWrites, SyncResult
 from app.services.stripe_gateway import from_timestamp, id_of
@@ -154,7 +155,8 @@ def _keep(key: str, value: Any, seconds: int) -> None:
 
 def billing_summary(user: User) -> BillingSummary:
     """The billing page's data: the local copy, plus what only Stripe knows — read once, then reused until the next
-    billing commit for the user. Stripe being down degrades to the local copy, never to an error page."""
+    billing commit for the user. Stripe being down, or the user's reads of it for pages spent (RATELIMIT_BILLING),
+    degrades to the local copy, never to an error page."""
     summary = BillingSummary(viewer.paid_subscription(user.id))
     if not user.stripe_customer_id:
         return summary
@@ -163,6 +165,10 @@ def billing_summary(user: User) -> BillingSummary:
     cached = _cached(_summary_key(user.id))
     if cached is not None and cached[0] == (user.stripe_customer_id, version):
         summary.card_brand, summary.card_last4, summary.invoices, summary.scheduled_change, summary.ended = cached[1]
+        return summary
+    if not may_read_stripe(user.id):
+        log.warning("billing_summary_budget_spent")
+        summary.stripe_unavailable = True
         return summary
     try:
         _ask_stripe(user, user.stripe_customer_id, summary)
@@ -249,8 +255,8 @@ def forget_changed_outlook(sender, change: SyncResult, writes: CacheWrites | Non
 def plan_outlook(user: User, subscription: UserSubscription | SubscriptionView | None) -> PlanOutlook:
     """The account page's line on what comes next: a pending cancellation is in our copy; a scheduled plan change
     only Stripe knows — read once, then reused until the next billing commit for the user or a newer version of
-    the row, and only for a subscription that renews. Stripe being down leaves out the scheduled change, never
-    the page."""
+    the row, and only for a subscription that renews. Stripe being down, or the user's reads of it for pages spent
+    (RATELIMIT_BILLING), leaves out the scheduled change, never the page."""
     outlook = PlanOutlook(subscription)
     if (
         subscription is None
@@ -263,6 +269,10 @@ def plan_outlook(user: User, subscription: UserSubscription | SubscriptionView |
     cached = _cached(_outlook_key(user.id))
     if cached is not None and cached[0] == version:
         outlook.scheduled_change = cached[1]
+        return outlook
+    if not may_read_stripe(user.id):
+        log.warning("plan_outlook_budget_spent")
+        outlook.stripe_unavailable = True
         return outlook
     try:
         sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id, expand=["schedule"])

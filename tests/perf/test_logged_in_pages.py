@@ -63,7 +63,6 @@ def statements(app):
 @pytest.fixture
 def pro_client(seeded, client, auth, stripe_emulator):
     """The test client of a Pro customer who logged in through the form, each page viewed once."""
-    seeded.config["RATELIMIT_BILLING"] = "100000000 per minute"  # checked on every view, never reached
     auth.signup()
     billing = Billing(seeded, client, auth, stripe_emulator)
     assert billing.subscribe("pro", "monthly").status_code == 200

@@ -1,13 +1,19 @@
-"""A customer cannot spend the account's Stripe rate limit: the billing page (which reads the card and invoices
-from Stripe) has the per-user billing limit, the Portal's return link reads Stripe again only within a per-user
-budget (RATELIMIT_STRIPE_REFRESH, 4 per minute by default) and Checkout's success page has that budget too."""
+"""A customer cannot spend the account's Stripe rate limit: the pages' reads of Stripe (the billing page's card and
+invoices, the account page's scheduled change, read when the cache has none) have the per-user billing limit, the
+Portal's return link reads Stripe again only within a per-user budget (RATELIMIT_STRIPE_REFRESH, 4 per minute by
+default) and Checkout's success page has that budget too."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
 from app.extensions import db
+from app.models import User, UserSubscription, utcnow
+from app.services.billing_summary import forget_plan_outlook
+from app.services.catalog import plan_by_name
 
 
 def stripe_calls() -> float:
@@ -39,10 +45,68 @@ def test_the_portal_return_reads_stripe_only_within_the_users_budget(seeded, cli
     assert stripe_calls() - before <= 6 * plain + 3 * sync, (stripe_calls() - before, plain, sync)
 
 
-def test_the_billing_page_is_limited_per_user(seeded, client, auth):
+def with_customer(seeded, stripe_emulator, email: str, subscription_id: str | None = None) -> int:
+    """The user's account given a Stripe customer (and, with `subscription_id`, a live Pro subscription row naming
+    that id, whether Stripe knows it or not); their id."""
+    customer = stripe_emulator.client().v1.customers.create(params={"email": email})
+    with seeded.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == email))
+        user.stripe_customer_id = customer.id
+        if subscription_id:
+            db.session.add(
+                UserSubscription(
+                    user_id=user.id,
+                    plan_id=plan_by_name("pro").id,
+                    billing_cycle="monthly",
+                    status="active",
+                    stripe_subscription_id=subscription_id,
+                    stripe_price_id="price_pro_monthly",
+                    current_period_end=utcnow() + timedelta(days=20),
+                )
+            )
+        db.session.commit()
+        user_id = user.id
+        db.session.remove()
+    return user_id
+
+
+def test_reloading_the_billing_page_is_never_refused_and_reads_stripe_once(seeded, client, auth, stripe_emulator):
     auth.signup("reloader@example.com")
-    statuses = [client.get("/billing").status_code for _ in range(12)]
-    assert statuses[:10] == [200] * 10 and statuses[10:] == [429, 429], statuses
+    with_customer(seeded, stripe_emulator, "reloader@example.com")
+    seen = [calls_for(client, "/billing") for _ in range(15)]
+    assert [status for status, _ in seen] == [200] * 15  # the 11th look at one's own page is no 429
+    assert seen[0][1] >= 1 and sum(calls for _, calls in seen[1:]) == 0, seen  # then the cache answers
+
+
+def test_the_billing_pages_reads_of_stripe_are_limited_per_user(seeded, client, auth, stripe_emulator):
+    """Every billing commit drops the page's cache (here: the cache dropped by hand before each view): each view
+    then reads Stripe, until the user's RATELIMIT_BILLING (10 per minute) is spent; the page goes on answering,
+    from the local copy."""
+    auth.signup("reloader@example.com")
+    user_id = with_customer(seeded, stripe_emulator, "reloader@example.com")
+    seen = []
+    for _ in range(13):
+        with seeded.app_context():
+            forget_plan_outlook(user_id)
+        response = client.get("/billing")
+        seen.append((response.status_code, "temporarily unavailable" in response.get_data(as_text=True)))
+    assert seen == [(200, False)] * 10 + [(200, True)] * 3, seen
+    before = stripe_calls()
+    with seeded.app_context():
+        forget_plan_outlook(user_id)
+    assert client.get("/billing").status_code == 200
+    assert stripe_calls() == before  # the budget is spent: Stripe is not asked
+
+
+def test_the_account_pages_reads_of_stripe_share_that_budget(seeded, client, auth, stripe_emulator):
+    """A subscription Stripe does not know (so the scheduled-change look-up fails and nothing is cached): every
+    view of the account page asked Stripe again, without any limit. Now within the user's RATELIMIT_BILLING."""
+    auth.signup("reloader@example.com")
+    with_customer(seeded, stripe_emulator, "reloader@example.com", subscription_id="sub_unknown_to_stripe")
+    seen = [calls_for(client, "/account") for _ in range(14)]
+    assert [status for status, _ in seen] == [200] * 14
+    assert all(calls >= 1 for _, calls in seen[:10]), seen
+    assert [calls for _, calls in seen[10:]] == [0] * 4, seen
 
 
 def test_the_checkout_success_page_is_limited_per_user(seeded, client, auth):
