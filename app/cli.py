@@ -12,7 +12,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from app.services import DomainError
-from app.services.accounts import create_user
+from app.services.accounts import create_user, send_verification
 from app.services.catalog import seed_plans_from_config
 from app.services.doctor import run_checks
 from app.services.stripe_admin import (
@@ -112,12 +112,16 @@ def register(app: Flask) -> None:
     @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="At least 8 characters.")
     @click.option("--admin", is_flag=True, help="Give access to the admin dashboard.")
     def create_user_command(email: str, password: str, admin: bool):
-        """Create an account (for operators)."""
+        """Create an account (for operators); its owner is mailed the link that confirms the address, as at sign-up
+        (Checkout asks for a confirmed email)."""
         try:
             user = create_user(email, password, is_admin=admin)
         except DomainError as exc:
             raise click.ClickException(exc.message) from None
-        click.echo(f"✓ Created {'admin ' if admin else ''}user {user.email} (id {user.id})")
+        send_verification(user)
+        click.echo(
+            f"✓ Created {'admin ' if admin else ''}user {user.email} (id {user.id}); a link to confirm the email was mailed"
+        )
 
     app.cli.add_command(users)
     register_stripe_commands(app)

@@ -82,9 +82,8 @@ class Var:
     guide: listed by the deployment guide and .env.example (`flask doctor` checks each is set);
     required: production refuses to start without it; local: its value in development and testing when unset;
     production: a further rule production applies to a set value; expected: what a value must be, for the
-    problem line when the type alone says it badly; derived: in production, the value taken from the variables
-    read before it when it is unset (None: none can be taken, and a required variable is then a problem); unset:
-    what the problem line of a required variable left unset adds.
+    problem line when the type alone says it badly; unset: what the problem line of a required variable left unset
+    adds.
     """
 
     guide: bool = True
@@ -92,7 +91,6 @@ class Var:
     local: str | LocalDefault | None = None
     production: ProductionRule | None = None
     expected: str | None = None
-    derived: Callable[[dict[str, Any]], Any] | None = None
     unset: str | None = None
 
 
@@ -254,14 +252,6 @@ def https_address(name: str, url: str) -> str | None:
     return None if url.startswith("https://") else f"{name} must be the public https:// address of the app"
 
 
-def the_one_allowed_origin(settings: dict[str, Any]) -> str | None:
-    """The app's public address when ALLOWED_ORIGINS names exactly one origin (the deployment guide's
-    `["https://smartstockbot.app"]`): the browser's origin is the app's own, and the guide names no other variable for
-    it. With several origins the app cannot tell which is its own: APP_BASE_URL must be set."""
-    origins = settings.get("ALLOWED_ORIGINS")
-    return origins[0] if isinstance(origins, list) and len(origins) == 1 else None
-
-
 def postgresql(name: str, url: str) -> str | None:
     """SQLite is the fresh clone's default; production needs PostgreSQL's row locks and concurrency."""
     return (
@@ -346,15 +336,15 @@ class Settings(BaseSettings):
         Var(required=True, local=kept_secret(lambda: Fernet.generate_key().decode()), production=fernet_key),
     ] = None
     # Links that leave the app (Stripe's success/cancel/return URLs, mails) are built on it in production, never on
-    # the request's Host header, which the client chooses. Unset in production: the one origin of ALLOWED_ORIGINS.
+    # the request's Host header, which the client chooses.
     APP_BASE_URL: Annotated[
         OptionalText,
         Var(
             required=True,
             local="http://127.0.0.1:5000",
             production=https_address,
-            derived=the_one_allowed_origin,
-            unset="ALLOWED_ORIGINS names more than one origin, or none: set the app's public https:// address",
+            unset="the app's own public https:// address, such as https://api.smartstockbot.app; the guide's "
+            "variables name none, and ALLOWED_ORIGINS is the frontend's",
         ),
     ] = None
 
@@ -448,8 +438,6 @@ class Settings(BaseSettings):
         var = variable(cls.model_fields[name])
         if var is None or info.data.get("ENVIRONMENT") != "production":
             return value
-        if value is None and var.derived is not None:
-            value = var.derived(info.data)
         if value is None:
             if var.required:
                 raise problem(f"{name} is not set" + (f" ({var.unset})" if var.unset else ""))

@@ -13,6 +13,8 @@ from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
 
 from app.extensions import limiter
 from app.logging import get_logger
@@ -77,23 +79,42 @@ def may_refresh_from_stripe(user_id: int) -> bool:
     return _spend(stripe_refresh_limit(), "stripe-refresh", user_id)
 
 
-def may_read_stripe(user_id: int) -> bool:
-    """Spend one of the user's reads of Stripe for a page (RATELIMIT_BILLING): the billing page's card and invoices
-    and the account page's scheduled change, read only when the cache has none. False once they are spent: the
-    page then shows the local copy. A page served from the cache spends nothing, so reloading a page is never
-    refused (a 429 on the eleventh look at one's own billing page protected nothing: Stripe was not asked)."""
-    return _spend(billing_limit(), "stripe-read", user_id)
+#: The budgets of the pages' reads of Stripe, one per kind of read: a read that keeps failing on one page (a
+#: subscription Stripe does not know: the account page's look-up caches nothing) never spends another page's.
+BILLING_SUMMARY_READS, PLAN_OUTLOOK_READS = "stripe-read-billing", "stripe-read-outlook"
+
+
+def may_read_stripe(user_id: int, scope: str) -> bool:
+    """Spend one of the user's reads of Stripe for a page (RATELIMIT_BILLING, per `scope`): the billing page's card
+    and invoices, the scheduled change the account page shows, read only when the cache has none. False once they
+    are spent: the page then shows the local copy. A page served from the cache spends nothing, so reloading a page
+    is never refused (a 429 on the eleventh look at one's own billing page protected nothing: Stripe was not
+    asked)."""
+    return _spend(billing_limit(), scope, user_id)
+
+
+#: Where the budgets are counted while the limit storage (Redis) fails: in this process's memory, as Flask-Limiter's
+#: own limits fall back to it (RATELIMIT_IN_MEMORY_FALLBACK_ENABLED). Made at the first failure: the memory storage
+#: runs a timer thread, which a process that never needs it should not start (nor a server's master fork).
+_FALLBACK: list[FixedWindowRateLimiter] = []
+
+
+def in_memory_limiter() -> FixedWindowRateLimiter:
+    if not _FALLBACK:
+        _FALLBACK.append(FixedWindowRateLimiter(MemoryStorage()))
+    return _FALLBACK[0]
 
 
 def _spend(limit: str, scope: str, user_id: int) -> bool:
     """Hit each of `limit`'s windows for the user in `scope`; False once one is spent. The limit storage being
-    down is no reason to refuse: the read goes ahead, as Flask-Limiter's own limits do with
-    RATELIMIT_SWALLOW_ERRORS."""
+    down is no reason to refuse, nor to read Stripe without limit (Redis down, the pages' cache is down too, and
+    every view would read Stripe): the budget is counted in this process's memory meanwhile."""
+    items = parse_many(limit)
     try:
-        return all(limiter.limiter.hit(item, scope, str(user_id)) for item in parse_many(limit))
+        return all(limiter.limiter.hit(item, scope, str(user_id)) for item in items)
     except Exception as error:  # noqa: BLE001 - any storage failure
         log.warning("stripe_budget_unavailable", scope=scope, error=type(error).__name__)
-        return True
+        return all(in_memory_limiter().hit(item, scope, str(user_id)) for item in items)
 
 
 def whole_site() -> str:

@@ -3,7 +3,7 @@
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import AuditLog, User
+from app.models import AuditLog, MailOutbox, User
 from tests.factories import UserFactory
 
 
@@ -123,6 +123,7 @@ def test_operator_creates_users_from_the_cli(seeded, runner):
     result = runner.invoke(args=["users", "create", "Ops@Example.com", "--password", "correct horse", "--admin"])
     assert result.exit_code == 0, result.output
     assert "✓ Created admin user ops@example.com" in result.output
+    assert "a link to confirm the email was mailed" in result.output
     result = runner.invoke(args=["users", "create", "ops@example.com", "--password", "correct horse"])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: An account with this email already exists."
@@ -131,3 +132,6 @@ def test_operator_creates_users_from_the_cli(seeded, runner):
     with seeded.app_context():
         users = db.session.scalars(sa.select(User)).all()
         assert [(u.email, u.is_admin) for u in users] == [("ops@example.com", True)]
+        # Checkout asks for a confirmed email, and says a link was sent: it was (sent at once, outside a request).
+        mails = db.session.execute(sa.select(MailOutbox.kind, MailOutbox.recipient, MailOutbox.status)).all()
+        assert [tuple(m) for m in mails] == [("verify_email", "ops@example.com", "sent")]

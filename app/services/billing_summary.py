@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.extensions import cache, db
 from app.logging import get_logger
 from app.models import User, UserSubscription
-from app.ratelimits import may_read_stripe
+from app.ratelimits import BILLING_SUMMARY_READS, PLAN_OUTLOOK_READS, may_read_stripe
 from app.services import DomainError, stripe_gateway, viewer
 from app.services.signals import CacheWrites, SyncResult
 from app.services.stripe_gateway import from_timestamp, id_of
@@ -166,7 +166,7 @@ def billing_summary(user: User) -> BillingSummary:
     if cached is not None and cached[0] == (user.stripe_customer_id, version):
         summary.card_brand, summary.card_last4, summary.invoices, summary.scheduled_change, summary.ended = cached[1]
         return summary
-    if not may_read_stripe(user.id):
+    if not may_read_stripe(user.id, BILLING_SUMMARY_READS):
         log.warning("billing_summary_budget_spent")
         summary.stripe_unavailable = True
         return summary
@@ -270,7 +270,7 @@ def plan_outlook(user: User, subscription: UserSubscription | SubscriptionView |
     if cached is not None and cached[0] == version:
         outlook.scheduled_change = cached[1]
         return outlook
-    if not may_read_stripe(user.id):
+    if not may_read_stripe(user.id, PLAN_OUTLOOK_READS):
         log.warning("plan_outlook_budget_spent")
         outlook.stripe_unavailable = True
         return outlook

@@ -12,6 +12,7 @@ that a `flask queue worker` process runs, retried with backoff while SMTP is dow
 
 from __future__ import annotations
 
+import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -110,12 +111,14 @@ class Delivery:
 
 
 def deliver_batch(limit: int = 50) -> Delivery:
-    """Send pending mails (rows locked, so two workers never send one twice); failures stay pending with their error."""
+    """Send pending mails (rows locked, so two workers never send one twice), the least tried first: a mail that
+    keeps failing never holds newer ones back. A failure stays pending with its error, to be tried again; an address
+    the mail server refuses for good (a 5xx reply to it) is not tried again: its row is `failed`."""
     sent = failed = 0
     rows = db.session.scalars(
         select(MailOutbox)
         .where(MailOutbox.status == "pending")
-        .order_by(MailOutbox.id)
+        .order_by(MailOutbox.attempts, MailOutbox.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
@@ -126,13 +129,26 @@ def deliver_batch(limit: int = 50) -> Delivery:
         except Exception as error:  # SMTP trouble must not lose the mail
             row.error = f"{type(error).__name__}: {error}"[:500]
             failed += 1
-            log.warning("mail_send_failed", kind=row.kind, mail_id=row.id, error=row.error)
+            if refused_for_good(error):
+                row.status = "failed"
+                log.warning("mail_refused", kind=row.kind, mail_id=row.id, error=row.error)
+            else:
+                log.warning("mail_send_failed", kind=row.kind, mail_id=row.id, error=row.error)
         else:
             row.status, row.sent_at, row.error = "sent", utcnow(), None
             sent += 1
             log.info("mail_sent", kind=row.kind, mail_id=row.id)
     db.session.commit()
     return Delivery(sent, failed)
+
+
+def refused_for_good(error: Exception) -> bool:
+    """Whether the mail server refused every recipient with a permanent (5xx) reply: the address does not exist or
+    takes no mail, and trying again cannot help. A refused sender, a failed log-in or a refused body say the
+    configuration or the server is wrong: those mails wait for it to be put right."""
+    if not isinstance(error, smtplib.SMTPRecipientsRefused) or not error.recipients:
+        return False
+    return all(500 <= code < 600 for code, _ in error.recipients.values())
 
 
 def deliver_pending(limit: int = 50) -> int:

@@ -31,8 +31,7 @@ PRICE_IDS = {
 
 
 def production_variables(database_url: str, redis_url: str) -> dict[str, str]:
-    """Every variable of the guide's environment section, filled in, and nothing else (the app's public address is
-    then ALLOWED_ORIGINS' one origin)."""
+    """Every variable of the guide's environment section, filled in, plus the app's own APP_BASE_URL."""
     return {
         "STRIPE_SECRET_KEY": "sk_live_" + "g" * 24,
         "STRIPE_PUBLISHABLE_KEY": "pk_live_" + "g" * 24,
@@ -50,6 +49,7 @@ def production_variables(database_url: str, redis_url: str) -> dict[str, str]:
         "ACCESS_TOKEN_EXPIRE_MINUTES": "15",
         "REFRESH_TOKEN_EXPIRE_DAYS": "7",
         "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "APP_BASE_URL": "https://billing.example.com",
     }
 
 

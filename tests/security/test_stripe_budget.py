@@ -5,15 +5,23 @@ default) and Checkout's success page has that budget too."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
+from redis import Redis
+from redis.exceptions import RedisError
 
+from app import create_app
 from app.extensions import db
 from app.models import User, UserSubscription, utcnow
 from app.services.billing_summary import forget_plan_outlook
-from app.services.catalog import plan_by_name
+from app.services.catalog import plan_by_name, seed_plans_from_config
+from tests.conftest import Auth, make_config
+from tests.eventually import eventually
 
 
 def stripe_calls() -> float:
@@ -98,15 +106,62 @@ def test_the_billing_pages_reads_of_stripe_are_limited_per_user(seeded, client, 
     assert stripe_calls() == before  # the budget is spent: Stripe is not asked
 
 
-def test_the_account_pages_reads_of_stripe_share_that_budget(seeded, client, auth, stripe_emulator):
+def test_the_account_pages_reads_of_stripe_have_their_own_budget(seeded, client, auth, stripe_emulator):
     """A subscription Stripe does not know (so the scheduled-change look-up fails and nothing is cached): every
-    view of the account page asked Stripe again, without any limit. Now within the user's RATELIMIT_BILLING."""
+    view of the account page asked Stripe again, without any limit. Now within the user's RATELIMIT_BILLING for
+    that look-up, which leaves the billing page's own reads alone."""
     auth.signup("reloader@example.com")
     with_customer(seeded, stripe_emulator, "reloader@example.com", subscription_id="sub_unknown_to_stripe")
     seen = [calls_for(client, "/account") for _ in range(14)]
     assert [status for status, _ in seen] == [200] * 14
     assert all(calls >= 1 for _, calls in seen[:10]), seen
     assert [calls for _, calls in seen[10:]] == [0] * 4, seen
+    status, calls = calls_for(client, "/billing")
+    assert status == 200 and calls >= 1  # the billing page's card and invoices are still read
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own on a free port, which the test may stop (the suite's Redis is shared)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    assert eventually(lambda: redis_answers(url), 10), "redis-server did not start"
+    yield server, url
+    server.kill()
+    server.wait(10)
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=0.2).ping())
+    except RedisError:
+        return False
+
+
+def test_with_redis_down_the_pages_reads_of_stripe_are_counted_in_memory(migrated_database, stripe_emulator, own_redis):
+    """Redis goes down after the log-in: the pages' cache is down too, so every view of the billing page reads
+    Stripe, and the budget could not be counted there. It is counted in the process's memory meanwhile instead of
+    letting every view through."""
+    server, redis_url = own_redis
+    app = create_app(make_config(migrated_database, redis_url, STRIPE_API_BASE=stripe_emulator.url))
+    with app.app_context():
+        seed_plans_from_config()
+    client = app.test_client()
+    assert Auth(client).signup("offline@example.com").status_code == 302
+    with_customer(app, stripe_emulator, "offline@example.com")
+    server.kill()
+    server.wait(10)
+    seen = [calls_for(client, "/billing") for _ in range(13)]
+    assert [status for status, _ in seen] == [200] * 13
+    assert all(calls >= 1 for _, calls in seen[:10]), seen
+    assert [calls for _, calls in seen[10:]] == [0] * 3, seen
 
 
 def test_the_checkout_success_page_is_limited_per_user(seeded, client, auth):
