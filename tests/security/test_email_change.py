@@ -61,7 +61,7 @@ def mails_to(smtp_sink, to: str) -> list[str]:
 
 def outbox_report(app, to: str) -> str:
     """What the outbox holds when a mail to `to` did not arrive: each row for `to` (status, attempts, error), and the
-    pending rows of other addresses (a delivery takes the oldest first)."""
+    pending rows of other addresses (a delivery takes the least tried first)."""
     with app.app_context():
         rows = db.session.execute(
             sa.select(
