@@ -9,10 +9,9 @@ imports none of them. A rolled-back transaction sends nothing.
 
 The cache receivers do not go to Redis one by one: each adds its writes to the announcement's `CacheWrites`, sent
 in one round trip (a pipeline) once the receivers have run — or earlier, by a receiver whose own work must come
-after the caches are dropped. A write may ask for its reply: the mail receiver's SET NX of its
-`mail_delivery_pending` flag, whose success alone enqueues a delivery job, once the pipeline (the cache drops with
-it) has been sent. A writer adds its own (the webhook endpoint's `webhook_processed`
-mark) by passing a `CacheWrites` to `commit_billing`.
+after the caches are dropped. A write may act on its reply: the mail receiver's SET NX of its `mail_delivery_pending`
+flag enqueues a delivery job, when it set the flag, once the pipeline (the cache drops with it) has been sent. A
+writer adds its own (the webhook endpoint's `webhook_processed` mark) by passing a `CacheWrites` to `commit_billing`.
 """
 
 from __future__ import annotations
