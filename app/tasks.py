@@ -20,19 +20,21 @@ them in the writing transaction.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
+from rq import get_current_job
 from sqlalchemy import and_, or_, select, update
 
 from app.extensions import db
 from app.logging import get_logger
 from app.models import StripeEvent, utcnow
 from app.services.alerts import DIGEST_CRON, EVALUATION_CRON, evaluate_watched, send_digests
-from app.services.mail import deliver_batch
+from app.services.mail import clear_delivery_flag, deliver_batch, hold_delivery_flag, request_delivery
 from app.services.stripe_admin import customers_to_sync, reconcile
 from app.services.webhooks import apply_recorded, drain_received
 
@@ -69,13 +71,36 @@ def in_app_context(job: Callable[..., Result]) -> Callable[..., Result]:
     return run
 
 
+#: A delivery job stops after this long (between batches) and enqueues the next: well within its RQ timeout (120 s),
+#: which would kill it mid-batch and have the batch's mails sent again.
+DELIVERY_SECONDS = 60
+
+
 @in_app_context
 def deliver_mail(limit: int = 50) -> int:
-    """Send the outbox's pending mail; raise when some could not be sent (RQ retries the job with backoff)."""
-    delivery = deliver_batch(limit)
-    if delivery.failed:
-        raise MailNotDelivered(f"{delivery.failed} mail(s) not sent, {delivery.sent} sent; they stay pending")
-    return delivery.sent
+    """Send the outbox's pending mail, `limit` at a time, until none is left; returns how many were sent. Raise when
+    some could not be sent (RQ retries the job with backoff).
+
+    First the `mail_delivery_pending` flag is deleted: a mail committed after this point enqueues a new job, one
+    committed before is in this job's batches (one job sends a burst's mails, however many). A failed run whose job
+    RQ retries sets the flag again until its retry: the mail committed meanwhile waits for that retry (or the sweep,
+    every minute) rather than each enqueue a job of its own that fails too while SMTP is down."""
+    clear_delivery_flag()
+    started = time.monotonic()
+    sent = 0
+    while True:
+        delivery = deliver_batch(limit)
+        sent += delivery.sent
+        if delivery.failed:
+            job = get_current_job()
+            if job is not None and job.retries_left:
+                hold_delivery_flag(job.get_retry_interval())
+            raise MailNotDelivered(f"{delivery.failed} mail(s) not sent, {sent} sent; they stay pending")
+        if delivery.sent < limit:
+            return sent
+        if time.monotonic() - started >= DELIVERY_SECONDS:
+            request_delivery()
+            return sent
 
 
 @in_app_context

@@ -12,9 +12,13 @@ wall-clock time would (the servers' own CPU is not in them). `--profile` adds a 
 
 `--apply queue` runs the endpoint with WEBHOOK_APPLY=queue (it records each event and enqueues its lane's drain when
 none is pending), then the drains in this process by RQ's SimpleWorker (as `flask queue worker` runs them, on the
-same Redis): the worker's CPU per applied event is reported beside the endpoint's, with the number of drain jobs
-(the mail jobs the events enqueue are left out: dropped once the events are applied). Each half of the events is
-posted before the worker runs: a burst, drained by at most one job per lane. `--apply request` (the default) applies each event in its request.
+same Redis): the worker's CPU per applied event is reported beside the endpoint's, with the number of drain jobs.
+The drains' CPU includes the enqueue of the mail-delivery jobs (or, one waiting, the `mail_delivery_pending` flag's
+SET NX that finds it set); the mail jobs themselves are counted (`mail_jobs`), then run by the same worker with the
+outbox's rows marked sent first (no SMTP here; sending costs the same however many jobs there are): their CPU per
+event is `mail_job_cpu_ms_per_event`, RQ's bookkeeping and the outbox read, per job. Each half of the events is
+posted before the worker runs: a burst, drained by at most one job per lane. `--apply request` (the default) applies
+each event in its request.
 
     .venv/bin/python bench/webhook_cpu.py [--customers 150] [--apply request|queue] [--profile] [--profile-worker]
 """
@@ -42,6 +46,7 @@ from sqlalchemy import text  # noqa: E402
 
 from app.extensions import csrf, db, limiter, task_queue  # noqa: E402
 from app.models import User  # noqa: E402
+from app.services.mail import DELIVER_TASK  # noqa: E402
 from app.services.stripe_gateway import API_VERSION  # noqa: E402
 from app.services.webhooks import DRAIN_TASK  # noqa: E402
 from bench.baselines import receive_raw_event  # noqa: E402
@@ -126,10 +131,11 @@ def post_all(client, path: str, bodies: list[bytes], secret: str) -> float:
     return time.process_time() - started
 
 
-def work(app, profiler: cProfile.Profile | None = None) -> tuple[float, int]:
+def work(app, profiler: cProfile.Profile | None = None) -> tuple[float, int, float, int]:
     """CPU seconds of a worker running the drains queued now (at most one per lane: each applies every event it
-    finds), and how many there were; the mail jobs the events enqueue come after them, and are then dropped. With
-    `profiler`, the worker's run is profiled (RQ's bookkeeping and the drains)."""
+    finds), and how many there were; then those of the mail jobs the events enqueued, run once the outbox's rows are
+    marked sent, and how many. With `profiler`, the worker's run of the drains is profiled (RQ's bookkeeping and the
+    drains)."""
     with app.app_context():
         queue = task_queue()
         assert queue is not None
@@ -144,10 +150,16 @@ def work(app, profiler: cProfile.Profile | None = None) -> tuple[float, int]:
             profiler.disable()
         seconds = time.process_time() - started
         waiting = db.session.scalar(text("SELECT count(*) FROM stripe_events WHERE status IN ('received', 'failed')"))
-        db.session.rollback()
+        db.session.execute(text("UPDATE mail_outbox SET status = 'sent' WHERE status = 'pending'"))
+        db.session.commit()
         assert waiting == 0 and queue.failed_job_registry.count == 0, (waiting, queue.failed_job_registry.count)
-        queue.empty()
-    return seconds, jobs
+        mail_jobs = queue.count
+        assert {job.func_name for job in queue.get_jobs()} <= {DELIVER_TASK}
+        started = time.process_time()
+        worker.work(burst=True, max_jobs=mail_jobs, logging_level="WARNING")
+        mail_seconds = time.process_time() - started
+        assert queue.count == 0 and queue.failed_job_registry.count == 0
+    return seconds, jobs, mail_seconds, mail_jobs
 
 
 def main() -> int:
@@ -186,8 +198,8 @@ def main() -> int:
     post_all(client, FLOOR, warming, secret)
     measured = bodies[warm:]
     events = sum(len(cycle) for cycle in measured)
-    endpoint = floor = worker = 0.0
-    drains = 0
+    endpoint = floor = worker = mailer = 0.0
+    drains = mail_jobs = 0
     # CPU time, not wall-clock: on a shared machine the figures are this process's own work.
     profiler = cProfile.Profile(time.process_time) if options.profile else None
     worker_profiler = cProfile.Profile(time.process_time) if options.profile_worker else None
@@ -199,9 +211,11 @@ def main() -> int:
         if profiler is not None:
             profiler.disable()
         if queued:
-            seconds, jobs = work(app, worker_profiler)
+            seconds, jobs, mail_seconds, mailed = work(app, worker_profiler)
             worker += seconds
             drains += jobs
+            mailer += mail_seconds
+            mail_jobs += mailed
         floor += post_all(client, FLOOR, flat, secret)
     with app.app_context():
         statuses = dict(db.session.execute(text("SELECT status, count(*) FROM stripe_events GROUP BY status")).all())
@@ -212,7 +226,16 @@ def main() -> int:
         "endpoint_cpu_ms_per_event": round(1000 * endpoint / events, 3),
         "floor_cpu_ms_per_event": round(1000 * floor / events, 3),
         "cpu_ratio_floor_to_endpoint": round(floor / endpoint, 3),
-        **({"worker_cpu_ms_per_event": round(1000 * worker / events, 3), "drain_jobs": drains} if queued else {}),
+        **(
+            {
+                "worker_cpu_ms_per_event": round(1000 * worker / events, 3),
+                "drain_jobs": drains,
+                "mail_job_cpu_ms_per_event": round(1000 * mailer / events, 3),
+                "mail_jobs": mail_jobs,
+            }
+            if queued
+            else {}
+        ),
         "statuses": statuses,
         "mails": mails,
         "load": [round(x, 1) for x in os.getloadavg()],

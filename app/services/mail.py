@@ -8,6 +8,11 @@ change, find the row already there. Sent with Flask-Mail over SMTP (`MAIL_*`); w
 Delivery never happens inside a request: after the commit, `deliver_queued` hands it to the task queue (an RQ job
 that a `flask queue worker` process runs, retried with backoff while SMTP is down; app/tasks.py). Without a queue
 (`TASK_QUEUE_URL` unset, a fresh clone) the app's own process delivers once the response has been sent.
+
+One job sends every pending mail, so a commit enqueues one only when none is waiting: it sets the
+`mail_delivery_pending` flag (SET NX) and enqueues the job when the flag was not set; the job deletes the flag before
+it reads the outbox (a burst of webhook events, each with its mail, otherwise left a job per mail, all but the first
+finding nothing to send: RQ's bookkeeping, ~19 Redis commands a job, on every event).
 """
 
 from __future__ import annotations
@@ -165,18 +170,40 @@ def deliver_queued(sender, change: SyncResult, writes: CacheWrites | None = None
         return
     queue = task_queue()
     if writes is not None and queue is not None and writes.shares_server(queue.connection):
-        # The job joins the cache writes' pipeline (one round trip for all), opened as MULTI by RQ: the worker
-        # cannot see the job before the caches are dropped.
-        writes.add_first(lambda pipeline: enqueue_delivery(queue, pipeline), on_failure=enqueue_failed)
+        # The flag's SET NX joins the cache writes' pipeline (one round trip for all); the job, when the flag was not
+        # set, follows in a second round trip once they are sent: the worker cannot see it before the caches are
+        # dropped.
+        writes.set_flag(
+            DELIVERY_PENDING_KEY, DELIVERY_PENDING_TTL, then=lambda: enqueue_delivery(queue), on_failure=enqueue_failed
+        )
         return
     if writes is not None:
         writes.send()
     request_delivery()
 
 
-def enqueue_delivery(queue: Queue, pipeline: Any = None) -> None:
-    """Enqueue a delivery job, sent at once or with `pipeline` (RQ then only adds its writes to it)."""
-    queue.enqueue_call(DELIVER_TASK, timeout=120, failure_ttl=7 * 24 * 3600, retry=MAIL_RETRY, pipeline=pipeline)
+#: `mail_delivery_pending`, set (NX) by the commit that enqueues a delivery job and deleted by the job as it starts,
+#: before it reads the outbox: while it is set, a job is waiting that will send every mail committed by then, and a
+#: commit enqueues none. It expires on its own, so a job lost with its flag set (Redis flushed, a worker killed
+#: before the job started) holds the next one back for DELIVERY_PENDING_TTL at most (the scheduled sweep sends what
+#: waits meanwhile). A job that failed and waits for its retry sets it again until then (app/tasks.py).
+DELIVERY_PENDING_KEY = "mail_delivery_pending"
+DELIVERY_PENDING_TTL = 30
+
+
+def enqueue_delivery(queue: Queue) -> None:
+    """Enqueue a delivery job, its flag just set (RQ's writes in one pipeline: one round trip), never raising. A
+    failure deletes the flag: set without its job, it would hold the next commits' jobs back until it expires."""
+    try:
+        pipeline = queue.connection.pipeline()
+        queue.enqueue_call(DELIVER_TASK, timeout=120, failure_ttl=7 * 24 * 3600, retry=MAIL_RETRY, pipeline=pipeline)
+        pipeline.execute()
+    except RedisError as error:
+        enqueue_failed(error)
+        try:
+            queue.connection.delete(DELIVERY_PENDING_KEY)
+        except RedisError:
+            pass  # it expires on its own
 
 
 def enqueue_failed(error: Exception) -> None:
@@ -185,15 +212,42 @@ def enqueue_failed(error: Exception) -> None:
 
 
 def request_delivery() -> None:
-    """Enqueue a delivery job; without a queue, deliver after the response (or now, outside any request)."""
+    """See that a delivery job will send what is committed so far; without a queue, deliver after the response (or
+    now, outside any request). `SET mail_delivery_pending 1 NX EX 30` (one round trip): set already, a job is waiting
+    and nothing more is needed; set now, the job is enqueued (a second round trip)."""
     queue = task_queue()
     if queue is None:
         deliver_after_response()
         return
     try:
-        enqueue_delivery(queue)
+        if not queue.connection.set(DELIVERY_PENDING_KEY, "1", nx=True, ex=DELIVERY_PENDING_TTL):
+            return
     except RedisError as error:
         enqueue_failed(error)
+        return
+    enqueue_delivery(queue)
+
+
+def clear_delivery_flag() -> None:
+    """Delete the `mail_delivery_pending` flag (the delivery job, before it reads the outbox), never raising."""
+    queue = task_queue()
+    if queue is None:
+        return
+    try:
+        queue.connection.delete(DELIVERY_PENDING_KEY)
+    except RedisError as error:  # it expires on its own
+        log.warning("mail_delivery_flag_not_cleared", error=f"{type(error).__name__}: {error}")
+
+
+def hold_delivery_flag(seconds: int) -> None:
+    """Set the `mail_delivery_pending` flag for `seconds` (a failed job, until its retry), never raising."""
+    queue = task_queue()
+    if queue is None:
+        return
+    try:
+        queue.connection.set(DELIVERY_PENDING_KEY, "1", ex=seconds)
+    except RedisError as error:  # new mail then enqueues a job of its own
+        log.warning("mail_delivery_flag_not_set", error=f"{type(error).__name__}: {error}")
 
 
 def deliver_after_response() -> None:

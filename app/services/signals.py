@@ -9,8 +9,9 @@ imports none of them. A rolled-back transaction sends nothing.
 
 The cache receivers do not go to Redis one by one: each adds its writes to the announcement's `CacheWrites`, sent
 in one round trip (a pipeline) once the receivers have run — or earlier, by a receiver whose own work must come
-after the caches are dropped (mail delivery). A writer adds its own (the webhook endpoint's `webhook_processed`
-mark) by passing a `CacheWrites` to `commit_billing`.
+after the caches are dropped. A write may act on its reply: the mail receiver's SET NX of its `mail_delivery_pending`
+flag enqueues a delivery job, when it set the flag, once the pipeline (the cache drops with it) has been sent. A
+writer adds its own (the webhook endpoint's `webhook_processed` mark) by passing a `CacheWrites` to `commit_billing`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class CacheWrites:
         self.pending: list[tuple[str, tuple[Any, ...], OnFailure | None]] = []
         #: Writes of another client's making added to the pipeline first (`add_first`), each with its on_failure.
         self.first: list[tuple[Callable[[Any], Any], OnFailure | None]] = []
+        #: What to call once the pipeline is sent, per `set_flag` that found its key unset (and set it).
+        self.then: dict[int, Callable[[], None]] = {}
 
     def shares_server(self, client: Any) -> bool:
         """Whether `client` (another redis-py client: the task queue's) talks to the Redis server and database these
@@ -107,6 +110,16 @@ class CacheWrites:
         if cache_redis() is not None:
             self.pending.append(("set", (key, value, seconds), on_failure))
 
+    def set_flag(self, key: str, seconds: int, then: Callable[[], None], on_failure: OnFailure | None = None) -> bool:
+        """`SET key 1 NX EX seconds` with the other writes; once they are sent (the caches dropped), `then()` if the
+        key was not set (this write set it: a second round trip of its own). A failed send, or a `then` that raises,
+        calls `on_failure`. Returns False without Redis (nothing added: the caller does without)."""
+        if cache_redis() is None:
+            return False
+        self.then[len(self.pending)] = then
+        self.pending.append(("flag", (key, seconds), on_failure))
+        return True
+
     @staticmethod
     def fallback(write: Callable[[], Any], on_failure: OnFailure | None) -> None:
         try:
@@ -121,6 +134,7 @@ class CacheWrites:
         their keys (the same effect; a failed send calls every write's `on_failure` either way)."""
         pending, self.pending = self.pending, []
         first, self.first = self.first, []
+        then, self.then = self.then, {}
         client = cache_redis()
         if not (pending or first) or client is None:
             return
@@ -136,22 +150,32 @@ class CacheWrites:
                 first = []
                 pipe = client.pipeline(transaction=False)
             deleted: list[str] = []  # deletes in a row go as one DEL: one command to pack, one reply to read
-            for command, args, _ in pending:
+            replies: dict[int, int] = {}  # a flag's write → the place of its reply among the pipeline's
+            for number, (command, args, _) in enumerate(pending):
+                if command == "delete":
+                    deleted.extend(args)
+                    continue
+                if deleted:
+                    pipe.delete(*deleted)
+                    deleted = []
                 if command == "set":
-                    if deleted:
-                        pipe.delete(*deleted)
-                        deleted = []
                     key, value, seconds = args
                     pipe.set(key, value, ex=seconds)
                 else:
-                    deleted.extend(args)
+                    key, seconds = args
+                    replies[number] = len(pipe.command_stack)
+                    pipe.set(key, "1", nx=True, ex=seconds)
             if deleted:
                 pipe.delete(*deleted)
-            pipe.execute()
+            results = pipe.execute()
         except Exception as error:  # noqa: BLE001 - Redis down: each write says so its own way
             for on_failure in [on_failure for _, on_failure in first] + [on_failure for _, _, on_failure in pending]:
                 if on_failure is not None:
                     on_failure(error)
+            return
+        for number, place in replies.items():
+            if results[place]:
+                CacheWrites.fallback(then[number], pending[number][2])
 
 
 def server_of(client: Any) -> tuple[Any, ...]:

@@ -107,11 +107,12 @@ def test_each_common_event_stays_within_its_round_trips(docs_customer, client):
 
 #: Redis round trips per event, the whole request (its response closed): the duplicate check (EXISTS) before the
 #: insert, then, after the commit, one pipeline of the event's `webhook_processed` mark and the user's cache drops
-#: (entitlements, plan outlook, billing summary). An event that queues mail hands it to the task queue in that same
-#: pipeline (RQ's enqueue writes its job, the queue's list and its registry on the pipeline it is given) when the
-#: queue is on the cache's Redis, as here and in the deployment guide.
+#: (entitlements, plan outlook, billing summary). An event that queues mail adds the SET NX of the
+#: `mail_delivery_pending` flag to that same pipeline when the queue is on the cache's Redis, as here and in the
+#: deployment guide; the first (the flag was not set) then enqueues the delivery job in a third round trip (RQ's
+#: writes in one pipeline), the later ones find that job waiting (no worker runs here) and enqueue none.
 REDIS_CEILINGS = {
-    "customer.subscription.created": 2,
+    "customer.subscription.created": 3,
     "checkout.session.completed": 2,
     "invoice.payment_succeeded": 2,
     "customer.subscription.updated": 2,

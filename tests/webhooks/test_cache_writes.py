@@ -65,8 +65,9 @@ def test_with_redis_down_the_delivery_succeeds_and_each_cache_logs_its_failure(m
 
 
 def test_a_mails_delivery_job_goes_to_the_queue_with_the_cache_writes(docs_customer, client, redis_url):  # noqa: F811
-    """On the cache's Redis, the task queue gets the delivery job in the commit's one pipeline: the job is there,
-    runnable by a worker, and the caches are dropped."""
+    """On the cache's Redis, the commit's one pipeline sets the `mail_delivery_pending` flag with the cache drops,
+    and the delivery job follows (the flag was not set): the job is there, runnable by a worker, and the caches are
+    dropped."""
     docs_customer.config["TASK_QUEUE_URL"] = redis_url
     with docs_customer.app_context():
         user_id = db.session.scalar(sa.select(User.id).where(User.stripe_customer_id == CUSTOMER))
