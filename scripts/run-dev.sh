@@ -28,4 +28,6 @@ if [ -n "${TASK_QUEUE_URL:-}" ]; then
   echo "Task queue: a worker and the scheduler on $TASK_QUEUE_URL"
 fi
 echo "App: http://127.0.0.1:5000"
-.venv/bin/flask run --host 127.0.0.1 --port 5000
+# `flask run`'s server, which also closes a response when the browser resets the connection once it has it: without
+# a task queue, mail goes out when the response is closed (app/devserver.py).
+.venv/bin/python -m app.devserver --host 127.0.0.1 --port 5000

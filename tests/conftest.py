@@ -14,9 +14,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 from flask_migrate import upgrade
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import make_server
 
 from app import create_app
+from app.devserver import ClosingRequestHandler, closed_once
 from app.extensions import db, limiter
 from app.logging import configure_root_logger, configure_structlog
 from app.services import stripe_gateway
@@ -373,7 +374,8 @@ def browser_type_launch_args(browser_type_launch_args):
 
 
 class LiveServer:
-    """The test app served over HTTP in a thread (for the emulator's webhooks and for Chromium)."""
+    """The test app served over HTTP in a thread (for the emulator's webhooks and for Chromium), as `make run` serves
+    it: every response closed (`closed_once`, app/devserver.py)."""
 
     def __init__(self, app):
         self.app = app
@@ -392,54 +394,12 @@ class LiveServer:
         self.server.server_close()
 
 
-#: Where `closed_once` leaves the app's response in the WSGI environ, for `QuietHandler.connection_dropped`.
-RESPONSE_KEY = "tests.response"
+class QuietHandler(ClosingRequestHandler):
+    """`make run`'s request handler (every response closed, even when the client resets the connection after reading
+    it: app/devserver.py), without a log line per request."""
 
-
-class ClosedOnce:
-    """The app's response iterable, closed at most once, whoever closes it first."""
-
-    def __init__(self, iterable):
-        self.iterable = iterable
-        self.closed = False
-
-    def __iter__(self):
-        return iter(self.iterable)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        close = getattr(self.iterable, "close", None)
-        if close is not None:
-            close()
-
-
-def closed_once(app):
-    """The WSGI app `app`, its responses kept in the environ so that the handler can close one werkzeug left open."""
-
-    def wsgi(environ, start_response):
-        response = environ[RESPONSE_KEY] = ClosedOnce(app(environ, start_response))
-        return response
-
-    return wsgi
-
-
-class QuietHandler(WSGIRequestHandler):
     def log_request(self, *args, **kwargs):
         pass
-
-    def connection_dropped(self, error, environ=None):
-        """Close the response, as the WSGI spec asks of a server whatever way the request ended (gunicorn does).
-
-        Werkzeug's server reads what is left on the socket before it closes the response; when the client has reset
-        the connection by then (Chromium, following a form's 302, sometimes closes the socket with the body unread),
-        that read raises and the response is never closed: what the app does after it (mail without a task queue,
-        `response.call_on_close`) would never run, and a test waiting for that mail would fail after its timeout.
-        """
-        response = (environ or {}).get(RESPONSE_KEY)
-        if response is not None:
-            response.close()
 
 
 @pytest.fixture

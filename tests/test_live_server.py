@@ -5,6 +5,8 @@ What the app does after a response (mail without a task queue: `response.call_on
 closes it. Werkzeug's server reads what is left on the socket before closing the response; when the client has reset
 the connection by then (Chromium, following a form's 302, sometimes closes the socket with the body unread), that read
 raises and the response is never closed: the email-change link of tests/e2e/test_account_email.py was never sent.
+The live server is built on `make run`'s own mechanism (app/devserver.py; its test through `make run`'s entry point:
+tests/test_dev_server.py).
 """
 
 from __future__ import annotations
