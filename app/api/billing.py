@@ -17,19 +17,32 @@ from app.api.schemas import (
 )
 from app.api.spec import BAD_REQUEST, BILLING_ERRORS, UNAUTHORIZED, operation
 from app.extensions import limiter
-from app.models import UserSubscription
 from app.ratelimits import billing_limit, rate_limit_identity
+from app.services import viewer
 from app.services.accounts import require_verified_email
+from app.services.catalog import plan_view_by_name
 from app.services.checkout import create_portal_session, start_checkout
-from app.services.entitlements import get_entitlements
-from app.services.subscriptions import change_plan, live_subscription, plan_change, set_cancel_at_period_end
+from app.services.entitlements import plan_entitlements
+from app.services.subscriptions import change_plan, plan_change, set_cancel_at_period_end
 
 NO_SUBSCRIPTION = (Error, "No paid subscription (`no_subscription`).")
 
 
-def subscription_answer(user_id: int, subscription: UserSubscription | None) -> Subscription:
-    """The user's plan as API clients see it; Free users get plan "free"."""
-    entitlements = get_entitlements(user_id)
+def subscription_answer(user_id: int) -> Subscription:
+    """The user's plan as API clients see it (Free users get plan "free"), and its features, from one read.
+
+    The subscription shown and the one granting access come from one statement (`viewer`: the user's live
+    subscriptions, read once per transaction), and the features from the latter's plan by `plan_entitlements`, as
+    `get_entitlements` computes them. The entitlements cache would be a second read: a webhook committing between
+    the two, or a cached entry its commit had not dropped yet, made "plan": "free" come with Pro's features. The
+    gates keep the cache; an answer that states the plan states what that same read says it includes.
+
+    A live subscription that grants no access (`incomplete`, `unpaid`, `paused`) shows its plan and status with
+    Free's features: what the gates allow, as the payment banner says ("Your Pro features are paused").
+    """
+    subscription = viewer.live_subscription(user_id)
+    granting = viewer.effective_subscription(user_id)  # from the statement just made (the request's memo)
+    entitlements = plan_entitlements(granting.plan if granting is not None else plan_view_by_name("free"))
     features = {k: v for k, v in entitlements.items() if k != "plan"}
     if subscription is None:
         return Subscription(
@@ -141,7 +154,8 @@ def change_subscription_plan(json: PlanChangeRequest):
 def cancel():
     """Cancel at period end; the plan stays until then."""
     user = current_api_user()
-    return subscription_answer(user.id, set_cancel_at_period_end(user, True)).respond()
+    set_cancel_at_period_end(user, True)  # the answer reads the subscriptions as the change left them
+    return subscription_answer(user.id).respond()
 
 
 @bp.post("/billing/resume")
@@ -159,7 +173,8 @@ def cancel():
 def resume():
     """Undo a scheduled cancellation."""
     user = current_api_user()
-    return subscription_answer(user.id, set_cancel_at_period_end(user, False)).respond()
+    set_cancel_at_period_end(user, False)
+    return subscription_answer(user.id).respond()
 
 
 @bp.get("/billing/subscription")
@@ -167,5 +182,4 @@ def resume():
 @operation("showSubscription", "billing", {200: (Subscription, "The subscription."), 401: UNAUTHORIZED})
 def show_subscription():
     """The user's plan, status, period end and features."""
-    user = current_api_user()
-    return subscription_answer(user.id, live_subscription(user.id)).respond()
+    return subscription_answer(current_api_user().id).respond()

@@ -199,7 +199,8 @@ class PlanChange(Answer):
 
 
 class Subscription(Answer):
-    """The user's plan; Free users get `plan: "free"` and nulls."""
+    """The user's plan; Free users get `plan: "free"` and nulls. Plan, status and features are one reading of the
+    user's subscription, never two that could straddle a change."""
 
     plan: Literal[PLAN_NAMES]  # type: ignore[valid-type]
     billing_cycle: Literal[BILLING_CYCLES] | None  # type: ignore[valid-type]
@@ -207,7 +208,9 @@ class Subscription(Answer):
     current_period_end: NullableIsoDateTime
     cancel_at_period_end: bool
     features: dict[str, bool | int | None] = Field(
-        description="Included features: `true`, a limit, or `null` for unlimited."
+        description="What the user may use now: `true`, a limit, or `null` for unlimited. The features of `plan` "
+        "while `status` grants access (`trialing`, `active`, `past_due`); the Free plan's while it does not "
+        "(`incomplete`, `unpaid`, `paused`)."
     )
 
 

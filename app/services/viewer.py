@@ -6,6 +6,9 @@ read the subscriptions from this request's memo instead of asking the database a
 `SubscriptionView`: the values those pages show, its plan taken from the catalogue every process keeps (so the
 statement reads no plan, and no ORM object is made for it).
 
+The API's subscription answer reads them here too (one statement, outside the log-in check): the plan it states
+and the features it lists then come from the same reading.
+
 A page may have more of its own read by the same statement (`read_with_login_check`: columns over `:user_id`,
 for one endpoint); the page then takes them from `page_values` instead of a statement of its own.
 
