@@ -350,6 +350,7 @@ def _fill_cached(user_id: int, entitlements: Entitlements, generation: Generatio
         with _LOCAL_CACHE_LOCK:
             if cache.get(generation_key) == generation:
                 cache.set(key, text, timeout=ttl)
+                cache.set(generation_key, generation, timeout=_generation_seconds())  # renewed, as the script does
     except (RedisError, OSError):
         _cache_failed("write")
 
