@@ -6,6 +6,16 @@
 Every billing commit sends `subscription_changed`, whose receiver `forget_changed_entitlements` calls
 `invalidate_entitlements_cache(user_id)`, so an upgrade shows on the very next request.
 
+A fill must not undo an invalidation: a request that read the database just before a webhook's commit would
+otherwise store the old plan just after the webhook dropped the entry, and a new Pro customer would be refused Pro
+features (or a canceled one keep them) for ENTITLEMENTS_CACHE_TTL. So every invalidation first writes a fresh random
+token to `entitlements_generation:<user-id>`, then drops the entry; a read fetches the entry and the token together
+(one MGET, the one round trip of a hit), and a miss stores what it read from the database only if the token is
+still the one it read before (a compare-and-set in one Lua script). A reader that found no token puts one there
+before reading the database (one more round trip, seldom: a token outlives the entries), so that a token's expiry,
+eviction or a flush can never make a stale fill look current: the script refuses a missing token, and a random
+token, unlike a counter that restarts from nothing, never comes back.
+
 A cache outage is not an outage of the app: reads fall back to the database, the outage is logged once (and its
 end once), and the cache is left alone for a few seconds so a hung Redis cannot add a timeout to every request.
 """
@@ -13,6 +23,8 @@ end once), and the cache is left alone for a few seconds so a hung Redis cannot 
 from __future__ import annotations
 
 import json
+import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,9 +47,33 @@ from app.services.signals import CacheWrites, SyncResult
 from app.urls import is_api_request
 
 CACHE_KEY = "entitlements:{user_id}"
+#: The user's cache generation: a random token each invalidation replaces (before dropping the entry), which a fill
+#: must still find to store what it read from the database.
+GENERATION_KEY = "entitlements_generation:{user_id}"
+#: A generation lives at least this long (and at least ENTITLEMENTS_CACHE_TTL), renewed by each fill, so that a miss
+#: seldom finds none and pays the round trip that puts one there. Its length is a matter of speed, never of
+#: correctness: a fill finding no token stores nothing.
+GENERATION_MIN_SECONDS = 24 * 3600
 #: After a cache failure, reads and writes skip the cache this long (invalidation always tries).
 CACHE_RETRY_SECONDS = 5.0
 _G_MEMO = "_entitlements"
+_EXTENSION_FILL = "entitlements_fill"
+
+#: The fill's compare-and-set. KEYS: the entry, the generation; ARGV: the generation read before the database, the
+#: entry's JSON, its TTL, the generation's TTL. Stores only while no invalidation has come since that read (the same
+#: token, still there), in one step no other command comes between.
+FILL_SCRIPT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+#: Without Redis (SimpleCache, a fresh clone: a cache per process), the compare-and-set and the invalidation's two
+#: writes take this lock instead, which makes them as atomic as the script: no other process shares that cache.
+_LOCAL_CACHE_LOCK = threading.Lock()
 
 #: How a feature is named to a person (on the upgrade page, in API messages, on the account page).
 FEATURE_LABELS = {
@@ -225,17 +261,41 @@ def _cache_usable() -> bool:
     return time.monotonic() >= _health().skip_until
 
 
-def _read_cached(user_id: int) -> Entitlements | None:
+#: A generation as read from the cache: bytes from Redis (passed back to the script as they are), str from SimpleCache.
+Generation = bytes | str
+
+
+def _new_generation() -> str:
+    return secrets.token_hex(12)
+
+
+def _generation_seconds() -> int:
+    return max(int(current_app.config.get("ENTITLEMENTS_CACHE_TTL", 3600)), GENERATION_MIN_SECONDS)
+
+
+def _read_cached(user_id: int) -> tuple[Entitlements | None, Generation | None]:
+    """The cached entitlements (None on a miss) and the generation a fill must find (None: do not fill, the cache
+    is unusable). On a miss with no generation, one is put there first, so that an invalidation from now on
+    replaces a token this reader holds."""
     if not _cache_usable():
-        return None
-    key = CACHE_KEY.format(user_id=user_id)
+        return None, None
+    key, generation_key = CACHE_KEY.format(user_id=user_id), GENERATION_KEY.format(user_id=user_id)
     try:
         client = cache_redis("read")
-        raw = client.get(key) if client is not None else cache.get(key)
+        raw, generation = (
+            client.mget(key, generation_key) if client is not None else cache.get_many(key, generation_key)
+        )
     except (RedisError, OSError):
         _cache_failed("read")
-        return None
+        return None, None
     _cache_worked()
+    entitlements = _parse_cached(key, raw)
+    if entitlements is None and generation is None:
+        generation = _reserve_generation(generation_key)
+    return entitlements, generation
+
+
+def _parse_cached(key: str, raw: Any) -> Entitlements | None:
     if raw is None:
         return None
     try:
@@ -246,18 +306,51 @@ def _read_cached(user_id: int) -> Entitlements | None:
     return Entitlements(data) if isinstance(data, dict) else None
 
 
-def _write_cached(user_id: int, entitlements: Entitlements) -> None:
+def _reserve_generation(generation_key: str) -> Generation | None:
+    """Put a generation where there is none (keeping one a concurrent reader or invalidation put there first) and
+    return the one there; None when the cache could not be reached."""
+    seconds = _generation_seconds()
+    try:
+        client = cache_redis("write")
+        if client is None:
+            with _LOCAL_CACHE_LOCK:
+                cache.add(generation_key, _new_generation(), timeout=seconds)
+                return cache.get(generation_key)
+        pipe = client.pipeline(transaction=False)
+        pipe.set(generation_key, _new_generation(), nx=True, ex=seconds)
+        pipe.get(generation_key)
+        return pipe.execute()[1]
+    except (RedisError, OSError):
+        _cache_failed("write")
+        return None
+
+
+def _fill_script(client: Any) -> Any:
+    """The fill's script registered with the cache's client (once per app; redis-py loads it on the server when the
+    server does not know it, after a restart)."""
+    script = current_app.extensions.get(_EXTENSION_FILL)
+    if script is None or script.registered_client is not client:
+        script = current_app.extensions[_EXTENSION_FILL] = client.register_script(FILL_SCRIPT)
+    return script
+
+
+def _fill_cached(user_id: int, entitlements: Entitlements, generation: Generation) -> None:
+    """Store what the database said, unless an invalidation came after `generation` was read: then what was read
+    may predate the commit that invalidated, and the next read goes to the database instead."""
     if not _cache_usable():
         return
-    key = CACHE_KEY.format(user_id=user_id)
+    key, generation_key = CACHE_KEY.format(user_id=user_id), GENERATION_KEY.format(user_id=user_id)
     text = json.dumps(entitlements, sort_keys=True, separators=(",", ":"))
     ttl = current_app.config.get("ENTITLEMENTS_CACHE_TTL", 3600)
     try:
         client = cache_redis("write")
         if client is not None:
-            client.set(key, text, ex=ttl)
-        else:
-            cache.set(key, text, timeout=ttl)
+            _fill_script(client)(keys=[key, generation_key], args=[generation, text, ttl, _generation_seconds()])
+            return
+        with _LOCAL_CACHE_LOCK:
+            if cache.get(generation_key) == generation:
+                cache.set(key, text, timeout=ttl)
+                cache.set(generation_key, generation, timeout=_generation_seconds())  # renewed, as the script does
     except (RedisError, OSError):
         _cache_failed("write")
 
@@ -287,11 +380,11 @@ def get_entitlements(user_id: int) -> Entitlements:
     memo: dict[int, Entitlements] = g.setdefault(_G_MEMO, {})
     if user_id in memo:
         return memo[user_id]
-    entitlements = _read_cached(user_id)
+    entitlements, generation = _read_cached(user_id)
     if entitlements is None:
         entitlements = load_entitlements(user_id)
-        if entitlements.plan is not None:
-            _write_cached(user_id, entitlements)
+        if entitlements.plan is not None and generation is not None:
+            _fill_cached(user_id, entitlements, generation)
     memo[user_id] = entitlements
     return entitlements
 
@@ -304,13 +397,20 @@ def invalidate_entitlements_cache(user_id: int) -> bool:
     """
     if has_app_context():
         g.get(_G_MEMO, {}).pop(user_id, None)
-    key = CACHE_KEY.format(user_id=user_id)
+    key, generation_key = CACHE_KEY.format(user_id=user_id), GENERATION_KEY.format(user_id=user_id)
     try:
         client = cache_redis("write")
         if client is not None:
-            client.delete(key)
+            # In this order (a pipeline runs its commands in turn): a fill that comes between the two finds the new
+            # generation and stores nothing, and one that came before is dropped by the DEL.
+            pipe = client.pipeline(transaction=False)
+            pipe.set(generation_key, _new_generation(), ex=_generation_seconds())
+            pipe.delete(key)
+            pipe.execute()
         else:
-            cache.delete(key)
+            with _LOCAL_CACHE_LOCK:
+                cache.set(generation_key, _new_generation(), timeout=_generation_seconds())
+                cache.delete(key)
     except (RedisError, OSError):
         current_app.logger.warning("entitlements_cache_invalidate_failed user_id=%s", user_id, exc_info=True)
         _cache_failed("invalidate")
@@ -319,12 +419,13 @@ def invalidate_entitlements_cache(user_id: int) -> bool:
 
 
 def forget_changed_entitlements(sender, change: SyncResult, writes: CacheWrites | None = None, **_) -> None:
-    """`subscription_changed` receiver: the user's next request reads the committed plan. The cache entry is
-    dropped with the announcement's other cache writes (`writes`, one round trip), or at once without them."""
+    """`subscription_changed` receiver: the user's next request reads the committed plan. The generation is replaced
+    and the cache entry dropped, in that order, with the announcement's other cache writes (`writes`, one round
+    trip), or at once without them (or without Redis)."""
     user_id = change.user_id
     if user_id is None:  # announce() sends only for a user; a None here would name nobody
         return
-    if writes is None:
+    if writes is None or cache_redis() is None:
         invalidate_entitlements_cache(user_id)
         return
     g.get(_G_MEMO, {}).pop(user_id, None)
@@ -333,6 +434,9 @@ def forget_changed_entitlements(sender, change: SyncResult, writes: CacheWrites 
         current_app.logger.warning("entitlements_cache_invalidate_failed user_id=%s", user_id, exc_info=error)
         _cache_failed("invalidate")
 
+    # The pipeline sends the two in this order, as `invalidate_entitlements_cache` does (a failed send fails both:
+    # it is logged once, by the DEL's on_failure).
+    writes.set_raw(GENERATION_KEY.format(user_id=user_id), _new_generation(), _generation_seconds())
     writes.delete_raw(CACHE_KEY.format(user_id=user_id), on_failure=failed)
 
 

@@ -64,8 +64,10 @@ class CacheWrites:
     `delete` takes the app cache's keys (Flask-Caching's names, prefixed as it prefixes them); `delete_raw` and
     `set_raw` take Redis keys as they are (the keys the app writes to the Redis client directly, which
     `redis-cli` shows under their own names). Without Redis (SimpleCache, a fresh clone) deletes go to the app
-    cache at once and `set_raw` is dropped: it only ever marks a Redis fast path. `send` never raises: a failed
-    send calls each write's `on_failure` (a cache entry then expires on its own; the database stays the truth).
+    cache at once and `set_raw` is dropped: it marks a Redis fast path, or (the entitlements generation) is sent only
+    with Redis, its receiver invalidating at once without. Writes go in the order added (a set before a delete stays
+    before it). `send` never raises: a failed send calls each write's `on_failure` (a cache entry then expires on its
+    own; the database stays the truth).
     """
 
     def __init__(self) -> None:
