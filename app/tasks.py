@@ -27,7 +27,7 @@ from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from rq import get_current_job
+from rq import Queue, get_current_job
 from sqlalchemy import and_, or_, select, update
 
 from app.extensions import db
@@ -122,11 +122,35 @@ def apply_webhook_event(event_id: str, event_type: str) -> str | None:
     return apply_recorded(event_id, event_type)
 
 
+#: The nightly reconcile re-reads this many customers per job, then enqueues the rest behind the jobs that came
+#: meanwhile: a worker stays free for webhook drains and mail between chunks. In one job, a deployment with a single
+#: worker would hold every webhook event of the night for the whole sync (minutes to an hour at Stripe's rate limits),
+#: and WebhookEventsWaiting would page.
+RECONCILE_CHUNK = 100
+#: Each chunk's RQ timeout (a chunk is RECONCILE_CHUNK customers, a few Stripe calls each).
+RECONCILE_CHUNK_TIMEOUT = 900
+
+
 @in_app_context
-def reconcile_all() -> int:
-    """The nightly `flask stripe sync --all`: every customer re-read from Stripe; returns how many had drifted."""
-    drifted = sum(1 for drift in reconcile(customers_to_sync(None)) if drift.actions)
-    log.info("reconcile_finished", drifted=drifted)
+def reconcile_all(after_user_id: int = 0, drifted: int = 0, synced: int = 0, chunk: int = RECONCILE_CHUNK) -> int:
+    """The nightly `flask stripe sync --all`: every customer re-read from Stripe, `chunk` at a time in user id order;
+    returns how many had drifted so far. On the task queue a chunk enqueues the next one (the customers after its
+    last, with the counts so far) and returns; run by hand (`flask queue run reconcile_all`, no queue) it goes on in
+    this process. The last chunk logs `reconcile_finished` with the totals."""
+    job = get_current_job()
+    while True:
+        customers = customers_to_sync(None, after_user_id=after_user_id, limit=chunk)
+        drifted += sum(1 for drift in reconcile(customers) if drift.actions)
+        synced += len(customers)
+        if len(customers) < chunk:
+            break
+        after_user_id = customers[-1][0]
+        if job is not None:
+            Queue(job.origin, connection=job.connection).enqueue(
+                reconcile_all, after_user_id, drifted, synced, chunk, job_timeout=RECONCILE_CHUNK_TIMEOUT
+            )
+            return drifted
+    log.info("reconcile_finished", drifted=drifted, customers=synced)
     return drifted
 
 

@@ -211,12 +211,17 @@ class Drift:
     actions: list[str] = field(default_factory=list)
 
 
-def customers_to_sync(email: str | None) -> list[tuple[int, str, str]]:
-    """(user id, email, customer id) of the users to reconcile: one by email, or every linked user."""
-    query = select(User.id, User.email, User.stripe_customer_id).where(User.stripe_customer_id.is_not(None))
+def customers_to_sync(
+    email: str | None, after_user_id: int = 0, limit: int | None = None
+) -> list[tuple[int, str, str]]:
+    """(user id, email, customer id) of the users to reconcile: one by email, or every linked user (those after
+    `after_user_id`, at most `limit` of them: the nightly job takes them a chunk at a time), in user id order."""
+    query = select(User.id, User.email, User.stripe_customer_id).where(
+        User.stripe_customer_id.is_not(None), User.id > after_user_id
+    )
     if email:
         query = query.where(User.email == email.strip().lower())
-    return [tuple(row) for row in db.session.execute(query.order_by(User.id))]
+    return [tuple(row) for row in db.session.execute(query.order_by(User.id).limit(limit))]
 
 
 def reconcile(customers: list[tuple[int, str, str]]) -> Iterator[Drift]:
