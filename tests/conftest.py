@@ -14,6 +14,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from flask_migrate import upgrade
+from playwright.sync_api import expect
 from werkzeug.serving import make_server
 
 from app import create_app
@@ -35,6 +36,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+#: Browser assertions wait as long as the browser tests' actions do (`page.set_default_timeout(10_000)`), not
+#: Playwright's 5 s: under `make test` two test processes, mypy and Chromium share two cores, and a form's POST, its
+#: redirect and the next page may take longer than 5 s without anything being wrong.
+expect.set_options(timeout=10_000)
 
 
 def _required_env(name: str) -> str:
