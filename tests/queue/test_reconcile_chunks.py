@@ -4,6 +4,7 @@ webhook drains and mail between chunks instead of holding them for the whole syn
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from rq import SimpleWorker
 
@@ -35,40 +36,38 @@ def repairs(app) -> int:
         )
 
 
-def test_a_chunk_enqueues_the_rest_behind_the_jobs_that_came_meanwhile(seeded, stripe_emulator, redis_url):
-    app = seeded
-    app.config["TASK_QUEUE_URL"] = redis_url
-    drifted_customers(app, stripe_emulator)
-    with app.app_context():
+@pytest.fixture
+def queued(seeded, stripe_emulator, redis_url):
+    """The app with the task queue on the test Redis, CUSTOMERS drifted customers and a reconcile in chunks of 2
+    queued; yields the queue (in an app context)."""
+    seeded.config["TASK_QUEUE_URL"] = redis_url
+    drifted_customers(seeded, stripe_emulator)
+    with seeded.app_context():
         queue = task_queue()
         queue.enqueue(reconcile_all, chunk=2)
-        arrived = queue.enqueue(deliver_mail)  # a job that arrives while the first chunk runs
-        worker = SimpleWorker([queue], connection=queue.connection)
-        worker.work(burst=True, max_jobs=1, logging_level="WARNING")
-        waiting = queue.get_jobs()  # the repairs' mail is queued too (one delivery job)
-        assert waiting[0].id == arrived.id
-        assert [job.func_name for job in waiting].count("app.tasks.reconcile_all") == 1
-        assert waiting[-1].func_name == "app.tasks.reconcile_all" and waiting[-1].args == (2, 2, 2, 2)
-        assert active_subscriptions(app) == 2
-
-        worker.work(burst=True, logging_level="WARNING")
-        assert queue.count == 0
-        failed = queue.failed_job_registry.count
-    assert failed == 0
-    assert active_subscriptions(app) == CUSTOMERS
-    assert repairs(app) == CUSTOMERS
+        yield queue
 
 
-def test_the_last_chunk_returns_the_whole_runs_count(seeded, stripe_emulator, redis_url):
-    app = seeded
-    app.config["TASK_QUEUE_URL"] = redis_url
-    drifted_customers(app, stripe_emulator)
-    with app.app_context():
-        queue = task_queue()
-        queue.enqueue(reconcile_all, chunk=2)
-        SimpleWorker([queue], connection=queue.connection).work(burst=True, logging_level="WARNING")
-        jobs = [queue.fetch_job(id) for id in queue.finished_job_registry.get_job_ids()]
-        results = [job.return_value() for job in jobs if job.func_name == "app.tasks.reconcile_all"]
+def test_a_chunk_enqueues_the_rest_behind_the_jobs_that_came_meanwhile(seeded, queued):
+    arrived = queued.enqueue(deliver_mail)  # a job that arrives while the first chunk runs
+    worker = SimpleWorker([queued], connection=queued.connection)
+    worker.work(burst=True, max_jobs=1, logging_level="WARNING")
+    waiting = queued.get_jobs()  # the repairs' mail is queued too (one delivery job)
+    assert waiting[0].id == arrived.id
+    assert [job.func_name for job in waiting].count("app.tasks.reconcile_all") == 1
+    assert waiting[-1].func_name == "app.tasks.reconcile_all" and waiting[-1].args == (2, 2, 2, 2)
+    assert active_subscriptions(seeded) == 2
+
+    worker.work(burst=True, logging_level="WARNING")
+    assert queued.count == 0 and queued.failed_job_registry.count == 0
+    assert active_subscriptions(seeded) == CUSTOMERS
+    assert repairs(seeded) == CUSTOMERS
+
+
+def test_the_last_chunk_returns_the_whole_runs_count(queued):
+    SimpleWorker([queued], connection=queued.connection).work(burst=True, logging_level="WARNING")
+    jobs = [queued.fetch_job(id) for id in queued.finished_job_registry.get_job_ids()]
+    results = [job.return_value() for job in jobs if job.func_name == "app.tasks.reconcile_all"]
     assert sorted(results) == [2, 4, 5]  # drifted so far, chunk after chunk: 2, 2 + 2, 4 + 1
 
 
