@@ -55,6 +55,8 @@ WEBHOOK = "/api/v1/billing/webhooks/stripe"
 HTTPS = "https://bench.example.com"
 FIRST_USER_ID = 900_000_001  # far above the ids the growth step takes from the sequence
 TICKS = os.sysconf("SC_CLK_TCK")
+#: The processes the app talks to besides PostgreSQL (the emulator, Redis): their CPU over a phase is reported.
+PEERS: dict[str, int] = {}
 
 
 def free_port() -> int:
@@ -99,6 +101,18 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of the whole line)
 
 
+def run_queue_wait(pid: int | str = "self") -> float:
+    """Seconds the process's threads have waited for a CPU while runnable (/proc/PID/task/*/schedstat): the
+    machine's load, not the work's."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(task.read_text().split()[1])
+        except (FileNotFoundError, IndexError):
+            continue
+    return total / 1e9
+
+
 def server_cpu(monitor: psycopg.Connection, database: str) -> dict[str, float]:
     """CPU seconds used so far by the database's client backends (but the monitor's own) and by the server's
     background processes (checkpointer, background writer, WAL writer, autovacuum)."""
@@ -109,6 +123,7 @@ def server_cpu(monitor: psycopg.Connection, database: str) -> dict[str, float]:
     ).fetchall()
     return {
         "clients": sum(process_cpu(pid) for pid, client in rows if client),
+        "clients_waiting": sum(run_queue_wait(pid) for pid, client in rows if client),
         "background": sum(process_cpu(pid) for pid, client in rows if not client),
     }
 
@@ -150,8 +165,11 @@ def measured(monitor: psycopg.Connection, database: str, work) -> dict:
     monitor.execute("SELECT pg_stat_statements_reset()")
     background = monitor.execute(BACKGROUND).fetchone()
     server, cpu, wall = server_cpu(monitor, database), time.process_time(), time.perf_counter()
+    waited = run_queue_wait()
+    peers = {name: process_cpu(pid) for name, pid in PEERS.items()}
     events = work()
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    peers = {name: process_cpu(pid) - peers[name] for name, pid in PEERS.items()}
+    cpu, wall, waited = time.process_time() - cpu, time.perf_counter() - wall, run_queue_wait() - waited
     server_after = server_cpu(monitor, database)
     after = monitor.execute(BACKGROUND).fetchone()
     return {
@@ -160,6 +178,9 @@ def measured(monitor: psycopg.Connection, database: str, work) -> dict:
         "server_cpu_s": server_after["clients"] - server["clients"],
         "background_cpu_s": server_after["background"] - server["background"],
         "wall_s": wall,
+        "app_run_queue_s": waited,
+        "server_run_queue_s": server_after["clients_waiting"] - server["clients_waiting"],
+        "peers_cpu_s": peers,
         "checkpoints": after[0] - background[0],
         "buffers_written": after[1] - background[1],
         "autovacuum_runs": int(after[2] - background[2]),
@@ -263,7 +284,8 @@ def report(results: dict[int, list[dict]], phase: str, limit: int) -> None:
             f"  {size:>9,}: {n} events; app CPU {ms('app_cpu_s'):.2f} ms, database backends' CPU "
             f"{ms('server_cpu_s'):.2f} ms (per group: "
             + ", ".join(f"{1000 * r['server_cpu_s'] / r['events']:.2f}" for r in runs[size])
-            + f"), statements' server time {top / n:.2f} ms, wall {ms('wall_s'):.2f} ms; meanwhile the server's "
+            + f"), statements' server time {top / n:.2f} ms, wall {ms('wall_s'):.2f} ms of which waiting for a CPU "
+            f"{ms('app_run_queue_s'):.2f} ms (the backends {ms('server_run_queue_s'):.2f} ms); meanwhile the server's "
             f"background processes used {sum(r['background_cpu_s'] for r in runs[size]):.2f} s of CPU, "
             f"{sum(r['checkpoints'] for r in runs[size])} checkpoints, "
             f"{sum(r['buffers_written'] for r in runs[size])} buffers written, "
@@ -277,6 +299,9 @@ def main() -> int:
     parser.add_argument("--groups", type=int, default=2, help="groups of customers applied at each size")
     parser.add_argument("--sizes", default="10000,1000000", help="generated subscriptions, comma-separated")
     parser.add_argument("--statements", type=int, default=40, help="statements of the apply phase listed")
+    parser.add_argument(
+        "--checkpoint", action="store_true", help="CHECKPOINT after each size's growth, before its events"
+    )
     parser.add_argument("--json", help="write every figure to this file")
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(",")]
@@ -289,6 +314,10 @@ def main() -> int:
     Redis.from_url(redis_url).flushdb()
 
     emulator, emulator_url = start_emulator()
+    PEERS["emulator"] = emulator.pid
+    redis_pid = Path(os.environ.get("TEST_SERVICES_DIR", "/nonexistent"), "redis.pid")
+    if redis_pid.exists():
+        PEERS["redis"] = int(redis_pid.read_text())
     try:
         groups = options.groups * len(sizes)
         count = options.customers * groups
@@ -337,18 +366,24 @@ def main() -> int:
                 "VACUUM ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events, "
                 "daily_counts, daily_subscription_changes"
             )
+            if options.checkpoint:
+                monitor.execute("CHECKPOINT")
             print(f"{size:,} subscriptions ({time.monotonic() - started:.0f} s)", flush=True)
             results[size] = []
             for g in range(options.groups):
                 run = apply_group(app, client, monitor, database, bodies[index * options.groups + g])
                 results[size].append(run)
-                applied = run["apply"]
-                print(
-                    f"  group {g + 1}: {applied['events']} events applied, database backends' CPU "
-                    f"{1000 * applied['server_cpu_s'] / applied['events']:.2f} ms/event, app CPU "
-                    f"{1000 * applied['app_cpu_s'] / applied['events']:.2f} ms/event",
-                    flush=True,
-                )
+                for phase in ("deliver", "apply"):
+                    figures, n = run[phase], run[phase]["events"]
+                    print(
+                        f"  group {g + 1}, {phase}: {n} events; per event: app CPU "
+                        f"{1000 * figures['app_cpu_s'] / n:.2f} ms, database backends' CPU "
+                        f"{1000 * figures['server_cpu_s'] / n:.2f} ms, wall {1000 * figures['wall_s'] / n:.2f} ms "
+                        f"(waiting for a CPU: app {1000 * figures['app_run_queue_s'] / n:.2f} ms, backends "
+                        f"{1000 * figures['server_run_queue_s'] / n:.2f} ms); "
+                        + ", ".join(f"{name} CPU {1000 * v / n:.2f} ms" for name, v in figures["peers_cpu_s"].items()),
+                        flush=True,
+                    )
         report(results, "deliver", 12)
         report(results, "apply", options.statements)
         if options.json:
