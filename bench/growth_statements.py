@@ -113,6 +113,13 @@ def run_queue_wait(pid: int | str = "self") -> float:
     return total / 1e9
 
 
+def kernel_writes() -> dict[str, int]:
+    """The kernel's dirty page cache now (kB) and the pages it has written to disk so far (/proc/vmstat)."""
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    vmstat = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
+    return {"dirty_kb": int(meminfo["Dirty"].split()[0]), "written": int(vmstat.get("nr_written", 0))}
+
+
 def server_cpu(monitor: psycopg.Connection, database: str) -> dict[str, float]:
     """CPU seconds used so far by the database's client backends (but the monitor's own) and by the server's
     background processes (checkpointer, background writer, WAL writer, autovacuum)."""
@@ -165,7 +172,7 @@ def measured(monitor: psycopg.Connection, database: str, work) -> dict:
     monitor.execute("SELECT pg_stat_statements_reset()")
     background = monitor.execute(BACKGROUND).fetchone()
     server, cpu, wall = server_cpu(monitor, database), time.process_time(), time.perf_counter()
-    waited = run_queue_wait()
+    waited, kernel = run_queue_wait(), kernel_writes()
     peers = {name: process_cpu(pid) for name, pid in PEERS.items()}
     events = work()
     peers = {name: process_cpu(pid) - peers[name] for name, pid in PEERS.items()}
@@ -181,6 +188,8 @@ def measured(monitor: psycopg.Connection, database: str, work) -> dict:
         "app_run_queue_s": waited,
         "server_run_queue_s": server_after["clients_waiting"] - server["clients_waiting"],
         "peers_cpu_s": peers,
+        "dirty_kb_at_start": kernel["dirty_kb"],
+        "pages_written_by_kernel": kernel_writes()["written"] - kernel["written"],
         "checkpoints": after[0] - background[0],
         "buffers_written": after[1] - background[1],
         "autovacuum_runs": int(after[2] - background[2]),
@@ -300,7 +309,9 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,1000000", help="generated subscriptions, comma-separated")
     parser.add_argument("--statements", type=int, default=40, help="statements of the apply phase listed")
     parser.add_argument(
-        "--checkpoint", action="store_true", help="CHECKPOINT after each size's growth, before its events"
+        "--settle",
+        action="store_true",
+        help="after each size's growth: CHECKPOINT, then sync (the kernel writes its dirty pages) before the events",
     )
     parser.add_argument("--json", help="write every figure to this file")
     options = parser.parse_args()
@@ -366,8 +377,11 @@ def main() -> int:
                 "VACUUM ANALYZE users, user_subscriptions, audit_logs, user_conversions, stripe_events, "
                 "daily_counts, daily_subscription_changes"
             )
-            if options.checkpoint:
+            if options.settle:
+                settling = time.monotonic()
                 monitor.execute("CHECKPOINT")
+                os.sync()
+                print(f"  CHECKPOINT and sync: {time.monotonic() - settling:.1f} s", flush=True)
             print(f"{size:,} subscriptions ({time.monotonic() - started:.0f} s)", flush=True)
             results[size] = []
             for g in range(options.groups):
@@ -381,7 +395,9 @@ def main() -> int:
                         f"{1000 * figures['server_cpu_s'] / n:.2f} ms, wall {1000 * figures['wall_s'] / n:.2f} ms "
                         f"(waiting for a CPU: app {1000 * figures['app_run_queue_s'] / n:.2f} ms, backends "
                         f"{1000 * figures['server_run_queue_s'] / n:.2f} ms); "
-                        + ", ".join(f"{name} CPU {1000 * v / n:.2f} ms" for name, v in figures["peers_cpu_s"].items()),
+                        + ", ".join(f"{name} CPU {1000 * v / n:.2f} ms" for name, v in figures["peers_cpu_s"].items())
+                        + f"; kernel: {figures['dirty_kb_at_start'] // 1024} MB dirty at the start, "
+                        f"{figures['pages_written_by_kernel'] * 4 // 1024} MB written",
                         flush=True,
                     )
         report(results, "deliver", 12)
