@@ -9,17 +9,21 @@ TEST_REDIS_URL; a database `ssb_growth` of its own is rebuilt). That PostgreSQL 
 that the triggers' statements are counted too).
 
 At each size the subscriptions are generated in SQL as make bench does (bench/growth.py's `grow`, then VACUUM
-ANALYZE), and each of that size's groups of customers has its events posted to the endpoint (recorded `received`),
-then applied by the queue's drain in this process (`drain_received`, as the worker's job runs it). Around the drain
-only: pg_stat_statements is reset before and read after, and the CPU time of this process and of the database's
-backends (/proc/<pid>/stat: the server's own work, not its wait) is taken, so that a loaded machine moves the figures
-less than wall-clock time would.
+ANALYZE; with `--settle`, then `growth.settle` as make bench now does), and each of that size's groups of customers
+has its events posted to the endpoint (recorded `received`: the "deliver" phase), then applied by the queue's drain
+in this process (`drain_received`, as the worker's job runs it: the "apply" phase). Around each phase:
+pg_stat_statements is reset before and read after; the CPU time of this process, of the database's backends and of
+the emulator and Redis is taken (/proc/<pid>/stat: their own work, not their waits), with the time this process and
+the backends waited for a CPU while runnable (/proc/<pid>/schedstat: the machine's load), and what the server's
+background processes did meanwhile (checkpoints, buffers written, autovacuum runs).
 
-Prints, per statement, its calls and mean execution time per call at each size, with its shared buffers read per call
-(hit + read from outside PostgreSQL's cache), largest growth first; then the CPU per event. `--json PATH` writes every
-figure.
+Prints each phase's figures per group, then per statement its calls per event, mean server time per call and shared
+buffers per call (hit + read from outside PostgreSQL's cache) at each size, the largest change of its time per event
+first; then the totals per event. `--json PATH` writes every figure.
 
-    .venv/bin/python bench/growth_statements.py [--customers 120] [--groups 2] [--sizes 10000,1000000]
+    scripts/test-services.sh start /tmp/DIR   (then add the two settings above to /tmp/DIR/pgdata/postgresql.conf
+                                               and restart that PostgreSQL)
+    .venv/bin/python bench/growth_statements.py [--customers 120] [--groups 2] [--sizes 10000,1000000] [--settle]
 """
 
 from __future__ import annotations
