@@ -11,6 +11,8 @@ Statuses, plans and cycles are spread like a live product: mostly active, some c
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import text
 
 #: Same password hash for every generated user (they never log in).
@@ -93,3 +95,17 @@ def grow(connection, first: int, last: int) -> None:
             "daily_counts, daily_subscription_changes, stripe_event_counts"
         )
     )
+
+
+def settle(connection) -> None:
+    """Write out now what generating (and vacuuming) the rows left to write, before anything is measured: the
+    checkpoint PostgreSQL would otherwise spread over the next minutes, then the kernel's dirty pages (`sync`).
+
+    A million generated subscriptions leave a checkpoint in progress and about a gigabyte of dirty page cache
+    (the test services run with fsync off), ten thousand leave next to nothing: unsettled, the events measured
+    right after the largest size share the machine's CPU with that writing (bench/growth_statements.py counted a
+    checkpoint writing ~2,000 buffers during each phase at 1M, none at 10k, and 2.3 s for CHECKPOINT + sync), which
+    only the largest size pays. `connection` must be in autocommit (or outside a transaction that matters).
+    """
+    connection.execute(text("CHECKPOINT"))
+    os.sync()

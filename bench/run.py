@@ -1167,8 +1167,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
                         "daily_counts, daily_subscription_changes"
                     )
                 )
+                # Every size measured from the same quiet state: what generating it left to write is written now.
+                growth.settle(connection)
         generated_so_far = size
-        log(f"5. growth: {size:,} generated subscriptions ({time.monotonic() - t0:.1f} s to generate)")
+        log(f"5. growth: {size:,} generated subscriptions ({time.monotonic() - t0:.1f} s to generate and settle)")
         before = metrics(base)
         run_ = post_all(base + WEBHOOK_PATH, growth_bodies[step], webhook_secret, deliveries)
         step_ids = event_ids(growth_bodies[step])
@@ -1225,7 +1227,9 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     notes.append(
         f"**Growth**: subscriptions generated in SQL (bench/growth.py: `INSERT … SELECT generate_series`, each with "
         f"its user, one audit entry and one recorded event; 70% active, 15% canceled, 5% past due, 5% trialing) "
-        f"up to {', '.join(f'{s:,}' for s in sizes)}; at each size {growth_customers} more customers' events "
+        f"up to {', '.join(f'{s:,}' for s in sizes)}, then vacuumed and settled (CHECKPOINT and `sync`: what generating "
+        f"a size left to write is written before its events, not during them); at each size {growth_customers} more "
+        f"customers' events "
         f"(about {statistics.mean(len(g) for g in growth_bodies):.0f}) go to the endpoint in queue mode like in 1 "
         f"and are waited for until every one is applied (each checked `processed`/`ignored` and counted once); the "
         f"handling time is the app's own histogram `stripe_webhook_processing_seconds`, which in queue mode is "
