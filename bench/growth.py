@@ -12,6 +12,7 @@ Statuses, plans and cycles are spread like a live product: mostly active, some c
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from sqlalchemy import text
 
@@ -109,3 +110,15 @@ def settle(connection) -> None:
     """
     connection.execute(text("CHECKPOINT"))
     os.sync()
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 for one that has ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of the whole line)

@@ -58,7 +58,6 @@ from bench.request_overhead import production_app  # noqa: E402
 WEBHOOK = "/api/v1/billing/webhooks/stripe"
 HTTPS = "https://bench.example.com"
 FIRST_USER_ID = 900_000_001  # far above the ids the growth step takes from the sequence
-TICKS = os.sysconf("SC_CLK_TCK")
 #: The processes the app talks to besides PostgreSQL (the emulator, Redis): their CPU over a phase is reported.
 PEERS: dict[str, int] = {}
 
@@ -96,15 +95,6 @@ def signed(body: bytes, secret: str) -> dict[str, str]:
     return {"Stripe-Signature": f"t={stamp},v1={mac}", "Content-Type": "application/json"}
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far; 0 for one that has ended."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of the whole line)
-
-
 def run_queue_wait(pid: int | str = "self") -> float:
     """Seconds the process's threads have waited for a CPU while runnable (/proc/PID/task/*/schedstat): the
     machine's load, not the work's."""
@@ -133,9 +123,9 @@ def server_cpu(monitor: psycopg.Connection, database: str) -> dict[str, float]:
         (database,),
     ).fetchall()
     return {
-        "clients": sum(process_cpu(pid) for pid, client in rows if client),
+        "clients": sum(growth.process_cpu(pid) for pid, client in rows if client),
         "clients_waiting": sum(run_queue_wait(pid) for pid, client in rows if client),
-        "background": sum(process_cpu(pid) for pid, client in rows if not client),
+        "background": sum(growth.process_cpu(pid) for pid, client in rows if not client),
     }
 
 
@@ -177,9 +167,9 @@ def measured(monitor: psycopg.Connection, database: str, work) -> dict:
     background = monitor.execute(BACKGROUND).fetchone()
     server, cpu, wall = server_cpu(monitor, database), time.process_time(), time.perf_counter()
     waited, kernel = run_queue_wait(), kernel_writes()
-    peers = {name: process_cpu(pid) for name, pid in PEERS.items()}
+    peers = {name: growth.process_cpu(pid) for name, pid in PEERS.items()}
     events = work()
-    peers = {name: process_cpu(pid) - peers[name] for name, pid in PEERS.items()}
+    peers = {name: growth.process_cpu(pid) - peers[name] for name, pid in PEERS.items()}
     cpu, wall, waited = time.process_time() - cpu, time.perf_counter() - wall, run_queue_wait() - waited
     server_after = server_cpu(monitor, database)
     after = monitor.execute(BACKGROUND).fetchone()

@@ -1172,9 +1172,11 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         generated_so_far = size
         log(f"5. growth: {size:,} generated subscriptions ({time.monotonic() - t0:.1f} s to generate and settle)")
         before = metrics(base)
+        workers_cpu = sum(growth.process_cpu(process.pid) for process in queue_workers)
         run_ = post_all(base + WEBHOOK_PATH, growth_bodies[step], webhook_secret, deliveries)
         step_ids = event_ids(growth_bodies[step])
         wait_applied(queue_engine, step_ids, f"growth {size:,} (queue mode)")
+        workers_cpu = sum(growth.process_cpu(process.pid) for process in queue_workers) - workers_cpu
         after = metrics(base)
         check_counted(after, before, len(step_ids), f"growth {size:,} (queue mode)")
         applied = applied_window(queue_engine, step_ids)
@@ -1194,6 +1196,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
                 timings[name] = 1000 * statistics.median(samples)
         growth_rows[size] = {
             "handling_ms": ms,
+            "worker_cpu_ms": 1000 * workers_cpu / len(step_ids),
             "rate": run_["rate"],
             "applied_rate": len(step_ids) / applied["seconds"],
             "p99_ms": run_["p99_us"] / 1000,
@@ -1211,6 +1214,15 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             small["handling_ms"],
             "within ±20% of 10k",
             0.8 <= ratio <= 1.2,
+        )
+        cpu_ratio = row["worker_cpu_ms"] / small["worker_cpu_ms"]
+        result(
+            f"growth {label}: queue workers' CPU per event applied",
+            row["worker_cpu_ms"],
+            "ms",
+            small["worker_cpu_ms"],
+            "within ±20% of 10k",
+            0.8 <= cpu_ratio <= 1.2,
         )
         for name, ms in row["queries"].items():
             # Each figure ≤ 200 ms at the largest size; dashboard() (the whole page, every figure) ≤ 150 ms.
@@ -1233,7 +1245,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         f"(about {statistics.mean(len(g) for g in growth_bodies):.0f}) go to the endpoint in queue mode like in 1 "
         f"and are waited for until every one is applied (each checked `processed`/`ignored` and counted once); the "
         f"handling time is the app's own histogram `stripe_webhook_processing_seconds`, which in queue mode is "
-        f"observed by the worker's job (applying one event, not its wait in the queue). Dashboard queries: every public "
+        f"observed by the worker's job (applying one event, not its wait in the queue: wall-clock, so on cores shared "
+        f"with gunicorn it includes the job's waits for a CPU); the queue workers' CPU per event is their processes' "
+        f"user + system time over the step (/proc) divided by its events (the mail jobs of the step included, "
+        f"PostgreSQL's work not). Dashboard queries: every public "
         f"function of app/services/reporting.py callable without arguments "
         f"({', '.join(n + '()' for n, _ in queries)}), median of 5 in-process calls after a warm one; their "
         f"baseline is the same query at {sizes[0]:,}. Webhook events/s at each size: "
