@@ -137,7 +137,7 @@ def _persistent_user(values: Sequence[Any]) -> User:
     """The ORM user of these column values (`_USER_COLUMNS`), persistent in the session as a query would load it:
     its attributes loaded (no change pending), its relationships loaded on first use, changes to it flushed at
     the next flush. The session's own instance when it has one already (as a query gives it back)."""
-    session = db.session
+    session = db.session()  # the request's Session itself: each attribute of the scoped proxy looks it up again
     known = session.identity_map.get(User.__mapper__.identity_key_from_primary_key((values[0],)))
     if known is not None:
         return known
@@ -159,7 +159,7 @@ def _first_read(statement: Select, params: dict[str, Any]) -> Sequence[Row[Any]]
 
     The statement reads columns only, so it runs on the session's connection as Core runs it (the engine's
     events see it as any other statement), after the session's autoflush as `Session.execute` would do it."""
-    session = db.session
+    session = db.session()  # the request's Session itself (see `_persistent_user`)
     with autocommit_when_idle():
         if session.autoflush:
             session.flush()  # nothing to do (and nothing sent) unless changes are pending

@@ -439,3 +439,19 @@ def test_a_session_revoked_elsewhere_opens_nothing_on_the_next_view(app, pro_cli
         db.session.commit()
     response = pro_client.get(path)
     assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_logged_in_view_varies_on_the_cookie_and_refreshes_it_only_when_configured(
+    app, pro_client, path, monkeypatch
+):
+    """The session interface's shortcut for a session the view did not change keeps Flask's answers: `Vary: Cookie`
+    (the page is the member's), no cookie sent again; with SESSION_REFRESH_EACH_REQUEST every view sends it."""
+    cookie_name = app.config["SESSION_COOKIE_NAME"]
+    response = pro_client.get(path)
+    assert "Cookie" in response.headers.get("Vary", "")
+    assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{cookie_name}=")]
+    monkeypatch.setitem(app.config, "SESSION_REFRESH_EACH_REQUEST", True)
+    response = pro_client.get(path)
+    assert "Cookie" in response.headers.get("Vary", "")
+    assert [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{cookie_name}=")]
