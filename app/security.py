@@ -209,9 +209,11 @@ class SiteSessionInterface(SecureCookieSessionInterface):
         return self.session_class(data)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        """Flask's, with its commonest case made cheap: an empty session nobody changed (a visitor) sets no cookie
-        and only adds `Vary: Cookie` if it was read, which Flask does by parsing the Vary header into a set."""
-        if session or session.modified:
+        """Flask's, with its commonest cases made cheap: a session that sets no cookie — an empty one nobody changed
+        (a visitor's), or a logged-in one this request did not change (SESSION_REFRESH_EACH_REQUEST off: nothing to
+        refresh) — only adds `Vary: Cookie` if it was read, which Flask does by parsing the Vary header into a set,
+        after working out the cookie's settings it then does not use."""
+        if session.modified or (session and self.should_set_cookie(app, session)):
             return super().save_session(app, session, response)
         if session.accessed:
             add_vary_cookie(response)

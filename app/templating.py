@@ -12,6 +12,7 @@ from flask import Flask, g, request, session
 from flask.globals import request_ctx
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup, escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.services import viewer
@@ -103,22 +104,52 @@ class SiteNav(NamedTuple):
     links: list[tuple[str, str, str]]  # (blueprint, URL, label) of each link the user may follow
     section: str | None  # the blueprint of the page: its link is the current one
     marks_active: bool  # False on the log-in page, where the link is current (aria) but not highlighted
+    html: Markup = Markup()  # the navigation's markup (_site_nav.html), with this request's CSRF token
 
 
-def site_navigation(url_for: Callable[..., str]) -> Callable[[Any], SiteNav]:
+#: The navigation template, and what stands for the CSRF token in its markup until a request's token is put in
+#: (no token holds a NUL).
+SITE_NAV_TEMPLATE = "_site_nav.html"
+TOKEN_PLACEHOLDER = "\x00csrf_token\x00"
+#: How many navigations `site_navigation` keeps per app before starting afresh (a few per kind of visitor).
+REMEMBERED_NAVS = 256
+
+
+def site_navigation(app: Flask, url_for: Callable[..., str], csrf_token: Callable[[], str]) -> Callable[[Any], SiteNav]:
     """The templates' `site_nav`: the layout's navigation for this request, its URLs from the templates'
-    `url_for` (remembered per app).
+    `url_for` (remembered per app), its markup rendered once per app for each kind of navigation.
 
     Every page's layout asked the `request` proxy the same questions a dozen times (each a context lookup) and
     called a macro per link; one call answers them all. The layout hands over the user Flask-Login's context
-    processor put in the template's context (the object, read once per render, not the proxy)."""
+    processor put in the template's context (the object, read once per render, not the proxy).
+
+    The markup depends only on what the key holds: the request's script root and subdomain (its URLs), whether
+    someone is logged in and is an admin (its links), the page's section and whether it is the log-in page. A
+    logged-in user's log-out form carries the request's CSRF token, which is put into the remembered markup at
+    its place; a visitor's navigation has no form, and asks for no token (nor touches the session)."""
+    rendered: dict[tuple, list[Markup]] = {}
 
     def site_nav(user: Any) -> SiteNav:
         signed_in = bool(user.is_authenticated)
-        sections = (ADMIN_NAV if user.is_admin else MEMBER_NAV) if signed_in else VISITOR_NAV
+        admin = signed_in and bool(user.is_admin)
+        sections = (ADMIN_NAV if admin else MEMBER_NAV) if signed_in else VISITOR_NAV
         links = [(blueprint, url_for(endpoint), label) for blueprint, endpoint, label in sections]
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        return SiteNav(user, signed_in, links, req.blueprint, req.endpoint != "account.login")
+        ctx = _REQUEST_CONTEXT._get_current_object()
+        req, adapter = ctx.request, ctx.url_adapter
+        nav = SiteNav(user, signed_in, links, req.blueprint, req.endpoint != "account.login")
+        where = (adapter.script_name, adapter.subdomain) if adapter is not None else None
+        key = (where, signed_in, admin, nav.section, nav.marks_active)
+        parts = rendered.get(key)
+        if parts is None:
+            markup = app.jinja_env.get_template(SITE_NAV_TEMPLATE).render(
+                nav=nav, url_for=url_for, csrf_token=lambda: TOKEN_PLACEHOLDER
+            )
+            parts = [Markup(part) for part in markup.split(TOKEN_PLACEHOLDER)]  # rendered by the autoescaping env
+            if len(rendered) >= REMEMBERED_NAVS:
+                rendered.clear()
+            rendered[key] = parts
+        html = escape(csrf_token()).join(parts) if len(parts) > 1 else parts[0]
+        return nav._replace(html=html)
 
     return site_nav
 
@@ -221,8 +252,8 @@ def register(app: Flask) -> None:
     app.add_template_global(payment_problem, "payment_problem")
     url_for = remembered_url_for(app)
     app.add_template_global(url_for, "url_for")
-    app.add_template_global(site_navigation(url_for), "site_nav")
     # Flask-WTF hands its `csrf_token` to every template through a context processor: this one, registered
     # after it, hands over the one that reads the request's token back.
     csrf_token = request_csrf_token(app)
     app.context_processor(lambda: {"csrf_token": csrf_token})
+    app.add_template_global(site_navigation(app, url_for, csrf_token), "site_nav")

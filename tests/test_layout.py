@@ -4,8 +4,10 @@ rendering it asks of Jinja and of the `current_user` proxy (counted, not timed).
 from __future__ import annotations
 
 import re
+import uuid
 
 import flask_login.utils
+import jinja2
 import jinja2.runtime
 import pytest
 from flask import render_template_string
@@ -111,3 +113,59 @@ def test_the_layout_calls_no_macro_and_reads_the_user_once(seeded, monkeypatch):
     assert 'href="/admin"' in html and 'class="nav-link active" href="/account" aria-current="page"' in html
     assert macros == []
     assert len(reads) == 1
+
+
+LOGOUT_TOKEN_RE = re.compile(r'action="/logout"[^>]*>\s*<input type="hidden" name="csrf_token" value="([^"]+)"')
+
+
+def test_each_members_navigation_carries_their_own_token_and_logs_them_out(seeded, client, auth):
+    """The navigation's markup is kept per kind of page (`site_nav`); the log-out form's CSRF token is the
+    viewing session's, put in on each view: each member's logs that member out, and no one else."""
+    Auth = type(auth)
+    other = seeded.test_client()
+    assert auth.signup().status_code == 302
+    assert Auth(other).signup("other@example.com").status_code == 302
+    tokens = [
+        LOGOUT_TOKEN_RE.search(browser.get("/account").get_data(as_text=True)).group(1) for browser in (client, other)
+    ]
+    assert tokens[0] != tokens[1]
+    assert client.post("/logout", data={"csrf_token": tokens[1]}).status_code == 400  # the other's token: refused
+    assert client.get("/account").status_code == 200
+    assert client.post("/logout", data={"csrf_token": tokens[0]}).status_code == 302
+    assert client.get("/account").status_code == 302  # logged out
+    assert other.get("/account").status_code == 200
+
+
+def test_the_navigation_is_rendered_once_per_kind_of_page(member):
+    """A page's navigation is rendered once per app for each kind (who views, which section, where the app is
+    mounted): the same page again is not rendered, another section or another mount point is. (The app may have
+    served these pages before this test: each view is under a mount point of its own, first.)"""
+    client = member()
+    mount = f"/mounted-{uuid.uuid4().hex[:8]}"
+    rendered = []
+    template_render = jinja2.Template.render
+
+    def render(self, *args, **kwargs):
+        if self.name == "_site_nav.html":
+            rendered.append(self.name)
+        return template_render(self, *args, **kwargs)
+
+    def view(path: str, script_name: str = mount) -> str:
+        response = client.get(path, environ_overrides={"SCRIPT_NAME": script_name})
+        assert response.status_code == 200
+        return response.get_data(as_text=True)
+
+    jinja2.Template.render = render  # type: ignore[method-assign]
+    try:
+        first = view("/account")
+        assert len(rendered) == 1
+        again = view("/account")
+        assert len(rendered) == 1 and nav_of(again) == nav_of(first)
+        billing = view("/billing")
+        assert len(rendered) == 2
+        elsewhere = view("/billing", mount + "-2")
+        assert len(rendered) == 3
+    finally:
+        jinja2.Template.render = template_render  # type: ignore[method-assign]
+    assert f'href="{mount}/billing" aria-current="page"' in billing and f'action="{mount}/logout"' in billing
+    assert f'href="{mount}-2/billing"' in elsewhere and f'action="{mount}-2/logout"' in elsewhere

@@ -23,12 +23,13 @@ import sqlalchemy as sa
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf
 from jinja2 import Template
+from sqlalchemy.orm import loading
 from sqlalchemy.sql.compiler import SQLCompiler
 from werkzeug.routing import MapAdapter
 
 from app.extensions import db
 from app.models import AuthSession, SubscriptionPlan, User, UserSubscription
-from app.services import viewer
+from app.services import sessions, viewer
 from app.services.catalog import catalog, plan_view
 from app.templating import request_csrf_token
 from bench.bare_flask import app as bare_app
@@ -396,3 +397,61 @@ def test_a_url_the_templates_built_before_costs_one_context_lookup(app, argument
         url = url_for(endpoint, **arguments)
         assert python_calls(lambda: url_for(endpoint, **arguments)) <= 4  # this lambda, url_for, the lookup
         assert url_for(endpoint, **arguments) == url
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_the_log_in_check_makes_its_user_without_the_orms_row_loading(pro_client, path):
+    """The log-in check reads columns on the session's connection and makes the user from them
+    (`viewer._persistent_user`): the ORM's loading of rows into objects cost as much as the statement's own
+    execution. (Before: once per view.)"""
+    assert calls_of(loading.instances, lambda: pro_client.get(path)) == 0
+
+
+def test_the_log_in_checks_user_is_the_sessions_persistent_user(app, pro_client):
+    """The user made from the log-in check's columns is what a query would have loaded: persistent in the session
+    (which gives it back without a statement), its columns loaded as the row holds them, no change pending, its
+    relationships loaded on first use, a change to it committed; a second check in the session gives it back."""
+    user_id, session_id = logged_in_ids(app)
+    with app.test_request_context("/account"):
+        user = viewer.logged_in_user(session_id, user_id)
+        assert user is not None and sa.inspect(user).persistent
+        assert not sa.inspect(user).unloaded - {"subscriptions"}  # every column loaded
+        assert not db.session.dirty and not db.session.new
+        with statements(app) as sent:
+            assert db.session.get(User, user_id) is user
+        assert sent == []
+        row = db.session.execute(sa.select(User.__table__).where(User.id == user_id)).one()._asdict()
+        assert {name: getattr(user, name) for name in row} == row
+        assert [s.id for s in user.subscriptions] == [s.id for s in viewer.subscriptions(user_id)]
+        user.billing_email = "billing@example.com"
+        db.session.commit()
+        assert viewer.logged_in_user(session_id, user_id) is user
+        assert db.session.scalar(sa.select(User.billing_email).where(User.id == user_id)) == "billing@example.com"
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_session_revoked_elsewhere_opens_nothing_on_the_next_view(app, pro_client, path):
+    """The log-in check is made on every request: a session ended outside the browser (an admin, "log out
+    everywhere" from another device, a password reset) is refused on the very next view."""
+    with app.app_context():
+        user_id = db.session.scalar(sa.select(User.id))
+        sessions.revoke_all(user_id, "admin")
+        db.session.commit()
+    response = pro_client.get(path)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_logged_in_view_varies_on_the_cookie_and_refreshes_it_only_when_configured(
+    app, pro_client, path, monkeypatch
+):
+    """The session interface's shortcut for a session the view did not change keeps Flask's answers: `Vary: Cookie`
+    (the page is the member's), no cookie sent again; with SESSION_REFRESH_EACH_REQUEST every view sends it."""
+    cookie_name = app.config["SESSION_COOKIE_NAME"]
+    response = pro_client.get(path)
+    assert "Cookie" in response.headers.get("Vary", "")
+    assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{cookie_name}=")]
+    monkeypatch.setitem(app.config, "SESSION_REFRESH_EACH_REQUEST", True)
+    response = pro_client.get(path)
+    assert "Cookie" in response.headers.get("Vary", "")
+    assert [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{cookie_name}=")]
