@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
+
+from app.models import User
 
 #: Same password hash for every generated user (they never log in).
 PASSWORD_HASH = "scrypt:32768:8:1$bench$0"
@@ -122,3 +124,22 @@ def process_cpu(pid: int) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of the whole line)
+
+
+def insert_customers(session, customers) -> None:
+    """The history's customers as users linked to their Stripe customers (each with `user_id`, `email` and
+    `customer_id`), in one INSERT, committed: the events that follow find their user."""
+    session.execute(
+        insert(User),
+        [
+            {
+                "id": c.user_id,
+                "email": c.email,
+                "password_hash": PASSWORD_HASH,
+                "stripe_customer_id": c.customer_id,
+                "is_admin": False,
+            }
+            for c in customers
+        ],
+    )
+    session.commit()

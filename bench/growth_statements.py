@@ -46,10 +46,9 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 from redis import Redis  # noqa: E402
-from sqlalchemy import insert, text  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
 from app.extensions import db, task_queue  # noqa: E402
-from app.models import User  # noqa: E402
 from app.services.stripe_admin import ENDPOINT_EVENTS  # noqa: E402
 from app.services.webhooks import drain_received  # noqa: E402
 from bench import growth, history  # noqa: E402
@@ -341,20 +340,7 @@ def main() -> int:
         app.config["TASK_QUEUE_URL"] = redis_url
         app.config["WEBHOOK_APPLY"] = "queue"
         with app.app_context():
-            db.session.execute(
-                insert(User),
-                [
-                    {
-                        "id": c.user_id,
-                        "email": c.email,
-                        "password_hash": growth.PASSWORD_HASH,
-                        "stripe_customer_id": c.customer_id,
-                        "is_admin": False,
-                    }
-                    for c in customers
-                ],
-            )
-            db.session.commit()
+            growth.insert_customers(db.session, customers)
         client = app.test_client()
         monitor = psycopg.connect(f"{server_url}/{database}", autocommit=True)
         monitor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

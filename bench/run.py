@@ -763,20 +763,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
 
     if customers:  # the customers the handlers look up, linked like Checkout links them
         with app.app_context():
-            db.session.execute(
-                sa.insert(User),
-                [
-                    {
-                        "id": c.user_id,
-                        "email": c.email,
-                        "password_hash": growth.PASSWORD_HASH,
-                        "stripe_customer_id": c.customer_id,
-                        "is_admin": False,
-                    }
-                    for c in customers
-                ],
-            )
-            db.session.commit()
+            growth.insert_customers(db.session, customers)
 
     # Events per group of customers, each group in creation order.
     group_of: dict[str, int] = {}
