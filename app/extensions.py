@@ -2,9 +2,9 @@
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask, current_app, request, session
 from flask.globals import request_ctx
@@ -167,6 +167,13 @@ csrf = SiteCSRFProtect()
 
 #: Where a request context keeps the windows its hits counted in (see `HitWindowRateLimiter`).
 HIT_WINDOWS = "_ssb_hit_windows"
+#: Where a request context keeps the values its hits read beside their count, by key (see `HitWindowRateLimiter`).
+HIT_READS = "_ssb_hit_reads"
+
+#: What a hit also reads, registered with `SiteLimiter.read_with_hit`: given the hit's identifiers (Flask-Limiter's
+#: key prefix if any, the key function's value, the scope) and the limiter's Redis client, the keys of that Redis to
+#: read with the count, in the same script; none for a hit that needs nothing. Called only within a request.
+HitReader = Callable[[tuple[str, ...], Redis], Sequence[str]]
 
 
 class HitWindowRateLimiter(FixedWindowRateLimiter):
@@ -178,6 +185,12 @@ class HitWindowRateLimiter(FixedWindowRateLimiter):
     context, never across requests), so the headers cost no round trip. The figures are those of the request's
     own hit (`remaining` after its deduction, as Flask-Limiter documents it); a window that ended meanwhile, or a
     key never hit in this request, is read from Redis as before.
+
+    The same script can read other keys of that Redis for the request, which would otherwise cost a round trip of
+    their own (the entitlements' entry and generation: app/services/entitlements.py): the `readers` name them, the
+    script reads them in the step that counts (raw, without the limiter's key prefix), and the request context
+    keeps their values (`take_read_with_hit`), never across requests. A key already read in this request is not
+    read again.
     """
 
     SCRIPT_INCR_EXPIRE_TTL = b"""
@@ -186,19 +199,28 @@ local current = redis.call("incrby", KEYS[1], amount)
 if tonumber(current) == amount then
     redis.call("expire", KEYS[1], ARGV[1])
 end
-return {current, redis.call("ttl", KEYS[1])}
+local answer = {current, redis.call("ttl", KEYS[1])}
+for i = 2, #KEYS do
+    answer[i + 1] = redis.call("get", KEYS[i])
+end
+return answer
 """
 
-    def __init__(self, storage: RedisStorage) -> None:
+    def __init__(self, storage: RedisStorage, readers: Sequence[HitReader] = ()) -> None:
         super().__init__(storage)
         self.redis = storage
+        self.readers = readers
         self.incr_expire_ttl = storage.get_connection().register_script(self.SCRIPT_INCR_EXPIRE_TTL)
 
     def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
-        """limits' `incr` (INCRBY, EXPIRE when new) and its TTL in one script; True while within the limit."""
+        """limits' `incr` (INCRBY, EXPIRE when new) and its TTL in one script, with the keys the readers name for
+        this request; True while within the limit."""
         key = item.key_for(*identifiers)
+        reads = self.keys_to_read(identifiers)
         try:
-            count, ttl = self.incr_expire_ttl([self.redis.prefixed_key(key)], [item.get_expiry(), cost])
+            count, ttl, *values = self.incr_expire_ttl(
+                [self.redis.prefixed_key(key), *reads], [item.get_expiry(), cost]
+            )
         except self.redis.base_exceptions as error:  # as limits' own storage calls raise them
             if self.redis.wrap_exceptions:
                 raise StorageError(error) from error
@@ -206,7 +228,20 @@ return {current, redis.call("ttl", KEYS[1])}
         windows = self.windows_of_request()
         if windows is not None:
             windows[key] = WindowStats(max(int(ttl), 0) + time.time(), max(0, item.amount - int(count)))
+        if reads:
+            reads_of_request().update(zip(reads, values, strict=True))
         return int(count) <= item.amount
+
+    def keys_to_read(self, identifiers: tuple[str, ...]) -> list[str]:
+        """What the readers want read with this hit, less what this request read already (none outside a request)."""
+        if not self.readers or not request_ctx:
+            return []
+        client = cast(Redis, self.redis.get_connection())
+        wanted = [key for reader in self.readers for key in reader(identifiers, client)]
+        if not wanted:
+            return wanted
+        read = reads_of_request()
+        return [] if all(key in read for key in wanted) else wanted
 
     def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
         """The window this request's hit counted in while it lasts; read from Redis otherwise."""
@@ -235,6 +270,37 @@ return {current, redis.call("ttl", KEYS[1])}
         return windows
 
 
+def reads_of_request() -> dict[str, Any]:
+    """The values the current request's hits read beside their count, by key (call within a request)."""
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    reads = getattr(ctx, HIT_READS, None)
+    if reads is None:
+        reads = {}
+        setattr(ctx, HIT_READS, reads)
+    return reads
+
+
+def take_read_with_hit(*keys: str) -> list[Any] | None:
+    """The values of `keys` as this request's rate-limit hit read them (None for a missing key), once: they are
+    forgotten as they are taken. None when the hit did not read every one of them (or outside a request)."""
+    if not request_ctx:
+        return None
+    read = getattr(request_ctx._get_current_object(), HIT_READS, None)  # type: ignore[attr-defined]
+    if not read or not all(key in read for key in keys):
+        return None
+    return [read.pop(key) for key in keys]
+
+
+def forget_read_with_hit(*keys: str) -> None:
+    """Drop what this request's hit read of `keys` (a write to them made it stale); nothing outside a request."""
+    if not request_ctx:
+        return
+    read = getattr(request_ctx._get_current_object(), HIT_READS, None)  # type: ignore[attr-defined]
+    if read:
+        for key in keys:
+            read.pop(key, None)
+
+
 #: Flask-Limiter's after-request step (a private method, registered as `partial(Limiter.__inject_headers, limiter)`).
 FLASK_LIMITER_INJECT_HEADERS = Limiter._Limiter__inject_headers  # type: ignore[attr-defined]
 
@@ -250,8 +316,19 @@ class SiteLimiter(Limiter):
     Its after-request (conditional deductions, X-RateLimit headers) and teardown steps read a per-request state
     that only a checked limit creates: on a request that checked none there is nothing to deduct, report or reset,
     so they return at once instead of creating that state to find it empty. A fixed window on Redis counts with
-    `HitWindowRateLimiter` (the headers' figures come with the hit).
+    `HitWindowRateLimiter` (the headers' figures come with the hit, and whatever `read_with_hit` asks for).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hit_readers: list[HitReader] = []
+
+    def read_with_hit(self, reader: HitReader) -> HitReader:
+        """Register a `HitReader`: the keys it names are read by a hit's own script, on a fixed window on Redis
+        (elsewhere, and while the storage is down, nothing is read: the keys' users read them as they would
+        without this)."""
+        self.hit_readers.append(reader)
+        return reader
 
     def init_app(self, app: Flask) -> None:
         super().init_app(app)
@@ -264,7 +341,7 @@ class SiteLimiter(Limiter):
             if hook == release_context:
                 teardown[index] = self._release_context_if_checked
         if type(self._limiter) is FixedWindowRateLimiter and type(self._storage) is RedisStorage:
-            self._limiter = HitWindowRateLimiter(self._storage)
+            self._limiter = HitWindowRateLimiter(self._storage, self.hit_readers)
 
     def _checked_any_limit(self) -> bool:
         """Whether this request created Flask-Limiter's per-request state (any limit checked, or asked about)."""

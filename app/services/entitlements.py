@@ -16,6 +16,15 @@ before reading the database (one more round trip, seldom: a token outlives the e
 eviction or a flush can never make a stale fill look current: the script refuses a missing token, and a random
 token, unlike a counter that restarts from nothing, never comes back.
 
+On a gated view the entry and the token are read without a round trip of their own when they can be: the view's
+per-user rate limit (every API route has one) counts its hit in one Lua script on Redis, and when that Redis is the
+cache's (the same server and db), the script reads the two keys too (`read_with_hit`, app/extensions.py). The gate
+takes them from the request (for that user only, once, never across requests) exactly as it would take its MGET's
+answer: an entry is used, a miss goes to the database and fills by the same compare-and-set. An invalidation coming
+between that script and the gate is one coming just after the gate's own MGET: either way the request answers from
+what it read, and the fill finds a new token and stores nothing. Anywhere else (no such limit, another Redis, the
+limiter or the cache down, an address rather than a user) the gate makes its MGET.
+
 A cache outage is not an outage of the app: reads fall back to the database, the outage is logged once (and its
 end once), and the cache is left alone for a few seconds so a hung Redis cannot add a timeout to every request.
 """
@@ -31,14 +40,15 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from flask import current_app, g, has_app_context
+from flask import current_app, g, has_app_context, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
 from flask_login import current_user
+from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from app.extensions import cache, cache_redis, db
+from app.extensions import cache, cache_redis, db, forget_read_with_hit, limiter, take_read_with_hit
 from app.models import SubscriptionPlan
 from app.services import DomainError
 from app.services.catalog import PLAN_CATALOG, PlanView
@@ -58,6 +68,9 @@ GENERATION_MIN_SECONDS = 24 * 3600
 CACHE_RETRY_SECONDS = 5.0
 _G_MEMO = "_entitlements"
 _EXTENSION_FILL = "entitlements_fill"
+_EXTENSION_SAME_REDIS = "entitlements_limiter_redis"
+#: The attribute that marks a view gated on entitlements (functools.wraps carries it to the decorators above).
+_GATED_VIEW = "reads_entitlements"
 
 #: The fill's compare-and-set. KEYS: the entry, the generation; ARGV: the generation read before the database, the
 #: entry's JSON, its TTL, the generation's TTL. Stores only while no invalidation has come since that read (the same
@@ -280,14 +293,18 @@ def _read_cached(user_id: int) -> tuple[Entitlements | None, Generation | None]:
     if not _cache_usable():
         return None, None
     key, generation_key = CACHE_KEY.format(user_id=user_id), GENERATION_KEY.format(user_id=user_id)
-    try:
-        client = cache_redis("read")
-        raw, generation = (
-            client.mget(key, generation_key) if client is not None else cache.get_many(key, generation_key)
-        )
-    except (RedisError, OSError):
-        _cache_failed("read")
-        return None, None
+    read_with_hit = take_read_with_hit(key, generation_key)
+    if read_with_hit is not None:  # this request's rate-limit hit read them, in one step as the MGET does
+        raw, generation = read_with_hit
+    else:
+        try:
+            client = cache_redis("read")
+            raw, generation = (
+                client.mget(key, generation_key) if client is not None else cache.get_many(key, generation_key)
+            )
+        except (RedisError, OSError):
+            _cache_failed("read")
+            return None, None
     _cache_worked()
     entitlements = _parse_cached(key, raw)
     if entitlements is None and generation is None:
@@ -355,6 +372,60 @@ def _fill_cached(user_id: int, entitlements: Entitlements, generation: Generatio
         _cache_failed("write")
 
 
+@limiter.read_with_hit
+def read_with_rate_limit_hit(identifiers: tuple[str, ...], limiter_client: Redis) -> tuple[str, ...]:
+    """The keys a gated view's rate-limit hit reads for the gate: the user's entry and generation, when the limit
+    counts a user (`user:<id>` from `rate_limit_identity`, which verified who that is) and its Redis is the cache's.
+    Nothing when the view is not gated (it would not use them) or the cache is left alone after a failure."""
+    user_id = _limited_user_id(identifiers)
+    if user_id is None or not _cache_usable():
+        return ()
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if not getattr(view, _GATED_VIEW, False) or not _is_cache_redis(limiter_client):
+        return ()
+    return CACHE_KEY.format(user_id=user_id), GENERATION_KEY.format(user_id=user_id)
+
+
+def _limited_user_id(identifiers: tuple[str, ...]) -> int | None:
+    """The user a per-user limit counts, from its key (`user:42`), as the gate reads an identity; None for an
+    address or anything else."""
+    for identifier in identifiers:
+        if identifier.startswith("user:"):
+            identity = identifier.removeprefix("user:")
+            return int(identity) if identity.isascii() and identity.isdigit() else None
+    return None
+
+
+def _is_cache_redis(client: Redis) -> bool:
+    """Whether `client` talks to the server and db the cache reads from (decided once per pair of clients and app).
+    Only then does what it read stand for the cache's MGET."""
+    cache_client = cache_redis("read")
+    if cache_client is None:
+        return False
+    known = current_app.extensions.get(_EXTENSION_SAME_REDIS)
+    if known is None or known[0] is not client or known[1] is not cache_client:
+        same = _server_and_db(client) is not None and _server_and_db(client) == _server_and_db(cache_client)
+        known = current_app.extensions[_EXTENSION_SAME_REDIS] = (client, cache_client, same)
+    return known[2]
+
+
+def _server_and_db(client: Redis) -> tuple | None:
+    """Where a client's connections go: their class, host and port or socket path, db; None when the pool does not
+    say (a Sentinel pool asks the sentinels), which never counts as the same."""
+    pool = client.connection_pool
+    settings = pool.connection_kwargs
+    if not (settings.get("host") or settings.get("path")):
+        return None
+    return (
+        type(pool),
+        pool.connection_class,
+        settings.get("host"),
+        int(settings.get("port") or 6379),
+        settings.get("path"),
+        int(settings.get("db") or 0),
+    )
+
+
 # --- the service -------------------------------------------------------------------------------------------
 
 
@@ -395,9 +466,10 @@ def invalidate_entitlements_cache(user_id: int) -> bool:
     Call it after every change that can alter them, after the commit. Never raises: returns False (and logs)
     when the cache could not be reached, in which case the entry expires after ENTITLEMENTS_CACHE_TTL.
     """
+    key, generation_key = CACHE_KEY.format(user_id=user_id), GENERATION_KEY.format(user_id=user_id)
     if has_app_context():
         g.get(_G_MEMO, {}).pop(user_id, None)
-    key, generation_key = CACHE_KEY.format(user_id=user_id), GENERATION_KEY.format(user_id=user_id)
+        forget_read_with_hit(key, generation_key)  # read before this invalidation: stale from now on
     try:
         client = cache_redis("write")
         if client is not None:
@@ -429,6 +501,7 @@ def forget_changed_entitlements(sender, change: SyncResult, writes: CacheWrites 
         invalidate_entitlements_cache(user_id)
         return
     g.get(_G_MEMO, {}).pop(user_id, None)
+    forget_read_with_hit(CACHE_KEY.format(user_id=user_id), GENERATION_KEY.format(user_id=user_id))
 
     def failed(error: Exception) -> None:
         current_app.logger.warning("entitlements_cache_invalidate_failed user_id=%s", user_id, exc_info=error)
@@ -523,6 +596,7 @@ def _gate(check: Callable[[int], Any]) -> Callable:
             check(user_id)
             return view(*args, **kwargs)
 
+        setattr(gated, _GATED_VIEW, True)  # the rate limit's hit reads the entitlements for it
         return gated
 
     return decorator
