@@ -1,5 +1,7 @@
 """Microseconds per entitlement check: a cache miss (database + cache write), a cache hit (one Redis GET), and the
 per-request memo, in-process, on whatever DATABASE_URL / REDIS_URL say (SQLite and the in-process cache if unset).
+With Redis, also what an API request's rate-limit hit and gate cost together, in CPU time: the gate taking the
+entitlements the hit's script read, against the gate making its own MGET after the hit (an address's limit).
 
     DATABASE_URL=postgresql://… REDIS_URL=redis://… .venv/bin/python bench/entitlements.py [iterations]
 
@@ -18,9 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask_migrate import upgrade  # noqa: E402
+from limits import parse  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.extensions import db  # noqa: E402
+from app.extensions import HitWindowRateLimiter, db, limiter  # noqa: E402
 from app.services.accounts import create_user, find_user_by_email  # noqa: E402
 from app.services.catalog import seed_plans_from_config  # noqa: E402
 from app.services.entitlements import (  # noqa: E402
@@ -81,6 +84,30 @@ def main(iterations: int) -> None:
     print(summary("hit (cache read + JSON decode)", hits))
     print(summary("gate check on a hit", gate))
     print(summary("memo (same request)", memo))
+    if isinstance(limiter.limiter, HitWindowRateLimiter):
+        with_hit, own_read = limited_gate(app, user_id, iterations)
+        print(summary("limit + gate, read with the hit", with_hit) + "  CPU")
+        print(summary("limit + gate, own MGET", own_read) + "  CPU")
+
+
+def limited_gate(app, user_id: int, iterations: int) -> tuple[list[float], list[float]]:
+    """CPU seconds of the API's per-user limit hit and the gate's check (`api_access`) in a request for the gated route, on a
+    cache hit: counted for the user (the hit's script reads the entitlements), and for an address (the gate reads
+    them itself), in turn."""
+    item = parse("100000000 per minute")
+    path = app.config["API_PREFIX"] + "/strategies"
+    samples: dict[str, list[float]] = {"user": [], "addr": []}
+    with app.app_context():
+        invalidate_entitlements_cache(user_id)
+        get_entitlements(user_id)  # cached
+    for _ in range(iterations):
+        for kind, identity in (("user", f"user:{user_id}"), ("addr", "addr:127.0.0.1")):
+            with app.test_request_context(path):
+                t = time.process_time()
+                limiter.limiter.hit(item, identity, "api.list_strategies_api")
+                get_entitlements(user_id).allows("api_access")  # the gate's check (a refusal would add its offer)
+                samples[kind].append(time.process_time() - t)
+    return samples["user"], samples["addr"]
 
 
 if __name__ == "__main__":

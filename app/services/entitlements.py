@@ -288,13 +288,16 @@ def _generation_seconds() -> int:
 
 def _read_cached(user_id: int) -> tuple[Entitlements | None, Generation | None]:
     """The cached entitlements (None on a miss) and the generation a fill must find (None: do not fill, the cache
-    is unusable). On a miss with no generation, one is put there first, so that an invalidation from now on
-    replaces a token this reader holds."""
+    is unusable), as this request's rate-limit hit read them for this user, else by one MGET. On a miss with no
+    generation, one is put there first, so that an invalidation from now on replaces a token this reader holds."""
     if not _cache_usable():
         return None, None
     key, generation_key = CACHE_KEY.format(user_id=user_id), GENERATION_KEY.format(user_id=user_id)
     read_with_hit = take_read_with_hit(key, generation_key)
-    if read_with_hit is not None:  # this request's rate-limit hit read them, in one step as the MGET does
+    if read_with_hit is not None:
+        # Read by this request's rate-limit hit, both in one step as the MGET reads them. An invalidation since then
+        # is one that came just after the MGET: the answer is what was read (the request's own invalidations drop
+        # it), and a fill holding the old generation stores nothing.
         raw, generation = read_with_hit
     else:
         try:
