@@ -96,6 +96,7 @@ def portal_settings_lines(features: dict) -> list[str]:
         f"cancellation: {features['subscription_cancel']['mode'].replace('_', ' ')} only",
         "invoice history: shown",
         f"plan switching: {', '.join(prices) or 'none'} ({switching['proration_behavior'].replace('_', ' ')})",
+        "downgrades: at period end (a cheaper price or a shorter interval)",
     ]
 
 

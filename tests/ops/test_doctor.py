@@ -222,6 +222,24 @@ def test_the_portal_check_names_every_setting_that_differs(
     assert any(line.startswith(f"✓ Customer Portal — {default_id}") for line in lines), "\n".join(lines)
 
 
+def test_the_portal_check_names_downgrades_that_take_effect_at_once(
+    seeded, runner, migrated_database, redis_url, stripe_emulator
+):
+    assert runner.invoke(args=["stripe", "portal-config"]).exit_code == 0
+    client = stripe_emulator.client()
+    [default] = client.v1.billing_portal.configurations.list().data
+    client.v1.billing_portal.configurations.update(  # a cheaper plan now, only a shorter interval at the period end
+        default.id,
+        params={
+            "features": {
+                "subscription_update": {"schedule_at_period_end": {"conditions": [{"type": "shortening_interval"}]}}
+            }
+        },
+    )
+    _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
+    assert f"✗ Customer Portal — {default.id}: downgrades take effect at once, not at the period end" in lines
+
+
 def test_sentry_https_cors_memory_rate_limits_and_failed_webhooks_are_each_named(
     seeded, migrated_database, redis_url, stripe_emulator
 ):
