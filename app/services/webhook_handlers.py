@@ -254,8 +254,9 @@ def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
     result.user_id = owner_id
     if session.get("payment_status") not in ("paid", "no_payment_required"):
         return  # an async payment: the async_payment_succeeded event comes later
-    metrics.BILLING_CHECKOUT_SESSIONS_COMPLETED.inc()
-    audit.record("checkout.completed", owner_id, session=session.get("id"))
+    # Once per session: the operator's replay (`flask stripe replay-events --since`) applies the event again.
+    if audit_once(owner_id, "checkout.completed", "session", {"session": session.get("id")}):
+        metrics.BILLING_CHECKOUT_SESSIONS_COMPLETED.inc()
     subscription_id = id_of(session.get("subscription"))
     if subscription_id is None or subscription_read_back_needed(subscription_id):
         # The user is locked already: the sync loads it (one query) unless linking just did.
@@ -299,7 +300,10 @@ def on_checkout_payment_failed(event: dict[str, Any], result: SyncResult) -> Non
     session = event["data"]["object"]
     customer_id = customer_id_of(session)
     user = find_user_for_customer(customer_id) if customer_id else None
-    audit.record("checkout.payment_failed", user.id if user else None, session=session.get("id"))
+    if user is not None:
+        audit_once(user.id, "checkout.payment_failed", "session", {"session": session.get("id")})
+    else:
+        audit.record("checkout.payment_failed", None, session=session.get("id"))
     log.info("payment_failed", session=session.get("id"), user_id=user.id if user else None)
 
 
