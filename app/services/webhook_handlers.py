@@ -469,15 +469,34 @@ def payment_method_changed(event: dict[str, Any]) -> bool:
     return id_of(previous["default_payment_method"]) != id_of(current)
 
 
-HANDLERS: dict[str, Callable[[dict[str, Any], SyncResult], None]] = {
-    "checkout.session.completed": on_checkout_completed,
-    "checkout.session.async_payment_succeeded": on_checkout_completed,
-    "checkout.session.async_payment_failed": on_checkout_payment_failed,
-    "customer.subscription.created": on_subscription_event,
-    "customer.subscription.updated": on_subscription_event,
-    "customer.subscription.deleted": on_subscription_event,
-    "invoice.paid": on_invoice_paid,
-    "invoice.payment_succeeded": on_invoice_paid,
-    "invoice.payment_failed": on_invoice_payment_failed,
-    "customer.updated": on_customer_updated,
+Handler = Callable[[dict[str, Any], SyncResult], None]
+
+
+def carrying(kind: str, handler: Handler) -> Handler:
+    """`handler`, run only on an event whose `data.object` is a Stripe `kind` with an id: anything else is a shape it
+    was not written for — answered 422 `unprocessable_event` and kept failed (a ValueError), never applied as
+    "processed" after finding nothing in it (a signed `customer.subscription.updated` carrying `{"weird": 1}` was)."""
+
+    @functools.wraps(handler)
+    def checked(event: dict[str, Any], result: SyncResult) -> None:
+        obj = event["data"]["object"]
+        if not isinstance(obj, dict) or obj.get("object") != kind or not isinstance(obj.get("id"), str):
+            found = obj.get("object") if isinstance(obj, dict) else type(obj).__name__
+            raise ValueError(f"{event['type']} carries {found!r}, not a {kind} with an id")
+        handler(event, result)
+
+    return checked
+
+
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": carrying("checkout.session", on_checkout_completed),
+    "checkout.session.async_payment_succeeded": carrying("checkout.session", on_checkout_completed),
+    "checkout.session.async_payment_failed": carrying("checkout.session", on_checkout_payment_failed),
+    "customer.subscription.created": carrying("subscription", on_subscription_event),
+    "customer.subscription.updated": carrying("subscription", on_subscription_event),
+    "customer.subscription.deleted": carrying("subscription", on_subscription_event),
+    "invoice.paid": carrying("invoice", on_invoice_paid),
+    "invoice.payment_succeeded": carrying("invoice", on_invoice_paid),
+    "invoice.payment_failed": carrying("invoice", on_invoice_payment_failed),
+    "customer.updated": carrying("customer", on_customer_updated),
 }
