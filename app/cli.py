@@ -14,6 +14,7 @@ from flask.cli import AppGroup
 from app.services import DomainError
 from app.services.accounts import create_user, send_verification
 from app.services.catalog import seed_plans_from_config
+from app.services.counts import recount
 from app.services.doctor import run_checks
 from app.services.stripe_admin import (
     EXTRA_EVENTS,
@@ -96,6 +97,7 @@ def portal_settings_lines(features: dict) -> list[str]:
         f"cancellation: {features['subscription_cancel']['mode'].replace('_', ' ')} only",
         "invoice history: shown",
         f"plan switching: {', '.join(prices) or 'none'} ({switching['proration_behavior'].replace('_', ' ')})",
+        "downgrades: at period end (a cheaper price or a shorter interval)",
     ]
 
 
@@ -259,6 +261,18 @@ def register_stripe_commands(app: Flask) -> None:
         click.echo(event["id"])
 
     app.cli.add_command(stripe_group)
+
+    admin_group = AppGroup("admin", help="Look after the admin dashboard's data.")
+
+    @admin_group.command("recount")
+    def recount_command():
+        """Rebuild the dashboard's maintained counts from their tables (after a TRUNCATE by hand)."""
+        counted = recount()
+        click.echo("✓ Dashboard counts rebuilt from the tables")
+        for table, rows in counted.rows.items():
+            click.echo(f"  {table}: {rows} rows")
+
+    app.cli.add_command(admin_group)
 
 
 def register_doctor(app: Flask) -> None:

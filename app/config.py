@@ -340,6 +340,7 @@ class Settings(BaseSettings):
     APP_BASE_URL: Annotated[
         OptionalText,
         Var(
+            guide=False,
             required=True,
             local="http://127.0.0.1:5000",
             production=https_address,

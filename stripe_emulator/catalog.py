@@ -29,7 +29,8 @@ CYCLE = {"month": "monthly", "year": "yearly"}
 
 
 def default_portal_configuration(created: int) -> dict:
-    """The account's default portal configuration: switching among the paid prices only (never to Free)."""
+    """The account's default portal configuration: switching among the paid prices only (never to Free), a cheaper
+    price or a shorter interval at the end of the period (as `flask stripe portal-config` sets it)."""
     products = [
         objects.portal_product(
             product_id, [price_id for price_id, owner, amount, _ in PRICES if owner == product_id and amount > 0]
@@ -37,6 +38,9 @@ def default_portal_configuration(created: int) -> dict:
         for product_id, _, _, _ in PRODUCTS
     ]
     features = objects.portal_features([p for p in products if p["prices"]], reasons=True)
+    features["subscription_update"]["schedule_at_period_end"] = {
+        "conditions": [{"type": "decreasing_item_amount"}, {"type": "shortening_interval"}]
+    }
     return objects.portal_configuration(objects.DEFAULT_PORTAL_CONFIGURATION, created, features, is_default=True)
 
 

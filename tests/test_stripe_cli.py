@@ -166,8 +166,11 @@ def test_portal_config_sets_every_setting_and_prints_it(seeded, runner, stripe_e
         "  invoice history: shown",
         "  plan switching: price_starter_monthly, price_starter_yearly, price_pro_monthly, price_pro_yearly "
         "(always invoice)",
+        "  downgrades: at period end (a cheaper price or a shorter interval)",
     ]
     features = client.v1.billing_portal.configurations.retrieve(default_id).features
+    later = [condition.type for condition in features.subscription_update.schedule_at_period_end.conditions]
+    assert sorted(later) == ["decreasing_item_amount", "shortening_interval"]
     assert features.payment_method_update.enabled and features.invoice_history.enabled
     assert features.customer_update.enabled and set(features.customer_update.allowed_updates) == {
         "name",

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import smtplib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +431,60 @@ def check_error_monitoring() -> Iterator[Check]:
         )
 
 
+#: How long the mail check waits for the SMTP server (Flask-Mail's own connection has no timeout).
+SMTP_CHECK_SECONDS = 5
+
+
+def smtp_handshake(config: Any) -> None:
+    """Connect as the app's mail does (SSL or STARTTLS, log-in when MAIL_USERNAME is set), then say goodbye."""
+    port = int(config.get("MAIL_PORT") or 0)
+    kind = smtplib.SMTP_SSL if config.get("MAIL_USE_SSL") else smtplib.SMTP
+    with kind(config["MAIL_SERVER"], port, timeout=SMTP_CHECK_SECONDS) as host:  # QUIT on the way out
+        host.ehlo()
+        if config.get("MAIL_USE_TLS"):
+            host.starttls()
+            host.ehlo()
+        if config.get("MAIL_USERNAME"):
+            host.login(config["MAIL_USERNAME"], config.get("MAIL_PASSWORD") or "")
+
+
+def check_mail() -> Iterator[Check]:
+    """MAIL_SERVER is set and answers (log-in included when MAIL_USERNAME is set), and mail comes from a real address.
+
+    Without MAIL_SERVER the app writes every mail (links to confirm an email, reset a password; payment failures) to
+    instance/mail/ and the log: fine on a laptop, and in production no customer would receive any of them."""
+    config = current_app.config
+    server = config.get("MAIL_SERVER")
+    if not server:
+        yield failed(
+            "Mail",
+            "MAIL_SERVER is not set: mails are written to instance/mail/ and never reach anyone",
+            "set MAIL_SERVER, MAIL_PORT, MAIL_USERNAME, MAIL_PASSWORD and MAIL_USE_TLS or MAIL_USE_SSL to your SMTP "
+            "service (README → Configuration)",
+        )
+        return
+    address = f"{server}:{config.get('MAIL_PORT')}"
+    try:
+        smtp_handshake(config)
+    except (TimeoutError, OSError, smtplib.SMTPException) as error:
+        yield failed(
+            "Mail",
+            f"{address} did not take a connection: {type(error).__name__}: {redact_text(str(error))}",
+            "check MAIL_SERVER, MAIL_PORT, MAIL_USE_TLS/MAIL_USE_SSL and the credentials, and that this host may reach it",
+        )
+        return
+    sender = parseaddr(str(config.get("MAIL_DEFAULT_SENDER") or ""))[1]
+    if not sender or sender.rpartition("@")[2] in ("", "localhost"):
+        yield failed(
+            "Mail",
+            f"{address} answers, but mail would come from {sender or 'no address'}",
+            "set MAIL_DEFAULT_SENDER to an address of your domain, such as "
+            '"Smart Strategies Builder <billing@smartstockbot.app>"',
+        )
+        return
+    yield passed("Mail", f"{address} answers; mail comes from {sender}")
+
+
 def check_https_and_cors() -> Iterator[Check]:
     """APP_BASE_URL is https, and CORS allows https origins only, no wildcard."""
     base = str(current_app.config.get("APP_BASE_URL") or "")
@@ -500,6 +556,7 @@ CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_webhook_secret,
     check_recent_webhook_failures,
     check_error_monitoring,
+    check_mail,
     check_https_and_cors,
 )
 

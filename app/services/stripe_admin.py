@@ -134,9 +134,17 @@ def paid_prices() -> dict[str, list[str]]:
     return products
 
 
+#: When the portal schedules a plan switch for the end of the period instead of making it now: a cheaper price or a
+#: shorter interval, as the app's own rule (a lower tier or yearly to monthly waits for the paid period to end). A
+#: portal without them switched a Pro customer to Starter at once and invoiced a credit, while the same change in
+#: the app waits for the period end.
+PORTAL_SCHEDULED_AT_PERIOD_END = ("decreasing_item_amount", "shortening_interval")
+
+
 def portal_features(products: dict[str, list[str]]) -> dict:
     """The portal's features: card and billing details (name, email, address) editable, cancellation at period end
-    only, every invoice shown, switching between the paid prices only (never to Free, which is a cancellation)."""
+    only, every invoice shown, switching between the paid prices only (never to Free, which is a cancellation),
+    a cheaper price or a shorter interval at the end of the period (a subscription schedule, as the app does)."""
     return {
         "payment_method_update": {"enabled": True},
         "customer_update": {"enabled": True, "allowed_updates": ["name", "email", "address"]},
@@ -147,6 +155,7 @@ def portal_features(products: dict[str, list[str]]) -> dict:
             "default_allowed_updates": ["price"],
             "proration_behavior": "always_invoice",
             "products": [{"product": product, "prices": prices} for product, prices in products.items()],
+            "schedule_at_period_end": {"conditions": [{"type": kind} for kind in PORTAL_SCHEDULED_AT_PERIOD_END]},
         },
     }
 
@@ -180,6 +189,10 @@ def portal_differences(configuration: dict, products: dict[str, list[str]]) -> l
         wrong.append("plan switching is off")
     elif offered != {product: sorted(prices) for product, prices in products.items()}:
         wrong.append("plan switching offers other prices than the paid plans'")
+    else:
+        later = {c.get("type") for c in (update.get("schedule_at_period_end") or {}).get("conditions") or []}
+        if not later >= set(PORTAL_SCHEDULED_AT_PERIOD_END):
+            wrong.append("downgrades take effect at once, not at the period end")
     return wrong
 
 

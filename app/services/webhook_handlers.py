@@ -254,8 +254,9 @@ def on_checkout_completed(event: dict[str, Any], result: SyncResult) -> None:
     result.user_id = owner_id
     if session.get("payment_status") not in ("paid", "no_payment_required"):
         return  # an async payment: the async_payment_succeeded event comes later
-    metrics.BILLING_CHECKOUT_SESSIONS_COMPLETED.inc()
-    audit.record("checkout.completed", owner_id, session=session.get("id"))
+    # Once per session: the operator's replay (`flask stripe replay-events --since`) applies the event again.
+    if audit_once(owner_id, "checkout.completed", "session", {"session": session.get("id")}):
+        metrics.BILLING_CHECKOUT_SESSIONS_COMPLETED.inc()
     subscription_id = id_of(session.get("subscription"))
     if subscription_id is None or subscription_read_back_needed(subscription_id):
         # The user is locked already: the sync loads it (one query) unless linking just did.
@@ -299,7 +300,10 @@ def on_checkout_payment_failed(event: dict[str, Any], result: SyncResult) -> Non
     session = event["data"]["object"]
     customer_id = customer_id_of(session)
     user = find_user_for_customer(customer_id) if customer_id else None
-    audit.record("checkout.payment_failed", user.id if user else None, session=session.get("id"))
+    if user is not None:
+        audit_once(user.id, "checkout.payment_failed", "session", {"session": session.get("id")})
+    else:
+        audit.record("checkout.payment_failed", None, session=session.get("id"))
     log.info("payment_failed", session=session.get("id"), user_id=user.id if user else None)
 
 
@@ -465,15 +469,34 @@ def payment_method_changed(event: dict[str, Any]) -> bool:
     return id_of(previous["default_payment_method"]) != id_of(current)
 
 
-HANDLERS: dict[str, Callable[[dict[str, Any], SyncResult], None]] = {
-    "checkout.session.completed": on_checkout_completed,
-    "checkout.session.async_payment_succeeded": on_checkout_completed,
-    "checkout.session.async_payment_failed": on_checkout_payment_failed,
-    "customer.subscription.created": on_subscription_event,
-    "customer.subscription.updated": on_subscription_event,
-    "customer.subscription.deleted": on_subscription_event,
-    "invoice.paid": on_invoice_paid,
-    "invoice.payment_succeeded": on_invoice_paid,
-    "invoice.payment_failed": on_invoice_payment_failed,
-    "customer.updated": on_customer_updated,
+Handler = Callable[[dict[str, Any], SyncResult], None]
+
+
+def carrying(kind: str, handler: Handler) -> Handler:
+    """`handler`, run only on an event whose `data.object` is a Stripe `kind` with an id: anything else is a shape it
+    was not written for — answered 422 `unprocessable_event` and kept failed (a ValueError), never applied as
+    "processed" after finding nothing in it (a signed `customer.subscription.updated` carrying `{"weird": 1}` was)."""
+
+    @functools.wraps(handler)
+    def checked(event: dict[str, Any], result: SyncResult) -> None:
+        obj = event["data"]["object"]
+        if not isinstance(obj, dict) or obj.get("object") != kind or not isinstance(obj.get("id"), str):
+            found = obj.get("object") if isinstance(obj, dict) else type(obj).__name__
+            raise ValueError(f"{event['type']} carries {found!r}, not a {kind} with an id")
+        handler(event, result)
+
+    return checked
+
+
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": carrying("checkout.session", on_checkout_completed),
+    "checkout.session.async_payment_succeeded": carrying("checkout.session", on_checkout_completed),
+    "checkout.session.async_payment_failed": carrying("checkout.session", on_checkout_payment_failed),
+    "customer.subscription.created": carrying("subscription", on_subscription_event),
+    "customer.subscription.updated": carrying("subscription", on_subscription_event),
+    "customer.subscription.deleted": carrying("subscription", on_subscription_event),
+    "invoice.paid": carrying("invoice", on_invoice_paid),
+    "invoice.payment_succeeded": carrying("invoice", on_invoice_paid),
+    "invoice.payment_failed": carrying("invoice", on_invoice_payment_failed),
+    "customer.updated": carrying("customer", on_customer_updated),
 }

@@ -128,7 +128,21 @@ def test_prorations_read_like_stripes(emulator, client, browser_page, success_pa
     page = browser_page
     sub = pay_in_browser(page, client, "price_pro_monthly")
     emulator.advance(days=10)
-    ps = client.v1.billing_portal.sessions.create({"customer": sub.customer})
+    immediate = client.v1.billing_portal.configurations.create(  # a switch to a cheaper plan made now (the default)
+        {
+            "features": {
+                "subscription_update": {
+                    "enabled": True,
+                    "default_allowed_updates": ["price"],
+                    "products": [
+                        {"product": "prod_starter", "prices": ["price_starter_monthly"]},
+                        {"product": "prod_pro", "prices": ["price_pro_monthly"]},
+                    ],
+                }
+            }
+        }
+    )
+    ps = client.v1.billing_portal.sessions.create({"customer": sub.customer, "configuration": immediate.id})
     page.goto(ps.url + "?section=home")
     expect(page.locator("#pending-change")).to_have_count(0)
     page.goto(ps.url + "?section=update")

@@ -48,6 +48,10 @@ def doctor(database_url: str, redis_url: str, emulator_url: str, **overrides) ->
     return result.exit_code, result.output.splitlines()
 
 
+def mail_settings(port: int, sender: str = "Smart Strategies Builder <billing@example.com>") -> dict[str, str]:
+    return {"MAIL_SERVER": "127.0.0.1", "MAIL_PORT": str(port), "MAIL_DEFAULT_SENDER": sender}
+
+
 @pytest.fixture
 def registered_secret(seeded, runner):
     """The guide's set-up through our own commands: plans seeded, endpoint registered at the app's URL."""
@@ -58,11 +62,21 @@ def registered_secret(seeded, runner):
     )
 
 
-def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_database, redis_url, stripe_emulator):
-    status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, STRIPE_WEBHOOK_SECRET=registered_secret)
+def test_a_healthy_configuration_passes_every_check(
+    registered_secret, migrated_database, redis_url, stripe_emulator, smtp_sink
+):
+    status, lines = doctor(
+        migrated_database,
+        redis_url,
+        stripe_emulator.url,
+        STRIPE_WEBHOOK_SECRET=registered_secret,
+        **mail_settings(smtp_sink.port),
+    )
     checks = [line for line in lines if line.startswith(("✓", "✗"))]
     assert status == 0, "\n".join(lines)
     assert all(line.startswith("✓") for line in checks), "\n".join(lines)
+    # The guide's §2.1 lists 20 variables; APP_BASE_URL, required beyond them, has its own line below.
+    assert checks[0] == "✓ Environment variables — all 20 of the guide set, no placeholder"
     titles = [line[2:].split(" — ")[0] for line in checks]
     assert titles == [
         "Environment variables",
@@ -83,9 +97,11 @@ def test_a_healthy_configuration_passes_every_check(registered_secret, migrated_
         "Webhook signing secret",
         "Recent webhook deliveries",
         "Error monitoring",
+        "Mail",
         "APP_BASE_URL",
         "CORS origins",
     ]
+    assert f"✓ Mail — 127.0.0.1:{smtp_sink.port} answers; mail comes from billing@example.com" in lines
     assert f"at {WEBHOOK_URL}, the 6 events, API version {API_VERSION}" in "\n".join(lines)
     assert lines[-1] == "All checks passed: ready for production."
 
@@ -129,7 +145,7 @@ def test_a_broken_configuration_names_each_problem_and_its_fix(seeded, migrated_
     # What still holds is still ✓.
     for title in ("Database migrations", "Stripe price Pro yearly", "Webhook signing secret"):
         assert any(line.startswith(f"✓ {title}") for line in lines), title
-    assert lines[-1] == "7 check(s) failed."
+    assert lines[-1] == "8 check(s) failed."  # with mail: no MAIL_SERVER
 
 
 def test_the_portal_check_reads_the_configuration_from_stripe(seeded, stripe_emulator):
@@ -164,12 +180,18 @@ def test_price_variables_that_differ_from_the_seeded_plans_name_the_seed_command
 
 
 def test_an_endpoint_with_exactly_the_six_events_passes_and_names_the_extras(
-    seeded, migrated_database, redis_url, stripe_emulator
+    seeded, migrated_database, redis_url, stripe_emulator, smtp_sink
 ):
     endpoint = stripe_emulator.client().v1.webhook_endpoints.create(
         params={"url": WEBHOOK_URL, "enabled_events": SIX_EVENTS, "api_version": API_VERSION}
     )
-    status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, STRIPE_WEBHOOK_SECRET=endpoint.secret)
+    status, lines = doctor(
+        migrated_database,
+        redis_url,
+        stripe_emulator.url,
+        STRIPE_WEBHOOK_SECRET=endpoint.secret,
+        **mail_settings(smtp_sink.port),
+    )
     [line] = [line for line in lines if "Stripe webhook endpoint" in line]
     assert line.startswith("✓"), "\n".join(lines)
     assert (
@@ -222,6 +244,24 @@ def test_the_portal_check_names_every_setting_that_differs(
     assert any(line.startswith(f"✓ Customer Portal — {default_id}") for line in lines), "\n".join(lines)
 
 
+def test_the_portal_check_names_downgrades_that_take_effect_at_once(
+    seeded, runner, migrated_database, redis_url, stripe_emulator
+):
+    assert runner.invoke(args=["stripe", "portal-config"]).exit_code == 0
+    client = stripe_emulator.client()
+    [default] = client.v1.billing_portal.configurations.list().data
+    client.v1.billing_portal.configurations.update(  # a cheaper plan now, only a shorter interval at the period end
+        default.id,
+        params={
+            "features": {
+                "subscription_update": {"schedule_at_period_end": {"conditions": [{"type": "shortening_interval"}]}}
+            }
+        },
+    )
+    _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
+    assert f"✗ Customer Portal — {default.id}: downgrades take effect at once, not at the period end" in lines
+
+
 def test_sentry_https_cors_memory_rate_limits_and_failed_webhooks_are_each_named(
     seeded, migrated_database, redis_url, stripe_emulator
 ):
@@ -261,3 +301,26 @@ def test_sentry_https_cors_memory_rate_limits_and_failed_webhooks_are_each_named
     line, fix = failure("Rate limiting")
     assert "counted in memory storage" in line and "REDIS_URL" in fix
     assert "deploy/.env.example" in text or "REDIS_URL not set" in text
+
+
+def test_mail_that_would_never_reach_a_customer_is_named(
+    seeded, migrated_database, redis_url, stripe_emulator, smtp_sink
+):
+    def mail_line(**settings) -> tuple[str, str]:
+        status, lines = doctor(migrated_database, redis_url, stripe_emulator.url, **settings)
+        index = next(i for i, line in enumerate(lines) if line.startswith(("✓ Mail", "✗ Mail")))
+        assert status == 1
+        return lines[index], lines[index + 1]
+
+    line, fix = mail_line()  # production without MAIL_SERVER: mails go to instance/mail/
+    assert line == "✗ Mail — MAIL_SERVER is not set: mails are written to instance/mail/ and never reach anyone"
+    assert "set MAIL_SERVER, MAIL_PORT" in fix
+
+    port = closed_port()
+    line, fix = mail_line(**mail_settings(port))
+    assert line.startswith(f"✗ Mail — 127.0.0.1:{port} did not take a connection: ConnectionRefusedError")
+    assert "MAIL_PORT" in fix
+
+    line, fix = mail_line(**mail_settings(smtp_sink.port, sender="Smart Strategies Builder <billing@localhost>"))
+    assert line == f"✗ Mail — 127.0.0.1:{smtp_sink.port} answers, but mail would come from billing@localhost"
+    assert "MAIL_DEFAULT_SENDER" in fix

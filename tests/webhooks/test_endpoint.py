@@ -286,3 +286,31 @@ def test_concurrent_deliveries_process_once(seeded, live_server):
             db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "customer.email_changed"))
             == 1
         )
+
+
+@pytest.mark.parametrize(
+    ("type_", "obj"),
+    [
+        ("customer.subscription.updated", {"weird": 1}),
+        ("customer.subscription.deleted", {"id": "cus_shape", "object": "customer", "email": "x@example.com"}),
+        ("invoice.payment_failed", {"id": "in_1", "object": "subscription", "customer": "cus_shape"}),
+        ("checkout.session.completed", {"object": "checkout.session", "customer": "cus_shape"}),  # no id
+        ("customer.updated", {"id": "sub_1", "object": "subscription", "customer": "cus_shape"}),
+    ],
+)
+def test_an_object_other_than_the_type_says_is_refused_and_changes_nothing(seeded, client, type_, obj):
+    """A signed event whose object is not what its type carries was answered 200 `processed` after the handler found
+    nothing in it to apply; the README promises 422 for a shape the handler does not expect."""
+    with seeded.app_context():
+        UserFactory(email="shape@example.com", stripe_customer_id="cus_shape")
+    response = post_event(client, event("evt_odd", type_, obj), secret(seeded))
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["error"] == "unprocessable_event"
+    assert type_ in response.get_json()["message"]
+    assert events_in_db(seeded) == {"evt_odd": ("failed", 1)}
+    with seeded.app_context():
+        assert db.session.scalar(sa.select(StripeEvent.error)).startswith("ValueError")
+        assert db.session.scalar(sa.select(User.email).where(User.stripe_customer_id == "cus_shape")) == (
+            "shape@example.com"
+        )
+        assert db.session.scalar(sa.select(sa.func.count(AuditLog.id))) == 0
