@@ -283,6 +283,8 @@ def html_body(subject: str, body: str) -> str:
 
 def send(row: MailOutbox) -> None:
     if not current_app.config.get("MAIL_SERVER"):
+        if current_app.config.get("MAIL_SUPPRESS_SEND"):
+            return  # as Flask-Mail does with SMTP: nothing leaves, not even to the folder (scripts/screenshots.py)
         write_to_folder(row)
         return
     mail.send(
@@ -291,16 +293,25 @@ def send(row: MailOutbox) -> None:
 
 
 def write_to_folder(row: MailOutbox) -> None:
-    """Development: the mail as an .eml file under instance/mail/ (open it with any mail client)."""
+    """Development: the mail as an .eml file under instance/mail/ (open it with any mail client).
+
+    Named by the time it was written, then its outbox id: another database (a second checkout's, a production-mode
+    trial) numbers its mails from 1 again, and its files must not replace these. The text part is 8bit, so a link in
+    it can be copied from the file as it is (quoted-printable cut long links with `=` line breaks)."""
     folder = Path(current_app.instance_path) / "mail"
     folder.mkdir(parents=True, exist_ok=True)
     message = EmailMessage()
     message["From"] = current_app.config.get("MAIL_DEFAULT_SENDER") or "billing@localhost"
     message["To"] = row.recipient
     message["Subject"] = row.subject
-    message.set_content(row.body)
+    message.set_content(row.body, cte="8bit")
     message.add_alternative(html_body(row.subject, row.body), subtype="html")
-    (folder / f"{row.id:06d}-{row.kind}.eml").write_bytes(bytes(message))
+    stem = f"{utcnow():%Y%m%d-%H%M%S}-{row.id:06d}-{row.kind}"
+    path, copy = folder / f"{stem}.eml", 1
+    while path.exists():  # the same second, the same id: a second database's mail
+        copy += 1
+        path = folder / f"{stem}-{copy}.eml"
+    path.write_bytes(bytes(message))
     print(f"--- mail to {row.recipient}: {row.subject}\n{row.body}\n---")
 
 
