@@ -23,7 +23,8 @@ def require_admin():
         abort(404)
 
 
-@bp.get("")
+@bp.get("/")  # as /strategies/ and /alerts/ are, served the same (not redirected: to non-admins both are 404 alike)
+@bp.get("")  # registered first: the URL url_for builds
 def show_dashboard():
     """Revenue, churn, conversions, failed payments, charts, webhook events and the audit log."""
     return render_template(

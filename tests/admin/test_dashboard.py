@@ -31,7 +31,7 @@ def text_of(html: str, name: str) -> str:
 
 # --- access --------------------------------------------------------------------------------------------------
 
-ADMIN_URLS = ("/admin", "/admin/users?email=someone@example.com")
+ADMIN_URLS = ("/admin", "/admin/", "/admin/users?email=someone@example.com")
 
 
 def test_anonymous_visitors_get_404_everywhere(seeded, client):
@@ -54,6 +54,7 @@ def test_admins_see_the_dashboard_and_a_link_to_it(admin_client):
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert "Billing overview" in html
+    assert "Billing overview" in admin_client.get("/admin/").get_data(as_text=True)  # with the slash too
     assert 'href="/admin"' in admin_client.get("/account").get_data(as_text=True)
     # The charts: vendored library and our script, data in a JSON block (the CSP forbids inline code).
     assert "/static/vendor/chart.js-4.6.1/chart.umd.min.js" in html and "/static/js/admin.js" in html
