@@ -27,4 +27,4 @@ def run_command(on: datetime | None):
 @bp.cli.command("digest")
 def digest_command():
     """Queue the daily digests now, as the scheduled job does."""
-    click.echo(f"{send_digests()} digest(s) queued.")
+    click.echo(f"{send_digests()} digest(s) added to the mail outbox.")  # sent from there, queue or not

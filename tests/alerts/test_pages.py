@@ -91,7 +91,7 @@ def test_flask_alerts_run_evaluates_now(on_plan, runner, smtp_sink):
     assert "0 new signals" in runner.invoke(args=["alerts", "run", "--date", BUY_DAY.isoformat()]).output
     bad = runner.invoke(args=["alerts", "run", "--date", "17/12/2025"])
     assert bad.exit_code == 2 and "Invalid value for '--date'" in bad.output
-    assert runner.invoke(args=["alerts", "digest"]).output.strip() == "0 digest(s) queued."
+    assert runner.invoke(args=["alerts", "digest"]).output.strip() == "0 digest(s) added to the mail outbox."
 
 
 def test_the_scheduled_jobs_are_in_the_cron_schedule(app, runner):
