@@ -141,3 +141,38 @@ def test_two_events_of_one_customer_in_one_batch_are_applied_oldest_first(app, c
         mails = list(db.session.scalars(sa.select(MailOutbox.kind).order_by(MailOutbox.id)))
     assert actions == ["subscription.activated", "subscription.cancel_scheduled"]
     assert len(mails) == len(set(mails)) == 2
+
+
+def test_a_batch_lost_to_a_failed_flush_is_taken_again_one_event_at_a_time(seeded, client, redis_url):
+    """A handler whose ORM writes fail at the flush (here a CHECK the database refuses): SQLAlchemy rolls the whole
+    transaction back, the savepoint with it. The drain then takes the batch's events again, one transaction each:
+    the others applied once, the faulty one kept failed with one attempt."""
+    queue_mode(seeded, redis_url)
+    burst = customer_events(seeded, 3)
+    burst[1]["data"]["object"]["email"] = "refused@example.com"
+    for body in burst:
+        assert post_event(client, body, secret(seeded)).get_json()["status"] == "queued"
+    with seeded.app_context():
+        db.session.execute(
+            sa.text(
+                "ALTER TABLE users ADD CONSTRAINT test_refused_email "
+                "CHECK (billing_email IS DISTINCT FROM 'refused@example.com') NOT VALID"
+            )
+        )
+        db.session.commit()
+    try:
+        with drain_statements(seeded) as counted, seeded.app_context():
+            task_queue().empty()
+            drained = webhooks.drain_received(drain_lane(burst[0]["id"]))
+    finally:
+        with seeded.app_context():
+            db.session.execute(sa.text("ALTER TABLE users DROP CONSTRAINT test_refused_email"))
+            db.session.commit()
+    assert (drained.applied, drained.failed) == (2, 1)
+    assert counted["claims"] == [3, 1, 1, 1, 0]  # the batch, lost; then each event alone
+    assert events_in_db(seeded) == {
+        burst[0]["id"]: ("processed", 1),
+        burst[1]["id"]: ("failed", 1),
+        burst[2]["id"]: ("processed", 1),
+    }
+    assert billing_emails(seeded) == ["new0@example.com", "new2@example.com"]  # each audited once
