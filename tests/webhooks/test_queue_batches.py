@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from app.extensions import db, task_queue
 from app.models import AuditLog, MailOutbox, StripeEvent
 from app.services import webhooks
+from app.services.signals import subscription_changed
 from app.services.webhooks import DRAIN_BATCH, drain_lane
 from app.tasks import apply_webhook_events, replay_failed_events
 from tests.webhooks.signing import post_event
@@ -176,3 +177,33 @@ def test_a_batch_lost_to_a_failed_flush_is_taken_again_one_event_at_a_time(seede
         burst[2]["id"]: ("processed", 1),
     }
     assert billing_emails(seeded) == ["new0@example.com", "new2@example.com"]  # each audited once
+
+
+def test_a_receivers_fault_after_the_batchs_commit_leaves_every_event_applied_and_the_others_announced(
+    seeded, client, redis_url
+):
+    """As with a transaction per event: a receiver failing after the commit leaves its event processed (counted as
+    failed, so the drain's job fails), and the batch's later events are still announced."""
+    queue_mode(seeded, redis_url)
+    burst = customer_events(seeded, 3)
+    for body in burst:
+        post_event(client, body, secret(seeded))
+    with seeded.app_context():
+        users = [db.session.scalar(sa.text(f"SELECT id FROM users WHERE email = 'c{n}@example.com'")) for n in range(3)]
+    announced: list[int] = []
+
+    def failing(sender, change, writes):
+        announced.append(change.user_id)
+        if change.user_id == users[1]:
+            raise RuntimeError("a receiver's fault")
+
+    subscription_changed.connect(failing)
+    try:
+        with seeded.app_context():
+            task_queue().empty()
+            drained = webhooks.drain_received(drain_lane(burst[0]["id"]))
+    finally:
+        subscription_changed.disconnect(failing)
+    assert (drained.applied, drained.failed) == (2, 1)
+    assert announced == users
+    assert events_in_db(seeded) == {body["id"]: ("processed", 1) for body in burst}
