@@ -16,8 +16,13 @@ same Redis): the worker's CPU per applied event is reported beside the endpoint'
 The drains' CPU includes the enqueue of the mail-delivery jobs (or, one waiting, the `mail_delivery_pending` flag's
 SET NX that finds it set); the mail jobs themselves are counted (`mail_jobs`), then run by the same worker with the
 outbox's rows marked sent first (no SMTP here; sending costs the same however many jobs there are): their CPU per
-event is `mail_job_cpu_ms_per_event`, RQ's bookkeeping and the outbox read, per job. Each half of the events is
-posted before the worker runs: a burst, drained by at most one job per lane. `--apply request` (the default) applies
+event is `mail_job_cpu_ms_per_event`, RQ's bookkeeping and the outbox read, per job. The worker's other half of
+the cost is PostgreSQL's: `worker_pg_cpu_ms_per_event` is the CPU time the database server's processes (the
+backends, the WAL writer; read from /proc, so the server must run on this host) spent while the drains ran, and
+`worker_statements_per_event` / `worker_transactions_per_event` count what the drains sent through SQLAlchemy (its
+cursor executions; commits; BEGIN, implicit, is one more round trip per transaction, and the savepoint a batched
+event's handler runs under, sent on the driver's own cursor, one more per event). Each half of the events is posted
+before the worker runs: a burst, drained by at most one job per lane. `--apply request` (the default) applies
 each event in its request.
 
     .venv/bin/python bench/webhook_cpu.py [--customers 150] [--apply request|queue] [--profile] [--profile-worker]
@@ -42,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from redis import Redis  # noqa: E402
 from rq import SimpleWorker  # noqa: E402
+from sqlalchemy import event as sa_event  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from app.extensions import csrf, db, limiter, task_queue  # noqa: E402
@@ -131,24 +137,81 @@ def post_all(client, path: str, bodies: list[bytes], secret: str) -> float:
     return time.process_time() - started
 
 
-def work(app, profiler: cProfile.Profile | None = None) -> tuple[float, int, float, int]:
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds (user + system) of the PostgreSQL server's processes alive now: the postmaster's children (a
+    process that ended meanwhile, such as an autovacuum worker, is left out)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:  # fields[1] is the ppid, [11] utime, [12] stime
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def postmaster_pid() -> int:
+    """The database server's postmaster: the parent of this session's backend."""
+    backend = db.session.scalar(text("SELECT pg_backend_pid()"))
+    db.session.rollback()
+    with open(f"/proc/{backend}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+class Counted:
+    """The statements, savepoints and commits sent on the app's engine while counting."""
+
+    def __init__(self, engine) -> None:
+        self.statements = self.commits = self.savepoints = 0
+        sa_event.listen(engine, "before_cursor_execute", self.statement)
+        sa_event.listen(engine, "commit", self.commit)
+        sa_event.listen(engine, "savepoint", self.savepoint)
+        sa_event.listen(engine, "release_savepoint", self.savepoint)
+        sa_event.listen(engine, "rollback_savepoint", self.savepoint)
+
+    def statement(self, *args) -> None:
+        self.statements += 1
+
+    def commit(self, *args) -> None:
+        self.commits += 1
+
+    def savepoint(self, *args) -> None:
+        self.savepoints += 1
+
+
+def work(
+    app, profiler: cProfile.Profile | None = None, counted: Counted | None = None
+) -> tuple[float, int, float, int, float, tuple[int, int, int]]:
     """CPU seconds of a worker running the drains queued now (at most one per lane: each applies every event it
     finds), and how many there were; then those of the mail jobs the events enqueued, run once the outbox's rows are
-    marked sent, and how many. With `profiler`, the worker's run of the drains is profiled (RQ's bookkeeping and the
-    drains)."""
+    marked sent, and how many; last the database server's CPU seconds during the drains. With `profiler`, the
+    worker's run of the drains is profiled (RQ's bookkeeping and the drains)."""
     with app.app_context():
+        postmaster = postmaster_pid()
         queue = task_queue()
         assert queue is not None
         jobs = queue.count
         assert {job.func_name for job in queue.get_jobs()} == {DRAIN_TASK}, [job.func_name for job in queue.get_jobs()]
         worker = SimpleWorker([queue], connection=queue.connection)
+        server_started = server_cpu(postmaster)
         started = time.process_time()
+        if counted is not None:
+            counted.statements = counted.commits = counted.savepoints = 0
         if profiler is not None:
             profiler.enable()
         worker.work(burst=True, max_jobs=jobs, logging_level="WARNING")
         if profiler is not None:
             profiler.disable()
         seconds = time.process_time() - started
+        server_seconds = server_cpu(postmaster) - server_started
+        counts = (counted.statements, counted.commits, counted.savepoints) if counted is not None else (0, 0, 0)
         waiting = db.session.scalar(text("SELECT count(*) FROM stripe_events WHERE status IN ('received', 'failed')"))
         db.session.execute(text("UPDATE mail_outbox SET status = 'sent' WHERE status = 'pending'"))
         db.session.commit()
@@ -159,7 +222,7 @@ def work(app, profiler: cProfile.Profile | None = None) -> tuple[float, int, flo
         worker.work(burst=True, max_jobs=mail_jobs, logging_level="WARNING")
         mail_seconds = time.process_time() - started
         assert queue.count == 0 and queue.failed_job_registry.count == 0
-    return seconds, jobs, mail_seconds, mail_jobs
+    return seconds, jobs, mail_seconds, mail_jobs, server_seconds, counts
 
 
 def main() -> int:
@@ -198,8 +261,10 @@ def main() -> int:
     post_all(client, FLOOR, warming, secret)
     measured = bodies[warm:]
     events = sum(len(cycle) for cycle in measured)
-    endpoint = floor = worker = mailer = 0.0
-    drains = mail_jobs = 0
+    endpoint = floor = worker = mailer = server = 0.0
+    drains = mail_jobs = statements = commits = savepoints = 0
+    with app.app_context():
+        counted = Counted(db.engine)
     # CPU time, not wall-clock: on a shared machine the figures are this process's own work.
     profiler = cProfile.Profile(time.process_time) if options.profile else None
     worker_profiler = cProfile.Profile(time.process_time) if options.profile_worker else None
@@ -211,8 +276,12 @@ def main() -> int:
         if profiler is not None:
             profiler.disable()
         if queued:
-            seconds, jobs, mail_seconds, mailed = work(app, worker_profiler)
+            seconds, jobs, mail_seconds, mailed, server_seconds, counts = work(app, worker_profiler, counted)
             worker += seconds
+            server += server_seconds
+            statements += counts[0]
+            commits += counts[1]
+            savepoints += counts[2]
             drains += jobs
             mailer += mail_seconds
             mail_jobs += mailed
@@ -229,6 +298,10 @@ def main() -> int:
         **(
             {
                 "worker_cpu_ms_per_event": round(1000 * worker / events, 3),
+                "worker_pg_cpu_ms_per_event": round(1000 * server / events, 3),
+                "worker_statements_per_event": round(statements / events, 2),
+                "worker_savepoints_per_event": round(savepoints / events, 2),
+                "worker_transactions_per_event": round(commits / events, 3),
                 "drain_jobs": drains,
                 "mail_job_cpu_ms_per_event": round(1000 * mailer / events, 3),
                 "mail_jobs": mail_jobs,

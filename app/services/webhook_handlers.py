@@ -34,6 +34,7 @@ from app.services.sync import (
     apply_billing_contact,
     apply_subscription,
     customer_id_of,
+    execute_values,
     find_user_for_customer,
     link_customer,
     row_state,
@@ -69,7 +70,7 @@ def event_user_id(event: dict[str, Any], result: SyncResult) -> int | None:
     needs only the id: a linked customer's user is read as a row, not loaded into the session (`event_user`, which
     links an unlinked customer, does the rest)."""
     customer_id = customer_id_of(event["data"]["object"])
-    user_id = db.session.scalar(LOCKED_USER_ID_OF_CUSTOMER, {"customer_id": customer_id}) if customer_id else None
+    user_id = execute_values(LOCKED_USER_ID_OF_CUSTOMER, {"customer_id": customer_id}).scalar() if customer_id else None
     if user_id is None:
         user = event_user(event, result)
         return user.id if user is not None else None
@@ -100,7 +101,7 @@ def locked_user_and_row(customer_id: str, subscription_id: str) -> tuple[UserRef
     plan, unless the plan changed) costs a query. Both rows are locked, so after waiting for another transaction's
     lock the query sees their newest versions, like separate queries after the user's lock would.
     """
-    found = db.session.execute(USER_AND_ROW, {"customer_id": customer_id, "subscription_id": subscription_id}).first()
+    found = execute_values(USER_AND_ROW, {"customer_id": customer_id, "subscription_id": subscription_id}).first()
     return (UserRef(found.owner_id, found.owner_email), row_state(found)) if found is not None else None
 
 
@@ -124,7 +125,7 @@ USER_AND_ROW = (
 
 def locked_user_ref(customer_id: str) -> UserRef | None:
     """The user linked to a Stripe customer, locked, as values; None for a customer not linked (yet)."""
-    found = db.session.execute(LOCKED_USER_REF_OF_CUSTOMER, {"customer_id": customer_id}).first()
+    found = execute_values(LOCKED_USER_REF_OF_CUSTOMER, {"customer_id": customer_id}).first()
     return UserRef(found.id, found.email) if found is not None else None
 
 
@@ -327,7 +328,7 @@ def audit_once(user_id: int, action: str, key: str, details: dict[str, Any]) -> 
         "created_at": utcnow(),
         "key": str(details[key]),
     }
-    return db.session.execute(audit_once_statement(key), values).first() is not None
+    return execute_values(audit_once_statement(key), values).first() is not None
 
 
 @functools.cache
