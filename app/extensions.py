@@ -57,13 +57,13 @@ def autocommit_when_idle() -> Iterator[None]:
     their autoflush must not write outside a transaction — or a connection its caller put in autocommit, left as it
     is) the block runs in the session's transaction as usual. Used for the log-in check that opens every logged-in
     request (a page that only reads makes one round trip) and the webhook endpoint's one INSERT in queue mode."""
-    session = db.session
+    session = db.session()  # the request's Session itself: each attribute of the scoped proxy looks it up again
     connection = session.connection()
     driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
     if (
         connection.dialect.driver != "psycopg"
         or driver.autocommit  # a connection the caller put in autocommit stays as it is
-        or driver.info.transaction_status != TransactionStatus.IDLE
+        or driver.pgconn.transaction_status != TransactionStatus.IDLE  # libpq's answer, without `info`'s wrapper
         or session.new
         or session.dirty
         or session.deleted
@@ -74,7 +74,7 @@ def autocommit_when_idle() -> Iterator[None]:
     try:
         yield
     finally:
-        if driver.info.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
+        if driver.pgconn.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
             driver.autocommit = False
 
 
