@@ -132,13 +132,15 @@ class ResultColumns(Sequence):
     __slots__ = ("_cursor", "_result", "_columns")
 
     def __init__(self, cursor: psycopg.Cursor, result: Any) -> None:
-        self._cursor, self._result, self._columns = cursor, result, None
+        self._cursor, self._result = cursor, result
+        self._columns: list[psycopg.Column] | None = None
 
     def columns(self) -> list[psycopg.Column]:
+        """psycopg's description of the result, made at the first call."""
         if self._columns is None:
             if self._cursor.pgresult is not self._result:
                 raise psycopg.InterfaceError("the cursor has moved on to another result than this description's")
-            self._columns = psycopg.Cursor.description.fget(self._cursor)  # type: ignore[attr-defined]
+            self._columns = psycopg.Cursor.description.fget(self._cursor) or []  # type: ignore[attr-defined]
         return self._columns
 
     def __getitem__(self, index: Any) -> Any:
