@@ -22,7 +22,19 @@ from app.alerts import bp as alerts_bp
 from app.api import bp as api_bp
 from app.billing import bp as billing_bp
 from app.config import load_settings
-from app.extensions import cache, cors, csrf, db, jwt, limiter, login_manager, mail, migrate, ping_after_idle
+from app.extensions import (
+    cache,
+    cors,
+    csrf,
+    db,
+    describe_on_read,
+    jwt,
+    limiter,
+    login_manager,
+    mail,
+    migrate,
+    ping_after_idle,
+)
 from app.health import bp as health_bp
 from app.logging import configure_logging
 from app.metrics import bp as metrics_bp
@@ -102,8 +114,9 @@ def register_signal_receivers() -> None:
 def register_extensions(app: Flask) -> None:
     """Bind the unbound extensions of `app/extensions.py`."""
     db.init_app(app)
-    if app.config.get("DATABASE_PING_AFTER_IDLE_SECONDS") is not None:
-        with app.app_context():
+    with app.app_context():
+        describe_on_read(db.engine)
+        if app.config.get("DATABASE_PING_AFTER_IDLE_SECONDS") is not None:
             ping_after_idle(db.engine, app.config["DATABASE_PING_AFTER_IDLE_SECONDS"])
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     cache.init_app(app)

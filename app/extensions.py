@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
+import psycopg
 from flask import Flask, current_app, request, session
 from flask.globals import request_ctx
 from flask_caching import Cache
@@ -23,7 +24,7 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 from limits.util import WindowStats
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from redis import Redis
 from rq import Queue
 from sqlalchemy import Engine, MetaData, event
@@ -56,13 +57,13 @@ def autocommit_when_idle() -> Iterator[None]:
     their autoflush must not write outside a transaction — or a connection its caller put in autocommit, left as it
     is) the block runs in the session's transaction as usual. Used for the log-in check that opens every logged-in
     request (a page that only reads makes one round trip) and the webhook endpoint's one INSERT in queue mode."""
-    session = db.session
+    session = db.session()  # the request's Session itself: each attribute of the scoped proxy looks it up again
     connection = session.connection()
     driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
     if (
         connection.dialect.driver != "psycopg"
         or driver.autocommit  # a connection the caller put in autocommit stays as it is
-        or driver.info.transaction_status != TransactionStatus.IDLE
+        or driver.pgconn.transaction_status != TransactionStatus.IDLE  # libpq's answer, without `info`'s wrapper
         or session.new
         or session.dirty
         or session.deleted
@@ -73,7 +74,7 @@ def autocommit_when_idle() -> Iterator[None]:
     try:
         yield
     finally:
-        if driver.info.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
+        if driver.pgconn.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
             driver.autocommit = False
 
 
@@ -111,6 +112,73 @@ def ping_after_idle(engine: Engine, seconds: float) -> None:
 
     event.listen(engine, "checkin", remember_checkin)
     event.listen(engine, "checkout", ping_if_idle)
+
+
+#: The statuses of a psycopg result that carry rows: its cursor's `description` is a list for them (even of no
+#: column), None otherwise.
+ROW_STATUSES = frozenset({ExecStatus.TUPLES_OK, ExecStatus.SINGLE_TUPLE, ExecStatus.TUPLES_CHUNK})
+
+
+class ResultColumns(Sequence):
+    """A cursor's description, psycopg's list of `Column`, made from its result when it is first read.
+
+    SQLAlchemy asks the cursor of every statement for its description, and for a statement whose result columns
+    it compiled before (every statement of a running app after its first) only looks whether there is one (rows
+    or none): psycopg makes a `Column` per column for that (a name decoded, a type looked up, about a microsecond
+    each; a score of them for the log-in check). The columns are made as psycopg makes them, from the result the
+    cursor holds: read after the cursor moved on to another result, they would describe that one, so that is
+    refused."""
+
+    __slots__ = ("_cursor", "_result", "_columns")
+
+    def __init__(self, cursor: psycopg.Cursor, result: Any) -> None:
+        self._cursor, self._result = cursor, result
+        self._columns: list[psycopg.Column] | None = None
+
+    def columns(self) -> list[psycopg.Column]:
+        """psycopg's description of the result, made at the first call."""
+        if self._columns is None:
+            if self._cursor.pgresult is not self._result:
+                raise psycopg.InterfaceError("the cursor has moved on to another result than this description's")
+            self._columns = psycopg.Cursor.description.fget(self._cursor) or []  # type: ignore[attr-defined]
+        return self._columns
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.columns()[index]
+
+    def __len__(self) -> int:
+        return self._result.nfields
+
+    def __iter__(self) -> Iterator[psycopg.Column]:
+        return iter(self.columns())
+
+    def __eq__(self, other: object) -> bool:
+        return self.columns() == (other.columns() if isinstance(other, ResultColumns) else other)
+
+    def __repr__(self) -> str:
+        return repr(self.columns())
+
+
+class DescribedOnReadCursor(psycopg.Cursor):
+    """psycopg's (client-side binding, server-side parameters) cursor, whose `description` is `ResultColumns`."""
+
+    @property
+    def description(self) -> ResultColumns | None:  # type: ignore[override]
+        result = self.pgresult
+        if result is not None and (result.nfields or result.status in ROW_STATUSES):
+            return ResultColumns(self, result)
+        return None
+
+
+def describe_on_read(engine: Engine) -> None:
+    """The engine's psycopg connections make `DescribedOnReadCursor`s (a connection given another cursor class
+    through `connect_args` keeps it)."""
+
+    def use_cursor(dbapi_connection: Any, record: Any) -> None:
+        if isinstance(dbapi_connection, psycopg.Connection) and dbapi_connection.cursor_factory is psycopg.Cursor:
+            dbapi_connection.cursor_factory = DescribedOnReadCursor
+
+    event.listen(engine, "connect", use_cursor)
 
 
 # The models' base class. Flask-SQLAlchemy builds `db.Model` from `Base` at run time; type checkers see `Base`.

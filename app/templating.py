@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -126,32 +126,85 @@ def site_navigation(app: Flask, url_for: Callable[..., str], csrf_token: Callabl
     The markup depends only on what the key holds: the request's script root and subdomain (its URLs), whether
     someone is logged in and is an admin (its links), the page's section and whether it is the log-in page. A
     logged-in user's log-out form carries the request's CSRF token, which is put into the remembered markup at
-    its place; a visitor's navigation has no form, and asks for no token (nor touches the session)."""
-    rendered: dict[tuple, list[Markup]] = {}
+    its place; a visitor's navigation has no form, and asks for no token (nor touches the session). The links'
+    URLs depend on the key too, so they are kept with the markup rather than built again on every page."""
+    rendered: dict[tuple, tuple[list[tuple[str, str, str]], list[Markup]]] = {}
 
     def site_nav(user: Any) -> SiteNav:
         signed_in = bool(user.is_authenticated)
         admin = signed_in and bool(user.is_admin)
-        sections = (ADMIN_NAV if admin else MEMBER_NAV) if signed_in else VISITOR_NAV
-        links = [(blueprint, url_for(endpoint), label) for blueprint, endpoint, label in sections]
         ctx = _REQUEST_CONTEXT._get_current_object()
         req, adapter = ctx.request, ctx.url_adapter
-        nav = SiteNav(user, signed_in, links, req.blueprint, req.endpoint != "account.login")
+        section, marks_active = req.blueprint, req.endpoint != "account.login"
         where = (adapter.script_name, adapter.subdomain) if adapter is not None else None
-        key = (where, signed_in, admin, nav.section, nav.marks_active)
-        parts = rendered.get(key)
-        if parts is None:
+        key = (where, signed_in, admin, section, marks_active)
+        kept = rendered.get(key)
+        if kept is None:
+            sections = (ADMIN_NAV if admin else MEMBER_NAV) if signed_in else VISITOR_NAV
+            links = [(blueprint, url_for(endpoint), label) for blueprint, endpoint, label in sections]
             markup = app.jinja_env.get_template(SITE_NAV_TEMPLATE).render(
-                nav=nav, url_for=url_for, csrf_token=lambda: TOKEN_PLACEHOLDER
+                nav=SiteNav(user, signed_in, links, section, marks_active),
+                url_for=url_for,
+                csrf_token=lambda: TOKEN_PLACEHOLDER,
             )
-            parts = [Markup(part) for part in markup.split(TOKEN_PLACEHOLDER)]  # rendered by the autoescaping env
+            kept = links, split_at_token(markup)
             if len(rendered) >= REMEMBERED_NAVS:
                 rendered.clear()
-            rendered[key] = parts
+            rendered[key] = kept
+        links, parts = kept
         html = escape(csrf_token()).join(parts) if len(parts) > 1 else parts[0]
-        return nav._replace(html=html)
+        return SiteNav(user, signed_in, links, section, marks_active, html)
 
     return site_nav
+
+
+def split_at_token(markup: str) -> list[Markup]:
+    """Markup rendered with TOKEN_PLACEHOLDER for the CSRF token, in the pieces between its tokens (rendered by
+    the autoescaping environment: each piece is markup as it is)."""
+    return [Markup(part) for part in markup.split(TOKEN_PLACEHOLDER)]
+
+
+#: How many fragments `KeptFragments` keeps per app before starting afresh (a few per page, per mount point).
+REMEMBERED_FRAGMENTS = 1024
+
+
+class KeptFragments:
+    """Markup that reads the same on every page of its kind, rendered once per app (`app.extensions["kept_fragments"]`).
+
+    Each fragment is kept under a key naming everything it depends on, and under where the request's URLs are
+    rooted (script root and subdomain: its links); outside a request it is rendered every time. The templates'
+    `url_for` and `csrf_token` cost a call each (and the token a lookup on `g`) wherever a page names them: a
+    fragment kept whole costs one. A form in it carries the request's CSRF token: the fragment is rendered with
+    TOKEN_PLACEHOLDER in its place, and each request's token is put there (a fragment without a form asks for no
+    token, and leaves the session untouched)."""
+
+    def __init__(self, app: Flask, csrf_token: Callable[[], str]) -> None:
+        self.app = app
+        self.csrf_token = csrf_token
+        self.kept: dict[tuple, list[Markup]] = {}
+
+    def markup(self, key: Hashable, render: Callable[[Callable[[], str]], str]) -> Markup:
+        """The markup `render(csrf_token)` gives for `key`: rendered for the first request under each URL root,
+        then kept, the request's CSRF token put in at its places."""
+        try:
+            adapter = _REQUEST_CONTEXT._get_current_object().url_adapter
+        except RuntimeError:  # outside a request: nothing to key its URLs by
+            adapter = None
+        if adapter is None or self.app.url_default_functions:  # URLs that may depend on more than their root
+            return Markup(render(self.csrf_token))
+        where = (key, adapter.script_name, adapter.subdomain)
+        parts = self.kept.get(where)
+        if parts is None:
+            parts = split_at_token(render(lambda: TOKEN_PLACEHOLDER))
+            if len(self.kept) >= REMEMBERED_FRAGMENTS:
+                self.kept.clear()
+            self.kept[where] = parts
+        return escape(self.csrf_token()).join(parts) if len(parts) > 1 else parts[0]
+
+    def template(self, name: str) -> Markup:
+        """The template `name` rendered with nothing but the app's globals (and `csrf_token`): the templates'
+        `layout_fragment`, for a part of the layout that reads the same on every page."""
+        return self.markup(name, lambda csrf_token: self.app.jinja_env.get_template(name).render(csrf_token=csrf_token))
 
 
 #: Flask's proxy of the request context, typed as the proxy it is (its object is one lookup away, without the
@@ -257,3 +310,5 @@ def register(app: Flask) -> None:
     csrf_token = request_csrf_token(app)
     app.context_processor(lambda: {"csrf_token": csrf_token})
     app.add_template_global(site_navigation(app, url_for, csrf_token), "site_nav")
+    fragments = app.extensions["kept_fragments"] = KeptFragments(app, csrf_token)
+    app.add_template_global(fragments.template, "layout_fragment")

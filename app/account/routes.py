@@ -32,8 +32,9 @@ from app.services.accounts import AccountError, authenticate, create_user
 from app.services.billing_summary import plan_outlook
 from app.services.catalog import PlanView, catalog, chosen_plan
 from app.services.entitlements import plan_entitlements
-from app.services.strategies import usage_summary
+from app.services.strategies import Usage, usage_summary
 from app.services.viewer import SubscriptionView
+from app.templating import KeptFragments
 
 bp = Blueprint("account", __name__)
 
@@ -166,51 +167,83 @@ def render_account(
 ):
     """The account page: its subscription, usage counts and email confirmation come with the log-in check
     (`viewer`), the plan and its features (so its limits) from the catalogue every process keeps. What looks the
-    same to everyone (the blank forms, a plan's feature list) is rendered once per app."""
+    same to everyone (the security card while its forms are blank, a plan's feature list, a usage line for its
+    figures) is rendered once per app (`kept_fragment`)."""
     user = current_user._get_current_object()  # the template reads it a few times: not through the proxy
     subscription = viewer.effective_subscription(user.id)
     plan = plan_shown(subscription)
     facts = accounts.account_facts(user, viewer.page_values(user.id))
+    usage = usage_summary(user.id, facts.used, plan_entitlements(plan))
     return render_template(
         "account/account.html",
         user=user,
         plan=plan,
-        plan_card=shared_fragment("account/_plan_features.html", plan, plan=plan) if plan else None,
+        plan_card=kept_fragment((PLAN_FEATURES, plan), PLAN_FEATURES, plan=plan) if plan else None,
         subscription=subscription,
         outlook=plan_outlook(user, subscription),
-        usage=usage_summary(user.id, facts.used, plan_entitlements(plan)),
-        usage_line=usage_line(),
-        email_fields=form_fields("account/_email_fields.html", email_form or ChangeEmailForm),
-        password_fields=form_fields("account/_password_fields.html", password_form or ChangePasswordForm),
+        usage_lines=Markup("").join([kept_usage_line(line) for line in usage]),
+        security_card=security_card(email_form, password_form),
         email_verified=facts.email_verified,
     ), status
 
 
-def usage_line() -> Callable[..., Markup]:
-    """The usage macro of strategies/_usage.html, from the module Jinja keeps of it: an `{% from … import %}` in
-    the page would have Jinja compare the whole set of the templates' globals on every render to decide it may
-    reuse that module."""
-    return current_app.jinja_env.get_template("strategies/_usage.html").module.usage_line  # type: ignore[attr-defined]
+#: The account page's fragments (account.html).
+PLAN_FEATURES = "account/_plan_features.html"
+SECURITY_CARD = "account/_security.html"
+EMAIL_FIELDS = "account/_email_fields.html"
+PASSWORD_FIELDS = "account/_password_fields.html"
+
+
+def kept_fragment(key: Hashable, template: str, **context: Any) -> Markup:
+    """`template` rendered with `context` once per app for `key` (which names all the context depends on) and
+    the request's URL root; a CSRF token in it is the request's own (`templating.KeptFragments`)."""
+    fragments: KeptFragments = current_app.extensions["kept_fragments"]
+    return fragments.markup(key, lambda csrf_token: render_template(template, csrf_token=csrf_token, **context))
+
+
+def security_card(email_form: ChangeEmailForm | None, password_form: ChangePasswordForm | None) -> Markup:
+    """The login email, password and session controls: with both forms blank they look the same to everyone but
+    for the CSRF token, so they are rendered once per app; a form sent back with its errors is rendered now."""
+    if email_form is None and password_form is None:
+        fragments: KeptFragments = current_app.extensions["kept_fragments"]
+        return fragments.markup(SECURITY_CARD, render_security_card)
+    return Markup(render_security_card(email_form=email_form, password_form=password_form))
+
+
+def render_security_card(
+    csrf_token: Callable[[], str] | None = None,
+    email_form: ChangeEmailForm | None = None,
+    password_form: ChangePasswordForm | None = None,
+) -> str:
+    """The security card's markup, its forms as given (blank when None) and `csrf_token` for the page's token."""
+    token = {"csrf_token": csrf_token} if csrf_token is not None else {}
+    return render_template(
+        SECURITY_CARD,
+        email_fields=form_fields(EMAIL_FIELDS, email_form or ChangeEmailForm),
+        password_fields=form_fields(PASSWORD_FIELDS, password_form or ChangePasswordForm),
+        **token,
+    )
 
 
 def form_fields(template: str, form: FlaskForm | type[FlaskForm]) -> Markup:
-    """A form's fields: a form sent back with its errors is rendered now; a blank one (a form class) looks the
-    same to everyone, so it is rendered once per app. The CSRF token is the page's own, outside the fragment."""
-    if isinstance(form, FlaskForm):
-        return Markup(render_template(template, form=form))
-    rendered = current_app.extensions.get("account_fragments", {}).get((template, None))
-    if rendered is not None:  # no blank form built only to be thrown away
-        return rendered
-    return shared_fragment(template, None, form=form(formdata=None, meta={"csrf": False}))
+    """A form's fields: a form sent back with its errors, or a blank one of the class (its CSRF token is the
+    page's own, outside the fragment)."""
+    if not isinstance(form, FlaskForm):
+        form = form(formdata=None, meta={"csrf": False})
+    return Markup(render_template(template, form=form))
 
 
-def shared_fragment(template: str, key: Hashable, **context: Any) -> Markup:
-    """`template` rendered with `context` once per app and `key` (a catalogue plan: a plan whose features change
-    is a new key)."""
-    rendered: dict[tuple[str, Hashable], Markup] = current_app.extensions.setdefault("account_fragments", {})
-    if (template, key) not in rendered:
-        rendered[(template, key)] = Markup(render_template(template, **context))
-    return rendered[(template, key)]
+def kept_usage_line(line: Usage) -> Markup:
+    """One usage line (the macro of strategies/_usage.html), rendered once per app for its figures: it shows
+    nothing else. The macro comes from the module Jinja keeps of the template: an `{% from … import %}` in the
+    page would have Jinja compare the whole set of the templates' globals on every render to reuse that module."""
+    fragments: KeptFragments = current_app.extensions["kept_fragments"]
+    return fragments.markup(("usage_line", line), lambda _: usage_line_macro()(line))
+
+
+def usage_line_macro() -> Callable[..., Markup]:
+    """The usage macro of strategies/_usage.html."""
+    return current_app.jinja_env.get_template("strategies/_usage.html").module.usage_line  # type: ignore[attr-defined]
 
 
 def plan_shown(subscription: SubscriptionView | None) -> PlanView | None:
