@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
 import threading
 import time
@@ -42,7 +43,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
-from app.logging import get_logger
+from app.logging import EventWriter, get_logger
 from app.services import reporting
 from app.services.queue_health import QueueCollector
 from app.services.signals import SyncResult
@@ -152,19 +153,23 @@ def record_webhook(event_type: str, outcome: str, seconds: float | None = None) 
         STRIPE_WEBHOOK_PROCESSING_SECONDS.observe(seconds)
 
 
+#: The transition lines `count_subscription_change` writes, once per transition a webhook applies: through
+#: EventWriter (the same lines, without stdlib logging's LogRecord round trip; about half of this receiver's CPU).
+transition_log = EventWriter(__name__)
+
+
 def count_subscription_change(sender, change: SyncResult, **_) -> None:
     """`subscription_changed` receiver: count (and log) the activations, requested cancellations and plan changes."""
     for action, plan in zip(change.actions, change.plans, strict=False):
         if action == "subscription.activated":
             BILLING_SUBSCRIPTIONS_ACTIVATED.labels(plan=plan).inc()
-            log.info("subscription_activated", user_id=change.user_id, plan=plan)
+            transition_log.log(logging.INFO, "subscription_activated", user_id=change.user_id, plan=plan)
         elif action == "subscription.canceled":
-            log.info("subscription_canceled", user_id=change.user_id, plan=plan)
-        elif action == "subscription.cancel_scheduled":  # the request is what the cancellation-spike alert watches
-            BILLING_SUBSCRIPTIONS_CANCELED.labels(plan=plan).inc()
-            log.info("subscription_updated", user_id=change.user_id, plan=plan, action=action)
+            transition_log.log(logging.INFO, "subscription_canceled", user_id=change.user_id, plan=plan)
         else:
-            log.info("subscription_updated", user_id=change.user_id, plan=plan, action=action)
+            if action == "subscription.cancel_scheduled":  # the request is what the cancellation-spike alert watches
+                BILLING_SUBSCRIPTIONS_CANCELED.labels(plan=plan).inc()
+            transition_log.log(logging.INFO, "subscription_updated", user_id=change.user_id, plan=plan, action=action)
     for direction in change.plan_change_directions:
         BILLING_PLAN_CHANGES.labels(direction=direction).inc()
 
