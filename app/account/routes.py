@@ -94,11 +94,19 @@ def signup():
             )
         else:
             start_session(user)
-            accounts.send_verification(user)
+            accounts.send_verification(user, *((choice.plan.name, choice.cycle) if choice else ()))
             if review_url:
-                flash(
-                    f"Welcome! Your account is ready: confirm {choice.plan.display_name} below to upgrade.", "success"
-                )
+                if accounts.email_confirmation_pending(user):
+                    flash(
+                        f"Welcome! Your account is ready. Open the link we sent to {user.email}, then continue to "
+                        f"{choice.plan.display_name} below.",
+                        "success",
+                    )
+                else:
+                    flash(
+                        f"Welcome! Your account is ready: confirm {choice.plan.display_name} below to upgrade.",
+                        "success",
+                    )
                 return redirect(review_url)
             flash("Welcome! Your account is on the Free plan. We sent you a link to confirm your email.", "success")
             return redirect(url_for("account.show_account"))
@@ -348,22 +356,32 @@ def reset_password(token: str):
 
 @bp.get("/verify-email/<token>")
 def verify_email(token: str):
-    """Follow the mailed link: the address is confirmed (whoever is logged in, the link names its account)."""
+    """Follow the mailed link: the address is confirmed (whoever is logged in, the link names its account). A link
+    mailed on the way to a paid plan (`?plan=pro&cycle=monthly`) then leads back to reviewing that plan — through
+    the log-in page when this browser is not logged in — instead of leaving the choice behind."""
+    choice = chosen_plan(request.args.get("plan"), request.args.get("cycle"))
+    review_url = url_for("billing.review_checkout", plan=choice.plan.name, cycle=choice.cycle) if choice else None
     try:
         accounts.verify_email(token)
     except AccountError as exc:
         flash(exc.message, "warning")
     else:
         flash("Thank you: your email is confirmed.", "success")
-    return redirect(url_for("account.show_account") if current_user.is_authenticated else url_for("account.login"))
+    if current_user.is_authenticated:
+        return redirect(review_url or url_for("account.show_account"))
+    return redirect(url_for("account.login", next=review_url) if review_url else url_for("account.login"))
 
 
 @bp.post("/account/verify-email")
 @login_required
 @mail_limited
 def resend_verification():
-    """Mail the verification link again."""
+    """Mail the verification link again; sent from the review of a paid plan (its `plan` and `cycle` in the form),
+    the new link leads back there, and so does this answer."""
+    choice = chosen_plan(request.form.get("plan"), request.form.get("cycle"))
     if LogoutForm().validate_on_submit() and not accounts.is_email_verified(current_user):
-        accounts.send_verification(current_user)
+        accounts.send_verification(current_user, *((choice.plan.name, choice.cycle) if choice else ()))
         flash(f"We sent a new link to {current_user.email}.", "info")
+    if choice:
+        return redirect(url_for("billing.review_checkout", plan=choice.plan.name, cycle=choice.cycle))
     return redirect(url_for("account.show_account"))

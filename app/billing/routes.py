@@ -16,7 +16,7 @@ from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
 from app.ratelimits import billing_limit, may_refresh_from_stripe, rate_limit_identity, stripe_refresh_limit
 from app.services import DomainError
-from app.services.accounts import require_verified_email
+from app.services.accounts import email_confirmation_pending, require_verified_email
 from app.services.billing_summary import billing_summary, plan_outlook
 from app.services.catalog import free_limit, losses_between, losses_on_free
 from app.services.checkout import (
@@ -108,6 +108,7 @@ def review_checkout():
         "billing/review_checkout.html",
         choice=choice,
         form=ChoosePlanForm(formdata=None, plan=choice.plan.name, cycle=choice.cycle),
+        confirm_email_first=email_confirmation_pending(current_user),
     )
 
 

@@ -228,19 +228,24 @@ def account_facts(user: User, read: Sequence[Any] | None = None) -> AccountFacts
     )
 
 
-def require_verified_email(user: User) -> None:
-    """Raise AccountError (`email_unverified`, 403) before a payment by a user whose login email is unconfirmed.
+def email_confirmation_pending(user: User) -> bool:
+    """Whether the user must still confirm their login email before paying.
 
-    REQUIRE_VERIFIED_EMAIL turns it off (it is off by default only under ENVIRONMENT=testing, whose tests pay
-    right after signing up); Free works either way.
+    REQUIRE_VERIFIED_EMAIL turns the requirement off (it is off by default only under ENVIRONMENT=testing, whose
+    tests pay right after signing up); Free works either way.
     """
     required = current_app.config.get("REQUIRE_VERIFIED_EMAIL")
     if required is None:
         required = current_app.config["ENVIRONMENT"] != "testing"
-    if required and not is_email_verified(user):
+    return bool(required) and not is_email_verified(user)
+
+
+def require_verified_email(user: User) -> None:
+    """Raise AccountError (`email_unverified`, 403) before a payment by a user whose login email is unconfirmed."""
+    if email_confirmation_pending(user):
         error = AccountError(
-            f"Confirm your email before upgrading: open the link we sent to {user.email}, or have "
-            "it sent again from your account page.",
+            f"Confirm your email before upgrading: open the link we sent to {user.email} (“Mail the link again” "
+            "on your account page sends a new one).",
             code="email_unverified",
             status=403,
         )
@@ -268,9 +273,11 @@ def send_password_reset(email: str) -> None:
     mail.request_delivery()
 
 
-def send_verification(user: User) -> None:
-    """Mail a link that proves the user owns their login email."""
-    link = external_url("account.verify_email", token=email_verification_token(user))
+def send_verification(user: User, plan: str | None = None, cycle: str | None = None) -> None:
+    """Mail a link that proves the user owns their login email; with the paid plan they chose on the way (`plan`,
+    `cycle`), the link leads on to reviewing it once the address is confirmed (Checkout waits for that)."""
+    choice = {"plan": plan, "cycle": cycle} if plan and cycle else {}
+    link = external_url("account.verify_email", token=email_verification_token(user), **choice)
     mail.queue_mail("verify_email", secrets.token_hex(8), user, link=link, days=VERIFY_MAX_AGE // 86400)
     db.session.commit()
     mail.request_delivery()

@@ -97,11 +97,15 @@ def test_event_for_an_unknown_customer_is_ignored_not_a_500_loop(seeded, client,
             "checkout.session.async_payment_failed",
         )
     ):
-        obj = (
-            sub
-            if type_.startswith("customer.subscription")
-            else {"id": f"in_nobody{i}", "object": "invoice", "customer": "cus_nobody_knows", "status": "open"}
-        )
+        obj = {  # each the object its type carries (any other is refused with 422, tests/webhooks/test_endpoint.py)
+            "customer.subscription.updated": sub,
+            "customer.updated": {"id": "cus_nobody_knows", "object": "customer", "email": "nobody@example.com"},
+            "checkout.session.async_payment_failed": {
+                "id": f"cs_nobody{i}",
+                "object": "checkout.session",
+                "customer": "cus_nobody_knows",
+            },
+        }.get(type_, {"id": f"in_nobody{i}", "object": "invoice", "customer": "cus_nobody_knows", "status": "open"})
         response = post_event(client, event(f"evt_unknown_{i}", type_, obj), secret(seeded))
         assert response.status_code == 200, (type_, response.get_json())
     after = state(seeded)

@@ -1,0 +1,103 @@
+"""A visitor who chose a paid plan, signed up and must confirm the email before Checkout: the review page says so
+(Checkout's button waits), and the mailed link, once followed, leads back to that plan's review instead of the
+account page, where the choice was lost."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from app import create_app
+from app.extensions import db
+from tests.conftest import csrf_token_from, make_config
+from tests.eventually import eventually
+from tests.security.test_account_abuse import mailed_link
+
+REVIEW = "/billing/checkout?plan=pro&cycle=yearly"
+
+
+@pytest.fixture
+def confirming_app(migrated_database, redis_url, seeded, stripe_emulator, smtp_sink):
+    app = create_app(
+        make_config(
+            migrated_database,
+            redis_url,
+            STRIPE_API_BASE=stripe_emulator.url,
+            MAIL_SERVER="127.0.0.1",
+            MAIL_PORT=str(smtp_sink.port),
+            REQUIRE_VERIFIED_EMAIL=True,
+        )
+    )
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def sign_up_for_pro_yearly(client, email: str):
+    token = csrf_token_from(client.get("/signup?plan=pro&cycle=yearly").get_data(as_text=True))
+    response = client.post(
+        "/signup?plan=pro&cycle=yearly",
+        data={"email": email, "password": "correct horse", "confirm": "correct horse", "csrf_token": token},
+    )
+    response.close()  # the verification mail leaves once the response is closed
+    return response
+
+
+def test_the_review_waits_for_the_email_and_the_link_leads_back_to_it(confirming_app, smtp_sink):
+    client = confirming_app.test_client()
+    signed_up = sign_up_for_pro_yearly(client, "chooser@example.com")
+    assert urlsplit(signed_up.headers["Location"]).path + "?" + urlsplit(signed_up.headers["Location"]).query == REVIEW
+    review = client.get(REVIEW).get_data(as_text=True)
+    assert 'data-testid="confirm-email-first"' in review and "chooser@example.com" in review
+    assert "Open the link we sent to chooser@example.com, then continue to Pro below." in review
+    assert "disabled" in review.split("Continue to secure checkout")[0].rsplit("<button", 1)[1]
+
+    link = mailed_link(smtp_sink, "chooser@example.com", "verify-email")
+    assert "plan=pro" in link and "cycle=yearly" in link
+    followed = client.get(link)
+    assert followed.status_code == 302 and followed.headers["Location"].endswith(REVIEW)
+    confirmed = client.get(REVIEW).get_data(as_text=True)
+    assert "your email is confirmed" in confirmed
+    assert 'data-testid="confirm-email-first"' not in confirmed
+    token = csrf_token_from(confirmed)
+    paying = client.post("/billing/checkout", data={"plan": "pro", "cycle": "yearly", "csrf_token": token})
+    assert paying.status_code == 303 and "/pay/cs_" in paying.headers["Location"]
+
+
+def test_a_link_opened_in_another_browser_logs_in_then_reviews_the_plan(confirming_app, smtp_sink):
+    sign_up_for_pro_yearly(confirming_app.test_client(), "elsewhere@example.com")
+    link = mailed_link(smtp_sink, "elsewhere@example.com", "verify-email")
+    other = confirming_app.test_client()
+    followed = other.get(link)
+    assert followed.status_code == 302
+    login = followed.headers["Location"]
+    assert urlsplit(login).path == "/login" and parse_qs(urlsplit(login).query)["next"] == [REVIEW]
+    page = other.get(login).get_data(as_text=True)
+    logged_in = other.post(
+        login,
+        data={
+            "email": "elsewhere@example.com",
+            "password": "correct horse",
+            "next": REVIEW,
+            "csrf_token": csrf_token_from(page),
+        },
+    )
+    assert logged_in.headers["Location"].endswith(REVIEW)
+    assert 'data-testid="confirm-email-first"' not in other.get(REVIEW).get_data(as_text=True)
+
+
+def test_mailing_the_link_again_from_the_review_keeps_the_plan(confirming_app, smtp_sink):
+    client = confirming_app.test_client()
+    sign_up_for_pro_yearly(client, "again@example.com")
+    first = mailed_link(smtp_sink, "again@example.com", "verify-email")
+    token = csrf_token_from(client.get(REVIEW).get_data(as_text=True))
+    again = client.post("/account/verify-email", data={"plan": "pro", "cycle": "yearly", "csrf_token": token})
+    again.close()
+    assert again.status_code == 302 and again.headers["Location"].endswith(REVIEW)
+    assert "We sent a new link to again@example.com" in client.get(REVIEW).get_data(as_text=True)
+    assert eventually(lambda: len([m for m in smtp_sink.messages if "again@example.com" in m["to"]]) == 2)
+    assert "plan=pro" in first
+    second = mailed_link(smtp_sink, "again@example.com", "verify-email")
+    assert "plan=pro" in second and "cycle=yearly" in second
