@@ -12,11 +12,10 @@ import json
 from datetime import UTC, datetime
 
 from flask import Blueprint, jsonify, request
-from flask_jwt_extended import jwt_required
 from sqlalchemy import text
 
 from app.api import api_limit, api_limit_key
-from app.api.common import current_api_user
+from app.api.common import access_token_required, current_api_user
 from app.api.schemas import StrategyList
 from app.api.spec import UNAUTHORIZED, UPGRADE_REQUIRED, operation
 from app.extensions import csrf, db, limiter
@@ -66,7 +65,7 @@ def ungated_api_blueprint() -> Blueprint:
     limiter.limit(api_limit, key_func=api_limit_key)(bp)
 
     @bp.get("/strategies-ungated")
-    @jwt_required()
+    @access_token_required
     @operation(
         "benchListStrategiesUngated",
         "bench",

@@ -12,7 +12,7 @@ from flask import current_app, has_request_context, request
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, jwt_required
 
 from app.api.blueprint import bp
-from app.api.common import ApiError, current_api_user, error_response, user_for_identity
+from app.api.common import ApiError, access_token_required, current_api_user, error_response, user_for_identity
 from app.api.schemas import Error, Me, TokenPair, TokenRequest
 from app.api.spec import BAD_REQUEST, TOO_MANY_REQUESTS, UNAUTHORIZED, operation
 from app.extensions import db, jwt, limiter
@@ -87,8 +87,9 @@ _REVOKED_MEMO = "ssb.token_revoked"
 def token_revoked(header, payload) -> bool:
     """A token is revoked unless its family is live (not logged out everywhere, no password change, no reuse).
 
-    Asked once per request and token: the per-user rate limit's key and the view's `@jwt_required` both verify the
-    token, and the second asks the request's memo instead of the database again."""
+    Asked once per request and token: the per-user rate limit's key verifies the token and the view's
+    `@access_token_required` takes that verification; a second verification in the same request (a view that
+    verifies anew) asks the request's memo instead of the database again."""
     key = (payload.get("jti"), payload.get(current_app.config["JWT_IDENTITY_CLAIM"]), payload.get(FAMILY_CLAIM))
     environ = request.environ if has_request_context() else {}  # the request's own: never shared by two requests
     memo = environ.get(_REVOKED_MEMO)
@@ -140,7 +141,7 @@ def unknown_user(header, payload):
 
 
 @bp.get("/me")
-@jwt_required()
+@access_token_required
 @operation("showMe", "auth", {200: (Me, "The user."), 401: UNAUTHORIZED})
 def show_me():
     """Who the token belongs to."""

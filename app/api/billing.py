@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from flask_jwt_extended import jwt_required
-
 from app.api.blueprint import bp
-from app.api.common import current_api_user
+from app.api.common import access_token_required, current_api_user
 from app.api.schemas import (
     CheckoutRequest,
     CheckoutSession,
@@ -64,7 +62,7 @@ def subscription_answer(user_id: int) -> Subscription:
 
 
 @bp.post("/billing/checkout")
-@jwt_required()
+@access_token_required
 @limiter.limit(billing_limit, key_func=rate_limit_identity)
 @operation(
     "createCheckout",
@@ -90,7 +88,7 @@ def create_checkout(json: CheckoutRequest):
 
 
 @bp.post("/billing/portal")
-@jwt_required()
+@access_token_required
 @limiter.limit(billing_limit, key_func=rate_limit_identity)
 @operation(
     "createPortal",
@@ -108,7 +106,7 @@ def create_portal():
 
 
 @bp.post("/billing/change-plan")
-@jwt_required()
+@access_token_required
 @limiter.limit(billing_limit, key_func=rate_limit_identity)
 @operation(
     "changePlan",
@@ -140,7 +138,7 @@ def change_subscription_plan(json: PlanChangeRequest):
 
 
 @bp.post("/billing/cancel")
-@jwt_required()
+@access_token_required
 @operation(
     "cancelSubscription",
     "billing",
@@ -159,7 +157,7 @@ def cancel():
 
 
 @bp.post("/billing/resume")
-@jwt_required()
+@access_token_required
 @operation(
     "resumeSubscription",
     "billing",
@@ -178,7 +176,7 @@ def resume():
 
 
 @bp.get("/billing/subscription")
-@jwt_required()
+@access_token_required
 @operation("showSubscription", "billing", {200: (Subscription, "The subscription."), 401: UNAUTHORIZED})
 def show_subscription():
     """The user's plan, status, period end and features."""

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from flask_jwt_extended import jwt_required
-
 from app.api.blueprint import bp
-from app.api.common import current_api_user
+from app.api.common import access_token_required, current_api_user
 from app.api.schemas import Error, Strategy, StrategyInput, StrategyList
 from app.api.spec import UNAUTHORIZED, UPGRADE_REQUIRED, operation
 from app.models import Strategy as StrategyRow
@@ -19,7 +17,7 @@ def strategy_json(strategy: StrategyRow) -> dict:
 
 
 @bp.get("/strategies")
-@jwt_required()
+@access_token_required
 @requires_feature("api_access")
 @operation(
     "listStrategies",
@@ -37,7 +35,7 @@ def list_strategies_api():
 
 
 @bp.post("/strategies")
-@jwt_required()
+@access_token_required
 @requires_feature("api_access")
 @operation(
     "createStrategy",

@@ -38,9 +38,11 @@ def on_plan(app, user_id: int, plan: str) -> None:
 
 @contextmanager
 def monitored(redis_url: str) -> Iterator[list[str]]:
-    """Every command the Redis server runs while the block runs (scripts' own commands included, marked `lua`), as
-    MONITOR shows them: `[db client] NAME arg …`."""
+    """Every command the Redis server runs on `redis_url`'s db while the block runs (scripts' own commands included,
+    marked `lua`), as MONITOR shows them: `[db client] NAME arg …`. MONITOR shows every db's: the other test
+    processes' commands, on dbs of their own, are left out."""
     watcher = redis.Redis.from_url(redis_url)
+    own_db = watcher.connection_pool.connection_kwargs.get("db", 0)
     marker = f"end-of-block-{uuid.uuid4().hex}"
     commands: list[str] = []
     with watcher.monitor() as monitor:
@@ -49,6 +51,8 @@ def monitored(redis_url: str) -> Iterator[list[str]]:
         for command in monitor.listen():
             if marker in command["command"]:
                 break
+            if int(command["db"]) != int(own_db):
+                continue
             commands.append(f"[{command['db']} {command['client_type']}] {command['command']}")
 
 
