@@ -17,11 +17,9 @@ records it `received` (one statement, in autocommit: one round trip) and sees th
 gets 200 `queued` once the event is stored. A drain is one RQ job for many events (RQ's own bookkeeping, ~19 Redis
 commands a job, would otherwise cost as much CPU as applying the event): each event falls in one of LANES lanes, and
 its delivery sets the lane's `webhook_drain_pending` flag (SET NX) and enqueues the lane's drain only when the flag
-was not set. The drain (a `flask queue worker` job) deletes its flag, then claims the oldest `received` events,
-DRAIN_BATCH at most, in one UPDATE (FOR UPDATE SKIP LOCKED: drains running at once take different events), runs
-their handlers in that order, each under a savepoint, commits them together and announces each, and goes on until
-none is left: BEGIN, the claim, COMMIT and the Redis round trip are paid once per batch, not once per event. A fault
-undoes its own event alone and keeps it `failed`, and the scheduled replay with backoff
+was not set. The drain (a `flask queue worker` job) deletes its flag, then claims the oldest `received` event in one
+UPDATE (FOR UPDATE SKIP LOCKED: drains running at once take different events), runs its handler and commits as
+above, and goes on until none is left. A fault keeps the event `failed`, and the scheduled replay with backoff
 (app/tasks.py) is the retry, as Stripe's redelivery is in `request` mode; an event whose drain was lost is replayed
 once it has waited a minute.
 """
@@ -34,19 +32,19 @@ import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
-from sqlalchemy import Integer, String, TextClause, bindparam, case, select, text, update
+from sqlalchemy import String, TextClause, bindparam, case, select, text, update
 from sqlalchemy.exc import DataError, ProgrammingError
 
 from app.extensions import autocommit_when_idle, cache_redis, db, task_queue
 from app.logging import EventWriter, get_logger
 from app.models import StripeEvent, utcnow
 from app.services import metrics, stripe_gateway
-from app.services.signals import CacheWrites, SyncResult, commit_billing, subscription_changed
+from app.services.signals import CacheWrites, SyncResult, commit_billing
 from app.services.stripe_gateway import SignatureInvalid, verify_webhook_signature
 from app.services.webhook_handlers import HANDLERS
 
@@ -438,10 +436,6 @@ DRAIN_PENDING_TTL = 30
 #: timeout, a deployment's restart), and lanes share the workers.
 DRAIN_LIMIT = 500
 DRAIN_SECONDS = 60
-#: A drain claims and applies this many events per transaction (`apply_claimed`). Below 64: a transaction with more
-#: subtransactions (the savepoints) that wrote overflows PostgreSQL's per-backend cache of them, and every snapshot
-#: taken meanwhile, any session's, then looks them up in pg_subtrans.
-DRAIN_BATCH = 20
 #: RQ's timeout for a drain: its DRAIN_SECONDS, then the event it was applying.
 DRAIN_TIMEOUT = DRAIN_SECONDS + 240
 
@@ -563,22 +557,21 @@ def claim_event(settled: str) -> Any:
 #: The claim by the status the event ends in (`settled_status`): built once each, so compiled once per process.
 CLAIM_EVENT = {settled: claim_event(settled) for settled in DONE}
 
-#: The drain's claim: the oldest `received` events, up to `:batch` of them (read from
-#: ix_stripe_events_status_received_at), each marked applied as `settled_status` would say, one more attempt, their
-#: id, payload, attempt count and receipt time returned (RETURNING keeps no order: the drain sorts them). SKIP LOCKED:
-#: a row another drain (or a redelivery's claim) holds is passed over, so concurrent drains take different events and
-#: never wait on each other; the locks are held until the batch's commit, a rollback undoes the claim. This is its
-#: generic form (SQLite's, where FOR UPDATE is dropped); PostgreSQL is sent CLAIM_NEXT_EVENT_SQL.
+#: The drain's claim: the oldest `received` event (read from ix_stripe_events_status_received_at), marked applied
+#: as `settled_status` would say, one more attempt, its id, payload and attempt count returned. SKIP LOCKED: a row
+#: another drain (or a redelivery's claim) holds is passed over, so concurrent drains take different events and never
+#: wait on each other; the lock is held until the event's commit, a rollback (its handler failed) undoes the claim.
+#: This is its generic form (SQLite's, where FOR UPDATE is dropped); PostgreSQL is sent CLAIM_NEXT_EVENT_SQL.
 CLAIM_NEXT_EVENT = (
     update(StripeEvent)
     .where(
-        StripeEvent.id.in_(
-            select(StripeEvent.id)
-            .where(StripeEvent.status == "received")
-            .order_by(StripeEvent.received_at)
-            .limit(bindparam("batch", DRAIN_BATCH, type_=Integer()))
-            .with_for_update(skip_locked=True)
-        )
+        StripeEvent.id
+        == select(StripeEvent.id)
+        .where(StripeEvent.status == "received")
+        .order_by(StripeEvent.received_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
     .values(
         status=case((StripeEvent.type.in_(sorted(HANDLERS)), "processed"), else_="ignored"),
@@ -586,24 +579,23 @@ CLAIM_NEXT_EVENT = (
         processed_at=bindparam("now"),
         error=None,
     )
-    .returning(StripeEvent.id, StripeEvent.payload, StripeEvent.attempts, StripeEvent.received_at)
+    .returning(StripeEvent.id, StripeEvent.payload, StripeEvent.attempts)
 )
 
-#: CLAIM_NEXT_EVENT written out, per database: the ORM's UPDATE costs about as much CPU again as the rest of the
-#: claim (the ORM's bulk-update preparation, its cache key, the handled types' IN list expanded anew each time), where
-#: a text statement's compiled form is cached whole. The handled types are our own names, written in as literals (no
-#: bound list to expand). The ids are picked by `= ANY(ARRAY(…))`, an InitPlan run once, so the LIMIT and the SKIP
-#: LOCKED apply to one pick (an `IN (…)` may be planned as a join). `batch` is DRAIN_BATCH unless given.
+#: CLAIM_NEXT_EVENT written out, per database: the drain runs it once per event, and the ORM's UPDATE costs about as
+#: much CPU again as the rest of the claim (the ORM's bulk-update preparation, its cache key, the handled types'
+#: IN list expanded anew each time), where a text statement's compiled form is cached whole. The handled types are
+#: our own names, written in as literals (no bound list to expand).
 CLAIM_NEXT_EVENT_SQL = {
     "postgresql": text(
         "UPDATE stripe_events SET status = CASE WHEN type IN ("
         + ", ".join(f"'{event_type}'" for event_type in sorted(HANDLERS))
         + ") THEN 'processed' ELSE 'ignored' END, attempts = attempts + 1, processed_at = :now, error = NULL "
-        "WHERE id = ANY(ARRAY(SELECT id FROM stripe_events WHERE status = 'received' ORDER BY received_at "
-        "LIMIT :batch FOR UPDATE SKIP LOCKED)) RETURNING id, payload, attempts, received_at"
+        "WHERE id = (SELECT id FROM stripe_events WHERE status = 'received' ORDER BY received_at LIMIT 1 "
+        "FOR UPDATE SKIP LOCKED) RETURNING id, payload, attempts"
     )
-    .bindparams(bindparam("now", type_=StripeEvent.processed_at.type), bindparam("batch", DRAIN_BATCH, type_=Integer()))
-    .columns(StripeEvent.id, StripeEvent.payload, StripeEvent.attempts, StripeEvent.received_at)
+    .bindparams(bindparam("now", type_=StripeEvent.processed_at.type))
+    .columns(StripeEvent.id, StripeEvent.payload, StripeEvent.attempts)
 }
 
 
@@ -640,53 +632,47 @@ class Drained:
 
 
 def drain_received(lane: int) -> Drained:
-    """The drain job's work: apply the `received` events, oldest first, DRAIN_BATCH at a time, until none is left.
+    """The drain job's work: apply the `received` events, oldest first, one transaction each, until none is left.
 
     First the lane's flag is deleted: a delivery committed after this point enqueues a new drain, so no event is
-    left without one (one committed before is taken by this drain's claims). Each batch is claimed in one statement
-    (SKIP LOCKED: drains running at once take different events), then applied in one transaction (`apply_claimed`):
-    a fault in one event undoes that event alone and keeps it `failed` (the replay retries it with backoff), the
-    others stand. After DRAIN_LIMIT events or DRAIN_SECONDS it enqueues the lane's next drain and stops. A claim or
-    a commit that fails (the database down) raises, the batch rolled back (its events stay `received`)."""
+    left without one (one committed before is taken by this drain's claims). Each event is claimed (one statement,
+    SKIP LOCKED: drains running at once take different events), then applied as a request applies it (`settle`:
+    commit, caches, mail; no `webhook_processed` mark in queue mode, which never reads it). A fault in one event rolls
+    it back and keeps it `failed` (the replay retries it with backoff), and the drain goes on with the next. After DRAIN_LIMIT events or
+    DRAIN_SECONDS it enqueues the lane's next drain and stops. A claim that fails (the database down) raises."""
     clear_drain_flag(lane)
     claim_sql = CLAIM_NEXT_EVENT_SQL.get(db.engine.dialect.name)
+    remember = remember_marks()
     drained = Drained()
     started = time.monotonic()
     faulty: set[str] = set()
-    batch = DRAIN_BATCH
     while True:
-        done = drained.applied + drained.failed
-        if done >= DRAIN_LIMIT or time.monotonic() - started >= DRAIN_SECONDS:
+        if drained.applied + drained.failed >= DRAIN_LIMIT or time.monotonic() - started >= DRAIN_SECONDS:
             drained.limited = True
             request_drain(lane)
             break
-        values = {"now": utcnow(), "batch": min(batch, DRAIN_LIMIT - done)}
-        try:
-            if claim_sql is not None:
-                # On the session's connection (in the session's transaction): the session's ORM execution adds nothing
-                # to a text statement here (its one hook, app/sqlite_locking.py, is SQLite's) but a third of its CPU.
-                claimed = db.session.connection().execute(claim_sql, values).all()
-            else:
-                claimed = db.session.execute(CLAIM_NEXT_EVENT, values).all()
-            if not claimed or faulty.intersection(row.id for row in claimed):
-                # (an event whose failure could not be recorded, the database failing?, is not claimed again and again)
-                db.session.rollback()
-                break
-            if len(claimed) == 1:  # as a lone event has always been applied: no savepoint needed
-                applied, failed = apply_one(claimed[0])
-                if failed:
-                    faulty.add(claimed[0].id)
-            else:
-                applied, failed = apply_claimed(sorted(claimed, key=lambda row: (row.received_at, row.id)))
-        except BatchLost:
-            db.session.rollback()  # its events are `received` again: taken one by one from here on
-            batch = 1
-            continue
-        except Exception:
+        event_started = time.perf_counter()
+        if claim_sql is not None:
+            # On the session's connection (in the session's transaction): the session's ORM execution adds nothing to
+            # a text statement here (its one hook, app/sqlite_locking.py, is SQLite's) but a third of the claim's CPU.
+            claimed = db.session.connection().execute(claim_sql, {"now": utcnow()}).first()
+        else:
+            claimed = db.session.execute(CLAIM_NEXT_EVENT, {"now": utcnow()}).first()
+        if claimed is None:
             db.session.rollback()
-            raise
-        drained.applied += applied
-        drained.failed += failed
+            break
+        event_id, event, attempts = claimed
+        if event_id in faulty:  # its failure could not be recorded (the database?): not claimed again and again
+            db.session.rollback()
+            break
+        try:
+            settle(event, attempts, marked=True, started=event_started, remember=remember)
+        except Exception:  # rolled back, kept failed, counted and logged by `settle`; the others still apply
+            db.session.rollback()
+            faulty.add(event_id)
+            drained.failed += 1
+        else:
+            drained.applied += 1
     log.info(
         "stripe_webhook_drain_finished",
         lane=lane,
@@ -696,109 +682,6 @@ def drain_received(lane: int) -> Drained:
         duration_ms=round((time.monotonic() - started) * 1000, 1),
     )
     return drained
-
-
-def apply_one(claimed: Any) -> tuple[int, int]:
-    """Apply a drain's lone claimed event (id, payload, attempts, received_at) in the claim's transaction, as a
-    redelivery's job applies one (`settle`): a fault rolls it all back and keeps the event `failed`, its attempt
-    counted. Returns (applied, failed)."""
-    _, event, attempts, _ = claimed
-    try:
-        settle(event, attempts, marked=True, started=time.perf_counter(), remember=remember_marks())
-    except Exception:  # rolled back, kept failed, counted and logged by `settle`
-        db.session.rollback()
-        return 0, 1
-    return 1, 0
-
-
-#: Each handled event of a batch runs under this savepoint, sent on the driver's own cursor: the session's
-#: `begin_nested` (its SessionTransaction, the SAVEPOINT compiled and executed through the engine, the RELEASE) cost
-#: about 0.4 ms of CPU per event, as much as half of what a transaction per event cost. They are not released: each
-#: nests in the one before (PostgreSQL keeps a savepoint of the same name, and ROLLBACK TO takes the newest), and the
-#: commit ends them all; releasing one would cost a round trip and change nothing.
-SAVEPOINT = "SAVEPOINT drain_event"
-ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT drain_event"
-
-
-class BatchLost(Exception):
-    """The batch's transaction was rolled back whole under a handler (a flush of the session's own failed, which
-    rolls back the session's transaction, not the savepoint it knows nothing of): the drain takes its events again,
-    one transaction each."""
-
-
-def apply_claimed(claimed: list[Any]) -> tuple[int, int]:
-    """Apply a drain's batch of claimed events (id, payload, attempts, received_at), in that order, in the claim's
-    transaction: each handler under a savepoint of its own, so a fault undoes that event's writes alone, and the
-    event is then marked `failed` in the same transaction (its claim's attempt counted, its error kept; the replay
-    retries it). One commit for the batch, then `subscription_changed` for each applied event in order, their cache
-    writes (and the mail receiver's flag) sent to Redis in one pipeline; each event counted and logged as `settle`
-    does. Returns (applied, failed); raises BatchLost when a fault took the whole transaction.
-
-    One transaction for N events instead of N: the claim, BEGIN and COMMIT are paid once, and so are the commit's
-    ORM bookkeeping and the Redis round trip. An event whose type has no handler needs no savepoint. The session is
-    flushed before each savepoint (what an earlier event left pending is written outside the next one's) and at the
-    end of each handler (its writes inside its own); after a fault the session forgets every object it holds (their
-    state may be the undone one), as a commit would expire them."""
-    succeeded: list[tuple[dict[str, Any], int, str, SyncResult, float]] = []
-    failed = 0
-    cursor = cast(Any, db.session.connection().connection.driver_connection).cursor()
-    for event_id, event, attempts, _ in claimed:
-        event_started = time.perf_counter()
-        result = SyncResult(None)
-        handler = HANDLERS.get(event["type"])
-        if handler is not None:
-            db.session.flush()
-            cursor.execute(SAVEPOINT)
-            try:
-                handler(event, result)
-                db.session.flush()
-            except Exception as error:
-                if not db.session.is_active:  # the session rolled its transaction back: the savepoint is gone
-                    raise BatchLost(event_id) from error
-                cursor.execute(ROLLBACK_TO_SAVEPOINT)  # this event's writes undone; the batch's other events stand
-                db.session.expunge_all()
-                mark(event_id, status="failed", processed_at=None, error=f"{type(error).__name__}: {error}"[:2000])
-                handling_failed(event, attempts, error, event_started)
-                failed += 1
-                continue
-        succeeded.append((event, attempts, settled_status(event["type"]), result, event_started))
-    db.session.commit()
-    app = cast(Any, current_app)._get_current_object()  # the app itself, not the request-bound proxy
-    writes = CacheWrites()
-    try:
-        for event, attempts, outcome, result, event_started in succeeded:
-            try:
-                if result.user_id is not None:
-                    subscription_changed.send(app, change=result, writes=writes)
-            except Exception as error:  # a receiver's fault, after the commit: the event stays applied, as `apply`'s
-                handling_failed(event, attempts, error, event_started)
-                failed += 1
-                continue
-            seconds = time.perf_counter() - event_started
-            metrics.record_webhook(metric_type(event["type"]), outcome, seconds)
-            applied_log.log(
-                logging.INFO,
-                "stripe_webhook_handled_successfully",
-                event_id=event["id"],
-                event_type=event["type"],
-                outcome=outcome,
-                duration_ms=round(seconds * 1000, 1),
-            )
-    finally:  # a receiver's fault leaves the caches dropped, as `signals.announce` leaves them
-        writes.send()
-    return len(claimed) - failed, failed
-
-
-def handling_failed(event: dict[str, Any], attempts: int, error: Exception, started: float) -> None:
-    """Count and log an event whose handler (or a receiver) failed, as `settle` does."""
-    metrics.record_webhook(metric_type(event["type"]), "failed", time.perf_counter() - started)
-    log.error(
-        "stripe_webhook_handling_failed",
-        event_id=event["id"],
-        event_type=event["type"],
-        attempts=attempts,
-        error=f"{type(error).__name__}: {error}",
-    )
 
 
 def clear_drain_flag(lane: int) -> None:
