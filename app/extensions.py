@@ -330,22 +330,23 @@ return answer
         """The current request's windows (None outside a request)."""
         if not request_ctx:
             return None
-        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
-        windows = getattr(ctx, HIT_WINDOWS, None)
-        if windows is None:
-            windows = {}
-            setattr(ctx, HIT_WINDOWS, windows)
-        return windows
+        return memo_of_request(HIT_WINDOWS)
 
 
 def reads_of_request() -> dict[str, Any]:
     """The values the current request's hits read beside their count, by key (call within a request)."""
+    return memo_of_request(HIT_READS)
+
+
+def memo_of_request(name: str) -> dict[str, Any]:
+    """The dict kept under `name` on the current request's context (made empty on first use; never shared by two
+    requests). Call within a request."""
     ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
-    reads = getattr(ctx, HIT_READS, None)
-    if reads is None:
-        reads = {}
-        setattr(ctx, HIT_READS, reads)
-    return reads
+    memo = getattr(ctx, name, None)
+    if memo is None:
+        memo = {}
+        setattr(ctx, name, memo)
+    return memo
 
 
 def take_read_with_hit(*keys: str) -> list[Any] | None:

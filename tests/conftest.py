@@ -419,3 +419,23 @@ def webhooks_to_app(live_server, stripe_emulator):
     """The emulator delivers every event to the app's real endpoint, signed with the app's secret."""
     stripe_emulator.add_webhook(live_server.webhook_url, live_server.app.config["STRIPE_WEBHOOK_SECRET"])
     return live_server
+
+
+@pytest.fixture
+def confirming_app(migrated_database, redis_url, seeded, stripe_emulator, smtp_sink):
+    """An app that asks for a confirmed email before Checkout (REQUIRE_VERIFIED_EMAIL, off in the suite's app),
+    mailing to the SMTP sink; disposed of after the test."""
+    app = create_app(
+        make_config(
+            migrated_database,
+            redis_url,
+            STRIPE_API_BASE=stripe_emulator.url,
+            MAIL_SERVER="127.0.0.1",
+            MAIL_PORT=str(smtp_sink.port),
+            REQUIRE_VERIFIED_EMAIL=True,
+        )
+    )
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()

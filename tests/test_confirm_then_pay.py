@@ -6,33 +6,11 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-
-from app import create_app
-from app.extensions import db
-from tests.conftest import csrf_token_from, make_config
+from tests.conftest import csrf_token_from
 from tests.eventually import eventually
 from tests.security.test_account_abuse import mailed_link
 
 REVIEW = "/billing/checkout?plan=pro&cycle=yearly"
-
-
-@pytest.fixture
-def confirming_app(migrated_database, redis_url, seeded, stripe_emulator, smtp_sink):
-    app = create_app(
-        make_config(
-            migrated_database,
-            redis_url,
-            STRIPE_API_BASE=stripe_emulator.url,
-            MAIL_SERVER="127.0.0.1",
-            MAIL_PORT=str(smtp_sink.port),
-            REQUIRE_VERIFIED_EMAIL=True,
-        )
-    )
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 def sign_up_for_pro_yearly(client, email: str):

@@ -208,19 +208,8 @@ def test_sign_up_mails_a_verification_link_that_confirms_the_address(seeded, cli
     assert bad.status_code == 200 and "invalid or expired" in bad.get_data(as_text=True)
 
 
-def test_checkout_asks_an_unverified_account_to_confirm_its_email_first(
-    migrated_database, redis_url, seeded, stripe_emulator, smtp_sink
-):
-    app = create_app(
-        make_config(
-            migrated_database,
-            redis_url,
-            STRIPE_API_BASE=stripe_emulator.url,
-            MAIL_SERVER="127.0.0.1",
-            MAIL_PORT=str(smtp_sink.port),
-            REQUIRE_VERIFIED_EMAIL=True,
-        )
-    )
+def test_checkout_asks_an_unverified_account_to_confirm_its_email_first(confirming_app, smtp_sink):
+    app = confirming_app
     from tests.conftest import Auth, csrf_token_from
 
     client = app.test_client()
@@ -244,6 +233,3 @@ def test_checkout_asks_an_unverified_account_to_confirm_its_email_first(
     client.get(mailed_link(smtp_sink, "unverified@example.com", "verify-email"))
     allowed = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token})
     assert allowed.status_code == 303 and "/pay/cs_" in allowed.headers["Location"]
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
