@@ -15,16 +15,22 @@ def configure_portal(billing) -> None:
     assert "  downgrades: at period end (a cheaper price or a shorter interval)" in result.output.splitlines()
 
 
+def subscribed_in_portal(billing, stripe_emulator, plan: str, cycle: str):
+    """The portal set by `flask stripe portal-config`, a subscription to `plan`/`cycle` applied by its webhooks, and
+    its customer's Portal: (the subscription row, the Portal)."""
+    configure_portal(billing)
+    billing.subscribe(plan, cycle)
+    stripe_emulator.flush()
+    [row] = billing.subscriptions()
+    return row, Portal(stripe_emulator, billing.user().stripe_customer_id)
+
+
 def stripe_price(stripe_emulator, subscription_id: str) -> str:
     return stripe_emulator.client().v1.subscriptions.retrieve(subscription_id)["items"].data[0].price.id
 
 
 def test_a_cheaper_plan_chosen_in_the_portal_starts_at_the_period_end(billing, stripe_emulator, webhooks_to_app):
-    configure_portal(billing)
-    billing.subscribe("pro", "monthly")
-    stripe_emulator.flush()
-    [row] = billing.subscriptions()
-    portal = Portal(stripe_emulator, billing.user().stripe_customer_id)
+    row, portal = subscribed_in_portal(billing, stripe_emulator, "pro", "monthly")
 
     portal.post("update", subscription=row.stripe_subscription_id, price="price_starter_monthly")
 
@@ -43,11 +49,7 @@ def test_a_cheaper_plan_chosen_in_the_portal_starts_at_the_period_end(billing, s
 
 
 def test_a_shorter_interval_waits_and_a_dearer_plan_starts_now(billing, stripe_emulator, webhooks_to_app):
-    configure_portal(billing)
-    billing.subscribe("starter", "yearly")
-    stripe_emulator.flush()
-    [row] = billing.subscriptions()
-    portal = Portal(stripe_emulator, billing.user().stripe_customer_id)
+    row, portal = subscribed_in_portal(billing, stripe_emulator, "starter", "yearly")
 
     portal.post("update", subscription=row.stripe_subscription_id, price="price_starter_monthly")
     assert stripe_price(stripe_emulator, row.stripe_subscription_id) == "price_starter_yearly"
