@@ -232,13 +232,17 @@ class Scheduled:
     job: Callable[..., Any]
     interval: int | None = None  # seconds
     cron: str | None = None  # UTC
+    #: What the number the job returns counts (`flask queue run` prints it after the number).
+    counts: str = ""
 
 
 SCHEDULE = (
-    Scheduled(deliver_mail, interval=60),
-    Scheduled(replay_failed_events, interval=300),
-    Scheduled(reconcile_all, cron="30 3 * * *"),
-    Scheduled(evaluate_alerts, cron=EVALUATION_CRON),
-    Scheduled(send_alert_digests, cron=DIGEST_CRON),
+    Scheduled(deliver_mail, interval=60, counts="mail(s) sent"),
+    Scheduled(replay_failed_events, interval=300, counts="event(s) applied"),
+    Scheduled(reconcile_all, cron="30 3 * * *", counts="customer(s) had drifted and were repaired"),
+    Scheduled(evaluate_alerts, cron=EVALUATION_CRON, counts="new signal(s)"),
+    Scheduled(send_alert_digests, cron=DIGEST_CRON, counts="digest(s) added to the mail outbox"),
 )
 JOBS = {entry.job.__name__: entry.job for entry in SCHEDULE}
+#: What each job's number counts, by name.
+JOB_COUNTS = {entry.job.__name__: entry.counts for entry in SCHEDULE}

@@ -23,7 +23,7 @@ from rq.cron import CronScheduler
 from app.extensions import QUEUE_NAME, task_queue
 from app.services.metrics import serve_process_metrics
 from app.services.queue_health import queue_health
-from app.tasks import JOBS, SCHEDULE
+from app.tasks import JOB_COUNTS, JOBS, SCHEDULE
 
 
 def register(app: Flask) -> None:
@@ -84,7 +84,7 @@ def register(app: Flask) -> None:
     @click.argument("name", type=click.Choice(sorted(JOBS)))
     def run_command(name: str):
         """Run one scheduled job now, in this process."""
-        click.echo(f"{name}: {JOBS[name]()}")
+        click.echo(f"{name}: {JOBS[name]()} {JOB_COUNTS[name]}")  # "reconcile_all: 0" read as "no customer"
 
     @group.command("status")
     def status_command():

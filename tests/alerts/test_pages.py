@@ -100,4 +100,4 @@ def test_the_scheduled_jobs_are_in_the_cron_schedule(app, runner):
     assert "evaluate_alerts" in JOBS
     with app.app_context():  # as `flask` pushes it for every command
         result = runner.invoke(args=["queue", "run", "evaluate_alerts"])
-    assert result.output == "evaluate_alerts: 0\n", result.exception
+    assert result.output == "evaluate_alerts: 0 new signal(s)\n", result.exception
