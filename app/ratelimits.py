@@ -18,6 +18,7 @@ from limits.strategies import FixedWindowRateLimiter
 
 from app.extensions import limiter
 from app.logging import get_logger
+from app.urls import is_api_request
 
 log = get_logger(__name__)
 
@@ -123,8 +124,10 @@ def whole_site() -> str:
 
 
 def rate_limit_identity() -> str:
-    """Who a per-user rate limit counts: the logged-in user, the bearer token's user, else the address."""
-    if current_user.is_authenticated:
+    """Who a per-user rate limit counts: the logged-in user (pages), the bearer token's user (the API, which never
+    looks at the session cookie: a browser's cookie sent along with another user's token counted that call to the
+    cookie's user, and loaded that user for nothing), else the address."""
+    if not is_api_request() and current_user.is_authenticated:
         return f"user:{current_user.id}"
     try:
         verified = verify_jwt_in_request(optional=True)
