@@ -341,7 +341,7 @@ def check_customer_portal() -> Iterator[Check]:
         yield passed(
             title,
             f"{chosen['id']}: card and billing info (name, email, address) updatable, cancel at "
-            "period end, invoice history, switching between the paid prices",
+            "period end, invoice history, switching between the paid prices (downgrades at period end)",
         )
 
 
