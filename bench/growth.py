@@ -114,6 +114,17 @@ def settle(connection) -> None:
     os.sync()
 
 
+def autovacuum_runs(engine) -> int:
+    """How many times autovacuum has vacuumed or analyzed a table of the database so far (its statistics, which
+    PostgreSQL updates at each run's end): the difference over a step says whether autovacuum shared its CPU."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT COALESCE(SUM(autovacuum_count + autoanalyze_count), 0) FROM pg_stat_all_tables")
+            ).scalar_one()
+        )
+
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
