@@ -3,6 +3,7 @@
 - `flask queue worker`: runs jobs as they come, with RQ's scheduler inside (it moves the retries that wait out a
   backoff back onto the queue). Start as many as needed, on any host, against the same Redis and database.
   `--metrics-port` serves its own counters (events applied, mail sent, Stripe calls) for Prometheus to scrape.
+  `--nice N` lowers its CPU priority beside the web processes on a shared host (`lower_priority`).
 - `flask queue cron`: enqueues `app.tasks.SCHEDULE` on time (RQ's CronScheduler). One per deployment.
 - `flask queue run NAME`: a scheduled job now, in this process (a fresh clone has no queue).
 - `flask queue status`: depth, failures, the oldest waiting mail, the webhook events waiting to be applied.
@@ -14,6 +15,8 @@ app and its connection pool are built once instead of once per forked job.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import click
 from flask import Flask
@@ -21,9 +24,49 @@ from rq import SimpleWorker
 from rq.cron import CronScheduler
 
 from app.extensions import QUEUE_NAME, task_queue
+from app.logging import get_logger
 from app.services.metrics import serve_process_metrics
 from app.services.queue_health import queue_health
 from app.tasks import JOB_COUNTS, JOBS, SCHEDULE
+
+log = get_logger(__name__)
+
+#: The scheduler's switch for autogroups, and a process's own autogroup (its nice is the group's weight).
+AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
+OWN_AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def lower_priority(nice: int) -> str:
+    """Give this process (the worker and what it starts) the CPU after the processes of normal priority on the
+    host, by `nice` steps; returns how, for the start's log line.
+
+    `nice` alone is not enough on Linux: with autogroups on (the default of most distributions' kernels), the
+    scheduler first shares the CPU fairly between sessions, and only then by nice between the processes of one
+    session. A worker started in a session of its own (by a supervisor, a script's `setsid`, a second terminal)
+    under `nice -n 10` took as much CPU as gunicorn's whole session. So the worker also sets the nice of its
+    autogroup (`/proc/self/autogroup`, allowed to any user for a lower priority) — first making the session its
+    own (`setsid`) unless it leads one already, so that no other process's priority changes with it. A worker that
+    cannot have a session of its own (a shell's foreground job leads its process group) keeps the process nice
+    only, and says so. Under systemd each unit is a cgroup of its own, where autogroups do not apply and nice only
+    orders a unit's own processes: give the worker's unit a low `CPUWeight=` instead (the README's deploy section).
+    """
+    os.nice(nice)
+    try:
+        autogroups = AUTOGROUP_SWITCH.read_text().strip() == "1" and OWN_AUTOGROUP.exists()
+    except OSError:
+        autogroups = False
+    if not autogroups:
+        return "process"
+    if os.getsid(0) != os.getpid():
+        try:
+            os.setsid()
+        except OSError:  # a process group's leader (a shell's foreground job) cannot start a session
+            return "process only (its session is shared: autogroup left as it is)"
+    try:
+        OWN_AUTOGROUP.write_text(str(nice))
+    except OSError as error:
+        return f"process only (autogroup: {error.strerror or error})"
+    return "process and its session's autogroup"
 
 
 def register(app: Flask) -> None:
@@ -54,9 +97,19 @@ def register(app: Flask) -> None:
         envvar="WORKER_METRICS_HOST",
         help="The address the metrics are served on (env WORKER_METRICS_HOST).",
     )
-    def worker_command(burst: bool, metrics_port: int | None, metrics_host: str):
+    @click.option(
+        "--nice",
+        type=click.IntRange(0, 19),
+        default=0,
+        show_default=True,
+        envvar="WORKER_NICE",
+        help="Lower this worker's CPU priority by N (1-19) beside web processes on the same host (env WORKER_NICE).",
+    )
+    def worker_command(burst: bool, metrics_port: int | None, metrics_host: str, nice: int):
         """Run queued jobs (webhook events, mail delivery with retries, the scheduled jobs) until stopped."""
         queue = required_queue()
+        if nice:
+            log.info("queue_worker_priority_lowered", nice=nice, applied_to=lower_priority(nice))
         if metrics_port is not None:
             try:
                 serve_process_metrics(

@@ -2,7 +2,7 @@
 
 Starts throw-away PostgreSQL and Redis (scripts/test-services.sh), the Stripe emulator and an SMTP sink, migrates
 and seeds a bench database, serves `bench/wsgi_bench.py` with gunicorn (deploy/gunicorn.conf.py, 2 sync workers,
-no access log) and a `flask queue worker` beside it (WORKER_NICE: `nice -n 10`, --worker-nice), with webhooks in
+no access log) and a `flask queue worker` beside it (`flask queue worker --nice 10`, --worker-nice), with webhooks in
 queue mode (WEBHOOK_APPLY=queue, the production default with a task queue), and loads it from `wrk` over loopback,
 8 connections. The app runs as operators deploy it (ENVIRONMENT=production: JSON log lines, HTTPS forced, HSTS,
 secure cookies), behind a TLS-terminating proxy that the bench plays: every request to it says
@@ -296,7 +296,7 @@ QUEUE_WORKERS = 2
 def worker_setting(nice: int, count: int = 1) -> str:
     """How the queue workers run, as the report says it."""
     workers = "one `flask queue worker`" if count == 1 else f"{count} `flask queue worker` processes"
-    return f"{workers} under `nice -n {nice}`" if nice else f"{workers} at normal priority"
+    return f"{workers} with `--nice {nice}`" if nice else f"{workers} at normal priority"
 
 
 def serve(stack: Stack, env: dict, base: str, log_name: str) -> subprocess.Popen:
@@ -317,7 +317,7 @@ def start_worker(stack: Stack, env: dict, log_name: str, nice: int) -> subproces
     command = [str(Path(PYTHON).parent / "flask"), "--app", "wsgi:app", "queue", "worker"]
     connection = Redis.from_url(env["TASK_QUEUE_URL"])
     before = Worker.count(connection=connection)
-    process = stack.spawn(["nice", "-n", str(nice), *command] if nice else command, log_name, env=env)
+    process = stack.spawn([*command, "--nice", str(nice)] if nice else command, log_name, env=env)
     deadline = time.monotonic() + 60
     while Worker.count(connection=connection) <= before:
         if process.poll() is not None or time.monotonic() > deadline:
@@ -565,7 +565,7 @@ def main() -> int:
         type=int,
         default=WORKER_NICE,
         metavar="N",
-        help=f"run the queue workers under `nice -n N` (default {WORKER_NICE}; 0: normal priority)",
+        help=f"run the queue workers with `--nice N` (default {WORKER_NICE}; 0: normal priority)",
     )
     parser.add_argument(
         "--profile",

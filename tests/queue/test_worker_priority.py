@@ -1,0 +1,97 @@
+"""`flask queue worker --nice N`: a worker beside gunicorn on one host gives the web processes the CPU first.
+
+`nice -n 10 flask queue worker` did not: with the kernel's autogroups on, the CPU is shared between sessions before
+nice orders a session's own processes, and a worker in a session of its own took as much CPU as gunicorn's whole
+session. The worker now lowers its session's autogroup too (its own session: nobody else's priority changes).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.queue.test_worker import ROOT, free_port, start_worker, wait_for
+
+AUTOGROUPS = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+def process_nice(pid: int) -> int:
+    """The process's nice (field 19 of /proc/PID/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def autogroup(pid: int) -> str:
+    """`/autogroup-N nice K` of the process."""
+    return Path(f"/proc/{pid}/autogroup").read_text().strip()
+
+
+def autogroups_on() -> bool:
+    return AUTOGROUPS.exists() and AUTOGROUPS.read_text().strip() == "1"
+
+
+def stop(worker: subprocess.Popen) -> None:
+    worker.terminate()
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def test_nice_lowers_the_worker_and_its_own_autogroup_only(migrated_database, redis_url):
+    ours = autogroup(os.getpid())
+    worker = start_worker(migrated_database, redis_url, free_port(), "worker", "--nice", "10")
+    try:
+        assert wait_for(lambda: worker.poll() is not None or process_nice(worker.pid) == 10, 30), "nice never set"
+        assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
+        if autogroups_on():
+            assert wait_for(lambda: autogroup(worker.pid).endswith("nice 10"), 10), autogroup(worker.pid)
+            assert os.getsid(worker.pid) == worker.pid  # a session of its own, so the group is the worker's alone
+            assert autogroup(os.getpid()) == ours  # the test's own session (which started it) keeps its priority
+    finally:
+        stop(worker)
+
+
+def test_worker_nice_from_the_environment(migrated_database, redis_url):
+    worker = start_worker(migrated_database, redis_url, free_port(), "worker", WORKER_NICE="7")
+    try:
+        assert wait_for(lambda: worker.poll() is not None or process_nice(worker.pid) == 7, 30), "nice never set"
+        assert worker.poll() is None
+    finally:
+        stop(worker)
+
+
+@pytest.mark.skipif(not autogroups_on(), reason="the kernel's autogroups are off")
+def test_a_worker_leading_its_process_group_leaves_the_shared_autogroup_alone(migrated_database, redis_url):
+    """A shell's foreground job leads its process group and cannot start a session: its autogroup (the terminal's,
+    shared with whatever else runs there) keeps its nice, and the worker lowers only its own process."""
+    env = {
+        **os.environ,
+        "FLASK_APP": "wsgi:app",
+        "ENVIRONMENT": "testing",
+        "DATABASE_URL": migrated_database,
+        "REDIS_URL": redis_url,
+        "TASK_QUEUE_URL": redis_url,
+        "LOG_LEVEL": "INFO",
+    }
+    ours = autogroup(os.getpid())
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "flask", "queue", "worker", "--nice", "10"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        process_group=0,  # its own process group, in the test's session: as a shell's job
+    )
+    try:
+        assert wait_for(lambda: worker.poll() is not None or process_nice(worker.pid) == 10, 30), "nice never set"
+        assert worker.poll() is None
+        assert os.getsid(worker.pid) == os.getsid(0)
+        assert autogroup(worker.pid) == ours  # shared, so left as it was
+    finally:
+        stop(worker)
+    assert "process only (its session is shared" in worker.stdout.read().decode()
