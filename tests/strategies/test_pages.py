@@ -52,6 +52,20 @@ def test_the_backtest_page_draws_both_curves_and_lists_the_trades(member):
     assert re.search(r"Worst fall .*from the high of \d{1,2} \w{3} \d{4} to \d{1,2} \w{3} \d{4}", html)
 
 
+def test_the_drawdown_chart_writes_negative_percentages_with_the_minus_sign(member):
+    """As the headline and every amount do (`−13.56%`): the axis printed `-10%` and the chart's title `-13.56%`."""
+    user = member("starter")
+    [sid] = user.strategies(1)
+    html = run(user.client, sid, date(2023, 1, 3))
+    chart = html[html.index('data-testid="chart-drawdown"') :]
+    chart = chart[: chart.index("</figure>")]
+    labels = re.findall(r'class="chart-y-(?:top|mid|bottom)">([^<]*)<', chart)
+    assert len(labels) == 3 and any(label.startswith("\u2212") for label in labels), labels
+    assert not any("-" in label for label in labels), labels
+    title = re.search(r"<title>([^<]*)</title>", chart).group(1)
+    assert re.search(r"worst \u2212\d+(\.\d+)?%", title), title
+
+
 def test_a_range_without_trades_says_why_instead_of_printing_zeros(member):
     user = member("free")
     sid = new_strategy(user.client, "fast=50 slow=200")
