@@ -47,8 +47,8 @@ def lower_priority(nice: int) -> str:
     autogroup (`/proc/self/autogroup`, allowed to any user for a lower priority) — first making the session its
     own (`setsid`) unless it leads one already, so that no other process's priority changes with it. A worker that
     cannot have a session of its own (a shell's foreground job leads its process group) keeps the process nice
-    only, and says so. Under systemd each unit is a cgroup of its own, where autogroups do not apply and nice only
-    orders a unit's own processes: give the worker's unit a low `CPUWeight=` instead (the README's deploy section).
+    only, and says so. Under systemd with CPU weights, units share the CPU by weight before nice orders a unit's own
+    processes (autogroups then do not apply): give the worker's unit a low `CPUWeight=` as well (the README).
     """
     os.nice(nice)
     try:
