@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 from flask import Flask, Response, after_this_request, current_app, has_request_context, render_template
 from flask_mail import Message
+from jinja2.utils import urlize
+from markupsafe import Markup
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from sqlalchemy import bindparam, select, text
@@ -273,11 +275,22 @@ def deliver_in(app: Flask) -> None:
             log.warning("mail_delivery_failed", error=f"{type(error).__name__}: {error}")
 
 
+#: A link's inline style (mail clients drop style sheets): the brand's colour, and a long address (a signed link)
+#: broken anywhere rather than widening the mail past a phone's screen.
+LINK_STYLE = "color:#4f46e5;word-break:break-all;"
+
+
 def html_body(subject: str, body: str) -> str:
     """The HTML alternative of a mail: its text paragraphs in the one billing layout (mail/layout.html), the
-    sign-off left to the layout, addresses made links."""
+    sign-off left to the layout, addresses made links. Each paragraph is escaped and linked here (`urlize`
+    escapes its text), then styled: in the template, Jinja's `replace` on urlize's markup escaped the inserted
+    text, and every mail showed `<a style=…>` as words instead of a link."""
     paragraphs = [" ".join(part.split()) for part in body.strip().split("\n\n") if part.strip()]
-    paragraphs = [p for p in paragraphs if not p.startswith("— ")]
+    paragraphs = [
+        Markup(urlize(p, target="_blank").replace("<a ", f'<a style="{LINK_STYLE}" '))
+        for p in paragraphs
+        if not p.startswith("— ")
+    ]
     return render_template("mail/layout.html", subject=subject, paragraphs=paragraphs)
 
 
