@@ -8,6 +8,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from app import (
     cli,
@@ -51,12 +52,29 @@ from app.strategies import bp as strategies_bp
 from app.webhooks import bp as webhooks_bp
 
 
+class SiteJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with a body nested too deeply to parse refused as JSON that cannot be read.
+
+    Python's parser recurses once per level and raises RecursionError, not ValueError, at about a thousand
+    levels: `request.get_json()` (the API's bodies) then answered `[[[…]]]` with a 500 instead of the 400 of
+    any other unreadable body. As a ValueError it is what werkzeug and the API's checks already refuse.
+    """
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 class SiteFlask(Flask):
     """Flask that looks at each hook and view once to tell whether it is a coroutine function.
 
     Flask asks `inspect.iscoroutinefunction` again for every before/after/teardown hook and the view of every
     request (over a dozen per request here); the answer never changes for a given function.
     """
+
+    json_provider_class = SiteJSONProvider
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -119,7 +119,7 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
         raise WebhookRejected(400, "invalid_signature", "Invalid signature.")
     try:
         event = json.loads(payload)
-    except ValueError:  # signed by Stripe's secret, yet not JSON
+    except (ValueError, RecursionError):  # signed by Stripe's secret, yet not JSON (or nested past the parser)
         log.warning("stripe_webhook_invalid_payload")
         raise WebhookRejected(400, "invalid_payload", "The body is not a JSON event.") from None
     if (

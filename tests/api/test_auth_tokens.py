@@ -52,6 +52,13 @@ def test_bad_credentials_and_bad_bodies(seeded, client):
         # Not a JSON object, however it is sent: refused as a whole before any field is named.
         ("[]", "application/json", ("invalid_json", "The request body must be a JSON object.")),
         ("null", "application/json", ("invalid_json", "The request body must be a JSON object.")),
+        # Nested past Python's parser (RecursionError, not ValueError): it was a 500.
+        ("[" * 5000 + "]" * 5000, "application/json", ("invalid_json", "The request body must be a JSON object.")),
+        (
+            '{"email": ' + "[" * 5000 + "]" * 5000 + ', "password": "x"}',
+            "application/json",
+            ("invalid_json", "The request body must be a JSON object."),
+        ),
         (
             "email=a&password=b",
             "application/x-www-form-urlencoded",

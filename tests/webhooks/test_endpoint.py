@@ -256,6 +256,21 @@ def test_a_signed_event_the_database_cannot_store_is_400_and_records_nothing(see
     assert events_in_db(seeded) == {}
 
 
+def test_a_signed_body_nested_past_the_parser_is_400_and_records_nothing(seeded, client):
+    """Python's JSON parser raises RecursionError (not ValueError) at about a thousand levels: it was a 500."""
+    body = (
+        '{"id": "evt_deep", "type": "customer.updated", "data": {"object": ' + "[" * 5000 + "]" * 5000 + "}}"
+    ).encode()
+    response = client.post(
+        "/api/v1/billing/webhooks/stripe",
+        data=body,
+        content_type="application/json",
+        headers={"Stripe-Signature": sign(body, secret(seeded))},
+    )
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_payload")
+    assert events_in_db(seeded) == {}
+
+
 def test_concurrent_deliveries_process_once(seeded, live_server):
     import urllib.request
 
