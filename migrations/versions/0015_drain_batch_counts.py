@@ -1,0 +1,140 @@
+"""drain batch counts: a queue drain's transaction adds to the kept counts once, at its end, in key order
+
+Revision ID: 0015_drain_batch_counts
+Revises: 0014_event_counts_at_commit
+Create Date: 2026-12-03 10:30:00
+
+The kept counts (daily_counts and daily_subscription_changes of migrations 0007/0012, stripe_event_counts of
+0011/0014) are upserted by triggers in the transaction of each write, so their rows stay locked until it ends, and a
+transaction that writes several takes them in the order of its writes. One event per transaction, that was a handful
+of rows in a handful of orders; a drain applying many events in one transaction (app/services/webhooks.py
+`drain_received`) would take many, in its events' order, while holding their users' rows: two such transactions
+taking two count rows in opposite orders deadlock (as the reverted batches of 957b1db did, at commit, through 0014's
+deferred trigger).
+
+Here a transaction may ask (`batch_counts_begin()`, which also makes its session's scratch tables once) for its count
+changes to be kept aside: while `app.batch_counts` is `on` (set for the transaction only), a BEFORE INSERT trigger on
+each count table diverts every row an upsert would add — the key and the amount to add — into a temporary table of
+the session and skips the upsert (no row of the shared table is read, written or locked). `batch_counts_flush()`,
+the transaction's last statement before COMMIT, fires the deferred triggers still pending (0014's event counts, so
+they are diverted too), stops diverting and adds the kept changes up: one upsert per count table, in a fixed table
+order, each in key order, nothing written for a key whose changes cancel out. So a drain's transaction locks count
+rows only at its very end, in one global order, for the flush and the commit alone: what 0014 gave a delivery's
+insert (it never waits for a handler) holds, and two such transactions cannot wait on each other's count rows in a
+cycle. Counts are the same once committed; a rolled-back savepoint takes its kept changes with it.
+
+Every other writer (the web, `flask` commands, request mode) is unchanged: the WHEN clause, evaluated before any
+trigger code runs, lets nothing through unless the transaction asked. SQLite runs one writer at a time: nothing
+there.
+"""
+
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = "0015_drain_batch_counts"
+down_revision = "0014_event_counts_at_commit"
+branch_labels = None
+depends_on = None
+
+#: Each count table, in the order the flush adds to them (the global lock order), with its key and its amount.
+TARGETS = (
+    ("daily_counts", ("day", "metric"), "value"),
+    ("daily_subscription_changes", ("day", "plan_id", "billing_cycle"), "net"),
+    ("stripe_event_counts", ("status", "shard"), "events"),
+)
+#: The session's scratch table per count table: the same columns, no key (LIKE copies types and NOT NULL only).
+SCRATCH = "batch_{}"
+SETTING = "app.batch_counts"
+
+
+def scratch(table):
+    return f"pg_temp.{SCRATCH.format(table)}"
+
+
+BEGIN_FUNCTION = """
+CREATE FUNCTION batch_counts_begin() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('{first}') IS NULL THEN
+        {create};
+    END IF;
+    PERFORM set_config('{setting}', 'on', true);
+    RETURN true;
+END
+$$
+"""
+
+DIVERT_FUNCTION = """
+CREATE FUNCTION batch_count_divert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    {branches}
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+
+FLUSH_FUNCTION = """
+CREATE FUNCTION batch_counts_flush() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    SET CONSTRAINTS ALL IMMEDIATE;
+    PERFORM set_config('{setting}', 'off', true);
+    {upserts};
+END
+$$
+"""
+
+
+def create_scratch(table):
+    return f"CREATE TEMP TABLE {SCRATCH.format(table)} (LIKE {table})"
+
+
+def divert_branch(index, table, keys, amount):
+    columns = ", ".join(f"NEW.{column}" for column in (*keys, amount))
+    return f"{'IF' if index == 0 else 'ELSIF'} TG_TABLE_NAME = '{table}' THEN INSERT INTO {scratch(table)} VALUES ({columns});"
+
+
+def flush_upsert(table, keys, amount):
+    """Move the kept changes of `table` into it: summed per key, in key order, cancelled-out keys left alone."""
+    key_list = ", ".join(keys)
+    return (
+        f"WITH kept AS (DELETE FROM {scratch(table)} RETURNING *) "
+        f"INSERT INTO {table} ({key_list}, {amount}) SELECT {key_list}, sum({amount}) FROM kept "
+        f"GROUP BY {key_list} HAVING sum({amount}) <> 0 ORDER BY {key_list} "
+        f"ON CONFLICT ({key_list}) DO UPDATE SET {amount} = {table}.{amount} + excluded.{amount}"
+    )
+
+
+def trigger_name(table):
+    return f"{table}_batch_divert"
+
+
+def upgrade():
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(
+        BEGIN_FUNCTION.format(
+            first=scratch(TARGETS[0][0]),
+            create=";\n        ".join(create_scratch(table) for table, _, _ in TARGETS),
+            setting=SETTING,
+        )
+    )
+    op.execute(
+        DIVERT_FUNCTION.format(branches="\n    ".join(divert_branch(n, *target) for n, target in enumerate(TARGETS)))
+    )
+    op.execute(
+        FLUSH_FUNCTION.format(setting=SETTING, upserts=";\n    ".join(flush_upsert(*target) for target in TARGETS))
+    )
+    for table, _, _ in TARGETS:
+        op.execute(
+            f"CREATE TRIGGER {trigger_name(table)} BEFORE INSERT ON {table} FOR EACH ROW "
+            f"WHEN (current_setting('{SETTING}', true) = 'on') EXECUTE FUNCTION batch_count_divert()"
+        )
+
+
+def downgrade():
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for table, _, _ in TARGETS:
+        op.execute(f"DROP TRIGGER IF EXISTS {trigger_name(table)} ON {table}")
+    for function in ("batch_counts_flush", "batch_count_divert", "batch_counts_begin"):
+        op.execute(f"DROP FUNCTION IF EXISTS {function}()")
