@@ -756,8 +756,10 @@ def drain_received(lane: int) -> Drained:
             break
         try:
             applied, failed = apply_claimed(claimed)
-        except BatchLost:
+        except BatchLost as lost:
             db.session.rollback()  # its events are `received` again: taken one by one from here on
+            cause = lost.__cause__
+            log.warning("stripe_webhook_batch_lost", events=len(claimed), error=f"{type(cause).__name__}: {cause}")
             batch = 1
             continue
         drained.applied += applied
