@@ -49,7 +49,7 @@ from app.extensions import autocommit_when_idle, cache_redis, db, task_queue
 from app.logging import EventWriter, get_logger
 from app.models import StripeEvent, utcnow
 from app.services import metrics, stripe_gateway
-from app.services.signals import CacheWrites, SyncResult, announce, commit_billing, subscription_changed
+from app.services.signals import CacheWrites, SyncResult, commit_billing, subscription_changed
 from app.services.stripe_gateway import SignatureInvalid, id_of, verify_webhook_signature
 from app.services.webhook_handlers import HANDLERS
 
@@ -258,17 +258,9 @@ def mark(event_id: str, **values: Any) -> None:
     db.session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(**values))
 
 
-def apply(
-    event: dict[str, Any],
-    attempts: int,
-    marked: bool = False,
-    writes: CacheWrites | None = None,
-    counted_at_end: bool = False,
-) -> str:
+def apply(event: dict[str, Any], attempts: int, marked: bool = False, writes: CacheWrites | None = None) -> str:
     """Run the event's handler and mark its row (unless `record` inserted it marked), then commit and send
-    `subscription_changed`; `writes` go to Redis with the receivers' cache writes, once committed. With
-    `counted_at_end` (a queue worker's transaction, begun by a claim that called `batch_counts_begin()`), the kept
-    counts are added up by the commit (`commit_counted`).
+    `subscription_changed`; `writes` go to Redis with the receivers' cache writes, once committed.
 
     On any fault: roll back everything the handler did, keep the error and attempt count, and re-raise. (A
     receiver's fault comes after the commit: the event stays processed, and the rollback has nothing to undo.)
@@ -281,11 +273,7 @@ def apply(
         status = settled_status(event["type"])
         if not marked:
             mark(event["id"], status=status, attempts=attempts, processed_at=utcnow(), error=None)
-        if counted_at_end:
-            commit_counted()
-            announce(result, writes)
-        else:
-            commit_billing(result, writes)
+        commit_billing(result, writes)
     except Exception as error:
         db.session.rollback()
         record_failure(event, error)
@@ -396,17 +384,9 @@ def duplicate(event_id: str, event_type: str) -> Outcome:
     return Outcome("duplicate", event_id, event_type)
 
 
-def settle(
-    event: dict[str, Any],
-    attempts: int,
-    marked: bool,
-    started: float,
-    remember: bool = True,
-    counted_at_end: bool = False,
-) -> str:
-    """Apply the event (`apply`; with `remember`, its `webhook_processed` mark sent with the commit's cache writes;
-    `counted_at_end` as `apply` takes it), then count and log the outcome with the seconds since `started`; a fault
-    is counted and logged, then re-raised.
+def settle(event: dict[str, Any], attempts: int, marked: bool, started: float, remember: bool = True) -> str:
+    """Apply the event (`apply`; with `remember`, its `webhook_processed` mark sent with the commit's cache writes),
+    then count and log the outcome with the seconds since `started`; a fault is counted and logged, then re-raised.
 
     Only request mode reads the mark (`seen_in_redis`): queue mode's deliveries find a known event by their insert,
     so the queue's drains and jobs leave it out (`remember_marks`). After a switch to request mode, a redelivery of an
@@ -416,7 +396,7 @@ def settle(
     if remember:
         remember_in_redis(event_id, handled)  # sent only once the event's transaction is committed
     try:
-        outcome = apply(event, attempts, marked=marked, writes=handled, counted_at_end=counted_at_end)
+        outcome = apply(event, attempts, marked=marked, writes=handled)
     except Exception as error:
         handling_failed(event, attempts, error, started)
         raise
@@ -577,8 +557,8 @@ CLAIM_EVENT = {settled: claim_event(settled) for settled in DONE}
 
 #: PostgreSQL's claim of one recorded event by id (`claim_event`), which also begins the transaction's kept counts
 #: (`batch_counts_begin()`, an InitPlan run once, in the same round trip): a queue worker's transaction adds to the
-#: count rows only at its end, in their global order (`commit_counted`), as a drain's batch does, so that the two
-#: never wait on each other's count rows in a cycle (see `drain_received`).
+#: count rows only inside its COMMIT, in their global order (migration 0015_drain_batch_counts), as a drain's batch
+#: does, so that the two never wait for each other's count rows in a cycle (see `drain_received`).
 CLAIM_EVENT_SQL = (
     text(
         "UPDATE stripe_events SET status = :settled, attempts = attempts + 1, processed_at = :now, error = NULL "
@@ -588,22 +568,6 @@ CLAIM_EVENT_SQL = (
     .bindparams(bindparam("now", type_=StripeEvent.processed_at.type), bindparam("event_id", type_=String()))
     .columns(StripeEvent.payload, StripeEvent.attempts)
 )
-
-#: A worker's transaction ends with this one round trip (`commit_counted`): the kept count changes added up — the
-#: deferred event-count triggers fired, then one upsert per count table in key order (migration
-#: 0015_drain_batch_counts) — and the commit. Sent as one simple-protocol query (no parameters), in place of the
-#: COMMIT alone; psycopg then finds no transaction open and sends nothing more for the session's commit.
-COMMIT_COUNTED = "SELECT batch_counts_flush(); COMMIT"
-
-
-def commit_counted() -> None:
-    """Commit a worker's transaction whose count changes were kept aside (`batch_counts_begin()`): the session's
-    pending writes flushed, then the kept counts added and the transaction committed in one round trip, then the
-    session's own commit (its bookkeeping; nothing is sent)."""
-    db.session.flush()
-    db.session.connection().exec_driver_sql(COMMIT_COUNTED)
-    db.session.commit()
-
 
 #: The drain's claim: the oldest `received` events, up to `batch` (read from ix_stripe_events_status_received_at),
 #: each marked applied as `settled_status` would say, one more attempt, their id, payload, attempt count and receipt
@@ -690,7 +654,7 @@ def apply_recorded(event_id: str, event_type: str) -> str | None:
         log.info("stripe_webhook_already_applied", event_id=event_id, event_type=event_type)
         return None
     event, attempts = row
-    return settle(event, attempts, marked=True, started=started, remember=remember_marks(), counted_at_end=postgres)
+    return settle(event, attempts, marked=True, started=started, remember=remember_marks())
 
 
 def remember_marks() -> bool:
@@ -731,7 +695,8 @@ def drain_received(lane: int) -> Drained:
       3. the handlers then lock only rows of those users (their subscriptions, conversions, mails), which any
          writer locks only while holding the user, so no wait; their count changes (and the claim's event counts)
          lock no count row: they are kept aside (migration 0015_drain_batch_counts);
-      4. the commit adds them up in table then key order (`commit_counted`).
+      4. the COMMIT adds them up in table then key order (the kept changes' deferred trigger), after the last
+         statement: the count rows are the last locks the transaction takes.
     Every queue worker's transaction — a lone event, an event given back, a redelivery's job, the replay — keeps its
     counts aside the same way and locks at most one user, so it fits the same order. What may still meet a batch in
     a cycle is what could always meet a worker's transaction: another writer upserting count rows out of order (the
@@ -794,18 +759,10 @@ def apply_claimed(claimed: list[Any]) -> tuple[int, list[str]]:
     failed). A lone event is applied as a redelivery's job applies one (`settle`: a fault rolls it all back and keeps
     it failed); several, as a batch (`lock_batch_users`, then `apply_batch`), followed by the events given back, each
     alone (`apply_alone`). Raises BatchLost when the batch's transaction was lost."""
-    postgres = db.engine.dialect.name == "postgresql"
     if len(claimed) == 1:
         _, event, attempts, _ = claimed[0]
         try:
-            settle(
-                event,
-                attempts,
-                marked=True,
-                started=time.perf_counter(),
-                remember=remember_marks(),
-                counted_at_end=postgres,
-            )
+            settle(event, attempts, marked=True, started=time.perf_counter(), remember=remember_marks())
         except Exception:  # rolled back, kept failed, counted and logged by `settle`
             db.session.rollback()
             return 0, [claimed[0].id]
@@ -813,7 +770,7 @@ def apply_claimed(claimed: list[Any]) -> tuple[int, list[str]]:
     batched, given_back = lock_batch_users(claimed)
     applied, failed = apply_batch(batched) if batched else (0, [])
     if not batched:
-        commit_counted()  # the claims given back, and the counts kept of them (which cancel out)
+        db.session.commit()  # the claims given back (the counts kept of them cancel out)
     for event_id, event_type in given_back:
         outcome = apply_alone(event_id, event_type)
         if outcome is False:
@@ -921,7 +878,7 @@ def apply_batch(claimed: list[Any]) -> tuple[int, list[str]]:
     """Apply a drain's batch of claimed events (id, payload, attempts, received_at), in that order, in the claim's
     transaction, their users locked already (`lock_batch_users`): each handler under a savepoint of its own, so a
     fault undoes that event's writes alone, and the event is then marked `failed` in the same transaction (its claim's
-    attempt counted, its error kept; the replay retries it). One commit for the batch (`commit_counted`), then
+    attempt counted, its error kept; the replay retries it). One commit for the batch (which adds the kept counts up), then
     `subscription_changed` for each applied event in order, their cache writes (and the mail receiver's flag) sent to
     Redis in one pipeline; each event counted and logged as `settle` does. Returns (applied, failed ids); raises
     BatchLost when a fault took the whole transaction.
@@ -955,7 +912,7 @@ def apply_batch(claimed: list[Any]) -> tuple[int, list[str]]:
                 continue
         succeeded.append((event, attempts, settled_status(event["type"]), result, event_started))
     try:
-        commit_counted()
+        db.session.commit()  # which adds the batch's kept count changes up (migration 0015_drain_batch_counts)
     except Exception as error:
         raise BatchLost(claimed[0].id) from error
     handler_faults = len(failed)

@@ -1,4 +1,4 @@
-"""drain batch counts: a queue drain's transaction adds to the kept counts once, at its end, in key order
+"""drain batch counts: a queue worker's transaction adds to the kept counts once, at its commit, in key order
 
 Revision ID: 0015_drain_batch_counts
 Revises: 0014_event_counts_at_commit
@@ -10,22 +10,25 @@ transaction that writes several takes them in the order of its writes. One event
 of rows in a handful of orders; a drain applying many events in one transaction (app/services/webhooks.py
 `drain_received`) would take many, in its events' order, while holding their users' rows: two such transactions
 taking two count rows in opposite orders deadlock (as the reverted batches of 957b1db did, at commit, through 0014's
-deferred trigger).
+deferred trigger, one row per event).
 
-Here a transaction may ask (`batch_counts_begin()`, which also makes its session's scratch tables once) for its count
-changes to be kept aside: while `app.batch_counts` is `on` (set for the transaction only), a BEFORE INSERT trigger on
-each count table diverts every row an upsert would add — the key and the amount to add — into a temporary table of
-the session and skips the upsert (no row of the shared table is read, written or locked). `batch_counts_flush()`,
-the transaction's last statement before COMMIT, fires the deferred triggers still pending (0014's event counts, so
-they are diverted too), stops diverting and adds the kept changes up: one upsert per count table, in a fixed table
-order, each in key order, nothing written for a key whose changes cancel out. So a drain's transaction locks count
-rows only at its very end, in one global order, for the flush and the commit alone: what 0014 gave a delivery's
-insert (it never waits for a handler) holds, and two such transactions cannot wait on each other's count rows in a
-cycle. Counts are the same once committed; a rolled-back savepoint takes its kept changes with it.
+Here a transaction may ask (`batch_counts_begin()`, called by the worker's claim) for its count changes to be kept
+aside until its commit: while `app.batch_counts` is `on` (set for the transaction only),
+- a BEFORE INSERT trigger on each count table diverts every row an upsert would add (the key and the amount to add)
+  into a temporary table of the session and skips the upsert: no row of the shared table is read, written or locked;
+- an event's status change is counted at once (0011's row trigger, not 0014's deferred one: its WHEN clause, checked
+  as the row is updated, lets it through only while the setting is off) — into the kept changes;
+- the first change kept queues a deferred trigger on the scratch table, so the COMMIT itself, after the last
+  statement, adds the kept changes up (`batch_counts_flush_at_commit`): one upsert per count table, in a fixed table
+  order (TARGETS), each in key order, nothing written for a key whose changes cancel out, then the setting off.
+So a worker's transaction locks count rows only inside its COMMIT, in one global order, and adds no round trip: what
+0014 gave a delivery's insert (it never waits for a handler) holds, and two such transactions cannot wait for each
+other's count rows in a cycle. Counts are the same once committed; a rolled-back savepoint takes its kept changes
+with it. `batch_counts_begin()` makes the session's scratch tables and their triggers the first time (then reused).
 
-Every other writer (the web, `flask` commands, request mode) is unchanged: the WHEN clause, evaluated before any
-trigger code runs, lets nothing through unless the transaction asked. SQLite runs one writer at a time: nothing
-there.
+Every other writer (the web, `flask` commands, request mode) is unchanged: the WHEN clauses, evaluated before any
+trigger code runs, let nothing different through unless the transaction asked. SQLite runs one writer at a time:
+nothing there.
 """
 
 from alembic import op
@@ -45,6 +48,14 @@ TARGETS = (
 #: The session's scratch table per count table: the same columns, no key (LIKE copies types and NOT NULL only).
 SCRATCH = "batch_{}"
 SETTING = "app.batch_counts"
+#: 0014's deferred trigger counting an event's status change at commit, and the one counting it at once while the
+#: transaction keeps its counts (into the kept changes).
+DEFERRED_TRIGGER = "stripe_events_counts_update"
+KEPT_TRIGGER = "stripe_events_counts_update_kept"
+STATUS_CHANGED = "OLD.status IS DISTINCT FROM NEW.status"
+KEEPING = f"current_setting('{SETTING}', true) = 'on'"
+NOT_KEEPING = f"current_setting('{SETTING}', true) IS DISTINCT FROM 'on'"
+ON_STATUS = "AFTER UPDATE OF status ON stripe_events"
 
 
 def scratch(table):
@@ -73,24 +84,35 @@ END
 $$
 """
 
+#: Fired at COMMIT once per kept change (a constraint trigger can only be per row): the first adds them all up,
+#: the others find the setting off and return at once.
 FLUSH_FUNCTION = """
-CREATE FUNCTION batch_counts_flush() RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION batch_counts_flush_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    SET CONSTRAINTS ALL IMMEDIATE;
-    PERFORM set_config('{setting}', 'off', true);
-    {upserts};
+    IF {keeping} THEN
+        PERFORM set_config('{setting}', 'off', true);
+        {upserts};
+    END IF;
+    RETURN NULL;
 END
 $$
 """
 
 
 def create_scratch(table):
-    return f"CREATE TEMP TABLE {SCRATCH.format(table)} (LIKE {table})"
+    """The session's scratch table of `table`, and the deferred trigger that adds its rows up at COMMIT."""
+    name = SCRATCH.format(table)
+    return (
+        f"CREATE TEMP TABLE {name} (LIKE {table});\n        "
+        f"CREATE CONSTRAINT TRIGGER {name}_at_commit AFTER INSERT ON {name} DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION batch_counts_flush_at_commit()"
+    )
 
 
 def divert_branch(index, table, keys, amount):
     columns = ", ".join(f"NEW.{column}" for column in (*keys, amount))
-    return f"{'IF' if index == 0 else 'ELSIF'} TG_TABLE_NAME = '{table}' THEN INSERT INTO {scratch(table)} VALUES ({columns});"
+    keyword = "IF" if index == 0 else "ELSIF"
+    return f"{keyword} TG_TABLE_NAME = '{table}' THEN INSERT INTO {scratch(table)} VALUES ({columns});"
 
 
 def flush_upsert(table, keys, amount):
@@ -108,9 +130,23 @@ def trigger_name(table):
     return f"{table}_batch_divert"
 
 
+def status_trigger(name, when, deferred):
+    timing = "CONSTRAINT TRIGGER" if deferred else "TRIGGER"
+    deferral = " DEFERRABLE INITIALLY DEFERRED" if deferred else ""
+    return (
+        f"CREATE {timing} {name} {ON_STATUS}{deferral} FOR EACH ROW WHEN ({when}) "
+        "EXECUTE FUNCTION stripe_event_counts()"
+    )
+
+
 def upgrade():
     if op.get_bind().dialect.name != "postgresql":
         return
+    op.execute(
+        FLUSH_FUNCTION.format(
+            keeping=KEEPING, setting=SETTING, upserts=";\n        ".join(flush_upsert(*target) for target in TARGETS)
+        )
+    )
     op.execute(
         BEGIN_FUNCTION.format(
             first=scratch(TARGETS[0][0]),
@@ -121,20 +157,23 @@ def upgrade():
     op.execute(
         DIVERT_FUNCTION.format(branches="\n    ".join(divert_branch(n, *target) for n, target in enumerate(TARGETS)))
     )
-    op.execute(
-        FLUSH_FUNCTION.format(setting=SETTING, upserts=";\n    ".join(flush_upsert(*target) for target in TARGETS))
-    )
     for table, _, _ in TARGETS:
         op.execute(
             f"CREATE TRIGGER {trigger_name(table)} BEFORE INSERT ON {table} FOR EACH ROW "
-            f"WHEN (current_setting('{SETTING}', true) = 'on') EXECUTE FUNCTION batch_count_divert()"
+            f"WHEN ({KEEPING}) EXECUTE FUNCTION batch_count_divert()"
         )
+    op.execute(f"DROP TRIGGER {DEFERRED_TRIGGER} ON stripe_events")
+    op.execute(status_trigger(DEFERRED_TRIGGER, f"{STATUS_CHANGED} AND {NOT_KEEPING}", deferred=True))
+    op.execute(status_trigger(KEPT_TRIGGER, f"{STATUS_CHANGED} AND {KEEPING}", deferred=False))
 
 
 def downgrade():
     if op.get_bind().dialect.name != "postgresql":
         return
+    op.execute(f"DROP TRIGGER {KEPT_TRIGGER} ON stripe_events")
+    op.execute(f"DROP TRIGGER {DEFERRED_TRIGGER} ON stripe_events")
+    op.execute(status_trigger(DEFERRED_TRIGGER, STATUS_CHANGED, deferred=True))
     for table, _, _ in TARGETS:
         op.execute(f"DROP TRIGGER IF EXISTS {trigger_name(table)} ON {table}")
-    for function in ("batch_counts_flush", "batch_count_divert", "batch_counts_begin"):
+    for function in ("batch_count_divert", "batch_counts_begin", "batch_counts_flush_at_commit"):
         op.execute(f"DROP FUNCTION IF EXISTS {function}()")

@@ -261,8 +261,8 @@ def test_an_event_whose_customer_is_not_linked_is_given_back_and_applied_alone_a
 
 def test_a_batch_locks_no_count_row_until_its_commit(seeded):
     """Migration 0015: while a worker's transaction keeps its counts aside, the count rows its writes add to are
-    neither written nor locked — another writer adding to the same row does not wait for it — and its commit adds
-    them up: the counts are the same as if each write had added to them itself."""
+    neither written nor locked — another writer adding to the same row does not wait for it — and its COMMIT adds
+    them up (no statement of its own): the counts are the same as if each write had added to them itself."""
     with seeded.app_context():
         user_id = UserFactory(email="counted@example.com").id
         engine = db.engine
@@ -281,8 +281,7 @@ def test_a_batch_locks_no_count_row_until_its_commit(seeded):
         other.execute(insert_audit, activated)  # the same count row: it would wait for the worker's commit
         other.commit()
         assert other.scalar(metric) == 1  # the worker's two not counted yet
-        worker.exec_driver_sql(webhooks.COMMIT_COUNTED)
-        worker.commit()
+        worker.commit()  # which adds the kept changes up
         assert other.scalar(metric) == 3
         kept = worker.scalar(sa.text("SELECT count(*) FROM pg_temp.batch_daily_counts"))
         assert kept == 0  # moved into daily_counts, nothing left for the session's next transaction
