@@ -41,7 +41,7 @@ from typing import Any, NoReturn, cast
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
-from sqlalchemy import BigInteger, Integer, String, TextClause, bindparam, case, select, text, update
+from sqlalchemy import Integer, String, TextClause, bindparam, case, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, ProgrammingError
 
@@ -621,11 +621,10 @@ CLAIM_NEXT_EVENT_SQL = {
 
 #: The users a batch's handlers may lock, locked before any handler runs, in id order (ORDER BY is applied before
 #: FOR UPDATE locks the rows, so they are locked one after the other in that order): the users linked to the
-#: events' customers and the users a Checkout Session names (which its handler links an unlinked customer to).
+#: events' customers.
 LOCK_BATCH_USERS = text(
-    "SELECT id, stripe_customer_id FROM users WHERE stripe_customer_id = ANY(:customers) OR id = ANY(:user_ids) "
-    "ORDER BY id FOR UPDATE"
-).bindparams(bindparam("customers", type_=ARRAY(String())), bindparam("user_ids", type_=ARRAY(BigInteger())))
+    "SELECT id, stripe_customer_id FROM users WHERE stripe_customer_id = ANY(:customers) ORDER BY id FOR UPDATE"
+).bindparams(bindparam("customers", type_=ARRAY(String())))
 
 #: A claimed event given back (`received`, its attempt not counted) within the batch's transaction: applied after the
 #: batch's commit, in a transaction of its own (`apply_alone`).
@@ -690,8 +689,8 @@ def drain_received(lane: int) -> Drained:
       1. the claim waits for nothing (SKIP LOCKED);
       2. the users every handler of the batch may lock are locked before any handler runs, in id order
          (`lock_batch_users`); an event whose handler could lock a user not known beforehand (its customer not
-         linked yet: the handler asks Stripe for the user and links it) is given back and applied after the commit,
-         in a transaction of its own;
+         linked yet: the handler may link it to the user Stripe or the Checkout Session names) is given back and
+         applied after the commit, in a transaction of its own;
       3. the handlers then lock only rows of those users (their subscriptions, conversions, mails), which any
          writer locks only while holding the user, so no wait; their count changes (and the claim's event counts)
          lock no count row: they are kept aside (migration 0015_drain_batch_counts);
@@ -780,67 +779,35 @@ def apply_claimed(claimed: list[Any]) -> tuple[int, list[str]]:
     return applied, failed
 
 
-#: The handled types whose handler, for a customer not linked to any user, looks the user up in Stripe (the
-#: customer's `metadata.user_id`) and links it (`sync.find_user_for_customer`): a lock no batch can plan.
-LINKS_BY_STRIPE = frozenset(
-    {
-        "customer.subscription.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "invoice.paid",
-        "invoice.payment_succeeded",
-        "invoice.payment_failed",
-        "checkout.session.async_payment_failed",
-    }
-)
-#: The handled types whose handler links an unlinked customer to the user the Checkout Session names
-#: (`client_reference_id`, `metadata.user_id`): that user is locked with the batch's.
-LINKS_TO_NAMED_USER = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
-#: The largest user id a Checkout Session may name that a BIGINT holds (a longer one is no user of ours).
-MAX_NAMED_USER_DIGITS = 18
-
-
-def lock_plan(event: dict[str, Any]) -> tuple[str | None, list[int]]:
-    """The customer whose linked user the event's handler may lock, and the user ids it may link that customer to
-    (a Checkout Session's); (None, []) for an event whose handler locks no user (no handler, no customer)."""
+def event_customer(event: dict[str, Any]) -> str | None:
+    """The Stripe customer whose linked user the event's handler locks (the customer itself for `customer.updated`,
+    its object's `customer` otherwise); None for an event whose handler locks no user by a customer (no handler, no
+    customer: the handlers then find no user, or refuse the shape before they lock anything)."""
     obj = event["data"]["object"]
     if event["type"] not in HANDLERS or not isinstance(obj, dict):
-        return None, []
+        return None
     customer = obj.get("id") if event["type"] == "customer.updated" else id_of(obj.get("customer"))
-    named: list[int] = []
-    if event["type"] in LINKS_TO_NAMED_USER:
-        for value in (obj.get("client_reference_id"), (obj.get("metadata") or {}).get("user_id")):
-            value = str(value or "")
-            if value.isdigit() and len(value) <= MAX_NAMED_USER_DIGITS:
-                named.append(int(value))
-    return (customer if isinstance(customer, str) else None), named
+    return customer if isinstance(customer, str) else None
 
 
 def lock_batch_users(claimed: list[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
-    """Lock, in id order, every user the batch's handlers may lock (`LOCK_BATCH_USERS`, one statement): the claimed
-    rows to apply in this transaction, and the (id, type) of the events given back (`UNCLAIM`) — those whose
-    customer is linked to no user yet and whose handler would then find one through Stripe: their lock could not be
-    taken in order. An event whose shape the plan cannot read stays in the batch: its handler refuses the same shape
-    before it locks anything."""
-    customers: set[str] = set()
-    named: set[int] = set()
-    plans = []
+    """Lock, in id order, the users linked to the batch's customers (`LOCK_BATCH_USERS`, one statement): the claimed
+    rows to apply in this transaction, and the (id, type) of the events given back (`UNCLAIM`) — those whose customer
+    is linked to no user yet. Their handlers may then lock a user no query can name beforehand: the one Stripe's
+    customer names (`sync.find_user_for_customer`), the one a Checkout Session names (`sync.link_customer`), or one
+    linked meanwhile; they go alone, after the batch's commit. The others lock their customer's user, locked here
+    (a customer stays linked to one user: `link_customer` never moves it)."""
+    customers = []
     for row in claimed:
         try:
-            customer, users = lock_plan(row.payload)
-        except Exception:
-            customer, users = None, []
-        plans.append(customer)
-        if customer is not None:
-            customers.add(customer)
-        named.update(users)
-    locked = db.session.connection().execute(
-        LOCK_BATCH_USERS, {"customers": sorted(customers), "user_ids": sorted(named)}
-    )
-    linked = {customer for _, customer in locked}
+            customers.append(event_customer(row.payload))
+        except Exception:  # a shape the handler refuses before it locks anything
+            customers.append(None)
+    wanted = sorted({customer for customer in customers if customer is not None})
+    linked = {customer for _, customer in db.session.connection().execute(LOCK_BATCH_USERS, {"customers": wanted})}
     batched, given_back = [], []
-    for row, customer in zip(claimed, plans, strict=True):
-        if customer is not None and customer not in linked and row.payload["type"] in LINKS_BY_STRIPE:
+    for row, customer in zip(claimed, customers, strict=True):
+        if customer is not None and customer not in linked:
             given_back.append((row.id, row.payload["type"]))
         else:
             batched.append(row)
