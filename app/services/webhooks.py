@@ -680,8 +680,8 @@ def drain_received(lane: int) -> Drained:
     (SKIP LOCKED: drains running at once take different events), then applied in one transaction (`apply_claimed`):
     a fault in one event undoes that event alone and keeps it `failed` (the replay retries it with backoff), the
     others stand. After DRAIN_LIMIT events or DRAIN_SECONDS it enqueues the lane's next drain and stops. A batch whose
-    transaction is lost (a flush refused, the commit failing) is taken again one event per transaction; a claim that
-    fails (the database down) raises.
+    transaction is lost (a flush refused, the commit failing) is taken again one event per transaction, then batches
+    go on; a claim that fails (the database down) raises.
 
     Why drains applying batches at once cannot deadlock (on PostgreSQL; SQLite runs one writer at a time): every lock
     a batch's transaction waits for is taken in one global order — users before count rows; users by id; count
@@ -706,14 +706,14 @@ def drain_received(lane: int) -> Drained:
     drained = Drained()
     started = time.monotonic()
     faulty: set[str] = set()
-    batch = DRAIN_BATCH
+    alone = 0  # how many events to take one per transaction (a lost batch's), before batches again
     while True:
         done = drained.applied + drained.failed
         if done >= DRAIN_LIMIT or time.monotonic() - started >= DRAIN_SECONDS:
             drained.limited = True
             request_drain(lane)
             break
-        claimed = claim_received(min(batch, DRAIN_LIMIT - done))
+        claimed = claim_received(min(1 if alone else DRAIN_BATCH, DRAIN_LIMIT - done))
         if not claimed or faulty.intersection(row.id for row in claimed):
             # (an event whose failure could not be recorded, the database failing?, is not claimed again and again)
             db.session.rollback()
@@ -721,11 +721,12 @@ def drain_received(lane: int) -> Drained:
         try:
             applied, failed = apply_claimed(claimed)
         except BatchLost as lost:
-            db.session.rollback()  # its events are `received` again: taken one by one from here on
+            db.session.rollback()  # its events are `received` again: taken one by one next
             cause = lost.__cause__
             log.warning("stripe_webhook_batch_lost", events=len(claimed), error=f"{type(cause).__name__}: {cause}")
-            batch = 1
+            alone = len(claimed)
             continue
+        alone = max(alone - len(claimed), 0)
         drained.applied += applied
         drained.failed += len(failed)
         faulty.update(failed)
@@ -804,7 +805,11 @@ def lock_batch_users(claimed: list[Any]) -> tuple[list[Any], list[tuple[str, str
         except Exception:  # a shape the handler refuses before it locks anything
             customers.append(None)
     wanted = sorted({customer for customer in customers if customer is not None})
-    linked = {customer for _, customer in db.session.connection().execute(LOCK_BATCH_USERS, {"customers": wanted})}
+    linked: set[str] = set()
+    if wanted:
+        linked.update(
+            customer for _, customer in db.session.connection().execute(LOCK_BATCH_USERS, {"customers": wanted})
+        )
     batched, given_back = [], []
     for row, customer in zip(claimed, customers, strict=True):
         if customer is not None and customer not in linked:
@@ -845,10 +850,10 @@ def apply_batch(claimed: list[Any]) -> tuple[int, list[str]]:
     """Apply a drain's batch of claimed events (id, payload, attempts, received_at), in that order, in the claim's
     transaction, their users locked already (`lock_batch_users`): each handler under a savepoint of its own, so a
     fault undoes that event's writes alone, and the event is then marked `failed` in the same transaction (its claim's
-    attempt counted, its error kept; the replay retries it). One commit for the batch (which adds the kept counts up), then
-    `subscription_changed` for each applied event in order, their cache writes (and the mail receiver's flag) sent to
-    Redis in one pipeline; each event counted and logged as `settle` does. Returns (applied, failed ids); raises
-    BatchLost when a fault took the whole transaction.
+    attempt counted, its error kept; the replay retries it). One commit for the batch (which adds the kept counts
+    up), then `subscription_changed` for each applied event in order, their cache writes (and the mail receiver's
+    flag) sent to Redis in one pipeline; each event counted and logged as `settle` does. Returns (applied, failed
+    ids); raises BatchLost when a fault took the whole transaction.
 
     One transaction for N events instead of N: BEGIN, the claim and COMMIT are paid once, and so are the commit's
     ORM bookkeeping, the count rows' upserts and the Redis round trip. An event whose type has no handler needs no

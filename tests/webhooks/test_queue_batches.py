@@ -167,12 +167,13 @@ def test_two_events_of_one_customer_in_one_batch_are_applied_oldest_first(app, c
     assert len(mails) == len(set(mails)) == 2
 
 
-def test_a_batch_lost_to_a_failed_flush_is_taken_again_one_event_at_a_time(seeded, client, redis_url):
+def test_a_batch_lost_to_a_failed_flush_is_taken_again_one_event_at_a_time(seeded, client, redis_url, monkeypatch):
     """A handler whose ORM writes fail at the flush (here a CHECK the database refuses): SQLAlchemy rolls the whole
-    transaction back, the savepoint with it. The drain then takes the batch's events again, one transaction each:
-    the others applied once, the faulty one kept failed with one attempt."""
+    transaction back, the savepoint with it. The drain then takes the batch's events again, one transaction each —
+    the others applied once, the faulty one kept failed with one attempt — then goes on in batches."""
     queue_mode(seeded, redis_url)
-    burst = customer_events(seeded, 3)
+    monkeypatch.setattr(webhooks, "DRAIN_BATCH", 3)
+    burst = customer_events(seeded, 6)
     burst[1]["data"]["object"]["email"] = "refused@example.com"
     for body in burst:
         assert post_event(client, body, secret(seeded)).get_json()["status"] == "queued"
@@ -192,14 +193,14 @@ def test_a_batch_lost_to_a_failed_flush_is_taken_again_one_event_at_a_time(seede
         with seeded.app_context():
             db.session.execute(sa.text("ALTER TABLE users DROP CONSTRAINT test_refused_email"))
             db.session.commit()
-    assert (drained.applied, drained.failed) == (2, 1)
-    assert counted["claims"] == [3, 1, 1, 1, 0]  # the batch, lost; then each event alone
+    assert (drained.applied, drained.failed) == (5, 1)
+    assert counted["claims"] == [3, 1, 1, 1, 3, 0]  # the batch, lost; each of its events alone; the next batch
+    assert counted["commits"] == 4  # the three alone (the faulty one's: its failure recorded), the next batch
     assert events_in_db(seeded) == {
-        burst[0]["id"]: ("processed", 1),
-        burst[1]["id"]: ("failed", 1),
-        burst[2]["id"]: ("processed", 1),
+        body["id"]: ("failed", 1) if body is burst[1] else ("processed", 1) for body in burst
     }
-    assert billing_emails(seeded) == ["new0@example.com", "new2@example.com"]  # each audited once
+    emails = [f"new{n}@example.com" for n in (0, 2, 3, 4, 5)]
+    assert billing_emails(seeded) == emails  # each audited once
 
 
 def test_a_receivers_fault_after_the_batchs_commit_leaves_every_event_applied_and_the_others_announced(
