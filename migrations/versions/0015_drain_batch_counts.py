@@ -45,7 +45,9 @@ TARGETS = (
     ("daily_subscription_changes", ("day", "plan_id", "billing_cycle"), "net"),
     ("stripe_event_counts", ("status", "shard"), "events"),
 )
-#: The session's scratch table per count table: the same columns, no key (LIKE copies types and NOT NULL only).
+#: The session's scratch table per count table: the same columns, no key (LIKE copies types and NOT NULL only),
+#: emptied by each COMMIT (ON COMMIT DELETE ROWS truncates the file: no dead rows pile up in a table autovacuum never
+#: visits, whatever a rolled-back transaction left there).
 SCRATCH = "batch_{}"
 SETTING = "app.batch_counts"
 #: 0014's deferred trigger counting an event's status change at commit, and the one counting it at once while the
@@ -103,7 +105,7 @@ def create_scratch(table):
     """The session's scratch table of `table`, and the deferred trigger that adds its rows up at COMMIT."""
     name = SCRATCH.format(table)
     return (
-        f"CREATE TEMP TABLE {name} (LIKE {table});\n        "
+        f"CREATE TEMP TABLE {name} (LIKE {table}) ON COMMIT DELETE ROWS;\n        "
         f"CREATE CONSTRAINT TRIGGER {name}_at_commit AFTER INSERT ON {name} DEFERRABLE INITIALLY DEFERRED "
         "FOR EACH ROW EXECUTE FUNCTION batch_counts_flush_at_commit()"
     )
