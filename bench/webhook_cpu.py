@@ -20,9 +20,10 @@ event is `mail_job_cpu_ms_per_event`, RQ's bookkeeping and the outbox read, per 
 the cost is PostgreSQL's: `worker_pg_cpu_ms_per_event` is the CPU time the database server's processes (the
 backends, the WAL writer; read from /proc, so the server must run on this host) spent while the drains ran, and
 `worker_statements_per_event` / `worker_transactions_per_event` count what the drains sent through SQLAlchemy (its
-cursor executions; commits; BEGIN, implicit, is one more round trip per transaction). Each half of the events is posted
-before the worker runs: a burst, drained by at most one job per lane. `--apply request` (the default) applies
-each event in its request.
+cursor executions; commits; BEGIN, implicit, is one more round trip per transaction, and the savepoint a batched
+event's handler runs under, sent on the driver's own cursor, one more per handled event). Each half of the events
+is posted before the worker runs: a burst, drained by at most one job per lane. `--apply request` (the default)
+applies each event in its request.
 
     .venv/bin/python bench/webhook_cpu.py [--customers 150] [--apply request|queue] [--profile] [--profile-worker]
 """

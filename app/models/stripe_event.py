@@ -57,8 +57,10 @@ class StripeEventCount(Model):
     counts in the row its id's last character picks (its code point modulo the shards). A delivery inserts its event
     at the start of a transaction that lasts as long as its handler, and a single row per status, locked by that
     insert until the commit, would make every other delivery wait for it. Kept in the transaction of the write,
-    whoever writes (the app, `flask` commands, bulk SQL). TRUNCATE fires no trigger: truncate this table with
-    `stripe_events` (tests truncate every table).
+    whoever writes (the app, `flask` commands, bulk SQL); a status change is counted at commit (0014), and a queue
+    worker's transaction adds all its count changes up inside its COMMIT, in key order (0015_drain_batch_counts: a
+    drain applies many events per transaction). TRUNCATE fires no trigger: truncate this table with `stripe_events`
+    (tests truncate every table).
     """
 
     __tablename__ = "stripe_event_counts"
