@@ -2,9 +2,10 @@
 
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
+from weakref import WeakKeyDictionary
 
 import psycopg
 from flask import Flask, current_app, request, session
@@ -27,9 +28,10 @@ from limits.util import WindowStats
 from psycopg.pq import ExecStatus, TransactionStatus
 from redis import Redis
 from rq import Queue
-from sqlalchemy import Engine, MetaData, event
+from sqlalchemy import Connection, Dialect, Engine, MetaData, Select, event
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.compiler import SQLCompiler
 
 # Named constraints, so that migrations can drop them by name on every database (SQLite batch mode included).
 NAMING_CONVENTION = {
@@ -49,14 +51,15 @@ db = SQLAlchemy(model_class=Base)
 
 
 @contextmanager
-def autocommit_when_idle() -> Iterator[None]:
+def autocommit_when_idle() -> Iterator[Connection]:
     """Run the block's statements in autocommit on PostgreSQL (psycopg) when the session's transaction has not begun
     on the server: each commits alone, in its own round trip, with no BEGIN before nor COMMIT after (psycopg sends
     each as a round trip of its own); the driver is back in transactions afterwards, so whatever follows begins a
     transaction at its first statement. Elsewhere (SQLite, a transaction already open, changes not yet flushed —
     their autoflush must not write outside a transaction — or a connection its caller put in autocommit, left as it
     is) the block runs in the session's transaction as usual. Used for the log-in check that opens every logged-in
-    request (a page that only reads makes one round trip) and the webhook endpoint's one INSERT in queue mode."""
+    request (a page that only reads makes one round trip) and the webhook endpoint's one INSERT in queue mode.
+    The block is given the session's connection (`with autocommit_when_idle() as connection:`)."""
     session = db.session()  # the request's Session itself: each attribute of the scoped proxy looks it up again
     connection = session.connection()
     driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
@@ -68,11 +71,11 @@ def autocommit_when_idle() -> Iterator[None]:
         or session.dirty
         or session.deleted
     ):
-        yield
+        yield connection
         return
     driver.autocommit = True
     try:
-        yield
+        yield connection
     finally:
         if driver.pgconn.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
             driver.autocommit = False
@@ -179,6 +182,148 @@ def describe_on_read(engine: Engine) -> None:
             dbapi_connection.cursor_factory = DescribedOnReadCursor
 
     event.listen(engine, "connect", use_cursor)
+
+
+#: Where a pooled connection's entry keeps the cursor `DriverRead`s run on (the entry forgets it when it is given a
+#: new connection, as it forgets CHECKED_IN_AT).
+DRIVER_READ_CURSOR = "ssb_driver_read_cursor"
+
+
+def statements_listened_for(connection: Connection) -> bool:
+    """Whether an event listener of the connection, its engine or its dialect is called for each statement (before
+    or after it, or to execute it). SQLAlchemy marks the connection or engine once a listener was added, and keeps
+    the mark after it is removed (a test's): the listeners are then looked at themselves."""
+    if not (connection._has_events or connection.engine._has_events or connection.dialect._has_events):
+        return False
+    each, driver = connection.dispatch, connection.dialect.dispatch
+    return bool(
+        each.before_execute
+        or each.after_execute
+        or each.before_cursor_execute
+        or each.after_cursor_execute
+        or driver.do_execute
+        or driver.do_execute_no_params
+        or driver.do_setinputsizes
+    )
+
+
+class DriverSQL:
+    """A `DriverRead`'s statement compiled for one dialect, with its types' conversions of the values."""
+
+    def __init__(self, compiled: SQLCompiler) -> None:
+        self.compiled = compiled
+        self.text = compiled.string
+        dialect = compiled.dialect
+        escaped = compiled.escaped_bind_names
+        self.bind_processors = {
+            escaped.get(name, name): processor
+            for bind, name in compiled.bind_names.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+        # (index, processor) of each column whose type converts what the driver reads, as SQLAlchemy works them out
+        # from the first result's description (they may depend on the type the database describes).
+        self.result_processors: list[tuple[int, Callable[[Any], Any]]] | None = None
+
+    def parameters(self, params: Mapping[str, Any]) -> MutableMapping[str, Any]:
+        """The driver's parameters: each bound value by its name in the SQL, converted by its type."""
+        values = self.compiled.construct_params(params)
+        for name, processor in self.bind_processors.items():
+            values[name] = processor(values[name])
+        return values
+
+    def converted(self, rows: Sequence[Any], cursor: Any) -> Sequence[Sequence[Any]]:
+        """The driver's rows with the values converted by their columns' types."""
+        processors = self.result_processors
+        if processors is None:
+            dialect = self.compiled.dialect
+            columns = self.compiled._result_columns
+            processors = self.result_processors = [
+                (index, processor)
+                for index, (column, described) in enumerate(zip(columns, cursor.description, strict=True))
+                if (processor := column.type.dialect_impl(dialect).result_processor(dialect, described.type_code))
+                is not None
+            ]
+        if not processors:
+            return rows
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, convert in processors:
+                values[index] = convert(values[index])
+            converted.append(values)
+        return converted
+
+
+class DriverRead:
+    """A read (a SELECT) compiled once per dialect and run on the driver's cursor of a SQLAlchemy connection: the
+    values of its rows as `Connection.execute` gives them, in tuples (lists, when a type converts its values).
+
+    For every execution `Connection.execute` looks the statement up in the compiled cache, builds an execution
+    context (its parameters processed, a new cursor), a CursorResult around the cursor and a Row of each row:
+    about 60 µs of CPU for the log-in check that opens every logged-in request, as much as the driver's own work.
+    Here the SQL compiled once is sent on a cursor the pooled connection keeps (a new psycopg cursor sets its
+    loaders up again for every result, ~20 µs), the values converted by SQLAlchemy's own processors of their
+    types (a bound time to UTC, a read one made aware), and a driver error goes through the connection's own
+    handling as Core's does (`Connection._handle_dbapi_exception`): a lost connection is invalidated with the
+    pool's others, the error wrapped in SQLAlchemy's exception, the cursor closed (a new one is made next time).
+
+    Only where that is all Core would do: psycopg, a connection in an active transaction (SQLAlchemy refuses to run
+    in an ended one), without execution options or echo, and nobody listening for its statements: a connection
+    event listener (a test's statement counter, Sentry's spans) is handed an execution context this has none of.
+    Anywhere else the statement runs through `Connection.execute`, as before.
+    """
+
+    def __init__(self, statement: Select) -> None:
+        self.statement = statement
+        # The compiled SQL per dialect (one per engine), or None for a statement the driver may not run as is.
+        self._compiled: WeakKeyDictionary[Dialect, DriverSQL | None] = WeakKeyDictionary()
+
+    def rows(self, connection: Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """The statement's rows with these parameters, on `connection`."""
+        sql = self.driver_sql(connection) if self.runs_on_driver(connection) else None
+        if sql is None:
+            return connection.execute(self.statement, params).all()
+        fairy = connection.connection  # the pool's proxy of the driver's connection
+        cursor = fairy.info.get(DRIVER_READ_CURSOR)
+        if cursor is None or cursor.closed:
+            cursor = fairy.info[DRIVER_READ_CURSOR] = fairy.cursor()
+        parameters = sql.parameters(params)
+        try:
+            cursor.execute(sql.text, parameters)
+            rows = cursor.fetchall()
+        except BaseException as error:  # as Core: an interruption invalidates the connection too
+            connection._handle_dbapi_exception(error, sql.text, parameters, cursor, None)  # always raises
+            raise
+        return sql.converted(rows, cursor)
+
+    @staticmethod
+    def runs_on_driver(connection: Connection) -> bool:
+        """Whether running on the driver's cursor is all `Connection.execute` would do on this connection now."""
+        transaction, nested = connection.get_transaction(), connection.get_nested_transaction()
+        return (
+            connection.dialect.driver == "psycopg"
+            and not statements_listened_for(connection)
+            and not connection._echo
+            and not connection.get_execution_options()
+            and transaction is not None
+            and transaction.is_active
+            and (nested is None or nested.is_active)
+            and not connection.invalidated
+        )
+
+    def driver_sql(self, connection: Connection) -> DriverSQL | None:
+        """The statement compiled for the connection's dialect (once), None when its SQL is rewritten per
+        execution (expanding or literal-execute parameters) or its parameters are positional."""
+        dialect = connection.dialect
+        try:
+            return self._compiled[dialect]
+        except KeyError:
+            pass
+        compiled = self.statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        plain = not (compiled.positional or compiled.literal_execute_params or compiled.post_compile_params)
+        sql = self._compiled[dialect] = DriverSQL(compiled) if plain else None
+        return sql
 
 
 # The models' base class. Flask-SQLAlchemy builds `db.Model` from `Base` at run time; type checkers see `Base`.
