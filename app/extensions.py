@@ -16,6 +16,7 @@ from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_qualified_name, get_remote_address
 from flask_login import LoginManager
+from flask_login.utils import _create_identifier as create_session_identifier
 from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -334,14 +335,39 @@ else:
 migrate = Migrate(render_as_batch=True, compare_type=True)
 
 
+#: How many session identifiers `SiteLoginManager` keeps per process before starting afresh (one per client
+#: address and browser seen).
+REMEMBERED_IDENTIFIERS = 4096
+
+
 class SiteLoginManager(LoginManager):
     """Flask-Login, which does not work out the session identifier, nor look for a pending remember-me operation,
-    in an empty session.
+    in an empty session, and works each identifier out once.
 
     Session protection compares a hash of the client's address and user agent with the one stored at log-in, but
     only when the session holds something: for a visitor (or someone just logged out) Flask-Login's check answers
-    "not failed" whatever the hash, yet computes it (a SHA-512) on every request first.
+    "not failed" whatever the hash, yet computes it (a SHA-512) on every request first. A logged-in browser sends
+    the same address and user agent request after request: Flask-Login's identifier (`_create_identifier`, made
+    of the X-Forwarded-For header or else the peer's address, and the User-Agent header) is kept per process under
+    those three values, the same hash without a new SHA-512 object each time.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._identifiers: dict[tuple[str | None, str | None, str | None], str] = {}
+        self._session_identifier_generator = self._remembered_identifier
+
+    def _remembered_identifier(self) -> str:
+        """Flask-Login's session identifier of this request's client, worked out once per address and browser."""
+        this = request._get_current_object()  # type: ignore[attr-defined]
+        headers = this.headers
+        client = (headers.get("X-Forwarded-For"), this.remote_addr, headers.get("User-Agent"))
+        identifier = self._identifiers.get(client)
+        if identifier is None:
+            if len(self._identifiers) >= REMEMBERED_IDENTIFIERS:
+                self._identifiers.clear()
+            identifier = self._identifiers[client] = create_session_identifier()
+        return identifier
 
     def _session_protection_failed(self) -> bool:
         """False at once for an empty session (Flask-Login's answer for it); Flask-Login's check otherwise."""
