@@ -297,17 +297,29 @@ class DriverRead:
             raise
         return sql.converted(rows, cursor)
 
+    def rows_alone(self, engine: Engine, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """The statement's rows read in autocommit (no BEGIN, nothing to end) on a connection of the engine's pool
+        taken for this read alone and given back at once, in transactions again (PostgreSQL through psycopg)."""
+        with engine.connect() as connection:
+            driver: Any = connection.connection.driver_connection
+            driver.autocommit = True
+            try:
+                return self.rows(connection, params)
+            finally:
+                if driver.pgconn.transaction_status == TransactionStatus.IDLE:  # not a connection the error broke
+                    driver.autocommit = False
+
     @staticmethod
     def runs_on_driver(connection: Connection) -> bool:
-        """Whether running on the driver's cursor is all `Connection.execute` would do on this connection now."""
+        """Whether running on the driver's cursor is all `Connection.execute` would do on this connection now (a
+        connection not in a transaction yet would begin one, which on psycopg sends nothing)."""
         transaction, nested = connection.get_transaction(), connection.get_nested_transaction()
         return (
             connection.dialect.driver == "psycopg"
             and not statements_listened_for(connection)
             and not connection._echo
             and not connection.get_execution_options()
-            and transaction is not None
-            and transaction.is_active
+            and (transaction is None or transaction.is_active)
             and (nested is None or nested.is_active)
             and not connection.invalidated
         )

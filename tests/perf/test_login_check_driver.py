@@ -1,6 +1,7 @@
 """The log-in check on the driver's cursor (`extensions.DriverRead`): no execution context, result or cursor of
 Core's per view, the same values as Core reads, Core's path whenever a listener watches the statements, and a
-connection PostgreSQL ended under it replaced as Core replaces it."""
+connection PostgreSQL ended under it replaced as Core replaces it. It runs on a pooled connection of its own, given
+back at once: the session takes none for a page that reads nothing more."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.orm import SessionTransaction
 
 from app.extensions import DRIVER_READ_CURSOR, DriverRead, db, statements_listened_for
 from app.services import accounts, sessions, viewer
@@ -150,3 +152,37 @@ def test_a_backend_ended_under_the_driver_read_is_replaced_and_the_next_view_is_
     assert statuses[-2:] == [200, 200] and set(statuses) <= {200, 500}
     [used] = driver_connections(lambda: pro_client.get("/account"))
     assert used is not dead and not used.closed
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_logged_in_view_gives_its_session_no_connection(app, pro_client, path):  # noqa: F811
+    """The log-in check's connection is given back as soon as it has read; the session of a page that reads
+    nothing more never takes one (nor ends a transaction on it). (Before: one per view.)"""
+    assert calls_of(SessionTransaction._connection_for_bind, lambda: pro_client.get(path)) == 0
+    with app.app_context():
+        assert db.engine.pool.checkedout() == 0
+
+
+def test_what_follows_the_log_in_check_runs_in_the_sessions_transaction(app, pro_client):  # noqa: F811
+    """The session takes its own connection at its first statement after the check, in a transaction."""
+    user_id, session_id = logged_in_ids(app)
+    with app.test_request_context("/account"):
+        user = viewer.logged_in_user(session_id, user_id)
+        assert user is not None and not db.session().get_transaction()._connections  # nothing held yet
+        user.billing_email = "changed@example.com"
+        db.session.flush()
+        driver = db.session.connection().connection.driver_connection
+        assert (driver.info.transaction_status.name, driver.autocommit) == ("INTRANS", False)
+        db.session.rollback()
+
+
+def test_a_read_alone_that_fails_gives_its_connection_back_in_transactions(app, pro_client):  # noqa: F811
+    broken = DriverRead(sa.select(sa.literal_column("1") / sa.bindparam("zero", type_=sa.Integer)))
+    with app.app_context():
+        engine = db.engine
+        with pytest.raises(sa.exc.DataError):
+            broken.rows_alone(engine, {"zero": 0})
+        assert engine.pool.checkedout() == 0
+        with engine.connect() as connection:
+            assert connection.connection.driver_connection.autocommit is False
+            assert broken.rows(connection, {"zero": 1}) == [(1,)]
