@@ -65,4 +65,3 @@ def test_a_connection_redis_dropped_is_connected_again(app, pro_client):  # noqa
         response = pro_client.get(path)
         assert response.status_code == 200
         assert response.get_data(as_text=True) == before[path]
-
