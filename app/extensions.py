@@ -1,10 +1,13 @@
 """Extensions, created unbound: `create_app` binds them with `init_app`, models import `db` from here."""
 
+import copy
+import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
+from weakref import WeakKeyDictionary
 
 import psycopg
 from flask import Flask, current_app, request, session
@@ -15,6 +18,7 @@ from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_qualified_name, get_remote_address
 from flask_login import LoginManager
+from flask_login.utils import _create_identifier as create_session_identifier
 from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -27,9 +31,10 @@ from limits.util import WindowStats
 from psycopg.pq import ExecStatus, TransactionStatus
 from redis import Redis
 from rq import Queue
-from sqlalchemy import Engine, MetaData, event
+from sqlalchemy import Connection, Dialect, Engine, MetaData, Select, event
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.compiler import SQLCompiler
 
 # Named constraints, so that migrations can drop them by name on every database (SQLite batch mode included).
 NAMING_CONVENTION = {
@@ -49,14 +54,16 @@ db = SQLAlchemy(model_class=Base)
 
 
 @contextmanager
-def autocommit_when_idle() -> Iterator[None]:
+def autocommit_when_idle() -> Iterator[Connection]:
     """Run the block's statements in autocommit on PostgreSQL (psycopg) when the session's transaction has not begun
     on the server: each commits alone, in its own round trip, with no BEGIN before nor COMMIT after (psycopg sends
     each as a round trip of its own); the driver is back in transactions afterwards, so whatever follows begins a
     transaction at its first statement. Elsewhere (SQLite, a transaction already open, changes not yet flushed —
     their autoflush must not write outside a transaction — or a connection its caller put in autocommit, left as it
-    is) the block runs in the session's transaction as usual. Used for the log-in check that opens every logged-in
-    request (a page that only reads makes one round trip) and the webhook endpoint's one INSERT in queue mode."""
+    is) the block runs in the session's transaction as usual. Used for the log-in check when the session has begun
+    already (before that it reads on a connection of its own: `DriverRead.rows_alone`) and the webhook endpoint's
+    one INSERT in queue mode.
+    The block is given the session's connection (`with autocommit_when_idle() as connection:`)."""
     session = db.session()  # the request's Session itself: each attribute of the scoped proxy looks it up again
     connection = session.connection()
     driver: Any = connection.connection.driver_connection  # psycopg.Connection, on PostgreSQL
@@ -68,11 +75,11 @@ def autocommit_when_idle() -> Iterator[None]:
         or session.dirty
         or session.deleted
     ):
-        yield
+        yield connection
         return
     driver.autocommit = True
     try:
-        yield
+        yield connection
     finally:
         if driver.pgconn.transaction_status == TransactionStatus.IDLE:  # not a connection the error left broken
             driver.autocommit = False
@@ -181,6 +188,160 @@ def describe_on_read(engine: Engine) -> None:
     event.listen(engine, "connect", use_cursor)
 
 
+#: Where a pooled connection's entry keeps the cursor `DriverRead`s run on (the entry forgets it when it is given a
+#: new connection, as it forgets CHECKED_IN_AT).
+DRIVER_READ_CURSOR = "ssb_driver_read_cursor"
+
+
+def statements_listened_for(connection: Connection) -> bool:
+    """Whether an event listener of the connection, its engine or its dialect is called for each statement (before
+    or after it, or to execute it). SQLAlchemy marks the connection or engine once a listener was added, and keeps
+    the mark after it is removed (a test's): the listeners are then looked at themselves."""
+    if not (connection._has_events or connection.engine._has_events or connection.dialect._has_events):
+        return False
+    each, driver = connection.dispatch, connection.dialect.dispatch
+    return bool(
+        each.before_execute
+        or each.after_execute
+        or each.before_cursor_execute
+        or each.after_cursor_execute
+        or driver.do_execute
+        or driver.do_execute_no_params
+        or driver.do_setinputsizes
+    )
+
+
+class DriverSQL:
+    """A `DriverRead`'s statement compiled for one dialect, with its types' conversions of the values."""
+
+    def __init__(self, compiled: SQLCompiler) -> None:
+        self.compiled = compiled
+        self.text = compiled.string
+        dialect = compiled.dialect
+        escaped = compiled.escaped_bind_names
+        self.bind_processors = {
+            escaped.get(name, name): processor
+            for bind, name in compiled.bind_names.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+        # (index, processor) of each column whose type converts what the driver reads, as SQLAlchemy works them out
+        # from the first result's description (they may depend on the type the database describes).
+        self.result_processors: list[tuple[int, Callable[[Any], Any]]] | None = None
+
+    def parameters(self, params: Mapping[str, Any]) -> MutableMapping[str, Any]:
+        """The driver's parameters: each bound value by its name in the SQL, converted by its type."""
+        values = self.compiled.construct_params(params)
+        for name, processor in self.bind_processors.items():
+            values[name] = processor(values[name])
+        return values
+
+    def converted(self, rows: Sequence[Any], cursor: Any) -> Sequence[Sequence[Any]]:
+        """The driver's rows with the values converted by their columns' types."""
+        processors = self.result_processors
+        if processors is None:
+            dialect = self.compiled.dialect
+            columns = self.compiled._result_columns
+            processors = self.result_processors = [
+                (index, processor)
+                for index, (column, described) in enumerate(zip(columns, cursor.description, strict=True))
+                if (processor := column.type.dialect_impl(dialect).result_processor(dialect, described.type_code))
+                is not None
+            ]
+        if not processors:
+            return rows
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, convert in processors:
+                values[index] = convert(values[index])
+            converted.append(values)
+        return converted
+
+
+class DriverRead:
+    """A read (a SELECT) compiled once per dialect and run on the driver's cursor of a SQLAlchemy connection: the
+    values of its rows as `Connection.execute` gives them, in tuples (lists, when a type converts its values).
+
+    For every execution `Connection.execute` looks the statement up in the compiled cache, builds an execution
+    context (its parameters processed, a new cursor), a CursorResult around the cursor and a Row of each row:
+    about 60 µs of CPU for the log-in check that opens every logged-in request, as much as the driver's own work.
+    Here the SQL compiled once is sent on a cursor the pooled connection keeps (a new psycopg cursor sets its
+    loaders up again for every result, ~20 µs), the values converted by SQLAlchemy's own processors of their
+    types (a bound time to UTC, a read one made aware), and a driver error goes through the connection's own
+    handling as Core's does (`Connection._handle_dbapi_exception`): a lost connection is invalidated with the
+    pool's others, the error wrapped in SQLAlchemy's exception, the cursor closed (a new one is made next time).
+
+    Only where that is all Core would do: psycopg, a connection in an active transaction (SQLAlchemy refuses to run
+    in an ended one), without execution options or echo, and nobody listening for its statements: a connection
+    event listener (a test's statement counter, Sentry's spans) is handed an execution context this has none of.
+    Anywhere else the statement runs through `Connection.execute`, as before.
+    """
+
+    def __init__(self, statement: Select) -> None:
+        self.statement = statement
+        # The compiled SQL per dialect (one per engine), or None for a statement the driver may not run as is.
+        self._compiled: WeakKeyDictionary[Dialect, DriverSQL | None] = WeakKeyDictionary()
+
+    def rows(self, connection: Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """The statement's rows with these parameters, on `connection`."""
+        sql = self.driver_sql(connection) if self.runs_on_driver(connection) else None
+        if sql is None:
+            return connection.execute(self.statement, params).all()
+        fairy = connection.connection  # the pool's proxy of the driver's connection
+        cursor = fairy.info.get(DRIVER_READ_CURSOR)
+        if cursor is None or cursor.closed:
+            cursor = fairy.info[DRIVER_READ_CURSOR] = fairy.cursor()
+        parameters = sql.parameters(params)
+        try:
+            cursor.execute(sql.text, parameters)
+            rows = cursor.fetchall()
+        except BaseException as error:  # as Core: an interruption invalidates the connection too
+            connection._handle_dbapi_exception(error, sql.text, parameters, cursor, None)  # always raises
+            raise
+        return sql.converted(rows, cursor)
+
+    def rows_alone(self, engine: Engine, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """The statement's rows read in autocommit (no BEGIN, nothing to end) on a connection of the engine's pool
+        taken for this read alone and given back at once, in transactions again (PostgreSQL through psycopg)."""
+        with engine.connect() as connection:
+            driver: Any = connection.connection.driver_connection
+            driver.autocommit = True
+            try:
+                return self.rows(connection, params)
+            finally:
+                if driver.pgconn.transaction_status == TransactionStatus.IDLE:  # not a connection the error broke
+                    driver.autocommit = False
+
+    @staticmethod
+    def runs_on_driver(connection: Connection) -> bool:
+        """Whether running on the driver's cursor is all `Connection.execute` would do on this connection now (a
+        connection not in a transaction yet would begin one, which on psycopg sends nothing)."""
+        transaction, nested = connection.get_transaction(), connection.get_nested_transaction()
+        return (
+            connection.dialect.driver == "psycopg"
+            and not statements_listened_for(connection)
+            and not connection._echo
+            and not connection.get_execution_options()
+            and (transaction is None or transaction.is_active)
+            and (nested is None or nested.is_active)
+            and not connection.invalidated
+        )
+
+    def driver_sql(self, connection: Connection) -> DriverSQL | None:
+        """The statement compiled for the connection's dialect (once), None when its SQL is rewritten per
+        execution (expanding or literal-execute parameters) or its parameters are positional."""
+        dialect = connection.dialect
+        try:
+            return self._compiled[dialect]
+        except KeyError:
+            pass
+        compiled = self.statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        plain = not (compiled.positional or compiled.literal_execute_params or compiled.post_compile_params)
+        sql = self._compiled[dialect] = DriverSQL(compiled) if plain else None
+        return sql
+
+
 # The models' base class. Flask-SQLAlchemy builds `db.Model` from `Base` at run time; type checkers see `Base`.
 if TYPE_CHECKING:
     Model = Base
@@ -189,14 +350,39 @@ else:
 migrate = Migrate(render_as_batch=True, compare_type=True)
 
 
+#: How many session identifiers `SiteLoginManager` keeps per process before starting afresh (one per client
+#: address and browser seen).
+REMEMBERED_IDENTIFIERS = 4096
+
+
 class SiteLoginManager(LoginManager):
     """Flask-Login, which does not work out the session identifier, nor look for a pending remember-me operation,
-    in an empty session.
+    in an empty session, and works each identifier out once.
 
     Session protection compares a hash of the client's address and user agent with the one stored at log-in, but
     only when the session holds something: for a visitor (or someone just logged out) Flask-Login's check answers
-    "not failed" whatever the hash, yet computes it (a SHA-512) on every request first.
+    "not failed" whatever the hash, yet computes it (a SHA-512) on every request first. A logged-in browser sends
+    the same address and user agent request after request: Flask-Login's identifier (`_create_identifier`, made
+    of the X-Forwarded-For header or else the peer's address, and the User-Agent header) is kept per process under
+    those three values, the same hash without a new SHA-512 object each time.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._identifiers: dict[tuple[str | None, str | None, str | None], str] = {}
+        self._session_identifier_generator = self._remembered_identifier
+
+    def _remembered_identifier(self) -> str:
+        """Flask-Login's session identifier of this request's client, worked out once per address and browser."""
+        this = request._get_current_object()  # type: ignore[attr-defined]
+        headers = this.headers
+        client = (headers.get("X-Forwarded-For"), this.remote_addr, headers.get("User-Agent"))
+        identifier = self._identifiers.get(client)
+        if identifier is None:
+            if len(self._identifiers) >= REMEMBERED_IDENTIFIERS:
+                self._identifiers.clear()
+            identifier = self._identifiers[client] = create_session_identifier()
+        return identifier
 
     def _session_protection_failed(self) -> bool:
         """False at once for an empty session (Flask-Login's answer for it); Flask-Login's check otherwise."""
@@ -491,6 +677,38 @@ def cache_redis(kind: str = "write"):
     backend (SimpleCache in a fresh clone). Going to it directly stores plain text that `redis-cli GET` shows
     as is (`cache.set` would pickle it), and gives the webhook fast path its `webhook_processed:<id>` keys."""
     return getattr(cache.cache, f"_{kind}_client", None)
+
+
+#: Where an app keeps the cache its pages read through a connection of their own (`page_cache`): (the process, the
+#: backend it copies, the copy).
+PAGE_CACHE = "ssb_page_cache"
+
+
+def page_cache() -> Any:
+    """The cache a page reads its entries from (the billing page's Stripe summary, the account page's outlook):
+    Flask-Caching's backend, or on Redis a copy of it (the same keys, prefix and serializer) reading through one
+    connection of the cache's pool that the process keeps for these reads.
+
+    A GET through the pool takes a connection from it and gives it back, both steps guarded (redis-py locks the
+    pool, checks the connection holds nothing unread, records its metrics' states): about a third of the GET's CPU.
+    A client kept on one connection (redis-py's `single_connection_client`, locked per command) does none of that.
+    The connection is taken in the process that reads, and again in a process forked since (gunicorn forks its
+    workers from the master that built the app: a connection of the master's would be shared by them all); one
+    lost is connected again at the next command, as the pool's are, with the same retries and time-outs."""
+    backend = cache.cache
+    client = getattr(backend, "_read_client", None)
+    if not isinstance(client, Redis):
+        return backend
+    extensions = current_app.extensions
+    kept = extensions.get(PAGE_CACHE)
+    process = os.getpid()
+    if kept is None or kept[0] != process or kept[1] is not backend:
+        reads: Any = copy.copy(backend)
+        reads._read_client = reads._write_client = Redis(
+            connection_pool=client.connection_pool, single_connection_client=True
+        )
+        kept = extensions[PAGE_CACHE] = (process, backend, reads)
+    return kept[2]
 
 
 #: The one RQ queue of the app's slow work (mail delivery, the scheduled jobs).

@@ -82,8 +82,10 @@ def validated(form, fallback: str = "", back_to: str | None = None):
 @login_required
 def show_billing():
     """Plan, status, dates, card, invoices, and the buttons to change them."""
-    # The Portal's return link: show what was changed there at once (within the user's Stripe refresh budget).
-    if request.args.get("from") == "portal" and may_refresh_from_stripe(current_user.id):
+    # The Portal's return link: show what was changed there at once (within the user's Stripe refresh budget). A
+    # URL without a query string has no `from`: its absent query is not parsed.
+    this = request._get_current_object()
+    if this.query_string and this.args.get("from") == "portal" and may_refresh_from_stripe(current_user.id):
         sync_after_portal(current_user.id)
     # The page's forms carry only the CSRF token (and fixed hidden fields): no form objects are built for them.
     # The summary reads the user's id and customer id a few times: from the object, not through the proxy.

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.extensions import cache, db
+from app.extensions import cache, db, page_cache
 from app.logging import get_logger
 from app.models import User, UserSubscription
 from app.ratelimits import BILLING_SUMMARY_READS, PLAN_OUTLOOK_READS, may_read_stripe
@@ -137,9 +137,10 @@ def _summary_key(user_id: int) -> str:
 
 
 def _cached(key: str) -> Any:
-    """The cache entry, or None (also when Redis is down: then Stripe is asked)."""
+    """The cache entry, or None (also when Redis is down: then Stripe is asked). Read through the connection the
+    process keeps for a page's reads (`page_cache`)."""
     try:
-        return cache.get(key)
+        return page_cache().get(key)
     except Exception as error:  # noqa: BLE001 - Redis down
         log.warning("billing_cache_unavailable", error=type(error).__name__)
         return None

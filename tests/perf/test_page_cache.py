@@ -1,0 +1,67 @@
+"""The pages' cache reads (the billing page's Stripe summary, the account page's outlook) through a connection the
+process keeps for them (`extensions.page_cache`): no connection taken from Redis's pool per view, the entries the
+pool's writes left, a connection of the process's own after a fork, and one Redis dropped connected again."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import pytest
+from redis.connection import ConnectionPool
+
+from app.extensions import cache, page_cache
+from tests.perf.test_logged_in_pages import CEILINGS, calls_of, pro_client  # noqa: F401
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_logged_in_view_takes_no_connection_from_the_cache_pool(pro_client, path):  # noqa: F811
+    """(Before: one taken and given back per view, for the Stripe summary or the outlook.)"""
+    taken = inspect.unwrap(ConnectionPool.get_connection)  # redis-py wraps it (deprecated arguments)
+    assert taken.__code__ is not ConnectionPool.get_connection.__code__
+    assert calls_of(taken, lambda: pro_client.get(path)) == 0
+
+
+def test_the_page_cache_reads_what_the_cache_wrote(app):
+    with app.app_context():
+        cache.set("page-cache-test", {"card": ("visa", "4242")}, timeout=60)
+        assert page_cache().get("page-cache-test") == {"card": ("visa", "4242")}
+        assert page_cache() is page_cache()  # the same connection, read after read
+        cache.delete("page-cache-test")
+        assert page_cache().get("page-cache-test") is None
+        assert page_cache().get("never-written") is None
+
+
+def test_a_forked_process_reads_on_a_connection_of_its_own(app):
+    with app.app_context():
+        cache.set("page-cache-fork", "before the fork", timeout=60)
+        parent = page_cache()
+        assert parent.get("page-cache-fork") == "before the fork"
+        child = os.fork()
+        if child == 0:  # the child: its own client and connection, the parent's left alone
+            try:
+                with app.app_context():
+                    reads = page_cache()
+                    fresh = reads is not parent and reads._read_client.connection is not parent._read_client.connection
+                    os._exit(0 if fresh and reads.get("page-cache-fork") == "before the fork" else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert page_cache() is parent and parent.get("page-cache-fork") == "before the fork"
+        cache.delete("page-cache-fork")
+
+
+def test_a_connection_redis_dropped_is_connected_again(app, pro_client):  # noqa: F811
+    """Redis ends the kept connection (a restart, an idle time-out): the next read connects again, and the pages
+    show what they showed."""
+    before = {path: pro_client.get(path).get_data(as_text=True) for path in CEILINGS}
+    with app.app_context():
+        kept = page_cache()._read_client
+        writer = cache.cache._write_client
+        [ours] = [c for c in writer.client_list() if int(c["id"]) == kept.client_id()]
+        writer.client_kill_filter(_id=ours["id"])
+    for path in CEILINGS:
+        response = pro_client.get(path)
+        assert response.status_code == 200
+        assert response.get_data(as_text=True) == before[path]
