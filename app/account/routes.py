@@ -146,11 +146,10 @@ def logout():
 @bp.post("/account/logout-everywhere")
 @login_required
 def logout_everywhere():
-    """End every session and API token of the user, this browser's included."""
+    """End every session and API token of the user, this browser's included, and any pending email-change link."""
     if not LogoutForm().validate_on_submit():
         return redirect(url_for("account.show_account"))
-    sessions.revoke_all(current_user.id, "logout_everywhere")
-    db.session.commit()
+    accounts.sign_out_everywhere(current_user._get_current_object())
     logout_user()
     session.clear()
     flash("You have been logged out everywhere: every browser and API token must log in again.", "info")
