@@ -29,6 +29,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.extensions import db
 from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
+from app.ratelimits import may_mail_account
 from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
 from app.services.strategies import backtests_since_query, month_start, strategies_count_query
@@ -274,9 +275,13 @@ def user_from_token_data(data: object) -> User | None:
 def send_password_reset(email: str) -> None:
     """Mail a reset link when the email names an account; nothing otherwise. The caller answers the same, and as
     soon: the mail leaves on the task queue or after the response, never inside the request (SMTP's time would tell
-    which emails have an account)."""
+    which emails have an account). An account whose reset mails of the hour are spent (RATELIMIT_ACCOUNT_MAIL_RECIPIENT)
+    gets none either: asking from many addresses must not fill one person's mailbox, and the answer stays the same."""
     user = find_user_by_email(email)
     if user is None:
+        return
+    if not may_mail_account(user.id, "password_reset"):
+        log.warning("account_mail_capped", kind="password_reset", user_id=user.id)
         return
     link = external_url("account.reset_password", token=password_reset_token(user))
     mail.queue_mail("password_reset", secrets.token_hex(8), user, link=link, minutes=RESET_MAX_AGE // 60)
@@ -284,14 +289,21 @@ def send_password_reset(email: str) -> None:
     mail.request_delivery()
 
 
-def send_verification(user: User, plan: str | None = None, cycle: str | None = None) -> None:
+def send_verification(user: User, plan: str | None = None, cycle: str | None = None) -> bool:
     """Mail a link that proves the user owns their login email; with the paid plan they chose on the way (`plan`,
-    `cycle`), the link leads on to reviewing it once the address is confirmed (Checkout waits for that)."""
+    `cycle`), the link leads on to reviewing it once the address is confirmed (Checkout waits for that).
+
+    False, and no mail, once the account's verification mails of the hour are spent: the login email of an account
+    not yet confirmed may be anyone's, and asking again from many addresses must not fill that mailbox."""
+    if not may_mail_account(user.id, "verify_email"):
+        log.warning("account_mail_capped", kind="verify_email", user_id=user.id)
+        return False
     choice = {"plan": plan, "cycle": cycle} if plan and cycle else {}
     link = external_url("account.verify_email", token=email_verification_token(user), **choice)
     mail.queue_mail("verify_email", secrets.token_hex(8), user, link=link, days=VERIFY_MAX_AGE // 86400)
     db.session.commit()
     mail.request_delivery()
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------
