@@ -395,12 +395,13 @@ class Settings(BaseSettings):
     PROXY_FIX_X_PREFIX: ProxyHops = 0
     # Addresses whose X-Forwarded-* headers are believed (the load balancer); unset: loopback and private networks.
     TRUSTED_PROXIES: Annotated[list[str] | None, BeforeValidator(networks)] = None
-    # Accounts: sign-up and account mails per address and site-wide; re-reading Stripe per user; unset: the defaults
-    # of app/ratelimits.py.
+    # Accounts: sign-up and account mails per address and site-wide, account mails per account they go to;
+    # re-reading Stripe per user; unset: the defaults of app/ratelimits.py.
     RATELIMIT_SIGNUP: OptionalText = None
     RATELIMIT_SIGNUP_GLOBAL: OptionalText = None
     RATELIMIT_ACCOUNT_MAIL: OptionalText = None
     RATELIMIT_ACCOUNT_MAIL_GLOBAL: OptionalText = None
+    RATELIMIT_ACCOUNT_MAIL_RECIPIENT: OptionalText = None
     RATELIMIT_STRIPE_REFRESH: OptionalText = None
     # Checkout asks for a confirmed email first; unset: on, except under ENVIRONMENT=testing.
     REQUIRE_VERIFIED_EMAIL: bool | None = None

@@ -3,7 +3,8 @@
 Each limit is read from the configuration at request time, so a test or an operator can change it on a live app.
 Log-in (the form and `/auth/token`) is one budget per address. Sign-up and password-reset mails have a budget
 per address and one for the whole site: each sign-up costs a deliberately slow password hash, so a flood of them
-from many addresses would otherwise take every worker.
+from many addresses would otherwise take every worker. Reset and verification mails also have a budget per
+account they go to: many addresses asking for one person's reset would otherwise fill that person's mailbox.
 """
 
 from __future__ import annotations
@@ -66,6 +67,21 @@ def account_mail_global_limit() -> str:
     return current_app.config.get("RATELIMIT_ACCOUNT_MAIL_GLOBAL") or DEFAULT_ACCOUNT_MAIL_GLOBAL_LIMIT
 
 
+DEFAULT_ACCOUNT_MAIL_RECIPIENT_LIMIT = "3 per hour"
+
+
+def account_mail_recipient_limit() -> str:
+    """Password-reset mails, and verification mails, sent to one account whoever asks (RATELIMIT_ACCOUNT_MAIL_RECIPIENT)."""
+    return current_app.config.get("RATELIMIT_ACCOUNT_MAIL_RECIPIENT") or DEFAULT_ACCOUNT_MAIL_RECIPIENT_LIMIT
+
+
+def may_mail_account(user_id: int, kind: str) -> bool:
+    """Spend one of the account's mails of this kind (`password_reset`, `verify_email`); False once they are spent.
+    Counted per account, not per address asking: the per-address budgets cannot stop many addresses asking for one
+    person's mail."""
+    return _spend(account_mail_recipient_limit(), f"account-mail-to-{kind}", user_id)
+
+
 DEFAULT_STRIPE_REFRESH_LIMIT = "4 per minute;30 per hour"
 
 
@@ -108,13 +124,13 @@ def in_memory_limiter() -> FixedWindowRateLimiter:
 
 def _spend(limit: str, scope: str, user_id: int) -> bool:
     """Hit each of `limit`'s windows for the user in `scope`; False once one is spent. The limit storage being
-    down is no reason to refuse, nor to read Stripe without limit (Redis down, the pages' cache is down too, and
-    every view would read Stripe): the budget is counted in this process's memory meanwhile."""
+    down is no reason to refuse, nor to read Stripe or send mail without limit (Redis down, the pages' cache is down
+    too, and every view would read Stripe): the budget is counted in this process's memory meanwhile."""
     items = parse_many(limit)
     try:
         return all(limiter.limiter.hit(item, scope, str(user_id)) for item in items)
     except Exception as error:  # noqa: BLE001 - any storage failure
-        log.warning("stripe_budget_unavailable", scope=scope, error=type(error).__name__)
+        log.warning("rate_limit_budget_unavailable", scope=scope, error=type(error).__name__)
         return all(in_memory_limiter().hit(item, scope, str(user_id)) for item in items)
 
 

@@ -146,11 +146,10 @@ def logout():
 @bp.post("/account/logout-everywhere")
 @login_required
 def logout_everywhere():
-    """End every session and API token of the user, this browser's included."""
+    """End every session and API token of the user, this browser's included, and any pending email-change link."""
     if not LogoutForm().validate_on_submit():
         return redirect(url_for("account.show_account"))
-    sessions.revoke_all(current_user.id, "logout_everywhere")
-    db.session.commit()
+    accounts.sign_out_everywhere(current_user._get_current_object())
     logout_user()
     session.clear()
     flash("You have been logged out everywhere: every browser and API token must log in again.", "info")
@@ -376,12 +375,18 @@ def verify_email(token: str):
 @login_required
 @mail_limited
 def resend_verification():
-    """Mail the verification link again; sent from the review of a paid plan (its `plan` and `cycle` in the form),
-    the new link leads back there, and so does this answer."""
+    """Mail the verification link again (a few times an hour per account); sent from the review of a paid plan
+    (its `plan` and `cycle` in the form), the new link leads back there, and so does this answer."""
     choice = chosen_plan(request.form.get("plan"), request.form.get("cycle"))
     if LogoutForm().validate_on_submit() and not accounts.is_email_verified(current_user):
-        accounts.send_verification(current_user, *((choice.plan.name, choice.cycle) if choice else ()))
-        flash(f"We sent a new link to {current_user.email}.", "info")
+        if accounts.send_verification(current_user, *((choice.plan.name, choice.cycle) if choice else ())):
+            flash(f"We sent a new link to {current_user.email}.", "info")
+        else:
+            flash(
+                f"We already sent several links to {current_user.email} this hour: open the newest one, or ask "
+                "again later.",
+                "warning",
+            )
     if choice:
         return redirect(url_for("billing.review_checkout", plan=choice.plan.name, cycle=choice.cycle))
     return redirect(url_for("account.show_account"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -45,6 +45,9 @@ class User(UserMixin, TimestampMixin, Model):
     billing_email: Mapped[str | None] = mapped_column(String(BILLING_EMAIL_LENGTH))
     #: `created` of the newest `customer.*` event applied to this user.
     customer_event_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: How many times the user chose "Sign out everywhere": a login-email change link carries the count it was made
+    #: under and dies when it moves on, as the notice to the old address promises (app/services/accounts.py).
+    logouts_everywhere: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
 
     subscriptions: Mapped[list[UserSubscription]] = relationship(back_populates="user")
 

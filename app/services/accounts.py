@@ -3,9 +3,11 @@ operator-created accounts.
 
 Reset, verification and email-change links are itsdangerous signed, timed tokens (SECRET_KEY, one salt per
 purpose). A reset token names the user and a fingerprint of the current password hash, so it works once: the reset
-changes the hash. An email-change token names the user, the login email it replaces and the password fingerprint,
-so it works once (the change replaces that email) and dies with a password change. Every password change and
-every login-email change ends the user's other sessions and API token families.
+changes the hash. An email-change token names the user, the login email it replaces, the password fingerprint and
+the user's count of "Sign out everywhere", so it works once (the change replaces that email) and dies with a
+password change or a sign-out everywhere (the notice mailed to the old address offers both against a change the
+owner did not ask for). Every password change and every login-email change ends the user's other sessions and API
+token families.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.extensions import db
 from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
+from app.ratelimits import may_mail_account
 from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
 from app.services.strategies import backtests_since_query, month_start, strategies_count_query
@@ -42,7 +45,8 @@ COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent.parent / "data" / "commo
 RESET_MAX_AGE = 3600
 #: A verification link is valid this long.
 VERIFY_MAX_AGE = 3 * 24 * 3600
-#: An email-change link is valid this long (and only while the login email and password are unchanged).
+#: An email-change link is valid this long (and only while the login email and password are unchanged and the user
+#: did not sign out everywhere).
 EMAIL_CHANGE_MAX_AGE = 3600
 RESET_SALT, VERIFY_SALT, EMAIL_CHANGE_SALT = "password-reset", "email-verification", "email-change"
 #: The answer for an address another account logs in with: the same whenever it is found (request or confirmation).
@@ -126,6 +130,14 @@ def set_new_password(user: User, new: str, reason: str, keep_session: str | None
     user.set_password(new)
     sessions.revoke_all(user.id, reason, keep=keep_session)
     record(f"user.{reason}", user.id)
+    db.session.commit()
+
+
+def sign_out_everywhere(user: User) -> None:
+    """End every session and API token family of the user, and every login-email change link mailed so far: the
+    notice to the old address tells its owner that this makes a change they did not ask for impossible."""
+    user.logouts_everywhere = User.logouts_everywhere + 1
+    sessions.revoke_all(user.id, "logout_everywhere")
     db.session.commit()
 
 
@@ -263,9 +275,13 @@ def user_from_token_data(data: object) -> User | None:
 def send_password_reset(email: str) -> None:
     """Mail a reset link when the email names an account; nothing otherwise. The caller answers the same, and as
     soon: the mail leaves on the task queue or after the response, never inside the request (SMTP's time would tell
-    which emails have an account)."""
+    which emails have an account). An account whose reset mails of the hour are spent (RATELIMIT_ACCOUNT_MAIL_RECIPIENT)
+    gets none either: asking from many addresses must not fill one person's mailbox, and the answer stays the same."""
     user = find_user_by_email(email)
     if user is None:
+        return
+    if not may_mail_account(user.id, "password_reset"):
+        log.warning("account_mail_capped", kind="password_reset", user_id=user.id)
         return
     link = external_url("account.reset_password", token=password_reset_token(user))
     mail.queue_mail("password_reset", secrets.token_hex(8), user, link=link, minutes=RESET_MAX_AGE // 60)
@@ -273,14 +289,21 @@ def send_password_reset(email: str) -> None:
     mail.request_delivery()
 
 
-def send_verification(user: User, plan: str | None = None, cycle: str | None = None) -> None:
+def send_verification(user: User, plan: str | None = None, cycle: str | None = None) -> bool:
     """Mail a link that proves the user owns their login email; with the paid plan they chose on the way (`plan`,
-    `cycle`), the link leads on to reviewing it once the address is confirmed (Checkout waits for that)."""
+    `cycle`), the link leads on to reviewing it once the address is confirmed (Checkout waits for that).
+
+    False, and no mail, once the account's verification mails of the hour are spent: the login email of an account
+    not yet confirmed may be anyone's, and asking again from many addresses must not fill that mailbox."""
+    if not may_mail_account(user.id, "verify_email"):
+        log.warning("account_mail_capped", kind="verify_email", user_id=user.id)
+        return False
     choice = {"plan": plan, "cycle": cycle} if plan and cycle else {}
     link = external_url("account.verify_email", token=email_verification_token(user), **choice)
     mail.queue_mail("verify_email", secrets.token_hex(8), user, link=link, days=VERIFY_MAX_AGE // 86400)
     db.session.commit()
     mail.request_delivery()
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -295,7 +318,13 @@ def email_taken(email: str, user: User) -> bool:
 
 def email_change_token(user: User, new_email: str) -> str:
     """A link's token for moving the user from their current login email to `new_email` (see the module doc)."""
-    payload = {"user": user.id, "from": user.email, "to": new_email, "password": password_fingerprint(user)}
+    payload = {
+        "user": user.id,
+        "from": user.email,
+        "to": new_email,
+        "password": password_fingerprint(user),
+        "logouts": user.logouts_everywhere,
+    }
     return serializer(EMAIL_CHANGE_SALT).dumps(payload)
 
 
@@ -341,8 +370,9 @@ def request_email_change(user: User, password: str, new_email: str) -> str:
 
 
 def email_change_from_token(token: str) -> tuple[User, str]:
-    """The (locked) user and new address a change link is for, while it is under an hour old and the user's login
-    email and password are still the ones it was made for; AccountError (`invalid_link`) otherwise."""
+    """The (locked) user and new address a change link is for, while it is under an hour old, the user's login
+    email and password are still the ones it was made for and they did not sign out everywhere since; AccountError
+    (`invalid_link`) otherwise. A link made before links counted sign-outs (no `logouts`) counts as made under 0."""
     try:
         data = serializer(EMAIL_CHANGE_SALT).loads(token, max_age=EMAIL_CHANGE_MAX_AGE)
     except BadData:
@@ -355,6 +385,7 @@ def email_change_from_token(token: str) -> tuple[User, str]:
         or not isinstance(data.get("to"), str)
         or data.get("from") != user.email
         or not secrets.compare_digest(str(data.get("password")), password_fingerprint(user))
+        or data.get("logouts", 0) != user.logouts_everywhere
     ):
         db.session.rollback()
         raise AccountError("This link is invalid, used or expired: ask for the change again.", code="invalid_link")

@@ -52,7 +52,8 @@ class RevenueSummary:
     by_plan: list[PlanRevenue]
     #: Sum of the monthly prices plus the sum of the yearly prices divided by 12 (exact, not rounded).
     mrr: Decimal
-    #: MRR x 12, computed without the division so it is exact.
+    #: The monthly prices x 12 plus the yearly prices: MRR x 12, computed without the division so it is exact (so
+    #: not always the MRR rounded to the cent x 12, and the dashboard does not label it so).
     arr: Decimal
     active_subscriptions: int
 

@@ -44,6 +44,7 @@ from app.services.entitlements import (
     require_feature,
     require_within_limit,
 )
+from app.templating import date as format_date
 
 NAME_MAX = 120
 TEXT_MAX = 5000
@@ -338,11 +339,40 @@ def earliest_start(user_id: int) -> date:
     return first if years is None else max(first, years_before(last, years))
 
 
+def require_history(user_id: int, start: date) -> None:
+    """Refuse a backtest from before the first day the user's `history_years` allows.
+
+    When a plan goes back further the upgrade page answers (UpgradeRequired), offering the cheapest plan that
+    reaches `start`, else the cheapest that goes back further at all. When none does, there is nothing to sell:
+    BacktestError (`history_limit`) names the earliest allowed day, for the form to show beside its From field.
+    """
+    entitlements = get_entitlements(user_id)
+    needed = history_years_needed(start)
+    if entitlements.within("history_years", needed):
+        return
+    years = entitlements.limit("history_years") or 0
+    earliest = earliest_start(user_id)
+    more = cheapest_plan_with("history_years", at_least=years + 1) if earliest > data_range()[0] else None
+    if more is None:
+        raise BacktestError(
+            f"Pick a From date on or after {format_date(earliest)}: the {plan_display_name(entitlements.plan)} "
+            "plan's history goes back that far, the furthest any plan goes.",
+            code="history_limit",
+        )
+    raise UpgradeRequired(
+        "history_years",
+        entitlements.plan,
+        cheapest_plan_with("history_years", at_least=needed) or more,
+        limit=years,
+        usage=needed,
+    )
+
+
 def run_backtest(user_id: int, strategy_id: int, start: date, end: date) -> Backtest:
     """Run the strategy over [start, end] and store the result; counted against `backtests_per_month`."""
     strategy = get_strategy(user_id, strategy_id)
     ensure_editable(user_id, strategy)
-    require_within_limit(user_id, "history_years", history_years_needed(start), adding=0)
+    require_history(user_id, start)
     # Rules saved before read_rules was strict may not read: the user is told to fix them, no default is run.
     result = run_crossover(read_rules(strategy.rules), start, end)
     _lock_user(user_id)

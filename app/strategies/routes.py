@@ -1,6 +1,7 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from app.models import Strategy
 from app.services import DomainError
 from app.services.backtesting import (
     DEFAULT_FAST,
@@ -91,13 +92,16 @@ def create_strategy_page():
 @login_required
 def show_strategy(strategy_id: int):
     """A strategy, its backtests and the form to run another."""
-    strategy = get_strategy(current_user.id, strategy_id)
+    return render_strategy(get_strategy(current_user.id, strategy_id), BacktestForm())
+
+
+def render_strategy(strategy: Strategy, form: BacktestForm, status: int = 200):
+    """The strategy page with its backtest form: blank (the default range), or as sent with its errors."""
     last = data_range()[1]
     earliest = earliest_start(current_user.id)
     # Rules saved before they were read strictly may not read: say so before a backtest is refused.
     problem = rules_problem(strategy.rules)
     rules = Rules(DEFAULT_FAST, DEFAULT_SLOW) if problem else read_rules(strategy.rules)
-    form = BacktestForm()
     if not form.is_submitted():
         form.start_date.data = default_start(rules, earliest)
         form.end_date.data = last
@@ -115,7 +119,7 @@ def show_strategy(strategy_id: int):
         entitlements=entitlements,
         more_history=None if years is None else cheapest_plan_with("history_years", at_least=years + 1),
         backtests_used=count_backtests_this_month(current_user.id),
-    )
+    ), status
 
 
 @bp.route("/<int:strategy_id>/edit", methods=["GET", "POST"])
@@ -170,19 +174,20 @@ def remove_strategy(strategy_id: int):
 @login_required
 @within_limit("backtests_per_month", usage=count_backtests_this_month)
 def start_backtest(strategy_id: int):
-    """Run a backtest on the strategy and show its result."""
+    """Run a backtest on the strategy and show its result; a date the form or the plan refuses is shown beside its
+    field (a From date before the plan's history, when no plan goes back further), anything else as a message."""
     strategy = get_strategy(current_user.id, strategy_id)
     form = BacktestForm()
     if not form.validate_on_submit():
-        for errors in form.errors.values():
-            for error in errors:
-                flash(error, "danger")
-        return redirect(url_for("strategies.show_strategy", strategy_id=strategy.id))
+        return render_strategy(strategy, form, status=400)
     try:
         backtest = run_backtest(current_user.id, strategy.id, form.start_date.data, form.end_date.data)
     except UpgradeRequired:
         raise
     except DomainError as exc:
+        if exc.code == "history_limit":
+            form.start_date.errors = [*form.start_date.errors, exc.message]
+            return render_strategy(strategy, form, status=400)
         flash(exc.message, "danger")
         return redirect(url_for("strategies.show_strategy", strategy_id=strategy.id))
     return redirect(url_for("strategies.show_backtest", strategy_id=strategy.id, backtest_id=backtest.id))

@@ -171,6 +171,17 @@ def metric_value(client, name: str) -> float:
     raise AssertionError(f"{name} not exported")
 
 
+def test_the_arr_card_says_how_its_figure_is_made(seeded, admin_client):
+    """The book's exact MRR is $129.969…: shown $129.97, whose × 12 ($1,559.64) is a cent more than the yearly
+    revenue billed ($1,559.63). The card shows the billed figure and says so, rather than "MRR × 12"."""
+    build_book(seeded)
+    html = admin_client.get("/admin").get_data(as_text=True)
+    assert text_of(html, "kpi-mrr") == "$129.97"
+    assert text_of(html, "kpi-arr") == "$1,559.63"
+    assert Decimal("19.99") * 24 + Decimal("49.99") * 12 + Decimal("479.99") == Decimal("1559.63")
+    assert text_of(html, "kpi-arr-note") == "Monthly plans × 12 + yearly plans"
+
+
 def test_mrr_on_the_page_equals_the_metrics_gauge(seeded, admin_client):
     build_book(seeded)
     html = admin_client.get("/admin").get_data(as_text=True)

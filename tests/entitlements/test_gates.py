@@ -107,7 +107,7 @@ def test_deleting_a_strategy_does_not_give_back_this_months_backtests(member):
 # --- history_years -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("plan, years, next_plan", [("free", 1, "starter"), ("starter", 5, "pro"), ("pro", 20, None)])
+@pytest.mark.parametrize("plan, years, next_plan", [("free", 1, "starter"), ("starter", 5, "pro")])
 def test_history_years_at_and_around_the_limit(member, plan, years, next_plan):
     user = member(plan)
     [sid] = user.strategies(1)
@@ -115,6 +115,29 @@ def test_history_years_at_and_around_the_limit(member, plan, years, next_plan):
     assert backtest(user.client, sid, earliest).status_code == 302
     page = upgrade_page(backtest(user.client, sid, earliest - timedelta(days=1)))
     assert page["feature"] == "history_years" and page["required_plan"] == next_plan
+
+
+def test_a_start_before_the_longest_history_is_a_field_error_naming_the_earliest_day(member):
+    """Pro has the most history of any plan: a From date before it has nothing to sell, so the form says which
+    day is the earliest instead of an upgrade page that can only say "No plan includes more"."""
+    user = member("pro")
+    [sid] = user.strategies(1)
+    earliest = years_before(LAST, 20)
+    assert backtest(user.client, sid, earliest).status_code == 302
+    for start in (earliest - timedelta(days=1), date(2005, 1, 1)):
+        response = backtest(user.client, sid, start)
+        html = response.get_data(as_text=True)
+        assert response.status_code == 400, html[:500]
+        assert 'data-testid="upgrade-required"' not in html
+        assert 'data-testid="start-date-error"' in html and "31 Dec 2005" in html.split("start-date-error")[1]
+        assert f'value="{start.isoformat()}"' in html  # the form keeps what was sent
+
+
+def test_a_start_before_the_data_still_offers_a_plan_that_goes_back_further(member):
+    user = member("free")
+    [sid] = user.strategies(1)
+    page = upgrade_page(backtest(user.client, sid, date(2004, 6, 1)))  # before the data, and before Pro's 20 years
+    assert page["feature"] == "history_years" and page["required_plan"] == "starter"
 
 
 def test_the_backtest_form_offers_the_plans_history(member):

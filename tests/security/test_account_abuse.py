@@ -196,6 +196,67 @@ def test_password_reset_requests_are_rate_limited(seeded, client):
     assert statuses[:5] == [302] * 5 and 429 in statuses[5:], statuses
 
 
+def outbox_count(app, kind: str, recipient: str) -> int:
+    """How many mails of `kind` the outbox holds for `recipient` (queued in the request, before any delivery)."""
+    import sqlalchemy as sa
+
+    from app.models import MailOutbox
+
+    with app.app_context():
+        count = db.session.scalar(
+            sa.select(sa.func.count()).where(MailOutbox.kind == kind, MailOutbox.recipient == recipient)
+        )
+        db.session.remove()
+    return int(count or 0)
+
+
+def test_one_accounts_reset_mails_are_capped_whoever_asks_and_the_answer_never_changes(seeded, client):
+    """Many addresses asking for one person's reset (each within its own budget) get that person three mails an
+    hour; the fourth asker reads what an unknown email reads, and no mail is queued."""
+    from tests.conftest import csrf_token_from
+
+    with seeded.app_context():
+        UserFactory(email="target@example.com")
+        db.session.remove()
+    token = csrf_token_from(client.get("/forgot-password").get_data(as_text=True))
+
+    def ask(address: str, i: int) -> tuple[int, str, str]:
+        response = client.post(
+            "/forgot-password",
+            data={"email": address, "csrf_token": token},
+            environ_overrides={"REMOTE_ADDR": f"198.51.100.{i}"},
+        )
+        page = client.get(response.headers.get("Location", "/login")).get_data(as_text=True)
+        flashed = page.split('role="alert"')[1].split("</div>")[0] if 'role="alert"' in page else page
+        return response.status_code, response.headers.get("Location", ""), flashed
+
+    unknown = ask("nobody@example.com", 200)
+    answers = [ask("target@example.com", i) for i in range(6)]
+    assert "If an account uses this email" in unknown[2]
+    assert all(answer == unknown for answer in answers), (unknown, answers)
+    assert outbox_count(seeded, "password_reset", "target@example.com") == 3  # RATELIMIT_ACCOUNT_MAIL_RECIPIENT
+
+
+def test_mailing_the_verification_link_again_is_capped_per_account(seeded, client, auth):
+    from tests.conftest import csrf_token_from
+
+    auth.signup("unconfirmed@example.com")  # the first link
+    answers = []
+    for i in range(3):
+        token = csrf_token_from(client.get("/account").get_data(as_text=True))
+        response = client.post(
+            "/account/verify-email",
+            data={"csrf_token": token},
+            environ_overrides={"REMOTE_ADDR": f"198.51.100.{i}"},
+            follow_redirects=True,
+        )
+        answers.append(response.get_data(as_text=True))
+    assert all("We sent a new link to unconfirmed@example.com" in page for page in answers[:2])
+    assert "We sent a new link" not in answers[2]
+    assert "We already sent several links to unconfirmed@example.com this hour" in answers[2]
+    assert outbox_count(seeded, "verify_email", "unconfirmed@example.com") == 3
+
+
 def test_sign_up_mails_a_verification_link_that_confirms_the_address(seeded, client, auth, smtp_sink):
     auth.signup("new@example.com")
     page = client.get("/account").get_data(as_text=True)

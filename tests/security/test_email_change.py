@@ -261,6 +261,29 @@ def test_a_password_change_kills_a_pending_change_link(seeded, client, smtp_sink
     assert user_row(seeded, user_id).email == "owner@example.com"
 
 
+def test_signing_out_everywhere_kills_a_pending_change_link(seeded, client, smtp_sink):
+    """The notice to the old address says "Sign out everywhere" makes the link useless: it must."""
+    user_id = signed_up(client, "owner@example.com")
+    assert ask_change(client, "intruder@example.com").status_code == 302
+    link = change_link(smtp_sink, "intruder@example.com", seeded)
+    assert eventually(lambda: any("Sign out everywhere" in body for body in mails_to(smtp_sink, "owner@example.com")))
+    token = csrf_token_from(client.get("/account").get_data(as_text=True))
+    assert client.post("/account/logout-everywhere", data={"csrf_token": token}).status_code == 302
+    assert "invalid, used or expired" in client.get(link, follow_redirects=True).get_data(as_text=True)
+    assert Auth(client).login("owner@example.com").status_code == 302  # a new log-in does not revive it
+    assert "invalid, used or expired" in client.get(link, follow_redirects=True).get_data(as_text=True)
+    assert user_row(seeded, user_id).email == "owner@example.com"
+
+    # A change asked for after signing out everywhere works, though other log-ins came and went meanwhile.
+    assert ask_change(client, "moved@example.com").status_code == 302
+    fresh = change_link(smtp_sink, "moved@example.com", seeded)
+    Auth(seeded.test_client()).login("owner@example.com")
+    assert "Your login email is now moved@example.com" in client.get(fresh, follow_redirects=True).get_data(
+        as_text=True
+    )
+    assert user_row(seeded, user_id).email == "moved@example.com"
+
+
 def test_an_address_another_account_uses_is_refused_without_naming_it(seeded, client, smtp_sink):
     signed_up(client, "mine@example.com")
     other = seeded.test_client()

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from app.services.backtesting import data_range, years_before
+from app.services.strategies import NAME_MAX, create_strategy, run_backtest
 from tests.entitlements.conftest import put_on_plan
 from tests.factories import UserFactory
 
@@ -141,3 +143,47 @@ def test_the_list_shows_the_last_result_and_delete_asks_first(visit):
     expect(page.locator(".alert-info")).to_contain_text("deleted")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("Medium-term trend")
+
+
+LONG = "W" * 200  # a description or billing name with no space to wrap at
+LONG_NAME = "W" * NAME_MAX
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_long_unbroken_names_wrap_instead_of_widening_the_pages(seeded, live_server, page, tmp_path, size):
+    """A strategy's name (120 characters, the most there is) and description and a billing name of 200 characters,
+    none with a space: every page that shows them (the strategy pages, alerts, the admin's) stays as wide as the
+    screen."""
+    with seeded.app_context():
+        user = UserFactory(email="wide@example.com", name=LONG, is_admin=True)
+        put_on_plan(user.id, "pro")
+        strategy = create_strategy(user.id, LONG_NAME, LONG + " " + LONG, "fast=20 slow=50")
+        first, last = data_range()
+        backtest = run_backtest(user.id, strategy.id, years_before(last, 2), last)
+        paths = {
+            "long-strategies": "/strategies/",
+            "long-strategy": f"/strategies/{strategy.id}",
+            "long-backtest": f"/strategies/{strategy.id}/backtests/{backtest.id}",
+            "long-delete": f"/strategies/{strategy.id}/delete",
+            "long-alerts": "/alerts/",
+            "long-admin": "/admin",
+            "long-admin-user": "/admin/users?email=wide@example.com",
+        }
+    page.set_viewport_size(SIZES[size])
+    page.goto(live_server.url + "/login")
+    page.fill("input[name=email]", "wide@example.com")
+    page.fill("input[name=password]", "correct horse")
+    page.locator("main form button[type=submit]").click()
+    expect(page).to_have_url(live_server.url + "/account")
+    shots = Path(os.environ.get("STRATEGY_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    visit = Visit(page, live_server.url, size, shots)
+    for name, path in paths.items():
+        page.goto(live_server.url + path)
+        if name != "long-admin":  # the dashboard names no strategy and no billing name
+            expect(page.get_by_text(LONG_NAME[:50], exact=False).first).to_be_visible()
+        visit.check(name)
+    page.goto(live_server.url + paths["long-delete"])
+    page.get_by_test_id("confirm-delete-button").click()
+    expect(page.locator(".alert-info")).to_contain_text(LONG_NAME)  # the message names it
+    visit.check("long-deleted")

@@ -130,6 +130,29 @@ def test_the_list_shows_each_strategys_last_result(member):
     assert "Not backtested yet" in rows[1]
 
 
+def test_a_run_reads_the_same_on_its_page_the_strategys_page_and_the_list(member):
+    """A gain is "+83.38%" on the result page: the strategy's list of runs and the strategies list say the same."""
+    user = member("starter")
+    [sid] = user.strategies(1)
+    user.backtests(1, strategy_id=sid)
+    figures = {"total_return_pct": "83.38", "buy_and_hold_return_pct": "12.50", "max_drawdown_pct": "-20.67"}
+    with user.app.app_context():
+        backtest = db.session.scalar(sa.select(Backtest))
+        backtest.result = {**figures, "trades": 4}
+        db.session.commit()
+        bid = backtest.id
+    result = user.client.get(f"/strategies/{sid}/backtests/{bid}").get_data(as_text=True)
+    shown = re.findall(r'data-testid="metric"><span class="[^"]*">([^<]*)</span>', result)
+    assert shown == ["+83.38%", "+12.50%", "−20.67%"]
+    runs = user.client.get(f"/strategies/{sid}").get_data(as_text=True).split('data-testid="backtests"')[1]
+    assert [re.search(rf'data-label="{label}"[^>]*>([^<]*)<', runs).group(1) for label in LABELS] == shown
+    listing = user.client.get("/strategies/").get_data(as_text=True)
+    assert "+83.38%" in listing and "vs +12.50% hold" in listing
+
+
+LABELS = ("Return", "Buy &amp; hold", "Max drawdown")
+
+
 def test_a_stored_run_without_detail_still_opens(member):
     user = member("free")
     [sid] = user.strategies(1)
