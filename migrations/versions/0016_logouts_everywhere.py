@@ -1,7 +1,7 @@
 """logouts everywhere: "Sign out everywhere" also ends a pending login-email change link
 
-Revision ID: 0015_logouts_everywhere
-Revises: 0014_event_counts_at_commit
+Revision ID: 0016_logouts_everywhere
+Revises: 0015_drain_batch_counts
 Create Date: 2026-12-03 10:45:00
 
 - users.logouts_everywhere: how many times the user chose "Sign out everywhere". An email-change link names the
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0015_logouts_everywhere"
-down_revision = "0014_event_counts_at_commit"
+revision = "0016_logouts_everywhere"
+down_revision = "0015_drain_batch_counts"
 branch_labels = None
 depends_on = None
 
