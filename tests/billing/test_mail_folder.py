@@ -55,3 +55,18 @@ def test_suppressed_mail_writes_no_file(seeded, migrated_database, redis_url, st
     app = folder_app(migrated_database, redis_url, stripe_emulator.url, tmp_path, MAIL_SUPPRESS_SEND="true")
     mail_verification(app, "quiet@example.com")
     assert not (tmp_path / "mail").exists()
+
+
+def test_production_without_mail_server_prints_no_mail_body(
+    seeded, migrated_database, redis_url, stripe_emulator, tmp_path, capsys
+):
+    """The guide names no MAIL_* variable: a production started from it wrote every mail to the folder and printed
+    its body — the verification and reset links — to the worker's and server's output, past the log redaction."""
+    app = folder_app(migrated_database, redis_url, stripe_emulator.url, tmp_path)
+    mail_verification(app, "dev@example.com")
+    assert "/verify-email/" in capsys.readouterr().out  # development: printed for the terminal, as the README says
+    app.config["ENVIRONMENT"] = "production"
+    mail_verification(app, "prod@example.com")
+    out = capsys.readouterr()
+    assert "/verify-email/" not in out.out + out.err and "prod@example.com" not in out.out
+    assert len(list((tmp_path / "mail").iterdir())) == 2  # still kept, for an operator to find
