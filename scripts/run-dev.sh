@@ -6,6 +6,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Another `make run` (another checkout) on these ports: starting beside it would register this app's webhook
+# endpoint in the other's emulator, replacing its endpoint and secret, so that its deliveries failed their signature.
+port_in_use() {
+  .venv/bin/python -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: a closed port in TIME_WAIT is free
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(0)
+sys.exit(1)' "$1"
+}
+ports="5000"
+[ -z "${STRIPE_SECRET_KEY:-}" ] && ports="$ports 12111"
+for port in $ports; do
+  if port_in_use "$port"; then
+    echo "Port $port is in use (another \`make run\`?): stop it first; nothing was started." >&2
+    exit 1
+  fi
+done
+
 if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
   .venv/bin/python -m stripe_emulator --host 127.0.0.1 --port 12111 --state instance/stripe_emulator.json --quiet &
   emulator=$!

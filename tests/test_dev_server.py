@@ -153,3 +153,34 @@ def test_make_run_sends_the_mail_of_a_form_whose_connection_the_browser_reset(de
         assert eventually(lambda to=email: SUBJECTS["verify_email"] in smtp_sink.subjects(to=to), seconds=10), (
             f"the verification mail to {email} never came (the response was never closed):\n{dev_server.output()}"
         )
+
+
+def test_make_run_beside_another_starts_nothing_and_says_why(tmp_path):
+    """A second `make run` while another holds the emulator's port: it registered its webhook endpoint in the other's
+    emulator (replacing that app's endpoint and secret: every delivery to it then failed its signature check), and
+    only then failed on the app's port. Now it stops first, with one line, having touched nothing."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if probe.connect_ex(("127.0.0.1", 5000)) == 0:
+            pytest.skip("port 5000 is in use on this machine (the script would name it first)")
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 12111))
+    except OSError:
+        holder.close()
+        pytest.skip("port 12111 is in use on this machine")
+    holder.listen()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_URL", "TASK_QUEUE"))}
+    try:
+        done = subprocess.run(
+            [str(RUN_DEV)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"run-dev.sh went on beside the other emulator: {error.stdout!r} {error.stderr!r}")
+    finally:
+        holder.close()
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "Port 12111 is in use (another `make run`?): stop it first; nothing was started."
+    ], done.stderr
+    assert "Webhook endpoint" not in done.stdout and "App:" not in done.stdout, done.stdout
