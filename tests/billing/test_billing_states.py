@@ -203,3 +203,13 @@ def test_the_real_time_switch_is_off_when_the_plan_has_no_real_time_alerts(billi
     page = billing.client.get("/alerts/").get_data(as_text=True)
     switch = re.search(r'<input[^>]*id="realtime_enabled"[^>]*>', page).group(0)
     assert "disabled" in switch and "checked" not in switch
+
+
+def test_the_switch_to_the_other_cycle_is_named_once(billing, stripe_emulator, webhooks_to_app):
+    """A screen reader read the Starter card's button "Switch to yearly yearly" to a Starter monthly user."""
+    billing.subscribe("starter", "monthly")
+    pricing = billing.client.get("/pricing").get_data(as_text=True)
+    starter_card = pricing[pricing.index('data-plan="starter"') : pricing.index('data-plan="pro"')]
+    yearly = starter_card[starter_card.index('class="choose-yearly"') :]
+    button = text_of(yearly[yearly.index("<button") : yearly.index("</button>") + 9])
+    assert button == "Switch to yearly", button
