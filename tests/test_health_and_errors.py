@@ -38,6 +38,19 @@ def test_healthz_names_the_cache_when_redis_is_down(migrated_database):
         db.engine.dispose()
 
 
+def test_a_probe_with_a_part_down_logs_one_line_not_a_traceback(migrated_database, capfd):
+    """A load balancer probes every few seconds: with Redis down each probe wrote a 3 KB traceback."""
+    app = create_app(make_config(migrated_database, f"redis://127.0.0.1:{closed_port()}/0"))
+    capfd.readouterr()
+    for _ in range(2):
+        assert app.test_client().get("/healthz").status_code == 503
+    output = "".join(capfd.readouterr())
+    assert output.count("healthz_cache_failed") == 2 and "Connection refused" in output, output
+    assert "Traceback" not in output, output
+    with app.app_context():
+        db.engine.dispose()
+
+
 def test_not_found_is_html_for_pages_and_json_for_the_api(app, client):
     page = client.get("/no-such-page")
     assert page.status_code == 404 and page.mimetype == "text/html"
