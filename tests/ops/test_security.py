@@ -178,3 +178,19 @@ def test_sentry_reports_an_unhandled_error_without_secrets(migrated_database, re
     text = repr(sent)
     assert "RuntimeError" in text
     assert FAKE_LIVE_KEY not in text and "secret-token" not in text
+
+
+def test_sentry_without_tracing_leaves_the_engines_statements_unwatched(migrated_database, redis_url):
+    """Sentry's SQLAlchemy integration listens on every engine of the process (a breadcrumb per statement): the
+    log-in check then took Core's slower path on every logged-in page — here, in every later test of the process."""
+    import sentry_sdk
+
+    from app.extensions import db, statements_listened_for
+
+    app = create_app(make_config(migrated_database, redis_url, SENTRY_DSN="https://public@sentry.example.com/1"))
+    try:
+        assert sentry_sdk.get_client().is_active()
+        with app.app_context(), db.engine.connect() as connection:
+            assert not statements_listened_for(connection)
+    finally:
+        sentry_sdk.init(dsn=None)  # later tests run without Sentry
