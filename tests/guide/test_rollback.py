@@ -32,7 +32,10 @@ LOST_TABLES = {
     "0009_alerts": {"alert_watches", "alert_signals"},
 }
 #: The columns a migration adds to existing tables, which its downgrade drops (for the head revision).
-OWN_COLUMNS = {"0010_billing_contact": {"users": {"billing_email"}}}
+OWN_COLUMNS = {
+    "0010_billing_contact": {"users": {"billing_email"}},
+    "0016_logouts_everywhere": {"users": {"logouts_everywhere"}},
+}
 #: The rows a migration adds to existing tables (a condition per table), which its downgrade deletes.
 OWN_ROWS = {"0012_subscription_status_counts": {"daily_counts": "metric LIKE 'subscriptions.%'"}}
 
