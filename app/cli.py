@@ -1,34 +1,98 @@
-"""Operator commands: `flask seed-plans`, `flask users create`, `flask stripe …`."""
+"""Operator commands: `flask seed-plans`, `flask users create`, `flask stripe …`.
+
+Every command the `flask` command finds on the app (these, Flask-Migrate's `flask db …`, `flask queue …`) reports
+what an operator can fix — Stripe refusing the key or out of reach, the database out of reach or not migrated — in
+one line and exit status 1, instead of a traceback (`OperatorCommands`, `readable_errors`).
+"""
 
 from __future__ import annotations
 
-import functools
+import copy
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC
 from decimal import Decimal
 
 import click
+import redis
 from flask import Flask
 from flask.cli import AppGroup
+from sqlalchemy.exc import DBAPIError
 
+from app.logging import redact_text
 from app.services import DomainError
 from app.services.accounts import create_user, send_verification
 from app.services.catalog import seed_plans_from_config
 from app.services.counts import recount
-from app.services.doctor import run_checks
+from app.services.doctor import database_problem, run_checks
 from app.services.stripe_admin import (
     EXTRA_EVENTS,
     configure_portal,
     create_catalog,
-    create_webhook_endpoint,
     customers_to_sync,
     events_to_replay,
     reconcile,
+    register_webhook_endpoint,
 )
+from app.services.stripe_gateway import operator_message
 from app.services.triggers import MAKERS, start, wait_for_event
 from app.services.webhooks import reprocess
 
 BANNER = "=" * 70
+
+
+def redis_problem(error: redis.ConnectionError) -> str:
+    """One line naming the Redis that did not answer (its address without a password)."""
+    reason = redact_text(" ".join(str(error).split()))
+    return f"Could not reach Redis: {reason}: check REDIS_URL and TASK_QUEUE_URL, and that Redis is running"
+
+
+@contextmanager
+def readable_errors() -> Iterator[None]:
+    """Turn the errors an operator causes and can fix into `click.ClickException` (one line, exit status 1).
+
+    Stripe's errors arrive as domain errors whose customer message ("Billing is temporarily unavailable") says
+    nothing to an operator: `operator_message` gives the cause (the key refused, the host unreachable) instead.
+    Anything else is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except DomainError as error:
+        raise click.ClickException(operator_message(error)) from None
+    except DBAPIError as error:
+        raise click.ClickException("{}: {}".format(*database_problem(error))) from None
+    except redis.ConnectionError as error:
+        raise click.ClickException(redis_problem(error)) from None
+
+
+def answering_in_one_line(command: click.Command) -> click.Command:
+    """A copy of `command` whose run goes through `readable_errors` (a group's covers its subcommands).
+
+    A copy, because some commands are shared by every app of the process (Flask-Migrate's `db` group is one
+    module-level object): the original is left as it is.
+    """
+    readable = copy.copy(command)
+    run = command.invoke
+
+    def invoke(ctx: click.Context):
+        with readable_errors():
+            return run(ctx)
+
+    readable.invoke = invoke  # type: ignore[method-assign]
+    return readable
+
+
+class OperatorCommands(AppGroup):
+    """The app's command group (`app.cli`): each command it hands out answers an operator's error in one line.
+
+    `flask` asks `app.cli.get_command` for every command of the app — ours, Flask-Migrate's `db`, the blueprints'
+    — so this is the one place that sees them all run, without forking any of them.
+    """
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else answering_in_one_line(command)
 
 
 def whole_dollars_or_cents(amount: Decimal) -> str:
@@ -102,6 +166,9 @@ def portal_settings_lines(features: dict) -> list[str]:
 
 
 def register(app: Flask) -> None:
+    # Flask made app.cli a plain AppGroup; Flask-Migrate and the blueprints have already added theirs to it.
+    app.cli = OperatorCommands(app.cli.name, commands=dict(app.cli.commands), help=app.cli.help)
+
     @app.cli.command("seed-plans")
     def seed_plans_command():
         """Create or update the Free, Starter and Pro plans and their features (idempotent)."""
@@ -136,20 +203,7 @@ def register_stripe_commands(app: Flask) -> None:
         "stripe", help="Stripe: catalog, webhook endpoint, portal configuration, reconcile, replay, trigger."
     )
 
-    def domain_errors(fn):
-        """One readable line and exit 1 for a domain error (Stripe down, bad key…)."""
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except DomainError as exc:
-                raise click.ClickException(exc.message) from None
-
-        return wrapper
-
     @stripe_group.command("create-catalog")
-    @domain_errors
     def create_catalog_command():
         """Create the three products and five prices (with lookup keys) unless they exist; print STRIPE_PRICE_*."""
         results = create_catalog()
@@ -163,17 +217,24 @@ def register_stripe_commands(app: Flask) -> None:
 
     @stripe_group.command("webhook-endpoint")
     @click.option("--url", required=True, help="This app's public webhook URL, ending in /billing/webhooks/stripe.")
-    @domain_errors
     def webhook_endpoint_command(url: str):
         """Register the webhook endpoint (the six events, three extras, this library's API version); print its secret."""
         if not url.startswith(("https://", "http://")):
             raise click.ClickException("--url must be an absolute http(s) URL")
-        endpoint, created = create_webhook_endpoint(url)
-        if not created:
-            click.echo(
-                f"✓ Endpoint {endpoint['id']} already registers {url} "
-                f"(its secret was shown when it was created; roll it in the Dashboard if lost)"
-            )
+        registered = register_webhook_endpoint(url)
+        endpoint = registered.endpoint
+        if not registered.created:
+            if registered.added:
+                click.echo(f"✓ Endpoint {endpoint['id']} at {url} lacked {len(registered.added)} event(s), now added:")
+                for event_type in registered.added:
+                    reason = EXTRA_EVENTS.get(event_type)
+                    click.echo(f"  {'extra' if reason else 'added'}: {event_type}" + (f" — {reason}" if reason else ""))
+            else:
+                click.echo(
+                    f"✓ Endpoint {endpoint['id']} already registers {url} with every event, API version "
+                    f"{endpoint.get('api_version')}"
+                )
+            click.echo("  (its secret was shown when it was created; roll it in the Dashboard if lost)")
             return
         click.echo(f"✓ Created endpoint {endpoint['id']} for {url}")
         click.echo(f"  api_version: {endpoint.get('api_version')}")
@@ -184,7 +245,6 @@ def register_stripe_commands(app: Flask) -> None:
         click.echo(f"STRIPE_WEBHOOK_SECRET={endpoint['secret']}")
 
     @stripe_group.command("portal-config")
-    @domain_errors
     def portal_config_command():
         """Create or update the Customer Portal configuration with the deployment settings; print what it set."""
         configuration, created, features = configure_portal()
@@ -203,7 +263,6 @@ def register_stripe_commands(app: Flask) -> None:
     @click.option(
         "--all", "sync_all", is_flag=True, help="Every user linked to a Stripe customer (the nightly reconcile)."
     )
-    @domain_errors
     def sync_command(email: str | None, sync_all: bool):
         """Re-read customers from Stripe into the database and print the drift repaired."""
         if bool(email) == bool(sync_all):
@@ -247,7 +306,6 @@ def register_stripe_commands(app: Flask) -> None:
 
     @stripe_group.command("trigger")
     @click.argument("event_type", metavar="EVENT", type=click.Choice(list(MAKERS)))
-    @domain_errors
     def trigger_command(event_type: str):
         """Make Stripe send EVENT to the registered endpoints (`stripe trigger`, offline in the emulator); print its id."""
         started = start(event_type)

@@ -9,7 +9,7 @@ import click  # noqa: E402
 from dotenv import load_dotenv  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.cli import run_seed  # noqa: E402
+from app.cli import readable_errors, run_seed  # noqa: E402
 
 
 def main() -> int:
@@ -17,7 +17,8 @@ def main() -> int:
     app = create_app()
     with app.app_context():
         try:
-            run_seed()
+            with readable_errors():  # the database down or not migrated: one line, as `flask seed-plans` says it
+                run_seed()
         except click.ClickException as exc:
             exc.show()
             return exc.exit_code

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import StripeEvent, SubscriptionPlan, User
-from app.services import audit, stripe_gateway
+from app.services import DomainError, audit, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
 from app.services.signals import SyncResult
 from app.services.sync import sync_customer
@@ -98,15 +98,38 @@ EXTRA_EVENTS: dict[str, str] = {
 ENDPOINT_EVENTS = [*GUIDE_EVENTS, *EXTRA_EVENTS]
 
 
-def create_webhook_endpoint(url: str) -> tuple[dict, bool]:
-    """Register `url` for ENDPOINT_EVENTS in the API version the handlers read; (endpoint, created).
+class WebhookEndpointUnusable(DomainError):
+    """The endpoint registered at the URL cannot be put right by adding events: its API version or its status."""
+
+    code = "webhook_endpoint_unusable"
+    status = 409
+
+
+@dataclass
+class RegisteredEndpoint:
+    endpoint: dict
+    created: bool
+    #: Events an existing endpoint lacked, now added to it.
+    added: list[str] = field(default_factory=list)
+
+
+def missing_endpoint_events(endpoint: dict) -> list[str]:
+    """The ENDPOINT_EVENTS the endpoint does not send (none when it sends every event, `*`), in their order."""
+    enabled = set(endpoint.get("enabled_events") or [])
+    return [] if "*" in enabled else [event for event in ENDPOINT_EVENTS if event not in enabled]
+
+
+def register_webhook_endpoint(url: str) -> RegisteredEndpoint:
+    """Register `url` for ENDPOINT_EVENTS in the API version the handlers read, or bring the endpoint already
+    registered there up to them (its other events kept).
 
     Without `api_version` Stripe would render the events in the account's default version, whose shapes the
-    handlers refuse. The secret is only in a new endpoint.
+    handlers refuse; an endpoint's version cannot be changed, so an existing one in another version (or disabled)
+    is refused with what to do. The secret is only in a new endpoint.
     """
     for endpoint in stripe_gateway.list_webhook_endpoints():
         if endpoint.get("url") == url:
-            return endpoint, False
+            return complete_webhook_endpoint(endpoint, url)
     endpoint = stripe_gateway.create_webhook_endpoint(
         {
             "url": url,
@@ -115,7 +138,35 @@ def create_webhook_endpoint(url: str) -> tuple[dict, bool]:
             "description": "Smart Strategies Builder billing",
         }
     )
-    return endpoint, True
+    return RegisteredEndpoint(endpoint, True)
+
+
+def create_webhook_endpoint(url: str) -> tuple[dict, bool]:
+    """`register_webhook_endpoint` as (endpoint, created), for scripts/dev_webhook_endpoint.py."""
+    registered = register_webhook_endpoint(url)
+    return registered.endpoint, registered.created
+
+
+def complete_webhook_endpoint(endpoint: dict, url: str) -> RegisteredEndpoint:
+    """Add the events the existing endpoint at `url` lacks; refuse one that would still not work."""
+    if endpoint.get("api_version") != API_VERSION:
+        raise WebhookEndpointUnusable(
+            f"Endpoint {endpoint['id']} at {url} sends events in API version "
+            f"{endpoint.get('api_version') or 'the account default'}, the app reads {API_VERSION} (an endpoint's "
+            "version cannot be changed): delete it in the Stripe Dashboard → Developers → Webhooks and run this "
+            "command again"
+        )
+    if endpoint.get("status") not in (None, "enabled"):
+        raise WebhookEndpointUnusable(
+            f"Endpoint {endpoint['id']} at {url} is {endpoint.get('status')}: enable it in the Stripe Dashboard → "
+            "Developers → Webhooks (or delete it and run this command again)"
+        )
+    missing = missing_endpoint_events(endpoint)
+    if missing:
+        endpoint = stripe_gateway.update_webhook_endpoint(
+            endpoint["id"], {"enabled_events": [*endpoint.get("enabled_events", []), *missing]}
+        )
+    return RegisteredEndpoint(endpoint, False, missing)
 
 
 # --- the Customer Portal configuration ------------------------------------------------------------------------------

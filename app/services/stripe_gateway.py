@@ -12,6 +12,7 @@ with the parameters each sends, and they answer plain dicts.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import stripe
 from flask import Flask, current_app
 
-from app.logging import get_logger
+from app.logging import get_logger, redact_text
 from app.services import DomainError
 from app.services.metrics import STRIPE_API_ERRORS, STRIPE_API_REQUEST_SECONDS
 
@@ -35,7 +36,20 @@ EMULATOR_API_KEY = "sk_test_emulator"
 UNAVAILABLE_MESSAGE = "Billing is temporarily unavailable — nothing was charged, please try again."
 
 
-class BillingUnavailable(DomainError):
+class StripeFailure(DomainError):
+    """A request Stripe did not carry out. `message` is for the customer; `cause` and `fix` are for operators (the
+    CLI and `flask doctor`): what Stripe or the network said, without the key, and what to do about it."""
+
+    cause: str = ""
+    fix: str = ""
+
+    def operator_line(self) -> str:
+        """The cause and its fix on one line (the customer's message when there is no cause)."""
+        text = self.cause or self.message
+        return f"{text}: {self.fix}" if self.fix else text
+
+
+class BillingUnavailable(StripeFailure):
     """Stripe could not be reached or failed on its side; nothing was changed."""
 
     code = "billing_unavailable"
@@ -45,43 +59,106 @@ class BillingUnavailable(DomainError):
         super().__init__(message)
 
 
-class PaymentDeclined(DomainError):
+class StripeKeyRefused(BillingUnavailable):
+    """Stripe refused the API key (401) or what the key may do (403): the configuration is wrong, not Stripe down.
+
+    A customer still reads that billing is unavailable; an operator reads which key to fix."""
+
+
+class StripeUnreachable(BillingUnavailable):
+    """No answer from the API base after the client's retries: refused, DNS, TLS, a timeout."""
+
+
+class PaymentDeclined(StripeFailure):
     code = "card_declined"
     status = 402
 
 
-class StripeRequestFailed(DomainError):
+class StripeRequestFailed(StripeFailure):
     """Stripe refused a request (a bug or a stale id on our side, not the person's fault)."""
 
     code = "billing_request_failed"
     status = 502
 
 
-class StripeObjectMissing(DomainError):
+class StripeObjectMissing(StripeFailure):
     code = "not_found"
     status = 404
 
 
+def operator_message(error: DomainError) -> str:
+    """What an operator should read for a domain error: a Stripe failure's cause and fix, else its message."""
+    return error.operator_line() if isinstance(error, StripeFailure) else error.message
+
+
+#: A Stripe key (whole, or masked as Stripe shows it in "Invalid API Key provided: sk_live_****1234") in a message.
+KEY_IN_TEXT = re.compile(r"\b[sr]k_(?:live_|test_)?\S*")
+#: The object urllib3 names at the start of its errors ("<…HTTPConnection object at 0x7f…>: ").
+OBJECT_REPR = re.compile(r"^<[^>]*>:\s*")
+#: The connection pool urllib3 names at the start of its errors ("HTTPConnectionPool(host='…', port=…): ").
+POOL_PREFIX = re.compile(r"^\w+ConnectionPool\([^)]*\):\s*")
+
+
+def stripe_said(error: stripe.StripeError) -> str:
+    """Stripe's own message, one line, with any key (even masked) and secret taken out."""
+    text = " ".join(str(error.user_message or "").split())
+    text = KEY_IN_TEXT.sub("", text).rstrip(" :")
+    return redact_text(text) or "no message"
+
+
+def key_kind(api_key: str) -> str:
+    """Which kind of key this is ("a sk_live_… key"), never any of its secret part."""
+    for prefix in ("sk_live_", "sk_test_", "rk_live_", "rk_test_"):
+        if api_key.startswith(prefix):
+            return f"a {prefix}… key"
+    return "a key that is not a Stripe secret key (sk_live_…, sk_test_…)"
+
+
+def network_cause(error: BaseException) -> str:
+    """The innermost reason of a connection error ("[Errno 111] Connection refused", "Read timed out.").
+
+    The client's own message is the same for every cause; requests and urllib3 keep the real one down the chain
+    (`__cause__`, then MaxRetryError's `reason`)."""
+    inner: BaseException = error
+    while True:
+        reason = getattr(inner, "reason", None)
+        if isinstance(reason, BaseException):
+            inner = reason
+        elif inner.__cause__ is not None:
+            inner = inner.__cause__
+        elif inner.args and isinstance(inner.args[0], BaseException):
+            inner = inner.args[0]
+        else:
+            break
+    text = POOL_PREFIX.sub("", OBJECT_REPR.sub("", " ".join(str(inner).split())))
+    return redact_text(text or type(inner).__name__)
+
+
 # Stripe errors and whether they are worth retrying at the caller's level; the client itself already retried
 # connection errors and 5xx `max_network_retries` times.
-def translate(error: stripe.StripeError) -> DomainError:
-    """A Stripe error as a domain error with a message a person understands."""
+def translate(
+    error: stripe.StripeError, operation: str = "", api_base: str = "", key: str = "the API key"
+) -> StripeFailure:
+    """A Stripe error as a domain error with a message a person understands, and its cause for operators
+    (`key` describes the key, as `key_kind` does)."""
+    domain = customer_error(error)
+    domain.cause, domain.fix = operator_cause(error, operation, api_base or stripe.DEFAULT_API_BASE, key)
+    return domain
+
+
+def customer_error(error: stripe.StripeError) -> StripeFailure:
+    """The domain error a customer is shown for a Stripe error."""
     if isinstance(error, stripe.CardError):
         return PaymentDeclined(
             "Your card was declined."
             if error.code == "card_declined"
             else f"Your card could not be charged: {error.user_message or 'please try another card.'}"
         )
-    if isinstance(
-        error,
-        (
-            stripe.APIConnectionError,
-            stripe.APIError,
-            stripe.RateLimitError,
-            stripe.AuthenticationError,
-            stripe.PermissionError,
-        ),
-    ):
+    if isinstance(error, (stripe.AuthenticationError, stripe.PermissionError)):
+        return StripeKeyRefused()
+    if isinstance(error, stripe.APIConnectionError):
+        return StripeUnreachable()
+    if isinstance(error, (stripe.APIError, stripe.RateLimitError)):
         return BillingUnavailable()
     if isinstance(error, stripe.InvalidRequestError) and error.http_status == 404:
         return StripeObjectMissing("We could not find that billing record.")
@@ -90,12 +167,40 @@ def translate(error: stripe.StripeError) -> DomainError:
     return StripeRequestFailed("Billing could not complete this request. Nothing was charged.")
 
 
+def operator_cause(error: stripe.StripeError, operation: str, api_base: str, key: str) -> tuple[str, str]:
+    """(cause, fix) of a Stripe error for an operator: what failed where, in Stripe's words without the key."""
+    said = f"{error.http_status or '?'}: {stripe_said(error)}"
+    if isinstance(error, stripe.AuthenticationError):
+        return (
+            f"Stripe at {api_base} refused the API key ({said}; {key})",
+            "check STRIPE_SECRET_KEY (Stripe Dashboard → Developers → API keys)",
+        )
+    if isinstance(error, stripe.PermissionError):
+        return (
+            f"Stripe at {api_base} does not let this API key do {operation} ({said})",
+            "set STRIPE_SECRET_KEY to the account's secret key, or a restricted key with this permission",
+        )
+    if isinstance(error, stripe.APIConnectionError):
+        fix = "check that this host reaches it (network, proxy, firewall) and STRIPE_API_BASE"
+        if api_base == EMULATOR_API_BASE:
+            fix = (
+                "start the bundled emulator (`make run` does, or `python -m stripe_emulator`), or set STRIPE_SECRET_KEY"
+            )
+        return f"Could not reach Stripe at {api_base}: {network_cause(error)}", fix
+    if isinstance(error, stripe.RateLimitError):
+        return f"Stripe at {api_base} is limiting this account's requests ({said})", "wait a minute and run it again"
+    if isinstance(error, stripe.APIError):
+        return f"Stripe at {api_base} failed on its side ({said})", "run it again later (status.stripe.com)"
+    return f"Stripe refused {operation or 'the request'} ({said})", ""
+
+
 class StripeGateway:
     """A StripeClient with error translation, timing and a call counter."""
 
     def __init__(self, api_key: str, api_base: str | None, max_network_retries: int = 2, timeout: float = 20):
         self.api_base = api_base
         self.is_emulator = api_base is not None
+        self.key_kind = key_kind(api_key)  # what operators are told of the key: its kind, never the key
         self.client = stripe.StripeClient(
             api_key,
             stripe_version=API_VERSION,
@@ -123,7 +228,7 @@ class StripeGateway:
                 stripe_request_id=error.request_id,
             )
             observe_error(operation, error)
-            raise translate(error) from None
+            raise translate(error, operation, self.api_base or "", self.key_kind) from None
         finally:
             observe_duration(operation, time.perf_counter() - started)
 
@@ -406,6 +511,11 @@ def list_webhook_endpoints() -> list[dict[str, Any]]:
 def create_webhook_endpoint(params: dict[str, Any]) -> dict[str, Any]:
     """Register a webhook endpoint (its signing secret is only in this answer)."""
     return to_dict(stripe_request("webhook_endpoints.create", params=params))
+
+
+def update_webhook_endpoint(endpoint_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Change a webhook endpoint's events (`flask stripe webhook-endpoint` on an endpoint that lacks some)."""
+    return to_dict(stripe_request("webhook_endpoints.update", endpoint_id, params=params))
 
 
 def delete_webhook_endpoint(endpoint_id: str) -> dict[str, Any]:
