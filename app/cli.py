@@ -44,8 +44,8 @@ BANNER = "=" * 70
 
 def redis_problem(error: redis.ConnectionError) -> str:
     """One line naming the Redis that did not answer (its address without a password)."""
-    reason = redact_text(" ".join(str(error).split()))
-    return f"Could not reach Redis: {reason}: check REDIS_URL and TASK_QUEUE_URL, and that Redis is running"
+    reason = redact_text(" ".join(str(error).split())).rstrip(".")
+    return f"Could not reach Redis ({reason}): check REDIS_URL and TASK_QUEUE_URL, and that Redis is running"
 
 
 @contextmanager

@@ -58,3 +58,18 @@ def test_after_the_migrations_the_same_commands_succeed(operator_shell):
     assert "not migrated" in operator_shell.run("flask seed-plans").stderr
     operator_shell.ok("flask db upgrade")
     assert "Seed completed successfully!" in operator_shell.ok("flask seed-plans").stdout
+
+
+def test_an_unreachable_task_queue_is_one_line_for_the_worker(operator_shell):
+    """`flask queue worker` on a TASK_QUEUE_URL nothing answers: one line, not rq's traceback."""
+    port = closed_port()
+    operator_shell.ok("flask db upgrade")
+    operator_shell.env["TASK_QUEUE_URL"] = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
+    result = operator_shell.run("flask queue worker --burst")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Could not reach Redis (Error 111 connecting to 127.0.0.1:{port}. Connection refused): check "
+        "REDIS_URL and TASK_QUEUE_URL, and that Redis is running"
+    )
+    assert PASSWORD not in result.stdout + result.stderr
