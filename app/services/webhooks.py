@@ -18,8 +18,9 @@ gets 200 `queued` once the event is stored. A drain is one RQ job for many event
 commands a job, would otherwise cost as much CPU as applying the event): each event falls in one of LANES lanes, and
 its delivery sets the lane's `webhook_drain_pending` flag (SET NX) and enqueues the lane's drain only when the flag
 was not set. The drain (a `flask queue worker` job) deletes its flag, then claims the oldest `received` events,
-DRAIN_BATCH at most, in one UPDATE (FOR UPDATE SKIP LOCKED: drains running at once take different events), locks
-their users in id order, runs their handlers in the order received, each under a savepoint, adds the count changes
+DRAIN_BATCH at most, in one UPDATE (FOR UPDATE SKIP LOCKED: drains running at once take different events; one whose
+customer has an older event another drain holds is given back until that one is applied, so a customer's events are
+applied in the order received), locks their users in id order, runs their handlers in the order received, each under a savepoint, adds the count changes
 up and commits them together, announces each, and goes on until none is left: BEGIN, the claim, the count rows'
 upserts, COMMIT and the Redis round trip are paid once per batch, not once per event; `drain_received` says why
 drains at once cannot deadlock. A fault undoes its own event alone and keeps it `failed`, and the scheduled replay
@@ -709,10 +710,26 @@ def drain_received(lane: int) -> Drained:
     transaction is lost (a flush refused, the commit failing) is taken again one event per transaction, then batches
     go on; a claim that fails (the database down) raises.
 
+    A customer's events are applied in the order received, across drains at once. SKIP LOCKED alone would not see
+    to it: drain A claims a customer's older event, drain B (passing A's locked row over) its newer one, and if B got
+    to the user first, A's event would then be stale (skipped), its transition missing from the audit trail. So the
+    claim also reads, for each event it takes, whether an older `received` event of the same customer is left that it
+    did not take (`held_by`: another transaction holds it, its claim not committed yet). Such an event is given back
+    in the claim's transaction (no attempt counted; all of them given back, the transaction is just rolled back),
+    the others applied; then, the transaction ended, the drain waits for the transactions holding those older events
+    to end (`wait_for_holders`) and claims again: it (or another drain, having claimed it meanwhile, which checks the
+    same) takes the event once every older one of its customer is applied, failed or back to `received` ahead of it.
+    So none is left `received` with no drain coming: the drain that gave it back is still going (past DRAIN_SECONDS,
+    it enqueues the lane's next one). The check is sound whenever it is read: an older event seen applied was
+    committed before; one seen `received` holds the newer one back. The oldest event held anywhere is never held
+    back, so drains always get on.
+
     Why drains applying batches at once cannot deadlock (on PostgreSQL; SQLite runs one writer at a time): every lock
     a batch's transaction waits for is taken in one global order — users before count rows; users by id; count
     rows by table, then key — and none is waited for out of that order:
-      1. the claim waits for nothing (SKIP LOCKED);
+      1. the claim waits for nothing (SKIP LOCKED; its look at older events of the claimed events' customers reads
+         them, locking nothing); a drain waiting for older events' holders does so after its transaction's end, in a
+         transaction holding no other lock, that ends as soon as its share locks are granted: it closes no cycle;
       2. the users every handler of the batch may lock are locked before any handler runs, in id order
          (`lock_batch_users`); an event whose handler could lock a user not known beforehand (its customer not
          linked yet: the handler may link it to the user Stripe or the Checkout Session names) is given back and
