@@ -20,13 +20,12 @@ its delivery sets the lane's `webhook_drain_pending` flag (SET NX) and enqueues 
 was not set. The drain (a `flask queue worker` job) deletes its flag, then claims the oldest `received` events,
 DRAIN_BATCH at most, in one UPDATE (FOR UPDATE SKIP LOCKED: drains running at once take different events; one whose
 customer has an older event another drain holds is given back until that one is applied, so a customer's events are
-applied in the order received), locks their users in id order, runs their handlers in the order received, each under a savepoint, adds the count changes
-up and commits them together, announces each, and goes on until none is left: BEGIN, the claim, the count rows'
-upserts, COMMIT and the Redis round trip are paid once per batch, not once per event; `drain_received` says why
-drains at once cannot deadlock. A fault undoes its own event alone and keeps it `failed`, and the scheduled replay
-with backoff
-(app/tasks.py) is the retry, as Stripe's redelivery is in `request` mode; an event whose drain was lost is replayed
-once it has waited a minute.
+applied in the order received), locks their users in id order, runs their handlers in the order received, each under
+a savepoint, adds the count changes up and commits them together, announces each, and goes on until none is left:
+BEGIN, the claim, the count rows' upserts, COMMIT and the Redis round trip are paid once per batch, not once per
+event; `drain_received` says why drains at once cannot deadlock. A fault undoes its own event alone and keeps it
+`failed`, and the scheduled replay with backoff (app/tasks.py) is the retry, as Stripe's redelivery is in `request`
+mode; an event whose drain was lost is replayed once it has waited a minute.
 """
 
 from __future__ import annotations
@@ -877,11 +876,11 @@ def event_customer(event: dict[str, Any]) -> str | None:
 
 def lock_batch_users(claimed: list[Any], held_back: list[str]) -> tuple[list[Any], list[tuple[str, str]]]:
     """Lock, in id order, the users linked to the batch's customers (`LOCK_BATCH_USERS`, one statement): the claimed
-    rows to apply in this transaction, and the (id, type) of the events given back (`UNCLAIM`, with the claims of
-    `held_back`, the same statement) — those whose customer is linked to no user yet. Their handlers may then lock a user no query can name beforehand: the one Stripe's
-    customer names (`sync.find_user_for_customer`), the one a Checkout Session names (`sync.link_customer`), or one
-    linked meanwhile; they go alone, after the batch's commit. The others lock their customer's user, locked here
-    (a customer stays linked to one user: `link_customer` never moves it)."""
+    rows to apply in this transaction, and the (id, type) of the events given back (`UNCLAIM`, in the same statement
+    as the claims of `held_back`) — those whose customer is linked to no user yet. Their handlers may then lock a user
+    no query can name beforehand: the one Stripe's customer names (`sync.find_user_for_customer`), the one a Checkout
+    Session names (`sync.link_customer`), or one linked meanwhile; they go alone, after the batch's commit. The others
+    lock their customer's user, locked here (a customer stays linked to one user: `link_customer` never moves it)."""
     customers = []
     for row in claimed:
         try:

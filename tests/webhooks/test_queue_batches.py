@@ -444,27 +444,31 @@ def wait_until(condition, seconds: float = 20) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("others", [0, 1, 2])
 def test_a_newer_event_claimed_while_another_drain_holds_an_older_one_of_its_customer_waits_for_it(
-    app, client, redis_url, caplog
+    app, client, redis_url, caplog, others
 ):
     """Drain A claims an older event of customer X (the cancellation scheduled) and is held between its claim and its
     users' lock (a second connection holds another of its batch's users, locked first: a lower id). Drain B then
-    claims X's newer event (the cancellation undone), A's row passed over as locked. Applied first, it would leave
-    A's older one stale (skipped): the scheduling and its undoing missing from X's audit trail. B gives its claim back
-    and waits for A's transaction instead, then applies it: every transition audited once, in order."""
+    claims X's newer event (the cancellation undone), A's row passed over as locked, with `others` events of other
+    customers (B's claim alone, a lone event beside it, a batch beside it). Applied first, X's newer event would leave
+    A's older one stale (skipped): the scheduling and its undoing missing from X's audit trail. B applies the others,
+    gives X's back (no attempt counted) and waits for A's transaction, then applies it: every transition audited
+    once, in order; every event applied once; none left `received`."""
     queue_mode(app, redis_url)
     app.config["STRIPE_PRICE_PRO_MONTHLY"] = DOCS_PRICE
     with app.app_context():
         seed_plans_from_config()
-        other = UserFactory(email="dl0@example.com", stripe_customer_id="cus_dl_0").id  # locked first: lower id
+        held = UserFactory(email="dl0@example.com", stripe_customer_id="cus_dl_0").id  # locked first: lower id
         user = UserFactory(email="dl1@example.com", stripe_customer_id="cus_dl_1").id
         engine = db.engine
-    others, mine = life_cycle(0), life_cycle(1)
-    for body in (others[0], mine[0], mine[1]):  # X active and paid, Y active: applied before the race
+    others_cycle, mine = life_cycle(0), life_cycle(1)
+    for body in (others_cycle[0], mine[0], mine[1]):  # X active and paid, Y active: applied before the race
         assert post_event(client, body, secret(app)).get_json()["status"] == "queued"
     run_drain(app, mine[0]["id"])
-    for body in (others[1], mine[2]):  # A's batch: Y's invoice, X's cancellation scheduled
+    for body in (others_cycle[1], mine[2]):  # A's batch: Y's invoice, X's cancellation scheduled
         assert post_event(client, body, secret(app)).get_json()["status"] == "queued"
+    bystanders = customer_events(app, others)
     with app.app_context():
         task_queue().empty()
     caplog.set_level(logging.INFO)
@@ -478,11 +482,13 @@ def test_a_newer_event_claimed_while_another_drain_holds_an_older_one_of_its_cus
             results[name] = error
 
     with engine.connect() as holder:
-        holder.execute(sa.text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": other})
+        holder.execute(sa.text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": held})
         drain_a = threading.Thread(target=run, args=("a",))
         drain_a.start()
         wait_until(lambda: lock_waiters(engine) == 1)  # A has claimed both, and waits for Y's user
         assert post_event(client, mine[3], secret(app)).get_json()["status"] == "queued"  # X's cancellation undone
+        for body in bystanders:
+            assert post_event(client, body, secret(app)).get_json()["status"] == "queued"
         drain_b = threading.Thread(target=run, args=("b",))
         drain_b.start()
         # B applies X's newer event at once (X's user is free), or gives it back and waits for A.
@@ -492,8 +498,8 @@ def test_a_newer_event_claimed_while_another_drain_holds_an_older_one_of_its_cus
         thread.join(timeout=30)
         assert not thread.is_alive()
     assert all(isinstance(result, webhooks.Drained) for result in results.values()), results
-    assert sum(result.applied for result in results.values()) == 3  # type: ignore[attr-defined]
-    received = [others[0], others[1], *mine[:4]]
+    assert sum(result.applied for result in results.values()) == 3 + others  # type: ignore[attr-defined]
+    received = [others_cycle[0], others_cycle[1], *mine[:4], *bystanders]
     assert events_in_db(app) == {body["id"]: ("processed", 1) for body in received}
     with app.app_context():
         trail = list(
@@ -506,6 +512,7 @@ def test_a_newer_event_claimed_while_another_drain_holds_an_older_one_of_its_cus
         "subscription.resumed",
     ]
     assert "stripe_webhook_claims_held_back" in caplog.text
+    assert billing_emails(app) == [f"new{n}@example.com" for n in range(others)]  # the others', once each
 
 
 def rows(statement) -> list:
