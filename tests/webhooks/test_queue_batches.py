@@ -444,9 +444,9 @@ def wait_until(condition, seconds: float = 20) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("others", [0, 1, 2])
+@pytest.mark.parametrize(("others", "holder_wait"), [(0, "10s"), (1, "10s"), (2, "10s"), (1, "50ms")])
 def test_a_newer_event_claimed_while_another_drain_holds_an_older_one_of_its_customer_waits_for_it(
-    app, client, redis_url, caplog, others
+    app, client, redis_url, caplog, monkeypatch, others, holder_wait
 ):
     """Drain A claims an older event of customer X (the cancellation scheduled) and is held between its claim and its
     users' lock (a second connection holds another of its batch's users, locked first: a lower id). Drain B then
@@ -454,8 +454,10 @@ def test_a_newer_event_claimed_while_another_drain_holds_an_older_one_of_its_cus
     customers (B's claim alone, a lone event beside it, a batch beside it). Applied first, X's newer event would leave
     A's older one stale (skipped): the scheduling and its undoing missing from X's audit trail. B applies the others,
     gives X's back (no attempt counted) and waits for A's transaction, then applies it: every transition audited
-    once, in order; every event applied once; none left `received`."""
+    once, in order; every event applied once; none left `received`. A wait cut short (`holder_wait`) only sends B
+    round again: it claims X's event again, finds it held back again, and waits again."""
     queue_mode(app, redis_url)
+    monkeypatch.setattr(webhooks, "HOLDER_WAIT", holder_wait)
     app.config["STRIPE_PRICE_PRO_MONTHLY"] = DOCS_PRICE
     with app.app_context():
         seed_plans_from_config()
@@ -493,6 +495,8 @@ def test_a_newer_event_claimed_while_another_drain_holds_an_older_one_of_its_cus
         drain_b.start()
         # B applies X's newer event at once (X's user is free), or gives it back and waits for A.
         wait_until(lambda: not drain_b.is_alive() or lock_waiters(engine) == 2)
+        if holder_wait != "10s":
+            time.sleep(0.5)  # B's waits time out, and it goes round
         holder.rollback()
     for thread in (drain_a, drain_b):
         thread.join(timeout=30)
@@ -512,6 +516,7 @@ def test_a_newer_event_claimed_while_another_drain_holds_an_older_one_of_its_cus
         "subscription.resumed",
     ]
     assert "stripe_webhook_claims_held_back" in caplog.text
+    assert ("stripe_webhook_holder_wait_timed_out" in caplog.text) == (holder_wait != "10s")
     assert billing_emails(app) == [f"new{n}@example.com" for n in range(others)]  # the others', once each
 
 
