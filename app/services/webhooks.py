@@ -18,14 +18,14 @@ gets 200 `queued` once the event is stored. A drain is one RQ job for many event
 commands a job, would otherwise cost as much CPU as applying the event): each event falls in one of LANES lanes, and
 its delivery sets the lane's `webhook_drain_pending` flag (SET NX) and enqueues the lane's drain only when the flag
 was not set. The drain (a `flask queue worker` job) deletes its flag, then claims the oldest `received` events,
-DRAIN_BATCH at most, in one UPDATE (FOR UPDATE SKIP LOCKED: drains running at once take different events), locks
-their users in id order, runs their handlers in the order received, each under a savepoint, adds the count changes
-up and commits them together, announces each, and goes on until none is left: BEGIN, the claim, the count rows'
-upserts, COMMIT and the Redis round trip are paid once per batch, not once per event; `drain_received` says why
-drains at once cannot deadlock. A fault undoes its own event alone and keeps it `failed`, and the scheduled replay
-with backoff
-(app/tasks.py) is the retry, as Stripe's redelivery is in `request` mode; an event whose drain was lost is replayed
-once it has waited a minute.
+DRAIN_BATCH at most, in one UPDATE (FOR UPDATE SKIP LOCKED: drains running at once take different events; one whose
+customer has an older event another drain holds is given back until that one is applied, so a customer's events are
+applied in the order received), locks their users in id order, runs their handlers in the order received, each under
+a savepoint, adds the count changes up and commits them together, announces each, and goes on until none is left:
+BEGIN, the claim, the count rows' upserts, COMMIT and the Redis round trip are paid once per batch, not once per
+event; `drain_received` says why drains at once cannot deadlock. A fault undoes its own event alone and keeps it
+`failed`, and the scheduled replay with backoff (app/tasks.py) is the retry, as Stripe's redelivery is in `request`
+mode; an event whose drain was lost is replayed once it has waited a minute.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from typing import Any, NoReturn, cast
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
-from sqlalchemy import Integer, String, TextClause, bindparam, case, select, text, update
+from sqlalchemy import Integer, String, TextClause, bindparam, case, column, null, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import DataError, ProgrammingError
+from sqlalchemy.exc import DataError, OperationalError, ProgrammingError
 
 from app.extensions import autocommit_when_idle, cache_redis, db, task_queue
 from app.logging import EventWriter, get_logger
@@ -571,17 +571,18 @@ CLAIM_EVENT_SQL = (
 
 #: The drain's claim: the oldest `received` events, up to `batch` (read from ix_stripe_events_status_received_at),
 #: each marked applied as `settled_status` would say, one more attempt, their id, payload, attempt count and receipt
-#: time returned. SKIP LOCKED: a row another drain (or a redelivery's claim) holds is passed over, so concurrent
-#: drains take different events and never wait on each other here; the locks are held until the commit, a rollback
-#: undoes the claim. This is its generic form (SQLite's, where FOR UPDATE is dropped, one event at a time: SQLite
-#: runs one writer at a time anyway); PostgreSQL is sent CLAIM_NEXT_EVENT_SQL.
+#: time returned, and `held_by` (see CLAIM_NEXT_EVENT_SQL). SKIP LOCKED: a row another drain (or a redelivery's
+#: claim) holds is passed over, so concurrent drains take different events and never wait on each other here; the
+#: locks are held until the commit, a rollback undoes the claim. This is its generic form (SQLite's, where FOR UPDATE
+#: is dropped, one event at a time: SQLite runs one writer at a time anyway, so no event is ever held by another
+#: transaction and `held_by` is always NULL); PostgreSQL is sent CLAIM_NEXT_EVENT_SQL.
 CLAIM_NEXT_EVENT = (
     update(StripeEvent)
     .where(
         StripeEvent.id
         == select(StripeEvent.id)
         .where(StripeEvent.status == "received")
-        .order_by(StripeEvent.received_at)
+        .order_by(StripeEvent.received_at, StripeEvent.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -592,7 +593,9 @@ CLAIM_NEXT_EVENT = (
         processed_at=bindparam("now"),
         error=None,
     )
-    .returning(StripeEvent.id, StripeEvent.payload, StripeEvent.attempts, StripeEvent.received_at)
+    .returning(
+        StripeEvent.id, StripeEvent.payload, StripeEvent.attempts, StripeEvent.received_at, null().label("held_by")
+    )
 )
 
 #: A drain claims and applies up to this many events per transaction. Below 64: a transaction with more
@@ -600,23 +603,46 @@ CLAIM_NEXT_EVENT = (
 #: snapshot taken meanwhile, any session's, then looks them up in pg_subtrans.
 DRAIN_BATCH = 20
 
+#: The handled types, written in as literals (our own names): the claim's status, and the events it keeps in order.
+HANDLED_TYPES = ", ".join(f"'{event_type}'" for event_type in sorted(HANDLERS))
+
+#: The Stripe customer of a claimed event as the claim reads it, in SQL: `event_customer`'s (the object itself for
+#: `customer.updated`, its `customer` otherwise). An older event of it is looked up by the expressions the indexes of
+#: migration 0004 hold (ix_stripe_events_object_customer, ix_stripe_events_customer_object_id).
+EVENT_CUSTOMER_SQL = (
+    "CASE WHEN stripe_events.type = 'customer.updated' THEN stripe_events.payload -> 'data' -> 'object' ->> 'id' "
+    "ELSE stripe_events.payload -> 'data' -> 'object' ->> 'customer' END"
+)
+
 #: CLAIM_NEXT_EVENT written out for PostgreSQL, `batch` events at once: the ORM's UPDATE costs about as much CPU again
 #: as the rest of the claim (the ORM's bulk-update preparation, its cache key, the handled types' IN list expanded
-#: anew each time), where a text statement's compiled form is cached whole; the handled types are our own names,
-#: written in as literals. The ids are picked by `= ANY(ARRAY(…))`, an InitPlan run once, so the LIMIT and the SKIP
-#: LOCKED apply to one pick (an `IN (…)` may be planned as a join). `batch_counts_begin()` (an InitPlan too) begins
-#: the transaction's kept counts in the same round trip: see `drain_received`.
+#: anew each time), where a text statement's compiled form is cached whole. The ids are picked by one
+#: `ARRAY(…)` in a one-row FROM item, an InitPlan run once, so the LIMIT and the SKIP LOCKED apply to one pick (an
+#: `IN (…)` may be planned as a join), and the RETURNING list can read the pick. `batch_counts_begin()` (an InitPlan
+#: too) begins the transaction's kept counts in the same round trip: see `drain_received`.
+#:
+#: `held_by`, per claimed event: an older `received` event of its customer that this claim did not take (None
+#: mostly) — one another transaction holds (claimed and not committed yet: SKIP LOCKED passed it over), so the drain
+#: gives this one back (`claim_received`) rather than apply it first. Read in the claim's snapshot, through the
+#: indexes on an event's customer; it locks nothing. The pick is ordered by (received_at, id), the order the check
+#: compares in: an event left out of a pick of the oldest is never older than one taken.
 CLAIM_NEXT_EVENT_SQL = {
     "postgresql": text(
-        "UPDATE stripe_events SET status = CASE WHEN type IN ("
-        + ", ".join(f"'{event_type}'" for event_type in sorted(HANDLERS))
-        + ") THEN 'processed' ELSE 'ignored' END, attempts = attempts + 1, processed_at = :now, error = NULL "
-        "WHERE id = ANY(ARRAY(SELECT id FROM stripe_events WHERE status = 'received' ORDER BY received_at "
-        "LIMIT :batch FOR UPDATE SKIP LOCKED)) AND (SELECT batch_counts_begin()) "
-        "RETURNING id, payload, attempts, received_at"
+        f"UPDATE stripe_events SET status = CASE WHEN type IN ({HANDLED_TYPES}) THEN 'processed' ELSE 'ignored' END, "
+        "attempts = attempts + 1, processed_at = :now, error = NULL "
+        "FROM (SELECT ARRAY(SELECT id FROM stripe_events WHERE status = 'received' ORDER BY received_at, id "
+        "LIMIT :batch FOR UPDATE SKIP LOCKED) AS ids OFFSET 0) picked "
+        "WHERE id = ANY(picked.ids) AND (SELECT batch_counts_begin()) "
+        "RETURNING id, payload, attempts, received_at, (SELECT o.id FROM stripe_events o "
+        f"WHERE o.status = 'received' AND o.type IN ({HANDLED_TYPES}) AND o.id <> ALL(picked.ids) "
+        "AND (o.received_at, o.id) < (stripe_events.received_at, stripe_events.id) "
+        f"AND (o.payload -> 'data' -> 'object' ->> 'customer' = {EVENT_CUSTOMER_SQL} OR (o.type LIKE 'customer.%' "
+        f"AND o.payload -> 'data' -> 'object' ->> 'id' = {EVENT_CUSTOMER_SQL})) LIMIT 1) AS held_by"
     )
     .bindparams(bindparam("now", type_=StripeEvent.processed_at.type), bindparam("batch", DRAIN_BATCH, type_=Integer()))
-    .columns(StripeEvent.id, StripeEvent.payload, StripeEvent.attempts, StripeEvent.received_at)
+    .columns(
+        StripeEvent.id, StripeEvent.payload, StripeEvent.attempts, StripeEvent.received_at, column("held_by", String())
+    )
 }
 
 #: The users a batch's handlers may lock, locked before any handler runs, in id order (ORDER BY is applied before
@@ -683,10 +709,26 @@ def drain_received(lane: int) -> Drained:
     transaction is lost (a flush refused, the commit failing) is taken again one event per transaction, then batches
     go on; a claim that fails (the database down) raises.
 
+    A customer's events are applied in the order received, across drains at once. SKIP LOCKED alone would not see
+    to it: drain A claims a customer's older event, drain B (passing A's locked row over) its newer one, and if B got
+    to the user first, A's event would then be stale (skipped), its transition missing from the audit trail. So the
+    claim also reads, for each event it takes, whether an older `received` event of the same customer is left that it
+    did not take (`held_by`: another transaction holds it, its claim not committed yet). Such an event is given back
+    in the claim's transaction (no attempt counted; all of them given back, the transaction is just rolled back),
+    the others applied; then, the transaction ended, the drain waits for the transactions holding those older events
+    to end (`wait_for_holders`) and claims again: it (or another drain, having claimed it meanwhile, which checks the
+    same) takes the event once every older one of its customer is applied, failed or back to `received` ahead of it.
+    So none is left `received` with no drain coming: the drain that gave it back is still going (past DRAIN_SECONDS,
+    it enqueues the lane's next one). The check is sound whenever it is read: an older event seen applied was
+    committed before; one seen `received` holds the newer one back. The oldest event held anywhere is never held
+    back, so drains always get on.
+
     Why drains applying batches at once cannot deadlock (on PostgreSQL; SQLite runs one writer at a time): every lock
     a batch's transaction waits for is taken in one global order — users before count rows; users by id; count
     rows by table, then key — and none is waited for out of that order:
-      1. the claim waits for nothing (SKIP LOCKED);
+      1. the claim waits for nothing (SKIP LOCKED; its look at older events of the claimed events' customers reads
+         them, locking nothing); a drain waiting for older events' holders does so after its transaction's end, in a
+         transaction holding no other lock, that ends as soon as its share locks are granted: it closes no cycle;
       2. the users every handler of the batch may lock are locked before any handler runs, in id order
          (`lock_batch_users`); an event whose handler could lock a user not known beforehand (its customer not
          linked yet: the handler may link it to the user Stripe or the Checkout Session names) is given back and
@@ -718,18 +760,25 @@ def drain_received(lane: int) -> Drained:
             # (an event whose failure could not be recorded, the database failing?, is not claimed again and again)
             db.session.rollback()
             break
-        try:
-            applied, failed = apply_claimed(claimed)
-        except BatchLost as lost:
-            db.session.rollback()  # its events are `received` again: taken one by one next
-            cause = lost.__cause__
-            log.warning("stripe_webhook_batch_lost", events=len(claimed), error=f"{type(cause).__name__}: {cause}")
-            alone = len(claimed)
-            continue
-        alone = max(alone - len(claimed), 0)
-        drained.applied += applied
-        drained.failed += len(failed)
-        faulty.update(failed)
+        ready = [row for row in claimed if row.held_by is None]
+        held = [row for row in claimed if row.held_by is not None]
+        if not ready:
+            db.session.rollback()  # every claim given back: nothing else was written
+        else:
+            try:
+                applied, failed = apply_claimed(ready, [row.id for row in held])
+            except BatchLost as lost:
+                db.session.rollback()  # its events are `received` again: taken one by one next
+                cause = lost.__cause__
+                log.warning("stripe_webhook_batch_lost", events=len(ready), error=f"{type(cause).__name__}: {cause}")
+                alone = len(ready)
+            else:
+                alone = max(alone - len(ready), 0)
+                drained.applied += applied
+                drained.failed += len(failed)
+                faulty.update(failed)
+        if held:
+            wait_for_holders(sorted({row.held_by for row in held}), events=len(held))
     log.info(
         "stripe_webhook_drain_finished",
         lane=lane,
@@ -742,8 +791,9 @@ def drain_received(lane: int) -> Drained:
 
 
 def claim_received(batch: int) -> list[Any]:
-    """Claim the oldest `received` events, `batch` at most (one on SQLite): rows (id, payload, attempts, received_at)
-    in the order they were received (RETURNING keeps none)."""
+    """Claim the oldest `received` events, `batch` at most (one on SQLite): rows (id, payload, attempts, received_at,
+    held_by) in the order they were received (RETURNING keeps none). An event whose `held_by` is set has an older
+    event of its customer that another transaction holds: the drain gives it back (`drain_received`)."""
     claim_sql = CLAIM_NEXT_EVENT_SQL.get(db.engine.dialect.name)
     if claim_sql is not None:
         # On the session's connection (in the session's transaction): the session's ORM execution adds nothing to a
@@ -754,20 +804,53 @@ def claim_received(batch: int) -> list[Any]:
     return sorted(claimed, key=lambda row: (row.received_at, row.id))
 
 
-def apply_claimed(claimed: list[Any]) -> tuple[int, list[str]]:
+#: The most a drain waits at once for the transactions holding older events of its customers (`wait_for_holders`),
+#: and PostgreSQL's SQLSTATE when a lock wait reaches its lock_timeout.
+HOLDER_WAIT = "10s"
+LOCK_NOT_AVAILABLE = "55P03"
+#: The older events a drain gave its claims back for, share-locked: granted once the transactions holding them have
+#: ended (a claim holds its rows FOR UPDATE, a claim by id FOR NO KEY UPDATE: both conflict with FOR SHARE).
+WAIT_FOR_HOLDERS = text("SELECT id FROM stripe_events WHERE id = ANY(:event_ids) FOR SHARE").bindparams(
+    bindparam("event_ids", type_=ARRAY(String()))
+)
+
+
+def wait_for_holders(event_ids: list[str], events: int) -> None:
+    """Wait, in a transaction of its own that holds nothing else, until the transactions holding `event_ids` (older
+    events of the customers whose claims the drain gave back) have ended, HOLDER_WAIT at most: the drain then claims
+    again, and takes its given-back events after them. A transaction waiting while holding no other lock closes no
+    cycle of waits (`drain_received`); a wait cut short only sends the drain round again (within DRAIN_SECONDS)."""
+    log.info("stripe_webhook_claims_held_back", events=events, held_by=event_ids[:5])
+    connection = db.session.connection()
+    try:
+        connection.execute(text(f"SET LOCAL lock_timeout = '{HOLDER_WAIT}'"))
+        connection.execute(WAIT_FOR_HOLDERS, {"event_ids": event_ids})
+    except OperationalError as error:
+        if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        log.warning("stripe_webhook_holder_wait_timed_out", held_by=event_ids[:5])  # still at work, or stuck
+    finally:
+        db.session.rollback()
+
+
+def apply_claimed(claimed: list[Any], held_back: list[str]) -> tuple[int, list[str]]:
     """Apply a drain's claimed events in the claim's transaction: (how many were applied, the ids of those that
-    failed). A lone event is applied as a redelivery's job applies one (`settle`: a fault rolls it all back and keeps
-    it failed); several, as a batch (`lock_batch_users`, then `apply_batch`), followed by the events given back, each
-    alone (`apply_alone`). Raises BatchLost when the batch's transaction was lost."""
+    failed); the claims of `held_back` (events an older one of whose customer another transaction holds) are given
+    back in the same transaction, for a later claim. A lone event is applied as a redelivery's job applies one
+    (`settle`: a fault rolls it all back and keeps it failed); several, as a batch (`lock_batch_users`, then
+    `apply_batch`), followed by the events given back for want of a linked user, each alone (`apply_alone`). Raises
+    BatchLost when the batch's transaction was lost."""
     if len(claimed) == 1:
-        _, event, attempts, _ = claimed[0]
+        if held_back:
+            db.session.connection().execute(UNCLAIM, {"event_ids": held_back})
+        event, attempts = claimed[0].payload, claimed[0].attempts
         try:
             settle(event, attempts, marked=True, started=time.perf_counter(), remember=remember_marks())
         except Exception:  # rolled back, kept failed, counted and logged by `settle`
             db.session.rollback()
             return 0, [claimed[0].id]
         return 1, []
-    batched, given_back = lock_batch_users(claimed)
+    batched, given_back = lock_batch_users(claimed, held_back)
     applied, failed = apply_batch(batched) if batched else (0, [])
     if not batched:
         db.session.commit()  # the claims given back (the counts kept of them cancel out)
@@ -791,13 +874,13 @@ def event_customer(event: dict[str, Any]) -> str | None:
     return customer if isinstance(customer, str) else None
 
 
-def lock_batch_users(claimed: list[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
+def lock_batch_users(claimed: list[Any], held_back: list[str]) -> tuple[list[Any], list[tuple[str, str]]]:
     """Lock, in id order, the users linked to the batch's customers (`LOCK_BATCH_USERS`, one statement): the claimed
-    rows to apply in this transaction, and the (id, type) of the events given back (`UNCLAIM`) — those whose customer
-    is linked to no user yet. Their handlers may then lock a user no query can name beforehand: the one Stripe's
-    customer names (`sync.find_user_for_customer`), the one a Checkout Session names (`sync.link_customer`), or one
-    linked meanwhile; they go alone, after the batch's commit. The others lock their customer's user, locked here
-    (a customer stays linked to one user: `link_customer` never moves it)."""
+    rows to apply in this transaction, and the (id, type) of the events given back (`UNCLAIM`, in the same statement
+    as the claims of `held_back`) — those whose customer is linked to no user yet. Their handlers may then lock a user
+    no query can name beforehand: the one Stripe's customer names (`sync.find_user_for_customer`), the one a Checkout
+    Session names (`sync.link_customer`), or one linked meanwhile; they go alone, after the batch's commit. The others
+    lock their customer's user, locked here (a customer stays linked to one user: `link_customer` never moves it)."""
     customers = []
     for row in claimed:
         try:
@@ -816,8 +899,9 @@ def lock_batch_users(claimed: list[Any]) -> tuple[list[Any], list[tuple[str, str
             given_back.append((row.id, row.payload["type"]))
         else:
             batched.append(row)
-    if given_back:
-        db.session.connection().execute(UNCLAIM, {"event_ids": [event_id for event_id, _ in given_back]})
+    if given_back or held_back:
+        unclaimed = [event_id for event_id, _ in given_back] + held_back
+        db.session.connection().execute(UNCLAIM, {"event_ids": unclaimed})
     return batched, given_back
 
 
@@ -863,7 +947,7 @@ def apply_batch(claimed: list[Any]) -> tuple[int, list[str]]:
     succeeded: list[tuple[dict[str, Any], int, str, SyncResult, float]] = []
     failed: list[str] = []
     cursor = cast(Any, db.session.connection().connection.driver_connection).cursor()
-    for event_id, event, attempts, _ in claimed:
+    for event_id, event, attempts, *_ in claimed:
         event_started = time.perf_counter()
         result = SyncResult(None)
         handler = HANDLERS.get(event["type"])

@@ -339,6 +339,18 @@ def life_cycle(n: int) -> list[dict]:
     return [event(f"evt_dl_{n}_{k}", kind, obj, created=T0 + n * 10 + k) for k, (kind, obj) in enumerate(objects)]
 
 
+#: The audit trail of a `life_cycle` applied in order: one action per event.
+LIFE_CYCLE_TRAIL = [
+    "subscription.activated",
+    "payment.succeeded",
+    "subscription.cancel_scheduled",
+    "subscription.resumed",
+    "customer.email_changed",
+    "subscription.updated",
+    "subscription.canceled",
+]
+
+
 def deadlocks(app) -> int:
     """PostgreSQL's count of deadlocks detected in the test database, once every session of the app has ended (a
     backend reports its counts when it exits)."""
@@ -357,8 +369,8 @@ def test_drains_applying_batches_at_once_never_deadlock_and_apply_each_event_onc
     received interleaved: every batch holds events of several users, consecutive batches share users, and every
     event adds to the same count rows (today's and T0's). Batches of five make many more batches meet than
     production's twenty. None deadlocks (PostgreSQL counts none; no batch is lost and retried), and each event is
-    applied once, no transition audited twice, every customer's subscription ended, the counts equal to what their
-    tables hold."""
+    applied once, each customer's in the order received (every transition audited once, in order), every customer's
+    subscription ended, nothing left `received`, the counts equal to what their tables hold."""
     queue_mode(app, redis_url)
     monkeypatch.setattr(webhooks, "DRAIN_BATCH", batch)
     app.config["STRIPE_PRICE_PRO_MONTHLY"] = DOCS_PRICE
@@ -407,14 +419,105 @@ def test_drains_applying_batches_at_once_never_deadlock_and_apply_each_event_onc
         }
         billing = {u.id: u.billing_email for u in db.session.scalars(sa.select(User).where(User.id.in_(users)))}
         assert_counts_match_their_tables()
-    # Each transition audited once at most. (Two drains may hold two events of one customer at once, as with a
-    # transaction per event: the later one applied first, the earlier is then skipped as stale — never applied twice.)
-    assert all(len(trail) == len(set(trail)) for trail in trails.values()), trails
-    assert all(
-        trail.count("payment.succeeded") == trail.count("customer.email_changed") == 1 for trail in trails.values()
-    )
+    # Every transition audited once, in order: two drains may hold two events of one customer at once (the batches
+    # overlap), but the newer one is given back until the older one's transaction has ended, so no event is applied
+    # after a newer one of its customer (it would be skipped as stale, its transition missing).
+    assert trails == {user: LIFE_CYCLE_TRAIL for user in users}
     assert {plan_of(app, user) for user in users} == {("canceled", "pro")}
     assert billing == {user: f"bill{n}@example.com" for n, user in enumerate(users)}
+
+
+def lock_waiters(engine) -> int:
+    """How many sessions of the test database wait for a lock now."""
+    with engine.connect() as conn:
+        return conn.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+
+
+def wait_until(condition, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(("others", "holder_wait"), [(0, "10s"), (1, "10s"), (2, "10s"), (1, "50ms")])
+def test_a_newer_event_claimed_while_another_drain_holds_an_older_one_of_its_customer_waits_for_it(
+    app, client, redis_url, caplog, monkeypatch, others, holder_wait
+):
+    """Drain A claims an older event of customer X (the cancellation scheduled) and is held between its claim and its
+    users' lock (a second connection holds another of its batch's users, locked first: a lower id). Drain B then
+    claims X's newer event (the cancellation undone), A's row passed over as locked, with `others` events of other
+    customers (B's claim alone, a lone event beside it, a batch beside it). Applied first, X's newer event would leave
+    A's older one stale (skipped): the scheduling and its undoing missing from X's audit trail. B applies the others,
+    gives X's back (no attempt counted) and waits for A's transaction, then applies it: every transition audited
+    once, in order; every event applied once; none left `received`. A wait cut short (`holder_wait`) only sends B
+    round again: it claims X's event again, finds it held back again, and waits again."""
+    queue_mode(app, redis_url)
+    monkeypatch.setattr(webhooks, "HOLDER_WAIT", holder_wait)
+    app.config["STRIPE_PRICE_PRO_MONTHLY"] = DOCS_PRICE
+    with app.app_context():
+        seed_plans_from_config()
+        held = UserFactory(email="dl0@example.com", stripe_customer_id="cus_dl_0").id  # locked first: lower id
+        user = UserFactory(email="dl1@example.com", stripe_customer_id="cus_dl_1").id
+        engine = db.engine
+    others_cycle, mine = life_cycle(0), life_cycle(1)
+    for body in (others_cycle[0], mine[0], mine[1]):  # X active and paid, Y active: applied before the race
+        assert post_event(client, body, secret(app)).get_json()["status"] == "queued"
+    run_drain(app, mine[0]["id"])
+    for body in (others_cycle[1], mine[2]):  # A's batch: Y's invoice, X's cancellation scheduled
+        assert post_event(client, body, secret(app)).get_json()["status"] == "queued"
+    bystanders = customer_events(app, others)
+    with app.app_context():
+        task_queue().empty()
+    caplog.set_level(logging.INFO)
+    results: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        try:
+            with app.app_context():
+                results[name] = webhooks.drain_received(0)
+        except Exception as error:  # pragma: no cover - reported by the assertion below
+            results[name] = error
+
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": held})
+        drain_a = threading.Thread(target=run, args=("a",))
+        drain_a.start()
+        wait_until(lambda: lock_waiters(engine) == 1)  # A has claimed both, and waits for Y's user
+        assert post_event(client, mine[3], secret(app)).get_json()["status"] == "queued"  # X's cancellation undone
+        for body in bystanders:
+            assert post_event(client, body, secret(app)).get_json()["status"] == "queued"
+        drain_b = threading.Thread(target=run, args=("b",))
+        drain_b.start()
+        # B applies X's newer event at once (X's user is free), or gives it back and waits for A.
+        wait_until(lambda: not drain_b.is_alive() or lock_waiters(engine) == 2)
+        if holder_wait != "10s":
+            time.sleep(0.5)  # B's waits time out, and it goes round
+        holder.rollback()
+    for thread in (drain_a, drain_b):
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert all(isinstance(result, webhooks.Drained) for result in results.values()), results
+    assert sum(result.applied for result in results.values()) == 3 + others  # type: ignore[attr-defined]
+    received = [others_cycle[0], others_cycle[1], *mine[:4], *bystanders]
+    assert events_in_db(app) == {body["id"]: ("processed", 1) for body in received}
+    with app.app_context():
+        trail = list(
+            db.session.scalars(sa.select(AuditLog.action).where(AuditLog.user_id == user).order_by(AuditLog.id))
+        )
+    assert trail == [
+        "subscription.activated",
+        "payment.succeeded",
+        "subscription.cancel_scheduled",
+        "subscription.resumed",
+    ]
+    assert "stripe_webhook_claims_held_back" in caplog.text
+    assert ("stripe_webhook_holder_wait_timed_out" in caplog.text) == (holder_wait != "10s")
+    assert billing_emails(app) == [f"new{n}@example.com" for n in range(others)]  # the others', once each
 
 
 def rows(statement) -> list:
