@@ -31,7 +31,9 @@ def test_a_batchs_handling_times_add_up_to_the_batchs_time_not_to_each_events_wa
     elapsed = time.perf_counter() - started
     after = scrape(client)
     assert (drained.applied, drained.failed) == (12, 0)  # in one batch (DRAIN_BATCH is 20)
-    observed = after["stripe_webhook_processing_seconds_count"] - before.get("stripe_webhook_processing_seconds_count", 0)
+    observed = after["stripe_webhook_processing_seconds_count"] - before.get(
+        "stripe_webhook_processing_seconds_count", 0
+    )
     total = after["stripe_webhook_processing_seconds_sum"] - before.get("stripe_webhook_processing_seconds_sum", 0)
     assert observed == 12
     # Each timed to the batch's end, the twelve would add up to about 6.5 times the batch (the first waits for
