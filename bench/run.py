@@ -392,8 +392,9 @@ def check_applied(engine, ids: list[str], statuses: dict[str, int], what: str) -
     )
 
 
-def applied_window(engine, ids: list[str]) -> dict[str, float]:
-    """Seconds from the first event's `received_at` to the last one's `processed_at`."""
+def applied_window(engine, ids: list[str], since: datetime | None = None) -> dict[str, float]:
+    """Seconds from the first event's `received_at` (or `since`, when the workers were let go) to the last one's
+    `processed_at`."""
     with engine.connect() as connection:
         first, last = connection.execute(
             text("SELECT min(received_at), max(processed_at) FROM stripe_events WHERE id IN :ids").bindparams(
@@ -401,7 +402,7 @@ def applied_window(engine, ids: list[str]) -> dict[str, float]:
             ),
             {"ids": ids},
         ).one()
-    return {"seconds": (last - first).total_seconds()}
+    return {"seconds": (last - (since or first)).total_seconds()}
 
 
 def check_counted(after: dict, before: dict, events: int, what: str) -> float:
@@ -1165,14 +1166,23 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         before = metrics(base)
         vacuums = growth.autovacuum_runs(queue_engine)
         workers_cpu = sum(growth.process_cpu(process.pid) for process in queue_workers)
-        run_ = post_all(base + WEBHOOK_PATH, growth_bodies[step], webhook_secret, deliveries)
+        # The workers stopped while wrk posts (as in 1a), then let go on the step's backlog: their handling time
+        # is applying, not waiting for a CPU gunicorn holds, and every size's events reach them the same way.
+        for process in queue_workers:
+            process.send_signal(signal.SIGSTOP)
+        try:
+            run_ = post_all(base + WEBHOOK_PATH, growth_bodies[step], webhook_secret, deliveries)
+        finally:
+            for process in queue_workers:
+                process.send_signal(signal.SIGCONT)
+        let_go = datetime.now(UTC)
         step_ids = event_ids(growth_bodies[step])
         wait_applied(queue_engine, step_ids, f"growth {size:,} (queue mode)")
         workers_cpu = sum(growth.process_cpu(process.pid) for process in queue_workers) - workers_cpu
         vacuums = growth.autovacuum_runs(queue_engine) - vacuums
         after = metrics(base)
         check_counted(after, before, len(step_ids), f"growth {size:,} (queue mode)")
-        applied = applied_window(queue_engine, step_ids)
+        applied = applied_window(queue_engine, step_ids, since=let_go)
         ms = handling(after, before)
         timings = {}
         with app.app_context():
@@ -1236,11 +1246,12 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         f"up to {', '.join(f'{s:,}' for s in sizes)}, then vacuumed and settled (CHECKPOINT and `sync`: what generating "
         f"a size left to write is written before its events, not during them); at each size {growth_customers} more "
         f"customers' events "
-        f"(about {statistics.mean(len(g) for g in growth_bodies):.0f}) go to the endpoint in queue mode like in 1 "
-        f"and are waited for until every one is applied (each checked `processed`/`ignored` and counted once); the "
-        f"handling time is the app's own histogram `stripe_webhook_processing_seconds`, which in queue mode is "
-        f"observed by the worker's job (applying one event, not its wait in the queue: wall-clock, so on cores shared "
-        f"with gunicorn it includes the job's waits for a CPU); the queue workers' CPU per event is their processes' "
+        f"(about {statistics.mean(len(g) for g in growth_bodies):.0f}) go to the endpoint in queue mode like in 1a "
+        f"(the queue workers stopped while wrk posts, then let go on the backlog) and are waited for until every one "
+        f"is applied (each checked `processed`/`ignored` and counted once); the handling time is the app's own "
+        f"histogram `stripe_webhook_processing_seconds`, which in queue mode is observed by the worker (applying an "
+        f"event — in a batch, its handler, its share of the batch's commit and its announcement — not its wait in the "
+        f"queue; wall-clock); applied/s counts from the workers' release; the queue workers' CPU per event is their processes' "
         f"user + system time over the step (/proc) divided by its events (the mail jobs of the step included, "
         f"PostgreSQL's work not). Dashboard queries: every public "
         f"function of app/services/reporting.py callable without arguments "

@@ -943,9 +943,16 @@ def apply_batch(claimed: list[Any]) -> tuple[int, list[str]]:
     ORM bookkeeping, the count rows' upserts and the Redis round trip. An event whose type has no handler needs no
     savepoint. The session is flushed before each savepoint (what an earlier event left pending is written outside
     the next one's) and at the end of each handler (its writes inside its own); after a fault the session forgets
-    every object it holds (their state may be the undone one), as a commit would expire them."""
+    every object it holds (their state may be the undone one), as a commit would expire them.
+
+    Each applied event's handling time (`stripe_webhook_processing_seconds`, its log line's duration) is its own:
+    its handler, an equal share of what the batch's events paid once (the savepoints' flushes aside: the commit),
+    and its own announcement — the batch's events' times add up to the batch's, and an event's does not grow with
+    how many events its batch found (timing each from its start to the batch's end would)."""
     succeeded: list[tuple[dict[str, Any], int, str, SyncResult, float]] = []
     failed: list[str] = []
+    batch_started = time.perf_counter()
+    own_seconds = 0.0  # the handlers' time, each event's counted in its tuple
     cursor = cast(Any, db.session.connection().connection.driver_connection).cursor()
     for event_id, event, attempts, *_ in claimed:
         event_started = time.perf_counter()
@@ -965,25 +972,34 @@ def apply_batch(claimed: list[Any]) -> tuple[int, list[str]]:
                 mark(event_id, status="failed", processed_at=None, error=f"{type(error).__name__}: {error}"[:2000])
                 handling_failed(event, attempts, error, event_started)
                 failed.append(event_id)
+                own_seconds += time.perf_counter() - event_started
                 continue
-        succeeded.append((event, attempts, settled_status(event["type"]), result, event_started))
+        seconds = time.perf_counter() - event_started
+        own_seconds += seconds
+        succeeded.append((event, attempts, settled_status(event["type"]), result, seconds))
     try:
         db.session.commit()  # which adds the batch's kept count changes up (migration 0015_drain_batch_counts)
     except Exception as error:
         raise BatchLost(claimed[0].id) from error
     handler_faults = len(failed)
-    announce_batch(succeeded, failed)
+    shared = max(time.perf_counter() - batch_started - own_seconds, 0.0) / len(claimed)
+    announce_batch(succeeded, failed, shared)
     return len(succeeded) - (len(failed) - handler_faults), failed
 
 
-def announce_batch(succeeded: list[tuple[dict[str, Any], int, str, SyncResult, float]], failed: list[str]) -> None:
+def announce_batch(
+    succeeded: list[tuple[dict[str, Any], int, str, SyncResult, float]], failed: list[str], shared: float
+) -> None:
     """After a batch's commit: `subscription_changed` for each applied event in order, the receivers' cache writes
-    sent together; each event counted and logged as `settle` does. A receiver's fault leaves its event applied (as
-    `apply`'s does) and adds it to `failed`; the later events are still announced."""
+    sent together; each event counted and logged as `settle` does, with its handler's seconds (in `succeeded`) plus
+    `shared` (its share of the batch's commit) plus its announcement's. A receiver's fault leaves its event applied
+    (as `apply`'s does) and adds it to `failed`; the later events are still announced."""
     app = cast(Any, current_app)._get_current_object()  # the app itself, not the request-bound proxy
     writes = CacheWrites()
     try:
-        for event, attempts, outcome, result, event_started in succeeded:
+        for event, attempts, outcome, result, handled in succeeded:
+            # `handling_failed` and the seconds below count from this event's own start
+            event_started = time.perf_counter() - handled - shared
             try:
                 if result.user_id is not None:
                     subscription_changed.send(app, change=result, writes=writes)
