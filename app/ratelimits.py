@@ -9,6 +9,9 @@ account they go to: many addresses asking for one person's reset would otherwise
 
 from __future__ import annotations
 
+import math
+import time
+
 from flask import current_app
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
 from flask_limiter.util import get_remote_address
@@ -132,6 +135,31 @@ def _spend(limit: str, scope: str, user_id: int) -> bool:
     except Exception as error:  # noqa: BLE001 - any storage failure
         log.warning("rate_limit_budget_unavailable", scope=scope, error=type(error).__name__)
         return all(in_memory_limiter().hit(item, scope, str(user_id)) for item in items)
+
+
+def seconds_until_allowed() -> int | None:
+    """How long until this request's spent Flask-Limiter limits let the next request through: the latest reset of
+    those it breached (a minute's window and an hour's both spent: the hour's), at least a second. None when it
+    breached none (or their windows cannot be read: the storage failed meanwhile)."""
+    try:
+        breached = [limit for limit in limiter.current_limits if limit.breached]
+        if not breached:
+            return None
+        return max(1, max(limit.reset_at for limit in breached) - int(time.time()))
+    except Exception as error:  # noqa: BLE001 - any storage failure: the answer stays a 429 without the wait
+        log.warning("rate_limit_reset_unavailable", error=type(error).__name__)
+        return None
+
+
+def describe_wait(seconds: int) -> str:
+    """`45` -> "45 seconds", `200` -> "4 minutes", `7200` -> "2 hours": rounded up, never promising too short a wait."""
+    if seconds <= 90:
+        amount, unit = seconds, "second"
+    elif seconds <= 90 * 60:
+        amount, unit = math.ceil(seconds / 60), "minute"
+    else:
+        amount, unit = math.ceil(seconds / 3600), "hour"
+    return f"{amount} {unit}{'' if amount == 1 else 's'}"
 
 
 def whole_site() -> str:
