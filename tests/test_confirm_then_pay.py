@@ -14,13 +14,22 @@ REVIEW = "/billing/checkout?plan=pro&cycle=yearly"
 
 
 def sign_up_for_pro_yearly(client, email: str):
+    """Sign up with the choice, then log in where sign-up sends the visitor (the log-in page, on to the review)."""
     token = csrf_token_from(client.get("/signup?plan=pro&cycle=yearly").get_data(as_text=True))
     response = client.post(
         "/signup?plan=pro&cycle=yearly",
         data={"email": email, "password": "correct horse", "confirm": "correct horse", "csrf_token": token},
     )
     response.close()  # the verification mail leaves once the response is closed
-    return response
+    login = response.headers["Location"]
+    assert urlsplit(login).path == "/login" and parse_qs(urlsplit(login).query)["next"] == [REVIEW]
+    page = client.get(login).get_data(as_text=True)
+    assert (
+        f"Check your email: we sent a message to {email}. Open the link in it, then log in to continue to Pro." in page
+    )
+    return client.post(
+        login, data={"email": email, "password": "correct horse", "next": REVIEW, "csrf_token": csrf_token_from(page)}
+    )
 
 
 def test_the_review_waits_for_the_email_and_the_link_leads_back_to_it(confirming_app, smtp_sink):
@@ -29,7 +38,7 @@ def test_the_review_waits_for_the_email_and_the_link_leads_back_to_it(confirming
     assert urlsplit(signed_up.headers["Location"]).path + "?" + urlsplit(signed_up.headers["Location"]).query == REVIEW
     review = client.get(REVIEW).get_data(as_text=True)
     assert 'data-testid="confirm-email-first"' in review and "chooser@example.com" in review
-    assert "Open the link we sent to chooser@example.com, then continue to Pro below." in review
+    assert "Checkout opens once you have followed the link we sent to" in review
     assert "disabled" in review.split("Continue to secure checkout")[0].rsplit("<button", 1)[1]
 
     link = mailed_link(smtp_sink, "chooser@example.com", "verify-email")
