@@ -4,11 +4,13 @@ Each limit is read from the configuration at request time, so a test or an opera
 Log-in (the form and `/auth/token`) is one budget per address. Sign-up and password-reset mails have a budget
 per address and one for the whole site: each sign-up costs a deliberately slow password hash, so a flood of them
 from many addresses would otherwise take every worker. Reset and verification mails also have a budget per
-account they go to: many addresses asking for one person's reset would otherwise fill that person's mailbox.
+account they go to (and email-change links a budget per address they go to): many addresses asking for one
+person's reset would otherwise fill that person's mailbox. RATELIMIT_ENABLED=false turns every one of them off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 
@@ -79,10 +81,18 @@ def account_mail_recipient_limit() -> str:
 
 
 def may_mail_account(user_id: int, kind: str) -> bool:
-    """Spend one of the account's mails of this kind (`password_reset`, `verify_email`); False once they are spent.
-    Counted per account, not per address asking: the per-address budgets cannot stop many addresses asking for one
-    person's mail."""
+    """Spend one of the account's mails of this kind (`password_reset`, `verify_email`, `signup_attempt`,
+    `email_change`); False once they are spent. Counted per account, not per address asking: the per-address budgets
+    cannot stop many addresses asking for one person's mail."""
     return _spend(account_mail_recipient_limit(), f"account-mail-to-{kind}", user_id)
+
+
+def may_mail_address(email: str, kind: str) -> bool:
+    """`may_mail_account` for an address no account logs in with yet (the new address of an email change, which
+    any number of accounts could name): counted per address, under a digest of it (no address in the limit
+    storage's keys)."""
+    digest = hashlib.sha256(email.encode()).hexdigest()[:32]
+    return _spend(account_mail_recipient_limit(), f"address-mail-to-{kind}", digest)
 
 
 DEFAULT_STRIPE_REFRESH_LIMIT = "4 per minute;30 per hour"
@@ -125,10 +135,13 @@ def in_memory_limiter() -> FixedWindowRateLimiter:
     return _FALLBACK[0]
 
 
-def _spend(limit: str, scope: str, user_id: int) -> bool:
+def _spend(limit: str, scope: str, user_id: int | str) -> bool:
     """Hit each of `limit`'s windows for the user in `scope`; False once one is spent. The limit storage being
     down is no reason to refuse, nor to read Stripe or send mail without limit (Redis down, the pages' cache is down
-    too, and every view would read Stripe): the budget is counted in this process's memory meanwhile."""
+    too, and every view would read Stripe): the budget is counted in this process's memory meanwhile.
+    With RATELIMIT_ENABLED false, as Flask-Limiter's own limits, these count nothing and never refuse."""
+    if not current_app.config.get("RATELIMIT_ENABLED", True):
+        return True
     items = parse_many(limit)
     try:
         return all(limiter.limiter.hit(item, scope, str(user_id)) for item in items)

@@ -29,7 +29,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.extensions import db
 from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
-from app.ratelimits import may_mail_account
+from app.ratelimits import may_mail_account, may_mail_address
 from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
 from app.services.strategies import backtests_since_query, month_start, strategies_count_query
@@ -379,7 +379,9 @@ def request_email_change(user: User, password: str, new_email: str) -> str:
     """Mail a confirmation link to `new_email` and a notice to the current address; the login email stays as it is.
 
     The current password is asked (a session left open is not enough), and an address another account uses is
-    refused (AccountError `email_taken`, 409) with a message that names no account. Returns the normalised address.
+    refused (AccountError `email_taken`, 409) with a message that names no account; so is a change once the links
+    of the hour to that address, or from that account, are spent (`mail_capped`, RATELIMIT_ACCOUNT_MAIL_RECIPIENT).
+    Returns the normalised address.
     """
     if not user.check_password(password):
         raise AccountError("The current password is incorrect.", code="wrong_password")
@@ -388,6 +390,16 @@ def request_email_change(user: User, password: str, new_email: str) -> str:
         raise AccountError("This is already your login email.", code="same_email")
     if email_taken(new_email, user):
         raise AccountError(EMAIL_TAKEN_MESSAGE, code="email_taken", status=409)
+    # Each mail within its recipient's cap, as reset and verification mails are: the link's address (any number
+    # of accounts could name it) and the account (its notice goes to the current address).
+    if not (may_mail_address(new_email, "email_change") and may_mail_account(user.id, "email_change")):
+        log.warning("account_mail_capped", kind="email_change", user_id=user.id)
+        raise AccountError(
+            f"We already sent several links for this change this hour: open the newest one at {new_email}, or ask "
+            "again later.",
+            code="mail_capped",
+            status=429,
+        )
     link = external_url("account.confirm_email_change", token=email_change_token(user, new_email))
     key = secrets.token_hex(8)
     old_email, minutes = user.email, EMAIL_CHANGE_MAX_AGE // 60
