@@ -30,7 +30,7 @@ from app.security import SESSION_ID_KEY, safe_next
 from app.services import accounts, sessions, viewer
 from app.services.accounts import AccountError, authenticate
 from app.services.billing_summary import plan_outlook
-from app.services.catalog import PlanView, catalog, chosen_plan
+from app.services.catalog import PlanView, catalog, chosen_plan, remembered_plan_choice
 from app.services.entitlements import plan_entitlements
 from app.services.strategies import Usage, usage_summary
 from app.services.viewer import SubscriptionView
@@ -345,14 +345,17 @@ def reset_password(token: str):
 def verify_email(token: str):
     """Follow the mailed link: the address is confirmed (whoever is logged in, the link names its account). A link
     mailed on the way to a paid plan (`?plan=pro&cycle=monthly`) then leads back to reviewing that plan — through
-    the log-in page when this browser is not logged in — instead of leaving the choice behind."""
+    the log-in page when this browser is not logged in — instead of leaving the choice behind; so does a link
+    naming none, opened in the browser of its account where a plan was chosen meanwhile (`remember_plan_choice`)."""
     choice = chosen_plan(request.args.get("plan"), request.args.get("cycle"))
     try:
-        accounts.verify_email(token)
+        user = accounts.verify_email(token)
     except AccountError as exc:
         flash(exc.message, "warning")
     else:
         flash("Thank you: your email is confirmed.", "success")
+        if choice is None and current_user.is_authenticated and current_user.id == user.id:
+            choice = remembered_plan_choice()  # chosen on /pricing while waiting for this link, which names none
     review_url = url_for("billing.review_checkout", plan=choice.plan.name, cycle=choice.cycle) if choice else None
     if current_user.is_authenticated:
         return redirect(review_url or url_for("account.show_account"))
