@@ -8,6 +8,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.extensions import db
+from app.ratelimits import describe_wait, seconds_until_allowed
 from app.services import DomainError, metrics
 from app.services.entitlements import UpgradeRequired
 from app.urls import is_api_request
@@ -40,6 +41,9 @@ def register(app: Flask) -> None:
         }
         if is_api_request():
             messages[404] = API_NOT_FOUND
+        wait = seconds_until_allowed() if exc.code == 429 else None
+        if wait is not None:  # a person (and an API client's log) is told how long, as Retry-After tells a program
+            messages[429] = f"Too many attempts. Please wait {describe_wait(wait)} and try again."
         message = messages.get(exc.code or 500, exc.description or exc.name)
         body, status = render_error(exc.code or 500, error_code(exc), message)
         response = current_app.make_response((body, status))
@@ -47,6 +51,8 @@ def register(app: Flask) -> None:
             value = exc.get_response().headers.get(name)
             if value:
                 response.headers[name] = value
+        if wait is not None:
+            response.headers["Retry-After"] = str(wait)
         return response
 
     @app.errorhandler(CSRFError)

@@ -4,10 +4,15 @@ Each limit is read from the configuration at request time, so a test or an opera
 Log-in (the form and `/auth/token`) is one budget per address. Sign-up and password-reset mails have a budget
 per address and one for the whole site: each sign-up costs a deliberately slow password hash, so a flood of them
 from many addresses would otherwise take every worker. Reset and verification mails also have a budget per
-account they go to: many addresses asking for one person's reset would otherwise fill that person's mailbox.
+account they go to (and email-change links a budget per address they go to): many addresses asking for one
+person's reset would otherwise fill that person's mailbox. RATELIMIT_ENABLED=false turns every one of them off.
 """
 
 from __future__ import annotations
+
+import hashlib
+import math
+import time
 
 from flask import current_app
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
@@ -76,10 +81,18 @@ def account_mail_recipient_limit() -> str:
 
 
 def may_mail_account(user_id: int, kind: str) -> bool:
-    """Spend one of the account's mails of this kind (`password_reset`, `verify_email`); False once they are spent.
-    Counted per account, not per address asking: the per-address budgets cannot stop many addresses asking for one
-    person's mail."""
+    """Spend one of the account's mails of this kind (`password_reset`, `verify_email`, `signup_attempt`,
+    `email_change`); False once they are spent. Counted per account, not per address asking: the per-address budgets
+    cannot stop many addresses asking for one person's mail."""
     return _spend(account_mail_recipient_limit(), f"account-mail-to-{kind}", user_id)
+
+
+def may_mail_address(email: str, kind: str) -> bool:
+    """`may_mail_account` for an address no account logs in with yet (the new address of an email change, which
+    any number of accounts could name): counted per address, under a digest of it (no address in the limit
+    storage's keys)."""
+    digest = hashlib.sha256(email.encode()).hexdigest()[:32]
+    return _spend(account_mail_recipient_limit(), f"address-mail-to-{kind}", digest)
 
 
 DEFAULT_STRIPE_REFRESH_LIMIT = "4 per minute;30 per hour"
@@ -122,16 +135,44 @@ def in_memory_limiter() -> FixedWindowRateLimiter:
     return _FALLBACK[0]
 
 
-def _spend(limit: str, scope: str, user_id: int) -> bool:
+def _spend(limit: str, scope: str, user_id: int | str) -> bool:
     """Hit each of `limit`'s windows for the user in `scope`; False once one is spent. The limit storage being
     down is no reason to refuse, nor to read Stripe or send mail without limit (Redis down, the pages' cache is down
-    too, and every view would read Stripe): the budget is counted in this process's memory meanwhile."""
+    too, and every view would read Stripe): the budget is counted in this process's memory meanwhile.
+    With RATELIMIT_ENABLED false, as Flask-Limiter's own limits, these count nothing and never refuse."""
+    if not current_app.config.get("RATELIMIT_ENABLED", True):
+        return True
     items = parse_many(limit)
     try:
         return all(limiter.limiter.hit(item, scope, str(user_id)) for item in items)
     except Exception as error:  # noqa: BLE001 - any storage failure
         log.warning("rate_limit_budget_unavailable", scope=scope, error=type(error).__name__)
         return all(in_memory_limiter().hit(item, scope, str(user_id)) for item in items)
+
+
+def seconds_until_allowed() -> int | None:
+    """How long until this request's spent Flask-Limiter limits let the next request through: the latest reset of
+    those it breached (a minute's window and an hour's both spent: the hour's), at least a second. None when it
+    breached none (or their windows cannot be read: the storage failed meanwhile)."""
+    try:
+        breached = [limit for limit in limiter.current_limits if limit.breached]
+        if not breached:
+            return None
+        return max(1, max(limit.reset_at for limit in breached) - int(time.time()))
+    except Exception as error:  # noqa: BLE001 - any storage failure: the answer stays a 429 without the wait
+        log.warning("rate_limit_reset_unavailable", error=type(error).__name__)
+        return None
+
+
+def describe_wait(seconds: int) -> str:
+    """`45` -> "45 seconds", `200` -> "4 minutes", `7200` -> "2 hours": rounded up, never promising too short a wait."""
+    if seconds <= 90:
+        amount, unit = seconds, "second"
+    elif seconds <= 90 * 60:
+        amount, unit = math.ceil(seconds / 60), "minute"
+    else:
+        amount, unit = math.ceil(seconds / 3600), "hour"
+    return f"{amount} {unit}{'' if amount == 1 else 's'}"
 
 
 def whole_site() -> str:

@@ -11,6 +11,7 @@
   `/healthz` and `/metrics` keep answering plain HTTP: load balancers and Prometheus probe them inside the network.
 - Hostile input is a 4xx at the door: a path with control characters (before anything logs it), a NUL in a query
   or form value, an `<int:…>` path id beyond PostgreSQL's integer (no route: 404).
+- Responses made for a signed-in person (a logged-in page, an API answer to a token) are `Cache-Control: no-store`.
 - The session user is loaded only while the cookie's server-side session is live (`load_session_user`).
 - Sentry (sentry-sdk) when SENTRY_DSN is set: no PII, and the log redaction applied to every event.
 """
@@ -446,6 +447,36 @@ def register_nul_byte_guard(app: Flask) -> None:
         return None
 
 
+#: What a response about someone's account says to caches: keep no copy, not even the browser's own (its Back
+#: button after log-out on a shared computer) nor a proxy's.
+PRIVATE_CACHE_CONTROL = "no-store"
+
+
+def register_private_responses(app: Flask) -> None:
+    """`Cache-Control: no-store` on every response made for a signed-in person: the pages of a logged-in browser
+    session (account, billing, strategies, admin, and any other page it is shown, errors included) and the API's
+    answers to a request bearing a token, or handing one out (`/auth/token`).
+
+    Decided from the request alone, as the page cache does (`may_be_logged_in`): a request without a cookie (a
+    visitor's pricing page, served from the page cache, a probe) costs nothing more and keeps its caching; static
+    files keep theirs (Flask's) whoever asks.
+    """
+    api_prefix = app.config["API_PREFIX"]
+    token_endpoints = frozenset({"api.issue_token", "api.refresh_token"})
+
+    @app.after_request
+    def keep_private_responses_out_of_caches(response: Response) -> Response:
+        this = request._get_current_object()  # type: ignore[attr-defined]
+        environ = this.environ
+        if this.path == api_prefix or this.path.startswith(api_prefix + "/"):
+            private = "HTTP_AUTHORIZATION" in environ or this.endpoint in token_endpoints
+        else:
+            private = "HTTP_COOKIE" in environ and this.endpoint != "static" and may_be_logged_in()
+        if private:
+            response.headers["Cache-Control"] = PRIVATE_CACHE_CONTROL
+        return response
+
+
 def register_hardening(app: Flask) -> None:
     """Every hardening step; runs before the blueprints are registered, so their `<int:…>` ids are bounded."""
     app.url_map.converters["int"] = PostgresIntConverter
@@ -453,5 +484,6 @@ def register_hardening(app: Flask) -> None:
     register_proxy_fix(app)
     app.wsgi_app = ControlCharacterGuard(app.wsgi_app)  # type: ignore[method-assign]
     register_nul_byte_guard(app)
+    register_private_responses(app)
     register_security_headers(app)
     init_sentry(app)

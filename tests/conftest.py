@@ -345,6 +345,7 @@ class Auth:
         return csrf_token_from(self.client.get(path).get_data(as_text=True))
 
     def signup(self, email: str = "trader@example.com", password: str = "correct horse", confirm: str | None = None):
+        """Sign up, then log in as the new account's owner does; returns the sign-up's answer."""
         response = self.client.post(
             "/signup",
             data={
@@ -355,6 +356,8 @@ class Auth:
             },
         )
         response.close()  # as a WSGI server does once the body is sent: the verification mail goes out now
+        if response.status_code == 302:  # signed up: sign-up logs nobody in (it answers alike for a known address)
+            self.login(email, password)
         return response
 
     def login(self, email: str = "trader@example.com", password: str = "correct horse", **extra):

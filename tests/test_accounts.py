@@ -12,9 +12,9 @@ def user_count(app) -> int:
         return db.session.scalar(sa.select(sa.func.count(User.id)))
 
 
-def test_signup_logs_in_on_the_free_plan(seeded, client, auth):
-    response = auth.signup("  Trader@Example.COM ", "correct horse")
-    assert response.status_code == 302 and response.headers["Location"] == "/account"
+def test_signup_opens_a_free_account_and_asks_to_check_mail_then_log_in(seeded, client, auth, smtp_sink):
+    response = auth.signup("  Trader@Example.COM ", "correct horse")  # the helper then logs in
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
     page = client.get("/account").get_data(as_text=True)
     assert "trader@example.com" in page
     assert 'data-testid="current-plan">Free<' in page
@@ -23,14 +23,61 @@ def test_signup_logs_in_on_the_free_plan(seeded, client, auth):
         assert user.email == "trader@example.com"
         assert user.password_hash != "correct horse" and user.check_password("correct horse")
         assert db.session.scalar(sa.select(AuditLog.action).where(AuditLog.user_id == user.id)) == "user.created"
+        assert db.session.scalars(sa.select(MailOutbox.kind)).all() == ["verify_email"]
 
 
-def test_email_is_unique_whatever_its_case(seeded, client, auth):
-    auth.signup("trader@example.com")
-    auth.logout()
-    response = auth.signup("TRADER@example.com")
-    assert response.status_code == 400
-    assert "An account with this email already exists." in response.get_data(as_text=True)
+def signup_form(client, auth, email: str, password: str = "correct horse"):
+    response = client.post(
+        "/signup",
+        data={"email": email, "password": password, "confirm": password, "csrf_token": auth.token("/signup")},
+    )
+    response.close()  # the mail leaves once the response is closed
+    return response
+
+
+def test_signup_answers_a_known_address_as_a_new_one_and_mails_its_owner(seeded, client, auth, smtp_sink):
+    """No enumeration: the same redirect, the same message, no session either way; the owner gets a notice."""
+    with seeded.app_context():
+        UserFactory(email="taken@example.com")
+    answers = {}
+    for email in ("TAKEN@example.com", "fresh@example.com"):
+        response = signup_form(client, auth, email)
+        page = client.get(response.headers["Location"]).get_data(as_text=True)
+        answers[email.lower()] = (
+            response.status_code,
+            response.headers["Location"],
+            client.get("/account").status_code,
+        )
+        assert f"Check your email: we sent a message to {email.lower()}. Open the link in it, then log in." in page
+    assert answers["taken@example.com"] == answers["fresh@example.com"] == (302, "/login", 302)
+    assert user_count(seeded) == 2
+    with seeded.app_context():
+        mails = db.session.execute(sa.select(MailOutbox.recipient, MailOutbox.kind).order_by(MailOutbox.id)).all()
+        assert [tuple(m) for m in mails] == [
+            ("taken@example.com", "signup_attempt"),
+            ("fresh@example.com", "verify_email"),
+        ]
+        body = db.session.scalar(sa.select(MailOutbox.body).where(MailOutbox.kind == "signup_attempt"))
+    assert "http://localhost/login" in body and "http://localhost/forgot-password" in body
+    assert auth.login("taken@example.com").headers["Location"] == "/account"
+
+
+def test_the_notices_to_a_known_address_are_capped_per_account(seeded, client, auth):
+    seeded.config["RATELIMIT_SIGNUP"] = "50 per minute"
+    with seeded.app_context():
+        UserFactory(email="taken@example.com")
+    for _ in range(5):
+        assert signup_form(client, auth, "taken@example.com").status_code == 302
+    with seeded.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(MailOutbox)) == 3  # 3 per hour
+
+
+def test_a_weak_password_is_refused_alike_for_a_known_address(seeded, client, auth):
+    with seeded.app_context():
+        UserFactory(email="taken@example.com")
+    for email in ("taken@example.com", "fresh@example.com"):
+        response = signup_form(client, auth, email, "password")
+        assert response.status_code == 400 and "one of the most common" in response.get_data(as_text=True)
     assert user_count(seeded) == 1
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from tests.conftest import csrf_token_from
+from tests.conftest import Auth, csrf_token_from
 from tests.eventually import eventually
 from tests.security.test_account_abuse import mailed_link
 
@@ -14,13 +14,22 @@ REVIEW = "/billing/checkout?plan=pro&cycle=yearly"
 
 
 def sign_up_for_pro_yearly(client, email: str):
+    """Sign up with the choice, then log in where sign-up sends the visitor (the log-in page, on to the review)."""
     token = csrf_token_from(client.get("/signup?plan=pro&cycle=yearly").get_data(as_text=True))
     response = client.post(
         "/signup?plan=pro&cycle=yearly",
         data={"email": email, "password": "correct horse", "confirm": "correct horse", "csrf_token": token},
     )
     response.close()  # the verification mail leaves once the response is closed
-    return response
+    login = response.headers["Location"]
+    assert urlsplit(login).path == "/login" and parse_qs(urlsplit(login).query)["next"] == [REVIEW]
+    page = client.get(login).get_data(as_text=True)
+    assert (
+        f"Check your email: we sent a message to {email}. Open the link in it, then log in to continue to Pro." in page
+    )
+    return client.post(
+        login, data={"email": email, "password": "correct horse", "next": REVIEW, "csrf_token": csrf_token_from(page)}
+    )
 
 
 def test_the_review_waits_for_the_email_and_the_link_leads_back_to_it(confirming_app, smtp_sink):
@@ -29,7 +38,7 @@ def test_the_review_waits_for_the_email_and_the_link_leads_back_to_it(confirming
     assert urlsplit(signed_up.headers["Location"]).path + "?" + urlsplit(signed_up.headers["Location"]).query == REVIEW
     review = client.get(REVIEW).get_data(as_text=True)
     assert 'data-testid="confirm-email-first"' in review and "chooser@example.com" in review
-    assert "Open the link we sent to chooser@example.com, then continue to Pro below." in review
+    assert "Checkout opens once you have followed the link we sent to" in review
     assert "disabled" in review.split("Continue to secure checkout")[0].rsplit("<button", 1)[1]
 
     link = mailed_link(smtp_sink, "chooser@example.com", "verify-email")
@@ -79,3 +88,28 @@ def test_mailing_the_link_again_from_the_review_keeps_the_plan(confirming_app, s
     assert "plan=pro" in first
     second = mailed_link(smtp_sink, "again@example.com", "verify-email")
     assert "plan=pro" in second and "cycle=yearly" in second
+
+
+def test_a_member_who_chose_on_pricing_before_confirming_is_taken_back_to_that_plan(confirming_app, smtp_sink):
+    """Signed up without a plan, logged in, not yet confirmed: choosing Pro yearly on /pricing leads to its review
+    (which asks for the confirmation), and the link mailed at sign-up, which names no plan, leads back there."""
+    client = confirming_app.test_client()
+    Auth(client).signup("later@example.com")  # no plan chosen: the link names none
+    pricing = client.get("/pricing").get_data(as_text=True)
+    chose = client.post(
+        "/billing/checkout", data={"plan": "pro", "cycle": "yearly", "csrf_token": csrf_token_from(pricing)}
+    )
+    assert chose.status_code == 303 and chose.headers["Location"] == REVIEW
+    review = client.get(REVIEW).get_data(as_text=True)
+    assert 'data-testid="confirm-email-first"' in review
+
+    link = mailed_link(smtp_sink, "later@example.com", "verify-email")
+    assert "plan=" not in link
+    followed = client.get(link)
+    assert followed.status_code == 302 and followed.headers["Location"] == REVIEW
+    confirmed = client.get(REVIEW).get_data(as_text=True)
+    assert "your email is confirmed" in confirmed and 'data-testid="confirm-email-first"' not in confirmed
+    paying = client.post(
+        "/billing/checkout", data={"plan": "pro", "cycle": "yearly", "csrf_token": csrf_token_from(confirmed)}
+    )
+    assert paying.status_code == 303 and "/pay/cs_" in paying.headers["Location"]

@@ -28,9 +28,9 @@ from app.ratelimits import (
 )
 from app.security import SESSION_ID_KEY, safe_next
 from app.services import accounts, sessions, viewer
-from app.services.accounts import AccountError, authenticate, create_user
+from app.services.accounts import AccountError, authenticate
 from app.services.billing_summary import plan_outlook
-from app.services.catalog import PlanView, catalog, chosen_plan
+from app.services.catalog import PlanView, catalog, chosen_plan, remembered_plan_choice
 from app.services.entitlements import plan_entitlements
 from app.services.strategies import Usage, usage_summary
 from app.services.viewer import SubscriptionView
@@ -74,9 +74,11 @@ def end_session() -> None:
 @limiter.limit(signup_limit, methods=["POST"])
 @limiter.limit(signup_global_limit, key_func=whole_site, scope="signup-site", methods=["POST"])
 def signup():
-    """Create a free account, log in and mail the link that verifies the address; with a plan chosen on the
-    pricing page, go on to review and pay for it.
+    """Create a free account and mail the link that verifies the address, then ask the person to check their mail
+    and log in; with a plan chosen on the pricing page, logging in goes on to review and pay for it.
 
+    The answer is the same for an address that already has an account (its owner is mailed a notice instead:
+    `accounts.sign_up`), so the visitor is not logged in here: logging in is what tells who owns an address.
     The choice travels in the query string (`?plan=pro&cycle=monthly`, kept by the form's action); one that names
     no paid plan on sale is ignored and the visitor simply signs up for Free.
     """
@@ -87,29 +89,15 @@ def signup():
     form = SignupForm()
     if form.validate_on_submit():
         try:
-            user = create_user(form.email.data, form.password.data)
-        except AccountError as exc:
-            form.email.errors.append(exc.message) if exc.code == "email_taken" else form.password.errors.append(
-                exc.message
+            email = accounts.sign_up(
+                form.email.data, form.password.data, *((choice.plan.name, choice.cycle) if choice else ())
             )
+        except AccountError as exc:
+            form.password.errors.append(exc.message)
         else:
-            start_session(user)
-            accounts.send_verification(user, *((choice.plan.name, choice.cycle) if choice else ()))
-            if review_url:
-                if accounts.email_confirmation_pending(user):
-                    flash(
-                        f"Welcome! Your account is ready. Open the link we sent to {user.email}, then continue to "
-                        f"{choice.plan.display_name} below.",
-                        "success",
-                    )
-                else:
-                    flash(
-                        f"Welcome! Your account is ready: confirm {choice.plan.display_name} below to upgrade.",
-                        "success",
-                    )
-                return redirect(review_url)
-            flash("Welcome! Your account is on the Free plan. We sent you a link to confirm your email.", "success")
-            return redirect(url_for("account.show_account"))
+            then = f"log in to continue to {choice.plan.display_name}" if choice else "log in"
+            flash(f"Check your email: we sent a message to {email}. Open the link in it, then {then}.", "info")
+            return redirect(url_for("account.login", next=review_url) if review_url else url_for("account.login"))
     status = 400 if form.is_submitted() else 200
     return render_template("account/signup.html", form=form, choice=choice, review_url=review_url), status
 
@@ -357,15 +345,18 @@ def reset_password(token: str):
 def verify_email(token: str):
     """Follow the mailed link: the address is confirmed (whoever is logged in, the link names its account). A link
     mailed on the way to a paid plan (`?plan=pro&cycle=monthly`) then leads back to reviewing that plan — through
-    the log-in page when this browser is not logged in — instead of leaving the choice behind."""
+    the log-in page when this browser is not logged in — instead of leaving the choice behind; so does a link
+    naming none, opened in the browser of its account where a plan was chosen meanwhile (`remember_plan_choice`)."""
     choice = chosen_plan(request.args.get("plan"), request.args.get("cycle"))
-    review_url = url_for("billing.review_checkout", plan=choice.plan.name, cycle=choice.cycle) if choice else None
     try:
-        accounts.verify_email(token)
+        user = accounts.verify_email(token)
     except AccountError as exc:
         flash(exc.message, "warning")
     else:
         flash("Thank you: your email is confirmed.", "success")
+        if choice is None and current_user.is_authenticated and current_user.id == user.id:
+            choice = remembered_plan_choice()  # chosen on /pricing while waiting for this link, which names none
+    review_url = url_for("billing.review_checkout", plan=choice.plan.name, cycle=choice.cycle) if choice else None
     if current_user.is_authenticated:
         return redirect(review_url or url_for("account.show_account"))
     return redirect(url_for("account.login", next=review_url) if review_url else url_for("account.login"))

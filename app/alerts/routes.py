@@ -2,6 +2,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from app.alerts.forms import AlertSettingsForm, WatchForm
+from app.extensions import task_queue
 from app.services.alerts import EVALUATION_SCHEDULE, alerts_overview, unwatch_strategy, watch_strategy
 from app.services.backtesting import SYMBOL
 from app.services.entitlements import cheapest_plan_with, get_entitlements, plan_display_name, requires_feature
@@ -32,6 +33,9 @@ def edit_alerts():
         plan_name=plan_display_name(entitlements.plan),
         symbol=SYMBOL,
         schedule_text=EVALUATION_SCHEDULE,
+        # Without a task queue (`make run`) no scheduler runs the evaluation or the digest: the page says so
+        # instead of promising a time.
+        scheduled=task_queue() is not None,
         realtime_allowed=realtime_allowed,
         realtime_plan=None if realtime_allowed else cheapest_plan_with("realtime_alerts"),
     )

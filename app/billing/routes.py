@@ -18,7 +18,7 @@ from app.ratelimits import billing_limit, may_refresh_from_stripe, rate_limit_id
 from app.services import DomainError
 from app.services.accounts import email_confirmation_pending, require_verified_email
 from app.services.billing_summary import billing_summary, plan_outlook
-from app.services.catalog import free_limit, losses_between, losses_on_free
+from app.services.catalog import free_limit, losses_between, losses_on_free, remember_plan_choice
 from app.services.checkout import (
     PlanChangeRequired,
     create_portal_session,
@@ -106,11 +106,14 @@ def review_checkout():
         choice = review_choice(current_user.id, form.plan.data, form.cycle.data)
     except PlanChangeRequired:
         return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
+    confirm_email_first = email_confirmation_pending(current_user)
+    if confirm_email_first:  # the link mailed at sign-up names no plan: this browser remembers the choice for it
+        remember_plan_choice(choice.plan.name, choice.cycle)
     return render_template(
         "billing/review_checkout.html",
         choice=choice,
         form=ChoosePlanForm(formdata=None, plan=choice.plan.name, cycle=choice.cycle),
-        confirm_email_first=email_confirmation_pending(current_user),
+        confirm_email_first=confirm_email_first,
     )
 
 
@@ -121,6 +124,10 @@ def review_checkout():
 def start_checkout_session():
     """Free → paid: 303 to Stripe Checkout; a paying user goes to the plan-change confirmation instead."""
     form = validated(ChoosePlanForm(), fallback="Please choose a plan and a billing cycle.")
+    if email_confirmation_pending(current_user):
+        # The pricing page's button of a member who has not confirmed the address yet: the review of that plan
+        # says what to do and keeps the choice for after the confirmation (the account page lost it).
+        return redirect(url_for("billing.review_checkout", plan=form.plan.data, cycle=form.cycle.data), 303)
     require_verified_email(current_user)
     try:
         checkout = start_checkout(

@@ -1,4 +1,4 @@
-"""Sign-up, log-in, passwords (change and reset by mail), email verification, login-email changes by mail,
+"""Sign-up (the same answer whether the address has an account), log-in, passwords (change and reset by mail), email verification, login-email changes by mail,
 operator-created accounts.
 
 Reset, verification and email-change links are itsdangerous signed, timed tokens (SECRET_KEY, one salt per
@@ -29,7 +29,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.extensions import db
 from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
-from app.ratelimits import may_mail_account
+from app.ratelimits import may_mail_account, may_mail_address
 from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
 from app.services.strategies import backtests_since_query, month_start, strategies_count_query
@@ -106,6 +106,34 @@ def create_user(email: str, password: str, is_admin: bool = False) -> User:
     db.session.add(AuditLog(user_id=user.id, action="user.created", details={"is_admin": is_admin}))
     db.session.commit()
     return user
+
+
+def sign_up(email: str, password: str, plan: str | None = None, cycle: str | None = None) -> str:
+    """Open an account and mail the link that confirms its address (leading on to the paid plan chosen on the way,
+    `plan` and `cycle`); for an address an account already logs in with, mail that account's owner a notice instead.
+
+    The caller answers both alike ("check your email"), so that sign-up tells nobody which addresses have an
+    account, as log-in, the token endpoint and the reset form tell nobody: the password is hashed either way (the
+    same time), and either mail leaves after the response. A password too weak is refused (AccountError
+    `weak_password`) before the address is looked at, whichever it is. Returns the normalised address.
+    """
+    email = normalize_email(email)
+    check_new_password(password, email)
+    existing = find_user_by_email(email)
+    if existing is None:
+        try:
+            user = create_user(email, password)
+        except AccountError as error:
+            if error.code != "email_taken":
+                raise
+            existing = find_user_by_email(email)  # a concurrent sign-up with the address won the race
+        else:
+            send_verification(user, plan, cycle)
+            return email
+    generate_password_hash(password)  # the time creating the account takes, which the answer must not tell apart
+    if existing is not None:
+        send_signup_notice(existing)
+    return email
 
 
 def authenticate(email: str, password: str) -> User | None:
@@ -306,6 +334,25 @@ def send_verification(user: User, plan: str | None = None, cycle: str | None = N
     return True
 
 
+def send_signup_notice(user: User) -> None:
+    """Tell an account's owner that someone tried to sign up with their address, and how to get in (log in, or
+    reset the password): it may be the owner, who forgot the account. Within the account's own cap of such mails
+    (RATELIMIT_ACCOUNT_MAIL_RECIPIENT): signing up with one address over and over must not fill its mailbox."""
+    if not may_mail_account(user.id, "signup_attempt"):
+        log.warning("account_mail_capped", kind="signup_attempt", user_id=user.id)
+        return
+    mail.queue_mail(
+        "signup_attempt",
+        secrets.token_hex(8),
+        user,
+        login_url=external_url("account.login"),
+        reset_url=external_url("account.forgot_password"),
+    )
+    record("user.signup_attempted", user.id)
+    db.session.commit()
+    mail.request_delivery()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Changing the login email: a link to the new address, a notice to the old one, nothing changes until it is opened
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,7 +379,9 @@ def request_email_change(user: User, password: str, new_email: str) -> str:
     """Mail a confirmation link to `new_email` and a notice to the current address; the login email stays as it is.
 
     The current password is asked (a session left open is not enough), and an address another account uses is
-    refused (AccountError `email_taken`, 409) with a message that names no account. Returns the normalised address.
+    refused (AccountError `email_taken`, 409) with a message that names no account; so is a change once the links
+    of the hour to that address, or from that account, are spent (`mail_capped`, RATELIMIT_ACCOUNT_MAIL_RECIPIENT).
+    Returns the normalised address.
     """
     if not user.check_password(password):
         raise AccountError("The current password is incorrect.", code="wrong_password")
@@ -341,6 +390,16 @@ def request_email_change(user: User, password: str, new_email: str) -> str:
         raise AccountError("This is already your login email.", code="same_email")
     if email_taken(new_email, user):
         raise AccountError(EMAIL_TAKEN_MESSAGE, code="email_taken", status=409)
+    # Each mail within its recipient's cap, as reset and verification mails are: the link's address (any number
+    # of accounts could name it) and the account (its notice goes to the current address).
+    if not (may_mail_address(new_email, "email_change") and may_mail_account(user.id, "email_change")):
+        log.warning("account_mail_capped", kind="email_change", user_id=user.id)
+        raise AccountError(
+            f"We already sent several links for this change this hour: open the newest one at {new_email}, or ask "
+            "again later.",
+            code="mail_capped",
+            status=429,
+        )
     link = external_url("account.confirm_email_change", token=email_change_token(user, new_email))
     key = secrets.token_hex(8)
     old_email, minutes = user.email, EMAIL_CHANGE_MAX_AGE // 60

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from flask import current_app
+from flask import current_app, session
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -341,6 +341,24 @@ def chosen_plan(plan_name: str | None, cycle: str | None) -> PlanChoice | None:
     except DomainError:
         return None
     return PlanChoice(plan, cycle)
+
+
+#: Where a browser keeps the plan its member chose before confirming their email (`remember_plan_choice`).
+PLAN_CHOICE_KEY = "plan_after_confirming"
+
+
+def remember_plan_choice(plan_name: str, cycle: str) -> None:
+    """Keep in this browser's session the plan a member chose while their email waits for confirmation: the link
+    mailed at sign-up names no plan, and following it must lead back to that plan's review all the same."""
+    session[PLAN_CHOICE_KEY] = f"{plan_name}:{cycle}"
+
+
+def remembered_plan_choice() -> PlanChoice | None:
+    """The plan `remember_plan_choice` kept, taken out of the session (once); None when none (or no longer sold)."""
+    kept = session.pop(PLAN_CHOICE_KEY, None)
+    if not isinstance(kept, str) or ":" not in kept:
+        return None
+    return chosen_plan(*kept.split(":", 1))
 
 
 def validate_choice(plan_name: str | None, cycle: str | None) -> tuple[SubscriptionPlan, str, str]:

@@ -51,6 +51,7 @@ SUBJECTS = {
     "alert_digest": "Your alerts digest: {signals}",
     "email_change": "Confirm your new email for Smart Strategies Builder",
     "email_change_notice": "A change of your Smart Strategies Builder login email was requested",
+    "signup_attempt": "Someone tried to sign up with your Smart Strategies Builder address",
 }
 
 

@@ -41,6 +41,7 @@ def test_the_alerts_page_after_a_downgrade_from_pro(size, seeded, live_server, p
         for day in (date(2025, 12, 3), date(2025, 12, 9), date(2025, 12, 12), BUY_DAY, SELL_DAY):
             evaluate_watched(day)  # Pro: mailed at once
         put_on_plan(user_id, "starter")
+    app.config["TASK_QUEUE_URL"] = app.config["REDIS_URL"]  # as deployed: the queue's cron evaluates
 
     page.set_default_timeout(10_000)
     page.set_viewport_size(SIZES[size])

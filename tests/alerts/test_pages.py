@@ -31,6 +31,7 @@ def test_the_page_lists_watched_strategies_last_signals_and_the_next_evaluation(
     strategy = watch(user.app, user.id, "Momentum")
     user.strategies(1)  # not watched
     assert runner.invoke(args=["alerts", "run", "--date", BUY_DAY.isoformat()]).exit_code == 0
+    user.app.config["TASK_QUEUE_URL"] = user.app.config["REDIS_URL"]  # as deployed: the queue's cron evaluates
     page = user.client.get("/alerts/").get_data(as_text=True)
     assert re.search(rf'data-strategy-id="{strategy}" data-watched="true"', page)
     assert page.count('data-watched="false"') == 1
@@ -41,6 +42,20 @@ def test_the_page_lists_watched_strategies_last_signals_and_the_next_evaluation(
     assert f'data-testid="next-evaluation">{expected.strftime("%a %-d %b, %H:%M")} UTC<' in page
     assert "on the bar of 31 Dec 2025" in page
     assert 'data-delivery="digest"' in page  # Starter, email on
+
+
+def test_without_a_task_queue_the_page_promises_no_evaluation_time(on_plan):
+    """`make run` has no task queue, so no scheduler: the page says when alerts are evaluated then (never)."""
+    user = on_plan("starter")
+    watch(user.app, user.id, "Momentum")
+    assert not user.app.config.get("TASK_QUEUE_URL")
+    page = user.client.get("/alerts/").get_data(as_text=True)
+    assert 'data-testid="next-evaluation">When <code>flask alerts run</code> is run<' in page
+    assert "nothing evaluates alerts on a schedule" in page
+    assert "Evaluated each time <code>flask alerts run</code> is run" in page
+    assert "A daily digest at" not in page and "A digest each time flask alerts digest is run" in page
+    expected = next_run(EVALUATION_CRON, datetime.now(UTC))
+    assert expected.strftime("%a %-d %b, %H:%M") not in page
 
 
 def test_watching_and_unwatching_from_the_page(on_plan):

@@ -43,7 +43,7 @@ def test_signup_page_shows_the_choice_and_carries_it(seeded, client):
     html = client.get("/signup?plan=pro&cycle=monthly").get_data(as_text=True)
     assert (
         "You chose <strong>Pro</strong>, billed monthly — <strong>$49.99/month</strong>. "
-        "Create your account, then confirm and pay on the next step."
+        "Create your account, then log in to confirm and pay."
     ) in html
     assert 'action="/signup?plan=pro&amp;cycle=monthly"' in html
     link = login_link(html)
@@ -55,15 +55,20 @@ def test_signup_page_shows_the_choice_and_carries_it(seeded, client):
     assert "billed yearly — <strong>$479.99/year</strong>" in yearly
 
 
-def test_signup_with_a_choice_lands_on_the_review_page(seeded, client, auth):
+def test_signup_with_a_choice_then_log_in_lands_on_the_review_page(seeded, client, auth):
     response = signup_with_choice(client, auth, "pro", "yearly")
     assert response.status_code == 302
+    login = response.headers["Location"]
+    assert urlsplit(login).path == "/login" and query(login) == {"next": "/billing/checkout?plan=pro&cycle=yearly"}
+    assert client.get("/account").status_code == 302  # sign-up logs nobody in
+    assert "Check your email: we sent a message to new@example.com." in client.get(login).get_data(as_text=True)
+    response = auth.login("new@example.com", next=query(login)["next"])
     assert response.headers["Location"] == "/billing/checkout?plan=pro&cycle=yearly"
 
     review = client.get(response.headers["Location"])
     assert review.status_code == 200
     html = review.get_data(as_text=True)
-    assert "Review your plan" in html and "confirm Pro below to upgrade" in html
+    assert "Review your plan" in html
     assert 'data-testid="review-plan">Pro<' in html
     assert 'data-testid="review-cycle">Billed yearly<' in html
     assert 'data-testid="review-price">$479.99 / year<' in html
@@ -82,6 +87,7 @@ def test_signup_with_a_choice_lands_on_the_review_page(seeded, client, auth):
 
 def test_review_page_posts_to_the_emulators_checkout(seeded, client, auth, stripe_emulator):
     signup_with_choice(client, auth, "pro", "yearly")
+    auth.login("new@example.com")
     html = client.get("/billing/checkout?plan=pro&cycle=yearly").get_data(as_text=True)
     customers = stripe_emulator.client().v1.customers.list(params={"email": "new@example.com"})
     assert customers.data == []  # reviewing touches nothing in Stripe
@@ -150,7 +156,8 @@ def test_invalid_choices_are_ignored_by_signup_and_refused_by_the_review(seeded,
         assert "Start on the Free plan. No card needed." in html and "You chose" not in html, choice
         assert login_link(html) == "/login", choice
     response = signup_with_choice(client, auth, "gold", "monthly")
-    assert response.status_code == 302 and response.headers["Location"] == "/account"
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
+    auth.login("new@example.com")
 
     for plan, cycle, message in (
         ("gold", "monthly", "There is no plan called"),

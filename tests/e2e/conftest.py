@@ -25,13 +25,25 @@ class Site:
     emulator: object
 
     def signup(self, email: str) -> None:
-        """Create an account through the real /signup form."""
+        """Create an account through the real /signup form, then log in (sign-up logs nobody in)."""
         self.page.goto(self.url + "/signup")
         self.page.fill("input[name=email]", email)
         self.page.fill("input[name=password]", PASSWORD)
         self.page.fill("input[name=confirm]", PASSWORD)
         self.page.locator("main form button[type=submit]").click()
+        expect(
+            self.page.get_by_role("alert").filter(has_text=f"Check your email: we sent a message to {email}.")
+        ).to_be_visible()
+        self.login(email)
         expect(self.page.get_by_test_id("current-plan")).to_have_text("Free")
+
+    def login(self, email: str, password: str = PASSWORD) -> None:
+        """Log in through the real /login form (where sign-up leaves a new customer)."""
+        if not self.page.url.startswith(self.url + "/login"):
+            self.page.goto(self.url + "/login")
+        self.page.fill("input[name=email]", email)
+        self.page.fill("input[name=password]", password)
+        self.page.locator("main form button[type=submit]").click()
 
     def choose(self, plan: str, cycle: str = "monthly") -> None:
         """Pricing page → the plan's button for the cycle (the switch shows monthly by default)."""

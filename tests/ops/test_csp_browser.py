@@ -40,12 +40,17 @@ def test_public_pages_have_no_csp_violation(page, console, site):
 
 
 def sign_up(page, site, email="csp@example.com"):
+    """Sign up, then log in where sign-up leaves the visitor (it logs nobody in)."""
     page.goto(site + "/signup")
     page.fill("input[name=email]", email)
     page.fill("input[name=password]", "correct horse battery")
     page.fill("input[name=confirm]", "correct horse battery")
     page.locator("form button[type=submit]").last.click()
-    page.wait_for_load_state("load")
+    page.wait_for_url(re.compile(re.escape(site) + "/login"))
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", "correct horse battery")
+    page.locator("main form button[type=submit]").click()
+    page.wait_for_url(re.compile(re.escape(site) + "/account"))
 
 
 def test_signed_in_pages_have_no_csp_violation(page, console, site):

@@ -76,6 +76,8 @@ def test_bad_signatures_are_refused_and_record_nothing(seeded, client):
         "forged": {"Stripe-Signature": "t=1,v1=deadbeef"},
         "wrong secret": {"Stripe-Signature": sign(body, "whsec_not_ours")},
         "six minutes old": {"Stripe-Signature": sign(body, secret(seeded), int(time.time()) - 360)},
+        "an hour ahead": {"Stripe-Signature": sign(body, secret(seeded), int(time.time()) + 3600)},
+        "six minutes ahead": {"Stripe-Signature": sign(body, secret(seeded), int(time.time()) + 360)},
         "missing": {},
     }
     for name, headers in cases.items():
@@ -88,6 +90,13 @@ def test_bad_signatures_are_refused_and_record_nothing(seeded, client):
     )
     assert response.status_code == 400
     assert events_in_db(seeded) == {}
+
+
+def test_a_signature_a_minute_ahead_is_accepted(seeded, client):
+    """A sender's clock a little ahead of ours is within the tolerance, as one a little behind is."""
+    response = post_event(client, event(), secret(seeded), int(time.time()) + 60)
+    assert response.status_code == 200, response.get_json()
+    assert events_in_db(seeded) == {"evt_test_1": ("processed", 1)}
 
 
 def test_rotated_secrets_are_all_accepted(migrated_database, redis_url, stripe_emulator):

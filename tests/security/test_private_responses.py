@@ -1,0 +1,65 @@
+"""Pages and API answers about someone's account carry `Cache-Control: no-store` (a shared computer's Back button
+after log-out, or a proxy, must not show them); public pages and static files keep their caching."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from tests.factories import UserFactory
+
+#: Pages of a logged-in admin on the Free plan: its own pages, a plan-gated page (403) and a missing one (404).
+PRIVATE_PAGES = ("/account", "/billing", "/strategies/", "/alerts/", "/admin", "/pricing", "/no-such-page")
+
+
+def test_every_logged_in_page_is_no_store(seeded, client, auth):
+    auth.signup("private@example.com")
+    with seeded.app_context():
+        db.session.execute(sa.text("UPDATE users SET is_admin = true"))
+        db.session.commit()
+        db.session.remove()
+    for path in PRIVATE_PAGES:
+        response = client.get(path)
+        assert response.status_code in (200, 403, 404), (path, response.status_code)
+        assert response.headers.get("Cache-Control") == "no-store", (path, response.headers.get("Cache-Control"))
+
+
+def test_the_log_in_answer_itself_is_no_store(seeded, client, auth):
+    auth.signup("again@example.com")
+    auth.logout()
+    response = auth.login("again@example.com")
+    assert response.status_code == 302
+    assert response.headers.get("Cache-Control") == "no-store"
+
+
+def test_public_pages_and_static_files_keep_their_caching(seeded, client, auth):
+    for path in ("/pricing", "/login", "/static/css/admin.css"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "no-store" not in (response.headers.get("Cache-Control") or ""), path
+    auth.signup("styles@example.com")
+    logged_in = client.get("/static/css/admin.css")
+    assert logged_in.headers.get("Cache-Control") == client.get("/static/css/admin.css").headers.get("Cache-Control")
+    assert "no-store" not in (logged_in.headers.get("Cache-Control") or "")
+
+
+def test_after_log_out_the_pricing_page_is_public_again(seeded, client, auth):
+    auth.signup("leaving@example.com")
+    auth.logout()
+    assert "no-store" not in (client.get("/pricing").headers.get("Cache-Control") or "")
+
+
+def test_api_token_and_tokened_answers_are_no_store(seeded, client):
+    with seeded.app_context():
+        UserFactory(email="api@example.com")
+    issued = client.post("/api/v1/auth/token", json={"email": "api@example.com", "password": "correct horse"})
+    assert issued.status_code == 200
+    assert issued.headers.get("Cache-Control") == "no-store"
+    refreshed = client.post(
+        "/api/v1/auth/refresh", headers={"Authorization": f"Bearer {issued.get_json()['refresh_token']}"}
+    )
+    assert refreshed.status_code == 200 and refreshed.headers.get("Cache-Control") == "no-store"
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {issued.get_json()['access_token']}"})
+    assert me.status_code == 200 and me.headers.get("Cache-Control") == "no-store"
+    refused = client.post("/api/v1/auth/token", json={"email": "api@example.com", "password": "wrong"})
+    assert refused.status_code == 401 and refused.headers.get("Cache-Control") == "no-store"
