@@ -66,6 +66,18 @@ def readable_errors() -> Iterator[None]:
         raise click.ClickException(redis_problem(error)) from None
 
 
+@contextmanager
+def one_line_or_exit() -> Iterator[None]:
+    """`readable_errors` for code the `flask` command does not run (`alembic …`, scripts/): the same one line on
+    stderr, then exit status 1, where click would print it for a `flask` command."""
+    try:
+        with readable_errors():
+            yield
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+
+
 def answering_in_one_line(command: click.Command) -> click.Command:
     """A copy of `command` whose run goes through `readable_errors` (a group's covers its subcommands).
 
