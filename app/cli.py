@@ -20,9 +20,11 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.exc import DBAPIError
 
+from app.extensions import db
 from app.logging import redact_text
+from app.models import normalize_email
 from app.services import DomainError
-from app.services.accounts import create_user, send_verification
+from app.services.accounts import create_user, find_user_by_email, send_verification
 from app.services.catalog import seed_plans_from_config
 from app.services.counts import recount
 from app.services.doctor import database_problem, run_checks
@@ -190,11 +192,18 @@ def register(app: Flask) -> None:
 
     @users.command("create")
     @click.argument("email")
-    @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="At least 8 characters.")
+    @click.option("--password", help="At least 8 characters (asked for, twice, when not given).")
     @click.option("--admin", is_flag=True, help="Give access to the admin dashboard.")
-    def create_user_command(email: str, password: str, admin: bool):
+    def create_user_command(email: str, password: str | None, admin: bool):
         """Create an account (for operators); its owner is mailed the link that confirms the address, as at sign-up
         (Checkout asks for a confirmed email)."""
+        # Asked before the password is typed: the database out of reach or not migrated (one line, through
+        # `readable_errors`), or the email taken, would otherwise turn up only after it was typed twice.
+        if find_user_by_email(email) is not None:
+            raise click.ClickException(f"An account with the email {normalize_email(email)} already exists.")
+        db.session.rollback()  # no transaction left open while the operator types
+        if password is None:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
         try:
             user = create_user(email, password, is_admin=admin)
         except DomainError as exc:
