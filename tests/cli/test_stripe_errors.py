@@ -171,3 +171,5 @@ def test_doctor_asks_an_unreachable_stripe_once(operator_shell):
     assert found["Customer Portal"][0] == f"✗ Customer Portal — not checked: {unreachable}"
     asked = [line for line in result.stderr.splitlines() if '"stripe_api_error"' in line]
     assert len(asked) == 1, result.stderr  # one request made (and logged), not one per check
+    # The report alone on stdout (`flask doctor > report.txt`): the log lines, JSON in production, are on stderr.
+    assert not [line for line in result.stdout.splitlines() if line.startswith("{") or "Context impl" in line]
