@@ -22,7 +22,6 @@ from sqlalchemy.exc import DBAPIError
 
 from app.extensions import db
 from app.logging import redact_text
-from app.models import normalize_email
 from app.services import DomainError
 from app.services.accounts import create_user, find_user_by_email, send_verification
 from app.services.catalog import seed_plans_from_config
@@ -200,7 +199,7 @@ def register(app: Flask) -> None:
         # Asked before the password is typed: the database out of reach or not migrated (one line, through
         # `readable_errors`), or the email taken, would otherwise turn up only after it was typed twice.
         if find_user_by_email(email) is not None:
-            raise click.ClickException(f"An account with the email {normalize_email(email)} already exists.")
+            raise click.ClickException("An account with this email already exists.")  # create_user's words
         db.session.rollback()  # no transaction left open while the operator types
         if password is None:
             password = click.prompt("Password", hide_input=True, confirmation_prompt=True)

@@ -95,5 +95,5 @@ def test_a_taken_email_is_refused_before_the_password(operator_shell):
     typed = "correct horse battery\ncorrect horse battery\n"
     assert "✓ Created admin user ops@example.com" in operator_shell.ok(CREATE_ADMIN, stdin=typed).stdout
     result = operator_shell.run(CREATE_ADMIN.replace("ops@", "Ops@"), stdin="")
-    assert one_error_line(result) == "Error: An account with the email ops@example.com already exists."
+    assert one_error_line(result) == "Error: An account with this email already exists."
     assert "Password" not in result.stdout + result.stderr
