@@ -20,9 +20,10 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.exc import DBAPIError
 
+from app.extensions import db
 from app.logging import redact_text
 from app.services import DomainError
-from app.services.accounts import create_user, send_verification
+from app.services.accounts import create_user, find_user_by_email, send_verification
 from app.services.catalog import seed_plans_from_config
 from app.services.counts import recount
 from app.services.doctor import database_problem, run_checks
@@ -64,6 +65,18 @@ def readable_errors() -> Iterator[None]:
         raise click.ClickException("{}: {}".format(*database_problem(error))) from None
     except redis.ConnectionError as error:
         raise click.ClickException(redis_problem(error)) from None
+
+
+@contextmanager
+def one_line_or_exit() -> Iterator[None]:
+    """`readable_errors` for code the `flask` command does not run (`alembic …`, scripts/): the same one line on
+    stderr, then exit status 1, where click would print it for a `flask` command."""
+    try:
+        with readable_errors():
+            yield
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
 
 
 def answering_in_one_line(command: click.Command) -> click.Command:
@@ -178,11 +191,18 @@ def register(app: Flask) -> None:
 
     @users.command("create")
     @click.argument("email")
-    @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="At least 8 characters.")
+    @click.option("--password", help="At least 8 characters (asked for, twice, when not given).")
     @click.option("--admin", is_flag=True, help="Give access to the admin dashboard.")
-    def create_user_command(email: str, password: str, admin: bool):
+    def create_user_command(email: str, password: str | None, admin: bool):
         """Create an account (for operators); its owner is mailed the link that confirms the address, as at sign-up
         (Checkout asks for a confirmed email)."""
+        # Asked before the password is typed: the database out of reach or not migrated (one line, through
+        # `readable_errors`), or the email taken, would otherwise turn up only after it was typed twice.
+        if find_user_by_email(email) is not None:
+            raise click.ClickException("An account with this email already exists.")  # create_user's words
+        db.session.rollback()  # no transaction left open while the operator types
+        if password is None:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
         try:
             user = create_user(email, password, is_admin=admin)
         except DomainError as exc:

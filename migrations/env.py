@@ -3,7 +3,8 @@
 - `flask db upgrade` / `flask db downgrade`: Flask-Migrate runs this inside the app it built (current_app exists).
 - `alembic upgrade head` / `alembic downgrade -1` from the repository root (alembic.ini there): no app exists yet,
   so this builds one with `create_app()` — the same settings as every other entry point (environment, `.env`,
-  production validation) — and migrates inside its context.
+  production validation) — and migrates inside its context. A database it cannot reach is one line on stderr and
+  exit status 1, as `flask db upgrade` says it (`one_line_or_exit`), never the URL's password.
 
 Either way the database URL, the metadata and Flask-Migrate's configure arguments come from the app.
 """
@@ -15,6 +16,7 @@ from alembic import context
 from flask import Flask, current_app, has_app_context
 
 from app import create_app
+from app.cli import one_line_or_exit
 
 config = context.config
 logger = logging.getLogger("alembic.env")
@@ -87,5 +89,10 @@ else:
     standalone_app = create_app()
     configure_logging()
     with standalone_app.app_context():
-        run_migrations(standalone_app)
-        standalone_app.extensions["migrate"].db.engine.dispose()
+        # The database out of reach or not answering: the one line `flask db upgrade` prints (its command's
+        # `readable_errors` covers the branch above), not SQLAlchemy's traceback.
+        with one_line_or_exit():
+            try:
+                run_migrations(standalone_app)
+            finally:
+                standalone_app.extensions["migrate"].db.engine.dispose()

@@ -22,6 +22,7 @@ from app.services import (
 )
 from app.services.doctor import webhook_url  # noqa: E402
 from app.services.stripe_admin import create_webhook_endpoint  # noqa: E402
+from app.services.stripe_gateway import operator_message  # noqa: E402
 
 
 def main() -> int:
@@ -40,7 +41,8 @@ def main() -> int:
                 stripe_gateway.delete_webhook_endpoint(endpoint["id"])
             endpoint, _created = create_webhook_endpoint(url)
         except DomainError as error:
-            print(f"could not register the webhook endpoint: {error.message}", file=sys.stderr)
+            # The cause and its fix (the key refused, the emulator not answering), not the customer's message.
+            print(f"could not register the webhook endpoint: {operator_message(error)}", file=sys.stderr)
             return 1
     stored.update(STRIPE_WEBHOOK_SECRET=endpoint["secret"], STRIPE_WEBHOOK_ENDPOINT_ID=endpoint["id"])
     secrets_path.write_text(json.dumps(stored, indent=2))

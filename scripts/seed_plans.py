@@ -5,23 +5,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import click  # noqa: E402
 from dotenv import load_dotenv  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.cli import readable_errors, run_seed  # noqa: E402
+from app.cli import one_line_or_exit, run_seed  # noqa: E402
 
 
 def main() -> int:
     load_dotenv(Path(__file__).resolve().parent.parent / ".env")
     app = create_app()
-    with app.app_context():
-        try:
-            with readable_errors():  # the database down or not migrated: one line, as `flask seed-plans` says it
-                run_seed()
-        except click.ClickException as exc:
-            exc.show()
-            return exc.exit_code
+    with app.app_context(), one_line_or_exit():  # the database down or not migrated: one line, as `flask seed-plans`
+        run_seed()
     return 0
 
 

@@ -25,7 +25,7 @@ import redis
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask import current_app, has_app_context
+from flask import current_app, g, has_app_context
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -76,6 +76,19 @@ def stripe_failed(title: str, error: DomainError, fix: str, detail: str = "") ->
     if isinstance(error, (StripeKeyRefused, StripeUnreachable)):
         return failed(title, cause, f"{error.fix}, then run `flask doctor` again")
     return failed(title, cause, fix)
+
+
+def stripe_out_of_reach() -> StripeFailure | None:
+    """The refused key or unreachable Stripe an earlier check of this run met (kept on `g`, the app context of one
+    `flask doctor`), or None: the checks after it say "not checked" at once instead of each waiting through the
+    client's retries for the same answer."""
+    return g.get("doctor_stripe_out_of_reach")
+
+
+def remember_stripe_failure(error: DomainError) -> None:
+    """Keep a refused key or an unreachable Stripe for `stripe_out_of_reach`; any other failure is the check's own."""
+    if isinstance(error, (StripeKeyRefused, StripeUnreachable)):
+        g.doctor_stripe_out_of_reach = error
 
 
 def operator_cause(error: DomainError) -> str:
@@ -235,7 +248,6 @@ def check_plans_and_prices() -> Iterator[Check]:
         yield failed("Plans seeded", f"missing {', '.join(missing)}", "run `flask seed-plans`")
     else:
         yield passed("Plans seeded", ", ".join(spec.name for spec in PLAN_CATALOG))
-    stripe_down: DomainError | None = None
     for label, price_id, amount, interval in expected_prices(plans):
         title = f"Stripe price {label}"
         want = money_text(amount, "usd", interval)
@@ -246,14 +258,14 @@ def check_plans_and_prices() -> Iterator[Check]:
                 "run `flask stripe create-catalog`, set the STRIPE_PRICE_* it prints, then `flask seed-plans`",
             )
             continue
-        if stripe_down is not None:  # the key or the network again: asking for each price would only wait longer
-            yield stripe_failed(title, stripe_down, "", detail=f"{price_id} not checked")
+        out_of_reach = stripe_out_of_reach()
+        if out_of_reach is not None:  # the key or the network again: asking for each price would only wait longer
+            yield stripe_failed(title, out_of_reach, "", detail=f"{price_id} not checked")
             continue
         try:
             price = stripe_gateway.retrieve_price(price_id)
         except DomainError as error:
-            if isinstance(error, (StripeKeyRefused, StripeUnreachable)):
-                stripe_down = error
+            remember_stripe_failure(error)
             yield stripe_failed(
                 title,
                 error,
@@ -296,9 +308,14 @@ def check_webhook_endpoint() -> Iterator[Check]:
     url = webhook_url()
     title = "Stripe webhook endpoint"
     fix = f"run `flask stripe webhook-endpoint --url {url}` and set STRIPE_WEBHOOK_SECRET to the secret it prints"
+    out_of_reach = stripe_out_of_reach()
+    if out_of_reach is not None:
+        yield stripe_failed(title, out_of_reach, fix, detail="not checked")
+        return
     try:
         endpoints = stripe_gateway.list_webhook_endpoints()
     except DomainError as error:
+        remember_stripe_failure(error)
         yield stripe_failed(title, error, fix)
         return
     mine = [e for e in endpoints if e.get("url") == url]
@@ -391,10 +408,15 @@ def check_customer_portal() -> Iterator[Check]:
     fix = (
         "run `flask stripe portal-config` (or set them in the Stripe Dashboard → Settings → Billing → Customer portal)"
     )
+    out_of_reach = stripe_out_of_reach()
+    if out_of_reach is not None:
+        yield stripe_failed(title, out_of_reach, fix, detail="not checked")
+        return
     try:
         chosen = default_portal_configuration()
         products = paid_prices()
     except DomainError as error:
+        remember_stripe_failure(error)
         yield stripe_failed(title, error, fix, detail="cannot read the configuration")
         return
     if chosen is None:
@@ -629,6 +651,7 @@ CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
 
 def run_checks() -> Iterator[Check]:
     """Every check of the checklist, in the guide's order; a check that crashes is itself a ✗."""
+    g.pop("doctor_stripe_out_of_reach", None)  # a run finds out for itself (a second run in the same app context)
     for check in CHECKS:
         title = (check.__doc__ or check.__name__).split("(")[0].strip().rstrip(".")
         try:

@@ -12,9 +12,11 @@ from tests.cli.conftest import closed_port
 
 PASSWORD = "Sup3rS3cretDbPassw0rd"
 
+#: The README's deploy step 2 in both spellings (the guide's §3.1 is `alembic upgrade head`) and its rollback.
+MIGRATE_COMMANDS = ["flask db upgrade", "alembic upgrade head", "alembic downgrade -1"]
 #: The README's deploy steps 2, 3 (both spellings) and 5.
 DEPLOY_COMMANDS = [
-    "flask db upgrade",
+    *MIGRATE_COMMANDS,
     "flask seed-plans",
     "python scripts/seed_plans.py",
     "flask users create ops@example.com --admin --password 'correct horse battery'",
@@ -44,7 +46,7 @@ def test_an_unreachable_database_is_one_line_naming_host_and_port(operator_shell
     assert PASSWORD not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("command", DEPLOY_COMMANDS[1:])
+@pytest.mark.parametrize("command", DEPLOY_COMMANDS[len(MIGRATE_COMMANDS) :])
 def test_an_unmigrated_database_says_to_run_the_migrations(operator_shell, command):
     result = operator_shell.run(command)
     line = one_error_line(result)
@@ -73,3 +75,25 @@ def test_an_unreachable_task_queue_is_one_line_for_the_worker(operator_shell):
         "REDIS_URL and TASK_QUEUE_URL, and that Redis is running"
     )
     assert PASSWORD not in result.stdout + result.stderr
+
+
+#: The README's step 5 as typed: the password is asked for.
+CREATE_ADMIN = "flask users create ops@example.com --admin"
+
+
+def test_the_database_is_asked_before_the_password(operator_shell):
+    """Out of reach: the one line at once, instead of a password typed twice for nothing (the prompt is not shown)."""
+    port = closed_port()
+    operator_shell.env["DATABASE_URL"] = f"postgresql+psycopg://billing:{PASSWORD}@127.0.0.1:{port}/billing"
+    result = operator_shell.run(CREATE_ADMIN, stdin="")
+    assert one_error_line(result).startswith(f"Error: Could not connect to the database at 127.0.0.1:{port}/billing")
+    assert "Password" not in result.stdout + result.stderr
+
+
+def test_a_taken_email_is_refused_before_the_password(operator_shell):
+    operator_shell.ok("flask db upgrade")
+    typed = "correct horse battery\ncorrect horse battery\n"
+    assert "✓ Created admin user ops@example.com" in operator_shell.ok(CREATE_ADMIN, stdin=typed).stdout
+    result = operator_shell.run(CREATE_ADMIN.replace("ops@", "Ops@"), stdin="")
+    assert one_error_line(result) == "Error: An account with this email already exists."
+    assert "Password" not in result.stdout + result.stderr

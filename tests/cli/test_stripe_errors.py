@@ -108,8 +108,9 @@ def test_doctor_names_a_refused_key_and_its_fix_on_every_stripe_line(app_with, s
     refused = f"Stripe at {stripe_emulator.url} refused the API key (401: Invalid API Key provided; a sk_live_… key)"
     assert found["Stripe price Free monthly"][0] == f"✗ Stripe price Free monthly — price_free_monthly: {refused}"
     assert found["Stripe price Pro yearly"][0] == f"✗ Stripe price Pro yearly — price_pro_yearly not checked: {refused}"
-    assert found["Stripe webhook endpoint"][0] == f"✗ Stripe webhook endpoint — {refused}"
-    assert found["Customer Portal"][0] == f"✗ Customer Portal — cannot read the configuration: {refused}"
+    # Refused once: the later checks do not ask again (as the prices after the first already did not).
+    assert found["Stripe webhook endpoint"][0] == f"✗ Stripe webhook endpoint — not checked: {refused}"
+    assert found["Customer Portal"][0] == f"✗ Customer Portal — not checked: {refused}"
     for _line, fix in found.values():
         assert (
             fix
@@ -151,3 +152,24 @@ def test_doctor_still_says_create_catalog_for_a_price_stripe_does_not_have(app_w
     )
     assert "No such price" in line
     assert "flask stripe create-catalog" in fix
+
+
+def test_doctor_asks_an_unreachable_stripe_once(operator_shell):
+    """`flask doctor` as typed in a production shell, Stripe out of reach: the first check that asks waits through
+    the client's retries; the webhook endpoint and portal checks after it say "not checked" at once (they used to
+    wait through their own retries, ~1.2 s each on a refused port, a minute each where a firewall drops packets)."""
+    base = f"http://127.0.0.1:{closed_port()}"
+    operator_shell.ok("flask db upgrade")
+    operator_shell.ok("flask seed-plans")
+    operator_shell.env["STRIPE_API_BASE"] = base
+    result = operator_shell.run("flask doctor")
+    assert result.returncode == 1, result.stdout + result.stderr
+    found = stripe_lines(result.stdout.splitlines())
+    unreachable = f"Could not reach Stripe at {base}: [Errno 111] Connection refused"
+    assert found["Stripe price Free monthly"][0].endswith(f"price_1QFreeMonthly000000000: {unreachable}")
+    assert found["Stripe webhook endpoint"][0] == f"✗ Stripe webhook endpoint — not checked: {unreachable}"
+    assert found["Customer Portal"][0] == f"✗ Customer Portal — not checked: {unreachable}"
+    asked = [line for line in result.stderr.splitlines() if '"stripe_api_error"' in line]
+    assert len(asked) == 1, result.stderr  # one request made (and logged), not one per check
+    # The report alone on stdout (`flask doctor > report.txt`): the log lines, JSON in production, are on stderr.
+    assert not [line for line in result.stdout.splitlines() if line.startswith("{") or "Context impl" in line]
