@@ -15,8 +15,6 @@ install: $(BIN)/.installed
 
 ## make run: the app at http://127.0.0.1:5000 with the embedded defaults (SQLite, in-process cache, Stripe emulator)
 run: install
-	$(BIN)/flask db upgrade
-	$(BIN)/flask seed-plans
 	scripts/run-dev.sh
 
 ## make test: installs what is missing, lints, starts throw-away PostgreSQL and Redis, runs the whole suite.

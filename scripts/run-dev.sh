@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `make run`: the app on http://127.0.0.1:5000 with the embedded defaults. Without STRIPE_SECRET_KEY, the bundled
-# Stripe emulator runs beside it on :12111 (state in instance/stripe_emulator.json); the app's webhook endpoint is
-# registered in it as an operator registers it in Stripe, its signing secret kept as the development
-# STRIPE_WEBHOOK_SECRET (scripts/dev_webhook_endpoint.py), so the emulator's events arrive signed as Stripe's do.
+# `make run`: the schema migrated and the plans seeded, then the app on http://127.0.0.1:5000 with the embedded
+# defaults. Without STRIPE_SECRET_KEY, the bundled Stripe emulator runs beside it on :12111 (state in
+# instance/stripe_emulator.json); the app's webhook endpoint is registered in it as an operator registers it in
+# Stripe, its signing secret kept as the development STRIPE_WEBHOOK_SECRET (scripts/dev_webhook_endpoint.py), so
+# the emulator's events arrive signed as Stripe's do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,10 @@ for port in $ports; do
     exit 1
   fi
 done
+
+# The schema and the plans, once the ports are known to be free (a refused start changes nothing).
+.venv/bin/flask db upgrade
+.venv/bin/flask seed-plans
 
 if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
   .venv/bin/python -m stripe_emulator --host 127.0.0.1 --port 12111 --state instance/stripe_emulator.json --quiet &

@@ -184,3 +184,32 @@ def test_make_run_beside_another_starts_nothing_and_says_why(tmp_path):
         "Port 12111 is in use (another `make run`?): stop it first; nothing was started."
     ], done.stderr
     assert "Webhook endpoint" not in done.stdout and "App:" not in done.stdout, done.stdout
+
+
+def test_make_run_beside_another_migrates_nothing(tmp_path):
+    """`make run` migrated and seeded its database before its script found the ports taken: the check now comes
+    first, so a refused start leaves no database behind (here a throw-away one named by DATABASE_URL)."""
+    holders = []
+    for port in (5000, 12111):
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind(("127.0.0.1", port))
+        except OSError:
+            holder.close()  # taken already (another `make run`): as refused
+            continue
+        holder.listen()
+        holders.append(holder)
+    database = tmp_path / "app.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_URL", "TASK_QUEUE"))}
+    env["DATABASE_URL"] = f"sqlite:///{database}"
+    try:
+        done = subprocess.run(
+            ["make", "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
+    finally:
+        for holder in holders:
+            holder.close()
+    assert done.returncode != 0
+    assert "is in use (another `make run`?): stop it first; nothing was started." in done.stderr, done.stderr
+    assert not database.exists(), done.stdout
