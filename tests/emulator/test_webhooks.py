@@ -141,7 +141,8 @@ def test_concurrency_delivers_in_parallel(emulator, client):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     state = {"now": 0, "max": 0, "count": 0}
-    lock = threading.Lock()
+    lock = threading.Condition()
+    hold = 2.0  # each delivery is answered once 4 are in flight, or after this long (a busy machine starts them late)
 
     class Slow(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server API
@@ -149,8 +150,8 @@ def test_concurrency_delivers_in_parallel(emulator, client):
             with lock:
                 state["now"] += 1
                 state["max"] = max(state["max"], state["now"])
-            time.sleep(0.15)
-            with lock:
+                lock.notify_all()
+                lock.wait_for(lambda: state["max"] >= 4, timeout=hold)
                 state["now"] -= 1
                 state["count"] += 1
             self.send_response(200)
@@ -170,7 +171,7 @@ def test_concurrency_delivers_in_parallel(emulator, client):
         started = time.monotonic()
         emulator.flush()
         assert state["count"] == 8 and state["max"] == 4
-        assert time.monotonic() - started < 8 * 0.15  # not one after the other
+        assert time.monotonic() - started < 8 * hold  # not one after the other (each then waits `hold`)
         emulator.chaos(reset=1)
         assert emulator.chaos()["concurrency"] == 1
     finally:
