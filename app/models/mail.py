@@ -14,6 +14,7 @@ MAIL_KINDS = (
     "payment_failed",
     "subscription_activated",
     "cancellation_scheduled",
+    "plan_change_scheduled",
     "subscription_ended",
     "password_reset",
     "verify_email",

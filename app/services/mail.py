@@ -45,6 +45,7 @@ SUBJECTS = {
     "cancellation_scheduled": "Your {plan} plan will end on {date}",
     "subscription_ended": "Your {plan} plan has ended",
     "scheduled_change_applied": "Your plan is now {plan}",
+    "plan_change_scheduled": "Your plan changes to {plan} on {date}",
     "password_reset": "Reset your Smart Strategies Builder password",
     "verify_email": "Confirm your email for Smart Strategies Builder",
     "alert_signal": "{side} signal: {strategy} on {bar}",
