@@ -22,6 +22,8 @@ MAIL_KINDS = (
     "alert_digest",
     "email_change",
     "email_change_notice",
+    "email_change_taken",
+    "signup_attempt",
 )
 
 

@@ -53,6 +53,7 @@ SUBJECTS = {
     "email_change": "Confirm your new email for Smart Strategies Builder",
     "email_change_notice": "A change of your Smart Strategies Builder login email was requested",
     "signup_attempt": "Someone tried to sign up with your Smart Strategies Builder address",
+    "email_change_taken": "Someone asked to use your Smart Strategies Builder address for another account",
 }
 
 
