@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import sentry_sdk
 from flask import Flask, abort, current_app, redirect, request, session
+from flask.globals import request_ctx
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 from flask_talisman import Talisman
@@ -459,7 +460,8 @@ def register_private_responses(app: Flask) -> None:
 
     Decided from the request alone, as the page cache does (`may_be_logged_in`): a request without a cookie (a
     visitor's pricing page, served from the page cache, a probe) costs nothing more and keeps its caching; static
-    files keep theirs (Flask's) whoever asks.
+    files keep theirs (Flask's) whoever asks. A visitor's page that shows a flashed message is one person's too
+    (`shows_flashed_messages`): the log-in page after sign-up names the address just signed up with.
     """
     api_prefix = app.config["API_PREFIX"]
     token_endpoints = frozenset({"api.issue_token", "api.refresh_token"})
@@ -471,10 +473,20 @@ def register_private_responses(app: Flask) -> None:
         if this.path == api_prefix or this.path.startswith(api_prefix + "/"):
             private = "HTTP_AUTHORIZATION" in environ or this.endpoint in token_endpoints
         else:
-            private = "HTTP_COOKIE" in environ and this.endpoint != "static" and may_be_logged_in()
+            private = (
+                "HTTP_COOKIE" in environ
+                and this.endpoint != "static"
+                and (may_be_logged_in() or shows_flashed_messages())
+            )
         if private:
             response.headers["Cache-Control"] = PRIVATE_CACHE_CONTROL
         return response
+
+
+def shows_flashed_messages() -> bool:
+    """Whether this response's page took flashed messages out of the session to show them (Flask keeps what
+    `get_flashed_messages` took on the request context)."""
+    return bool(getattr(request_ctx, "flashes", None))
 
 
 def register_hardening(app: Flask) -> None:

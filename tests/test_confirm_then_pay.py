@@ -4,6 +4,7 @@ account page, where the choice was lost."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 from tests.conftest import Auth, csrf_token_from
@@ -62,6 +63,7 @@ def test_a_link_opened_in_another_browser_logs_in_then_reviews_the_plan(confirmi
     login = followed.headers["Location"]
     assert urlsplit(login).path == "/login" and parse_qs(urlsplit(login).query)["next"] == [REVIEW]
     page = other.get(login).get_data(as_text=True)
+    assert "Thank you: your email is confirmed. Log in to continue to Pro." in page  # says what to do next
     logged_in = other.post(
         login,
         data={
@@ -113,3 +115,35 @@ def test_a_member_who_chose_on_pricing_before_confirming_is_taken_back_to_that_p
         "/billing/checkout", data={"plan": "pro", "cycle": "yearly", "csrf_token": csrf_token_from(confirmed)}
     )
     assert paying.status_code == 303 and "/pay/cs_" in paying.headers["Location"]
+
+
+def test_the_log_in_page_after_sign_up_is_filled_in_and_says_what_comes_next(confirming_app, smtp_sink):
+    """Sign-up leads to the log-in form: filled in with the address just typed, "Now log in" (not "Welcome back"),
+    and the same page for an address that has an account; logging in on to the account page says the confirmation
+    is still pending."""
+    client = confirming_app.test_client()
+    token = csrf_token_from(client.get("/signup").get_data(as_text=True))
+    data = {"email": "newcomer@example.com", "password": "correct horse", "confirm": "correct horse"}
+    signed_up = client.post("/signup", data={**data, "csrf_token": token})
+    signed_up.close()
+    page = client.get(signed_up.headers["Location"]).get_data(as_text=True)
+    assert 'data-testid="login-heading">Now log in<' in page and "Welcome back" not in page
+    assert 'value="newcomer@example.com"' in page
+    assert 'data-testid="login-heading">Welcome back<' in client.get("/login").get_data(as_text=True)  # once only
+
+    logged_in = client.post(
+        "/login", data={"email": "newcomer@example.com", "password": "correct horse", "csrf_token": token}
+    )
+    assert logged_in.headers["Location"] == "/account"
+    account = client.get("/account").get_data(as_text=True)
+    assert "One more step: open the link we sent to newcomer@example.com to confirm your email." in account
+
+    again = confirming_app.test_client()  # the address has an account now: the same page all the same
+    token = csrf_token_from(again.get("/signup").get_data(as_text=True))
+    answer = again.post("/signup", data={**data, "csrf_token": token})
+    answer.close()
+    assert without_csrf_token(again.get(answer.headers["Location"]).get_data(as_text=True)) == without_csrf_token(page)
+
+
+def without_csrf_token(page: str) -> str:
+    return re.sub(r'name="csrf_token" type="hidden" value="[^"]*"', "", page)

@@ -97,28 +97,48 @@ def signup():
         else:
             then = f"log in to continue to {choice.plan.display_name}" if choice else "log in"
             flash(f"Check your email: we sent a message to {email}. Open the link in it, then {then}.", "info")
+            session[SIGNED_UP_AS_KEY] = email  # the log-in page that follows is filled in, not "Welcome back"
             return redirect(url_for("account.login", next=review_url) if review_url else url_for("account.login"))
     status = 400 if form.is_submitted() else 200
     return render_template("account/signup.html", form=form, choice=choice, review_url=review_url), status
 
 
+#: The address just given to the sign-up form, kept in this browser's session for the log-in page that follows.
+SIGNED_UP_AS_KEY = "signed_up_as"
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.shared_limit(login_limit, scope=LOGIN_SCOPE, methods=["POST"])
 def login():
-    """Log in with email and password."""
+    """Log in with email and password.
+
+    Right after sign-up the page is filled in with the address just typed and says "Now log in" (it is no one's
+    "Welcome back", and it is the same page whether the address had an account: only logging in tells). A member
+    whose address waits for confirmation is told so as they log in, unless they go on to a page that says it.
+    """
     if current_user.is_authenticated:
         return redirect(url_for("account.show_account"))
     form = LoginForm()
+    signed_up_as = session.pop(SIGNED_UP_AS_KEY, None) if request.method == "GET" else None
     if request.method == "GET":
         form.next.data = request.args.get("next", "")
+        if isinstance(signed_up_as, str):
+            form.email.data = signed_up_as
     if form.validate_on_submit():
         user = authenticate(form.email.data, form.password.data)
         if user is not None:
             start_session(user)
-            return redirect(safe_next(form.next.data) or url_for("account.show_account"))
+            target = safe_next(form.next.data)
+            if target is None and accounts.email_confirmation_pending(user):
+                flash(
+                    f"One more step: open the link we sent to {user.email} to confirm your email. You need it "
+                    "before you can pay for a plan.",
+                    "info",
+                )
+            return redirect(target or url_for("account.show_account"))
         form.password.errors.append("Email or password is incorrect.")
     status = 400 if form.is_submitted() else 200
-    return render_template("account/login.html", form=form), status
+    return render_template("account/login.html", form=form, signed_up=isinstance(signed_up_as, str)), status
 
 
 @bp.post("/logout")
@@ -353,9 +373,13 @@ def verify_email(token: str):
     except AccountError as exc:
         flash(exc.message, "warning")
     else:
-        flash("Thank you: your email is confirmed.", "success")
         if choice is None and current_user.is_authenticated and current_user.id == user.id:
             choice = remembered_plan_choice()  # chosen on /pricing while waiting for this link, which names none
+        if current_user.is_authenticated:
+            flash("Thank you: your email is confirmed.", "success")
+        else:  # another browser, or a session that ended: the page that follows is the log-in form
+            then = f"continue to {choice.plan.display_name}" if choice else "get started"
+            flash(f"Thank you: your email is confirmed. Log in to {then}.", "success")
     review_url = url_for("billing.review_checkout", plan=choice.plan.name, cycle=choice.cycle) if choice else None
     if current_user.is_authenticated:
         return redirect(review_url or url_for("account.show_account"))

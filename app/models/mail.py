@@ -14,6 +14,7 @@ MAIL_KINDS = (
     "payment_failed",
     "subscription_activated",
     "cancellation_scheduled",
+    "plan_change_scheduled",
     "subscription_ended",
     "password_reset",
     "verify_email",
@@ -21,6 +22,8 @@ MAIL_KINDS = (
     "alert_digest",
     "email_change",
     "email_change_notice",
+    "email_change_taken",
+    "signup_attempt",
 )
 
 

@@ -378,18 +378,18 @@ def email_change_token(user: User, new_email: str) -> str:
 def request_email_change(user: User, password: str, new_email: str) -> str:
     """Mail a confirmation link to `new_email` and a notice to the current address; the login email stays as it is.
 
-    The current password is asked (a session left open is not enough), and an address another account uses is
-    refused (AccountError `email_taken`, 409) with a message that names no account; so is a change once the links
-    of the hour to that address, or from that account, are spent (`mail_capped`, RATELIMIT_ACCOUNT_MAIL_RECIPIENT).
-    Returns the normalised address.
+    The current password is asked (a session left open is not enough). An address another account uses is
+    answered alike, as sign-up answers it (any visitor can open an account, so a refusal here told anyone which
+    addresses have one): its owner is mailed a notice that nothing changed instead of a link, and the requester's
+    current address its usual notice. A change is refused once the links of the hour to that address, or from that
+    account, are spent (`mail_capped`, RATELIMIT_ACCOUNT_MAIL_RECIPIENT), whichever the address. Returns the
+    normalised address.
     """
     if not user.check_password(password):
         raise AccountError("The current password is incorrect.", code="wrong_password")
     new_email = normalize_email(new_email)
     if new_email == user.email:
         raise AccountError("This is already your login email.", code="same_email")
-    if email_taken(new_email, user):
-        raise AccountError(EMAIL_TAKEN_MESSAGE, code="email_taken", status=409)
     # Each mail within its recipient's cap, as reset and verification mails are: the link's address (any number
     # of accounts could name it) and the account (its notice goes to the current address).
     if not (may_mail_address(new_email, "email_change") and may_mail_account(user.id, "email_change")):
@@ -400,19 +400,28 @@ def request_email_change(user: User, password: str, new_email: str) -> str:
             code="mail_capped",
             status=429,
         )
-    link = external_url("account.confirm_email_change", token=email_change_token(user, new_email))
     key = secrets.token_hex(8)
     old_email, minutes = user.email, EMAIL_CHANGE_MAX_AGE // 60
-    mail.queue_mail(
-        "email_change",
-        key,
-        user,
-        recipient=new_email,
-        link=link,
-        old_email=old_email,
-        new_email=new_email,
-        minutes=minutes,
-    )
+    if email_taken(new_email, user):
+        mail.queue_mail(
+            "email_change_taken",
+            key,
+            user,
+            recipient=new_email,
+            login_url=external_url("account.login"),
+            reset_url=external_url("account.forgot_password"),
+        )
+    else:
+        mail.queue_mail(
+            "email_change",
+            key,
+            user,
+            recipient=new_email,
+            link=external_url("account.confirm_email_change", token=email_change_token(user, new_email)),
+            old_email=old_email,
+            new_email=new_email,
+            minutes=minutes,
+        )
     mail.queue_mail(
         "email_change_notice",
         key,

@@ -45,6 +45,7 @@ SUBJECTS = {
     "cancellation_scheduled": "Your {plan} plan will end on {date}",
     "subscription_ended": "Your {plan} plan has ended",
     "scheduled_change_applied": "Your plan is now {plan}",
+    "plan_change_scheduled": "Your plan changes to {plan} on {date}",
     "password_reset": "Reset your Smart Strategies Builder password",
     "verify_email": "Confirm your email for Smart Strategies Builder",
     "alert_signal": "{side} signal: {strategy} on {bar}",
@@ -52,6 +53,7 @@ SUBJECTS = {
     "email_change": "Confirm your new email for Smart Strategies Builder",
     "email_change_notice": "A change of your Smart Strategies Builder login email was requested",
     "signup_attempt": "Someone tried to sign up with your Smart Strategies Builder address",
+    "email_change_taken": "Someone asked to use your Smart Strategies Builder address for another account",
 }
 
 

@@ -15,11 +15,12 @@ from typing import Any
 from app.extensions import db
 from app.logging import get_logger
 from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription
-from app.services import DomainError, audit, stripe_gateway
-from app.services.catalog import plan_for_price, validate_choice
+from app.services import DomainError, audit, mail, stripe_gateway
+from app.services.catalog import losses_between, plan_for_price, validate_choice
 from app.services.queries import live_subscription
 from app.services.stripe_gateway import from_timestamp, id_of
 from app.services.sync import sync_customer
+from app.templating import date, money
 
 log = get_logger(__name__)
 
@@ -232,8 +233,33 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
             cycle=change.cycle,
             at=change.effective_at.isoformat() if change.effective_at else None,
         )
+        queue_change_scheduled_mail(user, change)
     sync_customer(customer_id_of_user(user))
+    if not change.immediate:
+        mail.request_delivery()  # the mail is committed with the sync: the sync's own mails are not about it
     return change
+
+
+def queue_change_scheduled_mail(user: User, change: PlanChange) -> None:
+    """Tell the customer, in writing, that their plan will move to a cheaper one at the period end (as a scheduled
+    cancellation is told): when, what it will cost, what it takes away, and how to keep the current plan. One mail
+    per scheduled change: asking for the same change again finds its row (the key names the price and the date)."""
+    subscription = change.subscription
+    at = change.effective_at.isoformat() if change.effective_at else "period-end"
+    price = change.plan.price_for(change.cycle)
+    mail.queue_mail(
+        "plan_change_scheduled",
+        f"{subscription.stripe_subscription_id}:scheduled:{change.price_id}:{at}",
+        user,
+        plan=change.plan.display_name,
+        cycle=change.cycle,
+        previous_plan=subscription.plan.display_name,
+        previous_cycle=subscription.billing_cycle,
+        date=date(change.effective_at) if change.effective_at else "the end of your current period",
+        amount=f"{money(price)} a {'year' if change.cycle == 'yearly' else 'month'}" if price is not None else None,
+        losses=losses_between(subscription.plan.name, change.plan.name),
+        billing_url=mail.billing_url(),
+    )
 
 
 def withdraw_cancellation_params(sub: dict[str, Any]) -> dict[str, Any]:

@@ -52,3 +52,33 @@ def test_a_change_made_now_sends_no_such_mail(billing, stripe_emulator, webhooks
     [row] = billing.subscriptions()
     assert row.plan.name == "pro"
     assert outbox(billing.app, "scheduled_change_applied") == []
+
+
+def test_scheduling_a_downgrade_mails_the_customer_once(billing, stripe_emulator):
+    """Asking for a cheaper plan at the period end is put in writing, as a scheduled cancellation is: when, at what
+    price, what goes, and how to keep the plan; asking again for the same change sends nothing more."""
+    billing.subscribe("pro", "monthly")
+    [row] = billing.subscriptions()
+    assert billing.post("/billing/change", plan="starter", cycle="monthly").status_code == 303
+    assert billing.post("/billing/change", plan="starter", cycle="monthly").status_code == 303
+
+    [mail] = outbox(billing.app, "plan_change_scheduled")
+    on = date(row.current_period_end)
+    assert mail.subject == f"Your plan changes to Starter on {on}"
+    assert mail.recipient == "trader@example.com"
+    body = " ".join(mail.body.split())
+    assert f"changes from Pro (monthly) to Starter (monthly) on {on}, when the period you have paid for ends" in body
+    assert f"From {on}, Starter renews at $19.99 a month." in body
+    assert "What changes on Starter: Up to 25 strategies instead of unlimited strategies," in body
+    assert "No longer included: Real-time alerts, API access, Priority support." in body
+    assert "Keep Pro at http://localhost/billing" in body
+    assert outbox(billing.app, "scheduled_change_applied") == []  # that one is for the day it takes effect
+    with billing.app.test_request_context():
+        html = html_body(mail.subject, mail.body)
+    assert f"Your plan changes to Starter on {on}" in html and 'href="http://localhost/billing"' in html
+
+
+def test_an_upgrade_made_now_mails_no_scheduled_change(billing, stripe_emulator):
+    billing.subscribe("starter", "monthly")
+    assert billing.post("/billing/change", plan="pro", cycle="monthly").status_code == 303
+    assert outbox(billing.app, "plan_change_scheduled") == []

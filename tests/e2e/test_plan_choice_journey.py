@@ -32,6 +32,9 @@ def test_anonymous_visitor_chooses_pro_signs_up_reviews_and_pays(site):
     expect(page.get_by_role("alert")).to_contain_text(
         "Check your email: we sent a message to new@example.com. Open the link in it, then log in to continue to Pro."
     )
+    expect(page.get_by_test_id("login-heading")).to_have_text("Now log in")  # not "Welcome back"
+    expect(page.locator("input[name=email]")).to_have_value("new@example.com")
+    expect(page.locator("input[name=password]")).to_be_focused()
     site.login("new@example.com")
     expect(page).to_have_url(site.url + "/billing/checkout?plan=pro&cycle=yearly")
     expect(page.get_by_test_id("review-plan")).to_have_text("Pro")

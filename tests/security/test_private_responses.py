@@ -46,6 +46,7 @@ def test_public_pages_and_static_files_keep_their_caching(seeded, client, auth):
 def test_after_log_out_the_pricing_page_is_public_again(seeded, client, auth):
     auth.signup("leaving@example.com")
     auth.logout()
+    client.get("/pricing")  # shows "You have been logged out." (a flashed message: no-store, as any)
     assert "no-store" not in (client.get("/pricing").headers.get("Cache-Control") or "")
 
 
@@ -63,3 +64,22 @@ def test_api_token_and_tokened_answers_are_no_store(seeded, client):
     assert me.status_code == 200 and me.headers.get("Cache-Control") == "no-store"
     refused = client.post("/api/v1/auth/token", json={"email": "api@example.com", "password": "wrong"})
     assert refused.status_code == 401 and refused.headers.get("Cache-Control") == "no-store"
+
+
+def test_a_visitors_page_showing_a_flashed_message_is_no_store(seeded, client, auth):
+    """The log-in page after sign-up names the address just signed up with: a shared computer's Back button must
+    not show it to the next person; the same page without a message keeps its caching."""
+    signed_up = client.post(
+        "/signup",
+        data={
+            "email": "someone@example.com",
+            "password": "correct horse",
+            "confirm": "correct horse",
+            "csrf_token": auth.token("/signup"),
+        },
+    )
+    signed_up.close()
+    page = client.get("/login")
+    assert "someone@example.com" in page.get_data(as_text=True)
+    assert page.headers.get("Cache-Control") == "no-store"
+    assert "no-store" not in (client.get("/login").headers.get("Cache-Control") or "")
