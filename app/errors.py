@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, jsonify, render_template
+from flask import Flask, current_app, g, jsonify, render_template
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -53,7 +53,20 @@ def register(app: Flask) -> None:
                 response.headers[name] = value
         if wait is not None:
             response.headers["Retry-After"] = str(wait)
+            g.retry_after = wait  # Flask-Limiter's after-request hook rewrites it, rounded down: put back last
         return response
+
+    def keep_told_wait(response):
+        """A 429's Retry-After as its page says it: Flask-Limiter's after-request hook sets it again from the same
+        reset time, truncated (58 for a page's 59): a client obeying it would be refused once more."""
+        wait = g.get("retry_after")
+        if wait is not None and response.status_code == 429:
+            response.headers["Retry-After"] = str(wait)
+        return response
+
+    # Flask runs after-request hooks last-registered first: first in the list, this one runs after every other
+    # (Flask-Limiter's included, whatever the order the extensions were set up in).
+    app.after_request_funcs.setdefault(None, []).insert(0, keep_told_wait)
 
     @app.errorhandler(CSRFError)
     def handle_csrf_error(exc: CSRFError):
