@@ -391,9 +391,13 @@ class SiteLoginManager(LoginManager):
         return super()._session_protection_failed()
 
     def _update_remember_cookie(self, response: Any) -> Any:
-        """Nothing to do for an empty session (a visitor's): no remember-me operation is pending in it. Flask-Login's
-        step otherwise, and always when every request refreshes the cookie (it then marks even an empty session)."""
-        if not session and not current_app.config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST"):
+        """Nothing to do for a session with no remember-me operation pending in it (a visitor's, and a logged-in
+        browser's every page after the log-in): Flask-Login's step would look the session up three times and the
+        app once to do nothing. Flask-Login's step otherwise, and always when every request refreshes the cookie
+        (it then marks even an empty session)."""
+        if "_remember" not in session._get_current_object() and not current_app.config.get(  # type: ignore[attr-defined]
+            "REMEMBER_COOKIE_REFRESH_EACH_REQUEST"
+        ):
             return response
         return super()._update_remember_cookie(response)
 
@@ -410,8 +414,10 @@ class SiteCSRFProtect(CSRFProtect):
     """
 
     def protect(self, apply_exemptions: bool = False) -> None:
-        """Nothing to check for a method outside WTF_CSRF_METHODS; Flask-WTF's check otherwise."""
-        if request.method not in current_app.config["WTF_CSRF_METHODS"]:
+        """Nothing to check for a method outside WTF_CSRF_METHODS; Flask-WTF's check otherwise. The request and the
+        app are read from the request context, one lookup for both."""
+        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        if ctx.request.method not in ctx.app.config["WTF_CSRF_METHODS"]:
             return None
         return super().protect(apply_exemptions)
 
@@ -695,11 +701,12 @@ def page_cache() -> Any:
     The connection is taken in the process that reads, and again in a process forked since (gunicorn forks its
     workers from the master that built the app: a connection of the master's would be shared by them all); one
     lost is connected again at the next command, as the pool's are, with the same retries and time-outs."""
-    backend = cache.cache
+    # `cache.cache`, from the app looked up once (Flask-Caching's property looks `current_app` up twice).
+    extensions = current_app._get_current_object().extensions  # type: ignore[attr-defined]
+    backend = extensions["cache"][cache]
     client = getattr(backend, "_read_client", None)
     if not isinstance(client, Redis):
         return backend
-    extensions = current_app.extensions
     kept = extensions.get(PAGE_CACHE)
     process = os.getpid()
     if kept is None or kept[0] != process or kept[1] is not backend:

@@ -487,11 +487,14 @@ def configure_logging(app: Flask) -> None:
         bind_contextvars(request_id=request_id)
         # A session or remember-me user is loaded now (one query it would make anyway) so that even the first
         # line carries user_id; an anonymous visitor costs no user loading at all.
+        # The user is read through Flask-Login's proxy once: each read of `current_user` is a context lookup and a
+        # call of Flask-Login's `_get_user`, which looks `g` up twice more.
         if ctx.session.get("_user_id") or (
             "HTTP_COOKIE" in this.environ and this.cookies.get(app.config.get("REMEMBER_COOKIE_NAME", "remember_token"))
         ):
-            if current_user and current_user.is_authenticated:
-                bind_user_id(current_user.get_id())
+            user = current_user._get_current_object()
+            if user and user.is_authenticated:
+                bind_user_id(user.get_id())
 
     @app.after_request
     def log_request(response):

@@ -146,8 +146,9 @@ def test_a_repeated_clean_text_is_checked_once_and_secrets_are_still_redacted():
 
 
 def test_a_visitor_leaves_the_remember_me_step_alone_and_a_member_keeps_it(seeded, client, auth):
-    """An empty session has no remember-me operation pending: Flask-Login's step is not run for a visitor; it still
-    is for a logged-in member, and for everyone when every request refreshes the cookie."""
+    """An empty session has no remember-me operation pending: Flask-Login's step is not run for a visitor, nor for
+    a logged-in member whose session holds none (after the log-in's own page); it is for a session holding one, and
+    for everyone when every request refreshes the cookie."""
     client.get("/pricing")
     with calls_to(LoginManager._update_remember_cookie) as counted:
         client.get("/pricing")
@@ -158,6 +159,11 @@ def test_a_visitor_leaves_the_remember_me_step_alone_and_a_member_keeps_it(seede
     assert counted["LoginManager._update_remember_cookie"] == 1
     seeded.config["REMEMBER_COOKIE_REFRESH_EACH_REQUEST"] = False
     auth.signup("remembered@example.com")
+    with calls_to(LoginManager._update_remember_cookie) as counted:
+        assert client.get("/account").status_code == 200
+    assert counted["LoginManager._update_remember_cookie"] == 0
+    with client.session_transaction() as session:
+        session["_remember"] = "clear"
     with calls_to(LoginManager._update_remember_cookie) as counted:
         assert client.get("/account").status_code == 200
     assert counted["LoginManager._update_remember_cookie"] == 1
