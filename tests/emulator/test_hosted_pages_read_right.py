@@ -164,7 +164,9 @@ def test_prorations_read_like_stripes(emulator, client, browser_page, success_pa
     day = changed.strftime("%-d %b %Y")
     unused, remaining = f"Unused time on Pro Plan after {day}", f"Remaining time on Starter Plan after {day}"
     page.locator("button[data-price=price_starter_monthly]").click()  # the confirmation shows the prorations
+    renews = dt.datetime.fromtimestamp(sub["items"].data[0].current_period_end, dt.UTC).strftime("%B %-d, %Y")
     expect(page.locator("#confirm-when")).to_contain_text("Nothing is charged now")
+    expect(page.locator("#confirm-when")).to_contain_text(f"your next invoice on {renews}")
     expect(page.locator("#confirm-lines")).to_contain_text(unused)
     expect(page.locator("#confirm-lines")).to_contain_text(remaining)
     expect(page.locator("#confirm-due")).to_have_text("$0.00")
