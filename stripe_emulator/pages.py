@@ -352,7 +352,11 @@ def portal_page(bps_id: str):
             sub["_pending"] = copy.deepcopy(_pending_change(sub))
         headline = _configuration(sess)["business_profile"].get("headline")
         flow = sess.get("flow") or {}
+        # A ``subscription_update_confirm`` flow opens straight on the confirmation of its item's price.
+        flow_price = ((flow.get("subscription_update_confirm") or {}).get("items") or [{}])[0].get("price")
         section = request.args.get("section") or FLOW_SECTIONS.get(flow.get("type") or "", "home")
+        if flow_price and not request.args.get("section"):
+            section = "confirm"
         flow_sub = None
         if flow.get("type") and flow.get(flow["type"]):
             flow_sub = flow[flow["type"]].get("subscription")
@@ -361,7 +365,7 @@ def portal_page(bps_id: str):
         if section == "confirm":  # Select on the plan list: show the change, apply it only on Confirm
             _allowed(features, "subscription_update")
             sub = _customer_sub(sess, focus_sub or "")
-            confirm = _confirmation(sess, sub, features, request.args.get("price", ""))
+            confirm = _confirmation(sess, sub, features, request.args.get("price") or flow_price or "")
     return render_template(
         "portal.html",
         sess=sess,

@@ -132,6 +132,32 @@ def test_portal_plan_switch_waits_for_confirm(emulator, client, receiver):
     assert "customer.subscription.updated" in receiver.types()
 
 
+def test_portal_update_confirm_flow_opens_on_the_confirmation(emulator, client):
+    """``flow_data.type=subscription_update_confirm`` opens on the confirmation of its price; Confirm applies it and
+    follows the flow's redirect."""
+    sub = subscribe(emulator, client, "price_starter_monthly")
+    item = sub["items"].data[0]
+    ps = client.v1.billing_portal.sessions.create(
+        {
+            "customer": sub.customer,
+            "flow_data": {
+                "type": "subscription_update_confirm",
+                "subscription_update_confirm": {
+                    "subscription": sub.id,
+                    "items": [{"id": item.id, "price": "price_pro_monthly"}],
+                },
+                "after_completion": {"type": "redirect", "redirect": {"return_url": "http://127.0.0.1:9/billing"}},
+            },
+        }
+    )
+    status, _, html = get(ps.url)
+    assert status == 200 and re.search(r'id="confirm-plan">Pro Plan<', html.decode())
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == "price_starter_monthly"
+    status, location = post(ps.url + "/update", {"subscription": sub.id, "price": "price_pro_monthly"})
+    assert (status, location) == (303, "http://127.0.0.1:9/billing")
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == "price_pro_monthly"
+
+
 def test_portal_swap_cancel_resume_and_card(emulator, client, receiver):
     sub = subscribe(emulator, client, "price_starter_monthly")
     ps = client.v1.billing_portal.sessions.create(
