@@ -285,6 +285,38 @@ def _offered_prices(features: dict) -> list:
     return sorted(prices, key=lambda p: (p["unit_amount"], p["recurring"]["interval"] != "month"))
 
 
+def _confirmation(sess: dict, sub: dict, features: dict, price_id: str) -> dict:
+    """What the confirmation step shows before a switch to ``price_id`` is applied: the new price, and either the
+    date a switch scheduled at period end starts or the previewed invoice (charged today when the switch invoices
+    at once, else the next one, with its prorations). Nothing changes: the preview runs on a copy of the state.
+    A price the configuration does not offer, or the current one, is refused (400) as the update itself is."""
+    e = emu()
+    price = e.store.get("prices", price_id)
+    item = sub["items"]["data"][0]
+    if (
+        price is None
+        or price not in _offered_prices(features)
+        or price["id"] == item["price"]["id"]
+        or sub["status"] == "canceled"
+    ):
+        abort(400)
+    update = features["subscription_update"]
+    confirm = {
+        "price": copy.deepcopy(price),
+        "product": e.store.must("products", price["product"])["name"],
+        "later": _scheduled_for_period_end(update, item, price),
+        "period_end": e.billing.period(sub)[1],
+        "invoice": None,
+    }
+    if not confirm["later"]:
+        inv = e.billing.preview(
+            Ctx(base_url()), sub, [(item, price, item["quantity"], False)], update["proration_behavior"]
+        )
+        confirm["invoice"] = inv
+        confirm["due_now"] = inv["billing_reason"] == "subscription_update"
+    return confirm
+
+
 def _allowed(features: dict, feature: str) -> None:
     """A portal action the configuration turns off is refused (403), whatever the form says."""
     if not features[feature]["enabled"]:
@@ -319,12 +351,21 @@ def portal_page(bps_id: str):
             sub["_product"] = products.get(sub["items"]["data"][0]["price"]["product"])
             sub["_pending"] = copy.deepcopy(_pending_change(sub))
         headline = _configuration(sess)["business_profile"].get("headline")
-    flow = sess.get("flow") or {}
-    section = request.args.get("section") or FLOW_SECTIONS.get(flow.get("type") or "", "home")
-    flow_sub = None
-    if flow.get("type") and flow.get(flow["type"]):
-        flow_sub = flow[flow["type"]].get("subscription")
-    focus_sub = request.args.get("sub") or flow_sub or (subs[0]["id"] if subs else None)
+        flow = sess.get("flow") or {}
+        # A ``subscription_update_confirm`` flow opens straight on the confirmation of its item's price.
+        flow_price = ((flow.get("subscription_update_confirm") or {}).get("items") or [{}])[0].get("price")
+        section = request.args.get("section") or FLOW_SECTIONS.get(flow.get("type") or "", "home")
+        if flow_price and not request.args.get("section"):
+            section = "confirm"
+        flow_sub = None
+        if flow.get("type") and flow.get(flow["type"]):
+            flow_sub = flow[flow["type"]].get("subscription")
+        focus_sub = request.args.get("sub") or flow_sub or (subs[0]["id"] if subs else None)
+        confirm = None
+        if section == "confirm":  # Select on the plan list: show the change, apply it only on Confirm
+            _allowed(features, "subscription_update")
+            sub = _customer_sub(sess, focus_sub or "")
+            confirm = _confirmation(sess, sub, features, request.args.get("price") or flow_price or "")
     return render_template(
         "portal.html",
         sess=sess,
@@ -336,6 +377,7 @@ def portal_page(bps_id: str):
         products=products,
         section=section,
         focus_sub=focus_sub,
+        confirm=confirm,
         features=features,
         feedback_labels=FEEDBACK_LABELS,
         notice=request.args.get("notice"),
@@ -356,7 +398,7 @@ def _after_portal_action(sess: dict, notice: str):
 
 @bp.post("/p/session/<bps_id>/update")
 def portal_update(bps_id: str):
-    """Switch to another catalog price, prorated."""
+    """Switch to another catalog price, prorated (the confirmation step's Confirm button posts here)."""
     e = emu()
     with e.store.lock:
         sess = _portal_or_404(bps_id)

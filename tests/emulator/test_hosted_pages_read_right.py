@@ -74,6 +74,11 @@ def test_the_portal_names_the_business_and_the_cardholder(emulator, client, brow
     expect(page.locator("#headline")).to_have_text("Plans and invoices for your strategies")
     expect(page.locator("#current-card")).to_contain_text("Ada Lovelace")
     fits_the_screen(page)
+    row = page.locator("#invoices tbody tr").first  # the date and "View · PDF" each on one line, at 390 px too
+    date = row.locator(".invoice-link").bounding_box()
+    view, pdf = (link.bounding_box() for link in row.locator("td:last-child a").all())
+    assert date and date["height"] < 30, date
+    assert view and pdf and abs(view["y"] - pdf["y"]) < 2, (view, pdf)
 
     page.locator(".invoice-link").first.click()
     expect(page.locator("#amount-row")).to_contain_text("Amount paid")
@@ -111,6 +116,14 @@ def test_plan_change_terms_follow_the_configuration(emulator, client, browser_pa
     fits_the_screen(page)
 
     page.locator("button[data-price=price_starter_monthly]").click()
+    expect(page.locator("#confirm-plan")).to_have_text("Starter Plan")
+    expect(page.locator("#confirm-when")).to_contain_text(f"starts at the end of your billing period on {day}")
+    expect(page.locator("#confirm-due")).to_have_text("$0.00")
+    expect(page.locator("#confirm-next")).to_have_text("$19.99 per month")
+    fits_the_screen(page)
+    live = client.v1.subscriptions.retrieve(sub.id)
+    assert live["items"].data[0].price.id == "price_pro_monthly" and not live.schedule  # nothing before Confirm
+    page.click("#confirm-update")
     expect(page.locator("#notice")).to_contain_text(f"Your plan changes to Starter Plan ($19.99 per month) on {day}.")
     expect(page.locator("#pending-change")).to_have_text(
         f"Your plan changes to Starter Plan ($19.99 per month) on {day}."
@@ -147,15 +160,29 @@ def test_prorations_read_like_stripes(emulator, client, browser_page, success_pa
     expect(page.locator("#pending-change")).to_have_count(0)
     page.goto(ps.url + "?section=update")
     expect(page.locator("#update-terms")).to_contain_text("Changes take effect now.")
+    changed = dt.datetime.fromtimestamp(sub["items"].data[0].current_period_start + 10 * 86400, dt.UTC)
+    day = changed.strftime("%-d %b %Y")
+    unused, remaining = f"Unused time on Pro Plan after {day}", f"Remaining time on Starter Plan after {day}"
+    page.locator("button[data-price=price_starter_monthly]").click()  # the confirmation shows the prorations
+    renews = dt.datetime.fromtimestamp(sub["items"].data[0].current_period_end, dt.UTC).strftime("%B %-d, %Y")
+    expect(page.locator("#confirm-when")).to_contain_text("Nothing is charged now")
+    expect(page.locator("#confirm-when")).to_contain_text(f"your next invoice on {renews}")
+    expect(page.locator("#confirm-lines")).to_contain_text(unused)
+    expect(page.locator("#confirm-lines")).to_contain_text(remaining)
+    expect(page.locator("#confirm-due")).to_have_text("$0.00")
+    fits_the_screen(page)
+    page.click("#cancel-update")  # Cancel: back to the portal, nothing changed
+    expect(page.locator("#update-plan")).to_be_visible()
+    expect(page.locator("#notice")).to_have_count(0)
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == "price_pro_monthly"
+    page.goto(ps.url + "?section=update")
     page.locator("button[data-price=price_starter_monthly]").click()
+    page.click("#confirm-update")
     expect(page.locator("#notice")).to_contain_text("Your plan was changed to Starter")
 
     emulator.advance(days=25)
     invoice = client.v1.invoices.list({"customer": sub.customer, "limit": 1}).data[0]
     lines = {line.description: line.amount for line in invoice.lines.data}
-    changed = dt.datetime.fromtimestamp(sub["items"].data[0].current_period_start + 10 * 86400, dt.UTC)
-    day = changed.strftime("%-d %b %Y")
-    unused, remaining = f"Unused time on Pro Plan after {day}", f"Remaining time on Starter Plan after {day}"
     assert unused in lines and remaining in lines, lines
     assert lines[unused] < 0 < lines[remaining]
 

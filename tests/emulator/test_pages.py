@@ -96,6 +96,68 @@ def test_checkout_form_post_redirects_with_303(emulator, client):
     assert b"Already paid" in body
 
 
+def test_portal_plan_switch_waits_for_confirm(emulator, client, receiver):
+    """Select opens a confirmation (the new price, what is due today) that changes nothing; Confirm applies the
+    switch; Cancel leads back to the portal; a price not offered, or the current one, is refused."""
+    sub = subscribe(emulator, client, "price_starter_monthly")
+    ps = client.v1.billing_portal.sessions.create({"customer": sub.customer})
+    _, _, plans = get(ps.url + "?section=update")
+    select = re.search(
+        r'<form method="(\w+)" action="([^"]+)">(?:(?!</form>).)*data-price="price_pro_monthly"', plans.decode(), re.S
+    )
+    assert select and select.group(1) == "get" and "/update" not in select.group(2)  # Select does not post the change
+
+    emulator.flush()
+    receiver.clear()
+    query = urllib.parse.urlencode({"section": "confirm", "sub": sub.id, "price": "price_pro_monthly"})
+    status, _, html = get(ps.url + "?" + query)
+    text = html.decode()
+    assert status == 200 and "Confirm your new plan" in text and 'id="confirm-update"' in text
+    assert re.search(r'id="confirm-plan">Pro Plan<', text) and "$49.99 per month" in text
+    assert re.search(r'id="confirm-due">\$\d+\.\d\d<', text)  # the prorated difference, charged today or not
+    assert 'href="?section=home"' in text  # Cancel goes back to the portal
+    emulator.flush()
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == "price_starter_monthly"
+    assert receiver.types() == []  # the preview sends no event
+    assert len(client.v1.invoices.list({"customer": sub.customer}).data) == 1
+
+    for price in ("price_starter_monthly", "price_nope"):
+        bad = urllib.parse.urlencode({"section": "confirm", "sub": sub.id, "price": price})
+        assert get(ps.url + "?" + bad)[0] == 400
+
+    status, _ = post(ps.url + "/update", {"subscription": sub.id, "price": "price_pro_monthly"})  # Confirm
+    assert status == 303
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == "price_pro_monthly"
+    emulator.flush()
+    assert "customer.subscription.updated" in receiver.types()
+
+
+def test_portal_update_confirm_flow_opens_on_the_confirmation(emulator, client):
+    """``flow_data.type=subscription_update_confirm`` opens on the confirmation of its price; Confirm applies it and
+    follows the flow's redirect."""
+    sub = subscribe(emulator, client, "price_starter_monthly")
+    item = sub["items"].data[0]
+    ps = client.v1.billing_portal.sessions.create(
+        {
+            "customer": sub.customer,
+            "flow_data": {
+                "type": "subscription_update_confirm",
+                "subscription_update_confirm": {
+                    "subscription": sub.id,
+                    "items": [{"id": item.id, "price": "price_pro_monthly"}],
+                },
+                "after_completion": {"type": "redirect", "redirect": {"return_url": "http://127.0.0.1:9/billing"}},
+            },
+        }
+    )
+    status, _, html = get(ps.url)
+    assert status == 200 and re.search(r'id="confirm-plan">Pro Plan<', html.decode())
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == "price_starter_monthly"
+    status, location = post(ps.url + "/update", {"subscription": sub.id, "price": "price_pro_monthly"})
+    assert (status, location) == (303, "http://127.0.0.1:9/billing")
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == "price_pro_monthly"
+
+
 def test_portal_swap_cancel_resume_and_card(emulator, client, receiver):
     sub = subscribe(emulator, client, "price_starter_monthly")
     ps = client.v1.billing_portal.sessions.create(
