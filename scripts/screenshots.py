@@ -8,7 +8,7 @@ pays through the emulator's hosted Checkout in Chromium (Debian's, as in the tes
 - billing.png            the billing page of that Pro user, with its invoice
 - confirm-change.png     the Starter → Pro confirmation page with the amount due now
 - confirm-cancel.png     that Pro user's cancellation confirmation (until when, what Free leaves out)
-- review-plan.png        a visitor chose Pro yearly on the pricing page, signed up, and reviews the choice
+- review-plan.png        a visitor chose Pro yearly on the pricing page, signed up, logged in, and reviews the choice
 - confirm-downgrade.png  Pro → Starter: what Starter leaves out, nothing due today
 - pending-downgrade.png  the billing page with that downgrade scheduled, and "Keep Pro"
 - pricing-pending.png    the pricing page then: "Keep Pro" on Pro, "Starts …" on Starter
@@ -78,11 +78,19 @@ def build_app(database: Path, emulator_url: str):
 
 def signup(page: Page, base: str, email: str) -> None:
     page.goto(base + "/signup")
+    create_account(page, email)
+    expect(page.get_by_test_id("current-plan")).to_be_visible()
+
+
+def create_account(page: Page, email: str) -> None:
+    """Sign up on the page shown, then log in on the page sign-up leads to (filled in with the address)."""
     page.fill("input[name=email]", email)
     page.fill("input[name=password]", PASSWORD)
     page.fill("input[name=confirm]", PASSWORD)
     page.locator("main form button[type=submit]").click()
-    expect(page.get_by_test_id("current-plan")).to_be_visible()
+    expect(page.get_by_role("heading", name="Now log in")).to_be_visible()
+    page.fill("input[name=password]", PASSWORD)
+    page.get_by_role("button", name="Log in").click()
 
 
 def subscribe(
@@ -152,14 +160,11 @@ def late_payer(page: Page, base: str, emulator, out_dir: Path) -> None:
 
 
 def visitor_choice(page: Page, base: str, out_dir: Path) -> None:
-    """A visitor picks Pro yearly on the pricing page, signs up, and reviews the choice."""
+    """A visitor picks Pro yearly on the pricing page, signs up, logs in, and reviews the choice."""
     page.goto(base + "/pricing")
     page.locator("label[for=cycle-yearly]").click()
     page.locator("[data-plan=pro] a.choose-yearly").click()
-    page.fill("input[name=email]", "linus@example.com")
-    page.fill("input[name=password]", PASSWORD)
-    page.fill("input[name=confirm]", PASSWORD)
-    page.locator("main form button[type=submit]").click()
+    create_account(page, "linus@example.com")
     expect(page.get_by_role("button", name="Continue to secure checkout")).to_be_visible()
     page.screenshot(path=str(out_dir / "review-plan.png"), full_page=True)
 
