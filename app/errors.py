@@ -59,9 +59,10 @@ def register(app: Flask) -> None:
     def keep_told_wait(response):
         """A 429's Retry-After as its page says it: Flask-Limiter's after-request hook sets it again from the same
         reset time, truncated (58 for a page's 59): a client obeying it would be refused once more."""
-        wait = g.get("retry_after")
-        if wait is not None and response.status_code == 429:
-            response.headers["Retry-After"] = str(wait)
+        if response.status_code == 429:  # (`g` looked up only then: every other answer skips it)
+            wait = g.get("retry_after")
+            if wait is not None:
+                response.headers["Retry-After"] = str(wait)
         return response
 
     # Flask runs after-request hooks last-registered first: first in the list, this one runs after every other

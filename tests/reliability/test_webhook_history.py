@@ -279,12 +279,16 @@ def test_every_customers_history_twice_shuffled_by_eight_senders(
             "cancellation_scheduled": "subscription.cancel_scheduled",
             "payment_failed": "payment.failed",
             "scheduled_change_applied": "subscription.plan_changed",
+            "plan_change_scheduled": "subscription.downgrade_scheduled",
         }[kind]
         assert count <= transitions_of[(user_id, action)], (user_id, kind)
     assert sum(n for (_, kind), n in mails.items() if kind == "subscription_activated") == CUSTOMERS
     # A downgrade scheduled for the period end mails once when it applies; a change made now mails nothing.
     applied = sum(n for (_, kind), n in mails.items() if kind == "scheduled_change_applied")
     assert 0 < applied <= asked["downgrade"], (applied, asked)
+    # and once when it is asked for (the same change asked again finds its mail)
+    scheduled = sum(n for (_, kind), n in mails.items() if kind == "plan_change_scheduled")
+    assert 0 < scheduled <= asked["downgrade"], (scheduled, asked)
 
     finished = time.monotonic()
     print(
