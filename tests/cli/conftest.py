@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Iterator
 
@@ -11,8 +10,8 @@ from flask import Flask
 
 from app import create_app
 from app.extensions import db
-from tests.conftest import fresh_database, make_config
-from tests.guide.conftest import ROOT, Shell, production_variables
+from tests.conftest import make_config
+from tests.guide.conftest import Shell, production_shell
 
 
 def closed_port() -> int:
@@ -43,10 +42,4 @@ def app_with(migrated_database, redis_url) -> Iterator[Callable[..., Flask]]:
 @pytest.fixture
 def operator_shell(database_url, redis_url) -> Shell:
     """A production shell (the guide's variables, the venv on PATH) on a fresh, empty, unmigrated database."""
-    url = fresh_database(database_url, "ssb_cli")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "FLASK_"))}
-    env.update(production_variables(url, redis_url))
-    env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("VIRTUAL_ENV", None)
-    env.pop("PYTHONPATH", None)
-    return Shell(env=env, database_url=url)
+    return production_shell(database_url, redis_url, "ssb_cli")

@@ -83,7 +83,13 @@ def tables(conn) -> set[str]:
 @pytest.fixture
 def shell(database_url, redis_url) -> Shell:
     """A fresh database and the environment of a production shell: the guide's variables, the venv on PATH."""
-    url = fresh_database(database_url, GUIDE_DATABASE)
+    return production_shell(database_url, redis_url, GUIDE_DATABASE)
+
+
+def production_shell(database_url: str, redis_url: str, name: str) -> Shell:
+    """A fresh database named `name` and a production shell's environment on it (the guide's variables, the venv on
+    PATH, no inherited Stripe or Flask settings)."""
+    url = fresh_database(database_url, name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "FLASK_"))}
     env.update(production_variables(url, redis_url))
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
