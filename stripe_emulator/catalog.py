@@ -30,7 +30,9 @@ CYCLE = {"month": "monthly", "year": "yearly"}
 
 def default_portal_configuration(created: int) -> dict:
     """The account's default portal configuration: switching among the paid prices only (never to Free), a cheaper
-    price or a shorter interval at the end of the period (as `flask stripe portal-config` sets it)."""
+    price or a shorter interval at the end of the period, a switch made now invoiced (and charged) at once, as
+    `flask stripe portal-config` sets it. With Stripe's own default (`create_prorations`) an upgrade's difference
+    waited for the next invoice, and a customer who then cancelled at the period end never paid it."""
     products = [
         objects.portal_product(
             product_id, [price_id for price_id, owner, amount, _ in PRICES if owner == product_id and amount > 0]
@@ -38,6 +40,7 @@ def default_portal_configuration(created: int) -> dict:
         for product_id, _, _, _ in PRODUCTS
     ]
     features = objects.portal_features([p for p in products if p["prices"]], reasons=True)
+    features["subscription_update"]["proration_behavior"] = "always_invoice"
     features["subscription_update"]["schedule_at_period_end"] = {
         "conditions": [{"type": "decreasing_item_amount"}, {"type": "shortening_interval"}]
     }

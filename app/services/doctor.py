@@ -444,8 +444,8 @@ def check_customer_portal() -> Iterator[Check]:
     else:
         yield passed(
             title,
-            f"{chosen['id']}: card and billing info (name, email, address) updatable, cancel at "
-            "period end, invoice history, switching between the paid prices (downgrades at period end)",
+            f"{chosen['id']}: card and billing info (name, email, address) updatable, cancel at period end, invoice "
+            "history, switching between the paid prices (upgrades charged at once, downgrades at period end)",
         )
 
 

@@ -192,6 +192,12 @@ def paid_prices() -> dict[str, list[str]]:
 PORTAL_SCHEDULED_AT_PERIOD_END = ("decreasing_item_amount", "shortening_interval")
 
 
+#: How the portal bills a plan switch made now: invoiced and charged at once, as the app's own upgrade is. Stripe's
+#: default (`create_prorations`) leaves the difference for the next invoice: a customer who upgraded, then cancelled
+#: at the period end, had the better plan for the cheaper one's price.
+PORTAL_PRORATION = "always_invoice"
+
+
 def portal_features(products: dict[str, list[str]]) -> dict:
     """The portal's features: card and billing details (name, email, address) editable, cancellation at period end
     only, every invoice shown, switching between the paid prices only (never to Free, which is a cancellation),
@@ -204,7 +210,7 @@ def portal_features(products: dict[str, list[str]]) -> dict:
         "subscription_update": {
             "enabled": True,
             "default_allowed_updates": ["price"],
-            "proration_behavior": "always_invoice",
+            "proration_behavior": PORTAL_PRORATION,
             "products": [{"product": product, "prices": prices} for product, prices in products.items()],
             "schedule_at_period_end": {"conditions": [{"type": kind} for kind in PORTAL_SCHEDULED_AT_PERIOD_END]},
         },
@@ -244,6 +250,9 @@ def portal_differences(configuration: dict, products: dict[str, list[str]]) -> l
         later = {c.get("type") for c in (update.get("schedule_at_period_end") or {}).get("conditions") or []}
         if not later >= set(PORTAL_SCHEDULED_AT_PERIOD_END):
             wrong.append("downgrades take effect at once, not at the period end")
+        proration = update.get("proration_behavior")
+        if proration != PORTAL_PRORATION:
+            wrong.append(f"an upgrade is not charged at once (proration {proration}, not {PORTAL_PRORATION})")
     return wrong
 
 

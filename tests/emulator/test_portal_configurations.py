@@ -47,6 +47,22 @@ def test_default_configuration_offers_the_paid_prices_only(emulator, client):
     assert 'data-price="price_free_monthly"' not in html.decode()
 
 
+def test_default_configuration_charges_an_upgrade_at_once(emulator, client):
+    """The default configuration is `flask stripe portal-config`'s: an upgrade in the portal is invoiced and paid
+    now (`always_invoice`), not left for the next invoice, which a customer cancelling at the period end never gets."""
+    default = client.v1.billing_portal.configurations.retrieve("bpc_emulator_default")
+    assert default.features.subscription_update.proration_behavior == "always_invoice"
+    sub = subscribe(emulator, client, "price_starter_monthly")
+    emulator.advance(days=10)
+    ps = _portal(client, sub.customer)
+    assert post(ps.url + "/update", {"subscription": sub.id, "price": "price_pro_monthly"})[0] == 303
+    invoices = client.v1.invoices.list({"customer": sub.customer}).data
+    assert len(invoices) == 2
+    upgrade = invoices[0]
+    assert upgrade.status == "paid" and upgrade.amount_paid > 0
+    assert upgrade.billing_reason == "subscription_update"
+
+
 def test_create_update_list_retrieve(client, raw):
     cfg = client.v1.billing_portal.configurations.create(RESTRICTED)
     assert cfg.id.startswith("bpc_") and not cfg.is_default and cfg.active

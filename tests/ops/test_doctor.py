@@ -262,6 +262,27 @@ def test_the_portal_check_names_downgrades_that_take_effect_at_once(
     assert f"✗ Customer Portal — {default.id}: downgrades take effect at once, not at the period end" in lines
 
 
+def test_the_portal_check_names_upgrades_left_for_the_next_invoice(
+    seeded, runner, migrated_database, redis_url, stripe_emulator
+):
+    """Stripe's default `create_prorations` leaves an upgrade's difference for the next invoice (a customer who then
+    cancels never pays it): a ✗ until `flask stripe portal-config` sets `always_invoice` again."""
+    assert runner.invoke(args=["stripe", "portal-config"]).exit_code == 0
+    client = stripe_emulator.client()
+    [default] = client.v1.billing_portal.configurations.list().data
+    client.v1.billing_portal.configurations.update(
+        default.id, params={"features": {"subscription_update": {"proration_behavior": "create_prorations"}}}
+    )
+    _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
+    assert (
+        f"✗ Customer Portal — {default.id}: an upgrade is not charged at once "
+        "(proration create_prorations, not always_invoice)" in lines
+    ), "\n".join(lines)
+    assert runner.invoke(args=["stripe", "portal-config"]).exit_code == 0
+    _, lines = doctor(migrated_database, redis_url, stripe_emulator.url)
+    assert any(line.startswith(f"✓ Customer Portal — {default.id}") for line in lines), "\n".join(lines)
+
+
 def test_sentry_https_cors_memory_rate_limits_and_failed_webhooks_are_each_named(
     seeded, migrated_database, redis_url, stripe_emulator
 ):
