@@ -56,7 +56,8 @@ done
 .venv/bin/flask seed-plans
 
 if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
-  .venv/bin/python -m stripe_emulator --host 127.0.0.1 --port "$EMULATOR_PORT" --state instance/stripe_emulator.json --quiet &
+  .venv/bin/python -m stripe_emulator --host 127.0.0.1 --port "$EMULATOR_PORT" --api-key sk_test_emulator \
+    --state instance/stripe_emulator.json --quiet &
   emulator=$!
   trap 'kill $emulator 2>/dev/null || true' EXIT INT TERM
   for _ in $(seq 50); do
