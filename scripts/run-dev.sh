@@ -14,13 +14,17 @@ cd "$(dirname "$0")/.."
 
 APP_PORT=${APP_PORT:-5000}
 EMULATOR_PORT=${EMULATOR_PORT:-12111}
+# The Stripe key the app will read: the environment's, else the one in .env (the `flask` command and the server load
+# it; this shell does not). With one, the app talks to Stripe: no emulator, and STRIPE_API_BASE is left alone.
+stripe_key=${STRIPE_SECRET_KEY:-$(.venv/bin/python -c 'import dotenv, sys
+sys.stdout.write(dotenv.dotenv_values(".env").get("STRIPE_SECRET_KEY") or "")' 2>/dev/null || true)}
 for setting in "APP_PORT=$APP_PORT" "EMULATOR_PORT=$EMULATOR_PORT"; do
   if ! [[ ${setting#*=} =~ ^[0-9]+$ ]] || [ "${setting#*=}" -lt 1 ] || [ "${setting#*=}" -gt 65535 ]; then
     echo "${setting%%=*} must be a port number from 1 to 65535, not '${setting#*=}'; nothing was started." >&2
     exit 1
   fi
 done
-if [ "$APP_PORT" = "$EMULATOR_PORT" ] && [ -z "${STRIPE_SECRET_KEY:-}" ]; then
+if [ "$APP_PORT" = "$EMULATOR_PORT" ] && [ -z "$stripe_key" ]; then
   echo "APP_PORT and EMULATOR_PORT are both $APP_PORT: give them two ports; nothing was started." >&2
   exit 1
 fi
@@ -39,7 +43,7 @@ except OSError:
 sys.exit(1)' "$1"
 }
 settings="APP_PORT=$APP_PORT"
-[ -z "${STRIPE_SECRET_KEY:-}" ] && settings="$settings EMULATOR_PORT=$EMULATOR_PORT"
+[ -z "$stripe_key" ] && settings="$settings EMULATOR_PORT=$EMULATOR_PORT"
 for setting in $settings; do
   if port_in_use "${setting#*=}"; then
     echo "Port ${setting#*=} is in use (another \`make run\`?): stop it, or give ${setting%%=*} a free port" \
@@ -49,13 +53,13 @@ for setting in $settings; do
 done
 
 # The emulator the app talks to (its gateway's emulator key): set before `flask` reads the configuration.
-[ -z "${STRIPE_SECRET_KEY:-}" ] && export STRIPE_API_BASE="http://127.0.0.1:$EMULATOR_PORT"
+[ -z "$stripe_key" ] && export STRIPE_API_BASE="http://127.0.0.1:$EMULATOR_PORT"
 
 # The schema and the plans, once the ports are known to be free (a refused start changes nothing).
 .venv/bin/flask db upgrade
 .venv/bin/flask seed-plans
 
-if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
+if [ -z "$stripe_key" ]; then
   .venv/bin/python -m stripe_emulator --host 127.0.0.1 --port "$EMULATOR_PORT" --api-key sk_test_emulator \
     --state instance/stripe_emulator.json --quiet &
   emulator=$!

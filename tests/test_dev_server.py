@@ -25,6 +25,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -265,12 +266,10 @@ def fresh_checkout(tmp_path: Path) -> Path:
     return checkout
 
 
-@pytest.fixture
-def moved_make_run(tmp_path):
-    """`make run APP_PORT=… EMULATOR_PORT=…` in a fresh checkout, with a fresh clone's environment; yields the two
-    ports, the checkout and the log once /healthz answers."""
-    checkout = fresh_checkout(tmp_path)
-    app_port, emulator_port = two_free_ports()
+@contextlib.contextmanager
+def make_run(checkout: Path, app_port: int, emulator_port: int, log: Path) -> Iterator[None]:
+    """`make run APP_PORT=… EMULATOR_PORT=…` in `checkout`, with a fresh clone's environment, until /healthz answers;
+    stopped (make, the script, the emulator and the server) on the way out."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -278,7 +277,6 @@ def moved_make_run(tmp_path):
         and k not in ("ENVIRONMENT", "WEBHOOK_APPLY")
     }
     env["PYTHONUNBUFFERED"] = "1"
-    log = tmp_path / "make-run.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
             # -o: the virtualenv counts as installed (it is this checkout's, linked): the test installs nothing.
@@ -288,7 +286,7 @@ def moved_make_run(tmp_path):
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # make, the script, the emulator and the server are stopped together
+            start_new_session=True,  # stopped together
         )
     try:
 
@@ -300,11 +298,21 @@ def moved_make_run(tmp_path):
                 return False
 
         assert eventually(healthy, seconds=90), log.read_text()
-        yield app_port, emulator_port, checkout, log
+        yield
     finally:
         with contextlib.suppress(ProcessLookupError):  # make stopped by itself (a refused start)
             os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
+
+
+@pytest.fixture
+def moved_make_run(tmp_path):
+    """`make run` on two ports of its own in a fresh checkout; yields the two ports, the checkout and the log."""
+    checkout = fresh_checkout(tmp_path)
+    app_port, emulator_port = two_free_ports()
+    log = tmp_path / "make-run.log"
+    with make_run(checkout, app_port, emulator_port, log):
+        yield app_port, emulator_port, checkout, log
 
 
 def test_make_run_on_other_ports_builds_every_address_on_them(moved_make_run):
@@ -343,3 +351,20 @@ def test_make_run_on_other_ports_builds_every_address_on_them(moved_make_run):
     hosted = browser.get(checkout_answer.headers["Location"], timeout=10)
     assert hosted.status_code == 200
     assert f'href="{app}/pricing?' in hosted.text, hosted.text  # the way back from Checkout: the app's port
+
+
+def test_make_run_with_a_stripe_key_in_dot_env_starts_no_emulator(tmp_path):
+    """A key in .env (which the app reads, and the script's shell does not) means Stripe, as one in the environment:
+    no emulator is started, its port is not needed, and STRIPE_API_BASE does not point the app at an emulator."""
+    checkout = fresh_checkout(tmp_path)
+    (checkout / ".env").write_text("STRIPE_SECRET_KEY=sk_test_" + "x" * 24 + "\n")
+    app_port, emulator_port = two_free_ports()
+    log = tmp_path / "make-run.log"
+    with socket.socket() as holder:  # the emulator's port taken: no matter, with a key
+        holder.bind(("127.0.0.1", emulator_port))
+        holder.listen()
+        with make_run(checkout, app_port, emulator_port, log):
+            output = log.read_text()
+    assert f"App: http://127.0.0.1:{app_port}" in output, output
+    assert "Stripe emulator:" not in output and "Webhook endpoint" not in output, output
+    assert not (checkout / "instance" / "stripe_emulator.json").exists()
