@@ -13,9 +13,12 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 install: $(BIN)/.installed
 
-## make run: the app at http://127.0.0.1:5000 with the embedded defaults (SQLite, in-process cache, Stripe emulator)
+## make run: the app at http://127.0.0.1:5000 with the embedded defaults (SQLite, in-process cache, Stripe emulator);
+## `make run APP_PORT=5050 EMULATOR_PORT=12112` moves the app and the emulator (every URL built on them follows).
+APP_PORT      ?= 5000
+EMULATOR_PORT ?= 12111
 run: install
-	scripts/run-dev.sh
+	APP_PORT=$(APP_PORT) EMULATOR_PORT=$(EMULATOR_PORT) scripts/run-dev.sh
 
 ## make test: installs what is missing, lints, starts throw-away PostgreSQL and Redis, runs the whole suite.
 ## mypy (a minute of CPU without its cache, as on a fresh clone) runs beside the tests at a low priority, on the

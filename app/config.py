@@ -351,6 +351,9 @@ class Settings(BaseSettings):
 
     # Beyond the guide.
     STRIPE_API_BASE: OptionalText = None
+    # Every rate limit (Flask-Limiter's and app/ratelimits.py's mail caps) on or off; `false`, `0`, `no` or `off`
+    # turn them all off (a load test, a local debugging session). `flask doctor` fails while they are off.
+    RATELIMIT_ENABLED: bool = True
     RATELIMIT_LOGIN: str = "10 per minute;50 per hour"
     RATELIMIT_BILLING: str = "10 per minute"
     RATELIMIT_API: str = "300 per minute"

@@ -10,9 +10,9 @@ the app does once the response is closed then never runs: without a task queue t
 `closed_once` keeps the app's response in the WSGI environ and `ClosingRequestHandler` closes it once the request is
 over, however it ended (a second close does nothing). The tests' live server is built on the same two.
 
-`python -m app.devserver --host 127.0.0.1 --port 5000` (scripts/run-dev.sh) starts the server as `flask run` did:
-`.flaskenv` and `.env` loaded, the app found by FLASK_APP, debug mode (reloader and debugger) from FLASK_DEBUG, the
-same banner and the same request log.
+`python -m app.devserver --host 127.0.0.1 --port 5000` (scripts/run-dev.sh, the port `make run`'s APP_PORT) starts the
+server as `flask run` did: `.flaskenv` and `.env` loaded, the app found by FLASK_APP, debug mode (reloader and
+debugger) from FLASK_DEBUG, the same banner and the same request log.
 """
 
 from __future__ import annotations

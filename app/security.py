@@ -461,7 +461,10 @@ def register_private_responses(app: Flask) -> None:
     Decided from the request alone, as the page cache does (`may_be_logged_in`): a request without a cookie (a
     visitor's pricing page, served from the page cache, a probe) costs nothing more and keeps its caching; static
     files keep theirs (Flask's) whoever asks. A visitor's page that shows a flashed message is one person's too
-    (`shows_flashed_messages`): the log-in page after sign-up names the address just signed up with.
+    (`shows_flashed_messages`): the log-in page after sign-up names the address just signed up with. So is every
+    answer to a POST of a form that takes an address or a password (`answers_a_credentials_form`), whatever it is
+    (a failed log-in's 400 repeats the typed address, a 429 or a CSRF refusal names none but costs nothing more),
+    with or without a cookie.
     """
     api_prefix = app.config["API_PREFIX"]
     token_endpoints = frozenset({"api.issue_token", "api.refresh_token"})
@@ -473,7 +476,7 @@ def register_private_responses(app: Flask) -> None:
         if this.path == api_prefix or this.path.startswith(api_prefix + "/"):
             private = "HTTP_AUTHORIZATION" in environ or this.endpoint in token_endpoints
         else:
-            private = (
+            private = answers_a_credentials_form(this) or (
                 "HTTP_COOKIE" in environ
                 and this.endpoint != "static"
                 and (may_be_logged_in() or shows_flashed_messages())
@@ -481,6 +484,26 @@ def register_private_responses(app: Flask) -> None:
         if private:
             response.headers["Cache-Control"] = PRIVATE_CACHE_CONTROL
         return response
+
+
+#: The forms whose answer may repeat what was typed into them (an address) or whose typing is private (a password):
+#: log-in, sign-up, password reset (asking for the link, choosing the new password) and the account's changes.
+CREDENTIALS_FORM_ENDPOINTS = frozenset(
+    {
+        "account.login",
+        "account.signup",
+        "account.forgot_password",
+        "account.reset_password",
+        "account.change_email",
+        "account.change_password",
+    }
+)
+
+
+def answers_a_credentials_form(this: Request) -> bool:
+    """Whether this request POSTs one of the `CREDENTIALS_FORM_ENDPOINTS` forms: its answer, a re-shown form
+    with the typed address as much as a redirect, is that person's alone."""
+    return this.method == "POST" and this.endpoint in CREDENTIALS_FORM_ENDPOINTS
 
 
 def shows_flashed_messages() -> bool:

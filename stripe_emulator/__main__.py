@@ -1,4 +1,5 @@
-"""``python -m stripe_emulator --port 12111 [--state PATH] [--webhook URL --webhook-secret whsec_...]``"""
+"""``python -m stripe_emulator --port 12111 [--state PATH] [--api-key sk_test_... | --any-test-key]
+[--webhook URL --webhook-secret whsec_...]``"""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import sys
 
 from werkzeug.serving import make_server
 
-from .billing import Config
+from .billing import DEFAULT_API_KEY, Config
 from .emulator import Emulator
+from .errors import masked_key
 from .server import create_app
 
 
@@ -25,6 +27,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--state",
         default=os.path.join("instance", "stripe_emulator.json"),
         help="JSON state file (default: instance/stripe_emulator.json); ':memory:' keeps nothing",
+    )
+    keys = ap.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--api-key",
+        action="append",
+        default=None,
+        metavar="SK_TEST_KEY",
+        help=f"the secret key clients must send (repeatable; default: {DEFAULT_API_KEY}, the key the app uses "
+        "without STRIPE_SECRET_KEY); any other key gets Stripe's 401",
+    )
+    keys.add_argument(
+        "--any-test-key",
+        action="store_true",
+        help="accept any sk_test_... key (a mistyped key then goes unnoticed until real Stripe refuses it)",
     )
     ap.add_argument(
         "--public-url", default=None, help="base URL for hosted pages (default: the address the client used)"
@@ -61,7 +77,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if len(args.webhook_secret) not in (0, len(args.webhook)) or (args.webhook and not args.webhook_secret):
         ap.error("give one --webhook-secret per --webhook")
+    for key in args.api_key or ():
+        if not key.startswith("sk_test_") or len(key) <= len("sk_test_"):
+            ap.error(f"--api-key must be a test secret key (sk_test_...), not {masked_key(key)}")
     return args
+
+
+def accepted_keys(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The keys answered: those given, the default one, or None (any test key) with ``--any-test-key``."""
+    if args.any_test_key:
+        return None
+    return tuple(args.api_key or (DEFAULT_API_KEY,))
 
 
 def main(argv=None) -> int:
@@ -72,6 +98,7 @@ def main(argv=None) -> int:
         payment_attempts=args.payment_attempts,
         retry_interval_days=args.retry_interval_days,
         webhooks=list(zip(args.webhook, args.webhook_secret, strict=True)),
+        api_keys=accepted_keys(args),
     )
     state = None if args.state == ":memory:" else args.state
     emulator = Emulator(
@@ -87,7 +114,8 @@ def main(argv=None) -> int:
     server = make_server(args.host, args.port, app, threaded=True)
     print(
         f"Stripe emulator on http://{args.host}:{args.port} (state: {state or 'memory'}; "
-        f"webhooks: {', '.join(args.webhook) or 'none'})",
+        f"webhooks: {', '.join(args.webhook) or 'none'}; API keys: "
+        f"{', '.join(map(masked_key, config.api_keys)) if config.api_keys is not None else 'any sk_test_ key'})",
         file=sys.stderr,
         flush=True,
     )

@@ -19,6 +19,8 @@ from .store import Store, new_id
 from .webhooks import Dispatcher
 
 DAY = 86400
+#: The key the emulator accepts unless told otherwise: the one the app's gateway uses when STRIPE_SECRET_KEY is unset.
+DEFAULT_API_KEY = "sk_test_emulator"
 
 
 @dataclass
@@ -30,6 +32,9 @@ class Config:
     payment_attempts: int = 3  # charge attempts per invoice before giving up
     retry_interval_days: int = 3  # days between attempts
     webhooks: list = field(default_factory=list)  # [(url, secret)] from the command line
+    # The secret keys answered, as Stripe answers only its account's: another key gets Stripe's 401, so a mistyped
+    # key fails here as it would on Stripe. None (`--any-test-key`): any well-formed `sk_test_…` key.
+    api_keys: tuple[str, ...] | None = (DEFAULT_API_KEY,)
 
 
 @dataclass

@@ -37,6 +37,11 @@ class StripeError(Exception):
         return {"error": err}
 
 
+def masked_key(key: str) -> str:
+    """A key as Stripe's 401 shows it: its first 8 and last 4 characters, a ``*`` for each one between."""
+    return key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else key
+
+
 def missing_param(param: str) -> StripeError:
     return StripeError(f"Missing required param: {param}.", code="parameter_missing", param=param)
 

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, request
 from . import declared, objects
 from .billing import Billing, Ctx
 from .emulator import Emulator
-from .errors import StripeError, invalid
+from .errors import StripeError, invalid, masked_key
 from .expand import Includable, expand
 from .forms import FormError, decode
 from .params import Params
@@ -114,7 +114,8 @@ def render(result, expand_paths: list) -> dict:
 
 # ---------------------------------------------------------------------- request
 def check_auth() -> StripeError | None:
-    """Any ``sk_test_…`` key, as Bearer or Basic auth; otherwise Stripe's 401."""
+    """One of the keys the emulator was started with (``--api-key``; any ``sk_test_…`` key with
+    ``--any-test-key``), as Bearer or Basic auth; otherwise Stripe's 401, the key masked as Stripe masks it."""
     header = request.headers.get("Authorization", "")
     key = None
     if header.startswith("Bearer "):
@@ -128,9 +129,10 @@ def check_auth() -> StripeError | None:
             status=401,
             code=None,
         )
-    if not key.startswith("sk_test_") or len(key) <= len("sk_test_"):
-        shown = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else key
-        return StripeError(f"Invalid API Key provided: {shown}", status=401, code="api_key_invalid")
+    accepted = emu().config.api_keys
+    well_formed = key.startswith("sk_test_") and len(key) > len("sk_test_")
+    if not well_formed or (accepted is not None and key not in accepted):
+        return StripeError(f"Invalid API Key provided: {masked_key(key)}", status=401, code="api_key_invalid")
     return None
 
 

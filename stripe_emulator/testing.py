@@ -21,7 +21,13 @@ Typical use (pytest)::
 
 ``EmulatorServer(state_path=None, *, webhooks=(), public_url=None,
 failed_renewal_outcome="canceled", payment_attempts=3, retry_interval_days=3,
-webhook_retry_schedule=(0.2, 0.4, 0.8, 1.6), webhook_max_attempts=5)``
+webhook_retry_schedule=(0.2, 0.4, 0.8, 1.6), webhook_max_attempts=5,
+api_keys=("sk_test_emulator",), any_test_key=False)``
+
+- ``api_keys``: the secret keys the API answers (as ``--api-key``); any other key
+  gets Stripe's 401 ``Invalid API Key provided: sk_test_****…``, so a mistyped
+  key fails here as on Stripe. ``any_test_key=True`` (``--any-test-key``)
+  answers any ``sk_test_…`` key, for a suite that configures several.
 
 - ``.url`` base URL (``http://127.0.0.1:<port>``), ``.emulator`` the in-process
   ``Emulator`` (``.store``, ``.dispatcher``, ``.billing``), ``.start()``,
@@ -66,7 +72,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from .billing import Config
+from .billing import DEFAULT_API_KEY, Config
 from .emulator import Emulator
 from .server import create_app
 
@@ -101,8 +107,11 @@ class EmulatorServer:
         webhook_max_attempts: int = 5,
         host: str = "127.0.0.1",
         port: int = 0,
+        api_keys: tuple[str, ...] = (DEFAULT_API_KEY,),
+        any_test_key: bool = False,
     ):
         self.config = Config(
+            api_keys=None if any_test_key else tuple(api_keys),
             public_url=public_url,
             failed_renewal_outcome=failed_renewal_outcome,
             payment_attempts=payment_attempts,

@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet
 
 from app import create_app
 from app.config import GUIDE_VARIABLES, ConfigurationError
+from app.extensions import limiter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -271,3 +272,26 @@ def test_webhooks_on_the_queue_without_a_queue_is_a_problem_line(no_queue_env):
     with pytest.raises(ConfigurationError) as excinfo:
         create_app({"WEBHOOK_APPLY": "worker", "TASK_QUEUE_URL": "redis://queue.internal:6379/1"})
     assert excinfo.value.problems == ["WEBHOOK_APPLY must be request or queue, not 'worker'"]
+
+
+@pytest.mark.parametrize("value", ["false", "False", "0", "no", "off"])
+def test_rate_limits_are_turned_off_from_the_environment(clean_env, value):
+    """RATELIMIT_ENABLED is the switch `flask doctor` names: set in the environment, it turns every limit off."""
+    clean_env.setenv("RATELIMIT_ENABLED", value)
+    app = create_app()
+    assert app.config["RATELIMIT_ENABLED"] is False
+    assert limiter.enabled is False
+
+
+def test_rate_limits_are_on_unless_the_environment_says_otherwise(clean_env):
+    clean_env.delenv("RATELIMIT_ENABLED", raising=False)
+    assert create_app().config["RATELIMIT_ENABLED"] is True
+    clean_env.setenv("RATELIMIT_ENABLED", "true")
+    assert create_app() and limiter.enabled is True
+
+
+def test_an_unreadable_rate_limit_switch_is_a_problem_line(clean_env):
+    clean_env.setenv("RATELIMIT_ENABLED", "maybe")
+    with pytest.raises(ConfigurationError) as excinfo:
+        create_app()
+    assert excinfo.value.problems == ["RATELIMIT_ENABLED must be true or false, not 'maybe'"]

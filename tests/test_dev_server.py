@@ -14,18 +14,23 @@ writes no mail into the repository's instance/mail/, and never reaches a `make r
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
+import re
 import shlex
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+import requests
 
 from app.services.mail import SUBJECTS
 from tests.conftest import csrf_token_from
@@ -42,10 +47,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def two_free_ports() -> tuple[int, int]:
+    """Two distinct free ports, neither of them `make run`'s defaults."""
+    with socket.socket() as one, socket.socket() as other:
+        one.bind(("127.0.0.1", 0))
+        other.bind(("127.0.0.1", 0))
+        return one.getsockname()[1], other.getsockname()[1]
+
+
 def dev_server_command(port: int) -> list[str]:
-    """The command scripts/run-dev.sh ends with (the web server), on `port` instead of 5000."""
+    """The command scripts/run-dev.sh ends with (the web server), on `port` (its APP_PORT)."""
     command = shlex.split(RUN_DEV.read_text().strip().splitlines()[-1])
-    assert command[-2:] == ["--port", "5000"], command
+    assert command[-2:] == ["--port", "$APP_PORT"], command
     return [*command[:-1], str(port)]
 
 
@@ -159,31 +172,46 @@ def test_make_run_beside_another_starts_nothing_and_says_why(tmp_path):
     """A second `make run` while another holds the emulator's port: it registered its webhook endpoint in the other's
     emulator (replacing that app's endpoint and secret: every delivery to it then failed its signature check), and
     only then failed on the app's port. Now it stops first, with one line, having touched nothing."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if probe.connect_ex(("127.0.0.1", 5000)) == 0:
-            pytest.skip("port 5000 is in use on this machine (the script would name it first)")
-    holder = socket.socket()
-    try:
-        holder.bind(("127.0.0.1", 12111))
-    except OSError:
-        holder.close()
-        pytest.skip("port 12111 is in use on this machine")
-    holder.listen()
+    app_port, emulator_port = two_free_ports()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_URL", "TASK_QUEUE"))}
-    try:
+    env.update(APP_PORT=str(app_port), EMULATOR_PORT=str(emulator_port))
+    for name, port in (("EMULATOR_PORT", emulator_port), ("APP_PORT", app_port)):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        try:
+            done = subprocess.run(
+                [str(RUN_DEV)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired as error:
+            pytest.fail(f"run-dev.sh went on beside the other {name}: {error.stdout!r} {error.stderr!r}")
+        finally:
+            holder.close()
+        assert done.returncode != 0
+        assert done.stderr.strip().splitlines() == [  # the variable that moves it named, as `make run` takes it
+            f"Port {port} is in use (another `make run`?): stop it, or give {name} a free port "
+            f"(`make run {name}=<port>`); nothing was started."
+        ], done.stderr
+        assert "Webhook endpoint" not in done.stdout and "App:" not in done.stdout, done.stdout
+
+
+def test_make_run_names_a_port_setting_it_cannot_read():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_URL", "TASK_QUEUE"))}
+    for settings, line in (
+        ({"APP_PORT": "5000x"}, "APP_PORT must be a port number from 1 to 65535, not '5000x'; nothing was started."),
+        (
+            {"EMULATOR_PORT": "70000"},
+            "EMULATOR_PORT must be a port number from 1 to 65535, not '70000'; nothing was started.",
+        ),
+        (
+            {"APP_PORT": "5050", "EMULATOR_PORT": "5050"},
+            "APP_PORT and EMULATOR_PORT are both 5050: give them two ports; nothing was started.",
+        ),
+    ):
         done = subprocess.run(
-            [str(RUN_DEV)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+            [str(RUN_DEV)], cwd=ROOT, env={**env, **settings}, capture_output=True, text=True, timeout=60
         )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"run-dev.sh went on beside the other emulator: {error.stdout!r} {error.stderr!r}")
-    finally:
-        holder.close()
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [
-        "Port 12111 is in use (another `make run`?): stop it first; nothing was started."
-    ], done.stderr
-    assert "Webhook endpoint" not in done.stdout and "App:" not in done.stdout, done.stdout
+        assert done.returncode != 0 and done.stderr.strip().splitlines() == [line], done.stderr
 
 
 def test_make_run_beside_another_migrates_nothing(tmp_path):
@@ -211,5 +239,132 @@ def test_make_run_beside_another_migrates_nothing(tmp_path):
         for holder in holders:
             holder.close()
     assert done.returncode != 0
-    assert "is in use (another `make run`?): stop it first; nothing was started." in done.stderr, done.stderr
+    assert "is in use (another `make run`?): stop it, or give " in done.stderr, done.stderr
+    assert "; nothing was started." in done.stderr, done.stderr
     assert not database.exists(), done.stdout
+
+
+#: What `make run` needs of a checkout (the tests, docs and benchmarks stay behind); the virtualenv is linked.
+CHECKOUT = ("app", "migrations", "scripts", "stripe_emulator", "wsgi.py", "alembic.ini", ".flaskenv", "Makefile")
+CHECKOUT_FILES_KEPT_OLD = ("requirements.txt", "requirements-dev.txt")  # their times kept: `make` installs nothing
+
+
+def fresh_checkout(tmp_path: Path) -> Path:
+    """A copy of what `make run` runs, so that its instance/ (SQLite database, emulator state, development secrets,
+    mails) is a fresh clone's and not this checkout's."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in CHECKOUT:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, checkout / name)
+    for name in CHECKOUT_FILES_KEPT_OLD:
+        shutil.copy2(ROOT / name, checkout / name)
+    (checkout / ".venv").symlink_to((ROOT / ".venv").resolve())
+    return checkout
+
+
+@contextlib.contextmanager
+def make_run(checkout: Path, app_port: int, emulator_port: int, log: Path) -> Iterator[None]:
+    """`make run APP_PORT=… EMULATOR_PORT=…` in `checkout`, with a fresh clone's environment, until /healthz answers;
+    stopped (make, the script, the emulator and the server) on the way out."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STRIPE_", "DATABASE_URL", "TASK_QUEUE", "REDIS_URL", "MAIL_", "APP_", "EMULATOR_"))
+        and k not in ("ENVIRONMENT", "WEBHOOK_APPLY")
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            # -o: the virtualenv counts as installed (it is this checkout's, linked): the test installs nothing.
+            ["make", "-o", ".venv/bin/.installed", "run", f"APP_PORT={app_port}", f"EMULATOR_PORT={emulator_port}"],
+            cwd=checkout,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # stopped together
+        )
+    try:
+
+        def healthy() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return requests.get(f"http://127.0.0.1:{app_port}/healthz", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        assert eventually(healthy, seconds=90), log.read_text()
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # make stopped by itself (a refused start)
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+@pytest.fixture
+def moved_make_run(tmp_path):
+    """`make run` on two ports of its own in a fresh checkout; yields the two ports, the checkout and the log."""
+    checkout = fresh_checkout(tmp_path)
+    app_port, emulator_port = two_free_ports()
+    log = tmp_path / "make-run.log"
+    with make_run(checkout, app_port, emulator_port, log):
+        yield app_port, emulator_port, checkout, log
+
+
+def test_make_run_on_other_ports_builds_every_address_on_them(moved_make_run):
+    """`make run APP_PORT=… EMULATOR_PORT=…` (port 5000 is macOS's AirPlay receiver): the app and the emulator
+    listen there, the webhook endpoint is registered at the app's port, the mails link to it, Checkout is the
+    emulator's on its port and its way back leads to the app's."""
+    app_port, emulator_port, checkout, log = moved_make_run
+    app, emulator = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{emulator_port}"
+    output = log.read_text()
+    assert f"App: {app}" in output, output
+    assert f"Stripe emulator: {emulator} " in output, output
+    assert f"registered → {app}/api/v1/billing/webhooks/stripe" in output, output
+    assert requests.get(f"{emulator}/_emulator/health", timeout=5).status_code == 200
+
+    browser = requests.Session()
+    email = "moved@example.com"
+    signup = browser.get(f"{app}/signup", timeout=10)
+    form = {"email": email, "password": PASSWORD, "confirm": PASSWORD, "csrf_token": csrf_token_from(signup.text)}
+    assert browser.post(f"{app}/signup", data=form, timeout=10).status_code == 200  # the log-in page, followed
+    verify_link = re.compile(rf"{re.escape(app)}/verify-email/[^\s\"'<>]+")
+    assert eventually(lambda: verify_link.search(log.read_text()) is not None, seconds=10), (
+        f"no verification link to {app} in the mail:\n{log.read_text()}"
+    )
+    link = verify_link.search(log.read_text())
+    assert link is not None
+    login = browser.get(f"{app}/login", timeout=10)
+    form = {"email": email, "password": PASSWORD, "csrf_token": csrf_token_from(login.text)}
+    assert browser.post(f"{app}/login", data=form, timeout=10).status_code == 200
+    assert browser.get(link.group(0), timeout=10).status_code == 200
+
+    review = browser.get(f"{app}/billing/checkout", params={"plan": "pro", "cycle": "monthly"}, timeout=10)
+    form = {"plan": "pro", "cycle": "monthly", "csrf_token": csrf_token_from(review.text)}
+    checkout_answer = browser.post(f"{app}/billing/checkout", data=form, allow_redirects=False, timeout=30)
+    assert checkout_answer.status_code == 303, checkout_answer.text
+    assert checkout_answer.headers["Location"].startswith(f"{emulator}/"), checkout_answer.headers["Location"]
+    hosted = browser.get(checkout_answer.headers["Location"], timeout=10)
+    assert hosted.status_code == 200
+    assert f'href="{app}/pricing?' in hosted.text, hosted.text  # the way back from Checkout: the app's port
+
+
+def test_make_run_with_a_stripe_key_in_dot_env_starts_no_emulator(tmp_path):
+    """A key in .env (which the app reads, and the script's shell does not) means Stripe, as one in the environment:
+    no emulator is started, its port is not needed, and STRIPE_API_BASE does not point the app at an emulator."""
+    checkout = fresh_checkout(tmp_path)
+    (checkout / ".env").write_text("STRIPE_SECRET_KEY=sk_test_" + "x" * 24 + "\n")
+    app_port, emulator_port = two_free_ports()
+    log = tmp_path / "make-run.log"
+    with socket.socket() as holder:  # the emulator's port taken: no matter, with a key
+        holder.bind(("127.0.0.1", emulator_port))
+        holder.listen()
+        with make_run(checkout, app_port, emulator_port, log):
+            output = log.read_text()
+    assert f"App: http://127.0.0.1:{app_port}" in output, output
+    assert "Stripe emulator:" not in output and "Webhook endpoint" not in output, output
+    assert not (checkout / "instance" / "stripe_emulator.json").exists()

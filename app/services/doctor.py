@@ -511,7 +511,11 @@ def check_rate_limit_storage() -> Iterator[Check]:
     title = "Rate limiting"
     fix = "set REDIS_URL: the limits are then counted in Redis (RATELIMIT_STORAGE_URI follows it)"
     if not limiter.enabled:
-        yield failed(title, "disabled (RATELIMIT_ENABLED is false)", "remove RATELIMIT_ENABLED=false")
+        yield failed(
+            title,
+            "disabled (RATELIMIT_ENABLED is false)",
+            "remove RATELIMIT_ENABLED=false from the environment (limits are on by default), or set it to true",
+        )
         return
     uri = str(current_app.config.get("RATELIMIT_STORAGE_URI") or "memory://")
     if not uri.startswith(("redis://", "rediss://")):

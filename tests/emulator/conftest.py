@@ -15,14 +15,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:  # pytest's rootdir is not on sys.path without a pythonpath setting
     sys.path.insert(0, ROOT)
 
+from stripe_emulator.billing import DEFAULT_API_KEY  # noqa: E402
 from stripe_emulator.testing import EmulatorServer, WebhookReceiver  # noqa: E402
+
+#: The key `Raw` sends.
+RAW_KEY = "sk_test_raw"
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture(scope="session")
 def emulator_server():
-    with EmulatorServer(webhook_retry_schedule=(0.05, 0.1, 0.2, 0.4)) as server:
+    # The keys of the stripe library's client (`.client()`) and of `Raw`: any other is refused, as on Stripe.
+    with EmulatorServer(webhook_retry_schedule=(0.05, 0.1, 0.2, 0.4), api_keys=(DEFAULT_API_KEY, RAW_KEY)) as server:
         yield server
 
 
@@ -49,7 +54,7 @@ def client(emulator):
 class Raw:
     """Plain HTTP access to the emulator, to look at the exact JSON and status codes."""
 
-    def __init__(self, base: str, api_key: str = "sk_test_raw"):
+    def __init__(self, base: str, api_key: str = RAW_KEY):
         self.base = base
         self.api_key = api_key
 

@@ -1,4 +1,4 @@
-"""``python -m stripe_emulator`` as a process: state file, --webhook, reset."""
+"""``python -m stripe_emulator`` as a process: state file, --webhook, --api-key, reset."""
 
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ def test_command_line(tmp_path):
                 hook.secret,
                 "--failed-renewal-outcome",
                 "unpaid",
+                "--api-key",
+                "sk_test_cli",
             ],
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": ROOT},

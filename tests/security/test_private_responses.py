@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.services import accounts
 from tests.factories import UserFactory
 
 #: Pages of a logged-in admin on the Free plan: its own pages, a plan-gated page (403) and a missing one (404).
@@ -83,3 +84,62 @@ def test_a_visitors_page_showing_a_flashed_message_is_no_store(seeded, client, a
     assert "someone@example.com" in page.get_data(as_text=True)
     assert page.headers.get("Cache-Control") == "no-store"
     assert "no-store" not in (client.get("/login").headers.get("Cache-Control") or "")
+
+
+def test_a_failed_log_in_repeats_the_address_and_is_no_store(seeded, client, auth):
+    """The 400 after a wrong password shows the typed address again: a shared computer's Back button, or a proxy,
+    must not keep it; the visitor's pricing and log-in pages, asked for by the same browser, keep their caching."""
+    auth.signup("typed@example.com")
+    auth.logout()
+    refused = auth.login("typed@example.com", "not the password")
+    assert refused.status_code == 400
+    assert "typed@example.com" in refused.get_data(as_text=True)
+    assert refused.headers.get("Cache-Control") == "no-store"
+    for path in ("/pricing", "/login"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert "no-store" not in (page.headers.get("Cache-Control") or ""), (path, page.headers.get("Cache-Control"))
+
+
+def test_every_answer_to_a_credentials_form_is_no_store(seeded, client, auth):
+    """Sign-up, log-in and password-reset POSTs, refused or not, and even without a cookie (the CSRF refusal)."""
+    answers = {
+        "sign-up refused": client.post(
+            "/signup",
+            data={
+                "email": "mine@example.com",
+                "password": "short",
+                "confirm": "other",
+                "csrf_token": auth.token("/signup"),
+            },
+        ),
+        "reset link asked": client.post(
+            "/forgot-password", data={"email": "mine@example.com", "csrf_token": auth.token("/forgot-password")}
+        ),
+        "reset link refused": client.post(
+            "/forgot-password", data={"email": "not an address", "csrf_token": auth.token("/forgot-password")}
+        ),
+    }
+    client.delete_cookie("session")
+    answers["log-in without a cookie"] = client.post("/login", data={"email": "mine@example.com", "password": "x"})
+    statuses = {name: response.status_code for name, response in answers.items()}
+    assert statuses == {
+        "sign-up refused": 400,
+        "reset link asked": 302,
+        "reset link refused": 400,
+        "log-in without a cookie": 400,
+    }
+    for name, response in answers.items():
+        response.close()
+        assert response.headers.get("Cache-Control") == "no-store", (name, response.headers.get("Cache-Control"))
+    assert "no-store" not in (client.get("/pricing").headers.get("Cache-Control") or "")
+
+
+def test_choosing_a_new_password_is_no_store(seeded, client, auth):
+    with seeded.app_context():
+        token = accounts.password_reset_token(UserFactory(email="forgetful@example.com"))
+    path = f"/reset-password/{token}"
+    refused = client.post(path, data={"password": "short", "confirm": "short", "csrf_token": auth.token(path)})
+    assert refused.status_code == 400
+    assert refused.headers.get("Cache-Control") == "no-store"
+    assert "no-store" not in (client.get("/pricing").headers.get("Cache-Control") or "")
