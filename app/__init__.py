@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from app.admin import bp as admin_bp
 from app.alerts import bp as alerts_bp
 from app.api import bp as api_bp
 from app.billing import bp as billing_bp
-from app.config import load_settings
+from app.config import load_settings, runs_bootstrap_command
 from app.extensions import (
     cache,
     cors,
@@ -101,7 +102,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         load_dotenv(root / ".env")
     app = SiteFlask(__name__, instance_path=str(root / "instance"))
     overrides = {k: v for k, v in (config or {}).items() if isinstance(v, str)}
-    settings = load_settings(overrides, Path(app.instance_path))
+    # A real start of `flask stripe create-catalog` (or another bootstrap command) runs without what it prints.
+    settings = load_settings(overrides, Path(app.instance_path), config is None and runs_bootstrap_command(sys.argv))
     app.extensions["settings"] = settings
     values = settings.flask_config()
     app.config.update(values)

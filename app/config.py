@@ -13,7 +13,8 @@ import json
 import re
 import secrets
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +53,17 @@ LocalDefault = Callable[[Path, str], str]
 #: A rule production adds to a variable: (name, value) → the problem line, or None when the value is fine.
 ProductionRule = Callable[[str, Any], str | None]
 
+#: The `flask` commands that make what production then requires (`Var.made_by`): `flask stripe create-catalog`
+#: prints the STRIPE_PRICE_* to set, `flask stripe webhook-endpoint` the STRIPE_WEBHOOK_SECRET. They run in a
+#: production shell without those (unset, or still the guide's placeholder): refusing them for lacking what they
+#: print left an operator following .env.example no way to get it but the Dashboard.
+BOOTSTRAP_COMMANDS = frozenset(
+    {("stripe", "create-catalog"), ("stripe", "webhook-endpoint"), ("stripe", "portal-config")}
+)
+
+#: Set while `load_settings` validates for a bootstrap command: production then waives the `made_by` variables.
+_BOOTSTRAPPING: ContextVar[bool] = ContextVar("bootstrapping", default=False)
+
 
 class ConfigurationError(SystemExit):
     """The configuration cannot run the app.
@@ -83,7 +95,7 @@ class Var:
     required: production refuses to start without it; local: its value in development and testing when unset;
     production: a further rule production applies to a set value; expected: what a value must be, for the
     problem line when the type alone says it badly; unset: what the problem line of a required variable left unset
-    adds.
+    adds; made_by: the command that prints its value (`BOOTSTRAP_COMMANDS` run without it).
     """
 
     guide: bool = True
@@ -92,6 +104,7 @@ class Var:
     production: ProductionRule | None = None
     expected: str | None = None
     unset: str | None = None
+    made_by: str | None = None
 
 
 def variable(field: FieldInfo) -> Var | None:
@@ -284,6 +297,14 @@ def long_token(name: str, token: str) -> str | None:
 # --- the model ---------------------------------------------------------------------------------------------------
 
 Required = Var(required=True)
+
+
+def MadeByCatalog(local: str) -> Var:  # noqa: N802 - used like the `Var(...)` it builds, in annotations
+    """A plan's price id: required in production, printed by `flask stripe create-catalog`, the emulator's own id
+    (`local`) in development and testing."""
+    return Var(required=True, local=local, made_by="flask stripe create-catalog")
+
+
 PositiveInt = Annotated[int, Field(ge=1)]
 ProxyHops = Annotated[int, Field(ge=0)]
 OptionalText = str | None
@@ -308,14 +329,19 @@ class Settings(BaseSettings):
     STRIPE_SECRET_KEY: Annotated[OptionalText, Var(required=True, production=stripe_secret_key)] = None
     STRIPE_PUBLISHABLE_KEY: Annotated[OptionalText, Required] = None
     STRIPE_WEBHOOK_SECRET: Annotated[
-        OptionalText, Var(required=True, local=kept_secret(lambda: "whsec_dev" + secrets.token_hex(24)))
+        OptionalText,
+        Var(
+            required=True,
+            local=kept_secret(lambda: "whsec_dev" + secrets.token_hex(24)),
+            made_by="flask stripe webhook-endpoint",
+        ),
     ] = None
     # The development seed's price ids: the bundled Stripe emulator has the very same ids.
-    STRIPE_PRICE_FREE_MONTHLY: Annotated[OptionalText, Var(required=True, local="price_free_monthly")] = None
-    STRIPE_PRICE_STARTER_MONTHLY: Annotated[OptionalText, Var(required=True, local="price_starter_monthly")] = None
-    STRIPE_PRICE_STARTER_YEARLY: Annotated[OptionalText, Var(required=True, local="price_starter_yearly")] = None
-    STRIPE_PRICE_PRO_MONTHLY: Annotated[OptionalText, Var(required=True, local="price_pro_monthly")] = None
-    STRIPE_PRICE_PRO_YEARLY: Annotated[OptionalText, Var(required=True, local="price_pro_yearly")] = None
+    STRIPE_PRICE_FREE_MONTHLY: Annotated[OptionalText, MadeByCatalog("price_free_monthly")] = None
+    STRIPE_PRICE_STARTER_MONTHLY: Annotated[OptionalText, MadeByCatalog("price_starter_monthly")] = None
+    STRIPE_PRICE_STARTER_YEARLY: Annotated[OptionalText, MadeByCatalog("price_starter_yearly")] = None
+    STRIPE_PRICE_PRO_MONTHLY: Annotated[OptionalText, MadeByCatalog("price_pro_monthly")] = None
+    STRIPE_PRICE_PRO_YEARLY: Annotated[OptionalText, MadeByCatalog("price_pro_yearly")] = None
     DEBUG: Annotated[bool, Var(production=debug_off)] = False
     SECRET_KEY: Annotated[OptionalText, Var(required=True, local=kept_secret(lambda: secrets.token_urlsafe(48)))] = None
     API_PREFIX: Annotated[str, AfterValidator(lambda prefix: "/" + prefix.strip("/")), Var()] = "/api/v1"
@@ -427,6 +453,8 @@ class Settings(BaseSettings):
         """In production a `<…>` left anywhere in a value is a problem line of its own, before its type is read."""
         if info.data.get("ENVIRONMENT") == "production" and isinstance(value, str):
             lines = placeholder_lines(info.field_name or "", value)
+            if lines and waived(info.field_name or ""):
+                return None  # the guide's placeholder of what this very command prints: unset
             if lines:
                 raise problem(*lines)
         return value
@@ -444,7 +472,7 @@ class Settings(BaseSettings):
         if var is None or info.data.get("ENVIRONMENT") != "production":
             return value
         if value is None:
-            if var.required:
+            if var.required and not waived(name):
                 raise problem(f"{name} is not set" + (f" ({var.unset})" if var.unset else ""))
             return value
         why = var.production(name, value) if var.production else None
@@ -609,11 +637,30 @@ def describe(detail: ErrorDetails) -> str:
 # --- loading -----------------------------------------------------------------------------------------------------
 
 
-def load_settings(overrides: Mapping[str, str], instance_path: Path) -> Settings:
-    """Validate the environment (with `overrides` on top, as `create_app(config)` passes them).
+def waived(name: str) -> bool:
+    """Whether production lets variable `name` be unset now: a bootstrap command is validated and prints it."""
+    field = Settings.model_fields.get(name)
+    var = variable(field) if field is not None else None
+    return _BOOTSTRAPPING.get() and var is not None and var.made_by is not None
+
+
+def runs_bootstrap_command(argv: Sequence[str]) -> bool:
+    """Whether `argv` (sys.argv) is the `flask` command running one of `BOOTSTRAP_COMMANDS`, its options anywhere
+    (`flask --app wsgi stripe create-catalog`, `python -m flask stripe webhook-endpoint --url …`)."""
+    program = Path(argv[0]) if argv else Path()
+    if program.name != "flask" and program.parent.name != "flask":
+        return False
+    words = [arg for arg in argv[1:] if not arg.startswith("-")]
+    return any(pair in BOOTSTRAP_COMMANDS for pair in zip(words, words[1:], strict=False))
+
+
+def load_settings(overrides: Mapping[str, str], instance_path: Path, bootstrapping: bool = False) -> Settings:
+    """Validate the environment (with `overrides` on top, as `create_app(config)` passes them); `bootstrapping`:
+    for a `BOOTSTRAP_COMMANDS` command, which production lets run without what it prints (`Var.made_by`).
 
     Raises ConfigurationError listing every problem, after printing it to stderr (a gunicorn import shows it).
     """
+    token = _BOOTSTRAPPING.set(bootstrapping)
     try:
         values: dict[str, Any] = dict(overrides)
         settings = Settings(**values)
@@ -621,6 +668,8 @@ def load_settings(overrides: Mapping[str, str], instance_path: Path) -> Settings
         refusal = ConfigurationError(problem_lines(error))
         print(refusal, file=sys.stderr)
         raise refusal from None
+    finally:
+        _BOOTSTRAPPING.reset(token)
     if settings.ENVIRONMENT == "production" and (settings.STRIPE_SECRET_KEY or "").startswith(("sk_test_", "rk_test_")):
         print(
             "WARNING: ENVIRONMENT=production with a Stripe TEST key (sk_test_…): no real money will move.",
