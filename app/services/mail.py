@@ -135,7 +135,7 @@ def deliver_batch(limit: int = 50) -> Delivery:
     for row in rows:
         row.attempts += 1
         try:
-            send(row)
+            by_smtp = send(row)
         except Exception as error:  # SMTP trouble must not lose the mail
             row.error = f"{type(error).__name__}: {error}"[:500]
             failed += 1
@@ -147,7 +147,8 @@ def deliver_batch(limit: int = 50) -> Delivery:
         else:
             row.status, row.sent_at, row.error = "sent", utcnow(), None
             sent += 1
-            log.info("mail_sent", kind=row.kind, mail_id=row.id)
+            if by_smtp:  # a mail written to the folder said so itself: `mail_sent` means the mail server took it
+                log.info("mail_sent", kind=row.kind, mail_id=row.id)
     db.session.commit()
     return Delivery(sent, failed)
 
@@ -297,15 +298,20 @@ def html_body(subject: str, body: str) -> str:
     return render_template("mail/layout.html", subject=subject, paragraphs=paragraphs)
 
 
-def send(row: MailOutbox) -> None:
+def send(row: MailOutbox) -> bool:
+    """Deliver one mail: True when the mail server took it, False when it went to the folder (no MAIL_SERVER) or
+    nowhere (MAIL_SUPPRESS_SEND)."""
     if not current_app.config.get("MAIL_SERVER"):
         if current_app.config.get("MAIL_SUPPRESS_SEND"):
-            return  # as Flask-Mail does with SMTP: nothing leaves, not even to the folder (scripts/screenshots.py)
+            return (
+                False  # as Flask-Mail does with SMTP: nothing leaves, not even to the folder (scripts/screenshots.py)
+            )
         write_to_folder(row)
-        return
+        return False
     mail.send(
         Message(subject=row.subject, recipients=[row.recipient], body=row.body, html=html_body(row.subject, row.body))
     )
+    return True
 
 
 def write_to_folder(row: MailOutbox) -> None:
@@ -333,6 +339,7 @@ def write_to_folder(row: MailOutbox) -> None:
         # which must not reach the process's output and its log collector; one line says where the mail went.
         log.warning("mail_written_to_folder", kind=row.kind, mail_id=row.id, path=str(path))
         return
+    log.info("mail_written_to_folder", kind=row.kind, mail_id=row.id, path=str(path))
     print(f"--- mail to {row.recipient}: {row.subject}\n{row.body}\n---")
 
 
