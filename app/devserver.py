@@ -12,12 +12,13 @@ over, however it ended (a second close does nothing). The tests' live server is 
 
 `python -m app.devserver --host 127.0.0.1 --port 5000` (scripts/run-dev.sh, the port `make run`'s APP_PORT) starts the
 server as `flask run` did: `.flaskenv` and `.env` loaded, the app found by FLASK_APP, debug mode (reloader and
-debugger) from FLASK_DEBUG, the same banner and the same request log.
+debugger) from FLASK_DEBUG, the same banner; the request log is the app's own line per request (no werkzeug access line).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 import click
 from flask.cli import ScriptInfo, load_dotenv, show_server_banner
 from flask.helpers import get_debug_flag, get_load_dotenv
+from werkzeug import serving
 from werkzeug.serving import WSGIRequestHandler, is_running_from_reloader, run_simple
 
 if TYPE_CHECKING:
@@ -65,7 +67,13 @@ def closed_once(app: WSGIApplication) -> WSGIApplication:
 
 class ClosingRequestHandler(WSGIRequestHandler):
     """Werkzeug's request handler, closing the app's response (`closed_once`) once the request is over, whatever way
-    it ended: sent, the connection reset before werkzeug closed the response (see the module doc), or an error."""
+    it ended: sent, the connection reset before werkzeug closed the response (see the module doc), or an error.
+
+    It writes no access line: the app's own `request_completed` line (method, path, status, duration, request and
+    user id) says the same, and werkzeug's repeated it, coloured with terminal codes even in a file."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
     def run_wsgi(self) -> None:
         try:
@@ -104,6 +112,10 @@ def main(host: str, port: int) -> None:
     info = ScriptInfo(app_import_path=os.environ.get("FLASK_APP"))  # sets app.debug from FLASK_DEBUG, as flask run
     app = load_app(info)
     debug = get_debug_flag()
+    if not sys.stderr.isatty():
+        # Werkzeug colours its banner lines ("WARNING: This is a development server", "Press CTRL+C") with terminal
+        # codes whatever its output is; `make run > dev.log` kept them as `[31m[1m…`. Its one switch is this flag.
+        serving._log_add_style = False
     show_server_banner(debug, info.app_import_path)
     run_simple(
         host,

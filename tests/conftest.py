@@ -389,7 +389,9 @@ class LiveServer:
 
     def __init__(self, app):
         self.app = app
-        self.server = make_server("127.0.0.1", 0, closed_once(app), threaded=True, request_handler=QuietHandler)
+        self.server = make_server(
+            "127.0.0.1", 0, closed_once(app), threaded=True, request_handler=ClosingRequestHandler
+        )
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -402,14 +404,6 @@ class LiveServer:
         self.server.shutdown()
         self.thread.join(timeout=5)
         self.server.server_close()
-
-
-class QuietHandler(ClosingRequestHandler):
-    """`make run`'s request handler (every response closed, even when the client resets the connection after reading
-    it: app/devserver.py), without a log line per request."""
-
-    def log_request(self, *args, **kwargs):
-        pass
 
 
 @pytest.fixture

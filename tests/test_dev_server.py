@@ -166,6 +166,10 @@ def test_make_run_sends_the_mail_of_a_form_whose_connection_the_browser_reset(de
         assert eventually(lambda to=email: SUBJECTS["verify_email"] in smtp_sink.subjects(to=to), seconds=10), (
             f"the verification mail to {email} never came (the response was never closed):\n{dev_server.output()}"
         )
+    # One line per request, the app's own: werkzeug's access line repeated it (with terminal colour codes in a file).
+    output = dev_server.output()
+    assert "request_completed" in output and "/signup" in output, output
+    assert 'HTTP/1.1" 302' not in output and "\x1b[" not in output.split(" * Debug mode: off", 1)[1], output
 
 
 def test_make_run_beside_another_starts_nothing_and_says_why(tmp_path):
