@@ -416,7 +416,9 @@ def portal_update(bps_id: str):
         if item["price"]["id"] != price["id"]:
             if _scheduled_for_period_end(update, item, price):
                 _schedule_switch(Ctx(base_url()), sub, price)
-                notice = f"Your plan changes to {prod['name']} ({amount}) on {date_filter(e.billing.period(sub)[1])}."
+                # The plan card says what comes and when (`_pending_change`); the notice says what stays until then.
+                kept = e.store.must("products", item["price"]["product"])["name"]
+                notice = f"Change scheduled: you keep {kept} until {date_filter(e.billing.period(sub)[1])}."
             else:
                 e.billing.change_items(
                     Ctx(base_url()), sub, [(item, price, item["quantity"], False)], update["proration_behavior"]

@@ -124,7 +124,8 @@ def test_plan_change_terms_follow_the_configuration(emulator, client, browser_pa
     live = client.v1.subscriptions.retrieve(sub.id)
     assert live["items"].data[0].price.id == "price_pro_monthly" and not live.schedule  # nothing before Confirm
     page.click("#confirm-update")
-    expect(page.locator("#notice")).to_contain_text(f"Your plan changes to Starter Plan ($19.99 per month) on {day}.")
+    # The notice says what stays until then, the plan card what comes: not one sentence twice.
+    expect(page.locator("#notice")).to_have_text(f"Change scheduled: you keep Pro Plan until {day}.")
     expect(page.locator("#pending-change")).to_have_text(
         f"Your plan changes to Starter Plan ($19.99 per month) on {day}."
     )
