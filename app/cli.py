@@ -121,10 +121,11 @@ def print_seeded_plans(results) -> None:
 
 
 def print_plan_prices(results) -> None:
-    """The prices and Stripe price ids stored: a plan without a yearly price on one line, the others on three."""
+    """The prices and Stripe price ids stored: a plan without a yearly price on one line, the others on three. Under
+    the guide's "Plans created:" when the run created any; a later run, which only updated them, says "Plans:"."""
     labels = {item.plan.name: f"{item.plan.display_name} Plan" for item in results}
     width = max(map(len, labels.values()), default=0)
-    click.echo("Plans created:")
+    click.echo("Plans created:" if any(item.created for item in results) else "Plans:")
     for item in results:
         plan = item.plan
         monthly = whole_dollars_or_cents(plan.price_monthly)

@@ -67,6 +67,7 @@ def test_second_run_updates_and_adds_no_rows(app, runner):
     assert result.exit_code == 0
     assert "  ✓ Updated Pro plan with 9 features\n" in result.output
     assert "✓ Created" not in result.output
+    assert "\nPlans:\n" in result.output and "Plans created:" not in result.output
     with app.app_context():
         after = (
             db.session.scalar(sa.select(sa.func.count(SubscriptionPlan.id))),
