@@ -692,13 +692,14 @@ class KeptConnectionReads(Redis):
     redis-py runs every command through its dispatch (a retry policy wrapping a closure, the operation's duration
     recorded for its metrics, a check whether the connection must reconnect): about 40 µs of a GET's 90 µs of CPU
     on the client. A page's cache read is one GET: here it is packed, sent and read under the client's lock, as
-    redis-py sends and reads it. A GET that fails is raised as redis-py raises it (the pages' reads retry nothing:
-    the client's policy is no retry), its connection closed, and the next GET connects again."""
+    redis-py sends and reads it. A GET that fails is raised as redis-py raises it, its connection closed, and the
+    next GET connects again: what redis-py does when its retry policy retries nothing (the cache's, as configured).
+    A connection whose policy retries goes through redis-py's dispatch, which retries."""
 
     def get(self, name: Any) -> Any:
         """The value of `name` (bytes, or None when missing), as `Redis.get` answers it."""
         connection = self.connection
-        if connection is None:  # not a client on one connection: redis-py's own path
+        if connection is None or connection.retry.get_retries():  # not one connection, or retries: redis-py's path
             return super().get(name)
         with self.single_connection_lock:
             try:

@@ -96,3 +96,19 @@ def test_a_cache_read_that_fails_on_the_kept_connection_leaves_it_closed_and_the
         assert connection._sock is None  # closed: the late reply cannot be read as the next GET's
         assert reads.get("page-cache-retry") == "kept"
         cache.delete("page-cache-retry")
+
+
+def test_a_cache_read_on_a_connection_that_retries_goes_through_redis_py(app):
+    """A retry policy that retries (not the cache's, as configured) is redis-py's to apply: such a GET takes
+    redis-py's dispatch."""
+    with app.app_context():
+        cache.set("page-cache-retries", "kept", timeout=60)
+        connection = page_cache()._read_client.connection
+        assert connection.retry.get_retries() == 0  # the cache's policy: a failed read goes to Stripe instead
+        connection.retry.update_retries(2)
+        try:
+            assert calls_of(Redis._execute_command, lambda: page_cache().get("page-cache-retries")) == 1
+            assert page_cache().get("page-cache-retries") == "kept"
+        finally:
+            connection.retry.update_retries(0)
+            cache.delete("page-cache-retries")
