@@ -8,7 +8,9 @@ import inspect
 import os
 
 import pytest
+from redis import Redis
 from redis.connection import ConnectionPool
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.extensions import cache, page_cache
 from tests.perf.test_logged_in_pages import CEILINGS, calls_of, pro_client  # noqa: F401
@@ -65,3 +67,48 @@ def test_a_connection_redis_dropped_is_connected_again(app, pro_client):  # noqa
         response = pro_client.get(path)
         assert response.status_code == 200
         assert response.get_data(as_text=True) == before[path]
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_logged_in_views_cache_read_goes_straight_to_its_connection(pro_client, path):  # noqa: F811
+    """The page's one GET is sent on the kept connection without redis-py's command dispatch (its retry closure,
+    its metrics, its reconnect check): about 40 µs of CPU less per view. (Before: one dispatch per view.)"""
+    assert calls_of(Redis._execute_command, lambda: pro_client.get(path)) == 0
+
+
+def test_a_cache_read_that_fails_on_the_kept_connection_leaves_it_closed_and_the_next_read_connects(app):
+    """A GET whose reply does not come (here a time-out: Redis was slow) fails as redis-py's own GET fails (the
+    billing page then asks Stripe), leaves nothing unread on the connection, and the next GET answers."""
+    with app.app_context():
+        cache.set("page-cache-retry", "kept", timeout=60)
+        reads = page_cache()
+        connection = reads._read_client.connection
+
+        def slow(*args, **kwargs):
+            raise RedisTimeoutError("Timeout reading from the test's Redis")
+
+        connection.read_response = slow
+        try:
+            with pytest.raises(RedisTimeoutError):
+                reads.get("page-cache-retry")
+        finally:
+            del connection.read_response
+        assert connection._sock is None  # closed: the late reply cannot be read as the next GET's
+        assert reads.get("page-cache-retry") == "kept"
+        cache.delete("page-cache-retry")
+
+
+def test_a_cache_read_on_a_connection_that_retries_goes_through_redis_py(app):
+    """A retry policy that retries (not the cache's, as configured) is redis-py's to apply: such a GET takes
+    redis-py's dispatch."""
+    with app.app_context():
+        cache.set("page-cache-retries", "kept", timeout=60)
+        connection = page_cache()._read_client.connection
+        assert connection.retry.get_retries() == 0  # the cache's policy: a failed read goes to Stripe instead
+        connection.retry.update_retries(2)
+        try:
+            assert calls_of(Redis._execute_command, lambda: page_cache().get("page-cache-retries")) == 1
+            assert page_cache().get("page-cache-retries") == "kept"
+        finally:
+            connection.retry.update_retries(0)
+            cache.delete("page-cache-retries")
