@@ -111,10 +111,15 @@ def register(app: Flask) -> None:
         """Run queued jobs (webhook events, mail delivery with retries, the scheduled jobs) until stopped."""
         queue = required_queue()
         if nice:
-            log.info("queue_worker_priority_lowered", nice=nice, applied_to=lower_priority(nice))
-            # What nice leaves the worker still slows the requests (its database backend's half of a drain is not
+            # What nice leaves the worker still slows the requests (its database backend's part of a drain is not
             # niced): beside them, its batches wait while the host is busy (a bounded wait: `BusyHostGate`).
-            app.extensions[HOST_GATE] = BusyHostGate()
+            gate = app.extensions[HOST_GATE] = BusyHostGate()
+            log.info(
+                "queue_worker_priority_lowered",
+                nice=nice,
+                applied_to=lower_priority(nice),
+                batches_held_while_host_busy=f"{gate.longest:g} s at most",
+            )
         if metrics_port is not None:
             try:
                 serve_process_metrics(
