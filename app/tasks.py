@@ -85,8 +85,8 @@ class BusyHostGate:
     beside the web processes: `lower_priority`), `longest` seconds at most; then let it go.
 
     Nice alone leaves a niced worker a share of a busy CPU (a tenth at nice 10, against one busy process), and what
-    its batches make others do is not niced at all: its PostgreSQL backend's queries (as much CPU again as the
-    worker's own half of a drain, measured beside gunicorn), the SMTP server's side of each mail, Redis. So while the
+    its batches make others do is not niced at all: its PostgreSQL backend's queries (a quarter to a third as much CPU
+    again as the worker's own, measured beside gunicorn), the SMTP server's side of each mail, Redis. So while the
     deliveries come, a worker that takes its share slows them by more than its share. Between batches (never holding
     a transaction), the gate looks at the host's CPU time over `probe` seconds (`/proc/stat`: user, system, interrupts
     and steal are busy; idle, I/O wait and niced time — its own kind — are free) and lets the batch go once

@@ -718,9 +718,8 @@ def drain_received(lane: int, pause: Callable[[], float] | None = None) -> Drain
     a fault in one event undoes that event alone and keeps it `failed` (the replay retries it with backoff), the
     others stand. Before each claim it calls `pause` (given: the worker's wait while the host is busy, returning the
     seconds it waited), holding no transaction. After DRAIN_LIMIT events or DRAIN_SECONDS it enqueues the lane's next
-    drain and stops. A batch whose
-    transaction is lost (a flush refused, the commit failing) is taken again one event per transaction, then batches
-    go on; a claim that fails (the database down) raises.
+    drain and stops. A batch whose transaction is lost (a flush refused, the commit failing) is taken again one event
+    per transaction, then batches go on; a claim that fails (the database down) raises.
 
     A customer's events are applied in the order received, across drains at once. SKIP LOCKED alone would not see
     to it: drain A claims a customer's older event, drain B (passing A's locked row over) its newer one, and if B got
