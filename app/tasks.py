@@ -91,9 +91,12 @@ class BusyHostGate:
     a transaction), the gate looks at the host's CPU time over `probe` seconds (`/proc/stat`: user, system, interrupts
     and steal are busy; idle, I/O wait and niced time — its own kind — are free) and lets the batch go once
     `free_cores` are free (half the host's cores, on a host of one or two). A host busy for longer than `longest` still
-    gets one batch per `longest` from each worker: the backlog moves, if slowly, and an event is not left `received`
-    long enough for the replay to take it for lost (RECEIVED_GRACE). Once the requests stop, the next look lets the
-    batches go: the backlog is applied at once. Without `/proc/stat` (not Linux) it never holds anything back."""
+    gets one batch per `longest` from each worker: the backlog moves, if slowly. And a host busy for `spell` seconds
+    of holding in a row is busy with more than a burst of requests (other work, or requests that do not stop): the
+    gate holds nothing back until it sees a core free again (nice alone then shares the CPU), so that the backlog does
+    not wait for as long as the host is busy, nor events so long that the replay takes them for lost
+    (RECEIVED_GRACE). Once the requests stop, the next look lets the batches go: the backlog is applied at once.
+    Without `/proc/stat` (not Linux) it never holds anything back."""
 
     free_cores: float = 1.0
     probe: float = 0.2
@@ -102,8 +105,10 @@ class BusyHostGate:
     look_back: float = 0.05
     stat_path: Path = Path("/proc/stat")
     sleep: Callable[[float], None] = time.sleep
-    #: The previous reading (the end of the last wait).
+    spell: float = 20.0
+    #: The previous reading (the end of the last wait), and the seconds held since a core was last seen free.
     last: tuple[int, int, int] | None = None
+    held: float = 0.0
 
     def cpu_times(self) -> tuple[int, int, int] | None:
         """(busy, total, cores) from the host's CPU times, or None when they cannot be read."""
@@ -131,11 +136,11 @@ class BusyHostGate:
         if now is None:
             return 0.0
         last, self.last = self.last, now
-        if (
-            last is not None
-            and now[1] - last[1] >= now[2] * self.look_back * CLOCK_TICKS
-            and self.free_enough(last, now)
-        ):
+        if last is not None and now[1] - last[1] >= now[2] * self.look_back * CLOCK_TICKS:
+            if self.free_enough(last, now):
+                self.held = 0.0
+                return 0.0
+        if self.held >= self.spell:
             return 0.0
         waited = 0.0
         while waited < self.longest:
@@ -147,7 +152,9 @@ class BusyHostGate:
             self.last = after
             waited += self.probe
             if self.free_enough(before, after):
-                break
+                self.held = 0.0
+                return waited
+        self.held += waited
         return waited
 
 

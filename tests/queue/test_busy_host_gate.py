@@ -92,6 +92,20 @@ def test_niced_work_is_free_time_and_half_a_busy_core_is_not_enough(host):
     assert gate.wait() == pytest.approx(5.0)
 
 
+def test_a_host_busy_for_a_whole_spell_is_left_to_nice_until_a_core_is_free_again(host):
+    """Busy for more than a burst of requests (other work, or requests that do not stop): holding on would leave the
+    backlog waiting as long as the host is busy."""
+    gate = gate_of(host, probe=0.2, longest=1.0, spell=3.0)
+    assert [gate.wait() for _ in range(3)] == [pytest.approx(1.0)] * 3
+    host.sleeps.clear()
+    host.advance(0.5)
+    assert gate.wait() == 0.0 and host.sleeps == []  # the spell is over: batches go, niced
+    host.advance(0.5, busy=0.2)  # a core free again
+    assert gate.wait() == 0.0
+    host.advance(0.5)
+    assert gate.wait() == pytest.approx(1.0)  # the next busy spell is held back again
+
+
 def test_without_the_hosts_cpu_times_nothing_is_held_back(tmp_path):
     slept: list[float] = []
     gate = BusyHostGate(stat_path=tmp_path / "missing", sleep=slept.append)
