@@ -20,10 +20,12 @@ them in the writing transaction.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import current_app
@@ -71,6 +73,98 @@ def in_app_context(job: Callable[..., Result]) -> Callable[..., Result]:
     return run
 
 
+#: The unit of /proc/stat's CPU times (USER_HZ).
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: Where a worker beside the web processes (`flask queue worker --nice`) keeps its `BusyHostGate` (app.extensions).
+HOST_GATE = "queue_worker_host_gate"
+
+
+@dataclass
+class BusyHostGate:
+    """Hold a batch back while the host's CPUs are busy with work of normal priority (a worker started with `--nice`,
+    beside the web processes: `lower_priority`), `longest` seconds at most; then let it go.
+
+    Nice alone leaves a niced worker a share of a busy CPU (a tenth at nice 10, against one busy process), and what
+    its batches make others do is not niced at all: its PostgreSQL backend's queries (a quarter to a third as much CPU
+    again as the worker's own, measured beside gunicorn), the SMTP server's side of each mail, Redis. So while the
+    deliveries come, a worker that takes its share slows them by more than its share. Between batches (never holding
+    a transaction), the gate looks at the host's CPU time over `probe` seconds (`/proc/stat`: user, system, interrupts
+    and steal are busy; idle, I/O wait and niced time — its own kind — are free) and lets the batch go once
+    `free_cores` are free (half the host's cores, on a host of one or two). A host busy for longer than `longest` still
+    gets one batch per `longest` from each worker: the backlog moves, if slowly. And a host busy for `spell` seconds
+    of holding in a row is busy with more than a burst of requests (other work, or requests that do not stop): the
+    gate holds nothing back until it sees a core free again (nice alone then shares the CPU), so that the backlog does
+    not wait for as long as the host is busy, nor events so long that the replay takes them for lost
+    (RECEIVED_GRACE). Once the requests stop, the next look lets the batches go: the backlog is applied at once.
+    Without `/proc/stat` (not Linux) it never holds anything back."""
+
+    free_cores: float = 1.0
+    probe: float = 0.2
+    longest: float = 2.0
+    #: The shortest look back over the previous batch that is read (shorter: CPU times count in 10 ms ticks).
+    look_back: float = 0.05
+    stat_path: Path = Path("/proc/stat")
+    sleep: Callable[[float], None] = time.sleep
+    spell: float = 20.0
+    #: The previous reading (the end of the last wait), and the seconds held since a core was last seen free.
+    last: tuple[int, int, int] | None = None
+    held: float = 0.0
+
+    def cpu_times(self) -> tuple[int, int, int] | None:
+        """(busy, total, cores) from the host's CPU times, or None when they cannot be read."""
+        try:
+            lines = self.stat_path.read_text().splitlines()
+            fields = [int(value) for value in lines[0].split()[1:9]]
+        except (OSError, IndexError, ValueError):
+            return None
+        user, _nice, system, _idle, _iowait, irq, softirq, steal = fields + [0] * (8 - len(fields))
+        cores = sum(1 for line in lines[1:] if line.startswith("cpu"))
+        return user + system + irq + softirq + steal, sum(fields), max(cores, 1)
+
+    def free_enough(self, before: tuple[int, int, int], after: tuple[int, int, int]) -> bool:
+        """Whether `free_cores` (half the cores, on a host of one or two) were free between the two readings."""
+        busy, total, cores = after[0] - before[0], after[1] - before[1], after[2]
+        return total <= 0 or (total - busy) / total * cores >= min(self.free_cores, cores / 2)
+
+    def wait(self) -> float:
+        """Wait while the host is busy, about `longest` seconds at most; the seconds waited (probes slept).
+
+        First a look back, over the previous batch: were the cores free meanwhile (which counts the worker's own
+        database backend as busy)? Then the batch goes at once. Otherwise the gate looks again over `probe` seconds
+        in which the worker itself does nothing, until they are free or `longest` has passed."""
+        now = self.cpu_times()
+        if now is None:
+            return 0.0
+        last, self.last = self.last, now
+        if last is not None and now[1] - last[1] >= now[2] * self.look_back * CLOCK_TICKS:
+            if self.free_enough(last, now):
+                self.held = 0.0
+                return 0.0
+        if self.held >= self.spell:
+            return 0.0
+        waited = 0.0
+        while waited < self.longest:
+            before = self.last
+            self.sleep(self.probe)
+            after = self.cpu_times()
+            if after is None:
+                break
+            self.last = after
+            waited += self.probe
+            if self.free_enough(before, after):
+                self.held = 0.0
+                return waited
+        self.held += waited
+        return waited
+
+
+def hold_while_host_busy() -> float:
+    """Before a batch: wait while the host is busy if this worker runs beside the web processes (its `BusyHostGate`);
+    the seconds waited."""
+    gate = current_app.extensions.get(HOST_GATE)
+    return gate.wait() if gate is not None else 0.0
+
+
 #: A delivery job stops after this long (between batches) and enqueues the next: well within its RQ timeout (120 s),
 #: which would kill it mid-batch and have the batch's mails sent again.
 DELIVERY_SECONDS = 60
@@ -89,6 +183,7 @@ def deliver_mail(limit: int = 50) -> int:
     started = time.monotonic()
     sent = 0
     while True:
+        hold_while_host_busy()
         delivery = deliver_batch(limit)
         sent += delivery.sent
         if delivery.failed:
@@ -107,7 +202,7 @@ def deliver_mail(limit: int = 50) -> int:
 def apply_webhook_events(lane: int) -> int:
     """Drain the recorded Stripe events (`WEBHOOK_APPLY=queue`): apply each `received` one, oldest first, until none
     is left; returns how many were applied. Fails (once the others are applied) when some event's handler failed."""
-    drained = drain_received(lane)
+    drained = drain_received(lane, pause=hold_while_host_busy)
     if drained.failed:
         raise EventsNotApplied(
             f"{drained.failed} event(s) failed, kept failed for the replay; {drained.applied} applied"

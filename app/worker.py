@@ -3,7 +3,8 @@
 - `flask queue worker`: runs jobs as they come, with RQ's scheduler inside (it moves the retries that wait out a
   backoff back onto the queue). Start as many as needed, on any host, against the same Redis and database.
   `--metrics-port` serves its own counters (events applied, mail sent, Stripe calls) for Prometheus to scrape.
-  `--nice N` lowers its CPU priority beside the web processes on a shared host (`lower_priority`).
+  `--nice N` lowers its CPU priority beside the web processes on a shared host (`lower_priority`), and holds its
+  webhook drains' and mail deliveries' batches back while the host's CPUs are busy (app/tasks.py `BusyHostGate`).
 - `flask queue cron`: enqueues `app.tasks.SCHEDULE` on time (RQ's CronScheduler). One per deployment.
 - `flask queue run NAME`: a scheduled job now, in this process (a fresh clone has no queue).
 - `flask queue status`: depth, failures, the oldest waiting mail, the webhook events waiting to be applied.
@@ -27,7 +28,7 @@ from app.extensions import QUEUE_NAME, task_queue
 from app.logging import get_logger
 from app.services.metrics import serve_process_metrics
 from app.services.queue_health import queue_health
-from app.tasks import JOB_COUNTS, JOBS, SCHEDULE
+from app.tasks import HOST_GATE, JOB_COUNTS, JOBS, SCHEDULE, BusyHostGate
 
 log = get_logger(__name__)
 
@@ -103,13 +104,22 @@ def register(app: Flask) -> None:
         default=0,
         show_default=True,
         envvar="WORKER_NICE",
-        help="Lower this worker's CPU priority by N (1-19) beside web processes on the same host (env WORKER_NICE).",
+        help="Lower this worker's CPU priority by N (1-19) beside web processes on the same host, and hold its batches "
+        "of webhook events and mail back while the host's CPUs are busy (env WORKER_NICE).",
     )
     def worker_command(burst: bool, metrics_port: int | None, metrics_host: str, nice: int):
         """Run queued jobs (webhook events, mail delivery with retries, the scheduled jobs) until stopped."""
         queue = required_queue()
         if nice:
-            log.info("queue_worker_priority_lowered", nice=nice, applied_to=lower_priority(nice))
+            # What nice leaves the worker still slows the requests (its database backend's part of a drain is not
+            # niced): beside them, its batches wait while the host is busy (a bounded wait: `BusyHostGate`).
+            gate = app.extensions[HOST_GATE] = BusyHostGate()
+            log.info(
+                "queue_worker_priority_lowered",
+                nice=nice,
+                applied_to=lower_priority(nice),
+                batches_held_while_host_busy=f"{gate.longest:g} s at most",
+            )
         if metrics_port is not None:
             try:
                 serve_process_metrics(

@@ -405,6 +405,68 @@ def applied_window(engine, ids: list[str], since: datetime | None = None) -> dic
     return {"seconds": (last - (since or first)).total_seconds()}
 
 
+def mail_pending(engine) -> int:
+    """Mails in the outbox not sent yet (what the queue workers still have to deliver)."""
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM mail_outbox WHERE status = 'pending'")).scalar_one()
+
+
+def wait_mail_sent(engine, what: str) -> None:
+    """Poll until the outbox has no pending mail; fails if none is sent for STALL_SECONDS."""
+    left, progressed = None, time.monotonic()
+    while (pending := mail_pending(engine)) > 0:
+        if left is None or pending < left:
+            left, progressed = pending, time.monotonic()
+        elif time.monotonic() - progressed > STALL_SECONDS:
+            raise RuntimeError(f"{what}: {pending} mails still pending, none sent for {STALL_SECONDS} s")
+        time.sleep(0.2)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far (user + system, /proc), 0 for one gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def child_pids(pid: int) -> list[int]:
+    """The process's children (gunicorn's workers, the postmaster's backends and helpers), from /proc."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class ProcessCpu:
+    """CPU seconds over a run, per side: gunicorn's workers, the queue workers, every PostgreSQL process (whoever
+    its client: the web's backends and the workers'), Redis and this process (the SMTP sink's thread and wrk's
+    watcher). From /proc: processes of this host only."""
+
+    def __init__(self, gunicorn: subprocess.Popen, workers: list[subprocess.Popen], pg_data: str, redis_url: str):
+        self.gunicorn, self.workers = gunicorn, workers
+        self.postmaster = int(Path(pg_data, "postmaster.pid").read_text().split()[0])
+        self.redis = int(Redis.from_url(redis_url).info("server")["process_id"])
+
+    def now(self) -> dict[str, float]:
+        return {
+            "gunicorn workers": sum(cpu_seconds(pid) for pid in child_pids(self.gunicorn.pid)),
+            "queue workers": sum(cpu_seconds(worker.pid) for worker in self.workers),
+            "PostgreSQL": cpu_seconds(self.postmaster) + sum(cpu_seconds(pid) for pid in child_pids(self.postmaster)),
+            "Redis": cpu_seconds(self.redis),
+            "bench process (SMTP sink)": time.process_time(),
+        }
+
+    @staticmethod
+    def per_event(after: dict[str, float], before: dict[str, float], events: int) -> dict[str, float]:
+        """ms of CPU per event, per side."""
+        return {name: round(1000 * (after[name] - before[name]) / events, 2) for name in after}
+
+
 def check_counted(after: dict, before: dict, events: int, what: str) -> float:
     """The outcome counters of /metrics (every process's) count each event applied once: fewer means a process's
     metrics do not reach /metrics (the worker's, outside PROMETHEUS_MULTIPROC_DIR), more that one was applied
@@ -847,6 +909,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         # alone, as in the deployment with worker hosts of their own; the workers then apply the backlog.
         elsewhere, colocated = main_bodies[: len(main_bodies) // 2], main_bodies[len(main_bodies) // 2 :]
         log(f"1a. {len(elsewhere)} deliveries, the queue workers stopped until wrk is done (workers on other hosts)")
+        process_cpu = ProcessCpu(stack.gunicorn, queue_workers, services["TEST_PG_DATA"], redis_url)
+        cpu_before = process_cpu.now()
         for process in queue_workers:
             process.send_signal(signal.SIGSTOP)
         try:
@@ -854,6 +918,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         finally:
             for process in queue_workers:
                 process.send_signal(signal.SIGCONT)
+        alone_cpu = ProcessCpu.per_event(process_cpu.now(), cpu_before, len(elsewhere))
+        log(f"  CPU ms per event while wrk posted (workers stopped): {alone_cpu}")
         if alone["ok"] != alone["answered"] or alone["queued"] != alone["answered"]:
             raise RuntimeError(f"webhooks (workers elsewhere): {alone['answered'] - alone['queued']} not `queued`")
         wait_applied(queue_engine, event_ids(elsewhere), "webhooks (queue mode, workers elsewhere)")
@@ -882,13 +948,20 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             None,
             None,
         )
+        # The first half's mails too (the events applied, their mails are still being sent): left to go on into the
+        # second half, that work (and the SMTP sink's side of it, in this process at normal priority) was counted
+        # against the second half's deliveries.
+        wait_mail_sent(queue_engine, "the first half's mails")
         log(f"1. then {len(colocated)} deliveries, the queue workers applying beside gunicorn on the same cores")
         main_ids, colocated_ids = event_ids(main_bodies), event_ids(colocated)
         before = metrics(base)
+        cpu_before = process_cpu.now()
         with profiled(options.profile, stack.gunicorn, workdir / "profile-webhooks.txt"):
             real = post_all(base + WEBHOOK_PATH, colocated, webhook_secret, deliveries)
+        colocated_cpu = ProcessCpu.per_event(process_cpu.now(), cpu_before, len(colocated))
         backlog = event_statuses(queue_engine, colocated_ids).get("received", 0)
         log(f"  backlog at the end of the wrk run: {backlog} of {len(colocated_ids)} events not applied yet")
+        log(f"  CPU ms per event while wrk posted (workers on the same cores): {colocated_cpu}")
         statuses = wait_applied(queue_engine, colocated_ids, "webhooks (queue mode)")
         after = metrics(base)
         for name, run_ in (("floor", floor), ("endpoint", real)):
@@ -982,8 +1055,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             f"workers run on hosts of their own — the README's topology; applied end to end = those events over the "
             f"time from the first delivery to the last one applied, deliveries then backlog), the second "
             f"({len(colocated)}) while they apply beside gunicorn on the same 2 cores (their PostgreSQL backends are "
-            f"not niced); the floor over all {len(main_bodies)}. The outcome and Stripe-call figures above are the "
-            f"second half's."
+            f"not niced; the second starts once the first half's mails are sent too); the floor over all "
+            f"{len(main_bodies)}. The outcome and Stripe-call figures above are the second half's. CPU per event "
+            f"while wrk posted (ms, from /proc), workers stopped: {json.dumps(alone_cpu)}; workers on the same "
+            f"cores: {json.dumps(colocated_cpu)}."
         )
 
         # --- 2. duplicates -------------------------------------------------------------------------------------

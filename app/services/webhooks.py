@@ -34,6 +34,7 @@ import json
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
@@ -704,18 +705,21 @@ class Drained:
     applied: int = 0
     failed: int = 0
     limited: bool = False
+    #: Seconds its `pause` held its batches back (a worker beside busy web processes: app/tasks.py `BusyHostGate`).
+    held: float = 0.0
 
 
-def drain_received(lane: int) -> Drained:
+def drain_received(lane: int, pause: Callable[[], float] | None = None) -> Drained:
     """The drain job's work: apply the `received` events, oldest first, DRAIN_BATCH at a time, until none is left.
 
     First the lane's flag is deleted: a delivery committed after this point enqueues a new drain, so no event is
     left without one (one committed before is taken by this drain's claims). Each batch is claimed in one statement
     (SKIP LOCKED: drains running at once take different events), then applied in one transaction (`apply_claimed`):
     a fault in one event undoes that event alone and keeps it `failed` (the replay retries it with backoff), the
-    others stand. After DRAIN_LIMIT events or DRAIN_SECONDS it enqueues the lane's next drain and stops. A batch whose
-    transaction is lost (a flush refused, the commit failing) is taken again one event per transaction, then batches
-    go on; a claim that fails (the database down) raises.
+    others stand. Before each claim it calls `pause` (given: the worker's wait while the host is busy, returning the
+    seconds it waited), holding no transaction. After DRAIN_LIMIT events or DRAIN_SECONDS it enqueues the lane's next
+    drain and stops. A batch whose transaction is lost (a flush refused, the commit failing) is taken again one event
+    per transaction, then batches go on; a claim that fails (the database down) raises.
 
     A customer's events are applied in the order received, across drains at once. SKIP LOCKED alone would not see
     to it: drain A claims a customer's older event, drain B (passing A's locked row over) its newer one, and if B got
@@ -763,6 +767,8 @@ def drain_received(lane: int) -> Drained:
             drained.limited = True
             request_drain(lane)
             break
+        if pause is not None:
+            drained.held += pause()
         claimed = claim_received(min(1 if alone else DRAIN_BATCH, DRAIN_LIMIT - done))
         if not claimed or faulty.intersection(row.id for row in claimed):
             # (an event whose failure could not be recorded, the database failing?, is not claimed again and again)
@@ -794,6 +800,7 @@ def drain_received(lane: int) -> Drained:
         failed=drained.failed,
         limited=drained.limited,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
+        held_ms=round(drained.held * 1000, 1),
     )
     return drained
 

@@ -56,6 +56,23 @@ def test_nice_lowers_the_worker_and_its_own_autogroup_only(migrated_database, re
         stop(worker)
 
 
+def test_a_niced_worker_holds_its_batches_while_the_host_is_busy(migrated_database, redis_url):
+    """Beside the web processes, nice alone slowed the requests (its database backend's part of a drain is not
+    niced): the worker also holds its batches back while the host is busy (app/tasks.py `BusyHostGate`), and says
+    so as it starts."""
+    worker = start_worker(migrated_database, redis_url, free_port(), "worker", "--nice", "10", LOG_LEVEL="INFO")
+    try:
+        started = b""
+        while b"queue_worker_priority_lowered" not in started and worker.stderr is not None:
+            line = worker.stderr.readline()
+            if not line:
+                break
+            started = line
+        assert b"batches_held_while_host_busy='2 s at most'" in started, started
+    finally:
+        stop(worker)
+
+
 def test_worker_nice_from_the_environment(migrated_database, redis_url):
     worker = start_worker(migrated_database, redis_url, free_port(), "worker", WORKER_NICE="7")
     try:
