@@ -163,6 +163,7 @@ class SmtpSink:
             async def handle_DATA(self, server, session, envelope):
                 sink.messages.append(
                     {
+                        "peer": session.peer,  # the connection's client address: one per SMTP connection
                         "from": envelope.mail_from,
                         "to": list(envelope.rcpt_tos),
                         "data": envelope.content.decode("utf8", "replace"),

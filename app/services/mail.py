@@ -132,10 +132,11 @@ def deliver_batch(limit: int = 50) -> Delivery:
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+    smtp = SmtpBatch()
     for row in rows:
         row.attempts += 1
         try:
-            by_smtp = send(row)
+            by_smtp = send(row, smtp)
         except Exception as error:  # SMTP trouble must not lose the mail
             row.error = f"{type(error).__name__}: {error}"[:500]
             failed += 1
@@ -149,8 +150,39 @@ def deliver_batch(limit: int = 50) -> Delivery:
             sent += 1
             if by_smtp:  # a mail written to the folder said so itself: `mail_sent` means the mail server took it
                 log.info("mail_sent", kind=row.kind, mail_id=row.id)
+    smtp.close()
     db.session.commit()
     return Delivery(sent, failed)
+
+
+class SmtpBatch:
+    """One SMTP connection for a batch of mails: opened at its first mail, closed (QUIT) once the batch is done.
+
+    Flask-Mail's `mail.send` opens a connection for each mail and quits it: a TCP and SMTP handshake (and TLS and
+    a log-in, where configured) per mail, for the worker and the mail server alike. A refused recipient or body
+    leaves the connection usable (smtplib resets the transaction); an error of the connection itself (dropped,
+    timed out, refused) closes it, and the next mail of the batch opens another."""
+
+    def __init__(self) -> None:
+        self.connection: Any = None
+
+    def send(self, message: Message) -> None:
+        if self.connection is None:
+            self.connection = mail.connect().__enter__()  # Flask-Mail's Connection: configure_host() on enter
+        try:
+            self.connection.send(message)
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError, OSError):
+            self.close()
+            raise
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is None or connection.host is None:
+            return
+        try:
+            connection.host.quit()
+        except (smtplib.SMTPException, OSError):  # already gone: nothing to say goodbye to
+            connection.host.close()
 
 
 def refused_for_good(error: Exception) -> bool:
@@ -298,9 +330,9 @@ def html_body(subject: str, body: str) -> str:
     return render_template("mail/layout.html", subject=subject, paragraphs=paragraphs)
 
 
-def send(row: MailOutbox) -> bool:
-    """Deliver one mail: True when the mail server took it, False when it went to the folder (no MAIL_SERVER) or
-    nowhere (MAIL_SUPPRESS_SEND)."""
+def send(row: MailOutbox, smtp: SmtpBatch) -> bool:
+    """Deliver one mail (on the batch's connection, `smtp`): True when the mail server took it, False when it went to
+    the folder (no MAIL_SERVER) or nowhere (MAIL_SUPPRESS_SEND)."""
     if not current_app.config.get("MAIL_SERVER"):
         if current_app.config.get("MAIL_SUPPRESS_SEND"):
             return (
@@ -308,7 +340,7 @@ def send(row: MailOutbox) -> bool:
             )
         write_to_folder(row)
         return False
-    mail.send(
+    smtp.send(
         Message(subject=row.subject, recipients=[row.recipient], body=row.body, html=html_body(row.subject, row.body))
     )
     return True
