@@ -18,7 +18,7 @@ from app.api import api_limit, api_limit_key
 from app.api.common import access_token_required, current_api_user
 from app.api.schemas import StrategyList
 from app.api.spec import UNAUTHORIZED, UPGRADE_REQUIRED, operation
-from app.extensions import csrf, db, limiter
+from app.extensions import autocommit_when_idle, csrf, db, limiter
 from app.services.strategies import list_strategies
 from app.services.stripe_gateway import SignatureInvalid, gateway
 from app.services.webhooks import TOLERANCE_SECONDS, configured_secrets
@@ -74,6 +74,8 @@ def ungated_api_blueprint() -> Blueprint:
     def list_strategies_ungated():
         """`GET {API_PREFIX}/strategies` minus `@requires_feature("api_access")`."""
         user = current_api_user()
-        return StrategyList(strategies=list_strategies(user.id)).respond()
+        with autocommit_when_idle():
+            strategies = list_strategies(user.id)
+        return StrategyList(strategies=strategies).respond()
 
     return bp

@@ -6,6 +6,7 @@ from app.api.blueprint import bp
 from app.api.common import access_token_required, current_api_user
 from app.api.schemas import Error, Strategy, StrategyInput, StrategyList
 from app.api.spec import UNAUTHORIZED, UPGRADE_REQUIRED, operation
+from app.extensions import autocommit_when_idle
 from app.models import Strategy as StrategyRow
 from app.services.entitlements import requires_feature
 from app.services.strategies import create_strategy, list_strategies
@@ -31,7 +32,9 @@ def strategy_json(strategy: StrategyRow) -> dict:
 def list_strategies_api():
     """The user's strategies, oldest first (Pro: api_access)."""
     user = current_api_user()
-    return StrategyList(strategies=list_strategies(user.id)).respond()
+    with autocommit_when_idle():  # one read: no transaction to open on the server (BEGIN) nor to end (ROLLBACK)
+        strategies = list_strategies(user.id)
+    return StrategyList(strategies=strategies).respond()
 
 
 @bp.post("/strategies")
