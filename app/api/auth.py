@@ -93,7 +93,7 @@ def token_revoked(header, payload) -> bool:
     """A token is revoked unless its family is live (not logged out everywhere, no password change, no reuse) and
     its user exists.
 
-    One statement reads the family and the user (`viewer.token_user`, the web log-in check's own), which is kept
+    One statement reads the family and the user (`viewer.token_user`, as the web log-in check reads), which is kept
     with the verdict: the token's user lookup (`load_token_user`) takes the user from there instead of a query of
     its own. Asked once per request and token: the per-user rate limit's key verifies the token and the view's
     `@access_token_required` takes that verification; a second verification in the same request (a view that

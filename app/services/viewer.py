@@ -12,10 +12,10 @@ its plan taken from the catalogue every process keeps (so the statement reads no
 for it).
 
 The API's token check (`token_user`) reads the same way for the token family's row: the token's user and its live
-family in one statement (the log-in check's, without the subscriptions), run as the log-in check runs, the user
-persistent in the session for the token's user lookup and the view. It reads no subscription: most API routes show none, and a gate reads the entitlements cache.
-The API's subscription answer reads them here too (one statement, outside the token check): the plan it states and
-the features it lists then come from the same reading.
+family in one statement (the log-in check's, without the subscriptions: most API routes show none, and a gate reads
+the entitlements cache), run as the log-in check runs, the user persistent in the session for the token's user
+lookup and the view. The API's subscription answer reads the subscriptions here (one statement, after the token
+check): the plan it states and the features it lists then come from the same reading.
 
 A page may have more of its own read by the same statement (`read_with_login_check`: columns over `:user_id`,
 for one endpoint); the page then takes them from `page_values` instead of a statement of its own.
