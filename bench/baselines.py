@@ -18,8 +18,8 @@ from app.api import api_limit, api_limit_key
 from app.api.common import access_token_required, current_api_user
 from app.api.schemas import StrategyList
 from app.api.spec import UNAUTHORIZED, UPGRADE_REQUIRED, operation
+from app.api.strategies import strategy_list
 from app.extensions import csrf, db, limiter
-from app.services.strategies import list_strategies
 from app.services.stripe_gateway import SignatureInvalid, gateway
 from app.services.webhooks import TOLERANCE_SECONDS, configured_secrets
 
@@ -73,7 +73,6 @@ def ungated_api_blueprint() -> Blueprint:
     )
     def list_strategies_ungated():
         """`GET {API_PREFIX}/strategies` minus `@requires_feature("api_access")`."""
-        user = current_api_user()
-        return StrategyList(strategies=list_strategies(user.id)).respond()
+        return strategy_list(current_api_user().id).respond()
 
     return bp

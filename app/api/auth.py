@@ -17,7 +17,7 @@ from app.api.schemas import Error, Me, TokenPair, TokenRequest
 from app.api.spec import BAD_REQUEST, TOO_MANY_REQUESTS, UNAUTHORIZED, operation
 from app.extensions import db, jwt, limiter
 from app.ratelimits import LOGIN_SCOPE, login_limit
-from app.services import sessions
+from app.services import sessions, viewer
 from app.services.accounts import authenticate
 
 #: The claim naming the token's family (its `AuthSession` row).
@@ -79,28 +79,36 @@ def refresh_token():
     return token_pair(user.id, family_id, next_jti).respond()
 
 
-#: Where a request keeps the verdict on the token it verified (`token_revoked`).
-_REVOKED_MEMO = "ssb.token_revoked"
+#: Where a request keeps the token it verified and its user (`token_revoked`), None for a revoked token.
+_TOKEN_USER_MEMO = "ssb.token_user"
+
+
+def _token_key(payload: dict) -> tuple:
+    """What names a token's verdict: its id, subject and family."""
+    return payload.get("jti"), payload.get(current_app.config["JWT_IDENTITY_CLAIM"]), payload.get(FAMILY_CLAIM)
 
 
 @jwt.token_in_blocklist_loader
 def token_revoked(header, payload) -> bool:
-    """A token is revoked unless its family is live (not logged out everywhere, no password change, no reuse).
+    """A token is revoked unless its family is live (not logged out everywhere, no password change, no reuse) and
+    its user exists.
 
-    Asked once per request and token: the per-user rate limit's key verifies the token and the view's
+    One statement reads the family and the user (`viewer.token_user`, as the web log-in check reads), which is kept
+    with the verdict: the token's user lookup (`load_token_user`) takes the user from there instead of a query of
+    its own. Asked once per request and token: the per-user rate limit's key verifies the token and the view's
     `@access_token_required` takes that verification; a second verification in the same request (a view that
     verifies anew) asks the request's memo instead of the database again."""
-    key = (payload.get("jti"), payload.get(current_app.config["JWT_IDENTITY_CLAIM"]), payload.get(FAMILY_CLAIM))
+    key = _token_key(payload)
     environ = request.environ if has_request_context() else {}  # the request's own: never shared by two requests
-    memo = environ.get(_REVOKED_MEMO)
+    memo = environ.get(_TOKEN_USER_MEMO)
     if memo is not None and memo[0] == key:
-        return memo[1]
+        return memo[1] is None
     user_id = key[1]
     if not (isinstance(user_id, str) and user_id.isascii() and user_id.isdigit()):
         return True
-    revoked = not sessions.is_live(key[2], int(user_id), sessions.API)
-    environ[_REVOKED_MEMO] = (key, revoked)
-    return revoked
+    user = viewer.token_user(key[2], int(user_id))
+    environ[_TOKEN_USER_MEMO] = (key, user)
+    return user is None
 
 
 @jwt.unauthorized_loader
@@ -132,6 +140,9 @@ def stale_token(header, payload):
 def load_token_user(header, payload):
     """The token's user, looked up as the token is verified: a deleted user or a subject naming nobody is a 401
     before any entitlement gate runs (a gate would otherwise answer 403 "Free plan", or redirect to /login)."""
+    memo = request.environ.get(_TOKEN_USER_MEMO) if has_request_context() else None
+    if memo is not None and memo[0] == _token_key(payload) and memo[1] is not None:
+        return memo[1]  # read with the family by the revocation check, just before
     return user_for_identity(payload.get(current_app.config["JWT_IDENTITY_CLAIM"]))
 
 

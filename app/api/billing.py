@@ -14,7 +14,7 @@ from app.api.schemas import (
     Subscription,
 )
 from app.api.spec import BAD_REQUEST, BILLING_ERRORS, UNAUTHORIZED, operation
-from app.extensions import limiter
+from app.extensions import autocommit_when_idle, limiter
 from app.ratelimits import billing_limit, rate_limit_identity
 from app.services import viewer
 from app.services.accounts import require_verified_email
@@ -180,4 +180,7 @@ def resume():
 @operation("showSubscription", "billing", {200: (Subscription, "The subscription."), 401: UNAUTHORIZED})
 def show_subscription():
     """The user's plan, status, period end and features."""
-    return subscription_answer(current_api_user().id).respond()
+    user = current_api_user()
+    with autocommit_when_idle():  # one read: no transaction to open on the server (BEGIN) nor to end (ROLLBACK)
+        answer = subscription_answer(user.id)
+    return answer.respond()

@@ -7,7 +7,7 @@ from functools import wraps
 from typing import Any
 
 from flask import current_app, jsonify
-from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
+from flask_jwt_extended import get_current_user, verify_jwt_in_request
 
 from app.extensions import db
 from app.models import User
@@ -53,8 +53,9 @@ def access_token_required(view: Callable) -> Callable:
 
 
 def current_api_user() -> User:
-    """The user the access token names (call inside an `@access_token_required` view)."""
-    user = user_for_identity(get_jwt_identity())
+    """The user the access token names, as its verification loaded it (call inside an `@access_token_required`
+    view): the token check read it with the token's family, and a second look-up would only find it again."""
+    user = get_current_user()
     if user is None:
         raise ApiError("The token's user no longer exists.", code="invalid_token", status=401)
     return user

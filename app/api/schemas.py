@@ -7,7 +7,7 @@ long). Plan and cycle names are listed in the document but checked by the catalo
 """
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, Self, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -101,13 +101,20 @@ NullableIsoDateTime = Annotated[
 
 
 class Answer(BaseModel):
-    """A response body: `respond()` hands spectree the JSON-ready dict, which Flask's JSON provider writes."""
+    """A response body: `respond()` hands spectree the model itself, which pydantic validated as it was built.
+
+    spectree takes an instance of the model the operation lists for the status as valid and writes it with
+    pydantic's own JSON serializer (`model_dump_json`). A JSON-ready dict instead was dumped by the view, validated
+    into the model again and searched for models nested in it, then written by Flask's JSON provider: work done
+    twice for an answer valid by construction (spectree's part alone took twice the CPU, 0.4 ms against 0.2 for the
+    bench's list of five strategies). An answer of another model than the status's is still validated against the
+    status's model, and refused (`spec.refuse_bad_answer`)."""
 
     model_config = ConfigDict(from_attributes=True)
 
-    def respond(self, status: int = 200) -> tuple[dict[str, Any], int]:
-        """The view's return value: spectree checks the dict against the model of `status`, Flask writes it."""
-        return self.model_dump(mode="json"), status
+    def respond(self, status: int = 200) -> tuple[Self, int]:
+        """The view's return value: spectree checks it is the model of `status` and writes it as JSON."""
+        return self, status
 
 
 # --- errors --------------------------------------------------------------------------------------------------

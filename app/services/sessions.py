@@ -15,7 +15,7 @@ from sqlalchemy import and_, bindparam, delete, select, update
 
 from app.extensions import db
 from app.logging import get_logger
-from app.models import AuthSession, User, utcnow
+from app.models import AuthSession, utcnow
 
 log = get_logger(__name__)
 
@@ -52,25 +52,15 @@ LIVE_SESSION = and_(
     AuthSession.revoked_at.is_(None),
     AuthSession.expires_at > bindparam("now"),
 )
-_LIVE_USER = select(User).join(AuthSession, AuthSession.user_id == User.id).where(LIVE_SESSION)
 
 
 def live_params(session_id: object, user_id: int, kind: str) -> dict[str, object] | None:
     """The parameters of `LIVE_SESSION` for this session id, user and kind; None for an id or user id that cannot
-    name a session, so that no query is needed."""
+    name a session, so that no query is needed. (The log-in check of a browser session and the token check of an
+    API token family read the user with its live session in one statement: `app.services.viewer`.)"""
     if not isinstance(session_id, str) or not session_id or len(session_id) > 64 or not 0 < user_id < 2**31:
         return None
     return {"session_id": session_id, "user_id": user_id, "kind": kind, "now": utcnow()}
-
-
-def live_user(session_id: object, user_id: int, kind: str) -> User | None:
-    """The user whose live session of this kind has this id, in one query; None for anything else."""
-    params = live_params(session_id, user_id, kind)
-    return None if params is None else db.session.scalar(_LIVE_USER, params)
-
-
-def is_live(session_id: object, user_id: int, kind: str) -> bool:
-    return live_user(session_id, user_id, kind) is not None
 
 
 def revoke(session_id: object, reason: str) -> None:

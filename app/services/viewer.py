@@ -11,8 +11,11 @@ session has not begun (`_first_read`). A subscription comes as a `SubscriptionVi
 its plan taken from the catalogue every process keeps (so the statement reads no plan, and no ORM object is made
 for it).
 
-The API's subscription answer reads them here too (one statement, outside the log-in check): the plan it states
-and the features it lists then come from the same reading.
+The API's token check (`token_user`) reads the same way for the token family's row: the token's user and its live
+family in one statement (the log-in check's, without the subscriptions: most API routes show none, and a gate reads
+the entitlements cache), run as the log-in check runs, the user persistent in the session for the token's user
+lookup and the view. The API's subscription answer reads the subscriptions here (one statement, after the token
+check): the plan it states and the features it lists then come from the same reading.
 
 A page may have more of its own read by the same statement (`read_with_login_check`: columns over `:user_id`,
 for one endpoint); the page then takes them from `page_values` instead of a statement of its own.
@@ -103,6 +106,11 @@ _SUBSCRIPTIONS = select(*_COLUMNS).where(UserSubscription.user_id == bindparam("
 
 #: The log-in check, run on the driver's cursor.
 _LOGGED_IN_READ = DriverRead(_LOGGED_IN)
+#: The API's token check: the user of a live token family, without the subscriptions (most API routes show none; a
+#: gate reads the entitlements cache, and the subscription answer reads them after the gate: `token_user`).
+_TOKEN_USER_READ = DriverRead(
+    select(*_USER_COLUMNS).join(AuthSession, AuthSession.user_id == User.id).where(sessions.LIVE_SESSION)
+)
 
 #: endpoint -> (the log-in statement with the page's columns added, their count, the page's own parameters).
 _PAGES: dict[str, tuple[DriverRead, int, Callable[[], dict[str, Any]]]] = {}
@@ -138,6 +146,18 @@ def logged_in_user(session_id: object, user_id: int) -> User | None:
     if page is not None and has_app_context():
         setattr(g, _PAGE_MEMO, (user_id, tuple(rows[0][end : end + page[1]])))
     return _persistent_user(rows[0][:_USER_WIDTH])
+
+
+def token_user(family_id: object, user_id: int) -> User | None:
+    """The user of a live API token family with this id, None otherwise (revoked: logged out everywhere, a password
+    change, a refresh token used twice; expired; the user deleted): the log-in check for the family's row instead
+    of a browser session's, run as it runs. The user is made persistent from its columns, so that the token's user
+    lookup and the view find it in the session without a statement of their own."""
+    params = sessions.live_params(family_id, user_id, sessions.API)
+    if params is None:
+        return None
+    rows = _first_read(_TOKEN_USER_READ, params)
+    return _persistent_user(rows[0]) if rows else None
 
 
 def _persistent_user(values: Sequence[Any]) -> User:
