@@ -16,6 +16,7 @@ from app.api.common import ApiError, access_token_required, current_api_user, er
 from app.api.schemas import Error, Me, TokenPair, TokenRequest
 from app.api.spec import BAD_REQUEST, TOO_MANY_REQUESTS, UNAUTHORIZED, operation
 from app.extensions import db, jwt, limiter
+from app.logging import bind_user_id
 from app.ratelimits import LOGIN_SCOPE, login_limit
 from app.services import sessions, viewer
 from app.services.accounts import authenticate
@@ -108,6 +109,8 @@ def token_revoked(header, payload) -> bool:
         return True
     user = viewer.token_user(key[2], int(user_id))
     environ[_TOKEN_USER_MEMO] = (key, user)
+    if user is not None:
+        bind_user_id(user.id)  # this request's later log lines, its request line included, name the token's user
     return user is None
 
 

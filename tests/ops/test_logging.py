@@ -12,6 +12,7 @@ import pytest
 from flask import current_app
 
 from app.logging import REDACTED, get_logger, luhn_valid, redact, redact_value
+from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,6 +160,21 @@ def test_lines_of_a_logged_in_user_carry_the_user_id(client, seeded, auth, log_j
     anonymous = client.application.test_client()
     anonymous.get("/pricing")
     assert "user_id" not in request_lines(log_json)[-1]
+
+
+def test_api_calls_name_the_token_user_and_a_refused_token_names_nobody(client, seeded, log_json):
+    """A bearer-token call's lines carry its user's id, as a browser session's do (they carried none: an API
+    customer's requests could not be followed in the log)."""
+    with seeded.app_context():
+        user_id = UserFactory(email="api-log@example.com").id
+    token = client.post("/api/v1/auth/token", json={"email": "api-log@example.com", "password": "correct horse"})
+    headers = {"Authorization": "Bearer " + token.get_json()["access_token"]}
+    assert client.get("/api/v1/me", headers=headers).status_code == 200
+    [line] = [r for r in request_lines(log_json) if r["path"] == "/api/v1/me"]
+    assert str(line["user_id"]) == str(user_id)
+    assert client.get("/api/v1/me", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    refused = [r for r in request_lines(log_json) if r["path"] == "/api/v1/me"][-1]
+    assert refused["status"] == 401 and "user_id" not in refused
 
 
 def test_the_signup_and_login_flow_logs_no_password_or_secret(app, client, seeded, auth, log_json):
