@@ -60,9 +60,10 @@ def autocommit_when_idle() -> Iterator[Connection]:
     each as a round trip of its own); the driver is back in transactions afterwards, so whatever follows begins a
     transaction at its first statement. Elsewhere (SQLite, a transaction already open, changes not yet flushed —
     their autoflush must not write outside a transaction — or a connection its caller put in autocommit, left as it
-    is) the block runs in the session's transaction as usual. Used for the log-in check when the session has begun
-    already (before that it reads on a connection of its own: `DriverRead.rows_alone`) and the webhook endpoint's
-    one INSERT in queue mode.
+    is) the block runs in the session's transaction as usual. Used for the log-in check (web and API token) when the
+    session has begun already (before that it reads on a connection of its own: `DriverRead.rows_alone`), the
+    webhook endpoint's one INSERT in queue mode, and the API's one-read answers (the strategies list, the
+    subscription).
     The block is given the session's connection (`with autocommit_when_idle() as connection:`)."""
     session = db.session()  # the request's Session itself: each attribute of the scoped proxy looks it up again
     connection = session.connection()
