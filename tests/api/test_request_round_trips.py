@@ -10,52 +10,19 @@ ROLLBACK: five round trips, three statements.)
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import sqlalchemy as sa
-from psycopg.pq import TransactionStatus
 
 from app.extensions import db
 from app.models import AuthSession
 from tests.entitlements.conftest import Member
-from tests.perf.test_webhook_round_trips import listening
+from tests.perf.test_webhook_queue_round_trips import wire_round_trips
 
 PASSWORD = "correct horse"
 
 #: Round trips of one call with a warm entitlement cache: the token check, then the view's own statement, read in
 #: autocommit too (a GET that only reads opens no transaction on the server).
 CEILINGS = {"/api/v1/strategies": 2, "/api/v1/me": 1, "/api/v1/billing/subscription": 2}
-
-
-@contextlib.contextmanager
-def wire_round_trips(app):
-    """What psycopg sends PostgreSQL while the block runs, as tests/perf/test_webhook_queue_round_trips.py counts
-    it (BEGIN before the first statement of a transaction, each statement, COMMIT and ROLLBACK when a transaction
-    is open on the server), each statement's text whole."""
-    sent: list[str] = []
-    with app.app_context():
-        engine = db.engine
-
-    def statement(conn, cursor, text, params, context, executemany):
-        driver = conn.connection.driver_connection
-        if not driver.autocommit and driver.info.transaction_status == TransactionStatus.IDLE:
-            sent.append("BEGIN")
-        sent.append(" ".join(text.split()))
-
-    def ending(name):
-        def end(conn):
-            if conn.connection.driver_connection.info.transaction_status != TransactionStatus.IDLE:
-                sent.append(name)
-
-        return end
-
-    with listening(
-        (engine, "before_cursor_execute", statement),
-        (engine, "commit", ending("COMMIT")),
-        (engine, "rollback", ending("ROLLBACK")),
-    ):
-        yield sent
 
 
 def bearer(client, email: str) -> dict[str, str]:
@@ -79,7 +46,7 @@ def pro(seeded, client, auth):
 
 @pytest.mark.parametrize("path", list(CEILINGS))
 def test_an_api_call_stays_within_its_round_trips(seeded, client, pro, path):
-    with wire_round_trips(seeded) as sent:
+    with wire_round_trips(seeded, whole=True) as sent:
         response = client.get(path, headers=pro)
     assert response.status_code == 200, response.get_json()
     print(path, len(sent), *(text[:200] for text in sent), sep="\n  ")
@@ -91,7 +58,7 @@ def test_an_api_call_stays_within_its_round_trips(seeded, client, pro, path):
 
 def test_the_gated_route_reads_the_user_once(seeded, client, pro):
     """The revocation check's user is the one the view gets: no second statement names the users table."""
-    with wire_round_trips(seeded) as sent:
+    with wire_round_trips(seeded, whole=True) as sent:
         response = client.get("/api/v1/strategies", headers=pro)
     assert response.status_code == 200 and len(response.get_json()["strategies"]) == 2
     assert sum(1 for text in sent if "FROM users" in text) == 1, sent
@@ -99,7 +66,7 @@ def test_the_gated_route_reads_the_user_once(seeded, client, pro):
 
 def test_what_an_api_call_writes_after_the_token_check_is_in_a_transaction(seeded, client, pro):
     """A POST that writes begins its transaction at its first statement after the check, and commits it."""
-    with wire_round_trips(seeded) as sent:
+    with wire_round_trips(seeded, whole=True) as sent:
         response = client.post("/api/v1/strategies", headers=pro, json={"name": "Written", "rules": "fast=5 slow=9"})
     assert response.status_code == 201, response.get_json()
     assert sent[0].startswith("SELECT") and sent[1] == "BEGIN" and "COMMIT" in sent, sent

@@ -5,32 +5,18 @@ from __future__ import annotations
 
 import smtplib
 
-from app import create_app
 from app.extensions import db
 from app.services import mail
 from app.services.accounts import send_verification
-from tests.conftest import make_config
 from tests.factories import UserFactory
-
-
-def sink_app(migrated_database, redis_url, stripe_emulator, smtp_sink):
-    return create_app(
-        make_config(
-            migrated_database,
-            redis_url,
-            STRIPE_API_BASE=stripe_emulator.url,
-            MAIL_SERVER="127.0.0.1",
-            MAIL_PORT=str(smtp_sink.port),
-        )
-    )
 
 
 def peers_of(smtp_sink, recipients: list[str]) -> list:
     return [m["peer"] for r in recipients for m in smtp_sink.messages if r in m["to"]]
 
 
-def test_a_batch_of_mails_shares_one_connection(seeded, migrated_database, redis_url, stripe_emulator, smtp_sink):
-    app = sink_app(migrated_database, redis_url, stripe_emulator, smtp_sink)
+def test_a_batch_of_mails_shares_one_connection(confirming_app, smtp_sink):
+    app = confirming_app  # the suite's app mailing to the SMTP sink
     recipients = [f"batch{n}@example.com" for n in range(3)]
     with app.test_request_context():
         for address in recipients:
@@ -41,12 +27,10 @@ def test_a_batch_of_mails_shares_one_connection(seeded, migrated_database, redis
     assert len(peers) == 3 and len(set(peers)) == 1, peers
 
 
-def test_a_connection_lost_mid_batch_is_opened_again(
-    seeded, migrated_database, redis_url, stripe_emulator, smtp_sink, monkeypatch
-):
+def test_a_connection_lost_mid_batch_is_opened_again(confirming_app, smtp_sink, monkeypatch):
     """The server drops the connection after the first mail: that mail is sent, the second fails and stays pending
     (tried again later), the third goes over a new connection."""
-    app = sink_app(migrated_database, redis_url, stripe_emulator, smtp_sink)
+    app = confirming_app
     recipients = [f"drop{n}@example.com" for n in range(3)]
     sent = []
     real_sendmail = smtplib.SMTP.sendmail

@@ -5,42 +5,20 @@ answering any `sk_test_…` key."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 import stripe
+from test_cli import _OPENER, ROOT, free_port, wait_up
 
 from stripe_emulator.billing import DEFAULT_API_KEY
 from stripe_emulator.testing import EmulatorServer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 MINE = "sk_test_51MineMineMineMine0123"
 MISTYPED = "sk_test_51MineMineMineMine0124"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(url: str, process: subprocess.Popen, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        try:
-            with _OPENER.open(url + "/_emulator/health", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(url)
 
 
 def answer(url: str, key: str) -> tuple[int, dict]:

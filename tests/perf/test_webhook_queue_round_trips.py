@@ -51,8 +51,10 @@ ENDPOINT_CEILING = {"new": 1, "known": 2}
 
 
 @contextlib.contextmanager
-def wire_round_trips(app):
-    """Count what psycopg sends PostgreSQL while the block runs: BEGIN, each statement, COMMIT and ROLLBACK."""
+def wire_round_trips(app, whole: bool = False):
+    """Count what psycopg sends PostgreSQL while the block runs: BEGIN, each statement, COMMIT and ROLLBACK (BEGIN
+    before the first statement of a transaction, COMMIT and ROLLBACK when one is open on the server). Each
+    statement's first 300 characters, or its whole text on one line (`whole`)."""
     sent: list[str] = []
     with app.app_context():
         engine = db.engine
@@ -61,7 +63,7 @@ def wire_round_trips(app):
         driver = conn.connection.driver_connection
         if not driver.autocommit and driver.info.transaction_status == TransactionStatus.IDLE:
             sent.append("BEGIN")
-        sent.append(text.replace("\n", " ")[:300])
+        sent.append(" ".join(text.split()) if whole else text.replace("\n", " ")[:300])
 
     def ending(name):
         def end(conn):
