@@ -203,7 +203,7 @@ def main() -> int:
             )
         report.update(
             gated_ratio=round(best["gated"] / best["ungated"], 3),
-            # CPU milliseconds per API request (the best round's), the figure issue 16 states
+            # CPU milliseconds per API request (the best round's): what an API call costs the server
             gated_cpu_ms=round(1000 / best["gated"], 2),
             ungated_cpu_ms=round(1000 / best["ungated"], 2),
             **{f"{path.strip('/')}_ratio": round(best[path] / best["bare"], 3) for path in pages},
