@@ -132,7 +132,7 @@ def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far; 0 for one that has ended."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except OSError:  # gone (a process that ended, or one whose /proc entry went as it was read)
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of the whole line)
 

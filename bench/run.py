@@ -422,16 +422,8 @@ def wait_mail_sent(engine, what: str) -> None:
         time.sleep(0.2)
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """The process's CPU time so far (user + system, /proc), 0 for one gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+#: The process's CPU time so far (user + system, /proc), 0 for one gone.
+cpu_seconds = growth.process_cpu
 
 
 def child_pids(pid: int) -> list[int]:
