@@ -64,8 +64,8 @@ WEBHOOK_EVENT_TYPES = (
     "invoice.payment_succeeded",
     "customer.updated",
 )
-#: `outcome` of stripe_webhook_events_total. failed, invalid_signature and api_version_mismatch count as failures
-#: in the alert rules.
+#: `outcome` of stripe_webhook_events_total. failed and api_version_mismatch count as failures of the deliveries
+#: Stripe signed in the alert rules; invalid_signature (anyone can post one) only in the alert for a wrong secret.
 WEBHOOK_OUTCOMES = ("processed", "ignored", "duplicate", "failed", "invalid_signature", "api_version_mismatch")
 #: `direction` of billing_plan_changes_total.
 PLAN_CHANGE_DIRECTIONS = ("upgrade", "downgrade", "cycle_change")

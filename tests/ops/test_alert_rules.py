@@ -22,7 +22,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def test_alert_rules_are_valid():
     result = promtool("check", "rules", "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in result.stdout
+    assert "SUCCESS: 14 rules found" in result.stdout
 
 
 def test_alert_rules_unit_tests_pass():
@@ -35,7 +35,7 @@ def test_every_alert_has_a_severity_and_a_unit_test():
     rules = (RULES_DIR / "alerts.yml").read_text()
     tests = (RULES_DIR / "alerts.test.yml").read_text()
     alerts = [line.split(":", 1)[1].strip() for line in rules.splitlines() if line.strip().startswith("- alert:")]
-    assert len(alerts) == 13
+    assert len(alerts) == 14
     assert rules.count("severity:") == len(alerts)
     for alert in alerts:
         assert f"alertname: {alert}" in tests, f"{alert} has no promtool unit test"
@@ -54,7 +54,24 @@ def test_severities_are_the_deployment_guides():
     assert severity("StripeWebhookFailureRateHigh") == severity("DatabaseConnectionFailures") == "critical"
     # Events recorded and not applied for 5 minutes: entitlements lag behind Stripe, as when webhooks fail.
     assert severity("WebhookEventsWaiting") == "critical"
-    for alert in ("StripeWebhookLatencyHigh", "StripeApiErrors", "SubscriptionCancellationSpike"):
+    # Invalid signatures while none verifies (a wrong STRIPE_WEBHOOK_SECRET) open a ticket: a stranger's unsigned
+    # posts look the same while Stripe is quiet, and must not page anyone.
+    for alert in (
+        "StripeWebhookLatencyHigh",
+        "StripeApiErrors",
+        "SubscriptionCancellationSpike",
+        "StripeWebhookSignaturesFailing",
+    ):
         assert severity(alert) == "warning", alert
     for alert in ("NewProSubscription", "SubscriptionDowngraded", "PaymentMethodUpdated"):
         assert severity(alert) == "info", alert
+
+
+def test_the_critical_webhook_alert_counts_only_deliveries_stripe_signed():
+    """An unsigned POST to the public endpoint is nobody's delivery: the page (critical) divides the failures of
+    verified deliveries by the verified deliveries; invalid signatures have their own alert, a warning."""
+    rules = (RULES_DIR / "alerts.yml").read_text()
+    block = rules.split("- alert: StripeWebhookFailureRateHigh\n", 1)[1].split("- alert:", 1)[0]
+    expr = block.split("expr:", 1)[1].split("for:", 1)[0]
+    assert 'outcome=~"failed|api_version_mismatch"' in expr
+    assert 'outcome!="invalid_signature"' in expr
