@@ -272,16 +272,21 @@ def plan_shown(subscription: SubscriptionView | None) -> PlanView | None:
 @login_required
 @limiter.shared_limit(login_limit, scope=LOGIN_SCOPE)
 def change_password():
-    """Change the password (the current one is asked); every other session and API token ends."""
+    """Change the password (the current one is asked); every other session and API token ends, and this browser's
+    session is replaced by a new one (a copy of its old cookie opens nothing), so it stays logged in."""
     form = ChangePasswordForm()
     if form.validate_on_submit():
         try:
-            accounts.change_password(
-                current_user, form.current.data, form.password.data, keep_session=session.get(SESSION_ID_KEY)
+            renewed = accounts.change_password(
+                current_user,
+                form.current.data,
+                form.password.data,
+                renew_session=current_app.permanent_session_lifetime,
             )
         except AccountError as exc:
             (form.current if exc.code == "wrong_password" else form.password).errors.append(exc.message)
         else:
+            session[SESSION_ID_KEY] = renewed  # a new cookie: a copy of the old one names a revoked session
             flash("Your password has been changed; your other sessions have been logged out.", "success")
             return redirect(url_for("account.show_account"))
     return render_account(password_form=form, status=400)

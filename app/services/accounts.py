@@ -16,6 +16,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -145,20 +146,33 @@ def authenticate(email: str, password: str) -> User | None:
     return user if user.check_password(password) else None
 
 
-def change_password(user: User, current: str, new: str, keep_session: str | None = None) -> None:
-    """Set a new password after checking the current one; every other session and token of the user ends."""
+def change_password(
+    user: User, current: str, new: str, keep_session: str | None = None, renew_session: timedelta | None = None
+) -> str | None:
+    """Set a new password after checking the current one; every other session and token of the user ends.
+
+    With `renew_session` (the browser's session lifetime) the session it was changed in ends too, and a new web
+    session replaces it in the same commit: its id is returned for the browser's cookie. A copy of the old cookie
+    (which may be why the password is being changed) then opens nothing, while this browser stays logged in."""
     if not user.check_password(current):
         raise AccountError("The current password is incorrect.", code="wrong_password")
-    set_new_password(user, new, reason="password_changed", keep_session=keep_session)
+    return set_new_password(
+        user, new, reason="password_changed", keep_session=keep_session, renew_session=renew_session
+    )
 
 
-def set_new_password(user: User, new: str, reason: str, keep_session: str | None = None) -> None:
-    """Hash and store `new`, end the user's sessions (but `keep_session`), audit, commit."""
+def set_new_password(
+    user: User, new: str, reason: str, keep_session: str | None = None, renew_session: timedelta | None = None
+) -> str | None:
+    """Hash and store `new`, end the user's sessions (but `keep_session`), audit, commit. With `renew_session`,
+    every session ends and a new web session of that lifetime is started: its id is returned."""
     check_new_password(new, user.email)
     user.set_password(new)
-    sessions.revoke_all(user.id, reason, keep=keep_session)
+    sessions.revoke_all(user.id, reason, keep=None if renew_session is not None else keep_session)
+    renewed = sessions.start(user.id, sessions.WEB, renew_session) if renew_session is not None else None
     record(f"user.{reason}", user.id)
     db.session.commit()
+    return renewed.id if renewed is not None else None
 
 
 def sign_out_everywhere(user: User) -> None:
