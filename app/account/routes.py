@@ -26,7 +26,7 @@ from app.ratelimits import (
     signup_limit,
     whole_site,
 )
-from app.security import SESSION_ID_KEY, safe_next
+from app.security import PRIVATE_CACHE_CONTROL, SESSION_ID_KEY, safe_next
 from app.services import accounts, sessions, viewer
 from app.services.accounts import AccountError, authenticate
 from app.services.billing_summary import plan_outlook
@@ -346,10 +346,16 @@ def forgot_password():
 @bp.route("/reset-password/<token>", methods=["GET", "POST"])
 @limiter.shared_limit(login_limit, scope=LOGIN_SCOPE, methods=["POST"])
 def reset_password(token: str):
-    """Choose a new password from a mailed link; every session and API token of the account ends."""
+    """Choose a new password from a mailed link; every session and API token of the account ends.
+
+    A link used (the password it was made for has changed), expired or forged answers so as it is opened, before any
+    form is shown. The form's page is never stored, not even by the browser (`no-store`): its Back button or a
+    reopened tab asks again, and a used link says it is used instead of showing a form that can only fail."""
     if accounts.user_for_reset_token(token) is None:
         flash("This reset link is invalid, used or expired: ask for a new one.", "warning")
-        return redirect(url_for("account.forgot_password"))
+        response = redirect(url_for("account.forgot_password"))
+        response.headers["Cache-Control"] = PRIVATE_CACHE_CONTROL
+        return response
     form = ResetPasswordForm()
     if form.validate_on_submit():
         try:
@@ -363,7 +369,7 @@ def reset_password(token: str):
             flash("Your password has been reset: log in with the new one.", "success")
             return redirect(url_for("account.login"))
     status = 400 if form.is_submitted() else 200
-    return render_template("account/reset_password.html", form=form), status
+    return render_template("account/reset_password.html", form=form), status, {"Cache-Control": PRIVATE_CACHE_CONTROL}
 
 
 @bp.get("/verify-email/<token>")

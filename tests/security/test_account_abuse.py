@@ -162,6 +162,8 @@ def test_forgot_password_mails_a_one_time_link_and_ends_every_session(seeded, cl
     auth.logout()
     again = client.get(link)  # one time: bound to the password hash it replaced
     assert again.status_code == 302 and "/forgot-password" in again.headers["Location"]
+    told = client.get(again.headers["Location"]).get_data(as_text=True)
+    assert "This reset link is invalid, used or expired: ask for a new one." in told
     assert client.get("/reset-password/forged.token.here").status_code == 302
 
 
@@ -294,3 +296,20 @@ def test_checkout_asks_an_unverified_account_to_confirm_its_email_first(confirmi
     client.get(mailed_link(smtp_sink, "unverified@example.com", "verify-email"))
     allowed = client.post("/billing/checkout", data={"plan": "pro", "cycle": "monthly", "csrf_token": token})
     assert allowed.status_code == 303 and "/pay/cs_" in allowed.headers["Location"]
+
+
+def test_a_reset_links_page_is_never_stored_so_a_used_link_never_shows_its_form(seeded):
+    """The form of a reset link is `no-store` for a visitor too (no cookie: no other rule makes it private): a
+    browser's history or cache would show the form of a link used meanwhile, which could only fail once sent."""
+    from app.services.accounts import find_user_by_email, password_reset_token
+
+    with seeded.app_context():
+        UserFactory(email="forgetful@example.com")
+        link = "/reset-password/" + password_reset_token(find_user_by_email("forgetful@example.com"))
+        db.session.remove()
+    visitor = seeded.test_client(use_cookies=False)
+    form = visitor.get(link)
+    assert form.status_code == 200 and "New password" in form.get_data(as_text=True)
+    assert form.headers["Cache-Control"] == "no-store"
+    used = visitor.get("/reset-password/forged.token.here")
+    assert used.status_code == 302 and used.headers["Cache-Control"] == "no-store"
