@@ -1,11 +1,14 @@
 """The rate limits of the API, the billing pages and the account forms, and who a per-user limit counts.
 
 Each limit is read from the configuration at request time, so a test or an operator can change it on a live app.
-Log-in (the form and `/auth/token`) is one budget per address. Sign-up and password-reset mails have a budget
-per address and one for the whole site: each sign-up costs a deliberately slow password hash, so a flood of them
-from many addresses would otherwise take every worker. Reset and verification mails also have a budget per
-account they go to (and email-change links a budget per address they go to): many addresses asking for one
-person's reset would otherwise fill that person's mailbox. RATELIMIT_ENABLED=false turns every one of them off.
+Log-in (the form and `/auth/token`) is one budget per client address, and failed log-ins have a budget per email
+address typed (whichever client types it: many addresses guessing one account's password). Sign-up and the
+account-mail forms have a budget per client address, and sign-up one per email address signed up with; reset and
+verification mails also have a budget per account they go to (and email-change links a budget per address they go
+to): many addresses asking for one person's reset would otherwise fill that person's mailbox. No budget is shared by
+the whole site: a few clients spending it would have locked everyone out of signing up and resetting a password
+(RATELIMIT_SIGNUP_GLOBAL and RATELIMIT_ACCOUNT_MAIL_GLOBAL are no longer read). RATELIMIT_ENABLED=false turns every
+one of them off.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import math
 import time
 
-from flask import current_app
+from flask import current_app, request
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
@@ -47,19 +50,20 @@ def login_limit() -> str:
 #: The scope that makes the log-in form and `/auth/token` one budget.
 LOGIN_SCOPE = "login"
 DEFAULT_SIGNUP_LIMIT = "5 per minute;20 per hour"
-DEFAULT_SIGNUP_GLOBAL_LIMIT = "60 per minute;1000 per hour"
+DEFAULT_SIGNUP_EMAIL_LIMIT = "10 per hour"
 DEFAULT_ACCOUNT_MAIL_LIMIT = "5 per minute;20 per hour"
-DEFAULT_ACCOUNT_MAIL_GLOBAL_LIMIT = "60 per minute"
+DEFAULT_LOGIN_EMAIL_LIMIT = "10 per 15 minutes"
 
 
 def signup_limit() -> str:
-    """Accounts created per address (RATELIMIT_SIGNUP)."""
+    """Sign-ups per client address (RATELIMIT_SIGNUP)."""
     return current_app.config.get("RATELIMIT_SIGNUP") or DEFAULT_SIGNUP_LIMIT
 
 
-def signup_global_limit() -> str:
-    """Accounts created by everyone together (RATELIMIT_SIGNUP_GLOBAL)."""
-    return current_app.config.get("RATELIMIT_SIGNUP_GLOBAL") or DEFAULT_SIGNUP_GLOBAL_LIMIT
+def signup_email_limit() -> str:
+    """Sign-ups with one email address, whoever sends them (RATELIMIT_SIGNUP_EMAIL): each costs a deliberately slow
+    password hash, and the address's owner a notice once it has an account (itself capped per account)."""
+    return current_app.config.get("RATELIMIT_SIGNUP_EMAIL") or DEFAULT_SIGNUP_EMAIL_LIMIT
 
 
 def account_mail_limit() -> str:
@@ -67,9 +71,55 @@ def account_mail_limit() -> str:
     return current_app.config.get("RATELIMIT_ACCOUNT_MAIL") or DEFAULT_ACCOUNT_MAIL_LIMIT
 
 
-def account_mail_global_limit() -> str:
-    """Password-reset, verification and email-change mails asked for by everyone together (RATELIMIT_ACCOUNT_MAIL_GLOBAL)."""
-    return current_app.config.get("RATELIMIT_ACCOUNT_MAIL_GLOBAL") or DEFAULT_ACCOUNT_MAIL_GLOBAL_LIMIT
+def login_email_limit() -> str:
+    """Failed log-ins with one email address, from any client (RATELIMIT_LOGIN_EMAIL): a short window, so that
+    someone typing wrong passwords for another's address keeps its owner out for minutes at most."""
+    return current_app.config.get("RATELIMIT_LOGIN_EMAIL") or DEFAULT_LOGIN_EMAIL_LIMIT
+
+
+def email_digest(email: str) -> str:
+    """The key of a budget counted per email address: a digest of the address as accounts store it (trimmed,
+    lower-cased), so that no address is written into the limit storage's keys."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+
+
+def posted_email() -> str:
+    """The key of a form's budget per email address typed into it (its `email` field), `-` for a post without one
+    (refused by the form anyway: such posts share one budget, which no address's owner needs)."""
+    email = request.form.get("email", "")
+    return email_digest(email) if email.strip() else "-"
+
+
+#: The scope of the failed log-ins counted per email address.
+LOGIN_EMAIL_SCOPE = "login-email"
+
+
+def login_wait(email: str) -> int | None:
+    """Seconds until log-in with `email` is allowed again once its failed log-ins are spent; None while allowed.
+    The same for an address no account uses: the answer tells nobody which addresses have one."""
+    if not current_app.config.get("RATELIMIT_ENABLED", True):
+        return None
+    key = email_digest(email)
+    items = parse_many(login_email_limit())
+    try:
+        strategy = limiter.limiter
+        spent = [item for item in items if not strategy.test(item, LOGIN_EMAIL_SCOPE, key)]
+    except Exception as error:  # noqa: BLE001 - any storage failure: counted in this process meanwhile
+        log.warning("rate_limit_budget_unavailable", scope=LOGIN_EMAIL_SCOPE, error=type(error).__name__)
+        strategy = in_memory_limiter()
+        spent = [item for item in items if not strategy.test(item, LOGIN_EMAIL_SCOPE, key)]
+    if not spent:
+        return None
+    try:
+        reset_at = max(strategy.get_window_stats(item, LOGIN_EMAIL_SCOPE, key).reset_time for item in spent)
+    except Exception:  # noqa: BLE001 - the window cannot be read: the longest the limit can mean
+        return max(item.get_expiry() for item in spent)
+    return max(1, math.ceil(reset_at - time.time()))
+
+
+def count_failed_login(email: str) -> None:
+    """Spend one of `email`'s failed log-ins (RATELIMIT_LOGIN_EMAIL)."""
+    _spend(login_email_limit(), LOGIN_EMAIL_SCOPE, email_digest(email))
 
 
 DEFAULT_ACCOUNT_MAIL_RECIPIENT_LIMIT = "3 per hour"
@@ -173,11 +223,6 @@ def describe_wait(seconds: int) -> str:
     else:
         amount, unit = math.ceil(seconds / 3600), "hour"
     return f"{amount} {unit}{'' if amount == 1 else 's'}"
-
-
-def whole_site() -> str:
-    """The key of a limit everyone shares."""
-    return "site"
 
 
 def rate_limit_identity() -> str:

@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
+from flask import current_app, g
 from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +30,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.extensions import db
 from app.logging import get_logger
 from app.models import AuditLog, User, VerifiedEmail, normalize_email, utcnow
-from app.ratelimits import may_mail_account, may_mail_address
+from app.ratelimits import count_failed_login, describe_wait, login_wait, may_mail_account, may_mail_address
 from app.services import DomainError, mail, sessions, stripe_gateway
 from app.services.audit import record
 from app.services.strategies import backtests_since_query, month_start, strategies_count_query
@@ -138,12 +138,25 @@ def sign_up(email: str, password: str, plan: str | None = None, cycle: str | Non
 
 
 def authenticate(email: str, password: str) -> User | None:
-    """The user with this email and password, or None (the same answer, in the same time, for a wrong email)."""
+    """The user with this email and password, or None (the same answer, in the same time, for a wrong email).
+
+    Failed log-ins are counted per email address typed, whichever client sends them (RATELIMIT_LOGIN_EMAIL): once
+    they are spent, AccountError (429, `too_many_requests`, as the per-client limit answers) until the window ends,
+    whether or not an account uses the address, and without checking the password (so in the same time either way).
+    The window is short: someone spending another's budget keeps its owner out for minutes, not for good."""
+    wait = login_wait(email)
+    if wait is not None:
+        g.retry_after = wait  # the answer's Retry-After (app.errors.keep_told_wait), as its message says
+        raise AccountError(
+            f"Too many attempts. Please wait {describe_wait(wait)} and try again.", code="too_many_requests", status=429
+        )
     user = find_user_by_email(email)
     if user is None:
         check_password_hash(dummy_hash(), password)
-        return None
-    return user if user.check_password(password) else None
+    elif user.check_password(password):
+        return user
+    count_failed_login(email)
+    return None
 
 
 def change_password(
