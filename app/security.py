@@ -512,6 +512,61 @@ def shows_flashed_messages() -> bool:
     return bool(getattr(request_ctx, "flashes", None))
 
 
+#: The answers of `refuse_cross_site_forms`: a form another site sent, and one whose browser named no site at all.
+FOREIGN_FORM_MESSAGE = (
+    "This form was sent from another site, so it was refused: open the page on this site and send the form from there."
+)
+UNKNOWN_SOURCE_MESSAGE = (
+    "Your browser sent this form without saying which site it came from (no Origin or Referer header), so it was "
+    "refused: allow this site to receive them, or try another browser."
+)
+DEFAULT_CSRF_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def register_same_origin_forms(app: Flask) -> None:
+    """Over HTTPS, a form post (every CSRF-checked request: not the API, not Stripe's webhooks) must come from this
+    site's own pages, as its `Origin` says, else its `Referer`; its CSRF token is checked as well (Flask-WTF).
+
+    Flask-WTF's own HTTPS check (WTF_CSRF_SSL_STRICT) reads only the Referer, so a log-in from a browser that leaves
+    it out (a privacy extension strips it; every current browser still sends Origin with a POST) was refused as an
+    "expired" form. Here the Origin decides when there is one: this site's (APP_BASE_URL's, or the host asked) is
+    accepted, any other refused. `Origin: null` (a sandboxed frame, a no-referrer page) names no site: the Referer
+    then decides, and a post with neither is refused, each with a message that says why. WTF_CSRF_SSL_STRICT=false
+    turns this check off with Flask-WTF's."""
+    strict = app.config.get("WTF_CSRF_SSL_STRICT", True)
+    app.config["WTF_CSRF_SSL_STRICT"] = False  # replaced by the check below, which also reads Origin
+
+    @app.before_request
+    def refuse_cross_site_forms():
+        this = request._get_current_object()  # one proxy look-up
+        config = app.config
+        if (
+            not strict
+            or this.method not in config.get("WTF_CSRF_METHODS", DEFAULT_CSRF_METHODS)
+            or not this.is_secure
+            or not config.get("WTF_CSRF_ENABLED", True)
+            or not config.get("WTF_CSRF_CHECK_DEFAULT", True)
+            or not this.endpoint
+            or app.extensions["csrf"]._is_exempt()
+        ):
+            return None
+        own = {(origin_of(config.get("APP_BASE_URL")) or "").lower(), f"https://{this.host}".lower()}
+        origin = this.headers.get("Origin")
+        source = origin if origin and origin != "null" else origin_of(this.referrer)
+        if source is None:
+            return refuse_form(UNKNOWN_SOURCE_MESSAGE)
+        if source.lower() not in own:
+            return refuse_form(FOREIGN_FORM_MESSAGE)
+        return None
+
+
+def refuse_form(message: str):
+    """A CSRF refusal (400 `csrf_failed`) that says why."""
+    from app.errors import render_error  # app.errors imports the services, which import this module
+
+    return render_error(400, "csrf_failed", message)
+
+
 def register_hardening(app: Flask) -> None:
     """Every hardening step; runs before the blueprints are registered, so their `<int:…>` ids are bounded."""
     app.url_map.converters["int"] = PostgresIntConverter
@@ -519,6 +574,7 @@ def register_hardening(app: Flask) -> None:
     register_proxy_fix(app)
     app.wsgi_app = ControlCharacterGuard(app.wsgi_app)  # type: ignore[method-assign]
     register_nul_byte_guard(app)
+    register_same_origin_forms(app)
     register_private_responses(app)
     register_security_headers(app)
     init_sentry(app)
