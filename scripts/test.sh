@@ -21,9 +21,22 @@ fi
 # The whole suite: two processes (pytest-xdist; each has its own database and Redis db), then, alone, the tests that
 # stop PostgreSQL or Redis under the app. Files are handed out whole, in the order of tests/conftest.py
 # (LONGEST_FIRST first), not reordered by their number of tests.
+# The parallel run writes down the files that hold the `stops_services` tests (tests/conftest.py), so that the run
+# alone collects those files only, not the whole suite again; without that list (the parallel run stopped before its
+# collection) it collects everything, as before.
 workers=${TEST_WORKERS:-2}
-.venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder -m "not stops_services" --durations=15
+stops_services="$dir/stops_services_files"
+STOPS_SERVICES_FILES="$stops_services" .venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder \
+  -m "not stops_services" --durations=15
 parallel=$?
-.venv/bin/python -m pytest -m stops_services
-alone=$?
+if [ ! -e "$stops_services" ]; then
+  .venv/bin/python -m pytest -m stops_services
+  alone=$?
+elif [ -s "$stops_services" ]; then
+  mapfile -t files <"$stops_services"
+  .venv/bin/python -m pytest -m stops_services "${files[@]}"
+  alone=$?
+else
+  alone=0  # no test stops a service
+fi
 [ "$parallel" -eq 0 ] && [ "$alone" -eq 0 ]

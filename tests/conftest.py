@@ -94,8 +94,21 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "services" in getattr(item, "fixturenames", ()):
             item.add_marker("stops_services")
+    if os.environ.get("STOPS_SERVICES_FILES"):
+        record_stops_services_files(items, os.environ["STOPS_SERVICES_FILES"])
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+def record_stops_services_files(items, path: str) -> None:
+    """The files holding `stops_services` tests, one a line, written to `path` (scripts/test.sh then runs those files
+    alone instead of collecting the whole suite a second time to find three tests). Each xdist worker collects the
+    same items and writes the same list, each through a file of its own renamed into place."""
+    files = sorted({item.nodeid.split("::")[0] for item in items if item.get_closest_marker("stops_services")})
+    partial = f"{path}.{os.getpid()}"
+    with open(partial, "w") as out:
+        out.writelines(f"{name}\n" for name in files)
+    os.replace(partial, path)
 
 
 @pytest.fixture(scope="session")
