@@ -91,8 +91,9 @@ LONGEST_FIRST = (
 
 def pytest_collection_modifyitems(items):
     """Tests that stop the suite's PostgreSQL or Redis (the `services` fixture) are marked so that `make test` runs
-    them alone, after the parallel part: another test running beside them would see its servers vanish. The longest
-    files go first, in the order of LONGEST_FIRST (a stable sort: the order within and after them stays as collected)."""
+    them in a process of their own, on a PostgreSQL and a Redis of their own: another test on their servers would see
+    them vanish. The longest files go first, in the order of LONGEST_FIRST (a stable sort: the order within and after
+    them stays as collected)."""
     for item in items:
         if "services" in getattr(item, "fixturenames", ()):
             item.add_marker("stops_services")
@@ -103,9 +104,9 @@ def pytest_collection_modifyitems(items):
 
 
 def record_stops_services_files(items, path: str) -> None:
-    """The files holding `stops_services` tests, one a line, written to `path` (scripts/test.sh then runs those files
-    alone instead of collecting the whole suite a second time to find three tests). Each xdist worker collects the
-    same items and writes the same list, each through a file of its own renamed into place."""
+    """The files holding `stops_services` tests, one a line, written to `path`: scripts/test.sh then runs those files
+    beside the parallel run, collecting them only, not the whole suite a second time to find three tests. Each xdist
+    worker collects the same items and writes the same list, each through a file of its own renamed into place."""
     files = sorted({item.nodeid.split("::")[0] for item in items if item.get_closest_marker("stops_services")})
     partial = f"{path}.{os.getpid()}"
     with open(partial, "w") as out:
