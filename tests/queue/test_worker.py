@@ -69,7 +69,7 @@ def wait_for(condition, seconds: float) -> bool:
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.05)  # every condition is cheap (a query, a /proc read, a GET): asked often, it ends the wait soon
+        time.sleep(0.2)
     return condition()
 
 
