@@ -54,16 +54,18 @@ def xdist_worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
-def fresh_database(server_url: str, name: str) -> str:
-    """A new empty database `name` (one per xdist worker) on the suite's PostgreSQL; returns its URL."""
+def fresh_database(server_url: str, name: str, template: str | None = None) -> str:
+    """A new database `name` (one per xdist worker) on the suite's PostgreSQL, empty or a copy of the database whose
+    URL is `template` (PostgreSQL copies its files: no statement runs again); returns its URL."""
     if xdist_worker():
         name = f"{name}_{xdist_worker()}"
     admin = sa.create_engine(
         server_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
     )
+    copy = f" TEMPLATE {sa.engine.make_url(template).database}" if template else ""
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}{copy}"))
     admin.dispose()
     return server_url.rsplit("/", 1)[0] + "/" + name
 
@@ -89,13 +91,27 @@ LONGEST_FIRST = (
 
 def pytest_collection_modifyitems(items):
     """Tests that stop the suite's PostgreSQL or Redis (the `services` fixture) are marked so that `make test` runs
-    them alone, after the parallel part: another test running beside them would see its servers vanish. The longest
-    files go first, in the order of LONGEST_FIRST (a stable sort: the order within and after them stays as collected)."""
+    them in a process of their own, on a PostgreSQL and a Redis of their own: another test on their servers would see
+    them vanish. The longest files go first, in the order of LONGEST_FIRST (a stable sort: the order within and after
+    them stays as collected)."""
     for item in items:
         if "services" in getattr(item, "fixturenames", ()):
             item.add_marker("stops_services")
+    if os.environ.get("STOPS_SERVICES_FILES"):
+        record_stops_services_files(items, os.environ["STOPS_SERVICES_FILES"])
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+def record_stops_services_files(items, path: str) -> None:
+    """The files holding `stops_services` tests, one a line, written to `path`: scripts/test.sh then runs those files
+    beside the parallel run, collecting them only, not the whole suite a second time to find three tests. Each xdist
+    worker collects the same items and writes the same list, each through a file of its own renamed into place."""
+    files = sorted({item.nodeid.split("::")[0] for item in items if item.get_closest_marker("stops_services")})
+    partial = f"{path}.{os.getpid()}"
+    with open(partial, "w") as out:
+        out.writelines(f"{name}\n" for name in files)
+    os.replace(partial, path)
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +164,21 @@ def stripe_emulator():
     # emulator's own tests show that, started with a key, it refuses the others as Stripe does.
     with EmulatorServer(any_test_key=True) as emulator:
         yield emulator
+
+
+@pytest.fixture(scope="session")
+def migrated_template(database_url, redis_url) -> str:
+    """The URL of a database migrated once per test process by the guide's §3.1, `alembic upgrade head` typed in a
+    production shell: the template of the databases of `migrated_shell` (tests/guide) and `migrated_operator_shell`
+    (tests/cli). The tests whose subject comes after the migrations (seeding, the SQL that verifies it, `flask
+    doctor`, the rollback, `flask users create`) start from a copy of it instead of each running the migrations
+    again (a `flask`/`alembic` process's start-up and 16 revisions: ~2 s here, more on a slow machine);
+    tests/guide/test_migrate.py runs the command itself and checks what it builds."""
+    from tests.guide.conftest import production_shell  # (that module imports this one)
+
+    shell = production_shell(database_url, redis_url, "ssb_migrated_template")
+    shell.ok("alembic upgrade head")
+    return shell.database_url
 
 
 class SmtpSink:

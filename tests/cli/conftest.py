@@ -39,7 +39,17 @@ def app_with(migrated_database, redis_url) -> Iterator[Callable[..., Flask]]:
             db.engine.dispose()
 
 
+OPERATOR_DATABASE = "ssb_cli"
+
+
 @pytest.fixture
 def operator_shell(database_url, redis_url) -> Shell:
     """A production shell (the guide's variables, the venv on PATH) on a fresh, empty, unmigrated database."""
-    return production_shell(database_url, redis_url, "ssb_cli")
+    return production_shell(database_url, redis_url, OPERATOR_DATABASE)
+
+
+@pytest.fixture
+def migrated_operator_shell(database_url, redis_url, migrated_template) -> Shell:
+    """`operator_shell` as `flask db upgrade` leaves it: its fresh database a copy of `migrated_template`
+    (tests/conftest.py), for the tests whose subject is a later command."""
+    return production_shell(database_url, redis_url, OPERATOR_DATABASE, template=migrated_template)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 
 from app.config import runs_bootstrap_command
+from tests.cli.conftest import OPERATOR_DATABASE
+from tests.conftest import fresh_database
 from tests.guide.conftest import PRICE_IDS
 
 URL = "https://billing.example.com/api/v1/billing/webhooks/stripe"
@@ -29,7 +31,9 @@ def bootstrap_shell(operator_shell, stripe_emulator):
     return operator_shell
 
 
-def test_create_catalog_and_webhook_endpoint_run_without_what_they_print(operator_shell, stripe_emulator):
+def test_create_catalog_and_webhook_endpoint_run_without_what_they_print(
+    operator_shell, stripe_emulator, database_url, migrated_template
+):
     shell = bootstrap_shell(operator_shell, stripe_emulator)
     catalog = shell.ok("flask stripe create-catalog")
     printed = dict(re.findall(r"^(STRIPE_PRICE_\w+)=(price_\w+)$", catalog.stdout, re.M))
@@ -45,7 +49,9 @@ def test_create_catalog_and_webhook_endpoint_run_without_what_they_print(operato
 
     shell.env.update(printed)  # as the operator sets them: seeding then runs (the secret still to be set)
     shell.env["STRIPE_WEBHOOK_SECRET"] = re.search(r"^STRIPE_WEBHOOK_SECRET=(\S+)$", endpoint.stdout, re.M).group(1)
-    shell.ok("flask db upgrade")
+    # The database as `flask db upgrade` leaves it: a copy of `migrated_template` (built by `alembic upgrade head`);
+    # `flask db upgrade` in this shell is test_database_errors.py's test_after_the_migrations_the_same_commands_succeed.
+    assert fresh_database(database_url, OPERATOR_DATABASE, migrated_template) == shell.database_url
     shell.ok("flask seed-plans")
 
 

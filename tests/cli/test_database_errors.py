@@ -62,12 +62,11 @@ def test_after_the_migrations_the_same_commands_succeed(operator_shell):
     assert "Seed completed successfully!" in operator_shell.ok("flask seed-plans").stdout
 
 
-def test_an_unreachable_task_queue_is_one_line_for_the_worker(operator_shell):
+def test_an_unreachable_task_queue_is_one_line_for_the_worker(migrated_operator_shell):
     """`flask queue worker` on a TASK_QUEUE_URL nothing answers: one line, not rq's traceback."""
     port = closed_port()
-    operator_shell.ok("flask db upgrade")
-    operator_shell.env["TASK_QUEUE_URL"] = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
-    result = operator_shell.run("flask queue worker --burst")
+    migrated_operator_shell.env["TASK_QUEUE_URL"] = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
+    result = migrated_operator_shell.run("flask queue worker --burst")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stderr.splitlines()[-1] == (
@@ -90,8 +89,8 @@ def test_the_database_is_asked_before_the_password(operator_shell):
     assert "Password" not in result.stdout + result.stderr
 
 
-def test_a_taken_email_is_refused_before_the_password(operator_shell):
-    operator_shell.ok("flask db upgrade")
+def test_a_taken_email_is_refused_before_the_password(migrated_operator_shell):
+    operator_shell = migrated_operator_shell
     typed = "correct horse battery\ncorrect horse battery\n"
     assert "✓ Created admin user ops@example.com" in operator_shell.ok(CREATE_ADMIN, stdin=typed).stdout
     result = operator_shell.run(CREATE_ADMIN.replace("ops@", "Ops@"), stdin="")

@@ -7,10 +7,10 @@ The guide's §4.3 tells operators to look for `stripe_webhook_verified` to see w
 from __future__ import annotations
 
 
-def test_the_self_test_verifies_and_logs_no_delivery(operator_shell, stripe_emulator):
-    operator_shell.ok("flask db upgrade")
-    operator_shell.env.update(STRIPE_API_BASE=stripe_emulator.url, STRIPE_SECRET_KEY="sk_test_doctor0123456789")
-    result = operator_shell.run("flask doctor")
+def test_the_self_test_verifies_and_logs_no_delivery(migrated_operator_shell, stripe_emulator):
+    shell = migrated_operator_shell
+    shell.env.update(STRIPE_API_BASE=stripe_emulator.url, STRIPE_SECRET_KEY="sk_test_doctor0123456789")
+    result = shell.run("flask doctor")
     assert "Traceback" not in result.stderr
     assert "✓ Webhook signing secret — a self-signed test event verifies (1 secret)" in result.stdout.splitlines()
     assert "stripe_webhook_verified" not in result.stderr

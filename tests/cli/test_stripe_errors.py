@@ -154,15 +154,15 @@ def test_doctor_still_says_create_catalog_for_a_price_stripe_does_not_have(app_w
     assert "flask stripe create-catalog" in fix
 
 
-def test_doctor_asks_an_unreachable_stripe_once(operator_shell):
+def test_doctor_asks_an_unreachable_stripe_once(migrated_operator_shell):
     """`flask doctor` as typed in a production shell, Stripe out of reach: the first check that asks waits through
     the client's retries; the webhook endpoint and portal checks after it say "not checked" at once (they used to
     wait through their own retries, ~1.2 s each on a refused port, a minute each where a firewall drops packets)."""
     base = f"http://127.0.0.1:{closed_port()}"
-    operator_shell.ok("flask db upgrade")
-    operator_shell.ok("flask seed-plans")
-    operator_shell.env["STRIPE_API_BASE"] = base
-    result = operator_shell.run("flask doctor")
+    shell = migrated_operator_shell
+    shell.ok("flask seed-plans")
+    shell.env["STRIPE_API_BASE"] = base
+    result = shell.run("flask doctor")
     assert result.returncode == 1, result.stdout + result.stderr
     found = stripe_lines(result.stdout.splitlines())
     unreachable = f"Could not reach Stripe at {base}: [Errno 111] Connection refused"

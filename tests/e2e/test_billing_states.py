@@ -4,6 +4,7 @@ Nothing may be wider than the screen. App and emulator over HTTP; the emulator's
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -180,7 +181,8 @@ def test_admin_pages_fit_and_show_money_and_scheduled_downgrades(sized, webhooks
     expect(audit).to_contain_text("subscription.downgrade_scheduled")
     expect(audit).to_contain_text("amount $49.99")
     expect(audit).not_to_contain_text("4999")
-    page.screenshot(path=f"/tmp/admin-{page.viewport_size['width']}.png", full_page=True)
+    if os.environ.get("SCREEN_SHOTS"):  # for a person to look at, as in test_screens_read_right.py
+        page.screenshot(path=f"{os.environ['SCREEN_SHOTS']}/admin-{page.viewport_size['width']}.png", full_page=True)
     fits_the_screen(page)
     page.goto(site.url + "/admin/users?email=audited@example.com")
     expect(page.get_by_test_id("user-audit")).to_contain_text("amount $49.99")

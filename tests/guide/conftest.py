@@ -86,10 +86,16 @@ def shell(database_url, redis_url) -> Shell:
     return production_shell(database_url, redis_url, GUIDE_DATABASE)
 
 
-def production_shell(database_url: str, redis_url: str, name: str) -> Shell:
-    """A fresh database named `name` and a production shell's environment on it (the guide's variables, the venv on
-    PATH, no inherited Stripe or Flask settings)."""
-    url = fresh_database(database_url, name)
+@pytest.fixture
+def migrated_shell(database_url, redis_url, migrated_template) -> Shell:
+    """`shell`, its fresh database as `alembic upgrade head` leaves it (a copy of `migrated_template`)."""
+    return production_shell(database_url, redis_url, GUIDE_DATABASE, template=migrated_template)
+
+
+def production_shell(database_url: str, redis_url: str, name: str, template: str | None = None) -> Shell:
+    """A fresh database named `name` (a copy of `template`'s when given) and a production shell's environment on it
+    (the guide's variables, the venv on PATH, no inherited Stripe or Flask settings)."""
+    url = fresh_database(database_url, name, template)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "FLASK_"))}
     env.update(production_variables(url, redis_url))
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"

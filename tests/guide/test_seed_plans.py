@@ -1,4 +1,5 @@
-"""Section 3.1 then 3.2: `alembic upgrade head`, then `python scripts/seed_plans.py` twice, then `flask seed-plans`.
+"""Section 3.1 then 3.2: `alembic upgrade head` (its database copied from `migrated_template`, which that command
+built), then `python scripts/seed_plans.py` twice, then `flask seed-plans`.
 
 The output must be the expected block character for character (the real price ids in place of `price_XXXXX`);
 a second run says `✓ Updated` instead of `✓ Created` (and heads the price list "Plans:", having created none) and
@@ -36,8 +37,8 @@ def test_expected_copy_is_the_guides_block():
     assert block_after(guide.read_text(encoding="utf-8"), "**Expected Output**:") == expected(SEED_OUTPUT)
 
 
-def test_seed_script_prints_the_expected_block_then_updates_without_writing(shell):
-    shell.ok("alembic upgrade head")
+def test_seed_script_prints_the_expected_block_then_updates_without_writing(migrated_shell):
+    shell = migrated_shell  # §3.1 done: `alembic upgrade head` (test_migrate.py)
     created = with_price_ids(expected(SEED_OUTPUT))
     updated = created.replace("✓ Created", "✓ Updated").replace("\nPlans created:\n", "\nPlans:\n")
     assert updated.count("✓ Updated") == 3 and "\nPlans:\n" in updated
@@ -56,6 +57,5 @@ def test_seed_script_prints_the_expected_block_then_updates_without_writing(shel
     assert stored_rows(shell) == after_first
 
 
-def test_flask_seed_plans_prints_the_same_block_as_the_script(shell):
-    shell.ok("alembic upgrade head")
-    assert shell.ok("flask seed-plans").stdout == with_price_ids(expected(SEED_OUTPUT))
+def test_flask_seed_plans_prints_the_same_block_as_the_script(migrated_shell):
+    assert migrated_shell.ok("flask seed-plans").stdout == with_price_ids(expected(SEED_OUTPUT))

@@ -27,8 +27,8 @@ def psql_commands() -> list[str]:
     return [line for line in expected(DEBUGGING).splitlines() if line.startswith("psql ")]
 
 
-def test_verify_database_state_after_the_seed(shell):
-    shell.ok("alembic upgrade head")
+def test_verify_database_state_after_the_seed(migrated_shell):
+    shell = migrated_shell  # §3.1 done: `alembic upgrade head` (test_migrate.py)
     shell.ok("python scripts/seed_plans.py")
     result = shell.ok("psql $DATABASE_URL", stdin=expected(VERIFY_SQL))
     plans = [line.split("|") for line in result.stdout.splitlines() if line.count("|") == 4]
@@ -46,8 +46,8 @@ def test_verify_database_state_after_the_seed(shell):
     assert "(3 rows)" in result.stdout and result.stderr == ""
 
 
-def test_the_debugging_psql_commands_show_the_users_rows(shell):
-    shell.ok("alembic upgrade head")
+def test_the_debugging_psql_commands_show_the_users_rows(migrated_shell):
+    shell = migrated_shell
     engine = shell.engine()
     with engine.begin() as conn:
         for row in ROWS:

@@ -65,7 +65,7 @@ def test_gunicorn_serves_the_app_with_multiprocess_metrics_and_structured_logs(s
             except OSError:
                 assert process.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.2)
+                time.sleep(0.05)
         assert status == 200
         for _ in range(6):
             status, _, headers = get(f"http://127.0.0.1:{port}/pricing")
@@ -97,7 +97,7 @@ def wait_until_up(process, port: int, log_path: Path) -> None:
         except OSError:
             assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+            time.sleep(0.05)
 
 
 def test_the_readme_command_adds_up_both_workers_metrics(seeded, tmp_path):

@@ -1,7 +1,8 @@
 """The strategy pages in Chromium at 1280 and 390 px: what a user sees, nothing wider than a phone's screen.
 
 `STRATEGY_SCREENSHOTS=/some/dir pytest tests/strategies/test_browser.py` writes each page's screenshot there
-(backtest.png and strategies.png at 1280 px are the README's); otherwise they go to the test's temporary directory.
+(backtest.png and strategies.png at 1280 px are the README's); otherwise none is taken (a full-page screenshot costs
+Chromium a few hundred ms of CPU, and nothing reads them).
 """
 
 from __future__ import annotations
@@ -21,17 +22,26 @@ from tests.factories import UserFactory
 SIZES = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 
+def screenshot_folder() -> Path | None:
+    """$STRATEGY_SCREENSHOTS, made if missing; None when it is not set."""
+    if not os.environ.get("STRATEGY_SCREENSHOTS"):
+        return None
+    shots = Path(os.environ["STRATEGY_SCREENSHOTS"])
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
 class Visit:
     """The logged-in browser page, checking every page it opens for overflow and CSP refusals."""
 
-    def __init__(self, page: Page, base: str, size: str, shots: Path):
+    def __init__(self, page: Page, base: str, size: str, shots: Path | None):
         self.page, self.base, self.size, self.shots = page, base, size, shots
         self.messages: list[str] = []
         page.on("console", lambda m: self.messages.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: self.messages.append(f"pageerror: {e}"))
 
     def check(self, name: str) -> None:
-        """The page fits the screen, the CSP refused nothing, and its screenshot is kept."""
+        """The page fits the screen, the CSP refused nothing, and its screenshot is kept (with STRATEGY_SCREENSHOTS)."""
         self.page.wait_for_load_state("load")
         width = SIZES[self.size]["width"]
         assert self.page.evaluate("document.documentElement.scrollWidth") <= width, name
@@ -39,7 +49,8 @@ class Visit:
             m for m in self.messages if "Content Security Policy" in m or "Refused to" in m or "pageerror" in m
         ], self.messages
         suffix = "" if self.size == "desktop" else "-phone"
-        self.page.screenshot(path=str(self.shots / f"{name}{suffix}.png"), full_page=True)
+        if self.shots:
+            self.page.screenshot(path=str(self.shots / f"{name}{suffix}.png"), full_page=True)
 
     def create_from_template(self, key: str) -> None:
         self.page.goto(self.base + "/strategies/new")
@@ -57,7 +68,7 @@ class Visit:
 
 
 @pytest.fixture
-def visit(seeded, live_server, page, tmp_path, request) -> Visit:
+def visit(seeded, live_server, page, request) -> Visit:
     """A Starter member logged in through the real form, at the test's screen size."""
     size = request.param
     with seeded.app_context():
@@ -70,9 +81,7 @@ def visit(seeded, live_server, page, tmp_path, request) -> Visit:
     page.fill("input[name=password]", "correct horse")
     page.locator("main form button[type=submit]").click()
     expect(page).to_have_url(live_server.url + "/account")
-    shots = Path(os.environ.get("STRATEGY_SCREENSHOTS") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
-    return Visit(page, live_server.url, size, shots)
+    return Visit(page, live_server.url, size, screenshot_folder())
 
 
 @pytest.mark.parametrize("visit", list(SIZES), indirect=True)
@@ -150,7 +159,7 @@ LONG_NAME = "W" * NAME_MAX
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_long_unbroken_names_wrap_instead_of_widening_the_pages(seeded, live_server, page, tmp_path, size):
+def test_long_unbroken_names_wrap_instead_of_widening_the_pages(seeded, live_server, page, size):
     """A strategy's name (120 characters, the most there is) and description and a billing name of 200 characters,
     none with a space: every page that shows them (the strategy pages, alerts, the admin's) stays as wide as the
     screen."""
@@ -175,9 +184,7 @@ def test_long_unbroken_names_wrap_instead_of_widening_the_pages(seeded, live_ser
     page.fill("input[name=password]", "correct horse")
     page.locator("main form button[type=submit]").click()
     expect(page).to_have_url(live_server.url + "/account")
-    shots = Path(os.environ.get("STRATEGY_SCREENSHOTS") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
-    visit = Visit(page, live_server.url, size, shots)
+    visit = Visit(page, live_server.url, size, screenshot_folder())
     for name, path in paths.items():
         page.goto(live_server.url + path)
         if name != "long-admin":  # the dashboard names no strategy and no billing name
