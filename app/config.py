@@ -424,10 +424,14 @@ class Settings(BaseSettings):
     PROXY_FIX_X_PREFIX: ProxyHops = 0
     # Addresses whose X-Forwarded-* headers are believed (the load balancer); unset: loopback and private networks.
     TRUSTED_PROXIES: Annotated[list[str] | None, BeforeValidator(networks)] = None
-    # Accounts: sign-up and account mails per address and site-wide, account mails per account they go to;
-    # re-reading Stripe per user; unset: the defaults of app/ratelimits.py.
+    # Accounts: sign-ups per client address and per email address, failed log-ins per email address, account
+    # mails per client address and per account they go to; re-reading Stripe per user; unset: the defaults of
+    # app/ratelimits.py. (RATELIMIT_SIGNUP_GLOBAL and RATELIMIT_ACCOUNT_MAIL_GLOBAL, the site-wide budgets a few
+    # clients could spend for everyone, are accepted and no longer read.)
     RATELIMIT_SIGNUP: OptionalText = None
+    RATELIMIT_SIGNUP_EMAIL: OptionalText = None
     RATELIMIT_SIGNUP_GLOBAL: OptionalText = None
+    RATELIMIT_LOGIN_EMAIL: OptionalText = None
     RATELIMIT_ACCOUNT_MAIL: OptionalText = None
     RATELIMIT_ACCOUNT_MAIL_GLOBAL: OptionalText = None
     RATELIMIT_ACCOUNT_MAIL_RECIPIENT: OptionalText = None
