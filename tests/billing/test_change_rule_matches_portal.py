@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import User
-from app.services.subscriptions import plan_change, scheduled_at_period_end
+from app.services import subscriptions
 from tests.billing.test_billing_states import text_of
 from tests.billing.test_portal_downgrade import configure_portal, stripe_price
 
@@ -57,13 +57,14 @@ def test_the_app_and_the_portal_decide_alike_for_every_pair(billing, stripe_emul
             continue
         with billing.app.test_request_context():
             user = db.session.scalar(sa.select(User).where(User.stripe_customer_id == customer))
-            app_waits = not plan_change(user, *target).immediate
+            app_waits = not subscriptions.plan_change(user, *target).immediate
         price = f"price_{target[0]}_{target[1]}"
         assert portal_waits(stripe_emulator, customer, row.stripe_subscription_id, price) == app_waits, target
         assert app_waits == ((current, target) in WAITS), target
 
 
 def test_the_rule_compares_prices_per_year_and_follows_the_conditions():
+    scheduled_at_period_end = subscriptions.scheduled_at_period_end
     # Unit amounts alone would call Starter yearly ($199.99) dearer than Pro monthly ($49.99).
     assert scheduled_at_period_end(4999, "monthly", 19999, "yearly")  # cheaper per year: waits
     assert not scheduled_at_period_end(1999, "monthly", 47999, "yearly")  # dearer per year: now
