@@ -114,6 +114,7 @@ def test_a_credit_shows_on_the_invoice_and_billing_page_and_a_change_it_pays_say
 
     page = text_of(billing.client.get("/billing?from=portal").get_data(as_text=True))  # the Portal return syncs
     assert f"Credit balance {dollars}" in page
+    assert f"−{dollars} Credited to balance" in page  # the negative invoice, not "Paid"
 
     page = text_of(billing.client.get("/billing/change?plan=pro&cycle=monthly").get_data(as_text=True))
     assert "Due today $0.00" in page
