@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from fractions import Fraction
 from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
@@ -228,16 +229,39 @@ def _pending_change(sub: dict) -> dict | None:
 
 def _scheduled_for_period_end(update: dict, item: dict, price: dict) -> bool:
     """Whether the configuration's ``schedule_at_period_end`` conditions hold for a switch from ``item`` to
-    ``price``: a lower amount (``decreasing_item_amount``) or a shorter interval (``shortening_interval``)."""
+    ``price`` (any one of them is enough, as Stripe's docs put it: "when any condition is true, the update will be
+    scheduled at the end of the current period"):
+
+    - ``decreasing_item_amount``: the item costs less *for the same length of time* — amounts of prices with
+      different intervals are compared per year (a $199.99 yearly price is cheaper than a $19.99 monthly one,
+      $239.88 a year, even though its unit amount is larger). Stripe's reference names the condition only; this
+      normalised reading is the emulator's, kept in step with the app's `scheduled_at_period_end`;
+    - ``shortening_interval``: the new price's interval is shorter (yearly to monthly).
+    """
     conditions = {c["type"] for c in (update.get("schedule_at_period_end") or {}).get("conditions") or []}
     old = item["price"]
-    cheaper = price["unit_amount"] * item["quantity"] < old["unit_amount"] * item["quantity"]
-    shorter = INTERVAL_DAYS.get(price["recurring"]["interval"], 0) < INTERVAL_DAYS.get(old["recurring"]["interval"], 0)
+    quantity = item["quantity"]
+    cheaper = _per_year(price) * quantity < _per_year(old) * quantity
+    shorter = _interval_days(price) < _interval_days(old)
     return ("decreasing_item_amount" in conditions and cheaper) or ("shortening_interval" in conditions and shorter)
 
 
+#: How many of each billing interval make a year (months exactly; days and weeks on a 365-day year).
+PER_YEAR = {"day": Fraction(365), "week": Fraction(365, 7), "month": Fraction(12), "year": Fraction(1)}
+
 #: The rough length of a billing interval, to tell which of two is shorter.
 INTERVAL_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
+
+
+def _per_year(price: dict) -> Fraction:
+    """What a recurring price costs over a year, in its currency's smallest unit (exact, as a fraction)."""
+    rec = price["recurring"]
+    return Fraction(price["unit_amount"]) * PER_YEAR[rec["interval"]] / (rec.get("interval_count") or 1)
+
+
+def _interval_days(price: dict) -> int:
+    rec = price["recurring"]
+    return INTERVAL_DAYS.get(rec["interval"], 0) * (rec.get("interval_count") or 1)
 
 
 def _schedule_switch(ctx: Ctx, sub: dict, price: dict) -> None:

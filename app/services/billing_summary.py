@@ -91,6 +91,8 @@ class BillingSummary(PlanOutlook):
     card_last4: str | None = None
     invoices: list[Invoice] = field(default_factory=list)
     ended: EndedPlan | None = None
+    #: The customer's credit balance in cents (Stripe's negative `balance`): later invoices use it up first.
+    credit_balance: int = 0
 
     def left_unpaid(self, invoice: Invoice) -> bool:
         """An invoice still open from a plan that ended because its payment failed: Stripe no longer retries it."""
@@ -164,8 +166,15 @@ def billing_summary(user: User) -> BillingSummary:
     row = summary.subscription
     version = (user.stripe_customer_id, row.stripe_subscription_id, row.updated_at.isoformat()) if row else None
     cached = _cached(_summary_key(user.id))
-    if cached is not None and cached[0] == (user.stripe_customer_id, version):
-        summary.card_brand, summary.card_last4, summary.invoices, summary.scheduled_change, summary.ended = cached[1]
+    if cached is not None and cached[0] == (user.stripe_customer_id, version) and len(cached[1]) == len(KNOWN):
+        (
+            summary.card_brand,
+            summary.card_last4,
+            summary.invoices,
+            summary.scheduled_change,
+            summary.ended,
+            summary.credit_balance,
+        ) = cached[1]
         return summary
     if not may_read_stripe(user.id, BILLING_SUMMARY_READS):
         log.warning("billing_summary_budget_spent")
@@ -177,14 +186,20 @@ def billing_summary(user: User) -> BillingSummary:
         log.warning("billing_summary_degraded", code=error.code)
         summary.stripe_unavailable = True
         return summary
-    known = (summary.card_brand, summary.card_last4, summary.invoices, summary.scheduled_change, summary.ended)
+    known = tuple(getattr(summary, name) for name in KNOWN)
     _keep(_summary_key(user.id), ((user.stripe_customer_id, version), known), SUMMARY_CACHE_SECONDS)
     return summary
+
+
+#: What the summary keeps of Stripe's answers between billing commits (an entry of another shape is asked again).
+KNOWN = ("card_brand", "card_last4", "invoices", "scheduled_change", "ended", "credit_balance")
 
 
 def _ask_stripe(user: User, customer_id: str, summary: BillingSummary) -> None:
     """Fill in the card, the invoices and the scheduled change (or, for a Free account, how its plan ended)."""
     customer = stripe_gateway.retrieve_customer(customer_id, expand=["invoice_settings.default_payment_method"])
+    # Stripe's `balance` is what the customer owes (positive) or has in credit (negative), in cents.
+    summary.credit_balance = max(0, -int(customer.get("balance") or 0))
     summary.card_brand, summary.card_last4 = card_of(
         (customer.get("invoice_settings") or {}).get("default_payment_method")
     )

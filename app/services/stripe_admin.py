@@ -14,6 +14,7 @@ from app.models import StripeEvent, SubscriptionPlan, User
 from app.services import DomainError, audit, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
 from app.services.signals import SyncResult
+from app.services.subscriptions import SCHEDULED_AT_PERIOD_END
 from app.services.sync import sync_customer
 from app.services.webhooks import API_VERSION, GUIDE_EVENTS
 
@@ -186,10 +187,10 @@ def paid_prices() -> dict[str, list[str]]:
 
 
 #: When the portal schedules a plan switch for the end of the period instead of making it now: a cheaper price or a
-#: shorter interval, as the app's own rule (a lower tier or yearly to monthly waits for the paid period to end). A
-#: portal without them switched a Pro customer to Starter at once and invoiced a credit, while the same change in
-#: the app waits for the period end.
-PORTAL_SCHEDULED_AT_PERIOD_END = ("decreasing_item_amount", "shortening_interval")
+#: shorter interval. The app's own plan changes follow the same conditions (`subscriptions.scheduled_at_period_end`,
+#: where they are defined). A portal without them switched a Pro customer to Starter at once and invoiced a credit,
+#: while the same change in the app waited for the period end.
+PORTAL_SCHEDULED_AT_PERIOD_END = SCHEDULED_AT_PERIOD_END
 
 
 #: How the portal bills a plan switch made now: invoiced and charged at once, as the app's own upgrade is. Stripe's

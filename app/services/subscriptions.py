@@ -132,6 +132,15 @@ class PlanChange:
     effective_at: datetime | None
     #: A cancellation is pending: choosing another plan means staying, so the change withdraws it.
     withdraws_cancellation: bool = False
+    #: The total (cents) of the invoice an immediate change makes: the amount due before the customer's credit
+    #: balance is used, negative when the unused time is worth more than the new price's share.
+    invoice_total: int = 0
+
+    @property
+    def credit_added(self) -> int:
+        """Cents the change adds to the customer's credit balance: Stripe pays no negative invoice out, it credits
+        the customer, and later invoices use the credit up."""
+        return max(0, -self.invoice_total)
 
     @property
     def kind(self) -> str:
@@ -141,8 +150,9 @@ class PlanChange:
 def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanChange:
     """Describe a change of the user's paid subscription to `plan_name`/`cycle`, with the amount due now.
 
-    The rule (README): a higher tier, or the same tier from monthly to yearly, takes effect now with prorations
-    invoiced at once; a lower tier, or yearly to monthly, takes effect at the end of the paid period.
+    The rule (README, `scheduled_at_period_end`, the Portal's own): a cheaper price for the same length of time, or
+    a shorter cycle, takes effect at the end of the paid period; anything else (a higher tier at the same or a
+    longer cycle) takes effect now with prorations invoiced at once.
     """
     plan, cycle, price_id = validate_choice(plan_name, cycle)
     subscription = require_live_subscription(user)
@@ -155,12 +165,15 @@ def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
             status=409,
         )
     current = subscription.plan
-    higher_tier = plan.sort_order > current.sort_order
-    same_tier_to_yearly = plan.id == current.id and cycle == "yearly"
-    immediate = higher_tier or same_tier_to_yearly
-    amount, currency = 0, "usd"
+    immediate = not scheduled_at_period_end(
+        cents(current.price_for(subscription.billing_cycle)),
+        subscription.billing_cycle,
+        cents(plan.price_for(cycle)),
+        cycle,
+    )
+    amount, currency, total = 0, "usd", 0
     if immediate:
-        amount, currency = preview_amount_due(user, subscription, price_id)
+        amount, currency, total = preview_amount_due(user, subscription, price_id)
     return PlanChange(
         subscription,
         plan,
@@ -171,11 +184,52 @@ def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
         currency,
         None if immediate else subscription.current_period_end,
         withdraws_cancellation=subscription.cancel_at_period_end,
+        invoice_total=total,
     )
 
 
-def preview_amount_due(user: User, subscription: UserSubscription, price_id: str) -> tuple[int, str]:
-    """What Stripe would invoice now for swapping the subscription's price (prorations included)."""
+#: When a plan change waits for the end of the paid period instead of taking effect now — the Customer Portal's
+#: `schedule_at_period_end` conditions, which `flask stripe portal-config` sets (stripe_admin.portal_features): the
+#: app and the Portal apply one rule to every pair of plans and cycles.
+SCHEDULED_AT_PERIOD_END = ("decreasing_item_amount", "shortening_interval")
+
+#: Months in a billing cycle's interval.
+CYCLE_MONTHS = {"monthly": 1, "yearly": 12}
+
+
+def scheduled_at_period_end(
+    current_cents: int,
+    current_cycle: str,
+    new_cents: int,
+    new_cycle: str,
+    conditions: tuple[str, ...] = SCHEDULED_AT_PERIOD_END,
+) -> bool:
+    """Whether a switch from one price to another waits for the period end: any condition holds (as Stripe's Portal
+    evaluates its configuration's conditions) —
+
+    - `decreasing_item_amount`: the new price costs less for the same length of time. Prices of different cycles
+      are compared per year: Starter yearly ($199.99) is cheaper than Starter monthly ($239.88 a year), so monthly
+      to yearly of one plan waits, and Pro monthly to Starter yearly waits as any lower tier does;
+    - `shortening_interval`: yearly to monthly (even to a higher tier: Starter yearly to Pro monthly waits, instead
+      of crediting the unpaid part of a year that the monthly price cannot use up).
+
+    Integer cents, compared exactly (cross-multiplied per year).
+    """
+    current_months, new_months = CYCLE_MONTHS[current_cycle], CYCLE_MONTHS[new_cycle]
+    cheaper = new_cents * (12 // new_months) < current_cents * (12 // current_months)
+    shorter = new_months < current_months
+    return ("decreasing_item_amount" in conditions and cheaper) or ("shortening_interval" in conditions and shorter)
+
+
+def cents(price: Decimal | None) -> int:
+    """A catalog price (Decimal dollars) in integer cents; no price is 0."""
+    return int((price or Decimal(0)) * 100)
+
+
+def preview_amount_due(user: User, subscription: UserSubscription, price_id: str) -> tuple[int, str, int]:
+    """What Stripe would invoice now for swapping the subscription's price (prorations included): (the amount due
+    now, after any credit balance; the currency; the invoice's total, negative when the change credits the
+    customer)."""
     item_id = subscription_item_id(subscription)
     preview = stripe_gateway.preview_invoice(
         {
@@ -187,7 +241,7 @@ def preview_amount_due(user: User, subscription: UserSubscription, price_id: str
             },
         }
     )
-    return int(preview.get("amount_due") or 0), preview.get("currency") or "usd"
+    return int(preview.get("amount_due") or 0), preview.get("currency") or "usd", int(preview.get("total") or 0)
 
 
 def subscription_item_id(subscription: UserSubscription) -> str:

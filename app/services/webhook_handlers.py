@@ -315,6 +315,21 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
     return id_of(details.get("subscription"))
 
 
+def refuse_another_users_subscription(invoice: dict[str, Any], user_id: int) -> None:
+    """An invoice of one customer naming a subscription we hold for another user contradicts our data, as a
+    subscription event carrying another user's customer does (`on_subscription_event`): a ValueError, so the event is
+    answered 422, kept failed and replayable once the mapping is repaired — never audited or mailed to the wrong user.
+    """
+    subscription_id = invoice_subscription_id(invoice)
+    if not subscription_id:
+        return
+    owner = db.session.scalar(
+        select(UserSubscription.user_id).where(UserSubscription.stripe_subscription_id == subscription_id)
+    )
+    if owner is not None and owner != user_id:
+        raise ValueError(f"subscription {subscription_id} belongs to another user")
+
+
 def audit_once(user_id: int, action: str, key: str, details: dict[str, Any]) -> bool:
     """Add the audit entry `action` with `details` unless the user's trail holds one with the same `details[key]`
     (a payment counted once, however often its events come); whether it was added.
@@ -359,6 +374,7 @@ def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
     user_id = event_user_id(event, result)
     if user_id is None:
         return
+    refuse_another_users_subscription(invoice, user_id)
     details = {
         "invoice": invoice["id"],
         "amount": invoice.get("amount_paid"),
@@ -390,6 +406,8 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
     if user is None:
         return
     result.user_id = user.id
+    if not (rows and invoice_subscription_id(invoice) in rows):
+        refuse_another_users_subscription(invoice, user.id)
     attempt = str(invoice.get("attempt_count") or 0)
     details = {
         "invoice": invoice["id"],
@@ -413,7 +431,7 @@ def on_invoice_payment_failed(event: dict[str, Any], result: SyncResult) -> None
         "payment_failed",
         f"{invoice['id']}:{attempt}",
         user,
-        plan=subscription.plan.display_name if subscription else "paid",
+        plan=subscription.plan.display_name if subscription else None,  # the mail then names no plan
         amount=money(invoice.get("amount_due") or 0, cents=True),
         retrying=retrying,
         has_access=subscription.grants_access if subscription else None,  # None: a subscription we do not know

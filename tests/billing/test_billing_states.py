@@ -61,10 +61,12 @@ def test_every_downgrade_confirmation_lists_what_is_lost(billing):
     page = text_of(billing.client.get("/billing/change?plan=starter&cycle=monthly").get_data(as_text=True))
     assert "What changes on Starter" in page
     assert "API access Not included" in page and "Real-time alerts Not included" in page
-    # An upgrade, or the same plan yearly, loses nothing and says the plan is billed yearly, not that it starts.
+    # The same plan yearly loses nothing; it is cheaper for a year, so it waits for the period end (as the Portal
+    # does) and says the plan is billed yearly from then, not that it starts.
     yearly = text_of(billing.client.get("/billing/change?plan=pro&cycle=yearly").get_data(as_text=True))
     assert "What changes on" not in yearly
-    assert "Your Pro plan is billed yearly from now on" in yearly and "Pro starts now" not in yearly
+    assert "You keep your monthly Pro plan until" in yearly and "it is billed yearly from then on" in yearly
+    assert "Pro starts" not in yearly and "charged today" not in yearly
 
 
 def test_past_due_says_what_is_owed_and_when_stripe_retries(billing, stripe_emulator, webhooks_to_app):

@@ -102,26 +102,26 @@ def test_a_downgrade_that_has_started_is_no_longer_shown_as_pending(billing, str
 
 
 def test_an_upgrade_releases_a_pending_downgrade_so_it_never_applies(billing, stripe_emulator, webhooks_to_app):
-    billing.subscribe("pro", "monthly")
-    billing.post("/billing/change", plan="starter", cycle="monthly")
+    billing.subscribe("starter", "monthly")
+    billing.post("/billing/change", plan="starter", cycle="yearly")  # cheaper for a year: at the period end
     schedule_id = stripe_subscription(billing).schedule.id
 
-    billing.post("/billing/change", plan="pro", cycle="yearly")  # immediate, charged now
+    billing.post("/billing/change", plan="pro", cycle="monthly")  # immediate, charged now
     stripe_emulator.flush()
     sub = stripe_subscription(billing)
     assert sub.schedule is None
     assert stripe_emulator.client().v1.subscription_schedules.retrieve(schedule_id).status == "released"
     [row] = billing.subscriptions()
-    assert (row.plan.name, row.billing_cycle) == ("pro", "yearly")
+    assert (row.plan.name, row.billing_cycle) == ("pro", "monthly")
     line = billing_period_line(billing)
-    assert "changes to" not in line and "$479.99 / year · renews on" in line
+    assert "changes to" not in line and "$49.99 / month · renews on" in line
 
-    # Past the end of the old monthly period (where the stale phase would have started): still Pro yearly.
+    # Past the end of the old monthly period (where the stale phase would have started): still Pro monthly.
     stripe_emulator.advance(days=35)
     stripe_emulator.flush()
-    assert stripe_subscription(billing)["items"].data[0].price.id == "price_pro_yearly"
+    assert stripe_subscription(billing)["items"].data[0].price.id == "price_pro_monthly"
     [row] = billing.subscriptions()
-    assert (row.plan.name, row.billing_cycle, row.status) == ("pro", "yearly", "active")
+    assert (row.plan.name, row.billing_cycle, row.status) == ("pro", "monthly", "active")
 
 
 def test_cancel_drops_a_pending_downgrade_and_resume_keeps_the_current_plan(billing, stripe_emulator, webhooks_to_app):
