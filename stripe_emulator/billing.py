@@ -83,13 +83,13 @@ class Billing:
         s = self.store
         if self.dry_run:
             return {}
-        snapshot = copy.deepcopy(obj)
+        snapshot = objects.count_sublists(copy.deepcopy(obj), root=False)
         evt = objects.event(
             new_id("evt"),
             s.now(),
             etype,
             snapshot,
-            previous,
+            objects.count_sublists(copy.deepcopy(previous), root=False),
             ctx.request_id if ctx else None,
             ctx.idempotency_key if ctx else None,
         )

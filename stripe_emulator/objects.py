@@ -28,8 +28,28 @@ INTERVAL_NAMES = {"day": "day", "week": "week", "month": "month", "year": "year"
 
 
 def list_object(data: list, url: str, has_more: bool = False) -> dict:
-    """A list as stripe-python declares it (``ListObject``): no ``total_count``."""
+    """A list as a list endpoint answers it (``GET /v1/customers``...): no ``total_count``.
+
+    A list embedded in an object (``subscription.items``, ``invoice.lines``, ``invoice.payments``, an expanded
+    ``line_items``) also carries ``total_count`` in Stripe's answers and webhooks: :func:`count_sublists`
+    adds it on the way out, so it always matches the data however the stored list changed."""
     return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+
+def count_sublists(node: Any, root: bool = True) -> Any:
+    """Set ``total_count`` on every list object below ``node`` (not on ``node`` itself: a list endpoint's answer
+    has none), in place; answers ``node``. The emulator embeds whole lists, so the count is ``len(data)``."""
+    if isinstance(node, dict):
+        if node.get("object") == "list" and isinstance(node.get("data"), list) and not root:
+            url = node.pop("url", None)
+            node["total_count"] = len(node["data"])
+            node["url"] = url  # Stripe's order: object, data, has_more, total_count, url
+        for value in node.values():
+            count_sublists(value, root=False)
+    elif isinstance(node, list):
+        for item in node:
+            count_sublists(item, root=False)
+    return node
 
 
 #: The sign of a negative amount on pages and PDFs: U+2212, before the currency (``−$49.99``).
@@ -695,7 +715,6 @@ _CHECKOUT_SESSION_FIELDS: dict[str, Any] = {
     "integration_identifier": None,
     "invoice": None,
     "invoice_creation": None,
-    "line_items": None,
     "livemode": False,
     "locale": None,
     "managed_payments": None,
@@ -912,9 +931,7 @@ def event(
     return {
         "id": evt_id,
         "object": "event",
-        "account": None,
         "api_version": API_VERSION,
-        "context": None,
         "created": created,
         "data": data,
         "livemode": False,

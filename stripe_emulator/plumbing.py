@@ -93,7 +93,8 @@ def unrecognized_url() -> Response:
 
 
 def render(result, expand_paths: list) -> dict:
-    """Apply ``expand[]`` (``data.x`` paths apply to each element of a list)."""
+    """Apply ``expand[]`` (``data.x`` paths apply to each element of a list) on a copy; embedded lists get their
+    ``total_count`` (``objects.count_sublists``)."""
     s = store()
     if isinstance(result, dict) and result.get("object") == "list" and expand_paths:
         out = dict(result)
@@ -106,10 +107,10 @@ def render(result, expand_paths: list) -> dict:
                 )
             inner.append(path[len("data.") :])
         out["data"] = [expand(s, o, inner, INCLUDABLES) for o in result["data"]]
-        return out
+        return objects.count_sublists(out)
     if isinstance(result, dict) and expand_paths:
-        return expand(s, result, expand_paths, INCLUDABLES)
-    return copy.deepcopy(result)
+        return objects.count_sublists(expand(s, result, expand_paths, INCLUDABLES))
+    return objects.count_sublists(copy.deepcopy(result))
 
 
 # ---------------------------------------------------------------------- request

@@ -105,7 +105,6 @@ def start_checkout(
             "subscription_data": {"metadata": {"user_id": str(user_id), "plan": plan.name, "billing_cycle": cycle}},
             "success_url": success_url or checkout_success_url(),
             "cancel_url": cancel_url or checkout_cancel_url(),
-            "allow_promotion_codes": True,
         },
     )
     audit.record("checkout.started", user_id, session=session["id"], plan=plan.name, billing_cycle=cycle)

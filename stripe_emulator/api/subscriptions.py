@@ -282,4 +282,4 @@ def list_subscription_items(p: Params, ctx: Ctx):
     sub_id = p.str("subscription", required=True)
     sub = get_or_404("subscriptions", "subscription", sub_id, param="subscription", status=400)
     p.done()
-    return paginate(list(sub["items"]["data"]), p, f"/v1/subscription_items?subscription={sub_id}")
+    return paginate(list(sub["items"]["data"]), p, "/v1/subscription_items")  # the filter is not in Stripe's url
