@@ -88,6 +88,10 @@ def test_the_whole_life_cycle_on_the_six_events(seeded, stripe_emulator, live_se
         assert subscriptions == [("pro", "monthly", "active", False, True)] and actions.count("payment.succeeded") == 3
 
         portal.post("update", subscription=subscription_id, price="price_starter_yearly")  # 5. plan change
+        # Starter yearly costs less a year than Pro monthly: the portal schedules it for the period end.
+        assert state(seeded, user_id)[0] == [("pro", "monthly", "active", False, True)]
+        stripe_emulator.advance(days=32)
+        stripe_emulator.flush()
         subscriptions, actions = state(seeded, user_id)
         assert subscriptions == [("starter", "yearly", "active", False, True)]
         assert "subscription.plan_changed" in actions
