@@ -30,6 +30,7 @@ Prints a table, writes bench/results.json and BENCHMARKS.md. Everything started 
     .venv/bin/python bench/run.py [--quick]      (--quick: fewer customers, sizes up to 100k; for trying it out)
     .venv/bin/python bench/run.py --webhooks-only   (1, 2 and 1b alone, printed; the reports are left as they are)
     .venv/bin/python bench/run.py --entitlements-only   (3 alone, printed; no webhook history is made)
+    .venv/bin/python bench/run.py --pages-only   (4 alone, printed; no webhook history is made)
 """
 
 from __future__ import annotations
@@ -609,6 +610,11 @@ def main() -> int:
         help="only the gated vs ungated comparison (3), printed, not written (no webhook history is made)",
     )
     parser.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="only the request overhead and pricing comparisons (4), printed, not written (no webhook history)",
+    )
+    parser.add_argument(
         "--queue-workers",
         type=int,
         default=QUEUE_WORKERS,
@@ -662,9 +668,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     growth_customers = 60 if quick else 120
     sizes: tuple[int, ...] = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
     warmup_customers = 10
-    if options.webhooks_only or options.entitlements_only:
+    alone = options.entitlements_only or options.pages_only
+    if options.webhooks_only or alone:
         sizes = ()
-    if options.entitlements_only:  # the Pro user alone: no webhook history
+    if alone:  # the Pro user alone: no webhook history
         warmup_customers = main_customers = 0
 
     log(f"working directory {workdir}")
@@ -1165,7 +1172,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         print(table())
         return 0
 
-    entitlements_section(base, env, notes)
+    if not options.pages_only:
+        entitlements_section(base, env, notes)
 
     # --- 4. pricing ----------------------------------------------------------------------------------------------
     for path in ("/pricing", "/bench/hello"):
@@ -1200,6 +1208,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         f"{SPREADS['pricing page req/s (vs hello route)']}."
     )
     notes.append(f"**Paired runs** (entitlements, request overhead, pricing): {PAIRED_METHOD}")
+    if options.pages_only:
+        print()
+        print(table())
+        return 0
 
     # --- 5. growth ----------------------------------------------------------------------------------------------
     import app.services.reporting as reporting
