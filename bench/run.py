@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -460,6 +461,37 @@ class ProcessCpu:
         return {name: round(1000 * (after[name] - before[name]) / events, 2) for name in after}
 
 
+def cpu_per_request(url: str, process_cpu: ProcessCpu, headers: dict | None = None, seconds: int = 4) -> dict:
+    """One wrk round of `url` alone: ms of CPU per request of each process (gunicorn's workers, PostgreSQL,
+    Redis, wrk), and the share of the two cores left idle (above nothing: the requests wait, not compute)."""
+    before, wrk_before, idle_before = process_cpu.now(), children_cpu(), idle_ticks()
+    run_ = wrk(url, "summary.lua", seconds=seconds, headers=headers)
+    after, wrk_after, idle_after = process_cpu.now(), children_cpu(), idle_ticks()
+    requests = run_["requests"]
+    cpu = ProcessCpu.per_event(after, before, requests)
+    cpu.pop("queue workers")
+    cpu.pop("bench process (SMTP sink)")
+    cpu["wrk"] = round(1000 * (wrk_after - wrk_before) / requests, 3)
+    cpu["idle"] = round((idle_after[0] - idle_before[0]) / max(idle_after[1] - idle_before[1], 1), 3)
+    return cpu
+
+
+def describe_cpu(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in cpu.items() if k != "idle") + f" (cores idle {cpu['idle']:.0%})"
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's ended children (each wrk run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def idle_ticks() -> tuple[int, int]:
+    """The host's idle and total CPU ticks (/proc/stat)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[3] + values[4], sum(values)
+
+
 def check_counted(after: dict, before: dict, events: int, what: str) -> float:
     """The outcome counters of /metrics (every process's) count each event applied once: fewer means a process's
     metrics do not reach /metrics (the worker's, outside PROMETHEUS_MULTIPROC_DIR), more that one was applied
@@ -631,7 +663,7 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the workers during the webhook and pricing runs (needs py-spy, root)",
+        help="py-spy the workers during the webhook, pricing and logged-in page runs (needs py-spy, root)",
     )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -880,7 +912,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     bare = f"http://127.0.0.1:{bare_port}"
     log(f"bare Flask (bench/bare_flask.py) on {bare}, the same gunicorn settings")
     (workdir / "prometheus-bare").mkdir()
-    stack.spawn(
+    bare_gunicorn = stack.spawn(
         [str(Path(PYTHON).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "bench.bare_flask:app"],
         "gunicorn-bare.log",
         env={
@@ -1185,14 +1217,21 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     paired_result("app bare route req/s (vs bare Flask hello)", paired(base + "/bench/hello", bare + "/hello"), 0.60)
     paired_result("pricing page req/s (vs bare Flask hello)", paired(base + "/pricing", bare + "/hello"), 0.55)
     cookie = {"Cookie": login_cookie(base, "bench-pro@example.com", "bench-password-1")}
+    process_cpu = ProcessCpu(stack.gunicorn, [], services["TEST_PG_DATA"], redis_url)
+    bare_cpu = ProcessCpu(bare_gunicorn, [], services["TEST_PG_DATA"], redis_url)
+    page_cpu: dict[str, dict[str, float]] = {}
     for path in ("/account", "/billing"):
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
             urllib.request.Request(base + path, headers={**PROXY_HEADERS, **cookie}), timeout=30
         ) as response:
             if response.status != 200 or urllib.parse.urlsplit(response.url).path != path:  # not sent to /login
                 raise RuntimeError(f"{path} as the logged-in Pro user: {response.status} {response.url}")
-        page = paired(base + path, bare + "/hello", headers=cookie)
+        with profiled(options.profile, stack.gunicorn, workdir / f"profile-{path.strip('/')}.txt"):
+            page = paired(base + path, bare + "/hello", headers=cookie)
         paired_result(f"logged-in {path} req/s (vs bare Flask hello)", page, 0.25)
+        page_cpu[path] = cpu_per_request(base + path, process_cpu, headers=cookie)
+    page_cpu["bare Flask /hello"] = cpu_per_request(bare + "/hello", bare_cpu)
+    log("  CPU per request (ms), by process: " + "; ".join(f"{k}: {describe_cpu(v)}" for k, v in page_cpu.items()))
     notes.append(
         "**Request overhead**: the app's `/bench/hello`, `/pricing` (a visitor) and `/account` and `/billing` (the "
         "Pro user logged in through the log-in form: session cookie, server-side session check, user load) against "
