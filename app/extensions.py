@@ -450,7 +450,8 @@ class KeptReads:
         if self.proxy is None:
             proxy = engine.raw_connection()
             proxy.detach()  # the pool forgets it: its size stays whole for the requests' transactions
-            proxy.dbapi_connection.autocommit = True  # psycopg's connection itself
+            driver: Any = proxy.dbapi_connection  # psycopg's connection itself
+            driver.autocommit = True
             self.proxy, self.cursor = proxy, proxy.cursor()
             self.used_at = time.monotonic()
         return self.cursor

@@ -36,7 +36,7 @@ from app.services.subscriptions import (
     plan_change,
     set_cancel_at_period_end,
 )
-from app.templating import KeptPages, date
+from app.templating import date
 from app.urls import external_url
 
 bp = Blueprint("billing", __name__)
@@ -95,7 +95,7 @@ def show_billing():
     # summary): the page rendered before (`KeptPages`).
     rows = viewer.read_values(user.id)
     inputs = (rows, catalog(), summary.page_inputs()) if rows is not None else None
-    pages: KeptPages = current_app.extensions["kept_pages"]
+    pages = current_app.extensions["kept_pages"]  # templating.KeptPages
     return pages.page(inputs, lambda: render_template("billing/index.html", summary=summary))
 
 
