@@ -3,7 +3,9 @@
 import copy
 import os
 import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -120,6 +122,7 @@ def ping_after_idle(engine: Engine, seconds: float) -> None:
 
     event.listen(engine, "checkin", remember_checkin)
     event.listen(engine, "checkout", ping_if_idle)
+    KeptReads.ping_after[engine] = seconds
 
 
 #: The statuses of a psycopg result that carry rows: its cursor's `description` is a list for them (even of no
@@ -302,8 +305,19 @@ class DriverRead:
         return sql.converted(rows, cursor)
 
     def rows_alone(self, engine: Engine, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
-        """The statement's rows read in autocommit (no BEGIN, nothing to end) on a connection of the engine's pool
-        taken for this read alone and given back at once, in transactions again (PostgreSQL through psycopg)."""
+        """The statement's rows read in autocommit (no BEGIN, nothing to end), outside any transaction of the
+        request's (PostgreSQL through psycopg): on the connection the process keeps for such reads (`KeptReads`),
+        else on a connection of the engine's pool taken for this read alone and given back at once."""
+        kept = KeptReads.of(engine)
+        if kept is not None:
+            rows = kept.rows(self, engine, params)
+            if rows is not None:
+                return rows
+        return self.rows_on_pooled(engine, params)
+
+    def rows_on_pooled(self, engine: Engine, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """`rows_alone` on a connection of the engine's pool, taken for this read alone and given back at once, in
+        transactions again: a driver error is handled and raised as Core's (`rows`)."""
         with engine.connect() as connection:
             driver: Any = connection.connection.driver_connection
             driver.autocommit = True
@@ -331,7 +345,10 @@ class DriverRead:
     def driver_sql(self, connection: Connection) -> DriverSQL | None:
         """The statement compiled for the connection's dialect (once), None when its SQL is rewritten per
         execution (expanding or literal-execute parameters) or its parameters are positional."""
-        dialect = connection.dialect
+        return self.driver_sql_for(connection.dialect)
+
+    def driver_sql_for(self, dialect: Dialect) -> DriverSQL | None:
+        """`driver_sql` for a dialect."""
         try:
             return self._compiled[dialect]
         except KeyError:
@@ -341,6 +358,129 @@ class DriverRead:
         plain = not (compiled.positional or compiled.literal_execute_params or compiled.post_compile_params)
         sql = self._compiled[dialect] = DriverSQL(compiled) if plain else None
         return sql
+
+
+class KeptReads:
+    """The connection a process keeps for the reads that open its requests (the log-in check, the API's token
+    check: `DriverRead.rows_alone`), in autocommit, on the driver's cursor, never used for anything else.
+
+    Taking a connection from the pool and giving it back for each read costs more CPU than the read itself on the
+    client: the pool's locks and queue, its checkout and checkin events (`ping_after_idle`), the reset on return,
+    and SQLAlchemy's Connection around it (about 130 µs of a logged-in page's 1 ms). This connection is made by the
+    pool (its connect events and arguments) and then detached from it, so that the pool's size and overflow stay
+    whole for the requests' transactions: each process holds one connection more than its pool.
+
+    - A process forked since it was made (gunicorn's workers from the preloading master) forgets it without closing
+      it (the socket is the parent's) and makes its own.
+    - Idle longer than the engine's `ping_after_idle` seconds, it is pinged first; a lost one is replaced.
+    - A driver error on it (the server restarted, the backend ended) closes it, and the read runs again on a pooled
+      connection as before (`DriverRead.rows_on_pooled`): the error, if it lasts, is Core's, the pool's connections
+      are replaced as Core replaces them, and the next read connects a kept one afresh.
+    - One thread at a time (a threaded development server): a read that finds it in use takes the pooled path.
+    - Where a listener watches the engine's statements (a test's counter, Sentry's spans), reads take the pooled
+      path, through Core (`DriverRead.rows`).
+    - Closed when the engine is disposed or collected."""
+
+    _of: "WeakKeyDictionary[Engine, KeptReads]" = WeakKeyDictionary()
+    #: engine -> the idle seconds after which its connections are pinged (`ping_after_idle`).
+    ping_after: WeakKeyDictionary[Engine, float] = WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.process: int | None = None
+        self.proxy: Any = None  # the pool's detached proxy of the driver's connection
+        self.cursor: Any = None
+        self.used_at = 0.0
+
+    @classmethod
+    def of(cls, engine: Engine) -> "KeptReads | None":
+        """The engine's kept connection for reads alone; None where the driver is not psycopg."""
+        kept = cls._of.get(engine)
+        if kept is None:
+            if engine.dialect.driver != "psycopg":
+                return None
+            kept = cls._of[engine] = cls()
+            event.listen(engine, "engine_disposed", lambda _: kept.close())
+            weakref.finalize(engine, kept.close)
+        return kept
+
+    def rows(self, read: DriverRead, engine: Engine, params: Mapping[str, Any]) -> Sequence[Sequence[Any]] | None:
+        """`read`'s rows on the kept connection; None when they are to be read on a pooled one instead (in use,
+        listened to, a statement the driver may not run as is, or a driver error met here)."""
+        if engine_statements_listened_for(engine) or not self.lock.acquire(blocking=False):
+            return None
+        try:
+            try:
+                cursor = self._cursor(engine)
+                sql = read.driver_sql_for(engine.dialect)
+                if sql is None:
+                    return None
+                parameters = sql.parameters(params)
+                cursor.execute(sql.text, parameters)
+                rows = sql.converted(cursor.fetchall(), cursor)
+            except engine.dialect.loaded_dbapi.Error:
+                # Read again on a pooled connection: Core's handling, and its error if it lasts. A connection the
+                # error broke (lost, ended by the server) is closed; after a statement's own error it is as usable
+                # as before (autocommit: no transaction was left open).
+                driver = self.proxy.dbapi_connection if self.proxy is not None else None
+                if driver is None or driver.closed or driver.broken:
+                    self.close()
+                return None
+            except BaseException:  # an interruption mid-read: nothing of it may be left on the connection
+                self.close()
+                raise
+            self.used_at = time.monotonic()
+            return rows
+        finally:
+            self.lock.release()
+
+    def _cursor(self, engine: Engine) -> Any:
+        """The kept connection's cursor, the connection made (or pinged after idling) first."""
+        process = os.getpid()
+        if self.process != process:  # made in another process (forked since): its socket is not ours to close
+            self.proxy = self.cursor = None
+            self.process = process
+        if self.proxy is not None:
+            seconds = KeptReads.ping_after.get(engine)
+            if seconds is not None and time.monotonic() - self.used_at > seconds:
+                try:
+                    engine.dialect.do_ping(self.proxy.dbapi_connection)
+                except engine.dialect.loaded_dbapi.Error:
+                    self.close()
+        if self.proxy is None:
+            proxy = engine.raw_connection()
+            proxy.detach()  # the pool forgets it: its size stays whole for the requests' transactions
+            driver: Any = proxy.dbapi_connection  # psycopg's connection itself
+            driver.autocommit = True
+            self.proxy, self.cursor = proxy, proxy.cursor()
+            self.used_at = time.monotonic()
+        return self.cursor
+
+    def close(self) -> None:
+        """Close the kept connection (of this process); the next read makes another."""
+        proxy, self.proxy, self.cursor = self.proxy, None, None
+        if proxy is not None and self.process == os.getpid():
+            try:
+                proxy.close()
+            except Exception:  # noqa: BLE001, S110 - a connection already lost: nothing more to end
+                pass
+
+
+def engine_statements_listened_for(engine: Engine) -> bool:
+    """`statements_listened_for` of the engine and its dialect (a connection made from it inherits their
+    listeners)."""
+    if not (engine._has_events or engine.dialect._has_events):
+        return False
+    each, driver = engine.dispatch, engine.dialect.dispatch
+    return bool(
+        each.before_execute
+        or each.after_execute
+        or each.before_cursor_execute
+        or each.after_cursor_execute
+        or driver.do_execute
+        or driver.do_execute_no_params
+        or driver.do_setinputsizes
+    )
 
 
 # The models' base class. Flask-SQLAlchemy builds `db.Model` from `Base` at run time; type checkers see `Base`.

@@ -207,6 +207,55 @@ class KeptFragments:
         return self.markup(name, lambda csrf_token: self.app.jinja_env.get_template(name).render(csrf_token=csrf_token))
 
 
+#: How many whole pages `KeptPages` keeps per app (the oldest kept goes first).
+REMEMBERED_PAGES = 512
+#: Where Flask keeps the messages `flash` left for the next page, in the session.
+FLASHES_KEY = "_flashes"
+
+
+class KeptPages:
+    """Whole pages of a logged-in person (`app.extensions["kept_pages"]`), each kept under every value it is
+    rendered from, so that viewing it again with nothing changed renders nothing.
+
+    A page's key is made of what its view hands over (`inputs`: the values of the log-in check's rows,
+    `viewer.read_values`, and what the page read besides, such as Stripe's summary from the cache) and of what the
+    request names: its endpoint, path and query string, where its URLs are rooted, the session's CSRF token (its
+    forms' token, so a page is kept per browser session) and the day (UTC). Anything else a page shows must be in
+    `inputs`: a value left out would be shown from the first rendering. The user's id is in their rows: a page is
+    never served to another user. No page is kept while the session holds flash messages (showing them uses them
+    up), nor without a request or where `url_defaults` functions may change its URLs."""
+
+    def __init__(self, app: Flask, csrf_token: Callable[[], str]) -> None:
+        self.app = app
+        self.csrf_token = csrf_token
+        self.kept: dict[tuple, str] = {}
+
+    def page(self, inputs: Hashable | None, render: Callable[[], str]) -> str:
+        """`render()`, or the page it gave before for the same `inputs` and request (None: rendered anew)."""
+        this = _REQUEST_CONTEXT._get_current_object()
+        adapter = this.url_adapter
+        if inputs is None or adapter is None or self.app.url_default_functions or FLASHES_KEY in this.session:
+            return render()
+        asked = this.request
+        key = (
+            inputs,
+            asked.endpoint,
+            asked.path,
+            asked.query_string,
+            adapter.script_name,
+            adapter.subdomain,
+            self.csrf_token(),
+            datetime.now(dt.UTC).date(),
+        )
+        page = self.kept.get(key)
+        if page is None:
+            page = render()
+            if len(self.kept) >= REMEMBERED_PAGES:
+                del self.kept[next(iter(self.kept))]  # the oldest kept
+            self.kept[key] = page
+        return page
+
+
 #: Flask's proxy of the request context, typed as the proxy it is (its object is one lookup away, without the
 #: proxy's own attribute forwarding).
 _REQUEST_CONTEXT: Any = request_ctx
@@ -311,4 +360,5 @@ def register(app: Flask) -> None:
     app.context_processor(lambda: {"csrf_token": csrf_token})
     app.add_template_global(site_navigation(app, url_for, csrf_token), "site_nav")
     fragments = app.extensions["kept_fragments"] = KeptFragments(app, csrf_token)
+    app.extensions["kept_pages"] = KeptPages(app, csrf_token)
     app.add_template_global(fragments.template, "layout_fragment")

@@ -30,6 +30,7 @@ Prints a table, writes bench/results.json and BENCHMARKS.md. Everything started 
     .venv/bin/python bench/run.py [--quick]      (--quick: fewer customers, sizes up to 100k; for trying it out)
     .venv/bin/python bench/run.py --webhooks-only   (1, 2 and 1b alone, printed; the reports are left as they are)
     .venv/bin/python bench/run.py --entitlements-only   (3 alone, printed; no webhook history is made)
+    .venv/bin/python bench/run.py --pages-only   (4 alone, printed; no webhook history is made)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -459,6 +461,37 @@ class ProcessCpu:
         return {name: round(1000 * (after[name] - before[name]) / events, 2) for name in after}
 
 
+def cpu_per_request(url: str, process_cpu: ProcessCpu, headers: dict | None = None, seconds: int = 4) -> dict:
+    """One wrk round of `url` alone: ms of CPU per request of each process (gunicorn's workers, PostgreSQL,
+    Redis, wrk), and the share of the two cores left idle (above nothing: the requests wait, not compute)."""
+    before, wrk_before, idle_before = process_cpu.now(), children_cpu(), idle_ticks()
+    run_ = wrk(url, "summary.lua", seconds=seconds, headers=headers)
+    after, wrk_after, idle_after = process_cpu.now(), children_cpu(), idle_ticks()
+    requests = run_["requests"]
+    cpu = ProcessCpu.per_event(after, before, requests)
+    cpu.pop("queue workers")
+    cpu.pop("bench process (SMTP sink)")
+    cpu["wrk"] = round(1000 * (wrk_after - wrk_before) / requests, 3)
+    cpu["idle"] = round((idle_after[0] - idle_before[0]) / max(idle_after[1] - idle_before[1], 1), 3)
+    return cpu
+
+
+def describe_cpu(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in cpu.items() if k != "idle") + f" (cores idle {cpu['idle']:.0%})"
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's ended children (each wrk run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def idle_ticks() -> tuple[int, int]:
+    """The host's idle and total CPU ticks (/proc/stat)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[3] + values[4], sum(values)
+
+
 def check_counted(after: dict, before: dict, events: int, what: str) -> float:
     """The outcome counters of /metrics (every process's) count each event applied once: fewer means a process's
     metrics do not reach /metrics (the worker's, outside PROMETHEUS_MULTIPROC_DIR), more that one was applied
@@ -609,6 +642,11 @@ def main() -> int:
         help="only the gated vs ungated comparison (3), printed, not written (no webhook history is made)",
     )
     parser.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="only the request overhead and pricing comparisons (4), printed, not written (no webhook history)",
+    )
+    parser.add_argument(
         "--queue-workers",
         type=int,
         default=QUEUE_WORKERS,
@@ -625,7 +663,7 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the workers during the webhook and pricing runs (needs py-spy, root)",
+        help="py-spy the workers during the webhook, pricing and logged-in page runs (needs py-spy, root)",
     )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -662,9 +700,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     growth_customers = 60 if quick else 120
     sizes: tuple[int, ...] = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
     warmup_customers = 10
-    if options.webhooks_only or options.entitlements_only:
+    alone = options.entitlements_only or options.pages_only
+    if options.webhooks_only or alone:
         sizes = ()
-    if options.entitlements_only:  # the Pro user alone: no webhook history
+    if alone:  # the Pro user alone: no webhook history
         warmup_customers = main_customers = 0
 
     log(f"working directory {workdir}")
@@ -873,7 +912,7 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     bare = f"http://127.0.0.1:{bare_port}"
     log(f"bare Flask (bench/bare_flask.py) on {bare}, the same gunicorn settings")
     (workdir / "prometheus-bare").mkdir()
-    stack.spawn(
+    bare_gunicorn = stack.spawn(
         [str(Path(PYTHON).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "bench.bare_flask:app"],
         "gunicorn-bare.log",
         env={
@@ -1165,7 +1204,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         print(table())
         return 0
 
-    entitlements_section(base, env, notes)
+    if not options.pages_only:
+        entitlements_section(base, env, notes)
 
     # --- 4. pricing ----------------------------------------------------------------------------------------------
     for path in ("/pricing", "/bench/hello"):
@@ -1177,14 +1217,21 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     paired_result("app bare route req/s (vs bare Flask hello)", paired(base + "/bench/hello", bare + "/hello"), 0.60)
     paired_result("pricing page req/s (vs bare Flask hello)", paired(base + "/pricing", bare + "/hello"), 0.55)
     cookie = {"Cookie": login_cookie(base, "bench-pro@example.com", "bench-password-1")}
+    process_cpu = ProcessCpu(stack.gunicorn, [], services["TEST_PG_DATA"], redis_url)
+    bare_cpu = ProcessCpu(bare_gunicorn, [], services["TEST_PG_DATA"], redis_url)
+    page_cpu: dict[str, dict[str, float]] = {}
     for path in ("/account", "/billing"):
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
             urllib.request.Request(base + path, headers={**PROXY_HEADERS, **cookie}), timeout=30
         ) as response:
             if response.status != 200 or urllib.parse.urlsplit(response.url).path != path:  # not sent to /login
                 raise RuntimeError(f"{path} as the logged-in Pro user: {response.status} {response.url}")
-        page = paired(base + path, bare + "/hello", headers=cookie)
+        with profiled(options.profile, stack.gunicorn, workdir / f"profile-{path.strip('/')}.txt"):
+            page = paired(base + path, bare + "/hello", headers=cookie)
         paired_result(f"logged-in {path} req/s (vs bare Flask hello)", page, 0.25)
+        page_cpu[path] = cpu_per_request(base + path, process_cpu, headers=cookie)
+    page_cpu["bare Flask /hello"] = cpu_per_request(bare + "/hello", bare_cpu)
+    log("  CPU per request (ms), by process: " + "; ".join(f"{k}: {describe_cpu(v)}" for k, v in page_cpu.items()))
     notes.append(
         "**Request overhead**: the app's `/bench/hello`, `/pricing` (a visitor) and `/account` and `/billing` (the "
         "Pro user logged in through the log-in form: session cookie, server-side session check, user load) against "
@@ -1200,6 +1247,10 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
         f"{SPREADS['pricing page req/s (vs hello route)']}."
     )
     notes.append(f"**Paired runs** (entitlements, request overhead, pricing): {PAIRED_METHOD}")
+    if options.pages_only:
+        print()
+        print(table())
+        return 0
 
     # --- 5. growth ----------------------------------------------------------------------------------------------
     import app.services.reporting as reporting

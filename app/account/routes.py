@@ -33,7 +33,7 @@ from app.services.catalog import PlanView, catalog, chosen_plan, remembered_plan
 from app.services.entitlements import plan_entitlements
 from app.services.strategies import Usage, usage_summary
 from app.services.viewer import SubscriptionView
-from app.templating import KeptFragments
+from app.templating import KeptFragments, KeptPages
 
 bp = Blueprint("account", __name__)
 
@@ -185,19 +185,31 @@ def render_account(
     user = current_user._get_current_object()  # the template reads it a few times: not through the proxy
     subscription = viewer.effective_subscription(user.id)
     plan = plan_shown(subscription)
-    facts = accounts.account_facts(user, viewer.page_values(user.id))
-    usage = usage_summary(user.id, facts.used, plan_entitlements(plan))
-    return render_template(
-        "account/account.html",
-        user=user,
-        plan=plan,
-        plan_card=kept_fragment((PLAN_FEATURES, plan), PLAN_FEATURES, plan=plan) if plan else None,
-        subscription=subscription,
-        outlook=plan_outlook(user, subscription),
-        usage_lines=Markup("").join([kept_usage_line(line) for line in usage]),
-        security_card=security_card(email_form, password_form),
-        email_verified=facts.email_verified,
-    ), status
+    outlook = plan_outlook(user, subscription)
+
+    def render() -> str:
+        facts = accounts.account_facts(user, viewer.page_values(user.id))
+        usage = usage_summary(user.id, facts.used, plan_entitlements(plan))
+        return render_template(
+            "account/account.html",
+            user=user,
+            plan=plan,
+            plan_card=kept_fragment((PLAN_FEATURES, plan), PLAN_FEATURES, plan=plan) if plan else None,
+            subscription=subscription,
+            outlook=outlook,
+            usage_lines=Markup("").join([kept_usage_line(line) for line in usage]),
+            security_card=security_card(email_form, password_form),
+            email_verified=facts.email_verified,
+        )
+
+    if email_form is not None or password_form is not None:  # a form sent back with its errors
+        return render(), status
+    # Viewed again with nothing changed (the log-in check's rows, the plan as the catalogue holds it, what Stripe
+    # said of a scheduled change): the page rendered before (`KeptPages`).
+    rows = viewer.read_values(user.id)
+    inputs = (rows, plan, outlook.scheduled_change, outlook.stripe_unavailable) if rows is not None else None
+    pages: KeptPages = current_app.extensions["kept_pages"]
+    return pages.page(inputs, render), status
 
 
 #: The account page's fragments (account.html).

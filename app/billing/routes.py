@@ -15,10 +15,10 @@ from flask_login import current_user, login_required
 from app.billing.forms import ActionForm, ChoosePlanForm, PortalForm
 from app.extensions import limiter
 from app.ratelimits import billing_limit, may_refresh_from_stripe, rate_limit_identity, stripe_refresh_limit
-from app.services import DomainError
+from app.services import DomainError, viewer
 from app.services.accounts import email_confirmation_pending, require_verified_email
 from app.services.billing_summary import billing_summary, plan_outlook
-from app.services.catalog import free_limit, losses_between, losses_on_free, remember_plan_choice
+from app.services.catalog import catalog, free_limit, losses_between, losses_on_free, remember_plan_choice
 from app.services.checkout import (
     PlanChangeRequired,
     create_portal_session,
@@ -89,7 +89,14 @@ def show_billing():
         sync_after_portal(current_user.id)
     # The page's forms carry only the CSRF token (and fixed hidden fields): no form objects are built for them.
     # The summary reads the user's id and customer id a few times: from the object, not through the proxy.
-    return render_template("billing/index.html", summary=billing_summary(current_user._get_current_object()))
+    user = current_user._get_current_object()
+    summary = billing_summary(user)
+    # Viewed again with nothing changed (the log-in check's rows, the plans as the catalogue holds them, Stripe's
+    # summary): the page rendered before (`KeptPages`).
+    rows = viewer.read_values(user.id)
+    inputs = (rows, catalog(), summary.page_inputs()) if rows is not None else None
+    pages = current_app.extensions["kept_pages"]  # templating.KeptPages
+    return pages.page(inputs, lambda: render_template("billing/index.html", summary=summary))
 
 
 @bp.get("/checkout")

@@ -21,7 +21,7 @@ from app.services.viewer import SubscriptionView
 log = get_logger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Invoice:
     id: str
     number: str | None
@@ -69,7 +69,7 @@ class PlanOutlook:
     stripe_unavailable: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class EndedPlan:
     """The paid plan a Free account had last, and why it ended (Stripe's `cancellation_details.reason`:
     `payment_failed` when the retries ran out, `cancellation_requested` when the customer canceled)."""
@@ -114,6 +114,18 @@ class BillingSummary(PlanOutlook):
     def payment_due(self) -> bool:
         """Stripe holds an unpaid invoice of the subscription and retries it (or has stopped, when unpaid)."""
         return self.subscription is not None and self.subscription.status in ("past_due", "unpaid")
+
+    def page_inputs(self) -> tuple[Any, ...]:
+        """What the billing page shows of the summary besides the rows of the log-in check (its key among the
+        pages kept, `templating.KeptPages`)."""
+        return (
+            self.card_brand,
+            self.card_last4,
+            tuple(self.invoices),
+            self.scheduled_change,
+            self.ended,
+            self.stripe_unavailable,
+        )
 
     @property
     def unpaid_invoice(self) -> Invoice | None:

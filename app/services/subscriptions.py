@@ -351,7 +351,7 @@ def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], pric
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScheduledChange:
     """A plan change a subscription schedule will make later (a downgrade at the end of the paid period)."""
 

@@ -44,6 +44,7 @@ from app.services.catalog import PlanView, plan_view
 
 _MEMO = "_viewer_subscriptions"
 _PAGE_MEMO = "_viewer_page_values"
+_ROWS_MEMO = "_viewer_rows"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +144,10 @@ def logged_in_user(session_id: object, user_id: int) -> User | None:
         return None
     start, end = _USER_WIDTH, _USER_WIDTH + _WIDTH
     _remember(user_id, [_view(row[start:end]) for row in rows if row[start] is not None])
-    if page is not None and has_app_context():
-        setattr(g, _PAGE_MEMO, (user_id, tuple(rows[0][end : end + page[1]])))
+    if has_app_context():
+        setattr(g, _ROWS_MEMO, (user_id, rows))
+        if page is not None:
+            setattr(g, _PAGE_MEMO, (user_id, tuple(rows[0][end : end + page[1]])))
     return _persistent_user(rows[0][:_USER_WIDTH])
 
 
@@ -208,6 +211,17 @@ def page_values(user_id: int) -> tuple[Any, ...] | None:
     return memo[1] if memo is not None and memo[0] == user_id else None
 
 
+def read_values(user_id: int) -> tuple[tuple[Any, ...], ...] | None:
+    """Every value the log-in check read in this transaction (the user's columns, their subscriptions that are
+    not over, the page's own columns), row by row: what the rows of the user's pages are rendered from, as a key
+    (`templating.KeptPages`). None when they were not read, or a commit or rollback came since (the rows may
+    have changed) — and for another user."""
+    memo = g.get(_ROWS_MEMO)
+    if memo is None or memo[0] != user_id:
+        return None
+    return tuple(tuple(row) for row in memo[1])
+
+
 def subscriptions(user_id: int) -> list[SubscriptionView]:
     """The user's subscriptions that are not over (LIVE_STATUSES), newest first, each with its plan: from this
     request's memo, else in one statement (then kept)."""
@@ -266,3 +280,4 @@ def _forget(session) -> None:
     if has_app_context():
         g.pop(_MEMO, None)
         g.pop(_PAGE_MEMO, None)
+        g.pop(_ROWS_MEMO, None)

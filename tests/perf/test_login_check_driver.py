@@ -92,9 +92,10 @@ def test_a_statement_listener_gets_cores_path_and_its_removal_the_drivers(app, p
 
 
 @pytest.mark.parametrize("path", list(CEILINGS))
-def test_the_driver_read_opens_no_transaction_on_the_server(pro_client, path):  # noqa: F811
-    """As through Core: the log-in check reads in autocommit (no BEGIN, nothing to end), and the driver is back in
-    transactions once it has run."""
+def test_the_driver_read_opens_no_transaction_on_the_server(app, pro_client, path):  # noqa: F811
+    """As through Core: the log-in check reads in autocommit (no BEGIN, nothing to end), on the connection the
+    process keeps for such reads (`KeptReads`: always in autocommit, outside the pool); the session's
+    connections, from the pool, stay in transactions."""
     states: list[tuple[str, bool]] = []
     code = psycopg.Cursor.execute.__code__
 
@@ -110,7 +111,11 @@ def test_the_driver_read_opens_no_transaction_on_the_server(pro_client, path):  
         sys.setprofile(None)
     assert states == [("IDLE", True)]
     [driver] = driver_connections(lambda: pro_client.get(path))
-    assert not driver.autocommit
+    with app.app_context():
+        assert db.engine.pool.checkedout() == 0
+        with db.engine.connect() as pooled:
+            assert pooled.connection.driver_connection is not driver
+            assert pooled.connection.driver_connection.autocommit is False
 
 
 def test_a_cursor_an_error_closed_is_replaced(app, pro_client):  # noqa: F811
