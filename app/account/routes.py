@@ -207,7 +207,7 @@ def render_account(
     # Viewed again with nothing changed (the log-in check's rows, the plan as the catalogue holds it, what Stripe
     # said of a scheduled change): the page rendered before (`KeptPages`).
     rows = viewer.read_values(user.id)
-    inputs = (rows, plan, outlook.scheduled_change, outlook.stripe_unavailable) if rows is not None else None
+    inputs = (rows, plan, outlook.page_inputs()) if rows is not None else None
     pages: KeptPages = current_app.extensions["kept_pages"]
     return pages.page(inputs, render), status
 

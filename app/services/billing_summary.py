@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -68,6 +68,12 @@ class PlanOutlook:
     scheduled_change: ScheduledChange | None = None
     stripe_unavailable: bool = False
 
+    def page_inputs(self) -> tuple[Any, ...]:
+        """Every field's value (a list as a tuple), a field added later included: what a page shows of it, as part
+        of the page's key among the pages kept (`templating.KeptPages`)."""
+        values = (getattr(self, each.name) for each in fields(self))
+        return tuple(tuple(value) if isinstance(value, list) else value for value in values)
+
 
 @dataclass(frozen=True)
 class EndedPlan:
@@ -114,18 +120,6 @@ class BillingSummary(PlanOutlook):
     def payment_due(self) -> bool:
         """Stripe holds an unpaid invoice of the subscription and retries it (or has stopped, when unpaid)."""
         return self.subscription is not None and self.subscription.status in ("past_due", "unpaid")
-
-    def page_inputs(self) -> tuple[Any, ...]:
-        """What the billing page shows of the summary besides the rows of the log-in check (its key among the
-        pages kept, `templating.KeptPages`)."""
-        return (
-            self.card_brand,
-            self.card_last4,
-            tuple(self.invoices),
-            self.scheduled_change,
-            self.ended,
-            self.stripe_unavailable,
-        )
 
     @property
     def unpaid_invoice(self) -> Invoice | None:

@@ -128,6 +128,8 @@ def update_customer(p: Params, ctx: Ctx, cid: str):
     for key in ("email", "name", "description", "phone"):
         if p.has(key):
             cust[key] = p.str(key)
+    if p.has("balance"):  # cents the customer owes (positive) or has in credit (negative), as Stripe sets it
+        cust["balance"] = p.int("balance")
     if cust["email"] and "@" not in cust["email"]:
         raise invalid("email", "Invalid email address: " + cust["email"])
     cust["metadata"] = merge_metadata(cust["metadata"], p.metadata())
@@ -147,7 +149,6 @@ def update_customer(p: Params, ctx: Ctx, cid: str):
         "shipping",
         "preferred_locales",
         "tax_exempt",
-        "balance",
         "invoice_prefix",
         "tax",
         "source",

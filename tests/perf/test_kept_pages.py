@@ -113,3 +113,15 @@ def test_users_on_the_same_plan_never_get_each_others_page(app, seeded):
     assert (
         "second@example.com" in pages["second@example.com"] and "first@example.com" not in pages["second@example.com"]
     )
+
+
+def test_every_field_of_stripes_summary_is_part_of_the_key(app, pro_client, stripe_emulator):  # noqa: F811
+    """A field the summary gained later (the credit balance) counts as the older ones do."""
+    with app.app_context():
+        user = db.session.scalar(sa.select(User))
+        user_id, customer_id = user.id, user.stripe_customer_id
+    assert "Credit balance" not in pro_client.get("/billing").get_data(as_text=True)
+    stripe_emulator.client().v1.customers.update(customer_id, {"balance": -1234})
+    with app.app_context():
+        forget_plan_outlook(user_id)
+    assert "$12.34" in pro_client.get("/billing").get_data(as_text=True)
