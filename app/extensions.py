@@ -203,7 +203,11 @@ def statements_listened_for(connection: Connection) -> bool:
     the mark after it is removed (a test's): the listeners are then looked at themselves."""
     if not (connection._has_events or connection.engine._has_events or connection.dialect._has_events):
         return False
-    each, driver = connection.dispatch, connection.dialect.dispatch
+    return _listen_for_statements(connection.dispatch, connection.dialect.dispatch)
+
+
+def _listen_for_statements(each: Any, driver: Any) -> bool:
+    """Whether these dispatchers (a connection's or an engine's, and its dialect's) call a listener per statement."""
     return bool(
         each.before_execute
         or each.after_execute
@@ -471,16 +475,7 @@ def engine_statements_listened_for(engine: Engine) -> bool:
     listeners)."""
     if not (engine._has_events or engine.dialect._has_events):
         return False
-    each, driver = engine.dispatch, engine.dialect.dispatch
-    return bool(
-        each.before_execute
-        or each.after_execute
-        or each.before_cursor_execute
-        or each.after_cursor_execute
-        or driver.do_execute
-        or driver.do_execute_no_params
-        or driver.do_setinputsizes
-    )
+    return _listen_for_statements(engine.dispatch, engine.dialect.dispatch)
 
 
 # The models' base class. Flask-SQLAlchemy builds `db.Model` from `Base` at run time; type checkers see `Base`.
