@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.extensions import db
 from app.ratelimits import describe_wait, seconds_until_allowed
+from app.security import FormRefused
 from app.services import DomainError, metrics
 from app.services.entitlements import UpgradeRequired
 from app.urls import is_api_request
@@ -71,6 +72,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def handle_csrf_error(exc: CSRFError):
+        if isinstance(exc, FormRefused) and exc.description:  # the form's source refused, and why
+            return render_error(400, "csrf_failed", exc.description)
         return render_error(400, "csrf_failed", "Your form expired or was not sent from this site. Please try again.")
 
     @app.errorhandler(DomainError)

@@ -23,7 +23,7 @@ import ipaddress
 import re
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 import sentry_sdk
@@ -32,6 +32,7 @@ from flask.globals import _cv_request, request_ctx
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask.wrappers import Request, Response
 from flask_talisman import Talisman
+from flask_wtf.csrf import CSRFError
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.sqlalchemy import SqlalchemyIntegration
@@ -555,17 +556,19 @@ def register_same_origin_forms(app: Flask) -> None:
         origin = this.headers.get("Origin")
         source = origin if origin and origin != "null" else origin_of(this.referrer)
         if source is None:
-            return refuse_form(UNKNOWN_SOURCE_MESSAGE)
+            refuse_form(UNKNOWN_SOURCE_MESSAGE)
         if source.lower() not in own:
-            return refuse_form(FOREIGN_FORM_MESSAGE)
+            refuse_form(FOREIGN_FORM_MESSAGE)
         return None
 
 
-def refuse_form(message: str):
-    """A CSRF refusal (400 `csrf_failed`) that says why."""
-    from app.errors import render_error  # app.errors imports the services, which import this module
+class FormRefused(CSRFError):
+    """A CSRF refusal that says why: answered 400 `csrf_failed` with its description (app/errors.py)."""
 
-    return render_error(400, "csrf_failed", message)
+
+def refuse_form(message: str) -> NoReturn:
+    """Refuse the form (400 `csrf_failed`), saying why."""
+    raise FormRefused(message)
 
 
 def register_hardening(app: Flask) -> None:

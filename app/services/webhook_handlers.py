@@ -315,17 +315,25 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
     return id_of(details.get("subscription"))
 
 
-def refuse_another_users_subscription(invoice: dict[str, Any], user_id: int) -> None:
+#: The user holding a Stripe subscription (`subscription_id`), as a value.
+SUBSCRIPTION_OWNER = select(subscriptions_table().c.user_id).where(
+    subscriptions_table().c.stripe_subscription_id == bindparam("subscription_id", type_=String())
+)
+#: `LOCKED_USER_ID_OF_CUSTOMER` and, in the same statement, the user holding the invoice's subscription (NULL for
+#: one we do not hold): an invoice event's user and its check (`refuse_another_users_subscription`) in one round trip.
+LOCKED_USER_ID_AND_SUBSCRIPTION_OWNER = LOCKED_USER_ID_OF_CUSTOMER.add_columns(SUBSCRIPTION_OWNER.scalar_subquery())
+
+
+def refuse_another_users_subscription(invoice: dict[str, Any], user_id: int, owner: Any = ...) -> None:
     """An invoice of one customer naming a subscription we hold for another user contradicts our data, as a
     subscription event carrying another user's customer does (`on_subscription_event`): a ValueError, so the event is
     answered 422, kept failed and replayable once the mapping is repaired — never audited or mailed to the wrong user.
-    """
+    `owner`: the subscription's user when already read (None: one we do not hold); read here otherwise."""
     subscription_id = invoice_subscription_id(invoice)
     if not subscription_id:
         return
-    owner = db.session.scalar(
-        select(UserSubscription.user_id).where(UserSubscription.stripe_subscription_id == subscription_id)
-    )
+    if owner is ...:
+        owner = execute_values(SUBSCRIPTION_OWNER, {"subscription_id": subscription_id}).scalar()
     if owner is not None and owner != user_id:
         raise ValueError(f"subscription {subscription_id} belongs to another user")
 
@@ -371,10 +379,18 @@ def audit_once_statement(key: str) -> Any:
 def on_invoice_paid(event: dict[str, Any], result: SyncResult) -> None:
     """invoice.paid and invoice.payment_succeeded describe the same payment: audit and count it once."""
     invoice = event["data"]["object"]
-    user_id = event_user_id(event, result)
-    if user_id is None:
-        return
-    refuse_another_users_subscription(invoice, user_id)
+    customer_id = customer_id_of(invoice)
+    params = {"customer_id": customer_id, "subscription_id": invoice_subscription_id(invoice)}
+    row = execute_values(LOCKED_USER_ID_AND_SUBSCRIPTION_OWNER, params).first() if customer_id else None
+    if row is not None:  # a linked customer: its user and the subscription's in one statement
+        user_id, owner = row
+        result.user_id = user_id
+        refuse_another_users_subscription(invoice, user_id, owner)
+    else:
+        user_id = event_user_id(event, result)  # links a customer not linked yet
+        if user_id is None:
+            return
+        refuse_another_users_subscription(invoice, user_id)
     details = {
         "invoice": invoice["id"],
         "amount": invoice.get("amount_paid"),
