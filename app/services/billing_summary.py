@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.extensions import cache, db, page_cache
+from app.extensions import cache, db, page_cache, page_cache_drops
 from app.logging import get_logger
 from app.models import User, UserSubscription
 from app.ratelimits import BILLING_SUMMARY_READS, PLAN_OUTLOOK_READS, may_read_stripe
@@ -251,12 +251,23 @@ def _outlook_key(user_id: int) -> str:
 
 
 def forget_plan_outlook(user_id: int) -> None:
-    """After a billing commit: the next account and billing pages ask Stripe again. Never raises (the entries then
-    expire)."""
-    try:
-        cache.delete_many(_outlook_key(user_id), _summary_key(user_id))
-    except Exception as error:  # noqa: BLE001 - Redis down
+    """After a billing commit: the next account and billing pages ask Stripe again (every process's copy dropped
+    too, `page_cache_drops`). Never raises (the entries then expire)."""
+    writes = CacheWrites()
+    _drop_outlook(writes, user_id)
+    writes.send()
+
+
+def _drop_outlook(writes: CacheWrites, user_id: int) -> None:
+    """Add the drop of the user's outlook and summary to `writes`, and its announcement to the processes that keep
+    copies of them (`extensions.PageCacheCopies`)."""
+
+    def failed(error: Exception) -> None:
         log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
+
+    keys = (_outlook_key(user_id), _summary_key(user_id))
+    writes.delete(*keys, on_failure=failed)
+    writes.publish(page_cache_drops(), " ".join(keys), on_failure=failed)
 
 
 def forget_changed_outlook(sender, change: SyncResult, writes: CacheWrites | None = None, **_) -> None:
@@ -267,11 +278,7 @@ def forget_changed_outlook(sender, change: SyncResult, writes: CacheWrites | Non
     if writes is None:
         forget_plan_outlook(change.user_id)
         return
-
-    def failed(error: Exception) -> None:
-        log.warning("plan_outlook_cache_unavailable", error=type(error).__name__)
-
-    writes.delete(_outlook_key(change.user_id), _summary_key(change.user_id), on_failure=failed)
+    _drop_outlook(writes, change.user_id)
 
 
 def plan_outlook(user: User, subscription: UserSubscription | SubscriptionView | None) -> PlanOutlook:

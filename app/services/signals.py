@@ -91,6 +91,12 @@ class CacheWrites:
         Only for a client that `shares_server` with the cache."""
         self.first.append((add, on_failure))
 
+    def publish(self, channel: str, message: str, on_failure: OnFailure | None = None) -> None:
+        """Publish `message` on the Redis channel `channel`, after the writes added before it (nothing without
+        Redis: nobody listens)."""
+        if cache_redis() is not None:
+            self.pending.append(("publish", (channel, message), on_failure))
+
     def delete(self, *keys: str, on_failure: OnFailure | None = None) -> None:
         """Drop app-cache entries (`cache.delete_many` without its read-back of each key)."""
         if cache_redis() is None:
@@ -163,6 +169,8 @@ class CacheWrites:
                 if command == "set":
                     key, value, seconds = args
                     pipe.set(key, value, ex=seconds)
+                elif command == "publish":
+                    pipe.publish(*args)
                 else:
                     key, seconds = args
                     replies[number] = len(pipe.command_stack)

@@ -44,7 +44,7 @@ def test_a_forked_process_reads_on_a_connection_of_its_own(app):
             try:
                 with app.app_context():
                     reads = page_cache()
-                    fresh = reads is not parent and reads._read_client.connection is not parent._read_client.connection
+                    fresh = reads is not parent and reads.reads._read_client.connection is not parent.reads._read_client.connection
                     os._exit(0 if fresh and reads.get("page-cache-fork") == "before the fork" else 1)
             except BaseException:
                 os._exit(2)
@@ -59,7 +59,7 @@ def test_a_connection_redis_dropped_is_connected_again(app, pro_client):  # noqa
     show what they showed."""
     before = {path: pro_client.get(path).get_data(as_text=True) for path in CEILINGS}
     with app.app_context():
-        kept = page_cache()._read_client
+        kept = page_cache().reads._read_client
         writer = cache.cache._write_client
         [ours] = [c for c in writer.client_list() if int(c["id"]) == kept.client_id()]
         writer.client_kill_filter(_id=ours["id"])
@@ -82,7 +82,7 @@ def test_a_cache_read_that_fails_on_the_kept_connection_leaves_it_closed_and_the
     with app.app_context():
         cache.set("page-cache-retry", "kept", timeout=60)
         reads = page_cache()
-        connection = reads._read_client.connection
+        connection = reads.reads._read_client.connection
 
         def slow(*args, **kwargs):
             raise RedisTimeoutError("Timeout reading from the test's Redis")
@@ -103,7 +103,7 @@ def test_a_cache_read_on_a_connection_that_retries_goes_through_redis_py(app):
     redis-py's dispatch."""
     with app.app_context():
         cache.set("page-cache-retries", "kept", timeout=60)
-        connection = page_cache()._read_client.connection
+        connection = page_cache().reads._read_client.connection
         assert connection.retry.get_retries() == 0  # the cache's policy: a failed read goes to Stripe instead
         connection.retry.update_retries(2)
         try:
