@@ -267,7 +267,7 @@ def _drop_outlook(writes: CacheWrites, user_id: int) -> None:
 
     keys = (_outlook_key(user_id), _summary_key(user_id))
     writes.delete(*keys, on_failure=failed)
-    writes.publish(page_cache_drops(), " ".join(keys), on_failure=failed)
+    writes.publish(page_cache_drops(), " ".join(keys))  # fails with the delete, which says so
 
 
 def forget_changed_outlook(sender, change: SyncResult, writes: CacheWrites | None = None, **_) -> None:
