@@ -28,6 +28,9 @@ def sized(request, site):
 
 
 def fits_the_screen(page: Page) -> None:
+    # Measured once the page has loaded (its style sheets included): the elements an assertion waited for are in
+    # the DOM before the styles that lay them out are applied, and an unstyled page is wider than any screen.
+    page.wait_for_load_state("load")
     width = page.evaluate("window.innerWidth")
     assert page.evaluate("document.documentElement.scrollWidth") <= width, page.url
 
