@@ -1,6 +1,6 @@
-"""The app's Checkout does not let customers enter promotion codes: nothing in the guide or STRIPE_NOTES.md asks for
-them, and with `allow_promotion_codes` any active code of the Stripe account would discount a subscription whose
-pages and mails quote list prices. Read from the session the emulator holds, as Stripe would hold it."""
+"""The app's Checkout does not let customers enter promotion codes: the plans have no discounts, and with
+`allow_promotion_codes` any active code of the Stripe account would discount a subscription whose pages and mails
+quote list prices. Read from the session the emulator holds, as Stripe would hold it."""
 
 from __future__ import annotations
 
