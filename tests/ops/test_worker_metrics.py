@@ -61,6 +61,9 @@ def test_a_worker_serves_the_counts_of_the_events_it_applied(app, client, migrat
     try:
         assert wait_for(lambda: events_in_db(app) == {created["id"]: ("processed", 1)}, 30)
         assert plan_of(app, user_id) == ("active", "pro")
+        # The worker counts an event once its transaction has committed, just after the row says so.
+        counted = 'stripe_webhook_events_total{outcome="processed",type="customer.subscription.created"} 1.0'
+        assert wait_for(lambda: counted in scrape(port)[1].splitlines(), 10), scrape(port)[1][:2000]
         status, body = scrape(port)
         assert status == 200
         lines = body.splitlines()

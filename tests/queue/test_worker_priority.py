@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,24 @@ def process_nice(pid: int) -> int:
 def autogroup(pid: int) -> str:
     """`/autogroup-N nice K` of the process."""
     return Path(f"/proc/{pid}/autogroup").read_text().strip()
+
+
+def output_until(worker: subprocess.Popen, text: str, seconds: float) -> str:
+    """What the worker printed until `text` appears (or it exits, or `seconds` pass), read without waiting on it."""
+    descriptor = worker.stdout.fileno()  # type: ignore[union-attr]
+    os.set_blocking(descriptor, False)
+    printed = b""
+    deadline = time.monotonic() + seconds
+    while text.encode() not in printed and time.monotonic() < deadline:
+        try:
+            chunk = os.read(descriptor, 65536)
+        except BlockingIOError:
+            time.sleep(0.02)
+            continue
+        if not chunk:  # the worker's output closed
+            break
+        printed += chunk
+    return printed.decode(errors="replace")
 
 
 def autogroups_on() -> bool:
@@ -104,11 +123,14 @@ def test_a_worker_leading_its_process_group_leaves_the_shared_autogroup_alone(mi
         stderr=subprocess.STDOUT,
         process_group=0,  # its own process group, in the test's session: as a shell's job
     )
+    said = "process only (its session is shared"
     try:
         assert wait_for(lambda: worker.poll() is not None or process_nice(worker.pid) == 10, 30), "nice never set"
         assert worker.poll() is None
         assert os.getsid(worker.pid) == os.getsid(0)
         assert autogroup(worker.pid) == ours  # shared, so left as it was
+        # The worker lowers its nice, then says so: its line is awaited before it is stopped.
+        output = output_until(worker, said, 30)
     finally:
         stop(worker)
-    assert "process only (its session is shared" in worker.stdout.read().decode()
+    assert said in output, output
