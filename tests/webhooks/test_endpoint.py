@@ -161,22 +161,27 @@ def failing_event(app, client) -> dict:
     return body
 
 
-def contradicting_event(app) -> dict:
-    """A subscription event whose handler fails: it names the subscription of another user than its customer's."""
+def owner_and_intruder(app, plan: str = "pro") -> None:
+    """User A (cus_owner) holds sub_shared on `plan`, monthly; user B (cus_intruder) has no subscription."""
     with app.app_context():
         owner = UserFactory(email="owner@example.com", stripe_customer_id="cus_owner")
         UserFactory(email="intruder@example.com", stripe_customer_id="cus_intruder")
-        pro = db.session.scalar(sa.text("SELECT id FROM subscription_plans WHERE name = 'pro'"))
+        plan_id = db.session.scalar(sa.text("SELECT id FROM subscription_plans WHERE name = :name"), {"name": plan})
         db.session.add(
             UserSubscription(
                 user_id=owner.id,
-                plan_id=pro,
+                plan_id=plan_id,
                 billing_cycle="monthly",
                 status="active",
                 stripe_subscription_id="sub_shared",
             )
         )
         db.session.commit()
+
+
+def contradicting_event(app) -> dict:
+    """A subscription event whose handler fails: it names the subscription of another user than its customer's."""
+    owner_and_intruder(app)
     sub = {
         "id": "sub_shared",
         "object": "subscription",

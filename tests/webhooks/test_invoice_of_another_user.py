@@ -8,29 +8,11 @@ import sqlalchemy as sa
 from flask import render_template
 
 from app.extensions import db
-from app.models import AuditLog, MailOutbox, StripeEvent, UserSubscription
-from tests.factories import UserFactory
+from app.models import AuditLog, MailOutbox, StripeEvent
 from tests.webhooks.signing import post_event
+from tests.webhooks.test_endpoint import owner_and_intruder
 
 URL = "/api/v1/billing/webhooks/stripe"
-
-
-def owner_and_intruder(app) -> None:
-    """User A (cus_owner) holds sub_shared; user B (cus_intruder) has no subscription."""
-    with app.app_context():
-        owner = UserFactory(email="owner@example.com", stripe_customer_id="cus_owner")
-        UserFactory(email="intruder@example.com", stripe_customer_id="cus_intruder")
-        starter = db.session.scalar(sa.text("SELECT id FROM subscription_plans WHERE name = 'starter'"))
-        db.session.add(
-            UserSubscription(
-                user_id=owner.id,
-                plan_id=starter,
-                billing_cycle="monthly",
-                status="active",
-                stripe_subscription_id="sub_shared",
-            )
-        )
-        db.session.commit()
 
 
 def invoice_event(event_id: str, type_: str, customer: str = "cus_intruder", subscription: str | None = "sub_shared"):
@@ -66,7 +48,7 @@ def invoice_event(event_id: str, type_: str, customer: str = "cus_intruder", sub
 
 @pytest.mark.parametrize("type_", ["invoice.payment_failed", "invoice.paid", "invoice.payment_succeeded"])
 def test_an_invoice_naming_another_users_subscription_is_refused_and_kept_failed(seeded, client, type_):
-    owner_and_intruder(seeded)
+    owner_and_intruder(seeded, "starter")
     response = post_event(client, invoice_event("evt_mixed", type_), seeded.config["STRIPE_WEBHOOK_SECRET"])
     assert (response.status_code, response.get_json()["error"]) == (422, "unprocessable_event")
     with seeded.app_context():
@@ -80,7 +62,7 @@ def test_an_invoice_naming_another_users_subscription_is_refused_and_kept_failed
 
 
 def test_the_owners_own_invoice_is_still_processed(seeded, client):
-    owner_and_intruder(seeded)
+    owner_and_intruder(seeded, "starter")
     body = invoice_event("evt_own", "invoice.paid", customer="cus_owner")
     response = post_event(client, body, seeded.config["STRIPE_WEBHOOK_SECRET"])
     assert response.status_code == 200 and response.get_json()["status"] == "processed"
