@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from app.extensions import db
 from app.logging import redact_text
 from app.services import DomainError
-from app.services.accounts import create_user, find_user_by_email, send_verification
+from app.services.accounts import check_new_password, create_user, find_user_by_email, send_verification
 from app.services.catalog import seed_plans_from_config
 from app.services.counts import recount
 from app.services.doctor import database_problem, run_checks
@@ -179,6 +179,16 @@ def portal_settings_lines(features: dict) -> list[str]:
     ]
 
 
+def new_password(typed: str, email: str) -> str:
+    """The password typed at the prompt of `flask users create`, when a new account may have it (else the prompt
+    says why and asks again)."""
+    try:
+        check_new_password(typed, email)
+    except DomainError as exc:
+        raise click.BadParameter(exc.message) from None
+    return typed
+
+
 def register(app: Flask) -> None:
     # Flask made app.cli a plain AppGroup; Flask-Migrate and the blueprints have already added theirs to it.
     app.cli = OperatorCommands(app.cli.name, commands=dict(app.cli.commands), help=app.cli.help)
@@ -192,7 +202,7 @@ def register(app: Flask) -> None:
 
     @users.command("create")
     @click.argument("email")
-    @click.option("--password", help="At least 8 characters (asked for, twice, when not given).")
+    @click.option("--password", help="At least 8 characters, not a common one (asked for, twice, when not given).")
     @click.option("--admin", is_flag=True, help="Give access to the admin dashboard.")
     def create_user_command(email: str, password: str | None, admin: bool):
         """Create an account (for operators); its owner is mailed the link that confirms the address, as at sign-up
@@ -202,8 +212,13 @@ def register(app: Flask) -> None:
         if find_user_by_email(email) is not None:
             raise click.ClickException("An account with this email already exists.")  # create_user's words
         db.session.rollback()  # no transaction left open while the operator types
-        if password is None:
-            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        if password is None:  # a weak one is refused as it is typed, and asked for again
+            password = click.prompt(
+                "Password",
+                hide_input=True,
+                confirmation_prompt=True,
+                value_proc=lambda typed: new_password(typed, email),
+            )
         try:
             user = create_user(email, password, is_admin=admin)
         except DomainError as exc:

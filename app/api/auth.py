@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import current_app, has_request_context, request
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, jwt_required
+from flask_jwt_extended.exceptions import WrongTokenError
 
 from app.api.blueprint import bp
 from app.api.common import ApiError, access_token_required, current_api_user, error_response, user_for_identity
@@ -23,6 +24,14 @@ from app.services.accounts import authenticate
 
 #: The claim naming the token's family (its `AuthSession` row).
 FAMILY_CLAIM = "sid"
+#: The one endpoint that takes a refresh token; every other takes an access token.
+REFRESH_ENDPOINT = "api.refresh_token"
+#: What /auth/refresh can answer 401 (the codes of every other operation's 401, `spec.UNAUTHORIZED`).
+REFRESH_UNAUTHORIZED = (
+    Error,
+    "Missing, forged, expired, used or revoked refresh token, or an access token sent instead "
+    "(`authorization_required`, `invalid_token`, `token_expired`).",
+)
 
 
 def token_pair(user_id: int, family_id: str, refresh_jti: str) -> TokenPair:
@@ -64,7 +73,7 @@ def issue_token(json: TokenRequest):
 
 @bp.post("/auth/refresh")
 @jwt_required(refresh=True)
-@operation("refreshToken", "auth", {200: (TokenPair, "The new tokens."), 401: UNAUTHORIZED})
+@operation("refreshToken", "auth", {200: (TokenPair, "The new tokens."), 401: REFRESH_UNAUTHORIZED})
 def refresh_token():
     """A new token pair; send the *refresh* token as bearer. Each refresh token works once: using one again
     revokes its family (every token from the same log-in)."""
@@ -114,18 +123,37 @@ def token_revoked(header, payload) -> bool:
     return user is None
 
 
+def refresh_expected() -> bool:
+    """Whether this request's endpoint takes a refresh token (the answers about a bad token name the kind it
+    takes)."""
+    return has_request_context() and request.endpoint == REFRESH_ENDPOINT
+
+
 @jwt.unauthorized_loader
 def missing_token(reason: str):
-    return error_response(401, "authorization_required", "Send an access token: 'Authorization: Bearer <token>'.")
+    kind = "a refresh" if refresh_expected() else "an access"
+    return error_response(401, "authorization_required", f"Send {kind} token: 'Authorization: Bearer <token>'.")
 
 
 @jwt.invalid_token_loader
 def invalid_token(reason: str):
-    return error_response(401, "invalid_token", "The access token is invalid.")
+    kind = "refresh" if refresh_expected() else "access"
+    return error_response(401, "invalid_token", f"The {kind} token is invalid.")
+
+
+@bp.errorhandler(WrongTokenError)
+def wrong_kind_of_token(error: WrongTokenError):
+    """A valid token of the other kind (flask-jwt-extended hands it to the invalid-token loader, whose "The access
+    token is invalid." told a client that sent its access token to /auth/refresh nothing it could act on)."""
+    if refresh_expected():
+        return error_response(401, "invalid_token", "This endpoint takes a refresh token, not an access token.")
+    return error_response(401, "invalid_token", "This endpoint takes an access token, not a refresh token.")
 
 
 @jwt.expired_token_loader
 def expired_token(header, payload):
+    if payload.get("type") == "refresh":
+        return error_response(401, "token_expired", "The refresh token has expired; log in again.")
     return error_response(401, "token_expired", "The access token has expired; refresh it or log in again.")
 
 

@@ -13,6 +13,7 @@ token families.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ log = get_logger(__name__)
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
-#: The bundled list of common passwords (NIST SP 800-63B: refuse passwords known from breaches).
+#: The bundled list of common passwords (NIST SP 800-63B: refuse passwords known from breaches); where it comes
+#: from is at its top.
 COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt"
 #: A reset link is valid this long (and only until the password changes).
 RESET_MAX_AGE = 3600
@@ -73,17 +75,97 @@ def dummy_hash() -> str:
     return generate_password_hash(secrets.token_urlsafe(16))
 
 
+#: What a new password is refused for (each `weak_password`, shown on the password field), in the order checked.
+COMMON_PASSWORD_MESSAGE = "This password is one of the most common ones and easy to guess: choose another."
+SIMPLE_PASSWORD_MESSAGE = (
+    "This password is only repeated or consecutive characters (like aaaaaaaa, abcd1234 or 87654321) and easy to "
+    "guess: choose another."
+)
+EMAIL_PASSWORD_MESSAGE = (
+    "This password contains your email address (or the part before the @) and is easy to guess: choose another."
+)
+#: A local part shorter than this is not looked for inside a password ("jo@…" would refuse every "jo").
+MIN_EMAIL_NAME_IN_PASSWORD = 4
+#: The longest group of characters whose mere repetition is refused (abababab, 123123123, xyzwxyzw).
+MAX_REPEATED_GROUP = 4
+
+
 def check_new_password(password: str, email: str | None = None) -> None:
-    """Raise AccountError (`weak_password`) for a password too short, too long, common or equal to the email."""
+    """Raise AccountError (`weak_password`) for a new password that NIST SP 800-63B (§5.1.1.2) says to refuse:
+    too short or too long, in the bundled list of common passwords (also with only digits or symbols added at
+    its ends: Password1!, 2024football), only repeated or consecutive characters, or containing the account's
+    email or the name before its @. Compared case-insensitively; reading nothing but the password, the email and
+    the list, it answers the same whether or not the address has an account. Existing passwords are never checked
+    again: log-in takes them as they are."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.", code="weak_password")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise AccountError(f"Password must be at most {MAX_PASSWORD_LENGTH} characters.", code="weak_password")
     lowered = password.strip().lower()
-    if lowered in common_passwords() or (email and lowered == normalize_email(email)):
-        raise AccountError(
-            "This password is one of the most common ones and easy to guess: choose another.", code="weak_password"
-        )
+    if is_common_password(lowered):
+        raise AccountError(COMMON_PASSWORD_MESSAGE, code="weak_password")
+    if is_simple_pattern(lowered):
+        raise AccountError(SIMPLE_PASSWORD_MESSAGE, code="weak_password")
+    if email and contains_email(lowered, normalize_email(email)):
+        raise AccountError(EMAIL_PASSWORD_MESSAGE, code="weak_password")
+
+
+def is_common_password(lowered: str) -> bool:
+    """Whether the (lower-cased) password is in the list, as it is or once the digits and symbols at its ends are
+    taken off ("password1!" is "password" to whoever guesses)."""
+    common = common_passwords()
+    return lowered in common or _letters_within(lowered) in common
+
+
+def _letters_within(text: str) -> str:
+    """`text` without the characters other than letters at its start and end."""
+    start, end = 0, len(text)
+    while start < end and not text[start].isalpha():
+        start += 1
+    while end > start and not text[end - 1].isalpha():
+        end -= 1
+    return text[start:end]
+
+
+def is_simple_pattern(text: str) -> bool:
+    """Whether `text` is one run of a repeated character or of consecutive ones (aaaaaaaa, abcdefgh, 98765432), two
+    such runs joined (aaaa1111, abcd1234, 1234zyxw), or a short group repeated (abababab, 123123123)."""
+    # Two runs joined: the longest run it starts with and the longest it ends with cover it (a part of a run is one).
+    if _run_length(text) + _run_length(text[::-1]) >= len(text):
+        return True
+    return any(
+        len(text) % size == 0 and text == text[:size] * (len(text) // size) for size in range(1, MAX_REPEATED_GROUP + 1)
+    )
+
+
+def _run_length(text: str) -> int:
+    """The length of the longest start of `text` whose characters each repeat their predecessor, or each come just
+    after it, or each just before it (in code points: abc, 321)."""
+    if len(text) < 2:
+        return len(text)
+    step = ord(text[1]) - ord(text[0])
+    if step not in (-1, 0, 1):
+        return 1
+    length = 2
+    while length < len(text) and ord(text[length]) - ord(text[length - 1]) == step:
+        length += 1
+    return length
+
+
+def contains_email(lowered: str, email: str) -> bool:
+    """Whether the password contains the address, or the name before its @ (with or without its dots, dashes and
+    +tag) when that name is long enough to mean something."""
+    if email in lowered:
+        return True
+    name = email.partition("@")[0]
+    bare = re.sub(r"[^a-z0-9]", "", lowered)
+    for candidate in {name, name.partition("+")[0]}:
+        if len(candidate) < MIN_EMAIL_NAME_IN_PASSWORD:
+            continue
+        squeezed = re.sub(r"[^a-z0-9]", "", candidate)
+        if candidate in lowered or (len(squeezed) >= MIN_EMAIL_NAME_IN_PASSWORD and squeezed in bare):
+            return True
+    return False
 
 
 def find_user_by_email(email: str) -> User | None:

@@ -124,6 +124,54 @@ def test_missing_forged_expired_and_misused_tokens_are_401(seeded, client):
     assert response.status_code == 401
 
 
+def test_a_token_of_the_other_kind_is_told_which_kind_the_endpoint_takes(seeded, client):
+    """An access token sent to /auth/refresh, or a refresh token where an access token is needed, was answered
+    "The access token is invalid.": the answer names the kind the endpoint takes, and both tokens still work."""
+    with seeded.app_context():
+        UserFactory(email="api@example.com")
+    tokens = get_tokens(client).get_json()
+    response = client.post("/api/v1/auth/refresh", headers=bearer(tokens["access_token"]))
+    assert response.status_code == 401
+    assert response.get_json() == {
+        "error": "invalid_token",
+        "message": "This endpoint takes a refresh token, not an access token.",
+    }
+    for method, path in (("get", "/api/v1/me"), ("get", "/api/v1/strategies"), ("get", "/api/v1/billing/subscription")):
+        response = getattr(client, method)(path, headers=bearer(tokens["refresh_token"]))
+        assert response.status_code == 401, path
+        assert response.get_json() == {
+            "error": "invalid_token",
+            "message": "This endpoint takes an access token, not a refresh token.",
+        }, path
+    assert client.get("/api/v1/me", headers=bearer(tokens["access_token"])).status_code == 200
+    assert client.post("/api/v1/auth/refresh", headers=bearer(tokens["refresh_token"])).status_code == 200
+
+
+def test_a_bad_token_at_auth_refresh_is_spoken_of_as_a_refresh_token(seeded, client):
+    """/auth/refresh takes a refresh token: its answers for none, a forged or an expired one say so (not "Send an
+    access token" nor "refresh it")."""
+    with seeded.app_context():
+        from flask_jwt_extended import create_refresh_token
+
+        expired = create_refresh_token(identity="1", expires_delta=timedelta(seconds=-1))
+    forged = pyjwt.encode(
+        {"sub": "1", "type": "refresh", "fresh": False}, "not-the-key-but-long-enough-for-hs256!", algorithm="HS256"
+    )
+    answers = [
+        client.post("/api/v1/auth/refresh").get_json(),
+        client.post("/api/v1/auth/refresh", headers=bearer(forged)).get_json(),
+        client.post("/api/v1/auth/refresh", headers=bearer(expired)).get_json(),
+    ]
+    assert answers == [
+        {"error": "authorization_required", "message": "Send a refresh token: 'Authorization: Bearer <token>'."},
+        {"error": "invalid_token", "message": "The refresh token is invalid."},
+        {"error": "token_expired", "message": "The refresh token has expired; log in again."},
+    ]
+    # Where an access token is needed, the answers name it, as before.
+    assert client.get("/api/v1/me").get_json()["message"] == "Send an access token: 'Authorization: Bearer <token>'."
+    assert client.get("/api/v1/me", headers=bearer(forged)).get_json()["message"] == "The access token is invalid."
+
+
 def test_cors_only_for_allowed_origins(seeded, migrated_database, redis_url):
     from app import create_app
     from tests.conftest import make_config
