@@ -672,7 +672,8 @@ ENDED_STATUSES = ("canceled", "incomplete_expired")
 
 def scheduled_price_changes(sub: dict[str, Any]) -> list[tuple[str, int | None]]:
     """The prices the subscription's schedule (expanded) will move it to, each with the start of its phase, soonest
-    first: the phases still to come whose price is not the current one. None without an active schedule.
+    first: the phases still to come whose price is not the current one. None without an active schedule (a
+    subscription's `schedule` is its id unless expanded: none then either).
 
     A phase still to come starts at or after the end of the current one (Stripe's `current_phase`; none before the
     schedule starts): a phase that has begun is the plan the customer is on, and one that is over is history,
@@ -740,9 +741,9 @@ def scheduled_change_mail(user: User | UserRef, sub: dict[str, Any], fields: dic
     change the app made was mailed as it was made, under the same key: the outbox keeps one. A withdrawn change
     sends nothing, as a withdrawn cancellation does not.
 
-    Only a subscription with a schedule attached (a pending change: rare, and gone once it applies) costs anything:
-    a sync lists subscriptions with their schedules expanded; a webhook's object names its schedule only, which is
-    read with the subscription (one Stripe call). The mail joins the row's write (no query of its own), or, when
+    Only a subscription with a schedule attached costs anything (rare: from a change being scheduled until the
+    schedule's last phase ends and releases it): a sync lists subscriptions with their schedules expanded; a
+    webhook's object names its schedule only, which is read with the subscription (one Stripe call per such event). The mail joins the row's write (no query of its own), or, when
     the row has nothing to write, is inserted alone unless its key is there.
     """
     if not sub.get("schedule") or fields["status"] in ENDED_STATUSES:
