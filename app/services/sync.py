@@ -9,7 +9,9 @@ subscription object into its row (auditing each transition and queueing its mail
 - The webhook handlers apply the event's own object when it is newer than what the row last saw, without asking
   Stripe; they ask (`sync_customer_in_transaction`) only when the order is ambiguous (two events of the same
   second), when a completed Checkout's subscription is not known yet and no `customer.subscription.created` will
-  bring it, and after a failed payment.
+  bring it, and after a failed payment. An object naming a subscription schedule (a plan change pending, made in
+  the app or the Customer Portal) is read again with its schedule, for the mail of that change
+  (`scheduled_change_mail`).
 
 So neither the order nor the number of notifications can leave the copy wrong. The pure rules — `Snapshot`,
 `transitions`, `subscription_fields`, `plan_change_direction` — take plain values and are importable on their own.
