@@ -12,15 +12,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+
 from app.extensions import db
 from app.logging import get_logger
 from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription
 from app.services import DomainError, audit, mail, stripe_gateway
-from app.services.catalog import losses_between, plan_for_price, validate_choice
+from app.services.catalog import plan_for_price, validate_choice
 from app.services.queries import live_subscription
 from app.services.stripe_gateway import from_timestamp, id_of
-from app.services.sync import sync_customer
-from app.templating import date, money
+from app.services.sync import plan_change_scheduled_row, scheduled_price_changes, sync_customer
 
 log = get_logger(__name__)
 
@@ -297,23 +298,23 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
 def queue_change_scheduled_mail(user: User, change: PlanChange) -> None:
     """Tell the customer, in writing, that their plan will move to a cheaper one at the period end (as a scheduled
     cancellation is told): when, what it will cost, what it takes away, and how to keep the current plan. One mail
-    per scheduled change: asking for the same change again finds its row (the key names the price and the date)."""
+    per scheduled change: asking for the same change again finds its row (the key names the price and the date), and
+    so does the sync, which mails a change scheduled elsewhere (the Customer Portal) with the same row
+    (`sync.plan_change_scheduled_row`) when it reads this one back."""
     subscription = change.subscription
-    at = change.effective_at.isoformat() if change.effective_at else "period-end"
-    price = change.plan.price_for(change.cycle)
-    mail.queue_mail(
-        "plan_change_scheduled",
-        f"{subscription.stripe_subscription_id}:scheduled:{change.price_id}:{at}",
+    # The user's lock first, as every writer of a subscription's mail takes it (`sync.outbox_entry`): the webhook
+    # that brings this schedule back (the sync's mail of it, under this key) then waits for this transaction and
+    # finds the mail, instead of waiting on its key while this transaction waits for the user (a deadlock).
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    row = plan_change_scheduled_row(
         user,
-        plan=change.plan.display_name,
-        cycle=change.cycle,
-        previous_plan=subscription.plan.display_name,
-        previous_cycle=subscription.billing_cycle,
-        date=date(change.effective_at) if change.effective_at else "the end of your current period",
-        amount=f"{money(price)} a {'year' if change.cycle == 'yearly' else 'month'}" if price is not None else None,
-        losses=losses_between(subscription.plan.name, change.plan.name),
-        billing_url=mail.billing_url(),
+        subscription.stripe_subscription_id,
+        change.price_id,
+        (subscription.plan, subscription.billing_cycle),
+        (change.plan, change.cycle),
+        change.effective_at,
     )
+    db.session.execute(mail.INSERT_MAIL, row)
 
 
 def withdraw_cancellation_params(sub: dict[str, Any]) -> dict[str, Any]:
@@ -362,28 +363,11 @@ class ScheduledChange:
 
 
 def scheduled_change_of(sub: dict[str, Any]) -> ScheduledChange | None:
-    """The first phase of the subscription's schedule still to come, if it moves to another price.
-
-    A phase still to come starts at or after the end of the current one (Stripe's `current_phase`; none before the
-    schedule starts): a phase that has begun is the plan the customer is on, and one that is over is history,
-    which the schedule keeps until it is released.
-    """
-    schedule = sub.get("schedule")
-    if not isinstance(schedule, dict) or schedule.get("status") not in ("active", "not_started"):
-        return None
-    current_price = sub["items"]["data"][0]["price"]["id"]
-    current_phase = schedule.get("current_phase") if schedule.get("status") == "active" else None
-    upcoming = [
-        phase
-        for phase in schedule.get("phases") or []
-        if current_phase is None or (phase.get("start_date") or 0) >= (current_phase.get("end_date") or 0)
-    ]
-    for phase in sorted(upcoming, key=lambda phase: phase.get("start_date") or 0):
-        items = phase.get("items") or []
-        price_id = id_of(items[0].get("price")) if items else None
-        if price_id and price_id != current_price:
-            found = plan_for_price(price_id)
-            if found:
-                plan, cycle = found
-                return ScheduledChange(plan.name, plan.display_name, cycle, from_timestamp(phase.get("start_date")))
+    """The first phase of the subscription's schedule still to come, if it moves to another price we sell
+    (`sync.scheduled_price_changes`: the rule the sync's mail of a scheduled change reads it by)."""
+    for price_id, start in scheduled_price_changes(sub):
+        found = plan_for_price(price_id)
+        if found:
+            plan, cycle = found
+            return ScheduledChange(plan.name, plan.display_name, cycle, from_timestamp(start))
     return None

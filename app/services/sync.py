@@ -9,7 +9,9 @@ subscription object into its row (auditing each transition and queueing its mail
 - The webhook handlers apply the event's own object when it is newer than what the row last saw, without asking
   Stripe; they ask (`sync_customer_in_transaction`) only when the order is ambiguous (two events of the same
   second), when a completed Checkout's subscription is not known yet and no `customer.subscription.created` will
-  bring it, and after a failed payment.
+  bring it, and after a failed payment. An object naming a subscription schedule (a plan change pending, made in
+  the app or the Customer Portal) is read again with its schedule, for the mail of that change
+  (`scheduled_change_mail`).
 
 So neither the order nor the number of notifications can leave the copy wrong. The pure rules — `Snapshot`,
 `transitions`, `subscription_fields`, `plan_change_direction` — take plain values and are importable on their own.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from flask import current_app, has_request_context
@@ -44,7 +46,7 @@ from app.models import (
 )
 from app.models.conversion import conversion_columns
 from app.services import audit, stripe_gateway
-from app.services.catalog import PlanView, plan_view, plan_view_by_name, plan_view_for_price
+from app.services.catalog import PlanView, losses_between, plan_view, plan_view_by_name, plan_view_for_price
 from app.services.entitlements import plan_display_name
 from app.services.mail import INSERT_MAIL, OUTBOX_COLUMNS, billing_url, outbox_row
 from app.services.signals import SyncResult, commit_billing
@@ -362,9 +364,14 @@ def apply_subscription(
     moves = transitions(old, new)
     ended_for = (sub.get("cancellation_details") or {}).get("reason")
     mails = [transition_mail(action, user, sub["id"], fields, ended_for=ended_for, previous=old) for action, _ in moves]
-    written = write_subscription(user, sub["id"], row, changes, moves, [mail for mail in mails if mail is not None])
+    outbox = [mail for mail in mails if mail is not None]
+    scheduled = scheduled_change_mail(user, sub, fields)
+    if scheduled is not None:
+        outbox.append(scheduled)
+    written = write_subscription(user, sub["id"], row, changes, moves, outbox)
     if written is None:
         return None
+    result.mail_queued |= scheduled is not None
     for (action, details), mail in zip(moves, mails, strict=True):
         result.actions.append(action)
         result.plans.append(plan.name)
@@ -409,6 +416,8 @@ def write_subscription(
     """
     mails = mails or []
     if row is not None and not changes:
+        for mail in mails:  # a mail that follows no transition (a scheduled change's): once per key, as any mail
+            execute_values(INSERT_MAIL, mail)
         return row
     if db.engine.dialect.name != "postgresql":
         written = write_subscription_with_orm(user, subscription_id, row, changes, moves)
@@ -659,6 +668,99 @@ def took_effect_at_renewal(previous: Snapshot | None, period_start: datetime | N
     return period_start >= previous.period_end
 
 
+#: Statuses of a subscription that is over: its schedule, if any, is canceled with it.
+ENDED_STATUSES = ("canceled", "incomplete_expired")
+
+
+def scheduled_price_changes(sub: dict[str, Any]) -> list[tuple[str, int | None]]:
+    """The prices the subscription's schedule (expanded) will move it to, each with the start of its phase, soonest
+    first: the phases still to come whose price is not the current one. None without an active schedule (a
+    subscription's `schedule` is its id unless expanded: none then either).
+
+    A phase still to come starts at or after the end of the current one (Stripe's `current_phase`; none before the
+    schedule starts): a phase that has begun is the plan the customer is on, and one that is over is history,
+    which the schedule keeps until it is released.
+    """
+    schedule = sub.get("schedule")
+    if not isinstance(schedule, dict) or schedule.get("status") not in ("active", "not_started"):
+        return []
+    current_price = subscription_price_id(sub)
+    current_phase = schedule.get("current_phase") if schedule.get("status") == "active" else None
+    upcoming = [
+        phase
+        for phase in schedule.get("phases") or []
+        if current_phase is None or (phase.get("start_date") or 0) >= (current_phase.get("end_date") or 0)
+    ]
+    changes = []
+    for phase in sorted(upcoming, key=lambda phase: phase.get("start_date") or 0):
+        items = phase.get("items") or []
+        price_id = id_of(items[0].get("price")) if items else None
+        if price_id and price_id != current_price:
+            changes.append((price_id, phase.get("start_date")))
+    return changes
+
+
+def scheduled_change_key(subscription_id: str, price_id: str, at: datetime | None) -> str:
+    """The outbox key of the "plan_change_scheduled" mail: one mail per subscription, new price and date, whoever
+    scheduled the change (the app's plan change, the Customer Portal, the Dashboard)."""
+    return f"{subscription_id}:scheduled:{price_id}:{at.astimezone(UTC).isoformat() if at else 'period-end'}"
+
+
+def plan_change_scheduled_row(
+    user: User | UserRef,
+    subscription_id: str,
+    price_id: str,
+    current: tuple[PlanView | SubscriptionPlan, str],
+    new: tuple[PlanView | SubscriptionPlan, str],
+    at: datetime | None,
+) -> dict[str, Any]:
+    """The outbox row of the "plan_change_scheduled" mail: the subscription moves from `current` to `new` (each a
+    plan and its cycle) at `at`, the end of the paid period — when, what it will cost, what it takes away, and where
+    to keep the current plan. The app's plan change queues it as it schedules the change, the sync when it finds a
+    change scheduled elsewhere (`scheduled_change_mail`); the key (`scheduled_change_key`) keeps it to one."""
+    (plan, cycle), (previous, previous_cycle) = new, current
+    price = plan.price_for(cycle)
+    return outbox_row(
+        "plan_change_scheduled",
+        scheduled_change_key(subscription_id, price_id, at),
+        user,
+        plan=plan.display_name,
+        cycle=cycle,
+        previous_plan=previous.display_name,
+        previous_cycle=previous_cycle,
+        date=date(at) if at else "the end of your current period",
+        amount=f"{money(price)} a {'year' if cycle == 'yearly' else 'month'}" if price is not None else None,
+        losses=losses_between(previous.name, plan.name),
+        billing_url=mail_billing_url(),
+    )
+
+
+def scheduled_change_mail(user: User | UserRef, sub: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The "plan_change_scheduled" mail of the plan change the subscription's schedule will make, whoever scheduled
+    it; None when no schedule is attached or it changes no price we sell. The Customer Portal schedules a cheaper
+    plan at the period end (`schedule_at_period_end`) as the app does: its change reaches us only as
+    `customer.subscription.updated` (the schedule attached) or in a sync, and is mailed as the app's own is. A
+    change the app made was mailed as it was made, under the same key: the outbox keeps one. A withdrawn change
+    sends nothing, as a withdrawn cancellation does not.
+
+    Only a subscription with a schedule attached costs anything (rare: from a change being scheduled until the
+    schedule's last phase ends and releases it): a sync lists subscriptions with their schedules expanded; a
+    webhook's object names its schedule only, which is read with the subscription (one Stripe call per such event). The mail joins the row's write (no query of its own), or, when
+    the row has nothing to write, is inserted alone unless its key is there.
+    """
+    if not sub.get("schedule") or fields["status"] in ENDED_STATUSES:
+        return None
+    live = sub if isinstance(sub["schedule"], dict) else stripe_gateway.retrieve_subscription(sub["id"], ["schedule"])
+    current = plan_view_for_price(subscription_price_id(live))
+    if current is None:
+        return None
+    for price_id, start in scheduled_price_changes(live):
+        new = plan_view_for_price(price_id)
+        if new is not None:
+            return plan_change_scheduled_row(user, sub["id"], price_id, current, new, from_timestamp(start))
+    return None
+
+
 def rows_by_subscription_id(user: User | UserRef) -> dict[str, SubscriptionRow]:
     # populate_existing: rows this session loaded before the user's lock was granted may be stale, and an old
     # snapshot would audit a transition another transaction already audited. Their plans come along (the
@@ -696,7 +798,11 @@ def sync_user_rows(
     result.user_id = user.id
     rows = rows_by_subscription_id(user) if rows is None else rows
     horizon = event_horizon()
-    for sub in stripe_gateway.list_subscriptions(customer_id):
+    # Schedules expanded: a pending plan change is read with its subscription (`scheduled_change_mail`).
+    subscriptions = stripe_gateway.every(
+        "subscriptions.list", customer=customer_id, status="all", limit=100, expand=["data.schedule"]
+    )
+    for sub in subscriptions:
         row = apply_subscription(user, sub, rows.get(sub["id"]), result, event_at=horizon)
         if row is None and sub["id"] not in rows:  # inserted by another transaction since: Stripe's state wins
             row = apply_subscription(user, sub, locked_row(sub["id"]), result, event_at=horizon)
