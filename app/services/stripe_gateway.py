@@ -521,8 +521,14 @@ def retrieve_price(price_id: str) -> dict[str, Any]:
 
 
 def list_prices(lookup_keys: list[str]) -> list[dict[str, Any]]:
-    """The active prices with these lookup keys (one page of up to 100)."""
-    return first_page("prices.list", lookup_keys=lookup_keys, active=True, limit=100)
+    """The prices holding these lookup keys, archived ones too (a lookup key stays on an archived price, and Stripe
+    refuses it to a new price unless it is transferred); one page of up to 100."""
+    return first_page("prices.list", lookup_keys=lookup_keys, limit=100)
+
+
+def update_price(price_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Change a price's `active` flag, lookup key or metadata (its amount and interval never change)."""
+    return to_dict(stripe_request("prices.update", price_id, params=params))
 
 
 def create_price(params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
