@@ -331,6 +331,9 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None, proration:
     if proration_date is not None:
         key += f"-at-{proration_date}"  # two confirmations of one change, priced at two times, are two requests
     sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id)
+    if proration_date is not None and proration_date < sub["items"]["data"][0]["current_period_start"]:
+        # Renewed since the preview: Stripe prorates within the current period only.
+        raise PreviewExpired("Your billing period has renewed since this amount was worked out: here is the new one.")
     if change.immediate:
         release_schedule(sub)
         params: dict[str, Any] = {

@@ -118,3 +118,17 @@ def test_without_a_token_stripe_prorates_at_the_update_and_the_answer_is_the_inv
     _, invoice = latest_invoice(billing, stripe_emulator)
     assert change.immediate and change.amount_due_now == invoice.amount_due > 0
     assert made <= 4, made  # the subscription read, the update, the sync's reads: no preview (6 before)
+
+
+def test_a_preview_from_before_a_renewal_prices_the_change_again(billing, stripe_emulator):
+    billing.subscribe("starter", "monthly")
+    _, token = confirmation(billing)
+    stripe_emulator.advance(days=32)  # renewed: the preview's time is in the period before
+    response = confirm(billing, token)
+    assert response.headers["Location"] == "/billing/change?plan=pro&cycle=monthly"
+    assert "renewed since" in billing.client.get(response.headers["Location"]).get_data(as_text=True)
+    [sub] = billing.stripe_subscriptions(billing.user().stripe_customer_id)
+    assert sub["items"].data[0].price.id == "price_starter_monthly"
+    shown, token = confirmation(billing)  # priced again: this one is charged as shown
+    assert confirm(billing, token).headers["Location"] == "/billing"
+    assert latest_invoice(billing, stripe_emulator)[1].amount_due == shown
