@@ -551,7 +551,13 @@ class Billing:
         return sub
 
     def change_items(
-        self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str, billing_cycle_anchor: str | None = None
+        self,
+        ctx: Ctx,
+        sub: dict,
+        changes: list,
+        proration_behavior: str,
+        billing_cycle_anchor: str | None = None,
+        proration_date: int | None = None,
     ) -> None:
         """Swap prices / quantities and prorate the way Stripe does.
 
@@ -560,19 +566,22 @@ class Billing:
         or are invoiced now (``always_invoice``). Interval change (or
         ``billing_cycle_anchor=now``): the period restarts today and an invoice
         for the new period, less the unused time, is charged at once.
+        ``proration_date``: prorations worked out as though the change were made then (Stripe's
+        ``proration_date``, the time a preview used), the change itself made now.
         """
         s = self.store
         now = s.now()
         before = copy.deepcopy(sub)
         start, end = self.period(sub)
         length = max(end - start, 1)
-        remaining = max(end - now, 0)
+        remaining = max(end - (now if proration_date is None else proration_date), 0)
         frac = remaining / length
         old_intervals = {
             (i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
             for i in sub["items"]["data"]
         }
-        specs = self._swap_items(sub, before, changes, proration_behavior, now, (start, end), frac)
+        prorated_at = now if proration_date is None else proration_date
+        specs = self._swap_items(sub, before, changes, proration_behavior, prorated_at, (start, end), frac)
         data = sub["items"]["data"]
         if not data:
             raise StripeError("A subscription must have at least one active item.", param="items")
@@ -786,8 +795,24 @@ class Billing:
         sched["current_phase"] = {"end_date": nxt["end_date"], "start_date": nxt["start_date"]}
         self.emit_update(ctx, "subscription_schedule.updated", before_sched, sched)
 
-    def preview(self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str) -> dict:
-        """The invoice a change would produce now, or else the next renewal invoice; state is untouched."""
+    def check_proration_date(self, sub: dict, proration_date: int | None, param: str) -> None:
+        """Stripe: a ``proration_date`` must fall within the subscription's current period."""
+        if proration_date is None:
+            return
+        start, end = self.period(sub)
+        if not start <= proration_date <= end:
+            raise StripeError(
+                f"The proration_date ({proration_date}) must be within the current subscription period "
+                f"({start} to {end}).",
+                param=param,
+            )
+
+    def preview(
+        self, ctx: Ctx, sub: dict, changes: list, proration_behavior: str, proration_date: int | None = None
+    ) -> dict:
+        """The invoice a change would produce now (prorated as of ``proration_date`` if given), or else the next
+        renewal invoice; state is untouched. A preview that prorates names the time it used
+        (``parent.subscription_details.subscription_proration_date``)."""
         s = self.store
         saved = copy.deepcopy(s.state)
         self.dry_run = True
@@ -808,6 +833,7 @@ class Billing:
                         for item, price, qty, deleted in changes
                     ],
                     proration_behavior,
+                    proration_date=proration_date,
                 )
             if sub["latest_invoice"] == latest:
                 self.renew(ctx, sub)
@@ -817,6 +843,9 @@ class Billing:
             s.state = saved
         inv["id"] = "upcoming_" + new_id("in")
         inv["hosted_invoice_url"] = inv["invoice_pdf"] = None
+        details = (inv.get("parent") or {}).get("subscription_details")
+        if details is not None and changes and proration_behavior != "none":
+            details["subscription_proration_date"] = s.now() if proration_date is None else proration_date
         return inv
 
     # ================================================================ the clock

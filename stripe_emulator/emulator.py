@@ -6,6 +6,8 @@ Free of Flask: the app factory (``server.create_app``) serves an instance,
 
 from __future__ import annotations
 
+import threading
+
 from .billing import Billing, Config
 from .store import Store
 from .webhooks import Dispatcher
@@ -25,6 +27,10 @@ class Emulator:
         self.store = Store(state_path)
         self.dispatcher = Dispatcher(retry_schedule=retry_schedule or [0.5, 1.0, 2.0, 4.0], max_attempts=max_attempts)
         self.billing = Billing(self.store, self.dispatcher, self.config)
+        #: Idempotency records (API key + Idempotency-Key) of the requests being carried out now: another request
+        #: with the same key meanwhile gets Stripe's 409 ``idempotency_key_in_use`` (nothing saved, retryable).
+        self.in_flight: set[str] = set()
+        self.in_flight_lock = threading.Lock()
 
     def reset(self) -> None:
         """Forget every object and every queued delivery; the catalog comes back."""

@@ -163,7 +163,9 @@ class Idempotency:
     """One request's Idempotency-Key: the stored record's key and the request's fingerprint.
 
     The record is keyed by API key + Idempotency-Key; the fingerprint (method, path, body) tells a
-    replay (same fingerprint) from a misuse of the key (different one).
+    replay (same fingerprint) from a misuse of the key (different one). As on Stripe, a key reused with
+    other parameters is a 400 ``idempotency_error`` (saved answers stay), and a key whose first request is
+    still being carried out is a 409 ``idempotency_key_in_use`` (nothing saved; stripe-python retries 409s).
     """
 
     def __init__(self, key: str):
@@ -184,7 +186,6 @@ class Idempotency:
                     "Keys for idempotent requests can only be used with the same parameters they were first used "
                     f"with. Try using a key other than '{self.key}' if you meant to execute a different request.",
                     type="idempotency_error",
-                    code="idempotency_key_in_use",
                 ),
                 request_id,
             )
@@ -193,6 +194,29 @@ class Idempotency:
             seen["status"],
             {"Request-Id": seen["request_id"], "Idempotent-Replayed": "true", "Idempotency-Key": self.key},
         )
+
+    def begin(self, request_id: str) -> Response | None:
+        """Mark the key in flight until ``end``; a 409 ``idempotency_key_in_use`` when it already is."""
+        e = emu()
+        with e.in_flight_lock:
+            if self.record_key not in e.in_flight:
+                e.in_flight.add(self.record_key)
+                return None
+        return error_response(
+            StripeError(
+                "There is currently another in-progress request using this Idempotent Key (that probably means you "
+                f"submitted twice, and the other request is still going through): {self.key}. Please try again "
+                "later.",
+                status=409,
+                code="idempotency_key_in_use",
+            ),
+            request_id,
+        )
+
+    def end(self) -> None:
+        e = emu()
+        with e.in_flight_lock:
+            e.in_flight.discard(self.record_key)
 
     def remember(self, s: Store, status: int, text: str, request_id: str) -> None:
         """Keep the answer so a retry with the same key gets it back."""
@@ -258,7 +282,16 @@ def api(bp: Blueprint, rule: str, methods: list[str]) -> Callable[[Handler], Han
             except StripeError as err:
                 return error_response(err, request_id)
             idem_key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
-            return _execute(fn, data, kwargs, request_id, Idempotency(idem_key) if idem_key else None)
+            if not idem_key:
+                return _execute(fn, data, kwargs, request_id, None)
+            idem = Idempotency(idem_key)
+            busy = idem.begin(request_id)
+            if busy is not None:
+                return busy
+            try:
+                return _execute(fn, data, kwargs, request_id, idem)
+            finally:
+                idem.end()
 
         view.__name__ = "api_" + fn.__name__
         bp.add_url_rule(rule, view.__name__, view, methods=methods)

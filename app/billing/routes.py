@@ -30,10 +30,12 @@ from app.services.checkout import (
 from app.services.strategies import count_strategies
 from app.services.stripe_gateway import PaymentDeclined
 from app.services.subscriptions import (
+    PreviewExpired,
     change_plan,
     keep_current_plan,
     paid_subscription,
     plan_change,
+    proration_token,
     set_cancel_at_period_end,
 )
 from app.templating import date
@@ -184,6 +186,7 @@ def confirm_change():
         change=change,
         losses=losses,
         form=ChoosePlanForm(formdata=None, plan=form.plan.data, cycle=form.cycle.data),
+        proration=proration_token(change),  # posted back: the change prorates as this preview did
     )
 
 
@@ -192,10 +195,14 @@ def confirm_change():
 @limiter.limit(billing_limit, key_func=rate_limit_identity)
 @refusals_go_to("billing.show_billing")
 def apply_change():
-    """Apply a confirmed plan change to the existing subscription."""
+    """Apply a confirmed plan change to the existing subscription, at the amount its confirmation page showed (the
+    page's `proration` token); a token over an hour old, or not this change's, shows the page again, re-priced."""
     form = validated(ChoosePlanForm())
     try:
-        change = change_plan(current_user, form.plan.data, form.cycle.data)
+        change = change_plan(current_user, form.plan.data, form.cycle.data, proration=request.form.get("proration"))
+    except PreviewExpired as expired:
+        flash(expired.message, "info")
+        return redirect(url_for("billing.confirm_change", plan=form.plan.data, cycle=form.cycle.data), 303)
     except PaymentDeclined as declined:
         # Its own category: the message comes with an "Update card" button (base.html).
         flash(

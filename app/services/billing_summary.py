@@ -56,7 +56,7 @@ def invoice_of(data: dict[str, Any]) -> Invoice:
 def invoice_subscription_id(data: dict[str, Any]) -> str | None:
     """The subscription an invoice bills: under `parent.subscription_details` since API 2025-03-31."""
     details = (data.get("parent") or {}).get("subscription_details") or {}
-    return id_of(details.get("subscription")) or id_of(data.get("subscription"))
+    return id_of(details.get("subscription"))
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from app.urls import external_url
 log = get_logger(__name__)
 
 PORTAL_FLOWS = ("payment_method_update", "subscription_cancel", "subscription_update")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CheckoutError(DomainError):
@@ -43,8 +45,20 @@ def lock_user(user_id: int) -> User:
     return user
 
 
+def customer_key(user: User) -> str:
+    """The idempotency key of the user's customer creation: the user's id and the microsecond its row was made.
+
+    Stripe keeps keys per account for at least 24 hours. The id alone repeats across installs sharing a Stripe
+    account (staging and development on one test key) and in a database whose ids start again: Stripe would then
+    refuse the other user's request (400, keys reused with other parameters) or, for the same email, hand back the
+    other install's customer. `created_at` never changes once the row exists.
+    """
+    created = (user.created_at - EPOCH) // timedelta(microseconds=1)
+    return f"customer-create-{user.id}-{created}"
+
+
 def ensure_customer(user_id: int) -> str:
-    """The user's Stripe customer id, creating the customer once (idempotency key from the user id).
+    """The user's Stripe customer id, creating the customer once (idempotency key: `customer_key`).
 
     Stored in `users.stripe_customer_id` and committed before any redirect, so a second customer can never appear.
     """
@@ -52,9 +66,7 @@ def ensure_customer(user_id: int) -> str:
     if user.stripe_customer_id:
         db.session.commit()
         return user.stripe_customer_id
-    customer = stripe_gateway.create_customer(
-        user.email, {"user_id": str(user.id)}, idempotency_key=f"customer-create-{user.id}"
-    )
+    customer = stripe_gateway.create_customer(user.email, {"user_id": str(user.id)}, idempotency_key=customer_key(user))
     user.stripe_customer_id = customer["id"]
     apply_billing_contact(user, customer)  # the customer starts with the login email as its billing email
     audit.record("customer.created", user.id, customer=customer["id"])

@@ -37,19 +37,41 @@ def catalog_prices() -> list[tuple[str, str, str, int, str]]:
     return rows
 
 
+def price_matches(price: dict, amount: int, interval: str, active_products: set[str]) -> bool:
+    """Whether a price is the catalog's: its amount in USD every `interval`, on a product that is not archived."""
+    recurring = price.get("recurring") or {}
+    return (
+        price.get("unit_amount") == amount
+        and price.get("currency") == "usd"
+        and recurring.get("interval") == interval
+        and (recurring.get("interval_count") or 1) == 1
+        and stripe_gateway.id_of(price.get("product")) in active_products
+    )
+
+
 def create_catalog() -> list[CatalogPrice]:
-    """Create the three products and five prices (with lookup keys) unless they exist; idempotent."""
+    """Create the three products and five prices (with lookup keys) unless they exist; idempotent.
+
+    A lookup key stays on its price when the price is archived, and Stripe refuses it to another price: the price
+    holding it is reactivated when it is the catalog's (amount, USD, interval, a product not archived; reported as
+    existing), otherwise a new price takes the key over (`transfer_lookup_key`; reported as created).
+    """
     wanted = catalog_prices()
     existing = {p["lookup_key"]: p for p in stripe_gateway.list_prices([row[1] for row in wanted])}
     products: dict[str, str] = {}
+    active_products: set[str] = set()
     for product in stripe_gateway.list_products():
         plan = (product.get("metadata") or {}).get("plan")
+        if product.get("active"):
+            active_products.add(product["id"])
         if plan and product.get("active") and plan not in products:
             products[plan] = product["id"]
     results = []
     for env, lookup_key, plan_name, amount, interval in wanted:
         price = existing.get(lookup_key)
-        if price is not None:
+        if price is not None and price_matches(price, amount, interval, active_products):
+            if not price.get("active"):
+                price = stripe_gateway.update_price(price["id"], {"active": True})
             results.append(CatalogPrice(env, lookup_key, price["id"], False))
             continue
         if plan_name not in products:
@@ -63,17 +85,21 @@ def create_catalog() -> list[CatalogPrice]:
                 idempotency_key=f"catalog-product-{plan_name}",
             )
             products[plan_name] = product["id"]
-        price = stripe_gateway.create_price(
-            {
-                "product": products[plan_name],
-                "currency": "usd",
-                "unit_amount": amount,
-                "recurring": {"interval": interval},
-                "lookup_key": lookup_key,
-                "metadata": {"plan": plan_name, "billing_cycle": "monthly" if interval == "month" else "yearly"},
-            },
-            idempotency_key=f"catalog-price-{lookup_key}-{amount}",
-        )
+        params = {
+            "product": products[plan_name],
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": interval},
+            "lookup_key": lookup_key,
+            "metadata": {"plan": plan_name, "billing_cycle": "monthly" if interval == "month" else "yearly"},
+        }
+        key = f"catalog-price-{lookup_key}-{amount}"
+        if price is not None:
+            # Another price holds the key (another amount or interval, or an archived product): the new one takes it
+            # over. The key names the price it replaces, so it never meets the plain creation's other parameters.
+            params["transfer_lookup_key"] = True
+            key = f"{key}-replaces-{price['id']}"
+        price = stripe_gateway.create_price(params, idempotency_key=key)
         results.append(CatalogPrice(env, lookup_key, price["id"], True))
     return results
 

@@ -81,6 +81,14 @@ class StripeRequestFailed(StripeFailure):
     status = 502
 
 
+class IdempotencyKeyReused(StripeRequestFailed):
+    """Stripe refused an idempotency key of ours that an earlier request (within Stripe's 24 hours or more) used
+    with other parameters: nothing was done, and the same key keeps failing until Stripe forgets it. A bug or
+    another install on the same Stripe account, for an operator to look into (logged `stripe_idempotency_key_reused`)."""
+
+    code = "idempotency_key_reused"
+
+
 class StripeObjectMissing(StripeFailure):
     code = "not_found"
     status = 404
@@ -158,12 +166,20 @@ def customer_error(error: stripe.StripeError) -> StripeFailure:
         return StripeKeyRefused()
     if isinstance(error, stripe.APIConnectionError):
         return StripeUnreachable()
+    if isinstance(error, stripe.APIError) and error.http_status == 409:
+        # Stripe's `idempotency_key_in_use`: the same request (same key) is still being carried out, after the
+        # client's own retries. Once it is done, trying again gets its answer.
+        return BillingUnavailable("This request is already being processed — please wait a moment and try again.")
     if isinstance(error, (stripe.APIError, stripe.RateLimitError)):
         return BillingUnavailable()
     if isinstance(error, stripe.InvalidRequestError) and error.http_status == 404:
         return StripeObjectMissing("We could not find that billing record.")
     if isinstance(error, stripe.IdempotencyError):
-        return BillingUnavailable("This request is already being processed — please wait a moment and try again.")
+        # 400 `idempotency_error`: the key was used before with other parameters. Not "being processed": retrying
+        # the same request fails the same way until Stripe forgets the key.
+        return IdempotencyKeyReused(
+            "Billing could not start this request. Nothing was charged; please try again in a minute."
+        )
     return StripeRequestFailed("Billing could not complete this request. Nothing was charged.")
 
 
@@ -189,8 +205,20 @@ def operator_cause(error: stripe.StripeError, operation: str, api_base: str, key
         return f"Could not reach Stripe at {api_base}: {network_cause(error)}", fix
     if isinstance(error, stripe.RateLimitError):
         return f"Stripe at {api_base} is limiting this account's requests ({said})", "wait a minute and run it again"
+    if isinstance(error, stripe.APIError) and error.http_status == 409:
+        return (
+            f"Stripe at {api_base} is still carrying out another request with the same idempotency key ({said})",
+            "the same request was sent twice at once; run it again once the first one is done",
+        )
     if isinstance(error, stripe.APIError):
         return f"Stripe at {api_base} failed on its side ({said})", "run it again later (status.stripe.com)"
+    if isinstance(error, stripe.IdempotencyError):
+        return (
+            f"Stripe refused {operation or 'the request'}: its idempotency key was already used with other "
+            f"parameters ({said})",
+            "Stripe keeps keys for 24 hours or more per account: check that no other install (staging, development, "
+            "a restored database) uses this Stripe account's key, else report the key Stripe names as a bug",
+        )
     return f"Stripe refused {operation or 'the request'} ({said})", ""
 
 
@@ -228,7 +256,16 @@ class StripeGateway:
                 stripe_request_id=error.request_id,
             )
             observe_error(operation, error)
-            raise translate(error, operation, self.api_base or "", self.key_kind) from None
+            failure = translate(error, operation, self.api_base or "", self.key_kind)
+            if isinstance(failure, IdempotencyKeyReused):
+                log.error(
+                    "stripe_idempotency_key_reused",
+                    operation=operation,
+                    stripe_request_id=error.request_id,
+                    cause=failure.cause,
+                    fix=failure.fix,
+                )
+            raise failure from None
         finally:
             observe_duration(operation, time.perf_counter() - started)
 
@@ -484,8 +521,14 @@ def retrieve_price(price_id: str) -> dict[str, Any]:
 
 
 def list_prices(lookup_keys: list[str]) -> list[dict[str, Any]]:
-    """The active prices with these lookup keys (one page of up to 100)."""
-    return first_page("prices.list", lookup_keys=lookup_keys, active=True, limit=100)
+    """The prices holding these lookup keys, archived ones too (a lookup key stays on an archived price, and Stripe
+    refuses it to a new price unless it is transferred); one page of up to 100."""
+    return first_page("prices.list", lookup_keys=lookup_keys, limit=100)
+
+
+def update_price(price_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Change a price's `active` flag, lookup key or metadata (its amount and interval never change)."""
+    return to_dict(stripe_request("prices.update", price_id, params=params))
 
 
 def create_price(params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:

@@ -7,11 +7,13 @@ Each change is made on Stripe first (the source of truth), then read back with `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from flask import current_app
+from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import select
 
 from app.extensions import db
@@ -136,6 +138,9 @@ class PlanChange:
     #: The total (cents) of the invoice an immediate change makes: the amount due before the customer's credit
     #: balance is used, negative when the unused time is worth more than the new price's share.
     invoice_total: int = 0
+    #: The time (unix, Stripe's clock) the preview prorated at: the change, once confirmed, prorates at it too, so
+    #: the amount charged is the amount shown (`proration_token`).
+    proration_date: int | None = None
 
     @property
     def credit_added(self) -> int:
@@ -148,8 +153,9 @@ class PlanChange:
         return "upgrade" if self.immediate else "downgrade"
 
 
-def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanChange:
-    """Describe a change of the user's paid subscription to `plan_name`/`cycle`, with the amount due now.
+def plan_change(user: User, plan_name: str | None, cycle: str | None, preview: bool = True) -> PlanChange:
+    """Describe a change of the user's paid subscription to `plan_name`/`cycle`, with the amount due now (asked of
+    Stripe's invoice preview unless `preview` is false: `change_plan` reads it from the invoice the change makes).
 
     The rule (README, `scheduled_at_period_end`, the Portal's own): a cheaper price for the same length of time, or
     a shorter cycle, takes effect at the end of the paid period; anything else (a higher tier at the same or a
@@ -172,9 +178,9 @@ def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
         cents(plan.price_for(cycle)),
         cycle,
     )
-    amount, currency, total = 0, "usd", 0
-    if immediate:
-        amount, currency, total = preview_amount_due(user, subscription, price_id)
+    amount, currency, total, proration_date = 0, "usd", 0, None
+    if immediate and preview:
+        amount, currency, total, proration_date = preview_amount_due(user, subscription, price_id)
     return PlanChange(
         subscription,
         plan,
@@ -186,6 +192,7 @@ def plan_change(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
         None if immediate else subscription.current_period_end,
         withdraws_cancellation=subscription.cancel_at_period_end,
         invoice_total=total,
+        proration_date=proration_date,
     )
 
 
@@ -227,10 +234,10 @@ def cents(price: Decimal | None) -> int:
     return int((price or Decimal(0)) * 100)
 
 
-def preview_amount_due(user: User, subscription: UserSubscription, price_id: str) -> tuple[int, str, int]:
+def preview_amount_due(user: User, subscription: UserSubscription, price_id: str) -> tuple[int, str, int, int | None]:
     """What Stripe would invoice now for swapping the subscription's price (prorations included): (the amount due
     now, after any credit balance; the currency; the invoice's total, negative when the change credits the
-    customer)."""
+    customer; the time Stripe prorated at, `parent.subscription_details.subscription_proration_date`)."""
     item_id = subscription_item_id(subscription)
     preview = stripe_gateway.preview_invoice(
         {
@@ -242,7 +249,60 @@ def preview_amount_due(user: User, subscription: UserSubscription, price_id: str
             },
         }
     )
-    return int(preview.get("amount_due") or 0), preview.get("currency") or "usd", int(preview.get("total") or 0)
+    details = (preview.get("parent") or {}).get("subscription_details") or {}
+    proration_date = details.get("subscription_proration_date")
+    return (
+        int(preview.get("amount_due") or 0),
+        preview.get("currency") or "usd",
+        int(preview.get("total") or 0),
+        int(proration_date) if proration_date else None,
+    )
+
+
+class PreviewExpired(SubscriptionError):
+    """The confirmed amount cannot be charged as shown: its preview is over an hour old, or not this change's."""
+
+    code = "preview_expired"
+    status = 409
+
+
+#: How long a confirmation page's amount may be charged as shown; after that the change is priced again.
+PRORATION_MAX_AGE = 3600
+
+
+def proration_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="plan-change-proration")
+
+
+def proration_token(change: PlanChange) -> str | None:
+    """What the confirmation form posts back so the change prorates at its preview's time: the subscription, the
+    price and the preview's `proration_date`, signed with the time it was made (the hour is measured on this
+    server's clock, the date itself is Stripe's). None when there is nothing to carry (no preview)."""
+    if not change.immediate or change.proration_date is None:
+        return None
+    subscription = change.subscription
+    return proration_serializer().dumps([subscription.stripe_subscription_id, change.price_id, change.proration_date])
+
+
+def carried_proration_date(token: str, change: PlanChange) -> int:
+    """The `proration_date` of a confirmation form's token: made here within the hour (not dated ahead), for this
+    subscription and price; otherwise PreviewExpired (the change is priced again). Never trusted beyond that."""
+    try:
+        subscription_id, price_id, proration_date = proration_serializer().loads(token, max_age=PRORATION_MAX_AGE)
+    except (BadData, TypeError, ValueError):
+        raise PreviewExpired(
+            "The amount shown was worked out over an hour ago: here it is again — please confirm it."
+        ) from None
+    fits = (
+        subscription_id == change.subscription.stripe_subscription_id
+        and price_id == change.price_id
+        and isinstance(proration_date, int)
+        and not isinstance(proration_date, bool)
+        and proration_date > 0
+    )
+    if not fits:
+        raise PreviewExpired("The amount shown was for another change: here is this one — please confirm it.")
+    return proration_date
 
 
 def subscription_item_id(subscription: UserSubscription) -> str:
@@ -250,26 +310,43 @@ def subscription_item_id(subscription: UserSubscription) -> str:
     return sub["items"]["data"][0]["id"]
 
 
-def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanChange:
+def change_plan(user: User, plan_name: str | None, cycle: str | None, proration: str | None = None) -> PlanChange:
     """Apply a plan change on the existing subscription (never a second subscription), then sync.
 
     Choosing a plan while a cancellation is pending means staying: the cancellation is withdrawn (audited as
     `subscription.resumed`, as the Resume button is). An immediate change first releases a pending downgrade's
     schedule, so that its next phase cannot apply later over what was just paid for.
+
+    `proration` (the confirmation page's token, `proration_token`): an immediate change prorates at its preview's
+    time, so the amount charged is the amount shown; a token that is not valid raises PreviewExpired before
+    anything changes. Without one (the API) Stripe prorates at the time of the update. The amount due now is the
+    one of the invoice the change made (no second preview).
     """
-    change = plan_change(user, plan_name, cycle)
+    change = plan_change(user, plan_name, cycle, preview=False)
     subscription = change.subscription
+    proration_date = None
+    if change.immediate and proration is not None:
+        proration_date = carried_proration_date(proration, change)
     key = f"change-{subscription.stripe_subscription_id}-{change.price_id}-{int(subscription.updated_at.timestamp())}"
+    if proration_date is not None:
+        key += f"-at-{proration_date}"  # two confirmations of one change, priced at two times, are two requests
     sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id)
+    if proration_date is not None and proration_date < sub["items"]["data"][0]["current_period_start"]:
+        # Renewed since the preview: Stripe prorates within the current period only.
+        raise PreviewExpired("Your billing period has renewed since this amount was worked out: here is the new one.")
     if change.immediate:
         release_schedule(sub)
         params: dict[str, Any] = {
             "items": [{"id": sub["items"]["data"][0]["id"], "price": change.price_id}],
             "proration_behavior": "always_invoice",
             "payment_behavior": "error_if_incomplete",
+            "expand": ["latest_invoice"],
         }
+        if proration_date is not None:
+            params["proration_date"] = proration_date
         params.update(withdraw_cancellation_params(sub))
-        stripe_gateway.update_subscription(subscription.stripe_subscription_id, params, idempotency_key=key)
+        updated = stripe_gateway.update_subscription(subscription.stripe_subscription_id, params, idempotency_key=key)
+        change = replace(change, proration_date=proration_date, **invoiced_now(sub, updated))
     else:
         if cancellation_pending(sub):
             # Stripe will not change the cancellation of a subscription a schedule manages: a schedule left
@@ -293,6 +370,19 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None) -> PlanCha
     if not change.immediate:
         mail.request_delivery()  # the mail is committed with the sync: the sync's own mails are not about it
     return change
+
+
+def invoiced_now(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The amounts of the invoice an update made (its `latest_invoice`, expanded), as PlanChange fields; nothing
+    when the update made no invoice."""
+    invoice = after.get("latest_invoice")
+    if not isinstance(invoice, dict) or invoice.get("id") == id_of(before.get("latest_invoice")):
+        return {"amount_due_now": 0, "invoice_total": 0}
+    return {
+        "amount_due_now": int(invoice.get("amount_due") or 0),
+        "currency": invoice.get("currency") or "usd",
+        "invoice_total": int(invoice.get("total") or 0),
+    }
 
 
 def queue_change_scheduled_mail(user: User, change: PlanChange) -> None:

@@ -87,8 +87,9 @@ def create_invoice_preview(p: Params, ctx: Ctx):
     if cid and sub["customer"] != cid:
         raise invalid("subscription", f"The subscription {sub_id} does not belong to customer {cid}.")
     details = p.dict("subscription_details")
-    changes, proration = [], "create_prorations"
+    changes, proration, proration_date = [], "create_prorations", None
     if details:
+        proration_date = details.int("proration_date", minimum=0)
         proration = (
             details.str("proration_behavior", choices=["create_prorations", "always_invoice", "none"]) or proration
         )
@@ -110,7 +111,6 @@ def create_invoice_preview(p: Params, ctx: Ctx):
                 (item, price, qty if qty is not None else (item or {}).get("quantity", 1), bool(it.bool("deleted")))
             )
         details.ignore(
-            "proration_date",
             "billing_cycle_anchor",
             "cancel_at_period_end",
             "cancel_now",
@@ -134,4 +134,12 @@ def create_invoice_preview(p: Params, ctx: Ctx):
         "schedule_details",
     )
     p.done()
-    return engine().preview(ctx, sub, changes, proration)
+    if proration_date is not None:
+        if not changes or proration == "none":
+            raise invalid(
+                "subscription_details[proration_date]",
+                "subscription_details[proration_date] needs subscription_details[items] and a proration_behavior "
+                "other than none.",
+            )
+        engine().check_proration_date(sub, proration_date, "subscription_details[proration_date]")
+    return engine().preview(ctx, sub, changes, proration, proration_date)

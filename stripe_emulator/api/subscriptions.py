@@ -142,12 +142,14 @@ def _plain_fields(p: Params, sub: dict) -> dict:
     return fields
 
 
-def _refuse_if_payment_fails(ctx: Ctx, sub: dict, changes: list, proration: str) -> tuple[dict, list]:
+def _refuse_if_payment_fails(
+    ctx: Ctx, sub: dict, changes: list, proration: str, proration_date: int | None = None
+) -> tuple[dict, list]:
     """``payment_behavior=error_if_incomplete``: Stripe refuses the whole update when the immediate payment
     fails, so the invoice is previewed before anything changes. Answers (sub, changes) re-read from the
     state, which the preview restored from a copy."""
     s, e = store(), engine()
-    preview = e.preview(ctx, sub, changes, proration)
+    preview = e.preview(ctx, sub, changes, proration, proration_date)
     if preview["billing_reason"] == "subscription_update" and e.would_decline(
         sub["default_payment_method"]
         or s.must("customers", sub["customer"])["invoice_settings"]["default_payment_method"],
@@ -205,7 +207,8 @@ def update_subscription(p: Params, ctx: Ctx, sub_id: str):
         "payment_behavior",
         choices=["allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete"],
     )
-    p.ignore("proration_date", "off_session")
+    proration_date = p.int("proration_date", minimum=0)
+    p.ignore("off_session")
     changes = [_item_change(sub, i, it) for i, it in enumerate(p.list_of_dicts("items") or [])]
     cape = p.bool("cancel_at_period_end")
     cancel_at = p.raw("cancel_at")
@@ -239,8 +242,10 @@ def update_subscription(p: Params, ctx: Ctx, sub_id: str):
             "updating any cancelation behavior directly is not allowed. Please update the "
             "schedule instead."
         )
+    if changes:
+        e.check_proration_date(sub, proration_date, "proration_date")
     if changes and payment_behavior == "error_if_incomplete":
-        sub, changes = _refuse_if_payment_fails(ctx, sub, changes, proration)
+        sub, changes = _refuse_if_payment_fails(ctx, sub, changes, proration, proration_date)
     # Plain field changes first, as one customer.subscription.updated.
     before = copy.deepcopy(sub)
     if metadata is not None:
@@ -249,7 +254,7 @@ def update_subscription(p: Params, ctx: Ctx, sub_id: str):
     if before != sub:
         e.emit_update(ctx, "customer.subscription.updated", before, sub)
     if changes:
-        e.change_items(ctx, sub, changes, proration, anchor)
+        e.change_items(ctx, sub, changes, proration, anchor, proration_date)
     if cancel_at is not None:
         _set_cancel_at(ctx, sub, cancel_at)
     if cape is not None or comment is not None or feedback is not None:
