@@ -29,7 +29,11 @@ UPGRADE_REQUIRED = (UpgradeRequired, "The plan does not include this (`upgrade_r
 BILLING_ERRORS = {
     401: UNAUTHORIZED,
     429: TOO_MANY_REQUESTS,
-    502: (Error, "Stripe refused the request (`billing_request_failed`); nothing was charged."),
+    502: (
+        Error,
+        "Stripe refused the request (`billing_request_failed`, or `idempotency_key_reused` when its idempotency key "
+        "was used before with other parameters); nothing was charged.",
+    ),
     503: (Error, "Stripe could not be reached (`billing_unavailable`); nothing was charged or written — try again."),
 }
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
