@@ -16,6 +16,7 @@ The rest of the app logs through `get_logger()`:
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -23,7 +24,9 @@ import re
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from json import JSONEncoder
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, TypeGuard, cast
 
 import structlog
@@ -31,7 +34,7 @@ from flask import Flask, g, request
 from flask.globals import request_ctx
 from flask.logging import default_handler
 from flask_login import current_user, user_logged_in
-from structlog.contextvars import bind_contextvars, clear_contextvars
+from structlog.contextvars import _CONTEXT_VARS, STRUCTLOG_KEY_PREFIX, bind_contextvars
 
 REDACTED = "[REDACTED]"
 
@@ -120,11 +123,27 @@ def _redact_card(match: re.Match[str]) -> str:
     return REDACTED if luhn_valid(digits) else match.group(0)
 
 
+class Verbatim(str):
+    """A text the app made itself that holds no secret by construction (a line's timestamp, a request id made from
+    random bytes): redaction keeps it as it is without looking through it. Only the app's own code makes one; a
+    text from outside (a path, a caller's X-Request-ID) is a plain `str` and is always looked through."""
+
+    __slots__ = ()
+
+
 #: Short texts already found to hold nothing any pattern can match: a log's event names, logger names, methods and
 #: paths repeat line after line, and a dictionary look-up is cheaper than `may_hold_secret`'s scans.
 _CLEAN_TEXTS: dict[str, bool] = {}
 #: The longest text remembered there (hashing a long text costs more than it saves).
 CLEAN_TEXT_MAX_LENGTH = 200
+
+
+def remember_clean(text: str) -> None:
+    """Note that `text`, found to hold nothing any pattern can match, need not be looked through again (if short)."""
+    if len(text) <= CLEAN_TEXT_MAX_LENGTH:
+        if len(_CLEAN_TEXTS) >= 4096:  # ids and times never repeat: start over rather than grow for ever
+            _CLEAN_TEXTS.clear()
+        _CLEAN_TEXTS[text] = True
 
 
 def redact_text(text: str) -> str:
@@ -134,9 +153,7 @@ def redact_text(text: str) -> str:
         return text
     if not may_hold_secret(text):
         if short:
-            if len(_CLEAN_TEXTS) >= 4096:  # ids and times never repeat: start over rather than grow for ever
-                _CLEAN_TEXTS.clear()
-            _CLEAN_TEXTS[text] = True
+            remember_clean(text)
         return text
     for pattern in SECRET_VALUE_PATTERNS:
         if pattern.pattern.startswith(r"\b(Bearer"):
@@ -181,6 +198,8 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     kind = type(value)  # the common exact types first: a log line is mostly strings and numbers
     if kind is str:
         return redact_text(value)
+    if kind is Verbatim:
+        return value
     if kind is int:
         return _redact_int(value)
     if kind is float or kind is bool or value is None:
@@ -230,18 +249,104 @@ def _redact_int(value: int) -> int | str:
 
 def redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
     """structlog processor: remove secrets and card data from every key and value of the event."""
+    if type(event_dict) is dict and holds_nothing_to_redact(event_dict):
+        return event_dict
     return redact_value(event_dict)
+
+
+#: The separator of an event's texts when they are looked through at once: no pattern can match across it.
+_TEXT_SEPARATOR = "\x00"
+
+
+def holds_nothing_to_redact(event_dict: dict[Any, Any]) -> bool:
+    """True when `redact_value` would return an equal copy of this event: a flat one (strings, numbers, booleans,
+    None), under keys that name no secret, whose texts no pattern can match and whose integers are too short or
+    too long for a card number. Most lines are such (the request line always is, unless its path or a caller's
+    request id looks like a secret), and their texts are then looked through at once, joined, rather than one by
+    one; anything else (a nested value, a sensitive key, a text that may hold a secret) answers False and takes
+    the full walk. Joining keeps every text's own matches (the separator is in no pattern), so a False negative is
+    impossible; a match across two texts only costs the full walk."""
+    known, clean = _SENSITIVE_NAMES, _CLEAN_TEXTS
+    low, high = _CARD_INT_RANGE
+    texts = []
+    for key, value in event_dict.items():
+        if type(key) is not str:
+            return False
+        sensitive = known.get(key)
+        if sensitive is None:
+            sensitive = is_sensitive_key(key)
+        if sensitive:
+            return False
+        kind = type(value)
+        if kind is str:
+            if value not in clean:  # a text found clean before (an event name, a path) is not looked at again
+                texts.append(value)
+        elif kind is int:
+            if low <= abs(value) < high:
+                return False
+        elif not (kind is Verbatim or kind is float or kind is bool or value is None):
+            return False
+    if not texts:
+        return True
+    if may_hold_secret(texts[0] if len(texts) == 1 else _TEXT_SEPARATOR.join(texts)):
+        return False
+    for text in texts:  # each is clean if all of them together are
+        remember_clean(text)
+    return True
 
 
 def _shared_processors() -> list[Any]:
     """What every line goes through, whether it came from structlog or from a stdlib logger."""
     return [
-        structlog.contextvars.merge_contextvars,
+        merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        UtcTimestamper(),
     ]
+
+
+#: structlog's context variables by their full names (`structlog_request_id`), as `bind_contextvars` makes them.
+_STRUCTLOG_VARS: dict[str, contextvars.ContextVar[Any]] = _CONTEXT_VARS
+_PREFIX_LENGTH = len(STRUCTLOG_KEY_PREFIX)
+
+
+def merge_contextvars(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog's `merge_contextvars`: each value bound with `bind_contextvars` (and not cleared) is added to the
+    event, unless the event has that key already. structlog's copies the whole context and looks through every
+    variable in it (Flask's, Werkzeug's, SQLAlchemy's, …); this one reads structlog's own few variables, in the
+    order they were first bound."""
+    for name, var in _STRUCTLOG_VARS.items():
+        value = var.get(Ellipsis)
+        if value is not Ellipsis:
+            event_dict.setdefault(name[_PREFIX_LENGTH:], value)
+    return event_dict
+
+
+def clear_contextvars() -> None:
+    """structlog's `clear_contextvars`, reading structlog's own variables only (see `merge_contextvars`)."""
+    for var in _STRUCTLOG_VARS.values():
+        if var.get(Ellipsis) is not Ellipsis:
+            var.set(Ellipsis)
+
+
+class UtcTimestamper:
+    """structlog's `TimeStamper(fmt="iso", utc=True)`: `timestamp`, the UTC time to the microsecond in ISO 8601
+    with a `Z` (`2026-12-04T19:08:19.206357Z`, and no fraction at a whole second, as `datetime.isoformat` writes
+    it). The date and time to the second are formatted once per second; each line adds its microseconds."""
+
+    def __init__(self) -> None:
+        self.second: tuple[int, str] = (-1, "")  # one attribute, replaced whole: threads never see half of it
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+        known, prefix = self.second
+        if second != known:
+            prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self.second = (second, prefix)
+        microseconds = nanoseconds // 1000
+        event_dict["timestamp"] = Verbatim(f"{prefix}.{microseconds:06d}Z" if microseconds else f"{prefix}Z")
+        return event_dict
 
 
 @functools.lru_cache(maxsize=8)
@@ -257,6 +362,27 @@ def encode_json(event_dict: Any, **options: Any) -> str:
     if options.keys() - {"default"}:
         return JSONEncoder(**options).encode(event_dict)
     return _json_encoder(options.get("default")).encode(event_dict)
+
+
+class JsonRenderer:
+    """structlog's `JSONRenderer(serializer=encode_json, default=str)`: the same text, `json.dumps(event_dict,
+    default=str)`, from the C encoder `json.dumps` itself makes for each call, made once.
+
+    That encoder is made without the circular-reference check (its table of containers being encoded would be
+    shared between calls): it renders what `redact` returns, a copy whose nesting is cut at MAX_DEPTH, or a flat
+    event (`holds_nothing_to_redact`), neither of which can refer to itself."""
+
+    def __init__(self) -> None:
+        self.encode: Any = (
+            c_make_encoder(None, str, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+            if c_make_encoder is not None
+            else None
+        )
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> str:
+        if self.encode is None or type(event_dict) is not dict:
+            return encode_json(event_dict, default=str)
+        return "".join(self.encode(event_dict, 0))
 
 
 class SiteFormatter(structlog.stdlib.ProcessorFormatter):
@@ -297,7 +423,7 @@ def build_formatter(json: bool = False) -> SiteFormatter:
     """
     renderer: Any
     if json:
-        renderer = structlog.processors.JSONRenderer(serializer=encode_json, default=str)
+        renderer = JsonRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
     return SiteFormatter(
@@ -465,7 +591,7 @@ def new_request_id() -> str:
     raw = bytearray(os.urandom(16))
     raw[6] = raw[6] & 0x0F | 0x40
     raw[8] = raw[8] & 0x3F | 0x80
-    return raw.hex()
+    return Verbatim(raw.hex())  # hex digits: no secret, and the log line need not look through it
 
 
 def configure_logging(app: Flask) -> None:

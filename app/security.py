@@ -80,6 +80,12 @@ class SiteTalisman(Talisman):
         self.https_headers = {k: v for k, v in secure.items() if self.static_headers.get(k) != v}
         self._static_items = [(k, k.lower(), v) for k, v in self.static_headers.items()]
         self._https_items = [(k, k.lower(), v) for k, v in self.https_headers.items()]
+        # What `AppendedHeaders` adds, when it wraps the app: (name, value) pairs, and the names they would replace.
+        self._appended = [(k, v) for k, _, v in self._static_items]
+        self._appended_https = self._appended + [(k, v) for k, _, v in self._https_items]
+        self._names = frozenset(lowered for _, lowered, _ in self._static_items)
+        self._names_https = self._names | {lowered for _, lowered, _ in self._https_items}
+        self.appended_by_wsgi = False  # set by `register_security_headers` once `AppendedHeaders` wraps the app
 
     def _render_headers(self, app: Flask, url: str) -> dict[str, str]:
         """The headers talisman itself would set on a response to `url` of a view without options of its own."""
@@ -105,12 +111,22 @@ class SiteTalisman(Talisman):
         return None
 
     def _set_response_headers(self, response):
-        """The precomputed headers (plus HSTS behind HTTPS); talisman's per-request rendering for a view's own."""
+        """The precomputed headers (plus HSTS behind HTTPS); talisman's per-request rendering for a view's own.
+
+        A response that has none of them yet (nearly all) leaves them to `AppendedHeaders`, which adds them to the
+        headers the response is started with, past every look-up of the response's own headers (Werkzeug copies
+        and checks each header, value by value, on its way out; Flask-Login, the session and the request line look
+        some up): the client receives the same headers. One that has some of them (a view set its own) gets them
+        here, its own replaced."""
         this = request._get_current_object()
         if self._has_view_options(this):
             return super()._set_response_headers(response)
+        secure = bool(self._https_items) and (this.is_secure or this.headers.get("X-Forwarded-Proto") == "https")
+        if self.appended_by_wsgi and self._names_https.isdisjoint([name.lower() for name, _ in response.headers]):
+            this.environ[APPENDED_HEADERS] = self._appended_https if secure else self._appended
+            return response
         put_headers(response.headers, self._static_items)
-        if self._https_items and (this.is_secure or this.headers.get("X-Forwarded-Proto") == "https"):
+        if secure:
             put_headers(response.headers, self._https_items)
         return response
 
@@ -133,15 +149,43 @@ class SiteTalisman(Talisman):
         return redirect(target, code=301 if self.force_https_permanent else 302)
 
 
+#: The WSGI environ key under which a response's security headers wait for `AppendedHeaders`.
+APPENDED_HEADERS = "ssb.appended_headers"
+
+
+class AppendedHeaders:
+    """WSGI middleware: the (name, value) pairs a request's after-request hook left in its environ under
+    APPENDED_HEADERS (talisman's, `SiteTalisman._set_response_headers`) are added to the headers the app starts its
+    response with. A response started without them (one made outside Flask, or whose hook put them on the response
+    itself) is passed on as it is."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            appended = environ.get(APPENDED_HEADERS)
+            if appended:
+                headers = [*headers, *appended]
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)
+
+
 def put_headers(headers: Headers, items: Iterable[tuple[str, str, str]]) -> None:
     """`headers[name] = value` for each (name, lowercased name, value): a header the response has is replaced, any
-    other (nearly all) appended, without searching the response's headers once per name as `headers[name]` does."""
+    other (nearly all) appended, without searching the response's headers once per name as `headers[name]` does.
+
+    The values are talisman's own, rendered into a Werkzeug response at start-up (`SiteTalisman`), which checked
+    them then: an appended one goes straight onto the headers' list (what `Headers.add` does after checking a value
+    for newlines, each time)."""
     present = {name.lower() for name, _ in headers}
+    appended = headers._list  # type: ignore[attr-defined]
     for name, lowered, value in items:
         if lowered in present:
             headers[name] = value
         else:
-            headers.add(name, value)
+            appended.append((name, value))
 
 
 #: The types of a session value that a remembered cookie may hold (`SiteSessionInterface`): immutable ones.
@@ -394,6 +438,15 @@ def register_security_headers(app: Flask) -> None:
         session_cookie_http_only=True,
         session_cookie_samesite=app.config.get("SESSION_COOKIE_SAMESITE", "Lax"),
     )
+    # Flask runs after-request hooks last-registered first: first in the list, talisman's runs after the app's own
+    # (the request line's X-Request-ID, Cache-Control, Vary…), whose look-ups then search a response of two or three
+    # headers rather than ten. (errors.py puts one more before it, for 429s only.)
+    talisman = app.extensions["talisman"]
+    hooks = app.after_request_funcs.setdefault(None, [])
+    hooks.remove(talisman._set_response_headers)
+    hooks.insert(0, talisman._set_response_headers)
+    app.wsgi_app = AppendedHeaders(app.wsgi_app)  # type: ignore[method-assign]
+    talisman.appended_by_wsgi = True
 
 
 def sentry_before_send(event: Any, hint: dict[str, Any]) -> Any:

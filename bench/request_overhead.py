@@ -13,7 +13,8 @@ are rendered in full and written to /dev/null. Rates are per second of this proc
 each), so that other processes on a loaded machine move them less than wall-clock time would.
 `--profile` adds a cProfile of the app's hello route: the functions that cost the most, cumulative;
 `--profile-pages` one of each logged-in page, `--profile-api` one of the gated and the ungated API route, in CPU
-time (PROFILE_SORT and PROFILE_LINES change the listing).
+time (PROFILE_SORT and PROFILE_LINES change the listing;
+PROFILE_CALLERS, a regular expression, lists who calls the functions it matches, PROFILE_CALLEES what they call).
 
     .venv/bin/python bench/request_overhead.py [--requests 2000] [--rounds 3] [--profile] [--profile-pages]
         [--profile-api]
@@ -220,6 +221,10 @@ def main() -> int:
             text = io.StringIO()
             stats = pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("PROFILE_SORT", "cumulative"))
             stats.print_stats(int(os.environ.get("PROFILE_LINES", "30")))
+            if os.environ.get("PROFILE_CALLERS"):  # who calls the functions matching this regular expression
+                stats.print_callers(os.environ["PROFILE_CALLERS"])
+            if os.environ.get("PROFILE_CALLEES"):  # what the functions matching this regular expression call
+                stats.print_callees(os.environ["PROFILE_CALLEES"])
             print("=====", path, "(CPU time)")
             print(text.getvalue())
     return 0

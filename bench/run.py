@@ -1214,7 +1214,12 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
     log("4. pricing page vs hello")
     with profiled(options.profile, stack.gunicorn, workdir / "profile-pricing.txt"):
         paired_result("pricing page req/s (vs hello route)", paired(base + "/pricing", base + "/bench/hello"), 0.70)
-    paired_result("app bare route req/s (vs bare Flask hello)", paired(base + "/bench/hello", bare + "/hello"), 0.60)
+    with (
+        profiled(options.profile, stack.gunicorn, workdir / "profile-hello.txt"),
+        profiled(options.profile, bare_gunicorn, workdir / "profile-bare-hello.txt"),
+    ):
+        hello = paired(base + "/bench/hello", bare + "/hello")
+    paired_result("app bare route req/s (vs bare Flask hello)", hello, 0.60)
     paired_result("pricing page req/s (vs bare Flask hello)", paired(base + "/pricing", bare + "/hello"), 0.55)
     cookie = {"Cookie": login_cookie(base, "bench-pro@example.com", "bench-password-1")}
     process_cpu = ProcessCpu(stack.gunicorn, [], services["TEST_PG_DATA"], redis_url)
@@ -1230,6 +1235,8 @@ def run(stack: Stack, workdir: Path, options, started: float) -> int:
             page = paired(base + path, bare + "/hello", headers=cookie)
         paired_result(f"logged-in {path} req/s (vs bare Flask hello)", page, 0.25)
         page_cpu[path] = cpu_per_request(base + path, process_cpu, headers=cookie)
+    for path in ("/bench/hello", "/pricing"):  # the anonymous pages, for the same comparison
+        page_cpu[path] = cpu_per_request(base + path, process_cpu)
     page_cpu["bare Flask /hello"] = cpu_per_request(bare + "/hello", bare_cpu)
     log("  CPU per request (ms), by process: " + "; ".join(f"{k}: {describe_cpu(v)}" for k, v in page_cpu.items()))
     notes.append(
@@ -1501,6 +1508,7 @@ class profiled:
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=60)
         totals: dict[str, int] = {}
+        own: dict[str, int] = {}  # the frame on top of the stack: where the CPU is spent, not through whom
         samples = 0
         for line in self.output.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
@@ -1508,10 +1516,15 @@ class profiled:
             if not any("handle_request" in f or "wsgi_app" in f for f in frames):
                 continue  # idle workers (waiting for a connection)
             samples += int(count)
+            top = re.sub(r":\d+\)$", ")", frames[-1])
+            own[top] = own.get(top, 0) + int(count)
             for frame in set(re.sub(r" \(.*?:\d+\)", lambda m: m.group(0).split(":")[0] + ")", f) for f in frames):
                 totals[frame] = totals.get(frame, 0) + int(count)
         log(f"profile {self.output.name}: {samples} busy samples; heaviest frames (inclusive):")
         for frame, count in sorted(totals.items(), key=lambda kv: -kv[1])[:60]:
+            log(f"  {100 * count / max(samples, 1):5.1f}%  {frame}")
+        log(f"profile {self.output.name}: heaviest frames (self):")
+        for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:40]:
             log(f"  {100 * count / max(samples, 1):5.1f}%  {frame}")
 
 
