@@ -184,9 +184,11 @@ def test_postgres_restarted_during_a_burst_5xx_then_retries_bring_everything_in(
     while_down = [a for a in attempts if stopped_at <= a["sent_at"] < restarted_at - 0.5]
     refused = [a for a in while_down if not a["ok"]]
     assert refused and all(a["status_code"] is None or a["status_code"] >= 500 for a in refused), refused[:3]
-    # The only 2xx while PostgreSQL is down: copies of events processed before, answered from Redis's fast path.
-    processed_before = {a["event_id"] for a in attempts if a["ok"] and a["sent_at"] < stopped_at}
-    assert {a["event_id"] for a in while_down if a["ok"]} <= processed_before
+    # The only 2xx while PostgreSQL is down: copies of events that reached the app before, answered from Redis's
+    # fast path (one whose first copy was in flight as PostgreSQL stopped may have committed without its answer
+    # getting back: its later copy is then answered from the mark, rightly).
+    reached_before = {a["event_id"] for a in attempts if a["sent_at"] < stopped_at}
+    assert {a["event_id"] for a in while_down if a["ok"]} <= reached_before
     after = [a for a in attempts if a["sent_at"] >= restarted_at + 0.5]
     assert after and all(a["ok"] for a in after), [a for a in after if not a["ok"]][:3]  # no 500 loop: pool reconnects
 
