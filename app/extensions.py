@@ -13,7 +13,7 @@ from weakref import WeakKeyDictionary
 
 import psycopg
 from flask import Flask, current_app, request, session
-from flask.globals import request_ctx
+from flask.globals import _cv_request, request_ctx
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
@@ -52,7 +52,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+class SiteSQLAlchemy(SQLAlchemy):
+    """Flask-SQLAlchemy, whose end-of-context step skips a context that never used the session (a visitor's page
+    served from cache, a probe): `scoped_session.remove()` would look the context's session up and then clear it
+    by raising and catching a KeyError. A session that was used is closed and cleared as before."""
+
+    def _teardown_session(self, exc: BaseException | None) -> None:
+        if self.session.registry.has():
+            self.session.remove()
+
+
+db = SiteSQLAlchemy(model_class=Base)
 
 
 @contextmanager
@@ -531,9 +541,8 @@ class SiteLoginManager(LoginManager):
         browser's every page after the log-in): Flask-Login's step would look the session up three times and the
         app once to do nothing. Flask-Login's step otherwise, and always when every request refreshes the cookie
         (it then marks even an empty session)."""
-        if "_remember" not in session._get_current_object() and not current_app.config.get(  # type: ignore[attr-defined]
-            "REMEMBER_COOKIE_REFRESH_EACH_REQUEST"
-        ):
+        ctx = _cv_request.get()  # the request's context: no proxy look-up for its session and app
+        if "_remember" not in ctx.session and not ctx.app.config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST"):
             return response
         return super()._update_remember_cookie(response)
 
@@ -802,7 +811,7 @@ class SiteCORS(CORS):
             return
 
         def cors_under_prefix(response: Any) -> Any:
-            path = request.path
+            path = _cv_request.get().request.path
             if path.startswith(prefix) or "%" in path:
                 return cors_after_request(response)
             return response

@@ -572,6 +572,29 @@ class EventWriter:
         )
 
 
+def put_request_id(headers: Any, request_id: str) -> None:
+    """`headers["X-Request-ID"] = request_id`: appended to a response that has none (always, unless a view set its
+    own, which is replaced), without `Headers.set`'s checks. The id has no line break: it is the app's own hex, or a
+    caller's that SANE_REQUEST_ID matched."""
+    for name, _ in headers:
+        if name.lower() == "x-request-id":
+            headers["X-Request-ID"] = request_id
+            return
+    headers._list.append(("X-Request-ID", request_id))
+
+
+def _structlog_var(key: str) -> contextvars.ContextVar[Any]:
+    """The context variable `bind_contextvars(key=…)` sets (made now, unset, when nothing bound it yet)."""
+    name = f"{STRUCTLOG_KEY_PREFIX}{key}"
+    if name not in _STRUCTLOG_VARS:
+        bind_contextvars(**{key: Ellipsis})  # structlog makes and registers it; Ellipsis is its "not bound"
+    return _STRUCTLOG_VARS[name]
+
+
+#: What `bind_contextvars(request_id=…)` sets: each request sets it directly.
+request_id_var = _structlog_var("request_id")
+
+
 def bind_user_id(user_id: int | str | None) -> None:
     """Add `user_id` to every later line of this request (log-in, API token and session users alike)."""
     if user_id is not None:
@@ -609,8 +632,10 @@ def configure_logging(app: Flask) -> None:
         ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
         this, saved = ctx.request, g._get_current_object()
         saved.request_started = time.perf_counter()
-        request_id = saved.request_id = request_id_from(this.headers.get("X-Request-ID"))
-        bind_contextvars(request_id=request_id)
+        # The header straight from the environ: `headers.get` of a header the request lacks (nearly always) raises
+        # and catches a KeyError on the way.
+        request_id = saved.request_id = request_id_from(this.environ.get("HTTP_X_REQUEST_ID"))
+        request_id_var.set(request_id)  # bind_contextvars(request_id=…), without its loop and tokens
         # A session or remember-me user is loaded now (one query it would make anyway) so that even the first
         # line carries user_id; an anonymous visitor costs no user loading at all.
         # The user is read through Flask-Login's proxy once: each read of `current_user` is a context lookup and a
@@ -627,7 +652,7 @@ def configure_logging(app: Flask) -> None:
         saved = g._get_current_object()
         request_id = getattr(saved, "request_id", None)
         if request_id:
-            response.headers["X-Request-ID"] = request_id
+            put_request_id(response.headers, request_id)
             started = getattr(saved, "request_started", None)
             duration_ms = round((time.perf_counter() - started) * 1000, 1) if started else None
             this = request._get_current_object()

@@ -106,7 +106,7 @@ class SiteTalisman(Talisman):
 
     def _make_nonce(self):
         """No nonce in the policy: nothing to make, unless a view asked for one."""
-        if self.content_security_policy_nonce_in or self._has_view_options():
+        if self.content_security_policy_nonce_in or self._has_view_options(_cv_request.get().request):
             return super()._make_nonce()
         return None
 
@@ -132,7 +132,7 @@ class SiteTalisman(Talisman):
 
     def _force_https(self):
         """Plain HTTP is sent to the same path on APP_BASE_URL: the Host header is the client's to choose."""
-        this = request._get_current_object()
+        this = _cv_request.get().request
         if this.endpoint in self.plain_http_endpoints:
             return None
         force = self._get_local_options()["force_https"] if self._has_view_options(this) else self.force_https
@@ -272,8 +272,8 @@ def add_vary_cookie(response: Response) -> None:
     """`response.vary.add("Cookie")`, without parsing the header when there is none yet (most responses)."""
     if response.headers.getlist("Vary"):  # getlist: a missing header costs no KeyError
         response.vary.add("Cookie")
-    else:
-        response.headers["Vary"] = "Cookie"
+    else:  # none yet: appended, as `headers["Vary"] = "Cookie"` would after searching for one again
+        response.headers._list.append(("Vary", "Cookie"))  # type: ignore[attr-defined]
 
 
 def origin_of(url: str | None) -> str | None:
@@ -486,7 +486,7 @@ def register_nul_byte_guard(app: Flask) -> None:
 
     @app.before_request
     def refuse_nul_bytes():
-        this = request._get_current_object()  # one proxy look-up, not five
+        this = _cv_request.get().request  # no proxy look-up
         if this.path.startswith(api_prefix):
             return None
         query = this.query_string  # a NUL reaches request.args only as a raw byte or as %00
@@ -497,7 +497,7 @@ def register_nul_byte_guard(app: Flask) -> None:
             "multipart/form-data",
         ):
             sources.append(this.form)
-        if any("\x00" in value for source in sources for _, values in source.lists() for value in values):
+        if sources and any("\x00" in value for source in sources for _, values in source.lists() for value in values):
             abort(400)
         return None
 
@@ -525,7 +525,7 @@ def register_private_responses(app: Flask) -> None:
 
     @app.after_request
     def keep_private_responses_out_of_caches(response: Response) -> Response:
-        this = request._get_current_object()  # type: ignore[attr-defined]
+        this = _cv_request.get().request
         environ = this.environ
         if this.path == api_prefix or this.path.startswith(api_prefix + "/"):
             private = "HTTP_AUTHORIZATION" in environ or this.endpoint in token_endpoints

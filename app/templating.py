@@ -228,10 +228,12 @@ class KeptPages:
     def __init__(self, app: Flask, csrf_token: Callable[[], str]) -> None:
         self.app = app
         self.csrf_token = csrf_token
-        self.kept: dict[tuple, str] = {}
+        self.kept: dict[tuple, bytes] = {}
 
-    def page(self, inputs: Hashable | None, render: Callable[[], str]) -> str:
-        """`render()`, or the page it gave before for the same `inputs` and request (None: rendered anew)."""
+    def page(self, inputs: Hashable | None, render: Callable[[], str]) -> str | bytes:
+        """`render()`, or the page it gave before for the same `inputs` and request (None: rendered anew). A kept
+        page is kept as the UTF-8 the response sends (encoding a whole page again for every view costs more than
+        everything else the view does), and is returned so, from the first rendering on."""
         this = _REQUEST_CONTEXT._get_current_object()
         adapter = this.url_adapter
         if inputs is None or adapter is None or self.app.url_default_functions or FLASHES_KEY in this.session:
@@ -249,7 +251,7 @@ class KeptPages:
         )
         page = self.kept.get(key)
         if page is None:
-            page = render()
+            page = render().encode()
             if len(self.kept) >= REMEMBERED_PAGES:
                 del self.kept[next(iter(self.kept))]  # the oldest kept
             self.kept[key] = page

@@ -54,10 +54,10 @@ def show_pricing():
     )
 
 
-def anonymous_page(plans) -> str:
+def anonymous_page(plans) -> bytes:
     """What every visitor who is not logged in sees — no form, no CSRF token, no session, no flashed message — so
-    it is rendered once per catalog and process and served as is (the catalog compared by value: a seed that
-    changes a price or a feature renders it anew)."""
+    it is rendered once per catalog and process and served as is, as the UTF-8 the response sends (the catalog
+    compared by value: a seed that changes a price or a feature renders it anew)."""
     cached = current_app.extensions.get("anonymous_pricing_page")
     if cached is not None and cached[0] == plans:
         return cached[1]
@@ -71,6 +71,6 @@ def anonymous_page(plans) -> str:
         left_checkout=False,
         scheduled_change=None,
         beyond_free=beyond_free(plans),
-    )
+    ).encode()
     current_app.extensions["anonymous_pricing_page"] = (plans, html)
     return html

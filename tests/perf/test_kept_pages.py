@@ -125,3 +125,14 @@ def test_every_field_of_stripes_summary_is_part_of_the_key(app, pro_client, stri
     with app.app_context():
         forget_plan_outlook(user_id)
     assert "$12.34" in pro_client.get("/billing").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", list(CEILINGS))
+def test_a_kept_page_is_kept_as_the_bytes_it_is_sent_as(app, pro_client, path):  # noqa: F811
+    """Encoding a whole page to UTF-8 again for every view cost more than the rest of the view: a page is kept
+    encoded, and each view sends those very bytes."""
+    first = pro_client.get(path)
+    again = pro_client.get(path)
+    kept = list(app.extensions["kept_pages"].kept.values())
+    assert kept and all(type(page) is bytes for page in kept)
+    assert again.get_data() == first.get_data() and again.get_data() in kept

@@ -143,3 +143,29 @@ def test_the_json_is_json_dumps_text_from_one_encoder():
     with calls_to(JSONEncoder.__init__, JSONEncoder.encode, JSONEncoder.iterencode) as counted:
         renderer(None, "info", event)
     assert sum(counted.values()) == 0
+
+
+def test_the_request_id_is_appended_once_and_replaces_a_views_own(app):
+    @app.get("/bench/own-request-id")
+    def own_request_id():
+        return "x", 200, {"X-Request-ID": "the-views-own-id"}
+
+    client = app.test_client()
+    sent = client.get("/bench/own-request-id", headers={"X-Request-ID": "caller-id-12345"})
+    assert sent.headers.getlist("X-Request-ID") == ["caller-id-12345"]
+    plain = client.get("/healthz")
+    (made,) = plain.headers.getlist("X-Request-ID")
+    assert len(made) == 32
+
+
+def test_a_request_that_never_used_the_database_session_skips_its_teardown(seeded, client, auth):
+    from sqlalchemy.orm import scoped_session
+
+    client.get("/pricing")
+    with calls_to(scoped_session.remove) as counted:
+        assert client.get("/pricing").status_code == 200  # the visitor's page: no session opened
+    assert counted["scoped_session.remove"] == 0
+    auth.signup("session-user@example.com")
+    with calls_to(scoped_session.remove) as counted:
+        assert client.get("/account").status_code == 200  # the log-in check reads: closed as before
+    assert counted["scoped_session.remove"] >= 1
