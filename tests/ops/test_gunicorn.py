@@ -173,6 +173,6 @@ def test_no_access_line_is_worked_out_while_the_access_log_is_off(monkeypatch, t
         logger = config.logger_class(config)
         assert logger.access_log_enabled is expected
         calls = []
-        monkeypatch.setattr(logger, "atoms", lambda *args: calls.append(args) or {})
+        monkeypatch.setattr(logger, "atoms", lambda *args, calls=calls: calls.append(args) or {})
         logger.access(None, None, {}, None)
         assert bool(calls) is expected
