@@ -180,7 +180,7 @@ def put_headers(headers: Headers, items: Iterable[tuple[str, str, str]]) -> None
     them then: an appended one goes straight onto the headers' list (what `Headers.add` does after checking a value
     for newlines, each time)."""
     present = {name.lower() for name, _ in headers}
-    appended = headers._list  # type: ignore[attr-defined]
+    appended = headers._list
     for name, lowered, value in items:
         if lowered in present:
             headers[name] = value
@@ -273,7 +273,7 @@ def add_vary_cookie(response: Response) -> None:
     if response.headers.getlist("Vary"):  # getlist: a missing header costs no KeyError
         response.vary.add("Cookie")
     else:  # none yet: appended, as `headers["Vary"] = "Cookie"` would after searching for one again
-        response.headers._list.append(("Vary", "Cookie"))  # type: ignore[attr-defined]
+        response.headers._list.append(("Vary", "Cookie"))
 
 
 def origin_of(url: str | None) -> str | None:

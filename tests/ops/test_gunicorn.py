@@ -152,3 +152,27 @@ def test_the_readme_command_adds_up_both_workers_metrics(seeded, tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_no_access_line_is_worked_out_while_the_access_log_is_off(monkeypatch, tmp_path):
+    """gunicorn builds each request's access line whenever a logging configuration is given, even with its logger
+    at CRITICAL: our logger class builds it only when GUNICORN_ACCESS_LOG turns the access log on."""
+    import runpy
+
+    from gunicorn.config import Config
+
+    # The config file prepares the metrics directory in the environment: a directory of this test's, restored after.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("_SSB_PROMETHEUS_DIR_CLEARED", "1")
+    for setting, expected in (("false", False), ("true", True)):
+        monkeypatch.setenv("GUNICORN_ACCESS_LOG", setting)
+        settings = runpy.run_path(str(ROOT / "deploy/gunicorn.conf.py"))
+        config = Config()
+        for name in ("accesslog", "logconfig_dict", "loglevel", "logger_class"):
+            config.set(name, settings[name])
+        logger = config.logger_class(config)
+        assert logger.access_log_enabled is expected
+        calls = []
+        monkeypatch.setattr(logger, "atoms", lambda *args, calls=calls: calls.append(args) or {})
+        logger.access(None, None, {}, None)
+        assert bool(calls) is expected
