@@ -40,7 +40,7 @@ CRON_LOCK_KEY = f"{QUEUE_NAME}:cron:lock"
 CRON_LOOP_SECONDS = 15
 #: Each scheduled job's last success: a hash job name → UTC Unix time, written by the job when it succeeds.
 SCHEDULED_JOBS_KEY = f"{QUEUE_NAME}:scheduled_jobs"
-#: A scheduled job whose last success (or the active cron's start, if later) is older than this many of its
+#: A scheduled job whose last success (without one, the active cron's start) is older than this many of its
 #: intervals is late: ✗ in `flask doctor` / `flask queue status`, ScheduledJobLate in the alert rules.
 LATE_INTERVALS = 2
 
@@ -55,24 +55,31 @@ class ScheduledJobState:
     name: str
     interval: int  # seconds: its interval, or a cron's longest gap between two runs
     last_success: float | None  # Unix time, None: no success recorded
-    due_since: float | None  # Unix time from which it counts as late without a success: the active cron's start
+    due_since: float | None  # without a success recorded, it is late counting from here: the active cron's start
 
     def age(self, now: float) -> float | None:
         """Seconds since its last success, or since the cron started when it has none (None: neither known)."""
-        since = max(filter(None, (self.last_success, self.due_since)), default=None)
+        since = self.last_success if self.last_success is not None else self.due_since
         return None if since is None else max(now - since, 0.0)
 
     def late(self, now: float) -> bool:
         age = self.age(now)
         return age is not None and age > LATE_INTERVALS * self.interval
 
-    def line(self, now: float) -> str:
+    @property
+    def title(self) -> str:
+        return f"Scheduled job {self.name}"
+
+    def detail(self, now: float) -> str:
         age = self.age(now)
         if self.last_success is None:
             last = "no success recorded" + ("" if age is None else f" in the {age:.0f} s since the cron started")
         else:
             last = f"last success {age:.0f} s ago"
-        return f"{mark(not self.late(now))} Scheduled job {self.name}: {last} (every {self.interval} s)"
+        return f"{last} (every {self.interval} s)"
+
+    def line(self, now: float) -> str:
+        return f"{mark(not self.late(now))} {self.title}: {self.detail(now)}"
 
 
 @dataclass(frozen=True)
@@ -105,16 +112,20 @@ class ProcessesHealth:
     def ok(self) -> bool:
         return self.cron_ok and self.workers_ok and not self.late_jobs
 
-    def cron_line(self) -> str:
+    def cron_detail(self) -> str:
         if self.cron_age is None:
-            return f"{mark(False)} Cron: no heartbeat: no `flask queue cron` is running (the scheduled jobs are not enqueued)"
-        return f"{mark(self.cron_ok)} Cron: {self.cron_name} active, heartbeat {self.cron_age:.0f} s ago"
+            return "no heartbeat: no `flask queue cron` is running (the scheduled jobs are not enqueued)"
+        return f"{self.cron_name} active, heartbeat {self.cron_age:.0f} s ago"
 
-    def workers_line(self) -> str:
-        return f"{mark(self.workers_ok)} Workers: {self.workers} alive"
+    def workers_detail(self) -> str:
+        return f"{self.workers} alive"
 
     def lines(self) -> list[str]:
-        return [self.workers_line(), self.cron_line(), *(job.line(self.read_at) for job in self.jobs)]
+        return [
+            f"{mark(self.workers_ok)} Workers: {self.workers_detail()}",
+            f"{mark(self.cron_ok)} Cron: {self.cron_detail()}",
+            *(job.line(self.read_at) for job in self.jobs),
+        ]
 
 
 def decoded(value: bytes | str | None) -> str | None:
