@@ -203,8 +203,8 @@ class Cron:
         if not self.active:
             return
         try:
-            self.connection.eval(RELEASE_LOCK, 1, CRON_LOCK_KEY, self.name)
-            self.connection.delete(CRON_HEARTBEAT_KEY)
+            if self.connection.eval(RELEASE_LOCK, 1, CRON_LOCK_KEY, self.name):  # still ours: no cron beats now
+                self.connection.delete(CRON_HEARTBEAT_KEY)
             self.scheduler.register_death()
         except RedisError as error:
             log.warning("queue_cron_lock_not_released", cron=self.name, error=f"{type(error).__name__}: {error}")

@@ -132,6 +132,14 @@ def decoded(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def timestamp(value: str | None) -> float | None:
+    """A Unix time written by the cron or a job, or None (absent, or not a number: nothing to trust)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
 def read_processes(connection: Redis, schedule: Mapping[str, int]) -> ProcessesHealth:
     """The workers alive (RQ's registry, each worker's own key still there), the cron's heartbeat and each scheduled
     job's last success, against `schedule` (job name → interval in seconds). Raises RedisError."""
@@ -141,9 +149,9 @@ def read_processes(connection: Redis, schedule: Mapping[str, int]) -> ProcessesH
         pipeline.hgetall(SCHEDULED_JOBS_KEY)
         heartbeat_raw, successes_raw = pipeline.execute()
     heartbeat = {decoded(key): decoded(value) for key, value in heartbeat_raw.items()}
-    successes = {decoded(key): float(decoded(value) or 0) for key, value in successes_raw.items()}
-    at = float(heartbeat["at"]) if heartbeat.get("at") else None
-    started = float(heartbeat["started"]) if at is not None and heartbeat.get("started") else None
+    successes = {decoded(key): timestamp(decoded(value)) for key, value in successes_raw.items()}
+    at = timestamp(heartbeat.get("at"))
+    started = timestamp(heartbeat.get("started")) if at is not None else None
     jobs = tuple(ScheduledJobState(name, interval, successes.get(name), started) for name, interval in schedule.items())
     return ProcessesHealth(workers, at, heartbeat.get("name") or "", jobs, time.time())
 
