@@ -24,19 +24,22 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import current_app
+from croniter import croniter
+from flask import current_app, has_app_context
+from redis.exceptions import RedisError
 from rq import Queue, get_current_job
 from sqlalchemy import and_, or_, select, update
 
-from app.extensions import db
+from app.extensions import db, task_queue
 from app.logging import get_logger
 from app.models import StripeEvent, utcnow
 from app.services.alerts import DIGEST_CRON, EVALUATION_CRON, evaluate_watched, send_digests
 from app.services.mail import clear_delivery_flag, deliver_batch, hold_delivery_flag, request_delivery
+from app.services.queue_health import record_job_success
 from app.services.stripe_admin import customers_to_sync, reconcile
 from app.services.webhooks import apply_recorded, drain_received
 
@@ -69,6 +72,33 @@ def in_app_context(job: Callable[..., Result]) -> Callable[..., Result]:
     def run(*args: Any, **kwargs: Any) -> Result:
         with current_app.app_context():
             return job(*args, **kwargs)
+
+    return run
+
+
+def note_success(name: str) -> None:
+    """Record that the scheduled job `name` succeeded (`flask queue status`, `flask doctor` and /metrics read it): on
+    the job's Redis, or the app's queue when run by `flask queue run`; not at all without a queue. A Redis that does
+    not answer costs the record, not the job's result."""
+    job = get_current_job()
+    queue = task_queue() if job is None and has_app_context() else None
+    connection = job.connection if job is not None else queue.connection if queue is not None else None
+    if connection is None:
+        return
+    try:
+        record_job_success(connection, name)
+    except RedisError as error:
+        log.warning("scheduled_job_success_not_recorded", job=name, error=f"{type(error).__name__}: {error}")
+
+
+def records_success(job: Callable[..., Result]) -> Callable[..., Result]:
+    """Record the scheduled job's success when it returns (`note_success`); a job that raises records nothing."""
+
+    @functools.wraps(job)
+    def run(*args: Any, **kwargs: Any) -> Result:
+        result = job(*args, **kwargs)
+        note_success(job.__name__)
+        return result
 
     return run
 
@@ -170,6 +200,7 @@ def hold_while_host_busy() -> float:
 DELIVERY_SECONDS = 60
 
 
+@records_success
 @in_app_context
 def deliver_mail(limit: int = 50) -> int:
     """Send the outbox's pending mail, `limit` at a time, until none is left; returns how many were sent. Raise when
@@ -246,6 +277,7 @@ def reconcile_all(after_user_id: int = 0, drifted: int = 0, synced: int = 0, chu
             )
             return drifted
     log.info("reconcile_finished", drifted=drifted, customers=synced)
+    note_success("reconcile_all")  # the whole sync, not a chunk
     return drifted
 
 
@@ -258,6 +290,7 @@ def replay_due(attempts: int) -> timedelta:
 LEFT_RECEIVED = "left received: its drain was lost, or its worker stopped while applying it"
 
 
+@records_success
 @in_app_context
 def replay_failed_events() -> int:
     """Apply again the failed events whose backoff has passed, and those left `received` over RECEIVED_GRACE (their
@@ -310,12 +343,14 @@ def replay_failed_events() -> int:
     return succeeded
 
 
+@records_success
 @in_app_context
 def evaluate_alerts(on: date | None = None) -> int:
     """Evaluate the watched strategies on the newest bar on or before `on` (today); returns the new signals."""
     return evaluate_watched(on).signals
 
 
+@records_success
 @in_app_context
 def send_alert_digests() -> int:
     """Queue the daily alert digests; returns how many."""
@@ -339,5 +374,23 @@ SCHEDULE = (
     Scheduled(send_alert_digests, cron=DIGEST_CRON, counts="digest(s) added to the mail outbox"),
 )
 JOBS = {entry.job.__name__: entry.job for entry in SCHEDULE}
+
+
+def longest_gap(cron: str, over: timedelta = timedelta(days=7)) -> int:
+    """The longest time between two runs of a cron schedule (UTC), in seconds, over a week from now: a weekdays' job
+    waits from Friday to Monday."""
+    start = datetime.now(UTC)
+    runs = croniter(cron, start)
+    previous = runs.get_next(datetime)
+    gap = 0.0
+    while previous < start + over:
+        following = runs.get_next(datetime)
+        gap = max(gap, (following - previous).total_seconds())
+        previous = following
+    return int(gap)
+
+
+#: Each scheduled job's interval in seconds (a cron schedule's longest gap): how late its last success may be.
+SCHEDULE_INTERVALS = {entry.job.__name__: entry.interval or longest_gap(entry.cron or "") for entry in SCHEDULE}
 #: What each job's number counts, by name.
 JOB_COUNTS = {entry.job.__name__: entry.counts for entry in SCHEDULE}

@@ -5,7 +5,9 @@
   `--metrics-port` serves its own counters (events applied, mail sent, Stripe calls) for Prometheus to scrape.
   `--nice N` lowers its CPU priority beside the web processes on a shared host (`lower_priority`), and holds its
   webhook drains' and mail deliveries' batches back while the host's CPUs are busy (app/tasks.py `BusyHostGate`).
-- `flask queue cron`: enqueues `app.tasks.SCHEDULE` on time (RQ's CronScheduler). One per deployment.
+- `flask queue cron`: enqueues `app.tasks.SCHEDULE` on time (RQ's CronScheduler). One is active per deployment: it
+  holds a lock in Redis; a second one started (on another host) waits as a standby and takes over when the first
+  dies. It writes a heartbeat at each loop, and outlives a Redis outage (it retries with backoff, then resumes).
 - `flask queue run NAME`: a scheduled job now, in this process (a fresh clone has no queue).
 - `flask queue status`: depth, failures, the oldest waiting mail, the webhook events waiting to be applied.
 
@@ -17,17 +19,29 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 from flask import Flask
+from redis import Redis
+from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.cron import CronScheduler
+from rq.exceptions import StopRequested
 
 from app.extensions import QUEUE_NAME, task_queue
 from app.logging import get_logger
 from app.services.metrics import serve_process_metrics
-from app.services.queue_health import queue_health
+from app.services.queue_health import (
+    CRON_HEARTBEAT_KEY,
+    CRON_HEARTBEAT_TTL,
+    CRON_LOCK_KEY,
+    CRON_LOOP_SECONDS,
+    queue_health,
+)
 from app.tasks import HOST_GATE, JOB_COUNTS, JOBS, SCHEDULE, BusyHostGate
 
 log = get_logger(__name__)
@@ -68,6 +82,132 @@ def lower_priority(nice: int) -> str:
     except OSError as error:
         return f"process only (autogroup: {error.strerror or error})"
     return "process and its session's autogroup"
+
+
+#: Take the cron lock if it is free, or refresh it if this cron holds it: 1 when this cron holds it now, else 0.
+HOLD_LOCK = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] or not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+#: Give the cron lock up if this cron holds it.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Cron:
+    """`flask queue cron`'s loop around RQ's CronScheduler: one active cron per deployment, through a Redis outage.
+
+    RQ's own `CronScheduler.start` ends at the first Redis error (it registers its death and returns), so a Redis
+    restart stopped the scheduled jobs for good while everything else came back. Here each loop first holds the lock
+    (CRON_LOCK_KEY: taken with SET NX semantics, refreshed by its holder, expiring `lock_seconds` after the holder's
+    last loop), then enqueues the jobs due and writes the heartbeat (CRON_HEARTBEAT_KEY). A cron that finds another
+    holding the lock is a standby: it enqueues nothing and looks again every `standby_poll` seconds. A Redis error
+    logs one line and the loop tries again after a backoff (1 s doubling to `longest_backoff`); the jobs due
+    meanwhile are enqueued once Redis answers."""
+
+    def __init__(
+        self,
+        scheduler: CronScheduler,
+        lock_seconds: int,
+        standby_poll: float = 2.0,
+        longest_backoff: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.scheduler = scheduler
+        self.connection: Redis = scheduler.connection
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.lock_seconds = lock_seconds
+        self.standby_poll = standby_poll
+        self.longest_backoff = longest_backoff
+        self.sleep = sleep
+        self.active = False
+        self.standby_logged = False
+        self.failures = 0
+        self.started = 0.0
+
+    def hold_lock(self) -> bool:
+        held = self.connection.eval(HOLD_LOCK, 1, CRON_LOCK_KEY, self.name, int(self.lock_seconds * 1000))
+        if held and not self.active:
+            self.active, self.standby_logged, self.started = True, False, time.time()
+            log.info("queue_cron_active", cron=self.name, lock_seconds=self.lock_seconds)
+            self.scheduler.register_birth()
+        elif not held:
+            if self.active:
+                log.warning("queue_cron_lock_lost", cron=self.name, holder=self.holder())
+                self.active = False
+            if not self.standby_logged:
+                log.info("queue_cron_standby", cron=self.name, active=self.holder())
+                self.standby_logged = True
+        return bool(held)
+
+    def holder(self) -> str:
+        holder = self.connection.get(CRON_LOCK_KEY)
+        return holder.decode() if isinstance(holder, bytes) else str(holder or "")
+
+    def beat(self) -> None:
+        with self.connection.pipeline() as pipeline:
+            pipeline.hset(
+                CRON_HEARTBEAT_KEY, mapping={"at": repr(time.time()), "started": repr(self.started), "name": self.name}
+            )
+            pipeline.expire(CRON_HEARTBEAT_KEY, CRON_HEARTBEAT_TTL)
+            pipeline.execute()
+
+    def step(self) -> float:
+        """One loop: hold the lock, enqueue what is due, beat; the seconds to sleep before the next."""
+        if not self.hold_lock():
+            return self.standby_poll
+        if self.failures:
+            # Redis answers again (perhaps a fresh one, empty): RQ's registry of crons may have lost this one.
+            self.scheduler.register_birth()
+        self.scheduler.enqueue_jobs()
+        self.scheduler.heartbeat()
+        self.beat()
+        return min(self.scheduler.calculate_sleep_interval(), CRON_LOOP_SECONDS, self.lock_seconds / 3)
+
+    def run(self) -> None:
+        """Loop until SIGTERM/SIGINT, then give the lock up so that a standby takes over at once."""
+        self.scheduler._install_signal_handlers()
+        log.info("queue_cron_started", cron=self.name)
+        try:
+            while True:
+                try:
+                    pause = self.step()
+                except RedisError as error:
+                    self.failures += 1
+                    pause = min(2.0 ** (self.failures - 1), self.longest_backoff)
+                    log.warning(
+                        "queue_cron_redis_unreachable",
+                        cron=self.name,
+                        attempt=self.failures,
+                        retry_in=pause,
+                        error=f"{type(error).__name__}: {error}",
+                    )
+                else:
+                    if self.failures:
+                        log.info("queue_cron_redis_back", cron=self.name, attempts=self.failures)
+                        self.failures = 0
+                if pause > 0:
+                    self.sleep(pause)
+        except (KeyboardInterrupt, StopRequested):
+            log.info("queue_cron_stopping", cron=self.name)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if not self.active:
+            return
+        try:
+            if self.connection.eval(RELEASE_LOCK, 1, CRON_LOCK_KEY, self.name):  # still ours: no cron beats now
+                self.connection.delete(CRON_HEARTBEAT_KEY)
+            self.scheduler.register_death()
+        except RedisError as error:
+            log.warning("queue_cron_lock_not_released", cron=self.name, error=f"{type(error).__name__}: {error}")
 
 
 def register(app: Flask) -> None:
@@ -133,15 +273,24 @@ def register(app: Flask) -> None:
         worker.work(burst=burst, with_scheduler=True, logging_level=logging.getLevelName(app.config["LOG_LEVEL"]))
 
     @group.command("cron")
-    def cron_command():
-        """Enqueue the scheduled jobs on time (one such process per deployment)."""
+    @click.option(
+        "--lock-seconds",
+        type=click.IntRange(3, 3600),
+        default=60,
+        show_default=True,
+        envvar="CRON_LOCK_SECONDS",
+        help="A standby cron takes over this long after the active one stopped looping (killed, host down); one "
+        "stopped by SIGTERM/SIGINT hands over at once (env CRON_LOCK_SECONDS).",
+    )
+    def cron_command(lock_seconds: int):
+        """Enqueue the scheduled jobs on time: one cron is active per deployment, any other waits as its standby."""
         queue = required_queue()
         scheduler = CronScheduler(connection=queue.connection, logging_level=app.config["LOG_LEVEL"])
         for entry in SCHEDULE:
             scheduler.register(
                 entry.job, queue_name=QUEUE_NAME, interval=entry.interval, cron=entry.cron, job_timeout=3600
             )
-        scheduler.start()
+        Cron(scheduler, lock_seconds).run()
 
     @group.command("run")
     @click.argument("name", type=click.Choice(sorted(JOBS)))

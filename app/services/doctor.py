@@ -38,7 +38,13 @@ from app.logging import redact_text
 from app.models import StripeEvent, SubscriptionPlan, utcnow
 from app.services import DomainError, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
-from app.services.queue_health import EVENT_AGE_ALERT_SECONDS, MAIL_AGE_ALERT_SECONDS, queue_health
+from app.services.queue_health import (
+    EVENT_AGE_ALERT_SECONDS,
+    LATE_INTERVALS,
+    MAIL_AGE_ALERT_SECONDS,
+    ProcessesHealth,
+    queue_health,
+)
 from app.services.stripe_admin import (
     EXTRA_EVENTS,
     default_portal_configuration,
@@ -483,6 +489,38 @@ def check_task_queue() -> Iterator[Check]:
         yield passed("Task queue", f"none (TASK_QUEUE_URL unset): mail is sent after each response; {waited}")
     else:
         yield passed("Task queue", f"{health.depth} job(s) waiting, {health.failed} failed; {waited}")
+    if health.processes is not None:
+        yield from check_queue_processes(health.processes)
+
+
+def check_queue_processes(processes: ProcessesHealth) -> Iterator[Check]:
+    """Workers alive, a cron beating, each scheduled job's last success within LATE_INTERVALS of its interval."""
+    workers = processes.workers_detail()
+    if processes.workers_ok:
+        yield passed("Task queue workers", workers)
+    else:
+        yield failed("Task queue workers", workers, "start `flask queue worker` (on any host, against this Redis)")
+    cron = processes.cron_detail()
+    if processes.cron_ok:
+        yield passed("Cron", cron)
+    else:
+        yield failed(
+            "Cron",
+            cron,
+            "start `flask queue cron` (one is active per deployment, a second one waits as its standby); "
+            "its queue_cron_* log lines say why it stopped",
+        )
+    for job in processes.jobs:
+        title, detail = job.title, job.detail(processes.read_at)
+        if job.late(processes.read_at):
+            yield failed(
+                title,
+                f"{detail}: more than {LATE_INTERVALS} intervals late",
+                f"read the worker's log and `flask queue status` (failed jobs), or run it now: "
+                f"`flask queue run {job.name}`",
+            )
+        else:
+            yield passed(title, detail)
 
 
 def check_webhook_backlog() -> Iterator[Check]:
