@@ -393,6 +393,8 @@ class Settings(BaseSettings):
     # Flask-Mail would silently drop mail when TESTING; the tests want it on a real SMTP sink.
     MAIL_SUPPRESS_SEND: bool = False
     MAIL_DEFAULT_SENDER: str = "Smart Strategies Builder <billing@localhost>"
+    # Seconds an SMTP connection waits on the mail server (connecting, each reply) before the mail is left pending.
+    MAIL_TIMEOUT: Annotated[float, Field(gt=0)] = 10.0
     # The task queue (RQ): mail delivery and the scheduled jobs go through Redis at this URL, run by `flask queue
     # worker` and `flask queue cron`. Unset (a fresh clone): mail is delivered in the app's process after the
     # response is sent, and the scheduled jobs are run by hand (`flask stripe sync --all`, `flask queue run …`).

@@ -195,8 +195,9 @@ def hold_while_host_busy() -> float:
     return gate.wait() if gate is not None else 0.0
 
 
-#: A delivery job stops after this long (between batches) and enqueues the next: well within its RQ timeout (120 s),
-#: which would kill it mid-batch and have the batch's mails sent again.
+#: A delivery job stops after this long (between batches) and enqueues the next: well within its RQ timeout (120 s).
+#: Should that strike mid-batch anyway (a slow mail server: each SMTP step may take MAIL_TIMEOUT), the mails sent so far
+#: are recorded already (one commit each) and the one being sent stays pending (`deliver_batch`).
 DELIVERY_SECONDS = 60
 
 

@@ -24,16 +24,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flask import Flask, Response, after_this_request, current_app, has_request_context, render_template
-from flask_mail import Message
+from flask_mail import Connection, Message
 from jinja2.utils import urlize
 from markupsafe import Markup
 from redis.exceptions import RedisError
 from rq import Queue, Retry
+from rq.timeouts import BaseTimeoutException
 from sqlalchemy import bindparam, select, text
 
-from app.extensions import db, mail, task_queue
+from app.extensions import db, task_queue
 from app.logging import get_logger
 from app.models import MailOutbox, utcnow
+from app.services import metrics
 from app.services.signals import CacheWrites, SyncResult
 from app.urls import external_url
 
@@ -107,8 +109,9 @@ INSERT_MAIL = text(
 ).bindparams(bindparam("created_at", type_=MailOutbox.created_at.type))
 
 
-#: The worker's retries of a delivery that failed (SMTP down): 10 s, 30 s, 1 min, 5 min, 15 min, 1 h. Mail still
-#: pending after the last one waits in the outbox for the scheduled sweep (app/tasks.py, every minute).
+#: The worker's retries of a delivery that failed (SMTP down): 10 s, 30 s, 1 min, 5 min, 15 min, 1 h. The scheduled
+#: sweep (app/tasks.py, every minute) also tries every pending mail meanwhile: the outbox keeps no next-attempt time,
+#: so while SMTP is down a mail is tried about once a minute (each try counted in its `attempts`).
 MAIL_RETRY = Retry(max=6, interval=[10, 30, 60, 300, 900, 3600])
 #: The task the queue runs, named (not imported: app/tasks.py is built on this module).
 DELIVER_TASK = "app.tasks.deliver_mail"
@@ -121,38 +124,97 @@ class Delivery:
 
 
 def deliver_batch(limit: int = 50) -> Delivery:
-    """Send pending mails (rows locked, so two workers never send one twice), the least tried first: a mail that
-    keeps failing never holds newer ones back. A failure stays pending with its error, to be tried again; an address
-    the mail server refuses for good (a 5xx reply to it) is not tried again: its row is `failed`."""
+    """Send up to `limit` pending mails, the least tried first (a mail that keeps failing never holds newer ones
+    back), each in a transaction of its own: its row is locked (SKIP LOCKED: two workers never send one twice) while
+    it is sent, and recorded as sent in a commit as soon as the mail server takes it. A process killed mid-batch
+    (kill -9, out of memory) thus sends again at most the one mail it was sending, not the batch's earlier ones.
+
+    A failure stays pending with its error, to be tried again; an address the mail server refuses for good (a 5xx
+    reply to it) is not tried again: its row is `failed`. A mail server that does not answer within MAIL_TIMEOUT
+    ends the batch (the rest waits for the retry, untried), so a hung server holds the worker — or, without a queue,
+    the web process — for about MAIL_TIMEOUT, not for each mail in turn. RQ's own job timeout is never taken for the
+    mail's error: the mail stays pending (its attempt counted, its error left as it was) and the exception goes on
+    to RQ, whose job it is."""
     sent = failed = 0
-    rows = db.session.scalars(
-        select(MailOutbox)
-        .where(MailOutbox.status == "pending")
-        .order_by(MailOutbox.attempts, MailOutbox.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    tried: list[int] = []
     smtp = SmtpBatch()
-    for row in rows:
-        row.attempts += 1
-        try:
-            by_smtp = send(row, smtp)
-        except Exception as error:  # SMTP trouble must not lose the mail
-            row.error = f"{type(error).__name__}: {error}"[:500]
-            failed += 1
-            if refused_for_good(error):
-                row.status = "failed"
-                log.warning("mail_refused", kind=row.kind, mail_id=row.id, error=row.error)
+    try:
+        while len(tried) < limit:
+            row = db.session.scalars(
+                select(MailOutbox)
+                .where(MailOutbox.status == "pending", MailOutbox.id.not_in(tried))
+                .order_by(MailOutbox.attempts, MailOutbox.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                break
+            tried.append(row.id)
+            row.attempts += 1
+            try:
+                by_smtp = send(row, smtp)
+            except BaseTimeoutException:  # RQ's job timeout: the job ran out of time, not the mail
+                smtp.abort()
+                kind, mail_id = row.kind, row.id
+                try:
+                    db.session.commit()  # pending, its attempt counted: the retry (or the sweep) sends it
+                except Exception:
+                    db.session.rollback()
+                metrics.count_mail_failure(kind, "timeout")
+                log.warning("mail_send_interrupted", kind=kind, mail_id=mail_id, reason="job_timeout")
+                raise
+            except Exception as error:  # SMTP trouble must not lose the mail
+                row.error = f"{type(error).__name__}: {error}"[:500]
+                refused = refused_for_good(error)
+                if refused:
+                    row.status = "failed"
+                kind, mail_id, message = row.kind, row.id, row.error
+                db.session.commit()
+                failed += 1
+                reason = failure_reason(error)
+                metrics.count_mail_failure(kind, reason)
+                log.warning(
+                    "mail_refused" if refused else "mail_send_failed", kind=kind, mail_id=mail_id, error=message
+                )
+                if reason == "timeout":  # the server hangs: the rest of the batch waits for the retry
+                    break
             else:
-                log.warning("mail_send_failed", kind=row.kind, mail_id=row.id, error=row.error)
-        else:
-            row.status, row.sent_at, row.error = "sent", utcnow(), None
-            sent += 1
-            if by_smtp:  # a mail written to the folder said so itself: `mail_sent` means the mail server took it
-                log.info("mail_sent", kind=row.kind, mail_id=row.id)
-    smtp.close()
-    db.session.commit()
+                row.status, row.sent_at, row.error = "sent", utcnow(), None
+                kind, mail_id = row.kind, row.id
+                db.session.commit()  # before the next mail: a crash from here on never sends this one again
+                sent += 1
+                if by_smtp:  # a mail written to the folder said so itself: `mail_sent` means the mail server took it
+                    metrics.MAIL_SENT.labels(kind=kind).inc()
+                    log.info("mail_sent", kind=kind, mail_id=mail_id)
+    finally:
+        smtp.close()
     return Delivery(sent, failed)
+
+
+class TimedConnection(Connection):
+    """Flask-Mail's SMTP connection with a socket timeout (MAIL_TIMEOUT): Flask-Mail opens `smtplib.SMTP(host, port)`
+    with none, and a mail server that accepts the connection and never answers held the worker (or the web process)
+    until something killed it. Each blocking step (connecting, every reply awaited, each write) now waits at most
+    MAIL_TIMEOUT seconds; a host half set up (STARTTLS or the log-in failed) is closed, not left open."""
+
+    def configure_host(self) -> smtplib.SMTP | smtplib.SMTP_SSL:
+        timeout = float(current_app.config.get("MAIL_TIMEOUT") or DEFAULT_MAIL_TIMEOUT)
+        kind = smtplib.SMTP_SSL if self.mail.use_ssl else smtplib.SMTP
+        host = kind(self.mail.server, self.mail.port or 0, timeout=timeout)
+        try:
+            host.set_debuglevel(int(self.mail.debug))
+            if self.mail.use_tls:
+                host.starttls()
+            if self.mail.username and self.mail.password:
+                host.login(self.mail.username, self.mail.password)
+        except BaseException:
+            host.close()
+            raise
+        return host
+
+
+#: MAIL_TIMEOUT's default (app/config.py), for an app configured without it.
+DEFAULT_MAIL_TIMEOUT = 10.0
 
 
 class SmtpBatch:
@@ -161,14 +223,15 @@ class SmtpBatch:
     Flask-Mail's `mail.send` opens a connection for each mail and quits it: a TCP and SMTP handshake (and TLS and
     a log-in, where configured) per mail, for the worker and the mail server alike. A refused recipient or body
     leaves the connection usable (smtplib resets the transaction); an error of the connection itself (dropped,
-    timed out, refused) closes it, and the next mail of the batch opens another."""
+    timed out, refused) closes it, and the next mail of the batch opens another. Every connection has MAIL_TIMEOUT
+    (`TimedConnection`)."""
 
     def __init__(self) -> None:
         self.connection: Any = None
 
     def send(self, message: Message) -> None:
         if self.connection is None:
-            self.connection = mail.connect().__enter__()  # Flask-Mail's Connection: configure_host() on enter
+            self.connection = TimedConnection(current_app.extensions["mail"]).__enter__()  # configure_host() on enter
         try:
             self.connection.send(message)
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError, OSError):
@@ -183,6 +246,35 @@ class SmtpBatch:
             connection.host.quit()
         except (smtplib.SMTPException, OSError):  # already gone: nothing to say goodbye to
             connection.host.close()
+
+    def abort(self) -> None:
+        """Drop the connection without a QUIT (its server may be the one not answering)."""
+        connection, self.connection = self.connection, None
+        if connection is not None and connection.host is not None:
+            connection.host.close()
+
+
+def timed_out(error: BaseException) -> bool:
+    """Whether a socket timeout (MAIL_TIMEOUT) is behind the error: smtplib reports one while awaiting a reply as
+    `SMTPServerDisconnected`, raised while handling the `TimeoutError`."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def failure_reason(error: BaseException) -> str:
+    """The `reason` of mail_send_failures_total: `refused` (the mail server said no: a 4xx/5xx reply), `timeout`
+    (it did not answer within MAIL_TIMEOUT) or `error` (anything else: connection refused or dropped, …)."""
+    if timed_out(error):
+        return "timeout"
+    if isinstance(error, (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)):
+        return "refused"
+    return "error"
 
 
 def refused_for_good(error: Exception) -> bool:

@@ -44,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
 from app.logging import EventWriter, get_logger
+from app.models import MAIL_KINDS
 from app.services import reporting
 from app.services.queue_health import QueueCollector
 from app.services.signals import SyncResult
@@ -307,3 +308,26 @@ def serve_process_metrics(host: str, port: int, networks: list[str], token: str 
     server = make_server(host, port, scrape, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
     return server
+
+
+# --- Mail ----------------------------------------------------------------------------------------------------
+#: `reason` of mail_send_failures_total: the mail server said no (a 4xx/5xx reply), did not answer within
+#: MAIL_TIMEOUT (or the delivery job's own time ran out mid-send), or anything else (connection refused or dropped).
+MAIL_FAILURE_REASONS = ("refused", "timeout", "error")
+MAIL_SENT = Counter("mail_sent_total", "Mails the mail server accepted (SMTP), by kind.", ["kind"])
+MAIL_SEND_FAILURES = Counter(
+    "mail_send_failures_total",
+    "Mail sends that failed (the mail stays pending unless refused for good).",
+    ["kind", "reason"],
+)
+
+
+def count_mail_failure(kind: str, reason: str) -> None:
+    """One failed send of a `kind` mail; `reason` one of MAIL_FAILURE_REASONS (any other counts as `error`)."""
+    MAIL_SEND_FAILURES.labels(kind=kind, reason=reason if reason in MAIL_FAILURE_REASONS else "error").inc()
+
+
+for _kind in MAIL_KINDS:
+    MAIL_SENT.labels(kind=_kind)
+    for _reason in MAIL_FAILURE_REASONS:
+        MAIL_SEND_FAILURES.labels(kind=_kind, reason=_reason)
