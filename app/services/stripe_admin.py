@@ -292,8 +292,16 @@ def default_portal_configuration() -> dict | None:
 
 def configure_portal() -> tuple[dict, bool, dict]:
     """Set the default portal configuration to `portal_features` (create one when the account has none);
-    (configuration, created, the features sent)."""
-    features = portal_features(paid_prices())
+    (configuration, created, the features sent). Refused, changing nothing, before `flask seed-plans`: with no paid
+    plan seeded the portal would be left without plan switching ("plan switching: none") and the command said ✓."""
+    products = paid_prices()
+    if not products:
+        raise DomainError(
+            "No paid plan with a Stripe price is seeded, so the portal would offer no plan switching: run "
+            "`flask seed-plans` first, then `flask stripe portal-config` again.",
+            code="no_paid_plans",
+        )
+    features = portal_features(products)
     current = default_portal_configuration()
     if current is not None:
         return stripe_gateway.update_portal_configuration(current["id"], {"features": features}), False, features
