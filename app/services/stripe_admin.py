@@ -295,6 +295,7 @@ def configure_portal() -> tuple[dict, bool, dict]:
     (configuration, created, the features sent). Refused, changing nothing, before `flask seed-plans`: with no paid
     plan seeded the portal would be left without plan switching ("plan switching: none") and the command said ✓."""
     products = paid_prices()
+    current = default_portal_configuration()  # read first: a refused key or an unreachable Stripe says so first
     if not products:
         raise DomainError(
             "No paid plan with a Stripe price is seeded, so the portal would offer no plan switching: run "
@@ -302,7 +303,6 @@ def configure_portal() -> tuple[dict, bool, dict]:
             code="no_paid_plans",
         )
     features = portal_features(products)
-    current = default_portal_configuration()
     if current is not None:
         return stripe_gateway.update_portal_configuration(current["id"], {"features": features}), False, features
     created = stripe_gateway.create_portal_configuration(
