@@ -52,6 +52,6 @@ def test_other_errors_keep_their_traceback(migrated_database, redis_url, capfd):
     assert app.test_client().get("/api/v1/_boom_traceback").status_code == 500
     output = "".join(capfd.readouterr())
     assert "unhandled_exception" in output and "Traceback" in output and "IntegrityError" in output
-    assert " database_unavailable " not in output and "\"database_unavailable\"" not in output
+    assert " database_unavailable " not in output and '"database_unavailable"' not in output
     with app.app_context():
         db.engine.dispose()
