@@ -11,7 +11,7 @@ from files in PROMETHEUS_MULTIPROC_DIR, which this file prepares before the app 
 import logging
 import multiprocessing
 import os
-import shutil
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -53,19 +53,76 @@ preload_app = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # --- Prometheus multiprocess mode ----------------------------------------------------------------------------
+#: prometheus_client's file of one process: `counter_1234.db`, `gauge_livesum_1234.db`, `histogram_1234.db`, …
+METRIC_FILE = re.compile(r"^[a-z_]+_(\d+)\.db$")
+
+
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat") as stat:
+            return next(float(line.split()[1]) for line in stat if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def _process_start(pid: int, boot: float | None) -> float | None:
+    """When `pid` started (seconds since the epoch, to the clock tick; boot time is whole seconds), or None when
+    /proc cannot tell (not Linux)."""
+    if boot is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of proc(5): starttime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: no signal sent, only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def stale_metric_files(directory: Path) -> list[Path]:
+    """The metric files in `directory` of processes no longer running: a previous run's, which would add their old
+    counts to this one's. A live process's are kept (a queue worker or a second gunicorn sharing the directory:
+    deleting them lost the worker's counters at every gunicorn restart). A pid in use again by a process that started
+    after the file last changed is another process (the owner was alive when it wrote the file, and two live
+    processes never share a pid): its file is stale too. Boot time is whole seconds, hence the 2 s of slack."""
+    boot = _boot_time()
+    stale = []
+    for item in directory.iterdir():
+        found = METRIC_FILE.match(item.name)
+        if not found or not item.is_file():
+            continue
+        pid = int(found.group(1))
+        if pid == os.getpid() or not _alive(pid):
+            stale.append(item)
+            continue
+        started = _process_start(pid, boot)
+        try:
+            changed = item.stat().st_ctime
+        except FileNotFoundError:
+            continue
+        if started is not None and started > changed + 2:
+            stale.append(item)
+    return stale
+
+
 # Must be in the environment before prometheus_client is first imported (by the preloaded app).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ssb-prometheus-")
 elif not os.environ.get("_SSB_PROMETHEUS_DIR_CLEARED"):
-    # Files of a previous run would add their old counts to this one's; clear once per master, not on reload.
+    # Files of a previous run would add their old counts to this one's; cleared once per master, not on reload.
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    if directory.is_dir():
-        for item in directory.iterdir():
-            if item.is_file() and item.suffix == ".db":
-                item.unlink()
-            elif item.is_dir():
-                shutil.rmtree(item)
     directory.mkdir(parents=True, exist_ok=True)
+    for item in stale_metric_files(directory):
+        item.unlink(missing_ok=True)
 os.environ["_SSB_PROMETHEUS_DIR_CLEARED"] = "1"
 
 

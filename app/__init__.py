@@ -38,6 +38,7 @@ from app.extensions import (
     ping_after_idle,
 )
 from app.health import bp as health_bp
+from app.health.metrics_dir import warn_if_metrics_split
 from app.logging import configure_logging
 from app.metrics import bp as metrics_bp
 from app.models import User  # noqa: F401  (every table is registered before Flask-Migrate looks)
@@ -112,6 +113,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update({k: v for k, v in (config or {}).items() if not isinstance(v, str) or k not in values})
 
     configure_logging(app)
+    if config is None:  # a real start: under gunicorn without PROMETHEUS_MULTIPROC_DIR, one warning line
+        warn_if_metrics_split()
     register_hardening(app)
     register_extensions(app)
     register_blueprints(app)

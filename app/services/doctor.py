@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import smtplib
 import time
@@ -28,6 +29,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import current_app, g, has_app_context
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -36,7 +38,7 @@ from app.config import GUIDE_VARIABLES, current_settings, placeholders_in
 from app.extensions import db, limiter
 from app.logging import redact_text
 from app.models import StripeEvent, SubscriptionPlan, utcnow
-from app.services import DomainError, stripe_gateway
+from app.services import DomainError, metrics, stripe_gateway
 from app.services.catalog import PLAN_CATALOG
 from app.services.queue_health import (
     EVENT_AGE_ALERT_SECONDS,
@@ -418,7 +420,119 @@ def check_webhook_secret() -> Iterator[Check]:
         except (SignatureInvalid, ValueError) as error:
             yield failed(title, f"a self-signed test event was refused: {error}", fix)
             return
-    yield passed(title, f"a self-signed test event verifies ({len(secrets)} secret{'s' if len(secrets) > 1 else ''})")
+    count = f"{len(secrets)} secret{'s' if len(secrets) > 1 else ''}"
+    # Signed with our own secret, the test event shows the form and our check work, not that the secret is the one
+    # Stripe signs with: "Webhook signatures" (next line) reads what the deliveries say.
+    yield passed(
+        title,
+        f"whsec_ form, and a self-signed test event verifies ({count}): our check works; whether Stripe signs with "
+        "it shows in Webhook signatures",
+    )
+
+
+#: prometheus_client's file of one process in PROMETHEUS_MULTIPROC_DIR: `counter_1234.db`, `histogram_1234.db`, …
+METRIC_FILE = re.compile(r"^[a-z_]+_(\d+)\.db$")
+
+
+def webhook_counts_here() -> tuple[tuple[int, int] | None, str]:
+    """(refused, verified) webhook posts counted by this host's app server since its start, from the metric files in
+    PROMETHEUS_MULTIPROC_DIR (refused posts are not stored anywhere else: only verified events get a row); or None
+    and why they cannot be known. Verified means any outcome but invalid_signature, as in the alert rule."""
+    directory = metrics.multiprocess_dir()
+    if not directory:
+        return None, (
+            "this host's refused posts cannot be counted here: they are not stored (only verified events are), and "
+            "PROMETHEUS_MULTIPROC_DIR, where the app server counts them, is not set in this shell"
+        )
+    path = Path(directory)
+    if not path.is_dir() or not any(METRIC_FILE.match(p.name) for p in path.iterdir()):
+        return None, f"no metric files in PROMETHEUS_MULTIPROC_DIR {directory}: this host's refused posts are unknown"
+    refused = verified = 0.0
+    for family in MultiProcessCollector(None, path=directory).collect():
+        for sample in family.samples:
+            if sample.name != "stripe_webhook_events_total":
+                continue
+            if sample.labels.get("outcome") == "invalid_signature":
+                refused += sample.value
+            else:
+                verified += sample.value
+    return (int(refused), int(verified)), ""
+
+
+def check_webhook_signatures() -> Iterator[Check]:
+    """Stripe's deliveries verify: the last verified delivery (stored events), and this host's refused posts."""
+    title = "Webhook signatures"
+    last = db.session.scalar(select(func.max(StripeEvent.received_at)))
+    stored = (
+        f"last verified delivery {last:%Y-%m-%d %H:%M:%S} UTC (stored events, any app host)"
+        if last
+        else "no verified delivery stored yet"
+    )
+    counts, unknown = webhook_counts_here()
+    if counts is None:
+        yield passed(title, f"{stored}; {unknown}")
+        return
+    refused, verified = counts
+    here = f"this host since its app server started: {refused} post(s) refused (invalid signature), {verified} verified"
+    if refused and not verified:
+        yield failed(
+            title,
+            f"{here}; {stored}",
+            "copy the endpoint's signing secret (whsec_…, Stripe Dashboard → Developers → Webhooks) into this host's "
+            "STRIPE_WEBHOOK_SECRET (the same on every app host) and restart gunicorn; if Stripe sent this host nothing, "
+            "the refused posts are someone else's (their stripe_webhook_invalid_signature lines say `missing "
+            "Stripe-Signature header`)",
+        )
+    else:
+        yield passed(title, f"{here}; {stored}")
+
+
+def gunicorn_processes(root: Path) -> list[int]:
+    """The pids of gunicorn processes running this project (their working directory is its root), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"gunicorn" in (entry / "cmdline").read_bytes() and Path(os.readlink(entry / "cwd")) == root:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def check_metrics_directory() -> Iterator[Check]:
+    """The app server's metrics are added up across its workers (PROMETHEUS_MULTIPROC_DIR)."""
+    title = "Metrics directory"
+    directory = metrics.multiprocess_dir()
+    if not directory:
+        yield passed(
+            title,
+            "PROMETHEUS_MULTIPROC_DIR not set in this shell: gunicorn.conf.py gives each gunicorn start a temporary "
+            "one; gunicorn started without that file has none and logs metrics_multiprocess_dir_missing (with "
+            "several workers /metrics then answers one worker's figures at a time)",
+        )
+        return
+    path = Path(directory)
+    fix = f"create {directory} (empty, writable by the app's user) or correct PROMETHEUS_MULTIPROC_DIR"
+    if not path.is_dir():
+        yield failed(title, f"PROMETHEUS_MULTIPROC_DIR {directory} does not exist", fix)
+        return
+    if not os.access(path, os.W_OK | os.X_OK):
+        yield failed(title, f"PROMETHEUS_MULTIPROC_DIR {directory} is not writable", fix)
+        return
+    owners = {int(m.group(1)) for p in path.iterdir() if (m := METRIC_FILE.match(p.name))}
+    servers = gunicorn_processes(Path(current_app.root_path).parent)
+    if servers and not owners & set(servers):
+        yield failed(
+            title,
+            f"gunicorn (pid {', '.join(map(str, sorted(servers)))}) runs this app here but keeps no metrics in "
+            f"{directory}: it was started with another PROMETHEUS_MULTIPROC_DIR, or without one",
+            "start gunicorn with the same PROMETHEUS_MULTIPROC_DIR as this shell, through gunicorn.conf.py (from the "
+            "project root, or `-c deploy/gunicorn.conf.py`)",
+        )
+        return
+    yield passed(title, f"{directory}: metric files of {len(owners)} process(es)")
 
 
 # --- Customer Portal -------------------------------------------------------------------------------------------
@@ -699,7 +813,9 @@ CHECKS: tuple[Callable[[], Iterator[Check]], ...] = (
     check_task_queue,
     check_webhook_backlog,
     check_rate_limit_storage,
+    check_metrics_directory,
     check_webhook_secret,
+    check_webhook_signatures,
     check_recent_webhook_failures,
     check_error_monitoring,
     check_mail,

@@ -292,9 +292,17 @@ def default_portal_configuration() -> dict | None:
 
 def configure_portal() -> tuple[dict, bool, dict]:
     """Set the default portal configuration to `portal_features` (create one when the account has none);
-    (configuration, created, the features sent)."""
-    features = portal_features(paid_prices())
-    current = default_portal_configuration()
+    (configuration, created, the features sent). Refused, changing nothing, before `flask seed-plans`: with no paid
+    plan seeded the portal would be left without plan switching ("plan switching: none") and the command said ✓."""
+    products = paid_prices()
+    current = default_portal_configuration()  # read first: a refused key or an unreachable Stripe says so first
+    if not products:
+        raise DomainError(
+            "No paid plan with a Stripe price is seeded, so the portal would offer no plan switching: run "
+            "`flask seed-plans` first, then `flask stripe portal-config` again.",
+            code="no_paid_plans",
+        )
+    features = portal_features(products)
     if current is not None:
         return stripe_gateway.update_portal_configuration(current["id"], {"features": features}), False, features
     created = stripe_gateway.create_portal_configuration(

@@ -78,3 +78,16 @@ def test_the_critical_webhook_alert_counts_only_deliveries_stripe_signed():
     expr = block.split("expr:", 1)[1].split("for:", 1)[0]
     assert 'outcome=~"failed|api_version_mismatch"' in expr
     assert 'outcome!="invalid_signature"' in expr
+
+
+def test_the_wrong_secret_alert_is_per_app_host():
+    """A wrong STRIPE_WEBHOOK_SECRET on one app host of two: the other host's verified deliveries must not hide it,
+    so both sides of `unless` are summed per instance (alerts.test.yml has the two-host case)."""
+    rules = (RULES_DIR / "alerts.yml").read_text()
+    block = rules.split("- alert: StripeWebhookSignaturesFailing\n", 1)[1].split("- alert:", 1)[0]
+    expr = block.split("expr:", 1)[1].split("for:", 1)[0]
+    refused, verified = expr.split("unless")
+    assert "sum by (instance) (increase(" in refused and 'outcome="invalid_signature"' in refused
+    assert "sum by (instance) (increase(" in verified and 'outcome!="invalid_signature"' in verified
+    tests = (RULES_DIR / "alerts.test.yml").read_text()
+    assert "a wrong secret on one app host of two fires for that host" in tests
