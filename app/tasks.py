@@ -39,7 +39,7 @@ from app.logging import get_logger
 from app.models import StripeEvent, utcnow
 from app.services.alerts import DIGEST_CRON, EVALUATION_CRON, evaluate_watched, send_digests
 from app.services.mail import clear_delivery_flag, deliver_batch, hold_delivery_flag, request_delivery
-from app.services.queue_health import record_job_success
+from app.services.queue_health import SCHEDULE_INTERVALS, record_job_success
 from app.services.stripe_admin import customers_to_sync, reconcile
 from app.services.webhooks import apply_recorded, drain_received
 
@@ -391,7 +391,7 @@ def longest_gap(cron: str, over: timedelta = timedelta(days=7)) -> int:
     return int(gap)
 
 
-#: Each scheduled job's interval in seconds (a cron schedule's longest gap): how late its last success may be.
-SCHEDULE_INTERVALS = {entry.job.__name__: entry.interval or longest_gap(entry.cron or "") for entry in SCHEDULE}
+# Each scheduled job's interval in seconds (a cron schedule's longest gap): how late its last success may be.
+SCHEDULE_INTERVALS.update({entry.job.__name__: entry.interval or longest_gap(entry.cron or "") for entry in SCHEDULE})
 #: What each job's number counts, by name.
 JOB_COUNTS = {entry.job.__name__: entry.counts for entry in SCHEDULE}

@@ -156,11 +156,15 @@ def read_processes(connection: Redis, schedule: Mapping[str, int]) -> ProcessesH
     return ProcessesHealth(workers, at, heartbeat.get("name") or "", jobs, time.time())
 
 
+#: Each scheduled job's interval in seconds, by name (a cron schedule's longest gap): filled in by `app.tasks`, which
+#: defines the schedule and is imported with the app (`app.worker`); the jobs import the services, which import this
+#: module, so it cannot import them.
+SCHEDULE_INTERVALS: dict[str, int] = {}
+
+
 def processes_health() -> ProcessesHealth | None:
     """The queue's processes (`read_processes` on the app's queue and `app.tasks.SCHEDULE`), or None when no queue
     is configured or Redis does not answer (the queue's own line says so); needs an app context."""
-    from app.tasks import SCHEDULE_INTERVALS  # the jobs import the app's services, which import this module
-
     queue = task_queue()
     if queue is None:
         return None
