@@ -10,10 +10,8 @@ process that delivered after its response hung until gunicorn killed it.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,6 +28,8 @@ from app.services.mail import DELIVER_TASK, deliver_pending, queue_mail
 from app.services.signals import SyncResult, commit_billing
 from tests.conftest import make_config
 from tests.factories import UserFactory
+from tests.queue.test_worker import start_worker as start_queue_process
+from tests.queue.test_worker import wait_for as wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 KIND = "subscription_ended"
@@ -161,34 +161,11 @@ def test_rqs_job_timeout_goes_on_to_rq_and_the_mail_stays_pending(hung_mail_app)
 
 def start_worker(database_url: str, redis_url: str, mail_port: int) -> subprocess.Popen:
     """`flask queue worker` as operators run it (tests/queue/test_worker.py), MAIL_TIMEOUT 1 s."""
-    env = {
-        **os.environ,
-        "FLASK_APP": "wsgi:app",
-        "ENVIRONMENT": "testing",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "TASK_QUEUE_URL": redis_url,
-        "MAIL_SERVER": "127.0.0.1",
-        "MAIL_PORT": str(mail_port),
-        "MAIL_TIMEOUT": "1",
-        "LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "flask", "queue", "worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return start_queue_process(database_url, redis_url, mail_port, MAIL_TIMEOUT="1")
 
 
 def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+    return wait_until(condition, seconds, every=0.1)
 
 
 def test_the_worker_is_free_again_about_mail_timeout_after_a_hung_server(

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from app.models import MailOutbox
 from app.services.mail import deliver_pending, queue_mail
 from tests.conftest import make_config
 from tests.factories import UserFactory
+from tests.queue.test_worker import wait_for as wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,12 +93,7 @@ def start_delivery(database_url: str, redis_url: str, mail_port: int) -> subproc
 
 
 def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
+    return wait_until(condition, seconds, every=0.02)
 
 
 def statuses(app) -> list[str]:

@@ -64,12 +64,13 @@ def start_worker(
     )
 
 
-def wait_for(condition, seconds: float) -> bool:
+def wait_for(condition, seconds: float, every: float = 0.2) -> bool:
+    """Whether `condition()` came true within `seconds`, asked every `every` seconds."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.2)
+        time.sleep(every)
     return condition()
 
 
