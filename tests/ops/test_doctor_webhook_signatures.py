@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import StripeEvent
 from tests.ops.test_doctor import doctor
-from tests.ops.test_gunicorn import free_port, wait_until_up
+from tests.ops.test_gunicorn import free_port, served_env, spawn_gunicorn, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,26 +125,9 @@ def test_a_gunicorn_of_this_app_keeping_its_metrics_elsewhere_is_named(
     """gunicorn running this project with another PROMETHEUS_MULTIPROC_DIR (here gunicorn.conf.py's own temporary
     one): the counts doctor reads here are not the server's."""
     port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "ENVIRONMENT": "testing",
-        "DATABASE_URL": seeded.config["DATABASE_URL"],
-        "REDIS_URL": seeded.config["REDIS_URL"],
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
-        "TMPDIR": str(tmp_path),
-    }
+    env = served_env(seeded, tmp_path, GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="1", TMPDIR=str(tmp_path))
     log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / ".venv/bin/gunicorn"), "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn_gunicorn([], env, log_path)
     try:
         wait_until_up(process, port, log_path)
         here = tmp_path / "this-shell"

@@ -29,33 +29,47 @@ def get(url: str) -> tuple[int, str, dict]:
         return error.code, error.read().decode(), dict(error.headers)
 
 
-def test_gunicorn_serves_the_app_with_multiprocess_metrics_and_structured_logs(seeded, tmp_path):
-    port = free_port()
-    metrics_dir = tmp_path / "prometheus"
-    metrics_dir.mkdir()
-    (metrics_dir / "counter_99999.db").write_bytes(b"stale")  # a previous run's file: cleared at start
-    env = {
+def served_env(seeded, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a gunicorn serving the suite's database, Redis and Stripe emulator (and `extra`)."""
+    return {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
         "ENVIRONMENT": "testing",
         "DATABASE_URL": seeded.config["DATABASE_URL"],
         "REDIS_URL": seeded.config["REDIS_URL"],
         "STRIPE_API_BASE": seeded.config.get("STRIPE_API_BASE") or "",
-        "PORT": str(port),
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        **extra,
     }
-    log_path = tmp_path / "gunicorn.log"
+
+
+def spawn_gunicorn(args: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> subprocess.Popen:
+    """`gunicorn ARGS wsgi:app` in a session of its own (stopped with `os.killpg`), its output in `log_path`."""
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / ".venv/bin/gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
+        return subprocess.Popen(
+            [str(ROOT / ".venv/bin/gunicorn"), *args, "wsgi:app"],
+            cwd=cwd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def test_gunicorn_serves_the_app_with_multiprocess_metrics_and_structured_logs(seeded, tmp_path):
+    port = free_port()
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_99999.db").write_bytes(b"stale")  # a previous run's file: cleared at start
+    env = served_env(
+        seeded,
+        tmp_path,
+        PORT=str(port),
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY="2",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
+    log_path = tmp_path / "gunicorn.log"
+    process = spawn_gunicorn(["-c", "deploy/gunicorn.conf.py"], env, log_path)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -103,16 +117,13 @@ def wait_until_up(process, port: int, log_path: Path) -> None:
 def test_the_readme_command_adds_up_both_workers_metrics(seeded, tmp_path):
     """`gunicorn wsgi:app -w 2` typed as is: every scrape, whichever worker answers it, counts every delivery."""
     port = free_port()
-    env = {
-        "PATH": f"{ROOT / '.venv/bin'}{os.pathsep}{os.environ['PATH']}",
-        "HOME": str(tmp_path),
-        "ENVIRONMENT": "testing",
-        "DATABASE_URL": seeded.config["DATABASE_URL"],
-        "REDIS_URL": seeded.config["REDIS_URL"],
-        "STRIPE_API_BASE": seeded.config.get("STRIPE_API_BASE") or "",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "STRIPE_WEBHOOK_SECRET": "whsec_" + "r" * 32,
-    }
+    env = served_env(
+        seeded,
+        tmp_path,
+        PATH=f"{ROOT / '.venv/bin'}{os.pathsep}{os.environ['PATH']}",
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        STRIPE_WEBHOOK_SECRET="whsec_" + "r" * 32,
+    )
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(

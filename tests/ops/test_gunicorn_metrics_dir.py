@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.test_gunicorn import ROOT, free_port, get, wait_until_up
+from tests.ops.test_gunicorn import ROOT, free_port, get, spawn_gunicorn, wait_until_up
 
 WORKER = """
 import sys, time
@@ -56,15 +56,7 @@ def test_gunicorn_start_keeps_a_live_workers_metric_files_and_clears_the_dead(se
             "GUNICORN_BIND": f"127.0.0.1:{port}",
             "WEB_CONCURRENCY": "1",
         }
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(
-                [str(ROOT / ".venv/bin/gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = spawn_gunicorn(["-c", "deploy/gunicorn.conf.py"], env, log_path)
         wait_until_up(process, port, log_path)
         assert worker_file.exists(), "the running worker's counters were deleted"
         assert not stale.exists(), "a dead process's file was kept: its old counts would be added again"

@@ -7,35 +7,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
-from tests.ops.test_gunicorn import ROOT, free_port, get, wait_until_up
+from tests.ops.test_gunicorn import ROOT, free_port, get, served_env, spawn_gunicorn, wait_until_up
 
 EVENT = "metrics_multiprocess_dir_missing"
 
 
 def start(seeded, tmp_path: Path, args: list[str], port: int, cwd: Path = ROOT, **extra: str) -> list[str]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "ENVIRONMENT": "testing",
-        "DATABASE_URL": seeded.config["DATABASE_URL"],
-        "REDIS_URL": seeded.config["REDIS_URL"],
-        "STRIPE_API_BASE": seeded.config.get("STRIPE_API_BASE") or "",
-        "TMPDIR": str(tmp_path),
-        **extra,
-    }
+    env = served_env(seeded, tmp_path, TMPDIR=str(tmp_path), **extra)
     log_path = tmp_path / f"gunicorn-{port}.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / ".venv/bin/gunicorn"), *args, "wsgi:app"],
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn_gunicorn(args, env, log_path, cwd=cwd)
     try:
         wait_until_up(process, port, log_path)
         for _ in range(4):
