@@ -5,8 +5,6 @@ or `error` (anything else: nothing listening, a dropped connection)."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY
@@ -15,29 +13,11 @@ from app import create_app
 from app.extensions import db
 from app.services.mail import Delivery, deliver_batch, queue_mail
 from app.services.metrics import render_metrics
+from tests.billing.test_mail_delivery import Refusing, free_port
 from tests.conftest import make_config
 from tests.factories import UserFactory
 
 KIND = "subscription_ended"
-
-
-class Refusing:
-    """Takes mail for every address but those at refused.example (550)."""
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.endswith("@refused.example"):
-            return "550 5.1.1 No such user"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
