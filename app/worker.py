@@ -1,7 +1,8 @@
 """`flask queue …`: the processes of the task queue (app/tasks.py) and a look at it.
 
 - `flask queue worker`: runs jobs as they come, with RQ's scheduler inside (it moves the retries that wait out a
-  backoff back onto the queue). Start as many as needed, on any host, against the same Redis and database.
+  backoff back onto the queue; started again within seconds when a Redis outage ended it: `QueueWorker`). Start as
+  many as needed, on any host, against the same Redis and database.
   `--metrics-port` serves its own counters (events applied, mail sent, Stripe calls) for Prometheus to scrape.
   `--nice N` lowers its CPU priority beside the web processes on a shared host (`lower_priority`), and holds its
   webhook drains' and mail deliveries' batches back while the host's CPUs are busy (app/tasks.py `BusyHostGate`).
@@ -11,18 +12,21 @@
 - `flask queue run NAME`: a scheduled job now, in this process (a fresh clone has no queue).
 - `flask queue status`: depth, failures, the oldest waiting mail, the webhook events waiting to be applied.
 
-The worker is RQ's SimpleWorker: jobs run in the worker's own process, each in an app context of its own, so the
-app and its connection pool are built once instead of once per forked job.
+The worker is RQ's SimpleWorker (`QueueWorker`): jobs run in the worker's own process, each in an app context of its
+own, so the app and its connection pool are built once instead of once per forked job.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
 from collections.abc import Callable
+from multiprocessing import Process
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask
@@ -98,6 +102,83 @@ RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+#: How often a worker looks at its RQ scheduler (a child process), and starts it again if it has ended.
+SCHEDULER_CHECK_SECONDS = 5
+
+
+class QueueWorker(SimpleWorker):
+    """RQ's SimpleWorker whose scheduler comes back within seconds of ending, not minutes.
+
+    RQ's scheduler (`with_scheduler=True`) runs in a child process of the worker and moves the retries that wait out
+    a backoff (`Retry(interval=…)`, the mail job's MAIL_RETRY) onto the queue. It ends at its first Redis error, and
+    RQ starts it again only at the worker's maintenance, every 10 minutes (with the cleaning of its registries), seen
+    between two waits for a job of up to 405 s each: after a Redis outage the retries waited that long. This worker
+    runs RQ's own restart of it (`RQScheduler.acquire_locks(auto_start=True)`) every `scheduler_check_seconds`, and
+    waits for a job no longer than that (an idle worker's loop is then one heartbeat and one BLPOP every 5 s); the
+    cleaning keeps its 10 minutes. One worker per queue runs the scheduler (it holds a lock in Redis): the others try
+    the lock at each check too, and so take it over within a minute of that worker's death (the lock's expiry).
+
+    Unlike RQ's restart, a worker starts the scheduler again only when it holds the lock: RQ's starts it in a worker
+    that held the lock once even while another worker's scheduler runs (two would move a job onto the queue twice).
+    The lock the dead scheduler left (Redis kept its data) names this worker's pid: the worker gives it up first, so
+    that it takes it again at once instead of when it expires. `scheduler_check_seconds=None` (`--burst`: the worker
+    moved what was due at its start and runs no scheduler) leaves RQ's behaviour as it is.
+    """
+
+    def __init__(self, *args: Any, scheduler_check_seconds: float | None = SCHEDULER_CHECK_SECONDS, **kwargs: Any):
+        self.scheduler_check_seconds = scheduler_check_seconds  # before RQ's __init__: it reads `dequeue_timeout`
+        self.scheduler_checked_at = time.monotonic()
+        super().__init__(*args, **kwargs)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """How long one wait for a job blocks (BLPOP): at most `scheduler_check_seconds`, so that the loop comes back
+        to the scheduler's check on time."""
+        if self.scheduler_check_seconds is None:
+            return super().dequeue_timeout
+        return max(1, min(super().dequeue_timeout, math.ceil(self.scheduler_check_seconds)))
+
+    @property
+    def keeps_scheduler(self) -> bool:
+        """Whether this worker looks after a scheduler: it has one (`with_scheduler`), past RQ's start of it (the
+        first maintenance), and not in burst mode."""
+        return self.scheduler is not None and self.scheduler_check_seconds is not None and bool(self.last_cleaned_at)
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        return super().should_run_maintenance_tasks or (
+            self.keeps_scheduler and time.monotonic() - self.scheduler_checked_at >= (self.scheduler_check_seconds or 0)
+        )
+
+    def run_maintenance_tasks(self) -> None:
+        if self.keeps_scheduler:
+            self.keep_scheduler()  # first: RQ's own check (in its maintenance) then finds the scheduler alive
+        if super().should_run_maintenance_tasks:
+            super().run_maintenance_tasks()
+
+    def keep_scheduler(self) -> None:
+        """Start the scheduler again if its process has ended, when this worker holds (or wins) its lock."""
+        scheduler = self.scheduler
+        assert scheduler is not None
+        self.scheduler_checked_at = time.monotonic()
+        process: Process | None = scheduler._process
+        if process is not None and process.is_alive():
+            return
+        try:
+            if process is not None:
+                for name in scheduler.acquired_locks:  # the dead scheduler's, if Redis kept it: ours to give up
+                    self.connection.eval(RELEASE_LOCK, 1, scheduler.get_locking_key(name), os.getpid())
+                log.warning("queue_worker_scheduler_died", worker=self.name, pid=process.pid, exitcode=process.exitcode)
+                scheduler._process, scheduler._acquired_locks = None, set()
+            if scheduler.acquire_locks(auto_start=True):
+                started: Process | None = scheduler._process
+                log.info("queue_worker_scheduler_started", worker=self.name, pid=started and started.pid)
+        except RedisError as error:  # one more outage: the next check tries again
+            log.warning(
+                "queue_worker_scheduler_not_started", worker=self.name, error=f"{type(error).__name__}: {error}"
+            )
 
 
 class Cron:
@@ -269,7 +350,9 @@ def register(app: Flask) -> None:
                 raise click.ClickException(
                     f"cannot serve metrics on {metrics_host}:{metrics_port}: {error.strerror or error}"
                 ) from None
-        worker = SimpleWorker([queue], connection=queue.connection)
+        worker = QueueWorker(
+            [queue], connection=queue.connection, scheduler_check_seconds=None if burst else SCHEDULER_CHECK_SECONDS
+        )
         worker.work(burst=burst, with_scheduler=True, logging_level=logging.getLevelName(app.config["LOG_LEVEL"]))
 
     @group.command("cron")
