@@ -194,15 +194,20 @@ class PlanChangeRequest(BaseModel):
 
 
 class PlanChange(Answer):
-    """An upgrade takes effect now (prorations invoiced at once); a downgrade at period end."""
+    """`kind` says what the change is, `effective_at` when it happens. A change to a higher tier at the same or a
+    longer cycle takes effect now (prorations invoiced at once); a lower tier, the other cycle of the same plan, or
+    a shorter cycle (even to a higher tier) at the end of the paid period."""
 
     plan: Literal[PAID_PLAN_NAMES]  # type: ignore[valid-type]
     billing_cycle: Literal[BILLING_CYCLES]  # type: ignore[valid-type]
-    kind: Literal["upgrade", "downgrade"]
+    kind: Literal["upgrade", "downgrade", "cycle_change"] = Field(
+        description="`upgrade` / `downgrade`: to a higher / lower plan; `cycle_change`: the same plan, the other "
+        "billing cycle."
+    )
     applied: bool
-    amount_due_now: int = Field(description="Cents, charged now (0 for a downgrade).")
+    amount_due_now: int = Field(description="Cents, charged now (0 for a change at period end).")
     currency: str = Field(examples=["usd"])
-    effective_at: NullableIsoDateTime = Field(description="When a downgrade happens; null: now.")
+    effective_at: NullableIsoDateTime = Field(description="When the change happens (the period end); null: now.")
 
 
 class Subscription(Answer):

@@ -23,7 +23,12 @@ from app.services import DomainError, audit, mail, stripe_gateway
 from app.services.catalog import plan_for_price, validate_choice
 from app.services.queries import live_subscription
 from app.services.stripe_gateway import from_timestamp, id_of
-from app.services.sync import plan_change_scheduled_row, scheduled_price_changes, sync_customer
+from app.services.sync import (
+    plan_change_direction,
+    plan_change_scheduled_row,
+    scheduled_price_changes,
+    sync_customer,
+)
 
 log = get_logger(__name__)
 
@@ -133,6 +138,11 @@ class PlanChange:
     amount_due_now: int  # cents
     currency: str
     effective_at: datetime | None
+    #: What the change is: an upgrade or a downgrade by the plans' tiers, or a cycle_change (the same plan, the other
+    #: cycle) — `plan_change_direction`, the rule of the plan-change counter. Not when it takes effect (`immediate`,
+    #: `effective_at`): a higher tier on a shorter cycle is an upgrade at period end, and a cycle_change waits for it.
+    #: Decided before the change (the subscription's row is on the new plan once an immediate change is synced).
+    kind: str
     #: A cancellation is pending: choosing another plan means staying, so the change withdraws it.
     withdraws_cancellation: bool = False
     #: The total (cents) of the invoice an immediate change makes: the amount due before the customer's credit
@@ -147,10 +157,6 @@ class PlanChange:
         """Cents the change adds to the customer's credit balance: Stripe pays no negative invoice out, it credits
         the customer, and later invoices use the credit up."""
         return max(0, -self.invoice_total)
-
-    @property
-    def kind(self) -> str:
-        return "upgrade" if self.immediate else "downgrade"
 
 
 def plan_change(user: User, plan_name: str | None, cycle: str | None, preview: bool = True) -> PlanChange:
@@ -190,6 +196,7 @@ def plan_change(user: User, plan_name: str | None, cycle: str | None, preview: b
         amount,
         currency,
         None if immediate else subscription.current_period_end,
+        plan_change_direction(current.name, plan),
         withdraws_cancellation=subscription.cancel_at_period_end,
         invoice_total=total,
         proration_date=proration_date,

@@ -220,8 +220,11 @@ def subscription_price_id(sub: dict[str, Any]) -> str | None:
     return id_of(items[0].get("price") or {}) if items else None
 
 
-def plan_change_direction(from_plan: str, to_plan: PlanView) -> str:
-    """upgrade / downgrade by the plans' tiers (sort_order); the same plan in another cycle is a cycle_change."""
+def plan_change_direction(from_plan: str, to_plan: PlanView | SubscriptionPlan) -> str:
+    """upgrade / downgrade by the plans' tiers (sort_order); the same plan in another cycle is a cycle_change. The
+    one rule for a change seen here (the plan-change counter, metrics.PLAN_CHANGE_DIRECTIONS) and one asked for (the
+    API's `kind`, subscriptions.PlanChange). It says what the change is, not when it takes effect: a higher tier on a
+    shorter cycle is an upgrade that waits for the period end (subscriptions.scheduled_at_period_end)."""
     if from_plan == to_plan.name:
         return "cycle_change"
     previous = plan_view_by_name(from_plan)

@@ -224,6 +224,42 @@ def test_plan_change_preview_and_apply_keep_one_subscription(api, stripe_emulato
     assert api.get("/billing/subscription", token).get_json()["plan"] == "pro"  # until the period ends
 
 
+def test_the_kind_of_a_plan_change_is_its_direction_and_effective_at_its_time(api, stripe_emulator, webhooks_to_app):
+    """`kind` says what the change is (by the plans' tiers, the sync's rule for the plan-change counter), not when:
+    the other cycle of the same plan is a cycle_change (it used to say "downgrade", as every change waiting for the
+    period end did), a higher tier on a shorter cycle an upgrade at period end."""
+    token = api.user("yearly@example.com")
+    pay(api, stripe_emulator, token, "starter", "yearly")
+    period_end = api.get("/billing/subscription", token).get_json()["current_period_end"]
+
+    def preview(plan: str, cycle: str) -> tuple:
+        answer = api.post(
+            "/billing/change-plan", token, json={"plan_name": plan, "billing_cycle": cycle, "preview": True}
+        ).get_json()
+        return answer["kind"], answer["effective_at"], answer["amount_due_now"] > 0
+
+    assert preview("starter", "monthly") == ("cycle_change", period_end, False)
+    assert preview("pro", "monthly") == ("upgrade", period_end, False)  # shorter: it waits for the year's end
+    assert preview("pro", "yearly") == ("upgrade", None, True)  # now, prorated
+
+    changed = api.post("/billing/change-plan", token, json={"plan_name": "starter", "billing_cycle": "monthly"})
+    assert changed.status_code == 200, changed.get_json()
+    assert (changed.get_json()["kind"], changed.get_json()["applied"]) == ("cycle_change", True)
+    assert changed.get_json()["effective_at"] == period_end
+    assert changed.get_json()["amount_due_now"] == 0
+
+    other = api.user("monthly@example.com")
+    pay(api, stripe_emulator, other, "pro", "monthly")
+    answer = api.post(
+        "/billing/change-plan", other, json={"plan_name": "pro", "billing_cycle": "yearly", "preview": True}
+    ).get_json()
+    assert (answer["kind"], answer["amount_due_now"]) == ("cycle_change", 0)  # cheaper per year: at period end
+    answer = api.post(
+        "/billing/change-plan", other, json={"plan_name": "starter", "billing_cycle": "yearly", "preview": True}
+    ).get_json()
+    assert (answer["kind"], answer["amount_due_now"]) == ("downgrade", 0)
+
+
 def test_the_eleventh_checkout_in_a_minute_is_429(api, stripe_emulator):
     token = api.user("trader@example.com")
     first = api.post("/billing/checkout", token, json={"plan_name": "pro", "billing_cycle": "monthly"})

@@ -9,6 +9,7 @@ import re
 from jsonschema import Draft202012Validator
 
 from app.services.catalog import PLAN_CATALOG
+from app.services.metrics import PLAN_CHANGE_DIRECTIONS
 from tests.api.conftest import PREFIX
 from tests.webhooks.signing import sign
 
@@ -103,6 +104,13 @@ def test_the_plan_names_are_the_catalogs(contract):
     assert schemas["PlanChangeRequest"]["properties"]["plan_name"]["enum"] == paid
     assert schemas["PlanChange"]["properties"]["plan"]["enum"] == paid
     assert schemas["Subscription"]["properties"]["plan"]["enum"] == [spec.name for spec in plans]
+
+
+def test_the_plan_change_kinds_are_the_directions_of_the_plan_change_counter(contract):
+    """The API's `kind` and the counter's `direction` come from one rule (sync.plan_change_direction)."""
+    kind = contract.document["components"]["schemas"]["PlanChange"]["properties"]["kind"]
+    assert kind["enum"] == list(PLAN_CHANGE_DIRECTIONS)
+    assert "cycle_change" in kind["description"]
 
 
 def test_real_answers_validate_against_the_document(api, stripe_emulator, webhooks_to_app):
