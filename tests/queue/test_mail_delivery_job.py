@@ -10,7 +10,7 @@ committed meanwhile.
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -152,7 +152,8 @@ def test_an_enqueue_that_fails_leaves_no_flag(queued_app, redis_url, caplog, pat
 
 def test_a_mail_committed_while_the_job_waits_for_its_retry_goes_with_the_retry(queued_app, redis_url, smtp_port):
     """SMTP down: the job fails and waits for its retry (10 s), holding the flag until then, so a mail committed
-    meanwhile enqueues no job of its own; once SMTP is back, the retry sends both."""
+    meanwhile enqueues no job of its own; once SMTP is back, the retry sends it. The mail that failed waits for its
+    own next attempt (1 min after it failed: `MAIL_BACKOFF`), which the next delivery makes once it is due."""
     commit_mails(queued_app, 1, prefix="first")
     work(queued_app)  # SMTP down: fails, its retry scheduled
     store = redis.Redis.from_url(redis_url)
@@ -171,8 +172,26 @@ def test_a_mail_committed_while_the_job_waits_for_its_retry_goes_with_the_retry(
             queue = task_queue()
             queue.scheduled_job_registry.schedule(queue.fetch_job(scheduled[0]), datetime.now(UTC))  # due now
         work(queued_app, with_scheduler=True)
+        assert sent_mails(queued_app) == ["second0:ended"]  # the first backs off: not due for a minute
+        assert not store.exists(DELIVERY_PENDING_KEY)
+        with queued_app.app_context():  # a minute later
+            db.session.execute(sa.update(MailOutbox).values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1)))
+            db.session.commit()
+        with queued_app.test_request_context("/"):
+            request_delivery()
+        work(queued_app)
     finally:
         controller.stop()
     assert statuses(queued_app) == {"sent": 2}
+    assert sent_mails(queued_app) == ["first0:ended", "second0:ended"]
     assert len(handler.recipients) == 2
     assert not store.exists(DELIVERY_PENDING_KEY)
+
+
+def sent_mails(app) -> list[str]:
+    with app.app_context():
+        return list(
+            db.session.scalars(
+                sa.select(MailOutbox.dedupe_key).where(MailOutbox.status == "sent").order_by(MailOutbox.id)
+            )
+        )
