@@ -9,11 +9,12 @@ Delivery never happens inside a request: after the commit, `deliver_queued` hand
 that a `flask queue worker` process runs, retried with backoff while SMTP is down; app/tasks.py). Without a queue
 (`TASK_QUEUE_URL` unset, a fresh clone) the app's own process delivers once the response has been sent.
 
-A mail that fails backs off on its own (`next_attempt_at`, MAIL_BACKOFF): tried again 1 min, 5 min, 15 min and 1 h
-after its first four failed attempts, then every 3 h; a delivery takes only the mails due. Its 12th failed attempt
-(MAIL_MAX_ATTEMPTS, about 22 h after the first) gives it up: `failed`, like an address refused for good, logged
-(`mail_given_up`) and counted (`mail_given_up_total`). The age of the oldest waiting mail (`flask doctor`,
-`mail_outbox_oldest_pending_seconds`) is still counted from its creation, however long it backs off.
+A mail that fails backs off on its own (`next_attempt_at`, MAIL_BACKOFF): tried again 10 s, 30 s, 1 min, 5 min,
+15 min and 1 h after its first six failed attempts (the delivery job's own retries, MAIL_RETRY, come at those same
+times), then every 3 h; a delivery takes only the mails due. Its 14th failed attempt (MAIL_MAX_ATTEMPTS, about 22 h
+after the first) gives it up: `failed`, like an address refused for good, logged (`mail_given_up`) and counted
+(`mail_given_up_total`). The age of the oldest waiting mail (`flask doctor`, `mail_outbox_oldest_pending_seconds`) is
+still counted from its creation, however long it backs off.
 
 One job sends every pending mail, so a commit enqueues one only when none is waiting: it sets the
 `mail_delivery_pending` flag (SET NX) and enqueues the job when the flag was not set; the job deletes the flag before
@@ -117,10 +118,13 @@ INSERT_MAIL = text(
 
 
 #: Each mail's own backoff: after its n-th failed attempt it is next due MAIL_BACKOFF[n - 1] later (its
-#: `next_attempt_at`), the last entry for every attempt beyond: 1 min, 5 min, 15 min, 1 h, then every 3 h. A delivery
-#: (a job, its retry, the every-minute sweep of app/tasks.py, or the web process without a queue) takes only the mails
-#: due, so while SMTP is down a mail is tried on this schedule, whatever runs meanwhile.
+#: `next_attempt_at`), the last entry for every attempt beyond: 10 s, 30 s, 1 min, 5 min, 15 min, 1 h, then every 3 h.
+#: A delivery (a job, its retry, the every-minute sweep of app/tasks.py, or the web process without a queue) takes only
+#: the mails due, so while SMTP is down a mail is tried on this schedule, whatever runs meanwhile. The short first
+#: steps let a blip (a dropped connection, a mail server restarting) cost a reset link seconds, not minutes.
 MAIL_BACKOFF = (
+    timedelta(seconds=10),
+    timedelta(seconds=30),
     timedelta(minutes=1),
     timedelta(minutes=5),
     timedelta(minutes=15),
@@ -128,12 +132,18 @@ MAIL_BACKOFF = (
     timedelta(hours=3),
 )
 #: A mail whose attempt number MAIL_MAX_ATTEMPTS fails is given up: `failed`, its last error kept, logged
-#: (`mail_given_up`) and counted (`mail_given_up_total{kind}`). On MAIL_BACKOFF that attempt comes about 22 h 21 min
-#: after the first (1 + 5 + 15 + 60 min, then 8 × 3 h): a mail still not sent is a day late, its links (a password
-#: reset, an email change: 1 h) long expired, its alert stale; MailDeliveryStuck (the oldest pending mail waiting over
-#: 15 min) has fired for most of that day. Only a failure of the mail itself counts toward it: RQ's job timeout counts
-#: the attempt but never gives the mail up.
-MAIL_MAX_ATTEMPTS = 12
+#: (`mail_given_up`) and counted (`mail_given_up_total{kind}`). On MAIL_BACKOFF that attempt comes 22 h 21 min 40 s
+#: after the first (1 h 21 min 40 s, then 7 × 3 h): a mail still not sent is a day late, its links (a password reset,
+#: an email change: 1 h) long expired, its alert stale; MailDeliveryStuck (the oldest pending mail waiting over 15 min)
+#: has fired for most of that day. Only a failure of the mail itself counts toward it: RQ's job timeout counts the
+#: attempt but never gives the mail up.
+MAIL_MAX_ATTEMPTS = 14
+
+
+#: A mail due within this long counts as due: RQ schedules a job's retry to the whole second (it truncates the time),
+#: so the retry meant for a mail may come up to a second before the mail's `next_attempt_at`, and would find it not
+#: due (and, nothing failing, end the job's retries); hosts' clocks differ a little too.
+DUE_LEEWAY = timedelta(seconds=2)
 
 
 def next_attempt_delay(attempts: int) -> timedelta:
@@ -141,10 +151,14 @@ def next_attempt_delay(attempts: int) -> timedelta:
     return MAIL_BACKOFF[min(max(attempts, 1), len(MAIL_BACKOFF)) - 1]
 
 
-#: The worker's retries of a delivery job that failed (SMTP down): 10 s, 30 s, 1 min, 5 min, 15 min, 1 h. A retry sends
-#: the mails due by then (those committed meanwhile, those a hung server left untried); a mail that failed waits for
-#: its own `next_attempt_at` (MAIL_BACKOFF), however many jobs, retries and sweeps run before it.
-MAIL_RETRY = Retry(max=6, interval=[10, 30, 60, 300, 900, 3600])
+#: The worker's retries of a delivery job that failed (SMTP down), at MAIL_BACKOFF's first six steps: 10 s, 30 s,
+#: 1 min, 5 min, 15 min, 1 h: a mail first tried by the job's first run, and failing in each, is due again as each
+#: retry comes (counted from the job's failure, after the mail's), so without the every-minute sweep (no
+#: `flask queue cron`) it is still tried on its schedule for its first 1 h 21 min.
+#: A retry sends every mail due by then (those committed meanwhile, those a hung server left untried, those that
+#: failed in an earlier job); a mail that failed waits for its own `next_attempt_at`, however many jobs, retries and
+#: sweeps run before it.
+MAIL_RETRY = Retry(max=6, interval=[int(step.total_seconds()) for step in MAIL_BACKOFF[:6]])
 #: The task the queue runs, named (not imported: app/tasks.py is built on this module).
 DELIVER_TASK = "app.tasks.deliver_mail"
 
@@ -179,7 +193,7 @@ def deliver_batch(limit: int = 50) -> Delivery:
                 select(MailOutbox)
                 .where(
                     MailOutbox.status == "pending",
-                    or_(MailOutbox.next_attempt_at.is_(None), MailOutbox.next_attempt_at <= utcnow()),
+                    or_(MailOutbox.next_attempt_at.is_(None), MailOutbox.next_attempt_at <= utcnow() + DUE_LEEWAY),
                     MailOutbox.id.not_in(tried),
                 )
                 .order_by(MailOutbox.attempts, MailOutbox.id)

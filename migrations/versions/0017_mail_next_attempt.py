@@ -4,9 +4,9 @@ Revision ID: 0017_mail_next_attempt
 Revises: 0016_logouts_everywhere
 Create Date: 2026-12-04 22:00:00
 
-- mail_outbox.next_attempt_at: when a mail that failed may be tried again (app/services/mail.py's MAIL_BACKOFF: 1 min,
-  5 min, 15 min, 1 h, then every 3 h); the delivery takes only the mails due. NULL for a mail never tried: due at
-  once. Existing rows start NULL: a pending one is tried by the next delivery, as before this revision.
+- mail_outbox.next_attempt_at: when a mail that failed may be tried again (app/services/mail.py's MAIL_BACKOFF:
+  10 s, 30 s, 1 min, 5 min, 15 min, 1 h, then every 3 h); a delivery takes only the mails due. NULL for a mail never
+  tried: due at once. Existing rows start NULL: a pending one is tried by the next delivery, as before this revision.
 """
 
 import sqlalchemy as sa

@@ -1,6 +1,7 @@
-"""Each outbox mail backs off on its own: a failed attempt sets its `next_attempt_at` (1 min, 5 min, 15 min, 1 h, then
-every 3 h), a delivery takes only the mails due, and the 12th failed attempt gives the mail up (`failed`, logged and
-counted). Against a real SMTP server (aiosmtpd) answering `451` (try again later) and the test PostgreSQL.
+"""Each outbox mail backs off on its own: a failed attempt sets its `next_attempt_at` (10 s, 30 s, 1 min, 5 min,
+15 min, 1 h, then every 3 h), a delivery takes only the mails due, and the 14th failed attempt gives the mail up
+(`failed`, logged and counted). Against a real SMTP server (aiosmtpd) answering `451` (try again later) and the
+test PostgreSQL.
 
 Before, the outbox kept no next-attempt time: every delivery (each job, each retry, the every-minute sweep) tried
 every pending mail again, and two workers' batches running at once each tried the same failing mail (the `tried`
@@ -26,6 +27,7 @@ from app.models import MAIL_KINDS, MailOutbox, utcnow
 from app.services.mail import (
     MAIL_BACKOFF,
     MAIL_MAX_ATTEMPTS,
+    MAIL_RETRY,
     SUBJECTS,
     Delivery,
     deliver_batch,
@@ -113,9 +115,11 @@ def sample(name: str, **labels: str) -> float:
 
 
 def test_the_backoff_schedule():
-    """1 min, 5 min, 15 min, 1 h, then 3 h after each failed attempt; the 12th attempt, the last, about 22 h 21 min
-    after the first."""
-    assert [next_attempt_delay(n) for n in range(1, 9)] == [
+    """10 s, 30 s, 1 min, 5 min, 15 min, 1 h (the delivery job's own retries, at the same times), then 3 h after each
+    failed attempt; the 14th attempt, the last, 22 h 21 min 40 s after the first."""
+    assert [next_attempt_delay(n) for n in range(1, 10)] == [
+        timedelta(seconds=10),
+        timedelta(seconds=30),
         timedelta(minutes=1),
         timedelta(minutes=5),
         timedelta(minutes=15),
@@ -123,11 +127,11 @@ def test_the_backoff_schedule():
         timedelta(hours=3),
         timedelta(hours=3),
         timedelta(hours=3),
-        timedelta(hours=3),
     ]
-    assert MAIL_BACKOFF[-1] == timedelta(hours=3) and MAIL_MAX_ATTEMPTS == 12
+    assert MAIL_BACKOFF[-1] == timedelta(hours=3) and MAIL_MAX_ATTEMPTS == 14
+    assert MAIL_RETRY.intervals == [10, 30, 60, 300, 900, 3600] and MAIL_RETRY.max == 6
     last_attempt = sum((next_attempt_delay(n) for n in range(1, MAIL_MAX_ATTEMPTS)), timedelta())
-    assert last_attempt == timedelta(hours=22, minutes=21)
+    assert last_attempt == timedelta(hours=22, minutes=21, seconds=40)
 
 
 def test_a_failed_mail_waits_for_its_next_attempt(mail_app, deferring):
@@ -140,7 +144,7 @@ def test_a_failed_mail_waits_for_its_next_attempt(mail_app, deferring):
         assert deliver_batch() == Delivery(sent=0, failed=0)
     (row,) = rows(mail_app)
     assert (row.status, row.attempts) == ("pending", 1) and "451" in row.error
-    assert before + timedelta(minutes=1) <= row.next_attempt_at <= after + timedelta(minutes=1)
+    assert before + timedelta(seconds=10) <= row.next_attempt_at <= after + timedelta(seconds=10)
     assert deferring.asked == ["ada@example.com"]
 
     make_due(mail_app)
@@ -150,7 +154,7 @@ def test_a_failed_mail_waits_for_its_next_attempt(mail_app, deferring):
         after = utcnow()
     (row,) = rows(mail_app)
     assert (row.status, row.attempts) == ("pending", 2)
-    assert before + timedelta(minutes=5) <= row.next_attempt_at <= after + timedelta(minutes=5)
+    assert before + timedelta(seconds=30) <= row.next_attempt_at <= after + timedelta(seconds=30)
 
     deferring.accepting = True
     make_due(mail_app)
@@ -177,7 +181,7 @@ def test_a_new_mail_is_sent_while_an_older_one_backs_off(mail_app, deferring):
 
 
 def test_the_last_attempt_failing_gives_the_mail_up_visibly(mail_app, deferring, caplog):
-    """The 11th failed attempt leaves the mail pending; the 12th gives it up: `failed` with its last error, the
+    """The 13th failed attempt leaves the mail pending; the 14th gives it up: `failed` with its last error, the
     `mail_given_up` log line and `mail_given_up_total` — and it no longer counts as a waiting mail."""
     queue(mail_app, "late@example.com")
     make_due(mail_app, attempts=MAIL_MAX_ATTEMPTS - 2, created_at=utcnow() - timedelta(hours=22))
