@@ -19,6 +19,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from flask_migrate import upgrade
 from prometheus_client import REGISTRY
 
 from app import create_app
@@ -265,3 +266,31 @@ def test_every_kind_of_mail_is_a_mail_kind_and_has_its_counters():
         assert REGISTRY.get_sample_value("mail_given_up_total", {"kind": kind}) is not None, kind
         for reason in ("refused", "timeout", "error"):
             assert REGISTRY.get_sample_value("mail_send_failures_total", {"kind": kind, "reason": reason}) is not None
+
+
+def test_the_backoff_on_sqlite(tmp_path, stripe_emulator, deferring, mail_port):
+    """The fresh-clone default (SQLite, migrated to head, no queue): a failed mail is not due again until its
+    `next_attempt_at`, then it is."""
+    sqlite_app = create_app(
+        {
+            "ENVIRONMENT": "development",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+            "STRIPE_API_BASE": stripe_emulator.url,
+            "MAIL_SERVER": "127.0.0.1",
+            "MAIL_PORT": str(mail_port),
+        }
+    )
+    with sqlite_app.app_context():
+        upgrade()
+    queue(sqlite_app, "lite@example.com")
+    with sqlite_app.app_context():
+        assert deliver_batch() == Delivery(sent=0, failed=1)
+        assert deliver_batch() == Delivery(sent=0, failed=0)
+    (row,) = rows(sqlite_app)
+    assert row.attempts == 1 and row.next_attempt_at > utcnow() + timedelta(seconds=5)
+    deferring.accepting = True
+    make_due(sqlite_app)
+    with sqlite_app.app_context():
+        assert deliver_batch() == Delivery(sent=1, failed=0)
+        db.engine.dispose()
+    assert deferring.delivered == ["lite@example.com"]
