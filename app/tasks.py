@@ -10,7 +10,8 @@ already, enqueues `apply_webhook_events`: one job applies every event recorded b
 `apply_webhook_event` applies one event: a redelivered failed one.
 
 `SCHEDULE` is what `flask queue cron` (RQ's CronScheduler, one process per deployment) enqueues: the mail sweep
-every minute (mail left pending while Redis or SMTP was down), failed-event replay every five minutes (each event
+every minute (mail left pending while Redis or SMTP was down, each mail once its own backoff lets it:
+app/services/mail.py's MAIL_BACKOFF), failed-event replay every five minutes (each event
 on its own exponential backoff; with it, the events left unapplied a minute after they were recorded, their job
 lost), `flask stripe sync --all` nightly, the alert evaluation on weekdays after the close and the alert digest
 daily after it (app/services/alerts.py). The per-day dashboard counts need no job: the database's triggers keep
@@ -204,8 +205,9 @@ DELIVERY_SECONDS = 60
 @records_success
 @in_app_context
 def deliver_mail(limit: int = 50) -> int:
-    """Send the outbox's pending mail, `limit` at a time, until none is left; returns how many were sent. Raise when
-    some could not be sent (RQ retries the job with backoff).
+    """Send the outbox's pending mail that is due (`deliver_batch`: a mail that failed waits for its `next_attempt_at`),
+    `limit` at a time, until none is left; returns how many were sent. Raise when some could not be sent (RQ retries
+    the job with backoff).
 
     First the `mail_delivery_pending` flag is deleted: a mail committed after this point enqueues a new job, one
     committed before is in this job's batches (one job sends a burst's mails, however many). A failed run whose job

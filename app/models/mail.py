@@ -10,11 +10,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.extensions import Model
 from app.models.base import UTCDateTime, utcnow
 
+#: Every kind of mail, one per subject of app/services/mail.py's SUBJECTS: the metrics label their counters with them.
 MAIL_KINDS = (
     "payment_failed",
     "subscription_activated",
     "cancellation_scheduled",
     "plan_change_scheduled",
+    "scheduled_change_applied",
     "subscription_ended",
     "password_reset",
     "verify_email",
@@ -44,6 +46,9 @@ class MailOutbox(Model):
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    #: When the mail may be tried again after a failed attempt (app/services/mail.py's MAIL_BACKOFF); NULL: never
+    #: tried, due at once.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     def __repr__(self) -> str:

@@ -9,6 +9,13 @@ Delivery never happens inside a request: after the commit, `deliver_queued` hand
 that a `flask queue worker` process runs, retried with backoff while SMTP is down; app/tasks.py). Without a queue
 (`TASK_QUEUE_URL` unset, a fresh clone) the app's own process delivers once the response has been sent.
 
+A mail that fails backs off on its own (`next_attempt_at`, MAIL_BACKOFF): tried again 10 s, 30 s, 1 min, 5 min,
+15 min and 1 h after its first six failed attempts (the delivery job's own retries, MAIL_RETRY, come at those same
+times), then every 3 h; a delivery takes only the mails due. Its 14th failed attempt (MAIL_MAX_ATTEMPTS, about 22 h
+after the first) gives it up: `failed`, like an address refused for good, logged (`mail_given_up`) and counted
+(`mail_given_up_total`). The age of the oldest waiting mail (`flask doctor`, `mail_outbox_oldest_pending_seconds`) is
+still counted from its creation, however long it backs off.
+
 One job sends every pending mail, so a commit enqueues one only when none is waiting: it sets the
 `mail_delivery_pending` flag (SET NX) and enqueues the job when the flag was not set; the job deletes the flag before
 it reads the outbox (a burst of webhook events, each with its mail, otherwise left a job per mail, all but the first
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import smtplib
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +38,7 @@ from markupsafe import Markup
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.timeouts import BaseTimeoutException
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, or_, select, text
 
 from app.extensions import db, task_queue
 from app.logging import get_logger
@@ -109,10 +117,48 @@ INSERT_MAIL = text(
 ).bindparams(bindparam("created_at", type_=MailOutbox.created_at.type))
 
 
-#: The worker's retries of a delivery that failed (SMTP down): 10 s, 30 s, 1 min, 5 min, 15 min, 1 h. The scheduled
-#: sweep (app/tasks.py, every minute) also tries every pending mail meanwhile: the outbox keeps no next-attempt time,
-#: so while SMTP is down a mail is tried about once a minute (each try counted in its `attempts`).
-MAIL_RETRY = Retry(max=6, interval=[10, 30, 60, 300, 900, 3600])
+#: Each mail's own backoff: after its n-th failed attempt it is next due MAIL_BACKOFF[n - 1] later (its
+#: `next_attempt_at`), the last entry for every attempt beyond: 10 s, 30 s, 1 min, 5 min, 15 min, 1 h, then every 3 h.
+#: A delivery (a job, its retry, the every-minute sweep of app/tasks.py, or the web process without a queue) takes only
+#: the mails due, so while SMTP is down a mail is tried on this schedule, whatever runs meanwhile. The short first
+#: steps let a blip (a dropped connection, a mail server restarting) cost a reset link seconds, not minutes.
+MAIL_BACKOFF = (
+    timedelta(seconds=10),
+    timedelta(seconds=30),
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=3),
+)
+#: A mail whose attempt number MAIL_MAX_ATTEMPTS fails is given up: `failed`, its last error kept, logged
+#: (`mail_given_up`) and counted (`mail_given_up_total{kind}`). On MAIL_BACKOFF that attempt comes 22 h 21 min 40 s
+#: after the first (1 h 21 min 40 s, then 7 × 3 h): a mail still not sent is a day late, its links (a password reset,
+#: an email change: 1 h) long expired, its alert stale; MailDeliveryStuck (the oldest pending mail waiting over 15 min)
+#: has fired for most of that day. Only a failure of the mail itself counts toward it: RQ's job timeout counts the
+#: attempt but never gives the mail up.
+MAIL_MAX_ATTEMPTS = 14
+
+
+#: A mail due within this long counts as due: RQ schedules a job's retry to the whole second (it truncates the time),
+#: so the retry meant for a mail may come up to a second before the mail's `next_attempt_at`, and would find it not
+#: due (and, nothing failing, end the job's retries); hosts' clocks differ a little too.
+DUE_LEEWAY = timedelta(seconds=2)
+
+
+def next_attempt_delay(attempts: int) -> timedelta:
+    """How long a mail waits after its `attempts`-th failed attempt (MAIL_BACKOFF)."""
+    return MAIL_BACKOFF[min(max(attempts, 1), len(MAIL_BACKOFF)) - 1]
+
+
+#: The worker's retries of a delivery job that failed (SMTP down), at MAIL_BACKOFF's first six steps: 10 s, 30 s,
+#: 1 min, 5 min, 15 min, 1 h: a mail first tried by the job's first run, and failing in each, is due again as each
+#: retry comes (counted from the job's failure, after the mail's), so without the every-minute sweep (no
+#: `flask queue cron`) it is still tried on its schedule for its first 1 h 21 min.
+#: A retry sends every mail due by then (those committed meanwhile, those a hung server left untried, those that
+#: failed in an earlier job); a mail that failed waits for its own `next_attempt_at`, however many jobs, retries and
+#: sweeps run before it.
+MAIL_RETRY = Retry(max=6, interval=[int(step.total_seconds()) for step in MAIL_BACKOFF[:6]])
 #: The task the queue runs, named (not imported: app/tasks.py is built on this module).
 DELIVER_TASK = "app.tasks.deliver_mail"
 
@@ -129,8 +175,11 @@ def deliver_batch(limit: int = 50) -> Delivery:
     it is sent, and recorded as sent in a commit as soon as the mail server takes it. A process killed mid-batch
     (kill -9, out of memory) thus sends again at most the one mail it was sending, not the batch's earlier ones.
 
-    A failure stays pending with its error, to be tried again; an address the mail server refuses for good (a 5xx
-    reply to it) is not tried again: its row is `failed`. A mail server that does not answer within MAIL_TIMEOUT
+    Only the mails due are taken: never tried (`next_attempt_at` NULL) or their `next_attempt_at` passed. A failure
+    stays pending with its error and its `next_attempt_at` (now + `next_attempt_delay(attempts)`), set in the commit
+    that records the attempt: another worker's batch, running meanwhile, does not take it again once it is unlocked.
+    An address the mail server refuses for good (a 5xx reply to it) is not tried again: its row is `failed`; so is a
+    mail whose MAIL_MAX_ATTEMPTS-th attempt fails (given up). A mail server that does not answer within MAIL_TIMEOUT
     ends the batch (the rest waits for the retry, untried), so a hung server holds the worker — or, without a queue,
     the web process — for about MAIL_TIMEOUT, not for each mail in turn. RQ's own job timeout is never taken for the
     mail's error: the mail stays pending (its attempt counted, its error left as it was) and the exception goes on
@@ -142,7 +191,11 @@ def deliver_batch(limit: int = 50) -> Delivery:
         while len(tried) < limit:
             row = db.session.scalars(
                 select(MailOutbox)
-                .where(MailOutbox.status == "pending", MailOutbox.id.not_in(tried))
+                .where(
+                    MailOutbox.status == "pending",
+                    or_(MailOutbox.next_attempt_at.is_(None), MailOutbox.next_attempt_at <= utcnow() + DUE_LEEWAY),
+                    MailOutbox.id.not_in(tried),
+                )
                 .order_by(MailOutbox.attempts, MailOutbox.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -155,9 +208,10 @@ def deliver_batch(limit: int = 50) -> Delivery:
                 by_smtp = send(row, smtp)
             except BaseTimeoutException:  # RQ's job timeout: the job ran out of time, not the mail
                 smtp.abort()
+                row.next_attempt_at = utcnow() + next_attempt_delay(row.attempts)
                 kind, mail_id = row.kind, row.id
                 try:
-                    db.session.commit()  # pending, its attempt counted: the retry (or the sweep) sends it
+                    db.session.commit()  # pending, its attempt counted: a delivery sends it once it is due
                 except Exception:
                     db.session.rollback()
                 metrics.count_mail_failure(kind, "timeout")
@@ -166,16 +220,23 @@ def deliver_batch(limit: int = 50) -> Delivery:
             except Exception as error:  # SMTP trouble must not lose the mail
                 row.error = f"{type(error).__name__}: {error}"[:500]
                 refused = refused_for_good(error)
-                if refused:
+                given_up = not refused and row.attempts >= MAIL_MAX_ATTEMPTS
+                if refused or given_up:
                     row.status = "failed"
-                kind, mail_id, message = row.kind, row.id, row.error
+                else:  # in the attempt's commit: no other worker takes it before it is due
+                    row.next_attempt_at = utcnow() + next_attempt_delay(row.attempts)
+                kind, mail_id, message, attempts = row.kind, row.id, row.error, row.attempts
                 db.session.commit()
                 failed += 1
                 reason = failure_reason(error)
                 metrics.count_mail_failure(kind, reason)
-                log.warning(
-                    "mail_refused" if refused else "mail_send_failed", kind=kind, mail_id=mail_id, error=message
-                )
+                if given_up:
+                    metrics.MAIL_GIVEN_UP.labels(kind=kind).inc()
+                    log.error("mail_given_up", kind=kind, mail_id=mail_id, attempts=attempts, error=message)
+                else:
+                    log.warning(
+                        "mail_refused" if refused else "mail_send_failed", kind=kind, mail_id=mail_id, error=message
+                    )
                 if reason == "timeout":  # the server hangs: the rest of the batch waits for the retry
                     break
             else:

@@ -317,8 +317,13 @@ MAIL_FAILURE_REASONS = ("refused", "timeout", "error")
 MAIL_SENT = Counter("mail_sent_total", "Mails the mail server accepted (SMTP), by kind.", ["kind"])
 MAIL_SEND_FAILURES = Counter(
     "mail_send_failures_total",
-    "Mail sends that failed (the mail stays pending unless refused for good).",
+    "Mail sends that failed (the mail stays pending, tried again on its backoff, unless refused for good or given up).",
     ["kind", "reason"],
+)
+MAIL_GIVEN_UP = Counter(
+    "mail_given_up_total",
+    "Mails given up after their last attempt failed (MAIL_MAX_ATTEMPTS, about a day): status failed, never sent.",
+    ["kind"],
 )
 
 
@@ -329,5 +334,6 @@ def count_mail_failure(kind: str, reason: str) -> None:
 
 for _kind in MAIL_KINDS:
     MAIL_SENT.labels(kind=_kind)
+    MAIL_GIVEN_UP.labels(kind=_kind)
     for _reason in MAIL_FAILURE_REASONS:
         MAIL_SEND_FAILURES.labels(kind=_kind, reason=_reason)

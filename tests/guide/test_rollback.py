@@ -35,6 +35,7 @@ LOST_TABLES = {
 OWN_COLUMNS = {
     "0010_billing_contact": {"users": {"billing_email"}},
     "0016_logouts_everywhere": {"users": {"logouts_everywhere"}},
+    "0017_mail_next_attempt": {"mail_outbox": {"next_attempt_at"}},
 }
 #: The rows a migration adds to existing tables (a condition per table), which its downgrade deletes.
 OWN_ROWS = {"0012_subscription_status_counts": {"daily_counts": "metric LIKE 'subscriptions.%'"}}
