@@ -363,7 +363,7 @@ def portal_page(bps_id: str):
         pm_id = cust["invoice_settings"]["default_payment_method"]
         pm = copy.deepcopy(s.get("payment_methods", pm_id)) if pm_id else None
         invoices = [
-            copy.deepcopy(i)
+            objects.public_urls(copy.deepcopy(i), base_url())
             for i in reversed(list(s.coll("invoices").values()))
             if i["customer"] == cust["id"] and i["status"] != "draft"
         ]
@@ -572,7 +572,7 @@ def invoice_page(in_id: str):
         inv = e.store.get("invoices", in_id)
         if inv is None:
             return not_found_page()
-        inv = copy.deepcopy(inv)
+        inv = objects.public_urls(copy.deepcopy(inv), base_url())
     return render_template(
         "invoice.html",
         inv=inv,
