@@ -52,7 +52,7 @@ def update_terms(portal_url: str) -> str:
 
 
 def what_the_terms_say(terms: str, word: str, product: str) -> str:
-    """Whether ("later" or "now") what the terms' sentence on switching to `word` billing says of `product`."""
+    """When ("later" or "now") the terms' sentence on switching to `word` billing says `product` starts."""
     (sentence,) = [s for s in re.split(r"(?<=\.) (?=[A-Z])", terms) if s.startswith(f"Switching to {word} billing")]
     if " takes effect now: your billing period restarts today and the new price is invoiced today" in sentence:
         return "now"
