@@ -65,10 +65,17 @@ SECRET_VALUE_PATTERNS = (
 #: The password of a URL with credentials (DATABASE_URL, REDIS_URL): `scheme://user:[REDACTED]@host`.
 URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 
-#: 13 to 19 digits, optionally grouped by spaces or dashes; redacted when the Luhn check says "card number".
-CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
-#: A digit and 12 more digits, spaces or dashes: what CARD_NUMBER needs before it can match (a looser pattern,
-#: without CARD_NUMBER's backtracking).
+#: A card number as people write it: 13 to 19 digits in a row, or grouped the usual ways with one kind of separator
+#: (space or dash) throughout: 4-4-4-4 and 4-4-4-4-3, 4-6-5 (American Express), 4-6-4 (Diners Club). Redacted when
+#: the Luhn check says "card number". Any other grouping is not a card: a file name's `20261204-213726` (8-6), a
+#: date, a phone number, even when its digits pass the Luhn check (as one in ten do).
+CARD_NUMBER = re.compile(
+    r"\b(?:\d{13,19}"
+    r"|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?"
+    r"|\d{4}([ -])\d{6}\2\d{4,5})\b"
+)
+#: A digit and 12 more digits, spaces or dashes: what CARD_NUMBER needs before it can match (every text it matches
+#: is at least 13 such characters, the first a digit), a looser pattern without CARD_NUMBER's alternatives.
 CARD_LENGTH_DIGITS = re.compile(r"\d[\d -]{12}")
 #: The same for ASCII text (nearly every string logged), where `\d` is 0-9: a character range is cheaper to test
 #: than `\d`'s Unicode category.

@@ -75,6 +75,9 @@ class Billing:
         self.store = store
         self.dispatcher = dispatcher
         self.config = config
+        #: The public URL hosted pages were last asked for on (``--public-url``, else the client's address): a
+        #: webhook's hosted-page addresses are made on it (an event emitted without a request context included).
+        self.public_base = (config.public_url or "").rstrip("/")
 
     # ================================================================ events
     dry_run = False  # set by preview(): compute invoices, emit and charge nothing
@@ -83,6 +86,8 @@ class Billing:
         s = self.store
         if self.dry_run:
             return {}
+        if ctx:
+            self.public_base = ctx.base_url
         snapshot = objects.count_sublists(copy.deepcopy(obj), root=False)
         evt = objects.event(
             new_id("evt"),
@@ -97,7 +102,8 @@ class Billing:
         evt["pending_webhooks"] = len(targets)
         s.put("events", evt)
         if targets:
-            self.dispatcher.enqueue(evt, targets)
+            # The stored event keeps its hosted pages' paths (see objects.public_urls); a delivery carries addresses.
+            self.dispatcher.enqueue(objects.public_urls(copy.deepcopy(evt), self.public_base), targets)
         return evt
 
     def webhook_targets(self, etype: str) -> list:
@@ -260,7 +266,6 @@ class Billing:
             )
             for spec in line_specs
         ]
-        base = ctx.base_url
         inv = objects.invoice(
             in_id,
             cust,
@@ -272,8 +277,8 @@ class Billing:
             sub=sub,
             period_start=period_start,
             period_end=period_end,
-            hosted_invoice_url=f"{base}/i/{in_id}",
-            invoice_pdf=f"{base}/i/{in_id}/pdf",
+            hosted_invoice_url=f"/i/{in_id}",  # paths: served on the current public URL (objects.public_urls)
+            invoice_pdf=f"/i/{in_id}/pdf",
             starting_balance=cust["balance"],
         )
         s.put("invoices", inv)

@@ -12,6 +12,7 @@ import time
 
 from flask import Blueprint, request
 
+from . import objects
 from .billing import Ctx
 from .errors import StripeError, invalid, missing_param, no_such
 from .plumbing import base_url, emu, error_response, json_response, render
@@ -69,7 +70,7 @@ def complete_checkout(cs_id: str):
         finally:
             e.store.save()
         body = render(cs, ["subscription"] if _flag(data, "expand_subscription") else [])
-    return json_response(body)
+    return json_response(objects.public_urls(body, base_url()))
 
 
 @bp.get("/clock")

@@ -10,6 +10,7 @@ order close to Stripe's; it makes diffs against real payloads readable.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 API_VERSION = "2026-10-28.endive"
@@ -50,6 +51,58 @@ def count_sublists(node: Any, root: bool = True) -> Any:
         for item in node:
             count_sublists(item, root=False)
     return node
+
+
+#: The fields holding an address of the emulator's own hosted pages, by the kind of object they are on. They are kept
+#: as paths (``/i/in_…``) and made absolute on the emulator's current public URL whenever served (API answers,
+#: webhooks, pages: :func:`public_urls`), so every address follows a restart on another port or ``--public-url``.
+OWN_URL_FIELDS = {
+    "invoice": ("hosted_invoice_url", "invoice_pdf"),
+    "checkout.session": ("url",),
+    "billing_portal.session": ("url",),
+}
+_OWN_URL_KEYS = frozenset(key for keys in OWN_URL_FIELDS.values() for key in keys)
+#: A hosted page's path: an invoice (and its PDF), a Checkout page, a portal session.
+_OWN_PATH = r"/(?:i/in_\w+(?:/pdf)?|c/pay/cs_\w+|p/session/bps_\w+)"
+_STORED_PATH = re.compile(_OWN_PATH)
+#: The same as an older emulator stored it: absolute, on the public URL of its day (which may have a path).
+_ABSOLUTE_OWN_URL = re.compile(r"https?://[^/?#\s]+(?:/[^?#\s]*?)?(" + _OWN_PATH + ")")
+
+
+def public_urls(node: Any, base: str) -> Any:
+    """Every stored hosted-page path below ``node`` (see OWN_URL_FIELDS, previous attributes included) as an address on
+    ``base``, the emulator's public URL, in place; answers ``node``. A list's ``url`` (``/v1/…``) stays a path."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if type(value) is str:
+                if key in _OWN_URL_KEYS and _STORED_PATH.fullmatch(value):
+                    node[key] = base + value
+            elif isinstance(value, (dict, list)):
+                public_urls(value, base)
+    elif isinstance(node, list):
+        for item in node:
+            public_urls(item, base)
+    return node
+
+
+def stored_paths(obj: dict, kind: str | None = None) -> None:
+    """An object of ``kind`` (its own ``object`` by default) saved by an older emulator, which stored its hosted pages'
+    addresses absolute: each as its path (in place). An event's object and previous attributes are seen to too."""
+    kind = kind or obj.get("object")
+    if kind == "event":
+        data = obj.get("data") or {}
+        inner = data.get("object")
+        if isinstance(inner, dict):
+            stored_paths(inner)
+            if isinstance(data.get("previous_attributes"), dict):
+                stored_paths(data["previous_attributes"], inner.get("object"))
+        return
+    for key in OWN_URL_FIELDS.get(kind or "", ()):
+        value = obj.get(key)
+        if type(value) is str:
+            match = _ABSOLUTE_OWN_URL.fullmatch(value)
+            if match:
+                obj[key] = match.group(1)
 
 
 #: The sign of a negative amount on pages and PDFs: U+2212, before the currency (``−$49.99``).

@@ -264,6 +264,48 @@ def _interval_days(price: dict) -> int:
     return INTERVAL_DAYS.get(rec["interval"], 0) * (rec.get("interval_count") or 1)
 
 
+#: A billing interval as an adjective: "switching to yearly billing".
+BILLING_WORDS = {"day": "daily", "week": "weekly", "month": "monthly", "year": "yearly"}
+
+
+def _billing_word(price: dict) -> str:
+    rec = price["recurring"]
+    count = rec.get("interval_count") or 1
+    return BILLING_WORDS.get(rec["interval"], rec["interval"]) if count == 1 else f"{count}-{rec['interval']}"
+
+
+def _interval_switch_terms(update: dict, item: dict, prices: list, period_end: int) -> list[str]:
+    """What the Update plan terms say of a switch to another billing interval, a sentence for each interval offered.
+    Worked out price by price with the rule the switch itself follows (``_scheduled_for_period_end``, whatever the
+    configuration's conditions), so the terms cannot say "invoiced today" of a switch that waits, or the reverse. A
+    switch made now restarts the billing period and is invoiced at once (``Billing.change_items``)."""
+    current = _interval_days(item["price"])
+    outcomes: dict[str, tuple[list[str], list[str]]] = {}
+    for price in prices:
+        if _interval_days(price) == current:
+            continue
+        later, now = outcomes.setdefault(_billing_word(price), ([], []))
+        name = emu().store.must("products", price["product"])["name"]
+        (later if _scheduled_for_period_end(update, item, price) else now).append(name)
+    sentences = []
+    when = f"at the end of your billing period on {date_filter(period_end)}"
+    credit = "" if update.get("proration_behavior") == "none" else ", less the unused time on your current plan"
+    for word, (later, now) in outcomes.items():
+        if not now:
+            sentences.append(f"Switching to {word} billing starts {when}; nothing is charged today.")
+        elif not later:
+            sentences.append(
+                f"Switching to {word} billing takes effect now: your billing period restarts today and the new price "
+                f"is invoiced today{credit}."
+            )
+        else:
+            sentences.append(
+                f"Switching to {word} billing starts {when} for {' and '.join(later)}, and takes effect now, invoiced "
+                f"today{credit}, for {' and '.join(now)}."
+            )
+    return sentences
+
+
 def _schedule_switch(ctx: Ctx, sub: dict, price: dict) -> None:
     """Switch to ``price`` at the end of the period, as Stripe's portal does under ``schedule_at_period_end``:
     the subscription's schedule (created from it when it has none) gets a next phase with the new price."""
@@ -363,7 +405,7 @@ def portal_page(bps_id: str):
         pm_id = cust["invoice_settings"]["default_payment_method"]
         pm = copy.deepcopy(s.get("payment_methods", pm_id)) if pm_id else None
         invoices = [
-            copy.deepcopy(i)
+            objects.public_urls(copy.deepcopy(i), base_url())
             for i in reversed(list(s.coll("invoices").values()))
             if i["customer"] == cust["id"] and i["status"] != "draft"
         ]
@@ -374,6 +416,9 @@ def portal_page(bps_id: str):
             sub["_period_end"] = min(i["current_period_end"] for i in sub["items"]["data"])
             sub["_product"] = products.get(sub["items"]["data"][0]["price"]["product"])
             sub["_pending"] = copy.deepcopy(_pending_change(sub))
+            sub["_interval_terms"] = _interval_switch_terms(
+                features["subscription_update"], sub["items"]["data"][0], prices, sub["_period_end"]
+            )
         headline = _configuration(sess)["business_profile"].get("headline")
         flow = sess.get("flow") or {}
         # A ``subscription_update_confirm`` flow opens straight on the confirmation of its item's price.
@@ -572,7 +617,7 @@ def invoice_page(in_id: str):
         inv = e.store.get("invoices", in_id)
         if inv is None:
             return not_found_page()
-        inv = copy.deepcopy(inv)
+        inv = objects.public_urls(copy.deepcopy(inv), base_url())
     return render_template(
         "invoice.html",
         inv=inv,

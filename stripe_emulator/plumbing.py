@@ -94,7 +94,8 @@ def unrecognized_url() -> Response:
 
 def render(result, expand_paths: list) -> dict:
     """Apply ``expand[]`` (``data.x`` paths apply to each element of a list) on a copy; embedded lists get their
-    ``total_count`` (``objects.count_sublists``)."""
+    ``total_count`` (``objects.count_sublists``). Hosted pages' addresses stay paths: ``objects.public_urls`` makes
+    them absolute for the answer."""
     s = store()
     if isinstance(result, dict) and result.get("object") == "list" and expand_paths:
         out = dict(result)
@@ -190,7 +191,7 @@ class Idempotency:
                 request_id,
             )
         return json_response(
-            seen["body"],
+            json.dumps(objects.public_urls(json.loads(seen["body"]), base_url()), indent=2),
             seen["status"],
             {"Request-Id": seen["request_id"], "Idempotent-Replayed": "true", "Idempotency-Key": self.key},
         )
@@ -244,7 +245,10 @@ def _execute(fn: Handler, data: dict, kwargs: dict, request_id: str, idem: Idemp
             p.ignore("limit", "starting_after", "ending_before")  # read by listing.paginate()
         try:
             result = fn(p, ctx, **kwargs)
-            status, text = 200, json.dumps(render(result, p.list("expand") or []), indent=2)
+            rendered = render(result, p.list("expand") or [])
+            # An Idempotency-Key's answer is kept with its hosted pages' paths, to be replayed on the URL of then.
+            kept = json.dumps(rendered, indent=2) if idem else None
+            status, text = 200, json.dumps(objects.public_urls(rendered, ctx.base_url), indent=2)
         except StripeError as err:
             if err.status != 402 or not idem:
                 if request.method != "GET":
@@ -252,8 +256,9 @@ def _execute(fn: Handler, data: dict, kwargs: dict, request_id: str, idem: Idemp
                 return error_response(err, request_id)
             # Card errors happened after the request started executing: Stripe replays them.
             status, text = err.status, json.dumps(err.body(), indent=2)
+            kept = text
         if idem:
-            idem.remember(s, status, text, request_id)
+            idem.remember(s, status, kept or text, request_id)
         if request.method != "GET":
             s.save()
     headers = {"Request-Id": request_id}

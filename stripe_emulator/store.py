@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from . import catalog
+from . import catalog, objects
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -62,6 +62,7 @@ class Store:
             with open(path, encoding="utf-8") as fh:
                 self.state = json.load(fh)
             self._ensure_shape()
+            self._hosted_pages_as_paths()
         else:
             self.reset(save=False)
 
@@ -86,6 +87,14 @@ class Store:
             "sub_data",
         ):
             internal.setdefault(name, {})
+
+    def _hosted_pages_as_paths(self) -> None:
+        """A state saved before hosted pages' addresses were kept as paths has them absolute, on the public URL of
+        its day: each becomes its path, served on the public URL of now (``objects.public_urls``)."""
+        found = self.state["objects"]
+        for name in ("invoices", "checkout_sessions", "portal_sessions", "events"):
+            for obj in found[name].values():
+                objects.stored_paths(obj)
 
     def reset(self, save: bool = True) -> None:
         """Forget everything, restart the clock at real time, re-create the catalog."""

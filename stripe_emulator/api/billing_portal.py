@@ -122,7 +122,7 @@ def create_portal_session(p: Params, ctx: Ctx):
         s.now(),
         customer_id=cid,
         return_url=return_url,
-        url=f"{ctx.base_url}/p/session/{bps_id}",
+        url=f"/p/session/{bps_id}",  # served on the current public URL (objects.public_urls)
         flow=flow,
         locale=p.str("locale"),
         configuration=configuration,

@@ -151,7 +151,7 @@ def create_checkout_session(p: Params, ctx: Ctx):
     cs = objects.checkout_session(
         cs_id,
         now,
-        url=f"{ctx.base_url}/c/pay/{cs_id}",
+        url=f"/c/pay/{cs_id}",  # served on the current public URL (objects.public_urls)
         success_url=success_url,
         cancel_url=cancel_url,
         customer_id=customer,

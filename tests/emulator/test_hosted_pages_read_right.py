@@ -191,3 +191,15 @@ def test_prorations_read_like_stripes(emulator, client, browser_page, success_pa
     expect(page.locator("tr", has_text=unused)).to_contain_text("\u2212$" + f"{-lines[unused] / 100:,.2f}")
     expect(page.locator("body")).not_to_contain_text("$-")
     fits_the_screen(page)
+
+
+def test_each_test_card_number_stays_on_one_line(emulator, client, browser_page):
+    """The Checkout page's test card numbers wrapped mid-number ("4000 0000 0000 / 0002") at 1280 and 390 px."""
+    page = browser_page
+    page.goto(new_checkout(client, "price_pro_monthly").url)
+    codes = page.locator(".testcards code")
+    assert codes.count() == 4
+    for code in codes.all():
+        lines = code.evaluate("element => element.getClientRects().length")  # one box per line an inline spans
+        assert lines == 1 and re.fullmatch(r"\d{4} \d{4} \d{4} \d{4}", code.inner_text()), code.inner_text()
+    fits_the_screen(page)
