@@ -145,3 +145,15 @@ def test_a_downgrade_kept_then_asked_for_again_mails_again(billing, stripe_emula
     stripe_emulator.flush()
     redeliver_all(billing, stripe_emulator, row.stripe_subscription_id)
     assert mails(billing.app) == [("plan_change_scheduled", subject)] * 2
+
+
+def test_a_downgrade_kept_and_asked_for_again_and_again_reaches_stripe_each_time(billing, stripe_emulator):
+    """At an API client's pace, within a second: each request after "Keep" is a new one at Stripe (its idempotency key
+    names the row's state, which "Keep" changes though no column does), not the first one's answer replayed."""
+    billing.subscribe("pro", "monthly")
+    for _ in range(3):
+        assert billing.post("/billing/change", plan="starter", cycle="monthly").status_code == 303
+        assert at_stripe(billing).schedule.phases[-1]["items"][0].price == "price_starter_monthly"
+        assert billing.post("/billing/keep").status_code == 303
+        assert at_stripe(billing).schedule is None
+    assert [kind for kind, _ in mails(billing.app)] == ["plan_change_scheduled"] * 3
