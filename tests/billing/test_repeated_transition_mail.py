@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import requests
 import sqlalchemy as sa
+from flask_migrate import upgrade
 
+from app import create_app
 from app.extensions import db
-from app.models import AuditLog, MailOutbox
+from app.models import AuditLog, MailOutbox, User
+from app.services.catalog import seed_plans_from_config
 from app.services.sync import sync_customer
 from app.templating import date
 from tests.webhooks.signing import post_event
+from tests.webhooks.test_stripe_docs_events import CUSTOMER, DOCS_PRICE, load
 
 
 def mails(app) -> list[tuple[str, str]]:
@@ -157,3 +161,45 @@ def test_a_downgrade_kept_and_asked_for_again_and_again_reaches_stripe_each_time
         assert billing.post("/billing/keep").status_code == 303
         assert at_stripe(billing).schedule is None
     assert [kind for kind, _ in mails(billing.app)] == ["plan_change_scheduled"] * 3
+
+
+def test_cancel_resume_cancel_mails_each_cancellation_on_sqlite(tmp_path):
+    """The ORM's writer (SQLite, `make run`): the same keys, each cancellation's mail keyed by its audit entry; the
+    events redelivered, shuffled, add none. Stripe's documented event shapes, signed and posted to the endpoint."""
+    app = create_app(
+        {
+            "ENVIRONMENT": "development",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+            "STRIPE_WEBHOOK_SECRET": "whsec_again",
+            "STRIPE_PRICE_PRO_MONTHLY": DOCS_PRICE,
+        }
+    )
+    with app.app_context():
+        upgrade()
+        seed_plans_from_config()
+        user = User(email="jenny@example.com", password_hash="x", stripe_customer_id=CUSTOMER)
+        db.session.add(user)
+        db.session.commit()
+        user_id = user.id
+    created = load("customer.subscription.created", user_id)
+    events = [created]
+    for n, canceling in enumerate((True, False, True), start=1):
+        event = load("customer.subscription.updated", user_id)
+        event["id"], event["created"] = f"evt_cancel_{n}", created["created"] + n
+        event["data"]["object"]["cancel_at_period_end"] = canceling
+        event["data"]["object"]["cancel_at"] = event["data"]["object"]["cancel_at"] if canceling else None
+        events.append(event)
+    client = app.test_client()
+    for event in [*events, *reversed(events), events[1], events[3]]:
+        assert post_event(client, event, "whsec_again").status_code == 200
+    with app.app_context():
+        keys = db.session.scalars(
+            sa.select(MailOutbox.dedupe_key).where(MailOutbox.kind == "cancellation_scheduled").order_by(MailOutbox.id)
+        ).all()
+        entries = db.session.scalars(
+            sa.select(AuditLog.id).where(AuditLog.action == "subscription.cancel_scheduled").order_by(AuditLog.id)
+        ).all()
+        db.session.remove()
+        db.engine.dispose()
+    assert len(keys) == len(entries) == 2, keys
+    assert [key.rsplit("audit-", 1)[1] for key in keys] == [str(entry) for entry in entries]
