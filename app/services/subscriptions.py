@@ -124,13 +124,18 @@ def keep_current_plan(user: User) -> UserSubscription:
         plan=subscription.plan.name,
         cycle=subscription.billing_cycle,
     )
-    # The subscription changed at Stripe though none of the row's columns does: a new state, so the same downgrade
-    # asked for again is a new request to Stripe (`state_stamp`), not the first one's answer replayed. The user's
-    # lock first, as every writer of the user's rows takes it (a webhook holds it while it waits for the row's).
-    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
-    subscription.updated_at = utcnow()
+    changed_at_stripe(user, subscription)
     sync_customer(customer_id_of_user(user))
     return db.session.get_one(UserSubscription, subscription.id)
+
+
+def changed_at_stripe(user: User, subscription: UserSubscription) -> None:
+    """Note that the subscription changed at Stripe though none of the row's columns does (its schedule: a downgrade
+    scheduled or withdrawn): a new state, so the same change asked for again is a new request to Stripe
+    (`state_stamp`), not the first one's answer replayed. The user's lock first, as every writer of the user's rows
+    takes it (a webhook holds it while it waits for the row's)."""
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    subscription.updated_at = utcnow()
 
 
 def cancellation_pending(sub: dict[str, Any]) -> bool:
@@ -353,7 +358,7 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None, proration:
     key = f"change-{subscription.stripe_subscription_id}-{change.price_id}-{state_stamp(subscription)}"
     if proration_date is not None:
         key += f"-at-{proration_date}"  # two confirmations of one change, priced at two times, are two requests
-    sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id)
+    sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id, expand=["schedule"])
     if proration_date is not None and proration_date < sub["items"]["data"][0]["current_period_start"]:
         # Renewed since the preview: Stripe prorates within the current period only.
         raise PreviewExpired("Your billing period has renewed since this amount was worked out: here is the new one.")
@@ -388,6 +393,7 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None, proration:
             cycle=change.cycle,
             at=change.effective_at.isoformat() if change.effective_at else None,
         )
+        changed_at_stripe(user, subscription)
         queue_change_scheduled_mail(user, change, schedule_id)
     sync_customer(customer_id_of_user(user))
     if not change.immediate:
@@ -442,8 +448,16 @@ def withdraw_cancellation_params(sub: dict[str, Any]) -> dict[str, Any]:
 
 
 def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], price_id: str, key: str) -> str:
-    """At period end, move to the cheaper price: a subscription schedule with two phases (now, then new); its id."""
+    """At period end, move to the cheaper price: a subscription schedule with two phases (now, then new); its id.
+
+    The schedule attached is updated when it already makes this change (asked for twice: one schedule, one mail).
+    One making another change is released and a new one made: a schedule names the change it was made for
+    (`sync.scheduled_change_key`), so a change replaced by another and then asked for again is a new schedule,
+    mailed again, as the customer's last mail must say what will happen. `sub` has its schedule expanded."""
     schedule_id = id_of(sub.get("schedule"))
+    if schedule_id and [price for price, _ in scheduled_price_changes(sub)][:1] != [price_id]:
+        release_schedule(sub)
+        schedule_id = None
     if not schedule_id:
         schedule = stripe_gateway.create_subscription_schedule(
             subscription.stripe_subscription_id, idempotency_key=key + "-schedule"

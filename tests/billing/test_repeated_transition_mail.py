@@ -203,3 +203,25 @@ def test_cancel_resume_cancel_mails_each_cancellation_on_sqlite(tmp_path):
         db.engine.dispose()
     assert len(keys) == len(entries) == 2, keys
     assert [key.rsplit("audit-", 1)[1] for key in keys] == [str(entry) for entry in entries]
+
+
+def test_a_downgrade_replaced_by_another_then_asked_for_again_mails_each(billing, stripe_emulator, webhooks_to_app):
+    """Starter monthly, then Starter yearly instead, then Starter monthly again: the last mail says monthly, as the
+    schedule does (the app replaced its schedule's phases in place, and the third change found the first's mail)."""
+    billing.subscribe("pro", "monthly")
+    [row] = billing.subscriptions()
+    for cycle in ("monthly", "yearly", "monthly"):
+        assert billing.post("/billing/change", plan="starter", cycle=cycle).status_code == 303
+        stripe_emulator.flush()
+    assert at_stripe(billing).schedule.phases[-1]["items"][0].price == "price_starter_monthly"
+
+    on = date(row.current_period_end)
+    with billing.app.app_context():
+        bodies = db.session.scalars(
+            sa.select(MailOutbox.body).where(MailOutbox.kind == "plan_change_scheduled").order_by(MailOutbox.id)
+        ).all()
+    cycles = [" ".join(body.split()).split(" to Starter (", 1)[1].split(")", 1)[0] for body in bodies]
+    assert cycles == ["monthly", "yearly", "monthly"], on
+
+    redeliver_all(billing, stripe_emulator, row.stripe_subscription_id)
+    assert len(mails(billing.app)) == 3
