@@ -492,10 +492,9 @@ def subscription_write_statement(
     mails: tuple[int | None, ...] = (),
 ) -> Any:
     """`write_subscription`'s statement for one shape — insert or update, the columns written, the number of audit
-    entries, the conversion columns set, the mails (each the audit entry whose id ends its key, or None) — with every
-    value a bind parameter. Built once per shape: SQLAlchemy keeps
-    a statement's cache key on it, so only the first write of a shape builds it and computes its key (most of the
-    write's CPU otherwise).
+    entries, the conversion columns set, the mails (each the place of the audit entry whose id ends its key, or None)
+    — with every value a bind parameter. Built once per shape: SQLAlchemy keeps a statement's cache key on it, so
+    only the first write of a shape builds it and computes its key (most of the write's CPU otherwise).
 
     The binds: `new_<column>` per column written; `owner_id`, the user (not `user_id`: an UPDATE takes a bind
     named after one of its columns as that column's new value); `subscription_id`; `row_id` (an update's row);
@@ -513,7 +512,7 @@ def subscription_write_statement(
     written = statement.returning(table.c.id).cte("written_row")
     entries = [audit_entry(written, n) for n in range(audits)]
     ctes = [*entries]
-    ctes += [outbox_entry(written, n, None if follows is None else entries[follows]) for n, follows in enumerate(mails)]
+    ctes += [outbox_entry(written, n, None if entry is None else entries[entry]) for n, entry in enumerate(mails)]
     if converted:
         ctes += conversion_writes(written, list(converted))
     return select(written.c.id).add_cte(*ctes)
@@ -553,7 +552,7 @@ def outbox_entry(written: Any, n: int, entry: Any = None) -> Any:
     A mail that follows a transition's audit entry (`entry`, its CTE) is inserted once per entry, its key the bound
     one followed by the entry's id: new with the entry, so nothing to look for."""
     table = cast(Table, MailOutbox.__table__)
-    binds = {name: bindparam(f"mail_{n}_{name}", type_=table.c[name].type) for name in OUTBOX_COLUMNS}
+    binds: dict[str, Any] = {name: bindparam(f"mail_{n}_{name}", type_=table.c[name].type) for name in OUTBOX_COLUMNS}
     if entry is not None:
         binds["dedupe_key"] = binds["dedupe_key"].concat(cast_(entry.c.id, String))
         rows = select(*binds.values()).select_from(entry)
