@@ -8,7 +8,7 @@ Each change is made on Stripe first (the source of truth), then read back with `
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.logging import get_logger
-from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription
+from app.models import ACCESS_STATUSES, SubscriptionPlan, User, UserSubscription, utcnow
 from app.services import DomainError, audit, mail, stripe_gateway
 from app.services.catalog import plan_for_price, validate_choice
 from app.services.queries import live_subscription
@@ -64,7 +64,7 @@ def set_cancel_at_period_end(user: User, cancel: bool) -> UserSubscription:
         if cancel:
             return subscription  # asking twice is not an error: the answer is the same
         raise SubscriptionError("Your subscription is not set to cancel.", code="not_canceling", status=409)
-    key = f"cancel-{subscription.stripe_subscription_id}-{int(cancel)}-{int(subscription.updated_at.timestamp())}"
+    key = f"cancel-{subscription.stripe_subscription_id}-{int(cancel)}-{state_stamp(subscription)}"
     # A pending downgrade goes: after a cancel there is nothing to downgrade, and "Resume Pro" keeps Pro. Stripe
     # refuses to change the cancellation of a subscription a schedule manages anyway.
     release_schedule(stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id))
@@ -73,6 +73,17 @@ def set_cancel_at_period_end(user: User, cancel: bool) -> UserSubscription:
     )
     sync_customer(customer_id_of_user(user))
     return db.session.get_one(UserSubscription, subscription.id)
+
+
+def state_stamp(subscription: UserSubscription) -> int:
+    """The row's last write (`updated_at`) in microseconds, for the idempotency keys of the requests a change makes:
+    a key names the state the change was asked in, so the same form sent twice is one change at Stripe, and the same
+    change asked again after another one (cancel, resume, cancel — within a second at an API client's pace) is a new
+    request, not the first one's answer replayed (whole seconds were: the second cancellation never reached Stripe)."""
+    return (subscription.updated_at - EPOCH) // timedelta(microseconds=1)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def customer_id_of_user(user: User) -> str:
@@ -113,8 +124,18 @@ def keep_current_plan(user: User) -> UserSubscription:
         plan=subscription.plan.name,
         cycle=subscription.billing_cycle,
     )
+    changed_at_stripe(user, subscription)
     sync_customer(customer_id_of_user(user))
     return db.session.get_one(UserSubscription, subscription.id)
+
+
+def changed_at_stripe(user: User, subscription: UserSubscription) -> None:
+    """Note that the subscription changed at Stripe though none of the row's columns does (its schedule: a downgrade
+    scheduled or withdrawn): a new state, so the same change asked for again is a new request to Stripe
+    (`state_stamp`), not the first one's answer replayed. The user's lock first, as every writer of the user's rows
+    takes it (a webhook holds it while it waits for the row's)."""
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    subscription.updated_at = utcnow()
 
 
 def cancellation_pending(sub: dict[str, Any]) -> bool:
@@ -334,10 +355,10 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None, proration:
     proration_date = None
     if change.immediate and proration is not None:
         proration_date = carried_proration_date(proration, change)
-    key = f"change-{subscription.stripe_subscription_id}-{change.price_id}-{int(subscription.updated_at.timestamp())}"
+    key = f"change-{subscription.stripe_subscription_id}-{change.price_id}-{state_stamp(subscription)}"
     if proration_date is not None:
         key += f"-at-{proration_date}"  # two confirmations of one change, priced at two times, are two requests
-    sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id)
+    sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id, expand=["schedule"])
     if proration_date is not None and proration_date < sub["items"]["data"][0]["current_period_start"]:
         # Renewed since the preview: Stripe prorates within the current period only.
         raise PreviewExpired("Your billing period has renewed since this amount was worked out: here is the new one.")
@@ -363,7 +384,7 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None, proration:
             stripe_gateway.update_subscription(
                 subscription.stripe_subscription_id, withdraw_cancellation_params(sub), idempotency_key=key + "-resume"
             )
-        schedule_downgrade(subscription, sub, change.price_id, key)
+        schedule_id = schedule_downgrade(subscription, sub, change.price_id, key)
         audit.record(
             "subscription.downgrade_scheduled",
             user.id,
@@ -372,7 +393,8 @@ def change_plan(user: User, plan_name: str | None, cycle: str | None, proration:
             cycle=change.cycle,
             at=change.effective_at.isoformat() if change.effective_at else None,
         )
-        queue_change_scheduled_mail(user, change)
+        changed_at_stripe(user, subscription)
+        queue_change_scheduled_mail(user, change, schedule_id)
     sync_customer(customer_id_of_user(user))
     if not change.immediate:
         mail.request_delivery()  # the mail is committed with the sync: the sync's own mails are not about it
@@ -392,12 +414,13 @@ def invoiced_now(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
     }
 
 
-def queue_change_scheduled_mail(user: User, change: PlanChange) -> None:
+def queue_change_scheduled_mail(user: User, change: PlanChange, schedule_id: str) -> None:
     """Tell the customer, in writing, that their plan will move to a cheaper one at the period end (as a scheduled
     cancellation is told): when, what it will cost, what it takes away, and how to keep the current plan. One mail
-    per scheduled change: asking for the same change again finds its row (the key names the price and the date), and
-    so does the sync, which mails a change scheduled elsewhere (the Customer Portal) with the same row
-    (`sync.plan_change_scheduled_row`) when it reads this one back."""
+    per scheduled change: asking for the same change again finds its row (the key names the schedule, the price and
+    the date), and so does the sync, which mails a change scheduled elsewhere (the Customer Portal) with the same row
+    (`sync.plan_change_scheduled_row`) when it reads this one back. Withdrawn ("Keep", a cancellation) and asked for
+    again, the change is a new schedule: mailed again."""
     subscription = change.subscription
     # The user's lock first, as every writer of a subscription's mail takes it (`sync.outbox_entry`): the webhook
     # that brings this schedule back (the sync's mail of it, under this key) then waits for this transaction and
@@ -406,6 +429,7 @@ def queue_change_scheduled_mail(user: User, change: PlanChange) -> None:
     row = plan_change_scheduled_row(
         user,
         subscription.stripe_subscription_id,
+        schedule_id,
         change.price_id,
         (subscription.plan, subscription.billing_cycle),
         (change.plan, change.cycle),
@@ -423,9 +447,17 @@ def withdraw_cancellation_params(sub: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], price_id: str, key: str) -> None:
-    """At period end, move to the cheaper price: a subscription schedule with two phases (now, then new)."""
+def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], price_id: str, key: str) -> str:
+    """At period end, move to the cheaper price: a subscription schedule with two phases (now, then new); its id.
+
+    The schedule attached is updated when it already makes this change (asked for twice: one schedule, one mail).
+    One making another change is released and a new one made: a schedule names the change it was made for
+    (`sync.scheduled_change_key`), so a change replaced by another and then asked for again is a new schedule,
+    mailed again, as the customer's last mail must say what will happen. `sub` has its schedule expanded."""
     schedule_id = id_of(sub.get("schedule"))
+    if schedule_id and [price for price, _ in scheduled_price_changes(sub)][:1] != [price_id]:
+        release_schedule(sub)
+        schedule_id = None
     if not schedule_id:
         schedule = stripe_gateway.create_subscription_schedule(
             subscription.stripe_subscription_id, idempotency_key=key + "-schedule"
@@ -447,6 +479,7 @@ def schedule_downgrade(subscription: UserSubscription, sub: dict[str, Any], pric
         },
         idempotency_key=key + "-phases",
     )
+    return schedule_id
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from flask import current_app, has_request_context
 from sqlalchemy import Integer, String, Table, bindparam, case, exists, insert, or_, select, update
+from sqlalchemy import cast as cast_
 from sqlalchemy.orm import joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -368,10 +369,15 @@ def apply_subscription(
     ended_for = (sub.get("cancellation_details") or {}).get("reason")
     mails = [transition_mail(action, user, sub["id"], fields, ended_for=ended_for, previous=old) for action, _ in moves]
     outbox = [mail for mail in mails if mail is not None]
+    # A mail keyed by its transition's audit entry: the entry's place among `moves` (its id ends the key).
+    follows: list[int | None] = [
+        n if mail["kind"] in KEYED_BY_AUDIT_ENTRY else None for n, mail in enumerate(mails) if mail is not None
+    ]
     scheduled = scheduled_change_mail(user, sub, fields)
     if scheduled is not None:
         outbox.append(scheduled)
-    written = write_subscription(user, sub["id"], row, changes, moves, outbox)
+        follows.append(None)
+    written = write_subscription(user, sub["id"], row, changes, moves, outbox, follows)
     if written is None:
         return None
     result.mail_queued |= scheduled is not None
@@ -403,9 +409,15 @@ def write_subscription(
     changes: dict[str, Any],
     moves: list[tuple[str, dict[str, Any]]],
     mails: list[dict[str, Any]] | None = None,
+    follows: list[int | None] | None = None,
 ) -> SubscriptionRow | None:
     """Write the row's `changes` (insert it when `row` is None), one audit entry per transition in `moves` and the
     outbox rows of their `mails` (`mail.outbox_row`; one whose (dedupe_key, kind) is there is not added).
+
+    `follows[i]`, when not None, is the place in `moves` of the transition mail `i` follows: its key ends with that
+    transition's audit entry's id (written in the same statement), so the mail is there exactly once per transition
+    — the audit entry's rule (a transition is found, under the user's lock, by comparing the row with Stripe's
+    state, and written once) — and a transition made again later is mailed again.
 
     On PostgreSQL it is one statement: the row's INSERT (unless the row is there) or UPDATE, and the audit entries,
     the mails and the user's conversion row (app/models/conversion.py) written from its RETURNING, so they exist
@@ -418,16 +430,21 @@ def write_subscription(
     cache key too.)
     """
     mails = mails or []
+    follows = follows or [None] * len(mails)
     if row is not None and not changes:
         for mail in mails:  # a mail that follows no transition (a scheduled change's): once per key, as any mail
             execute_values(INSERT_MAIL, mail)
         return row
     if db.engine.dialect.name != "postgresql":
-        written = write_subscription_with_orm(user, subscription_id, row, changes, moves)
+        entries: list[AuditLog] = []
+        written = write_subscription_with_orm(user, subscription_id, row, changes, moves, entries)
         if written is None:
             return None
-        for mail in mails:
-            db.session.execute(INSERT_MAIL, mail)
+        if any(n is not None for n in follows):
+            db.session.flush()  # the entries' ids
+        for mail, n in zip(mails, follows, strict=True):
+            keyed = mail if n is None else {**mail, "dedupe_key": f"{mail['dedupe_key']}{entries[n].id}"}
+            db.session.execute(INSERT_MAIL, keyed)
         return written
     now = utcnow()
     values = {name: value for name, value in changes.items() if name != "plan"}
@@ -436,7 +453,7 @@ def write_subscription(
         values.setdefault("last_event_at", None)
         values.update(user_id=user.id, stripe_subscription_id=subscription_id, created_at=now)
     converted = sorted({column for action, details in moves for column in conversion_columns(action, details)})
-    statement = subscription_write_statement(row is None, tuple(values), len(moves), tuple(converted), len(mails))
+    statement = subscription_write_statement(row is None, tuple(values), len(moves), tuple(converted), tuple(follows))
     params: dict[str, Any] = {f"new_{name}": value for name, value in values.items()}
     params.update(owner_id=user.id, subscription_id=subscription_id, row_id=row.id if row else None, at=now)
     for n, (action, details) in enumerate(moves):
@@ -468,12 +485,16 @@ def plan_entity(plan: PlanView) -> SubscriptionPlan | None:
 
 @functools.lru_cache(maxsize=256)
 def subscription_write_statement(
-    insert_row: bool, columns: tuple[str, ...], audits: int, converted: tuple[str, ...], mails: int = 0
+    insert_row: bool,
+    columns: tuple[str, ...],
+    audits: int,
+    converted: tuple[str, ...],
+    mails: tuple[int | None, ...] = (),
 ) -> Any:
     """`write_subscription`'s statement for one shape — insert or update, the columns written, the number of audit
-    entries, the conversion columns set, the number of mails — with every value a bind parameter. Built once per shape: SQLAlchemy keeps
-    a statement's cache key on it, so only the first write of a shape builds it and computes its key (most of the
-    write's CPU otherwise).
+    entries, the conversion columns set, the mails (each the place of the audit entry whose id ends its key, or None)
+    — with every value a bind parameter. Built once per shape: SQLAlchemy keeps a statement's cache key on it, so
+    only the first write of a shape builds it and computes its key (most of the write's CPU otherwise).
 
     The binds: `new_<column>` per column written; `owner_id`, the user (not `user_id`: an UPDATE takes a bind
     named after one of its columns as that column's new value); `subscription_id`; `row_id` (an update's row);
@@ -489,8 +510,9 @@ def subscription_write_statement(
     else:
         statement = update(table).where(table.c.id == bindparam("row_id", type_=Integer())).values(binds)
     written = statement.returning(table.c.id).cte("written_row")
-    ctes = [audit_entry(written, n) for n in range(audits)]
-    ctes += [outbox_entry(written, n) for n in range(mails)]
+    entries = [audit_entry(written, n) for n in range(audits)]
+    ctes = [*entries]
+    ctes += [outbox_entry(written, n, None if entry is None else entries[entry]) for n, entry in enumerate(mails)]
     if converted:
         ctes += conversion_writes(written, list(converted))
     return select(written.c.id).add_cte(*ctes)
@@ -503,7 +525,7 @@ def subscription_table() -> Table:
 
 def audit_entry(written: Any, n: int) -> Any:
     """The audit entry of the `n`th transition (binds `audit_<n>_action`, `audit_<n>_details`, `owner_id`, `at`),
-    inserted once per row `written` returns (a CTE)."""
+    inserted once per row `written` returns (a CTE returning its id)."""
     table = cast(Table, AuditLog.__table__)
     return (
         insert(table)
@@ -516,19 +538,27 @@ def audit_entry(written: Any, n: int) -> Any:
                 bindparam("at", type_=table.c.created_at.type),
             ).select_from(written),
         )
+        .returning(table.c.id)
         .cte(f"audit_{n}")
     )
 
 
-def outbox_entry(written: Any, n: int) -> Any:
+def outbox_entry(written: Any, n: int, entry: Any = None) -> Any:
     """The `n`th mail's outbox row (binds `mail_<n>_<column>`), inserted once per row `written` returns unless its
     (dedupe_key, kind) is there. NOT EXISTS rather than ON CONFLICT (whose compiled form SQLAlchemy does not
     cache): the writer holds the user's lock, which every writer of a subscription's transition mail takes first,
-    so no other transaction adds the same mail meanwhile (and the unique key stays the last guard)."""
+    so no other transaction adds the same mail meanwhile (and the unique key stays the last guard).
+
+    A mail that follows a transition's audit entry (`entry`, its CTE) is inserted once per entry, its key the bound
+    one followed by the entry's id: new with the entry, so nothing to look for."""
     table = cast(Table, MailOutbox.__table__)
-    binds = {name: bindparam(f"mail_{n}_{name}", type_=table.c[name].type) for name in OUTBOX_COLUMNS}
-    absent = ~exists().where(table.c.dedupe_key == binds["dedupe_key"], table.c.kind == binds["kind"])
-    rows = select(*binds.values()).select_from(written).where(absent)
+    binds: dict[str, Any] = {name: bindparam(f"mail_{n}_{name}", type_=table.c[name].type) for name in OUTBOX_COLUMNS}
+    if entry is not None:
+        binds["dedupe_key"] = binds["dedupe_key"].concat(cast_(entry.c.id, String))
+        rows = select(*binds.values()).select_from(entry)
+    else:
+        absent = ~exists().where(table.c.dedupe_key == binds["dedupe_key"], table.c.kind == binds["kind"])
+        rows = select(*binds.values()).select_from(written).where(absent)
     return insert(table).from_select(list(OUTBOX_COLUMNS), rows).cte(f"mail_{n}")
 
 
@@ -567,9 +597,10 @@ def write_subscription_with_orm(
     row: SubscriptionRow | None,
     changes: dict[str, Any],
     moves: list[tuple[str, dict[str, Any]]],
+    entries: list[AuditLog] | None = None,
 ) -> SubscriptionRow | None:
     """`write_subscription` through the session, for databases without data-modifying CTEs (SQLite); None when a
-    row to insert is there already (nothing written)."""
+    row to insert is there already (nothing written). The audit entries added are appended to `entries`."""
     entity = db.session.get(UserSubscription, row.id) if isinstance(row, RowState) else row
     # Every value first (the plan's look-up may flush the session), then a new row joins the session whole.
     values = {name: plan_entity(value) if name == "plan" else value for name, value in changes.items()}
@@ -581,7 +612,9 @@ def write_subscription_with_orm(
     for name, value in values.items():
         setattr(entity, name, value)
     for action, details in moves:
-        audit.record(action, user.id, subscription=subscription_id, **details)
+        entry = audit.record(action, user.id, subscription=subscription_id, **details)
+        if entries is not None:
+            entries.append(entry)
     return replace(row, **changes) if isinstance(row, RowState) else entity
 
 
@@ -604,6 +637,13 @@ def mail_billing_url() -> str:
     if url is None:
         url = known[settings] = billing_url()
     return url
+
+
+#: The mails keyed by their transition's audit entry (its id ends the key): a transition that can be undone and made
+#: again within one period (a cancellation withdrawn, then made again) is mailed each time it is made, and never
+#: twice for one — the entry is written once per transition, whoever finds it (the app's own sync, a webhook, two
+#: servers). The others name what happens once: a period's start, the subscription's end.
+KEYED_BY_AUDIT_ENTRY = frozenset({"cancellation_scheduled"})
 
 
 def transition_mail(
@@ -635,7 +675,7 @@ def transition_mail(
     if action == "subscription.cancel_scheduled":
         return outbox_row(
             "cancellation_scheduled",
-            f"{subscription_id}:cancel:{iso(period_end)}",
+            f"{subscription_id}:cancel:{iso(period_end)}:audit-",  # + the transition's audit entry's id
             user,
             date=date(period_end),
             **common,
@@ -703,29 +743,34 @@ def scheduled_price_changes(sub: dict[str, Any]) -> list[tuple[str, int | None]]
     return changes
 
 
-def scheduled_change_key(subscription_id: str, price_id: str, at: datetime | None) -> str:
-    """The outbox key of the "plan_change_scheduled" mail: one mail per subscription, new price and date, whoever
-    scheduled the change (the app's plan change, the Customer Portal, the Dashboard)."""
-    return f"{subscription_id}:scheduled:{price_id}:{at.astimezone(UTC).isoformat() if at else 'period-end'}"
+def scheduled_change_key(subscription_id: str, schedule_id: str, price_id: str, at: datetime | None) -> str:
+    """The outbox key of the "plan_change_scheduled" mail: one mail per subscription schedule, new price and date,
+    whoever scheduled the change (the app's plan change, the Customer Portal, the Dashboard) and however often a
+    webhook or a sync reads it. The schedule names the change as made: one withdrawn (its schedule released: "Keep",
+    a cancellation, a change made now) and asked for again is a new schedule, mailed again."""
+    on = at.astimezone(UTC).isoformat() if at else "period-end"
+    return f"{subscription_id}:scheduled:{price_id}:{on}:{schedule_id}"
 
 
 def plan_change_scheduled_row(
     user: User | UserRef,
     subscription_id: str,
+    schedule_id: str,
     price_id: str,
     current: tuple[PlanView | SubscriptionPlan, str],
     new: tuple[PlanView | SubscriptionPlan, str],
     at: datetime | None,
 ) -> dict[str, Any]:
     """The outbox row of the "plan_change_scheduled" mail: the subscription moves from `current` to `new` (each a
-    plan and its cycle) at `at`, the end of the paid period — when, what it will cost, what it takes away, and where
-    to keep the current plan. The app's plan change queues it as it schedules the change, the sync when it finds a
-    change scheduled elsewhere (`scheduled_change_mail`); the key (`scheduled_change_key`) keeps it to one."""
+    plan and its cycle) at `at`, the end of the paid period, by the subscription schedule `schedule_id` — when, what
+    it will cost, what it takes away, and where to keep the current plan. The app's plan change queues it as it
+    schedules the change, the sync when it finds a change scheduled elsewhere (`scheduled_change_mail`); the key
+    (`scheduled_change_key`) keeps it to one."""
     (plan, cycle), (previous, previous_cycle) = new, current
     price = plan.price_for(cycle)
     return outbox_row(
         "plan_change_scheduled",
-        scheduled_change_key(subscription_id, price_id, at),
+        scheduled_change_key(subscription_id, schedule_id, price_id, at),
         user,
         plan=plan.display_name,
         cycle=cycle,
@@ -743,8 +788,9 @@ def scheduled_change_mail(user: User | UserRef, sub: dict[str, Any], fields: dic
     it; None when no schedule is attached or it changes no price we sell. The Customer Portal schedules a cheaper
     plan at the period end (`schedule_at_period_end`) as the app does: its change reaches us only as
     `customer.subscription.updated` (the schedule attached) or in a sync, and is mailed as the app's own is. A
-    change the app made was mailed as it was made, under the same key: the outbox keeps one. A withdrawn change
-    sends nothing, as a withdrawn cancellation does not.
+    change the app made was mailed as it was made, under the same key (the same schedule): the outbox keeps one. A
+    withdrawn change sends nothing, as a withdrawn cancellation does not; asked for again, it is a new schedule,
+    mailed again.
 
     Only a subscription with a schedule attached costs anything (rare: from a change being scheduled until the
     schedule's last phase ends and releases it): a sync lists subscriptions with their schedules expanded; a
@@ -760,7 +806,10 @@ def scheduled_change_mail(user: User | UserRef, sub: dict[str, Any], fields: dic
     for price_id, start in scheduled_price_changes(live):
         new = plan_view_for_price(price_id)
         if new is not None:
-            return plan_change_scheduled_row(user, sub["id"], price_id, current, new, from_timestamp(start))
+            schedule_id = live["schedule"]["id"]
+            return plan_change_scheduled_row(
+                user, sub["id"], schedule_id, price_id, current, new, from_timestamp(start)
+            )
     return None
 
 

@@ -53,6 +53,13 @@ def subscribed_to(billing, stripe_emulator, plan: str = "pro"):
     return row, Portal(stripe_emulator, billing.user().stripe_customer_id)
 
 
+def schedule_id(billing) -> str:
+    """The id of the schedule attached to the customer's subscription at Stripe (the scheduled change's key ends
+    with it: a change withdrawn and scheduled again is another schedule, mailed again)."""
+    [sub] = billing.stripe_subscriptions(billing.user().stripe_customer_id)
+    return sub.schedule
+
+
 def failed_deliveries(stripe_emulator) -> list[dict]:
     """Webhook deliveries the app did not take at once (a 500: the event then waits for Stripe's retry)."""
     return [(a["type"], a["status_code"], a["error"]) for a in stripe_emulator.deliveries() if not a["ok"]]
@@ -68,6 +75,7 @@ def test_a_downgrade_scheduled_in_the_portal_mails_once(billing, stripe_emulator
     on = date(row.current_period_end)
     assert mail.dedupe_key == (
         f"{row.stripe_subscription_id}:scheduled:price_starter_monthly:{row.current_period_end.isoformat()}"
+        f":{schedule_id(billing)}"
     )
     assert mail.subject == f"Your plan changes to Starter on {on}"
     assert mail.recipient == "trader@example.com"
@@ -136,6 +144,7 @@ def test_a_downgrade_made_in_the_app_still_mails_once(billing, stripe_emulator, 
     [mail] = scheduled_mails(billing.app)
     assert mail.dedupe_key == (
         f"{row.stripe_subscription_id}:scheduled:price_starter_monthly:{row.current_period_end.isoformat()}"
+        f":{schedule_id(billing)}"
     )
     assert f"From {date(row.current_period_end)}, Starter renews at $19.99 a month." in " ".join(mail.body.split())
 
