@@ -21,7 +21,7 @@ from rq.scheduler import RQScheduler
 
 from app.extensions import QUEUE_NAME
 from app.worker import SCHEDULER_CHECK_SECONDS
-from tests.queue.test_cron import services  # noqa: F401 - a fixture (it marks the test `stops_services`)
+from tests.queue.test_cron import services, stop  # noqa: F401 - services: a fixture (it marks the test `stops_services`)
 from tests.queue.test_worker import free_port, start_worker, wait_for
 
 #: The retry's wait: longer than the moments between its scheduling and Redis going away.
@@ -81,8 +81,7 @@ def test_a_retry_waiting_over_a_redis_restart_runs_soon_after_redis_is_back(
         assert float(marker.read_text()) - back < 15 + SCHEDULER_CHECK_SECONDS
         assert connection.exists(lock)
     finally:
-        worker.terminate()
-        worker.wait(10)
+        stop(worker)  # terminated (killed if it outlasts 10 s on a loaded machine)
         dump.unlink(missing_ok=True)
     log = worker.stderr.read().decode()
     assert "queue_worker_scheduler_died" in log and "queue_worker_scheduler_started" in log, log

@@ -71,6 +71,7 @@ def test_the_event_attaching_a_portal_schedule_mails_within_its_round_trips(bill
         keys = db.session.scalars(sa.select(MailOutbox.dedupe_key).where(MailOutbox.kind == "plan_change_scheduled"))
         assert list(keys) == [
             f"{row.stripe_subscription_id}:scheduled:price_starter_monthly:{row.current_period_end.isoformat()}"
+            f":{event['data']['object']['schedule']}"
         ]
 
 
