@@ -3,6 +3,7 @@
 import copy
 import os
 import re
+import select
 import threading
 import time
 import weakref
@@ -66,6 +67,10 @@ class SiteSQLAlchemy(SQLAlchemy):
     when the context makes one (`persistent_when_used`): a page that reads nothing more makes no session at all.
     Making a Session, adding the user to it and closing it again costs about 250k CPU instructions, 14% of a
     logged-in page served from its kept copy."""
+
+    def _teardown_session(self, exc: BaseException | None) -> None:
+        if self.session.registry.has():
+            self.session.remove()
 
     def _make_scoped_session(self, options: dict[str, Any]) -> scoped_session:
         scoped = super()._make_scoped_session(options)
@@ -290,12 +295,36 @@ class DriverSQL:
         # (index, processor) of each column whose type converts what the driver reads, as SQLAlchemy works them out
         # from the first result's description (they may depend on the type the database describes).
         self.result_processors: list[tuple[int, Callable[[Any], Any]]] | None = None
+        # (name in the SQL, parameter key, name) of each bound parameter whose value comes from the parameters given
+        # (none has a value or callable of its own): then `parameters` picks them itself; else SQLAlchemy's
+        # `construct_params` (a bound value of the statement's own, a missing value's error).
+        binds = compiled.bind_names.items()
+        self.keys: list[tuple[str, str, str]] | None = [
+            (escaped.get(name, name), bind.key, name) for bind, name in binds
+        ]
+        if any(not bind.required or bind.callable is not None for bind, _ in binds):
+            self.keys = None
 
     def parameters(self, params: Mapping[str, Any]) -> MutableMapping[str, Any]:
-        """The driver's parameters: each bound value by its name in the SQL, converted by its type."""
-        values = self.compiled.construct_params(params)
+        """The driver's parameters: each bound value by its name in the SQL, converted by its type. Picked as
+        `construct_params` picks them (by key, else by name), without its general steps on every execution."""
+        values = self.picked(params) if self.keys is not None else None
+        if values is None:
+            values = self.compiled.construct_params(params)
         for name, processor in self.bind_processors.items():
             values[name] = processor(values[name])
+        return values
+
+    def picked(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Every bound value from `params`; None when one is missing (`construct_params` then raises its error)."""
+        values = {}
+        for sql_name, key, name in self.keys or ():
+            if key in params:
+                values[sql_name] = params[key]
+            elif name in params:
+                values[sql_name] = params[name]
+            else:
+                return None
         return values
 
     def converted(self, rows: Sequence[Any], cursor: Any) -> Sequence[Sequence[Any]]:
@@ -977,6 +1006,9 @@ class PageCacheCopies:
         self.pubsub: Any = None
         self.subscribed = False
         self.copies: dict[str, tuple[Any, float]] = {}
+        #: The listening connection's socket, and a poll object watching it (`nothing_arrived`).
+        self.watched: Any = None
+        self.poll: Any = None
 
     def get(self, key: str) -> Any:
         """The entry `key` (None when missing), as the cache's `get` answers it."""
@@ -999,6 +1031,8 @@ class PageCacheCopies:
             if self.pubsub is None:
                 self.pubsub = self.client.pubsub()
                 self.pubsub.subscribe(self.channel)
+            elif self.subscribed and self.nothing_arrived():
+                return True
             while (message := self.pubsub.get_message(timeout=0.0)) is not None:
                 kind = message.get("type")
                 if kind == "subscribe":
@@ -1012,10 +1046,26 @@ class PageCacheCopies:
             self.forget()
             return False
 
+    def nothing_arrived(self) -> bool:
+        """Whether the listening connection's socket has nothing to read (a zero-timeout poll, one system call). Each
+        look reads messages until redis-py finds none, buffered or on the socket, so an idle socket means nothing
+        new; redis-py's own look at it (`get_message`) costs 3% of a logged-in page. A socket closed or in error
+        polls as readable, and redis-py then meets the error."""
+        connection = self.pubsub.connection
+        sock = getattr(connection, "_sock", None) if connection is not None else None
+        if sock is None:
+            return False
+        if sock is not self.watched:  # a new connection (redis-py reconnected)
+            self.poll = select.poll()
+            self.poll.register(sock, select.POLLIN | select.POLLPRI)
+            self.watched = sock
+        return not self.poll.poll(0)
+
     def forget(self) -> None:
         """Drop every copy and the subscription (subscribed again at the next read)."""
         self.copies.clear()
         self.subscribed = False
+        self.watched = self.poll = None
         pubsub, self.pubsub = self.pubsub, None
         if pubsub is not None:
             try:
