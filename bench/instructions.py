@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stripe_emulator.testing import EmulatorServer  # noqa: E402
+
 PATHS = ("/bench/hello", "/pricing")
 #: The Pro user's logged-in pages (bench/request_overhead.py's: paid through the bundled emulator's Checkout, the
 #: emulator run by this script's parent process, outside Valgrind), with `--pages`.
@@ -67,7 +68,9 @@ def session_cookie(app) -> str:
 
     pay_in_emulator(app, os.environ["BENCH_EMULATOR_URL"])  # the parent's emulator, outside Valgrind
     # The browser of `environ_for`: Flask-Login's session protection finds the log-in's address and user agent.
-    browser = {key: value for key, value in environ_for("/").items() if key in ("HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR")}
+    browser = {
+        key: value for key, value in environ_for("/").items() if key in ("HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR")
+    }
     client = logged_in_client(app, "https://bench.example.com", browser)
     # The page the log-in form sends to: its forms' CSRF token is kept in the session, whose cookie then stays as
     # it is (as a browser's, and wrk's in bench/run.py, after their first page).
@@ -141,7 +144,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100, help="requests per phase (default 100)")
     parser.add_argument("--ablate", action="store_true", help="also each hook's cost (a phase without it)")
-    parser.add_argument("--ablate-path", default="/bench/hello", help="the path --ablate requests (default /bench/hello)")
+    parser.add_argument(
+        "--ablate-path", default="/bench/hello", help="the path --ablate requests (default /bench/hello)"
+    )
     parser.add_argument("--pages", action="store_true", help="also the Pro user's logged-in /account and /billing")
     parser.add_argument("--keep", metavar="DIR", help="keep callgrind's dumps in DIR (for callgrind_annotate)")
     parser.add_argument("--child", metavar="SYNC_DIR", help=argparse.SUPPRESS)
