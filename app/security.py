@@ -203,8 +203,8 @@ class SiteSessionInterface(SecureCookieSessionInterface):
     A logged-in browser sends the same cookie on every request until its session changes, and Flask verifies it
     each time: it derives the key, checks the signature, inflates and parses the payload and untags every value.
     Here a cookie whose signature was verified is remembered with its payload and the time it was signed, under
-    the serializer of the keys that verified it: the same cookie again only has its age checked against the
-    session lifetime, as itsdangerous checks it. A cookie never seen (or changed by one byte) is verified in full;
+    the serializer of the keys that verified it and the whole Cookie header it came in: the same header again is
+    not even parsed, and only has its age checked against the session lifetime, as itsdangerous checks it. A cookie never seen (or changed by one byte) is verified in full;
     a key rotation starts afresh. Only a payload of plain values (strings, numbers, booleans) is remembered, so
     that no request can change what the next one reads (a session holding flashed messages, a list, is not).
     This changes no decision about who is logged in: that is the server-side session's, checked on every request.
@@ -215,7 +215,8 @@ class SiteSessionInterface(SecureCookieSessionInterface):
 
     def __init__(self) -> None:
         self._serializers: dict[tuple, URLSafeTimedSerializer] = {}
-        self._verified: dict[tuple[URLSafeTimedSerializer, str], tuple[int, dict[str, Any]]] = {}
+        #: (serializer, cookie name, Cookie header) -> (when the session cookie in it was signed, its payload)
+        self._verified: dict[tuple[URLSafeTimedSerializer, str, str | None], tuple[int, dict[str, Any]]] = {}
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         """Flask's serializer for the app's current keys, remembered."""
@@ -234,18 +235,21 @@ class SiteSessionInterface(SecureCookieSessionInterface):
         """Flask's; a request without any cookie (a visitor's first page, a probe, an API call) gets a new empty
         session at once, as Flask would after parsing the absent Cookie header and finding no session cookie; a
         cookie verified before is not verified again while it is within the session lifetime."""
-        if "HTTP_COOKIE" not in request.environ and app.secret_key:
+        header = request.environ.get("HTTP_COOKIE")
+        if header is None and app.secret_key:
             return self.session_class()
         serializer = self.get_signing_serializer(app)
         if serializer is None:
             return None
-        value = request.cookies.get(self.get_cookie_name(app))
-        if not value:
-            return self.session_class()
+        name = self.get_cookie_name(app)
         max_age = int(app.permanent_session_lifetime.total_seconds())
-        known = self._verified.get((serializer, value))
+        # Remembered under the whole Cookie header the browser sends with it: the same header again is not parsed.
+        known = self._verified.get((serializer, name, header))
         if known is not None and 0 <= int(time.time()) - known[0] <= max_age:  # itsdangerous' own age test
             return self.session_class(known[1])
+        value = request.cookies.get(name)
+        if not value:
+            return self.session_class()
         try:
             data, signed_at = serializer.loads(value, max_age=max_age, return_timestamp=True)
         except BadSignature:
@@ -253,7 +257,7 @@ class SiteSessionInterface(SecureCookieSessionInterface):
         if isinstance(data, dict) and all(type(item) in PLAIN_VALUES for item in data.values()):
             if len(self._verified) >= self.REMEMBERED_COOKIES:
                 self._verified.clear()
-            self._verified[(serializer, value)] = (int(signed_at.timestamp()), data)
+            self._verified[(serializer, name, header)] = (int(signed_at.timestamp()), data)
         return self.session_class(data)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:

@@ -26,18 +26,24 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stripe_emulator.testing import EmulatorServer  # noqa: E402
+
 PATHS = ("/bench/hello", "/pricing")
+#: The Pro user's logged-in pages (bench/request_overhead.py's: paid through the bundled emulator's Checkout, the
+#: emulator run by this script's parent process, outside Valgrind), with `--pages`.
+PAGES = ("/account", "/billing")
 
 
-def environ_for(path: str) -> dict:
-    """A request as the load balancer forwards it (HTTPS, from a trusted proxy)."""
+def environ_for(path: str, cookie: str | None = None) -> dict:
+    """A request as the load balancer forwards it (HTTPS, from a trusted proxy), with `cookie` when given."""
     from werkzeug.test import EnvironBuilder
 
-    environ = EnvironBuilder(
-        path=path,
-        base_url="https://bench.example.com",
-        headers={"User-Agent": "wrk", "X-Forwarded-Proto": "https", "X-Forwarded-For": "10.0.0.1"},
-    ).get_environ()
+    headers = {"User-Agent": "wrk", "X-Forwarded-Proto": "https", "X-Forwarded-For": "10.0.0.1"}
+    if cookie:
+        headers["Cookie"] = cookie
+    environ = EnvironBuilder(path=path, base_url="https://bench.example.com", headers=headers).get_environ()
     environ["REMOTE_ADDR"] = "127.0.0.1"
     return environ
 
@@ -56,16 +62,37 @@ def serve(app, environ: dict, requests: int) -> None:
             body.close()
 
 
-def child(sync: Path, requests: int, ablate: bool) -> None:
+def session_cookie(app) -> str:
+    """The Cookie header of the Pro user, paid through the emulator's Checkout and logged in through the form."""
+    from bench.request_overhead import logged_in_client, pay_in_emulator
+
+    pay_in_emulator(app, os.environ["BENCH_EMULATOR_URL"])  # the parent's emulator, outside Valgrind
+    # The browser of `environ_for`: Flask-Login's session protection finds the log-in's address and user agent.
+    browser = {
+        key: value for key, value in environ_for("/").items() if key in ("HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR")
+    }
+    client = logged_in_client(app, "https://bench.example.com", browser)
+    # The page the log-in form sends to: its forms' CSRF token is kept in the session, whose cookie then stays as
+    # it is (as a browser's, and wrk's in bench/run.py, after their first page).
+    client.get("/account", base_url="https://bench.example.com")
+    return "; ".join(f"{cookie.key}={cookie.value}" for cookie in client._cookies.values())
+
+
+def child(sync: Path, requests: int, ablate: bool, ablate_path: str, pages: bool) -> None:
     """Runs under callgrind: the phases, each followed by a wait for the parent to dump the counters."""
     sys.path.insert(0, str(ROOT))
     from bench.bare_flask import app as bare
     from bench.request_overhead import production_app
 
-    app = production_app(os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"])
+    app = production_app(
+        os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"], os.environ.get("BENCH_EMULATOR_URL")
+    )
     environs = {path: environ_for(path) for path in PATHS}
+    if pages:
+        cookie = session_cookie(app)
+        environs.update((path, environ_for(path, cookie)) for path in PAGES)
     bare_environ = environ_for("/hello")
-    for path in PATHS:  # warm: caches filled, templates compiled
+    for path in environs:  # warm: caches filled, templates compiled
         serve(app, environs[path], 20)
     serve(bare, bare_environ, 20)
 
@@ -73,9 +100,9 @@ def child(sync: Path, requests: int, ablate: bool) -> None:
     # its trigger name.
     phases = [("(start)", lambda: serve(bare, bare_environ, 1))]
     phases += [("bare Flask /hello", lambda: serve(bare, bare_environ, requests))]
-    phases += [(path, lambda path=path: serve(app, environs[path], requests)) for path in PATHS]
+    phases += [(path, lambda path=path: serve(app, environs[path], requests)) for path in environs]
     if ablate:
-        hello = environs["/bench/hello"]
+        hello = environs[ablate_path]
 
         def without(hooks: list, hook):
             def run():
@@ -96,7 +123,7 @@ def child(sync: Path, requests: int, ablate: bool) -> None:
         ):
             for hook in list(hooks):
                 name = getattr(hook, "__qualname__", repr(hook)).replace(".<locals>", "")
-                phases.append((f"/bench/hello without {kind} {name}", without(hooks, hook)))
+                phases.append((f"{ablate_path} without {kind} {name}", without(hooks, hook)))
 
     def handshake(name: str) -> None:
         (sync / "ready").write_text(name)
@@ -117,10 +144,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100, help="requests per phase (default 100)")
     parser.add_argument("--ablate", action="store_true", help="also each hook's cost (a phase without it)")
+    parser.add_argument(
+        "--ablate-path", default="/bench/hello", help="the path --ablate requests (default /bench/hello)"
+    )
+    parser.add_argument("--pages", action="store_true", help="also the Pro user's logged-in /account and /billing")
+    parser.add_argument("--keep", metavar="DIR", help="keep callgrind's dumps in DIR (for callgrind_annotate)")
     parser.add_argument("--child", metavar="SYNC_DIR", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
-        child(Path(options.child), options.requests, options.ablate)
+        child(Path(options.child), options.requests, options.ablate, options.ablate_path, options.pages)
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed: run scripts/install-bench-deps.sh", file=sys.stderr)
@@ -137,6 +169,10 @@ def main() -> int:
     env = {**os.environ, **dict(re.findall(r"^export (\w+)=(.*)$", started.stdout, re.M))}
     sync = work / "sync"
     sync.mkdir()
+    emulator = EmulatorServer() if options.pages or options.ablate_path in PAGES else None
+    if emulator is not None:
+        emulator.start()
+        env["BENCH_EMULATOR_URL"] = emulator.url
     try:
         command = [
             "valgrind",
@@ -149,7 +185,8 @@ def main() -> int:
             str(sync),
             "--requests",
             str(options.requests),
-            *(["--ablate"] if options.ablate else []),
+            *(["--ablate", "--ablate-path", options.ablate_path] if options.ablate else []),
+            *(["--pages"] if options.pages or options.ablate_path in PAGES else []),
         ]
         with open(work / "child.log", "w") as log:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -179,13 +216,17 @@ def main() -> int:
             if trigger and total:
                 counts.append((int(trigger.group(1)), names[f"phase{trigger.group(1)}"], int(total.group(1))))
         counts.sort()
+        if options.keep:
+            Path(options.keep).mkdir(parents=True, exist_ok=True)
+            for dump in work.glob("callgrind.*"):
+                shutil.copy(dump, Path(options.keep) / dump.name)
         per_request: dict[str, float] = {}
         for _, name, total in counts:
             if name != "(start)":
                 per_request[name] = min(per_request.get(name, total), total)
         per_request = {name: total / options.requests / 1000 for name, total in per_request.items()}
         bare = per_request.get("bare Flask /hello")
-        hello = per_request.get("/bench/hello")
+        hello = per_request.get(options.ablate_path)
         print(f"thousands of instructions per request ({options.requests} requests a phase, callgrind):")
         for name, value in per_request.items():
             against = f"  bare Flask ÷ this {bare / value:.3f}" if bare and not name.startswith("bare") else ""
@@ -193,6 +234,8 @@ def main() -> int:
             print(f"  {name:70s} {value:8.1f}{against}{saved}")
         return 0
     finally:
+        if emulator is not None:
+            emulator.stop()
         subprocess.run([str(ROOT / "scripts/test-services.sh"), "stop", str(services)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 

@@ -37,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import redis  # noqa: E402
+import stripe  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import text  # noqa: E402
@@ -83,6 +85,9 @@ def production_app(database_url: str, redis_url: str, stripe_api_base: str | Non
         "RATELIMIT_API": "100000000 per minute",
         **({"STRIPE_API_BASE": stripe_api_base, "STRIPE_SECRET_KEY": "sk_test_emulator"} if stripe_api_base else {}),
     }
+    # Nothing kept from an earlier run on these services: Stripe summaries of the previous run's user 1, its reads
+    # of Stripe spent (RATELIMIT_BILLING), its rate limits.
+    redis.Redis.from_url(redis_url).flushdb()
     app = create_app(config)
 
     @app.get("/bench/hello")
@@ -120,14 +125,15 @@ def add_pro_user() -> None:
     db.session.commit()
 
 
-def pay_in_emulator(app, emulator: EmulatorServer) -> None:
+def pay_in_emulator(app, emulator_url: str) -> None:
     """The Pro user pays for Pro through the emulator's Checkout, as in make bench: their subscription row is
     the emulator's (synced as the app copies it from Stripe), so that their billing page finds a card and an
     invoice in Stripe (then in the app's cache, as a running app keeps them)."""
     with app.app_context():
         user = db.session.scalar(db.select(User).where(User.email == PRO_EMAIL))
         customer = history.Customer(user.id, PRO_EMAIL)
-        history.subscribe_customer(emulator.client(), emulator.url, customer, "price_pro_monthly")
+        client = stripe.StripeClient("sk_test_emulator", base_addresses={"api": emulator_url}, max_network_retries=2)
+        history.subscribe_customer(client, emulator_url, customer, "price_pro_monthly")
         user.stripe_customer_id = customer.customer_id
         db.session.execute(
             db.update(UserSubscription)
@@ -138,9 +144,12 @@ def pay_in_emulator(app, emulator: EmulatorServer) -> None:
         sync_customer(customer.customer_id)
 
 
-def logged_in_client(app, base_url: str):
-    """A test client of the Pro user, logged in through the log-in form (its CSRF token and Referer included)."""
+def logged_in_client(app, base_url: str, environ_base: dict | None = None):
+    """A test client of the Pro user, logged in through the log-in form (its CSRF token and Referer included); its
+    requests carry `environ_base` (a browser's address and user agent, which session protection compares with the
+    log-in's on every page)."""
     client = app.test_client()
+    client.environ_base.update(environ_base or {})
     page = client.get("/login", base_url=base_url).get_data(as_text=True)
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
     form = {"csrf_token": token, "email": PRO_EMAIL, "password": PRO_PASSWORD, "next": ""}
@@ -176,7 +185,7 @@ def main() -> int:
     options = parser.parse_args()
     with EmulatorServer() as emulator:
         app = production_app(os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"], emulator.url)
-        pay_in_emulator(app, emulator)
+        pay_in_emulator(app, emulator.url)
         bare, ours = bare_app.test_client(), app.test_client()
         https = "https://bench.example.com"
         token = access_token(ours, https)

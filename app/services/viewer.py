@@ -34,7 +34,7 @@ from typing import Any
 
 from flask import g, has_app_context, has_request_context, request
 from sqlalchemy import ColumnElement, Engine, and_, bindparam, event, literal, literal_column, select
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.base import manager_of_class
 
 from app.extensions import DriverRead, autocommit_when_idle, db
@@ -94,6 +94,7 @@ _USER_COLUMNS = tuple(User.__table__.columns)
 _USER_KEYS = tuple(User.__mapper__.get_property_by_column(column).key for column in _USER_COLUMNS)
 _USER_WIDTH = len(_USER_COLUMNS)
 _USER_CLASS_MANAGER = manager_of_class(User)
+_USER_MAPPER = User.__mapper__
 
 #: The log-in check and the page's subscriptions in one statement, built once (compiled once per process): the
 #: user's columns, then the columns of one subscription per row (NULLs for a user without one).
@@ -166,16 +167,22 @@ def token_user(family_id: object, user_id: int) -> User | None:
 def _persistent_user(values: Sequence[Any]) -> User:
     """The ORM user of these column values (`_USER_COLUMNS`), persistent in the session as a query would load it:
     its attributes loaded (no change pending), its relationships loaded on first use, changes to it flushed at
-    the next flush. The session's own instance when it has one already (as a query gives it back)."""
-    session = db.session()  # the request's Session itself: each attribute of the scoped proxy looks it up again
-    known = session.identity_map.get(User.__mapper__.identity_key_from_primary_key((values[0],)))
-    if known is not None:
-        return known
-    user = _USER_CLASS_MANAGER.new_instance()  # no __init__: nothing is set through the attribute events
-    user.__dict__.update(zip(_USER_KEYS, values, strict=True))
-    make_transient_to_detached(user)  # loaded state, as from a query; what is not in __dict__ loads on first use
-    session.add(user)  # persistent: in the identity map, no change pending
-    return user
+    the next flush. The session's own instance when it has one already (as a query gives it back). A request that
+    has not made its session yet makes none for it: the user joins the session when the request makes one
+    (`SiteSQLAlchemy.persistent_when_used`), and a page that reads nothing more ends without any."""
+
+    key = _USER_MAPPER.identity_key_from_primary_key((values[0],))
+
+    def make() -> User:
+        user = _USER_CLASS_MANAGER.new_instance()  # no __init__: nothing is set through the attribute events
+        user.__dict__.update(zip(_USER_KEYS, values, strict=True))
+        # Detached with its identity, as `make_transient_to_detached` leaves it: a new state has no history to
+        # reset, and the one attribute not in __dict__ (its subscriptions, a relationship) loads on first use
+        # whether or not it is marked expired; working out and expiring the unloaded attributes costs 3% of a page.
+        instance_state(user).key = key
+        return user
+
+    return db.persistent_when_used(key, make)
 
 
 def _first_read(read: DriverRead, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
@@ -193,7 +200,11 @@ def _first_read(read: DriverRead, params: dict[str, Any]) -> Sequence[Sequence[A
     for a page that reads nothing more (taking one for the session, then ending its transaction and giving it
     back at the request's end, costs about 40 µs of CPU more); whatever the request reads or writes next takes
     one then. Otherwise it runs on the session's connection, after its autoflush as `Session.execute` would."""
-    session = db.session()  # the request's Session itself (see `_persistent_user`)
+    if not db.session.registry.has():  # no session made yet in this context: it has nothing to read in
+        engine = db.engine
+        if engine.dialect.driver == "psycopg":
+            return read.rows_alone(engine, params)
+    session = db.session()  # the request's Session itself: each attribute of the scoped proxy looks it up again
     if not session.in_transaction():  # no connection, no change pending: nothing of the session's to read in
         bind = session.get_bind()
         if isinstance(bind, Engine) and bind.dialect.driver == "psycopg":  # not a test's external transaction

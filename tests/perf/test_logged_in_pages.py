@@ -413,6 +413,7 @@ def test_the_log_in_checks_user_is_the_sessions_persistent_user(app, pro_client)
     relationships loaded on first use, a change to it committed; a second check in the session gives it back."""
     user_id, session_id = logged_in_ids(app)
     with app.test_request_context("/account"):
+        db.session()  # a request that has made its session already
         user = viewer.logged_in_user(session_id, user_id)
         assert user is not None and sa.inspect(user).persistent
         assert not sa.inspect(user).unloaded - {"subscriptions"}  # every column loaded
@@ -427,6 +428,47 @@ def test_the_log_in_checks_user_is_the_sessions_persistent_user(app, pro_client)
         db.session.commit()
         assert viewer.logged_in_user(session_id, user_id) is user
         assert db.session.scalar(sa.select(User.billing_email).where(User.id == user_id)) == "billing@example.com"
+
+
+def test_the_log_in_check_makes_no_session_and_its_user_joins_the_one_made_later(app, pro_client):
+    """A request that reads nothing after the log-in check makes no SQLAlchemy session (making one, adding the user
+    and closing it again cost 14% of a kept logged-in page); the user joins the session the request makes later,
+    before that session runs anything: a query gives this user back, a change made to it before is committed, its
+    relationships load."""
+    user_id, session_id = logged_in_ids(app)
+    with app.test_request_context("/account"):
+        user = viewer.logged_in_user(session_id, user_id)
+        assert user is not None and not db.session.registry.has()
+        assert not sa.inspect(user).unloaded - {"subscriptions"}  # every column loaded
+        assert viewer.logged_in_user(session_id, user_id) is user  # a second check: the same user, still no session
+        user.billing_email = "before-the-session@example.com"
+        with statements(app) as sent:
+            assert db.session.get(User, user_id) is user
+        assert sent == []
+        assert sa.inspect(user).persistent and user in db.session.dirty
+        assert [s.id for s in user.subscriptions] == [s.id for s in viewer.subscriptions(user_id)]
+        db.session.commit()
+    with app.app_context():
+        assert db.session.scalar(sa.select(User.billing_email).where(User.id == user_id)) == (
+            "before-the-session@example.com"
+        )
+
+
+def test_a_logged_in_page_served_from_its_kept_copy_ends_without_a_session(app, pro_client):
+    """`/account` viewed again with nothing changed: the log-in check reads, the kept page is sent, and the request
+    ends with no SQLAlchemy session made (so none to close)."""
+    pro_client.get("/account")
+    made: list[bool] = []
+
+    def note_session(exc):  # runs first of the context's teardowns (Flask runs them last registered first)
+        made.append(db.session.registry.has())
+
+    app.teardown_appcontext_funcs.append(note_session)
+    try:
+        assert pro_client.get("/account").status_code == 200
+    finally:
+        app.teardown_appcontext_funcs.remove(note_session)
+    assert made == [False]
 
 
 @pytest.mark.parametrize("path", list(CEILINGS))

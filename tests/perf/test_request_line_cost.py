@@ -166,6 +166,10 @@ def test_a_request_that_never_used_the_database_session_skips_its_teardown(seede
         assert client.get("/pricing").status_code == 200  # the visitor's page: no session opened
     assert counted["scoped_session.remove"] == 0
     auth.signup("session-user@example.com")
+    client.get("/account")
     with calls_to(scoped_session.remove) as counted:
-        assert client.get("/account").status_code == 200  # the log-in check reads: closed as before
+        assert client.get("/account").status_code == 200  # the log-in check reads alone: no session made
+    assert counted["scoped_session.remove"] == 0
+    with calls_to(scoped_session.remove) as counted:
+        assert client.get("/strategies/").status_code == 200  # the list is read in the session: closed as before
     assert counted["scoped_session.remove"] >= 1
