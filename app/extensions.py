@@ -308,16 +308,15 @@ class DriverSQL:
     def parameters(self, params: Mapping[str, Any]) -> MutableMapping[str, Any]:
         """The driver's parameters: each bound value by its name in the SQL, converted by its type. Picked as
         `construct_params` picks them (by key, else by name), without its general steps on every execution."""
-        values = self.picked(params) if self.keys is not None else None
-        if values is None:
-            values = self.compiled.construct_params(params)
+        picked = self.picked(params) if self.keys is not None else None
+        values: MutableMapping[str, Any] = self.compiled.construct_params(params) if picked is None else picked
         for name, processor in self.bind_processors.items():
             values[name] = processor(values[name])
         return values
 
     def picked(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Every bound value from `params`; None when one is missing (`construct_params` then raises its error)."""
-        values = {}
+        values: dict[str, Any] = {}
         for sql_name, key, name in self.keys or ():
             if key in params:
                 values[sql_name] = params[key]
