@@ -4,12 +4,17 @@ runs twice and the smaller count is shown.
 
 The app runs as bench/request_overhead.py builds it (production settings, JSON logs written to /dev/null) and is
 called through its WSGI callable, as is bench/bare_flask.py; each phase runs N requests, and callgrind's counters are
-dumped between phases (`callgrind_control`), so each phase's count excludes start-up. `--ablate` adds one phase per
-before-, after- and teardown hook of the app, with that hook removed: what each one costs. Instruction counts leave
-out the kernel (the socket's send, the log line's write) and weigh a cache miss like a hit: they say where the
-app's own code spends, not how fast a server is (that is bench/run.py's).
+dumped between phases (`callgrind_control`), so each phase's count excludes start-up. `--pages` adds the Pro user's
+logged-in `/account` and `/billing` (paid through the bundled emulator, which this script runs outside Valgrind;
+logged in through the form from the same address and browser as the pages' requests, so that the session cookie,
+as a browser's, stays the same from view to view). `--ablate` adds one phase per before-, after- and teardown hook
+of the app, with that hook removed: what each one costs, on `--ablate-path` (the bare route by default). `--keep DIR`
+keeps callgrind's dumps (for `callgrind_annotate`: the C functions a phase spends in, such as zlib's or libpq's).
+Instruction counts leave out the kernel (the socket's send, the log line's write) and weigh a cache miss like a hit:
+they say where the app's own code spends, not how fast a server is (that is bench/run.py's).
 
-    .venv/bin/python bench/instructions.py [--requests 100] [--ablate]    (needs valgrind: scripts/install-bench-deps.sh)
+    .venv/bin/python bench/instructions.py [--requests 100] [--pages] [--ablate [--ablate-path PATH]] [--keep DIR]
+        (needs valgrind: scripts/install-bench-deps.sh)
 """
 
 from __future__ import annotations
@@ -202,7 +207,19 @@ def main() -> int:
                     phase, _, names[phase] = name.partition(":")
                     control = [["-d", phase]]
                 for arguments in control:
-                    subprocess.run(["callgrind_control", *arguments, str(process.pid)], capture_output=True)
+                    # callgrind_control reaches the child through vgdb, which can time out on a loaded machine: tried
+                    # again, and a phase whose counters could not be switched on or dumped is an error, not a 0.
+                    for _ in range(5):
+                        done = subprocess.run(["callgrind_control", *arguments, str(process.pid)], capture_output=True)
+                        if done.returncode == 0:
+                            break
+                        time.sleep(0.5)
+                    else:
+                        process.kill()
+                        print(
+                            f"callgrind_control {' '.join(arguments)} failed: {done.stderr.decode()}", file=sys.stderr
+                        )
+                        return 1
                 (sync / "go").write_text("")
             time.sleep(0.05)
         if process.returncode != 0:
@@ -224,6 +241,9 @@ def main() -> int:
         for _, name, total in counts:
             if name != "(start)":
                 per_request[name] = min(per_request.get(name, total), total)
+        if not per_request or not all(per_request.values()):
+            print(f"callgrind counted nothing for some phase: {per_request}", file=sys.stderr)
+            return 1
         per_request = {name: total / options.requests / 1000 for name, total in per_request.items()}
         bare = per_request.get("bare Flask /hello")
         hello = per_request.get(options.ablate_path)
