@@ -8,8 +8,10 @@ secrets kept under `instance/`); production refuses to start and lists every pro
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
+import os
 import re
 import secrets
 import sys
@@ -217,15 +219,25 @@ def is_fernet_key(value: str) -> bool:
 def development_secret(instance_path: Path, name: str, make: Callable[[], str]) -> str:
     """A development secret, generated once and kept in `instance/dev-secrets.json`.
 
-    Generated, not hard-coded, so no secret is ever in the repository; kept, so sessions survive restarts.
+    Generated, not hard-coded, so no secret is ever in the repository; kept, so sessions survive restarts. Several
+    processes may start at once on a fresh clone (the test run's workers, `make run`'s server and emulator): the
+    file is written whole under a lock (`dev-secrets.lock`) and put in place at once, readable by its owner only from
+    the start, so that a process never reads half of it and all of them keep the same secret.
     """
     path = instance_path / "dev-secrets.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    if name not in stored:
-        stored[name] = make()
-        instance_path.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(stored, indent=2))
-        path.chmod(0o600)
+    if name in stored:
+        return stored[name]
+    instance_path.mkdir(parents=True, exist_ok=True)
+    with open(instance_path / "dev-secrets.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        stored = json.loads(path.read_text()) if path.exists() else {}  # another process may have written it
+        if name not in stored:
+            stored[name] = make()
+            partial = path.with_name(f"{path.name}.{os.getpid()}")
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+                out.write(json.dumps(stored, indent=2))
+            os.replace(partial, path)
     return stored[name]
 
 

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,38 @@ def test_an_unreadable_rate_limit_switch_is_a_problem_line(clean_env):
     with pytest.raises(ConfigurationError) as excinfo:
         create_app()
     assert excinfo.value.problems == ["RATELIMIT_ENABLED must be true or false, not 'maybe'"]
+
+
+#: Eight processes asking a fresh instance folder for the same development secrets at once, as the test run's
+#: workers and `make run`'s processes do on a fresh clone: each prints what it got.
+SECRETS_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from app.config import development_secret
+folder, start = Path(sys.argv[1]), float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+for name in ("SECRET_KEY", "JWT_SECRET_KEY", "ENCRYPTION_KEY"):
+    print(name, development_secret(folder, name, lambda: __import__("secrets").token_hex(32)))
+"""
+
+
+def test_processes_starting_at_once_on_a_fresh_clone_share_one_set_of_development_secrets(tmp_path):
+    """A fresh clone's first `make test` collected the suite in two workers at once: one read `dev-secrets.json`
+    while the other was writing it (a JSONDecodeError that failed the run), or each kept a secret of its own."""
+    for attempt in range(3):
+        folder = tmp_path / f"instance-{attempt}"
+        start = time.time() + 1.5  # all eight imported before any begins
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", SECRETS_AT_ONCE, str(folder), str(start)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        outputs = [process.communicate(timeout=60) for process in processes]
+        assert all(process.returncode == 0 for process in processes), [err for _, err in outputs]
+        assert len({out for out, _ in outputs}) == 1, "the processes kept different secrets"
+        assert oct((folder / "dev-secrets.json").stat().st_mode & 0o777) == "0o600"
