@@ -223,15 +223,14 @@ def test_recording_a_webhook_event_takes_turns_with_other_writers_on_sqlite(tmp_
         assert sorted(db.session.scalars(sa.select(AuditLog.action))) == ["other.request", "webhook.applied"]
 
 
-def test_a_late_created_event_of_a_subscription_already_there_is_skipped_on_sqlite(tmp_path):
-    """As on PostgreSQL, a `customer.subscription.created` arriving after the row was written (another event id,
-    an older `created`) inserts nothing: answered 200, the row as the newer events left it (was a 500 on every
-    retry: the insert hit the unique Stripe id)."""
+def docs_customer_on_sqlite(tmp_path, webhook_secret: str):
+    """The app on a fresh SQLite database (`make run`'s), migrated and seeded, with the user of Stripe's documented
+    events (their customer, their Pro price): (app, the user's id)."""
     app = create_app(
         {
             "ENVIRONMENT": "development",
             "DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
-            "STRIPE_WEBHOOK_SECRET": "whsec_late",
+            "STRIPE_WEBHOOK_SECRET": webhook_secret,
             "STRIPE_PRICE_PRO_MONTHLY": DOCS_PRICE,
         }
     )
@@ -241,7 +240,14 @@ def test_a_late_created_event_of_a_subscription_already_there_is_skipped_on_sqli
         user = User(email="jenny@example.com", password_hash="x", stripe_customer_id=CUSTOMER)
         db.session.add(user)
         db.session.commit()
-        user_id = user.id
+        return app, user.id
+
+
+def test_a_late_created_event_of_a_subscription_already_there_is_skipped_on_sqlite(tmp_path):
+    """As on PostgreSQL, a `customer.subscription.created` arriving after the row was written (another event id,
+    an older `created`) inserts nothing: answered 200, the row as the newer events left it (was a 500 on every
+    retry: the insert hit the unique Stripe id)."""
+    app, user_id = docs_customer_on_sqlite(tmp_path, "whsec_late")
     client = app.test_client()
     for name in ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted"):
         assert post_event(client, load(name, user_id), "whsec_late").status_code == 200

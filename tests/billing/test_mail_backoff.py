@@ -36,8 +36,7 @@ from app.services.mail import (
     queue_mail,
 )
 from app.services.queue_health import MAIL_AGE_ALERT_SECONDS, queue_health
-from tests.billing.test_mail_delivery import free_port
-from tests.conftest import make_config
+from tests.billing.test_mail_metrics import mail_app, mail_port  # noqa: F401 - fixtures
 from tests.factories import UserFactory
 
 KIND = "subscription_ended"
@@ -68,21 +67,7 @@ class Deferring:
 
 
 @pytest.fixture
-def mail_port():
-    return free_port()
-
-
-@pytest.fixture
-def mail_app(app, migrated_database, redis_url, mail_port):
-    mail_app = create_app(make_config(migrated_database, redis_url, MAIL_SERVER="127.0.0.1", MAIL_PORT=str(mail_port)))
-    yield mail_app
-    with mail_app.app_context():
-        db.session.remove()
-        db.engine.dispose()
-
-
-@pytest.fixture
-def deferring(mail_port):
+def deferring(mail_port):  # noqa: F811 - the fixtures imported above
     handler = Deferring()
     controller = Controller(handler, hostname="127.0.0.1", port=mail_port)
     controller.start()
@@ -135,7 +120,7 @@ def test_the_backoff_schedule():
     assert last_attempt == timedelta(hours=22, minutes=21, seconds=40)
 
 
-def test_a_failed_mail_waits_for_its_next_attempt(mail_app, deferring):
+def test_a_failed_mail_waits_for_its_next_attempt(mail_app, deferring):  # noqa: F811 - the fixtures imported above
     queue(mail_app, "ada@example.com")
     with mail_app.app_context():
         before = utcnow()
@@ -166,7 +151,7 @@ def test_a_failed_mail_waits_for_its_next_attempt(mail_app, deferring):
     assert deferring.delivered == ["ada@example.com"]
 
 
-def test_a_new_mail_is_sent_while_an_older_one_backs_off(mail_app, deferring):
+def test_a_new_mail_is_sent_while_an_older_one_backs_off(mail_app, deferring):  # noqa: F811 - the fixtures imported above
     """The mail that failed waits; a mail committed after it is due at once (never tried: no next attempt set)."""
     queue(mail_app, "old@example.com")
     with mail_app.app_context():
@@ -181,7 +166,7 @@ def test_a_new_mail_is_sent_while_an_older_one_backs_off(mail_app, deferring):
     ]
 
 
-def test_the_last_attempt_failing_gives_the_mail_up_visibly(mail_app, deferring, caplog):
+def test_the_last_attempt_failing_gives_the_mail_up_visibly(mail_app, deferring, caplog):  # noqa: F811 - the fixtures imported above
     """The 13th failed attempt leaves the mail pending; the 14th gives it up: `failed` with its last error, the
     `mail_given_up` log line and `mail_given_up_total` — and it no longer counts as a waiting mail."""
     queue(mail_app, "late@example.com")
@@ -208,7 +193,7 @@ def test_the_last_attempt_failing_gives_the_mail_up_visibly(mail_app, deferring,
     assert len(deferring.asked) == 2
 
 
-def test_the_oldest_waiting_mail_is_as_old_as_its_creation_while_it_backs_off(mail_app, deferring):
+def test_the_oldest_waiting_mail_is_as_old_as_its_creation_while_it_backs_off(mail_app, deferring):  # noqa: F811 - the fixtures imported above
     """`flask doctor`'s "oldest waiting mail" and mail_outbox_oldest_pending_seconds count from `created_at`: a mail
     created 20 minutes ago, failing and backing off (its next attempt in the future), is 20 minutes old."""
     queue(mail_app, "stuck@example.com")
@@ -224,7 +209,7 @@ def test_the_oldest_waiting_mail_is_as_old_as_its_creation_while_it_backs_off(ma
     assert line.startswith("✗ Task queue") and re.search(r"oldest waiting mail 12\d\d s", line), line
 
 
-def test_two_workers_never_try_one_failing_mail_twice_in_a_run(mail_app, deferring):
+def test_two_workers_never_try_one_failing_mail_twice_in_a_run(mail_app, deferring):  # noqa: F811 - the fixtures imported above
     """Two batches at once (two threads, each its own session and SMTP connection), every mail failing after 0.2 s:
     each mail is tried once. Before, each batch, having tried its own rows, took the other's failed ones as soon as
     their rows were unlocked (still pending, not in its `tried` list): about twice as many attempts as mails."""
@@ -268,7 +253,7 @@ def test_every_kind_of_mail_is_a_mail_kind_and_has_its_counters():
             assert REGISTRY.get_sample_value("mail_send_failures_total", {"kind": kind, "reason": reason}) is not None
 
 
-def test_the_backoff_on_sqlite(tmp_path, stripe_emulator, deferring, mail_port):
+def test_the_backoff_on_sqlite(tmp_path, stripe_emulator, deferring, mail_port):  # noqa: F811 - the fixtures imported above
     """The fresh-clone default (SQLite, migrated to head, no queue): a failed mail is not due again until its
     `next_attempt_at`, then it is."""
     sqlite_app = create_app(

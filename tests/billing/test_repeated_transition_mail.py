@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import requests
 import sqlalchemy as sa
-from flask_migrate import upgrade
 
-from app import create_app
 from app.extensions import db
-from app.models import AuditLog, MailOutbox, User
-from app.services.catalog import seed_plans_from_config
+from app.models import AuditLog, MailOutbox
 from app.services.sync import sync_customer
 from app.templating import date
+from tests.test_sqlite_default import docs_customer_on_sqlite
 from tests.webhooks.signing import post_event
-from tests.webhooks.test_stripe_docs_events import CUSTOMER, DOCS_PRICE, load
+from tests.webhooks.test_stripe_docs_events import load
 
 
 def mails(app) -> list[tuple[str, str]]:
@@ -166,21 +164,7 @@ def test_a_downgrade_kept_and_asked_for_again_and_again_reaches_stripe_each_time
 def test_cancel_resume_cancel_mails_each_cancellation_on_sqlite(tmp_path):
     """The ORM's writer (SQLite, `make run`): the same keys, each cancellation's mail keyed by its audit entry; the
     events redelivered, shuffled, add none. Stripe's documented event shapes, signed and posted to the endpoint."""
-    app = create_app(
-        {
-            "ENVIRONMENT": "development",
-            "DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
-            "STRIPE_WEBHOOK_SECRET": "whsec_again",
-            "STRIPE_PRICE_PRO_MONTHLY": DOCS_PRICE,
-        }
-    )
-    with app.app_context():
-        upgrade()
-        seed_plans_from_config()
-        user = User(email="jenny@example.com", password_hash="x", stripe_customer_id=CUSTOMER)
-        db.session.add(user)
-        db.session.commit()
-        user_id = user.id
+    app, user_id = docs_customer_on_sqlite(tmp_path, "whsec_again")
     created = load("customer.subscription.created", user_id)
     events = [created]
     for n, canceling in enumerate((True, False, True), start=1):
