@@ -24,6 +24,7 @@ finding nothing to send: RQ's bookkeeping, ~19 Redis commands a job, on every ev
 
 from __future__ import annotations
 
+import re
 import smtplib
 from dataclasses import dataclass
 from datetime import timedelta
@@ -225,18 +226,17 @@ def deliver_batch(limit: int = 50) -> Delivery:
                     row.status = "failed"
                 else:  # in the attempt's commit: no other worker takes it before it is due
                     row.next_attempt_at = utcnow() + next_attempt_delay(row.attempts)
-                kind, mail_id, message, attempts = row.kind, row.id, row.error, row.attempts
+                kind, mail_id, attempts = row.kind, row.id, row.attempts
+                logged = loggable_error(error, row.recipient)  # the row keeps the full error, address and all
                 db.session.commit()
                 failed += 1
                 reason = failure_reason(error)
                 metrics.count_mail_failure(kind, reason)
                 if given_up:
                     metrics.MAIL_GIVEN_UP.labels(kind=kind).inc()
-                    log.error("mail_given_up", kind=kind, mail_id=mail_id, attempts=attempts, error=message)
+                    log.error("mail_given_up", kind=kind, mail_id=mail_id, attempts=attempts, **logged)
                 else:
-                    log.warning(
-                        "mail_refused" if refused else "mail_send_failed", kind=kind, mail_id=mail_id, error=message
-                    )
+                    log.warning("mail_refused" if refused else "mail_send_failed", kind=kind, mail_id=mail_id, **logged)
                 if reason == "timeout":  # the server hangs: the rest of the batch waits for the retry
                     break
             else:
@@ -336,6 +336,37 @@ def failure_reason(error: BaseException) -> str:
     if isinstance(error, (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)):
         return "refused"
     return "error"
+
+
+#: Anything shaped like an email address in an SMTP error's text (a refused recipient, the reply that names it).
+EMAIL_ADDRESS = re.compile(r"[^\s<>()\[\]{},;:'\"]+@[^\s<>()\[\]{},;:'\"]+")
+ADDRESS = "[address]"
+
+
+def loggable_error(error: BaseException, recipient: str | None) -> dict[str, Any]:
+    """A failed delivery's error as its log line carries it: the SMTP reply's code (`smtp_code`, when there is one)
+    and the error's text with every address replaced by "[address]". A refused recipient's error
+    (`SMTPRecipientsRefused`) is keyed by the address and the server's reply often names it again: personal data,
+    which the logs keep out (the mail's id and kind identify it; its outbox row keeps the full error)."""
+    code: int | None = None
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        replies = list(error.recipients.values())
+        code = replies[0][0] if replies else None
+        text = "; ".join(f"{reply_code} {_text(reply)}" for reply_code, reply in replies)
+    elif isinstance(error, smtplib.SMTPResponseException):  # its args may name the sender (SMTPSenderRefused)
+        code, text = error.smtp_code, _text(error.smtp_error)
+    else:
+        text = str(error)
+    if recipient:
+        text = text.replace(recipient, ADDRESS)
+    logged: dict[str, Any] = {"error": f"{type(error).__name__}: {EMAIL_ADDRESS.sub(ADDRESS, text)}"[:500]}
+    if code is not None:
+        logged["smtp_code"] = code
+    return logged
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
 
 def refused_for_good(error: Exception) -> bool:
