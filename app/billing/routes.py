@@ -229,12 +229,10 @@ def apply_change():
 def keep_plan():
     """Undo a scheduled downgrade or switch of cycle: the current plan renews as it is."""
     validated(ActionForm(), fallback="The form expired; please try again.")
-    # What is withdrawn, as the button read it (the page's cached read of the schedule; one read of Stripe if it
-    # is gone): a switch to the plan's other cycle keeps the cycle, not the plan.
-    scheduled = plan_outlook(current_user, paid_subscription(current_user.id)).scheduled_change
-    subscription = keep_current_plan(current_user)
+    # A switch to the plan's other cycle withdrawn keeps the cycle, not the plan.
+    subscription, withdrawn = keep_current_plan(current_user)
     renews = date(subscription.current_period_end)
-    if scheduled is not None and scheduled.plan_name == subscription.plan.name:
+    if withdrawn.plan_name == subscription.plan.name:
         cycle = subscription.billing_cycle
         message = f"You keep {cycle} billing: {subscription.plan.display_name} renews {cycle} on {renews}."
     else:

@@ -107,11 +107,13 @@ def release_schedule(sub: dict[str, Any]) -> bool:
     return True
 
 
-def keep_current_plan(user: User) -> UserSubscription:
-    """Undo a scheduled downgrade: the schedule is released, so the subscription renews on the plan it has now."""
+def keep_current_plan(user: User) -> tuple[UserSubscription, ScheduledChange]:
+    """Undo a scheduled downgrade or switch of cycle: the schedule is released, so the subscription renews on the plan
+    it has now. The row as synced after it, and the change withdrawn (as Stripe's schedule said it)."""
     subscription = require_live_subscription(user)
     sub = stripe_gateway.retrieve_subscription(subscription.stripe_subscription_id, expand=["schedule"])
-    if scheduled_change_of(sub) is None or not release_schedule(sub):
+    withdrawn = scheduled_change_of(sub)
+    if withdrawn is None or not release_schedule(sub):
         raise SubscriptionError(
             f"No plan change is scheduled: {subscription.plan.display_name} renews as it is.",
             code="no_scheduled_change",
@@ -126,7 +128,7 @@ def keep_current_plan(user: User) -> UserSubscription:
     )
     changed_at_stripe(user, subscription)
     sync_customer(customer_id_of_user(user))
-    return db.session.get_one(UserSubscription, subscription.id)
+    return db.session.get_one(UserSubscription, subscription.id), withdrawn
 
 
 def changed_at_stripe(user: User, subscription: UserSubscription) -> None:
