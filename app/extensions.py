@@ -90,7 +90,7 @@ class SiteSQLAlchemy(SQLAlchemy):
 
     def persistent_when_used(self, key: tuple, make: Callable[[], Any]) -> Any:
         """The instance of identity `key` (`Mapper.identity_key_from_primary_key`) as the request's session has it,
-        or `make()`'s (a detached instance, its columns loaded: `make_transient_to_detached`): persistent in the
+        or `make()`'s (a detached instance with its identity key, its columns loaded): persistent in the
         session now when the context has one, else as soon as the context makes it — before any statement, flush,
         or `get` of it runs — so that a change made to it meanwhile is flushed, and a query gives this instance
         back. Until then it is detached: a relationship of it not loaded yet cannot load (none of the logged-in

@@ -4,8 +4,8 @@ The log-in check (`logged_in_user`) reads the user, their live server-side sessi
 are not over in one statement: the payment banner every page carries, the account page and the billing page then
 read the subscriptions from this request's memo instead of asking the database again. The statement reads columns
 only: the user is made from its columns (`_persistent_user`), persistent in the session as a query would have
-loaded it, without the ORM's execution and loading of rows (about 150 µs of CPU on every logged-in request, a
-fifth of the check). The statement, compiled once, runs on the driver's cursor (`extensions.DriverRead`), without
+loaded it — once the request makes a session; a page that reads nothing more makes none — without the ORM's
+execution and loading of rows (about 150 µs of CPU on every logged-in request, a fifth of the check). The statement, compiled once, runs on the driver's cursor (`extensions.DriverRead`), without
 Core's execution context and result around it (about 60 µs more), on a pooled connection of its own when the
 session has not begun (`_first_read`). A subscription comes as a `SubscriptionView`: the values those pages show,
 its plan taken from the catalogue every process keeps (so the statement reads no plan, and no ORM object is made

@@ -103,7 +103,8 @@ def test_cancel_resume_cancel_mails_each_cancellation(billing, stripe_emulator, 
 def test_cancel_then_a_downgrade_then_cancel_again_mails_the_last_cancellation(
     billing, stripe_emulator, webhooks_to_app
 ):
-    """The reviewer's steps: the last mail says the plan ends (Free), not that it becomes Starter."""
+    """Cancel, switch to Starter (which withdraws the cancellation), cancel again: the last mail says the plan ends
+    (Free), not that it becomes Starter."""
     billing.subscribe("pro", "monthly")
     [row] = billing.subscriptions()
     assert billing.post("/billing/cancel").status_code == 303

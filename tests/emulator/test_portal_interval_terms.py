@@ -112,7 +112,7 @@ def test_the_terms_of_a_switch_of_interval_say_what_the_switch_does(
         assert bool(credited) == (proration_behavior != "none")  # less the unused time, as the terms say
 
 
-def test_the_reviewers_case_reads_right(emulator, client):
+def test_a_pro_monthly_yearly_switch_on_the_default_configuration_reads_right(emulator, client):
     """Pro monthly on the default configuration: the yearly switch waits, and the terms say so in as many words."""
     sub = subscribe(emulator, client, "price_pro_monthly")
     portal = client.v1.billing_portal.sessions.create({"customer": sub.customer}).url

@@ -24,7 +24,7 @@ from app.logging import (
     redact_text,
 )
 
-#: The path of the line the reviewer saw: its stem's digits pass the Luhn check.
+#: A mail file's path as `mail_written_to_folder` logs it: its stem's digits (date-time) pass the Luhn check.
 MAIL_PATH = "/home/dev/ssb/instance/mail/20261204-213726-000002-subscription_activated.eml"
 
 
